@@ -1,0 +1,54 @@
+import type { DType, HostArray } from '../tensor/dtype.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { OpDef } from '../ops/op.js';
+
+export type DeviceName = 'cpu' | 'webgpu';
+/** What users pass: a device, or `'auto'` (WebGPU when an adapter exists, else the CPU). */
+export type DeviceOption = DeviceName | 'auto';
+
+/** Memory owned by one backend; tensors are views over it. Freed when its last view is disposed. */
+export interface Storage {
+  readonly device: DeviceName;
+  readonly dtype: DType;
+  /** Elements. */
+  readonly length: number;
+  /** Bytes as held on the device. */
+  readonly byteLength: number;
+  /** Live tensors viewing this storage. */
+  refs: number;
+}
+
+export interface Backend {
+  readonly name: DeviceName;
+  /** Storage holding a copy of `data` (already cast to `dtype`). */
+  fromHost(dtype: DType, data: HostArray): Storage;
+  /** Uninitialised storage for `length` elements. */
+  alloc(dtype: DType, length: number): Storage;
+  /** The whole storage as a host array (float16 as float32 values). */
+  read(storage: Storage): Promise<HostArray>;
+  release(storage: Storage): void;
+  /** Runs `op` on inputs into freshly allocated, contiguous outputs. */
+  run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void;
+}
+
+const backends = new Map<DeviceName, Backend>();
+
+export function registerBackend(b: Backend): void {
+  backends.set(b.name, b);
+}
+
+export function getBackend(device: DeviceName): Backend {
+  const b = backends.get(device);
+  if (!b) {
+    throw new Error(
+      device === 'webgpu'
+        ? "device 'webgpu' is not initialised: call `await init({ device: 'webgpu' })` first"
+        : `no backend for device '${device}'`,
+    );
+  }
+  return b;
+}
+
+export function hasBackend(device: DeviceName): boolean {
+  return backends.has(device);
+}

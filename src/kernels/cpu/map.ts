@@ -1,0 +1,112 @@
+import { f16round } from '@petamoriken/float16';
+import type { DType } from '../../tensor/dtype.js';
+import { type Expr, exprNodes, exprToString } from '../../ops/expr.js';
+import type { CpuView } from '../../ops/op.js';
+import { ELEMENTWISE } from '../../ops/elementwise.js';
+import { erf, roundHalfEven } from './math.js';
+
+/** Helpers that generated JavaScript may call as `H.name(...)`. */
+export const H = { f16: f16round, erf, roundHalfEven };
+
+/** JS that converts a number to what storing it as `dtype` gives (as PyTorch's casts do). */
+export function jsCast(dtype: DType, v: string): string {
+  switch (dtype) {
+    case 'float32':
+      return `Math.fround(${v})`;
+    case 'float16':
+      return `H.f16(${v})`;
+    case 'int32':
+      return `((${v})|0)`;
+    case 'int8':
+      return `((${v})<<24>>24)`;
+    case 'uint8':
+      return `((${v})&255)`;
+    case 'bool':
+      return `((${v})!==0?1:0)`;
+  }
+}
+
+function jsLiteral(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return 'Infinity';
+  if (v === -Infinity) return '-Infinity';
+  return Object.is(v, -0) ? '-0' : String(v);
+}
+
+/** The statements computing `expr` for one element, given how to read input k; returns the result's name. */
+export function jsExprBody(expr: Expr, readInput: (k: number) => string): { body: string; result: string } {
+  const names = new Map<Expr, string>();
+  const lines: string[] = [];
+  for (const n of exprNodes(expr)) {
+    let v: string;
+    if (n.kind === 'input') v = readInput(n.index);
+    else if (n.kind === 'const') v = jsLiteral(n.value);
+    else {
+      const fn = ELEMENTWISE.get(n.fn);
+      if (!fn) throw new Error(`no elementwise function '${n.fn}'`);
+      v = jsCast(n.dtype, fn.js(n.args.map((a) => names.get(a)!), n.params));
+    }
+    const name = `t${names.size}`;
+    names.set(n, name);
+    lines.push(`const ${name} = ${v};`);
+  }
+  return { body: lines.join(' '), result: names.get(expr)! };
+}
+
+/** Strides of a view broadcast to `shape` (stride 0 along broadcast dims). */
+export function broadcastStrides(view: { shape: readonly number[]; strides: readonly number[] }, shape: readonly number[]): number[] {
+  const lead = shape.length - view.shape.length;
+  return shape.map((d, i) => (i < lead || view.shape[i - lead] !== d ? 0 : view.strides[i - lead]!));
+}
+
+/**
+ * Merges adjacent dims that every operand walks contiguously (and drops size-1 dims), so the
+ * generated loop nest is as shallow as possible.
+ */
+export function collapseDims(shape: readonly number[], strides: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const outShape: number[] = [];
+  const outStrides: number[][] = strides.map(() => []);
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1) continue;
+    const last = outShape.length - 1;
+    if (last >= 0 && strides.every((s, k) => outStrides[k]![last] === s[d]! * shape[d]!)) {
+      outShape[last]! *= shape[d]!;
+      strides.forEach((s, k) => (outStrides[k]![last] = s[d]!));
+    } else {
+      outShape.push(shape[d]!);
+      strides.forEach((s, k) => outStrides[k]!.push(s[d]!));
+    }
+  }
+  return { shape: outShape, strides: outStrides };
+}
+
+type MapFn = (out: CpuView['data'], ins: CpuView['data'][], shape: number[], strides: number[][], offsets: number[]) => void;
+const cache = new Map<string, MapFn>();
+
+function compile(expr: Expr, nIn: number, rank: number): MapFn {
+  const key = `${rank}|${nIn}|${exprToString(expr)}`;
+  let fn = cache.get(key);
+  if (fn) return fn;
+  const { body, result } = jsExprBody(expr, (k) => `x${k}[p${k}]`);
+  const ks = Array.from({ length: nIn }, (_, k) => k);
+  let src = ks.map((k) => `const x${k} = ins[${k}];`).join(' ') + '\n';
+  for (let d = 0; d < rank; d++) src += `const n${d} = shape[${d}]; ${ks.map((k) => `const s${k}_${d} = strides[${k}][${d}];`).join(' ')}\n`;
+  src += 'let o = 0;\n';
+  // Nested loops; p{k}_{d} is input k's offset after fixing dims < d.
+  for (let d = 0; d < rank; d++) {
+    src += `for (let i${d} = 0; i${d} < n${d}; i${d}++) {\n`;
+    src += ks.map((k) => `const p${k}_${d + 1} = ${d === 0 ? `offsets[${k}]` : `p${k}_${d}`} + i${d} * s${k}_${d};`).join(' ') + '\n';
+  }
+  src += ks.map((k) => `const p${k} = ${rank === 0 ? `offsets[${k}]` : `p${k}_${rank}`};`).join(' ') + '\n';
+  src += `${body}\nout[o++] = ${result};\n`;
+  src += '}'.repeat(rank);
+  fn = new Function('H', `return function map(out, ins, shape, strides, offsets) {\n${src}\n};`)(H) as MapFn;
+  cache.set(key, fn);
+  return fn;
+}
+
+/** Evaluates `expr` for every element of `out` (contiguous), reading strided, broadcast inputs. */
+export function mapKernel(expr: Expr, inputs: readonly CpuView[], out: CpuView): void {
+  const { shape, strides } = collapseDims(out.shape, inputs.map((v) => broadcastStrides(v, out.shape)));
+  compile(expr, inputs.length, shape.length)(out.data, inputs.map((v) => v.data), shape, strides, inputs.map((v) => v.offset));
+}

@@ -1,0 +1,79 @@
+import { SinterError } from '../errors.js';
+import { type DType, floatResult, promoteTypes, promoteWithScalar } from '../tensor/dtype.js';
+import { broadcastShapes } from '../tensor/shape.js';
+import { Tensor } from '../tensor/tensor.js';
+import { mapKernel } from '../kernels/cpu/map.js';
+import { type Expr, call, cast, constant, exprToString, input } from './expr.js';
+import { apply1, checkInputs, defineOp } from './op.js';
+
+/** How an elementwise function is computed. `js` gets argument expressions and the node's numeric params. */
+export interface ElementwiseFn {
+  readonly arity: number;
+  readonly js: (args: readonly string[], params: readonly number[]) => string;
+}
+
+/** Every elementwise function by name: what `Expr` call nodes refer to. Filled by `defineElementwise`. */
+export const ELEMENTWISE = new Map<string, ElementwiseFn>();
+
+export function defineElementwise(name: string, fn: ElementwiseFn): void {
+  if (ELEMENTWISE.has(name)) throw new Error(`elementwise function '${name}' defined twice`);
+  ELEMENTWISE.set(name, fn);
+}
+
+defineElementwise('cast', { arity: 1, js: ([x]) => x! });
+
+/** The one op every elementwise computation runs as: an expression over broadcast inputs. */
+export const mapOp = defineOp<{ expr: Expr; name: string }>({
+  name: 'map',
+  infer(inputs, { expr, name }) {
+    return [{ shape: broadcastShapes(name, ...inputs.map((t) => t.shape)), dtype: expr.dtype }];
+  },
+  cpu(inputs, { expr }, [out]) {
+    mapKernel(expr, inputs, out!);
+  },
+});
+
+/** Runs `expr` over `inputs` (broadcast together); `name` is the op users called, for errors. */
+export function map(name: string, inputs: readonly Tensor[], expr: Expr): Tensor {
+  checkInputs(name, inputs);
+  return apply1(mapOp, inputs, { expr, name });
+}
+
+export type Scalar = number | boolean;
+export type TensorOrScalar = Tensor | Scalar;
+
+export type DTypeRule = 'same' | 'float' | 'bool';
+
+function resultDType(rule: DTypeRule, d: DType): DType {
+  return rule === 'same' ? d : rule === 'float' ? floatResult(d) : 'bool';
+}
+
+/** An elementwise function of one tensor: computed in `floatResult(dtype)` for 'float' ops. */
+export function unary(name: string, x: Tensor, rule: DTypeRule, params: readonly number[] = []): Tensor {
+  checkInputs(name, [x]);
+  const computeIn = rule === 'float' ? floatResult(x.dtype) : x.dtype;
+  return map(name, [x], call(name, [cast(input(0, x.dtype), computeIn)], resultDType(rule, computeIn), params));
+}
+
+/**
+ * An elementwise function of two operands with PyTorch's type promotion (a number on either side
+ * is a scalar that only promotes across categories). `rule` maps the promoted dtype to the result.
+ */
+export function binary(name: string, a: TensorOrScalar, b: TensorOrScalar, rule: DTypeRule | ((promoted: DType) => DType), params: readonly number[] = []): Tensor {
+  const ta = a instanceof Tensor, tb = b instanceof Tensor;
+  if (!ta && !tb) throw new SinterError(name, 'expected at least one Tensor operand, got two numbers');
+  for (const v of [a, b]) {
+    if (!(v instanceof Tensor) && typeof v !== 'number' && typeof v !== 'boolean') {
+      throw new SinterError(name, `operands must be Tensors or numbers, got ${v === null ? 'null' : typeof v}`);
+    }
+  }
+  const tensors = [a, b].filter((v): v is Tensor => v instanceof Tensor);
+  checkInputs(name, tensors);
+  const promoted = ta && tb ? promoteTypes((a as Tensor).dtype, (b as Tensor).dtype) : ta ? promoteWithScalar((a as Tensor).dtype, b as Scalar) : promoteWithScalar((b as Tensor).dtype, a as Scalar);
+  const computeIn = rule === 'float' ? floatResult(promoted) : promoted;
+  let next = 0;
+  const operand = (v: TensorOrScalar): Expr => (v instanceof Tensor ? cast(input(next++, v.dtype), computeIn) : constant(Number(v), computeIn));
+  const args = [operand(a), operand(b)];
+  const out = typeof rule === 'function' ? rule(computeIn) : resultDType(rule, computeIn);
+  return map(name, tensors, call(name, args, out, params));
+}

@@ -1,0 +1,72 @@
+import { getBackend } from '../backend/backend.js';
+import { SinterError, fmtShape } from '../errors.js';
+import type { DType, HostArray } from '../tensor/dtype.js';
+import { Tensor } from '../tensor/tensor.js';
+
+/** What shape rules see of a tensor. */
+export interface TensorMeta {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+/** A strided view of host memory, as CPU kernels receive their inputs and outputs. */
+export interface CpuView extends TensorMeta {
+  readonly data: HostArray;
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+/**
+ * One op, defined once: its shape/dtype rule with argument checks (`infer`) and its kernel forms.
+ * Backends run the kernel form they own; the JIT records `name`, `attrs` and `infer`'s result.
+ */
+export interface OpDef<A> {
+  readonly name: string;
+  /** Output shapes and dtypes for these inputs; throws a SinterError naming the op on bad input. */
+  infer(inputs: readonly TensorMeta[], attrs: A): TensorMeta[];
+  /** The CPU kernel: reads strided inputs, writes contiguous outputs. */
+  cpu(inputs: readonly CpuView[], attrs: A, outputs: readonly CpuView[]): void;
+}
+
+export function defineOp<A>(def: OpDef<A>): OpDef<A> {
+  return def;
+}
+
+/** Validates that every input is a live tensor and that all share one device. */
+export function checkInputs(op: string, inputs: readonly unknown[]): asserts inputs is readonly Tensor[] {
+  let device: string | undefined;
+  inputs.forEach((t, i) => {
+    if (!(t instanceof Tensor)) {
+      throw new SinterError(op, `argument ${i} must be a Tensor, got ${t === null ? 'null' : typeof t === 'object' ? (t as object).constructor?.name ?? 'object' : typeof t}`);
+    }
+    const s = t.storageFor(op);
+    if (device === undefined) device = s.device;
+    else if (s.device !== device) {
+      throw new SinterError(op, `expected all tensors on one device, but ${inputs.map((x) => `${(x as Tensor).describe()} is on ${(x as Tensor).device}`).join(', ')}; move them with .to(device)`);
+    }
+  });
+}
+
+/** Runs `op` eagerly on the inputs' device and returns its outputs. */
+export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor[] {
+  checkInputs(op.name, inputs);
+  if (inputs.length === 0) throw new SinterError(op.name, 'needs at least one input tensor');
+  const outs = op.infer(inputs, attrs);
+  const backend = getBackend(inputs[0]!.device);
+  const tensors = outs.map((o) => {
+    let n = 1;
+    for (const d of o.shape) n *= d;
+    return new Tensor(backend.alloc(o.dtype, n), o.shape);
+  });
+  backend.run(op, inputs, attrs, tensors);
+  return tensors;
+}
+
+export function apply1<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor {
+  return apply(op, inputs, attrs)[0]!;
+}
+
+/** "[2, 3] float32" for error messages. */
+export function describeMeta(m: TensorMeta): string {
+  return `${fmtShape(m.shape)} ${m.dtype}`;
+}

@@ -1,0 +1,141 @@
+import { SinterError } from '../errors.js';
+import { type DType, promoteWithScalar } from '../tensor/dtype.js';
+import { maximum as maximumOf, minimum as minimumOf } from './binary.js';
+import { Tensor } from '../tensor/tensor.js';
+import { type DTypeRule, defineElementwise, map, unary } from './elementwise.js';
+import { call, cast, input } from './expr.js';
+import { checkInputs } from './op.js';
+
+/** Registers an elementwise function of one argument and returns its public form. */
+function unaryOp(name: string, rule: DTypeRule, js: (x: string, p: readonly number[]) => string) {
+  defineElementwise(name, { arity: 1, js: ([x], p) => js(x!, p) });
+  return (x: Tensor, params: readonly number[] = []): Tensor => unary(name, x, rule, params);
+}
+
+const SELU_ALPHA = 1.6732632423543772, SELU_SCALE = 1.0507009873554805;
+
+// 'same': keeps ints (neg of int32 is int32); 'float': ints and bool compute in float32.
+const negOp = unaryOp('neg', 'same', (x) => `(-${x})`);
+const absOp = unaryOp('abs', 'same', (x) => `Math.abs(${x})`);
+const expOp = unaryOp('exp', 'float', (x) => `Math.exp(${x})`);
+const logOp = unaryOp('log', 'float', (x) => `Math.log(${x})`);
+const log1pOp = unaryOp('log1p', 'float', (x) => `Math.log1p(${x})`);
+const expm1Op = unaryOp('expm1', 'float', (x) => `Math.expm1(${x})`);
+const sqrtOp = unaryOp('sqrt', 'float', (x) => `Math.sqrt(${x})`);
+const rsqrtOp = unaryOp('rsqrt', 'float', (x) => `(1 / Math.sqrt(${x}))`);
+const reciprocalOp = unaryOp('reciprocal', 'float', (x) => `(1 / ${x})`);
+const sinOp = unaryOp('sin', 'float', (x) => `Math.sin(${x})`);
+const cosOp = unaryOp('cos', 'float', (x) => `Math.cos(${x})`);
+const tanhOp = unaryOp('tanh', 'float', (x) => `Math.tanh(${x})`);
+const sigmoidOp = unaryOp('sigmoid', 'float', (x) => `(1 / (1 + Math.exp(-${x})))`);
+const reluOp = unaryOp('relu', 'same', (x) => `(${x} < 0 ? 0 : ${x})`);
+const relu6Op = unaryOp('relu6', 'same', (x) => `Math.min(Math.max(${x}, 0), 6)`);
+const leakyReluOp = unaryOp('leakyRelu', 'float', (x, [s]) => `(${x} > 0 ? ${x} : ${x} * ${s})`);
+const eluOp = unaryOp('elu', 'float', (x, [a]) => `(${x} > 0 ? ${x} : ${a} * Math.expm1(${x}))`);
+const seluOp = unaryOp('selu', 'float', (x) => `(${SELU_SCALE} * (${x} > 0 ? ${x} : ${SELU_ALPHA} * Math.expm1(${x})))`);
+const geluOp = unaryOp('gelu', 'float', (x) => `(0.5 * ${x} * (1 + H.erf(${x} * Math.SQRT1_2)))`);
+const geluTanhOp = unaryOp('geluTanh', 'float', (x) => `(0.5 * ${x} * (1 + Math.tanh(0.7978845608028654 * (${x} + 0.044715 * ${x} * ${x} * ${x}))))`);
+const siluOp = unaryOp('silu', 'float', (x) => `(${x} / (1 + Math.exp(-${x})))`);
+const softplusOp = unaryOp('softplus', 'float', (x, [b, t]) => `(${x} * ${b} > ${t} ? ${x} : Math.log1p(Math.exp(${x} * ${b})) / ${b})`);
+const hardSigmoidOp = unaryOp('hardSigmoid', 'float', (x) => `Math.min(Math.max(${x} / 6 + 0.5, 0), 1)`);
+const hardSwishOp = unaryOp('hardSwish', 'float', (x) => `(${x} * Math.min(Math.max(${x} + 3, 0), 6) / 6)`);
+const erfOp = unaryOp('erf', 'float', (x) => `H.erf(${x})`);
+const floorOp = unaryOp('floor', 'same', (x) => `Math.floor(${x})`);
+const ceilOp = unaryOp('ceil', 'same', (x) => `Math.ceil(${x})`);
+const roundOp = unaryOp('round', 'same', (x) => `H.roundHalfEven(${x})`);
+const signOp = unaryOp('sign', 'same', (x) => `((${x} > 0) - (${x} < 0))`);
+const logicalNotOp = unaryOp('logicalNot', 'bool', (x) => `(${x} === 0 ? 1 : 0)`);
+defineElementwise('clamp', { arity: 1, js: ([x], [lo, hi]) => `Math.min(Math.max(${x}, ${lo}), ${hi})` });
+
+export const neg = (x: Tensor): Tensor => negOp(x);
+export const abs = (x: Tensor): Tensor => absOp(x);
+export const exp = (x: Tensor): Tensor => expOp(x);
+export const log = (x: Tensor): Tensor => logOp(x);
+export const log1p = (x: Tensor): Tensor => log1pOp(x);
+export const expm1 = (x: Tensor): Tensor => expm1Op(x);
+export const sqrt = (x: Tensor): Tensor => sqrtOp(x);
+export const rsqrt = (x: Tensor): Tensor => rsqrtOp(x);
+export const reciprocal = (x: Tensor): Tensor => reciprocalOp(x);
+export const sin = (x: Tensor): Tensor => sinOp(x);
+export const cos = (x: Tensor): Tensor => cosOp(x);
+export const tanh = (x: Tensor): Tensor => tanhOp(x);
+export const sigmoid = (x: Tensor): Tensor => sigmoidOp(x);
+export const relu = (x: Tensor): Tensor => reluOp(x);
+export const relu6 = (x: Tensor): Tensor => relu6Op(x);
+export const selu = (x: Tensor): Tensor => seluOp(x);
+export const silu = (x: Tensor): Tensor => siluOp(x);
+export const hardSigmoid = (x: Tensor): Tensor => hardSigmoidOp(x);
+export const hardSwish = (x: Tensor): Tensor => hardSwishOp(x);
+export const erf = (x: Tensor): Tensor => erfOp(x);
+export const floor = (x: Tensor): Tensor => floorOp(x);
+export const ceil = (x: Tensor): Tensor => ceilOp(x);
+/** Rounds half to even, as torch.round. */
+export const round = (x: Tensor): Tensor => roundOp(x);
+export const sign = (x: Tensor): Tensor => signOp(x);
+export const logicalNot = (x: Tensor): Tensor => logicalNotOp(x);
+
+/** Reads `key` from an options object, or takes a bare number as that option (PyTorch's positional form). */
+function option<K extends string>(op: string, arg: number | Partial<Record<K, number>> | undefined, key: K, fallback: number): number {
+  const v = typeof arg === 'number' ? arg : arg?.[key] ?? fallback;
+  if (typeof v !== 'number' || Number.isNaN(v)) throw new SinterError(op, `${key} must be a number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** x if x > 0 else x·negativeSlope (default 0.01). */
+export function leakyRelu(x: Tensor, negativeSlope?: number | { negativeSlope?: number }): Tensor {
+  return leakyReluOp(x, [option('leakyRelu', negativeSlope, 'negativeSlope', 0.01)]);
+}
+/** x if x > 0 else α·(eˣ − 1) (α defaults to 1). */
+export function elu(x: Tensor, alpha?: number | { alpha?: number }): Tensor {
+  return eluOp(x, [option('elu', alpha, 'alpha', 1)]);
+}
+/** GELU; `approximate: 'tanh'` uses the tanh form, `'none'` (default) the exact erf form. */
+export function gelu(x: Tensor, opts: { approximate?: 'none' | 'tanh' } = {}): Tensor {
+  const a = opts.approximate ?? 'none';
+  if (a !== 'none' && a !== 'tanh') throw new SinterError('gelu', `approximate must be 'none' or 'tanh', got ${JSON.stringify(a)}`);
+  return a === 'tanh' ? geluTanhOp(x) : geluOp(x);
+}
+/** log(1 + e^(βx))/β, linear where βx > threshold (β = 1, threshold = 20 by default). */
+export function softplus(x: Tensor, opts: { beta?: number; threshold?: number } = {}): Tensor {
+  return softplusOp(x, [option('softplus', opts, 'beta', 1), option('softplus', opts, 'threshold', 20)]);
+}
+
+/** Limits values to [min, max]; either bound may be omitted, and either may be a tensor (broadcast). */
+export function clamp(x: Tensor, min?: number | Tensor | null, max?: number | Tensor | null): Tensor {
+  checkInputs('clamp', [x]);
+  if ((min === undefined || min === null) && (max === undefined || max === null)) throw new SinterError('clamp', 'at least one of min and max must be given');
+  if (min instanceof Tensor || max instanceof Tensor) {
+    let y = min === undefined || min === null ? x : maximumOf(x, min);
+    if (max !== undefined && max !== null) {
+      const z = minimumOf(y, max);
+      if (y !== x) y.dispose();
+      y = z;
+    }
+    return y;
+  }
+  let dtype: DType = x.dtype;
+  for (const b of [min, max]) if (typeof b === 'number') dtype = promoteWithScalar(dtype, b);
+  const lo = typeof min === 'number' ? min : -Infinity, hi = typeof max === 'number' ? max : Infinity;
+  return map('clamp', [x], call('clamp', [cast(input(0, x.dtype), dtype)], dtype, [lo, hi]));
+}
+
+
+declare module '../tensor/tensor.js' {
+  interface Tensor {
+    neg(): Tensor; abs(): Tensor; exp(): Tensor; log(): Tensor; log1p(): Tensor; expm1(): Tensor;
+    sqrt(): Tensor; rsqrt(): Tensor; reciprocal(): Tensor; sin(): Tensor; cos(): Tensor; tanh(): Tensor;
+    sigmoid(): Tensor; relu(): Tensor; erf(): Tensor; floor(): Tensor; ceil(): Tensor; round(): Tensor;
+    sign(): Tensor; logicalNot(): Tensor;
+    clamp(min?: number | Tensor | null, max?: number | Tensor | null): Tensor;
+  }
+}
+
+const methods: Record<string, (x: Tensor) => Tensor> = { neg, abs, exp, log, log1p, expm1, sqrt, rsqrt, reciprocal, sin, cos, tanh, sigmoid, relu, erf, floor, ceil, round, sign, logicalNot };
+for (const [name, fn] of Object.entries(methods)) {
+  Object.defineProperty(Tensor.prototype, name, { value: function (this: Tensor) { return fn(this); }, writable: true, configurable: true });
+}
+Object.defineProperty(Tensor.prototype, 'clamp', {
+  value: function (this: Tensor, min?: number | Tensor | null, max?: number | Tensor | null) { return clamp(this, min, max); },
+  writable: true,
+  configurable: true,
+});

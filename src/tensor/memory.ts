@@ -1,0 +1,107 @@
+import type { DeviceName, Storage } from '../backend/backend.js';
+import type { Tensor } from './tensor.js';
+import { SinterError } from '../errors.js';
+
+/** Live storages and bytes per device; the backends report here on alloc and release. */
+const live = new Map<DeviceName, { storages: number; bytes: number; peakBytes: number }>();
+let liveTensors = 0;
+
+export function noteAlloc(s: Storage): void {
+  const m = live.get(s.device) ?? { storages: 0, bytes: 0, peakBytes: 0 };
+  m.storages++;
+  m.bytes += s.byteLength;
+  m.peakBytes = Math.max(m.peakBytes, m.bytes);
+  live.set(s.device, m);
+}
+export function noteFree(s: Storage): void {
+  const m = live.get(s.device)!;
+  m.storages--;
+  m.bytes -= s.byteLength;
+}
+export function noteTensor(delta: 1 | -1): void {
+  liveTensors += delta;
+}
+
+export interface DeviceMemory {
+  /** Storages alive on the device. */
+  storages: number;
+  /** Bytes held by live storages. */
+  bytes: number;
+  /** Highest `bytes` seen since start. */
+  peakBytes: number;
+}
+export interface MemoryInfo {
+  /** Tensors not yet disposed (views count separately from the storage they share). */
+  tensors: number;
+  /** Bytes of live storages over all devices. */
+  bytes: number;
+  devices: Partial<Record<DeviceName, DeviceMemory>>;
+}
+
+/** Memory in use: live tensors and storage bytes, in total and per device. */
+export function memory(): MemoryInfo {
+  const devices: Partial<Record<DeviceName, DeviceMemory>> = {};
+  let bytes = 0;
+  for (const [d, m] of live) {
+    devices[d] = { ...m };
+    bytes += m.bytes;
+  }
+  return { tensors: liveTensors, bytes, devices };
+}
+
+// ---- scopes: tidy / keep --------------------------------------------------------------
+
+const scopes: Set<Tensor>[] = [];
+
+/** Called by every Tensor constructor: the innermost open scope owns it. */
+export function track(t: Tensor): void {
+  scopes[scopes.length - 1]?.add(t);
+}
+
+/** Removes `t` from every open scope so no `tidy` disposes it. */
+export function keep<T extends Tensor>(t: T): T {
+  for (const s of scopes) s.delete(t);
+  return t;
+}
+
+function collectTensors(value: unknown, out: Set<Tensor>, isTensor: (v: unknown) => v is Tensor, seen = new Set<unknown>()): void {
+  if (value === null || typeof value !== 'object' || seen.has(value)) return;
+  seen.add(value);
+  if (isTensor(value)) {
+    out.add(value);
+    return;
+  }
+  if (value instanceof Map) for (const v of value.values()) collectTensors(v, out, isTensor, seen);
+  else for (const v of Object.values(value as object)) collectTensors(v, out, isTensor, seen);
+}
+
+/**
+ * Runs `fn`, then disposes every tensor created inside it except those reachable from its
+ * return value (tensors, or arrays/objects/Maps holding them), which move to the enclosing scope.
+ * `fn` must be synchronous: tensors created after an `await` could not be attributed.
+ */
+export function tidyWith<T>(fn: () => T, isTensor: (v: unknown) => v is Tensor): T {
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    scopes.pop();
+    for (const t of scope) t.dispose();
+    throw e;
+  }
+  scopes.pop();
+  if (result instanceof Promise) {
+    for (const t of scope) t.dispose();
+    throw new SinterError('tidy', 'the function returned a Promise; tidy only takes synchronous functions (await outside it, or dispose tensors yourself)');
+  }
+  const kept = new Set<Tensor>();
+  collectTensors(result, kept, isTensor);
+  const parent = scopes[scopes.length - 1];
+  for (const t of scope) {
+    if (kept.has(t)) parent?.add(t);
+    else t.dispose();
+  }
+  return result;
+}
