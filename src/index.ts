@@ -13,3 +13,4 @@ export { memory, keep } from './tensor/memory.js';
 export type { MemoryInfo, DeviceMemory } from './tensor/memory.js';
 export { tidy } from './tensor/scope.js';
 export * from './ops/index.js';
+export { fromNdarray, toNdarray } from './io/ndarray.js';

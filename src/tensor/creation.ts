@@ -178,7 +178,7 @@ export function linspace(start: number, end: number, steps: number, opts: Create
   const host = allocHost(dtype, steps);
   const step = steps > 1 ? (end - start) / (steps - 1) : 0;
   const half = Math.floor(steps / 2);
-  for (let i = 0; i < steps; i++) host[i] = castValue(dtype, i < half ? start + i * step : end - (steps - 1 - i) * step);
+  for (let i = 0; i < steps; i++) host[i] = castValue(dtype, i < half || steps === 1 ? start + i * step : end - (steps - 1 - i) * step);
   return fromHost('linspace', host, [steps], dtype, opts.device);
 }
 
