@@ -1,0 +1,66 @@
+import type { CpuView } from '../../ops/op.js';
+import { readContiguous } from './util.js';
+
+/**
+ * How row-major input elements group into normalisation blocks and map to affine channels.
+ * Block b holds `blockSize` consecutive elements; element j of it uses channel
+ * (b mod groups)·groupChannels + floor(j / inner). layerNorm: groups 1, inner 1 (channel = j);
+ * groupNorm: G groups of C/G channels with `inner` spatial elements each; instanceNorm: C groups of 1.
+ */
+export interface BlockLayout {
+  readonly blockSize: number;
+  readonly groups: number;
+  readonly groupChannels: number;
+  readonly inner: number;
+}
+
+/** Normalises each block by its own mean and biased variance (two passes, in double), then applies weight and bias. */
+export function blockNormKernel(x: CpuView, weight: CpuView | undefined, bias: CpuView | undefined, layout: BlockLayout, eps: number, out: CpuView): void {
+  const xs = readContiguous(x);
+  const w = weight && readContiguous(weight), b = bias && readContiguous(bias);
+  const { blockSize: L, groups, groupChannels, inner } = layout;
+  const blocks = L === 0 ? 0 : xs.length / L;
+  for (let blk = 0; blk < blocks; blk++) {
+    const start = blk * L;
+    let sum = 0;
+    for (let j = 0; j < L; j++) sum += xs[start + j]!;
+    const mean = sum / L;
+    let sq = 0;
+    for (let j = 0; j < L; j++) {
+      const d = xs[start + j]! - mean;
+      sq += d * d;
+    }
+    const rstd = 1 / Math.sqrt(sq / L + eps);
+    const c0 = (blk % groups) * groupChannels;
+    for (let j = 0; j < L; j++) {
+      const c = c0 + Math.floor(j / inner);
+      let y = (xs[start + j]! - mean) * rstd;
+      if (w) y *= w[c]!;
+      if (b) y += b[c]!;
+      out.data[start + j] = y;
+    }
+  }
+}
+
+/** (x − mean[c]) / sqrt(var[c] + eps) · weight[c] + bias[c] for x of shape [N, C, ...], with given per-channel statistics. */
+export function channelNormKernel(
+  x: CpuView,
+  mean: CpuView,
+  variance: CpuView,
+  weight: CpuView | undefined,
+  bias: CpuView | undefined,
+  eps: number,
+  out: CpuView,
+): void {
+  const xs = readContiguous(x);
+  const C = x.shape[1]!;
+  const inner = x.shape.slice(2).reduce((a, d) => a * d, 1);
+  const m = readContiguous(mean), v = readContiguous(variance);
+  const w = weight && readContiguous(weight), b = bias && readContiguous(bias);
+  const scale = new Float64Array(C);
+  for (let c = 0; c < C; c++) scale[c] = (w ? w[c]! : 1) / Math.sqrt(v[c]! + eps);
+  for (let i = 0; i < xs.length; i++) {
+    const c = Math.floor(i / inner) % C;
+    out.data[i] = (xs[i]! - m[c]!) * scale[c]! + (b ? b[c]! : 0);
+  }
+}
