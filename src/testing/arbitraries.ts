@@ -72,8 +72,11 @@ export interface ValueOptions {
 export function valueArb(dtype: DType, opts: ValueOptions = {}): fc.Arbitrary<number> {
   if (dtype === 'bool') return fc.boolean().map(Number);
   if (dtype === 'float32' || dtype === 'float16') {
+    // A uniform grid over [min, max]: fc.double is uniform over bit patterns, so most of its draws
+    // would be tiny numbers that round to 0. fast-check's bias still favours the ends of the range.
     const { min = -4, max = 4 } = opts;
-    return fc.double({ min, max, noNaN: true, noDefaultInfinity: true }).map((v) => castValue(dtype, v));
+    const steps = 1 << 20;
+    return fc.integer({ min: 0, max: steps }).map((k) => castValue(dtype, min + ((max - min) * k) / steps));
   }
   // Requested ranges are clipped to what the dtype holds (a float range of ±4 gives uint8 0..4).
   const [lo, hi] = dtype === 'uint8' ? [0, 40] : [-20, 20];
