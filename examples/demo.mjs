@@ -5,7 +5,7 @@ import * as sn from 'sinter';
 const device = await sn.init(); // 'auto': WebGPU when an adapter exists, else the CPU
 console.log(`device: ${device}`);
 
-// Weights drawn from a seeded generator, scaled like PyTorch's default (kaiming-uniform-ish) init.
+// Weights drawn from a seeded generator, scaled like PyTorch's default init; tidy frees the temporaries.
 const g = new sn.Generator(0);
 const param = (shape, fanIn) => sn.rand(shape, { generator: g }).sub(0.5).mul(2 / Math.sqrt(fanIn));
 const convBlock = (cin, cout) => ({
@@ -16,8 +16,10 @@ const convBlock = (cin, cout) => ({
   gamma: sn.rand([cout], { generator: g }).add(0.5),
   beta: param([cout], 1).mul(0.1),
 });
-const blocks = [convBlock(3, 16), convBlock(16, 32), convBlock(32, 64)];
-const fc = { weight: param([10, 64], 64), bias: param([10], 64) };
+const { blocks, fc } = sn.tidy(() => ({
+  blocks: [convBlock(3, 16), convBlock(16, 32), convBlock(32, 64)],
+  fc: { weight: param([10, 64], 64), bias: param([10], 64) },
+}));
 
 function forward(x) {
   return sn.tidy(() => {

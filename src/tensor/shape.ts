@@ -79,3 +79,24 @@ export function sizeArgs(args: readonly (number | readonly number[])[]): number[
 export function sameShape(a: Shape, b: Shape): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
+
+/** Storage offsets of every element of a strided view, in row-major order. */
+export function stridedOffsets(shape: Shape, strides: readonly number[], start: number): Int32Array {
+  const out = new Int32Array(numel(shape));
+  if (out.length === 0) return out;
+  const rank = shape.length;
+  const idx = new Array<number>(rank).fill(0);
+  let at = start;
+  for (let i = 0; i < out.length; i++) {
+    out[i] = at;
+    for (let d = rank - 1; d >= 0; d--) {
+      if (++idx[d]! < shape[d]!) {
+        at += strides[d]!;
+        break;
+      }
+      idx[d] = 0;
+      at -= strides[d]! * (shape[d]! - 1);
+    }
+  }
+  return out;
+}

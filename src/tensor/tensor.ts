@@ -3,7 +3,7 @@ import { getBackend } from '../backend/backend.js';
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, type HostArray, allocHost, isFloat } from './dtype.js';
 import { noteTensor, track } from './memory.js';
-import { contiguousStrides, isContiguous, numel, normDim } from './shape.js';
+import { contiguousStrides, isContiguous, numel, normDim, stridedOffsets } from './shape.js';
 
 /** Nested arrays as returned by `toArray()`. */
 export type NestedArray = number | boolean | NestedArray[];
@@ -129,19 +129,7 @@ export function gatherView(src: HostArray, shape: readonly number[], strides: re
   if (isContiguous(shape, strides) && offset === 0 && src.length === n) return src.slice();
   if (isContiguous(shape, strides)) return src.slice(offset, offset + n);
   const out = allocHost(dtype, n);
-  const rank = shape.length;
-  const idx = new Array<number>(rank).fill(0);
-  let at = offset;
-  for (let i = 0; i < n; i++) {
-    out[i] = src[at]!;
-    for (let d = rank - 1; d >= 0; d--) {
-      if (++idx[d]! < shape[d]!) {
-        at += strides[d]!;
-        break;
-      }
-      idx[d] = 0;
-      at -= strides[d]! * (shape[d]! - 1);
-    }
-  }
+  const offsets = stridedOffsets(shape, strides, offset);
+  for (let i = 0; i < n; i++) out[i] = src[offsets[i]!]!;
   return out;
 }

@@ -1,28 +1,6 @@
 import type { HostArray } from '../../tensor/dtype.js';
 import type { CpuView } from '../../ops/op.js';
-
-/** Storage offsets of every element of a strided walk over `shape`, in row-major order. */
-function walkOffsets(shape: readonly number[], strides: readonly number[], start: number): Int32Array {
-  let n = 1;
-  for (const d of shape) n *= d;
-  const out = new Int32Array(n);
-  if (n === 0) return out;
-  const rank = shape.length;
-  const idx = new Array<number>(rank).fill(0);
-  let at = start;
-  for (let i = 0; i < n; i++) {
-    out[i] = at;
-    for (let d = rank - 1; d >= 0; d--) {
-      if (++idx[d]! < shape[d]!) {
-        at += strides[d]!;
-        break;
-      }
-      idx[d] = 0;
-      at -= strides[d]! * (shape[d]! - 1);
-    }
-  }
-  return out;
-}
+import { stridedOffsets } from '../../tensor/shape.js';
 
 /**
  * A reduction's two index spaces over a strided view: `outer[i]` is the storage offset where output
@@ -38,8 +16,8 @@ export interface ReductionSpace {
 export function reductionSpace(v: Pick<CpuView, 'shape' | 'strides' | 'offset'>, dims: readonly number[]): ReductionSpace {
   const kept = v.shape.map((_, d) => d).filter((d) => !dims.includes(d));
   return {
-    outer: walkOffsets(kept.map((d) => v.shape[d]!), kept.map((d) => v.strides[d]!), v.offset),
-    inner: walkOffsets(dims.map((d) => v.shape[d]!), dims.map((d) => v.strides[d]!), 0),
+    outer: stridedOffsets(kept.map((d) => v.shape[d]!), kept.map((d) => v.strides[d]!), v.offset),
+    inner: stridedOffsets(dims.map((d) => v.shape[d]!), dims.map((d) => v.strides[d]!), 0),
   };
 }
 
