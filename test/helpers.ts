@@ -1,16 +1,18 @@
 import { expect } from 'vitest';
 import type { Tensor } from '../src/index.js';
-import { TOLERANCE, type Tolerance, assertClose } from '../src/testing/index.js';
+import { TOLERANCES, type Tolerance, assertClose } from '../src/testing/index.js';
 import type { DeviceName } from '../src/index.js';
 import type { Ref } from './reference/core.js';
 
 /** Every backend the suite runs on. */
 export const DEVICES: DeviceName[] = ['cpu'];
+/** The backends for ops that have WebGPU kernels (test/setup.ts opens WebGPU; without an adapter the run fails). */
+export const WITH_WEBGPU: DeviceName[] = ['cpu', 'webgpu'];
 
-/** Checks a tensor's shape, dtype and values against a float64 reference within the dtype's tolerance. */
+/** Checks a tensor's shape, dtype and values against a float64 reference within its backend's tolerance for the dtype. */
 export async function expectClose(t: Tensor, expected: Ref, opts: { dtype?: string; tol?: Partial<Tolerance>; what?: string } = {}): Promise<void> {
   expect(t.shape, `${opts.what ?? 'result'} shape`).toEqual(expected.shape);
   if (opts.dtype) expect(t.dtype, `${opts.what ?? 'result'} dtype`).toBe(opts.dtype);
-  const tol = { ...TOLERANCE[t.dtype], ...opts.tol };
+  const tol = { ...TOLERANCES[t.device][t.dtype], ...opts.tol };
   assertClose(await t.data(), expected.data, { ...tol, shape: expected.shape, what: opts.what });
 }

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 // The built package, imported by name as users do (`npm test` builds first). Lists the public API.
 const API = [
   // tensors, devices, memory
-  'Tensor', 'isTensor', 'SinterError', 'DTYPES', 'promoteTypes', 'init', 'getDefaultDevice', 'memory', 'tidy', 'keep',
+  'Tensor', 'isTensor', 'SinterError', 'DTYPES', 'promoteTypes', 'init', 'getDefaultDevice', 'adapterInfo', 'memory', 'tidy', 'keep',
   'tensor', 'zeros', 'ones', 'full', 'empty', 'zerosLike', 'onesLike', 'fullLike', 'arange', 'linspace', 'eye',
   'rand', 'randn', 'randint', 'randLike', 'randnLike', 'manualSeed', 'Generator', 'fromNdarray', 'toNdarray',
   // views
@@ -13,11 +13,11 @@ const API = [
   // elementwise
   'neg', 'abs', 'exp', 'log', 'log1p', 'expm1', 'sqrt', 'rsqrt', 'reciprocal', 'sin', 'cos', 'tanh', 'sigmoid', 'relu', 'relu6',
   'leakyRelu', 'elu', 'selu', 'gelu', 'silu', 'softplus', 'hardSigmoid', 'hardSwish', 'erf', 'floor', 'ceil', 'round', 'sign', 'clamp',
-  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'logicalAnd', 'logicalOr', 'logicalNot', 'where',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'logicalAnd', 'logicalOr', 'logicalXor', 'logicalNot', 'where',
   // reductions
-  'sum', 'mean', 'max', 'min', 'prod', 'argmax', 'argmin', 'var', 'std', 'softmax', 'logSoftmax', 'cumsum',
+  'sum', 'mean', 'max', 'min', 'amax', 'amin', 'prod', 'argmax', 'argmin', 'var', 'std', 'softmax', 'logSoftmax', 'cumsum',
   // nn
-  'matmul', 'linear', 'conv2d', 'convTranspose2d', 'maxPool2d', 'avgPool2d', 'adaptiveAvgPool2d', 'batchNorm', 'layerNorm', 'groupNorm', 'instanceNorm',
+  'matmul', 'mm', 'bmm', 'mv', 'dot', 'linear', 'conv2d', 'convTranspose2d', 'maxPool2d', 'avgPool2d', 'adaptiveAvgPool2d', 'batchNorm', 'layerNorm', 'groupNorm', 'instanceNorm',
   // data movement
   'cat', 'stack', 'split', 'chunk', 'pad', 'gather', 'indexSelect', 'embedding', 'repeat', 'flip', 'interpolate',
 ];

@@ -1,34 +1,51 @@
 import { SinterError } from '../errors.js';
-import { promoteTypes, promoteWithScalar } from '../tensor/dtype.js';
+import { isFloat, promoteTypes, promoteWithScalar } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
-import { type DTypeRule, type TensorOrScalar, binary, defineElementwise, map } from './elementwise.js';
+import { type DTypeRule, type TensorOrScalar, type WgslTypes, binary, defineElementwise, map } from './elementwise.js';
 import { type Expr, call, cast, constant, input } from './expr.js';
 import { checkInputs } from './op.js';
 
-/** Registers an elementwise function of two arguments and returns its public form. */
-function binaryOp(name: string, rule: DTypeRule, js: (a: string, b: string, p: readonly number[]) => string) {
-  defineElementwise(name, { arity: 2, js: ([a, b], p) => js(a!, b!, p) });
+/** Registers an elementwise function of two arguments (its JS and WGSL forms) and returns its public form. */
+function binaryOp(
+  name: string,
+  rule: DTypeRule,
+  js: (a: string, b: string, p: readonly number[]) => string,
+  wgsl: (a: string, b: string, p: readonly number[], t: WgslTypes) => string,
+) {
+  defineElementwise(name, { arity: 2, js: ([a, b], p) => js(a!, b!, p), wgsl: ([a, b], p, t) => wgsl(a!, b!, p, t) });
   return (a: TensorOrScalar, b: TensorOrScalar, params: readonly number[] = []): Tensor => binary(name, a, b, rule, params);
 }
 
-const addOp = binaryOp('add', 'same', (a, b, [alpha]) => (alpha === 1 ? `(${a} + ${b})` : `(${a} + ${alpha} * ${b})`));
-const subOp = binaryOp('sub', 'same', (a, b, [alpha]) => (alpha === 1 ? `(${a} - ${b})` : `(${a} - ${alpha} * ${b})`));
-const mulOp = binaryOp('mul', 'same', (a, b) => `(${a} * ${b})`);
-const divOp = binaryOp('div', 'float', (a, b) => `(${a} / ${b})`);
-const divTruncOp = binaryOp('divTrunc', 'same', (a, b) => `Math.trunc(${a} / ${b})`);
-const divFloorOp = binaryOp('divFloor', 'same', (a, b) => `Math.floor(${a} / ${b})`);
-const powOp = binaryOp('pow', 'same', (a, b) => `Math.pow(${a}, ${b})`);
-const maximumOp = binaryOp('maximum', 'same', (a, b) => `Math.max(${a}, ${b})`);
-const minimumOp = binaryOp('minimum', 'same', (a, b) => `Math.min(${a}, ${b})`);
-const eqOp = binaryOp('eq', 'bool', (a, b) => `(${a} === ${b} ? 1 : 0)`);
-const neOp = binaryOp('ne', 'bool', (a, b) => `(${a} !== ${b} ? 1 : 0)`);
-const ltOp = binaryOp('lt', 'bool', (a, b) => `(${a} < ${b} ? 1 : 0)`);
-const leOp = binaryOp('le', 'bool', (a, b) => `(${a} <= ${b} ? 1 : 0)`);
-const gtOp = binaryOp('gt', 'bool', (a, b) => `(${a} > ${b} ? 1 : 0)`);
-const geOp = binaryOp('ge', 'bool', (a, b) => `(${a} >= ${b} ? 1 : 0)`);
-const logicalAndOp = binaryOp('logicalAnd', 'bool', (a, b) => `(${a} !== 0 && ${b} !== 0 ? 1 : 0)`);
-const logicalOrOp = binaryOp('logicalOr', 'bool', (a, b) => `(${a} !== 0 || ${b} !== 0 ? 1 : 0)`);
-const logicalXorOp = binaryOp('logicalXor', 'bool', (a, b) => `((${a} !== 0) !== (${b} !== 0) ? 1 : 0)`);
+/** WGSL calling `float` for float arguments and `int` for ints and bool. */
+const byType = (float: string, int: string) => (a: string, b: string, _: readonly number[], t: WgslTypes) => `${isFloat(t.args[0]!) ? float : int}(${a}, ${b})`;
+
+const addOp = binaryOp(
+  'add', 'same',
+  (a, b, [alpha]) => (alpha === 1 ? `(${a} + ${b})` : `(${a} + ${alpha} * ${b})`),
+  (a, b, [alpha], t) => (alpha === 1 ? `(${a} + ${b})` : `(${a} + ${t.lit(alpha!)} * ${b})`),
+);
+const subOp = binaryOp(
+  'sub', 'same',
+  (a, b, [alpha]) => (alpha === 1 ? `(${a} - ${b})` : `(${a} - ${alpha} * ${b})`),
+  (a, b, [alpha], t) => (alpha === 1 ? `(${a} - ${b})` : `(${a} - ${t.lit(alpha!)} * ${b})`),
+);
+const mulOp = binaryOp('mul', 'same', (a, b) => `(${a} * ${b})`, (a, b) => `(${a} * ${b})`);
+const divOp = binaryOp('div', 'float', (a, b) => `(${a} / ${b})`, (a, b) => `(${a} / ${b})`);
+const divTruncOp = binaryOp('divTrunc', 'same', (a, b) => `Math.trunc(${a} / ${b})`, (a, b, _, t) => (isFloat(t.args[0]!) ? `trunc(${a} / ${b})` : `sn_idiv_trunc(${a}, ${b})`));
+const divFloorOp = binaryOp('divFloor', 'same', (a, b) => `Math.floor(${a} / ${b})`, (a, b, _, t) => (isFloat(t.args[0]!) ? `floor(${a} / ${b})` : `sn_idiv_floor(${a}, ${b})`));
+const powOp = binaryOp('pow', 'same', (a, b) => `Math.pow(${a}, ${b})`, byType('sn_pow', 'sn_ipow'));
+const maximumOp = binaryOp('maximum', 'same', (a, b) => `Math.max(${a}, ${b})`, byType('sn_max', 'max'));
+const minimumOp = binaryOp('minimum', 'same', (a, b) => `Math.min(${a}, ${b})`, byType('sn_min', 'min'));
+// NaN is unequal to everything, 0 included: written as !(a == b), since GPUs may evaluate != ordered.
+const eqOp = binaryOp('eq', 'bool', (a, b) => `(${a} === ${b} ? 1 : 0)`, (a, b) => `i32(${a} == ${b})`);
+const neOp = binaryOp('ne', 'bool', (a, b) => `(${a} !== ${b} ? 1 : 0)`, (a, b) => `i32(!(${a} == ${b}))`);
+const ltOp = binaryOp('lt', 'bool', (a, b) => `(${a} < ${b} ? 1 : 0)`, (a, b) => `i32(${a} < ${b})`);
+const leOp = binaryOp('le', 'bool', (a, b) => `(${a} <= ${b} ? 1 : 0)`, (a, b) => `i32(${a} <= ${b})`);
+const gtOp = binaryOp('gt', 'bool', (a, b) => `(${a} > ${b} ? 1 : 0)`, (a, b) => `i32(${a} > ${b})`);
+const geOp = binaryOp('ge', 'bool', (a, b) => `(${a} >= ${b} ? 1 : 0)`, (a, b) => `i32(${a} >= ${b})`);
+const logicalAndOp = binaryOp('logicalAnd', 'bool', (a, b) => `(${a} !== 0 && ${b} !== 0 ? 1 : 0)`, (a, b) => `i32(!(${a} == 0) && !(${b} == 0))`);
+const logicalOrOp = binaryOp('logicalOr', 'bool', (a, b) => `(${a} !== 0 || ${b} !== 0 ? 1 : 0)`, (a, b) => `i32(!(${a} == 0) || !(${b} == 0))`);
+const logicalXorOp = binaryOp('logicalXor', 'bool', (a, b) => `((${a} !== 0) !== (${b} !== 0) ? 1 : 0)`, (a, b) => `i32((${a} == 0) != (${b} == 0))`);
 
 function alphaOf(op: string, opts: { alpha?: number } | undefined): number {
   const alpha = opts?.alpha ?? 1;
@@ -68,7 +85,7 @@ export const logicalAnd = (a: TensorOrScalar, b: TensorOrScalar): Tensor => logi
 export const logicalOr = (a: TensorOrScalar, b: TensorOrScalar): Tensor => logicalOrOp(a, b);
 export const logicalXor = (a: TensorOrScalar, b: TensorOrScalar): Tensor => logicalXorOp(a, b);
 
-defineElementwise('where', { arity: 3, js: ([c, a, b]) => `(${c} !== 0 ? ${a} : ${b})` });
+defineElementwise('where', { arity: 3, js: ([c, a, b]) => `(${c} !== 0 ? ${a} : ${b})`, wgsl: ([c, a, b]) => `select(${b}, ${a}, ${c} != 0)` });
 
 /** `condition ? a : b` elementwise, broadcasting all three; condition must be a bool tensor. */
 export function where(condition: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor {

@@ -3,13 +3,32 @@ import { type DType, floatResult, promoteTypes, promoteWithScalar } from '../ten
 import { broadcastShapes } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { mapKernel } from '../kernels/cpu/map.js';
+import { convert } from '../kernels/wgsl/dtype.js';
+import { mapKernel as mapKernelWgsl } from '../kernels/wgsl/map.js';
 import { type Expr, call, cast, constant, exprToString, input } from './expr.js';
 import { apply1, checkInputs, defineOp } from './op.js';
 
-/** How an elementwise function is computed. `js` gets argument expressions and the node's numeric params. */
+/**
+ * What a WGSL form knows of its node. Arguments arrive in their dtypes' compute types (f32 for
+ * floats, i32 for ints and bool as 0/1); the form returns a value of the compute type of `out`,
+ * which the generator then rounds to `out` (binary16 rounding, int8/uint8 wrapping, bool to 0/1).
+ * WGSL's untyped literals (`0`, `0.5`) adapt to either type; typed ones come from `lit`.
+ */
+export interface WgslTypes {
+  readonly args: readonly DType[];
+  readonly out: DType;
+  /** A literal of the first argument's compute type (for params; ±∞ saturates for ints). */
+  lit(v: number): string;
+}
+
+/**
+ * How an elementwise function is computed: `js` and `wgsl` get argument expressions and the
+ * node's numeric params. Helpers the WGSL may call are in src/kernels/wgsl/prelude.ts.
+ */
 export interface ElementwiseFn {
   readonly arity: number;
   readonly js: (args: readonly string[], params: readonly number[]) => string;
+  readonly wgsl: (args: readonly string[], params: readonly number[], types: WgslTypes) => string;
 }
 
 /** Every elementwise function by name: what `Expr` call nodes refer to. Filled by `defineElementwise`. */
@@ -20,7 +39,7 @@ export function defineElementwise(name: string, fn: ElementwiseFn): void {
   ELEMENTWISE.set(name, fn);
 }
 
-defineElementwise('cast', { arity: 1, js: ([x]) => x! });
+defineElementwise('cast', { arity: 1, js: ([x]) => x!, wgsl: ([x], _, t) => convert(t.args[0]!, t.out, x!) });
 
 /** The one op every elementwise computation runs as: an expression over broadcast inputs. */
 export const mapOp = defineOp<{ expr: Expr; name: string }>({
@@ -30,6 +49,9 @@ export const mapOp = defineOp<{ expr: Expr; name: string }>({
   },
   cpu(inputs, { expr }, [out]) {
     mapKernel(expr, inputs, out!);
+  },
+  webgpu(inputs, { expr, name }, [out], caps) {
+    return mapKernelWgsl(expr, inputs, out!, caps, name);
   },
 });
 

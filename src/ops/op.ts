@@ -1,6 +1,7 @@
 import { getBackend } from '../backend/backend.js';
 import { SinterError, fmtShape } from '../errors.js';
 import type { DType, HostArray } from '../tensor/dtype.js';
+import type { GpuView, WebGpuCaps, WgslKernel } from '../kernels/wgsl/kernel.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** What shape rules see of a tensor. */
@@ -26,6 +27,23 @@ export interface OpDef<A> {
   infer(inputs: readonly TensorMeta[], attrs: A): TensorMeta[];
   /** The CPU kernel: reads strided inputs, writes contiguous outputs. */
   cpu(inputs: readonly CpuView[], attrs: A, outputs: readonly CpuView[]): void;
+  /**
+   * The WebGPU kernel, when the op has one: from the layouts of the inputs (strided, stride 0 for
+   * broadcast: read them in place) and of the contiguous outputs, a WGSL module to dispatch once.
+   * Bindings, storage per dtype and helpers: src/kernels/wgsl/kernel.ts. Without this form the op
+   * throws "no WebGPU kernel for <op> yet" on 'webgpu'. Example (y = 2x for float32 x):
+   *
+   *   webgpu([x], _attrs, [y], caps) {
+   *     const n = numel(y.shape), g = grid('double', n, 64, caps);
+   *     const { lines, idx } = unravel('e', x.shape);
+   *     return { workgroups: g.workgroups, source: `${bindings(['float32'], ['float32'], caps)}
+   *       @compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
+   *         let e = ${g.index}; if (e >= ${n}u) { return; }
+   *         ${lines.join(' ')} out0[e] = 2.0 * in0[${offsetOf(x.offset, x.strides, idx)}];
+   *       }` };
+   *   }
+   */
+  webgpu?(inputs: readonly GpuView[], attrs: A, outputs: readonly GpuView[], caps: WebGpuCaps): WgslKernel;
 }
 
 export function defineOp<A>(def: OpDef<A>): OpDef<A> {
@@ -58,7 +76,12 @@ export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Ten
     for (const d of o.shape) n *= d;
     return new Tensor(backend.alloc(o.dtype, n), o.shape);
   });
-  backend.run(op, inputs, attrs, tensors);
+  try {
+    backend.run(op, inputs, attrs, tensors);
+  } catch (e) {
+    for (const t of tensors) t.dispose();
+    throw e;
+  }
   return tensors;
 }
 

@@ -1,51 +1,72 @@
 import { SinterError } from '../errors.js';
-import { type DType, promoteWithScalar } from '../tensor/dtype.js';
+import { type DType, isFloat, promoteWithScalar } from '../tensor/dtype.js';
 import { maximum as maximumOf, minimum as minimumOf } from './binary.js';
 import { Tensor } from '../tensor/tensor.js';
-import { type DTypeRule, defineElementwise, map, unary } from './elementwise.js';
+import { type DTypeRule, type WgslTypes, defineElementwise, map, unary } from './elementwise.js';
 import { call, cast, input } from './expr.js';
 import { checkInputs } from './op.js';
 
-/** Registers an elementwise function of one argument and returns its public form. */
-function unaryOp(name: string, rule: DTypeRule, js: (x: string, p: readonly number[]) => string) {
-  defineElementwise(name, { arity: 1, js: ([x], p) => js(x!, p) });
+/** Registers an elementwise function of one argument (its JS and WGSL forms) and returns its public form. */
+function unaryOp(name: string, rule: DTypeRule, js: (x: string, p: readonly number[]) => string, wgsl: (x: string, p: readonly number[], t: WgslTypes) => string) {
+  defineElementwise(name, { arity: 1, js: ([x], p) => js(x!, p), wgsl: ([x], p, t) => wgsl(x!, p, t) });
   return (x: Tensor, params: readonly number[] = []): Tensor => unary(name, x, rule, params);
 }
+
+/** WGSL that differs for float and int arguments (ints and bool compute as i32). */
+const byType = (float: (x: string) => string, int: (x: string) => string) => (x: string, _: readonly number[], t: WgslTypes) => (isFloat(t.args[0]!) ? float(x) : int(x));
+const same = (x: string) => x;
 
 const SELU_ALPHA = 1.6732632423543772, SELU_SCALE = 1.0507009873554805;
 
 // 'same': keeps ints (neg of int32 is int32); 'float': ints and bool compute in float32.
-const negOp = unaryOp('neg', 'same', (x) => `(-${x})`);
-const absOp = unaryOp('abs', 'same', (x) => `Math.abs(${x})`);
-const expOp = unaryOp('exp', 'float', (x) => `Math.exp(${x})`);
-const logOp = unaryOp('log', 'float', (x) => `Math.log(${x})`);
-const log1pOp = unaryOp('log1p', 'float', (x) => `Math.log1p(${x})`);
-const expm1Op = unaryOp('expm1', 'float', (x) => `Math.expm1(${x})`);
-const sqrtOp = unaryOp('sqrt', 'float', (x) => `Math.sqrt(${x})`);
-const rsqrtOp = unaryOp('rsqrt', 'float', (x) => `(1 / Math.sqrt(${x}))`);
-const reciprocalOp = unaryOp('reciprocal', 'float', (x) => `(1 / ${x})`);
-const sinOp = unaryOp('sin', 'float', (x) => `Math.sin(${x})`);
-const cosOp = unaryOp('cos', 'float', (x) => `Math.cos(${x})`);
-const tanhOp = unaryOp('tanh', 'float', (x) => `Math.tanh(${x})`);
-const sigmoidOp = unaryOp('sigmoid', 'float', (x) => `(1 / (1 + Math.exp(-${x})))`);
-const reluOp = unaryOp('relu', 'same', (x) => `(${x} < 0 ? 0 : ${x})`);
-const relu6Op = unaryOp('relu6', 'same', (x) => `Math.min(Math.max(${x}, 0), 6)`);
-const leakyReluOp = unaryOp('leakyRelu', 'float', (x, [s]) => `(${x} > 0 ? ${x} : ${x} * ${s})`);
-const eluOp = unaryOp('elu', 'float', (x, [a]) => `(${x} > 0 ? ${x} : ${a} * Math.expm1(${x}))`);
-const seluOp = unaryOp('selu', 'float', (x) => `(${SELU_SCALE} * (${x} > 0 ? ${x} : ${SELU_ALPHA} * Math.expm1(${x})))`);
-const geluOp = unaryOp('gelu', 'float', (x) => `(0.5 * ${x} * (1 + H.erf(${x} * Math.SQRT1_2)))`);
-const geluTanhOp = unaryOp('geluTanh', 'float', (x) => `(0.5 * ${x} * (1 + Math.tanh(0.7978845608028654 * (${x} + 0.044715 * ${x} * ${x} * ${x}))))`);
-const siluOp = unaryOp('silu', 'float', (x) => `(${x} / (1 + Math.exp(-${x})))`);
-const softplusOp = unaryOp('softplus', 'float', (x, [b, t]) => `(${x} * ${b} > ${t} ? ${x} : Math.log1p(Math.exp(${x} * ${b})) / ${b})`);
-const hardSigmoidOp = unaryOp('hardSigmoid', 'float', (x) => `Math.min(Math.max(${x} / 6 + 0.5, 0), 1)`);
-const hardSwishOp = unaryOp('hardSwish', 'float', (x) => `(${x} * Math.min(Math.max(${x} + 3, 0), 6) / 6)`);
-const erfOp = unaryOp('erf', 'float', (x) => `H.erf(${x})`);
-const floorOp = unaryOp('floor', 'same', (x) => `Math.floor(${x})`);
-const ceilOp = unaryOp('ceil', 'same', (x) => `Math.ceil(${x})`);
-const roundOp = unaryOp('round', 'same', (x) => `H.roundHalfEven(${x})`);
-const signOp = unaryOp('sign', 'same', (x) => `((${x} > 0) - (${x} < 0))`);
-const logicalNotOp = unaryOp('logicalNot', 'bool', (x) => `(${x} === 0 ? 1 : 0)`);
-defineElementwise('clamp', { arity: 1, js: ([x], [lo, hi]) => `Math.min(Math.max(${x}, ${lo}), ${hi})` });
+// WGSL's min/max/tanh leave NaN and extremes to the implementation: the sn_* helpers pin them to the CPU's results.
+const negOp = unaryOp('neg', 'same', (x) => `(-${x})`, (x) => `(-${x})`);
+const absOp = unaryOp('abs', 'same', (x) => `Math.abs(${x})`, (x) => `abs(${x})`);
+const expOp = unaryOp('exp', 'float', (x) => `Math.exp(${x})`, (x) => `exp(${x})`);
+const logOp = unaryOp('log', 'float', (x) => `Math.log(${x})`, (x) => `log(${x})`);
+const log1pOp = unaryOp('log1p', 'float', (x) => `Math.log1p(${x})`, (x) => `sn_log1p(${x})`);
+const expm1Op = unaryOp('expm1', 'float', (x) => `Math.expm1(${x})`, (x) => `sn_expm1(${x})`);
+const sqrtOp = unaryOp('sqrt', 'float', (x) => `Math.sqrt(${x})`, (x) => `sqrt(${x})`);
+const rsqrtOp = unaryOp('rsqrt', 'float', (x) => `(1 / Math.sqrt(${x}))`, (x) => `(1.0 / sqrt(${x}))`);
+const reciprocalOp = unaryOp('reciprocal', 'float', (x) => `(1 / ${x})`, (x) => `(1.0 / ${x})`);
+const sinOp = unaryOp('sin', 'float', (x) => `Math.sin(${x})`, (x) => `sn_sin(${x})`);
+const cosOp = unaryOp('cos', 'float', (x) => `Math.cos(${x})`, (x) => `sn_cos(${x})`);
+const tanhOp = unaryOp('tanh', 'float', (x) => `Math.tanh(${x})`, (x) => `sn_tanh(${x})`);
+const sigmoidOp = unaryOp('sigmoid', 'float', (x) => `(1 / (1 + Math.exp(-${x})))`, (x) => `(1.0 / (1.0 + exp(-${x})))`);
+const reluOp = unaryOp('relu', 'same', (x) => `(${x} < 0 ? 0 : ${x})`, (x) => `select(${x}, 0, ${x} < 0)`);
+const relu6Op = unaryOp('relu6', 'same', (x) => `Math.min(Math.max(${x}, 0), 6)`, byType((x) => `sn_min(sn_max(${x}, 0.0), 6.0)`, (x) => `min(max(${x}, 0), 6)`));
+const leakyReluOp = unaryOp('leakyRelu', 'float', (x, [s]) => `(${x} > 0 ? ${x} : ${x} * ${s})`, (x, [s], t) => `select(${x} * ${t.lit(s!)}, ${x}, ${x} > 0.0)`);
+const eluOp = unaryOp('elu', 'float', (x, [a]) => `(${x} > 0 ? ${x} : ${a} * Math.expm1(${x}))`, (x, [a], t) => `select(${t.lit(a!)} * sn_expm1(${x}), ${x}, ${x} > 0.0)`);
+const seluOp = unaryOp('selu', 'float', (x) => `(${SELU_SCALE} * (${x} > 0 ? ${x} : ${SELU_ALPHA} * Math.expm1(${x})))`, (x) => `(${SELU_SCALE} * select(${SELU_ALPHA} * sn_expm1(${x}), ${x}, ${x} > 0.0))`);
+// On the GPU as 0.5·x·erfc(−x/√2): f32 would lose 1 + erf(x/√2) to cancellation for negative x.
+const geluOp = unaryOp('gelu', 'float', (x) => `(0.5 * ${x} * (1 + H.erf(${x} * Math.SQRT1_2)))`, (x) => `(0.5 * ${x} * sn_erfc(${x} * -0.7071067811865476))`);
+const geluTanhOp = unaryOp(
+  'geluTanh',
+  'float',
+  (x) => `(0.5 * ${x} * (1 + Math.tanh(0.7978845608028654 * (${x} + 0.044715 * ${x} * ${x} * ${x}))))`,
+  (x) => `(0.5 * ${x} * (1.0 + sn_tanh(0.7978845608028654 * (${x} + 0.044715 * ${x} * ${x} * ${x}))))`,
+);
+const siluOp = unaryOp('silu', 'float', (x) => `(${x} / (1 + Math.exp(-${x})))`, (x) => `(${x} / (1.0 + exp(-${x})))`);
+const softplusOp = unaryOp(
+  'softplus',
+  'float',
+  (x, [b, t]) => `(${x} * ${b} > ${t} ? ${x} : Math.log1p(Math.exp(${x} * ${b})) / ${b})`,
+  (x, [b, th], t) => `select(sn_log1p(exp(${x} * ${t.lit(b!)})) / ${t.lit(b!)}, ${x}, ${x} * ${t.lit(b!)} > ${t.lit(th!)})`,
+);
+const hardSigmoidOp = unaryOp('hardSigmoid', 'float', (x) => `Math.min(Math.max(${x} / 6 + 0.5, 0), 1)`, (x) => `sn_min(sn_max(${x} / 6.0 + 0.5, 0.0), 1.0)`);
+const hardSwishOp = unaryOp('hardSwish', 'float', (x) => `(${x} * Math.min(Math.max(${x} + 3, 0), 6) / 6)`, (x) => `(${x} * sn_min(sn_max(${x} + 3.0, 0.0), 6.0) / 6.0)`);
+const erfOp = unaryOp('erf', 'float', (x) => `H.erf(${x})`, (x) => `sn_erf(${x})`);
+// WGSL's round() rounds half to even, like torch.round; ints are already whole.
+const floorOp = unaryOp('floor', 'same', (x) => `Math.floor(${x})`, byType((x) => `floor(${x})`, same));
+const ceilOp = unaryOp('ceil', 'same', (x) => `Math.ceil(${x})`, byType((x) => `ceil(${x})`, same));
+const roundOp = unaryOp('round', 'same', (x) => `H.roundHalfEven(${x})`, byType((x) => `round(${x})`, same));
+const signOp = unaryOp('sign', 'same', (x) => `((${x} > 0) - (${x} < 0))`, byType((x) => `(f32(${x} > 0.0) - f32(${x} < 0.0))`, (x) => `(i32(${x} > 0) - i32(${x} < 0))`));
+const logicalNotOp = unaryOp('logicalNot', 'bool', (x) => `(${x} === 0 ? 1 : 0)`, (x) => `i32(${x} == 0)`);
+defineElementwise('clamp', {
+  arity: 1,
+  js: ([x], [lo, hi]) => `Math.min(Math.max(${x}, ${lo}), ${hi})`,
+  wgsl: ([x], [lo, hi], t) => (isFloat(t.args[0]!) ? `sn_min(sn_max(${x}, ${t.lit(lo!)}), ${t.lit(hi!)})` : `min(max(${x}, ${t.lit(lo!)}), ${t.lit(hi!)})`),
+});
 
 export const neg = (x: Tensor): Tensor => negOp(x);
 export const abs = (x: Tensor): Tensor => absOp(x);

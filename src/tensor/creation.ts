@@ -114,28 +114,33 @@ function parseSize<O extends object>(op: string, args: SizeAndOptions<O>): [numb
   return [checkShape(op, shape), opts];
 }
 
-export function full(shape: readonly number[], fillValue: number | boolean, opts: CreateOptions = {}): Tensor {
-  checkShape('full', shape);
-  if (typeof fillValue !== 'number' && typeof fillValue !== 'boolean') throw new SinterError('full', `fillValue must be a number or boolean, got ${typeof fillValue}`);
-  const dtype = dtypeOf('full', opts, typeof fillValue === 'boolean' ? 'bool' : 'float32');
+/** A tensor of `shape` filled with one value; `op` names the public function for errors. */
+function filled(op: string, shape: readonly number[], fillValue: number | boolean, opts: CreateOptions): Tensor {
+  checkShape(op, shape);
+  if (typeof fillValue !== 'number' && typeof fillValue !== 'boolean') throw new SinterError(op, `fillValue must be a number or boolean, got ${typeof fillValue}`);
+  const dtype = dtypeOf(op, opts, typeof fillValue === 'boolean' ? 'bool' : 'float32');
   const host = allocHost(dtype, numel(shape));
   host.fill(castValue(dtype, Number(fillValue)));
-  return fromHost('full', host, shape, dtype, opts.device);
+  return fromHost(op, host, shape, dtype, opts.device);
+}
+
+export function full(shape: readonly number[], fillValue: number | boolean, opts: CreateOptions = {}): Tensor {
+  return filled('full', shape, fillValue, opts);
 }
 
 /** `zeros(2, 3)`, `zeros([2, 3], { dtype: 'int32' })`. */
 export function zeros(...args: SizeAndOptions<CreateOptions>): Tensor {
   const [shape, opts] = parseSize('zeros', args);
-  return full(shape, 0, opts);
+  return filled('zeros', shape, 0, opts);
 }
 export function ones(...args: SizeAndOptions<CreateOptions>): Tensor {
   const [shape, opts] = parseSize('ones', args);
-  return full(shape, 1, opts);
+  return filled('ones', shape, 1, opts);
 }
 /** Like torch.empty; the values are zeros here. */
 export function empty(...args: SizeAndOptions<CreateOptions>): Tensor {
   const [shape, opts] = parseSize('empty', args);
-  return full(shape, 0, opts);
+  return filled('empty', shape, 0, opts);
 }
 
 function likeOpts(t: Tensor, opts: CreateOptions): CreateOptions {

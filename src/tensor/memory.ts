@@ -3,20 +3,29 @@ import type { Tensor } from './tensor.js';
 import { SinterError } from '../errors.js';
 
 /** Live storages and bytes per device; the backends report here on alloc and release. */
-const live = new Map<DeviceName, { storages: number; bytes: number; peakBytes: number }>();
+const live = new Map<DeviceName, DeviceMemory>();
 let liveTensors = 0;
 
+function entry(device: DeviceName): DeviceMemory {
+  let m = live.get(device);
+  if (!m) live.set(device, (m = { storages: 0, bytes: 0, peakBytes: 0 }));
+  return m;
+}
+
 export function noteAlloc(s: Storage): void {
-  const m = live.get(s.device) ?? { storages: 0, bytes: 0, peakBytes: 0 };
+  const m = entry(s.device);
   m.storages++;
   m.bytes += s.byteLength;
   m.peakBytes = Math.max(m.peakBytes, m.bytes);
-  live.set(s.device, m);
 }
 export function noteFree(s: Storage): void {
-  const m = live.get(s.device)!;
+  const m = entry(s.device);
   m.storages--;
   m.bytes -= s.byteLength;
+}
+/** A device allocator's total holding (in use plus cached for reuse). */
+export function noteReserved(device: DeviceName, bytes: number): void {
+  entry(device).reservedBytes = bytes;
 }
 export function noteTensor(delta: 1 | -1): void {
   liveTensors += delta;
@@ -29,6 +38,8 @@ export interface DeviceMemory {
   bytes: number;
   /** Highest `bytes` seen since start. */
   peakBytes: number;
+  /** Bytes the device's buffer pool holds: in use (rounded up to its size buckets) plus freed buffers kept for reuse. WebGPU only. */
+  reservedBytes?: number;
 }
 export interface MemoryInfo {
   /** Tensors not yet disposed (views count separately from the storage they share). */

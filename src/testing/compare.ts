@@ -1,3 +1,4 @@
+import type { DeviceName } from '../backend/backend.js';
 import type { DType } from '../tensor/dtype.js';
 import { fmtShape } from '../errors.js';
 
@@ -19,6 +20,18 @@ export const TOLERANCE: Readonly<Record<DType, Tolerance>> = {
   int8: { rtol: 0, atol: 0 },
   uint8: { rtol: 0, atol: 0 },
   bool: { rtol: 0, atol: 0 },
+};
+
+/**
+ * Tolerances per backend and dtype. WebGPU computes float math in f32 with the GPU's built-ins,
+ * which WGSL does not require to be correctly rounded (exp and pow within 3 + 2·|x| ulps, so tens
+ * of ulps for large arguments; division 2.5 ulps; log near 1 only to 2^-21 absolute), where the
+ * CPU computes in double and rounds once. float16 keeps its tolerance: an f32 result rounded to
+ * binary16 is off by at most one binary16 ulp more.
+ */
+export const TOLERANCES: Readonly<Record<DeviceName, Readonly<Record<DType, Tolerance>>>> = {
+  cpu: TOLERANCE,
+  webgpu: { ...TOLERANCE, float32: { rtol: 2e-5, atol: 1e-6 } },
 };
 
 function unravel(i: number, shape: readonly number[]): number[] {

@@ -1,0 +1,230 @@
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import * as sn from '../src/index.js';
+import { getBackend } from '../src/backend/backend.js';
+import { adapterInfo } from '../src/backend/device.js';
+import type { WebGpuBackend } from '../src/backend/webgpu/backend.js';
+import { bindings } from '../src/kernels/wgsl/dtype.js';
+import { mapKernel } from '../src/kernels/wgsl/map.js';
+import { call, input } from '../src/ops/expr.js';
+import { GRID_PARAMS, grid } from '../src/kernels/wgsl/grid.js';
+import { offsetOf, unravel } from '../src/kernels/wgsl/strided.js';
+import { apply1, defineOp } from '../src/ops/op.js';
+import { castRef } from './reference/core.js';
+
+// The WebGPU backend itself: device choice, buffer pool, batching, errors. Ops are tested on
+// WebGPU beside the CPU in their own files (WITH_WEBGPU).
+const device = 'webgpu';
+const gpu = () => getBackend('webgpu') as WebGpuBackend;
+
+/** y = 2·x for float32 x: a minimal op written against the kernel-form contract. */
+const double = defineOp<Record<string, never>>({
+  name: 'double',
+  infer: ([x]) => [{ shape: x!.shape, dtype: 'float32' }],
+  cpu: () => {
+    throw new Error('not used');
+  },
+  webgpu([x], _attrs, [y], caps) {
+    const n = y!.shape.reduce((a, b) => a * b, 1), g = grid('double', n, 64, caps);
+    const { lines, idx } = unravel('e', x!.shape);
+    return {
+      workgroups: g.workgroups,
+      source: `${bindings(['float32'], ['float32'], caps)}
+        @compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
+          let e = ${g.index}; if (e >= ${n}u) { return; }
+          ${lines.join(' ')} out0[e] = 2.0 * in0[${offsetOf(x!.offset, x!.strides, idx)}];
+        }`,
+    };
+  },
+});
+
+describe('webgpu backend', () => {
+  it('says which adapter it chose and why, in one line', () => {
+    const info = adapterInfo()!;
+    expect(info.line).toMatch(/^sinter: WebGPU on .+: .+; optional features: .+$/);
+    expect(info.line).toContain(info.adapter);
+    expect(info.line.includes('\n')).toBe(false);
+    // Without a GPU (as in CI) Dawn finds nothing and SwiftShader is used; with one, Dawn's adapter.
+    if (/swiftshader/i.test(info.adapter)) expect(info.line).toMatch(/SwiftShader's Vulkan driver/);
+  });
+
+  it('runs an op written against the kernel-form contract on strided views', async () => {
+    const x = sn.arange(12, { dtype: 'float32', device }).reshape(3, 4).t().slice(0, 1, 4);
+    expect(await apply1(double, [x], {}).toArray()).toEqual([[2, 10, 18], [4, 12, 20], [6, 14, 22]]);
+  });
+
+  it('vectorised (aligned, contiguous) and strided kernels agree with the CPU', async () => {
+    const base = sn.randn([24], { seed: 3 });
+    const cases = (d: 'cpu' | 'webgpu') => {
+      const x = base.to(d), i = sn.arange(24, { device: d });
+      return [
+        sn.add(x, 1.5), // vec4 with a scalar constant
+        sn.mul(x.slice(0, 4, 20), sn.tensor(2.5, { device: d }).expand(16)), // aligned offset, broadcast value
+        sn.sub(x.slice(0, 1, 17), x.slice(0, 8, 24)), // unaligned offset: scalar path
+        sn.mul(i, sn.sub(i, 12)), // int32
+        sn.maximum(x.reshape(4, 6).t(), 0), // transposed: strided path
+      ];
+    };
+    const want = await Promise.all(cases('cpu').map((t) => t.data()));
+    const got = await Promise.all(cases('webgpu').map((t) => t.data()));
+    got.forEach((g, k) => expect(Array.from(g), `case ${k}`).toEqual(Array.from(want[k]!)));
+    const view = { shape: [16], strides: [1], offset: 4, dtype: 'float32' } as const;
+    expect(mapKernel(call('neg', [input(0, 'float32')], 'float32'), [view], { ...view, offset: 0 }, gpu().caps, 'neg').source).toContain('array<vec4<f32>>');
+  });
+
+  it('moves tensors between devices: to() from the CPU, toDevice() back', async () => {
+    const c = sn.arange(6, { dtype: 'int8' }).reshape(2, 3).t();
+    const g = c.to('webgpu');
+    expect([g.device, g.dtype, g.shape]).toEqual(['webgpu', 'int8', [3, 2]]);
+    expect(await g.toArray()).toEqual([[0, 3], [1, 4], [2, 5]]);
+    expect(() => g.to('cpu')).toThrow(/^to: moving tensor\(int8, \[3, 2\]\) from webgpu to cpu needs a GPU readback, which is asynchronous: use `await x.toDevice\('cpu'\)`/);
+    const back = await g.toDevice('cpu');
+    expect([back.device, await back.toArray()]).toEqual(['cpu', [[0, 3], [1, 4], [2, 5]]]);
+    expect(() => sn.add(g, c)).toThrow(/^add: expected all tensors on one device/);
+  });
+
+  it('reuses pooled buffers: no growth over many repeated ops', async () => {
+    const x = sn.randn([33, 17], { seed: 1, device });
+    const step = () => sn.tidy(() => sn.relu(x.mul(2).add(1)).sub(x.t().t()));
+    const run = async (n: number) => {
+      for (let i = 0; i < n; i++) step().dispose();
+      const y = step();
+      await y.data();
+      y.dispose();
+    };
+    await run(5);
+    const created = gpu().pool.created, reserved = sn.memory().devices.webgpu!.reservedBytes, bytes = sn.memory().devices.webgpu!.bytes;
+    await run(300);
+    expect(gpu().pool.created).toBe(created);
+    expect(sn.memory().devices.webgpu).toMatchObject({ reservedBytes: reserved, bytes });
+    x.dispose();
+  });
+
+  it('memory() reports bytes in use, reserved and peak for the device', () => {
+    const before = sn.memory().devices.webgpu!;
+    const x = sn.zeros([1000], { device });
+    const during = sn.memory().devices.webgpu!;
+    expect(during.bytes - before.bytes).toBe(4000);
+    expect(during.reservedBytes).toBeGreaterThanOrEqual(during.bytes);
+    expect(during.peakBytes).toBeGreaterThanOrEqual(during.bytes);
+    x.dispose();
+    const after = sn.memory().devices.webgpu!;
+    expect(after.bytes).toBe(before.bytes);
+    expect(after.reservedBytes).toBe(during.reservedBytes); // kept for reuse
+    const y = sn.zeros([1000], { device });
+    expect(sn.memory().devices.webgpu!.reservedBytes).toBe(during.reservedBytes); // reused
+    y.dispose();
+  });
+
+  it('records a chain of ops into one submit, made at readback', async () => {
+    const x = sn.rand([7, 5], { seed: 2, device });
+    const chain = () => sn.tidy(() => {
+      let y = x;
+      for (let i = 0; i < 20; i++) y = sn.tanh(y.mul(1.5).add(0.25));
+      return y;
+    });
+    await chain().data(); // compiles the pipelines (a new one is submitted alone)
+    const submits = gpu().batch.submits;
+    const y = chain();
+    expect(gpu().batch.submits).toBe(submits);
+    await y.data();
+    expect(gpu().batch.submits).toBe(submits + 1);
+  });
+
+  it('an upload into a reused buffer lands after the queued kernels that read its old contents', async () => {
+    const step = (x: sn.Tensor) => x.add(1);
+    step(sn.ones([64], { device })).dispose(); // compiles the kernel, so the next dispatch stays queued
+    const x = sn.ones([64], { device });
+    const y = step(x);
+    x.dispose();
+    const z = sn.full([64], 7, { device }); // takes x's buffer from the pool
+    expect(new Set(await y.data())).toEqual(new Set([2]));
+    expect(new Set(await z.data())).toEqual(new Set([7]));
+  });
+
+  it('throws a clear error for an op without a WebGPU kernel, and frees its outputs', async () => {
+    const cpuOnly = defineOp<Record<string, never>>({ name: 'cpuOnly', infer: ([x]) => [x!], cpu: () => {} });
+    const x = sn.ones([2, 3], { device });
+    const bytes = sn.memory().devices.webgpu!.bytes;
+    expect(() => apply1(cpuOnly, [x], {})).toThrow(/^cpuOnly: no WebGPU kernel for cpuOnly yet/);
+    expect(apply1(cpuOnly, [await x.toDevice('cpu')], {}).device).toBe('cpu');
+    expect(sn.memory().devices.webgpu!.bytes).toBe(bytes);
+  });
+
+  it('a WGSL compile error surfaces as a SinterError naming the op and device, and spoils nothing else', async () => {
+    const broken = defineOp<Record<string, never>>({
+      name: 'broken',
+      infer: ([x]) => [x!],
+      cpu: () => {},
+      webgpu: () => ({ source: `${'@group(0) @binding(0) var<storage, read> in0: array<f32>;'}\nfn main( {`, workgroups: [1] }),
+    });
+    const x = sn.ones([4], { device });
+    await Promise.all([sn.add(x, 1).data(), sn.mul(x, 3).data()]); // compiled: these now share batches
+    const ok = sn.add(x, 1);
+    const y = apply1(broken, [x], {});
+    const again = apply1(broken, [x], {}); // its check still runs: kept apart from others' work too
+    const after = sn.mul(x, 3);
+    const error = await y.data().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(sn.SinterError);
+    expect((error as Error).message).toMatch(/^broken: the WGSL kernel was rejected on webgpu \(.+\): line 2:\d+: /);
+    await expect(again.data()).rejects.toThrow(/^broken: the WGSL kernel was rejected/);
+    expect(() => apply1(broken, [x], {})).toThrow(/^broken: the WGSL kernel was rejected/); // known now: at once
+    expect(await ok.toArray()).toEqual([2, 2, 2, 2]);
+    expect(await after.toArray()).toEqual([3, 3, 3, 3]);
+  });
+
+  it('casts in kernels as the CPU does: binary16 rounding, wrapping float → int', async () => {
+    const values = [
+      1 + 2 ** -11, 1 + 3 * 2 ** -11, 65504, 65519.99, 65520, 1e6, 2 ** -25, 3 * 2 ** -25, 2 ** -24 * 0.75, 1e-8, 6.1e-5, -0, 0.1,
+      300.7, -129.5, 255.9, 3e9, -3e9, 2 ** 31, -(2 ** 31), 2 ** 40 + 2 ** 20, 1e20, Infinity, -Infinity, NaN,
+    ].flatMap((v) => [v, -v]);
+    const x = sn.tensor(values, { device });
+    for (const dtype of ['float16', 'int32', 'int8', 'uint8', 'bool'] as const) {
+      const want = values.map((v) => castRef(dtype, Math.fround(v)));
+      expect(Array.from(await x.to(dtype).data()), dtype).toEqual(want);
+    }
+  });
+
+  it('splits launches beyond 65535 workgroups over two grid dimensions', async () => {
+    const n = 65535 * 256 + 1000;
+    const y = sn.full([n], 1.5, { device }).add(1);
+    const v = await y.data();
+    expect([v[0], v[n - 1001], v[n - 1]]).toEqual([2.5, 2.5, 2.5]);
+    y.dispose();
+  });
+
+  it('a script using WebGPU exits on its own when its work is done', () => {
+    const script = `
+      const sn = await import('sinter');
+      await sn.init({ device: 'webgpu', quiet: true });
+      const y = sn.add(sn.ones([1000], { device: 'webgpu' }), 1).relu();
+      console.log(JSON.stringify(Array.from(await y.data()).reduce((a, b) => a + b, 0)));`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(out.trim()).toBe('2000');
+  });
+
+  it("'auto' keeps models on the CPU for now and says so; without an adapter 'webgpu' throws the reason", () => {
+    const script = `
+      const sn = await import('sinter');
+      console.log(await sn.init());
+      console.log(await sn.init({ device: 'webgpu' }).catch((e) => e.message));`;
+    const env = { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json' };
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, env, stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(out.trim().split('\n')).toEqual([
+      "sinter: using the CPU ('auto' will choose WebGPU once every op has a WebGPU kernel; pass { device: 'webgpu' } for the elementwise ops that do)",
+      'cpu',
+      "init: device 'webgpu' was requested but no WebGPU adapter is available: Dawn found no adapter with VK_ICD_FILENAMES=/nonexistent/icd.json",
+    ]);
+  });
+
+  it('a lost device fails ops with a clear error, and init opens a new one', async () => {
+    const x = sn.ones([3], { device });
+    gpu().device.destroy();
+    await gpu().device.lost;
+    expect(() => sn.add(x, 1)).toThrow(/^add: the WebGPU device \(.+\) was lost \(destroyed/);
+    await expect(x.data()).rejects.toThrow(/^data: the WebGPU device .+ was lost/);
+    await sn.init({ device: 'webgpu', quiet: true });
+    await sn.init({ device: 'cpu' });
+    expect(await sn.ones([2], { device }).add(1).toArray()).toEqual([2, 2]);
+  });
+});
