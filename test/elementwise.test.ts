@@ -39,6 +39,7 @@ const UNARY: Unary[] = [
   { name: 'gelu(tanh)', run: (x) => sn.gelu(x, { approximate: 'tanh' }), ref: (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))), dtypes: F },
   { name: 'silu', run: sn.silu, ref: (x) => x / (1 + Math.exp(-x)), dtypes: F },
   { name: 'softplus', run: (x) => sn.softplus(x), ref: (x) => Math.log(1 + Math.exp(x)), dtypes: F },
+  { name: 'softplus(2, 3) positionally', run: (x) => sn.softplus(x, 2, 3), ref: (x) => (2 * x > 3 ? x : Math.log(1 + Math.exp(2 * x)) / 2), dtypes: ['float32'] },
   { name: 'softplus(beta 2, threshold 3)', run: (x) => sn.softplus(x, { beta: 2, threshold: 3 }), ref: (x) => (2 * x > 3 ? x : Math.log(1 + Math.exp(2 * x)) / 2), dtypes: F },
   { name: 'hardSigmoid', run: sn.hardSigmoid, ref: (x) => Math.min(Math.max(x + 3, 0), 6) / 6, dtypes: F, range: [-5, 5] },
   { name: 'hardSwish', run: sn.hardSwish, ref: (x) => (x * Math.min(Math.max(x + 3, 0), 6)) / 6, dtypes: F, range: [-5, 5] },
@@ -50,6 +51,8 @@ const UNARY: Unary[] = [
   { name: 'clamp(-1, 2)', run: (x) => sn.clamp(x, -1, 2), ref: (x) => Math.min(Math.max(x, -1), 2), dtypes: ['float32', 'float16', 'int32', 'int8'] },
   { name: 'clamp(min 0.5)', run: (x) => sn.clamp(x, 0.5), ref: (x) => Math.max(x, 0.5), dtypes: F },
   { name: 'clamp(max -0.5)', run: (x) => sn.clamp(x, null, -0.5), ref: (x) => Math.min(x, -0.5), dtypes: F },
+  { name: 'clamp({ min: -2, max: 1 })', run: (x) => sn.clamp(x, { min: -2, max: 1 }), ref: (x) => Math.min(Math.max(x, -2), 1), dtypes: F },
+  { name: 'clamp(tensor bounds)', run: (x) => x.clamp(sn.tensor(-1, { device: x.device }), sn.tensor(0.5, { device: x.device })), ref: (x) => Math.min(Math.max(x, -1), 0.5), dtypes: ['float32'] },
   { name: 'logicalNot', run: sn.logicalNot, ref: (x) => (x === 0 ? 1 : 0), dtypes: ['float32', 'int32', 'bool'], out: () => 'bool' },
 ];
 

@@ -134,6 +134,8 @@ describe.each(WITH_WEBGPU)('views on %s', (device) => {
     expect(await x.to('int8').toArray()).toEqual([-1, 0, 2, 44]);
     expect(await x.to('bool').toArray()).toEqual([true, false, true, true]);
     expect(await x.to('float16').toArray()).toEqual([-1.7001953125, 0, 2.5, 300]);
+    expect([x.float().dtype, x.half().dtype, x.int().dtype, x.bool().dtype]).toEqual(['float32', 'float16', 'int32', 'bool']);
+    expect(await sn.arange(6, { device }).reshape(1, 2, 3).T.toArray()).toEqual([[[0], [3]], [[1], [4]], [[2], [5]]]);
     expect(x.to(device)).toBe(x);
     expect(x.to({ dtype: 'float32' })).toBe(x);
   });

@@ -117,13 +117,20 @@ export function gelu(x: Tensor, opts: { approximate?: 'none' | 'tanh' } = {}): T
   return a === 'tanh' ? geluTanhOp(x) : geluOp(x);
 }
 /** log(1 + e^(βx))/β, linear where βx > threshold (β = 1, threshold = 20 by default). */
-export function softplus(x: Tensor, opts: { beta?: number; threshold?: number } = {}): Tensor {
+export function softplus(x: Tensor, beta?: number | { beta?: number; threshold?: number }, threshold?: number): Tensor {
+  const opts = typeof beta === 'number' ? { beta, threshold } : (beta ?? {});
   return softplusOp(x, [option('softplus', opts, 'beta', 1), option('softplus', opts, 'threshold', 20)]);
 }
 
-/** Limits values to [min, max]; either bound may be omitted, and either may be a tensor (broadcast). */
-export function clamp(x: Tensor, min?: number | Tensor | null, max?: number | Tensor | null): Tensor {
+export type ClampBound = number | Tensor | null | undefined;
+
+/**
+ * Limits values to [min, max]: `clamp(x, min, max)` or `clamp(x, { min, max })`. Either bound may be
+ * omitted, and either may be a tensor (broadcast).
+ */
+export function clamp(x: Tensor, min?: ClampBound | { min?: ClampBound; max?: ClampBound }, max?: ClampBound): Tensor {
   checkInputs('clamp', [x]);
+  if (min !== null && typeof min === 'object' && !(min instanceof Tensor)) ({ min, max } = min);
   if ((min === undefined || min === null) && (max === undefined || max === null)) throw new SinterError('clamp', 'at least one of min and max must be given');
   if (min instanceof Tensor || max instanceof Tensor) {
     let y = min === undefined || min === null ? x : maximumOf(x, min);
@@ -147,7 +154,7 @@ declare module '../tensor/tensor.js' {
     sqrt(): Tensor; rsqrt(): Tensor; reciprocal(): Tensor; sin(): Tensor; cos(): Tensor; tanh(): Tensor;
     sigmoid(): Tensor; relu(): Tensor; erf(): Tensor; floor(): Tensor; ceil(): Tensor; round(): Tensor;
     sign(): Tensor; logicalNot(): Tensor;
-    clamp(min?: number | Tensor | null, max?: number | Tensor | null): Tensor;
+    clamp(min?: ClampBound | { min?: ClampBound; max?: ClampBound }, max?: ClampBound): Tensor;
   }
 }
 
@@ -156,7 +163,7 @@ for (const [name, fn] of Object.entries(methods)) {
   Object.defineProperty(Tensor.prototype, name, { value: function (this: Tensor) { return fn(this); }, writable: true, configurable: true });
 }
 Object.defineProperty(Tensor.prototype, 'clamp', {
-  value: function (this: Tensor, min?: number | Tensor | null, max?: number | Tensor | null) { return clamp(this, min, max); },
+  value: function (this: Tensor, min?: ClampBound | { min?: ClampBound; max?: ClampBound }, max?: ClampBound) { return clamp(this, min, max); },
   writable: true,
   configurable: true,
 });

@@ -252,6 +252,13 @@ declare module '../tensor/tensor.js' {
     contiguous(): Tensor;
     to(target: DType | DeviceName | ToOptions): Tensor;
     toDevice(device: DeviceName): Promise<Tensor>;
+    /** to('float32'), to('float16'), to('int32'), to('bool'), as torch's x.float() / half() / int() / bool(). */
+    float(): Tensor;
+    half(): Tensor;
+    int(): Tensor;
+    bool(): Tensor;
+    /** All dims reversed, as torch's x.T. */
+    readonly T: Tensor;
   }
 }
 
@@ -273,4 +280,12 @@ Object.assign(Tensor.prototype, {
   contiguous(this: Tensor) { return contiguous(this); },
   to(this: Tensor, target: DType | DeviceName | ToOptions) { return to(this, target); },
   toDevice(this: Tensor, device: DeviceName) { return toDevice(this, device); },
+  float(this: Tensor) { return to(this, 'float32'); },
+  half(this: Tensor) { return to(this, 'float16'); },
+  int(this: Tensor) { return to(this, 'int32'); },
+  bool(this: Tensor) { return to(this, 'bool'); },
+});
+Object.defineProperty(Tensor.prototype, 'T', {
+  get(this: Tensor) { return permute(this, this.shape.map((_, i) => this.ndim - 1 - i)); },
+  configurable: true,
 });
