@@ -14,3 +14,5 @@ export type { MemoryInfo, DeviceMemory } from './tensor/memory.js';
 export { tidy } from './tensor/scope.js';
 export * from './ops/index.js';
 export { fromNdarray, toNdarray } from './io/ndarray.js';
+export * as nn from './nn/index.js';
+export { saveSafetensors, loadSafetensors } from './io/safetensors.js';

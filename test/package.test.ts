@@ -20,6 +20,8 @@ const API = [
   'matmul', 'mm', 'bmm', 'mv', 'dot', 'linear', 'conv2d', 'convTranspose2d', 'maxPool2d', 'avgPool2d', 'adaptiveAvgPool2d', 'batchNorm', 'layerNorm', 'groupNorm', 'instanceNorm',
   // data movement
   'cat', 'stack', 'split', 'chunk', 'pad', 'gather', 'indexSelect', 'embedding', 'repeat', 'flip', 'interpolate',
+  // modules and files
+  'nn', 'saveSafetensors', 'loadSafetensors',
 ];
 
 describe('the built package', () => {

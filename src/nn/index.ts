@@ -1,0 +1,3 @@
+// sinter.nn: modules with PyTorch's names, state dicts and constructor options.
+export { Module } from './module.js';
+export * from './layers.js';

@@ -1,0 +1,267 @@
+import { SinterError } from '../errors.js';
+import { type RandomOptions, arange, ones, rand, randn, zeros } from '../tensor/creation.js';
+import { Tensor } from '../tensor/tensor.js';
+import { div, eq, lt, mul, where } from '../ops/binary.js';
+import { gelu, hardSwish, relu, sigmoid, silu } from '../ops/unary.js';
+import { linear } from '../ops/linalg.js';
+import { type Conv2dOptions, type ConvTranspose2dOptions, conv2d, convTranspose2d } from '../ops/conv.js';
+import { type AvgPool2dOptions, type IntPair, type MaxPool2dOptions, adaptiveAvgPool2d, avgPool2d, maxPool2d } from '../ops/pool.js';
+import { batchNorm, groupNorm, layerNorm } from '../ops/norm.js';
+import { embedding } from '../ops/movement.js';
+import { flatten } from '../ops/views.js';
+import { tidy } from '../tensor/scope.js';
+import { Module } from './module.js';
+
+/** Options every layer with weights takes: where they live and how they are drawn. */
+export interface InitOptions extends Pick<RandomOptions, 'device' | 'dtype' | 'generator'> {}
+
+/** U(−bound, bound), PyTorch's default init for linear and conv layers (kaiming_uniform with a = √5). */
+function uniform(shape: number[], bound: number, opts: InitOptions): Tensor {
+  return tidy(() => rand(shape, opts).mul(2 * bound).sub(bound));
+}
+
+function pairOf(v: IntPair): [number, number] {
+  return typeof v === 'number' ? [v, v] : [v[0]!, v[1] ?? v[0]!];
+}
+
+/** Runs modules in order, each on the previous one's output. */
+export class Sequential extends Module {
+  readonly layers: Module[];
+  constructor(...layers: Module[]) {
+    super();
+    this.layers = layers.map((m, i) => this.registerModule(String(i), m));
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => this.layers.reduce((y, m) => m.forward(y), x));
+  }
+}
+
+/** y = x·Wᵀ + b. */
+export class Linear extends Module {
+  declare weight: Tensor;
+  declare bias: Tensor | null;
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: InitOptions & { bias?: boolean } = {}) {
+    super();
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.registerParameter('weight', uniform([outFeatures, inFeatures], bound, opts));
+    this.registerParameter('bias', opts.bias === false ? null : uniform([outFeatures], bound, opts));
+  }
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+}
+
+export interface Conv2dLayerOptions extends InitOptions, Conv2dOptions {
+  bias?: boolean;
+}
+
+export class Conv2d extends Module {
+  declare weight: Tensor;
+  declare bias: Tensor | null;
+  readonly options: Conv2dOptions;
+  constructor(readonly inChannels: number, readonly outChannels: number, kernelSize: IntPair, opts: Conv2dLayerOptions = {}) {
+    super();
+    const groups = opts.groups ?? 1;
+    if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
+      throw new SinterError('Conv2d', `inChannels ${inChannels} and outChannels ${outChannels} must both be divisible by groups ${groups}`);
+    }
+    const [kh, kw] = pairOf(kernelSize);
+    const bound = 1 / Math.sqrt((inChannels / groups) * kh * kw);
+    this.registerParameter('weight', uniform([outChannels, inChannels / groups, kh, kw], bound, opts));
+    this.registerParameter('bias', opts.bias === false ? null : uniform([outChannels], bound, opts));
+    this.options = { stride: opts.stride, padding: opts.padding, dilation: opts.dilation, groups };
+  }
+  forward(x: Tensor): Tensor {
+    return conv2d(x, this.weight, this.bias, this.options);
+  }
+}
+
+export interface ConvTranspose2dLayerOptions extends InitOptions, ConvTranspose2dOptions {
+  bias?: boolean;
+}
+
+export class ConvTranspose2d extends Module {
+  declare weight: Tensor;
+  declare bias: Tensor | null;
+  readonly options: ConvTranspose2dOptions;
+  constructor(readonly inChannels: number, readonly outChannels: number, kernelSize: IntPair, opts: ConvTranspose2dLayerOptions = {}) {
+    super();
+    const groups = opts.groups ?? 1;
+    if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
+      throw new SinterError('ConvTranspose2d', `inChannels ${inChannels} and outChannels ${outChannels} must both be divisible by groups ${groups}`);
+    }
+    const [kh, kw] = pairOf(kernelSize);
+    // PyTorch computes fan-in from weight.size(1) = outChannels/groups for transposed convs.
+    const bound = 1 / Math.sqrt((outChannels / groups) * kh * kw);
+    this.registerParameter('weight', uniform([inChannels, outChannels / groups, kh, kw], bound, opts));
+    this.registerParameter('bias', opts.bias === false ? null : uniform([outChannels], bound, opts));
+    this.options = { stride: opts.stride, padding: opts.padding, outputPadding: opts.outputPadding, dilation: opts.dilation, groups };
+  }
+  forward(x: Tensor): Tensor {
+    return convTranspose2d(x, this.weight, this.bias, this.options);
+  }
+}
+
+/** Batch norm over channel dim 1, inference form: running statistics (call `eval()` first). */
+export class BatchNorm2d extends Module {
+  declare weight: Tensor | null;
+  declare bias: Tensor | null;
+  declare runningMean: Tensor;
+  declare runningVar: Tensor;
+  readonly eps: number;
+  constructor(readonly numFeatures: number, opts: Omit<InitOptions, 'generator'> & { eps?: number; momentum?: number; affine?: boolean } = {}) {
+    super();
+    this.eps = opts.eps ?? 1e-5;
+    const affine = opts.affine ?? true;
+    this.registerParameter('weight', affine ? ones([numFeatures], opts) : null);
+    this.registerParameter('bias', affine ? zeros([numFeatures], opts) : null);
+    this.registerBuffer('running_mean', zeros([numFeatures], opts), 'runningMean');
+    this.registerBuffer('running_var', ones([numFeatures], opts), 'runningVar');
+    this.registerBuffer('num_batches_tracked', zeros([], { dtype: 'int32', device: opts.device }), 'numBatchesTracked');
+  }
+  forward(x: Tensor): Tensor {
+    if (this.training) {
+      throw new SinterError('BatchNorm2d', 'training-mode batch norm (batch statistics and running-stat updates) is not supported: call .eval() on the model for inference');
+    }
+    if (x.ndim !== 4) throw new SinterError('BatchNorm2d', `expected a 4-D input [N, C, H, W], got ${x.describe()}`);
+    return batchNorm(x, this.runningMean, this.runningVar, this.weight, this.bias, { eps: this.eps });
+  }
+}
+
+export class LayerNorm extends Module {
+  declare weight: Tensor | null;
+  declare bias: Tensor | null;
+  readonly normalizedShape: number[];
+  readonly eps: number;
+  constructor(normalizedShape: number | readonly number[], opts: Omit<InitOptions, 'generator'> & { eps?: number; elementwiseAffine?: boolean; bias?: boolean } = {}) {
+    super();
+    this.normalizedShape = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
+    this.eps = opts.eps ?? 1e-5;
+    const affine = opts.elementwiseAffine ?? true;
+    this.registerParameter('weight', affine ? ones(this.normalizedShape, opts) : null);
+    this.registerParameter('bias', affine && opts.bias !== false ? zeros(this.normalizedShape, opts) : null);
+  }
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, this.normalizedShape, this.weight, this.bias, { eps: this.eps });
+  }
+}
+
+export class GroupNorm extends Module {
+  declare weight: Tensor | null;
+  declare bias: Tensor | null;
+  readonly eps: number;
+  constructor(readonly numGroups: number, readonly numChannels: number, opts: Omit<InitOptions, 'generator'> & { eps?: number; affine?: boolean } = {}) {
+    super();
+    if (!Number.isInteger(numGroups) || numGroups < 1 || numChannels % numGroups) {
+      throw new SinterError('GroupNorm', `numChannels ${numChannels} must be divisible by numGroups ${numGroups}`);
+    }
+    this.eps = opts.eps ?? 1e-5;
+    const affine = opts.affine ?? true;
+    this.registerParameter('weight', affine ? ones([numChannels], opts) : null);
+    this.registerParameter('bias', affine ? zeros([numChannels], opts) : null);
+  }
+  forward(x: Tensor): Tensor {
+    return groupNorm(x, this.numGroups, this.weight, this.bias, { eps: this.eps });
+  }
+}
+
+/** A lookup table: rows of `weight` [numEmbeddings, embeddingDim] picked by integer indices. */
+export class Embedding extends Module {
+  declare weight: Tensor;
+  readonly paddingIdx: number | null;
+  constructor(readonly numEmbeddings: number, readonly embeddingDim: number, opts: InitOptions & { paddingIdx?: number | null } = {}) {
+    super();
+    const p = opts.paddingIdx ?? null;
+    if (p !== null && (!Number.isInteger(p) || p < -numEmbeddings || p >= numEmbeddings)) {
+      throw new SinterError('Embedding', `paddingIdx ${p} must be an integer in [${-numEmbeddings}, ${numEmbeddings - 1}]`);
+    }
+    this.paddingIdx = p === null ? null : p < 0 ? p + numEmbeddings : p;
+    // N(0, 1) as in PyTorch, with the padding row zeroed.
+    const w = tidy(() => {
+      const normal = randn([numEmbeddings, embeddingDim], opts);
+      if (this.paddingIdx === null) return normal;
+      return where(eq(arange(numEmbeddings, { device: opts.device }).reshape(numEmbeddings, 1), this.paddingIdx), 0, normal);
+    });
+    this.registerParameter('weight', w);
+  }
+  forward(indices: Tensor): Tensor {
+    return embedding(indices, this.weight, { paddingIdx: this.paddingIdx });
+  }
+}
+
+// ---- parameter-free layers ---------------------------------------------------------------
+
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor {
+    return relu(x);
+  }
+}
+export class GELU extends Module {
+  constructor(readonly approximate: 'none' | 'tanh' = 'none') {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return gelu(x, { approximate: this.approximate });
+  }
+}
+export class SiLU extends Module {
+  forward(x: Tensor): Tensor {
+    return silu(x);
+  }
+}
+export class Hardswish extends Module {
+  forward(x: Tensor): Tensor {
+    return hardSwish(x);
+  }
+}
+export class Sigmoid extends Module {
+  forward(x: Tensor): Tensor {
+    return sigmoid(x);
+  }
+}
+
+/** Zeroes each element with probability p and scales the rest by 1/(1−p) in training; the identity in eval. */
+export class Dropout extends Module {
+  constructor(readonly p = 0.5, readonly generator?: RandomOptions['generator']) {
+    super();
+    if (!(p >= 0 && p <= 1)) throw new SinterError('Dropout', `p must be in [0, 1], got ${p}`);
+  }
+  forward(x: Tensor): Tensor {
+    if (!this.training || this.p === 0) return x;
+    return tidy(() => div(mul(x, lt(rand(x.shape, { device: x.device, generator: this.generator }), 1 - this.p)), 1 - this.p));
+  }
+}
+
+export class MaxPool2d extends Module {
+  constructor(readonly kernelSize: IntPair, readonly options: MaxPool2dOptions = {}) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return maxPool2d(x, this.kernelSize, this.options);
+  }
+}
+export class AvgPool2d extends Module {
+  constructor(readonly kernelSize: IntPair, readonly options: AvgPool2dOptions = {}) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return avgPool2d(x, this.kernelSize, this.options);
+  }
+}
+export class AdaptiveAvgPool2d extends Module {
+  constructor(readonly outputSize: number | readonly (number | null)[]) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return adaptiveAvgPool2d(x, this.outputSize);
+  }
+}
+/** Flattens dims startDim..endDim (default 1..−1, keeping the batch dim). */
+export class Flatten extends Module {
+  constructor(readonly startDim = 1, readonly endDim = -1) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return flatten(x, this.startDim, this.endDim);
+  }
+}
