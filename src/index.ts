@@ -16,3 +16,4 @@ export * from './ops/index.js';
 export { fromNdarray, toNdarray } from './io/ndarray.js';
 export * as nn from './nn/index.js';
 export { saveSafetensors, loadSafetensors } from './io/safetensors.js';
+export * from './jit/index.js';

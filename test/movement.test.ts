@@ -3,19 +3,29 @@ import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
 import { type TensorCase, makeTensor, propertyConfig, shapeArb, tensorCaseArb, valueArb } from '../src/testing/index.js';
-import { DEVICES, expectClose } from './helpers.js';
+import { WITH_WEBGPU, expectClose } from './helpers.js';
 import { type Ref, castRef, ref, refOf } from './reference/core.js';
 import { type PadMode, catRef, embeddingRef, flipRef, gatherRef, indexSelectRef, narrowRef, padRef, repeatRef, stackRef } from './reference/movement.js';
 
-// Data movement is exact for every dtype: values are copied, or converted once by dtype promotion
-// (castRef), so the comparisons use TOLERANCE, which is 0 for ints and bool and only matters for
-// float16 promotion, where src and reference round the same double once.
+// Data movement is exact for every dtype on both backends: values are copied, or converted once by
+// dtype promotion (castRef), so the comparisons use TOLERANCES, which are 0 for ints and bool and
+// only matter for float16 promotion, where src and reference round the same value once.
+
+// Every new shape compiles a new WebGPU pipeline (shapes are baked into the WGSL; ~5 ms each on
+// SwiftShader), so the GPU runs fewer random cases to keep this file quick.
+const runs = (device: string, n: number) => (device === 'webgpu' ? Math.ceil(n / 2) : n);
+
 const ALL: DType[] = ['float32', 'float16', 'int32', 'int8', 'uint8', 'bool'];
 const dtypeArb = fc.constantFrom(...ALL);
 /** A dim of a rank-r tensor, negative half the time. */
 const dimArb = (r: number) => fc.integer({ min: -r, max: r - 1 });
 const norm = (d: number, r: number) => (d < 0 ? d + r : d);
 const castAll = (r: Ref, dtype: DType): Ref => ({ shape: r.shape, data: r.data.map((v) => castRef(dtype, v)) });
+
+function expectError(err: unknown, parts: readonly (string | RegExp)[]): void {
+  expect(err, 'expected an error').toBeInstanceOf(sn.SinterError);
+  for (const p of parts) expect((err as Error).message).toMatch(p);
+}
 
 function expectThrows(fn: () => unknown, ...parts: (string | RegExp)[]): void {
   let err: unknown;
@@ -24,11 +34,21 @@ function expectThrows(fn: () => unknown, ...parts: (string | RegExp)[]): void {
   } catch (e) {
     err = e;
   }
-  expect(err, 'expected an error').toBeInstanceOf(sn.SinterError);
-  for (const p of parts) expect((err as Error).message).toMatch(p);
+  expectError(err, parts);
 }
 
-describe.each(DEVICES)('cat and stack on %s', (device) => {
+/** For bad index values: the CPU rejects them when the op runs, WebGPU (where the index lives on the GPU) when its result is read. */
+async function expectFails(fn: () => Tensor, ...parts: (string | RegExp)[]): Promise<void> {
+  let err: unknown;
+  try {
+    await fn().data();
+  } catch (e) {
+    err = e;
+  }
+  expectError(err, parts);
+}
+
+describe.each(WITH_WEBGPU)('cat and stack on %s', (device) => {
   it('cat matches the reference across dims, dtypes (promoted), layouts and skipped 1-D empties', async () => {
     const arb = shapeArb({ minRank: 1, maxRank: 4, maxDim: 4 }).chain((shape) =>
       fc.tuple(dimArb(shape.length), fc.array(fc.tuple(fc.integer({ min: 0, max: 4 }), dtypeArb), { minLength: 1, maxLength: 4 })).chain(([dim, parts]) =>
@@ -50,7 +70,7 @@ describe.each(DEVICES)('cat and stack on %s', (device) => {
         await expectClose(sn.cat(xs, { dim }), castAll(catRef(all.map(refOf), norm(dim, cases[0]!.shape.length)), dtype));
         for (const t of [...xs, y]) t.dispose();
       }),
-      propertyConfig({ numRuns: 50 }),
+      propertyConfig({ numRuns: runs(device, 50) }),
     );
   });
 
@@ -67,8 +87,25 @@ describe.each(DEVICES)('cat and stack on %s', (device) => {
         const dtype = cases.map((c) => c.dtype).reduce(sn.promoteTypes);
         await expectClose(sn.stack(xs, dim), castAll(stackRef(cases.map(refOf), norm(dim, cases[0]!.shape.length + 1)), dtype), { dtype });
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
+  });
+
+  it('cat joins more tensors than one WebGPU kernel can bind, converting each value once', async () => {
+    // 130 inputs exceed any kernel's storage-buffer bindings (12 on SwiftShader), so WebGPU joins
+    // them in groups, and the groups again. The int32 values are not float16 numbers: had a group
+    // of int32 and float16 been joined as float16 on the way to float32, 4097 would become 4096.
+    const dtypes: DType[] = ['int32', 'float16', 'uint8', 'int8', 'bool'];
+    const all: TensorCase[] = Array.from({ length: 130 }, (_, k) => {
+      if (k % 17 === 5) return { shape: [0], dtype: 'float16', values: [], layout: { kind: 'contiguous' } };
+      const dtype = k === 129 ? 'float32' : dtypes[k % dtypes.length]!, n = 1 + (k % 3);
+      const values = Array.from({ length: 2 * n }, (_, i) => castRef(dtype, dtype === 'int32' ? 4097 + 100 * k + i : k + i));
+      return { shape: [2, n], dtype, values, layout: k % 2 ? { kind: 'permuted', perm: [1, 0] } : { kind: 'contiguous' } };
+    });
+    const xs = all.map((c) => makeTensor(c, device));
+    const y = sn.cat(xs, 1);
+    await expectClose(y, catRef(all.map(refOf), 1), { dtype: 'float32' });
+    for (const t of [...xs, y]) t.dispose();
   });
 
   it('cat of only skipped empties is an empty 1-D tensor; cat keeps empty dims of other ranks', async () => {
@@ -92,7 +129,7 @@ describe.each(DEVICES)('cat and stack on %s', (device) => {
   });
 });
 
-describe.each(DEVICES)('split and chunk on %s', (device) => {
+describe.each(WITH_WEBGPU)('split and chunk on %s', (device) => {
   async function expectPieces(x: Tensor, c: TensorCase, pieces: Tensor[], sizes: number[], dim: number): Promise<void> {
     expect(pieces.map((p) => p.shape[dim])).toEqual(sizes);
     let start = 0;
@@ -122,7 +159,7 @@ describe.each(DEVICES)('split and chunk on %s', (device) => {
         await expectPieces(x, c, sn.split(x, how, dim), sizes, d);
         await expectPieces(x, c, x.split(how, { dim }), sizes, d);
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
   });
 
@@ -137,7 +174,7 @@ describe.each(DEVICES)('split and chunk on %s', (device) => {
         const sizes = Array.from({ length: Math.ceil(n / s) }, (_, i) => Math.min(s, n - i * s));
         await expectPieces(x, c, x.chunk(chunks, dim), sizes, d);
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
     // The documented example: 6 elements in 4 chunks give 3 pieces of 2; 5 in 3 give 2, 2, 1.
     expect(sn.chunk(sn.arange(6, { device }), 4).map((p) => p.shape[0])).toEqual([2, 2, 2]);
@@ -160,7 +197,7 @@ describe.each(DEVICES)('split and chunk on %s', (device) => {
   });
 });
 
-describe.each(DEVICES)('pad on %s', (device) => {
+describe.each(WITH_WEBGPU)('pad on %s', (device) => {
   it('constant mode pads and crops (negative widths) any rank and dtype', async () => {
     const arb = shapeArb({ minRank: 1, maxRank: 4, maxDim: 4 }).chain((shape) =>
       fc.tuple(
@@ -183,7 +220,7 @@ describe.each(DEVICES)('pad on %s', (device) => {
         x.dispose();
         y.dispose();
       }),
-      propertyConfig({ numRuns: 50 }),
+      propertyConfig({ numRuns: runs(device, 50) }),
     );
   });
 
@@ -219,7 +256,7 @@ describe.each(DEVICES)('pad on %s', (device) => {
           x.dispose();
           y.dispose();
         }),
-        propertyConfig({ numRuns: 40 }),
+        propertyConfig({ numRuns: runs(device, 40) }),
       );
     });
   }
@@ -253,7 +290,7 @@ describe.each(DEVICES)('pad on %s', (device) => {
   });
 });
 
-describe.each(DEVICES)('gather, indexSelect and embedding on %s', (device) => {
+describe.each(WITH_WEBGPU)('gather, indexSelect and embedding on %s', (device) => {
   it('gather matches the reference for random dims, index shapes and layouts', async () => {
     const arb = shapeArb({ minRank: 1, maxRank: 4, maxDim: 4 }).chain((shape) =>
       fc.tuple(dimArb(shape.length), fc.constantFrom<DType>('int32', 'int32', 'int8', 'uint8')).chain(([dim, idtype]) => {
@@ -273,7 +310,7 @@ describe.each(DEVICES)('gather, indexSelect and embedding on %s', (device) => {
         await expectClose(sn.gather(x, dim, index), want, { dtype: c.dtype });
         await expectClose(x.gather(dim, index), want);
       }),
-      propertyConfig({ numRuns: 50 }),
+      propertyConfig({ numRuns: runs(device, 50) }),
     );
   });
 
@@ -296,12 +333,12 @@ describe.each(DEVICES)('gather, indexSelect and embedding on %s', (device) => {
         await expectClose(sn.indexSelect(x, dim, index), want, { dtype: c.dtype });
         await expectClose(x.indexSelect(dim, index), want);
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
   });
 
   it('embedding picks weight rows for int input of any shape', async () => {
-    const arb = fc.tuple(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 5 }), fc.constantFrom<DType>('float32', 'float16')).chain(([num, dim, dtype]) =>
+    const arb = fc.tuple(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 5 }), fc.constantFrom<DType>('float32', 'float16', 'int8', 'uint8')).chain(([num, dim, dtype]) =>
       fc.tuple(tensorCaseArb([num, dim], { dtype }), shapeArb({ maxRank: 3, maxDim: 4 }).chain((s) => tensorCaseArb(s, { dtype: 'int32', min: 0, max: num - 1 }))),
     );
     await fc.assert(
@@ -309,7 +346,7 @@ describe.each(DEVICES)('gather, indexSelect and embedding on %s', (device) => {
         const w = makeTensor(cw, device), input = makeTensor(ci, device);
         await expectClose(sn.embedding(input, w, { paddingIdx: 0 }), embeddingRef(refOf(ci), refOf(cw)), { dtype: cw.dtype });
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
   });
 
@@ -321,28 +358,30 @@ describe.each(DEVICES)('gather, indexSelect and embedding on %s', (device) => {
     await expectClose(sn.indexSelect(v, 0, i), ref([1], [7]));
   });
 
-  it('rejects bad input and out-of-range indices with clear errors', () => {
+  it('rejects bad input and out-of-range indices with clear errors', async () => {
     const x = sn.zeros([3, 4], { device });
     const idx = (values: number[][] | number[], dtype: DType = 'int32') => sn.tensor(values, { dtype, device });
     expectThrows(() => sn.gather(x, 0, idx([[0.5]], 'float32')), /^gather:/, 'integer tensor', '[1, 1] float32');
     expectThrows(() => sn.gather(x, 0, idx([0, 1])), /^gather:/, 'same rank');
     expectThrows(() => sn.gather(x, 0, idx([[0, 0, 0, 0, 0]])), /^gather:/, 'dim 1', '[1, 5] int32', '[3, 4] float32');
-    expectThrows(() => sn.gather(x, 1, idx([[0], [4]])), /^gather:/, 'index 4', 'dim 1', 'position [1, 0]');
-    expectThrows(() => sn.gather(x, 0, idx([[-1]])), /^gather:/, 'index -1');
+    // The GPU names the bad index by its flat position in the index tensor.
+    await expectFails(() => sn.gather(x, 1, idx([[0], [4]])), /^gather:/, 'index 4', 'dim 1', device === 'cpu' ? 'position [1, 0]' : 'flat position 1', '[3, 4] float32');
+    await expectFails(() => sn.gather(x, 0, idx([[-1]], 'int8')), /^gather:/, 'index -1');
     expectThrows(() => sn.gather(x, 2, idx([[0]])), /^gather:/, 'dim 2 is out of range');
     expectThrows(() => sn.indexSelect(x, 0, idx([[0]])), /^indexSelect:/, '0-d or 1-D');
-    expectThrows(() => sn.indexSelect(x, 0, idx([0, 3])), /^indexSelect:/, 'index 3', 'dim 0', '[3, 4] float32');
-    expectThrows(() => sn.indexSelect(x, 1, idx([-1])), /^indexSelect:/, 'index -1');
+    await expectFails(() => sn.indexSelect(x, 0, idx([0, 3])), /^indexSelect:/, 'index 3', 'dim 0', '[3, 4] float32');
+    await expectFails(() => sn.indexSelect(x, 1, idx([-1])), /^indexSelect:/, 'index -1');
+    await expectFails(() => sn.indexSelect(sn.tensor(1, { device }), 0, idx([1], 'uint8')), /^indexSelect:/, 'index 1', '(valid: 0 to 0)');
     expectThrows(() => sn.indexSelect(x, 0, idx([true] as unknown as number[], 'bool')), /^indexSelect:/, 'integer tensor');
     expectThrows(() => sn.indexSelect(sn.tensor(1, { device }), 0, idx([0, 0])), /^indexSelect:/, 'exactly one index');
-    expectThrows(() => sn.embedding(idx([0, 3]), x), /^embedding:/, 'index 3', '[3, 4] float32', '3 rows');
+    await expectFails(() => sn.embedding(idx([0, 3]), x), /^embedding:/, 'index 3', '[3, 4] float32', '3 rows');
     expectThrows(() => sn.embedding(idx([0]), sn.zeros([3], { device })), /^embedding:/, '2-D');
     expectThrows(() => sn.embedding(idx([0], 'float32'), x), /^embedding:/, 'input must be an integer tensor');
     expectThrows(() => sn.embedding(idx([0]), x, 3), /^embedding:/, 'paddingIdx 3');
   });
 });
 
-describe.each(DEVICES)('repeat and flip on %s', (device) => {
+describe.each(WITH_WEBGPU)('repeat and flip on %s', (device) => {
   it('repeat matches Tensor.repeat with extra leading dims', async () => {
     const arb = shapeArb({ maxRank: 3, maxDim: 3 }).chain((shape) =>
       fc.tuple(
@@ -356,7 +395,7 @@ describe.each(DEVICES)('repeat and flip on %s', (device) => {
         await expectClose(sn.repeat(x, ...sizes), repeatRef(refOf(c), sizes), { dtype: c.dtype });
         await expectClose(x.repeat(sizes), repeatRef(refOf(c), sizes));
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
   });
 
@@ -374,7 +413,7 @@ describe.each(DEVICES)('repeat and flip on %s', (device) => {
         await expectClose(sn.flip(x, dims), want, { dtype: c.dtype });
         await expectClose(x.flip(...dims), want);
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
   });
 
@@ -384,5 +423,25 @@ describe.each(DEVICES)('repeat and flip on %s', (device) => {
     expectThrows(() => sn.repeat(x, 2, -1), /^repeat:/, 'non-negative');
     expectThrows(() => sn.flip(x, [0, -2]), /^flip:/, 'repeat a dim');
     expectThrows(() => sn.flip(x, 2), /^flip:/, 'dim 2 is out of range');
+  });
+});
+
+describe.each(WITH_WEBGPU)('outputs spanning many workgroups on %s', (device) => {
+  // Odd sizes that fill neither a workgroup (256 invocations) nor, for packed dtypes, a last word.
+  it.each<DType>(['int8', 'float16', 'float32'])('cat, pad, flip, repeat and indexSelect of a [3, 37, 41] %s tensor', async (dtype) => {
+    const shape = [3, 37, 41];
+    const arb = fc.tuple(tensorCaseArb(shape, { dtype }), tensorCaseArb([45], { dtype: 'int32', min: 0, max: 40 }));
+    await fc.assert(
+      fc.asyncProperty(arb, async ([c, ci]) => {
+        const x = makeTensor(c, device), index = makeTensor(ci, device), r = refOf(c);
+        await expectClose(sn.cat([x, x], 1), catRef([r, r], 1));
+        await expectClose(sn.pad(x, [5, -3, 2, 7], 'reflect'), padRef(r, [5, -3, 2, 7], 'reflect', 0));
+        await expectClose(sn.pad(x, [3, 2, -1, 4], { value: 7 }), padRef(r, [3, 2, -1, 4], 'constant', 7));
+        await expectClose(sn.flip(x, [0, 2]), flipRef(r, [0, 2]));
+        await expectClose(sn.repeat(x, 2, 1, 3), repeatRef(r, [2, 1, 3]));
+        await expectClose(sn.indexSelect(x, 2, index), indexSelectRef(r, 2, ci.values));
+      }),
+      propertyConfig({ numRuns: 2 }),
+    );
   });
 });

@@ -2,12 +2,19 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
+import { getBackend } from '../src/backend/backend.js';
+import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 import { type TensorCase, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
-import { DEVICES, expectClose } from './helpers.js';
+import { WITH_WEBGPU, expectClose } from './helpers.js';
 import { castRef, refOf } from './reference/core.js';
 import { type PoolWindow, adaptiveAvgPool2dRef, avgPool2dRef, maxPool2dRef, pooledSize } from './reference/pool.js';
 
 // Pooling computes in double and rounds once, so the default per-dtype TOLERANCE applies (max is exact).
+// WebGPU sums windows in f32 and divides once: its float32 tolerance (TOLERANCES.webgpu) covers that.
+
+// Every new shape compiles a new WebGPU pipeline (shapes are baked into the WGSL), so the GPU runs
+// fewer random cases to keep this file quick.
+const runs = (device: string, n: number) => (device === 'webgpu' ? Math.ceil(n / 3) : n);
 const F: DType[] = ['float32', 'float16'];
 type Pair = [number, number];
 
@@ -25,6 +32,25 @@ const windowArb: fc.Arbitrary<PoolWindow> = fc
 /** A test tensor with values spread over [min, max] (default ±4) and a random layout. */
 const caseArb = (shape: number[], dtype: DType): fc.Arbitrary<TensorCase> => tensorCaseArb(shape, { dtype });
 
+/** Runs `fn` with the WebGPU backend's caps changed, so this adapter runs the kernel variants another adapter gets. */
+async function withCaps(change: Partial<WebGpuCaps>, fn: () => Promise<void>): Promise<void> {
+  const backend = getBackend('webgpu') as unknown as { caps: WebGpuCaps };
+  const saved = backend.caps;
+  backend.caps = { ...saved, ...change };
+  try {
+    await fn();
+  } finally {
+    backend.caps = saved;
+  }
+}
+
+/** The caps each device is tested under: on webgpu also as a GPU (not SwiftShader) would be, with subgroups when this adapter has them. */
+function capsVariants(device: string): Partial<WebGpuCaps>[] {
+  if (device !== 'webgpu') return [{}];
+  const { subgroups } = (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps;
+  return [{}, { architecture: 'gpu', subgroups: false }, ...(subgroups ? [{ architecture: 'gpu', subgroups: true }] : [])];
+}
+
 /** A pair as users write it: a bare number when square and `compact`. */
 const arg = (p: Pair, compact: boolean): number | Pair => (compact && p[0] === p[1] ? p[0] : p);
 
@@ -35,7 +61,7 @@ function withNaN(c: TensorCase, pick: number | null): TensorCase {
   return { ...c, values: c.values.map((u) => (u === v ? NaN : u)) };
 }
 
-describe.each(DEVICES)('pooling on %s', (device) => {
+describe.each(WITH_WEBGPU)('pooling on %s', (device) => {
   it.each(F)('maxPool2d matches the windowed-max reference, NaN included (%s)', async (dtype) => {
     const arb = fc.tuple(inputShapeArb.chain((s) => caseArb(s, dtype)), windowArb, fc.boolean(), fc.option(fc.nat(), { nil: null, freq: 3 }));
     await fc.assert(
@@ -59,7 +85,7 @@ describe.each(DEVICES)('pooling on %s', (device) => {
         }
         x.dispose();
       }),
-      propertyConfig({ numRuns: 150 }),
+      propertyConfig({ numRuns: runs(device, 150) }),
     );
   });
 
@@ -87,7 +113,7 @@ describe.each(DEVICES)('pooling on %s', (device) => {
         }
         x.dispose();
       }),
-      propertyConfig({ numRuns: 150 }),
+      propertyConfig({ numRuns: runs(device, 150) }),
     );
   });
 
@@ -109,8 +135,40 @@ describe.each(DEVICES)('pooling on %s', (device) => {
         x.dispose();
         y.dispose();
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
+  });
+
+  // Windows of more than 16 values are summed by a team of invocations per output on WebGPU.
+  it.each(F)('avgPool2d and adaptiveAvgPool2d over large windows match the reference (%s)', async (dtype) => {
+    const shape = fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 8, max: 40 }), fc.integer({ min: 8, max: 40 }));
+    const arb = fc.tuple(
+      shape.chain(([c, h, w]) => caseArb([c, h, w], dtype)),
+      fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 2 })),
+      fc.tuple(fc.integer({ min: 5, max: 8 }), fc.integer({ min: 4, max: 8 }), fc.integer({ min: 0, max: 2 }), fc.boolean()),
+    );
+    // Global average pooling of a 56×56 plane: a whole workgroup per output on GPUs.
+    const plane = fc.sample(caseArb([2, 3, 56, 56], dtype), { numRuns: 1, seed: 1 })[0]!;
+    for (const caps of capsVariants(device)) {
+      await withCaps(caps, async () => {
+        const x = makeTensor(plane, device), y = sn.adaptiveAvgPool2d(x, 1);
+        await expectClose(y, adaptiveAvgPool2dRef(refOf(plane), [1, 1]), { dtype, what: `global average pooling with caps ${JSON.stringify(caps)}` });
+        x.dispose();
+        y.dispose();
+        await fc.assert(
+          fc.asyncProperty(arb, async ([c, out, [kh, kw, pad, ceilMode]]) => {
+            const x = makeTensor(c, device);
+            const y = sn.adaptiveAvgPool2d(x, out);
+            await expectClose(y, adaptiveAvgPool2dRef(refOf(c), out), { dtype, what: `adaptiveAvgPool2d with caps ${JSON.stringify(caps)}` });
+            const w = { kernelSize: [kh, kw] as Pair, stride: [2, 3] as Pair, padding: [pad, pad] as Pair, dilation: [1, 1] as Pair, ceilMode, countIncludePad: false, divisorOverride: null };
+            const z = sn.avgPool2d(x, w.kernelSize, { stride: w.stride, padding: pad, ceilMode, countIncludePad: false });
+            await expectClose(z, avgPool2dRef(refOf(c), w), { dtype, what: `avgPool2d with caps ${JSON.stringify(caps)}` });
+            for (const t of [x, y, z]) t.dispose();
+          }),
+          propertyConfig({ numRuns: runs(device, 12) }),
+        );
+      });
+    }
   });
 
   it('clips ceil-mode windows to the padded input, as PyTorch does', async () => {

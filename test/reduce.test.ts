@@ -3,7 +3,11 @@ import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
 import { type TensorCase, makeTensor, propertyConfig, shapeArb, tensorCaseArb } from '../src/testing/index.js';
-import { DEVICES, expectClose } from './helpers.js';
+import type { ReduceAttrs } from '../src/ops/reduce.js';
+import { cumsumOp, logSoftmaxOp, reduceOp, softmaxOp } from '../src/ops/reduce.js';
+import { type OpDef, apply1, defineOp } from '../src/ops/op.js';
+import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
+import { WITH_WEBGPU, expectClose } from './helpers.js';
 import { type Ref, castRef, ref, refOf } from './reference/core.js';
 import {
   argmaxOf, argminOf, cumsumRef, dimsRef, maxOf, meanOf, minOf, prodInt32Of, prodOf, reduceRef, softmaxRef, sumOf, varOf,
@@ -47,7 +51,8 @@ function castAll(r: Ref, dtype: DType): Ref {
 
 /** Small whole numbers (many ties), with the occasional NaN in floats: for max/min/argmax/argmin. */
 function tiesAndNaN(c: TensorCase): TensorCase {
-  const f = (v: number) => (c.dtype === 'int32' ? Math.trunc(v / 5) : c.dtype === 'bool' ? v : Math.round(v) === 4 ? NaN : Math.round(v));
+  const float = c.dtype === 'float32' || c.dtype === 'float16';
+  const f = (v: number) => (float ? (Math.round(v) === 4 ? NaN : Math.round(v)) : c.dtype === 'bool' ? v : Math.trunc(v / 5));
   return { ...c, values: c.values.map(f) };
 }
 
@@ -66,16 +71,19 @@ const REDUCTIONS: Reduction[] = [
   { name: 'sum', fold: sumOf, dtypes: [...F, 'int32', 'int8', 'uint8', 'bool'], out: intToInt32 },
   { name: 'mean', fold: meanOf, dtypes: F, out: (d) => d },
   { name: 'prod', fold: (v, d) => (d === 'float32' || d === 'float16' ? prodOf(v) : prodInt32Of(v)), dtypes: [...F, 'int32', 'bool'], out: intToInt32, range: [-2, 2] },
-  { name: 'max', fold: maxOf, dtypes: [...F, 'int32', 'bool'], out: (d) => d, values: tiesAndNaN },
-  { name: 'min', fold: minOf, dtypes: [...F, 'int32', 'bool'], out: (d) => d, values: tiesAndNaN },
+  { name: 'max', fold: maxOf, dtypes: [...F, 'int32', 'int8', 'uint8', 'bool'], out: (d) => d, values: tiesAndNaN },
+  { name: 'min', fold: minOf, dtypes: [...F, 'int32', 'int8', 'uint8', 'bool'], out: (d) => d, values: tiesAndNaN },
   { name: 'amax', fold: maxOf, dtypes: F, out: (d) => d, values: tiesAndNaN },
   { name: 'amin', fold: minOf, dtypes: F, out: (d) => d, values: tiesAndNaN },
   { name: 'argmax', fold: argmaxOf, dtypes: [...F, 'int32', 'bool'], out: () => 'int32', values: tiesAndNaN, oneDim: true },
   { name: 'argmin', fold: argminOf, dtypes: [...F, 'int32', 'bool'], out: () => 'int32', values: tiesAndNaN, oneDim: true },
 ];
+// Every new shape compiles new WebGPU pipelines (shapes are baked into the WGSL), so the GPU runs
+// fewer random cases.
+const runs = (device: string, n: number) => (device === 'webgpu' ? Math.ceil(n / 2) : n);
 const NO_IDENTITY = new Set(['max', 'min', 'amax', 'amin', 'argmax', 'argmin']);
 
-describe.each(DEVICES)('reductions on %s', (device) => {
+describe.each(WITH_WEBGPU)('reductions on %s', (device) => {
   for (const op of REDUCTIONS) {
     it.each(op.dtypes)(`${op.name} over random dims matches the float64 reference (%s)`, async (dtype) => {
       const [min, max] = op.range ?? [undefined, undefined];
@@ -92,7 +100,7 @@ describe.each(DEVICES)('reductions on %s', (device) => {
           x.dispose();
           y.dispose();
         }),
-        propertyConfig({ numRuns: 30 }),
+        propertyConfig({ numRuns: runs(device, 30) }),
       );
     });
   }
@@ -109,7 +117,7 @@ describe.each(DEVICES)('reductions on %s', (device) => {
         x.dispose();
         y.dispose();
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
   });
 
@@ -132,7 +140,7 @@ describe.each(DEVICES)('reductions on %s', (device) => {
           x.dispose();
           y.dispose();
         }),
-        propertyConfig({ numRuns: 30 }),
+        propertyConfig({ numRuns: runs(device, 30) }),
       );
     });
   }
@@ -148,7 +156,7 @@ describe.each(DEVICES)('reductions on %s', (device) => {
         x.dispose();
         y.dispose();
       }),
-      propertyConfig({ numRuns: 30 }),
+      propertyConfig({ numRuns: runs(device, 30) }),
     );
   });
 
@@ -242,5 +250,132 @@ describe.each(DEVICES)('reductions on %s', (device) => {
     expect(() => sn.argmax(x, [0, 1] as never)).toThrow(/^argmax: takes one dim \(a number\) or none, got dims \[0,1\] for tensor\(float32, \[2, 3\]\)/);
     expect(() => x.argmin({ dim: [0] as never })).toThrow(/^argmin: takes one dim/);
     expect(() => sn.sum(x, 'a' as never)).toThrow(/^sum: dim must be a number or an array of numbers/);
+  });
+});
+
+// The WebGPU kernels choose their shape by adapter: on SwiftShader (where these tests run without a
+// GPU) a workgroup is one 4-lane subgroup; GPUs get 256-invocation teams with trees in workgroup
+// memory finished by subgroups, or without subgroups all in workgroup memory. These ops run the
+// GPU shapes here by presenting the device as another adapter.
+function asOnGpus<A>(op: OpDef<A>, caps: Partial<WebGpuCaps>): OpDef<A> {
+  return defineOp<A>({ ...op, webgpu: (inputs, attrs, outputs, real) => op.webgpu!(inputs, attrs, outputs, { ...real, architecture: 'a gpu', ...caps }) });
+}
+const VARIANTS = [
+  ['subgroups', {}],
+  ['workgroup memory only', { subgroups: false }],
+] as const;
+
+/** A shape whose groups are mostly long enough for teams (> 16 elements), ≤ 2400 elements, and sorted dims to reduce. */
+const longGroupsArb = (dtype: DType, opts: { oneDim?: boolean; values?: (c: TensorCase) => TensorCase } = {}) =>
+  fc
+    .array(fc.integer({ min: 1, max: 60 }), { minLength: 1, maxLength: 3 })
+    .filter((s) => s.reduce((a, b) => a * b, 1) <= 2400)
+    .chain((shape) => {
+      const all = shape.map((_, i) => i);
+      const dims = opts.oneDim ? fc.oneof(fc.constant(all), fc.integer({ min: 0, max: shape.length - 1 }).map((d) => [d])) : fc.subarray(all, { minLength: 1 });
+      return fc.tuple(tensorCaseArb(shape, { dtype }).map(opts.values ?? ((c) => c)), dims, fc.boolean());
+    });
+
+describe.each(VARIANTS)('WebGPU reduction kernels as on GPUs (%s)', (_name, caps) => {
+  const reduce = asOnGpus(reduceOp, caps);
+  const run = (kind: ReduceAttrs['kind'], x: Tensor, dims: number[], keepdim: boolean, correction = 0) => apply1(reduce, [x], { kind, dims, keepdim, correction });
+  const cases: { kind: ReduceAttrs['kind']; dtype: DType; fold: (v: number[]) => number; out: DType; oneDim?: boolean; values?: (c: TensorCase) => TensorCase }[] = [
+    { kind: 'sum', dtype: 'float32', fold: sumOf, out: 'float32' },
+    { kind: 'sum', dtype: 'int8', fold: sumOf, out: 'int32' },
+    { kind: 'mean', dtype: 'float16', fold: meanOf, out: 'float16' },
+    { kind: 'prod', dtype: 'int32', fold: prodInt32Of, out: 'int32' },
+    { kind: 'max', dtype: 'float32', fold: maxOf, out: 'float32', values: tiesAndNaN },
+    { kind: 'min', dtype: 'uint8', fold: minOf, out: 'uint8', values: tiesAndNaN },
+    { kind: 'argmax', dtype: 'float32', fold: argmaxOf, out: 'int32', oneDim: true, values: tiesAndNaN },
+    { kind: 'argmin', dtype: 'float16', fold: argminOf, out: 'int32', oneDim: true, values: tiesAndNaN },
+    { kind: 'argmax', dtype: 'int32', fold: argmaxOf, out: 'int32', oneDim: true, values: tiesAndNaN },
+    { kind: 'var', dtype: 'float32', fold: (v) => varOf(v, 1), out: 'float32' },
+  ];
+  for (const k of cases) {
+    it(`${k.kind} (${k.dtype}) matches the float64 reference`, async () => {
+      await fc.assert(
+        fc.asyncProperty(longGroupsArb(k.dtype, k), async ([c, dims, keepdim]) => {
+          const x = makeTensor(c, 'webgpu');
+          const y = run(k.kind, x, dims, keepdim, k.kind === 'var' ? 1 : 0);
+          await expectClose(y, castAll(reduceRef(refOf(c), dims, keepdim, k.fold), k.out), { dtype: k.out });
+          x.dispose();
+          y.dispose();
+        }),
+        propertyConfig({ numRuns: 6 }),
+      );
+    });
+  }
+
+  const rowsArb = (dtype: DType) => longGroupsArb(dtype).chain(([c]) => fc.tuple(fc.constant(c), fc.integer({ min: 0, max: c.shape.length - 1 })));
+  for (const [name, op] of [['softmax', softmaxOp], ['logSoftmax', logSoftmaxOp]] as const) {
+    it(`${name} matches the reference (float32, float16)`, async () => {
+      const gpuOp = asOnGpus(op, caps);
+      await fc.assert(
+        fc.asyncProperty(fc.constantFrom<DType>('float32', 'float16').chain(rowsArb), async ([c, dim]) => {
+          const x = makeTensor(c, 'webgpu');
+          const y = apply1(gpuOp, [x], { dim });
+          await expectClose(y, castAll(softmaxRef(refOf(c), dim, name === 'logSoftmax'), c.dtype), { dtype: c.dtype });
+          x.dispose();
+          y.dispose();
+        }),
+        propertyConfig({ numRuns: 8 }),
+      );
+    });
+  }
+
+  it('cumsum matches the reference (float32, float16, int32)', async () => {
+    const gpuOp = asOnGpus(cumsumOp, caps);
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom<DType>('float32', 'float16', 'int32').chain(rowsArb), async ([c, dim]) => {
+        const x = makeTensor(c, 'webgpu');
+        const y = apply1(gpuOp, [x], { dim });
+        // Running sums of up to 2400 floats in f32 (the CPU's are doubles): off by up to about n·2⁻²⁴·Σ|x|.
+        const atol = c.dtype === 'float32' ? c.shape[dim]! * 2 ** -24 * c.values.reduce((a, v) => a + Math.abs(v), 0) : 0;
+        await expectClose(y, castAll(cumsumRef(refOf(c), dim), c.dtype), { dtype: c.dtype, tol: c.dtype === 'float32' ? { atol } : {} });
+        x.dispose();
+        y.dispose();
+      }),
+      propertyConfig({ numRuns: 8 }),
+    );
+  });
+});
+
+describe.each([['as on SwiftShader', {}], ...VARIANTS] as const)('WebGPU reductions of many elements: chunks, then a pass combining them (%s)', (name, caps) => {
+  const swiftShader = name === 'as on SwiftShader';
+  const reduce = swiftShader ? reduceOp : asOnGpus(reduceOp, caps);
+  const n = 20_011;
+  const values = Array.from({ length: n }, (_, i) => ((i * 7919) % 1000) / 125 - 4); // on a grid in [-4, 4): sums have no rounding to hide
+  const x = sn.tensor(values, { device: 'webgpu' });
+  const full = (kind: ReduceAttrs['kind'], t: Tensor, correction = 0) => apply1(reduce, [t], { kind, dims: t.shape.map((_, i) => i), keepdim: false, correction });
+  const one = (v: number) => ref([], [v]);
+  // f32 partial sums (the CPU adds in double): off by at most about log2(n)·2⁻²⁴·Σ|x|.
+  const sumTol = { atol: Math.log2(n) * 2 ** -24 * values.reduce((a, v) => a + Math.abs(v), 0) };
+
+  it('sum, mean, var and std over 20011 float32', async () => {
+    await expectClose(full('sum', x), one(sumOf(values)), { tol: sumTol });
+    await expectClose(full('mean', x), one(meanOf(values)), { tol: { atol: sumTol.atol / n } });
+    await expectClose(full('var', x, 1), one(varOf(values, 1)));
+    await expectClose(full('std', x.reshape(1, n).t(), 0), one(Math.sqrt(varOf(values, 0))));
+  });
+
+  it('max, argmax and argmin with ties and a late NaN: NaN wins, ties give the first index', async () => {
+    const ties = values.map((v) => Math.round(v));
+    const t = sn.tensor(ties, { device: 'webgpu' });
+    await expectClose(full('max', t), one(Math.max(...ties)));
+    await expectClose(full('argmax', t), one(ties.indexOf(Math.max(...ties))), { dtype: 'int32' });
+    await expectClose(full('argmin', t), one(ties.indexOf(Math.min(...ties))), { dtype: 'int32' });
+    const nan = sn.tensor(ties.map((v, i) => (i === 15_000 || i === 17_000 ? NaN : v)), { device: 'webgpu' });
+    await expectClose(full('max', nan), one(NaN));
+    await expectClose(full('argmax', nan), one(15_000), { dtype: 'int32' });
+    await expectClose(full('argmin', nan), one(15_000), { dtype: 'int32' });
+  });
+
+  it('int32 sums wrap and float16 results are rounded once (packed outputs)', async () => {
+    const big = sn.full([n], 2 ** 20, { dtype: 'int32', device: 'webgpu' });
+    await expectClose(full('sum', big), one(castRef('int32', n * 2 ** 20)), { dtype: 'int32' });
+    const h = x.to('float16');
+    const hv = Array.from(await h.data());
+    await expectClose(full('mean', h), one(castRef('float16', meanOf(hv))), { dtype: 'float16' });
+    await expectClose(full('sum', h.reshape(1, n)), one(castRef('float16', sumOf(hv))), { dtype: 'float16' });
   });
 });

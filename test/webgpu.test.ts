@@ -8,6 +8,7 @@ import { bindings } from '../src/kernels/wgsl/dtype.js';
 import { mapKernel } from '../src/kernels/wgsl/map.js';
 import { call, input } from '../src/ops/expr.js';
 import { GRID_PARAMS, grid } from '../src/kernels/wgsl/grid.js';
+import { checkBinding } from '../src/kernels/wgsl/kernel.js';
 import { offsetOf, unravel } from '../src/kernels/wgsl/strided.js';
 import { apply1, defineOp } from '../src/ops/op.js';
 import { castRef } from './reference/core.js';
@@ -34,6 +35,69 @@ const double = defineOp<Record<string, never>>({
           let e = ${g.index}; if (e >= ${n}u) { return; }
           ${lines.join(' ')} out0[e] = 2.0 * in0[${offsetOf(x!.offset, x!.strides, idx)}];
         }`,
+    };
+  },
+});
+
+/** out[i] = table[index[i]] for a float32 table and int32 indices, with the device-side check 0 ≤ index < table length. */
+const pick = defineOp<Record<string, never>>({
+  name: 'pick',
+  infer: ([table, index]) => [{ shape: index!.shape, dtype: 'float32' }],
+  cpu: () => {
+    throw new Error('not used');
+  },
+  webgpu([table, index], _attrs, [out], caps) {
+    const n = out!.shape.reduce((a, b) => a * b, 1), size = table!.shape[0]!;
+    return {
+      workgroups: [Math.ceil(n / 64)],
+      checks: [`index {value} at position {at} is out of range for a table of ${size} (expected 0 ≤ index < ${size})`],
+      source: `${bindings(['float32', 'int32'], ['float32'], caps)}
+        ${checkBinding(3)}
+        @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3u) {
+          let i = gid.x; if (i >= ${n}u) { return; }
+          let k = in1[${index!.offset}u + i * ${index!.strides[0]}u];
+          if (k < 0 || k >= ${size}) { fail_check(1u, k, i); out0[i] = 0.0; return; }
+          out0[i] = in0[${table!.offset}u + u32(k) * ${table!.strides[0]}u];
+        }`,
+    };
+  },
+});
+
+/**
+ * y = 10·Σx + x for float32 vectors of up to 64 elements, in three passes through two scratch
+ * buffers: Σx by one workgroup, 10·Σx, then y. The middle pass checks that the sum is finite.
+ */
+const spread = defineOp<Record<string, never>>({
+  name: 'spread',
+  infer: ([x]) => [x!],
+  cpu: () => {
+    throw new Error('not used');
+  },
+  webgpu([x], _attrs, [y], caps) {
+    const n = x!.shape[0]!;
+    const decls = `${bindings(['float32'], ['float32'], caps)}
+      @group(0) @binding(2) var<storage, read_write> sc0: array<f32>;
+      @group(0) @binding(3) var<storage, read_write> sc1: array<f32>;`;
+    const total = `${decls}
+      @compute @workgroup_size(1) fn main() {
+        var s = 0.0;
+        for (var i = 0u; i < ${n}u; i++) { s += in0[i]; }
+        sc0[0] = s;
+      }`;
+    const scale = `${decls}
+      ${checkBinding(4)}
+      @compute @workgroup_size(1) fn main() {
+        let s = sc0[0];
+        if ((bitcast<u32>(s) & 0x7fffffffu) >= 0x7f800000u) { fail_check(1u, 0, 0u); }
+        sc1[0] = 10.0 * s;
+      }`;
+    const out = `${decls}
+      @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3u) {
+        if (gid.x < ${n}u) { out0[gid.x] = sc1[0] + in0[gid.x]; }
+      }`;
+    return {
+      scratch: [{ bytes: 4 }, { bytes: 4 }],
+      passes: [{ source: total, workgroups: [1] }, { source: scale, workgroups: [1], checks: ['the sum is not finite'], label: 'spread.scale' }, { source: out, workgroups: [1] }],
     };
   },
 });
@@ -164,13 +228,74 @@ describe('webgpu backend', () => {
     const y = apply1(broken, [x], {});
     const again = apply1(broken, [x], {}); // its check still runs: kept apart from others' work too
     const after = sn.mul(x, 3);
+    const dependent = sn.add(y, 1); // queued before the compile check is known: fails on read too
     const error = await y.data().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(sn.SinterError);
     expect((error as Error).message).toMatch(/^broken: the WGSL kernel was rejected on webgpu \(.+\): line 2:\d+: /);
     await expect(again.data()).rejects.toThrow(/^broken: the WGSL kernel was rejected/);
+    await expect(dependent.data()).rejects.toThrow(/^broken: the WGSL kernel was rejected/);
     expect(() => apply1(broken, [x], {})).toThrow(/^broken: the WGSL kernel was rejected/); // known now: at once
     expect(await ok.toArray()).toEqual([2, 2, 2, 2]);
     expect(await after.toArray()).toEqual([3, 3, 3, 3]);
+  });
+
+  it('runs multi-pass programs: passes in order, sharing scratch buffers, each pass with its own checks', async () => {
+    const x = sn.tensor([1, 2, 3.5], { device });
+    expect(await apply1(spread, [x], {}).toArray()).toEqual([66, 67, 68.5]);
+    const bad = apply1(spread, [sn.tensor([1, Infinity, -Infinity], { device })], {});
+    await expect(bad.data()).rejects.toThrow(/^spread\.scale: the sum is not finite$/);
+    // Scratch buffers return to the pool: repeated runs create no buffers.
+    const run = async () => {
+      for (let i = 0; i < 20; i++) apply1(spread, [x], {}).dispose();
+      const y = apply1(spread, [x], {});
+      await y.data();
+      y.dispose();
+    };
+    await run();
+    const created = gpu().pool.created;
+    await run();
+    expect(gpu().pool.created).toBe(created);
+  });
+
+  it('device-side checks: a bad index fails the read of the result and of anything computed from it, naming op, value and range', async () => {
+    const table = sn.tensor([10, 11, 12, 13, 14], { device });
+    const good = sn.tensor([4, 0, 2, 2], { dtype: 'int32', device });
+    expect(await apply1(pick, [table, good], {}).toArray()).toEqual([14, 10, 12, 12]);
+    const index = sn.tensor([1, 2, 7, 3, 0, 1, 2], { dtype: 'int32', device });
+    const y = apply1(pick, [table, index], {});
+    const z = sn.mul(sn.add(y, 1), 2); // queued before the check's verdict is in: inherits it
+    const other = sn.add(table, 1); // independent work in the same batch is not spoiled
+    const message = /^pick: index 7 at position 2 is out of range for a table of 5 \(expected 0 ≤ index < 5\)$/;
+    const error = await z.data().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(sn.SinterError);
+    expect((error as Error).message).toMatch(message);
+    await expect(y.data()).rejects.toThrow(message);
+    expect(await other.toArray()).toEqual([11, 12, 13, 14, 15]);
+    expect(() => sn.neg(y)).toThrow(message); // known now: at once
+    expect(() => sn.neg(z)).toThrow(message);
+    const negative = apply1(pick, [table, sn.tensor([-3], { dtype: 'int32', device })], {});
+    await expect(negative.data()).rejects.toThrow(/^pick: index -3 at position 0 is out of range/);
+    // A strided index view of good values passes after bad ones were seen.
+    const view = sn.tensor([0, 9, 1, 9, 2], { dtype: 'int32', device }).slice(0, 0, 5, 2);
+    expect(await apply1(pick, [table, view], {}).toArray()).toEqual([10, 11, 12]);
+    // Across batches (64 dispatches each), each dispatch's verdict stays its own.
+    const bad = sn.tensor([5], { dtype: 'int32', device }), fine = sn.tensor([3], { dtype: 'int32', device });
+    const many = Array.from({ length: 150 }, (_, i) => apply1(pick, [table, i === 70 || i === 140 ? bad : fine], {}));
+    for (const i of [0, 63, 64, 69, 70, 71, 127, 128, 139, 140, 141, 149]) {
+      const r = await many[i]!.data().then((v) => v[0], (e: Error) => e.message);
+      expect(r, `dispatch ${i}`).toEqual(i === 70 || i === 140 ? expect.stringMatching(/^pick: index 5 at position 0 is out of range/) : 13);
+    }
+  });
+
+  it('device-side checks cost no submit of their own', async () => {
+    const table = sn.arange(8, { dtype: 'float32', device }), index = sn.tensor([7, 1, 3], { dtype: 'int32', device });
+    const chain = () => sn.add(apply1(pick, [table, index], {}), apply1(pick, [table, index], {}));
+    await chain().data(); // compiles
+    const submits = gpu().batch.submits;
+    const ys = Array.from({ length: 10 }, chain);
+    expect(gpu().batch.submits).toBe(submits);
+    expect(await ys[9]!.toArray()).toEqual([14, 2, 6]);
+    expect(gpu().batch.submits).toBe(submits + 1);
   });
 
   it('casts in kernels as the CPU does: binary16 rounding, wrapping float → int', async () => {

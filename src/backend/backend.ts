@@ -16,6 +16,8 @@ export interface Storage {
   readonly byteLength: number;
   /** Live tensors viewing this storage. */
   refs: number;
+  /** Set on the stand-ins jit traces with: they hold no memory and cannot be read. */
+  readonly symbolic?: boolean;
 }
 
 export interface Backend {

@@ -2,10 +2,12 @@ import { SinterError, check, fmtShape } from '../errors.js';
 import { type DType, isFloat, promoteTypes } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { conv2dKernel, convTranspose2dKernel } from '../kernels/cpu/conv.js';
+import { conv2dKernel as conv2dKernelWgsl, convTranspose2dKernel as convTranspose2dKernelWgsl } from '../kernels/wgsl/conv.js';
 import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
 
 // 2-d convolution and transposed convolution over [N, C, H, W] (or unbatched [C, H, W]) inputs, as
-// torch.nn.functional.conv2d / conv_transpose2d. The CPU kernels run the shared GEMM.
+// torch.nn.functional.conv2d / conv_transpose2d. The CPU kernels run the shared GEMM; the WebGPU
+// kernels are implicit GEMMs on WebGPU's (src/kernels/wgsl/conv.ts).
 
 /** Canonical conv2d attributes: padding is [top, bottom, left, right] ('same' resolved, possibly asymmetric). */
 export interface Conv2dAttrs {
@@ -111,6 +113,9 @@ export const conv2dOp = defineOp<Conv2dAttrs>({
   cpu([x, w, bias], attrs, [out]) {
     conv2dKernel(x!, w!, bias, attrs, out!);
   },
+  webgpu([x, w, bias], attrs, [out], caps) {
+    return conv2dKernelWgsl(x!, w!, bias, attrs, out!, caps);
+  },
 });
 
 const CONV2D_OPTIONS = ['stride', 'padding', 'dilation', 'groups'] as const;
@@ -167,6 +172,9 @@ export const convTranspose2dOp = defineOp<ConvTranspose2dAttrs>({
   },
   cpu([x, w, bias], attrs, [out]) {
     convTranspose2dKernel(x!, w!, bias, attrs, out!);
+  },
+  webgpu([x, w, bias], attrs, [out], caps) {
+    return convTranspose2dKernelWgsl(x!, w!, bias, attrs, out!, caps);
   },
 });
 

@@ -3,6 +3,7 @@ import { check, fmtShape } from '../errors.js';
 import { isFloat } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { gatherSeparable, identityTable } from '../kernels/cpu/movement.js';
+import { linearKernel as linearKernelWgsl, nearestKernel as nearestKernelWgsl } from '../kernels/wgsl/interpolate.js';
 import { type CpuView, type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
 
 export type InterpolateMode = 'nearest' | 'linear' | 'bilinear';
@@ -53,6 +54,12 @@ function nearestTable(inSize: number, outSize: number, scale: number | null): In
   return Int32Array.from({ length: outSize }, (_, j) => Math.min(Math.floor(Math.fround(j * s)), inSize - 1));
 }
 
+/** The float32 scale of the linear modes' source coordinate: (in − 1)/(out − 1) with alignCorners (0 for one output), else sourceScale. */
+function linearScale(inSize: number, outSize: number, scale: number | null, alignCorners: boolean): number {
+  if (!alignCorners) return sourceScale(inSize, outSize, scale);
+  return outSize > 1 ? Math.fround((inSize - 1) / (outSize - 1)) : 0;
+}
+
 interface LinearWeights {
   /** Source offsets (index · stride) of the two neighbours, and their weights. */
   i0: Float64Array;
@@ -68,7 +75,7 @@ interface LinearWeights {
 function linearWeights(inSize: number, outSize: number, scale: number | null, alignCorners: boolean, stride: number, round: (v: number) => number): LinearWeights {
   const w: LinearWeights = { i0: new Float64Array(outSize), i1: new Float64Array(outSize), w0: new Float64Array(outSize), w1: new Float64Array(outSize) };
   const f = Math.fround;
-  const s = alignCorners ? (outSize > 1 ? f((inSize - 1) / (outSize - 1)) : 0) : sourceScale(inSize, outSize, scale);
+  const s = linearScale(inSize, outSize, scale, alignCorners);
   for (let j = 0; j < outSize; j++) {
     let i = j, lambda = 0;
     if (inSize !== outSize) {
@@ -128,6 +135,12 @@ const interpolateOp = defineOp<InterpolateAttrs>({
     if (attrs.mode !== 'nearest') return linearKernel(x!, attrs, out!);
     const tables = x!.shape.map((s, d) => (d < 2 ? identityTable(s) : nearestTable(s, attrs.size[d - 2]!, attrs.scales[d - 2] ?? null)));
     gatherSeparable(x!, tables, out!.data);
+  },
+  webgpu([x], { mode, size, scales, alignCorners }, [out], caps) {
+    const spatial = x!.shape.slice(2);
+    if (mode === 'nearest') return nearestKernelWgsl(x!, out!, spatial.map((s, i) => sourceScale(s, size[i]!, scales[i] ?? null)), caps);
+    const dims = spatial.map((s, i) => ({ inSize: s, outSize: size[i]!, scale: linearScale(s, size[i]!, scales[i] ?? null, alignCorners) }));
+    return linearKernelWgsl(x!, out!, dims, alignCorners, caps);
   },
 });
 

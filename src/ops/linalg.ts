@@ -3,10 +3,12 @@ import { type DType, promoteTypes } from '../tensor/dtype.js';
 import { numel } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { matmulKernel } from '../kernels/cpu/gemm.js';
-import { type CpuView, type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
+import { matmulKernel as matmulKernelWgsl } from '../kernels/wgsl/gemm.js';
+import type { GpuView } from '../kernels/wgsl/kernel.js';
+import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
 
 // Matrix products. Every one runs the `matmul` op (torch.matmul's rules), or `linear`; both use the
-// CPU backend's single GEMM (src/kernels/cpu/gemm.ts).
+// CPU backend's single GEMM (src/kernels/cpu/gemm.ts) and WebGPU's (src/kernels/wgsl/gemm.ts).
 
 /** The promoted dtype of the operands; bool has no matmul in PyTorch. */
 function productDType(op: string, inputs: readonly TensorMeta[]): DType {
@@ -40,6 +42,9 @@ export const matmulOp = defineOp<Record<string, never>>({
   },
   cpu([a, b], _attrs, [out]) {
     matmulKernel(a!, b!, out!, false);
+  },
+  webgpu([a, b], _attrs, [out], caps) {
+    return matmulKernelWgsl('matmul', a!, b!, out!, caps);
   },
 });
 
@@ -84,7 +89,7 @@ export function dot(a: Tensor, b: Tensor): Tensor {
 }
 
 /** weight [out, in] read as its transpose [in, out]: a view, no copy. */
-function transposed(w: CpuView): CpuView {
+function transposed<V extends GpuView>(w: V): V {
   return { ...w, shape: [w.shape[1]!, w.shape[0]!], strides: [w.strides[1]!, w.strides[0]!] };
 }
 
@@ -108,6 +113,9 @@ export const linearOp = defineOp<Record<string, never>>({
       for (let r = 0, rows = numel(o.shape) / n; r < rows; r++) for (let j = 0; j < n; j++) o.data[o.offset + r * n + j] = data[offset + j * s!]!;
     }
     matmulKernel(x!, transposed(w!), o, bias !== undefined);
+  },
+  webgpu([x, w, bias], _attrs, [out], caps) {
+    return matmulKernelWgsl('linear', x!, transposed(w!), out!, caps, bias);
   },
 });
 

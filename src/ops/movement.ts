@@ -1,8 +1,11 @@
+import { type DeviceName, getBackend } from '../backend/backend.js';
 import { check, fmtShape } from '../errors.js';
-import { castValue, isInt, promoteTypes } from '../tensor/dtype.js';
+import { type DType, castValue, isInt, promoteTypes } from '../tensor/dtype.js';
 import { normDim, normDims, sameShape, sizeArgs } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { catKernel, checkedIndexTable, gatherKernel, gatherSeparable, identityTable } from '../kernels/cpu/movement.js';
+import type { GpuView, WebGpuCaps } from '../kernels/wgsl/kernel.js';
+import * as wgsl from '../kernels/wgsl/movement.js';
 import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
 import { slice, unsqueeze } from './views.js';
 
@@ -24,11 +27,16 @@ function checkIndexDType(op: string, index: TensorMeta, what = 'index'): void {
 
 // ---- cat / stack ----------------------------------------------------------------------------
 
-const catOp = defineOp<{ dim: number }>({
+interface CatAttrs {
+  dim: number;
+  /** The promotion of every joined tensor's dtype (of the whole list, when a long list is joined in groups). */
+  dtype: DType;
+}
+
+const catOp = defineOp<CatAttrs>({
   name: 'cat',
-  infer(inputs, { dim }) {
+  infer(inputs, { dim, dtype }) {
     const kept = inputs.map((t, i) => ({ t, i })).filter(({ t }) => !skippedInCat(t));
-    const dtype = inputs.map((t) => t.dtype).reduce(promoteTypes);
     if (kept.length === 0) return [{ shape: [0], dtype }];
     for (const { t, i } of kept) {
       check(t.shape.length > 0, 'cat', `a 0-d tensor (${describeMeta(t)} at position ${i}) cannot be concatenated; unsqueeze it or use stack`);
@@ -47,7 +55,30 @@ const catOp = defineOp<{ dim: number }>({
   cpu(inputs, { dim }, [out]) {
     catKernel(inputs, inputs.map(skippedInCat), dim, out!);
   },
+  webgpu(inputs, { dim }, [out], caps) {
+    return wgsl.catKernel(inputs, inputs.map(skippedInCat), dim, out!, caps);
+  },
 });
+
+/** How many inputs one kernel on `device` may read: on WebGPU each input and the output take a storage buffer binding. */
+function kernelInputLimit(device: DeviceName): number {
+  const caps = (getBackend(device) as { caps?: WebGpuCaps }).caps;
+  return caps ? caps.limits.maxStorageBuffersPerShaderStage - 1 : Infinity;
+}
+
+/** Runs catOp on the tensors, joining them in groups first when they are more than one kernel can read. */
+function catAll(tensors: readonly Tensor[], dim: number): Tensor {
+  const attrs = { dim, dtype: tensors.map((t) => t.dtype).reduce(promoteTypes) };
+  const max = kernelInputLimit(tensors[0]!.device);
+  if (tensors.length <= max) return apply1(catOp, tensors, attrs);
+  catOp.infer(tensors, attrs); // reports bad input by its position in the whole list
+  // Groups are joined in the final dtype, so each value is converted once (int → float16 → float32 could round).
+  const groups: Tensor[] = [];
+  for (let i = 0; i < tensors.length; i += max) groups.push(apply1(catOp, tensors.slice(i, i + max), attrs));
+  const out = catAll(groups, dim);
+  for (const g of groups) g.dispose();
+  return out;
+}
 
 /** Joins tensors along an existing dim; dtypes promote, and 1-D empty tensors are skipped (as in PyTorch). */
 export function cat(tensors: readonly Tensor[], dim: DimArg = 0): Tensor {
@@ -56,7 +87,7 @@ export function cat(tensors: readonly Tensor[], dim: DimArg = 0): Tensor {
   const ref = tensors.find((t) => !skippedInCat(t));
   // With every tensor skipped, PyTorch ignores dim and returns an empty 1-D tensor; a 0-d one is reported by infer.
   const d = ref && ref.ndim > 0 ? normDim('cat', dimOf(dim), ref.ndim) : 0;
-  return apply1(catOp, tensors, { dim: d });
+  return catAll(tensors, d);
 }
 
 /** Joins tensors of one shape along a new dim `dim` (in [-rank-1, rank]); dtypes promote as in cat. */
@@ -68,7 +99,7 @@ export function stack(tensors: readonly Tensor[], dim: DimArg = 0): Tensor {
     check(sameShape(t.shape, first.shape), 'stack', () => `expects tensors of equal shape, but got ${first.describe()} at position 0 and ${t.describe()} at position ${i}`));
   const d = normDim('stack', dimOf(dim), first.ndim + 1);
   const views = tensors.map((t) => unsqueeze(t, d));
-  const out = apply1(catOp, views, { dim: d });
+  const out = catAll(views, d);
   for (const v of views) v.dispose();
   return out;
 }
@@ -201,6 +232,11 @@ const padOp = defineOp<PadAttrs>({
     const tables = x!.shape.map((size, d) => (d < rank - k ? identityTable(size) : padTable(mode, size, pad[2 * (rank - 1 - d)]!, pad[2 * (rank - 1 - d) + 1]!)));
     gatherSeparable(x!, tables, out!.data, castValue(x!.dtype, value));
   },
+  webgpu([x], { pad, mode, value }, [out], caps) {
+    const rank = x!.shape.length, k = pad.length / 2;
+    const sources = x!.shape.map((size, d) => (d < rank - k ? wgsl.identitySource : wgsl.padSource(mode, size, pad[2 * (rank - 1 - d)]!, pad[2 * (rank - 1 - d) + 1]!)));
+    return wgsl.separableGatherKernel('pad', [x!], out!, sources, caps, mode === 'constant' ? { fill: castValue(x!.dtype, value) } : {});
+  },
 });
 
 /**
@@ -235,6 +271,12 @@ const gatherOp = defineOp<{ dim: number }>({
   cpu([x, index], { dim }, [out]) {
     gatherKernel('gather', x!, index!, dim, out!.data);
   },
+  webgpu([x, index], { dim }, [out], caps) {
+    const size = x!.shape.length === 0 ? 1 : x!.shape[dim]!;
+    // The GPU reports the first bad index it meets, by its flat (row-major) position in the index tensor.
+    const message = `index {value} at flat position {at} of index ${describeMeta(index!)} is out of range for dim ${dim} of input ${describeMeta(x!)} (valid: 0 to ${size - 1})`;
+    return wgsl.gatherKernel(x!, index!, dim, out!, caps, message);
+  },
 });
 
 /** out[i][j][k] = x[index[i][j][k]][j][k] for dim 0 (and so on): index is an int tensor of x's rank. */
@@ -262,6 +304,14 @@ const indexSelectOp = defineOp<{ dim: number }>({
     const picked = checkedIndexTable('indexSelect', index!, size, () => `dim ${dim} of input ${describeMeta(x!)}`);
     gatherSeparable(x!, x!.shape.map((s, d) => (d === dim ? picked : identityTable(s))), out!.data);
   },
+  webgpu([x, index], { dim }, [out], caps) {
+    // A 0-d input (and its 0-d output) count as 1-D of size 1, so the one index is still read and checked.
+    const as1d = (v: GpuView): GpuView => (v.shape.length === 0 ? { ...v, shape: [1], strides: [0] } : v);
+    const src = as1d(x!), idx = as1d(index!), size = src.shape[dim]!;
+    const sources = src.shape.map((_, d) => (d === dim ? (j: string) => `checked_index(${wgsl.indexValue(1, idx, [j])}, ${j})` : wgsl.identitySource));
+    const message = `index {value} is out of range for dim ${dim} of input ${describeMeta(x!)} (valid: 0 to ${size - 1})`;
+    return wgsl.separableGatherKernel('indexSelect', [src, index!], as1d(out!), sources, caps, { check: { size, message } });
+  },
 });
 
 /** The entries of x at `index` (a 0-d or 1-D int tensor) along `dim`. */
@@ -281,6 +331,11 @@ const embeddingOp = defineOp<Record<string, never>>({
     const [rows, cols] = weight!.shape as [number, number];
     const picked = checkedIndexTable('embedding', input!, rows, () => `weight ${describeMeta(weight!)} with ${rows} rows`);
     gatherSeparable(weight!, [picked, identityTable(cols)], out!.data);
+  },
+  webgpu([input, weight], _, [out], caps) {
+    const rows = weight!.shape[0]!;
+    const message = `index {value} is out of range for weight ${describeMeta(weight!)} with ${rows} rows (valid: 0 to ${rows - 1})`;
+    return wgsl.embeddingKernel(input!, weight!, out!, caps, message);
   },
 });
 
@@ -318,6 +373,14 @@ const repeatOp = defineOp<{ sizes: number[] }>({
     const view = { ...x!, shape, strides: [...new Array<number>(lead).fill(0), ...x!.strides] };
     gatherSeparable(view, out!.shape.map((n, d) => Int32Array.from({ length: n }, (_, j) => j % shape[d]!)), out!.data);
   },
+  webgpu([x], { sizes }, [out], caps) {
+    const lead = sizes.length - x!.shape.length;
+    const shape = [...new Array<number>(lead).fill(1), ...x!.shape];
+    const view = { ...x!, shape, strides: [...new Array<number>(lead).fill(0), ...x!.strides] };
+    // A dim of size 0 gives an empty output, which is never dispatched.
+    const sources = shape.map((n): wgsl.DimSource => (n <= 1 ? () => '0' : (j) => `i32(${j} % ${n}u)`));
+    return wgsl.separableGatherKernel('repeat', [view], out!, sources, caps);
+  },
 });
 
 /** Tiles x: `sizes` (at least one per dim; extra ones add leading dims) count the copies per dim. */
@@ -333,6 +396,10 @@ const flipOp = defineOp<{ dims: number[] }>({
   },
   cpu([x], { dims }, [out]) {
     gatherSeparable(x!, x!.shape.map((n, d) => (dims.includes(d) ? Int32Array.from({ length: n }, (_, j) => n - 1 - j) : identityTable(n))), out!.data);
+  },
+  webgpu([x], { dims }, [out], caps) {
+    const sources = x!.shape.map((n, d): wgsl.DimSource => (dims.includes(d) ? (j) => `(${n - 1} - i32(${j}))` : wgsl.identitySource));
+    return wgsl.separableGatherKernel('flip', [x!], out!, sources, caps);
   },
 });
 

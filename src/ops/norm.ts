@@ -2,10 +2,13 @@ import { SinterError, check, fmtShape } from '../errors.js';
 import { isFloat } from '../tensor/dtype.js';
 import { numel, sameShape } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { blockNormKernel, channelNormKernel } from '../kernels/cpu/norm.js';
+import { type BlockLayout, blockNormKernel, channelNormKernel } from '../kernels/cpu/norm.js';
+import type { GpuView } from '../kernels/wgsl/kernel.js';
+import * as wgsl from '../kernels/wgsl/norm.js';
 import { type TensorMeta, apply1, defineOp, describeMeta } from './op.js';
 
-// Normalisation layers as torch.nn.functional: statistics in double (two-pass, biased variance), output in the input's dtype.
+// Normalisation layers as torch.nn.functional: statistics two-pass with biased variance (in double on the CPU, f32 on
+// WebGPU), output in the input's dtype.
 
 interface AffineAttrs {
   eps: number;
@@ -54,6 +57,17 @@ function checkChannelParams(op: string, x: TensorMeta, params: Record<string, Te
 
 const spatial = (x: TensorMeta): number => numel(x.shape.slice(2));
 
+/** The kernels' inputs, each with the binding it is read from. */
+const operands = (inputs: readonly GpuView[]): wgsl.Operand[] => inputs.map((view, k) => ({ view, buf: `in${k}` }));
+
+/** How each op's elements group into normalisation blocks (see BlockLayout). */
+const layerLayout = (a: LayerNormAttrs): BlockLayout => ({ blockSize: numel(a.normalizedShape), groups: 1, groupChannels: 0, inner: 1 });
+function groupLayout(x: TensorMeta, a: GroupNormAttrs): BlockLayout {
+  const per = x.shape[1]! / a.numGroups, s = spatial(x);
+  return { blockSize: per * s, groups: a.numGroups, groupChannels: per, inner: s };
+}
+const instanceLayout = (x: TensorMeta): BlockLayout => ({ blockSize: spatial(x), groups: x.shape[1]!, groupChannels: 1, inner: spatial(x) });
+
 export const batchNormOp = defineOp<BatchNormAttrs>({
   name: 'batchNorm',
   infer([x, ...rest], a) {
@@ -65,6 +79,11 @@ export const batchNormOp = defineOp<BatchNormAttrs>({
   cpu([x, ...rest], a, [out]) {
     const [mean, variance, weight, bias] = optionals('batchNorm', rest, [true, true, a.hasWeight, a.hasBias]);
     channelNormKernel(x!, mean!, variance!, weight, bias, a.eps, out!);
+  },
+  webgpu(inputs, a, [out], caps) {
+    const [x, ...rest] = operands(inputs);
+    const [mean, variance, weight, bias] = optionals('batchNorm', rest, [true, true, a.hasWeight, a.hasBias]);
+    return wgsl.channelNormKernel('batchNorm', inputs, { x: x!, mean: mean!, variance: variance!, weight, bias }, a.eps, out!, caps);
   },
 });
 
@@ -85,8 +104,12 @@ export const layerNormOp = defineOp<LayerNormAttrs>({
   },
   cpu([x, ...rest], a, [out]) {
     const [weight, bias] = optionals('layerNorm', rest, [a.hasWeight, a.hasBias]);
-    const m = numel(a.normalizedShape);
-    blockNormKernel(x!, weight, bias, { blockSize: m, groups: 1, groupChannels: 0, inner: 1 }, a.eps, out!);
+    blockNormKernel(x!, weight, bias, layerLayout(a), a.eps, out!);
+  },
+  webgpu(inputs, a, [out], caps) {
+    const [x, ...rest] = operands(inputs);
+    const [weight, bias] = optionals('layerNorm', rest, [a.hasWeight, a.hasBias]);
+    return wgsl.blockNormKernel('layerNorm', inputs, { x: x!, weight, bias }, layerLayout(a), a.eps, out!, caps);
   },
 });
 
@@ -103,8 +126,12 @@ export const groupNormOp = defineOp<GroupNormAttrs>({
   },
   cpu([x, ...rest], a, [out]) {
     const [weight, bias] = optionals('groupNorm', rest, [a.hasWeight, a.hasBias]);
-    const per = x!.shape[1]! / a.numGroups, s = spatial(x!);
-    blockNormKernel(x!, weight, bias, { blockSize: per * s, groups: a.numGroups, groupChannels: per, inner: s }, a.eps, out!);
+    blockNormKernel(x!, weight, bias, groupLayout(x!, a), a.eps, out!);
+  },
+  webgpu(inputs, a, [out], caps) {
+    const [x, ...rest] = operands(inputs);
+    const [weight, bias] = optionals('groupNorm', rest, [a.hasWeight, a.hasBias]);
+    return wgsl.blockNormKernel('groupNorm', inputs, { x: x!, weight, bias }, groupLayout(x!.view, a), a.eps, out!, caps);
   },
 });
 
@@ -125,7 +152,14 @@ export const instanceNormOp = defineOp<InstanceNormAttrs>({
     const stats = !a.useInputStats;
     const [mean, variance, weight, bias] = optionals('instanceNorm', rest, [stats, stats, a.hasWeight, a.hasBias]);
     if (stats) channelNormKernel(x!, mean!, variance!, weight, bias, a.eps, out!);
-    else blockNormKernel(x!, weight, bias, { blockSize: spatial(x!), groups: x!.shape[1]!, groupChannels: 1, inner: spatial(x!) }, a.eps, out!);
+    else blockNormKernel(x!, weight, bias, instanceLayout(x!), a.eps, out!);
+  },
+  webgpu(inputs, a, [out], caps) {
+    const stats = !a.useInputStats;
+    const [x, ...rest] = operands(inputs);
+    const [mean, variance, weight, bias] = optionals('instanceNorm', rest, [stats, stats, a.hasWeight, a.hasBias]);
+    if (stats) return wgsl.channelNormKernel('instanceNorm', inputs, { x: x!, mean: mean!, variance: variance!, weight, bias }, a.eps, out!, caps);
+    return wgsl.blockNormKernel('instanceNorm', inputs, { x: x!, weight, bias }, instanceLayout(x!.view), a.eps, out!, caps);
   },
 });
 

@@ -1,8 +1,9 @@
 import { getBackend } from '../backend/backend.js';
 import { SinterError, fmtShape } from '../errors.js';
 import type { DType, HostArray } from '../tensor/dtype.js';
-import type { GpuView, WebGpuCaps, WgslKernel } from '../kernels/wgsl/kernel.js';
+import type { GpuView, WebGpuCaps, WgslForm } from '../kernels/wgsl/kernel.js';
 import { Tensor } from '../tensor/tensor.js';
+import { activeTrace } from '../jit/trace.js';
 
 /** What shape rules see of a tensor. */
 export interface TensorMeta {
@@ -29,8 +30,9 @@ export interface OpDef<A> {
   cpu(inputs: readonly CpuView[], attrs: A, outputs: readonly CpuView[]): void;
   /**
    * The WebGPU kernel, when the op has one: from the layouts of the inputs (strided, stride 0 for
-   * broadcast: read them in place) and of the contiguous outputs, a WGSL module to dispatch once.
-   * Bindings, storage per dtype and helpers: src/kernels/wgsl/kernel.ts. Without this form the op
+   * broadcast: read them in place) and of the contiguous outputs, a WGSL module to dispatch once
+   * (or a WgslProgram: several passes sharing scratch buffers; kernels may also declare device-side
+   * checks). Bindings, storage per dtype and helpers: src/kernels/wgsl/kernel.ts. Without this form the op
    * throws "no WebGPU kernel for <op> yet" on 'webgpu'. Example (y = 2x for float32 x):
    *
    *   webgpu([x], _attrs, [y], caps) {
@@ -43,7 +45,7 @@ export interface OpDef<A> {
    *       }` };
    *   }
    */
-  webgpu?(inputs: readonly GpuView[], attrs: A, outputs: readonly GpuView[], caps: WebGpuCaps): WgslKernel;
+  webgpu?(inputs: readonly GpuView[], attrs: A, outputs: readonly GpuView[], caps: WebGpuCaps): WgslForm;
 }
 
 export function defineOp<A>(def: OpDef<A>): OpDef<A> {
@@ -69,6 +71,9 @@ export function checkInputs(op: string, inputs: readonly unknown[]): asserts inp
 export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor[] {
   checkInputs(op.name, inputs);
   if (inputs.length === 0) throw new SinterError(op.name, 'needs at least one input tensor');
+  // Under jit, ops are recorded into the graph instead of run.
+  const trace = activeTrace();
+  if (trace) return trace.record(op, inputs, attrs);
   const outs = op.infer(inputs, attrs);
   const backend = getBackend(inputs[0]!.device);
   const tensors = outs.map((o) => {

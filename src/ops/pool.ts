@@ -2,6 +2,7 @@ import { SinterError, check, fmtShape } from '../errors.js';
 import { isFloat } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { adaptiveAvgPool2dKernel, avgPool2dKernel, maxPool2dKernel } from '../kernels/cpu/pool.js';
+import * as wgsl from '../kernels/wgsl/pool.js';
 import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
 
 // 2-d pooling over the last two dims of [N, C, H, W] or unbatched [C, H, W] inputs, as torch.nn.functional.
@@ -105,6 +106,9 @@ export const maxPool2dOp = defineOp<MaxPool2dAttrs>({
   cpu([x], a, [out]) {
     maxPool2dKernel(x!, a, out!);
   },
+  webgpu([x], a, [out], caps) {
+    return wgsl.maxPool2dKernel(x!, a, out!, caps);
+  },
 });
 
 export const avgPool2dOp = defineOp<AvgPool2dAttrs>({
@@ -118,6 +122,9 @@ export const avgPool2dOp = defineOp<AvgPool2dAttrs>({
   },
   cpu([x], a, [out]) {
     avgPool2dKernel(x!, a, out!);
+  },
+  webgpu([x], a, [out], caps) {
+    return wgsl.avgPool2dKernel(x!, a, out!, caps);
   },
 });
 
@@ -138,6 +145,9 @@ export const adaptiveAvgPool2dOp = defineOp<AdaptiveAvgPool2dAttrs>({
   },
   cpu([x], _, [out]) {
     adaptiveAvgPool2dKernel(x!, out!);
+  },
+  webgpu([x], _, [out], caps) {
+    return wgsl.adaptiveAvgPool2dKernel(x!, out!, caps);
   },
 });
 

@@ -2,6 +2,7 @@ import { SinterError } from '../errors.js';
 import { type DType, isFloat } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { type ReduceKind, cumsumKernel, reduceKernel, softmaxKernel } from '../kernels/cpu/reduce.js';
+import { cumsumProgram, reduceProgram, softmaxProgram } from '../kernels/wgsl/reduce.js';
 import { maximum, minimum } from './binary.js';
 import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
 
@@ -62,6 +63,9 @@ export const reduceOp = defineOp<ReduceAttrs>({
   cpu([x], { kind, dims, correction }, [out]) {
     reduceKernel(kind, x!, dims, correction, out!);
   },
+  webgpu([x], { kind, dims, correction }, [out], caps) {
+    return reduceProgram(kind, x!, dims, correction, out!, caps);
+  },
 });
 
 /** softmax / logSoftmax as one op each (one kernel, also on the GPU); `dim` is normalised. */
@@ -75,6 +79,9 @@ function softmaxDef(name: 'softmax' | 'logSoftmax', log: boolean) {
     cpu([x], { dim }, [out]) {
       softmaxKernel(x!, x!.shape.length === 0 ? [] : [dim], log, out!);
     },
+    webgpu([x], { dim }, [out], caps) {
+      return softmaxProgram(x!, x!.shape.length === 0 ? null : dim, log, out!, caps);
+    },
   });
 }
 export const softmaxOp = softmaxDef('softmax', false);
@@ -87,6 +94,9 @@ export const cumsumOp = defineOp<{ dim: number }>({
   },
   cpu([x], { dim }, [out]) {
     cumsumKernel(x!, x!.shape.length === 0 ? [] : [dim], out!);
+  },
+  webgpu([x], { dim }, [out], caps) {
+    return cumsumProgram(x!, x!.shape.length === 0 ? null : dim, out!, caps);
   },
 });
 

@@ -214,6 +214,7 @@ export function to(x: Tensor, target: DType | DeviceName | ToOptions): Tensor {
   const device = opts.device === undefined ? x.device : resolveDevice('to', opts.device);
   let y = dtype === x.dtype ? x : map('to', [x], cast(input(0, x.dtype), dtype));
   if (device !== y.device) {
+    if (y.storage.symbolic) throw new SinterError('to', `cannot move ${y.describe()} between devices while jit is tracing; move inputs before calling the jitted function`);
     if (y.device !== 'cpu') {
       throw new SinterError('to', `moving ${y.describe()} from ${y.device} to ${device} needs a GPU readback, which is asynchronous: use \`await x.toDevice('${device}')\``);
     }

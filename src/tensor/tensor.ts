@@ -78,19 +78,34 @@ export class Tensor {
     if (!s) return;
     this._storage = null;
     noteTensor(-1);
-    if (--s.refs === 0) getBackend(s.device).release(s);
+    if (--s.refs === 0 && !s.symbolic) getBackend(s.device).release(s);
   }
 
   /** The values in logical (row-major) order: float16 as Float32Array, bool as Uint8Array of 0/1. */
-  async data(): Promise<HostArray> {
-    const s = this.storageFor('data');
-    const host = await getBackend(s.device).read(s);
-    return gatherView(host, this.shape, this.strides, this.offset, this.dtype);
+  data(): Promise<HostArray> {
+    // Checked before any await, so misuse throws at the call rather than rejecting later.
+    const s = this.readableStorage('data');
+    return getBackend(s.device).read(s).then((host) => gatherView(host, this.shape, this.strides, this.offset, this.dtype));
+  }
+
+  private readableStorage(op: string): Storage {
+    const s = this.storageFor(op);
+    if (s.symbolic) {
+      throw new SinterError(
+        op,
+        `cannot read the values of ${this.describe()} while jit is tracing: the traced function runs on symbolic tensors, so its ops must not depend on tensor values (data-dependent control flow cannot be traced). Read values from the jitted function's results instead`,
+      );
+    }
+    return s;
   }
 
   /** The values as nested arrays (a plain number or boolean for a 0-d tensor). */
-  async toArray(): Promise<NestedArray> {
-    const flat = await this.data();
+  toArray(): Promise<NestedArray> {
+    this.readableStorage('toArray');
+    return this.data().then((flat) => this.nest(flat));
+  }
+
+  private nest(flat: HostArray): NestedArray {
     const bool = this.dtype === 'bool';
     const build = (d: number, at: number): [NestedArray, number] => {
       if (d === this.shape.length) return [bool ? flat[at] !== 0 : flat[at]!, at + 1];
@@ -106,9 +121,10 @@ export class Tensor {
   }
 
   /** The single value of a one-element tensor. */
-  async item(): Promise<number> {
+  item(): Promise<number> {
     if (this.numel() !== 1) throw new SinterError('item', `expected a tensor with one element, got shape ${fmtShape(this.shape)}`);
-    return (await this.data())[0]!;
+    this.readableStorage('item');
+    return this.data().then((d) => d[0]!);
   }
 
   describe(): string {

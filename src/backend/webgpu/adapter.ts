@@ -74,7 +74,14 @@ async function open(gpu: GPU, adapter: GPUAdapter, why: string): Promise<OpenedD
   const device = await adapter.requestDevice({ label: 'sinter', requiredFeatures, requiredLimits });
   const { vendor, architecture, description } = adapter.info;
   const limits = Object.fromEntries(LIMITS.map((k) => [k, device.limits[k]])) as unknown as WebGpuLimits;
-  const caps: WebGpuCaps = { f16: device.features.has('shader-f16'), subgroups: device.features.has('subgroups'), limits, vendor, architecture };
+  const caps: WebGpuCaps = {
+    f16: device.features.has('shader-f16'),
+    subgroups: device.features.has('subgroups'),
+    subgroupMinSize: adapter.info.subgroupMinSize ?? 4,
+    limits,
+    vendor,
+    architecture,
+  };
   const name = [vendor, architecture].filter(Boolean).join(' ') || 'an unnamed adapter';
   const adapterName = description ? `${name} (${description})` : name;
   return { device, caps, adapter: adapterName, gpu, line: `sinter: WebGPU on ${adapterName}: ${why}; optional features: ${requiredFeatures.join(', ') || 'none'}` };

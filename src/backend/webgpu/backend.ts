@@ -1,13 +1,14 @@
 /// <reference types="@webgpu/types" />
 import { SinterError } from '../../errors.js';
-import type { GpuView, WebGpuCaps } from '../../kernels/wgsl/kernel.js';
+import type { GpuView, WebGpuCaps, WgslProgram } from '../../kernels/wgsl/kernel.js';
 import type { OpDef } from '../../ops/op.js';
 import type { DType, HostArray } from '../../tensor/dtype.js';
 import { noteAlloc, noteFree, noteReserved } from '../../tensor/memory.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { Backend, Storage } from '../backend.js';
 import type { OpenedDevice } from './adapter.js';
-import { CommandBatch } from './batch.js';
+import { CommandBatch, type StatusWords } from './batch.js';
+import { Check } from './check.js';
 import { deviceBytes, packHost, unpackDevice } from './pack.js';
 import { PipelineCache } from './pipelines.js';
 import { BufferPool } from './pool.js';
@@ -20,8 +21,9 @@ function layoutOf(t: Tensor): GpuView {
 /**
  * The WebGPU backend on one device: pooled storages, ops run as the WGSL kernels their OpDefs
  * generate, dispatches batched into few submits, readback through pooled staging buffers.
- * Failures (a kernel the compiler rejects, a lost device) become SinterErrors naming the op and
- * the adapter: at once when known, else at the next readback.
+ * Failures (a kernel the compiler rejects, a device-side check that fails, a lost device) become
+ * SinterErrors naming the op and the adapter: at once when known, else when a result that depends
+ * on the failed kernel is read back.
  */
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu' as const;
@@ -39,9 +41,7 @@ export class WebGpuBackend implements Backend {
   private readonly storageUsage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   private readonly readUsage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
   private lost: string | null = null;
-  /** Checks of new kernels still running; reads wait for them so failures are not missed. */
-  private readonly checks = new Set<Promise<void>>();
-  /** A failure no read has reported yet: the next read throws it (reading the failed op's output counts). */
+  /** An error the device raised outside any check (uncaptured) that no read has reported yet: the next read throws it. */
   private failure: SinterError | null = null;
 
   constructor(opened: OpenedDevice) {
@@ -51,7 +51,7 @@ export class WebGpuBackend implements Backend {
     this.line = opened.line;
     this.gpu = opened.gpu;
     this.pool = new BufferPool(this.device, (bytes) => noteReserved('webgpu', bytes));
-    this.batch = new CommandBatch(this.device);
+    this.batch = new CommandBatch(this.device, this.pool);
     this.pipelines = new PipelineCache(this.device, `webgpu (${this.adapter})`);
     void this.device.lost.then((info) => {
       const why = `${info.reason}${info.message ? `: ${info.message}` : ''}`;
@@ -103,7 +103,7 @@ export class WebGpuBackend implements Backend {
   async read(storage: Storage): Promise<HostArray> {
     const s = storage as WebGpuStorage;
     this.usable('data');
-    if (s.error) throw s.error;
+    throwFailed(s.checks);
     let bytes = new Uint8Array(0);
     if (s.byteLength > 0) {
       const staging = this.pool.acquire(s.byteLength, this.readUsage, this.caps.limits.maxBufferSize).buffer;
@@ -117,46 +117,90 @@ export class WebGpuBackend implements Backend {
       bytes = new Uint8Array(staging.getMappedRange(0, s.byteLength).slice(0));
       staging.unmap();
       this.pool.release(staging);
+    } else {
+      this.batch.flush(); // the checks of queued kernels report once submitted
     }
-    await Promise.all(this.checks);
+    await Promise.all(s.checks.map((c) => c.done));
+    throwFailed(s.checks);
     const failure = this.failure;
     this.failure = null;
-    if (s.error) throw s.error;
     if (failure) throw failure;
     return unpackDevice(s.dtype, bytes, s.length);
   }
 
   run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
     if (!op.webgpu) throw new SinterError(op.name, `no WebGPU kernel for ${op.name} yet; run it on the CPU (\`await x.toDevice('cpu')\`)`);
-    const kernel = op.webgpu(inputs.map(layoutOf), attrs, outputs.map(layoutOf), this.caps);
-    const label = kernel.label ?? op.name;
+    const form = op.webgpu(inputs.map(layoutOf), attrs, outputs.map(layoutOf), this.caps);
+    const program: WgslProgram = 'passes' in form ? form : { scratch: [], passes: [form], label: form.label };
+    const label = program.label ?? op.name;
     this.usable(label);
     const ins = inputs.map((t) => t.storage as WebGpuStorage);
     const outs = outputs.map((t) => t.storage as WebGpuStorage);
-    for (const s of ins) if (s.error) throw s.error;
-    const max = this.caps.limits.maxStorageBuffersPerShaderStage;
-    if (ins.length + outs.length > max) throw new SinterError(label, `needs ${ins.length + outs.length} storage buffers but ${this.adapter} allows ${max} per kernel`);
-    if (kernel.workgroups.some((w) => w === 0)) return;
-    const { pipeline, layout, compiled } = this.pipelines.get(kernel.source, ins.length, outs.length, label);
-    const bindGroup = this.device.createBindGroup({ layout, entries: [...ins, ...outs].map((s, i) => ({ binding: i, resource: { buffer: s.buffer } })) });
-    if (!compiled) {
-      this.batch.dispatch(pipeline, bindGroup, kernel.workgroups);
-      return;
+    // The outputs depend on the inputs' checks that have not passed yet; one that failed fails this op now.
+    const deps = new Set<Check>();
+    for (const s of ins) {
+      throwFailed(s.checks);
+      for (const c of s.checks) if (!c.settled) deps.add(c);
     }
-    // A kernel whose compile check is still running is dispatched in a submit of its own, so that
-    // if it is rejected the other queued work still runs; its outputs then carry the error.
-    this.batch.flush();
-    this.device.pushErrorScope('validation');
-    this.batch.dispatch(pipeline, bindGroup, kernel.workgroups);
-    this.batch.flush();
-    const dispatched = this.device.popErrorScope().catch(() => null);
-    const check = Promise.all([compiled, dispatched]).then(([compileError, dispatchError]) => {
-      const error = compileError ?? (dispatchError && new SinterError(label, `the dispatch was rejected on ${this.adapter}: ${dispatchError.message}`));
-      if (!error) return;
-      for (const s of outs) s.error = error;
-      this.failure ??= error;
+    const limits = this.caps.limits;
+    const writable = outs.length + program.scratch.length;
+    for (const k of program.passes) {
+      const n = ins.length + writable + (k.checks ? 1 : 0);
+      if (n > limits.maxStorageBuffersPerShaderStage) {
+        throw new SinterError(k.label ?? label, `needs ${n} storage buffers but ${this.adapter} allows ${limits.maxStorageBuffersPerShaderStage} per kernel`);
+      }
+    }
+    for (const { bytes } of program.scratch) {
+      if (bytes > limits.maxStorageBufferBindingSize) throw new SinterError(label, `needs a scratch buffer of ${bytes} bytes, more than the ${limits.maxStorageBufferBindingSize} bytes ${this.adapter} can bind`);
+    }
+    const passes = program.passes.filter((k) => !k.workgroups.some((w) => w === 0)).map((k) => {
+      const name = k.label ?? label;
+      return { kernel: k, label: name, ...this.pipelines.get(k.source, ins.length, writable + (k.checks ? 1 : 0), name) };
     });
-    this.checks.add(check);
-    void check.finally(() => this.checks.delete(check));
+    const checks: Check[] = [];
+    if (passes.length > 0) {
+      const compiling = passes.flatMap((p) => (p.compiled ? [p.compiled] : []));
+      // Kernels whose compile check is still running are dispatched in a submit of their own, so
+      // that if one is rejected the other queued work still runs; the outputs then carry the error.
+      if (compiling.length > 0) {
+        this.batch.flush();
+        this.device.pushErrorScope('validation');
+      }
+      const scratch = program.scratch.map(({ bytes }) => this.pool.acquire(bytes, this.storageUsage, limits.maxBufferSize).buffer);
+      const buffers = [...ins.map((s) => s.buffer), ...outs.map((s) => s.buffer), ...scratch];
+      for (const p of passes) {
+        const entries: GPUBindGroupEntry[] = buffers.map((buffer, i) => ({ binding: i, resource: { buffer } }));
+        if (p.kernel.checks) entries.push({ binding: buffers.length, resource: this.statusSlot(p.label, p.kernel.checks, checks) });
+        this.batch.dispatch(p.pipeline, this.device.createBindGroup({ layout: p.layout, entries }), p.kernel.workgroups);
+      }
+      // Later work that reuses them is queued after these dispatches (uploads flush first).
+      for (const b of scratch) this.pool.release(b);
+      if (compiling.length > 0) {
+        this.batch.flush();
+        const dispatched = this.device.popErrorScope().catch(() => null);
+        const verdict = Promise.all([Promise.all(compiling), dispatched]).then(
+          ([compileErrors, dispatchError]) =>
+            compileErrors.find((e) => e !== null) ?? (dispatchError && new SinterError(label, `the dispatch was rejected on ${this.adapter}: ${dispatchError.message}`)),
+        );
+        checks.push(new Check(verdict));
+      }
+    }
+    for (const s of outs) s.checks = [...deps, ...checks];
   }
+
+  /** A status slot for a dispatch with device-side checks; its Check (added to `checks`) fails with the filled-in message of the check that failed. */
+  private statusSlot(label: string, messages: readonly string[], checks: Check[]): GPUBufferBinding {
+    let receive!: (words: StatusWords | null) => void;
+    const words = new Promise<StatusWords | null>((resolve) => (receive = resolve));
+    checks.push(new Check(words.then((w) => {
+      if (!w || w[0] === 0) return null;
+      const template = messages[w[0]! - 1] ?? `device-side check ${w[0]} failed (the kernel declares ${messages.length})`;
+      return new SinterError(label, template.replaceAll('{value}', String(w[1]! | 0)).replaceAll('{at}', String(w[2])));
+    })));
+    return this.batch.statusSlot(receive);
+  }
+}
+
+function throwFailed(checks: readonly Check[]): void {
+  for (const c of checks) if (c.error) throw c.error;
 }

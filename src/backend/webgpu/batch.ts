@@ -1,7 +1,14 @@
 /// <reference types="@webgpu/types" />
+import type { BufferPool } from './pool.js';
+
+/** The words a kernel's status binding holds (kernel.ts `checkBinding`): failed check (1-based, 0 none), value, position. */
+export type StatusWords = Uint32Array;
+
 /**
  * Eager dispatches recorded into one command encoder (one compute pass) and submitted lazily: at a
  * readback, before a queue write, or after `maxDispatches`, so a chain of ops pays one submit.
+ * Dispatches with device-side checks each get a slot of one status buffer; a submit copies the
+ * used slots out (and clears them) behind its dispatches and reports them once mapped.
  */
 export class CommandBatch {
   private encoder: GPUCommandEncoder | null = null;
@@ -9,14 +16,38 @@ export class CommandBatch {
   private dispatches = 0;
   /** Command buffers submitted so far. */
   submits = 0;
+  private status: GPUBuffer | null = null;
+  /** Receivers of the slots used in this batch, slot k at byte k·stride. */
+  private slots: ((words: StatusWords | null) => void)[] = [];
+  /** Bytes between slots: storage bindings must start at the device's offset alignment. */
+  private readonly stride: number;
 
   constructor(
     private readonly device: GPUDevice,
+    private readonly pool: BufferPool,
     private readonly maxDispatches = 64,
-  ) {}
+  ) {
+    this.stride = Math.max(16, device.limits.minStorageBufferOffsetAlignment);
+  }
 
   get pending(): boolean {
     return this.encoder !== null;
+  }
+
+  /**
+   * A status slot (16 zeroed bytes) for the next dispatch; `receive` gets its words once the
+   * submit that holds the dispatch has run (null if they could not be read: the device was lost).
+   * A batch holds at most `maxDispatches` dispatches, so as many slots suffice.
+   */
+  statusSlot(receive: (words: StatusWords | null) => void): GPUBufferBinding {
+    this.status ??= this.device.createBuffer({
+      size: this.maxDispatches * this.stride,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      label: 'sinter status',
+    });
+    const offset = this.slots.length * this.stride;
+    this.slots.push(receive);
+    return { buffer: this.status, offset, size: 16 };
   }
 
   dispatch(pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, workgroups: readonly number[]): void {
@@ -35,10 +66,32 @@ export class CommandBatch {
     if (!this.encoder && !after) return;
     const encoder = this.encoder ?? this.device.createCommandEncoder();
     this.pass?.end();
+    const slots = this.slots, bytes = slots.length * this.stride;
+    let staging: GPUBuffer | null = null;
+    if (slots.length > 0) {
+      staging = this.pool.acquire(bytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, this.device.limits.maxBufferSize).buffer;
+      encoder.copyBufferToBuffer(this.status!, 0, staging, 0, bytes);
+      encoder.clearBuffer(this.status!, 0, bytes);
+      this.slots = [];
+    }
     after?.(encoder);
     this.device.queue.submit([encoder.finish()]);
     this.submits++;
     this.encoder = this.pass = null;
     this.dispatches = 0;
+    if (staging) this.report(staging, bytes, slots);
+  }
+
+  private report(staging: GPUBuffer, bytes: number, slots: readonly ((words: StatusWords | null) => void)[]): void {
+    staging.mapAsync(GPUMapMode.READ, 0, bytes).then(
+      () => {
+        const words = new Uint32Array(staging.getMappedRange(0, bytes).slice(0));
+        staging.unmap();
+        this.pool.release(staging);
+        const w = this.stride / 4;
+        slots.forEach((receive, k) => receive(words.subarray(k * w, k * w + 4)));
+      },
+      () => slots.forEach((receive) => receive(null)),
+    );
   }
 }

@@ -11,8 +11,8 @@ interface Entry {
 }
 
 /**
- * Compute pipelines keyed by their WGSL source (shapes are baked in, so equal sources are equal
- * kernels). Compilation is checked asynchronously through an error scope: a new pipeline comes
+ * Compute pipelines keyed by their WGSL source and bindings (shapes are baked in, so equal sources
+ * are equal kernels). Compilation is checked asynchronously through an error scope: a new pipeline comes
  * with `compiled`, which resolves to null or to a SinterError naming the op and device with the
  * compiler's messages (from getCompilationInfo).
  */
@@ -30,7 +30,10 @@ export class PipelineCache {
    * `compiled` is set while its compile check runs (so callers can keep it from spoiling others).
    */
   get(source: string, inputs: number, outputs: number, label: string): Readonly<Omit<Entry, 'error'>> {
-    const hit = this.entries.get(source);
+    // A module need not declare every binding (a pass of a program may leave some out), so equal
+    // sources can need different layouts.
+    const key = `${inputs}:${outputs}\n${source}`;
+    const hit = this.entries.get(key);
     if (hit) {
       if (hit.error) throw hit.error;
       return hit;
@@ -44,7 +47,7 @@ export class PipelineCache {
       compute: { module, entryPoint: 'main' },
     });
     const entry: Entry = { pipeline, layout, compiled: null, error: null };
-    this.entries.set(source, entry);
+    this.entries.set(key, entry);
     const compiled = this.device.popErrorScope().then(async (err) => {
       entry.compiled = null;
       if (!err) return null;

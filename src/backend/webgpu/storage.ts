@@ -1,7 +1,7 @@
 /// <reference types="@webgpu/types" />
-import type { SinterError } from '../../errors.js';
 import type { DType } from '../../tensor/dtype.js';
 import type { Storage } from '../backend.js';
+import type { Check } from './check.js';
 import { deviceBytes } from './pack.js';
 
 /** Elements of one dtype in a (pooled) GPU buffer; the buffer may be larger than `byteLength`. */
@@ -9,8 +9,11 @@ export class WebGpuStorage implements Storage {
   readonly device = 'webgpu' as const;
   refs = 0;
   readonly byteLength: number;
-  /** Set when the kernel that wrote this storage failed: reading it, or using it as an input, throws this. */
-  error: SinterError | null = null;
+  /**
+   * Checks of the kernels its contents depend on that had not passed when it was written: reading
+   * it waits for them and throws the first failure; an op given it as an input throws a known one.
+   */
+  checks: readonly Check[] = [];
 
   constructor(
     readonly dtype: DType,

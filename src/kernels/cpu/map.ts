@@ -83,10 +83,8 @@ export function collapseDims(shape: readonly number[], strides: readonly (readon
 type MapFn = (out: CpuView['data'], ins: CpuView['data'][], shape: number[], strides: number[][], offsets: number[]) => void;
 const cache = new Map<string, MapFn>();
 
-function compile(expr: Expr, nIn: number, rank: number): MapFn {
-  const key = `${rank}|${nIn}|${exprToString(expr)}`;
-  let fn = cache.get(key);
-  if (fn) return fn;
+/** The JavaScript of the loop nest evaluating `expr` over `rank` collapsed dims with `nIn` inputs. */
+function source(expr: Expr, nIn: number, rank: number): string {
   const { body, result } = jsExprBody(expr, (k) => `x${k}[p${k}]`);
   const ks = Array.from({ length: nIn }, (_, k) => k);
   let src = ks.map((k) => `const x${k} = ins[${k}];`).join(' ') + '\n';
@@ -100,13 +98,30 @@ function compile(expr: Expr, nIn: number, rank: number): MapFn {
   src += ks.map((k) => `const p${k} = ${rank === 0 ? `offsets[${k}]` : `p${k}_${rank}`};`).join(' ') + '\n';
   src += `${body}\nout[o++] = ${result};\n`;
   src += '}'.repeat(rank);
-  fn = new Function('H', `return function map(out, ins, shape, strides, offsets) {\n${src}\n};`)(H) as MapFn;
-  cache.set(key, fn);
+  return `function map(out, ins, shape, strides, offsets) {\n${src}\n}`;
+}
+
+function compile(expr: Expr, nIn: number, rank: number): MapFn {
+  const key = `${rank}|${nIn}|${exprToString(expr)}`;
+  let fn = cache.get(key);
+  if (!fn) {
+    fn = new Function('H', `return ${source(expr, nIn, rank)};`)(H) as MapFn;
+    cache.set(key, fn);
+  }
   return fn;
+}
+
+function layout(inputs: readonly Pick<CpuView, 'shape' | 'strides'>[], outShape: readonly number[]) {
+  return collapseDims(outShape, inputs.map((v) => broadcastStrides(v, outShape)));
 }
 
 /** Evaluates `expr` for every element of `out` (contiguous), reading strided, broadcast inputs. */
 export function mapKernel(expr: Expr, inputs: readonly CpuView[], out: CpuView): void {
-  const { shape, strides } = collapseDims(out.shape, inputs.map((v) => broadcastStrides(v, out.shape)));
+  const { shape, strides } = layout(inputs, out.shape);
   compile(expr, inputs.length, shape.length)(out.data, inputs.map((v) => v.data), shape, strides, inputs.map((v) => v.offset));
+}
+
+/** The generated JavaScript `mapKernel` runs for these layouts (for reports). */
+export function mapKernelSource(expr: Expr, inputs: readonly Pick<CpuView, 'shape' | 'strides'>[], outShape: readonly number[]): string {
+  return source(expr, inputs.length, layout(inputs, outShape).shape.length);
 }

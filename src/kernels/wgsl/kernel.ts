@@ -1,14 +1,31 @@
 import type { DType } from '../../tensor/dtype.js';
 
+/*
+ * Device-side checks, in short (for ops that must reject values living on the GPU, e.g. gather's
+ * indices): return the kernel with `checks: ['index {value} is out of range for dim 0 of size 5
+ * (expected -5 ≤ index < 5)']` and put `checkBinding(b)` in its source, b being the binding after
+ * the inputs, outputs and scratch (for a single kernel: inputs + outputs). Where check k fails, call
+ * `fail_check(ku, value, at)`: k is 1-based, value the offending i32, at a u32 of your choice
+ * (e.g. the flat position in the index tensor); `{value}` and `{at}` in message k are replaced by
+ * them. Still write something (e.g. 0) for that element, and clamp the index so no read goes out of
+ * range. The dispatch's first failure is recorded; reading back its outputs, or anything computed
+ * from them, throws SinterError(op, the filled-in message), and an op given an input already known
+ * to be bad throws it at once. Checks add no submit or sync: a submit copies all its checked
+ * dispatches' status words in one go. test/webgpu.test.ts (`pick`) has a complete example.
+ */
+
 /**
  * The contract between op definitions and the WebGPU backend.
  *
  * An op's `webgpu` form (see OpDef in src/ops/op.ts) receives the layouts of its inputs (strided,
  * possibly broadcast with stride 0) and of its freshly allocated contiguous outputs, plus the
- * device's capabilities, and returns one `WgslKernel`: a complete WGSL module with entry point
- * `main` and the workgroup counts to dispatch. Bindings, all in @group(0):
- *   inputs  0..n-1      `var<storage, read>`        (declare them with `bindings()` from ./dtype.ts)
- *   outputs n..n+m-1    `var<storage, read_write>`
+ * device's capabilities, and returns one `WgslKernel` (a complete WGSL module with entry point
+ * `main` and the workgroup counts to dispatch) or a `WgslProgram` (several kernels dispatched in
+ * order, sharing scratch buffers). Bindings, all in @group(0):
+ *   inputs  0..n-1              `var<storage, read>`        (declare them with `bindings()` from ./dtype.ts)
+ *   outputs n..n+m-1            `var<storage, read_write>`
+ *   scratch n+m..n+m+s-1        `var<storage, read_write>`  (programs only; declare them yourself, any element type)
+ *   status  n+m+s               `sn_status`, only in kernels with `checks` (declare it with `checkBinding`)
  * Shapes, strides and offsets are baked into the source as constants; the backend caches
  * pipelines by source, so the same layouts reuse one pipeline.
  *
@@ -49,6 +66,8 @@ export interface WebGpuCaps {
   readonly f16: boolean;
   /** `subgroups`: subgroup built-ins may be used (after `enable subgroups;`). */
   readonly subgroups: boolean;
+  /** The smallest subgroup size the adapter may use (4, WebGPU's minimum, when it does not say): every subgroup has at least this many invocations. */
+  readonly subgroupMinSize: number;
   readonly limits: WebGpuLimits;
   /** adapter.info.vendor and .architecture, e.g. 'google' / 'swiftshader', 'nvidia' / 'hopper'. */
   readonly vendor: string;
@@ -63,4 +82,48 @@ export interface WgslKernel {
   readonly workgroups: readonly number[];
   /** The op users called (e.g. 'add' for the shared map op), for errors; defaults to the OpDef's name. */
   readonly label?: string;
+  /**
+   * Messages of the device-side checks this kernel makes (see the note at the top): check k
+   * (1-based) fails with `checks[k - 1]`, `{value}` and `{at}` filled in. The kernel then has the
+   * status binding.
+   */
+  readonly checks?: readonly string[];
+}
+
+/**
+ * Kernels dispatched one after another in one op, e.g. a large reduction as partial results and
+ * then their combination. Every pass binds the same inputs, outputs and scratch buffers (each pass
+ * its own status binding when it has checks); a pass sees all writes of the passes before it.
+ * Scratch buffers are uninitialised and live only for the op.
+ */
+export interface WgslProgram {
+  /** Sizes of the scratch buffers, bound after the outputs. */
+  readonly scratch: readonly { readonly bytes: number }[];
+  readonly passes: readonly WgslKernel[];
+  /** As WgslKernel's; a pass's own label wins for errors in that pass. */
+  readonly label?: string;
+}
+
+/** What an op's `webgpu` form returns. */
+export type WgslForm = WgslKernel | WgslProgram;
+
+/**
+ * Declaration of the status binding at `binding` and of `fail_check(check: u32, value: i32, at: u32)`,
+ * which records the dispatch's first failed check (see the note at the top).
+ */
+export function checkBinding(binding: number): string {
+  return `@group(0) @binding(${binding}) var<storage, read_write> sn_status: array<atomic<u32>, 4>;
+
+fn fail_check(check: u32, value: i32, at: u32) {
+  loop {
+    // Weak: it may fail spuriously while the slot is still free, so retry until someone has it.
+    let r = atomicCompareExchangeWeak(&sn_status[0], 0u, check);
+    if (r.exchanged) {
+      atomicStore(&sn_status[1], bitcast<u32>(value));
+      atomicStore(&sn_status[2], at);
+      return;
+    }
+    if (r.old_value != 0u) { return; }
+  }
+}`;
 }

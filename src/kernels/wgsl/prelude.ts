@@ -207,5 +207,8 @@ export function withPrelude(source: string): string {
     }
   };
   visit(source);
-  return [...used.map((n) => HELPERS[n]!), source].join('\n\n');
+  // WGSL requires `enable` directives before any declaration, so they move above the helpers.
+  const directives = source.match(/^\s*enable [^;]+;\s*$/gm) ?? [];
+  const body = directives.reduce((text, d) => text.replace(d, ''), source);
+  return [...directives.map((d) => d.trim()), ...used.map((n) => HELPERS[n]!), body].join('\n\n');
 }

@@ -1,0 +1,32 @@
+// sinter beside the peers, through the shared harness (../shared/peers, whose peers/sinter.mjs drives
+// this library's public API from dist/index.js). The harness writes its results and installs its
+// peers next to itself, and shared/ is read-only, so it runs from a copy in the system's temp folder
+// (the peers' `npm ci` happens once there). Build first (`npm run bench:peers` does).
+// Usage: node bench/peers/run.mjs [harness options]   (default: the workloads and peers below, --quick)
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const harness = path.resolve(root, '../shared/peers');
+const work = path.join(os.tmpdir(), 'sinter-peer-bench');
+const dist = path.join(root, 'dist', 'index.js');
+if (!existsSync(path.join(harness, 'run.mjs'))) throw new Error(`no peer harness at ${harness}`);
+if (!existsSync(dist)) throw new Error(`${dist} is missing: run \`npm run build\` first`);
+
+// Refresh the harness's files; keep the installed peers and the generated models.
+const skip = new Set(['node_modules', 'out', 'models', 'tmp', 'results.json', 'results.md']);
+cpSync(harness, work, { recursive: true, filter: (src) => src === harness || !skip.has(path.relative(harness, src).split(path.sep)[0]) });
+if (!existsSync(path.join(work, 'node_modules'))) {
+  execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: work, stdio: 'inherit' });
+}
+
+// sinter has no `jit` yet, so its peers run eagerly (the harness's -eager variants).
+const PEERS = ['sinter-webgpu-eager', 'sinter-cpu-eager', 'jax-webgpu', 'tfjs-webgpu', 'ort-node', 'tfjs-wasm', 'jax-wasm', 'tfjs-cpu'];
+const WORKLOADS = ['matmul_256', 'matmul_512', 'matmul_1024', 'conv2d', 'eltwise', 'softmax', 'layernorm'];
+const args = process.argv.length > 2 ? process.argv.slice(2) : ['--quick', '--peers', PEERS.join(','), '--workloads', WORKLOADS.join(',')];
+console.log(`running the peer harness from ${work}: SINTER_DIST=${dist} node run.mjs ${args.join(' ')}`);
+execFileSync(process.execPath, ['run.mjs', ...args], { cwd: work, stdio: 'inherit', env: { ...process.env, SINTER_DIST: dist } });
+console.log(`results: ${path.join(work, 'results.md')}`);

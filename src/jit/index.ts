@@ -1,0 +1,9 @@
+export { jit } from './jit.js';
+export type { JitOptions, JitReport, Jitted, TensorTree } from './jit.js';
+export { Graph, isIdentityView, opLabel } from './graph.js';
+export type { Node, Use, Value, View } from './graph.js';
+export { STRATEGIES, checkGroups } from './fusion.js';
+export type { FusionGroups, FusionOption, FusionStrategy } from './fusion.js';
+export { planMemory, validateMemoryPlan } from './plan.js';
+export type { KernelReport, MemoryPlan } from './plan.js';
+export { foldWeights } from './passes/fold-batchnorm.js';

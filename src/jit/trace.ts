@@ -1,0 +1,100 @@
+import type { DeviceName, Storage } from '../backend/backend.js';
+import { SinterError } from '../errors.js';
+import type { DType } from '../tensor/dtype.js';
+import { keep } from '../tensor/memory.js';
+import { isContiguous, numel } from '../tensor/shape.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { OpDef } from '../ops/op.js';
+import { Graph, type Node, type Use, type Value } from './graph.js';
+
+/** Storage of a symbolic tensor: no memory, just the traced value it stands for. */
+export class TraceStorage implements Storage {
+  readonly symbolic = true;
+  readonly byteLength = 0;
+  refs = 0;
+  constructor(
+    readonly device: DeviceName,
+    readonly dtype: DType,
+    readonly length: number,
+    readonly value: Value,
+  ) {}
+}
+
+/** Records ops applied to symbolic tensors into a graph (see `apply` in src/ops/op.ts). */
+export class Trace {
+  private readonly nodes: Node[] = [];
+  private readonly constants = new Map<Storage, Value>();
+  private nextNode = 0;
+  private nextValue = 0;
+
+  constructor(readonly device: DeviceName) {}
+
+  /** Adds a node with one output value and returns the value. */
+  private value(shape: readonly number[], dtype: DType, node: Node): Value {
+    const v: Value = { id: this.nextValue++, shape: [...shape], dtype, node };
+    node.outputs.push(v);
+    this.nodes.push(node);
+    return v;
+  }
+
+  /** A symbolic stand-in for graph input `index`, shaped like `t`. */
+  input(t: Tensor, index: number): Tensor {
+    const v = this.value(t.shape, t.dtype, { kind: 'input', id: this.nextNode++, index, outputs: [], inputs: [] });
+    return new Tensor(new TraceStorage(this.device, t.dtype, t.numel(), v), t.shape);
+  }
+
+  /** How a tensor enters the graph: a symbolic value through its view, or a captured constant. */
+  useOf(t: Tensor, op: string): Use {
+    const s = t.storageFor(op);
+    const view = { shape: t.shape, strides: t.strides, offset: t.offset };
+    if (s instanceof TraceStorage) return { value: s.value, view };
+    if (s.device !== this.device) {
+      throw new SinterError(op, `jit: a captured ${t.describe()} is on ${s.device} but the traced inputs are on ${this.device}; move it with .to('${this.device}')`);
+    }
+    let v = this.constants.get(s);
+    if (!v) {
+      // Whole contiguous tensors keep their shape (readable graphs, foldable weights); other views see the storage flat.
+      const whole = isContiguous(t.shape, t.strides) && t.offset === 0 && numel(t.shape) === s.length;
+      const shape = whole ? t.shape : [s.length];
+      const held = keep(new Tensor(s, shape));
+      v = this.value(shape, s.dtype, { kind: 'constant', id: this.nextNode++, tensor: held, outputs: [], inputs: [] });
+      this.constants.set(s, v);
+    }
+    // The value's contiguous layout is the storage's, so the tensor's own view reads it.
+    return { value: v, view };
+  }
+
+  record<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor[] {
+    const uses = inputs.map((t) => this.useOf(t, op.name));
+    const metas = op.infer(inputs, attrs);
+    const node: Node = { kind: 'op', id: this.nextNode++, op: op as OpDef<unknown>, attrs, inputs: uses, outputs: [] };
+    this.nodes.push(node);
+    return metas.map((m) => {
+      const v: Value = { id: this.nextValue++, shape: [...m.shape], dtype: m.dtype, node };
+      node.outputs.push(v);
+      return new Tensor(new TraceStorage(this.device, m.dtype, numel(m.shape), v), m.shape);
+    });
+  }
+
+  finish(outputs: readonly Tensor[]): Graph {
+    return new Graph(this.device, this.nodes, outputs.map((t) => this.useOf(t, 'jit')));
+  }
+}
+
+let active: Trace | null = null;
+
+/** The trace being recorded, if any: `apply` records into it instead of running kernels. */
+export function activeTrace(): Trace | null {
+  return active;
+}
+
+/** Runs `fn` with `trace` recording every op. */
+export function withTrace<T>(trace: Trace, fn: () => T): T {
+  if (active) throw new SinterError('jit', 'already tracing: nested traces are not supported');
+  active = trace;
+  try {
+    return fn();
+  } finally {
+    active = null;
+  }
+}

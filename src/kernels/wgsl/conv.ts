@@ -1,0 +1,120 @@
+import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
+import { convert, loadElement } from './dtype.js';
+import { type GemmOperand, type GemmProblem, gemmKernel, stridedOperand } from './gemm.js';
+import type { GpuView, WebGpuCaps, WgslForm } from './kernel.js';
+
+// 2-d convolutions as implicit GEMMs on the shared WebGPU GEMM (./gemm.ts), one product per image
+// and group: out[n, g·Og + o, p] = Σ_k W[g·Og + o, k] · X[k, p] over output pixels p = (oh, ow)
+// and taps k = (c, i, j). X is never materialised: the GEMM reads it through an operand that maps
+// (k, p) to the input pixel under that tap (conv2d's im2col) or the input pixel that lands on p
+// through that tap (convTranspose2d's gather), 0 in the padding. Index math is split so that per
+// pixel and per tap parts are computed once, leaving an add and a bounds check per value.
+
+/** An input's [N, C, H, W] shape and strides; an unbatched [C, H, W] input is one image. */
+function images(x: GpuView): { shape: number[]; strides: number[] } {
+  return x.shape.length === 4 ? { shape: [...x.shape], strides: [...x.strides] } : { shape: [1, ...x.shape], strides: [0, ...x.strides] };
+}
+
+/** Taps k = (c, i, j) of a kh×kw kernel split into channel offset `${name}`, row `${name}_i` and column `${name}_j` (u32 names). */
+function tap(name: string, k: string, kh: number, kw: number, sC: number): string {
+  return `let ${name}_c = (${k}) / ${kh * kw}u; let ${name}_i = ((${k}) / ${kw}u) % ${kh}u; let ${name}_j = (${k}) % ${kw}u; let ${name} = i32(${name}_c * ${sC}u);`;
+}
+
+/**
+ * The im2col operand of conv2d (columns x = output pixels of one image, rows k = taps of one group's
+ * channels): the input pixel at (oh·sh − pt + i·dh, ow·sw − pl + j·dw), 0 in the padding. Checks
+ * are emitted only for the padded dims.
+ */
+function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Conv2dAttrs, caps: WebGpuCaps): GemmOperand {
+  const { shape: [, , H, W], strides: [sN, sC, sH, sW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
+  const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl, pr] = a.padding;
+  const checkH = pt > 0 || pb > 0, checkW = pl > 0 || pr > 0;
+  return {
+    dtype: x.dtype,
+    vecK: false,
+    vecX: false,
+    kFast: false,
+    base: (name, [n, g]) => `let ${name} = i32(${x.offset}u + ${n} * ${sN}u + ${g} * ${Cg * sC}u);`,
+    atX: (name, base, p) =>
+      `let ${name}_h = i32((${p}) / ${OW}u * ${sh}u) - ${pt}; let ${name}_w = i32((${p}) % ${OW}u * ${sw}u) - ${pl}; let ${name} = ${base} + ${name}_h * ${sH} + ${name}_w * ${sW};`,
+    atK: (name, k) => `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}u); let ${name}_dw = i32(${name}_j * ${dw}u); let ${name}_o = ${name} + ${name}_dh * ${sH} + ${name}_dw * ${sW};`,
+    // Convolutions take float tensors only, so values are f32 already.
+    load(buf, p, k) {
+      const v = loadElement(buf, x.dtype, `u32(${p} + ${k}_o)`, caps);
+      const inside = [...(checkH ? [`u32(${p}_h + ${k}_dh) < ${H}u`] : []), ...(checkW ? [`u32(${p}_w + ${k}_dw) < ${W}u`] : [])];
+      return inside.length ? `select(0.0, ${v}, ${inside.join(' && ')})` : v;
+    },
+  };
+}
+
+/**
+ * convTranspose2d's gather operand (columns x = output pixels, rows k = taps of one group's input
+ * channels): the input pixel (ih, iw) with ih·sh − ph + i·dh = oh (likewise for w), 0 where the tap
+ * lands between input pixels or outside the input.
+ */
+function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: number, a: ConvTranspose2dAttrs, caps: WebGpuCaps): GemmOperand {
+  const { shape: [, , H, W], strides: [sN, sC, sH, sW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
+  const [sh, sw] = a.stride, [dh, dw] = a.dilation, [ph, pw] = a.padding;
+  // The input row (column) a tap reads, and whether it is a whole row inside the input; i32 `/` truncates, so the remainder rules out negatives.
+  const axis = (t: string, s: number, size: number) =>
+    s === 1 ? { at: t, ok: `u32(${t}) < ${size}u` } : { at: `(${t}) / ${s}`, ok: `(${t}) % ${s} == 0 && u32((${t}) / ${s}) < ${size}u` };
+  return {
+    dtype: x.dtype,
+    vecK: false,
+    vecX: false,
+    kFast: false,
+    base: (name, [n, g]) => `let ${name} = i32(${x.offset}u + ${n} * ${sN}u + ${g} * ${Cig * sC}u);`,
+    atX: (name, base, p) => `let ${name}_h = i32((${p}) / ${OW}u) + ${ph}; let ${name}_w = i32((${p}) % ${OW}u) + ${pw}; let ${name} = ${base};`,
+    atK: (name, k) => `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}u); let ${name}_dw = i32(${name}_j * ${dw}u);`,
+    load(buf, p, k) {
+      const h = axis(`${p}_h - ${k}_dh`, sh, H), w = axis(`${p}_w - ${k}_dw`, sw, W);
+      const v = loadElement(buf, x.dtype, `u32(${p} + ${k} + (${h.at}) * ${sH} + (${w.at}) * ${sW})`, caps);
+      return `select(0.0, ${v}, ${h.ok} && ${w.ok})`;
+    },
+  };
+}
+
+/** The epilogue adding bias[g·perGroup + i] (batch dims [n, g]). */
+function channelBias(bias: GpuView | undefined, out: GpuView, perGroup: number, caps: WebGpuCaps): GemmProblem['epilogue'] {
+  if (!bias) return undefined;
+  return (acc, [, g], i) => `${acc} + ${convert(bias.dtype, out.dtype, loadElement('in2', bias.dtype, `(${bias.offset}u + (${g} * ${perGroup}u + ${i}) * ${bias.strides[0]}u)`, caps))}`;
+}
+
+export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, a: Conv2dAttrs, out: GpuView, caps: WebGpuCaps): WgslForm {
+  const N = images(x).shape[0]!;
+  const [O, Cg, kh, kw] = w.shape as [number, number, number, number];
+  const [s0, s1, s2, s3] = w.strides as [number, number, number, number];
+  const [OH, OW] = out.shape.slice(-2) as [number, number];
+  const G = a.groups, Og = O / G;
+  const weight = stridedOperand(
+    { dtype: w.dtype, offset: w.offset, batch: [0, Og * s0], xStride: s0, kDims: [{ size: Cg, stride: s1 }, { size: kh, stride: s2 }, { size: kw, stride: s3 }] },
+    caps,
+  );
+  return gemmKernel(
+    {
+      label: 'conv2d', batch: [N, G], m: Og, n: OH * OW, k: Cg * kh * kw,
+      a: weight, b: im2col(x, w.shape, OW, a, caps), extra: bias ? [bias.dtype] : [], epilogue: channelBias(bias, out, Og, caps), out,
+    },
+    caps,
+  );
+}
+
+export function convTranspose2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, a: ConvTranspose2dAttrs, out: GpuView, caps: WebGpuCaps): WgslForm {
+  const N = images(x).shape[0]!;
+  const [Cin, Cog, kh, kw] = w.shape as [number, number, number, number];
+  const [s0, s1, s2, s3] = w.strides as [number, number, number, number];
+  const [OH, OW] = out.shape.slice(-2) as [number, number];
+  const G = a.groups, Cig = Cin / G;
+  // Weight group g is [Cig, Cog, kh, kw]; the GEMM's A is its [Cog, (Cig, kh, kw)] view.
+  const weight = stridedOperand(
+    { dtype: w.dtype, offset: w.offset, batch: [0, Cig * s0], xStride: s1, kDims: [{ size: Cig, stride: s0 }, { size: kh, stride: s2 }, { size: kw, stride: s3 }] },
+    caps,
+  );
+  return gemmKernel(
+    {
+      label: 'convTranspose2d', batch: [N, G], m: Cog, n: OH * OW, k: Cig * kh * kw,
+      a: weight, b: gather(x, w.shape, Cig, OW, a, caps), extra: bias ? [bias.dtype] : [], epilogue: channelBias(bias, out, Cog, caps), out,
+    },
+    caps,
+  );
+}

@@ -1,0 +1,415 @@
+import type { DType } from '../../tensor/dtype.js';
+import { numel } from '../../tensor/shape.js';
+import { broadcastStrides, collapseDims } from '../cpu/map.js';
+import { type WgslScalar, bindings, computeType, convert, elementsPerWord, loadElement, packWord, roundTo } from './dtype.js';
+import { grid, workgroupSize } from './grid.js';
+import type { GpuView, WebGpuCaps, WgslForm, WgslKernel } from './kernel.js';
+import { withPrelude } from './prelude.js';
+import { offsetOf, unravel } from './strided.js';
+
+// The GEMM every matrix product and convolution runs on WebGPU: C[b, i, j] = Σ_k A[b, i, k]·B[b, k, j]
+// over a batch of products, with the operands read in place through their strides (conv2d reads its
+// input as an implicit im2col matrix, see ./conv.ts) and an optional epilogue (bias) before the store.
+// Floats accumulate in f32, integers in i32 (wrapping, then narrowed to the output dtype).
+//
+// Two kernel shapes:
+// - `tiled`, for GPUs: 64×64 output tiles per workgroup of 16×16 invocations, each owning a 4×4
+//   register tile; A and B tiles 16 deep in k are staged through workgroup memory, loaded
+//   cooperatively (vec4 loads where the operand is contiguous and aligned along x or k), so each
+//   loaded value serves 16 invocations and neighbouring invocations read neighbouring addresses.
+// - `registers`: no workgroup memory; each invocation reads its operands straight from storage into
+//   an 8×8 register tile (smaller for thin products), k unrolled by 4 with vec4 loads where aligned.
+//   SwiftShader (a CPU emulation; every invocation's load is a gather and barriers switch fibers)
+//   runs this 3–4× faster than `tiled` at 512³, so it gets it; GPUs get it for thin products (a
+//   matrix-vector product), which would leave most of a 64×64 tile idle.
+
+/**
+ * How a GEMM kernel reads one operand: A as rows x < M by k < K, B as columns x < N by k < K. Index
+ * math comes in steps so that it is hoisted out of the k loop: `base` once per invocation, `atX`
+ * once per x an invocation touches, `atK` once per k; `load` combines them. Names an operand defines
+ * start with the name it is given.
+ */
+export interface GemmOperand {
+  readonly dtype: DType;
+  /** Four consecutive k from a multiple of 4 are one aligned vec4 (for every x and batch). */
+  readonly vecK: boolean;
+  /** Four consecutive x from a multiple of 4 are one aligned vec4 (for every k and batch). */
+  readonly vecX: boolean;
+  /** Neighbouring k lie nearer in memory than neighbouring x: cooperative loads walk k fastest. */
+  readonly kFast: boolean;
+  /** Statements defining `name` from the batch dims' u32 indices. */
+  base(name: string, batch: readonly string[]): string;
+  /** Statements defining `name` for x (a u32 expression below the operand's extent) in the batch set up as `base`. */
+  atX(name: string, base: string, x: string): string;
+  /** Statements defining `name` for k (a u32 expression). */
+  atK(name: string, k: string): string;
+  /** The element at the x and k set up under those names (binding `buf`), as `t`. */
+  load(buf: string, x: string, k: string, t: WgslScalar): string;
+  /** The vec4<t> of four consecutive x (or k) from there, with `buf` bound as an array of vec4 (operands with vecX or vecK). */
+  load4?(buf: string, x: string, k: string, t: WgslScalar): string;
+}
+
+/** A matrix stored with strides: element (x, k) of batch (b…) at offset + Σ b·batch + x·xStride + Σ k_d·stride_d. */
+export interface StridedMatrix {
+  readonly dtype: DType;
+  readonly offset: number;
+  /** Strides of the product's batch dims (0 where broadcast). */
+  readonly batch: readonly number[];
+  readonly xStride: number;
+  /** k's dims, outermost first (a convolution's weight has three: channel, kernel row, kernel column). */
+  readonly kDims: readonly { readonly size: number; readonly stride: number }[];
+}
+
+const wide = (d: DType) => d === 'float32' || d === 'int32';
+const vec4Of = (t: WgslScalar) => (t === 'f32' ? 'vec4f' : 'vec4i');
+
+/** `e` (of `d`'s compute type) as `t`. */
+function widen(d: DType, e: string, t: WgslScalar): string {
+  return computeType(d) === t ? e : `${t}(${e})`;
+}
+
+export function stridedOperand(m: StridedMatrix, caps: WebGpuCaps): GemmOperand {
+  const kc = collapseDims(m.kDims.map((d) => d.size), [m.kDims.map((d) => d.stride)]);
+  const kSizes = kc.shape, kStrides = kc.strides[0]!;
+  const K = numel(kSizes);
+  const aligned = wide(m.dtype) && m.offset % 4 === 0 && m.batch.every((s) => s % 4 === 0);
+  const kInner = kStrides.length === 0 ? 0 : kStrides[kStrides.length - 1]!;
+  return {
+    dtype: m.dtype,
+    vecK: aligned && K % 4 === 0 && kSizes.length === 1 && kInner === 1 && m.xStride % 4 === 0,
+    vecX: aligned && m.xStride === 1 && kStrides.every((s) => s % 4 === 0),
+    kFast: m.xStride === 0 || (kInner !== 0 && Math.abs(kInner) < Math.abs(m.xStride)),
+    base: (name, batch) => `let ${name} = ${offsetOf(m.offset, m.batch, batch)};`,
+    atX: (name, base, x) => `let ${name} = ${base}${m.xStride === 0 ? '' : ` + (${x}) * ${m.xStride}u`};`,
+    atK(name, k) {
+      if (kSizes.length <= 1) return `let ${name} = ${kSizes.length === 0 ? '0u' : kStrides[0] === 1 ? `(${k})` : `(${k}) * ${kStrides[0]}u`};`;
+      const { lines, idx } = unravel(`(${k})`, kSizes, `${name}_`);
+      return `${lines.join(' ')} let ${name} = ${offsetOf(0, kStrides, idx)};`;
+    },
+    load: (buf, x, k, t) => widen(m.dtype, loadElement(buf, m.dtype, `(${x} + ${k})`, caps), t),
+    load4: (buf, x, k, t) => (computeType(m.dtype) === t ? `${buf}[(${x} + ${k}) / 4u]` : `${vec4Of(t)}(${buf}[(${x} + ${k}) / 4u])`),
+  };
+}
+
+/** One batch of products for the kernel generator. */
+export interface GemmProblem {
+  /** The op users called, for errors. */
+  readonly label: string;
+  /** The batch dims: numel(batch) products, indexed row-major. */
+  readonly batch: readonly number[];
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  /** A is binding in0, B in1. */
+  readonly a: GemmOperand;
+  readonly b: GemmOperand;
+  /** Dtypes of further inputs (in2, …) the epilogue reads. */
+  readonly extra?: readonly DType[];
+  /** The value stored for the sum `acc` (compute type) at batch indices `batch`, row `i`, column `j` (u32 names). */
+  readonly epilogue?: (acc: string, batch: readonly string[], i: string, j: string) => string;
+  /** Contiguous, its elements in [...batch, m, n] order. */
+  readonly out: GpuView;
+}
+
+/** An invocation's register tile: rows `row0 + r` for r < tm, columns `col0 + c` for c < tn; `acc(r, c)` names the sums. */
+interface Tile {
+  readonly tm: number;
+  readonly tn: number;
+  acc(r: number, c: number): string;
+}
+
+const XYZW = ['x', 'y', 'z', 'w'];
+const nextPow2 = (v: number) => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
+
+/** Statements storing a tile (rows row0…, columns col0… of batch `b`) into `buf` at flat element base `obase`: rounded, packed, bounds-checked where tiles overhang. */
+function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: { buf: string; dtype: DType | null; vec4: boolean; rowsFit: boolean; colsFit: boolean }, bidx: readonly string[]): string[] {
+  const { m, n } = p, t = computeType(p.out.dtype);
+  const per = dest.dtype ? elementsPerWord(dest.dtype, caps) : 1;
+  const unit = dest.vec4 ? 4 : per;
+  const lines: string[] = [];
+  for (let c = 0; c < tile.tn; c++) lines.push(`let j${c} = col0 + ${c}u;`);
+  for (let r = 0; r < tile.tm; r++) {
+    const body: string[] = [`let i${r} = row0 + ${r}u;`];
+    for (let c0 = 0; c0 < tile.tn; c0 += unit) {
+      const values = Array.from({ length: unit }, (_, q) => {
+        const v = p.epilogue ? p.epilogue(tile.acc(r, c0 + q), bidx, `i${r}`, `j${c0 + q}`) : tile.acc(r, c0 + q);
+        return dest.dtype ? roundTo(dest.dtype, v) : v;
+      });
+      const at = `obase + i${r} * ${n}u + j${c0}`;
+      let store: string;
+      if (dest.vec4) store = `${dest.buf}[(${at}) / 4u] = ${vec4Of(t)}(${values.join(', ')});`;
+      else if (per === 1) store = `${dest.buf}[${at}] = ${dest.dtype ? packWord(dest.dtype, values, caps) : values[0]};`;
+      else store = `${dest.buf}[(${at}) / ${per}u] = ${packWord(dest.dtype!, values, caps)};`;
+      body.push(dest.colsFit ? store : `if (j${c0} < ${n}u) { ${store} }`);
+    }
+    lines.push(dest.rowsFit ? `{ ${body.join(' ')} }` : `if (row0 + ${r}u < ${m}u) { ${body.join(' ')} }`);
+  }
+  return lines;
+}
+
+/** Where the GEMM pass writes: straight into the output, or (packed outputs whose words a tile cannot own) into f32/i32 scratch that a second pass packs. */
+function destination(p: GemmProblem, tn: number, tileCols: number, tileRows: number, caps: WebGpuCaps) {
+  const per = elementsPerWord(p.out.dtype, caps);
+  const direct = per === 1 || (p.n % per === 0 && tn % per === 0 && p.out.offset % per === 0);
+  const vec4 = direct && wide(p.out.dtype) && tn % 4 === 0 && p.n % 4 === 0 && p.out.offset % 4 === 0;
+  return {
+    direct,
+    dest: { buf: direct ? 'out0' : 'sc0', dtype: direct ? p.out.dtype : null, vec4, rowsFit: p.m % tileRows === 0, colsFit: p.n % tileCols === 0 },
+  };
+}
+
+/** The pass packing scratch values (flat, in output order) into the packed output: one invocation per output word. */
+function packPass(p: GemmProblem, caps: WebGpuCaps, decls: string): WgslKernel {
+  const total = numel(p.out.shape), per = elementsPerWord(p.out.dtype, caps);
+  const first = Math.floor(p.out.offset / per), words = Math.ceil((p.out.offset + total) / per) - first;
+  const size = workgroupSize(256, caps), g = grid(p.label, words, size, caps);
+  const values = Array.from({ length: per }, (_, q) => `v${q}`);
+  const reads = values.map((v, q) => `let ${v} = ${roundTo(p.out.dtype, `sc0[min(e + ${q}u, ${total - 1}u)]`)};`);
+  const source = `${decls}
+
+@compute @workgroup_size(${size}) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let w = ${g.index};
+  if (w >= ${words}u) { return; }
+  let e = (w + ${first}u) * ${per}u - ${p.out.offset}u;
+  ${reads.join('\n  ')}
+  out0[w + ${first}u] = ${packWord(p.out.dtype, values, caps)};
+}
+`;
+  return { source: withPrelude(source), workgroups: g.workgroups, label: p.label };
+}
+
+/** The module's declarations: bindings (vec4 where chosen), then scratch for a packed output. */
+function declarations(p: GemmProblem, caps: WebGpuCaps, vec: { a: boolean; b: boolean; out: boolean }, direct: boolean): string {
+  const inputs = [p.a.dtype, p.b.dtype, ...(p.extra ?? [])];
+  const decl = bindings(inputs, [p.out.dtype], caps, [vec.a, vec.b, ...(p.extra ?? []).map(() => false), vec.out]);
+  return direct ? decl : `${decl}\n@group(0) @binding(${inputs.length + 1}) var<storage, read_write> sc0: array<${computeType(p.out.dtype)}>;`;
+}
+
+/** The kernel (or, for a packed output whose words straddle tiles, the GEMM pass and a packing pass). */
+function finish(p: GemmProblem, caps: WebGpuCaps, main: WgslKernel, direct: boolean, decls: string): WgslForm {
+  if (direct) return main;
+  return { scratch: [{ bytes: Math.max(4, numel(p.out.shape) * 4) }], passes: [main, packPass(p, caps, decls)], label: p.label };
+}
+
+/** The flat workgroup index `w` split into column tile, row tile and batch `bt` (with the batch dims' indices `bi…`). */
+function locate(tilesN: number, tilesM: number, total: number, batch: readonly number[], overhang: boolean): string[] {
+  return [
+    'let w = wid.x + wid.y * nwg.x;',
+    ...(overhang ? [`if (w >= ${total}u) { return; }`] : []),
+    `let tileN = w % ${tilesN}u;`,
+    `let tileM = (w / ${tilesN}u) % ${tilesM}u;`,
+    `let bt = w / ${tilesN * tilesM}u;`,
+    ...unravel('bt', batch, 'bi').lines,
+  ];
+}
+
+/** Register tile sizes: 8 where the dim allows, else the power of two covering it. */
+function regTile(d: number): number {
+  return Math.min(8, nextPow2(d));
+}
+
+/** The `registers` kernel: see the note at the top. */
+function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
+  const { m, n, k } = p, t = computeType(p.out.dtype);
+  const tm = regTile(m), tn = regTile(n);
+  const wx = Math.min(8, nextPow2(Math.ceil(n / tn))), wy = Math.min(64 / wx, nextPow2(Math.ceil(m / tm)));
+  const tilesN = Math.ceil(n / (tn * wx)), tilesM = Math.ceil(m / (tm * wy)), nb = numel(p.batch);
+  const total = tilesN * tilesM * nb;
+  const g = grid(p.label, total, 1, caps);
+  // vec4 along k for A reads tm vec4 per step; along x, tm/4 per k. Either way every value is used once.
+  const va = p.a.vecK ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
+  const vb = p.b.vecX && tn % 4 === 0 ? 'x' : p.b.vecK ? 'k' : null;
+  const { direct, dest } = destination(p, tn, tn * wx, tm * wy, caps);
+  const decls = declarations(p, caps, { a: va !== null, b: vb !== null, out: dest.vec4 }, direct);
+  const ks = 4, kMain = k - (k % ks);
+
+  const body: string[] = locate(tilesN, tilesM, total, p.batch, g.workgroups.length > 1 || total !== g.workgroups[0]);
+  const bidx = unravel('bt', p.batch, 'bi').idx;
+  body.push(`let col0 = (tileN * ${wx}u + lid.x) * ${tn}u;`, `let row0 = (tileM * ${wy}u + lid.y) * ${tm}u;`);
+  body.push(`if (col0 >= ${n}u || row0 >= ${m}u) { return; }`);
+  body.push(p.a.base('ab', bidx), p.b.base('bb', bidx));
+  // x set-ups: clamped into range (rows/columns past the end compute values that are not stored); aligned groups of 4 for vec4 along x.
+  const xs = (op: GemmOperand, name: string, start: string, count: number, extent: number, vx: boolean) => {
+    const out: string[] = [];
+    const step = vx ? 4 : 1, last = vx ? (extent - 1) & ~3 : extent - 1;
+    for (let q = 0; q < count; q += step) out.push(op.atX(`${name}${q}`, name === 'ax' ? 'ab' : 'bb', `min(${start} + ${q}u, ${last}u)`));
+    return out;
+  };
+  body.push(...xs(p.a, 'ax', 'row0', tm, m, va === 'x'), ...xs(p.b, 'bx', 'col0', tn, n, vb === 'x'));
+  for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) body.push(`var acc${r}_${c} = ${t}(0);`);
+
+  // One k step of `count` values from k expression `k0` (a multiple of 4 when vec4 along k is used).
+  const step = (k0: string, count: number): string[] => {
+    const s: string[] = [];
+    const kAt = (op: GemmOperand, name: string, vk: boolean) => {
+      if (vk) s.push(op.atK(`${name}0`, k0));
+      else for (let u = 0; u < count; u++) s.push(op.atK(`${name}${u}`, `${k0} + ${u}u`));
+    };
+    kAt(p.a, 'ak', va === 'k');
+    kAt(p.b, 'bk', vb === 'k');
+    const aVal: string[][] = Array.from({ length: tm }, () => []), bVal: string[][] = Array.from({ length: count }, () => []);
+    for (let r = 0; r < tm; r++) {
+      for (let u = 0; u < count; u++) {
+        if (va === 'k') aVal[r]![u] = `av${r}.${XYZW[u]}`;
+        else if (va === 'x') aVal[r]![u] = `av${r & ~3}_${u}.${XYZW[r & 3]}`;
+        else aVal[r]![u] = `a${r}_${u}`;
+      }
+    }
+    if (va === 'k') for (let r = 0; r < tm; r++) s.push(`let av${r} = ${p.a.load4!('in0', `ax${r}`, 'ak0', t)};`);
+    else if (va === 'x') for (let u = 0; u < count; u++) for (let r = 0; r < tm; r += 4) s.push(`let av${r}_${u} = ${p.a.load4!('in0', `ax${r}`, `ak${u}`, t)};`);
+    else for (let r = 0; r < tm; r++) for (let u = 0; u < count; u++) s.push(`let a${r}_${u} = ${p.a.load('in0', `ax${r}`, `ak${u}`, t)};`);
+    for (let u = 0; u < count; u++) {
+      for (let c = 0; c < tn; c++) {
+        if (vb === 'k') bVal[u]![c] = `bv${c}.${XYZW[u]}`;
+        else if (vb === 'x') bVal[u]![c] = `bv${c & ~3}_${u}.${XYZW[c & 3]}`;
+        else bVal[u]![c] = `b${c}_${u}`;
+      }
+    }
+    if (vb === 'k') for (let c = 0; c < tn; c++) s.push(`let bv${c} = ${p.b.load4!('in1', `bx${c}`, 'bk0', t)};`);
+    else if (vb === 'x') for (let u = 0; u < count; u++) for (let c = 0; c < tn; c += 4) s.push(`let bv${c}_${u} = ${p.b.load4!('in1', `bx${c}`, `bk${u}`, t)};`);
+    else for (let c = 0; c < tn; c++) for (let u = 0; u < count; u++) s.push(`let b${c}_${u} = ${p.b.load('in1', `bx${c}`, `bk${u}`, t)};`);
+    for (let u = 0; u < count; u++) for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) s.push(`acc${r}_${c} += ${aVal[r]![u]} * ${bVal[u]![c]};`);
+    return s;
+  };
+  if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${kMain}u; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
+  if (k > kMain) body.push(`{\n    ${step(`${kMain}u`, k - kMain).join('\n    ')}\n  }`);
+  body.push(`let obase = ${p.out.offset}u + bt * ${m * n}u;`);
+  body.push(...storeTile(p, { tm, tn, acc: (r, c) => `acc${r}_${c}` }, caps, dest, bidx));
+
+  const source = `${decls}
+
+@compute @workgroup_size(${wx}, ${wy}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  ${body.join('\n  ')}
+}
+`;
+  return finish(p, caps, { source: withPrelude(source), workgroups: total === 0 ? [0] : g.workgroups, label: p.label }, direct, decls);
+}
+
+/** The `tiled` kernel's shape: output tile bm×bn per workgroup, k tiles of bk, 4×4 per invocation. */
+const TILED = { bm: 64, bn: 64, bk: 16 } as const;
+const TILED_THREADS = (TILED.bm / 4) * (TILED.bn / 4);
+
+/**
+ * Statements loading one operand's tile (k from `k0`, x from `origin`) into workgroup array `arr`
+ * ([k][x/4] of vec4): per invocation `li`, once per k tile; x set-ups go to `pre`, hoisted out of the k loop.
+ */
+function stageTile(op: GemmOperand, name: string, buf: string, arr: string, origin: string, extent: number, tileX: number, k: number, vec: 'x' | 'k' | null, t: WgslScalar, pre: string[]): string[] {
+  const bk = TILED.bk, row = tileX / 4, s: string[] = [];
+  const checkK = k % bk !== 0;
+  const zero = vec ? `${vec4Of(t)}(0)` : `${t}(0)`;
+  const perLoad = vec ? 4 : 1;
+  const loads = (tileX * bk) / perLoad / TILED_THREADS;
+  const base = name === 'a' ? 'ab' : 'bb';
+  for (let q = 0; q < loads; q++) {
+    const e = `(li + ${q * TILED_THREADS}u)`;
+    // (xx, kk): the element's place in the tile; vec4 along x counts x in fours, along k counts k in fours.
+    let xx: string, kk: string;
+    if (vec === 'x') [xx, kk] = [`(${e} % ${row}u) * 4u`, `${e} / ${row}u`];
+    else if (vec === 'k') [xx, kk] = [`${e} / ${bk / 4}u`, `(${e} % ${bk / 4}u) * 4u`];
+    else if (op.kFast) [xx, kk] = [`${e} / ${bk}u`, `${e} % ${bk}u`];
+    else [xx, kk] = [`${e} % ${tileX}u`, `${e} / ${tileX}u`];
+    const v = `${name}${q}`;
+    pre.push(`let ${v}_xx = ${xx};`, `let ${v}_kk = ${kk};`);
+    const last = vec === 'x' ? (extent - 1) & ~3 : extent - 1;
+    pre.push(op.atX(`${v}_x`, base, `min(${origin} + ${v}_xx, ${last}u)`));
+    s.push(op.atK(`${v}_k`, `k0 + ${v}_kk`));
+    const load = vec ? op.load4!(buf, `${v}_x`, `${v}_k`, t) : op.load(buf, `${v}_x`, `${v}_k`, t);
+    s.push(`let ${v} = ${checkK ? `select(${zero}, ${load}, k0 + ${v}_kk < ${k}u)` : load};`);
+    if (vec === 'x') s.push(`${arr}[${v}_kk * ${row}u + ${v}_xx / 4u] = ${v};`);
+    else if (vec === 'k') for (let u = 0; u < 4; u++) s.push(`${arr}[(${v}_kk + ${u}u) * ${row}u + ${v}_xx / 4u][${v}_xx % 4u] = ${v}.${XYZW[u]};`);
+    else s.push(`${arr}[${v}_kk * ${row}u + ${v}_xx / 4u][${v}_xx % 4u] = ${v};`);
+  }
+  return s;
+}
+
+/** The `tiled` kernel: see the note at the top. */
+function tiledKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
+  const { m, n, k } = p, t = computeType(p.out.dtype), { bm, bn, bk } = TILED;
+  const tilesN = Math.ceil(n / bn), tilesM = Math.ceil(m / bm), total = tilesN * tilesM * numel(p.batch);
+  const g = grid(p.label, total, 1, caps);
+  const va = p.a.vecX ? 'x' : p.a.vecK ? 'k' : null, vb = p.b.vecX ? 'x' : p.b.vecK ? 'k' : null;
+  const { direct, dest } = destination(p, 4, bn, bm, caps);
+  const decls = declarations(p, caps, { a: va !== null, b: vb !== null, out: dest.vec4 }, direct);
+  const bidx = unravel('bt', p.batch, 'bi').idx;
+  const pre: string[] = [];
+  const loadA = stageTile(p.a, 'a', 'in0', 'As', `tileM * ${bm}u`, m, bm, k, va, t, pre);
+  const loadB = stageTile(p.b, 'b', 'in1', 'Bs', `tileN * ${bn}u`, n, bn, k, vb, t, pre);
+  const vt = vec4Of(t);
+  const fmas = [0, 1, 2, 3].map((r) => `acc${r} += ${vt}(a.${XYZW[r]}) * b;`);
+  const body = [
+    ...locate(tilesN, tilesM, total, p.batch, g.workgroups.length > 1 || total !== g.workgroups[0]),
+    `let li = lid.y * ${bn / 4}u + lid.x;`,
+    p.a.base('ab', bidx),
+    p.b.base('bb', bidx),
+    ...pre,
+    ...[0, 1, 2, 3].map((r) => `var acc${r} = ${vt}(0);`),
+    `for (var k0 = 0u; k0 < ${k}u; k0 += ${bk}u) {
+    ${[...loadA, ...loadB].join('\n    ')}
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${bk}u; kk++) {
+      let a = As[kk * ${bm / 4}u + lid.y];
+      let b = Bs[kk * ${bn / 4}u + lid.x];
+      ${fmas.join('\n      ')}
+    }
+    workgroupBarrier();
+  }`,
+    `let col0 = tileN * ${bn}u + lid.x * 4u;`,
+    `let row0 = tileM * ${bm}u + lid.y * 4u;`,
+    `let obase = ${p.out.offset}u + bt * ${m * n}u;`,
+    ...storeTile(p, { tm: 4, tn: 4, acc: (r, c) => `acc${r}.${XYZW[c]}` }, caps, dest, bidx),
+  ];
+  const source = `${decls}
+
+var<workgroup> As: array<${vt}, ${(bk * bm) / 4}>;
+var<workgroup> Bs: array<${vt}, ${(bk * bn) / 4}>;
+
+@compute @workgroup_size(${bn / 4}, ${bm / 4}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  ${body.join('\n  ')}
+}
+`;
+  return finish(p, caps, { source: withPrelude(source), workgroups: total === 0 ? [0] : g.workgroups, label: p.label }, direct, decls);
+}
+
+/**
+ * The kernel for a batch of products: `tiled` on GPUs for products at least one tile wide and tall,
+ * within the device's limits; `registers` on SwiftShader and for thin products (see the note at the top).
+ */
+export function gemmKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
+  const { bm, bn, bk } = TILED;
+  const fits = caps.limits.maxComputeInvocationsPerWorkgroup >= TILED_THREADS && caps.limits.maxComputeWorkgroupSizeX >= bn / 4
+    && caps.limits.maxComputeWorkgroupSizeY >= bm / 4 && caps.limits.maxComputeWorkgroupStorageSize >= (bk * (bm + bn)) * 4;
+  const tiled = caps.architecture !== 'swiftshader' && fits && p.m >= bm / 2 && p.n >= bn / 2;
+  return tiled ? tiledKernel(p, caps) : registersKernel(p, caps);
+}
+
+/**
+ * out = a @ b (+ bias[j]) with torch.matmul's semantics for strided views: a 1-D a is one row, a
+ * 1-D b one column, leading dims are batch dims broadcast to out's (validated by the op's infer).
+ * When every batch multiplies the same B and A's batch dims stack onto its rows as one strided
+ * matrix, the batch is folded into M: one taller product fills tiles better.
+ */
+export function matmulKernel(label: string, a: GpuView, b: GpuView, out: GpuView, caps: WebGpuCaps, bias?: GpuView): WgslForm {
+  const ra = a.shape.length, rb = b.shape.length;
+  let m = ra === 1 ? 1 : a.shape[ra - 2]!;
+  const k = a.shape[ra - 1]!, n = rb === 1 ? 1 : b.shape[rb - 1]!;
+  let aRow = ra === 1 ? 0 : a.strides[ra - 2]!;
+  const aCol = a.strides[ra - 1]!;
+  const bRow = rb === 1 ? b.strides[0]! : b.strides[rb - 2]!, bCol = rb === 1 ? 0 : b.strides[rb - 1]!;
+  let batch = out.shape.slice(0, out.shape.length - (ra > 1 ? 1 : 0) - (rb > 1 ? 1 : 0));
+  const batchOf = (v: GpuView) => broadcastStrides({ shape: v.shape.slice(0, -2), strides: v.strides.slice(0, -2) }, batch);
+  let aBatch = batchOf(a), bBatch = batchOf(b);
+  if (bBatch.every((s) => s === 0)) {
+    const folded = collapseDims([...batch, m], [[...aBatch, aRow]]);
+    if (folded.shape.length <= 1) {
+      m *= numel(batch);
+      aRow = folded.strides[0]![0] ?? 0;
+      batch = aBatch = bBatch = [];
+    }
+  }
+  const A = stridedOperand({ dtype: a.dtype, offset: a.offset, batch: aBatch, xStride: aRow, kDims: [{ size: k, stride: aCol }] }, caps);
+  const B = stridedOperand({ dtype: b.dtype, offset: b.offset, batch: bBatch, xStride: bCol, kDims: [{ size: k, stride: bRow }] }, caps);
+  const epilogue = bias
+    ? (acc: string, _b: readonly string[], _i: string, j: string) => `${acc} + ${convert(bias.dtype, out.dtype, loadElement('in2', bias.dtype, `(${bias.offset}u + ${j} * ${bias.strides[0]}u)`, caps))}`
+    : undefined;
+  return gemmKernel({ label, batch, m, n, k, a: A, b: B, extra: bias ? [bias.dtype] : [], epilogue, out }, caps);
+}

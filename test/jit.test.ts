@@ -1,0 +1,238 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import * as sn from '../src/index.js';
+import type { DeviceName, Tensor } from '../src/index.js';
+import { assertClose, propertyConfig } from '../src/testing/index.js';
+import { Plan } from '../src/jit/plan.js';
+import { WITH_WEBGPU } from './helpers.js';
+
+// A random program is a list of steps over a pool of [B, N]-broadcastable tensors (inputs x, z of
+// [B, N], y of [N], and a captured constant), so every step's operands fit together.
+type Step =
+  | { op: 'unary'; fn: number; a: number }
+  | { op: 'binary'; fn: number; a: number; b: number }
+  | { op: 'scalar'; fn: number; a: number; s: number }
+  | { op: 'where'; a: number; b: number }
+  | { op: 'sum'; a: number }
+  | { op: 'softmax'; a: number }
+  | { op: 'matmul'; a: number }
+  | { op: 'transposedCopy'; a: number };
+
+const UNARY = [sn.relu, sn.tanh, sn.sigmoid, sn.neg, sn.abs, sn.sin, (x: Tensor) => sn.gelu(x), sn.silu, (x: Tensor) => sn.clamp(x, -1, 1)];
+const BINARY = [sn.add, sn.sub, sn.mul, sn.maximum, sn.minimum];
+const SCALAR = [(x: Tensor, s: number) => sn.mul(x, s), (x: Tensor, s: number) => sn.add(x, s), (x: Tensor, s: number) => sn.sub(s, x)];
+
+/** Ops with WebGPU kernels so far; random programs on WebGPU draw only from these. */
+const GPU_STEPS: Step['op'][] = ['unary', 'binary', 'scalar', 'where', 'transposedCopy'];
+
+const stepArb = (ops: Step['op'][]): fc.Arbitrary<Step> => {
+  const i = fc.nat(20);
+  const all: Record<Step['op'], fc.Arbitrary<Step>> = {
+    unary: fc.record({ op: fc.constant('unary' as const), fn: fc.nat(UNARY.length - 1), a: i }),
+    binary: fc.record({ op: fc.constant('binary' as const), fn: fc.nat(BINARY.length - 1), a: i, b: i }),
+    scalar: fc.record({ op: fc.constant('scalar' as const), fn: fc.nat(SCALAR.length - 1), a: i, s: fc.constantFrom(0.5, 1.5, -2) }),
+    where: fc.record({ op: fc.constant('where' as const), a: i, b: i }),
+    sum: fc.record({ op: fc.constant('sum' as const), a: i }),
+    softmax: fc.record({ op: fc.constant('softmax' as const), a: i }),
+    matmul: fc.record({ op: fc.constant('matmul' as const), a: i }),
+    transposedCopy: fc.record({ op: fc.constant('transposedCopy' as const), a: i }),
+  };
+  return fc.oneof(...ops.map((o) => all[o]));
+};
+
+function program(steps: Step[], weight: Tensor, constant: Tensor, extraOutput: number) {
+  return (x: Tensor, y: Tensor, z: Tensor): Tensor[] => {
+    const pool: Tensor[] = [x, y, z, constant];
+    const pick = (k: number) => pool[k % pool.length]!;
+    for (const s of steps) {
+      const a = pick(s.a);
+      switch (s.op) {
+        case 'unary': pool.push(UNARY[s.fn]!(a)); break;
+        case 'binary': pool.push(BINARY[s.fn]!(a, pick(s.b))); break;
+        case 'scalar': pool.push(SCALAR[s.fn]!(a, s.s)); break;
+        case 'where': pool.push(sn.where(sn.gt(a, 0), a, pick(s.b))); break;
+        case 'sum': pool.push(sn.sum(a, -1, true)); break;
+        case 'softmax': pool.push(sn.softmax(a.expand(x.shape), -1)); break;
+        case 'matmul': pool.push(sn.matmul(a.expand(x.shape), weight)); break;
+        // A permuted view of a copy: fusion must not read it as if it were in order.
+        case 'transposedCopy': pool.push(a.expand(x.shape).t().contiguous().t()); break;
+      }
+    }
+    return [pool[pool.length - 1]!.add(0), pick(extraOutput)];
+  };
+}
+
+const progArb = (ops: Step['op'][]) =>
+  fc.record({
+    steps: fc.array(stepArb(ops), { minLength: 1, maxLength: 10 }),
+    b: fc.integer({ min: 1, max: 4 }),
+    n: fc.integer({ min: 1, max: 6 }),
+    seed: fc.nat(1000),
+    extra: fc.nat(20),
+  });
+
+describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
+  const ops: Step['op'][] = device === 'cpu' ? ['unary', 'binary', 'scalar', 'where', 'sum', 'softmax', 'matmul', 'transposedCopy'] : GPU_STEPS;
+  const tol = device === 'cpu' ? { rtol: 1e-6, atol: 1e-7 } : { rtol: 1e-5, atol: 1e-6 };
+
+  it('jit(fn) equals eager fn on random programs under every built-in strategy', async () => {
+    await fc.assert(
+      fc.asyncProperty(progArb(ops), async ({ steps, b, n, seed, extra }) => {
+        const x = sn.randn([b, n], { seed, device }), y = sn.randn([n], { seed: seed + 1, device }), z = sn.randn([b, n], { seed: seed + 2, device });
+        const w = sn.randn([n, n], { seed: seed + 3, device }), c = sn.randn([b, 1], { seed: seed + 4, device });
+        const fn = program(steps, w, c, extra);
+        const want = fn(x, y, z);
+        for (const fusion of ['none', 'elementwise', 'default'] as const) {
+          const f = sn.jit(fn, { fusion });
+          for (let call = 0; call < 2; call++) {
+            const got = f(x, y, z);
+            for (let i = 0; i < 2; i++) {
+              expect(got[i]!.shape).toEqual(want[i]!.shape);
+              assertClose(await got[i]!.data(), await want[i]!.data(), { ...tol, what: `${fusion} output ${i} (call ${call})` });
+            }
+          }
+          const kernels = f.report().kernels;
+          if (fusion === 'none') expect(kernels.every((k) => k.ops.length === 1)).toBe(true);
+          f.dispose();
+        }
+      }),
+      propertyConfig({ numRuns: device === 'cpu' ? 40 : 15 }),
+    );
+  });
+
+  it('fuses an elementwise chain with broadcasts and scalars into one kernel', async () => {
+    const f = sn.jit((x: Tensor, bias: Tensor) => sn.sigmoid(sn.relu(x.mul(1.5).add(0.5)).sub(0.25)).mul(x).add(bias));
+    const x = sn.randn([3, 5], { seed: 1, device }), bias = sn.randn([5], { seed: 2, device });
+    const want = sn.sigmoid(sn.relu(x.mul(1.5).add(0.5)).sub(0.25)).mul(x).add(bias);
+    assertClose(await f(x, bias).data(), await want.data(), tol);
+    const r = f.report();
+    expect(r.kernels.map((k) => k.ops)).toEqual([['mul', 'add', 'relu', 'sub', 'sigmoid', 'mul', 'add']]);
+    expect(r.kernels[0]!.source).toContain(device === 'cpu' ? 'Math.exp' : '@compute');
+    expect(r.kernels[0]!.bytesRead).toBe((15 + 5) * 4);
+    expect(r.kernels[0]!.bytesWritten).toBe(15 * 4);
+    expect(r.peakBytes).toBe(0);
+  });
+
+  it('results never alias between calls; a new signature retraces', async () => {
+    const f = sn.jit((x: Tensor) => x.mul(2).relu());
+    const a = f(sn.ones([2], { device })), b = f(sn.full([2], 3, { device }));
+    expect([await a.toArray(), await b.toArray()]).toEqual([[2, 2], [6, 6]]);
+    expect(f.graph().inputs[0]!.outputs[0]!.shape).toEqual([2]);
+    const c = f(sn.ones([3, 1], { device }));
+    expect(await c.toArray()).toEqual([[2], [2], [2]]);
+    expect(f.graph().inputs[0]!.outputs[0]!.shape).toEqual([3, 1]);
+    expect(f.report().warmMs).toBeNull();
+  });
+});
+
+describe('jit on cpu: passes, memory plan, strategies and errors', () => {
+  it('folds conv+batchnorm and linear+batchnorm exactly; BN disappears from the graph', async () => {
+    sn.manualSeed(3);
+    const { nn } = sn;
+    const m = new nn.Sequential(new nn.Conv2d(3, 6, 3, { padding: 1 }), new nn.BatchNorm2d(6, { eps: 1e-3 }), new nn.ReLU(), new nn.Flatten(), new nn.Linear(6 * 25, 4)).eval();
+    // Non-trivial statistics and affine parameters.
+    const stats = { '1.running_mean': sn.randn([6], { seed: 4 }), '1.running_var': sn.rand([6], { seed: 5 }).add(0.2), '1.weight': sn.randn([6], { seed: 6 }), '1.bias': sn.randn([6], { seed: 7 }) };
+    m.loadStateDict({ ...m.stateDict(), ...stats });
+    const f = sn.jit((x: Tensor) => m.forward(x));
+    const x = sn.randn([2, 3, 5, 5], { seed: 8 });
+    assertClose(await f(x).data(), await m.forward(x).data(), { rtol: 1e-5, atol: 1e-5 });
+    const ops = f.graph().nodes.filter((n) => n.kind === 'op').map((n) => sn.opLabel(n));
+    expect(ops).toEqual(['conv2d', 'relu', 'linear']);
+    // linear + BatchNorm1d (a 2-D batch norm over features).
+    const w = sn.randn([4, 3], { seed: 9 }), mean = sn.randn([4], { seed: 10 }), v = sn.rand([4], { seed: 11 }).add(0.5);
+    const g = sn.jit((x: Tensor) => sn.batchNorm(sn.linear(x, w), mean, v, null, null, { eps: 1e-5 }));
+    const xs = sn.randn([5, 3], { seed: 12 });
+    assertClose(await g(xs).data(), await sn.batchNorm(sn.linear(xs, w), mean, v).data(), { rtol: 1e-5, atol: 1e-6 });
+    expect(g.graph().nodes.filter((n) => n.kind === 'op').map((n) => sn.opLabel(n))).toEqual(['linear']);
+  });
+
+  it('eliminates dead code and common subexpressions, and folds constant subgraphs', () => {
+    const w = sn.randn([4], { seed: 1 });
+    const f = sn.jit((x: Tensor) => {
+      x.exp(); // dead
+      const a = x.mul(2), b = x.mul(2); // the same
+      return a.add(b).add(w.mul(3).relu()); // w·3 then relu: constants
+    });
+    f(sn.ones([4]));
+    const text = f.graph().toString();
+    expect(text.match(/= mul\(/g)).toHaveLength(1);
+    expect(text).not.toMatch(/= exp\(/);
+    expect(text).not.toMatch(/= relu\(/);
+    expect(f.graph().nodes.filter((n) => n.kind === 'op')).toHaveLength(3);
+  });
+
+  it('plans memory: intermediates share buffers by liveness, never while both are live', async () => {
+    const f = sn.jit((x: Tensor, w: Tensor) => {
+      let h = x;
+      for (let i = 0; i < 6; i++) h = sn.softmax(sn.matmul(h, w), -1);
+      return h;
+    });
+    f(sn.randn([8, 16], { seed: 1 }), sn.randn([16, 16], { seed: 2 }));
+    const r = f.report();
+    expect(r.unplannedBytes).toBe(11 * 8 * 16 * 4);
+    expect(r.peakBytes).toBe(2 * 8 * 16 * 4);
+  });
+
+  it('the memory plan validator holds on random graphs and catches a broken plan', async () => {
+    await fc.assert(
+      fc.asyncProperty(progArb(['unary', 'binary', 'scalar', 'sum', 'softmax', 'matmul', 'transposedCopy']), async ({ steps, b, n, seed, extra }) => {
+        const fn = program(steps, sn.randn([n, n], { seed }), sn.randn([b, 1], { seed: seed + 1 }), extra);
+        const f = sn.jit(fn, { fusion: 'none' });
+        f(sn.randn([b, n], { seed }), sn.randn([n], { seed }), sn.randn([b, n], { seed }));
+        const plan = new Plan(f.graph(), new Map());
+        const values = plan.kernels.flatMap((k) => k.outputs);
+        sn.validateMemoryPlan(plan.memory, values);
+        plan.dispose();
+        f.dispose();
+      }),
+      propertyConfig({ numRuns: 40 }),
+    );
+    const broken = { slots: [{ dtype: 'float32' as const, length: 4 }], slotOf: new Map([[1, 0], [2, 0]]), live: new Map<number, [number, number]>([[1, [0, 2]], [2, [1, 3]]]), peakBytes: 16, unplannedBytes: 32 };
+    expect(() => sn.validateMemoryPlan(broken, [])).toThrow('memory plan: values %1 (live 0–2) and %2 (live 1–3) share slot 0');
+  });
+
+  it('takes a user strategy and rejects illegal groups with a clear error', async () => {
+    const fn = (x: Tensor) => {
+      const a = x.exp(), b = a.mul(2), c = sn.sum(b, -1, true);
+      return b.add(c).relu();
+    };
+    const x = sn.randn([3, 4], { seed: 1 });
+    const ids = (f: (g: sn.Graph) => number[][]) => () => sn.jit(fn, { fusion: f })(x);
+    const byName = (g: sn.Graph, ...names: string[]) => g.nodes.filter((n) => n.kind === 'op' && names.includes(sn.opLabel(n))).map((n) => n.id);
+    // exp+mul is legal: only mul's value leaves the group (to sum and add).
+    const custom = sn.jit(fn, { fusion: (g) => [byName(g, 'exp', 'mul')] });
+    assertClose(await custom(x).data(), await fn(x).data(), { rtol: 1e-6 });
+    expect(custom.report().kernels.map((k) => k.ops)).toEqual([['exp', 'mul'], ['sum'], ['add'], ['relu']]);
+    // mul feeds sum outside the group, whose result comes back into add: two values would leave (a cycle).
+    expect(ids((g) => [byName(g, 'mul', 'add')])).toThrow(/fusion group 0 \[\d+, \d+\] is illegal: exactly one node's value may be used outside the group .* but 2 are/);
+    expect(ids((g) => [byName(g, 'exp', 'sum')])).toThrow(/node \d+ \(sum\) cannot be fused: the code generator fuses elementwise ops only/);
+    expect(ids((g) => [byName(g, 'exp'), byName(g, 'exp')])).toThrow(/is in more than one group/);
+    expect(ids(() => [[999]])).toThrow(/node 999 is not in the graph/);
+    expect(ids((g) => [byName(g, 'add', 'relu', 'mul', 'exp')])).toThrow(/is illegal/);
+    expect(() => sn.jit(fn, { fusion: 'greedy' as 'none' })).toThrow(/jit: unknown fusion strategy "greedy"/);
+  });
+
+  it('reading values while tracing is an error that explains why', async () => {
+    const f = sn.jit((x: Tensor) => {
+      void x.data();
+      return x;
+    });
+    expect(() => f(sn.ones([2]))).toThrow(/data: cannot read the values of tensor\(float32, \[2\]\) while jit is tracing: .*data-dependent control flow cannot be traced/);
+    const g = sn.jit((x: Tensor) => x.to('webgpu'));
+    expect(() => g(sn.ones([2]))).toThrow(/to: cannot move tensor\(float32, \[2\]\) between devices while jit is tracing/);
+    expect(() => sn.jit(() => sn.ones([1]))()).toThrow(/jit: the jitted function needs at least one tensor argument/);
+  });
+
+  it('prints the graph as text, DOT with fusion clusters, and JSON; returns nested outputs', async () => {
+    const f = sn.jit((x: Tensor) => ({ y: x.t().mul(2).add(1), parts: [x.sum()] }));
+    const out = f(sn.ones([2, 3]));
+    expect(out.y.shape).toEqual([3, 2]);
+    expect(await out.parts[0]!.item()).toBe(6);
+    const text = f.graph().toString();
+    expect(text).toContain('= input(0)');
+    expect(text).toContain('mul(%0.view([3, 2], strides=[1, 3]))');
+    const dot = f.graph().toDot(f.report().groups);
+    expect(dot).toMatch(/subgraph cluster_0 \{[\s\S]*mul[\s\S]*add/);
+    expect(JSON.parse(JSON.stringify(f.graph().toJSON())).nodes[1]).toMatchObject({ kind: 'op', op: 'mul', inputs: [{ value: 0, view: { shape: [3, 2], strides: [1, 3] } }] });
+  });
+});
