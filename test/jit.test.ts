@@ -205,11 +205,33 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
     expect(custom.report().kernels.map((k) => k.ops)).toEqual([['exp', 'mul'], ['sum'], ['add'], ['relu']]);
     // mul feeds sum outside the group, whose result comes back into add: two values would leave (a cycle).
     expect(ids((g) => [byName(g, 'mul', 'add')])).toThrow(/fusion group 0 \[\d+, \d+\] is illegal: exactly one node's value may be used outside the group .* but 2 are/);
-    expect(ids((g) => [byName(g, 'exp', 'sum')])).toThrow(/node \d+ \(sum\) cannot be fused: the code generator fuses elementwise ops only/);
+    expect(ids((g) => [byName(g, 'exp', 'sum')])).toThrow(/node \d+ \(sum\) cannot be fused: the code generator fuses elementwise ops, and sibling conv2d\/linear ops/);
     expect(ids((g) => [byName(g, 'exp'), byName(g, 'exp')])).toThrow(/is in more than one group/);
     expect(ids(() => [[999]])).toThrow(/node 999 is not in the graph/);
     expect(ids((g) => [byName(g, 'add', 'relu', 'mul', 'exp')])).toThrow(/is illegal/);
     expect(() => sn.jit(fn, { fusion: 'greedy' as 'none' })).toThrow(/jit: unknown fusion strategy "greedy"/);
+  });
+
+  it('joins sibling convs and linears on one input into one op (horizontal fusion)', async () => {
+    const { nn } = sn;
+    sn.manualSeed(5);
+    const a = new nn.Conv2d(4, 3, 3, { padding: 1 }), b = new nn.Conv2d(4, 5, 3, { padding: 1 }), c = new nn.Conv2d(4, 2, 1, { bias: false });
+    const branches = (x: Tensor) => sn.cat([a.forward(x).relu(), b.forward(x).sigmoid(), c.forward(x)], 1);
+    const x = sn.randn([2, 4, 5, 5], { seed: 6 });
+    const f = sn.jit(branches);
+    assertClose(await f(x).data(), await branches(x).data(), { rtol: 1e-5, atol: 1e-6 });
+    // c has no bias, so it stays apart from a and b.
+    expect(f.report().kernels.filter((k) => k.name === 'conv2d').map((k) => k.ops)).toEqual([['conv2d', 'conv2d'], ['conv2d']]);
+    const [q, k, v] = [new nn.Linear(6, 6), new nn.Linear(6, 6), new nn.Linear(6, 6)];
+    const attention = (h: Tensor) => sn.matmul(sn.softmax(sn.matmul(q.forward(h), k.forward(h).transpose(-1, -2)), -1), v.forward(h));
+    const h = sn.randn([2, 3, 6], { seed: 7 });
+    const g = sn.jit(attention);
+    assertClose(await g(h).data(), await attention(h).data(), { rtol: 1e-5, atol: 1e-6 });
+    expect(g.report().kernels.filter((k) => k.name === 'linear').map((k) => k.ops)).toEqual([['linear', 'linear', 'linear']]);
+    const byName = (gr: sn.Graph, name: string) => gr.nodes.filter((n) => n.kind === 'op' && sn.opLabel(n) === name).map((n) => n.id);
+    const y = sn.randn([2, 4, 5, 5], { seed: 8 });
+    expect(() => sn.jit((p: Tensor, r: Tensor) => a.forward(p).add(b.forward(r).sum(1, true)), { fusion: (gr) => [byName(gr, 'conv2d')] })(x, y)).toThrow(/reads another input than node/);
+    expect(() => sn.jit((p: Tensor) => a.forward(p).add(c.forward(p).sum(1, true)), { fusion: (gr) => [byName(gr, 'conv2d')] })(x)).toThrow(/must both have a bias or both have none/);
   });
 
   it('reading values while tracing is an error that explains why', async () => {

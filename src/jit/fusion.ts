@@ -3,7 +3,11 @@ import { SinterError, fmtShape } from '../errors.js';
 import { mapOp } from '../ops/elementwise.js';
 import { type Expr, call, constant, input } from '../ops/expr.js';
 import type { WebGpuCaps } from '../kernels/wgsl/kernel.js';
-import { type Graph, type Node, type Use, isIdentityView, opLabel } from './graph.js';
+import { type Graph, type Node, type Use, type Value, fullView, isIdentityView, opLabel } from './graph.js';
+import { addConstant, constantTensor, replaceUses } from './passes/util.js';
+import { cat } from '../ops/movement.js';
+import { tidy } from '../tensor/scope.js';
+import { contiguousStrides } from '../tensor/shape.js';
 
 /** Node ids, one array per fused kernel. Nodes in no group run as kernels of their own. */
 export type FusionGroups = number[][];
@@ -53,10 +57,37 @@ function elementwiseGroups(g: Graph): FusionGroups {
   return groups;
 }
 
+const HORIZONTAL = new Set(['conv2d', 'linear']);
+
+/** Why sibling `m` cannot join a horizontal group led by `first`, or null when it can. */
+function horizontalMismatch(m: OpNode, first: OpNode, users: ReturnType<Graph['users']>): string | null {
+  if (m.op.name !== first.op.name || !HORIZONTAL.has(m.op.name)) return `node ${m.id} (${opLabel(m)}) is not a ${opLabel(first)}: horizontal fusion joins conv2d or linear ops of one kind`;
+  if (useKey(m.inputs[0]!) !== useKey(first.inputs[0]!)) return `node ${m.id} reads another input than node ${first.id}; horizontal fusion joins ops on one input`;
+  if (JSON.stringify(m.attrs) !== JSON.stringify(first.attrs)) return `node ${m.id} has other attributes than node ${first.id}`;
+  if ((m.attrs as { groups?: number }).groups !== undefined && (m.attrs as { groups: number }).groups !== 1) return `node ${m.id} is a grouped conv; its weights cannot be concatenated`;
+  if (m.inputs.length !== first.inputs.length) return `node ${m.id} and node ${first.id} must both have a bias or both have none`;
+  if (!m.inputs.slice(1).every((u) => u.value.node.kind === 'constant' && u.value.dtype === first.inputs[1]!.value.dtype)) return `node ${m.id}'s weights must be constants of one dtype`;
+  if ((users.get(m.outputs[0]!.id) ?? []).some((x) => !isIdentityView(x.use))) return `node ${m.id}'s output is read through a view; horizontal fusion needs whole reads`;
+  return null;
+}
+
+/** Sibling conv2d/linear ops on one input (parallel branches), joined into one op with concatenated weights. */
+function horizontalGroups(g: Graph): FusionGroups {
+  const users = g.users();
+  const groups: OpNode[][] = [];
+  for (const n of g.nodes) {
+    if (n.kind !== 'op' || !HORIZONTAL.has(n.op.name)) continue;
+    const group = groups.find((gr) => horizontalMismatch(n, gr[0]!, users) === null);
+    if (group) group.push(n);
+    else if (horizontalMismatch(n, n, users) === null) groups.push([n]);
+  }
+  return groups.filter((gr) => gr.length > 1).map((gr) => gr.map((n) => n.id));
+}
+
 export const STRATEGIES: Record<'none' | 'elementwise' | 'default', FusionStrategy> = {
   none: { name: 'none', groups: () => [] },
   elementwise: { name: 'elementwise', groups: elementwiseGroups },
-  default: { name: 'default', groups: elementwiseGroups },
+  default: { name: 'default', groups: (g) => [...elementwiseGroups(g), ...horizontalGroups(g)] },
 };
 
 export function resolveStrategy(option: FusionOption | undefined): FusionStrategy {
@@ -75,19 +106,26 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
+/** A group the code generator accepts: a chain of elementwise ops, or sibling ops joined horizontally. */
+export interface CheckedGroup {
+  readonly kind: 'elementwise' | 'horizontal';
+  readonly members: OpNode[];
+}
+
 /**
  * Rejects groups the code generator cannot turn into one kernel, saying why: unknown or repeated
- * nodes, ops it cannot fuse, more than one value leaving the group (which also excludes cycles through
- * outside nodes), reads through views or of another shape inside it, or more bindings than the device allows.
+ * nodes, ops it cannot fuse, more than one value leaving an elementwise group (which also excludes
+ * cycles through outside nodes), reads through views or of another shape inside it, more bindings
+ * than the device allows, or siblings that do not share their input and attributes.
  */
-export function checkGroups(g: Graph, groups: FusionGroups): OpNode[][] {
+export function checkGroups(g: Graph, groups: FusionGroups): CheckedGroup[] {
   const byId = new Map(g.nodes.map((n) => [n.id, n]));
   const users = g.users();
   const seen = new Set<number>();
   const maxBindings = g.device === 'webgpu' ? (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps.limits.maxStorageBuffersPerShaderStage : Infinity;
-  return groups.map((ids, gi) => {
+  return groups.map((ids, gi): CheckedGroup => {
     const fail = (why: string): never => {
-      throw new SinterError('jit', `fusion group ${gi} [${ids.join(', ')}] is illegal: ${why}`);
+      throw new SinterError('jit', `fusion group ${gi} [${Array.isArray(ids) ? ids.join(', ') : ids}] is illegal: ${why}`);
     };
     if (!Array.isArray(ids) || ids.length === 0) fail('a group must be a non-empty array of node ids');
     const members = ids.map((id) => {
@@ -95,10 +133,20 @@ export function checkGroups(g: Graph, groups: FusionGroups): OpNode[][] {
       if (!n) return fail(`node ${id} is not in the graph`);
       if (seen.has(id)) return fail(`node ${id} is in more than one group`);
       seen.add(id);
-      if (!isMap(n)) return fail(`node ${id} (${opLabel(n)}) cannot be fused: the code generator fuses elementwise ops only`);
+      const why = `node ${id} (${opLabel(n)}) cannot be fused: the code generator fuses elementwise ops, and sibling conv2d/linear ops`;
+      if (n.kind !== 'op') return fail(why);
+      if (n.op.name !== 'map' && !HORIZONTAL.has(n.op.name)) return fail(why);
       return n;
     });
+    if (!isMap(members[0]!)) {
+      for (const m of members) {
+        const why = horizontalMismatch(m, members[0]!, users);
+        if (why) fail(why);
+      }
+      return { kind: 'horizontal', members };
+    }
     const set = new Set<Node>(members);
+    for (const m of members) if (m.op.name !== 'map') fail(`node ${m.id} (${opLabel(m)}) is not elementwise, unlike node ${members[0]!.id}`);
     const leaving = members.filter((m) => (users.get(m.outputs[0]!.id) ?? []).some((x) => x.node === null || !set.has(x.node)));
     // One leaving value also rules out cycles through outside nodes: such a path would leave the
     // group from a second node (every member's value is used, after dead-code elimination).
@@ -112,7 +160,7 @@ export function checkGroups(g: Graph, groups: FusionGroups): OpNode[][] {
     }
     const external = new Set(members.flatMap((m) => m.inputs.filter((u) => !set.has(u.value.node)).map(useKey)));
     if (external.size + 1 > maxBindings) fail(`the fused kernel would bind ${external.size + 1} buffers, more than the device's ${maxBindings} storage buffers per shader stage`);
-    return members;
+    return { kind: 'elementwise', members };
   });
 }
 
@@ -130,48 +178,84 @@ function substitute(e: Expr, replace: (k: number) => Expr, memo = new Map<Expr, 
 }
 
 /**
- * Replaces each group by one `map` node whose expression composes the members' expressions.
- * Returns the ops each fused node computes (by node id), in execution order.
+ * Replaces each group by one node: an elementwise group by a `map` node whose expression composes
+ * the members' expressions; sibling convs/linears by one op on concatenated weights, whose output
+ * each former sibling's readers see through a channel slice. Returns the ops each new node
+ * computes (by node id), in execution order.
  */
-export function fuseGroups(g: Graph, groups: OpNode[][]): Map<number, string[]> {
+export function fuseGroups(g: Graph, groups: readonly CheckedGroup[]): Map<number, string[]> {
   const fused = new Map<number, string[]>();
-  for (const members of groups) {
+  for (const { kind, members } of groups) {
     const set = new Set<Node>(members);
     const ordered = g.nodes.filter((n): n is OpNode => set.has(n));
-    const externals: Use[] = [];
-    const index = new Map<string, number>();
-    const exprOf = new Map<Node, Expr>();
-    for (const m of ordered) {
-      const { expr } = m.attrs as { expr: Expr };
-      exprOf.set(
-        m,
-        substitute(expr, (k) => {
-          const u = m.inputs[k]!;
-          if (set.has(u.value.node)) return exprOf.get(u.value.node)!;
-          const key = useKey(u);
-          if (!index.has(key)) {
-            index.set(key, externals.length);
-            externals.push(u);
-          }
-          return input(index.get(key)!, u.value.dtype);
-        }),
-      );
-    }
-    const root = ordered[ordered.length - 1]!;
-    fused.set(root.id, ordered.map(opLabel));
-    const node: OpNode = {
-      kind: 'op',
-      id: root.id,
-      op: mapOp as OpNode['op'],
-      attrs: { expr: exprOf.get(root)!, name: ordered.map(opLabel).join('+') },
-      inputs: externals,
-      outputs: [],
-    };
-    const out = root.outputs[0]!;
-    out.node = node;
-    node.outputs.push(out);
-    g.nodes.splice(g.nodes.indexOf(root), 1, node);
-    for (const m of ordered.slice(0, -1)) g.nodes.splice(g.nodes.indexOf(m), 1);
+    const node = kind === 'elementwise' ? fuseElementwise(g, ordered) : fuseHorizontal(g, ordered);
+    fused.set(node.id, ordered.map(opLabel));
   }
   return fused;
+}
+
+function fuseElementwise(g: Graph, ordered: OpNode[]): OpNode {
+  const set = new Set<Node>(ordered);
+  const externals: Use[] = [];
+  const index = new Map<string, number>();
+  const exprOf = new Map<Node, Expr>();
+  for (const m of ordered) {
+    const { expr } = m.attrs as { expr: Expr };
+    exprOf.set(
+      m,
+      substitute(expr, (k) => {
+        const u = m.inputs[k]!;
+        if (set.has(u.value.node)) return exprOf.get(u.value.node)!;
+        const key = useKey(u);
+        if (!index.has(key)) {
+          index.set(key, externals.length);
+          externals.push(u);
+        }
+        return input(index.get(key)!, u.value.dtype);
+      }),
+    );
+  }
+  const root = ordered[ordered.length - 1]!;
+  const node: OpNode = {
+    kind: 'op',
+    id: root.id,
+    op: mapOp as OpNode['op'],
+    attrs: { expr: exprOf.get(root)!, name: ordered.map(opLabel).join('+') },
+    inputs: externals,
+    outputs: [],
+  };
+  const out = root.outputs[0]!;
+  out.node = node;
+  node.outputs.push(out);
+  g.nodes.splice(g.nodes.indexOf(root), 1, node);
+  for (const m of ordered.slice(0, -1)) g.nodes.splice(g.nodes.indexOf(m), 1);
+  return node;
+}
+
+function fuseHorizontal(g: Graph, ordered: OpNode[]): OpNode {
+  const first = ordered[0]!;
+  const outShapes = ordered.map((m) => m.outputs[0]!.shape);
+  // conv2d outputs are [N, O, H, W] (channels in dim 1); linear outputs [..., O] (last dim).
+  const dim = first.op.name === 'conv2d' ? 1 : outShapes[0]!.length - 1;
+  const joined = (i: number) => tidy(() => cat(ordered.map((m) => constantTensor(m.inputs[i]!)), 0));
+  const inputs: Use[] = [first.inputs[0]!];
+  for (let i = 1; i < first.inputs.length; i++) {
+    const t = joined(i);
+    inputs.push({ value: addConstant(g, t, first), view: fullView(t.shape) });
+  }
+  const shape = [...outShapes[0]!];
+  shape[dim] = outShapes.reduce((a, s) => a + s[dim]!, 0);
+  const node: OpNode = { kind: 'op', id: first.id, op: first.op, attrs: first.attrs, inputs, outputs: [] };
+  const out: Value = { id: g.freshId(), shape, dtype: first.outputs[0]!.dtype, node };
+  node.outputs.push(out);
+  g.nodes.splice(g.nodes.indexOf(first), 1, node);
+  const strides = contiguousStrides(shape);
+  let start = 0;
+  for (const m of ordered) {
+    const own = m.outputs[0]!;
+    replaceUses(g, own, out, { shape: own.shape, strides, offset: start * strides[dim]! });
+    start += own.shape[dim]!;
+    if (m !== first) g.nodes.splice(g.nodes.indexOf(m), 1);
+  }
+  return node;
 }

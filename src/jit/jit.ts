@@ -111,7 +111,7 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
     const optimised = new Graph(graph.device, [...graph.nodes], [...graph.outputs]);
     const groups = checkGroups(graph, strategy.groups(optimised));
     const position = new Map(graph.nodes.map((n, i) => [n.id, i]));
-    const groupIds = groups.map((g) => g.map((n) => n.id).sort((a, b) => position.get(a)! - position.get(b)!));
+    const groupIds = groups.map((g) => g.members.map((n) => n.id).sort((a, b) => position.get(a)! - position.get(b)!));
     const fusedOps = fuseGroups(graph, groups);
     const plan = new Plan(graph, fusedOps);
     return { graph: optimised, plan, groups: groupIds, template, strategy: strategy.name, coldMs: performance.now() - t0, warm: [] };

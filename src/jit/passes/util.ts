@@ -1,10 +1,13 @@
 import { keep } from '../../tensor/memory.js';
 import { Tensor } from '../../tensor/tensor.js';
-import { type Graph, type Node, type Use, type Value } from '../graph.js';
+import type { Graph, Node, Use, Value, View } from '../graph.js';
 
-/** Redirects every use of `from` (in nodes and graph outputs) to `to`, keeping each use's view. */
-export function replaceUses(g: Graph, from: Value, to: Value): void {
-  const swap = (u: Use): Use => (u.value === from ? { value: to, view: u.view } : u);
+/**
+ * Redirects every use of `from` (in nodes and graph outputs) to `to`, keeping each use's view, or
+ * reading `to` through `view` (for uses that read `from` whole).
+ */
+export function replaceUses(g: Graph, from: Value, to: Value, view?: View): void {
+  const swap = (u: Use): Use => (u.value === from ? { value: to, view: view ?? u.view } : u);
   for (const n of g.nodes) if (n.kind === 'op') n.inputs.forEach((u, i) => (n.inputs[i] = swap(u)));
   g.outputs.forEach((u, i) => (g.outputs[i] = swap(u)));
 }
