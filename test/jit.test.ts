@@ -231,7 +231,46 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
     const byName = (gr: sn.Graph, name: string) => gr.nodes.filter((n) => n.kind === 'op' && sn.opLabel(n) === name).map((n) => n.id);
     const y = sn.randn([2, 4, 5, 5], { seed: 8 });
     expect(() => sn.jit((p: Tensor, r: Tensor) => a.forward(p).add(b.forward(r).sum(1, true)), { fusion: (gr) => [byName(gr, 'conv2d')] })(x, y)).toThrow(/reads another input than node/);
-    expect(() => sn.jit((p: Tensor) => a.forward(p).add(c.forward(p).sum(1, true)), { fusion: (gr) => [byName(gr, 'conv2d')] })(x)).toThrow(/must both have a bias or both have none/);
+    const noBias = new nn.Conv2d(4, 2, 3, { padding: 1, bias: false });
+    expect(() => sn.jit((p: Tensor) => a.forward(p).add(noBias.forward(p).sum(1, true)), { fusion: (gr) => [byName(gr, 'conv2d')] })(x)).toThrow(/must both have a bias or both have none/);
+    expect(() => sn.jit((p: Tensor) => a.forward(p).add(c.forward(p).sum(1, true)), { fusion: (gr) => [byName(gr, 'conv2d')] })(x)).toThrow(/has other attributes than node/);
+  });
+
+  it('composeViews rewrites permuted, sliced and broadcast views onto a slice of a larger buffer', () => {
+    const at = (v: sn.View, idx: readonly number[]) => v.offset + idx.reduce((a, x, i) => a + x * v.strides[i]!, 0);
+    const unravel = (i: number, shape: readonly number[]) => shape.map((_, d) => Math.floor(i / shape.slice(d + 1).reduce((a, b) => a * b, 1)) % shape[d]!);
+    const arb = fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 3 }).chain((shape) =>
+      fc.record({
+        shape: fc.constant(shape),
+        perm: fc.shuffledSubarray([...shape.keys()], { minLength: shape.length, maxLength: shape.length }),
+        start: fc.tuple(...shape.map((d) => fc.integer({ min: 0, max: d - 1 }))),
+        step: fc.tuple(...shape.map(() => fc.integer({ min: 1, max: 2 }))),
+        dim: fc.integer({ min: 0, max: shape.length - 1 }),
+        before: fc.integer({ min: 0, max: 3 }),
+        after: fc.integer({ min: 0, max: 3 }),
+      }),
+    );
+    fc.assert(
+      fc.property(arb, ({ shape, perm, start, step, dim, before, after }) => {
+        const c = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+        // The value sits at [before, before + shape[dim]) along `dim` of a larger contiguous buffer.
+        const big = shape.map((d, i) => (i === dim ? d + before + after : d));
+        const bs = big.map((_, i) => big.slice(i + 1).reduce((a, b) => a * b, 1));
+        const inner = { shape, strides: bs, offset: before * bs[dim]! };
+        // The reader: a step-slice of the value, permuted.
+        const sizes = shape.map((d, i) => Math.ceil((d - start[i]!) / step[i]!));
+        const outer = { shape: perm.map((p) => sizes[p]!), strides: perm.map((p) => c[p]! * step[p]!), offset: start.reduce((a, x, i) => a + x * c[i]!, 0) };
+        const composed = sn.composeViews(shape, inner, outer);
+        expect(composed).not.toBeNull();
+        for (let i = 0; i < outer.shape.reduce((a, b) => a * b, 1); i++) {
+          const idx = unravel(i, outer.shape);
+          const valueIdx = unravel(at(outer, idx), shape);
+          expect(at(composed!, idx)).toBe(at(inner, valueIdx));
+        }
+      }),
+      propertyConfig({ numRuns: 200 }),
+    );
+    expect(sn.composeViews([2, 3, 4], { shape: [2, 3, 4], strides: [12, 4, 1], offset: 0 }, { shape: [6, 4], strides: [4, 1], offset: 0 })).toBeNull();
   });
 
   it('reading values while tracing is an error that explains why', async () => {

@@ -3,7 +3,7 @@ import { SinterError, fmtShape } from '../errors.js';
 import { mapOp } from '../ops/elementwise.js';
 import { type Expr, call, constant, input } from '../ops/expr.js';
 import type { WebGpuCaps } from '../kernels/wgsl/kernel.js';
-import { type Graph, type Node, type Use, type Value, fullView, isIdentityView, opLabel } from './graph.js';
+import { type Graph, type Node, type Use, type Value, composeViews, fullView, isIdentityView, opLabel } from './graph.js';
 import { addConstant, constantTensor, replaceUses } from './passes/util.js';
 import { cat } from '../ops/movement.js';
 import { tidy } from '../tensor/scope.js';
@@ -67,7 +67,11 @@ function horizontalMismatch(m: OpNode, first: OpNode, users: ReturnType<Graph['u
   if ((m.attrs as { groups?: number }).groups !== undefined && (m.attrs as { groups: number }).groups !== 1) return `node ${m.id} is a grouped conv; its weights cannot be concatenated`;
   if (m.inputs.length !== first.inputs.length) return `node ${m.id} and node ${first.id} must both have a bias or both have none`;
   if (!m.inputs.slice(1).every((u) => u.value.node.kind === 'constant' && u.value.dtype === first.inputs[1]!.value.dtype)) return `node ${m.id}'s weights must be constants of one dtype`;
-  if ((users.get(m.outputs[0]!.id) ?? []).some((x) => !isIdentityView(x.use))) return `node ${m.id}'s output is read through a view; horizontal fusion needs whole reads`;
+  // Readers must see the output through a view that still works on a channel slice of the joined output.
+  const probe = { shape: m.outputs[0]!.shape, strides: contiguousStrides(m.outputs[0]!.shape), offset: 0 };
+  if ((users.get(m.outputs[0]!.id) ?? []).some((x) => !composeViews(m.outputs[0]!.shape, probe, x.use.view))) {
+    return `node ${m.id}'s output is read through a reshaping view, which a channel slice of the joined output cannot express`;
+  }
   return null;
 }
 
@@ -253,7 +257,8 @@ function fuseHorizontal(g: Graph, ordered: OpNode[]): OpNode {
   let start = 0;
   for (const m of ordered) {
     const own = m.outputs[0]!;
-    replaceUses(g, own, out, { shape: own.shape, strides, offset: start * strides[dim]! });
+    const slice = { shape: own.shape, strides, offset: start * strides[dim]! };
+    replaceUses(g, own, out, (v) => composeViews(own.shape, slice, v)!);
     start += own.shape[dim]!;
     if (m !== first) g.nodes.splice(g.nodes.indexOf(m), 1);
   }

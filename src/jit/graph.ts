@@ -45,6 +45,33 @@ export function isIdentityView(u: Use): boolean {
   return v.shape.every((d, i) => d === 1 || v.strides[i] === c[i]);
 }
 
+/**
+ * The view `outer` (over a contiguous value of `shape`) rewritten over the memory that value occupies
+ * inside another as view `inner`: possible when each of `outer`'s strides steps along one dim of
+ * `shape` (permutes, slices with steps, broadcasts — not reshapes across dims); null otherwise.
+ */
+export function composeViews(shape: readonly number[], inner: View, outer: View): View | null {
+  const c = contiguousStrides(shape);
+  // Split the offset into a start index per dim.
+  const start = shape.map((d, i) => Math.floor(outer.offset / c[i]!) % d);
+  if (start.reduce((a, x, i) => a + x * c[i]!, 0) !== outer.offset) return null;
+  const reach = [...start];
+  const strides: number[] = [];
+  for (let j = 0; j < outer.shape.length; j++) {
+    const s = outer.strides[j]!, n = outer.shape[j]!;
+    if (n === 1 || s === 0) {
+      strides.push(0);
+      continue;
+    }
+    const d = c.findIndex((cs, i) => shape[i]! > 1 && s % cs === 0 && s / cs < shape[i]! && (i === 0 || s < c[i - 1]!));
+    if (d < 0) return null;
+    strides.push((s / c[d]!) * inner.strides[d]!);
+    reach[d]! += (s / c[d]!) * (n - 1);
+  }
+  if (reach.some((r, i) => r >= shape[i]!)) return null;
+  return { shape: outer.shape, strides, offset: inner.offset + start.reduce((a, x, i) => a + x * inner.strides[i]!, 0) };
+}
+
 /** The op users called: the elementwise op for `map` nodes, else the OpDef's name. */
 export function opLabel(n: Node): string {
   if (n.kind !== 'op') return n.kind;

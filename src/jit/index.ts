@@ -1,6 +1,6 @@
 export { jit } from './jit.js';
 export type { JitOptions, JitReport, Jitted, TensorTree } from './jit.js';
-export { Graph, isIdentityView, opLabel } from './graph.js';
+export { Graph, composeViews, isIdentityView, opLabel } from './graph.js';
 export type { Node, Use, Value, View } from './graph.js';
 export { STRATEGIES, checkGroups } from './fusion.js';
 export type { FusionGroups, FusionOption, FusionStrategy } from './fusion.js';

@@ -3,11 +3,11 @@ import { Tensor } from '../../tensor/tensor.js';
 import type { Graph, Node, Use, Value, View } from '../graph.js';
 
 /**
- * Redirects every use of `from` (in nodes and graph outputs) to `to`, keeping each use's view, or
- * reading `to` through `view` (for uses that read `from` whole).
+ * Redirects every use of `from` (in nodes and graph outputs) to `to`, keeping each use's view or
+ * mapping it with `view` (when `from`'s elements sit elsewhere inside `to`).
  */
-export function replaceUses(g: Graph, from: Value, to: Value, view?: View): void {
-  const swap = (u: Use): Use => (u.value === from ? { value: to, view: view ?? u.view } : u);
+export function replaceUses(g: Graph, from: Value, to: Value, view: (v: View) => View = (v) => v): void {
+  const swap = (u: Use): Use => (u.value === from ? { value: to, view: view(u.view) } : u);
   for (const n of g.nodes) if (n.kind === 'op') n.inputs.forEach((u, i) => (n.inputs[i] = swap(u)));
   g.outputs.forEach((u, i) => (g.outputs[i] = swap(u)));
 }
