@@ -22,8 +22,8 @@ const F: DType[] = ['float32', 'float16'];
 const tol = (device: string, dtype: DType) => (device === 'webgpu' && dtype === 'float32' ? { atol: 1e-5 } : {});
 
 // Every new shape compiles a new WebGPU pipeline (shapes are baked into the WGSL), so the GPU runs
-// fewer random cases to keep this file quick.
-const runs = (device: string, n: number) => (device === 'webgpu' ? Math.ceil(n / 2) : n);
+// fewer random cases to keep this file quick (a float16 normalisation kernel compiles in ~0.3 s on SwiftShader).
+const runs = (device: string, n: number) => (device === 'webgpu' ? Math.ceil(n / 3) : n);
 
 /** A test tensor with values spread over [min, max] (default ±4) and a random layout. */
 const caseArb = (shape: number[], dtype: DType, [min, max]: [number, number] = [-4, 4]): fc.Arbitrary<TensorCase> => tensorCaseArb(shape, { dtype, min, max });
@@ -31,6 +31,12 @@ const caseArb = (shape: number[], dtype: DType, [min, max]: [number, number] = [
 /** An optional parameter of `shape`, in either float dtype (whatever the input's). */
 const paramArb = (shape: number[]): fc.Arbitrary<TensorCase | null> =>
   fc.option(fc.constantFrom<DType>('float32', 'float16').chain((d) => caseArb(shape, d)), { nil: null, freq: 4 });
+
+/** Running statistics of `shape` (variances ≥ 0), in either float dtype. */
+const statsArb = (shape: number[]): fc.Arbitrary<[TensorCase, TensorCase]> =>
+  fc.tuple(fc.constantFrom<DType>('float32', 'float16'), fc.constantFrom<DType>('float32', 'float16')).chain(([dm, dv]) =>
+    fc.tuple(caseArb(shape, dm), caseArb(shape, dv, [0, 3])),
+  );
 
 const epsArb = fc.constantFrom(1e-5, 1e-3, 0.5);
 
@@ -64,10 +70,10 @@ describe.each(WITH_WEBGPU)('normalisation on %s', (device) => {
   it.each(F)('batchNorm (inference) matches the per-channel reference (%s)', async (dtype) => {
     const arb = channelShapeArb(fc.integer({ min: 1, max: 4 })).chain((shape) => {
       const c = [shape[1]!];
-      return fc.tuple(caseArb(shape, dtype), caseArb(c, dtype), caseArb(c, dtype, [0, 3]), paramArb(c), paramArb(c), epsArb);
+      return fc.tuple(caseArb(shape, dtype), statsArb(c), paramArb(c), paramArb(c), epsArb);
     });
     await fc.assert(
-      fc.asyncProperty(arb, async ([cx, cm, cv, cw, cb, eps]) => {
+      fc.asyncProperty(arb, async ([cx, [cm, cv], cw, cb, eps]) => {
         const [x, m, v, w, b] = [makeTensor(cx, device), makeTensor(cm, device), makeTensor(cv, device), tensorOf(cw, device), tensorOf(cb, device)];
         const y = sn.batchNorm(x, m, v, w, b, { eps });
         await expectClose(y, batchNormRef(refOf(cx), refOf(cm), refOf(cv), refOrNull(cw), refOrNull(cb), eps), { dtype, tol: tol(device, dtype) });
@@ -130,10 +136,10 @@ describe.each(WITH_WEBGPU)('normalisation on %s', (device) => {
   it.each(F)('instanceNorm with running statistics matches the per-channel reference (%s)', async (dtype) => {
     const arb = channelShapeArb(fc.integer({ min: 1, max: 4 })).chain((shape) => {
       const c = [shape[1]!];
-      return fc.tuple(caseArb(shape, dtype), caseArb(c, dtype), caseArb(c, dtype, [0, 3]), paramArb(c), paramArb(c), epsArb);
+      return fc.tuple(caseArb(shape, dtype), statsArb(c), paramArb(c), paramArb(c), epsArb);
     });
     await fc.assert(
-      fc.asyncProperty(arb, async ([cx, cm, cv, cw, cb, eps]) => {
+      fc.asyncProperty(arb, async ([cx, [cm, cv], cw, cb, eps]) => {
         const [x, m, v, w, b] = [makeTensor(cx, device), makeTensor(cm, device), makeTensor(cv, device), tensorOf(cw, device), tensorOf(cb, device)];
         const y = sn.instanceNorm(x, { runningMean: m, runningVar: v, weight: w, bias: b, useInputStats: false, eps });
         await expectClose(y, batchNormRef(refOf(cx), refOf(cm), refOf(cv), refOrNull(cw), refOrNull(cb), eps), { dtype, tol: tol(device, dtype) });
@@ -165,7 +171,7 @@ describe.each(WITH_WEBGPU)('normalisation on %s', (device) => {
             await expectClose(y, layerNormRef(refOf(cx), 1, refOrNull(cw), refOrNull(cb), eps), { dtype, tol: tol(device, dtype), what: `layerNorm ${what}` });
             for (const t of [x, w, b, y]) t?.dispose();
           }),
-          propertyConfig({ numRuns: runs(device, 12) }),
+          propertyConfig({ numRuns: runs(device, 18) }),
         );
       });
     }

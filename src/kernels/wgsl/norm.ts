@@ -7,10 +7,11 @@ import type { GpuView, WebGpuCaps, WgslKernel } from './kernel.js';
 import { withPrelude } from './prelude.js';
 import { offsetOf, unravel } from './strided.js';
 
-// Normalisation kernels. Statistics are computed in f32 (the CPU uses doubles): the mean of the
-// row's offsets from its first element (so a constant row has exactly its value as mean and
-// normalises to 0, not to rounding noise times 1/√eps), then the biased variance in a second pass
-// over (x − mean)², as the CPU does.
+// Normalisation kernels. Statistics are computed in f32 (the CPU uses doubles), two-pass as the CPU
+// does: the mean, then the biased variance over (x − mean)². Both work on each row's offsets from
+// its first element, x − x0, and never form the mean itself: a row of close values (whose spread
+// 1/√(var + eps) magnifies up to 316×) then keeps its differences exact instead of measuring them
+// from a mean rounded to the values' ulp, and a constant row normalises to exactly 0.
 
 /** An input tensor of a kernel: its layout and the binding (`in0`, …) it is read from. */
 export interface Operand {
@@ -26,7 +27,10 @@ function loader(name: string, a: Operand, caps: WebGpuCaps): string {
   return `fn ${name}(e: u32) -> f32 {\n  ${lines.join('\n  ')}\n  return ${loadElement(a.buf, a.view.dtype, 'p', caps)};\n}`;
 }
 
-/** The largest power of two ≤ the device's 1-D workgroup size (at most 256): tree reductions halve it. */
+/**
+ * The largest power of two ≤ the device's 1-D workgroup size, at most 256: tree reductions halve it,
+ * and the kernels' workgroup arrays (≤ 3 KiB) stay far within the 16 KiB every device grants.
+ */
 export function powerOfTwoWorkgroup(caps: WebGpuCaps): number {
   return 2 ** Math.floor(Math.log2(workgroupSize(256, caps)));
 }
@@ -83,11 +87,12 @@ const CACHED = 16;
 
 /**
  * WGSL `fn rowSum(v: f32, lid: u32, lane: u32, k: u32) -> f32`: the sum of `v` over the `team`
- * invocations that share a row, returned to all of them; called in uniform control flow, `k` (0 or 1)
- * numbering the calls. `enable` is the directive it needs first in the module. A whole-workgroup team uses subgroups when the device has them: each subgroup adds its
- * values, its first invocation stores the sum at its own index and sets that index's bit in a mask,
- * and every invocation adds the stored sums in index order. WebGPU does not say how subgroups map
- * onto invocation indices, so none is assumed, and the order (hence the result) is still fixed.
+ * invocations that share a row (`lane` is the index within it), returned to all of them; called in
+ * uniform control flow, `k` (0 or 1) numbering the calls. `enable` is the directive it needs.
+ * A whole-workgroup team uses subgroups when the device has them: each subgroup adds its values, its
+ * first invocation stores the sum at its own index and sets that index's bit in a mask, and every
+ * invocation adds the stored sums in index order. WebGPU does not say how subgroups map onto
+ * invocation indices, so none is assumed, and the order (hence the result) is still fixed.
  * Otherwise a tree in workgroup memory: log2(team) halving steps.
  */
 export function rowSum(team: number, wg: number, caps: WebGpuCaps): { code: string; enable: string } {
@@ -154,10 +159,10 @@ export function blockNormKernel(
   const wg = powerOfTwoWorkgroup(caps), per = elementsPerWord(out.dtype, caps);
   let team = teamSize(L, blocks, 4, wg, caps);
   if (per > 1 && L % 2 === 1) team = Math.min(team, wg / 2);
-  const rows = wg / team, groups = Math.ceil(blocks / rows), k = Math.max(1, Math.ceil(L / team));
+  const rows = wg / team, wgCount = Math.ceil(blocks / rows), k = Math.max(1, Math.ceil(L / team));
   const cached = k <= CACHED;
   const sum = rowSum(team, wg, caps);
-  const g = grid(op, groups * wg, wg, caps);
+  const g = grid(op, wgCount * wg, wg, caps);
 
   const fns = [loader('x', p.x, caps)];
   if (p.weight) fns.push(loader('weight', p.weight, caps));
@@ -165,27 +170,28 @@ export function blockNormKernel(
   const { groups: G, groupChannels, inner } = layout;
   const j = inner === 1 ? 'j' : `j / ${inner}u`;
   const c = G === 1 ? j : `(blk % ${G}u) * ${groupChannels}u + ${j}`;
+  // v is x − x0 and mean the mean of those offsets.
   const affine = `fn affine(v: f32, blk: u32, j: u32, mean: f32, rstd: f32) -> f32 {
   let c = ${c};
   return ${roundTo(out.dtype, `(v - mean) * rstd${p.weight ? ' * weight(c)' : ''}${p.bias ? ' + bias(c)' : ''}`)};
 }`;
-  const elem = (i: string) => (cached ? `xs[${i}]` : `x(base + lane + ${i} * ${team}u)`);
+  const elem = (i: string) => (cached ? `xs[${i}]` : `(x(base + lane + ${i} * ${team}u) - x0)`);
   const each = (stmt: string) => `for (var i = 0u; i < count; i++) {\n    ${stmt}\n  }`;
   let write: string, stats = '';
   if (per === 1) {
     write = each(`out0[base + lane + i * ${team}u] = ${packWord(out.dtype, [`affine(${elem('i')}, blk, lane + i * ${team}u, mean, rstd)`], caps)};`);
   } else {
     // Words by all invocations of the workgroup, each element with its own block's statistics.
-    stats = `var<workgroup> stats: array<vec2f, ${rows}>;
+    stats = `var<workgroup> stats: array<vec3f, ${rows}>;
 
 fn packed(i: u32, first: u32) -> f32 {
   let e = min(i, ${Math.max(n - 1, 0)}u);
   let blk = e / ${L}u;
   let s = stats[blk - first];
-  return affine(x(e), blk, e - blk * ${L}u, s.x, s.y);
+  return affine(x(e) - s.x, blk, e - blk * ${L}u, s.y, s.z);
 }`;
     const values = Array.from({ length: per }, (_, q) => `packed(w * ${per}u + ${q}u, first)`);
-    write = `if (lane == 0u) { stats[lid / ${team}u] = vec2f(mean, rstd); }
+    write = `if (lane == 0u) { stats[lid / ${team}u] = vec3f(x0, mean, rstd); }
   workgroupBarrier();
   let first = g * ${rows}u;
   let end = (min((first + ${rows}u) * ${L}u, ${n}u) + ${per - 1}u) / ${per}u;
@@ -204,7 +210,7 @@ ${stats}
 
 @compute @workgroup_size(${wg}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * nwg.x;
-  if (g >= ${groups}u) { return; }
+  if (g >= ${wgCount}u) { return; }
   let lane = lid % ${team}u;
   let blk = g * ${rows}u + lid / ${team}u;
   let valid = blk < ${blocks}u;
@@ -215,8 +221,8 @@ ${stats}
   if (valid) { x0 = x(base); }
   ${cached ? `var xs: array<f32, ${k}>;` : ''}
   var s = 0.0;
-  ${each(cached ? `xs[i] = x(base + lane + i * ${team}u); s += xs[i] - x0;` : `s += ${elem('i')} - x0;`)}
-  let mean = x0 + rowSum(s, lid, lane, 0u) / ${L}.0;
+  ${each(cached ? `xs[i] = x(base + lane + i * ${team}u) - x0; s += xs[i];` : `s += ${elem('i')};`)}
+  let mean = rowSum(s, lid, lane, 0u) / ${L}.0;
   var q = 0.0;
   ${each(`let d = ${elem('i')} - mean; q += d * d;`)}
   let rstd = inverseSqrt(rowSum(q, lid, lane, 1u) / ${L}.0 + EPS);

@@ -14,8 +14,12 @@ import { offsetOf, unravel } from './strided.js';
 // invocations take neighbouring output columns, so their reads are neighbours too. Means over
 // large windows (global average pooling) are instead summed by a team of invocations per word.
 
-/** The parts every pooling kernel shares: `at(base, ih, iw)` reads the input; `locate` finds an output's plane offset `base` (u32) and `oh`, `ow` (i32). */
-function planes(x: GpuView, out: GpuView, caps: WebGpuCaps): { n: number; per: number; words: number; at: string; locate: string } {
+/**
+ * The parts every pooling kernel shares: `at(base, ih, iw)` reads the input; `locate` (statements)
+ * finds output `i`'s plane offset `base` (u32) and position `oh`, `ow` (i32), `i` past the end
+ * reading as the last output (the unused half of a packed last word).
+ */
+function planes(x: GpuView, out: GpuView, caps: WebGpuCaps): { per: number; words: number; at: string; locate: string } {
   const r = x.shape.length;
   const lead = collapseDims(x.shape.slice(0, r - 2), [x.strides.slice(0, r - 2)]);
   const [sH, sW] = x.strides.slice(r - 2) as [number, number];
@@ -28,11 +32,12 @@ fn at(base: u32, ih: i32, iw: i32) -> f32 {
   let p = base + u32(ih) * ${sH}u + u32(iw) * ${sW}u;
   return ${loadElement('in0', x.dtype, 'p', caps)};
 }`;
-  const locate = `${lines.join('\n  ')}
+  const locate = `let e = min(i, ${Math.max(n - 1, 0)}u);
+  ${lines.join('\n  ')}
   let base = ${offsetOf(x.offset, lead.strides[0]!, idx.slice(0, q))};
   let oh = i32(${idx[q]});
   let ow = i32(${idx[q + 1]});`;
-  return { n, per, words: Math.ceil(n / per), at, locate };
+  return { per, words: Math.ceil(n / per), at, locate };
 }
 
 /** The module: `enable` (a directive, or ''), the bindings, then `body` with the prelude helpers it calls. */
@@ -40,16 +45,33 @@ function wgslModule(x: GpuView, out: GpuView, caps: WebGpuCaps, body: string, en
   return `${enable}${bindings([x.dtype], [out.dtype], caps)}\n\n${withPrelude(body)}`;
 }
 
-/** Max over each dilated window, taps in the padding skipped (-inf padding); NaN wins, tracked apart so no max() folding can drop it. */
+/** An invocation per output word, whose values `fns` compute as `fn value(i: u32) -> f32` (rounded to the output's dtype). */
+function wordKernel(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, fns: string): WgslKernel {
+  const { per, words } = planes(x, out, caps);
+  const size = workgroupSize(256, caps), g = grid(op, words, size, caps);
+  const values = Array.from({ length: per }, (_, j) => (per === 1 ? 'value(w)' : `value(w * ${per}u + ${j}u)`));
+  const body = `${fns}
+
+@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {
+  let w = ${g.index};
+  if (w >= ${words}u) { return; }
+  out0[w] = ${packWord(out.dtype, values, caps)};
+}
+`;
+  return { source: wgslModule(x, out, caps, body), workgroups: g.workgroups, label: op };
+}
+
+/**
+ * Max over each dilated window. Taps in the padding are skipped (-inf padding): the loops run over
+ * the taps inside the input only (r0..r1, c0..c1), with no test per tap. NaN wins, tracked apart so
+ * no folding of the comparison into max() can drop it.
+ */
 export function maxPool2dKernel(x: GpuView, w: Window2d & { readonly dilation: readonly [number, number] }, out: GpuView, caps: WebGpuCaps): WgslKernel {
   const [kh, kw] = w.kernelSize, [sh, sw] = w.stride, [ph, pw] = w.padding, [dh, dw] = w.dilation;
-  const { n, per, words, at, locate } = planes(x, out, caps);
-  const size = workgroupSize(256, caps), g = grid('maxPool2d', words, size, caps);
-  const values = Array.from({ length: per }, (_, j) => (per === 1 ? 'value(w)' : `value(w * ${per}u + ${j}u)`));
-  const body = `${at}
+  const { at, locate } = planes(x, out, caps);
+  return wordKernel('maxPool2d', x, out, caps, `${at}
 
 fn value(i: u32) -> f32 {
-  let e = min(i, ${Math.max(n - 1, 0)}u);
   ${locate}
   let h0 = oh * ${sh} - ${ph};
   let w0 = ow * ${sw} - ${pw};
@@ -67,15 +89,7 @@ fn value(i: u32) -> f32 {
     }
   }
   return ${roundTo(out.dtype, 'select(m, sn_nan(), nan)')};
-}
-
-@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {
-  let w = ${g.index};
-  if (w >= ${words}u) { return; }
-  out0[w] = ${packWord(out.dtype, values, caps)};
-}
-`;
-  return { source: wgslModule(x, out, caps, body), workgroups: g.workgroups, label: 'maxPool2d' };
+}`);
 }
 
 /**
@@ -85,21 +99,18 @@ fn value(i: u32) -> f32 {
  * of invocations per word (see `teamSize`), each walking every team-th value of the window.
  */
 function windowMean(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, bounds: string, area: number): WgslKernel {
-  const { n, per, words, at, locate } = planes(x, out, caps);
+  const { per, words, at, locate } = planes(x, out, caps);
   const wg = powerOfTwoWorkgroup(caps);
   const team = teamSize(area, words, 16, wg, caps);
   const window = `struct Window { base: u32, hs: i32, he: i32, ws: i32, we: i32, div: f32 }
 
 fn window(i: u32) -> Window {
-  let e = min(i, ${Math.max(n - 1, 0)}u);
   ${locate}
   ${bounds}
   return Window(base, hs, he, ws, we, div);
 }`;
   if (team === 1) {
-    const size = workgroupSize(256, caps), g = grid(op, words, size, caps);
-    const values = Array.from({ length: per }, (_, j) => (per === 1 ? 'value(w)' : `value(w * ${per}u + ${j}u)`));
-    const body = `${at}
+    return wordKernel(op, x, out, caps, `${at}
 
 ${window}
 
@@ -110,18 +121,10 @@ fn value(i: u32) -> f32 {
     for (var iw = b.ws; iw < b.we; iw++) { s += at(b.base, ih, iw); }
   }
   return ${roundTo(out.dtype, 's / b.div')};
-}
-
-@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {
-  let w = ${g.index};
-  if (w >= ${words}u) { return; }
-  out0[w] = ${packWord(out.dtype, values, caps)};
-}
-`;
-    return { source: wgslModule(x, out, caps, body), workgroups: g.workgroups, label: op };
+}`);
   }
-  const rows = wg / team, groups = Math.ceil(words / rows);
-  const g = grid(op, groups * wg, wg, caps);
+  const rows = wg / team, wgCount = Math.ceil(words / rows);
+  const g = grid(op, wgCount * wg, wg, caps);
   const sum = rowSum(team, wg, caps);
   const means = Array.from({ length: per }, (_, q) => `let b${q} = window(w * ${per}u + ${q}u);
   let bw${q} = b${q}.we - b${q}.ws;
@@ -137,7 +140,7 @@ ${sum.code}
 
 @compute @workgroup_size(${wg}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * nwg.x;
-  if (g >= ${groups}u) { return; }
+  if (g >= ${wgCount}u) { return; }
   let lane = lid % ${team}u;
   let w = g * ${rows}u + lid / ${team}u;
   let valid = w < ${words}u;
