@@ -3,6 +3,8 @@ import type { Tensor } from '../src/index.js';
 import { TOLERANCES, type Tolerance, assertClose } from '../src/testing/index.js';
 import type { DeviceName } from '../src/index.js';
 import type { Ref } from './reference/core.js';
+import { getBackend } from '../src/backend/backend.js';
+import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 
 /** Every backend the suite runs on. */
 export const DEVICES: DeviceName[] = ['cpu'];
@@ -15,4 +17,23 @@ export async function expectClose(t: Tensor, expected: Ref, opts: { dtype?: stri
   if (opts.dtype) expect(t.dtype, `${opts.what ?? 'result'} dtype`).toBe(opts.dtype);
   const tol = { ...TOLERANCES[t.device][t.dtype], ...opts.tol };
   assertClose(await t.data(), expected.data, { ...tol, shape: expected.shape, what: opts.what });
+}
+
+/** Runs `fn` with the WebGPU backend's caps changed, so this adapter runs the kernel variants another adapter gets. */
+export async function withCaps(change: Partial<WebGpuCaps>, fn: () => Promise<void>): Promise<void> {
+  const backend = getBackend('webgpu') as unknown as { caps: WebGpuCaps };
+  const saved = backend.caps;
+  backend.caps = { ...saved, ...change };
+  try {
+    await fn();
+  } finally {
+    backend.caps = saved;
+  }
+}
+
+/** The caps each device is tested under: on webgpu also as a GPU (not SwiftShader) would be, with subgroups when this adapter has them. */
+export function capsVariants(device: string): Partial<WebGpuCaps>[] {
+  if (device !== 'webgpu') return [{}];
+  const { subgroups } = (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps;
+  return [{}, { architecture: 'gpu', subgroups: false }, ...(subgroups ? [{ architecture: 'gpu', subgroups: true }] : [])];
 }

@@ -2,10 +2,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
-import { getBackend } from '../src/backend/backend.js';
-import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 import { type TensorCase, makeTensor, propertyConfig, shapeArb, tensorCaseArb } from '../src/testing/index.js';
-import { WITH_WEBGPU, expectClose } from './helpers.js';
+import { WITH_WEBGPU, expectClose, capsVariants, withCaps } from './helpers.js';
 import { type Ref, castRef, refOf } from './reference/core.js';
 import { batchNormRef, groupNormRef, instanceNormRef, layerNormRef } from './reference/norm.js';
 
@@ -47,24 +45,6 @@ const channelShapeArb = (channels: fc.Arbitrary<number>, maxSpatialRank = 2): fc
 const tensorOf = (c: TensorCase | null, device: sn.DeviceName): Tensor | null => (c ? makeTensor(c, device) : null);
 const refOrNull = (c: TensorCase | null): Ref | null => (c ? refOf(c) : null);
 
-/** Runs `fn` with the WebGPU backend's caps changed, so this adapter runs the kernel variants another adapter gets. */
-async function withCaps(change: Partial<WebGpuCaps>, fn: () => Promise<void>): Promise<void> {
-  const backend = getBackend('webgpu') as unknown as { caps: WebGpuCaps };
-  const saved = backend.caps;
-  backend.caps = { ...saved, ...change };
-  try {
-    await fn();
-  } finally {
-    backend.caps = saved;
-  }
-}
-
-/** The caps each device is tested under: on webgpu also as a GPU (not SwiftShader) would be, with subgroups when this adapter has them. */
-function capsVariants(device: string): Partial<WebGpuCaps>[] {
-  if (device !== 'webgpu') return [{}];
-  const { subgroups } = (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps;
-  return [{}, { architecture: 'gpu', subgroups: false }, ...(subgroups ? [{ architecture: 'gpu', subgroups: true }] : [])];
-}
 
 describe.each(WITH_WEBGPU)('normalisation on %s', (device) => {
   it.each(F)('batchNorm (inference) matches the per-channel reference (%s)', async (dtype) => {

@@ -2,10 +2,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
-import { getBackend } from '../src/backend/backend.js';
-import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 import { type TensorCase, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
-import { WITH_WEBGPU, expectClose } from './helpers.js';
+import { WITH_WEBGPU, expectClose, capsVariants, withCaps } from './helpers.js';
 import { castRef, refOf } from './reference/core.js';
 import { type PoolWindow, adaptiveAvgPool2dRef, avgPool2dRef, maxPool2dRef, pooledSize } from './reference/pool.js';
 
@@ -32,24 +30,6 @@ const windowArb: fc.Arbitrary<PoolWindow> = fc
 /** A test tensor with values spread over [min, max] (default ±4) and a random layout. */
 const caseArb = (shape: number[], dtype: DType): fc.Arbitrary<TensorCase> => tensorCaseArb(shape, { dtype });
 
-/** Runs `fn` with the WebGPU backend's caps changed, so this adapter runs the kernel variants another adapter gets. */
-async function withCaps(change: Partial<WebGpuCaps>, fn: () => Promise<void>): Promise<void> {
-  const backend = getBackend('webgpu') as unknown as { caps: WebGpuCaps };
-  const saved = backend.caps;
-  backend.caps = { ...saved, ...change };
-  try {
-    await fn();
-  } finally {
-    backend.caps = saved;
-  }
-}
-
-/** The caps each device is tested under: on webgpu also as a GPU (not SwiftShader) would be, with subgroups when this adapter has them. */
-function capsVariants(device: string): Partial<WebGpuCaps>[] {
-  if (device !== 'webgpu') return [{}];
-  const { subgroups } = (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps;
-  return [{}, { architecture: 'gpu', subgroups: false }, ...(subgroups ? [{ architecture: 'gpu', subgroups: true }] : [])];
-}
 
 /** A pair as users write it: a bare number when square and `compact`. */
 const arg = (p: Pair, compact: boolean): number | Pair => (compact && p[0] === p[1] ? p[0] : p);
