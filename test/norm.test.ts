@@ -4,7 +4,7 @@ import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
 import { type TensorCase, makeTensor, propertyConfig, shapeArb, tensorCaseArb } from '../src/testing/index.js';
 import { WITH_WEBGPU, expectClose, capsVariants, withCaps } from './helpers.js';
-import { type Ref, castRef, refOf } from './reference/core.js';
+import { type Ref, refOf } from './reference/core.js';
 import { batchNormRef, groupNormRef, instanceNormRef, layerNormRef } from './reference/norm.js';
 
 // Statistics and the affine step are computed in double and rounded once to the input's dtype, so the

@@ -4,7 +4,7 @@ import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
 import { type TensorCase, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
 import { WITH_WEBGPU, expectClose, capsVariants, withCaps } from './helpers.js';
-import { castRef, refOf } from './reference/core.js';
+import { refOf } from './reference/core.js';
 import { type PoolWindow, adaptiveAvgPool2dRef, avgPool2dRef, maxPool2dRef, pooledSize } from './reference/pool.js';
 
 // Pooling computes in double and rounds once, so the default per-dtype TOLERANCE applies (max is exact).

@@ -5,7 +5,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { mapKernel } from '../kernels/cpu/map.js';
 import { convert } from '../kernels/wgsl/dtype.js';
 import { mapKernel as mapKernelWgsl } from '../kernels/wgsl/map.js';
-import { type Expr, call, cast, constant, exprToString, input } from './expr.js';
+import { type Expr, call, cast, constant, input } from './expr.js';
 import { apply1, checkInputs, defineOp } from './op.js';
 
 /**

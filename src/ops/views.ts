@@ -4,7 +4,7 @@ import { resolveDevice } from '../backend/device.js';
 import type { CpuStorage } from '../backend/cpu.js';
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, checkDType, isDType } from '../tensor/dtype.js';
-import { checkShape, contiguousStrides, isContiguous, normDim, normDims, numel, sizeArgs } from '../tensor/shape.js';
+import { checkShape, contiguousStrides, normDim, normDims, numel, sizeArgs } from '../tensor/shape.js';
 import { Tensor, gatherView } from '../tensor/tensor.js';
 import { cast, input } from './expr.js';
 import { map } from './elementwise.js';
