@@ -4,7 +4,9 @@ import * as sn from '../src/index.js';
 import type { DeviceName, Tensor } from '../src/index.js';
 import { assertClose, propertyConfig } from '../src/testing/index.js';
 import { Plan } from '../src/jit/plan.js';
-import { WITH_WEBGPU } from './helpers.js';
+import { getBackend } from '../src/backend/backend.js';
+import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
+import { WITH_WEBGPU, withCaps } from './helpers.js';
 
 // A random program is a list of steps over a pool of [B, N]-broadcastable tensors (inputs x, z of
 // [B, N], y of [N], and a captured constant), so every step's operands fit together.
@@ -15,15 +17,25 @@ type Step =
   | { op: 'where'; a: number; b: number }
   | { op: 'sum'; a: number }
   | { op: 'softmax'; a: number }
+  /** A reduction of a fresh elementwise result (which the 'default' strategy fuses in as a prologue). */
+  | { op: 'reduce'; kind: number; fn: number; a: number; b: number; dim: number }
+  /** softmax or logSoftmax of a·s + b, fused into one kernel by 'default'. */
+  | { op: 'softmaxOf'; a: number; b: number; s: number; log: boolean }
   | { op: 'matmul'; a: number }
   | { op: 'transposedCopy'; a: number };
 
 const UNARY = [sn.relu, sn.tanh, sn.sigmoid, sn.neg, sn.abs, sn.sin, (x: Tensor) => sn.gelu(x), sn.silu, (x: Tensor) => sn.clamp(x, -1, 1)];
 const BINARY = [sn.add, sn.sub, sn.mul, sn.maximum, sn.minimum];
 const SCALAR = [(x: Tensor, s: number) => sn.mul(x, s), (x: Tensor, s: number) => sn.add(x, s), (x: Tensor, s: number) => sn.sub(s, x)];
-
-/** Ops with WebGPU kernels so far; random programs on WebGPU draw only from these. */
-const GPU_STEPS: Step['op'][] = ['unary', 'binary', 'scalar', 'where', 'transposedCopy'];
+// Reductions keep their dims, so results broadcast against the pool's [B, N] tensors.
+const REDUCE = [
+  (x: Tensor, d: number | null) => sn.sum(x, d, true),
+  (x: Tensor, d: number | null) => sn.mean(x, d, true),
+  (x: Tensor, d: number | null) => sn.amax(x, d, true),
+  (x: Tensor, d: number | null) => sn.std(x, d, { keepdim: true, correction: 0 }),
+];
+const REDUCE_DIMS = [-1, 0, null];
+const ALL_STEPS: Step['op'][] = ['unary', 'binary', 'scalar', 'where', 'sum', 'softmax', 'reduce', 'softmaxOf', 'matmul', 'transposedCopy'];
 
 const stepArb = (ops: Step['op'][]): fc.Arbitrary<Step> => {
   const i = fc.nat(20);
@@ -34,6 +46,8 @@ const stepArb = (ops: Step['op'][]): fc.Arbitrary<Step> => {
     where: fc.record({ op: fc.constant('where' as const), a: i, b: i }),
     sum: fc.record({ op: fc.constant('sum' as const), a: i }),
     softmax: fc.record({ op: fc.constant('softmax' as const), a: i }),
+    reduce: fc.record({ op: fc.constant('reduce' as const), kind: fc.nat(REDUCE.length - 1), fn: fc.nat(BINARY.length - 1), a: i, b: i, dim: fc.nat(REDUCE_DIMS.length - 1) }),
+    softmaxOf: fc.record({ op: fc.constant('softmaxOf' as const), a: i, b: i, s: fc.constantFrom(0.125, -2), log: fc.boolean() }),
     matmul: fc.record({ op: fc.constant('matmul' as const), a: i }),
     transposedCopy: fc.record({ op: fc.constant('transposedCopy' as const), a: i }),
   };
@@ -53,6 +67,8 @@ function program(steps: Step[], weight: Tensor, constant: Tensor, extraOutput: n
         case 'where': pool.push(sn.where(sn.gt(a, 0), a, pick(s.b))); break;
         case 'sum': pool.push(sn.sum(a, -1, true)); break;
         case 'softmax': pool.push(sn.softmax(a.expand(x.shape), -1)); break;
+        case 'reduce': pool.push(REDUCE[s.kind]!(BINARY[s.fn]!(a, pick(s.b)), REDUCE_DIMS[s.dim]!)); break;
+        case 'softmaxOf': pool.push((s.log ? sn.logSoftmax : sn.softmax)(sn.add(sn.mul(a, s.s), pick(s.b)), -1)); break;
         case 'matmul': pool.push(sn.matmul(a.expand(x.shape), weight)); break;
         // A permuted view of a copy: fusion must not read it as if it were in order.
         case 'transposedCopy': pool.push(a.expand(x.shape).t().contiguous().t()); break;
@@ -72,7 +88,7 @@ const progArb = (ops: Step['op'][]) =>
   });
 
 describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
-  const ops: Step['op'][] = device === 'cpu' ? ['unary', 'binary', 'scalar', 'where', 'sum', 'softmax', 'matmul', 'transposedCopy'] : GPU_STEPS;
+  const ops = ALL_STEPS;
   const tol = device === 'cpu' ? { rtol: 1e-6, atol: 1e-7 } : { rtol: 1e-5, atol: 1e-6 };
 
   it('jit(fn) equals eager fn on random programs under every built-in strategy', async () => {
@@ -93,6 +109,9 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
           }
           const kernels = f.report().kernels;
           if (fusion === 'none') expect(kernels.every((k) => k.ops.length === 1)).toBe(true);
+          // Only 'default' fuses into reductions and softmax.
+          const reductions = new Set(['sum', 'mean', 'max', 'std', 'softmax', 'logSoftmax']);
+          if (fusion !== 'default') expect(kernels.every((k) => k.ops.length === 1 || !k.ops.some((o) => reductions.has(o)))).toBe(true);
           f.dispose();
         }
       }),
@@ -113,6 +132,31 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
     expect(r.peakBytes).toBe(0);
   });
 
+  it('fuses elementwise prologues into reductions and softmax: sum(x*x), mean(relu(a+b)), softmax(x*0.125 + mask) are one kernel each', async () => {
+    const x = sn.randn([3, 7], { seed: 1, device }), b = sn.randn([7], { seed: 2, device }), mask = sn.randn([1, 7], { seed: 3, device });
+    const cases: [string, (...t: Tensor[]) => Tensor, Tensor[], string[]][] = [
+      ['sum(x*x)', (t) => sn.sum(t.mul(t), -1), [x], ['mul', 'sum']],
+      ['mean(relu(a+b))', (p, q) => sn.mean(sn.relu(p.add(q))), [x, b], ['add', 'relu', 'mean']],
+      ['softmax(x*0.125 + mask)', (p, m) => sn.softmax(p.mul(0.125).add(m), -1), [x, mask], ['mul', 'add', 'softmax']],
+      ['logSoftmax(x - b, 0)', (p, q) => sn.logSoftmax(p.sub(q), 0), [x, b], ['sub', 'logSoftmax']],
+      ['cumsum(|x|, 1)', (t) => sn.cumsum(t.abs(), 1), [x], ['abs', 'cumsum']],
+    ];
+    for (const [what, fn, args, ops] of cases) {
+      const f = sn.jit(fn);
+      assertClose(await f(...args).data(), await fn(...args).data(), { ...tol, what });
+      const r = f.report();
+      expect(r.kernels.map((k) => k.ops), what).toEqual([ops]);
+      // Each input is read once, in place; nothing is stored between the ops.
+      expect(r.kernels[0]!.bytesRead, what).toBe(args.reduce((a, t) => a + t.numel() * 4, 0));
+      expect(r.peakBytes, what).toBe(0);
+      if (device === 'webgpu') expect(r.kernels[0]!.source, what).toContain('fn prologue(');
+      // The 'elementwise' strategy leaves the reduction a kernel of its own.
+      const g = sn.jit(fn, { fusion: 'elementwise' });
+      g(...args);
+      expect(g.report().kernels.map((k) => k.ops), what).toEqual(ops.length > 2 ? [ops.slice(0, -1), ops.slice(-1)] : ops.map((o) => [o]));
+    }
+  });
+
   it('results never alias between calls; a new signature retraces', async () => {
     const f = sn.jit((x: Tensor) => x.mul(2).relu());
     const a = f(sn.ones([2], { device })), b = f(sn.full([2], 3, { device }));
@@ -122,6 +166,27 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
     expect(await c.toArray()).toEqual([[2], [2], [2]]);
     expect(f.graph().inputs[0]!.outputs[0]!.shape).toEqual([3, 1]);
     expect(f.report().warmMs).toBeNull();
+  });
+});
+
+describe('jit on webgpu: prologue fusion within the device limits', () => {
+  it('refuses a group needing more storage buffers than the device allows, and the default strategy stays within them', async () => {
+    const caps = (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps;
+    const [a, b, c, d] = [1, 2, 3, 4].map((seed) => sn.randn([3, 5], { seed, device: 'webgpu' })) as [Tensor, Tensor, Tensor, Tensor];
+    const fn = (p: Tensor, q: Tensor, r: Tensor, s: Tensor) => sn.sum(p.mul(q).add(r.mul(s)), -1);
+    const want = await fn(a, b, c, d).data();
+    const all = sn.jit(fn, { fusion: (g) => [g.nodes.filter((n) => n.kind === 'op').map((n) => n.id)] });
+    assertClose(await all(a, b, c, d).data(), want, { rtol: 1e-5, atol: 1e-6 });
+    expect(all.report().kernels.map((k) => k.ops)).toEqual([['mul', 'mul', 'add', 'sum']]);
+    await withCaps({ limits: { ...caps.limits, maxStorageBuffersPerShaderStage: 4 } }, async () => {
+      // Four inputs and the output: five buffers.
+      expect(() => sn.jit(fn, { fusion: (g) => [g.nodes.filter((n) => n.kind === 'op').map((n) => n.id)] })(a, b, c, d)).toThrow(
+        /fusion group 0 \[\d+, \d+, \d+, \d+\] is illegal: the fused kernel would bind 5 buffers \(inputs, output and scratch\), more than the device's 4 storage buffers per shader stage/,
+      );
+      const f = sn.jit(fn);
+      assertClose(await f(a, b, c, d).data(), want, { rtol: 1e-5, atol: 1e-6 });
+      expect(f.report().kernels.map((k) => k.ops)).toEqual([['mul'], ['mul', 'add', 'sum']]);
+    });
   });
 });
 
@@ -175,7 +240,7 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
 
   it('the memory plan validator holds on random graphs and catches a broken plan', async () => {
     await fc.assert(
-      fc.asyncProperty(progArb(['unary', 'binary', 'scalar', 'sum', 'softmax', 'matmul', 'transposedCopy']), async ({ steps, b, n, seed, extra }) => {
+      fc.asyncProperty(progArb(ALL_STEPS), async ({ steps, b, n, seed, extra }) => {
         const fn = program(steps, sn.randn([n, n], { seed }), sn.randn([b, 1], { seed: seed + 1 }), extra);
         const f = sn.jit(fn, { fusion: 'none' });
         f(sn.randn([b, n], { seed }), sn.randn([n], { seed }), sn.randn([b, n], { seed }));
@@ -205,11 +270,31 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
     expect(custom.report().kernels.map((k) => k.ops)).toEqual([['exp', 'mul'], ['sum'], ['add'], ['relu']]);
     // mul feeds sum outside the group, whose result comes back into add: two values would leave (a cycle).
     expect(ids((g) => [byName(g, 'mul', 'add')])).toThrow(/fusion group 0 \[\d+, \d+\] is illegal: exactly one node's value may be used outside the group .* but 2 are/);
-    expect(ids((g) => [byName(g, 'exp', 'sum')])).toThrow(/node \d+ \(sum\) cannot be fused: the code generator fuses elementwise ops, and sibling conv2d\/linear ops/);
+    // exp feeds sum only through mul, which stays outside.
+    expect(ids((g) => [byName(g, 'exp', 'sum')])).toThrow(/node \d+'s value is used outside the group \(by node \d+\); only the result of node \d+ \(sum\) may leave a prologue group/);
+    expect(ids((g) => [byName(g, 'exp', 'mul', 'sum')])).toThrow(/node \d+'s value is used outside the group \(by node \d+\); only the result of node \d+ \(sum\) may leave/);
+    expect(ids((g) => [[...byName(g, 'exp'), g.inputs[0]!.id]])).toThrow(/node \d+ \(input\) cannot be fused: the code generator fuses elementwise ops, elementwise ops into the reduction/);
     expect(ids((g) => [byName(g, 'exp'), byName(g, 'exp')])).toThrow(/is in more than one group/);
     expect(ids(() => [[999]])).toThrow(/node 999 is not in the graph/);
     expect(ids((g) => [byName(g, 'add', 'relu', 'mul', 'exp')])).toThrow(/is illegal/);
     expect(() => sn.jit(fn, { fusion: 'greedy' as 'none' })).toThrow(/jit: unknown fusion strategy "greedy"/);
+  });
+
+  it('rejects illegal prologue groups with clear errors', async () => {
+    const byName = (g: sn.Graph, ...names: string[]) => g.nodes.filter((n) => n.kind === 'op' && names.includes(sn.opLabel(n))).map((n) => n.id);
+    const x = sn.randn([3, 4], { seed: 1 }), y = sn.randn([4], { seed: 2 }), w = sn.randn([5, 4], { seed: 3 });
+    const fused = (fn: (...t: Tensor[]) => Tensor, ...names: string[]) => () => sn.jit(fn, { fusion: (g) => [byName(g, ...names)] })(x, y);
+    expect(fused((p) => sn.sum(sn.softmax(p.exp(), -1), -1), 'exp', 'softmax', 'sum')).toThrow(
+      /fusion group 0 \[\d+, \d+, \d+\] is illegal: nodes \d+ \(softmax\) and \d+ \(sum\) are both reduction-like; a prologue group fuses elementwise ops into one of them/,
+    );
+    expect(fused((p) => sn.sum(sn.linear(p, w).relu(), -1), 'linear', 'relu', 'sum')).toThrow(/node \d+ \(linear\) is not elementwise: only elementwise ops can be fused into node \d+ \(sum\)/);
+    expect(fused((p, q) => sn.sum(q.exp().add(p), -1), 'exp', 'add', 'sum')).toThrow(/node \d+ computes \[4\], not the shape \[3, 4\] that node \d+ \(sum\) reduces/);
+    expect(fused((p) => sn.sum(p.mul(2).t(), -1), 'mul', 'sum')).toThrow(/node \d+ reads node \d+ through a view; fused values must be read whole/);
+    // The same shapes of ops, legally grouped.
+    const legal = (p: Tensor) => sn.softmax(p.exp(), -1).add(p);
+    const f = sn.jit(legal, { fusion: (g) => [byName(g, 'exp', 'softmax')] });
+    assertClose(await f(x).data(), await legal(x).data(), { rtol: 1e-6 });
+    expect(f.report().kernels.map((k) => k.ops)).toEqual([['exp', 'softmax'], ['add']]);
   });
 
   it('joins sibling convs and linears on one input into one op (horizontal fusion)', async () => {

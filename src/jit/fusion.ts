@@ -7,7 +7,7 @@ import { type Graph, type Node, type Use, type Value, composeViews, fullView, is
 import { addConstant, constantTensor, replaceUses } from './passes/util.js';
 import { cat } from '../ops/movement.js';
 import { tidy } from '../tensor/scope.js';
-import { contiguousStrides } from '../tensor/shape.js';
+import { broadcastShapes, contiguousStrides } from '../tensor/shape.js';
 
 /** Node ids, one array per fused kernel. Nodes in no group run as kernels of their own. */
 export type FusionGroups = number[][];
@@ -22,37 +22,80 @@ export interface FusionStrategy {
 export type FusionOption = 'none' | 'elementwise' | 'default' | FusionStrategy | ((graph: Graph) => FusionGroups);
 
 type OpNode = Extract<Node, { kind: 'op' }>;
+type Users = ReturnType<Graph['users']>;
 
 const isMap = (n: Node): n is OpNode => n.kind === 'op' && n.op.name === 'map';
 
+/** Ops whose input an elementwise prologue can compute on the fly (their `prologue` attr): reductions, softmax, logSoftmax, cumsum. */
+const PROLOGUE_TARGETS = new Set(['reduce', 'softmax', 'logSoftmax', 'cumsum']);
+const isPrologueTarget = (n: Node): n is OpNode => n.kind === 'op' && PROLOGUE_TARGETS.has(n.op.name);
+
+/** The device's caps when the graph runs on WebGPU (kernels there must fit its limits). */
+function capsOf(g: Graph): WebGpuCaps | null {
+  return g.device === 'webgpu' ? (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps : null;
+}
+
+/** The shape of the tensor a prologue target reduces: its prologue's (inputs broadcast), or input 0's. */
+function reducedShape(n: OpNode): readonly number[] {
+  return (n.attrs as { prologue?: Expr }).prologue ? broadcastShapes(opLabel(n), ...n.inputs.map((u) => u.view.shape)) : n.inputs[0]!.view.shape;
+}
+
 /**
- * Grows groups of elementwise (`map`) nodes backwards from each root: a producer joins when it is
- * elementwise, computes the same shape, is read whole and in order (an identity view), and every use
- * of it is inside the group — so the fused kernel computes each element once, in registers.
+ * Grows `members` backwards from `root` through elementwise (`map`) producers: one joins when it
+ * computes `shape`, is read whole and in order (an identity view), every use of it is inside the
+ * group (so the fused kernel computes each element once, in registers), it is in no other group,
+ * and the group with it still `fits` the device.
  */
-function elementwiseGroups(g: Graph): FusionGroups {
+function growElementwise(root: OpNode, shape: readonly number[], users: Users, taken: ReadonlySet<Node>, fits: (members: ReadonlySet<Node>) => boolean): Set<Node> {
+  const members = new Set<Node>([root]);
+  const frontier: Node[] = [root];
+  while (frontier.length) {
+    const n = frontier.pop()!;
+    for (const u of n.inputs) {
+      const p = u.value.node;
+      if (!isMap(p) || members.has(p) || taken.has(p) || !isIdentityView(u) || !sameShape(p.outputs[0]!.shape, shape)) continue;
+      if (!(users.get(u.value.id) ?? []).every((x) => x.node !== null && members.has(x.node))) continue;
+      if (!fits(new Set([...members, p]))) continue;
+      members.add(p);
+      frontier.push(p);
+    }
+  }
+  return members;
+}
+
+/** Members in graph order (topological). */
+function inOrder(g: Graph, members: ReadonlySet<Node>): OpNode[] {
+  return g.nodes.filter((n): n is OpNode => members.has(n) && n.kind === 'op');
+}
+
+/** Chains of elementwise ops grown backwards from each root (see growElementwise), leaving out nodes already `taken`. */
+function elementwiseGroups(g: Graph, taken: ReadonlySet<Node> = new Set()): FusionGroups {
   const users = g.users();
-  const grouped = new Set<Node>();
+  const caps = capsOf(g);
+  const grouped = new Set<Node>(taken);
   const groups: FusionGroups = [];
   for (let i = g.nodes.length - 1; i >= 0; i--) {
     const root = g.nodes[i]!;
     if (!isMap(root) || grouped.has(root)) continue;
-    const members = new Set<Node>([root]);
-    const frontier: Node[] = [root];
-    while (frontier.length) {
-      const n = frontier.pop()!;
-      for (const u of n.inputs) {
-        const p = u.value.node;
-        if (!isMap(p) || members.has(p) || grouped.has(p) || !isIdentityView(u)) continue;
-        if (!sameShape(p.outputs[0]!.shape, root.outputs[0]!.shape)) continue;
-        if (!(users.get(u.value.id) ?? []).every((x) => x.node !== null && members.has(x.node))) continue;
-        members.add(p);
-        frontier.push(p);
-      }
-    }
+    const fits = (ms: ReadonlySet<Node>) => !caps || composeExprs(inOrder(g, ms), (m) => (m.attrs as { expr: Expr }).expr).externals.length + 1 <= caps.limits.maxStorageBuffersPerShaderStage;
+    const members = growElementwise(root, root.outputs[0]!.shape, users, grouped, fits);
     if (members.size < 2) continue;
     for (const m of members) grouped.add(m);
     groups.push([...members].map((m) => m.id));
+  }
+  return groups;
+}
+
+/** Each reduction, softmax, logSoftmax or cumsum with the elementwise chain computing its input (see growElementwise). */
+function prologueGroups(g: Graph): FusionGroups {
+  const users = g.users();
+  const caps = capsOf(g);
+  const groups: FusionGroups = [];
+  for (const root of g.nodes) {
+    if (!isPrologueTarget(root)) continue;
+    const fits = (ms: ReadonlySet<Node>) => !caps || prologueBindings(inOrder(g, ms), caps) <= caps.limits.maxStorageBuffersPerShaderStage;
+    const members = growElementwise(root, reducedShape(root), users, new Set(), fits);
+    if (members.size > 1) groups.push([...members].map((m) => m.id));
   }
   return groups;
 }
@@ -90,8 +133,17 @@ function horizontalGroups(g: Graph): FusionGroups {
 
 export const STRATEGIES: Record<'none' | 'elementwise' | 'default', FusionStrategy> = {
   none: { name: 'none', groups: () => [] },
-  elementwise: { name: 'elementwise', groups: elementwiseGroups },
-  default: { name: 'default', groups: (g) => [...elementwiseGroups(g), ...horizontalGroups(g)] },
+  elementwise: { name: 'elementwise', groups: (g) => elementwiseGroups(g) },
+  default: {
+    name: 'default',
+    groups(g) {
+      // Prologues first: a chain feeding a reduction joins it rather than becoming a kernel of its own.
+      const prologues = prologueGroups(g);
+      const byId = new Map(g.nodes.map((n) => [n.id, n]));
+      const taken = new Set(prologues.flat().map((id) => byId.get(id)!));
+      return [...prologues, ...elementwiseGroups(g, taken), ...horizontalGroups(g)];
+    },
+  },
 };
 
 export function resolveStrategy(option: FusionOption | undefined): FusionStrategy {
@@ -110,9 +162,12 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
-/** A group the code generator accepts: a chain of elementwise ops, or sibling ops joined horizontally. */
+/**
+ * A group the code generator accepts: a chain of elementwise ops, sibling ops joined horizontally,
+ * or a reduction-like op (last in `members`) with the elementwise ops computing its input.
+ */
 export interface CheckedGroup {
-  readonly kind: 'elementwise' | 'horizontal';
+  readonly kind: 'elementwise' | 'horizontal' | 'prologue';
   readonly members: OpNode[];
 }
 
@@ -120,13 +175,15 @@ export interface CheckedGroup {
  * Rejects groups the code generator cannot turn into one kernel, saying why: unknown or repeated
  * nodes, ops it cannot fuse, more than one value leaving an elementwise group (which also excludes
  * cycles through outside nodes), reads through views or of another shape inside it, more bindings
- * than the device allows, or siblings that do not share their input and attributes.
+ * than the device allows, siblings that do not share their input and attributes, or a prologue
+ * group with more than one reduction or a value other than the reduction's leaving it.
  */
 export function checkGroups(g: Graph, groups: FusionGroups): CheckedGroup[] {
   const byId = new Map(g.nodes.map((n) => [n.id, n]));
   const users = g.users();
   const seen = new Set<number>();
-  const maxBindings = g.device === 'webgpu' ? (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps.limits.maxStorageBuffersPerShaderStage : Infinity;
+  const caps = capsOf(g);
+  const maxBindings = caps ? caps.limits.maxStorageBuffersPerShaderStage : Infinity;
   return groups.map((ids, gi): CheckedGroup => {
     const fail = (why: string): never => {
       throw new SinterError('jit', `fusion group ${gi} [${Array.isArray(ids) ? ids.join(', ') : ids}] is illegal: ${why}`);
@@ -137,11 +194,13 @@ export function checkGroups(g: Graph, groups: FusionGroups): CheckedGroup[] {
       if (!n) return fail(`node ${id} is not in the graph`);
       if (seen.has(id)) return fail(`node ${id} is in more than one group`);
       seen.add(id);
-      const why = `node ${id} (${opLabel(n)}) cannot be fused: the code generator fuses elementwise ops, and sibling conv2d/linear ops`;
+      const why = `node ${id} (${opLabel(n)}) cannot be fused: the code generator fuses elementwise ops, elementwise ops into the reduction, softmax, logSoftmax or cumsum reading their result, and sibling conv2d/linear ops`;
       if (n.kind !== 'op') return fail(why);
-      if (n.op.name !== 'map' && !HORIZONTAL.has(n.op.name)) return fail(why);
+      if (n.op.name !== 'map' && !HORIZONTAL.has(n.op.name) && !PROLOGUE_TARGETS.has(n.op.name)) return fail(why);
       return n;
     });
+    const targets = members.filter(isPrologueTarget);
+    if (targets.length > 0) return checkPrologue(g, members, targets, users, caps, fail);
     if (!isMap(members[0]!)) {
       for (const m of members) {
         const why = horizontalMismatch(m, members[0]!, users);
@@ -168,8 +227,88 @@ export function checkGroups(g: Graph, groups: FusionGroups): CheckedGroup[] {
   });
 }
 
+/**
+ * A prologue group: one reduction-like `target`, the rest elementwise ops whose values are used
+ * only inside the group (so only the target's result leaves, and no cycle through outside nodes
+ * can exist), computing the target's input shape and read whole; on WebGPU the fused kernel must
+ * bind no more buffers than the device allows.
+ */
+function checkPrologue(g: Graph, members: OpNode[], targets: OpNode[], users: Users, caps: WebGpuCaps | null, fail: (why: string) => never): CheckedGroup {
+  const target = targets[0]!;
+  if (targets.length > 1) fail(`nodes ${targets.map((t) => `${t.id} (${opLabel(t)})`).join(' and ')} are both reduction-like; a prologue group fuses elementwise ops into one of them`);
+  const set = new Set<Node>(members);
+  const shape = reducedShape(target);
+  for (const m of members) {
+    if (m === target) continue;
+    if (m.op.name !== 'map') fail(`node ${m.id} (${opLabel(m)}) is not elementwise: only elementwise ops can be fused into node ${target.id} (${opLabel(target)})`);
+    const outside = (users.get(m.outputs[0]!.id) ?? []).find((x) => x.node === null || !set.has(x.node));
+    if (outside) {
+      fail(`node ${m.id}'s value is used outside the group (${outside.node ? `by node ${outside.node.id}` : 'as a graph output'}); only the result of node ${target.id} (${opLabel(target)}) may leave a prologue group`);
+    }
+  }
+  for (const m of members) {
+    for (const u of m.inputs) if (set.has(u.value.node) && !isIdentityView(u)) fail(`node ${m.id} reads node ${u.value.node.id} through a view; fused values must be read whole`);
+  }
+  for (const m of members) {
+    if (m !== target && !sameShape(m.outputs[0]!.shape, shape)) fail(`node ${m.id} computes ${fmtShape(m.outputs[0]!.shape)}, not the shape ${fmtShape(shape)} that node ${target.id} (${opLabel(target)}) reduces`);
+  }
+  const ordered = inOrder(g, set);
+  if (caps) {
+    const n = prologueBindings(ordered, caps);
+    const max = caps.limits.maxStorageBuffersPerShaderStage;
+    if (n > max) fail(`the fused kernel would bind ${n} buffers (inputs, output and scratch), more than the device's ${max} storage buffers per shader stage`);
+  }
+  return { kind: 'prologue', members: ordered };
+}
+
 function useKey(u: Use): string {
   return `${u.value.id}:${u.view.shape}:${u.view.strides}:${u.view.offset}`;
+}
+
+/**
+ * The members' expressions composed (in `ordered`, topological, order): each member's own
+ * expression (`own`) with inputs read from members replaced by their composed expressions, and the
+ * rest read as external inputs, deduplicated by value and view.
+ */
+function composeExprs(ordered: readonly OpNode[], own: (m: OpNode) => Expr): { exprs: Map<Node, Expr>; externals: Use[] } {
+  const set = new Set<Node>(ordered);
+  const externals: Use[] = [];
+  const index = new Map<string, number>();
+  const exprs = new Map<Node, Expr>();
+  for (const m of ordered) {
+    exprs.set(
+      m,
+      substitute(own(m), (k) => {
+        const u = m.inputs[k]!;
+        if (set.has(u.value.node)) return exprs.get(u.value.node)!;
+        const key = useKey(u);
+        if (!index.has(key)) {
+          index.set(key, externals.length);
+          externals.push(u);
+        }
+        return input(index.get(key)!, u.value.dtype);
+      }),
+    );
+  }
+  return { exprs, externals };
+}
+
+/** A prologue group's fused node (not yet in the graph): the target (last of `ordered`) with the producers' composed expression as its prologue. */
+function prologueNode(ordered: readonly OpNode[]): OpNode {
+  const target = ordered[ordered.length - 1]!;
+  const own = (m: OpNode): Expr => (m === target ? (m.attrs as { prologue?: Expr }).prologue ?? input(0, m.inputs[0]!.value.dtype) : (m.attrs as { expr: Expr }).expr);
+  const { exprs, externals } = composeExprs(ordered, own);
+  return { kind: 'op', id: target.id, op: target.op, attrs: { ...(target.attrs as object), prologue: exprs.get(target)! }, inputs: externals, outputs: [] };
+}
+
+/** Storage buffers the fused prologue kernel binds on WebGPU: its inputs, outputs and scratch buffers (every pass binds all of them). */
+function prologueBindings(ordered: readonly OpNode[], caps: WebGpuCaps): number {
+  const node = prologueNode(ordered);
+  const target = ordered[ordered.length - 1]!;
+  const metas = node.inputs.map((u) => ({ shape: u.view.shape, strides: u.view.strides, offset: u.view.offset, dtype: u.value.dtype }));
+  const outs = target.outputs.map((v) => ({ shape: v.shape, strides: contiguousStrides(v.shape), offset: 0, dtype: v.dtype }));
+  const form = target.op.webgpu!(metas, node.attrs, outs, caps);
+  return metas.length + outs.length + ('passes' in form ? form.scratch.length : 0);
 }
 
 /** An expression with each input k replaced by `replace(k)`, shared subtrees kept shared. */
@@ -192,48 +331,34 @@ export function fuseGroups(g: Graph, groups: readonly CheckedGroup[]): Map<numbe
   for (const { kind, members } of groups) {
     const set = new Set<Node>(members);
     const ordered = g.nodes.filter((n): n is OpNode => set.has(n));
-    const node = kind === 'elementwise' ? fuseElementwise(g, ordered) : fuseHorizontal(g, ordered);
+    const node = kind === 'elementwise' ? fuseElementwise(g, ordered) : kind === 'prologue' ? fusePrologue(g, ordered) : fuseHorizontal(g, ordered);
     fused.set(node.id, ordered.map(opLabel));
   }
   return fused;
 }
 
-function fuseElementwise(g: Graph, ordered: OpNode[]): OpNode {
-  const set = new Set<Node>(ordered);
-  const externals: Use[] = [];
-  const index = new Map<string, number>();
-  const exprOf = new Map<Node, Expr>();
-  for (const m of ordered) {
-    const { expr } = m.attrs as { expr: Expr };
-    exprOf.set(
-      m,
-      substitute(expr, (k) => {
-        const u = m.inputs[k]!;
-        if (set.has(u.value.node)) return exprOf.get(u.value.node)!;
-        const key = useKey(u);
-        if (!index.has(key)) {
-          index.set(key, externals.length);
-          externals.push(u);
-        }
-        return input(index.get(key)!, u.value.dtype);
-      }),
-    );
-  }
+/** Puts `node` in place of `ordered`'s last member (whose values it takes over) and removes the other members. */
+function replaceMembers(g: Graph, ordered: readonly OpNode[], node: OpNode): OpNode {
   const root = ordered[ordered.length - 1]!;
-  const node: OpNode = {
-    kind: 'op',
-    id: root.id,
-    op: mapOp as OpNode['op'],
-    attrs: { expr: exprOf.get(root)!, name: ordered.map(opLabel).join('+') },
-    inputs: externals,
-    outputs: [],
-  };
-  const out = root.outputs[0]!;
-  out.node = node;
-  node.outputs.push(out);
+  for (const v of root.outputs) {
+    v.node = node;
+    node.outputs.push(v);
+  }
   g.nodes.splice(g.nodes.indexOf(root), 1, node);
   for (const m of ordered.slice(0, -1)) g.nodes.splice(g.nodes.indexOf(m), 1);
   return node;
+}
+
+function fuseElementwise(g: Graph, ordered: OpNode[]): OpNode {
+  const { exprs, externals } = composeExprs(ordered, (m) => (m.attrs as { expr: Expr }).expr);
+  const root = ordered[ordered.length - 1]!;
+  const attrs = { expr: exprs.get(root)!, name: ordered.map(opLabel).join('+') };
+  return replaceMembers(g, ordered, { kind: 'op', id: root.id, op: mapOp as OpNode['op'], attrs, inputs: externals, outputs: [] });
+}
+
+/** The target of a prologue group with the composed producers as its prologue, reading the group's external inputs. */
+function fusePrologue(g: Graph, ordered: OpNode[]): OpNode {
+  return replaceMembers(g, ordered, prologueNode(ordered));
 }
 
 function fuseHorizontal(g: Graph, ordered: OpNode[]): OpNode {

@@ -81,6 +81,14 @@ export function opLabel(n: Node): string {
   return n.op.name;
 }
 
+/** Attributes holding expressions (a map's `expr`, a fused reduction's `prologue`), printed as text. */
+const EXPR_ATTRS = new Set(['expr', 'prologue']);
+
+/** An op's attributes as JSON, expressions as their text (for keys and exports). */
+export function attrsJson(attrs: unknown): string {
+  return JSON.stringify(attrs, (k, v) => (EXPR_ATTRS.has(k) ? exprToString(v as Expr) : v)) ?? 'null';
+}
+
 function viewSuffix(u: Use): string {
   if (isIdentityView(u)) return '';
   return `.view(${fmtShape(u.view.shape)}, strides=${fmtShape(u.view.strides)}${u.view.offset ? `, offset=${u.view.offset}` : ''})`;
@@ -90,7 +98,7 @@ function attrsText(n: Node): string {
   if (n.kind !== 'op') return '';
   const a = n.attrs as Record<string, unknown> | null;
   if (!a || typeof a !== 'object') return '';
-  const parts = Object.entries(a).map(([k, v]) => `${k}=${k === 'expr' ? exprToString(v as Expr) : JSON.stringify(v)}`);
+  const parts = Object.entries(a).map(([k, v]) => `${k}=${EXPR_ATTRS.has(k) ? exprToString(v as Expr) : JSON.stringify(v)}`);
   return parts.length ? ` {${parts.join(', ')}}` : '';
 }
 
@@ -174,7 +182,7 @@ export class Graph {
         id: n.id,
         kind: n.kind,
         op: n.kind === 'op' ? opLabel(n) : undefined,
-        attrs: n.kind === 'op' ? JSON.parse(JSON.stringify(n.attrs, (k, v) => (k === 'expr' ? exprToString(v as Expr) : v))) : undefined,
+        attrs: n.kind === 'op' ? JSON.parse(attrsJson(n.attrs)) : undefined,
         inputs: n.inputs.map(use),
         outputs: n.outputs.map((v) => ({ id: v.id, shape: v.shape, dtype: v.dtype })),
       })),

@@ -7,6 +7,7 @@ import { Tensor } from '../tensor/tensor.js';
 import type { Expr } from '../ops/expr.js';
 import { clone } from '../ops/views.js';
 import { mapKernelSource } from '../kernels/cpu/map.js';
+import { prologueSource } from '../kernels/cpu/reduce.js';
 import type { WebGpuCaps, WgslForm } from '../kernels/wgsl/kernel.js';
 import { type Graph, type Node, type Use, type Value, isIdentityView, opLabel } from './graph.js';
 
@@ -119,21 +120,23 @@ function viewElements(u: Use): number {
   return Math.min(numel(u.view.shape), numel(u.value.shape));
 }
 
+/** Arithmetic nodes of an expression (casts are free). */
+function calls(e: Expr): number {
+  return e.kind === 'call' ? (e.fn === 'cast' ? 0 : 1) + e.args.reduce((a, x) => a + calls(x), 0) : 0;
+}
+
 function flopsOf(k: OpNode): number {
   const out = numel(k.outputs[0]!.shape);
   const [a, b] = k.inputs;
+  const prologue = (k.attrs as { prologue?: Expr }).prologue;
+  if (prologue) {
+    // A fused reduction: the prologue on every element of the broadcast input, then one op per element.
+    const elements = Math.max(...k.inputs.map((u) => numel(u.view.shape)));
+    return elements * (calls(prologue) + 1);
+  }
   switch (k.op.name) {
-    case 'map': {
-      let calls = 0;
-      const count = (e: Expr): void => {
-        if (e.kind === 'call') {
-          if (e.fn !== 'cast') calls++;
-          e.args.forEach(count);
-        }
-      };
-      count((k.attrs as { expr: Expr }).expr);
-      return out * calls;
-    }
+    case 'map':
+      return out * calls((k.attrs as { expr: Expr }).expr);
     case 'matmul': return 2 * out * (a!.view.shape[a!.view.shape.length - 1] ?? 1);
     case 'linear': return 2 * out * b!.view.shape[1]!;
     case 'conv2d': return 2 * out * numel(b!.view.shape.slice(1));
@@ -220,6 +223,8 @@ export class Plan {
         source = 'passes' in form ? form.passes.map((p) => p.source).join('\n// ---- next pass ----\n') : form.source;
       } else if (k.op.name === 'map') {
         source = mapKernelSource((k.attrs as { expr: Expr }).expr, metas, k.outputs[0]!.shape);
+      } else if ((k.attrs as { prologue?: Expr }).prologue) {
+        source = prologueSource((k.attrs as { prologue: Expr }).prologue, metas.length);
       }
       return {
         name: opLabel(k),

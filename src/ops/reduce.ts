@@ -1,6 +1,8 @@
 import { SinterError } from '../errors.js';
 import { type DType, isFloat } from '../tensor/dtype.js';
+import { broadcastShapes } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
+import { type Expr, exprNodes } from './expr.js';
 import { type ReduceKind, cumsumKernel, reduceKernel, softmaxKernel } from '../kernels/cpu/reduce.js';
 import { cumsumProgram, reduceProgram, softmaxProgram } from '../kernels/wgsl/reduce.js';
 import { maximum, minimum } from './binary.js';
@@ -32,6 +34,31 @@ export interface ReduceAttrs {
   readonly keepdim: boolean;
   /** var/std only (0 for the others). */
   readonly correction: number;
+  /** Set by the JIT only (see `reducedMeta`). */
+  readonly prologue?: Expr;
+}
+
+/** Attrs of softmax, logSoftmax and cumsum: the normalised dim, and a prologue set by the JIT only (see `reducedMeta`). */
+export interface AlongDimAttrs {
+  readonly dim: number;
+  readonly prologue?: Expr;
+}
+
+/**
+ * The tensor a reduction-like op reduces: input 0, or with a `prologue` (which the JIT sets when it
+ * fuses elementwise producers into the op) the prologue evaluated elementwise over all inputs
+ * broadcast together, so `sum(x*x)` reads x and never stores x*x.
+ */
+function reducedMeta(op: string, inputs: readonly TensorMeta[], prologue: Expr | undefined): TensorMeta {
+  if (!prologue) return inputs[0]!;
+  for (const e of exprNodes(prologue)) {
+    if (e.kind !== 'input') continue;
+    const t = inputs[e.index];
+    if (!t || t.dtype !== e.dtype) {
+      throw new SinterError(op, `the prologue reads input ${e.index} as ${e.dtype}, but the inputs are ${inputs.map(describeMeta).join(', ') || 'none'}`);
+    }
+  }
+  return { shape: broadcastShapes(op, ...inputs.map((t) => t.shape)), dtype: prologue.dtype };
 }
 
 /** Reductions that have no identity, so an empty group is an error. */
@@ -48,7 +75,8 @@ function requireFloat(op: string, x: TensorMeta, hint: string): void {
 /** Every reduction to fewer elements (sum, mean, prod, max, min, argmax, argmin, var, std): one op, the kind in its attrs. */
 export const reduceOp = defineOp<ReduceAttrs>({
   name: 'reduce',
-  infer([x], { kind, dims, keepdim }) {
+  infer(inputs, { kind, dims, keepdim, prologue }) {
+    const x = reducedMeta(kind, inputs, prologue);
     if (kind === 'mean') requireFloat(kind, x!, `the mean of integers has no integer dtype (as in PyTorch); convert first, e.g. x.to('float32')`);
     if (kind === 'var' || kind === 'std') requireFloat(kind, x!, `${kind} only supports floating point dtypes; convert first, e.g. x.to('float32')`);
     if (NEEDS_ELEMENTS.has(kind)) {
@@ -60,43 +88,45 @@ export const reduceOp = defineOp<ReduceAttrs>({
     const dtype: DType = kind === 'argmax' || kind === 'argmin' ? 'int32' : (kind === 'sum' || kind === 'prod') && !isFloat(x!.dtype) ? 'int32' : x!.dtype;
     return [{ shape: reducedShape(x!, dims, keepdim), dtype }];
   },
-  cpu([x], { kind, dims, correction }, [out]) {
-    reduceKernel(kind, x!, dims, correction, out!);
+  cpu(inputs, { kind, dims, correction, prologue }, [out]) {
+    reduceKernel(kind, inputs, prologue, dims, correction, out!);
   },
-  webgpu([x], { kind, dims, correction }, [out], caps) {
-    return reduceProgram(kind, x!, dims, correction, out!, caps);
+  webgpu(inputs, { kind, dims, correction, prologue }, [out], caps) {
+    return reduceProgram(kind, inputs, prologue, dims, correction, out!, caps);
   },
 });
 
 /** softmax / logSoftmax as one op each (one kernel, also on the GPU); `dim` is normalised. */
 function softmaxDef(name: 'softmax' | 'logSoftmax', log: boolean) {
-  return defineOp<{ dim: number }>({
+  return defineOp<AlongDimAttrs>({
     name,
-    infer([x]) {
-      requireFloat(name, x!, `convert first, e.g. x.to('float32')`);
-      return [{ shape: [...x!.shape], dtype: x!.dtype }];
+    infer(inputs, { prologue }) {
+      const x = reducedMeta(name, inputs, prologue);
+      requireFloat(name, x, `convert first, e.g. x.to('float32')`);
+      return [{ shape: [...x.shape], dtype: x.dtype }];
     },
-    cpu([x], { dim }, [out]) {
-      softmaxKernel(x!, x!.shape.length === 0 ? [] : [dim], log, out!);
+    cpu(inputs, { dim, prologue }, [out]) {
+      softmaxKernel(inputs, prologue, out!.shape.length === 0 ? [] : [dim], log, out!);
     },
-    webgpu([x], { dim }, [out], caps) {
-      return softmaxProgram(x!, x!.shape.length === 0 ? null : dim, log, out!, caps);
+    webgpu(inputs, { dim, prologue }, [out], caps) {
+      return softmaxProgram(inputs, prologue, out!.shape.length === 0 ? null : dim, log, out!, caps);
     },
   });
 }
 export const softmaxOp = softmaxDef('softmax', false);
 export const logSoftmaxOp = softmaxDef('logSoftmax', true);
 
-export const cumsumOp = defineOp<{ dim: number }>({
+export const cumsumOp = defineOp<AlongDimAttrs>({
   name: 'cumsum',
-  infer([x]) {
-    return [{ shape: [...x!.shape], dtype: isFloat(x!.dtype) ? x!.dtype : 'int32' }];
+  infer(inputs, { prologue }) {
+    const x = reducedMeta('cumsum', inputs, prologue);
+    return [{ shape: [...x.shape], dtype: isFloat(x.dtype) ? x.dtype : 'int32' }];
   },
-  cpu([x], { dim }, [out]) {
-    cumsumKernel(x!, x!.shape.length === 0 ? [] : [dim], out!);
+  cpu(inputs, { dim, prologue }, [out]) {
+    cumsumKernel(inputs, prologue, out!.shape.length === 0 ? [] : [dim], out!);
   },
-  webgpu([x], { dim }, [out], caps) {
-    return cumsumProgram(x!, x!.shape.length === 0 ? null : dim, out!, caps);
+  webgpu(inputs, { dim, prologue }, [out], caps) {
+    return cumsumProgram(inputs, prologue, out!.shape.length === 0 ? null : dim, out!, caps);
   },
 });
 

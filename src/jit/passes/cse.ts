@@ -1,10 +1,9 @@
-import { exprToString, type Expr } from '../../ops/expr.js';
-import type { Graph, Node } from '../graph.js';
+import { type Graph, type Node, attrsJson } from '../graph.js';
 import { replaceUses } from './util.js';
 
 /** A key equal for nodes computing the same thing: op, attributes, and inputs with their views. */
 function nodeKey(n: Extract<Node, { kind: 'op' }>): string {
-  const attrs = JSON.stringify(n.attrs, (k, v) => (k === 'expr' ? exprToString(v as Expr) : v));
+  const attrs = attrsJson(n.attrs);
   const inputs = n.inputs.map((u) => `${u.value.id}:${u.view.shape}:${u.view.strides}:${u.view.offset}`);
   return `${n.op.name}|${attrs}|${inputs.join('|')}`;
 }

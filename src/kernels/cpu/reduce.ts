@@ -1,6 +1,7 @@
-import type { HostArray } from '../../tensor/dtype.js';
+import { type Expr, exprToString } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
-import { stridedOffsets } from '../../tensor/shape.js';
+import { broadcastShapes, stridedOffsets } from '../../tensor/shape.js';
+import { H, broadcastStrides, jsExprBody } from './map.js';
 
 /**
  * A reduction's two index spaces over a strided view: `outer[i]` is the storage offset where output
@@ -21,12 +22,71 @@ export function reductionSpace(v: Pick<CpuView, 'shape' | 'strides' | 'offset'>,
   };
 }
 
+/**
+ * What a kernel folds, group by group: group i's element j is `data[at(i) + inner[j]]`. Without a
+ * prologue that is input 0 read in place. With one, the reduced tensor is `prologue(inputs…)` over
+ * the inputs broadcast together: `at(i)` evaluates group i's elements into a row buffer first (the
+ * generated loop reads each input through its own strides), so each element is computed once and
+ * no tensor-sized temporary exists.
+ */
+interface Groups {
+  readonly count: number;
+  readonly data: ArrayLike<number>;
+  readonly inner: Int32Array;
+  at(i: number): number;
+}
+
+type FillFn = (row: Float64Array, ins: ArrayLike<number>[], bases: number[], inners: Int32Array[]) => void;
+const fills = new Map<string, FillFn>();
+
+/** The JavaScript filling a row buffer with `expr` of `nIn` inputs, input k's element j at `ins[k][bases[k] + inners[k][j]]`. */
+export function prologueSource(expr: Expr, nIn: number): string {
+  const { body, result } = jsExprBody(expr, (k) => `x${k}[b${k} + i${k}[j]]`);
+  const ks = Array.from({ length: nIn }, (_, k) => k);
+  const setup = ks.map((k) => `const x${k} = ins[${k}], b${k} = bases[${k}], i${k} = inners[${k}];`).join(' ');
+  return `function fill(row, ins, bases, inners) {\n${setup}\nfor (let j = 0; j < row.length; j++) {\n${body}\nrow[j] = ${result};\n}\n}`;
+}
+
+function compileFill(expr: Expr, nIn: number): FillFn {
+  const key = `${nIn}|${exprToString(expr)}`;
+  let fn = fills.get(key);
+  if (!fn) {
+    fn = new Function('H', `return ${prologueSource(expr, nIn)};`)(H) as FillFn;
+    fills.set(key, fn);
+  }
+  return fn;
+}
+
+/** The groups over `dims` of input 0, or of `prologue` over the inputs broadcast together. */
+function groupsOf(inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[]): Groups {
+  if (!prologue) {
+    const x = inputs[0]!, { outer, inner } = reductionSpace(x, dims);
+    return { count: outer.length, data: x.data, inner, at: (i) => outer[i]! };
+  }
+  const shape = broadcastShapes('prologue', ...inputs.map((v) => v.shape));
+  const spaces = inputs.map((v) => reductionSpace({ shape, strides: broadcastStrides(v, shape), offset: v.offset }, dims));
+  const fill = compileFill(prologue, inputs.length);
+  const ins = inputs.map((v) => v.data), inners = spaces.map((s) => s.inner);
+  const n = dims.reduce((a, d) => a * shape[d]!, 1);
+  const row = new Float64Array(n), iota = Int32Array.from({ length: n }, (_, j) => j), bases = inputs.map(() => 0);
+  return {
+    count: spaces[0]!.outer.length,
+    data: row,
+    inner: iota,
+    at(i) {
+      spaces.forEach((s, k) => (bases[k] = s.outer[i]!));
+      fill(row, ins, bases, inners);
+      return 0;
+    },
+  };
+}
+
 export type ReduceKind = 'sum' | 'mean' | 'prod' | 'max' | 'min' | 'argmax' | 'argmin' | 'var' | 'std';
 
 /** Folds one group (x[base + inner[j]] for every j) to a value; `intOut` means the result is stored as int32. */
-type Fold = (x: HostArray, base: number, inner: Int32Array, intOut: boolean, correction: number) => number;
+type Fold = (x: ArrayLike<number>, base: number, inner: Int32Array, intOut: boolean, correction: number) => number;
 
-function sum(x: HostArray, base: number, inner: Int32Array, intOut: boolean): number {
+function sum(x: ArrayLike<number>, base: number, inner: Int32Array, intOut: boolean): number {
   let s = 0;
   // Integer sums wrap at every step, so they are exact modulo 2^32 however long the group is.
   if (intOut) for (let j = 0; j < inner.length; j++) s = (s + x[base + inner[j]!]!) | 0;
@@ -34,7 +94,7 @@ function sum(x: HostArray, base: number, inner: Int32Array, intOut: boolean): nu
   return s;
 }
 
-function variance(x: HostArray, base: number, inner: Int32Array, _intOut: boolean, correction: number): number {
+function variance(x: ArrayLike<number>, base: number, inner: Int32Array, _intOut: boolean, correction: number): number {
   // Two passes (mean, then squared deviations) avoid the cancellation of Σx² − (Σx)²/n.
   const n = inner.length;
   const mean = sum(x, base, inner, false) / n;
@@ -85,43 +145,44 @@ const FOLDS: Record<ReduceKind, Fold> = {
   std: (x, base, inner, intOut, c) => Math.sqrt(variance(x, base, inner, intOut, c)),
 };
 
-/** Reduces `x` over `dims` (sorted) into the contiguous `out`, one element per kept-dims position. */
-export function reduceKernel(kind: ReduceKind, x: CpuView, dims: readonly number[], correction: number, out: CpuView): void {
-  const { outer, inner } = reductionSpace(x, dims);
+/** Reduces input 0 (or `prologue` over the inputs) over `dims` (sorted) into the contiguous `out`, one element per kept-dims position. */
+export function reduceKernel(kind: ReduceKind, inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], correction: number, out: CpuView): void {
+  const g = groupsOf(inputs, prologue, dims);
   const fold = FOLDS[kind];
   const intOut = out.dtype !== 'float32' && out.dtype !== 'float16';
-  for (let i = 0; i < outer.length; i++) out.data[i] = fold(x.data, outer[i]!, inner, intOut, correction);
+  for (let i = 0; i < g.count; i++) out.data[i] = fold(g.data, g.at(i), g.inner, intOut, correction);
 }
 
-/** softmax or logSoftmax along `dims` (one dim, or none for a 0-d tensor), subtracting the group's max first. */
-export function softmaxKernel(x: CpuView, dims: readonly number[], log: boolean, out: CpuView): void {
-  const xs = reductionSpace(x, dims), os = reductionSpace(out, dims);
-  const n = xs.inner.length;
+/** softmax or logSoftmax along `dims` (one dim, or none for a 0-d tensor) of input 0 or its prologue, subtracting the group's max first. */
+export function softmaxKernel(inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], log: boolean, out: CpuView): void {
+  const g = groupsOf(inputs, prologue, dims), os = reductionSpace(out, dims);
+  const { data: x, inner } = g, n = inner.length;
   const e = new Float64Array(n);
-  for (let i = 0; i < xs.outer.length; i++) {
-    const xb = xs.outer[i]!, ob = os.outer[i]!;
+  for (let i = 0; i < g.count; i++) {
+    const xb = g.at(i), ob = os.outer[i]!;
     let m = -Infinity;
-    for (let j = 0; j < n; j++) m = Math.max(m, x.data[xb + xs.inner[j]!]!);
+    for (let j = 0; j < n; j++) m = Math.max(m, x[xb + inner[j]!]!);
     let s = 0;
-    for (let j = 0; j < n; j++) s += e[j] = Math.exp(x.data[xb + xs.inner[j]!]! - m);
+    for (let j = 0; j < n; j++) s += e[j] = Math.exp(x[xb + inner[j]!]! - m);
     if (log) {
       const shift = m + Math.log(s);
-      for (let j = 0; j < n; j++) out.data[ob + os.inner[j]!] = x.data[xb + xs.inner[j]!]! - shift;
+      for (let j = 0; j < n; j++) out.data[ob + os.inner[j]!] = x[xb + inner[j]!]! - shift;
     } else {
       for (let j = 0; j < n; j++) out.data[ob + os.inner[j]!] = e[j]! / s;
     }
   }
 }
 
-/** Running sums along `dims` (one dim, or none for a 0-d tensor); int32 outputs wrap at every step. */
-export function cumsumKernel(x: CpuView, dims: readonly number[], out: CpuView): void {
-  const xs = reductionSpace(x, dims), os = reductionSpace(out, dims);
+/** Running sums along `dims` (one dim, or none for a 0-d tensor) of input 0 or its prologue; int32 outputs wrap at every step. */
+export function cumsumKernel(inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], out: CpuView): void {
+  const g = groupsOf(inputs, prologue, dims), os = reductionSpace(out, dims);
+  const { data: x, inner } = g;
   const intOut = out.dtype === 'int32';
-  for (let i = 0; i < xs.outer.length; i++) {
-    const xb = xs.outer[i]!, ob = os.outer[i]!;
+  for (let i = 0; i < g.count; i++) {
+    const xb = g.at(i), ob = os.outer[i]!;
     let s = 0;
-    for (let j = 0; j < xs.inner.length; j++) {
-      s = intOut ? (s + x.data[xb + xs.inner[j]!]!) | 0 : s + x.data[xb + xs.inner[j]!]!;
+    for (let j = 0; j < inner.length; j++) {
+      s = intOut ? (s + x[xb + inner[j]!]!) | 0 : s + x[xb + inner[j]!]!;
       out.data[ob + os.inner[j]!] = s;
     }
   }

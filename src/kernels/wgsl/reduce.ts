@@ -1,9 +1,12 @@
-import { numel } from '../../tensor/shape.js';
-import { collapseDims } from '../cpu/map.js';
+import type { Expr } from '../../ops/expr.js';
+import type { DType } from '../../tensor/dtype.js';
+import { broadcastShapes, numel } from '../../tensor/shape.js';
+import { broadcastStrides, collapseDims } from '../cpu/map.js';
 import type { ReduceKind } from '../cpu/reduce.js';
 import { bindings, computeType, elementsPerWord, literal, loadElement, packWord, roundTo } from './dtype.js';
 import { GRID_PARAMS, grid, workgroupSize } from './grid.js';
 import type { GpuView, WebGpuCaps, WgslForm, WgslKernel } from './kernel.js';
+import { wgslExprBody } from './map.js';
 import { withPrelude } from './prelude.js';
 import { offsetOf, unravel } from './strided.js';
 
@@ -22,6 +25,10 @@ import { offsetOf, unravel } from './strided.js';
 // the CPU's. Outputs packed several to a word (float16 without shader-f16, bool, int8, uint8) are
 // computed into a scratch buffer and packed by one more pass, since neighbouring outputs belong to
 // different teams.
+//
+// With a prologue (which the JIT sets when it fuses elementwise producers into the op), the tensor
+// reduced is the prologue evaluated at each element from every input, each input read through its
+// own strides at the element's index: `sum(x*x)` reads x and stores nothing but the sums.
 
 /** Groups this small are folded by one invocation each: a team would idle. */
 const TINY = 16;
@@ -30,29 +37,77 @@ const MAX_TX = 32;
 /** Split reductions that would run on fewer workgroups than this (while each still folds ≥ 8 elements per invocation). */
 const MIN_WORKGROUPS = 256;
 
-/** Dims of a view in row-major order of a subset of its dims, collapsed where one stride steps over the next. */
+/**
+ * What a program reduces, a tensor of `shape` and `dtype`: input 0 read in place, or the prologue
+ * evaluated from every input (operand k is input k, its strides broadcast to `shape`).
+ */
+interface Source {
+  readonly inputs: readonly GpuView[];
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  /** Each operand's strides over `shape` (0 where broadcast) and offset. */
+  readonly views: readonly { readonly strides: readonly number[]; readonly offset: number }[];
+  /** The element whose operands sit at storage offsets `q[k]`, in the compute type of `dtype`. */
+  load(q: readonly string[]): string;
+  /** `fn prologue(x0, …)` when there is a prologue. */
+  readonly decl: string;
+  /** The operand reading the most elements: the one whose layout decides how teams read. */
+  readonly lead: number;
+}
+
+function sourceOf(inputs: readonly GpuView[], prologue: Expr | undefined, caps: WebGpuCaps): Source {
+  if (!prologue) {
+    const x = inputs[0]!;
+    return { inputs, shape: x.shape, dtype: x.dtype, views: [x], load: (q) => loadElement('in0', x.dtype, q[0]!, caps), decl: '', lead: 0 };
+  }
+  const shape = broadcastShapes('prologue', ...inputs.map((v) => v.shape));
+  const views = inputs.map((v) => ({ strides: broadcastStrides(v, shape), offset: v.offset }));
+  const { body, result } = wgslExprBody(prologue, (k) => `x${k}`);
+  const params = inputs.map((v, k) => `x${k}: ${computeType(v.dtype)}`).join(', ');
+  const reads = views.map((v) => v.strides.reduce((a, s, d) => (s === 0 ? a : a * shape[d]!), 1));
+  return {
+    inputs,
+    shape,
+    dtype: prologue.dtype,
+    views,
+    load: (q) => `prologue(${inputs.map((v, k) => loadElement(`in${k}`, v.dtype, q[k]!, caps)).join(', ')})`,
+    decl: `fn prologue(${params}) -> ${computeType(prologue.dtype)} {\n  ${body}\n  return ${result};\n}`,
+    lead: reads.indexOf(Math.max(...reads)),
+  };
+}
+
+/** Some dims of a source in row-major order, collapsed where every operand's stride steps over the next dim; strides per operand. */
 interface Space {
   readonly shape: readonly number[];
-  readonly strides: readonly number[];
+  readonly strides: readonly (readonly number[])[];
 }
 
-function space(v: GpuView, dims: readonly number[]): Space {
+function space(src: Source, dims: readonly number[]): Space {
   // No element is ever addressed in an empty space (and `% 0u` would not compile).
-  if (dims.some((d) => v.shape[d] === 0)) return { shape: [], strides: [] };
-  const c = collapseDims(dims.map((d) => v.shape[d]!), [dims.map((d) => v.strides[d]!)]);
-  return { shape: c.shape, strides: c.strides[0]! };
+  if (dims.some((d) => src.shape[d] === 0)) return { shape: [], strides: src.views.map(() => []) };
+  return collapseDims(dims.map((d) => src.shape[d]!), src.views.map((v) => dims.map((d) => v.strides[d]!)));
 }
 
-/** Statements computing `name`, the storage offset of the `e`-th element of `s` after `offset`. */
-function offsetIn(s: Space, e: string, offset: number | string, name: string): string {
+/** `${prefix}0`, `${prefix}1`, …: one name per operand. */
+const names = (prefix: string, count: number) => Array.from({ length: count }, (_, k) => `${prefix}${k}`);
+
+/** Statements computing `${name}k`, the storage offset of operand k's `e`-th element of `s` after `offsets[k]`. */
+function offsetIn(s: Space, e: string, offsets: readonly (number | string)[], name: string): string {
   const { lines, idx } = unravel(e, s.shape, `${name}_`);
-  const expr = offsetOf(0, s.strides, idx);
-  const start = typeof offset === 'string' ? `${offset} + ` : offset === 0 ? '' : `${offset}u + `;
-  return [...lines, `let ${name} = ${start}${expr};`].join(' ');
+  offsets.forEach((offset, k) => {
+    const start = typeof offset === 'string' ? `${offset} + ` : offset === 0 ? '' : `${offset}u + `;
+    lines.push(`let ${name}${k} = ${start}${offsetOf(0, s.strides[k]!, idx)};`);
+  });
+  return lines.join(' ');
 }
 
 const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(n, 1)));
-const smallestStride = (s: Space) => Math.min(...s.strides.map(Math.abs));
+const smallestStride = (s: Space, k: number) => Math.min(...s.strides[k]!.map(Math.abs));
+
+/** Whether a group's elements are closer in memory (for the lead operand) than neighbouring groups' (see teamsFor). */
+function rowLike(inner: Space, kept: Space, lead: number): boolean {
+  return inner.shape.length === 0 || kept.shape.length === 0 || smallestStride(inner, lead) <= smallestStride(kept, lead);
+}
 
 /**
  * How a reduction combines: the WGSL type of its partial results, the value for no elements, and
@@ -211,22 +266,24 @@ interface Fold {
   readonly after?: string;
 }
 
-/** Where a pass reads its groups: `load(p)` at storage offsets `keptOffset + kept(o) + inner(j)`. */
+/** Where a pass reads its groups: `load(q)`, operand k at storage offset `keptOffsets[k] + kept(o) + inner(j)`. */
 interface Groups {
   readonly kept: Space;
-  readonly keptOffset: number;
+  readonly keptOffsets: readonly number[];
   readonly inner: Space;
-  load(p: string): string;
+  load(q: readonly string[]): string;
 }
 
-/** The scratch buffers of a program, bound after the one input and one output. */
+/** The scratch buffers of a program, bound from `first` on (after the inputs and the one output). */
 class Scratch {
   readonly sizes: { bytes: number }[] = [];
   private readonly decls: string[] = [];
 
+  constructor(private readonly first: number) {}
+
   add(type: string, count: number, bytes: number): string {
     const name = `sc${this.sizes.length}`;
-    this.decls.push(`@group(0) @binding(${2 + this.sizes.length}) var<storage, read_write> ${name}: array<${type}>;`);
+    this.decls.push(`@group(0) @binding(${this.first + this.sizes.length}) var<storage, read_write> ${name}: array<${type}>;`);
     this.sizes.push({ bytes: Math.max(4, count * bytes) });
     return name;
   }
@@ -237,9 +294,10 @@ class Scratch {
   }
 }
 
-/** A complete module: directives and bindings first, then the prelude's helpers, then `body`. */
-function module(x: GpuView, out: GpuView, caps: WebGpuCaps, scratch: Scratch, subgroups: boolean, body: string): string {
-  return `${subgroups ? 'enable subgroups;\n' : ''}${bindings([x.dtype], [out.dtype], caps)}\n${scratch.declsFor(body)}\n\n${withPrelude(body)}`;
+/** A complete module: directives and bindings first, then the prelude's helpers, then the prologue when `body` calls it, then `body`. */
+function module(src: Source, out: GpuView, caps: WebGpuCaps, scratch: Scratch, subgroups: boolean, body: string): string {
+  const code = body.includes('prologue(') ? `${src.decl}\n\n${body}` : body;
+  return `${subgroups ? 'enable subgroups;\n' : ''}${bindings(src.inputs.map((v) => v.dtype), [out.dtype], caps)}\n${scratch.declsFor(body)}\n\n${withPrelude(code)}`;
 }
 
 /**
@@ -248,7 +306,7 @@ function module(x: GpuView, out: GpuView, caps: WebGpuCaps, scratch: Scratch, su
  * splits each group into that many chunks of `chunk` elements, chunk `wid.z` by each workgroup.
  */
 function foldPass(
-  p: { label: string; x: GpuView; out: GpuView; caps: WebGpuCaps; scratch: Scratch },
+  p: { label: string; src: Source; out: GpuView; caps: WebGpuCaps; scratch: Scratch },
   groups: Groups,
   m: number,
   n: number,
@@ -264,13 +322,14 @@ function foldPass(
   const [j0, j1] = chunks > 1 ? [`wid.z * ${chunk}u`, `min(wid.z * ${chunk}u + ${chunk}u, ${n}u)`] : ['0u', `${n}u`];
   const monoids = [...new Map(folds.map((f) => [f.monoid.name, f.monoid])).values()];
   const sid = teams.subgroup ? ', sid' : '';
+  const bases = names('base', groups.keptOffsets.length);
   const loops = folds.map((f, k) => {
     const m = f.monoid.name;
     return `var acc${k} = ${f.monoid.identity};
   if (valid) {
     for (var j = ${j0} + ty; j < ${j1}; j += ${ty}u) {
-      ${offsetIn(groups.inner, 'j', 'base', 'q')}
-      acc${k} = comb_${m}(acc${k}, ${f.element(groups.load('q'), 'j')});
+      ${offsetIn(groups.inner, 'j', bases, 'q')}
+      acc${k} = comb_${m}(acc${k}, ${f.element(groups.load(names('q', bases.length)), 'j')});
     }
   }
   let r${k} = tree_${m}(acc${k}, l, ty${sid});${f.after ? `\n  ${f.after}` : ''}`;
@@ -282,40 +341,40 @@ function foldPass(
   let ty = l / ${tx}u;
   let o = (wid.x + wid.y * ${g.workgroups[0]}u) * ${tx}u + l % ${tx}u;
   let valid = o < ${m}u;
-  var base = 0u;
-  if (valid) { ${offsetIn(groups.kept, 'o', groups.keptOffset, 'b')} base = b; }
+  ${bases.map((b) => `var ${b} = 0u;`).join(' ')}
+  if (valid) { ${offsetIn(groups.kept, 'o', groups.keptOffsets, 'b')} ${bases.map((b, k) => `${b} = b${k};`).join(' ')} }
   ${setup}
   ${loops.join('\n  ')}
   ${finish}
 }
 `;
   const workgroups = chunks > 1 ? [g.workgroups[0]!, g.workgroups[1] ?? 1, chunks] : g.workgroups;
-  return { source: module(p.x, p.out, p.caps, p.scratch, teams.subgroup > 0, body), workgroups, label: p.label };
+  return { source: module(p.src, p.out, p.caps, p.scratch, teams.subgroup > 0, body), workgroups, label: p.label };
 }
 
 /** The pass packing `n` values of `src` (rounded to `out`'s dtype already) into `out`'s words. */
-function packPass(label: string, x: GpuView, out: GpuView, caps: WebGpuCaps, scratch: Scratch, src: string): WgslKernel {
+function packPass(label: string, src: Source, out: GpuView, caps: WebGpuCaps, scratch: Scratch, buf: string): WgslKernel {
   const n = numel(out.shape), per = elementsPerWord(out.dtype, caps), words = Math.ceil(n / per);
   const size = workgroupSize(256, caps), g = grid(label, words, size, caps);
-  const values = Array.from({ length: per }, (_, k) => `${src}[min(w * ${per}u + ${k}u, ${Math.max(n - 1, 0)}u)]`);
+  const values = Array.from({ length: per }, (_, k) => `${buf}[min(w * ${per}u + ${k}u, ${Math.max(n - 1, 0)}u)]`);
   const body = `@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {
   let w = ${g.index};
   if (w >= ${words}u) { return; }
   out0[w] = ${packWord(out.dtype, values, caps)};
 }
 `;
-  return { source: module(x, out, caps, scratch, false, body), workgroups: g.workgroups, label };
+  return { source: module(src, out, caps, scratch, false, body), workgroups: g.workgroups, label };
 }
 
 /** Where final results go: `out0` directly, or a scratch buffer and a packing pass when outputs share words. */
-function sink(label: string, x: GpuView, out: GpuView, caps: WebGpuCaps, scratch: Scratch) {
+function sink(label: string, src: Source, out: GpuView, caps: WebGpuCaps, scratch: Scratch) {
   const packed = elementsPerWord(out.dtype, caps) > 1;
   const buf = packed ? scratch.add(computeType(out.dtype), numel(out.shape), 4) : 'out0';
   return {
     /** The statement storing `v` (of out's compute type) as output element `i`. */
     store: (i: string, v: string) => `${buf}[${i}] = ${packed ? roundTo(out.dtype, v) : packWord(out.dtype, [roundTo(out.dtype, v)], caps)};`,
     /** The passes after the computing ones. */
-    passes: (): WgslKernel[] => (packed ? [packPass(label, x, out, caps, scratch, buf)] : []),
+    passes: (): WgslKernel[] => (packed ? [packPass(label, src, out, caps, scratch, buf)] : []),
   };
 }
 
@@ -331,19 +390,19 @@ function chunksFor(m: number, n: number, teams: Teams): number {
   return Math.max(1, Math.min(Math.ceil(MIN_WORKGROUPS / workgroups), Math.floor(n / (8 * teams.ty)), 256));
 }
 
-/** Reduces `x` over `dims` (sorted) into the contiguous `out`, as the CPU's reduceKernel. */
-export function reduceProgram(kind0: ReduceKind, x: GpuView, dims: readonly number[], correction: number, out: GpuView, caps: WebGpuCaps): WgslForm {
+/** Reduces input 0 (or `prologue` over the inputs) over `dims` (sorted) into the contiguous `out`, as the CPU's reduceKernel. */
+export function reduceProgram(kind0: ReduceKind, inputs: readonly GpuView[], prologue: Expr | undefined, dims: readonly number[], correction: number, out: GpuView, caps: WebGpuCaps): WgslForm {
   const label = kind0;
-  const n = dims.reduce((a, d) => a * x.shape[d]!, 1), m = numel(out.shape);
+  const src = sourceOf(inputs, prologue, caps);
+  const n = dims.reduce((a, d) => a * src.shape[d]!, 1), m = numel(out.shape);
   // The variance of no elements is 0/0, NaN, as their mean is.
   const kind: ReduceKind = (kind0 === 'var' || kind0 === 'std') && n === 0 ? 'mean' : kind0;
-  const keptDims = x.shape.map((_, d) => d).filter((d) => !dims.includes(d));
-  const input: Groups = { kept: space(x, keptDims), keptOffset: x.offset, inner: space(x, dims), load: (q) => loadElement('in0', x.dtype, q, caps) };
-  const rowLike = input.inner.shape.length === 0 || input.kept.shape.length === 0 || smallestStride(input.inner) <= smallestStride(input.kept);
-  const teams = teamsFor(m, n, rowLike, caps);
-  const scratch = new Scratch();
-  const ctx = { label, x, out, caps, scratch };
-  const f32 = kind === 'mean' || kind === 'var' || kind === 'std' || computeType(out.dtype) === 'f32' || computeType(x.dtype) === 'f32';
+  const keptDims = src.shape.map((_, d) => d).filter((d) => !dims.includes(d));
+  const input: Groups = { kept: space(src, keptDims), keptOffsets: src.views.map((v) => v.offset), inner: space(src, dims), load: src.load };
+  const teams = teamsFor(m, n, rowLike(input.inner, input.kept, src.lead), caps);
+  const scratch = new Scratch(inputs.length + 1);
+  const ctx = { label, src, out, caps, scratch };
+  const f32 = kind === 'mean' || kind === 'var' || kind === 'std' || computeType(out.dtype) === 'f32' || computeType(src.dtype) === 'f32';
   const monoid = monoidOf(kind, f32 ? 'f32' : 'i32');
   const variance = kind === 'var' || kind === 'std';
   const divisor = Math.max(0, n - correction);
@@ -365,12 +424,12 @@ export function reduceProgram(kind0: ReduceKind, x: GpuView, dims: readonly numb
     }
   };
   const element = kind === 'argmax' || kind === 'argmin' ? (v: string, j: string) => `Arg(${v}, ${j})` : (v: string) => v;
-  const out0 = sink(label, x, out, caps, scratch);
+  const out0 = sink(label, src, out, caps, scratch);
   const chunks = chunksFor(m, n, teams);
   const store = (r: string) => `if (ty == 0u && valid) { ${out0.store('o', final(r))} }`;
   // var and std: the mean of the offsets from the group's first element c, then Σ((x − c) − mean)²
   // (two passes over the data, as on the CPU; the offsets keep f32 digits when |mean| ≫ spread).
-  const firstElement = `var c = 0.0;\n  if (valid) { c = ${input.load('base')}; }`;
+  const firstElement = `var c = 0.0;\n  if (valid) { c = ${input.load(names('base', inputs.length))}; }`;
   if (chunks === 1) {
     const folds: Fold[] = variance
       ? [
@@ -385,7 +444,7 @@ export function reduceProgram(kind0: ReduceKind, x: GpuView, dims: readonly numb
   const chunk = Math.ceil(n / chunks / teams.ty) * teams.ty;
   const parts = Math.ceil(n / chunk);
   const partial = scratch.add(monoid.type, parts * m, monoid.bytes);
-  const partials: Groups = { kept: { shape: [m], strides: [1] }, keptOffset: 0, inner: { shape: [parts], strides: [m] }, load: (q) => `${partial}[${q}]` };
+  const partials: Groups = { kept: { shape: [m], strides: [[1]] }, keptOffsets: [0], inner: { shape: [parts], strides: [[m]] }, load: (q) => `${partial}[${q[0]}]` };
   const combineTeams = teamsFor(m, parts, m === 1, caps);
   const split = (e: (v: string, j: string) => string, setup: string) =>
     foldPass(ctx, input, m, n, teams, [{ monoid, element: e }], `if (ty == 0u && valid) { ${partial}[wid.z * ${m}u + o] = r0; }`, setup, parts, chunk);
@@ -405,17 +464,19 @@ export function reduceProgram(kind0: ReduceKind, x: GpuView, dims: readonly numb
   );
 }
 
-/** The rows along `dim` of `x` and of the contiguous `out` (same shape): kept dims collapsed for both. */
-function rows(x: GpuView, out: GpuView, dim: number | null) {
+/** The rows along `dim` of `src` and of the contiguous `out` (same shape): kept dims collapsed for every operand and out. */
+function rows(src: Source, out: GpuView, dim: number | null) {
   const dims = dim === null ? [] : [dim];
-  const keptDims = x.shape.map((_, d) => d).filter((d) => d !== dim);
-  const c = collapseDims(keptDims.map((d) => x.shape[d]!), [keptDims.map((d) => x.strides[d]!), keptDims.map((d) => out.strides[d]!)]);
-  const n = dim === null ? 1 : x.shape[dim]!;
+  const keptDims = src.shape.map((_, d) => d).filter((d) => d !== dim);
+  const c = collapseDims(keptDims.map((d) => src.shape[d]!), [...src.views.map((v) => keptDims.map((d) => v.strides[d]!)), keptDims.map((d) => out.strides[d]!)]);
+  const n = dim === null ? 1 : src.shape[dim]!;
+  const input: Groups = { kept: { shape: c.shape, strides: c.strides.slice(0, -1) }, keptOffsets: src.views.map((v) => v.offset), inner: space(src, dims), load: src.load };
   return {
     m: numel(c.shape),
     n,
-    input: { kept: { shape: c.shape, strides: c.strides[0]! }, keptOffset: x.offset, inner: space(x, dims) } as const,
-    outKept: { shape: c.shape, strides: c.strides[1]! },
+    input,
+    rowLike: rowLike(input.inner, input.kept, src.lead),
+    outKept: { shape: c.shape, strides: c.strides.slice(-1) },
     /** The stride of `dim` in out (0 when the rows have one element). */
     outStride: dim === null || n === 1 ? 0 : out.strides[dim]!,
   };
@@ -425,29 +486,28 @@ function rows(x: GpuView, out: GpuView, dim: number | null) {
  * softmax or logSoftmax along `dim` (null for a 0-d tensor) in one kernel: each team folds its row's
  * max, then Σexp(x − max), then writes exp(x − max) / Σ (or (x − max) − log Σ).
  */
-export function softmaxProgram(x: GpuView, dim: number | null, log: boolean, out: GpuView, caps: WebGpuCaps): WgslForm {
+export function softmaxProgram(inputs: readonly GpuView[], prologue: Expr | undefined, dim: number | null, log: boolean, out: GpuView, caps: WebGpuCaps): WgslForm {
   const label = log ? 'logSoftmax' : 'softmax';
-  const r = rows(x, out, dim);
-  const input: Groups = { ...r.input, load: (q) => loadElement('in0', x.dtype, q, caps) };
-  const rowLike = r.input.inner.shape.length === 0 || r.input.kept.shape.length === 0 || smallestStride(r.input.inner) <= smallestStride(r.input.kept);
-  const teams = teamsFor(r.m, r.n, rowLike, caps);
-  const scratch = new Scratch();
-  const out0 = sink(label, x, out, caps, scratch);
+  const src = sourceOf(inputs, prologue, caps);
+  const r = rows(src, out, dim);
+  const teams = teamsFor(r.m, r.n, r.rowLike, caps);
+  const scratch = new Scratch(inputs.length + 1);
+  const out0 = sink(label, src, out, caps, scratch);
   // (x − max) − log Σ, not x − (max + log Σ): f32 would round the sum's digits away when |max| ≫ log Σ.
   const value = log ? '(v - r0) - logSum' : 'exp(v - r0) / r1';
   const finish = `${log ? 'let logSum = log(r1);\n  ' : ''}if (valid) {
-    ${offsetIn(r.outKept, 'o', 0, 'ob')}
+    ${offsetIn(r.outKept, 'o', [0], 'ob')}
     for (var j = ty; j < ${r.n}u; j += ${teams.ty}u) {
-      ${offsetIn(r.input.inner, 'j', 'base', 'q')}
-      let v = ${input.load('q')};
-      ${out0.store(`ob + j * ${r.outStride}u`, value)}
+      ${offsetIn(r.input.inner, 'j', names('base', inputs.length), 'q')}
+      let v = ${r.input.load(names('q', inputs.length))};
+      ${out0.store(`ob0 + j * ${r.outStride}u`, value)}
     }
   }`;
   const folds: Fold[] = [
     { monoid: monoidOf('max', 'f32'), element: (v) => v },
     { monoid: monoidOf('sum', 'f32'), element: (v) => `exp(${v} - r0)` },
   ];
-  const pass = foldPass({ label, x, out, caps, scratch }, input, r.m, r.n, teams, folds, finish);
+  const pass = foldPass({ label, src, out, caps, scratch }, r.input, r.m, r.n, teams, folds, finish);
   return program(label, [pass, ...out0.passes()], scratch);
 }
 
@@ -458,16 +518,16 @@ export function softmaxProgram(x: GpuView, dim: number | null, log: boolean, out
  * again writing running sums. Subgroup scans are not used: a scan's order is the lanes' order, and
  * WebGPU does not say how lanes map onto invocations.
  */
-export function cumsumProgram(x: GpuView, dim: number | null, out: GpuView, caps: WebGpuCaps): WgslForm {
+export function cumsumProgram(inputs: readonly GpuView[], prologue: Expr | undefined, dim: number | null, out: GpuView, caps: WebGpuCaps): WgslForm {
   const label = 'cumsum';
-  const r = rows(x, out, dim);
-  const rowLike = r.input.inner.shape.length === 0 || r.input.kept.shape.length === 0 || smallestStride(r.input.inner) <= smallestStride(r.input.kept);
+  const src = sourceOf(inputs, prologue, caps);
+  const r = rows(src, out, dim);
   // Blocks of at least 4 elements: the serial walks are cheap, the scan's barriers are not.
-  const { tx, ty } = teamsFor(r.m, Math.ceil(r.n / 4), rowLike, caps);
+  const { tx, ty } = teamsFor(r.m, Math.ceil(r.n / 4), r.rowLike, caps);
   const k = Math.ceil(r.n / ty);
   const t = computeType(out.dtype);
-  const scratch = new Scratch();
-  const out0 = sink(label, x, out, caps, scratch);
+  const scratch = new Scratch(inputs.length + 1);
+  const out0 = sink(label, src, out, caps, scratch);
   const g = grid(label, Math.ceil(r.m / tx), 1, caps);
   const zero = t === 'f32' ? '0.0' : '0i';
   const steps: string[] = [];
@@ -478,10 +538,11 @@ export function cumsumProgram(x: GpuView, dim: number | null, out: GpuView, caps
   if (ty >= ${d}u) { total += t${d}; scan[l] = total; }
   workgroupBarrier();`);
   }
-  const load = loadElement('in0', x.dtype, 'q', caps);
+  const bases = names('base', inputs.length);
+  const load = r.input.load(names('q', inputs.length));
   const walk = (stmt: string) => `if (valid) {
     for (var j = ty * ${k}u; j < min(ty * ${k}u + ${k}u, ${r.n}u); j++) {
-      ${offsetIn(r.input.inner, 'j', 'base', 'q')}
+      ${offsetIn(r.input.inner, 'j', bases, 'q')}
       ${stmt}
     }
   }`;
@@ -490,11 +551,11 @@ export function cumsumProgram(x: GpuView, dim: number | null, out: GpuView, caps
   let ty = l / ${tx}u;
   let o = (wid.x + wid.y * ${g.workgroups[0]}u) * ${tx}u + l % ${tx}u;
   let valid = o < ${r.m}u;
-  var base = 0u;
+  ${bases.map((b) => `var ${b} = 0u;`).join(' ')}
   var ob = 0u;
   if (valid) {
-    ${offsetIn(r.input.kept, 'o', x.offset, 'b')} base = b;
-    ${offsetIn(r.outKept, 'o', 0, 'c')} ob = c;
+    ${offsetIn(r.input.kept, 'o', r.input.keptOffsets, 'b')} ${bases.map((b, i) => `${b} = b${i};`).join(' ')}
+    ${offsetIn(r.outKept, 'o', [0], 'c')} ob = c0;
   }
   var own = ${zero};
   ${walk(`own += ${load};`)}
@@ -505,6 +566,6 @@ export function cumsumProgram(x: GpuView, dim: number | null, out: GpuView, caps
   ${walk(`run += ${load};\n      ${out0.store(`ob + j * ${r.outStride}u`, 'run')}`)}
 }
 `;
-  const pass: WgslKernel = { source: module(x, out, caps, scratch, false, body), workgroups: g.workgroups, label };
+  const pass: WgslKernel = { source: module(src, out, caps, scratch, false, body), workgroups: g.workgroups, label };
   return program(label, [pass, ...out0.passes()], scratch);
 }
