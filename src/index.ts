@@ -17,3 +17,4 @@ export { fromNdarray, toNdarray } from './io/ndarray.js';
 export * as nn from './nn/index.js';
 export { saveSafetensors, loadSafetensors } from './io/safetensors.js';
 export * from './jit/index.js';
+export * from './io/onnx/index.js';

@@ -358,6 +358,19 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
     expect(sn.composeViews([2, 3, 4], { shape: [2, 3, 4], strides: [12, 4, 1], offset: 0 }, { shape: [6, 4], strides: [4, 1], offset: 0 })).toBeNull();
   });
 
+  it('dispose frees the plan and the graph constants, folded ones included, but not the user tensors', async () => {
+    const { nn } = sn;
+    const m = new nn.Sequential(new nn.Conv2d(2, 3, 3), new nn.BatchNorm2d(3), new nn.ReLU()).eval();
+    const x = sn.randn([1, 2, 6, 6], { seed: 1 });
+    const before = sn.memory().bytes;
+    const f = sn.jit((t: Tensor) => m.forward(t));
+    f(x).dispose();
+    expect(sn.memory().bytes).toBeGreaterThan(before);
+    f.dispose();
+    expect(sn.memory().bytes).toBe(before);
+    expect(await m.forward(x).sum().item()).toBeTypeOf('number');
+  });
+
   it('reading values while tracing is an error that explains why', async () => {
     const f = sn.jit((x: Tensor) => {
       void x.data();

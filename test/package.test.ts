@@ -21,7 +21,9 @@ const API = [
   // data movement
   'cat', 'stack', 'split', 'chunk', 'pad', 'gather', 'indexSelect', 'embedding', 'repeat', 'flip', 'interpolate',
   // modules and files
-  'nn', 'saveSafetensors', 'loadSafetensors',
+  'nn', 'saveSafetensors', 'loadSafetensors', 'loadOnnx', 'readOnnxTensor', 'OnnxModel', 'OnnxUnsupportedError',
+  // the JIT
+  'jit', 'Graph', 'STRATEGIES', 'checkGroups', 'planMemory', 'validateMemoryPlan', 'foldWeights', 'composeViews',
 ];
 
 describe('the built package', () => {

@@ -154,7 +154,11 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
     },
     graph: () => current().graph,
     dispose() {
-      for (const c of plans.values()) c.plan.dispose();
+      for (const c of plans.values()) {
+        c.plan.dispose();
+        // The graphs hold their constants (captured and folded tensors); user tensors keep their own references.
+        for (const n of [...c.graph.nodes, ...c.plan.graph.nodes]) if (n.kind === 'constant') n.tensor.dispose();
+      }
       plans.clear();
       last = null;
     },

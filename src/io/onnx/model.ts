@@ -1,0 +1,308 @@
+import type { DeviceName } from '../../backend/backend.js';
+import { SinterError, fmtShape } from '../../errors.js';
+import type { Graph } from '../../jit/graph.js';
+import { type JitReport, type Jitted, jit } from '../../jit/jit.js';
+import { keep } from '../../tensor/memory.js';
+import { tidy } from '../../tensor/scope.js';
+import { Tensor } from '../../tensor/tensor.js';
+import { OnnxNode } from './node.js';
+import type { GraphProto, ModelProto, ValueInfoProto } from './proto.js';
+import { OPS, type OpContext, type Val, isHost } from './registry.js';
+import { HostTensor, type OnnxDType, deviceDType, fromTensorProto, onnxDType, unsupportedDType, uploadHost } from './tensor.js';
+
+/** A graph input or output: its name, ONNX element type and shape (a symbolic dim is its name, an unknown one null). */
+export interface OnnxValueInfo {
+  readonly name: string;
+  readonly dtype: OnnxDType;
+  readonly shape: readonly (number | string | null)[] | null;
+}
+
+/** Why a model cannot run: one entry per unsupported op (or type), listed together when it loads. */
+export interface OnnxUnsupported {
+  readonly op: string;
+  readonly domain: string;
+  readonly opset: number;
+  readonly node: string;
+  readonly reason: string;
+}
+
+/** Thrown by loadOnnx when some nodes or types are unsupported; `unsupported` lists them all. */
+export class OnnxUnsupportedError extends SinterError {
+  constructor(readonly unsupported: readonly OnnxUnsupported[]) {
+    super('loadOnnx', `the model uses ${unsupported.length} unsupported op${unsupported.length > 1 ? 's' : ''}/types:\n` +
+      unsupported.map((u) => `  ${u.domain ? `${u.domain}.` : ''}${u.op} (opset ${u.opset})${u.node ? ` at ${u.node}` : ''}: ${u.reason}`).join('\n'));
+    this.name = 'OnnxUnsupportedError';
+  }
+}
+
+/** A model input given as plain values (ONNX test data, int64 ids…): its ONNX type, shape and row-major values. */
+export interface OnnxTensorData {
+  readonly dtype: OnnxDType;
+  readonly shape: readonly number[];
+  readonly data: ArrayLike<number>;
+}
+
+export type OnnxFeed = Tensor | OnnxTensorData;
+
+export interface OnnxRunOptions {
+  /** Trace the model with `jit` (the default) or run every op eagerly. */
+  jit?: boolean;
+}
+
+/** The oldest opset of the default domain whose ops this importer implements, unless an op says otherwise. */
+const MIN_OPSET = 7;
+
+/** A graph input's or output's description, or why it cannot be one here (a sequence, map, optional…). */
+function valueInfo(v: ValueInfoProto, what: string): OnnxValueInfo | string {
+  const name = v.name ?? '';
+  const t = v.type;
+  if (!t?.tensorType) {
+    const kind = t?.sequenceType ? 'a sequence' : t?.mapType ? 'a map' : t?.optionalType ? 'an optional' : t?.sparseTensorType ? 'a sparse tensor' : 'an untyped';
+    return `${kind} value; only dense tensors are supported`;
+  }
+  const dims = t.tensorType.shape?.dim.map((d) => (d.dimValue !== undefined ? d.dimValue : (d.dimParam ?? null)));
+  return { name, dtype: onnxDType(t.tensorType.elemType, `${what} '${name}'`), shape: dims ?? null };
+}
+
+function signatureOf(infos: readonly OnnxValueInfo[]): string {
+  return infos.map((i) => `${i.name}: ${i.dtype}${i.shape ? `[${i.shape.map((d) => d ?? '?').join(', ')}]` : '[…]'}`).join(', ');
+}
+
+/**
+ * A loaded ONNX model. `run` interprets its nodes in order with sinter ops, traced by `jit` into the graph IR per
+ * input signature (so conv+batch-norm folding, fusion and memory planning apply), and returns the named outputs.
+ */
+export class OnnxModel {
+  readonly inputs: readonly OnnxValueInfo[];
+  readonly outputs: readonly OnnxValueInfo[];
+  readonly opsets: ReadonlyMap<string, number>;
+  private readonly nodes: OnnxNode[];
+  private readonly constants = new Map<string, HostTensor>();
+  private readonly constantValues = new Set<HostTensor>();
+  /** Graph inputs whose values shape computations need while tracing: passed to the trace as host values. */
+  private readonly hostFeeds: ReadonlySet<string>;
+  /** Device copies of constants, made once and kept for the model's life. */
+  private readonly uploads = new WeakMap<HostTensor, Tensor>();
+  private readonly held: Tensor[] = [];
+  private readonly traced: Jitted<[Record<string, OnnxTensorData>, ...Tensor[]], Record<string, Tensor>>;
+  private disposed = false;
+
+  constructor(
+    proto: ModelProto,
+    readonly device: DeviceName,
+  ) {
+    const graph: GraphProto = proto.graph ?? fail('the model has no graph');
+    this.opsets = new Map(proto.opsetImport.map((o) => [o.domain === 'ai.onnx' ? '' : (o.domain ?? ''), o.version ?? 1]));
+    const problems: OnnxUnsupported[] = [];
+    const graphProblem = (what: string, reason: string) => problems.push({ op: 'graph', domain: '', opset: this.opsets.get('') ?? 0, node: what, reason });
+    const typeProblem = (what: string, dtype: OnnxDType) => {
+      const why = unsupportedDType(dtype);
+      if (why) graphProblem(what, `${dtype}: ${why}`);
+    };
+    if (graph.sparseInitializer.length > 0) graphProblem('sparse_initializer', 'sparse initializers are not supported');
+    for (const t of graph.initializer) {
+      const what = `initializer '${t.name ?? ''}'`;
+      const dtype = onnxDType(t.dataType, what);
+      if (unsupportedDType(dtype)) typeProblem(what, dtype);
+      else this.constants.set(t.name ?? '', fromTensorProto(t, 'initializer'));
+    }
+    const infos = (list: readonly ValueInfoProto[], what: string): OnnxValueInfo[] => list.flatMap((v) => {
+      const info = valueInfo(v, what);
+      if (typeof info === 'string') graphProblem(`${what} '${v.name ?? ''}'`, info);
+      else typeProblem(`${what} '${info.name}'`, info.dtype);
+      return typeof info === 'string' ? [] : [info];
+    });
+    // Before IR 4, initializers were listed among the inputs (as defaults); they are constants here.
+    this.inputs = infos(graph.input.filter((v) => !this.constants.has(v.name ?? '')), 'input');
+    this.outputs = infos(graph.output, 'output');
+    this.nodes = graph.node.map((n, i) => new OnnxNode(n, this.opsets.get(n.domain === 'ai.onnx' ? '' : (n.domain ?? '')) ?? 1, i));
+    for (const node of this.nodes) {
+      const entry = node.domain === '' ? OPS.get(node.opType) : undefined;
+      const oldest = entry?.minOpset ?? MIN_OPSET;
+      const reason = !entry
+        ? (node.domain === '' ? 'not implemented' : `the domain '${node.domain}' is not supported (only the default ONNX domain is)`)
+        : node.opset < oldest ? `opset ${node.opset} is older than the oldest supported (${oldest})` : entry.check?.(node);
+      if (reason) problems.push({ op: node.opType, domain: node.domain, opset: node.opset, node: node.describe(), reason });
+    }
+    if (problems.length > 0) throw new OnnxUnsupportedError(problems);
+    // Constant nodes fold into constants now, so every trace starts from them.
+    this.nodes = this.nodes.filter((node) => {
+      if (node.opType !== 'Constant') return true;
+      const [value] = OPS.get('Constant')!.host!(node, []);
+      this.constants.set(node.outputs[0]!, value!);
+      return false;
+    });
+    for (const v of this.constants.values()) this.constantValues.add(v);
+    this.hostFeeds = this.findHostFeeds();
+    this.traced = jit((host: Record<string, OnnxTensorData>, ...tensors: Tensor[]) => this.interpret(host, tensors));
+  }
+
+  /**
+   * Which graph inputs must be host values: those reaching an input an op needs at trace time (a shape, axes…)
+   * through ops that can evaluate on the host.
+   */
+  private findHostFeeds(): Set<string> {
+    const wanted = new Set<string>();
+    for (let i = this.nodes.length - 1; i >= 0; i--) {
+      const node = this.nodes[i]!;
+      const entry = OPS.get(node.opType)!;
+      for (const k of entry.hostInputs ?? []) if (node.inputs[k]) wanted.add(node.inputs[k]);
+      if (entry.host && node.outputs.some((o) => wanted.has(o))) for (const name of node.inputs) if (name) wanted.add(name);
+    }
+    return new Set(this.inputs.filter((v) => wanted.has(v.name)).map((v) => v.name));
+  }
+
+  /** How handlers reach the device: constants upload once for the model's life, other host values once per run or trace. */
+  private context(): OpContext {
+    const local = new Map<HostTensor, Tensor>();
+    return {
+      device: this.device,
+      dev: (v, what) => {
+        if (v instanceof Tensor) return v;
+        let t = this.uploads.get(v) ?? local.get(v);
+        if (!t) {
+          t = uploadHost(v, this.device, what);
+          if (this.constantValues.has(v)) {
+            this.held.push(keep(t));
+            this.uploads.set(v, t);
+          } else local.set(v, t);
+        }
+        return t;
+      },
+      host: (v, what) => {
+        if (isHost(v)) return v;
+        throw new SinterError('onnx', `${what} is needed while the model is traced (as a shape, axes, sizes…), but it is computed ` +
+          `from tensor values (${v.describe()}); only constants, initializers and shapes can be read at that point`);
+      },
+    };
+  }
+
+  /** Runs every node in order on host feeds and device tensors; returns the graph outputs on the device. */
+  private interpret(host: Record<string, OnnxTensorData>, tensors: readonly Tensor[]): Record<string, Tensor> {
+    const env = new Map<string, Val>(this.constants);
+    let k = 0;
+    for (const info of this.inputs) {
+      const h = host[info.name];
+      env.set(info.name, h ? new HostTensor(h.dtype, h.shape, h.data) : tensors[k++]!);
+    }
+    const ctx = this.context();
+    for (const node of this.nodes) {
+      const entry = OPS.get(node.opType)!;
+      const ins = node.inputs.map((name) => {
+        if (!name) return undefined;
+        const v = env.get(name);
+        if (!v) node.fail(`its input '${name}' is not produced by any earlier node, initializer or graph input`);
+        return v;
+      });
+      let outs: (Val | undefined)[];
+      try {
+        const present = ins.filter((v) => v !== undefined);
+        outs = entry.host && present.every(isHost) ? entry.host(node, ins as (HostTensor | undefined)[]) : entry.run(node, ins, ctx);
+      } catch (e) {
+        if (e instanceof SinterError && e.message.includes(node.describe())) throw e;
+        throw new SinterError(node.opType, `${node.describe()}: ${(e as Error).message}`);
+      }
+      node.outputs.forEach((name, i) => {
+        if (!name) return;
+        const v = outs[i];
+        if (v === undefined) node.fail(`output ${i} ('${name}') is not produced by this importer`);
+        env.set(name, v);
+      });
+    }
+    const result: Record<string, Tensor> = {};
+    for (const info of this.outputs) {
+      const v = env.get(info.name);
+      if (!v) throw new SinterError('onnx', `graph output '${info.name}' is not produced by any node`);
+      result[info.name] = ctx.dev(v, `output '${info.name}'`);
+    }
+    return result;
+  }
+
+  /** Checks one input against the model's signature; returns it as a device tensor or host data. */
+  private async prepare(info: OnnxValueInfo, feed: OnnxFeed, dims: Map<string, number>): Promise<Tensor | OnnxTensorData> {
+    const sig = () => `the model's inputs are ${signatureOf(this.inputs)}`;
+    const isTensor = feed instanceof Tensor;
+    // A tensor must have the input's device dtype; plain data its ONNX type (int32 data may feed an int64 input).
+    const want = deviceDType(info.dtype, `input '${info.name}'`);
+    if (isTensor ? feed.dtype !== want : feed.dtype !== info.dtype && !(info.dtype === 'int64' && feed.dtype === 'int32')) {
+      const as = isTensor && info.dtype !== want ? ` (as an ${want} tensor)` : '';
+      throw new SinterError('run', `input '${info.name}' is ${feed.dtype} but the model expects ${info.dtype}${as}; ${sig()}`);
+    }
+    const shape = feed.shape;
+    if (info.shape) {
+      const bad = (detail: string) => new SinterError('run', `input '${info.name}' has shape ${fmtShape(shape)}, but ${detail}; ${sig()}`);
+      if (shape.length !== info.shape.length) throw bad(`the model expects rank ${info.shape.length}`);
+      info.shape.forEach((d, i) => {
+        if (typeof d === 'number' && d !== shape[i]) throw bad(`the model expects ${d} in dim ${i}`);
+        if (typeof d !== 'string') return;
+        const seen = dims.get(d);
+        if (seen === undefined) dims.set(d, shape[i]!);
+        else if (seen !== shape[i]) throw bad(`dim ${i} is '${d}', which an earlier input set to ${seen}`);
+      });
+    }
+    if (this.hostFeeds.has(info.name)) {
+      const data = isTensor ? await feed.data() : feed.data;
+      return { dtype: info.dtype, shape: [...shape], data: Array.from(data) };
+    }
+    if (isTensor) return feed.device === this.device ? feed : feed.toDevice(this.device);
+    return uploadHost(new HostTensor(info.dtype, shape, feed.data), this.device, `input '${info.name}'`);
+  }
+
+  /**
+   * Runs the model: `feeds` maps every input name to a tensor (of the input's device dtype: int64 inputs as int32)
+   * or to plain data. Returns every graph output by name (int64 outputs as int32 tensors).
+   */
+  async run(feeds: Readonly<Record<string, OnnxFeed>>, options: OnnxRunOptions = {}): Promise<Record<string, Tensor>> {
+    if (this.disposed) throw new SinterError('run', 'the model was disposed');
+    const names = new Set(this.inputs.map((i) => i.name));
+    const unknown = Object.keys(feeds).filter((n) => !names.has(n));
+    const missing = this.inputs.filter((i) => !(i.name in feeds)).map((i) => i.name);
+    if (unknown.length > 0 || missing.length > 0) {
+      const quoted = (list: string[]) => list.map((n) => `'${n}'`).join(', ');
+      const parts = [unknown.length ? `unknown input${unknown.length > 1 ? 's' : ''} ${quoted(unknown)}` : '', missing.length ? `missing ${quoted(missing)}` : ''];
+      throw new SinterError('run', `${parts.filter(Boolean).join('; ')}; the model's inputs are ${signatureOf(this.inputs)}`);
+    }
+    const dims = new Map<string, number>();
+    const prepared: (Tensor | OnnxTensorData)[] = [];
+    for (const info of this.inputs) prepared.push(await this.prepare(info, feeds[info.name]!, dims));
+    const host: Record<string, OnnxTensorData> = {};
+    const tensors: Tensor[] = [];
+    this.inputs.forEach((info, i) => {
+      const p = prepared[i]!;
+      if (p instanceof Tensor) tensors.push(p);
+      else host[info.name] = p;
+    });
+    const temps = tensors.filter((t) => !Object.values(feeds).includes(t));
+    try {
+      // jit needs a tensor argument; a model fed only host values (or none) runs eagerly.
+      if (options.jit !== false && tensors.length > 0) return this.traced(host, ...tensors);
+      const out = tidy(() => this.interpret(host, tensors));
+      // Outputs that are model constants or inputs uploaded here are returned as copies (those are freed or kept elsewhere).
+      return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, this.held.includes(t) || temps.includes(t) ? t.clone() : t]));
+    } finally {
+      temps.forEach((t) => t.dispose());
+    }
+  }
+
+  /** The graph IR of the most recent traced signature (after run). */
+  get graph(): Graph {
+    return this.traced.graph();
+  }
+
+  /** The jit's report for the most recent traced signature: kernels, fusion groups, memory, timings. */
+  report(): JitReport {
+    return this.traced.report();
+  }
+
+  /** Frees the model's uploaded constants and compiled plans. */
+  dispose(): void {
+    this.traced.dispose();
+    this.held.forEach((t) => t.dispose());
+    this.held.length = 0;
+    this.disposed = true;
+  }
+}
+
+function fail(detail: string): never {
+  throw new SinterError('loadOnnx', detail);
+}

@@ -1,0 +1,223 @@
+import { add } from '../../../ops/binary.js';
+import { interpolate } from '../../../ops/interpolate.js';
+import { matmul } from '../../../ops/linalg.js';
+import { permute } from '../../../ops/views.js';
+import { isFloat } from '../../../tensor/dtype.js';
+import type { Tensor } from '../../../tensor/tensor.js';
+import { hostOf } from '../host.js';
+import type { OnnxNode } from '../node.js';
+import { type OpContext, type Val, register } from '../registry.js';
+import { normAxes } from './util.js';
+
+// Resize (and the older Upsample). Every mode is separable, so each resized axis is a matrix product with a weight
+// matrix computed on the host from the ONNX reference's formulas (nearest with its rounding modes, linear, cubic,
+// antialiasing, exclude_outside, tf_crop_and_resize with its extrapolation value). Integer nearest upsampling, the
+// common case in detection networks, uses sinter's interpolate directly.
+
+interface ResizeAttrs {
+  mode: 'nearest' | 'linear' | 'cubic';
+  coordinate: string;
+  nearest: string;
+  cubicA: number;
+  excludeOutside: boolean;
+  extrapolation: number;
+  antialias: boolean;
+}
+
+type Coeffs = (ratio: number, scale: number) => number[];
+
+function coeffsOf(node: OnnxNode, a: ResizeAttrs): Coeffs {
+  switch (a.mode) {
+    case 'nearest':
+      return (ratio) => {
+        if (Number.isInteger(ratio)) return [0, 1];
+        switch (a.nearest) {
+          case 'round_prefer_floor': return [Number(ratio <= 0.5), Number(ratio > 0.5)];
+          case 'round_prefer_ceil': return [Number(ratio < 0.5), Number(ratio >= 0.5)];
+          case 'floor': return [1, 0];
+          case 'ceil': return [0, 1];
+          default: return node.fail(`nearest_mode '${a.nearest}' is not round_prefer_floor, round_prefer_ceil, floor or ceil`);
+        }
+      };
+    case 'linear':
+      if (!a.antialias) return (ratio) => [1 - ratio, ratio];
+      return (ratio, s) => {
+        const scale = Math.min(s, 1), start = Math.floor(-1 / scale) + 1, footprint = 2 - 2 * start;
+        const c = Array.from({ length: footprint }, (_, i) => Math.min(Math.max(1 - Math.abs((start + i - ratio) * scale), 0), 1));
+        const total = c.reduce((x, y) => x + y, 0);
+        return c.map((v) => v / total);
+      };
+    case 'cubic': {
+      const A = a.cubicA;
+      const kernel = (x: number): number => {
+        x = Math.abs(x);
+        if (x <= 1) return (A + 2) * x ** 3 - (A + 3) * x ** 2 + 1;
+        if (x < 2) return A * x ** 3 - 5 * A * x ** 2 + 8 * A * x - 4 * A;
+        return 0;
+      };
+      if (!a.antialias) return (r) => [kernel(r + 1), kernel(r), kernel(1 - r), kernel(2 - r)];
+      return (ratio, s) => {
+        const scale = Math.min(s, 1), start = Math.floor(-2 / scale) + 1, end = 2 - start;
+        const c = Array.from({ length: end - start }, (_, i) => kernel(scale * (start + i - ratio)));
+        const total = c.reduce((x, y) => x + y, 0);
+        return c.map((v) => v / total);
+      };
+    }
+  }
+}
+
+/** Source coordinate of output index y along an axis, per coordinate_transformation_mode; null where tf_crop_and_resize extrapolates. */
+function sourceCoordinate(node: OnnxNode, mode: string, y: number, scale: number, inSize: number, outSize: number, roi: [number, number]): number | null {
+  const outLength = scale * inSize;
+  switch (mode) {
+    case 'align_corners': return outLength === 1 ? 0 : (y * (inSize - 1)) / (outLength - 1);
+    case 'asymmetric': return y / scale;
+    case 'pytorch_half_pixel': return outLength === 1 ? -0.5 : (y + 0.5) / scale - 0.5;
+    case 'half_pixel': return (y + 0.5) / scale - 0.5;
+    case 'half_pixel_symmetric': {
+      const offset = (inSize / 2) * (1 - outSize / outLength);
+      return offset + (y + 0.5) / scale - 0.5;
+    }
+    case 'tf_crop_and_resize': {
+      const x = (outLength === 1 ? ((roi[1] - roi[0]) * (inSize - 1)) / 2 : (y * (roi[1] - roi[0]) * (inSize - 1)) / (outLength - 1)) + roi[0] * (inSize - 1);
+      return x < 0 || x > inSize - 1 ? null : x;
+    }
+    default: return node.fail(`coordinate_transformation_mode '${mode}' is not supported`);
+  }
+}
+
+/** The [out, in] weights of one axis and, for extrapolated outputs (tf_crop_and_resize), the constant they take instead. */
+function axisWeights(
+  node: OnnxNode, a: ResizeAttrs, coeffs: Coeffs, inSize: number, outSize: number, scale: number, roi: [number, number],
+): { w: number[]; fill: number[] | null } {
+  const w = new Array<number>(outSize * inSize).fill(0);
+  let fill: number[] | null = null;
+  for (let y = 0; y < outSize; y++) {
+    const x = sourceCoordinate(node, a.coordinate, y, scale, inSize, outSize, roi);
+    if (x === null) {
+      fill ??= new Array<number>(outSize).fill(0);
+      fill[y] = a.extrapolation;
+      continue;
+    }
+    const xi = Math.floor(x);
+    let c = coeffs(x === xi ? 1 : x - xi, scale);
+    const n = c.length, padWidth = Math.ceil(n / 2);
+    // The reference's neighbour choice: the n indices nearest x, preferring lower ones (edge-padded by ceil(n/2)).
+    const xp = x + padWidth, p = Math.floor(xp), frac = xp - p;
+    const offset = n % 2 === 0 ? (frac === 0 ? -(n / 2) : -(n / 2) + 1) : frac <= 0.5 ? -((n - 1) / 2) : -((n - 1) / 2) + 1;
+    const first = p + offset - padWidth;
+    if (a.excludeOutside) {
+      c = c.map((v, j) => (first + j < 0 || first + j >= inSize ? 0 : v));
+      const total = c.reduce((s, v) => s + v, 0) || 1;
+      c = c.map((v) => v / total);
+    }
+    c.forEach((v, j) => (w[y * inSize + Math.min(Math.max(first + j, 0), inSize - 1)]! += v));
+  }
+  return { w, fill };
+}
+
+function attrsOf(node: OnnxNode): ResizeAttrs {
+  // Before opset 11 (and in Upsample) coordinates are asymmetric and nearest rounds down.
+  const legacy = node.opType === 'Upsample' || node.opset < 11;
+  const mode = node.string('mode', 'nearest');
+  if (mode !== 'nearest' && mode !== 'linear' && mode !== 'cubic') node.fail(`mode '${mode}' is not nearest, linear or cubic`);
+  return {
+    mode,
+    coordinate: legacy ? 'asymmetric' : node.string('coordinate_transformation_mode', 'half_pixel'),
+    nearest: legacy ? 'floor' : node.string('nearest_mode', 'round_prefer_floor'),
+    cubicA: node.float('cubic_coeff_a', -0.75),
+    excludeOutside: node.int('exclude_outside', 0) === 1,
+    extrapolation: node.float('extrapolation_value', 0),
+    antialias: node.int('antialias', 0) === 1,
+  };
+}
+
+/** Per-axis scales and output sizes (full rank) from the scales or sizes input, the axes attribute and keep_aspect_ratio_policy. */
+function plan(
+  node: OnnxNode, shape: readonly number[], scalesIn: number[] | undefined, sizesIn: number[] | undefined,
+): { scales: number[]; sizes: number[]; axes: number[] } {
+  const r = shape.length;
+  const axes = node.has('axes') ? normAxes(node, node.ints('axes')!, r) : shape.map((_, i) => i);
+  if (sizesIn && sizesIn.length > 0) {
+    if (sizesIn.length !== axes.length) node.fail(`sizes has ${sizesIn.length} entries for ${axes.length} axes`);
+    const sizes = [...shape], scales = shape.map(() => 1);
+    axes.forEach((d, i) => {
+      sizes[d] = sizesIn[i]!;
+      scales[d] = sizesIn[i]! / shape[d]!;
+    });
+    const policy = node.string('keep_aspect_ratio_policy', 'stretch');
+    if (policy !== 'stretch') {
+      const picked = axes.map((d) => scales[d]!);
+      if (policy !== 'not_larger' && policy !== 'not_smaller') node.fail(`keep_aspect_ratio_policy '${policy}' is not stretch, not_larger or not_smaller`);
+      const s = policy === 'not_larger' ? Math.min(...picked) : Math.max(...picked);
+      for (const d of axes) {
+        scales[d] = s;
+        sizes[d] = Math.floor(s * shape[d]! + 0.5);
+      }
+    }
+    return { scales, sizes, axes };
+  }
+  if (!scalesIn || scalesIn.length !== axes.length) node.fail(`needs scales or sizes for its ${axes.length} axes`);
+  const scales = shape.map(() => 1);
+  axes.forEach((d, i) => (scales[d] = scalesIn[i]!));
+  return { scales, sizes: shape.map((n, i) => Math.trunc(n * scales[i]!)), axes };
+}
+
+function resize(node: OnnxNode, ctx: OpContext, x: Tensor, roiV: Val | undefined, scalesV: Val | undefined, sizesV: Val | undefined): Tensor {
+  const a = attrsOf(node);
+  const r = x.ndim;
+  const hostFloats = (v: Val | undefined, what: string) => (v === undefined ? undefined : Array.from(ctx.host(v, what).data));
+  const { scales, sizes, axes } = plan(node, x.shape, hostFloats(scalesV, 'scales'), hostFloats(sizesV, 'sizes')?.map(Math.trunc));
+  const roiList = hostFloats(roiV, 'roi');
+  const roi = (d: number): [number, number] => {
+    const at = roiList?.length === 2 * r ? d : axes.indexOf(d);
+    if (!roiList || roiList.length === 0 || at < 0) return [0, 1];
+    const k = roiList.length / 2;
+    return [roiList[at]!, roiList[at + k]!];
+  };
+  // Axes left as they are (scale 1, same size, whole roi) are skipped, as the reference does.
+  const untouched = (d: number) => Math.abs(scales[d]! - 1) < 1e-9 && sizes[d] === x.shape[d] && (a.coordinate !== 'tf_crop_and_resize' || (roi(d)[0] === 0 && roi(d)[1] === 1));
+  const resized = x.shape.map((_, d) => d).filter((d) => !untouched(d));
+  // Whole-number nearest upsampling of H and W (floor rounding): sinter's interpolate gives the same picks.
+  const floors = a.nearest === 'floor' || (a.nearest === 'round_prefer_floor' && resized.every((d) => scales[d] === 2));
+  if (a.mode === 'nearest' && a.coordinate === 'asymmetric' && floors && r === 4 && resized.every((d) => d >= 2 && Number.isInteger(scales[d]) && sizes[d] === x.shape[d]! * scales[d]!)) {
+    return interpolate(x, { size: [sizes[2]!, sizes[3]!], mode: 'nearest' });
+  }
+  let y = isFloat(x.dtype) ? x : x.to('float32');
+  const coeffs = coeffsOf(node, a);
+  for (const d of resized) {
+    const { w, fill } = axisWeights(node, a, coeffs, x.shape[d]!, sizes[d]!, scales[d]!, roi(d));
+    // Move axis d last, multiply by the weights' transpose [in, out], and move it back.
+    const perm = [...Array.from({ length: r }, (_, i) => i).filter((i) => i !== d), d];
+    const back = perm.map((_, i) => perm.indexOf(i));
+    const wt = ctx.dev(hostOf('float32', [x.shape[d]!, sizes[d]!], transposed(w, sizes[d]!, x.shape[d]!)), 'resize weights');
+    let moved = matmul(permute(y, perm), y.dtype === 'float16' ? wt.to('float16') : wt);
+    if (fill) moved = add(moved, ctx.dev(hostOf(y.dtype === 'float16' ? 'float16' : 'float32', [sizes[d]!], fill), 'extrapolation values'));
+    y = permute(moved, back);
+  }
+  return y.dtype === x.dtype ? y : y.to(x.dtype);
+}
+
+/** Row-major [rows, cols] values as [cols, rows]. */
+function transposed(w: readonly number[], rows: number, cols: number): number[] {
+  return Array.from({ length: rows * cols }, (_, e) => w[(e % rows) * cols + Math.floor(e / rows)]!);
+}
+
+register({
+  Resize: {
+    run: (node, [x, roi, scales, sizes], ctx) => {
+      // Opset 10 has (X, scales); from 11, (X, roi, scales, sizes).
+      if (node.opset < 11) return [resize(node, ctx, ctx.dev(x!, 'X'), undefined, roi, undefined)];
+      return [resize(node, ctx, ctx.dev(x!, 'X'), roi, scales, sizes)];
+    },
+    hostInputs: [1, 2, 3],
+    minOpset: 10,
+  },
+  Upsample: {
+    run: (node, [x, scales], ctx) => {
+      const s = node.opset < 9 ? hostOf('float32', [node.floats('scales')?.length ?? 0], node.floats('scales') ?? []) : scales;
+      return [resize(node, ctx, ctx.dev(x!, 'X'), undefined, s, undefined)];
+    },
+    hostInputs: [1],
+  },
+});

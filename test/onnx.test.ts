@@ -1,0 +1,307 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import protobuf from 'protobufjs/light.js';
+import { describe, expect, it } from 'vitest';
+import * as sn from '../src/index.js';
+import type { DeviceName, OnnxModel, OnnxUnsupportedError, Tensor } from '../src/index.js';
+import { ONNX_SCHEMA } from '../src/io/onnx/schema.js';
+import { assertClose } from '../src/testing/index.js';
+
+// Models built here with protobufjs and ONNX's schema, the way an exporter writes them.
+
+const root = protobuf.Root.fromJSON(ONNX_SCHEMA as protobuf.INamespace);
+const ModelProto = root.lookupType('onnx.ModelProto');
+const TYPE = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 } as const;
+
+type Attr = { name: string; type: number; i?: number; f?: number; s?: Uint8Array; ints?: number[]; floats?: number[]; t?: object };
+const ints = (name: string, v: number[]): Attr => ({ name, type: 7, ints: v });
+const int = (name: string, v: number): Attr => ({ name, type: 2, i: v });
+const float = (name: string, v: number): Attr => ({ name, type: 1, f: v });
+const str = (name: string, v: string): Attr => ({ name, type: 3, s: new TextEncoder().encode(v) });
+
+function info(name: string, type: keyof typeof TYPE, shape: (number | string)[]) {
+  return { name, type: { tensorType: { elemType: TYPE[type], shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } } };
+}
+function node(opType: string, input: string[], output: string[], attribute: Attr[] = [], domain = '') {
+  return { opType, input, output, attribute, domain, name: `${opType.toLowerCase()}_${output[0]}` };
+}
+/** A float32 initializer stored as raw little-endian bytes. */
+function rawFloat(name: string, dims: number[], values: number[]) {
+  return { name, dims, dataType: TYPE.float32, rawData: new Uint8Array(new Float32Array(values).buffer) };
+}
+function model(g: { nodes: object[]; inputs: object[]; outputs: object[]; initializers?: object[] }, opsets: Record<string, number> = { '': 17 }): Uint8Array {
+  return ModelProto.encode(ModelProto.fromObject({
+    irVersion: 8,
+    opsetImport: Object.entries(opsets).map(([domain, version]) => ({ domain, version })),
+    graph: { name: 'test', node: g.nodes, input: g.inputs, output: g.outputs, initializer: g.initializers ?? [] },
+  })).finish();
+}
+
+async function values(t: Tensor): Promise<number[]> {
+  return Array.from(await t.data());
+}
+
+describe('loadOnnx', () => {
+  it('reads initializers from raw_data and from the typed fields (float_data, int32_data, int64_data)', async () => {
+    const bytes = model({
+      nodes: [
+        node('Add', ['x', 'a_raw'], ['y_raw']),
+        node('Add', ['x', 'a_fields'], ['y_fields']),
+        node('Reshape', ['x', 'shape_fields'], ['y_reshaped']),
+        node('Reshape', ['x', 'shape_raw'], ['y_reshaped_raw']),
+        node('Cast', ['h'], ['y_half'], [int('to', TYPE.float32)]),
+        node('Cast', ['i32'], ['y_int32'], [int('to', TYPE.float32)]),
+        node('Cast', ['u8'], ['y_uint8'], [int('to', TYPE.float32)]),
+        node('Cast', ['b'], ['y_bool'], [int('to', TYPE.float32)]),
+      ],
+      inputs: [info('x', 'float32', [3])],
+      outputs: [
+        info('y_raw', 'float32', [3]), info('y_fields', 'float32', [3]), info('y_reshaped', 'float32', [3, 1]), info('y_reshaped_raw', 'float32', [1, 3]),
+        info('y_half', 'float32', [2]), info('y_int32', 'float32', [2]), info('y_uint8', 'float32', [2]), info('y_bool', 'float32', [3]),
+      ],
+      initializers: [
+        rawFloat('a_raw', [3], [10, 20, 30]),
+        { name: 'a_fields', dims: [3], dataType: TYPE.float32, floatData: [0.5, 1.5, 2.5] },
+        { name: 'shape_fields', dims: [2], dataType: TYPE.int64, int64Data: [3, 1] },
+        { name: 'shape_raw', dims: [2], dataType: TYPE.int64, rawData: new Uint8Array(new BigInt64Array([1n, -1n]).buffer) },
+        // float16 bit patterns in int32_data: 1.5 is 0x3e00, -2 is 0xc000.
+        { name: 'h', dims: [2], dataType: TYPE.float16, int32Data: [0x3e00, 0xc000] },
+        { name: 'i32', dims: [2], dataType: TYPE.int32, int32Data: [-7, 2147483647] },
+        { name: 'u8', dims: [2], dataType: TYPE.uint8, int32Data: [0, 255] },
+        { name: 'b', dims: [3], dataType: TYPE.bool, rawData: new Uint8Array([1, 0, 1]) },
+      ],
+    });
+    const m = await sn.loadOnnx(bytes);
+    const out = await m.run({ x: sn.tensor([1, 2, 3]) });
+    expect(await values(out.y_raw!)).toEqual([11, 22, 33]);
+    expect(await values(out.y_fields!)).toEqual([1.5, 3.5, 5.5]);
+    expect(out.y_reshaped!.shape).toEqual([3, 1]);
+    expect(out.y_reshaped_raw!.shape).toEqual([1, 3]);
+    expect(await values(out.y_half!)).toEqual([1.5, -2]);
+    expect(await values(out.y_int32!)).toEqual([-7, 2147483648]);
+    expect(await values(out.y_uint8!)).toEqual([0, 255]);
+    expect(await values(out.y_bool!)).toEqual([1, 0, 1]);
+    m.dispose();
+  });
+
+  it('loads a model from a file path', async () => {
+    const file = path.join(await mkdtemp(path.join(tmpdir(), 'sinter-onnx-')), 'relu.onnx');
+    await writeFile(file, model({ nodes: [node('Relu', ['x'], ['y'])], inputs: [info('x', 'float32', [2])], outputs: [info('y', 'float32', [2])] }));
+    const m = await sn.loadOnnx(file);
+    expect(await values((await m.run({ x: sn.tensor([-1, 2]) })).y!)).toEqual([0, 2]);
+  });
+
+  it('refuses tensors whose data lives in an external file', async () => {
+    const bytes = model({
+      nodes: [node('Add', ['x', 'w'], ['y'])],
+      inputs: [info('x', 'float32', [2])],
+      outputs: [info('y', 'float32', [2])],
+      initializers: [{ name: 'w', dims: [2], dataType: TYPE.float32, dataLocation: 1, externalData: [{ key: 'location', value: 'weights.bin' }] }],
+    });
+    await expect(sn.loadOnnx(bytes)).rejects.toThrow("loadOnnx: initializer 'w' keeps its data in an external file ('weights.bin'), which is not supported");
+  });
+
+  it('lists every unsupported op (name, domain, opset) and type when the model loads', async () => {
+    const bytes = model({
+      nodes: [
+        node('Relu', ['x'], ['a']),
+        node('NotAnOnnxOp', ['a'], ['b']),
+        node('FusedConv', ['b'], ['c'], [], 'com.microsoft'),
+        node('Cast', ['c'], ['d'], [int('to', TYPE.float64)]),
+        node('Loop', ['d'], ['y']),
+      ],
+      inputs: [info('x', 'float32', [2])],
+      outputs: [info('y', 'float32', [2])],
+      initializers: [{ name: 'unused', dims: [1], dataType: TYPE.float64, doubleData: [1] }],
+    }, { '': 17, 'com.microsoft': 1 });
+    const err = await sn.loadOnnx(bytes).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(sn.OnnxUnsupportedError);
+    const listed = (err as OnnxUnsupportedError).unsupported.map((u) => [u.op, u.domain, u.opset]);
+    expect(listed).toEqual([['graph', '', 17], ['NotAnOnnxOp', '', 17], ['FusedConv', 'com.microsoft', 1], ['Cast', '', 17], ['Loop', '', 17]]);
+    const message = (err as Error).message;
+    expect(message).toContain('the model uses 5 unsupported ops/types');
+    expect(message).toContain("graph (opset 17) at initializer 'unused': float64: the engine has no float64 dtype");
+    expect(message).toContain("com.microsoft.FusedConv (opset 1) at node 2 'fusedconv_c' (com.microsoft.FusedConv, opset 1): the domain 'com.microsoft' is not supported");
+    expect(message).toContain('casts to float64: the engine has no float64 dtype');
+    // Ops whose oldest supported opset is later than the model's are reported too, as are graph inputs of types the engine lacks.
+    const old = model({ nodes: [node('Add', ['x', 'x'], ['y'])], inputs: [info('x', 'float64', [2])], outputs: [info('y', 'float64', [2])] }, { '': 6 });
+    await expect(sn.loadOnnx(old)).rejects.toThrow(/Add \(opset 6\) at node 0 'add_y' \(Add, opset 6\): opset 6 is older than the oldest supported \(7\)/);
+    await expect(sn.loadOnnx(old)).rejects.toThrow(/graph \(opset 6\) at input 'x': float64: the engine has no float64 dtype/);
+  });
+
+  it('describes its inputs and outputs, with symbolic dims by name', async () => {
+    const m = await sn.loadOnnx(model({
+      nodes: [node('Shape', ['x'], ['y'])],
+      inputs: [info('x', 'float32', ['batch', 3])],
+      outputs: [info('y', 'int64', [2])],
+    }));
+    expect(m.inputs).toEqual([{ name: 'x', dtype: 'float32', shape: ['batch', 3] }]);
+    expect(m.outputs).toEqual([{ name: 'y', dtype: 'int64', shape: [2] }]);
+    // int64 results come back as int32 tensors.
+    const y = (await m.run({ x: sn.zeros([5, 3]) })).y!;
+    expect(y.dtype).toBe('int32');
+    expect(await values(y)).toEqual([5, 3]);
+  });
+
+  it('names the input and the expected signature when run gets bad inputs', async () => {
+    const m = await sn.loadOnnx(model({
+      nodes: [node('Add', ['a', 'b'], ['y'])],
+      inputs: [info('a', 'float32', ['N', 3]), info('b', 'float32', ['N', 3])],
+      outputs: [info('y', 'float32', ['N', 3])],
+    }));
+    const sig = "the model's inputs are a: float32[N, 3], b: float32[N, 3]";
+    const ok = sn.zeros([2, 3]);
+    await expect(m.run({ a: ok })).rejects.toThrow(`run: missing 'b'; ${sig}`);
+    await expect(m.run({ a: ok, b: ok, c: ok })).rejects.toThrow(`run: unknown input 'c'; ${sig}`);
+    await expect(m.run({ a: ok, b: sn.zeros([2, 3], { dtype: 'int32' }) })).rejects.toThrow(`run: input 'b' is int32 but the model expects float32; ${sig}`);
+    await expect(m.run({ a: ok, b: sn.zeros([2, 3, 1]) })).rejects.toThrow(`run: input 'b' has shape [2, 3, 1], but the model expects rank 2; ${sig}`);
+    await expect(m.run({ a: ok, b: sn.zeros([2, 4]) })).rejects.toThrow(`run: input 'b' has shape [2, 4], but the model expects 3 in dim 1; ${sig}`);
+    await expect(m.run({ a: ok, b: sn.zeros([4, 3]) })).rejects.toThrow(`run: input 'b' has shape [4, 3], but dim 0 is 'N', which an earlier input set to 2; ${sig}`);
+  });
+
+  it('folds shape arithmetic (Shape → Gather → Concat → Reshape) while tracing, per input shape', async () => {
+    const m = await sn.loadOnnx(model({
+      nodes: [
+        node('Shape', ['x'], ['s']),
+        node('Gather', ['s', 'zero'], ['n'], [int('axis', 0)]),
+        node('Unsqueeze', ['n', 'axes0'], ['n1']),
+        node('Concat', ['n1', 'minus1'], ['target'], [int('axis', 0)]),
+        node('Reshape', ['x', 'target'], ['flat']),
+        node('Relu', ['flat'], ['y']),
+      ],
+      inputs: [info('x', 'float32', ['N', 3, 4])],
+      outputs: [info('y', 'float32', ['N', 12])],
+      initializers: [
+        { name: 'zero', dims: [], dataType: TYPE.int64, int64Data: [0] },
+        { name: 'axes0', dims: [1], dataType: TYPE.int64, int64Data: [0] },
+        { name: 'minus1', dims: [1], dataType: TYPE.int64, int64Data: [-1] },
+      ],
+    }));
+    for (const n of [2, 5]) {
+      const x = sn.randn([n, 3, 4], { seed: n });
+      const y = (await m.run({ x })).y!;
+      expect(y.shape).toEqual([n, 12]);
+      expect(await values(y)).toEqual((await values(x)).map((v) => Math.max(v, 0)));
+      // Only the relu is left: the shape computation became the reshape's constant target (a view).
+      const ops = m.graph.nodes.filter((g) => g.kind === 'op').map((g) => sn.opLabel(g));
+      expect(ops).toEqual(['relu']);
+    }
+  });
+
+  it('reports a shape that depends on tensor values, which cannot be traced', async () => {
+    const m = await sn.loadOnnx(model({
+      nodes: [node('ArgMax', ['s'], ['k'], [int('keepdims', 1)]), node('Reshape', ['x', 'k'], ['y'])],
+      inputs: [info('x', 'float32', [4]), info('s', 'float32', [3])],
+      outputs: [info('y', 'float32', [4])],
+    }));
+    await expect(m.run({ x: sn.zeros([4]), s: sn.zeros([3]) })).rejects.toThrow(/Reshape: node 1 'reshape_y' \(Reshape, opset 17\): .*shape is needed while the model is traced/);
+  });
+
+  it('folds a BatchNormalization into the Conv before it, matching eager execution', async () => {
+    const c = 4;
+    const r = (n: number, seed: number, shift = 0) => Array.from({ length: n }, (_, i) => Math.sin(seed * 7.1 + i * 1.3) + shift);
+    const m = await sn.loadOnnx(model({
+      nodes: [node('Conv', ['x', 'w', 'b'], ['c'], [ints('pads', [1, 1, 1, 1])]), node('BatchNormalization', ['c', 'g', 'beta', 'mean', 'var'], ['y'], [float('epsilon', 1e-3)])],
+      inputs: [info('x', 'float32', [1, 3, 5, 5])],
+      outputs: [info('y', 'float32', [1, c, 5, 5])],
+      initializers: [
+        rawFloat('w', [c, 3, 3, 3], r(c * 27, 1)), rawFloat('b', [c], r(c, 2)), rawFloat('g', [c], r(c, 3, 1.5)),
+        rawFloat('beta', [c], r(c, 4)), rawFloat('mean', [c], r(c, 5)), rawFloat('var', [c], r(c, 6, 2)),
+      ],
+    }));
+    const x = sn.randn([1, 3, 5, 5], { seed: 3 });
+    const traced = (await m.run({ x })).y!;
+    expect(m.graph.nodes.filter((g) => g.kind === 'op').map((g) => sn.opLabel(g))).toEqual(['conv2d']);
+    const eager = (await m.run({ x }, { jit: false })).y!;
+    assertClose(await traced.data(), await eager.data(), { rtol: 1e-5, atol: 1e-5 });
+  });
+
+  it('computes a 3-D Conv (strided, dilated, padded) as the direct sum', async () => {
+    const [n, c, o, d, h, w] = [1, 2, 3, 6, 4, 6], k = [2, 3, 2], strides = [2, 1, 2], dil = [2, 1, 2], pads = [1, 0, 1, 0, 1, 1];
+    const m = await sn.loadOnnx(model({
+      nodes: [node('Conv', ['x', 'w'], ['y'], [ints('strides', strides), ints('dilations', dil), ints('pads', pads)])],
+      inputs: [info('x', 'float32', [n, c, d, h, w]), info('w', 'float32', [o, c, ...k])],
+      outputs: [info('y', 'float32', [])],
+    }));
+    const x = sn.randn([n, c, d, h, w], { seed: 11 }), wt = sn.randn([o, c, ...k], { seed: 12 });
+    const y = (await m.run({ x, w: wt })).y!;
+    const xs = await x.data(), ws = await wt.data();
+    const size = [d, h, w], out = size.map((s, i) => Math.floor((s + pads[i]! + pads[i + 3]! - dil[i]! * (k[i]! - 1) - 1) / strides[i]!) + 1);
+    expect(y.shape).toEqual([n, o, ...out]);
+    const want: number[] = [];
+    for (let oc = 0; oc < o; oc++) for (let z = 0; z < out[0]!; z++) for (let r = 0; r < out[1]!; r++) for (let q = 0; q < out[2]!; q++) {
+      let acc = 0;
+      for (let ic = 0; ic < c; ic++) for (let a = 0; a < k[0]!; a++) for (let b = 0; b < k[1]!; b++) for (let e = 0; e < k[2]!; e++) {
+        const [zi, ri, qi] = [z * strides[0]! - pads[0]! + a * dil[0]!, r * strides[1]! - pads[1]! + b * dil[1]!, q * strides[2]! - pads[2]! + e * dil[2]!];
+        if (zi < 0 || zi >= d || ri < 0 || ri >= h || qi < 0 || qi >= w) continue;
+        acc += xs[((ic * d + zi) * h + ri) * w + qi]! * ws[(((oc * c + ic) * k[0]! + a) * k[1]! + b) * k[2]! + e]!;
+      }
+      want.push(acc);
+    }
+    assertClose(await y.data(), Float64Array.from(want), { rtol: 1e-5, atol: 1e-5 });
+  });
+
+  it('narrows int64 values to int32 on the device, refusing values that do not fit', async () => {
+    const build = (big: number) => model({
+      nodes: [node('Add', ['x', 'c'], ['y'])],
+      inputs: [info('x', 'int64', [2])],
+      outputs: [info('y', 'int64', [2])],
+      initializers: [{ name: 'c', dims: [2], dataType: TYPE.int64, int64Data: [1, big] }],
+    });
+    const small = await sn.loadOnnx(build(100));
+    const y = (await small.run({ x: { dtype: 'int64', shape: [2], data: [5, -7] } })).y!;
+    expect(y.dtype).toBe('int32');
+    expect(await values(y)).toEqual([6, 93]);
+    const large = await sn.loadOnnx(build(2 ** 40));
+    await expect(large.run({ x: sn.tensor([1, 2], { dtype: 'int32' }) })).rejects.toThrow(/holds 1099511627776 \(at flat index 1\), which does not fit int32/);
+  });
+
+  it('computes Einsum as numpy does (contractions, batches, ellipsis, implicit output)', async () => {
+    const run = async (equation: string, inputs: Tensor[]): Promise<Tensor> => {
+      const names = inputs.map((_, i) => `x${i}`);
+      const m = await sn.loadOnnx(model({
+        nodes: [node('Einsum', names, ['y'], [str('equation', equation)])],
+        inputs: inputs.map((t, i) => info(names[i]!, 'float32', [...t.shape])),
+        outputs: [info('y', 'float32', [])],
+      }, { '': 12 }));
+      return (await m.run(Object.fromEntries(inputs.map((t, i) => [names[i]!, t])))).y!;
+    };
+    const a = sn.randn([2, 3, 4], { seed: 1 }), b = sn.randn([2, 4, 5], { seed: 2 }), v = sn.randn([4], { seed: 3 });
+    const close = async (got: Tensor, want: Tensor) => {
+      expect(got.shape).toEqual(want.shape);
+      assertClose(await got.data(), await want.data(), { rtol: 1e-5, atol: 1e-5 });
+    };
+    await close(await run('bij,bjk->bik', [a, b]), sn.matmul(a, b));
+    await close(await run('...ij,...jk->...ik', [a, b]), sn.matmul(a, b));
+    await close(await run('bij,j', [a, v]), sn.matmul(a, v));
+    await close(await run('bij->bji', [a]), a.transpose(1, 2));
+    const m2 = sn.randn([3, 4], { seed: 4 });
+    await close(await run('ji', [m2]), m2.t());
+    await close(await run('bij->', [a]), sn.sum(a));
+  });
+});
+
+describe.each(['cpu', 'webgpu'] as DeviceName[])('an ONNX model on %s', (device) => {
+  it('gives the same results eagerly and traced', async () => {
+    const m: OnnxModel = await sn.loadOnnx(model({
+      nodes: [
+        node('Mul', ['x', 'k'], ['a']),
+        node('Sigmoid', ['a'], ['b']),
+        node('Transpose', ['b'], ['c'], [ints('perm', [1, 0])]),
+        node('ReduceSum', ['c', 'axes'], ['d'], [int('keepdims', 0)]),
+        node('Softmax', ['x'], ['e'], [int('axis', -1)]),
+      ],
+      inputs: [info('x', 'float32', [3, 4])],
+      outputs: [info('d', 'float32', [4]), info('e', 'float32', [3, 4])],
+      initializers: [rawFloat('k', [4], [1, -2, 0.5, 3]), { name: 'axes', dims: [1], dataType: TYPE.int64, int64Data: [1] }],
+    }), { device });
+    const x = sn.randn([3, 4], { seed: 7, device });
+    const traced = await m.run({ x }), eager = await m.run({ x }, { jit: false });
+    for (const name of ['d', 'e']) {
+      expect(traced[name]!.device).toBe(device);
+      assertClose(await traced[name]!.data(), await eager[name]!.data(), { rtol: 1e-5, atol: 1e-6 });
+    }
+    m.dispose();
+  });
+});
