@@ -4,7 +4,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import * as sn from '../dist/index.js';
-import { getBackend } from '../dist/backend/backend.js';
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -19,12 +18,7 @@ const median = (xs) => {
 };
 
 /** Waits until the device has finished everything queued (no readback: times the kernels alone). */
-async function sync(device) {
-  if (device !== 'webgpu') return;
-  const b = getBackend('webgpu');
-  b.batch.flush();
-  await b.device.queue.onSubmittedWorkDone();
-}
+const sync = (device) => sn.synchronize(device);
 
 /** Median ms of `fn` (which returns a tensor to dispose) over warm runs, and how many were timed. */
 async function time(device, fn) {
@@ -92,6 +86,8 @@ const WORKLOADS = [
   },
 ];
 
+// Other processes skew every number on a small machine: the header shows how busy it was.
+const load0 = os.loadavg()[0];
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
 await sn.init({ device: 'webgpu' });
 const rows = [];
@@ -117,7 +113,8 @@ for (const w of WORKLOADS.filter((w) => !only || w.name.startsWith(only))) {
 }
 
 const cpus = os.cpus();
-const machine = `${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${cpus.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB · Node ${process.version}`;
+const load = `load average ${load0.toFixed(1)} before, ${os.loadavg()[0].toFixed(1)} after`;
+const machine = `${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${cpus.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${load} · Node ${process.version}`;
 const table = [
   `${new Date().toISOString().slice(0, 10)} · ${machine} · ${sn.adapterInfo()?.line ?? 'no WebGPU adapter'}`,
   '',

@@ -5,7 +5,7 @@ export type { DType } from './tensor/dtype.js';
 export { DTYPES, promoteTypes } from './tensor/dtype.js';
 export { SinterError } from './errors.js';
 export type { DeviceName, DeviceOption } from './backend/backend.js';
-export { init, getDefaultDevice, adapterInfo } from './backend/device.js';
+export { init, getDefaultDevice, adapterInfo, synchronize } from './backend/device.js';
 export type { InitOptions, AdapterInfo } from './backend/device.js';
 export * from './tensor/creation.js';
 export { Generator, manualSeed } from './tensor/random.js';

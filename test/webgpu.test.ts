@@ -103,6 +103,14 @@ const spread = defineOp<Record<string, never>>({
 });
 
 describe('webgpu backend', () => {
+  it('synchronize waits for queued work on the device (and resolves at once on the CPU)', async () => {
+    const y = sn.add(sn.ones([4096], { device }), 1);
+    await sn.synchronize('webgpu');
+    await sn.synchronize('cpu');
+    expect(await y.sum().item()).toBe(8192);
+    expect(() => sn.synchronize('tpu' as 'cpu')).toThrow(/synchronize: unknown device "tpu"/);
+  });
+
   it('says which adapter it chose and why, in one line', () => {
     const info = adapterInfo()!;
     expect(info.line).toMatch(/^sinter: WebGPU on .+: .+; optional features: .+$/);

@@ -19,12 +19,14 @@ if (!existsSync(dist)) throw new Error(`${dist} is missing: run \`npm run build\
 // Refresh the harness's files; keep the installed peers and the generated models.
 const skip = new Set(['node_modules', 'out', 'models', 'tmp', 'results.json', 'results.md']);
 cpSync(harness, work, { recursive: true, filter: (src) => src === harness || !skip.has(path.relative(harness, src).split(path.sep)[0]) });
+// The copy keeps shared/'s read-only modes; npm and the harness write there.
+execFileSync('chmod', ['-R', 'u+w', work]);
 if (!existsSync(path.join(work, 'node_modules'))) {
   execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: work, stdio: 'inherit' });
 }
 
-// sinter has no `jit` yet, so its peers run eagerly (the harness's -eager variants).
-const PEERS = ['sinter-webgpu-eager', 'sinter-cpu-eager', 'jax-webgpu', 'tfjs-webgpu', 'ort-node', 'tfjs-wasm', 'jax-wasm', 'tfjs-cpu'];
+// sinter under jit(fn) and called eagerly (-eager), on each device.
+const PEERS = ['sinter-webgpu', 'sinter-webgpu-eager', 'sinter-cpu', 'sinter-cpu-eager', 'jax-webgpu', 'tfjs-webgpu', 'ort-node', 'tfjs-wasm', 'jax-wasm', 'tfjs-cpu'];
 const WORKLOADS = ['matmul_256', 'matmul_512', 'matmul_1024', 'conv2d', 'eltwise', 'softmax', 'layernorm'];
 const args = process.argv.length > 2 ? process.argv.slice(2) : ['--quick', '--peers', PEERS.join(','), '--workloads', WORKLOADS.join(',')];
 console.log(`running the peer harness from ${work}: SINTER_DIST=${dist} node run.mjs ${args.join(' ')}`);

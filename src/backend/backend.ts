@@ -29,6 +29,8 @@ export interface Backend {
   /** The whole storage as a host array (float16 as float32 values). */
   read(storage: Storage): Promise<HostArray>;
   release(storage: Storage): void;
+  /** Resolves when all work queued so far has finished on the device (for timing). */
+  synchronize(): Promise<void>;
   /** Runs `op` on inputs into freshly allocated, contiguous outputs. */
   run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void;
 }

@@ -39,6 +39,9 @@ export const cpuBackend: Backend = {
   async read(storage) {
     return (storage as CpuStorage).data;
   },
+  async synchronize() {
+    // CPU kernels run synchronously: nothing is ever queued.
+  },
   release(storage) {
     noteFree(storage);
   },

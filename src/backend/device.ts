@@ -56,6 +56,14 @@ export async function init(options: InitOptions = {}): Promise<DeviceName> {
   return (defaultDevice = 'webgpu');
 }
 
+/**
+ * Waits until every op queued on `device` (default: the default device) has run, as
+ * torch.cuda.synchronize: for timing GPU work without reading results back.
+ */
+export function synchronize(device?: DeviceName): Promise<void> {
+  return getBackend(resolveDevice('synchronize', device)).synchronize();
+}
+
 export function getDefaultDevice(): DeviceName {
   return defaultDevice;
 }

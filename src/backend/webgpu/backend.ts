@@ -95,6 +95,11 @@ export class WebGpuBackend implements Backend {
     return storage;
   }
 
+  async synchronize(): Promise<void> {
+    this.batch.flush();
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
   release(storage: Storage): void {
     noteFree(storage);
     this.pool.release((storage as WebGpuStorage).buffer);
