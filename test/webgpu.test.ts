@@ -336,7 +336,7 @@ describe('webgpu backend', () => {
     expect(out.trim()).toBe('2000');
   });
 
-  it("'auto' keeps models on the CPU for now and says so; without an adapter 'webgpu' throws the reason", () => {
+  it("without an adapter 'auto' falls back to the CPU and says why; 'webgpu' throws the reason", () => {
     const script = `
       const sn = await import('sinter');
       console.log(await sn.init());
@@ -344,10 +344,15 @@ describe('webgpu backend', () => {
     const env = { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json' };
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, env, stdio: ['ignore', 'pipe', 'ignore'] });
     expect(out.trim().split('\n')).toEqual([
-      "sinter: using the CPU ('auto' will choose WebGPU once every op has a WebGPU kernel; pass { device: 'webgpu' } for the elementwise ops that do)",
+      'sinter: no WebGPU adapter (Dawn found no adapter with VK_ICD_FILENAMES=/nonexistent/icd.json); using the CPU',
       'cpu',
       "init: device 'webgpu' was requested but no WebGPU adapter is available: Dawn found no adapter with VK_ICD_FILENAMES=/nonexistent/icd.json",
     ]);
+  });
+
+  it("'auto' chooses WebGPU when an adapter exists", () => {
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', `const sn = await import('sinter'); console.log(await sn.init({ quiet: true }));`], { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(out.trim()).toBe('webgpu');
   });
 
   it('a lost device fails ops with a clear error, and init opens a new one', async () => {

@@ -11,7 +11,7 @@ let defaultDevice: DeviceName = 'cpu';
 let noAdapter: string | null = null;
 
 export interface InitOptions {
-  /** `'auto'` (default): the CPU until every op has a WebGPU kernel. An explicit `'webgpu'` that cannot be met throws. */
+  /** `'auto'` (default): WebGPU when an adapter exists, else the CPU. An explicit `'webgpu'` that cannot be met throws. */
   device?: DeviceOption;
   /** Don't print the line saying which adapter was chosen and why. */
   quiet?: boolean;
@@ -45,15 +45,11 @@ export async function init(options: InitOptions = {}): Promise<DeviceName> {
     throw new SinterError('init', `unknown device ${JSON.stringify(want)}; expected 'auto', 'cpu' or 'webgpu'`);
   }
   if (want === 'cpu') return (defaultDevice = 'cpu');
-  if (want === 'auto') {
-    // Only elementwise ops, copies and casts have WebGPU kernels so far (the rest is in progress), so
-    // 'auto' keeps whole models on the CPU, where every op runs; WebGPU is there when asked for by name.
-    if (!options.quiet) console.info("sinter: using the CPU ('auto' will choose WebGPU once every op has a WebGPU kernel; pass { device: 'webgpu' } for the elementwise ops that do)");
-    return (defaultDevice = 'cpu');
-  }
   const gpu = await webgpu(options.quiet ?? false);
-  if (!gpu) throw new SinterError('init', `device 'webgpu' was requested but no WebGPU adapter is available: ${noAdapter}`);
-  return (defaultDevice = 'webgpu');
+  if (gpu) return (defaultDevice = 'webgpu');
+  if (want === 'webgpu') throw new SinterError('init', `device 'webgpu' was requested but no WebGPU adapter is available: ${noAdapter}`);
+  if (!options.quiet) console.info(`sinter: no WebGPU adapter (${noAdapter}); using the CPU`);
+  return (defaultDevice = 'cpu');
 }
 
 /**
