@@ -29,14 +29,46 @@ export interface JitReport {
   peakBytes: number;
   /** Bytes the intermediates would take with one buffer each. */
   unplannedBytes: number;
-  /** First call with this signature: tracing, passes, compilation and the run (ms). */
-  coldMs: number;
+  /**
+   * Compiling this signature (ms): tracing, passes, fusion, the memory plan and, on WebGPU, creating
+   * the pipelines (with `compile()`: until all of them were compiled, in parallel).
+   */
+  compileMs: number;
+  /**
+   * The first call with this signature (ms), its compilation included unless `compile()` ran before;
+   * null until it is called. Calls are timed on the host: on WebGPU the GPU runs on after they return
+   * (`profile()` times the device).
+   */
+  coldMs: number | null;
   /** Median of later calls (ms; null until a second call). */
   warmMs: number | null;
+  /**
+   * Wall time of the last `profile()` call (ms), until the device had finished its work (on WebGPU
+   * the kernels' `gpuMs` add up to at most this); null if this signature was never profiled.
+   */
+  profiledMs: number | null;
 }
 
 export interface Jitted<Args extends unknown[], R> {
   (...args: Args): R;
+  /**
+   * Compiles the plan for these arguments' signature without running it, and resolves to its report:
+   * on WebGPU every pipeline is compiled at once with createComputePipelineAsync (in parallel where the
+   * implementation compiles in parallel, and off the page's thread in browsers), and a kernel the
+   * compiler rejects rejects the promise. Calls with this signature then start at once; without it,
+   * the first call creates its pipelines synchronously, one after another. Awaiting it before serving
+   * (`await f.compile(exampleInput)`) takes compilation out of the first call's latency.
+   */
+  compile(...args: Args): Promise<JitReport>;
+  /**
+   * Runs the plan for these arguments once, timing every kernel, waits until the device has finished,
+   * discards the results and resolves to the report, whose kernels then carry `gpuMs` (WebGPU: from
+   * timestamp queries, absent on devices without 'timestamp-query') or `cpuMs` (CPU: performance.now()
+   * around each kernel), and `profiledMs` the call's wall time. On WebGPU each kernel runs in a compute
+   * pass of its own bracketed by timestamps; ordinary calls use one pass and take no timestamps, so
+   * timing costs them nothing. Compiles the signature first if needed; counts in neither coldMs nor warmMs.
+   */
+  profile(...args: Args): Promise<JitReport>;
   /** The plan of the most recent signature. */
   report(): JitReport;
   /** The optimised graph of the most recent signature (before fusion; `report().groups` are its fused kernels). */
@@ -51,8 +83,12 @@ interface Compiled {
   groups: number[][];
   template: unknown;
   strategy: string;
-  coldMs: number;
+  compileMs: number;
+  /** The pipelines' asynchronous compilation while `compile()` awaits it. */
+  compiling: Promise<void> | null;
+  coldMs: number | null;
   warm: number[];
+  profile: { kernelMs: number[] | null; wallMs: number } | null;
 }
 
 function signature(args: readonly unknown[]): string {
@@ -77,14 +113,17 @@ function unflatten(template: unknown, values: readonly Tensor[]): unknown {
  * are part of the signature by value). The first call with a signature runs `fn` on symbolic
  * tensors to record a graph, optimises it (dead code, common subexpressions, constant folding,
  * conv/linear + batch-norm folding), fuses kernels by the strategy, plans memory, and runs the plan;
- * later calls replay the plan. Tensors `fn` captures (module parameters) are graph constants.
+ * later calls replay the plan (on WebGPU: every kernel recorded into one command buffer, one submit
+ * per call). Tensors `fn` captures (module parameters) are graph constants. `await f.compile(...args)`
+ * compiles a signature ahead of its first call; `await f.profile(...args)` times its kernels.
  */
 export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: Args) => R, options: JitOptions = {}): Jitted<Args, R> {
   const strategy = resolveStrategy(options.fusion);
   const plans = new Map<string, Compiled>();
   let last: Compiled | null = null;
 
-  const compile = (args: Args): Compiled => {
+  /** Traces `fn` for these arguments and builds its plan (pipelines not yet made). */
+  const build = (args: Args): Compiled => {
     const t0 = performance.now();
     const tensors = args.filter((a): a is Tensor => a instanceof Tensor);
     const device = tensors[0]?.device;
@@ -114,7 +153,25 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
     const groupIds = groups.map((g) => g.members.map((n) => n.id).sort((a, b) => position.get(a)! - position.get(b)!));
     const fusedOps = fuseGroups(graph, groups);
     const plan = new Plan(graph, fusedOps);
-    return { graph: optimised, plan, groups: groupIds, template, strategy: strategy.name, coldMs: performance.now() - t0, warm: [] };
+    return { graph: optimised, plan, groups: groupIds, template, strategy: strategy.name, compileMs: performance.now() - t0, compiling: null, coldMs: null, warm: [], profile: null };
+  };
+
+  /** The compiled signature of these arguments, compiled now with its pipelines compiled asynchronously if new. */
+  const compiled = async (args: Args, what: string): Promise<Compiled> => {
+    if (activeTrace()) throw new SinterError('jit', `${what}() cannot be used while another function is traced`);
+    const key = signature(args);
+    let c = plans.get(key);
+    if (!c) {
+      const t0 = performance.now();
+      const fresh = build(args);
+      plans.set(key, (c = fresh));
+      fresh.compiling = fresh.plan.compile().then(() => {
+        fresh.compileMs = performance.now() - t0;
+        fresh.compiling = null;
+      });
+    }
+    await c.compiling;
+    return c;
   };
 
   const run = (...args: Args): R => {
@@ -123,11 +180,14 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
     const key = signature(args);
     let c = plans.get(key);
     const t0 = performance.now();
-    const fresh = !c;
-    if (!c) plans.set(key, (c = compile(args)));
+    if (!c) {
+      plans.set(key, (c = build(args)));
+      c.plan.createPipelines();
+      c.compileMs = performance.now() - t0;
+    }
     const outs = c.plan.run(args.filter((a): a is Tensor => a instanceof Tensor));
     const ms = performance.now() - t0;
-    if (fresh) c.coldMs = ms;
+    if (c.coldMs === null) c.coldMs = ms;
     else c.warm.push(ms);
     last = c;
     return unflatten(c.template, outs) as R;
@@ -137,20 +197,39 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
     if (!last) throw new SinterError('jit', 'nothing compiled yet: call the jitted function first');
     return last;
   };
+  const report = (): JitReport => {
+    const c = current();
+    const warm = [...c.warm].sort((a, b) => a - b);
+    const measured = c.profile?.kernelMs;
+    const key = c.graph.device === 'webgpu' ? 'gpuMs' : 'cpuMs';
+    return {
+      device: c.graph.device,
+      strategy: c.strategy,
+      kernels: c.plan.kernelReports().map((k, i) => (measured ? { ...k, [key]: measured[i] } : k)),
+      groups: c.groups,
+      peakBytes: c.plan.memory.peakBytes,
+      unplannedBytes: c.plan.memory.unplannedBytes,
+      compileMs: c.compileMs,
+      coldMs: c.coldMs,
+      warmMs: warm.length ? warm[Math.floor(warm.length / 2)]! : null,
+      profiledMs: c.profile?.wallMs ?? null,
+    };
+  };
+
   return Object.assign(run, {
-    report(): JitReport {
-      const c = current();
-      const warm = [...c.warm].sort((a, b) => a - b);
-      return {
-        device: c.graph.device,
-        strategy: c.strategy,
-        kernels: c.plan.kernelReports(),
-        groups: c.groups,
-        peakBytes: c.plan.memory.peakBytes,
-        unplannedBytes: c.plan.memory.unplannedBytes,
-        coldMs: c.coldMs,
-        warmMs: warm.length ? warm[Math.floor(warm.length / 2)]! : null,
-      };
+    report,
+    async compile(...args: Args): Promise<JitReport> {
+      last = await compiled(args, 'compile');
+      return report();
+    },
+    async profile(...args: Args): Promise<JitReport> {
+      const c = await compiled(args, 'profile');
+      const t0 = performance.now();
+      const { outputs, kernelMs } = await c.plan.profile(args.filter((a): a is Tensor => a instanceof Tensor));
+      c.profile = { kernelMs, wallMs: performance.now() - t0 };
+      outputs.forEach((t) => t.dispose());
+      last = c;
+      return report();
     },
     graph: () => current().graph,
     dispose() {

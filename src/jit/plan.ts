@@ -8,7 +8,10 @@ import type { Expr } from '../ops/expr.js';
 import { clone } from '../ops/views.js';
 import { mapKernelSource } from '../kernels/cpu/map.js';
 import { prologueSource } from '../kernels/cpu/reduce.js';
-import type { WebGpuCaps, WgslForm } from '../kernels/wgsl/kernel.js';
+import type { GpuView } from '../kernels/wgsl/kernel.js';
+import type { PreparedProgram, WebGpuBackend } from '../backend/webgpu/backend.js';
+import { type PlanBinding, WebGpuPlan } from '../backend/webgpu/plan.js';
+import type { WebGpuStorage } from '../backend/webgpu/storage.js';
 import { type Graph, type Node, type Use, type Value, isIdentityView, opLabel } from './graph.js';
 
 type OpNode = Extract<Node, { kind: 'op' }>;
@@ -113,6 +116,10 @@ export interface KernelReport {
   bytesWritten: number;
   /** Floating-point operations, estimated from the shapes (2·M·N·K for a matmul). */
   flops: number;
+  /** GPU time of the kernel in the last `profile()` call (ms), from timestamp queries; only on WebGPU devices with 'timestamp-query'. */
+  gpuMs?: number;
+  /** Host time of the kernel in the last `profile()` call (ms), from performance.now(); only on the CPU. */
+  cpuMs?: number;
 }
 
 function viewElements(u: Use): number {
@@ -145,82 +152,168 @@ function flopsOf(k: OpNode): number {
   }
 }
 
+/** Where a kernel reads or writes a value: a storage the plan keeps (a slot, a constant), or the call's input or output. */
+type Binding = { readonly storage: Storage } | { readonly input: number } | { readonly output: number };
+
 /**
  * A compiled graph: kernels in order, intermediates in planned slots allocated once. Each call binds
  * the inputs, allocates the outputs afresh (results never alias between calls), and runs every
- * kernel; on WebGPU the dispatches share one command encoder and one submit (at readback).
+ * kernel. On WebGPU the kernels' programs, scratch buffers and fixed bind groups are made when the
+ * plan is built (see WebGpuPlan), and each call records every dispatch into one command buffer and
+ * submits it once.
  */
 export class Plan {
   readonly kernels: OpNode[];
   readonly memory: MemoryPlan;
   private readonly slotTensors: Tensor[];
-  private readonly outputValues: Set<Value>;
+  /** The graph's inputs in the order calls pass their storages. */
+  private readonly inputNodes: Extract<Node, { kind: 'input' }>[];
+  /** Values computed by kernels that the graph returns: each call allocates them afresh. */
+  private readonly outputValues: Value[];
+  /** Per kernel: its inputs' then its outputs' bindings. */
+  private readonly bindings: Binding[][];
+  /** Where each of the graph's outputs is read from. */
+  private readonly outputBindings: Binding[];
+  private readonly gpu: { plan: WebGpuPlan; programs: PreparedProgram[] } | null = null;
 
   constructor(
     readonly graph: Graph,
     readonly fusedOps: Map<number, string[]>,
   ) {
     this.kernels = graph.nodes.filter((n): n is OpNode => n.kind === 'op');
-    this.outputValues = new Set(graph.outputs.map((u) => u.value).filter((v) => v.node.kind === 'op'));
-    this.memory = planMemory(this.kernels, this.outputValues);
+    this.inputNodes = graph.nodes.filter((n): n is Extract<Node, { kind: 'input' }> => n.kind === 'input');
+    this.outputValues = [...new Set(graph.outputs.map((u) => u.value).filter((v) => v.node.kind === 'op'))];
+    this.memory = planMemory(this.kernels, new Set(this.outputValues));
     const backend = getBackend(graph.device);
     this.slotTensors = this.memory.slots.map((s) => keep(new Tensor(backend.alloc(s.dtype, s.length), [s.length])));
+    const inputAt = new Map(this.inputNodes.map((n, i) => [n, i]));
+    const outputAt = new Map(this.outputValues.map((v, i) => [v, i]));
+    const bindingOf = (v: Value): Binding => {
+      const n = v.node;
+      if (n.kind === 'constant') return { storage: n.tensor.storage };
+      if (n.kind === 'input') return { input: inputAt.get(n)! };
+      const out = outputAt.get(v);
+      return out === undefined ? { storage: this.slotTensors[this.memory.slotOf.get(v.id)!]!.storage } : { output: out };
+    };
+    this.bindings = this.kernels.map((k) => [...k.inputs.map((u) => bindingOf(u.value)), ...k.outputs.map(bindingOf)]);
+    this.outputBindings = graph.outputs.map((u) => bindingOf(u.value));
+    if (graph.device === 'webgpu') {
+      try {
+        this.gpu = this.gpuPlan(backend as WebGpuBackend);
+      } catch (e) {
+        this.dispose();
+        throw e;
+      }
+    }
+  }
+
+  private gpuPlan(backend: WebGpuBackend): { plan: WebGpuPlan; programs: PreparedProgram[] } {
+    const programs = this.kernels.map((k) =>
+      backend.prepare(k.op, k.inputs.map(useLayout), k.attrs, k.outputs.map((v) => ({ shape: v.shape, strides: contiguousStrides(v.shape), offset: 0, dtype: v.dtype }))),
+    );
+    const steps = programs.map((program, i) => ({ program, bindings: this.bindings[i] as PlanBinding[] }));
+    return { plan: new WebGpuPlan(backend, steps), programs };
+  }
+
+  /** On WebGPU, compiles every pipeline of the plan in parallel (createComputePipelineAsync); rejects with the first compile error. */
+  compile(): Promise<void> {
+    return this.gpu?.plan.compile() ?? Promise.resolve();
+  }
+
+  /** On WebGPU, creates the pipelines the plan lacks now, synchronously (their compile checks report on the first run). */
+  createPipelines(): void {
+    this.gpu?.plan.createPipelines();
   }
 
   run(args: readonly Tensor[]): Tensor[] {
+    return this.execute(args, false).outputs;
+  }
+
+  /**
+   * Runs once timing every kernel (GPU timestamps on WebGPU where the device has 'timestamp-query',
+   * else none; performance.now() on the CPU) and waits until the device has finished.
+   */
+  async profile(args: readonly Tensor[]): Promise<{ outputs: Tensor[]; kernelMs: number[] | null }> {
+    const { outputs, times } = this.execute(args, true);
+    try {
+      const kernelMs = await times;
+      await getBackend(this.graph.device).synchronize();
+      return { outputs, kernelMs };
+    } catch (e) {
+      outputs.forEach((t) => t.dispose());
+      throw e;
+    }
+  }
+
+  private execute(args: readonly Tensor[], profile: boolean): { outputs: Tensor[]; times: Promise<number[]> | number[] | null } {
     const backend = getBackend(this.graph.device);
-    const owned = new Map<Value, Storage>();
     const temps: Tensor[] = [];
-    for (const n of this.graph.nodes) {
-      if (n.kind !== 'input') continue;
-      let t = args[n.index]!;
-      if (!t.isContiguous() || t.offset !== 0) temps.push((t = clone(t)));
-      owned.set(n.outputs[0]!, t.storage);
+    const inputs = this.inputNodes.map((n) => {
+      const t = args[n.index]!;
+      if (t.isContiguous() && t.offset === 0) return t;
+      const copy = clone(t);
+      temps.push(copy);
+      return copy;
+    });
+    const results = this.outputValues.map((v) => new Tensor(backend.alloc(v.dtype, numel(v.shape)), v.shape));
+    let times: Promise<number[]> | number[] | null;
+    try {
+      times = this.gpu
+        ? this.gpu.plan.run(inputs.map((t) => t.storage as WebGpuStorage), results.map((t) => t.storage as WebGpuStorage), profile)
+        : this.runCpu(inputs, results, profile);
+    } catch (e) {
+      results.forEach((t) => t.dispose());
+      throw e;
+    } finally {
+      temps.forEach((t) => t.dispose());
     }
-    const results = new Map<Value, Tensor>();
-    for (const v of this.outputValues) {
-      const t = new Tensor(backend.alloc(v.dtype, numel(v.shape)), v.shape);
-      results.set(v, t);
-      owned.set(v, t.storage);
-    }
-    const storageOf = (v: Value): Storage => {
-      const n = v.node;
-      if (n.kind === 'constant') return n.tensor.storage;
-      return owned.get(v) ?? this.slotTensors[this.memory.slotOf.get(v.id)!]!.storage;
-    };
-    const viewOf = (u: Use) => new Tensor(storageOf(u.value), u.view.shape, u.view.strides, u.view.offset);
-    for (const k of this.kernels) {
-      const ins = k.inputs.map(viewOf);
-      const outs = k.outputs.map((v) => results.get(v) ?? new Tensor(storageOf(v), v.shape));
-      try {
-        backend.run(k.op, ins, k.attrs, outs);
-      } finally {
-        ins.forEach((t) => t.dispose());
-        outs.forEach((t, i) => results.has(k.outputs[i]!) || t.dispose());
-      }
-    }
-    temps.forEach((t) => t.dispose());
     // Outputs that are views, inputs or constants are materialised as fresh tensors too.
-    return this.graph.outputs.map((u) => {
-      const r = results.get(u.value);
-      if (r && isIdentityView(u)) return r;
-      const view = viewOf(u);
+    const returned = new Set<Tensor>();
+    const outputs = this.graph.outputs.map((u, i) => {
+      const b = this.outputBindings[i]!;
+      if ('output' in b && isIdentityView(u)) {
+        returned.add(results[b.output]!);
+        return results[b.output]!;
+      }
+      const storage = 'storage' in b ? b.storage : 'input' in b ? inputs[b.input]!.storage : results[b.output]!.storage;
+      const view = new Tensor(storage, u.view.shape, u.view.strides, u.view.offset);
       const copy = clone(view);
       view.dispose();
       return copy;
     });
+    for (const r of results) if (!returned.has(r)) r.dispose();
+    return { outputs, times };
+  }
+
+  /** Runs the kernels on the CPU, timing each when `profile` is set. */
+  private runCpu(inputs: readonly Tensor[], results: readonly Tensor[], profile: boolean): number[] | null {
+    const backend = getBackend('cpu');
+    const times: number[] = [];
+    const storageOf = (b: Binding): Storage => ('storage' in b ? b.storage : 'input' in b ? inputs[b.input]!.storage : results[b.output]!.storage);
+    this.kernels.forEach((k, i) => {
+      const bindings = this.bindings[i]!;
+      const ins = k.inputs.map((u, j) => new Tensor(storageOf(bindings[j]!), u.view.shape, u.view.strides, u.view.offset));
+      const outs = k.outputs.map((v, j) => new Tensor(storageOf(bindings[k.inputs.length + j]!), v.shape));
+      try {
+        const t0 = profile ? performance.now() : 0;
+        backend.run(k.op, ins, k.attrs, outs);
+        if (profile) times.push(performance.now() - t0);
+      } finally {
+        ins.forEach((t) => t.dispose());
+        outs.forEach((t) => t.dispose());
+      }
+    });
+    return profile ? times : null;
   }
 
   /** Per-kernel description: ops, generated source, bytes moved, FLOPs. */
   kernelReports(): KernelReport[] {
-    const caps = this.graph.device === 'webgpu' ? (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps : null;
-    return this.kernels.map((k) => {
-      const metas = k.inputs.map((u) => ({ shape: u.view.shape, strides: u.view.strides, offset: u.view.offset, dtype: u.value.dtype }));
-      const outMetas = k.outputs.map((v) => ({ shape: v.shape, strides: contiguousStrides(v.shape), offset: 0, dtype: v.dtype }));
+    return this.kernels.map((k, i) => {
+      const metas = k.inputs.map(useLayout);
       let source: string | null = null;
-      if (caps && k.op.webgpu) {
-        const form: WgslForm = k.op.webgpu(metas, k.attrs, outMetas, caps);
-        source = 'passes' in form ? form.passes.map((p) => p.source).join('\n// ---- next pass ----\n') : form.source;
+      if (this.gpu) {
+        const passes = this.gpu.programs[i]!.passes;
+        source = passes.length ? passes.map((p) => p.kernel.source).join('\n// ---- next pass ----\n') : null;
       } else if (k.op.name === 'map') {
         source = mapKernelSource((k.attrs as { expr: Expr }).expr, metas, k.outputs[0]!.shape);
       } else if ((k.attrs as { prologue?: Expr }).prologue) {
@@ -238,6 +331,12 @@ export class Plan {
   }
 
   dispose(): void {
+    this.gpu?.plan.dispose();
     this.slotTensors.forEach((t) => t.dispose());
   }
+}
+
+/** A use's layout as kernels see it. */
+function useLayout(u: Use): GpuView {
+  return { shape: u.view.shape, strides: u.view.strides, offset: u.view.offset, dtype: u.value.dtype };
 }

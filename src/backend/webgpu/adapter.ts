@@ -4,6 +4,13 @@ import type { WebGpuCaps, WebGpuLimits } from '../../kernels/wgsl/kernel.js';
 /** SwiftShader's Vulkan driver, as Debian's chromium package installs it: the fallback where no GPU exists. */
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
+/**
+ * Dawn's instance flags in Node: timestamps at full resolution. By default Dawn rounds them down to
+ * multiples of 2^16 ns (65.5 µs; a browser's defence against timing attacks, pointless in a local
+ * process), too coarse for `profile()` to time small kernels. Browsers set their own policy.
+ */
+const DAWN_FLAGS = ['disable-dawn-features=timestamp_quantization'];
+
 /** Optional features used when the adapter has them. */
 const FEATURES: GPUFeatureName[] = ['shader-f16', 'timestamp-query', 'subgroups'];
 /** Limits requested at the adapter's maximum, since kernels size their tiles and bindings by them. */
@@ -52,7 +59,7 @@ export async function openDevice(): Promise<OpenedDevice | { reason: string }> {
   }
   if (typeof (globalThis as { GPUBufferUsage?: unknown }).GPUBufferUsage === 'undefined') Object.assign(globalThis, dawn.globals);
   const preset = env.VK_ICD_FILENAMES;
-  let gpu = dawn.create([]);
+  let gpu = dawn.create(DAWN_FLAGS);
   let adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (adapter) return open(gpu, adapter, preset ? `Dawn's adapter with VK_ICD_FILENAMES=${preset} from the environment` : "Dawn's hardware adapter");
   if (preset !== undefined) return { reason: `Dawn found no adapter with VK_ICD_FILENAMES=${preset}` };
@@ -61,7 +68,7 @@ export async function openDevice(): Promise<OpenedDevice | { reason: string }> {
     return { reason: `Dawn found no hardware adapter, and SwiftShader's Vulkan driver (${SWIFTSHADER_ICD}, from Debian's chromium package) is not installed` };
   }
   env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
-  gpu = dawn.create([]);
+  gpu = dawn.create(DAWN_FLAGS);
   adapter = await gpu.requestAdapter();
   if (!adapter) return { reason: `Dawn found no hardware adapter, nor one through SwiftShader's Vulkan driver (${SWIFTSHADER_ICD})` };
   return open(gpu, adapter, `no hardware adapter was found, so SwiftShader's Vulkan driver (${SWIFTSHADER_ICD}, a CPU emulation) is used`);

@@ -1,6 +1,6 @@
 /// <reference types="@webgpu/types" />
 import { SinterError } from '../../errors.js';
-import type { GpuView, WebGpuCaps, WgslProgram } from '../../kernels/wgsl/kernel.js';
+import type { GpuView, WebGpuCaps, WgslKernel, WgslProgram } from '../../kernels/wgsl/kernel.js';
 import type { OpDef } from '../../ops/op.js';
 import type { DType, HostArray } from '../../tensor/dtype.js';
 import { noteAlloc, noteFree, noteReserved } from '../../tensor/memory.js';
@@ -10,9 +10,27 @@ import type { OpenedDevice } from './adapter.js';
 import { CommandBatch, type StatusWords } from './batch.js';
 import { Check } from './check.js';
 import { deviceBytes, packHost, unpackDevice } from './pack.js';
-import { PipelineCache } from './pipelines.js';
+import { PipelineCache, type ReadyPipeline } from './pipelines.js';
 import { BufferPool } from './pool.js';
 import { WebGpuStorage } from './storage.js';
+
+/** A pass of a prepared program and the label its errors carry. */
+export interface PreparedPass {
+  readonly kernel: WgslKernel;
+  readonly label: string;
+}
+
+/** An op's WGSL program for fixed layouts, checked against the device's limits; pipelines are made apart. */
+export interface PreparedProgram {
+  readonly label: string;
+  /** Read-only bindings (the inputs). */
+  readonly inputs: number;
+  /** Read-write bindings before the status one: outputs, then scratch. */
+  readonly writable: number;
+  /** Bytes of each scratch buffer. */
+  readonly scratch: readonly number[];
+  readonly passes: readonly PreparedPass[];
+}
 
 function layoutOf(t: Tensor): GpuView {
   return { shape: t.shape, strides: t.strides, offset: t.offset, dtype: t.dtype };
@@ -38,7 +56,7 @@ export class WebGpuBackend implements Backend {
   private readonly pipelines: PipelineCache;
   /** Dawn's instance: dropping it could end the device while tensors live. */
   private readonly gpu: GPU;
-  private readonly storageUsage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  readonly storageUsage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   private readonly readUsage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
   private lost: string | null = null;
   /** An error the device raised outside any check (uncaptured) that no read has reported yet: the next read throws it. */
@@ -67,7 +85,7 @@ export class WebGpuBackend implements Backend {
   }
 
   /** Throws a SinterError naming `op` when the device is lost. */
-  private usable(op: string): void {
+  usable(op: string): void {
     if (this.lost) throw new SinterError(op, this.lost);
   }
 
@@ -133,12 +151,48 @@ export class WebGpuBackend implements Backend {
     return unpackDevice(s.dtype, bytes, s.length);
   }
 
-  run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
+  /**
+   * The WGSL program `op` generates for these layouts, checked against the device's limits
+   * (storage buffers per kernel, scratch sizes); passes with no workgroups are left out.
+   */
+  prepare<A>(op: OpDef<A>, inputs: readonly GpuView[], attrs: A, outputs: readonly GpuView[]): PreparedProgram {
     if (!op.webgpu) throw new SinterError(op.name, `no WebGPU kernel for ${op.name} yet; run it on the CPU (\`await x.toDevice('cpu')\`)`);
-    const form = op.webgpu(inputs.map(layoutOf), attrs, outputs.map(layoutOf), this.caps);
+    const form = op.webgpu(inputs, attrs, outputs, this.caps);
     const program: WgslProgram = 'passes' in form ? form : { scratch: [], passes: [form], label: form.label };
     const label = program.label ?? op.name;
     this.usable(label);
+    const limits = this.caps.limits;
+    const writable = outputs.length + program.scratch.length;
+    for (const k of program.passes) {
+      const n = inputs.length + writable + (k.checks ? 1 : 0);
+      if (n > limits.maxStorageBuffersPerShaderStage) {
+        throw new SinterError(k.label ?? label, `needs ${n} storage buffers but ${this.adapter} allows ${limits.maxStorageBuffersPerShaderStage} per kernel`);
+      }
+    }
+    for (const { bytes } of program.scratch) {
+      if (bytes > limits.maxStorageBufferBindingSize) throw new SinterError(label, `needs a scratch buffer of ${bytes} bytes, more than the ${limits.maxStorageBufferBindingSize} bytes ${this.adapter} can bind`);
+    }
+    const passes = program.passes.filter((k) => !k.workgroups.some((w) => w === 0)).map((kernel) => ({ kernel, label: kernel.label ?? label }));
+    return { label, inputs: inputs.length, writable, scratch: program.scratch.map((s) => s.bytes), passes };
+  }
+
+  /** The pipeline of a prepared pass, created now if it does not exist (see PipelineCache.get). */
+  pipeline(program: PreparedProgram, pass: PreparedPass): ReadyPipeline {
+    return this.pipelines.get(pass.kernel.source, program.inputs, program.writable + (pass.kernel.checks ? 1 : 0), pass.label);
+  }
+
+  /** The bind group layout of a prepared pass's pipeline. */
+  layout(program: PreparedProgram, pass: PreparedPass): GPUBindGroupLayout {
+    return this.pipelines.layout(program.inputs, program.writable + (pass.kernel.checks ? 1 : 0));
+  }
+
+  /** Compiles the pipeline of a prepared pass asynchronously (see PipelineCache.compile). */
+  compilePipeline(program: PreparedProgram, pass: PreparedPass): Promise<SinterError | null> {
+    return this.pipelines.compile(pass.kernel.source, program.inputs, program.writable + (pass.kernel.checks ? 1 : 0), pass.label);
+  }
+
+  run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
+    const program = this.prepare(op, inputs.map(layoutOf), attrs, outputs.map(layoutOf));
     const ins = inputs.map((t) => t.storage as WebGpuStorage);
     const outs = outputs.map((t) => t.storage as WebGpuStorage);
     // The outputs depend on the inputs' checks that have not passed yet; one that failed fails this op now.
@@ -147,20 +201,9 @@ export class WebGpuBackend implements Backend {
       throwFailed(s.checks);
       for (const c of s.checks) if (!c.settled) deps.add(c);
     }
-    const limits = this.caps.limits;
-    const writable = outs.length + program.scratch.length;
-    for (const k of program.passes) {
-      const n = ins.length + writable + (k.checks ? 1 : 0);
-      if (n > limits.maxStorageBuffersPerShaderStage) {
-        throw new SinterError(k.label ?? label, `needs ${n} storage buffers but ${this.adapter} allows ${limits.maxStorageBuffersPerShaderStage} per kernel`);
-      }
-    }
-    for (const { bytes } of program.scratch) {
-      if (bytes > limits.maxStorageBufferBindingSize) throw new SinterError(label, `needs a scratch buffer of ${bytes} bytes, more than the ${limits.maxStorageBufferBindingSize} bytes ${this.adapter} can bind`);
-    }
-    const passes = program.passes.filter((k) => !k.workgroups.some((w) => w === 0)).map((k) => {
-      const name = k.label ?? label;
-      return { kernel: k, label: name, ...this.pipelines.get(k.source, ins.length, writable + (k.checks ? 1 : 0), name) };
+    const passes = program.passes.map((p) => {
+      const { pipeline, layout, compiled } = this.pipeline(program, p);
+      return { ...p, pipeline, layout, compiled };
     });
     const checks: Check[] = [];
     if (passes.length > 0) {
@@ -171,41 +214,57 @@ export class WebGpuBackend implements Backend {
         this.batch.flush();
         this.device.pushErrorScope('validation');
       }
-      const scratch = program.scratch.map(({ bytes }) => this.pool.acquire(bytes, this.storageUsage, limits.maxBufferSize).buffer);
+      const limits = this.caps.limits;
+      const scratch = program.scratch.map((bytes) => this.pool.acquire(bytes, this.storageUsage, limits.maxBufferSize).buffer);
       const buffers = [...ins.map((s) => s.buffer), ...outs.map((s) => s.buffer), ...scratch];
       for (const p of passes) {
         const entries: GPUBindGroupEntry[] = buffers.map((buffer, i) => ({ binding: i, resource: { buffer } }));
-        if (p.kernel.checks) entries.push({ binding: buffers.length, resource: this.statusSlot(p.label, p.kernel.checks, checks) });
+        if (p.kernel.checks) {
+          const { check, receive } = this.statusCheck(p.label, p.kernel.checks);
+          checks.push(check);
+          entries.push({ binding: buffers.length, resource: this.batch.statusSlot(receive) });
+        }
         this.batch.dispatch(p.pipeline, this.device.createBindGroup({ layout: p.layout, entries }), p.kernel.workgroups);
       }
       // Later work that reuses them is queued after these dispatches (uploads flush first).
       for (const b of scratch) this.pool.release(b);
       if (compiling.length > 0) {
         this.batch.flush();
-        const dispatched = this.device.popErrorScope().catch(() => null);
-        const verdict = Promise.all([Promise.all(compiling), dispatched]).then(
-          ([compileErrors, dispatchError]) =>
-            compileErrors.find((e) => e !== null) ?? (dispatchError && new SinterError(label, `the dispatch was rejected on ${this.adapter}: ${dispatchError.message}`)),
-        );
-        checks.push(new Check(verdict));
+        checks.push(this.verdict(program.label, compiling));
       }
     }
     for (const s of outs) s.checks = [...deps, ...checks];
   }
 
-  /** A status slot for a dispatch with device-side checks; its Check (added to `checks`) fails with the filled-in message of the check that failed. */
-  private statusSlot(label: string, messages: readonly string[], checks: Check[]): GPUBufferBinding {
+  /**
+   * The check of work dispatched inside a validation error scope (pushed by the caller, popped
+   * here) with pipelines whose compile checks were still running: the first compile error, else
+   * the dispatch's validation error.
+   */
+  verdict(label: string, compiling: readonly Promise<SinterError | null>[]): Check {
+    const dispatched = this.device.popErrorScope().catch(() => null);
+    return new Check(
+      Promise.all([Promise.all(compiling), dispatched]).then(
+        ([compileErrors, dispatchError]) =>
+          compileErrors.find((e) => e !== null) ?? (dispatchError && new SinterError(label, `the dispatch was rejected on ${this.adapter}: ${dispatchError.message}`)),
+      ),
+    );
+  }
+
+  /** The Check of a dispatch with device-side checks, and the receiver of its status words: it fails with the filled-in message of the check that failed. */
+  statusCheck(label: string, messages: readonly string[]): { check: Check; receive: (words: StatusWords | null) => void } {
     let receive!: (words: StatusWords | null) => void;
     const words = new Promise<StatusWords | null>((resolve) => (receive = resolve));
-    checks.push(new Check(words.then((w) => {
+    const check = new Check(words.then((w) => {
       if (!w || w[0] === 0) return null;
       const template = messages[w[0]! - 1] ?? `device-side check ${w[0]} failed (the kernel declares ${messages.length})`;
       return new SinterError(label, template.replaceAll('{value}', String(w[1]! | 0)).replaceAll('{at}', String(w[2])));
-    })));
-    return this.batch.statusSlot(receive);
+    }));
+    return { check, receive };
   }
 }
 
-function throwFailed(checks: readonly Check[]): void {
+/** Throws the first failed check. */
+export function throwFailed(checks: readonly Check[]): void {
   for (const c of checks) if (c.error) throw c.error;
 }

@@ -12,7 +12,9 @@ export type StatusWords = Uint32Array;
  */
 export class CommandBatch {
   private encoder: GPUCommandEncoder | null = null;
-  private pass: GPUComputePassEncoder | null = null;
+  private computePass: GPUComputePassEncoder | null = null;
+  /** Whether the open pass writes timestamps (then nothing else joins it). */
+  private timed = false;
   private dispatches = 0;
   /** Command buffers submitted so far. */
   submits = 0;
@@ -20,7 +22,7 @@ export class CommandBatch {
   /** Receivers of the slots used in this batch, slot k at byte k·stride. */
   private slots: ((words: StatusWords | null) => void)[] = [];
   /** Bytes between slots: storage bindings must start at the device's offset alignment. */
-  private readonly stride: number;
+  readonly stride: number;
 
   constructor(
     private readonly device: GPUDevice,
@@ -50,14 +52,24 @@ export class CommandBatch {
     return { buffer: this.status, offset, size: 16 };
   }
 
+  /**
+   * The open compute pass, begun now if there is none. A pass with `timestampWrites` is always a new
+   * one (the current pass ends), so that its timestamps bracket only what is recorded into it.
+   * Dispatches recorded here directly (a compiled plan's) count toward no limit.
+   */
+  pass(timestampWrites?: GPUComputePassTimestampWrites): GPUComputePassEncoder {
+    if (this.computePass && !timestampWrites && !this.timed) return this.computePass;
+    this.computePass?.end();
+    this.encoder ??= this.device.createCommandEncoder();
+    this.timed = timestampWrites !== undefined;
+    return (this.computePass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : {}));
+  }
+
   dispatch(pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, workgroups: readonly number[]): void {
-    if (!this.pass) {
-      this.encoder = this.device.createCommandEncoder();
-      this.pass = this.encoder.beginComputePass();
-    }
-    this.pass.setPipeline(pipeline);
-    this.pass.setBindGroup(0, bindGroup);
-    this.pass.dispatchWorkgroups(workgroups[0]!, workgroups[1] ?? 1, workgroups[2] ?? 1);
+    const pass = this.pass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(workgroups[0]!, workgroups[1] ?? 1, workgroups[2] ?? 1);
     if (++this.dispatches >= this.maxDispatches) this.flush();
   }
 
@@ -65,7 +77,7 @@ export class CommandBatch {
   flush(after?: (encoder: GPUCommandEncoder) => void): void {
     if (!this.encoder && !after) return;
     const encoder = this.encoder ?? this.device.createCommandEncoder();
-    this.pass?.end();
+    this.computePass?.end();
     const slots = this.slots, bytes = slots.length * this.stride;
     let staging: GPUBuffer | null = null;
     if (slots.length > 0) {
@@ -77,12 +89,16 @@ export class CommandBatch {
     after?.(encoder);
     this.device.queue.submit([encoder.finish()]);
     this.submits++;
-    this.encoder = this.pass = null;
+    this.encoder = this.computePass = null;
     this.dispatches = 0;
-    if (staging) this.report(staging, bytes, slots);
+    if (staging) this.deliver(staging, bytes, slots);
   }
 
-  private report(staging: GPUBuffer, bytes: number, slots: readonly ((words: StatusWords | null) => void)[]): void {
+  /**
+   * Once `staging` (a submitted copy of status slots, `stride` bytes apart) is mapped, gives slot k's
+   * words to `slots[k]` (null to all if it cannot be read) and returns the staging buffer to the pool.
+   */
+  deliver(staging: GPUBuffer, bytes: number, slots: readonly ((words: StatusWords | null) => void)[]): void {
     staging.mapAsync(GPUMapMode.READ, 0, bytes).then(
       () => {
         const words = new Uint32Array(staging.getMappedRange(0, bytes).slice(0));

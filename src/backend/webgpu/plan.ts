@@ -1,0 +1,225 @@
+/// <reference types="@webgpu/types" />
+import { SinterError } from '../../errors.js';
+import type { WebGpuBackend, PreparedPass, PreparedProgram } from './backend.js';
+import { throwFailed } from './backend.js';
+import type { Check } from './check.js';
+import type { ReadyPipeline } from './pipelines.js';
+import type { WebGpuStorage } from './storage.js';
+
+/** Where a kernel's binding comes from: a storage the plan keeps (an intermediate's slot, a constant), or the call's input or output. */
+export type PlanBinding = { readonly storage: WebGpuStorage } | { readonly input: number } | { readonly output: number };
+
+/** One kernel of a plan: its program (from `backend.prepare`) and its inputs' then outputs' bindings. */
+export interface PlanStep {
+  readonly program: PreparedProgram;
+  readonly bindings: readonly PlanBinding[];
+}
+
+type Resource = GPUBufferBinding | { readonly input: number } | { readonly output: number };
+
+interface Dispatch {
+  readonly step: number;
+  readonly program: PreparedProgram;
+  readonly pass: PreparedPass;
+  readonly layout: GPUBindGroupLayout;
+  /** Bindings in order; the call's inputs and outputs are filled in per call. */
+  readonly resources: readonly Resource[];
+  /** The bind group when no binding depends on the call, else the last call's with its buffers. */
+  group: GPUBindGroup | null;
+  lastBuffers: GPUBuffer[] | null;
+  /** Its status slot's index in the plan's status buffer, when it has device-side checks. */
+  readonly slot: number | null;
+  pipeline: ReadyPipeline | null;
+}
+
+/** What one profiled call left to read: the kernels' timestamps. */
+interface Timestamps {
+  readonly querySet: GPUQuerySet;
+  readonly resolve: GPUBuffer;
+  /** Index of each step's pair of timestamps, or null for a step with no dispatch. */
+  readonly pairOf: readonly (number | null)[];
+}
+
+/**
+ * A compiled graph's kernels on WebGPU, fixed for one input signature: the programs are generated,
+ * scratch and status buffers allocated, and bind groups whose buffers do not change from call to
+ * call (intermediates, constants, scratch) created once. Each call records every dispatch into one
+ * command encoder (behind any eager work still queued) and submits it once; bind groups over the
+ * call's inputs and outputs are made per call (reused while those buffers repeat, as with pooled
+ * outputs in a loop). Pipelines are created synchronously on the first call unless `compile()`
+ * compiled them, in parallel, before.
+ */
+export class WebGpuPlan {
+  private readonly dispatches: Dispatch[] = [];
+  private readonly scratch: GPUBuffer[];
+  private readonly status: GPUBuffer | null;
+  /** Storages the plan reads on every call (constants, slots): a check on them fails the call. */
+  private readonly fixed: readonly WebGpuStorage[];
+  /** Every pipeline exists and passed its compile check. */
+  private ready = false;
+  private timestamps: Timestamps | null = null;
+  private disposed = false;
+
+  constructor(
+    private readonly backend: WebGpuBackend,
+    private readonly steps: readonly PlanStep[],
+  ) {
+    const { device, pool, caps, storageUsage, batch } = backend;
+    // Kernels run one after another, so scratch buffer i of every program can share one buffer.
+    const scratchBytes: number[] = [];
+    for (const { program } of steps) program.scratch.forEach((b, i) => (scratchBytes[i] = Math.max(scratchBytes[i] ?? 0, b)));
+    this.scratch = scratchBytes.map((bytes) => pool.acquire(bytes, storageUsage, caps.limits.maxBufferSize).buffer);
+    const checked = steps.reduce((a, s) => a + s.program.passes.filter((p) => p.kernel.checks).length, 0);
+    this.status = checked > 0 ? device.createBuffer({ size: checked * batch.stride, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'sinter plan status' }) : null;
+    const fixed = new Set<WebGpuStorage>();
+    let slots = 0;
+    steps.forEach(({ program, bindings }, step) => {
+      const resources: Resource[] = [
+        ...bindings.map((b) => {
+          if (!('storage' in b)) return b;
+          fixed.add(b.storage);
+          return { buffer: b.storage.buffer };
+        }),
+        ...this.scratch.slice(0, program.scratch.length).map((buffer) => ({ buffer })),
+      ];
+      for (const pass of program.passes) {
+        const slot = pass.kernel.checks ? slots++ : null;
+        const all = slot === null ? resources : [...resources, { buffer: this.status!, offset: slot * batch.stride, size: 16 }];
+        const layout = backend.layout(program, pass);
+        const d: Dispatch = { step, program, pass, layout, resources: all, group: null, lastBuffers: null, slot, pipeline: null };
+        if (all.every((r) => 'buffer' in r)) d.group = device.createBindGroup({ layout, entries: (all as GPUBufferBinding[]).map((resource, binding) => ({ binding, resource })) });
+        this.dispatches.push(d);
+      }
+    });
+    this.fixed = [...fixed];
+  }
+
+  /** Compiles every pipeline the plan lacks with createComputePipelineAsync, all at once; rejects with the first compile error. */
+  async compile(): Promise<void> {
+    const verdicts = await Promise.all(this.dispatches.map((d) => this.backend.compilePipeline(d.program, d.pass)));
+    const error = verdicts.find((e) => e !== null);
+    if (error) throw error;
+  }
+
+  /**
+   * Records every kernel for these inputs and outputs and submits them in one command buffer; the
+   * outputs' checks cover the inputs', the device-side checks and, on a first call, the compile checks.
+   * With `profile` (on a device with `timestamp-query`), each kernel gets a compute pass of its own
+   * bracketed by timestamps, and the result resolves to each kernel's GPU time in ms once it ran.
+   */
+  run(inputs: readonly WebGpuStorage[], outputs: readonly WebGpuStorage[], profile = false): Promise<number[]> | null {
+    const { backend } = this;
+    const { batch, device } = backend;
+    if (this.disposed) throw new SinterError('jit', 'this compiled plan was disposed');
+    backend.usable('jit');
+    const deps = new Set<Check>();
+    for (const s of [...inputs, ...this.fixed]) {
+      throwFailed(s.checks);
+      for (const c of s.checks) if (!c.settled) deps.add(c);
+    }
+    const timestamps = profile && device.features.has('timestamp-query') ? this.timestampQueries() : null;
+    const compiling = this.ready ? [] : this.createPipelines();
+    // As for eager ops: kernels whose compile check still runs go in a submit of their own (the
+    // queued eager work first), so that a rejected one spoils only this call's outputs.
+    if (compiling.length > 0) {
+      batch.flush();
+      device.pushErrorScope('validation');
+    }
+    const checks: Check[] = [];
+    const receivers: ((words: Uint32Array | null) => void)[] = [];
+    let pass = timestamps ? null : batch.pass();
+    let step = -1;
+    for (const d of this.dispatches) {
+      if (timestamps && d.step !== step) {
+        const k = timestamps.pairOf[d.step]!;
+        pass = batch.pass({ querySet: timestamps.querySet, beginningOfPassWriteIndex: 2 * k, endOfPassWriteIndex: 2 * k + 1 });
+      }
+      step = d.step;
+      if (d.slot !== null) {
+        const { check, receive } = backend.statusCheck(d.pass.label, d.pass.kernel.checks!);
+        checks.push(check);
+        receivers[d.slot] = receive;
+      }
+      pass!.setPipeline(d.pipeline!.pipeline);
+      pass!.setBindGroup(0, this.bindGroup(d, inputs, outputs));
+      const [x, y = 1, z = 1] = d.pass.kernel.workgroups;
+      pass!.dispatchWorkgroups(x!, y, z);
+    }
+    const statusBytes = receivers.length * batch.stride;
+    const staging = this.status ? backend.pool.acquire(statusBytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, device.limits.maxBufferSize).buffer : null;
+    const readback = timestamps ? backend.pool.acquire(timestamps.resolve.size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, device.limits.maxBufferSize).buffer : null;
+    batch.flush((encoder) => {
+      if (staging) {
+        encoder.copyBufferToBuffer(this.status!, 0, staging, 0, statusBytes);
+        encoder.clearBuffer(this.status!, 0, statusBytes);
+      }
+      if (timestamps && readback) {
+        encoder.resolveQuerySet(timestamps.querySet, 0, timestamps.querySet.count, timestamps.resolve, 0);
+        encoder.copyBufferToBuffer(timestamps.resolve, 0, readback, 0, timestamps.resolve.size);
+      }
+    });
+    if (staging) batch.deliver(staging, statusBytes, receivers);
+    if (compiling.length > 0) checks.push(backend.verdict('jit', compiling));
+    for (const s of outputs) s.checks = [...deps, ...checks];
+    return timestamps && readback ? this.kernelTimes(timestamps, readback) : null;
+  }
+
+  /** Looks every pipeline up, creating missing ones now (a known compile error throws), and returns the compile checks still running. */
+  createPipelines(): Promise<SinterError | null>[] {
+    const compiling: Promise<SinterError | null>[] = [];
+    for (const d of this.dispatches) {
+      d.pipeline = this.backend.pipeline(d.program, d.pass);
+      if (d.pipeline.compiled) compiling.push(d.pipeline.compiled);
+    }
+    this.ready = compiling.length === 0;
+    return compiling;
+  }
+
+  private bindGroup(d: Dispatch, inputs: readonly WebGpuStorage[], outputs: readonly WebGpuStorage[]): GPUBindGroup {
+    if (d.group && !d.lastBuffers) return d.group;
+    const buffers = d.resources.flatMap((r) => ('input' in r ? [inputs[r.input]!.buffer] : 'output' in r ? [outputs[r.output]!.buffer] : []));
+    if (d.group && d.lastBuffers!.every((b, i) => b === buffers[i])) return d.group;
+    let next = 0;
+    const entries = d.resources.map((r, binding) => ({ binding, resource: 'buffer' in r ? r : { buffer: buffers[next++]! } }));
+    d.lastBuffers = buffers;
+    return (d.group = this.backend.device.createBindGroup({ layout: d.layout, entries }));
+  }
+
+  private timestampQueries(): Timestamps {
+    if (this.timestamps) return this.timestamps;
+    const pairOf: (number | null)[] = this.steps.map(() => null);
+    let pairs = 0;
+    for (const d of this.dispatches) pairOf[d.step] ??= pairs++;
+    // WebGPU allows 4096 queries per set: two per kernel.
+    if (pairs > 2048) throw new SinterError('profile', `the plan has ${pairs} kernels; timing them needs ${2 * pairs} timestamp queries, more than one query set holds (4096)`);
+    const { device } = this.backend;
+    const count = Math.max(2, 2 * pairs);
+    const querySet = device.createQuerySet({ type: 'timestamp', count, label: 'sinter plan timestamps' });
+    const resolve = device.createBuffer({ size: count * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, label: 'sinter plan timestamps' });
+    return (this.timestamps = { querySet, resolve, pairOf });
+  }
+
+  private async kernelTimes(timestamps: Timestamps, readback: GPUBuffer): Promise<number[]> {
+    const bytes = timestamps.resolve.size;
+    try {
+      await readback.mapAsync(GPUMapMode.READ, 0, bytes);
+    } catch (e) {
+      this.backend.usable('profile');
+      throw new SinterError('profile', `reading the kernels' timestamps back failed: ${(e as Error).message}`);
+    }
+    const ticks = new BigUint64Array(readback.getMappedRange(0, bytes).slice(0));
+    readback.unmap();
+    this.backend.pool.release(readback);
+    // Timestamps are in nanoseconds (an end before its beginning, which some drivers give, counts as 0); a kernel with no dispatch took no time.
+    return timestamps.pairOf.map((k) => (k === null ? 0 : Math.max(0, Number(ticks[2 * k + 1]! - ticks[2 * k]!) / 1e6)));
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const b of this.scratch) this.backend.pool.release(b);
+    this.status?.destroy();
+    this.timestamps?.querySet.destroy();
+    this.timestamps?.resolve.destroy();
+  }
+}
