@@ -4,7 +4,9 @@ import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
 import { GEMM_BLOCKS } from '../src/kernels/cpu/gemm.js';
 import { TOLERANCES, type TensorCase, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
-import { DEVICES, expectClose } from './helpers.js';
+import { getBackend } from '../src/backend/backend.js';
+import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
+import { WITH_WEBGPU, expectClose } from './helpers.js';
 import { type Ref, ref, refOf } from './reference/core.js';
 import { type ProductRef, accumulationAtol } from './reference/linalg.js';
 import { conv2dRef, convTranspose2dRef } from './reference/conv.js';
@@ -23,6 +25,10 @@ function unbatch(r: ProductRef, batched: boolean): ProductRef {
   const drop = (x: Ref) => (batched ? x : ref(x.shape.slice(1), x.data));
   return { out: drop(r.out), mag: drop(r.mag) };
 }
+
+// Every new shape compiles a new WebGPU pipeline (shapes are baked into the WGSL), so the GPU runs
+// fewer random cases; the tile edges of its kernels are crossed by the fixed cases further down.
+const runs = (device: string, n: number) => (device === 'webgpu' ? Math.ceil(n / 4) : n);
 
 const int = (min: number, max: number) => fc.integer({ min, max });
 const F: DType[] = ['float32', 'float16'];
@@ -79,7 +85,7 @@ function convTranspose2dArb(dtype: DType) {
     });
 }
 
-describe.each(DEVICES)('conv2d on %s', (device) => {
+describe.each(WITH_WEBGPU)('conv2d on %s', (device) => {
   it.each(F)('matches the direct float64 definition (%s; groups, depthwise, stride, dilation, padding forms, strided views)', async (dtype) => {
     await fc.assert(
       fc.asyncProperty(conv2dArb(dtype), async ([o, cx, cw, cb]) => {
@@ -91,7 +97,7 @@ describe.each(DEVICES)('conv2d on %s', (device) => {
         await expectProduct(y, unbatch(expected, cx.shape.length === 4), cw.shape[1]! * cw.shape[2]! * cw.shape[3]!);
         for (const t of [x, w, b, y]) t?.dispose();
       }),
-      propertyConfig({ numRuns: 50 }),
+      propertyConfig({ numRuns: runs(device, 50) }),
     );
   });
 
@@ -146,7 +152,7 @@ describe.each(DEVICES)('conv2d on %s', (device) => {
   });
 });
 
-describe.each(DEVICES)('convTranspose2d on %s', (device) => {
+describe.each(WITH_WEBGPU)('convTranspose2d on %s', (device) => {
   it.each(F)('matches the scatter definition (%s; groups, stride, dilation, padding, outputPadding, strided views)', async (dtype) => {
     await fc.assert(
       fc.asyncProperty(convTranspose2dArb(dtype), async ([o, cx, cw, cb]) => {
@@ -157,7 +163,7 @@ describe.each(DEVICES)('convTranspose2d on %s', (device) => {
         await expectProduct(y, unbatch(expected, cx.shape.length === 4), (cw.shape[0]! / o.groups) * cw.shape[2]! * cw.shape[3]!);
         for (const t of [x, w, b, y]) t?.dispose();
       }),
-      propertyConfig({ numRuns: 50 }),
+      propertyConfig({ numRuns: runs(device, 50) }),
     );
   });
 
@@ -192,4 +198,66 @@ describe.each(DEVICES)('convTranspose2d on %s', (device) => {
     expect(() => sn.convTranspose2d(x, w, { padding: 'same' } as object)).toThrow(/^convTranspose2d: padding must be a number or an \[h, w\] pair of numbers, got "same"/);
     expect(() => sn.convTranspose2d(x, w, { output_padding: 1 } as object)).toThrow(/^convTranspose2d: unknown option output_padding/);
   });
+});
+
+/**
+ * Convolutions run on WebGPU's GEMM, which has three kernel shapes (src/kernels/wgsl/gemm.ts):
+ * `tiled`, which GPUs get for products at least 32×32 (output channels per group × output pixels);
+ * `registers`, which they get for thinner ones; and `quad`, the registers kernel with quads sharing
+ * loads, which SwiftShader gets. All run here, by presenting the device as another adapter.
+ */
+type GemmKernel = 'tiled' | 'registers' | 'quad';
+const GEMM_KERNELS: GemmKernel[] = ['tiled', 'registers', 'quad'];
+async function withGemmKernel(kind: GemmKernel, run: () => Promise<void>): Promise<void> {
+  const backend = getBackend('webgpu') as unknown as { caps: WebGpuCaps };
+  const caps = backend.caps;
+  const as = { tiled: { architecture: 'a GPU' }, registers: { architecture: 'swiftshader', subgroups: false }, quad: { architecture: 'swiftshader' } };
+  // (quad keeps the device's subgroups: without them SwiftShader gets registers too.)
+  backend.caps = { ...caps, ...as[kind] };
+  try {
+    await run();
+  } finally {
+    backend.caps = caps;
+  }
+}
+
+describe.each(GEMM_KERNELS)('convolutions on the WebGPU GEMM kernel %s', (kind) => {
+  const device = 'webgpu';
+  const host = async (t: Tensor) => ref(t.shape, await t.data());
+  const r = (shape: number[], seed: number, dtype: DType = 'float32') => sn.randn(shape, { seed, device, dtype });
+  type Pair = [number, number];
+  const one: Pair = [1, 1];
+
+  // Output channels per group and pixels overhanging the tiles (64×64, 8×8 per invocation, quads of 4 tiles).
+  it('conv2d matches the direct definition at tile edges (groups, stride, dilation, padding, float16 packed)', () =>
+    withGemmKernel(kind, async () => {
+      type Case = [string, number[], number[], { stride: Pair; padding: Pair; dilation: Pair; groups: number }, DType];
+      const cases: Case[] = [
+        ['two groups of 33 channels, dilated', [2, 4, 10, 9], [66, 2, 3, 3], { stride: one, padding: one, dilation: [1, 2], groups: 2 }, 'float32'],
+        ['stride 2, asymmetric kernel', [1, 3, 17, 15], [35, 3, 3, 2], { stride: [2, 2], padding: [1, 0], dilation: one, groups: 1 }, 'float32'],
+        ['float16, an odd pixel count', [1, 3, 7, 7], [33, 3, 3, 3], { stride: one, padding: one, dilation: one, groups: 1 }, 'float16'],
+        ['depthwise', [1, 8, 12, 12], [8, 1, 3, 3], { stride: one, padding: one, dilation: one, groups: 8 }, 'float32'],
+      ];
+      for (const [i, [what, xs, ws, o, dtype]] of cases.entries()) {
+        const x = r(xs, 50 + i, dtype), w = r(ws, 60 + i, dtype), b = r([ws[0]!], 70 + i, dtype), y = sn.conv2d(x, w, b, o);
+        await expectProduct(y, conv2dRef(await host(x), await host(w), await host(b), o), ws[1]! * ws[2]! * ws[3]!, what);
+        for (const t of [x, w, b, y]) t.dispose();
+      }
+      // A permuted (channels-last) input, read in place.
+      const x = r([1, 9, 11, 5], 80).permute(0, 3, 1, 2), w = r([40, 5, 3, 3], 81);
+      const o = { stride: one, padding: one, dilation: one, groups: 1 };
+      await expectProduct(sn.conv2d(x, w, null, o), conv2dRef(await host(x), await host(w), null, o), 45, 'permuted input');
+    }));
+
+  it('convTranspose2d matches the scatter definition at tile edges', () =>
+    withGemmKernel(kind, async () => {
+      const x = r([2, 4, 6, 5], 90);
+      // Two groups of 2 input and 34 output channels; then one group, dilated.
+      const w2 = r([4, 34, 3, 3], 91), b = r([68], 92);
+      const o = { stride: [2, 2] as Pair, padding: one, outputPadding: [1, 0] as Pair, dilation: one, groups: 2 };
+      await expectProduct(sn.convTranspose2d(x, w2, b, o), convTranspose2dRef(await host(x), await host(w2), await host(b), o), 18, 'groups');
+      const w1 = r([4, 34, 3, 3], 93);
+      const o1 = { ...o, groups: 1, dilation: [2, 1] as Pair };
+      await expectProduct(sn.convTranspose2d(x, w1, null, o1), convTranspose2dRef(await host(x), await host(w1), null, o1), 36, 'dilation');
+    }));
 });

@@ -4,7 +4,9 @@ import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
 import { GEMM_BLOCKS } from '../src/kernels/cpu/gemm.js';
 import { TOLERANCES, broadcastShapesArb, makeTensor, propertyConfig, shapeArb, tensorCaseArb } from '../src/testing/index.js';
-import { DEVICES, expectClose } from './helpers.js';
+import { getBackend } from '../src/backend/backend.js';
+import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
+import { WITH_WEBGPU, expectClose } from './helpers.js';
 import { castRef, ref, refOf } from './reference/core.js';
 import { type ProductRef, accumulationAtol, linearRef, matmulRef } from './reference/linalg.js';
 
@@ -18,6 +20,10 @@ async function expectProduct(t: Tensor, r: ProductRef, k: number, dtype: DType, 
   if (isInt(dtype)) return expectClose(t, ref(r.out.shape, r.out.data.map((v) => castRef(dtype, v))), { dtype, what });
   await expectClose(t, r.out, { dtype, what, tol: { atol: TOLERANCES[t.device][dtype].atol + accumulationAtol(k, r.mag) } });
 }
+
+// Every new shape compiles a new WebGPU pipeline (shapes are baked into the WGSL), so the GPU runs
+// fewer random cases; the tile edges of its kernels are crossed by the fixed cases further down.
+const runs = (device: string, n: number) => (device === 'webgpu' ? Math.ceil(n / 4) : n);
 
 const size = fc.integer({ min: 1, max: 9 });
 /** A 1-D operand a quarter of the time. */
@@ -35,9 +41,10 @@ const PAIRS: [DType, DType, DType][] = [
   ['int32', 'float16', 'float16'],
   ['int32', 'int32', 'int32'],
   ['int8', 'int8', 'int8'],
+  ['uint8', 'uint8', 'uint8'],
 ];
 
-describe.each(DEVICES)('matmul on %s', (device) => {
+describe.each(WITH_WEBGPU)('matmul on %s', (device) => {
   it.each(PAIRS)('%s @ %s → %s matches the float64 reference (batch broadcast, 1-D operands, strided views)', async (da, db, out) => {
     const arb = matmulShapesArb.chain(({ k, a, b }) => fc.tuple(fc.constant(k), tensorCaseArb(a, { dtype: da }), tensorCaseArb(b, { dtype: db })));
     await fc.assert(
@@ -47,7 +54,7 @@ describe.each(DEVICES)('matmul on %s', (device) => {
         await expectProduct(y, matmulRef(refOf(ca), refOf(cb)), k, out);
         for (const t of [a, b, y]) t.dispose();
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
   });
 
@@ -111,7 +118,7 @@ describe.each(DEVICES)('matmul on %s', (device) => {
         ];
         for (const [t, r] of cases) await expectProduct(t, r, k, 'float32');
       }),
-      propertyConfig({ numRuns: 20 }),
+      propertyConfig({ numRuns: runs(device, 20) }),
     );
   });
 
@@ -138,7 +145,7 @@ describe.each(DEVICES)('matmul on %s', (device) => {
   });
 });
 
-describe.each(DEVICES)('linear on %s', (device) => {
+describe.each(WITH_WEBGPU)('linear on %s', (device) => {
   it.each(['float32', 'float16'] as DType[])('matches x @ weightᵀ + bias (%s, any leading dims, strided views)', async (dtype) => {
     const arb = fc
       .record({ lead: shapeArb({ maxRank: 2, maxDim: 4 }), inF: size, outF: size })
@@ -152,7 +159,7 @@ describe.each(DEVICES)('linear on %s', (device) => {
         await expectProduct(y, linearRef(refOf(cx), refOf(cw), cb ? refOf(cb) : null), cw.shape[1]!, dtype);
         for (const t of [x, w, b, y]) t?.dispose();
       }),
-      propertyConfig({ numRuns: 40 }),
+      propertyConfig({ numRuns: runs(device, 40) }),
     );
   });
 
@@ -175,4 +182,58 @@ describe.each(DEVICES)('linear on %s', (device) => {
     expect(() => sn.linear(sn.tensor(1, { device }), z(4, 1))).toThrow(/^linear: input must have at least 1 dim, got \[\] float32/);
     expect(() => sn.linear(z(2, 3), sn.zeros([4, 3], { dtype: 'bool', device }))).toThrow(/^linear: bool tensors are not supported/);
   });
+});
+
+/**
+ * WebGPU's GEMM has three kernel shapes (src/kernels/wgsl/gemm.ts): `tiled`, which GPUs get for
+ * products at least 32×32; `registers`, which they get for thinner ones; and `quad`, the registers
+ * kernel with quads sharing loads, which SwiftShader gets. All run here, by presenting the device as
+ * another adapter.
+ */
+type GemmKernel = 'tiled' | 'registers' | 'quad';
+const GEMM_KERNELS: GemmKernel[] = ['tiled', 'registers', 'quad'];
+async function withGemmKernel(kind: GemmKernel, run: () => Promise<void>): Promise<void> {
+  const backend = getBackend('webgpu') as unknown as { caps: WebGpuCaps };
+  const caps = backend.caps;
+  const as = { tiled: { architecture: 'a GPU' }, registers: { architecture: 'swiftshader', subgroups: false }, quad: { architecture: 'swiftshader' } };
+  // (quad keeps the device's subgroups: without them SwiftShader gets registers too.)
+  backend.caps = { ...caps, ...as[kind] };
+  try {
+    await run();
+  } finally {
+    backend.caps = caps;
+  }
+}
+
+describe.each(GEMM_KERNELS)('the WebGPU GEMM kernel %s', (kind) => {
+  const device = 'webgpu';
+  const host = async (t: Tensor) => ref(t.shape, await t.data());
+
+  // Shapes overhanging every tile (64×64 outputs, k tiles of 16, 8×8 register tiles, vec4 groups), through each load path.
+  it('matches the float64 reference at tile edges, on every load path', () =>
+    withGemmKernel(kind, async () => {
+      const r = (shape: number[], seed: number, dtype: DType = 'float32') => sn.randn(shape, { seed, device, dtype });
+      const ri = (shape: number[], seed: number, dtype: DType) => sn.randint(-5, 5, shape, { seed, device, dtype });
+      const cases: [string, Tensor, Tensor, DType][] = [
+        ['unaligned rows (scalar loads)', r([33, 17], 1), r([17, 70], 2), 'float32'],
+        ['aligned rows (vec4 along k of A and along n of B)', r([64, 68], 3), r([68, 100], 4), 'float32'],
+        ['transposed views (vec4 along m of A and along k of B)', r([68, 72], 5).t(), r([100, 68], 6).t(), 'float32'],
+        ['a broadcast batch', r([2, 1, 40, 36], 7), r([3, 36, 44], 8), 'float32'],
+        ['float16 with an odd column count (packed by a second pass)', r([40, 20], 9, 'float16'), r([20, 33], 10, 'float16'), 'float16'],
+        ['int8 with k ≥ 256 (wrapping)', ri([40, 300], 11, 'int8'), ri([300, 36], 12, 'int8'), 'int8'],
+        ['uint8 with an odd column count', ri([33, 20], 13, 'uint8'), ri([20, 35], 14, 'uint8'), 'uint8'],
+        ['int32 transposed', ri([20, 48], 15, 'int32').t(), ri([20, 40], 16, 'int32'), 'int32'],
+        ['a matrix-vector product', r([70, 40], 17), r([40], 18), 'float32'],
+      ];
+      for (const [what, a, b, dtype] of cases) {
+        const y = sn.matmul(a, b);
+        await expectProduct(y, matmulRef(await host(a), await host(b)), a.shape[a.ndim - 1]!, dtype, what);
+        for (const t of [a, b, y]) t.dispose();
+      }
+      for (const [dtype, rows, outF] of [['float32', 50, 45], ['float16', 37, 33]] as const) {
+        const x = r([rows, 36], 20, dtype), w = r([outF, 36], 21, dtype), bias = r([outF], 22, dtype), y = sn.linear(x, w, bias);
+        await expectProduct(y, linearRef(await host(x), await host(w), await host(bias)), 36, dtype, `linear ${dtype}`);
+        for (const t of [x, w, bias, y]) t.dispose();
+      }
+    }));
 });

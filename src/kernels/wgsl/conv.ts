@@ -8,7 +8,9 @@ import type { GpuView, WebGpuCaps, WgslForm } from './kernel.js';
 // and taps k = (c, i, j). X is never materialised: the GEMM reads it through an operand that maps
 // (k, p) to the input pixel under that tap (conv2d's im2col) or the input pixel that lands on p
 // through that tap (convTranspose2d's gather), 0 in the padding. Index math is split so that per
-// pixel and per tap parts are computed once, leaving an add and a bounds check per value.
+// pixel and per tap parts are computed once, leaving an add and a bounds check per value. The checks
+// combine with `&`, not `&&`: short-circuiting makes a branch per value, and SwiftShader's shader
+// compiler never finished a conv kernel with 64 of them (its pipeline creation hung for minutes).
 
 /** An input's [N, C, H, W] shape and strides; an unbatched [C, H, W] input is one image. */
 function images(x: GpuView): { shape: number[]; strides: number[] } {
@@ -30,19 +32,25 @@ function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Co
   const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl, pr] = a.padding;
   const checkH = pt > 0 || pb > 0, checkW = pl > 0 || pr > 0;
   return {
+    binding: 0,
     dtype: x.dtype,
     vecK: false,
     vecX: false,
     kFast: false,
     base: (name, [n, g]) => `let ${name} = i32(${x.offset}u + ${n} * ${sN}u + ${g} * ${Cg * sC}u);`,
+    // Per pixel: the input row and column under its window's first tap, and that pixel's offset (i32: may lie in the padding).
     atX: (name, base, p) =>
-      `let ${name}_h = i32((${p}) / ${OW}u * ${sh}u) - ${pt}; let ${name}_w = i32((${p}) % ${OW}u * ${sw}u) - ${pl}; let ${name} = ${base} + ${name}_h * ${sH} + ${name}_w * ${sW};`,
-    atK: (name, k) => `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}u); let ${name}_dw = i32(${name}_j * ${dw}u); let ${name}_o = ${name} + ${name}_dh * ${sH} + ${name}_dw * ${sW};`,
+      `let ${name}_h = i32((${p}) / ${OW}u * ${sh}u) - ${pt}; let ${name}_w = i32((${p}) % ${OW}u * ${sw}u) - ${pl}; ` +
+      `let ${name} = ${base} + ${name}_h * ${sH} + ${name}_w * ${sW};`,
+    // Per tap: its row and column offsets in the window and its offset from the window's first pixel.
+    atK: (name, k) =>
+      `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}u); let ${name}_dw = i32(${name}_j * ${dw}u); ` +
+      `let ${name}_o = ${name} + ${name}_dh * ${sH} + ${name}_dw * ${sW};`,
     // Convolutions take float tensors only, so values are f32 already.
-    load(buf, p, k) {
-      const v = loadElement(buf, x.dtype, `u32(${p} + ${k}_o)`, caps);
-      const inside = [...(checkH ? [`u32(${p}_h + ${k}_dh) < ${H}u`] : []), ...(checkW ? [`u32(${p}_w + ${k}_dw) < ${W}u`] : [])];
-      return inside.length ? `select(0.0, ${v}, ${inside.join(' && ')})` : v;
+    load(p, k) {
+      const v = loadElement('in0', x.dtype, `u32(${p} + ${k}_o)`, caps);
+      const inside = [...(checkH ? [`(u32(${p}_h + ${k}_dh) < ${H}u)`] : []), ...(checkW ? [`(u32(${p}_w + ${k}_dw) < ${W}u)`] : [])];
+      return inside.length ? `select(0.0, ${v}, ${inside.join(' & ')})` : v;
     },
   };
 }
@@ -57,8 +65,9 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
   const [sh, sw] = a.stride, [dh, dw] = a.dilation, [ph, pw] = a.padding;
   // The input row (column) a tap reads, and whether it is a whole row inside the input; i32 `/` truncates, so the remainder rules out negatives.
   const axis = (t: string, s: number, size: number) =>
-    s === 1 ? { at: t, ok: `u32(${t}) < ${size}u` } : { at: `(${t}) / ${s}`, ok: `(${t}) % ${s} == 0 && u32((${t}) / ${s}) < ${size}u` };
+    s === 1 ? { at: t, ok: `(u32(${t}) < ${size}u)` } : { at: `(${t}) / ${s}`, ok: `((${t}) % ${s} == 0) & (u32((${t}) / ${s}) < ${size}u)` };
   return {
+    binding: 0,
     dtype: x.dtype,
     vecK: false,
     vecX: false,
@@ -66,10 +75,10 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
     base: (name, [n, g]) => `let ${name} = i32(${x.offset}u + ${n} * ${sN}u + ${g} * ${Cig * sC}u);`,
     atX: (name, base, p) => `let ${name}_h = i32((${p}) / ${OW}u) + ${ph}; let ${name}_w = i32((${p}) % ${OW}u) + ${pw}; let ${name} = ${base};`,
     atK: (name, k) => `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}u); let ${name}_dw = i32(${name}_j * ${dw}u);`,
-    load(buf, p, k) {
+    load(p, k) {
       const h = axis(`${p}_h - ${k}_dh`, sh, H), w = axis(`${p}_w - ${k}_dw`, sw, W);
-      const v = loadElement(buf, x.dtype, `u32(${p} + ${k} + (${h.at}) * ${sH} + (${w.at}) * ${sW})`, caps);
-      return `select(0.0, ${v}, ${h.ok} && ${w.ok})`;
+      const v = loadElement('in0', x.dtype, `u32(${p} + ${k} + (${h.at}) * ${sH} + (${w.at}) * ${sW})`, caps);
+      return `select(0.0, ${v}, ${h.ok} & ${w.ok})`;
     },
   };
 }
@@ -77,7 +86,8 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
 /** The epilogue adding bias[g·perGroup + i] (batch dims [n, g]). */
 function channelBias(bias: GpuView | undefined, out: GpuView, perGroup: number, caps: WebGpuCaps): GemmProblem['epilogue'] {
   if (!bias) return undefined;
-  return (acc, [, g], i) => `${acc} + ${convert(bias.dtype, out.dtype, loadElement('in2', bias.dtype, `(${bias.offset}u + (${g} * ${perGroup}u + ${i}) * ${bias.strides[0]}u)`, caps))}`;
+  const at = (g: string, i: string) => `(${bias.offset}u + (${g} * ${perGroup}u + ${i}) * ${bias.strides[0]}u)`;
+  return (acc, [, g], i) => `${acc} + ${convert(bias.dtype, out.dtype, loadElement('in2', bias.dtype, at(g!, i), caps))}`;
 }
 
 export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, a: Conv2dAttrs, out: GpuView, caps: WebGpuCaps): WgslForm {
@@ -88,12 +98,13 @@ export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, 
   const G = a.groups, Og = O / G;
   const weight = stridedOperand(
     { dtype: w.dtype, offset: w.offset, batch: [0, Og * s0], xStride: s0, kDims: [{ size: Cg, stride: s1 }, { size: kh, stride: s2 }, { size: kw, stride: s3 }] },
+    1,
     caps,
   );
   return gemmKernel(
     {
-      label: 'conv2d', batch: [N, G], m: Og, n: OH * OW, k: Cg * kh * kw,
-      a: weight, b: im2col(x, w.shape, OW, a, caps), extra: bias ? [bias.dtype] : [], epilogue: channelBias(bias, out, Og, caps), out,
+      label: 'conv2d', batch: [N, G], m: Og, n: OH * OW, k: Cg * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
+      a: weight, b: im2col(x, w.shape, OW, a, caps), epilogue: channelBias(bias, out, Og, caps), out,
     },
     caps,
   );
@@ -108,12 +119,13 @@ export function convTranspose2dKernel(x: GpuView, w: GpuView, bias: GpuView | un
   // Weight group g is [Cig, Cog, kh, kw]; the GEMM's A is its [Cog, (Cig, kh, kw)] view.
   const weight = stridedOperand(
     { dtype: w.dtype, offset: w.offset, batch: [0, Cig * s0], xStride: s1, kDims: [{ size: Cig, stride: s0 }, { size: kh, stride: s2 }, { size: kw, stride: s3 }] },
+    1,
     caps,
   );
   return gemmKernel(
     {
-      label: 'convTranspose2d', batch: [N, G], m: Cog, n: OH * OW, k: Cig * kh * kw,
-      a: weight, b: gather(x, w.shape, Cig, OW, a, caps), extra: bias ? [bias.dtype] : [], epilogue: channelBias(bias, out, Cog, caps), out,
+      label: 'convTranspose2d', batch: [N, G], m: Cog, n: OH * OW, k: Cig * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
+      a: weight, b: gather(x, w.shape, Cig, OW, a, caps), epilogue: channelBias(bias, out, Cog, caps), out,
     },
     caps,
   );

@@ -10,7 +10,9 @@ import { offsetOf, unravel } from './strided.js';
 // The GEMM every matrix product and convolution runs on WebGPU: C[b, i, j] = Σ_k A[b, i, k]·B[b, k, j]
 // over a batch of products, with the operands read in place through their strides (conv2d reads its
 // input as an implicit im2col matrix, see ./conv.ts) and an optional epilogue (bias) before the store.
-// Floats accumulate in f32, integers in i32 (wrapping, then narrowed to the output dtype).
+// Floats accumulate in f32, integers in i32 (wrapping, then narrowed to the output dtype). Packed
+// outputs (int8, uint8, float16 without shader-f16) are stored a whole word per invocation; where a
+// tile's columns do not fill whole words, the sums go to scratch and a second pass packs them.
 //
 // Two kernel shapes:
 // - `tiled`, for GPUs: 64×64 output tiles per workgroup of 16×16 invocations, each owning a 4×4
@@ -19,9 +21,10 @@ import { offsetOf, unravel } from './strided.js';
 //   loaded value serves 16 invocations and neighbouring invocations read neighbouring addresses.
 // - `registers`: no workgroup memory; each invocation reads its operands straight from storage into
 //   an 8×8 register tile (smaller for thin products), k unrolled by 4 with vec4 loads where aligned.
-//   SwiftShader (a CPU emulation; every invocation's load is a gather and barriers switch fibers)
-//   runs this 3–4× faster than `tiled` at 512³, so it gets it; GPUs get it for thin products (a
-//   matrix-vector product), which would leave most of a 64×64 tile idle.
+//   GPUs get it for thin products (a matrix-vector product), which would leave most of a 64×64 tile
+//   idle. SwiftShader gets it for everything: it is a CPU emulation where every invocation's load is
+//   a gather and a barrier switches fibers, and runs `tiled` 2.7–3.8× slower (3×3 conv benchmark, 512³
+//   matmul); there, with subgroups, a workgroup is one quad that shares loads (see registersKernel).
 
 /**
  * How a GEMM kernel reads one operand: A as rows x < M by k < K, B as columns x < N by k < K. Index
@@ -30,6 +33,8 @@ import { offsetOf, unravel } from './strided.js';
  * start with the name it is given.
  */
 export interface GemmOperand {
+  /** The input binding it is read from (`in${binding}`). */
+  readonly binding: number;
   readonly dtype: DType;
   /** Four consecutive k from a multiple of 4 are one aligned vec4 (for every x and batch). */
   readonly vecK: boolean;
@@ -43,10 +48,10 @@ export interface GemmOperand {
   atX(name: string, base: string, x: string): string;
   /** Statements defining `name` for k (a u32 expression). */
   atK(name: string, k: string): string;
-  /** The element at the x and k set up under those names (binding `buf`), as `t`. */
-  load(buf: string, x: string, k: string, t: WgslScalar): string;
-  /** The vec4<t> of four consecutive x (or k) from there, with `buf` bound as an array of vec4 (operands with vecX or vecK). */
-  load4?(buf: string, x: string, k: string, t: WgslScalar): string;
+  /** The element at the x and k set up under those names, as `t`. */
+  load(x: string, k: string, t: WgslScalar): string;
+  /** The vec4<t> of four consecutive x (or k) from there, the binding then being an array of vec4 (operands with vecX or vecK). */
+  load4?(x: string, k: string, t: WgslScalar): string;
 }
 
 /** A matrix stored with strides: element (x, k) of batch (b…) at offset + Σ b·batch + x·xStride + Σ k_d·stride_d. */
@@ -68,13 +73,15 @@ function widen(d: DType, e: string, t: WgslScalar): string {
   return computeType(d) === t ? e : `${t}(${e})`;
 }
 
-export function stridedOperand(m: StridedMatrix, caps: WebGpuCaps): GemmOperand {
+export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCaps): GemmOperand {
   const kc = collapseDims(m.kDims.map((d) => d.size), [m.kDims.map((d) => d.stride)]);
   const kSizes = kc.shape, kStrides = kc.strides[0]!;
   const K = numel(kSizes);
   const aligned = wide(m.dtype) && m.offset % 4 === 0 && m.batch.every((s) => s % 4 === 0);
   const kInner = kStrides.length === 0 ? 0 : kStrides[kStrides.length - 1]!;
+  const buf = `in${binding}`;
   return {
+    binding,
     dtype: m.dtype,
     vecK: aligned && K % 4 === 0 && kSizes.length === 1 && kInner === 1 && m.xStride % 4 === 0,
     vecX: aligned && m.xStride === 1 && kStrides.every((s) => s % 4 === 0),
@@ -86,8 +93,8 @@ export function stridedOperand(m: StridedMatrix, caps: WebGpuCaps): GemmOperand 
       const { lines, idx } = unravel(`(${k})`, kSizes, `${name}_`);
       return `${lines.join(' ')} let ${name} = ${offsetOf(0, kStrides, idx)};`;
     },
-    load: (buf, x, k, t) => widen(m.dtype, loadElement(buf, m.dtype, `(${x} + ${k})`, caps), t),
-    load4: (buf, x, k, t) => (computeType(m.dtype) === t ? `${buf}[(${x} + ${k}) / 4u]` : `${vec4Of(t)}(${buf}[(${x} + ${k}) / 4u])`),
+    load: (x, k, t) => widen(m.dtype, loadElement(buf, m.dtype, `(${x} + ${k})`, caps), t),
+    load4: (x, k, t) => (computeType(m.dtype) === t ? `${buf}[(${x} + ${k}) / 4u]` : `${vec4Of(t)}(${buf}[(${x} + ${k}) / 4u])`),
   };
 }
 
@@ -100,11 +107,10 @@ export interface GemmProblem {
   readonly m: number;
   readonly n: number;
   readonly k: number;
-  /** A is binding in0, B in1. */
+  /** The dtypes of the inputs in binding order: A's, B's and any the epilogue reads. */
+  readonly inputs: readonly DType[];
   readonly a: GemmOperand;
   readonly b: GemmOperand;
-  /** Dtypes of further inputs (in2, …) the epilogue reads. */
-  readonly extra?: readonly DType[];
   /** The value stored for the sum `acc` (compute type) at batch indices `batch`, row `i`, column `j` (u32 names). */
   readonly epilogue?: (acc: string, batch: readonly string[], i: string, j: string) => string;
   /** Contiguous, its elements in [...batch, m, n] order. */
@@ -121,8 +127,18 @@ interface Tile {
 const XYZW = ['x', 'y', 'z', 'w'];
 const nextPow2 = (v: number) => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
 
-/** Statements storing a tile (rows row0…, columns col0… of batch `b`) into `buf` at flat element base `obase`: rounded, packed, bounds-checked where tiles overhang. */
-function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: { buf: string; dtype: DType | null; vec4: boolean; rowsFit: boolean; colsFit: boolean }, bidx: readonly string[]): string[] {
+/** Where tiles are stored: the output (`dtype` set: rounded and packed) or f32/i32 scratch (`dtype` null), in vec4 or not. */
+interface Destination {
+  readonly buf: string;
+  readonly dtype: DType | null;
+  readonly vec4: boolean;
+  /** The workgroups' tiles cover the rows (columns) exactly, so stores need no bounds check there. */
+  readonly rowsFit: boolean;
+  readonly colsFit: boolean;
+}
+
+/** Statements storing a tile (rows row0…, columns col0… of the batch with indices `bidx`) at flat element base `obase`, bounds-checked where tiles overhang. */
+function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: Destination, bidx: readonly string[]): string[] {
   const { m, n } = p, t = computeType(p.out.dtype);
   const per = dest.dtype ? elementsPerWord(dest.dtype, caps) : 1;
   const unit = dest.vec4 ? 4 : per;
@@ -148,7 +164,7 @@ function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: { buf: st
 }
 
 /** Where the GEMM pass writes: straight into the output, or (packed outputs whose words a tile cannot own) into f32/i32 scratch that a second pass packs. */
-function destination(p: GemmProblem, tn: number, tileCols: number, tileRows: number, caps: WebGpuCaps) {
+function destination(p: GemmProblem, tn: number, tileCols: number, tileRows: number, caps: WebGpuCaps): { direct: boolean; dest: Destination } {
   const per = elementsPerWord(p.out.dtype, caps);
   const direct = per === 1 || (p.n % per === 0 && tn % per === 0 && p.out.offset % per === 0);
   const vec4 = direct && wide(p.out.dtype) && tn % 4 === 0 && p.n % 4 === 0 && p.out.offset % 4 === 0;
@@ -180,9 +196,9 @@ function packPass(p: GemmProblem, caps: WebGpuCaps, decls: string): WgslKernel {
 
 /** The module's declarations: bindings (vec4 where chosen), then scratch for a packed output. */
 function declarations(p: GemmProblem, caps: WebGpuCaps, vec: { a: boolean; b: boolean; out: boolean }, direct: boolean): string {
-  const inputs = [p.a.dtype, p.b.dtype, ...(p.extra ?? [])];
-  const decl = bindings(inputs, [p.out.dtype], caps, [vec.a, vec.b, ...(p.extra ?? []).map(() => false), vec.out]);
-  return direct ? decl : `${decl}\n@group(0) @binding(${inputs.length + 1}) var<storage, read_write> sc0: array<${computeType(p.out.dtype)}>;`;
+  const vec4 = [...p.inputs.map((_, i) => (i === p.a.binding && vec.a) || (i === p.b.binding && vec.b)), vec.out];
+  const decl = bindings(p.inputs, [p.out.dtype], caps, vec4);
+  return direct ? decl : `${decl}\n@group(0) @binding(${p.inputs.length + 1}) var<storage, read_write> sc0: array<${computeType(p.out.dtype)}>;`;
 }
 
 /** The kernel (or, for a packed output whose words straddle tiles, the GEMM pass and a packing pass). */
@@ -208,77 +224,121 @@ function regTile(d: number): number {
   return Math.min(8, nextPow2(d));
 }
 
-/** The `registers` kernel: see the note at the top. */
+/**
+ * How the `registers` kernel reads one operand: `count` x values per invocation (tm rows of A or tn
+ * columns of B) from `start`, vec4 along x or k or none, and whether the four invocations of a quad
+ * share them, each loading a quarter (x groups lane, lane + 4, …) and taking the rest from the
+ * others with quadBroadcast.
+ */
+interface RegisterOperand {
+  readonly op: GemmOperand;
+  /** Prefix of its names: 'a' or 'b'. */
+  readonly pre: string;
+  readonly vec: 'x' | 'k' | null;
+  readonly count: number;
+  readonly start: string;
+  readonly extent: number;
+  readonly shared: boolean;
+}
+
+/** x values per load: four for vec4 along x. */
+const groupOf = (o: RegisterOperand) => (o.vec === 'x' ? 4 : 1);
+
+/** The x set-ups of an operand (x clamped into range: rows and columns past the end compute values that are not stored). */
+function registerSetups(o: RegisterOperand): string[] {
+  const gs = groupOf(o), groups = o.count / gs, last = o.vec === 'x' ? (o.extent - 1) & ~3 : o.extent - 1;
+  const slots = o.shared ? groups / 4 : groups;
+  return Array.from({ length: slots }, (_, j) => {
+    const x = o.shared ? `${o.start} + (${4 * j}u + lane) * ${gs}u` : `${o.start} + ${j * gs}u`;
+    return o.op.atX(`${o.pre}x${j}`, `${o.pre}b`, `min(${x}, ${last}u)`);
+  });
+}
+
+/**
+ * One operand's loads for a k step of `count` values from `k0` (a multiple of 4 with vec4 along k):
+ * the statements, and `val(i, u)`, the value at its x index i and k0 + u.
+ */
+function registerStep(o: RegisterOperand, k0: string, count: number, t: WgslScalar): { lines: string[]; val: (i: number, u: number) => string } {
+  const { op, pre } = o, groups = o.count / groupOf(o), lines: string[] = [];
+  // Loads per x group: one vec4 along k for the step, else one per k (a vec4 along x, or a value), named with suffix `_u`.
+  const ks = o.vec === 'k' ? [{ k: `${pre}k0`, suffix: '' }] : Array.from({ length: count }, (_, u) => ({ k: `${pre}k${u}`, suffix: `_${u}` }));
+  if (o.vec === 'k') lines.push(op.atK(`${pre}k0`, k0));
+  else for (let u = 0; u < count; u++) lines.push(op.atK(`${pre}k${u}`, `${k0} + ${u}u`));
+  const load = (slot: number, k: string) => (o.vec ? op.load4!(`${pre}x${slot}`, k, t) : op.load(`${pre}x${slot}`, k, t));
+  for (let g = 0; g < groups; g++) {
+    for (const { k, suffix } of ks) {
+      if (!o.shared) lines.push(`let ${pre}v${g}${suffix} = ${load(g, k)};`);
+      else {
+        // Lane L holds groups L, L + 4, …: slot j of lane g % 4 is group g.
+        const j = Math.floor(g / 4);
+        if (g % 4 === 0) lines.push(`let ${pre}s${j}${suffix} = ${load(j, k)};`);
+        lines.push(`let ${pre}v${g}${suffix} = quadBroadcast(${pre}s${j}${suffix}, ${g % 4}u);`);
+      }
+    }
+  }
+  const val = (i: number, u: number) =>
+    o.vec === 'k' ? `${pre}v${i}.${XYZW[u]}` : o.vec === 'x' ? `${pre}v${i >> 2}_${u}.${XYZW[i & 3]}` : `${pre}v${i}_${u}`;
+  return { lines, val };
+}
+
+/**
+ * The `registers` kernel: see the note at the top. On SwiftShader with subgroups (4 wide, its SIMD
+ * width), a workgroup is one quad sharing one operand: the four invocations own neighbouring tiles
+ * along the other dim, and each loads a quarter of the shared values and takes the rest with
+ * quadBroadcast, a register shuffle there where a load is four gathers. That takes about 1.25× less
+ * CPU time for the 512³ and 1024³ matmuls and the 3×3 conv benchmark.
+ */
 function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const { m, n, k } = p, t = computeType(p.out.dtype);
   const tm = regTile(m), tn = regTile(n);
-  const wx = Math.min(8, nextPow2(Math.ceil(n / tn))), wy = Math.min(64 / wx, nextPow2(Math.ceil(m / tm)));
+  // vec4 along k for A reads tm vec4 per step; along x, tm/4 per k. Either way every value is used once.
+  let va: 'x' | 'k' | null = p.a.vecK ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
+  const vb: 'x' | 'k' | null = p.b.vecX && tn % 4 === 0 ? 'x' : p.b.vecK ? 'k' : null;
+  // A quad shares B when only A has vec4 loads (conv2d's im2col gathers), else A; the shared operand's
+  // x groups are dealt to the four lanes, so vec4 along x (groups of 4) would need 16 values: it loads scalars.
+  const shareB = vb === null && va !== null;
+  const quad = caps.subgroups && caps.architecture === 'swiftshader' && (shareB ? tn % 4 === 0 && Math.ceil(m / tm) >= 4 : tm % 4 === 0 && Math.ceil(n / tn) >= 4);
+  if (quad && !shareB && va === 'x') va = null;
+  // Invocations per workgroup along x (columns) and y (rows).
+  const wx = quad ? (shareB ? 1 : 4) : Math.min(8, nextPow2(Math.ceil(n / tn)));
+  const wy = quad ? (shareB ? 4 : 1) : Math.min(64 / wx, nextPow2(Math.ceil(m / tm)));
   const tilesN = Math.ceil(n / (tn * wx)), tilesM = Math.ceil(m / (tm * wy)), nb = numel(p.batch);
   const total = tilesN * tilesM * nb;
   const g = grid(p.label, total, 1, caps);
-  // vec4 along k for A reads tm vec4 per step; along x, tm/4 per k. Either way every value is used once.
-  const va = p.a.vecK ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
-  const vb = p.b.vecX && tn % 4 === 0 ? 'x' : p.b.vecK ? 'k' : null;
   const { direct, dest } = destination(p, tn, tn * wx, tm * wy, caps);
   const decls = declarations(p, caps, { a: va !== null, b: vb !== null, out: dest.vec4 }, direct);
+  const A: RegisterOperand = { op: p.a, pre: 'a', vec: va, count: tm, start: 'row0', extent: m, shared: quad && !shareB };
+  const B: RegisterOperand = { op: p.b, pre: 'b', vec: vb, count: tn, start: 'col0', extent: n, shared: quad && shareB };
   const ks = 4, kMain = k - (k % ks);
 
   const body: string[] = locate(tilesN, tilesM, total, p.batch, g.workgroups.length > 1 || total !== g.workgroups[0]);
   const bidx = unravel('bt', p.batch, 'bi').idx;
-  body.push(`let col0 = (tileN * ${wx}u + lid.x) * ${tn}u;`, `let row0 = (tileM * ${wy}u + lid.y) * ${tm}u;`);
-  body.push(`if (col0 >= ${n}u || row0 >= ${m}u) { return; }`);
-  body.push(p.a.base('ab', bidx), p.b.base('bb', bidx));
-  // x set-ups: clamped into range (rows/columns past the end compute values that are not stored); aligned groups of 4 for vec4 along x.
-  const xs = (op: GemmOperand, name: string, start: string, count: number, extent: number, vx: boolean) => {
-    const out: string[] = [];
-    const step = vx ? 4 : 1, last = vx ? (extent - 1) & ~3 : extent - 1;
-    for (let q = 0; q < count; q += step) out.push(op.atX(`${name}${q}`, name === 'ax' ? 'ab' : 'bb', `min(${start} + ${q}u, ${last}u)`));
-    return out;
-  };
-  body.push(...xs(p.a, 'ax', 'row0', tm, m, va === 'x'), ...xs(p.b, 'bx', 'col0', tn, n, vb === 'x'));
+  // In a quad no invocation may return early (quadBroadcast needs all four); stores past the edge are checked either way.
+  if (quad) {
+    body.push('let lane = sg % 4u;');
+    body.push(shareB ? `let col0 = tileN * ${tn}u;` : `let col0 = (tileN * 4u + lane) * ${tn}u;`);
+    body.push(shareB ? `let row0 = (tileM * 4u + lane) * ${tm}u;` : `let row0 = tileM * ${tm}u;`);
+  } else {
+    body.push(`let col0 = (tileN * ${wx}u + lid.x) * ${tn}u;`, `let row0 = (tileM * ${wy}u + lid.y) * ${tm}u;`);
+    body.push(`if (col0 >= ${n}u || row0 >= ${m}u) { return; }`);
+  }
+  body.push(p.a.base('ab', bidx), p.b.base('bb', bidx), ...registerSetups(A), ...registerSetups(B));
   for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) body.push(`var acc${r}_${c} = ${t}(0);`);
-
-  // One k step of `count` values from k expression `k0` (a multiple of 4 when vec4 along k is used).
   const step = (k0: string, count: number): string[] => {
-    const s: string[] = [];
-    const kAt = (op: GemmOperand, name: string, vk: boolean) => {
-      if (vk) s.push(op.atK(`${name}0`, k0));
-      else for (let u = 0; u < count; u++) s.push(op.atK(`${name}${u}`, `${k0} + ${u}u`));
-    };
-    kAt(p.a, 'ak', va === 'k');
-    kAt(p.b, 'bk', vb === 'k');
-    const aVal: string[][] = Array.from({ length: tm }, () => []), bVal: string[][] = Array.from({ length: count }, () => []);
-    for (let r = 0; r < tm; r++) {
-      for (let u = 0; u < count; u++) {
-        if (va === 'k') aVal[r]![u] = `av${r}.${XYZW[u]}`;
-        else if (va === 'x') aVal[r]![u] = `av${r & ~3}_${u}.${XYZW[r & 3]}`;
-        else aVal[r]![u] = `a${r}_${u}`;
-      }
-    }
-    if (va === 'k') for (let r = 0; r < tm; r++) s.push(`let av${r} = ${p.a.load4!('in0', `ax${r}`, 'ak0', t)};`);
-    else if (va === 'x') for (let u = 0; u < count; u++) for (let r = 0; r < tm; r += 4) s.push(`let av${r}_${u} = ${p.a.load4!('in0', `ax${r}`, `ak${u}`, t)};`);
-    else for (let r = 0; r < tm; r++) for (let u = 0; u < count; u++) s.push(`let a${r}_${u} = ${p.a.load('in0', `ax${r}`, `ak${u}`, t)};`);
-    for (let u = 0; u < count; u++) {
-      for (let c = 0; c < tn; c++) {
-        if (vb === 'k') bVal[u]![c] = `bv${c}.${XYZW[u]}`;
-        else if (vb === 'x') bVal[u]![c] = `bv${c & ~3}_${u}.${XYZW[c & 3]}`;
-        else bVal[u]![c] = `b${c}_${u}`;
-      }
-    }
-    if (vb === 'k') for (let c = 0; c < tn; c++) s.push(`let bv${c} = ${p.b.load4!('in1', `bx${c}`, 'bk0', t)};`);
-    else if (vb === 'x') for (let u = 0; u < count; u++) for (let c = 0; c < tn; c += 4) s.push(`let bv${c}_${u} = ${p.b.load4!('in1', `bx${c}`, `bk${u}`, t)};`);
-    else for (let c = 0; c < tn; c++) for (let u = 0; u < count; u++) s.push(`let b${c}_${u} = ${p.b.load('in1', `bx${c}`, `bk${u}`, t)};`);
-    for (let u = 0; u < count; u++) for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) s.push(`acc${r}_${c} += ${aVal[r]![u]} * ${bVal[u]![c]};`);
-    return s;
+    const a = registerStep(A, k0, count, t), b = registerStep(B, k0, count, t);
+    const fmas: string[] = [];
+    for (let u = 0; u < count; u++) for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) fmas.push(`acc${r}_${c} += ${a.val(r, u)} * ${b.val(c, u)};`);
+    return [...a.lines, ...b.lines, ...fmas];
   };
   if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${kMain}u; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
   if (k > kMain) body.push(`{\n    ${step(`${kMain}u`, k - kMain).join('\n    ')}\n  }`);
   body.push(`let obase = ${p.out.offset}u + bt * ${m * n}u;`);
   body.push(...storeTile(p, { tm, tn, acc: (r, c) => `acc${r}_${c}` }, caps, dest, bidx));
 
-  const source = `${decls}
+  const params = quad ? '@builtin(subgroup_invocation_id) sg: u32' : '@builtin(local_invocation_id) lid: vec3u';
+  const source = `${quad ? 'enable subgroups;\n' : ''}${decls}
 
-@compute @workgroup_size(${wx}, ${wy}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+@compute @workgroup_size(${wx}, ${wy}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, ${params}) {
   ${body.join('\n  ')}
 }
 `;
@@ -293,7 +353,9 @@ const TILED_THREADS = (TILED.bm / 4) * (TILED.bn / 4);
  * Statements loading one operand's tile (k from `k0`, x from `origin`) into workgroup array `arr`
  * ([k][x/4] of vec4): per invocation `li`, once per k tile; x set-ups go to `pre`, hoisted out of the k loop.
  */
-function stageTile(op: GemmOperand, name: string, buf: string, arr: string, origin: string, extent: number, tileX: number, k: number, vec: 'x' | 'k' | null, t: WgslScalar, pre: string[]): string[] {
+function stageTile(
+  op: GemmOperand, name: string, arr: string, origin: string, extent: number, tileX: number, k: number, vec: 'x' | 'k' | null, t: WgslScalar, pre: string[],
+): string[] {
   const bk = TILED.bk, row = tileX / 4, s: string[] = [];
   const checkK = k % bk !== 0;
   const zero = vec ? `${vec4Of(t)}(0)` : `${t}(0)`;
@@ -313,7 +375,7 @@ function stageTile(op: GemmOperand, name: string, buf: string, arr: string, orig
     const last = vec === 'x' ? (extent - 1) & ~3 : extent - 1;
     pre.push(op.atX(`${v}_x`, base, `min(${origin} + ${v}_xx, ${last}u)`));
     s.push(op.atK(`${v}_k`, `k0 + ${v}_kk`));
-    const load = vec ? op.load4!(buf, `${v}_x`, `${v}_k`, t) : op.load(buf, `${v}_x`, `${v}_k`, t);
+    const load = vec ? op.load4!(`${v}_x`, `${v}_k`, t) : op.load(`${v}_x`, `${v}_k`, t);
     s.push(`let ${v} = ${checkK ? `select(${zero}, ${load}, k0 + ${v}_kk < ${k}u)` : load};`);
     if (vec === 'x') s.push(`${arr}[${v}_kk * ${row}u + ${v}_xx / 4u] = ${v};`);
     else if (vec === 'k') for (let u = 0; u < 4; u++) s.push(`${arr}[(${v}_kk + ${u}u) * ${row}u + ${v}_xx / 4u][${v}_xx % 4u] = ${v}.${XYZW[u]};`);
@@ -332,8 +394,8 @@ function tiledKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const decls = declarations(p, caps, { a: va !== null, b: vb !== null, out: dest.vec4 }, direct);
   const bidx = unravel('bt', p.batch, 'bi').idx;
   const pre: string[] = [];
-  const loadA = stageTile(p.a, 'a', 'in0', 'As', `tileM * ${bm}u`, m, bm, k, va, t, pre);
-  const loadB = stageTile(p.b, 'b', 'in1', 'Bs', `tileN * ${bn}u`, n, bn, k, vb, t, pre);
+  const loadA = stageTile(p.a, 'a', 'As', `tileM * ${bm}u`, m, bm, k, va, t, pre);
+  const loadB = stageTile(p.b, 'b', 'Bs', `tileN * ${bn}u`, n, bn, k, vb, t, pre);
   const vt = vec4Of(t);
   const fmas = [0, 1, 2, 3].map((r) => `acc${r} += ${vt}(a.${XYZW[r]}) * b;`);
   const body = [
@@ -363,7 +425,8 @@ function tiledKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
 var<workgroup> As: array<${vt}, ${(bk * bm) / 4}>;
 var<workgroup> Bs: array<${vt}, ${(bk * bn) / 4}>;
 
-@compute @workgroup_size(${bn / 4}, ${bm / 4}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+@compute @workgroup_size(${bn / 4}, ${bm / 4})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   ${body.join('\n  ')}
 }
 `;
@@ -406,10 +469,13 @@ export function matmulKernel(label: string, a: GpuView, b: GpuView, out: GpuView
       batch = aBatch = bBatch = [];
     }
   }
-  const A = stridedOperand({ dtype: a.dtype, offset: a.offset, batch: aBatch, xStride: aRow, kDims: [{ size: k, stride: aCol }] }, caps);
-  const B = stridedOperand({ dtype: b.dtype, offset: b.offset, batch: bBatch, xStride: bCol, kDims: [{ size: k, stride: bRow }] }, caps);
-  const epilogue = bias
-    ? (acc: string, _b: readonly string[], _i: string, j: string) => `${acc} + ${convert(bias.dtype, out.dtype, loadElement('in2', bias.dtype, `(${bias.offset}u + ${j} * ${bias.strides[0]}u)`, caps))}`
-    : undefined;
-  return gemmKernel({ label, batch, m, n, k, a: A, b: B, extra: bias ? [bias.dtype] : [], epilogue, out }, caps);
+  const A = stridedOperand({ dtype: a.dtype, offset: a.offset, batch: aBatch, xStride: aRow, kDims: [{ size: k, stride: aCol }] }, 0, caps);
+  const B = stridedOperand({ dtype: b.dtype, offset: b.offset, batch: bBatch, xStride: bCol, kDims: [{ size: k, stride: bRow }] }, 1, caps);
+  let epilogue: GemmProblem['epilogue'];
+  if (bias) {
+    const at = (j: string) => `(${bias.offset}u + ${j} * ${bias.strides[0]}u)`;
+    epilogue = (acc, _b, _i, j) => `${acc} + ${convert(bias.dtype, out.dtype, loadElement('in2', bias.dtype, at(j), caps))}`;
+  }
+  const inputs = [a.dtype, b.dtype, ...(bias ? [bias.dtype] : [])];
+  return gemmKernel({ label, batch, m, n, k, inputs, a: A, b: B, epilogue, out }, caps);
 }
