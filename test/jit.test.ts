@@ -157,6 +157,47 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
     }
   });
 
+  it('fuses epilogues into their matmul/conv2d: a small CNN is one kernel per conv block, relu(matmul(a, b) + bias + residual) one kernel', async () => {
+    const { nn } = sn;
+    sn.manualSeed(11);
+    const block = (c: number, o: number, stride: number) => [new nn.Conv2d(c, o, 3, { stride, padding: 1 }), new nn.BatchNorm2d(o), new nn.ReLU()];
+    const cnn = new nn.Sequential(...block(3, 8, 1), ...block(8, 16, 2), ...block(16, 16, 2), new nn.AdaptiveAvgPool2d(1), new nn.Flatten(), new nn.Linear(16, 10)).eval();
+    // Non-trivial statistics, so the folded weights differ from the originals.
+    const stats: Record<string, Tensor> = {};
+    for (const [i, o] of [[1, 8], [4, 16], [7, 16]] as const) {
+      stats[`${i}.running_mean`] = sn.randn([o], { seed: i });
+      stats[`${i}.running_var`] = sn.rand([o], { seed: i + 1 }).add(0.5);
+      stats[`${i}.weight`] = sn.randn([o], { seed: i + 2 });
+    }
+    cnn.loadStateDict({ ...cnn.stateDict(), ...stats });
+    if (device === 'webgpu') cnn.to('webgpu');
+    const x = sn.randn([2, 3, 9, 9], { seed: 12, device });
+    const f = sn.jit((t: Tensor) => cnn.forward(t));
+    assertClose(await f(x).data(), await cnn.forward(x).data(), { rtol: 1e-4, atol: 1e-5 });
+    const convs = f.report().kernels.filter((k) => k.ops.includes('conv2d'));
+    expect(convs.map((k) => k.ops)).toEqual([['conv2d', 'relu'], ['conv2d', 'relu'], ['conv2d', 'relu']]);
+    expect(f.report().kernels.some((k) => k.ops.includes('batchNorm'))).toBe(false);
+
+    const residual = (a: Tensor, b: Tensor, bias: Tensor, r: Tensor) => sn.relu(sn.matmul(a, b).add(bias).add(r));
+    const a = sn.randn([5, 7], { seed: 13, device }), b = sn.randn([7, 6], { seed: 14, device });
+    const bias = sn.randn([6], { seed: 15, device }), r = sn.randn([5, 6], { seed: 16, device });
+    const g = sn.jit(residual);
+    assertClose(await g(a, b, bias, r).data(), await residual(a, b, bias, r).data(), tol);
+    expect(g.report().kernels.map((k) => k.ops)).toEqual([['matmul', 'add', 'add', 'relu']]);
+    // The report counts the epilogue's arithmetic and shows the code the kernel runs.
+    const [k] = g.report().kernels;
+    expect(k!.flops).toBe(2 * 5 * 6 * 7 + 3 * 5 * 6);
+    expect(k!.source).toContain(device === 'cpu' ? 'function map' : 'fn epilogue');
+    // A value the chain needs elsewhere ends the epilogue there; the rest stays one elementwise kernel.
+    const shared = (p: Tensor, q: Tensor) => {
+      const y = sn.linear(p, q).mul(2);
+      return y.sigmoid().add(y.sum(-1, true));
+    };
+    const h = sn.jit(shared);
+    assertClose(await h(a, b.t()).data(), await shared(a, b.t()).data(), tol);
+    expect(h.report().kernels.map((k) => k.ops)).toEqual([['linear', 'mul'], ['sum'], ['sigmoid', 'add']]);
+  });
+
   it('results never alias between calls; a new signature retraces', async () => {
     const f = sn.jit((x: Tensor) => x.mul(2).relu());
     const a = f(sn.ones([2], { device })), b = f(sn.full([2], 3, { device }));
@@ -297,16 +338,41 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
     expect(f.report().kernels.map((k) => k.ops)).toEqual([['exp', 'softmax'], ['add']]);
   });
 
+  it('rejects illegal epilogue groups with clear errors', async () => {
+    const byName = (g: sn.Graph, ...names: string[]) => g.nodes.filter((n) => n.kind === 'op' && names.includes(sn.opLabel(n))).map((n) => n.id);
+    const x = sn.randn([3, 4], { seed: 1 }), w = sn.randn([5, 4], { seed: 3 }), v = sn.randn([4, 4], { seed: 4 });
+    const fused = (fn: (...t: Tensor[]) => Tensor, ...names: string[]) => () => sn.jit(fn, { fusion: (g) => [byName(g, ...names)] })(x, w, v);
+    expect(fused((p, q, r) => sn.matmul(p, r).add(sn.linear(p, q).sum(-1, true)).relu(), 'matmul', 'linear', 'relu')).toThrow(
+      /fusion group 0 \[\d+, \d+, \d+\] is illegal: nodes \d+ \(matmul\) and \d+ \(linear\) both produce; an epilogue group fuses elementwise ops into one matmul, linear or conv2d/,
+    );
+    expect(fused((p, q) => { const y = sn.linear(p, q); return y.exp().add(y.sum(-1, true)); }, 'linear', 'exp')).toThrow(
+      /node \d+'s value is used outside the group \(by node \d+\); only the last node's \(\d+\) value may leave an epilogue group/,
+    );
+    expect(fused((p, q) => sn.linear(p, q).t().exp(), 'linear', 'exp')).toThrow(/node \d+ computes \[5, 3\], not the shape \[3, 5\] of node \d+ \(linear\)/);
+    expect(fused((p, q) => p.exp().sum(-1, true).add(sn.linear(p, q)), 'exp', 'linear')).toThrow(/node \d+ \(exp\) runs before node \d+ \(linear\); an epilogue group's elementwise ops must follow its producer/);
+    expect(fused((p, q) => sn.gt(sn.linear(p, q), 0), 'linear', 'gt')).toThrow(/turns node \d+'s float32 result into bool; an epilogue may only change a float result's float dtype/);
+    // Legal: the producer's value read twice inside the group, a broadcast extra operand.
+    const legal = (p: Tensor, q: Tensor, r: Tensor) => { const y = sn.matmul(p, r); return y.mul(y).add(q.sum(0)).tanh(); };
+    const f = sn.jit(legal, { fusion: (g) => [byName(g, 'matmul', 'mul', 'add', 'tanh')] });
+    assertClose(await f(x, w, v).data(), await legal(x, w, v).data(), { rtol: 1e-6, atol: 1e-7 });
+    expect(f.report().kernels.map((k) => k.ops)).toEqual([['sum'], ['matmul', 'mul', 'add', 'tanh']]);
+  });
+
   it('joins sibling convs and linears on one input into one op (horizontal fusion)', async () => {
     const { nn } = sn;
     sn.manualSeed(5);
     const a = new nn.Conv2d(4, 3, 3, { padding: 1 }), b = new nn.Conv2d(4, 5, 3, { padding: 1 }), c = new nn.Conv2d(4, 2, 1, { bias: false });
-    const branches = (x: Tensor) => sn.cat([a.forward(x).relu(), b.forward(x).sigmoid(), c.forward(x)], 1);
+    const branches = (x: Tensor) => sn.cat([a.forward(x), b.forward(x), c.forward(x)], 1);
     const x = sn.randn([2, 4, 5, 5], { seed: 6 });
     const f = sn.jit(branches);
     assertClose(await f(x).data(), await branches(x).data(), { rtol: 1e-5, atol: 1e-6 });
     // c has no bias, so it stays apart from a and b.
     expect(f.report().kernels.filter((k) => k.name === 'conv2d').map((k) => k.ops)).toEqual([['conv2d', 'conv2d'], ['conv2d']]);
+    // Under 'default', a conv whose result feeds an elementwise chain takes it as its epilogue instead of joining its siblings.
+    const activated = (x: Tensor) => sn.cat([a.forward(x).relu(), b.forward(x).sigmoid(), c.forward(x)], 1);
+    const fa = sn.jit(activated);
+    assertClose(await fa(x).data(), await activated(x).data(), { rtol: 1e-5, atol: 1e-6 });
+    expect(fa.report().kernels.filter((k) => k.ops.includes('conv2d')).map((k) => k.ops)).toEqual([['conv2d', 'relu'], ['conv2d', 'sigmoid'], ['conv2d']]);
     const [q, k, v] = [new nn.Linear(6, 6), new nn.Linear(6, 6), new nn.Linear(6, 6)];
     const attention = (h: Tensor) => sn.matmul(sn.softmax(sn.matmul(q.forward(h), k.forward(h).transpose(-1, -2)), -1), v.forward(h));
     const h = sn.randn([2, 3, 6], { seed: 7 });

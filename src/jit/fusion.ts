@@ -8,6 +8,7 @@ import { addConstant, constantTensor, replaceUses } from './passes/util.js';
 import { cat } from '../ops/movement.js';
 import { tidy } from '../tensor/scope.js';
 import { broadcastShapes, contiguousStrides } from '../tensor/shape.js';
+import { isFloat } from '../tensor/dtype.js';
 
 /** Node ids, one array per fused kernel. Nodes in no group run as kernels of their own. */
 export type FusionGroups = number[][];
@@ -100,6 +101,39 @@ function prologueGroups(g: Graph): FusionGroups {
   return groups;
 }
 
+/** Ops whose result an elementwise epilogue can compute on in registers before the store (their `epilogue` attr). */
+const EPILOGUE_PRODUCERS = new Set(['matmul', 'linear', 'conv2d']);
+const isEpilogueProducer = (n: Node): n is OpNode => n.kind === 'op' && EPILOGUE_PRODUCERS.has(n.op.name);
+
+/**
+ * Each matmul, linear or conv2d with the elementwise chain after it: a consumer joins when it is
+ * the only node reading the chain's last value (so every earlier member's value stays inside the
+ * group and no cycle through outside nodes can form), reads members whole (identity views),
+ * computes the producer's output shape, is in no other group, keeps the dtype rule of the
+ * producer's epilogue (see epilogueResult) and still `fits` the device.
+ */
+function epilogueGroups(g: Graph, taken: ReadonlySet<Node>): FusionGroups {
+  const users = g.users();
+  const caps = capsOf(g);
+  const groups: FusionGroups = [];
+  for (const producer of g.nodes) {
+    if (!isEpilogueProducer(producer) || taken.has(producer) || (producer.attrs as { epilogue?: Expr }).epilogue) continue;
+    const shape = producer.outputs[0]!.shape;
+    const members: OpNode[] = [producer];
+    for (;;) {
+      const uses = users.get(members[members.length - 1]!.outputs[0]!.id) ?? [];
+      const next = uses[0]?.node;
+      if (!next || !isMap(next) || taken.has(next) || !uses.every((x) => x.node === next)) break;
+      if (!sameShape(next.outputs[0]!.shape, shape) || !next.inputs.every((u) => !members.includes(u.value.node as OpNode) || isIdentityView(u))) break;
+      const candidate = [...members, next];
+      if (!epilogueDTypeOk(candidate) || (caps && epilogueBindings(candidate, caps) > caps.limits.maxStorageBuffersPerShaderStage)) break;
+      members.push(next);
+    }
+    if (members.length > 1) groups.push(members.map((m) => m.id));
+  }
+  return groups;
+}
+
 const HORIZONTAL = new Set(['conv2d', 'linear']);
 
 /** Why sibling `m` cannot join a horizontal group led by `first`, or null when it can. */
@@ -138,10 +172,20 @@ export const STRATEGIES: Record<'none' | 'elementwise' | 'default', FusionStrate
     name: 'default',
     groups(g) {
       // Prologues first: a chain feeding a reduction joins it rather than becoming a kernel of its own.
-      const prologues = prologueGroups(g);
+      // Then epilogues: a chain after a matmul/linear/conv2d runs in its kernel, saving a write and a
+      // read of the product; elementwise chains take what is left. Horizontal fusion runs on the
+      // producers no epilogue joined: a joined op's siblings read it through channel slices, which
+      // an epilogue cannot absorb, and the epilogue saves more (a round trip of the output per branch,
+      // against one read of the shared input).
       const byId = new Map(g.nodes.map((n) => [n.id, n]));
-      const taken = new Set(prologues.flat().map((id) => byId.get(id)!));
-      return [...prologues, ...elementwiseGroups(g, taken), ...horizontalGroups(g)];
+      const nodes = (gs: FusionGroups) => gs.flat().map((id) => byId.get(id)!);
+      const prologues = prologueGroups(g);
+      const taken = new Set(nodes(prologues));
+      const epilogues = epilogueGroups(g, taken);
+      for (const n of nodes(epilogues)) taken.add(n);
+      const withEpilogue = new Set(nodes(epilogues));
+      const horizontal = horizontalGroups(g).filter((gr) => gr.every((id) => !withEpilogue.has(byId.get(id)!)));
+      return [...prologues, ...epilogues, ...elementwiseGroups(g, taken), ...horizontal];
     },
   },
 };
@@ -164,10 +208,11 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 
 /**
  * A group the code generator accepts: a chain of elementwise ops, sibling ops joined horizontally,
- * or a reduction-like op (last in `members`) with the elementwise ops computing its input.
+ * a reduction-like op (last in `members`) with the elementwise ops computing its input, or a
+ * matmul/linear/conv2d (first in `members`) with the elementwise ops computing on its result.
  */
 export interface CheckedGroup {
-  readonly kind: 'elementwise' | 'horizontal' | 'prologue';
+  readonly kind: 'elementwise' | 'horizontal' | 'prologue' | 'epilogue';
   readonly members: OpNode[];
 }
 
@@ -175,8 +220,9 @@ export interface CheckedGroup {
  * Rejects groups the code generator cannot turn into one kernel, saying why: unknown or repeated
  * nodes, ops it cannot fuse, more than one value leaving an elementwise group (which also excludes
  * cycles through outside nodes), reads through views or of another shape inside it, more bindings
- * than the device allows, siblings that do not share their input and attributes, or a prologue
- * group with more than one reduction or a value other than the reduction's leaving it.
+ * than the device allows, siblings that do not share their input and attributes, a prologue
+ * group with more than one reduction or a value other than the reduction's leaving it, or an
+ * epilogue group whose elementwise ops do not all follow its one producer.
  */
 export function checkGroups(g: Graph, groups: FusionGroups): CheckedGroup[] {
   const byId = new Map(g.nodes.map((n) => [n.id, n]));
@@ -194,13 +240,14 @@ export function checkGroups(g: Graph, groups: FusionGroups): CheckedGroup[] {
       if (!n) return fail(`node ${id} is not in the graph`);
       if (seen.has(id)) return fail(`node ${id} is in more than one group`);
       seen.add(id);
-      const why = `node ${id} (${opLabel(n)}) cannot be fused: the code generator fuses elementwise ops, elementwise ops into the reduction, softmax, logSoftmax or cumsum reading their result, and sibling conv2d/linear ops`;
+      const why = `node ${id} (${opLabel(n)}) cannot be fused: the code generator fuses elementwise ops, elementwise ops into the reduction, softmax, logSoftmax or cumsum reading their result, elementwise ops after a matmul, linear or conv2d into it, and sibling conv2d/linear ops`;
       if (n.kind !== 'op') return fail(why);
-      if (n.op.name !== 'map' && !HORIZONTAL.has(n.op.name) && !PROLOGUE_TARGETS.has(n.op.name)) return fail(why);
+      if (n.op.name !== 'map' && !HORIZONTAL.has(n.op.name) && !PROLOGUE_TARGETS.has(n.op.name) && !EPILOGUE_PRODUCERS.has(n.op.name)) return fail(why);
       return n;
     });
     const targets = members.filter(isPrologueTarget);
     if (targets.length > 0) return checkPrologue(g, members, targets, users, caps, fail);
+    if (members.some(isMap) && members.some(isEpilogueProducer)) return checkEpilogue(g, members, users, caps, fail);
     if (!isMap(members[0]!)) {
       for (const m of members) {
         const why = horizontalMismatch(m, members[0]!, users);
@@ -259,6 +306,78 @@ function checkPrologue(g: Graph, members: OpNode[], targets: OpNode[], users: Us
     if (n > max) fail(`the fused kernel would bind ${n} buffers (inputs, output and scratch), more than the device's ${max} storage buffers per shader stage`);
   }
   return { kind: 'prologue', members: ordered };
+}
+
+/**
+ * An epilogue group: one matmul/linear/conv2d `producer` (first in graph order) without an
+ * epilogue yet, the rest elementwise ops computing its output shape and reading members whole;
+ * only the last member's value may leave the group (which rules out cycles through outside nodes,
+ * as for elementwise groups); the composed epilogue keeps the producer's dtype rule, and on WebGPU
+ * the kernel binds no more buffers than the device allows.
+ */
+function checkEpilogue(g: Graph, members: OpNode[], users: Users, caps: WebGpuCaps | null, fail: (why: string) => never): CheckedGroup {
+  const producers = members.filter(isEpilogueProducer);
+  if (producers.length > 1) fail(`nodes ${producers.map((t) => `${t.id} (${opLabel(t)})`).join(' and ')} both produce; an epilogue group fuses elementwise ops into one matmul, linear or conv2d`);
+  const producer = producers[0]!;
+  const other = members.find((m) => m !== producer && m.op.name !== 'map');
+  if (other) fail(`node ${other.id} (${opLabel(other)}) is not elementwise: only elementwise ops can be fused into node ${producer.id} (${opLabel(producer)})`);
+  if ((producer.attrs as { epilogue?: Expr }).epilogue) fail(`node ${producer.id} (${opLabel(producer)}) already has an epilogue`);
+  const set = new Set<Node>(members);
+  const ordered = inOrder(g, set);
+  if (ordered[0] !== producer) fail(`node ${ordered[0]!.id} (${opLabel(ordered[0]!)}) runs before node ${producer.id} (${opLabel(producer)}); an epilogue group's elementwise ops must follow its producer`);
+  const shape = producer.outputs[0]!.shape;
+  const last = ordered[ordered.length - 1]!;
+  for (const m of ordered) {
+    const outside = (users.get(m.outputs[0]!.id) ?? []).find((x) => x.node === null || !set.has(x.node));
+    if (m !== last && outside) {
+      fail(`node ${m.id}'s value is used outside the group (${outside.node ? `by node ${outside.node.id}` : 'as a graph output'}); only the last node's (${last.id}) value may leave an epilogue group`);
+    }
+    if (m === producer) continue;
+    if (!sameShape(m.outputs[0]!.shape, shape)) fail(`node ${m.id} computes ${fmtShape(m.outputs[0]!.shape)}, not the shape ${fmtShape(shape)} of node ${producer.id} (${opLabel(producer)})`);
+    for (const u of m.inputs) if (set.has(u.value.node) && !isIdentityView(u)) fail(`node ${m.id} reads node ${u.value.node.id} through a view; fused values must be read whole`);
+  }
+  if (!epilogueDTypeOk(ordered)) {
+    fail(`the chain turns node ${producer.id}'s ${producer.outputs[0]!.dtype} result into ${last.outputs[0]!.dtype}; an epilogue may only change a float result's float dtype`);
+  }
+  if (caps) {
+    const n = epilogueBindings(ordered, caps);
+    const max = caps.limits.maxStorageBuffersPerShaderStage;
+    if (n > max) fail(`the fused kernel would bind ${n} buffers (inputs, output and scratch), more than the device's ${max} storage buffers per shader stage`);
+  }
+  return { kind: 'epilogue', members: ordered };
+}
+
+/** The epilogue's dtype rule (see epilogueResult in src/ops/linalg.ts) for `ordered`'s last value: float to float, or the producer's own dtype. */
+function epilogueDTypeOk(ordered: readonly OpNode[]): boolean {
+  const from = ordered[0]!.outputs[0]!.dtype, to = ordered[ordered.length - 1]!.outputs[0]!.dtype;
+  return from === to || (isFloat(from) && isFloat(to));
+}
+
+/**
+ * An epilogue group's fused node (not yet in the graph): the producer (first of `ordered`) with the
+ * consumers' composed expression as its epilogue (input 0 = the producer's result) and the
+ * expression's other inputs appended to its own.
+ */
+function epilogueNode(ordered: readonly OpNode[]): OpNode {
+  const [producer, ...maps] = ordered as [OpNode, ...OpNode[]];
+  const { exprs, externals } = composeExprs(maps, (m) => (m.attrs as { expr: Expr }).expr);
+  const at = externals.findIndex((u) => u.value.node === producer);
+  const extras = externals.filter((_, k) => k !== at);
+  // The producer's value becomes input 0; the other externals keep their order from input 1.
+  const renumber = (k: number) => (k === at ? 0 : k < at ? k + 1 : k);
+  const epilogue = substitute(exprs.get(maps[maps.length - 1]!)!, (k) => input(renumber(k), externals[k]!.value.dtype));
+  const last = maps[maps.length - 1]!;
+  return { kind: 'op', id: last.id, op: producer.op, attrs: { ...(producer.attrs as object), epilogue }, inputs: [...producer.inputs, ...extras], outputs: [] };
+}
+
+/** Storage buffers the fused epilogue kernel binds on WebGPU: its inputs, output and any scratch buffer. */
+function epilogueBindings(ordered: readonly OpNode[], caps: WebGpuCaps): number {
+  const node = epilogueNode(ordered);
+  const last = ordered[ordered.length - 1]!;
+  const metas = node.inputs.map((u) => ({ shape: u.view.shape, strides: u.view.strides, offset: u.view.offset, dtype: u.value.dtype }));
+  const outs = last.outputs.map((v) => ({ shape: v.shape, strides: contiguousStrides(v.shape), offset: 0, dtype: v.dtype }));
+  const form = node.op.webgpu!(metas, node.attrs, outs, caps);
+  return metas.length + outs.length + ('passes' in form ? form.scratch.length : 0);
 }
 
 function useKey(u: Use): string {
@@ -322,7 +441,8 @@ function substitute(e: Expr, replace: (k: number) => Expr, memo = new Map<Expr, 
 
 /**
  * Replaces each group by one node: an elementwise group by a `map` node whose expression composes
- * the members' expressions; sibling convs/linears by one op on concatenated weights, whose output
+ * the members' expressions; a prologue (epilogue) group by its reduction (producer) computing the
+ * composed expression on its input (result); sibling convs/linears by one op on concatenated weights, whose output
  * each former sibling's readers see through a channel slice. Returns the ops each new node
  * computes (by node id), in execution order.
  */
@@ -331,7 +451,10 @@ export function fuseGroups(g: Graph, groups: readonly CheckedGroup[]): Map<numbe
   for (const { kind, members } of groups) {
     const set = new Set<Node>(members);
     const ordered = g.nodes.filter((n): n is OpNode => set.has(n));
-    const node = kind === 'elementwise' ? fuseElementwise(g, ordered) : kind === 'prologue' ? fusePrologue(g, ordered) : fuseHorizontal(g, ordered);
+    const node = kind === 'elementwise' ? fuseElementwise(g, ordered)
+      : kind === 'prologue' ? replaceMembers(g, ordered, prologueNode(ordered))
+      : kind === 'epilogue' ? replaceMembers(g, ordered, epilogueNode(ordered))
+      : fuseHorizontal(g, ordered);
     fused.set(node.id, ordered.map(opLabel));
   }
   return fused;
@@ -354,11 +477,6 @@ function fuseElementwise(g: Graph, ordered: OpNode[]): OpNode {
   const root = ordered[ordered.length - 1]!;
   const attrs = { expr: exprs.get(root)!, name: ordered.map(opLabel).join('+') };
   return replaceMembers(g, ordered, { kind: 'op', id: root.id, op: mapOp as OpNode['op'], attrs, inputs: externals, outputs: [] });
-}
-
-/** The target of a prologue group with the composed producers as its prologue, reading the group's external inputs. */
-function fusePrologue(g: Graph, ordered: OpNode[]): OpNode {
-  return replaceMembers(g, ordered, prologueNode(ordered));
 }
 
 function fuseHorizontal(g: Graph, ordered: OpNode[]): OpNode {

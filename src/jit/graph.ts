@@ -81,8 +81,8 @@ export function opLabel(n: Node): string {
   return n.op.name;
 }
 
-/** Attributes holding expressions (a map's `expr`, a fused reduction's `prologue`), printed as text. */
-const EXPR_ATTRS = new Set(['expr', 'prologue']);
+/** Attributes holding expressions (a map's `expr`, fused `prologue`s and `epilogue`s), printed as text. */
+const EXPR_ATTRS = new Set(['expr', 'prologue', 'epilogue']);
 
 /** An op's attributes as JSON, expressions as their text (for keys and exports). */
 export function attrsJson(attrs: unknown): string {

@@ -127,6 +127,13 @@ function viewElements(u: Use): number {
   return Math.min(numel(u.view.shape), numel(u.value.shape));
 }
 
+/** The highest input index an expression reads (-1 for none): an epilogue's extra inputs are 1..that. */
+function maxInput(e: Expr): number {
+  if (e.kind === 'input') return e.index;
+  if (e.kind === 'const') return -1;
+  return Math.max(-1, ...e.args.map(maxInput));
+}
+
 /** Arithmetic nodes of an expression (casts are free). */
 function calls(e: Expr): number {
   return e.kind === 'call' ? (e.fn === 'cast' ? 0 : 1) + e.args.reduce((a, x) => a + calls(x), 0) : 0;
@@ -134,6 +141,11 @@ function calls(e: Expr): number {
 
 function flopsOf(k: OpNode): number {
   const out = numel(k.outputs[0]!.shape);
+  const epilogue = (k.attrs as { epilogue?: Expr }).epilogue;
+  return opFlops(k, out) + (epilogue ? out * calls(epilogue) : 0);
+}
+
+function opFlops(k: OpNode, out: number): number {
   const [a, b] = k.inputs;
   const prologue = (k.attrs as { prologue?: Expr }).prologue;
   if (prologue) {
@@ -318,6 +330,12 @@ export class Plan {
         source = mapKernelSource((k.attrs as { expr: Expr }).expr, metas, k.outputs[0]!.shape);
       } else if ((k.attrs as { prologue?: Expr }).prologue) {
         source = prologueSource((k.attrs as { prologue: Expr }).prologue, metas.length);
+      } else if ((k.attrs as { epilogue?: Expr }).epilogue) {
+        // The CPU runs the op's built-in kernel, then this generated map over its output in place.
+        const { epilogue } = k.attrs as { epilogue: Expr };
+        const out = k.outputs[0]!.shape;
+        const extras = metas.slice(metas.length - Math.max(0, maxInput(epilogue)));
+        source = mapKernelSource(epilogue, [{ shape: out, strides: contiguousStrides(out) }, ...extras], out);
       }
       return {
         name: opLabel(k),

@@ -2,8 +2,10 @@ import { SinterError, check, fmtShape } from '../errors.js';
 import { type DType, isFloat, promoteTypes } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { conv2dKernel, convTranspose2dKernel } from '../kernels/cpu/conv.js';
+import { epilogueKernel } from '../kernels/cpu/gemm.js';
 import { conv2dKernel as conv2dKernelWgsl, convTranspose2dKernel as convTranspose2dKernelWgsl } from '../kernels/wgsl/conv.js';
 import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
+import { type EpilogueAttrs, epilogueResult, extraCount } from './linalg.js';
 
 // 2-d convolution and transposed convolution over [N, C, H, W] (or unbatched [C, H, W]) inputs, as
 // torch.nn.functional.conv2d / conv_transpose2d. The CPU kernels run the shared GEMM; the WebGPU
@@ -89,10 +91,12 @@ function checkConvInputs(op: string, inputs: readonly TensorMeta[], outChannels:
   return inputs.map((t) => t.dtype).reduce(promoteTypes);
 }
 
-export const conv2dOp = defineOp<Conv2dAttrs>({
+export const conv2dOp = defineOp<Conv2dAttrs & EpilogueAttrs>({
   name: 'conv2d',
-  infer(inputs, a) {
+  infer(all, a) {
     const op = 'conv2d';
+    const inputs = all.slice(0, all.length - extraCount(a));
+    check(inputs.length === 2 || inputs.length === 3, op, () => `expected 2 or 3 inputs and ${extraCount(a)} epilogue inputs, got ${all.length}`);
     checkInts(op, 'stride', a.stride, 1);
     checkInts(op, 'padding [top, bottom, left, right]', a.padding, 0);
     checkInts(op, 'dilation', a.dilation, 1);
@@ -108,13 +112,19 @@ export const conv2dOp = defineOp<Conv2dAttrs>({
     check(eh <= H + pt + pb && ew <= W + pl + pr, op, () =>
       `kernel ${kh}×${kw} (${eh}×${ew} with dilation) is larger than the padded input ${H + pt + pb}×${W + pl + pr} of ${describeMeta(x)}`);
     const OH = Math.floor((H + pt + pb - eh) / a.stride[0]) + 1, OW = Math.floor((W + pl + pr - ew) / a.stride[1]) + 1;
-    return [{ shape: [...x.shape.slice(0, -3), O, OH, OW], dtype }];
+    return [epilogueResult(op, { shape: [...x.shape.slice(0, -3), O, OH, OW], dtype }, all.slice(inputs.length), a.epilogue)];
   },
-  cpu([x, w, bias], attrs, [out]) {
+  cpu(all, attrs, [out]) {
+    const inputs = all.slice(0, all.length - extraCount(attrs));
+    const [x, w, bias] = inputs;
     conv2dKernel(x!, w!, bias, attrs, out!);
+    if (attrs.epilogue) epilogueKernel(attrs.epilogue, inputs.map((t) => t.dtype).reduce(promoteTypes), out!, all.slice(inputs.length));
   },
-  webgpu([x, w, bias], attrs, [out], caps) {
-    return conv2dKernelWgsl(x!, w!, bias, attrs, out!, caps);
+  webgpu(all, attrs, [out], caps) {
+    const inputs = all.slice(0, all.length - extraCount(attrs));
+    const [x, w, bias] = inputs;
+    const fused = attrs.epilogue && { expr: attrs.epilogue, natural: inputs.map((t) => t.dtype).reduce(promoteTypes), extras: all.slice(inputs.length) };
+    return conv2dKernelWgsl(x!, w!, bias, attrs, out!, caps, fused);
   },
 });
 

@@ -1,11 +1,12 @@
 import { check, fmtShape } from '../errors.js';
-import { type DType, promoteTypes } from '../tensor/dtype.js';
+import { type DType, isFloat, promoteTypes } from '../tensor/dtype.js';
 import { numel } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { matmulKernel } from '../kernels/cpu/gemm.js';
+import { epilogueArity, epilogueKernel, matmulKernel } from '../kernels/cpu/gemm.js';
 import { matmulKernel as matmulKernelWgsl } from '../kernels/wgsl/gemm.js';
 import type { GpuView } from '../kernels/wgsl/kernel.js';
 import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
+import { type Expr, exprNodes, exprToString } from './expr.js';
 
 // Matrix products. Every one runs the `matmul` op (torch.matmul's rules), or `linear`; both use the
 // CPU backend's single GEMM (src/kernels/cpu/gemm.ts) and WebGPU's (src/kernels/wgsl/gemm.ts).
@@ -35,16 +36,60 @@ function matmulShape(op: string, a: TensorMeta, b: TensorMeta): number[] {
   return [...batch, ...(ra > 1 ? [a.shape[ra - 2]!] : []), ...(rb > 1 ? [b.shape[rb - 1]!] : [])];
 }
 
-export const matmulOp = defineOp<Record<string, never>>({
+/**
+ * An elementwise chain the JIT fuses into a matmul, linear or conv2d (never set by eager calls):
+ * input 0 is the op's result (after its bias), inputs 1.. are extra tensors appended after the op's
+ * own inputs, each broadcast to the output's shape.
+ */
+export interface EpilogueAttrs {
+  epilogue?: Expr;
+}
+
+/** How many of `inputs` are extra tensors of the attrs' epilogue (the trailing ones). */
+export function extraCount(attrs: EpilogueAttrs): number {
+  return attrs.epilogue ? epilogueArity(attrs.epilogue) : 0;
+}
+
+/**
+ * The output of an op computing `natural` with an epilogue reading `extras`: the same shape, the
+ * epilogue's dtype. Input 0 must have the op's dtype, input k the k-th extra's; extras must
+ * broadcast to the output's shape; the dtype may change between float dtypes but not otherwise
+ * (the GEMMs accumulate in the output's compute type).
+ */
+export function epilogueResult(op: string, natural: TensorMeta, extras: readonly TensorMeta[], epilogue: Expr | undefined): TensorMeta {
+  if (!epilogue) return natural;
+  const expr = exprToString(epilogue);
+  for (const n of exprNodes(epilogue)) {
+    if (n.kind !== 'input') continue;
+    const want = n.index === 0 ? natural.dtype : extras[n.index - 1]?.dtype;
+    check(want === n.dtype, op, () => `epilogue ${expr} reads input ${n.index} as ${n.dtype}, but it is ${want === undefined ? 'missing' : want}`);
+  }
+  for (const x of extras) {
+    const lead = natural.shape.length - x.shape.length;
+    check(lead >= 0 && x.shape.every((d, i) => d === 1 || d === natural.shape[lead + i]), op, () =>
+      `epilogue input ${describeMeta(x)} does not broadcast to the output shape ${fmtShape(natural.shape)}`);
+  }
+  const d = epilogue.dtype;
+  check(d === natural.dtype || (isFloat(d) && isFloat(natural.dtype)), op, () =>
+    `epilogue ${expr} turns the ${natural.dtype} result into ${d}; only float results may change float dtype`);
+  return { shape: natural.shape, dtype: d };
+}
+
+export const matmulOp = defineOp<EpilogueAttrs>({
   name: 'matmul',
-  infer([a, b]) {
-    return [{ shape: matmulShape('matmul', a!, b!), dtype: productDType('matmul', [a!, b!]) }];
+  infer(inputs, attrs) {
+    const [a, b] = inputs;
+    check(inputs.length === 2 + extraCount(attrs), 'matmul', () => `expected 2 inputs and ${extraCount(attrs)} epilogue inputs, got ${inputs.length}`);
+    const natural = { shape: matmulShape('matmul', a!, b!), dtype: productDType('matmul', [a!, b!]) };
+    return [epilogueResult('matmul', natural, inputs.slice(2), attrs.epilogue)];
   },
-  cpu([a, b], _attrs, [out]) {
+  cpu([a, b, ...extras], { epilogue }, [out]) {
     matmulKernel(a!, b!, out!, false);
+    if (epilogue) epilogueKernel(epilogue, productDType('matmul', [a!, b!]), out!, extras);
   },
-  webgpu([a, b], _attrs, [out], caps) {
-    return matmulKernelWgsl('matmul', a!, b!, out!, caps);
+  webgpu([a, b, ...extras], { epilogue }, [out], caps) {
+    const fused = epilogue && { expr: epilogue, natural: productDType('matmul', [a!, b!]), extras };
+    return matmulKernelWgsl('matmul', a!, b!, out!, caps, undefined, fused);
   },
 });
 
@@ -93,9 +138,11 @@ function transposed<V extends GpuView>(w: V): V {
   return { ...w, shape: [w.shape[1]!, w.shape[0]!], strides: [w.strides[1]!, w.strides[0]!] };
 }
 
-export const linearOp = defineOp<Record<string, never>>({
+export const linearOp = defineOp<EpilogueAttrs>({
   name: 'linear',
-  infer(inputs) {
+  infer(all, attrs) {
+    const inputs = all.slice(0, all.length - extraCount(attrs));
+    check(inputs.length === 2 || inputs.length === 3, 'linear', () => `expected 2 or 3 inputs and ${extraCount(attrs)} epilogue inputs, got ${all.length}`);
     const [x, w, bias] = inputs;
     check(w!.shape.length === 2, 'linear', () => `weight must be 2-D [out_features, in_features], got ${describeMeta(w!)}`);
     check(x!.shape.length >= 1, 'linear', () => `input must have at least 1 dim, got ${describeMeta(x!)}`);
@@ -103,9 +150,12 @@ export const linearOp = defineOp<Record<string, never>>({
     check(x!.shape[x!.shape.length - 1] === inF, 'linear', () =>
       `input ${describeMeta(x!)} has ${x!.shape[x!.shape.length - 1]} features in its last dim but weight ${describeMeta(w!)} expects ${inF}`);
     if (bias) check(bias.shape.length === 1 && bias.shape[0] === outF, 'linear', () => `bias must be 1-D of size out_features (${outF}), got ${describeMeta(bias)}`);
-    return [{ shape: [...x!.shape.slice(0, -1), outF], dtype: productDType('linear', inputs) }];
+    const natural = { shape: [...x!.shape.slice(0, -1), outF], dtype: productDType('linear', inputs) };
+    return [epilogueResult('linear', natural, all.slice(inputs.length), attrs.epilogue)];
   },
-  cpu([x, w, bias], _attrs, [out]) {
+  cpu(all, attrs, [out]) {
+    const inputs = all.slice(0, all.length - extraCount(attrs));
+    const [x, w, bias] = inputs;
     const o = out!, n = w!.shape[0]!;
     if (bias) {
       // The bias is written first and the product added to it, saving a pass over the output.
@@ -113,9 +163,13 @@ export const linearOp = defineOp<Record<string, never>>({
       for (let r = 0, rows = numel(o.shape) / n; r < rows; r++) for (let j = 0; j < n; j++) o.data[o.offset + r * n + j] = data[offset + j * s!]!;
     }
     matmulKernel(x!, transposed(w!), o, bias !== undefined);
+    if (attrs.epilogue) epilogueKernel(attrs.epilogue, productDType('linear', inputs), o, all.slice(inputs.length));
   },
-  webgpu([x, w, bias], _attrs, [out], caps) {
-    return matmulKernelWgsl('linear', x!, transposed(w!), out!, caps, bias);
+  webgpu(all, attrs, [out], caps) {
+    const inputs = all.slice(0, all.length - extraCount(attrs));
+    const [x, w, bias] = inputs;
+    const fused = attrs.epilogue && { expr: attrs.epilogue, natural: productDType('linear', inputs), extras: all.slice(inputs.length) };
+    return matmulKernelWgsl('linear', x!, transposed(w!), out!, caps, bias, fused);
   },
 });
 

@@ -1,7 +1,8 @@
-import type { HostArray } from '../../tensor/dtype.js';
+import type { DType, HostArray } from '../../tensor/dtype.js';
 import { numel } from '../../tensor/shape.js';
 import type { CpuView } from '../../ops/op.js';
-import { broadcastStrides, collapseDims } from './map.js';
+import { type Expr, call, exprNodes, input } from '../../ops/expr.js';
+import { broadcastStrides, collapseDims, mapKernel } from './map.js';
 
 // The one GEMM the CPU backend has (matmul, linear, conv2d and convTranspose2d all call it), laid out
 // as in BLIS: operands are packed into small contiguous Float64Array panels, and a 4×8 register-tiled
@@ -227,4 +228,30 @@ export function matmulKernel(a: CpuView, b: CpuView, out: CpuView, accumulate: b
       bo -= bStrides[d]! * (batch[d]! - 1);
     }
   }
+}
+
+/** How many extra tensors an epilogue reads: its inputs 1.. (input 0 is the op's result). */
+export function epilogueArity(expr: Expr): number {
+  return exprNodes(expr).reduce((n, e) => (e.kind === 'input' ? Math.max(n, e.index) : n), 0);
+}
+
+/**
+ * Applies an epilogue in place over a GEMM op's contiguous output `out`, which holds the op's
+ * result of dtype `natural` (unrounded for float16), reading `extras` broadcast to its shape. A
+ * generated map right after the GEMM rather than inside its micro-kernel: the tile store is the
+ * hot loop, and the output block is still in cache. Input 0 is rounded to `natural` first, so the
+ * result equals the eager op followed by the eager elementwise ops.
+ */
+export function epilogueKernel(expr: Expr, natural: DType, out: CpuView, extras: readonly CpuView[]): void {
+  const rounded = call('cast', [input(0, natural)], natural);
+  mapKernel(substituteInput0(expr, rounded), [out, ...extras], out);
+}
+
+/** `e` with input 0 replaced by `by`, shared subtrees kept shared. */
+function substituteInput0(e: Expr, by: Expr, memo = new Map<Expr, Expr>()): Expr {
+  const hit = memo.get(e);
+  if (hit) return hit;
+  const out = e.kind === 'input' ? (e.index === 0 ? by : e) : e.kind === 'const' ? e : call(e.fn, e.args.map((a) => substituteInput0(a, by, memo)), e.dtype, e.params);
+  memo.set(e, out);
+  return out;
 }

@@ -1,6 +1,7 @@
 import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
+import type { DType } from '../../tensor/dtype.js';
 import { convert, loadElement } from './dtype.js';
-import { type GemmOperand, type GemmProblem, gemmKernel, stridedOperand } from './gemm.js';
+import { type FusedEpilogue, type GemmOperand, type GemmProblem, gemmKernel, stridedOperand, withEpilogue } from './gemm.js';
 import type { GpuView, WebGpuCaps, WgslForm } from './kernel.js';
 
 // 2-d convolutions as implicit GEMMs on the shared WebGPU GEMM (./gemm.ts), one product per image
@@ -84,13 +85,14 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
 }
 
 /** The epilogue adding bias[g·perGroup + i] (batch dims [n, g]). */
-function channelBias(bias: GpuView | undefined, out: GpuView, perGroup: number, caps: WebGpuCaps): GemmProblem['epilogue'] {
+function channelBias(bias: GpuView | undefined, dtype: DType, perGroup: number, caps: WebGpuCaps): GemmProblem['epilogue'] {
   if (!bias) return undefined;
   const at = (g: string, i: string) => `(${bias.offset}u + (${g} * ${perGroup}u + ${i}) * ${bias.strides[0]}u)`;
-  return (acc, [, g], i) => `${acc} + ${convert(bias.dtype, out.dtype, loadElement('in2', bias.dtype, at(g!, i), caps))}`;
+  return (acc, [, g], i) => `${acc} + ${convert(bias.dtype, dtype, loadElement('in2', bias.dtype, at(g!, i), caps))}`;
 }
 
-export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, a: Conv2dAttrs, out: GpuView, caps: WebGpuCaps): WgslForm {
+/** conv2d as an implicit GEMM per image and group; `fused` (an elementwise epilogue) runs before the store, see withEpilogue. */
+export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, a: Conv2dAttrs, out: GpuView, caps: WebGpuCaps, fused?: FusedEpilogue): WgslForm {
   const N = images(x).shape[0]!;
   const [O, Cg, kh, kw] = w.shape as [number, number, number, number];
   const [s0, s1, s2, s3] = w.strides as [number, number, number, number];
@@ -101,13 +103,11 @@ export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, 
     1,
     caps,
   );
-  return gemmKernel(
-    {
-      label: 'conv2d', batch: [N, G], m: Og, n: OH * OW, k: Cg * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
-      a: weight, b: im2col(x, w.shape, OW, a, caps), epilogue: channelBias(bias, out, Og, caps), out,
-    },
-    caps,
-  );
+  const problem: GemmProblem = {
+    label: 'conv2d', batch: [N, G], m: Og, n: OH * OW, k: Cg * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
+    a: weight, b: im2col(x, w.shape, OW, a, caps), epilogue: channelBias(bias, fused?.natural ?? out.dtype, Og, caps), out,
+  };
+  return gemmKernel(withEpilogue(problem, fused, caps), caps);
 }
 
 export function convTranspose2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, a: ConvTranspose2dAttrs, out: GpuView, caps: WebGpuCaps): WgslForm {
@@ -125,7 +125,7 @@ export function convTranspose2dKernel(x: GpuView, w: GpuView, bias: GpuView | un
   return gemmKernel(
     {
       label: 'convTranspose2d', batch: [N, G], m: Cog, n: OH * OW, k: Cig * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
-      a: weight, b: gather(x, w.shape, Cig, OW, a, caps), epilogue: channelBias(bias, out, Cog, caps), out,
+      a: weight, b: gather(x, w.shape, Cig, OW, a, caps), epilogue: channelBias(bias, out.dtype, Cog, caps), out,
     },
     caps,
   );

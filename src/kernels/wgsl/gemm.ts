@@ -1,6 +1,8 @@
 import type { DType } from '../../tensor/dtype.js';
 import { numel } from '../../tensor/shape.js';
+import { type Expr } from '../../ops/expr.js';
 import { broadcastStrides, collapseDims } from '../cpu/map.js';
+import { wgslExprBody } from './map.js';
 import { type WgslScalar, bindings, computeType, convert, elementsPerWord, loadElement, packWord, roundTo } from './dtype.js';
 import { grid, workgroupSize } from './grid.js';
 import type { GpuView, WebGpuCaps, WgslForm, WgslKernel } from './kernel.js';
@@ -113,6 +115,8 @@ export interface GemmProblem {
   readonly b: GemmOperand;
   /** The value stored for the sum `acc` (compute type) at batch indices `batch`, row `i`, column `j` (u32 names). */
   readonly epilogue?: (acc: string, batch: readonly string[], i: string, j: string) => string;
+  /** WGSL functions the epilogue calls, declared after the bindings. */
+  readonly functions?: string;
   /** Contiguous, its elements in [...batch, m, n] order. */
   readonly out: GpuView;
 }
@@ -197,7 +201,7 @@ function packPass(p: GemmProblem, caps: WebGpuCaps, decls: string): WgslKernel {
 /** The module's declarations: bindings (vec4 where chosen), then scratch for a packed output. */
 function declarations(p: GemmProblem, caps: WebGpuCaps, vec: { a: boolean; b: boolean; out: boolean }, direct: boolean): string {
   const vec4 = [...p.inputs.map((_, i) => (i === p.a.binding && vec.a) || (i === p.b.binding && vec.b)), vec.out];
-  const decl = bindings(p.inputs, [p.out.dtype], caps, vec4);
+  const decl = bindings(p.inputs, [p.out.dtype], caps, vec4) + (p.functions ? `\n\n${p.functions}` : '');
   return direct ? decl : `${decl}\n@group(0) @binding(${p.inputs.length + 1}) var<storage, read_write> sc0: array<${computeType(p.out.dtype)}>;`;
 }
 
@@ -451,7 +455,7 @@ export function gemmKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
  * When every batch multiplies the same B and A's batch dims stack onto its rows as one strided
  * matrix, the batch is folded into M: one taller product fills tiles better.
  */
-export function matmulKernel(label: string, a: GpuView, b: GpuView, out: GpuView, caps: WebGpuCaps, bias?: GpuView): WgslForm {
+export function matmulKernel(label: string, a: GpuView, b: GpuView, out: GpuView, caps: WebGpuCaps, bias?: GpuView, fused?: FusedEpilogue): WgslForm {
   const ra = a.shape.length, rb = b.shape.length;
   let m = ra === 1 ? 1 : a.shape[ra - 2]!;
   const k = a.shape[ra - 1]!, n = rb === 1 ? 1 : b.shape[rb - 1]!;
@@ -474,8 +478,49 @@ export function matmulKernel(label: string, a: GpuView, b: GpuView, out: GpuView
   let epilogue: GemmProblem['epilogue'];
   if (bias) {
     const at = (j: string) => `(${bias.offset}u + ${j} * ${bias.strides[0]}u)`;
-    epilogue = (acc, _b, _i, j) => `${acc} + ${convert(bias.dtype, out.dtype, loadElement('in2', bias.dtype, at(j), caps))}`;
+    epilogue = (acc, _b, _i, j) => `${acc} + ${convert(bias.dtype, fused?.natural ?? out.dtype, loadElement('in2', bias.dtype, at(j), caps))}`;
   }
   const inputs = [a.dtype, b.dtype, ...(bias ? [bias.dtype] : [])];
-  return gemmKernel({ label, batch, m, n, k, inputs, a: A, b: B, epilogue, out }, caps);
+  return gemmKernel(withEpilogue({ label, batch, m, n, k, inputs, a: A, b: B, epilogue, out }, fused, caps), caps);
+}
+
+/** An elementwise epilogue fused into a GEMM op: input 0 is the op's result (of dtype `natural`), inputs 1.. are `extras`. */
+export interface FusedEpilogue {
+  readonly expr: Expr;
+  readonly natural: DType;
+  readonly extras: readonly GpuView[];
+}
+
+/**
+ * `p` with `fused` evaluated in registers after its own epilogue (the bias) and before the store.
+ * The extras are bound after p's inputs and read at the output element's index: the output is
+ * contiguous in [...batch, m, n] order, so element (b, i, j) is flat (b·m + i)·n + j, unravelled
+ * over the output's shape and mapped through each extra's broadcast strides. Accumulators keep
+ * their compute type: the op's infer only lets an epilogue stay float or keep an integer dtype.
+ */
+export function withEpilogue(p: GemmProblem, fused: FusedEpilogue | undefined, caps: WebGpuCaps): GemmProblem {
+  if (!fused) return p;
+  const { expr, natural, extras } = fused, out = p.out, t = computeType(out.dtype);
+  const first = p.inputs.length;
+  const { lines, idx } = unravel('e', out.shape, 'o');
+  const loads = extras.map((v, k) => {
+    lines.push(`let q${k} = ${offsetOf(v.offset, broadcastStrides(v, out.shape), idx)};`);
+    return loadElement(`in${first + k}`, v.dtype, `q${k}`, caps);
+  });
+  const { body, result } = wgslExprBody(expr, (k) => (k === 0 ? roundTo(natural, 'acc') : loads[k - 1]!));
+  const functions = `fn epilogue(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {
+  let e = (b * ${p.m}u + i) * ${p.n}u + j;
+  ${lines.join('\n  ')}
+  ${body}
+  return ${result};
+}`;
+  // The batch dims' indices as one row-major index.
+  const flat = (names: readonly string[]) => names.reduce((acc, b, d) => (d === 0 ? b : `(${acc}) * ${p.batch[d]}u + ${b}`), '0u');
+  const own = p.epilogue;
+  return {
+    ...p,
+    inputs: [...p.inputs, ...extras.map((v) => v.dtype)],
+    functions,
+    epilogue: (acc, batch, i, j) => `epilogue(${own ? own(acc, batch, i, j) : acc}, ${flat(batch)}, ${i}, ${j})`,
+  };
 }
