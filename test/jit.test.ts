@@ -188,6 +188,12 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
     const [k] = g.report().kernels;
     expect(k!.flops).toBe(2 * 5 * 6 * 7 + 3 * 5 * 6);
     expect(k!.source).toContain(device === 'cpu' ? 'function map' : 'fn epilogue');
+    // Two producers meeting in one add: the add joins the first producer's epilogue only.
+    const twoConvs = (x: Tensor, w1: Tensor, w2: Tensor) => sn.relu(sn.add(sn.matmul(x, w1), sn.matmul(x, w2)));
+    const w2 = sn.randn([7, 6], { seed: 17, device });
+    const m2 = sn.jit(twoConvs);
+    assertClose(await m2(a, b, w2).data(), await twoConvs(a, b, w2).data(), tol);
+    expect(m2.report().kernels.map((k) => k.ops).sort()).toEqual([['matmul'], ['matmul', 'add', 'relu']]);
     // A value the chain needs elsewhere ends the epilogue there; the rest stays one elementwise kernel.
     const shared = (p: Tensor, q: Tensor) => {
       const y = sn.linear(p, q).mul(2);

@@ -116,20 +116,25 @@ function epilogueGroups(g: Graph, taken: ReadonlySet<Node>): FusionGroups {
   const users = g.users();
   const caps = capsOf(g);
   const groups: FusionGroups = [];
+  // A consumer joins one producer's epilogue only (add(conv(a), conv(b)) fuses into the first conv).
+  const claimed = new Set<Node>();
   for (const producer of g.nodes) {
-    if (!isEpilogueProducer(producer) || taken.has(producer) || (producer.attrs as { epilogue?: Expr }).epilogue) continue;
+    if (!isEpilogueProducer(producer) || taken.has(producer) || claimed.has(producer) || (producer.attrs as { epilogue?: Expr }).epilogue) continue;
     const shape = producer.outputs[0]!.shape;
     const members: OpNode[] = [producer];
     for (;;) {
       const uses = users.get(members[members.length - 1]!.outputs[0]!.id) ?? [];
       const next = uses[0]?.node;
-      if (!next || !isMap(next) || taken.has(next) || !uses.every((x) => x.node === next)) break;
+      if (!next || !isMap(next) || taken.has(next) || claimed.has(next) || !uses.every((x) => x.node === next)) break;
       if (!sameShape(next.outputs[0]!.shape, shape) || !next.inputs.every((u) => !members.includes(u.value.node as OpNode) || isIdentityView(u))) break;
       const candidate = [...members, next];
       if (!epilogueDTypeOk(candidate) || (caps && epilogueBindings(candidate, caps) > caps.limits.maxStorageBuffersPerShaderStage)) break;
       members.push(next);
     }
-    if (members.length > 1) groups.push(members.map((m) => m.id));
+    if (members.length > 1) {
+      members.forEach((m) => claimed.add(m));
+      groups.push(members.map((m) => m.id));
+    }
   }
   return groups;
 }

@@ -249,18 +249,21 @@ export class OnnxModel {
   }
 
   /**
-   * Runs the model: `feeds` maps every input name to a tensor (of the input's device dtype: int64 inputs as int32)
-   * or to plain data. Returns every graph output by name (int64 outputs as int32 tensors).
+   * Checks every feed against the model's signature and splits them into host values (for the trace) and device
+   * tensors, with the tensors uploaded here (`temps`: the caller frees them). `op` names the call in errors.
    */
-  async run(feeds: Readonly<Record<string, OnnxFeed>>, options: OnnxRunOptions = {}): Promise<Record<string, Tensor>> {
-    if (this.disposed) throw new SinterError('run', 'the model was disposed');
+  private async feedsOf(
+    op: string,
+    feeds: Readonly<Record<string, OnnxFeed>>,
+  ): Promise<{ host: Record<string, OnnxTensorData>; tensors: Tensor[]; temps: Tensor[] }> {
+    if (this.disposed) throw new SinterError(op, 'the model was disposed');
     const names = new Set(this.inputs.map((i) => i.name));
     const unknown = Object.keys(feeds).filter((n) => !names.has(n));
     const missing = this.inputs.filter((i) => !(i.name in feeds)).map((i) => i.name);
     if (unknown.length > 0 || missing.length > 0) {
       const quoted = (list: string[]) => list.map((n) => `'${n}'`).join(', ');
       const parts = [unknown.length ? `unknown input${unknown.length > 1 ? 's' : ''} ${quoted(unknown)}` : '', missing.length ? `missing ${quoted(missing)}` : ''];
-      throw new SinterError('run', `${parts.filter(Boolean).join('; ')}; the model's inputs are ${signatureOf(this.inputs)}`);
+      throw new SinterError(op, `${parts.filter(Boolean).join('; ')}; the model's inputs are ${signatureOf(this.inputs)}`);
     }
     const dims = new Map<string, number>();
     const prepared: (Tensor | OnnxTensorData)[] = [];
@@ -272,13 +275,37 @@ export class OnnxModel {
       if (p instanceof Tensor) tensors.push(p);
       else host[info.name] = p;
     });
-    const temps = tensors.filter((t) => !Object.values(feeds).includes(t));
+    return { host, tensors, temps: tensors.filter((t) => !Object.values(feeds).includes(t)) };
+  }
+
+  /**
+   * Runs the model: `feeds` maps every input name to a tensor (of the input's device dtype: int64 inputs as int32)
+   * or to plain data. Returns every graph output by name (int64 outputs as int32 tensors).
+   */
+  async run(feeds: Readonly<Record<string, OnnxFeed>>, options: OnnxRunOptions = {}): Promise<Record<string, Tensor>> {
+    const { host, tensors, temps } = await this.feedsOf('run', feeds);
     try {
       // jit needs a tensor argument; a model fed only host values (or none) runs eagerly.
       if (options.jit !== false && tensors.length > 0) return this.traced(host, ...tensors);
       const out = tidy(() => this.interpret(host, tensors));
       // Outputs that are model constants or inputs uploaded here are returned as copies (those are freed or kept elsewhere).
       return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, this.held.includes(t) || temps.includes(t) ? t.clone() : t]));
+    } finally {
+      temps.forEach((t) => t.dispose());
+    }
+  }
+
+  /**
+   * Runs the traced model once on `feeds`, timing every kernel, and resolves to the jit's report, whose kernels then
+   * carry their times (see `jit(...).profile`); the outputs are discarded.
+   */
+  async profile(feeds: Readonly<Record<string, OnnxFeed>>): Promise<JitReport> {
+    const { host, tensors, temps } = await this.feedsOf('profile', feeds);
+    try {
+      if (tensors.length === 0) {
+        throw new SinterError('profile', `only a traced model can be profiled, and tracing needs a tensor input; the model's inputs are ${signatureOf(this.inputs)}`);
+      }
+      return await this.traced.profile(host, ...tensors);
     } finally {
       temps.forEach((t) => t.dispose());
     }
