@@ -4,9 +4,7 @@ import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
 import { GEMM_BLOCKS } from '../src/kernels/cpu/gemm.js';
 import { TOLERANCES, type TensorCase, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
-import { getBackend } from '../src/backend/backend.js';
-import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
-import { WITH_WEBGPU, expectClose } from './helpers.js';
+import { WITH_WEBGPU, expectClose, GEMM_KERNELS, withGemmKernel } from './helpers.js';
 import { type Ref, ref, refOf } from './reference/core.js';
 import { type ProductRef, accumulationAtol } from './reference/linalg.js';
 import { conv2dRef, convTranspose2dRef } from './reference/conv.js';
@@ -200,26 +198,6 @@ describe.each(WITH_WEBGPU)('convTranspose2d on %s', (device) => {
   });
 });
 
-/**
- * Convolutions run on WebGPU's GEMM, which has three kernel shapes (src/kernels/wgsl/gemm.ts):
- * `tiled`, which GPUs get for products at least 32×32 (output channels per group × output pixels);
- * `registers`, which they get for thinner ones; and `quad`, the registers kernel with quads sharing
- * loads, which SwiftShader gets. All run here, by presenting the device as another adapter.
- */
-type GemmKernel = 'tiled' | 'registers' | 'quad';
-const GEMM_KERNELS: GemmKernel[] = ['tiled', 'registers', 'quad'];
-async function withGemmKernel(kind: GemmKernel, run: () => Promise<void>): Promise<void> {
-  const backend = getBackend('webgpu') as unknown as { caps: WebGpuCaps };
-  const caps = backend.caps;
-  const as = { tiled: { architecture: 'a GPU' }, registers: { architecture: 'swiftshader', subgroups: false }, quad: { architecture: 'swiftshader' } };
-  // (quad keeps the device's subgroups: without them SwiftShader gets registers too.)
-  backend.caps = { ...caps, ...as[kind] };
-  try {
-    await run();
-  } finally {
-    backend.caps = caps;
-  }
-}
 
 describe.each(GEMM_KERNELS)('convolutions on the WebGPU GEMM kernel %s', (kind) => {
   const device = 'webgpu';

@@ -37,3 +37,17 @@ export function capsVariants(device: string): Partial<WebGpuCaps>[] {
   const { subgroups } = (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps;
   return [{}, { architecture: 'gpu', subgroups: false }, ...(subgroups ? [{ architecture: 'gpu', subgroups: true }] : [])];
 }
+
+/**
+ * WebGPU's GEMM (matmul and convolutions) has three kernel shapes (src/kernels/wgsl/gemm.ts):
+ * `tiled`, which GPUs get for products at least 32×32; `registers`, which they get for thinner ones;
+ * and `quad`, the registers kernel with quads sharing loads, which SwiftShader gets. All run here, by
+ * presenting the device as another adapter.
+ */
+export type GemmKernel = 'tiled' | 'registers' | 'quad';
+export const GEMM_KERNELS: GemmKernel[] = ['tiled', 'registers', 'quad'];
+export async function withGemmKernel(kind: GemmKernel, run: () => Promise<void>): Promise<void> {
+  const as = { tiled: { architecture: 'a GPU' }, registers: { architecture: 'swiftshader', subgroups: false }, quad: { architecture: 'swiftshader' } };
+  // (quad keeps the device's subgroups: without them SwiftShader gets registers too.)
+  await withCaps(as[kind], run);
+}
