@@ -3,7 +3,7 @@ import { SinterError, fmtShape } from '../errors.js';
 import { mapOp } from '../ops/elementwise.js';
 import { type Expr, call, constant, input } from '../ops/expr.js';
 import type { WebGpuCaps } from '../kernels/wgsl/kernel.js';
-import { type Graph, type Node, type Use, type Value, composeViews, fullView, isIdentityView, opLabel } from './graph.js';
+import { type Graph, type Node, type Use, type Value, composeViews, fullView, isIdentityView, opLabel, useLayout, valueLayout } from './graph.js';
 import { addConstant, constantTensor, replaceUses } from './passes/util.js';
 import { cat } from '../ops/movement.js';
 import { tidy } from '../tensor/scope.js';
@@ -94,7 +94,10 @@ function prologueGroups(g: Graph): FusionGroups {
   const groups: FusionGroups = [];
   for (const root of g.nodes) {
     if (!isPrologueTarget(root)) continue;
-    const fits = (ms: ReadonlySet<Node>) => !caps || prologueBindings(inOrder(g, ms), caps) <= caps.limits.maxStorageBuffersPerShaderStage;
+    const fits = (ms: ReadonlySet<Node>) => {
+      const ordered = inOrder(g, ms);
+      return !caps || fusedBindings(prologueNode(ordered), ordered, caps) <= caps.limits.maxStorageBuffersPerShaderStage;
+    };
     const members = growElementwise(root, reducedShape(root), users, new Set(), fits);
     if (members.size > 1) groups.push([...members].map((m) => m.id));
   }
@@ -128,7 +131,7 @@ function epilogueGroups(g: Graph, taken: ReadonlySet<Node>): FusionGroups {
       if (!next || !isMap(next) || taken.has(next) || claimed.has(next) || !uses.every((x) => x.node === next)) break;
       if (!sameShape(next.outputs[0]!.shape, shape) || !next.inputs.every((u) => !members.includes(u.value.node as OpNode) || isIdentityView(u))) break;
       const candidate = [...members, next];
-      if (!epilogueDTypeOk(candidate) || (caps && epilogueBindings(candidate, caps) > caps.limits.maxStorageBuffersPerShaderStage)) break;
+      if (!epilogueDTypeOk(candidate) || (caps && fusedBindings(epilogueNode(candidate), candidate, caps) > caps.limits.maxStorageBuffersPerShaderStage)) break;
       members.push(next);
     }
     if (members.length > 1) {
@@ -306,7 +309,7 @@ function checkPrologue(g: Graph, members: OpNode[], targets: OpNode[], users: Us
   }
   const ordered = inOrder(g, set);
   if (caps) {
-    const n = prologueBindings(ordered, caps);
+    const n = fusedBindings(prologueNode(ordered), ordered, caps);
     const max = caps.limits.maxStorageBuffersPerShaderStage;
     if (n > max) fail(`the fused kernel would bind ${n} buffers (inputs, output and scratch), more than the device's ${max} storage buffers per shader stage`);
   }
@@ -345,7 +348,7 @@ function checkEpilogue(g: Graph, members: OpNode[], users: Users, caps: WebGpuCa
     fail(`the chain turns node ${producer.id}'s ${producer.outputs[0]!.dtype} result into ${last.outputs[0]!.dtype}; an epilogue may only change a float result's float dtype`);
   }
   if (caps) {
-    const n = epilogueBindings(ordered, caps);
+    const n = fusedBindings(epilogueNode(ordered), ordered, caps);
     const max = caps.limits.maxStorageBuffersPerShaderStage;
     if (n > max) fail(`the fused kernel would bind ${n} buffers (inputs, output and scratch), more than the device's ${max} storage buffers per shader stage`);
   }
@@ -375,14 +378,12 @@ function epilogueNode(ordered: readonly OpNode[]): OpNode {
   return { kind: 'op', id: last.id, op: producer.op, attrs: { ...(producer.attrs as object), epilogue }, inputs: [...producer.inputs, ...extras], outputs: [] };
 }
 
-/** Storage buffers the fused epilogue kernel binds on WebGPU: its inputs, output and any scratch buffer. */
-function epilogueBindings(ordered: readonly OpNode[], caps: WebGpuCaps): number {
-  const node = epilogueNode(ordered);
-  const last = ordered[ordered.length - 1]!;
-  const metas = node.inputs.map((u) => ({ shape: u.view.shape, strides: u.view.strides, offset: u.view.offset, dtype: u.value.dtype }));
-  const outs = last.outputs.map((v) => ({ shape: v.shape, strides: contiguousStrides(v.shape), offset: 0, dtype: v.dtype }));
-  const form = node.op.webgpu!(metas, node.attrs, outs, caps);
-  return metas.length + outs.length + ('passes' in form ? form.scratch.length : 0);
+
+/** Storage buffers a fused node's kernel binds on WebGPU: its inputs, outputs and scratch buffers (every pass binds all of them). */
+function fusedBindings(node: OpNode, members: readonly OpNode[], caps: WebGpuCaps): number {
+  const outs = members[members.length - 1]!.outputs.map(valueLayout);
+  const form = node.op.webgpu!(node.inputs.map(useLayout), node.attrs, outs, caps);
+  return node.inputs.length + outs.length + ('passes' in form ? form.scratch.length : 0);
 }
 
 function useKey(u: Use): string {
@@ -425,15 +426,6 @@ function prologueNode(ordered: readonly OpNode[]): OpNode {
   return { kind: 'op', id: target.id, op: target.op, attrs: { ...(target.attrs as object), prologue: exprs.get(target)! }, inputs: externals, outputs: [] };
 }
 
-/** Storage buffers the fused prologue kernel binds on WebGPU: its inputs, outputs and scratch buffers (every pass binds all of them). */
-function prologueBindings(ordered: readonly OpNode[], caps: WebGpuCaps): number {
-  const node = prologueNode(ordered);
-  const target = ordered[ordered.length - 1]!;
-  const metas = node.inputs.map((u) => ({ shape: u.view.shape, strides: u.view.strides, offset: u.view.offset, dtype: u.value.dtype }));
-  const outs = target.outputs.map((v) => ({ shape: v.shape, strides: contiguousStrides(v.shape), offset: 0, dtype: v.dtype }));
-  const form = target.op.webgpu!(metas, node.attrs, outs, caps);
-  return metas.length + outs.length + ('passes' in form ? form.scratch.length : 0);
-}
 
 /** An expression with each input k replaced by `replace(k)`, shared subtrees kept shared. */
 function substitute(e: Expr, replace: (k: number) => Expr, memo = new Map<Expr, Expr>()): Expr {

@@ -4,6 +4,7 @@ import type { DType } from '../tensor/dtype.js';
 import { contiguousStrides, numel } from '../tensor/shape.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { OpDef } from '../ops/op.js';
+import type { GpuView } from '../kernels/wgsl/kernel.js';
 import { exprToString, type Expr } from '../ops/expr.js';
 
 /** How a use reads a value: a strided view (in elements) over the value's contiguous layout. */
@@ -194,4 +195,14 @@ export class Graph {
 /** Bytes of a value as stored on the device. */
 export function valueBytes(v: Value, itemSize: (d: DType) => number): number {
   return numel(v.shape) * itemSize(v.dtype);
+}
+
+/** The layout a kernel form sees for a use: the view over its value's storage. */
+export function useLayout(u: Use): GpuView {
+  return { shape: u.view.shape, strides: u.view.strides, offset: u.view.offset, dtype: u.value.dtype };
+}
+
+/** The layout of a value written whole: contiguous from offset 0. */
+export function valueLayout(v: Value): GpuView {
+  return { shape: v.shape, strides: contiguousStrides(v.shape), offset: 0, dtype: v.dtype };
 }

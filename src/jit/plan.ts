@@ -8,11 +8,10 @@ import type { Expr } from '../ops/expr.js';
 import { clone } from '../ops/views.js';
 import { mapKernelSource } from '../kernels/cpu/map.js';
 import { prologueSource } from '../kernels/cpu/reduce.js';
-import type { GpuView } from '../kernels/wgsl/kernel.js';
 import type { PreparedProgram, WebGpuBackend } from '../backend/webgpu/backend.js';
 import { type PlanBinding, WebGpuPlan } from '../backend/webgpu/plan.js';
 import type { WebGpuStorage } from '../backend/webgpu/storage.js';
-import { type Graph, type Node, type Use, type Value, isIdentityView, opLabel } from './graph.js';
+import { type Graph, type Node, type Use, type Value, isIdentityView, opLabel, useLayout, valueLayout } from './graph.js';
 
 type OpNode = Extract<Node, { kind: 'op' }>;
 
@@ -221,7 +220,7 @@ export class Plan {
 
   private gpuPlan(backend: WebGpuBackend): { plan: WebGpuPlan; programs: PreparedProgram[] } {
     const programs = this.kernels.map((k) =>
-      backend.prepare(k.op, k.inputs.map(useLayout), k.attrs, k.outputs.map((v) => ({ shape: v.shape, strides: contiguousStrides(v.shape), offset: 0, dtype: v.dtype }))),
+      backend.prepare(k.op, k.inputs.map(useLayout), k.attrs, k.outputs.map(valueLayout)),
     );
     const steps = programs.map((program, i) => ({ program, bindings: this.bindings[i] as PlanBinding[] }));
     return { plan: new WebGpuPlan(backend, steps), programs };
@@ -354,7 +353,3 @@ export class Plan {
   }
 }
 
-/** A use's layout as kernels see it. */
-function useLayout(u: Use): GpuView {
-  return { shape: u.view.shape, strides: u.view.strides, offset: u.view.offset, dtype: u.value.dtype };
-}
