@@ -46,12 +46,16 @@ const tensorOf = (c: TensorCase | null, device: sn.DeviceName): Tensor | null =>
 const refOrNull = (c: TensorCase | null): Ref | null => (c ? refOf(c) : null);
 
 
+/** An [N, C, ...] input with per-channel running statistics, optional affine parameters and an eps. */
+const perChannelArb = (dtype: DType) =>
+  channelShapeArb(fc.integer({ min: 1, max: 4 })).chain((shape) => {
+    const c = [shape[1]!];
+    return fc.tuple(caseArb(shape, dtype), statsArb(c), paramArb(c), paramArb(c), epsArb);
+  });
+
 describe.each(WITH_WEBGPU)('normalisation on %s', (device) => {
   it.each(F)('batchNorm (inference) matches the per-channel reference (%s)', async (dtype) => {
-    const arb = channelShapeArb(fc.integer({ min: 1, max: 4 })).chain((shape) => {
-      const c = [shape[1]!];
-      return fc.tuple(caseArb(shape, dtype), statsArb(c), paramArb(c), paramArb(c), epsArb);
-    });
+    const arb = perChannelArb(dtype);
     await fc.assert(
       fc.asyncProperty(arb, async ([cx, [cm, cv], cw, cb, eps]) => {
         const [x, m, v, w, b] = [makeTensor(cx, device), makeTensor(cm, device), makeTensor(cv, device), tensorOf(cw, device), tensorOf(cb, device)];
@@ -114,10 +118,7 @@ describe.each(WITH_WEBGPU)('normalisation on %s', (device) => {
   });
 
   it.each(F)('instanceNorm with running statistics matches the per-channel reference (%s)', async (dtype) => {
-    const arb = channelShapeArb(fc.integer({ min: 1, max: 4 })).chain((shape) => {
-      const c = [shape[1]!];
-      return fc.tuple(caseArb(shape, dtype), statsArb(c), paramArb(c), paramArb(c), epsArb);
-    });
+    const arb = perChannelArb(dtype);
     await fc.assert(
       fc.asyncProperty(arb, async ([cx, [cm, cv], cw, cb, eps]) => {
         const [x, m, v, w, b] = [makeTensor(cx, device), makeTensor(cm, device), makeTensor(cv, device), tensorOf(cw, device), tensorOf(cb, device)];
