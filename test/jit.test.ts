@@ -54,7 +54,16 @@ const stepArb = (ops: Step['op'][]): fc.Arbitrary<Step> => {
   return fc.oneof(...ops.map((o) => all[o]));
 };
 
-function program(steps: Step[], weight: Tensor, constant: Tensor, extraOutput: number) {
+/** Views a result may be returned through: the tensor itself, or views of it as eager ops give them. */
+const OUTPUT_VIEWS = [
+  (t: Tensor) => t,
+  (t: Tensor) => t.unsqueeze(0),
+  (t: Tensor) => (t.dim() >= 2 ? t.t() : t.unsqueeze(1)),
+  (t: Tensor) => sn.slice(t, -1, 1, Infinity, 2),
+  (t: Tensor) => t.expand([2, ...t.shape]),
+];
+
+function program(steps: Step[], weight: Tensor, constant: Tensor, extraOutput: number, viewOutput = 0, viewKind = 0) {
   return (x: Tensor, y: Tensor, z: Tensor): Tensor[] => {
     const pool: Tensor[] = [x, y, z, constant];
     const pick = (k: number) => pool[k % pool.length]!;
@@ -74,7 +83,8 @@ function program(steps: Step[], weight: Tensor, constant: Tensor, extraOutput: n
         case 'transposedCopy': pool.push(a.expand(x.shape).t().contiguous().t()); break;
       }
     }
-    return [pool[pool.length - 1]!.add(0), pick(extraOutput)];
+    // Also returned: a pool entry (an input, the captured constant or a result) and a view of one.
+    return [pool[pool.length - 1]!.add(0), pick(extraOutput), OUTPUT_VIEWS[viewKind % OUTPUT_VIEWS.length]!(pick(viewOutput))];
   };
 }
 
@@ -85,7 +95,19 @@ const progArb = (ops: Step['op'][]) =>
     n: fc.integer({ min: 1, max: 6 }),
     seed: fc.nat(1000),
     extra: fc.nat(20),
+    viewOutput: fc.nat(20),
+    viewKind: fc.nat(OUTPUT_VIEWS.length - 1),
+    /** Per input x, y, z: 0 contiguous, 1 transposed (x, z) or a column (y), 2 every other element of a wider tensor. */
+    layouts: fc.tuple(fc.nat(2), fc.nat(2), fc.nat(2)),
   });
+
+/** A [b, n] or [n] input laid out as `layout` says (see progArb). */
+function laidOut(shape: number[], layout: number, seed: number, device: DeviceName): Tensor {
+  if (layout === 0) return sn.randn(shape, { seed, device });
+  if (layout === 1) return shape.length === 2 ? sn.randn([shape[1]!, shape[0]!], { seed, device }).t() : sn.randn([shape[0]!, 3], { seed, device }).narrow(1, 0, 1).squeeze(1);
+  const wide = [...shape.slice(0, -1), 2 * shape[shape.length - 1]! + 1];
+  return sn.slice(sn.randn(wide, { seed, device }), -1, 1, Infinity, 2);
+}
 
 describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
   const ops = ALL_STEPS;
@@ -93,16 +115,21 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
 
   it('jit(fn) equals eager fn on random programs under every built-in strategy', async () => {
     await fc.assert(
-      fc.asyncProperty(progArb(ops), async ({ steps, b, n, seed, extra }) => {
-        const x = sn.randn([b, n], { seed, device }), y = sn.randn([n], { seed: seed + 1, device }), z = sn.randn([b, n], { seed: seed + 2, device });
+      fc.asyncProperty(progArb(ops), async ({ steps, b, n, seed, extra, viewOutput, viewKind, layouts }) => {
+        const x = laidOut([b, n], layouts[0], seed, device), y = laidOut([n], layouts[1], seed + 1, device), z = laidOut([b, n], layouts[2], seed + 2, device);
         const w = sn.randn([n, n], { seed: seed + 3, device }), c = sn.randn([b, 1], { seed: seed + 4, device });
-        const fn = program(steps, w, c, extra);
+        const fn = program(steps, w, c, extra, viewOutput, viewKind);
         const want = fn(x, y, z);
         for (const fusion of ['none', 'elementwise', 'default'] as const) {
           const f = sn.jit(fn, { fusion });
           for (let call = 0; call < 2; call++) {
+            const live = sn.memory().tensors;
             const got = f(x, y, z);
-            for (let i = 0; i < 2; i++) {
+            // Every output is a fresh tensor (never an argument), and a call after the first (which keeps
+            // the graph's constants) leaves nothing else behind.
+            if (call > 0) expect(sn.memory().tensors - live).toBe(new Set(got).size);
+            for (const t of got) expect([x, y, z, c].includes(t)).toBe(false);
+            for (let i = 0; i < got.length; i++) {
               expect(got[i]!.shape).toEqual(want[i]!.shape);
               assertClose(await got[i]!.data(), await want[i]!.data(), { ...tol, what: `${fusion} output ${i} (call ${call})` });
             }

@@ -258,42 +258,48 @@ export class Plan {
 
   private execute(args: readonly Tensor[], profile: boolean): { outputs: Tensor[]; times: Promise<number[]> | number[] | null } {
     const backend = getBackend(this.graph.device);
+    // Non-contiguous inputs are copied to the contiguous layout the graph's input values have; the
+    // copies live until the outputs that read them (returned inputs and views of inputs) are made.
     const temps: Tensor[] = [];
-    const inputs = this.inputNodes.map((n) => {
-      const t = args[n.index]!;
-      if (t.isContiguous() && t.offset === 0) return t;
-      const copy = clone(t);
-      temps.push(copy);
-      return copy;
-    });
-    const results = this.outputValues.map((v) => new Tensor(backend.alloc(v.dtype, numel(v.shape)), v.shape));
-    let times: Promise<number[]> | number[] | null;
+    const results: Tensor[] = [];
+    const outputs: Tensor[] = [];
     try {
-      times = this.gpu
+      const inputs = this.inputNodes.map((n) => {
+        const t = args[n.index]!;
+        if (t.isContiguous() && t.offset === 0) return t;
+        const copy = clone(t);
+        temps.push(copy);
+        return copy;
+      });
+      for (const v of this.outputValues) results.push(new Tensor(backend.alloc(v.dtype, numel(v.shape)), v.shape));
+      const times = this.gpu
         ? this.gpu.plan.run(inputs.map((t) => t.storage as WebGpuStorage), results.map((t) => t.storage as WebGpuStorage), profile)
         : this.runCpu(inputs, results, profile);
+      // Outputs that are views, inputs or constants are materialised as fresh tensors too.
+      const returned = new Set<Tensor>();
+      this.graph.outputs.forEach((u, i) => {
+        const b = this.outputBindings[i]!;
+        if ('output' in b && isIdentityView(u)) {
+          returned.add(results[b.output]!);
+          outputs.push(results[b.output]!);
+          return;
+        }
+        const storage = 'storage' in b ? b.storage : 'input' in b ? inputs[b.input]!.storage : results[b.output]!.storage;
+        const view = new Tensor(storage, u.view.shape, u.view.strides, u.view.offset);
+        try {
+          outputs.push(clone(view));
+        } finally {
+          view.dispose();
+        }
+      });
+      for (const r of results) if (!returned.has(r)) r.dispose();
+      return { outputs, times };
     } catch (e) {
-      results.forEach((t) => t.dispose());
+      for (const t of [...results, ...outputs]) if (!t.isDisposed) t.dispose();
       throw e;
     } finally {
       temps.forEach((t) => t.dispose());
     }
-    // Outputs that are views, inputs or constants are materialised as fresh tensors too.
-    const returned = new Set<Tensor>();
-    const outputs = this.graph.outputs.map((u, i) => {
-      const b = this.outputBindings[i]!;
-      if ('output' in b && isIdentityView(u)) {
-        returned.add(results[b.output]!);
-        return results[b.output]!;
-      }
-      const storage = 'storage' in b ? b.storage : 'input' in b ? inputs[b.input]!.storage : results[b.output]!.storage;
-      const view = new Tensor(storage, u.view.shape, u.view.strides, u.view.offset);
-      const copy = clone(view);
-      view.dispose();
-      return copy;
-    });
-    for (const r of results) if (!returned.has(r)) r.dispose();
-    return { outputs, times };
   }
 
   /** Runs the kernels on the CPU, timing each when `profile` is set. */
