@@ -18,3 +18,4 @@ export * as nn from './nn/index.js';
 export { saveSafetensors, loadSafetensors } from './io/safetensors.js';
 export * from './jit/index.js';
 export * from './io/onnx/index.js';
+export * as serve from './serve/index.js';

@@ -1,0 +1,268 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import * as sn from '../src/index.js';
+import { propertyConfig } from '../src/testing/index.js';
+import { WITH_WEBGPU } from './helpers.js';
+
+const { DynamicBatcher, QueueFullError, BatcherClosedError } = sn.serve;
+
+/** A promise with its resolver, to hold a batch function until the test lets it go. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
+}
+
+/** The first value of each sample of a batch (tests tag each sample by its first value). */
+async function tags(batch: sn.Tensor): Promise<number[]> {
+  const data = await batch.data();
+  const per = batch.numel() / batch.shape[0]!;
+  return Array.from({ length: batch.shape[0]! }, (_, i) => data[i * per]!);
+}
+
+/** Live tensors now; the tests check it returns to where it was. */
+const live = () => sn.memory().tensors;
+
+describe('DynamicBatcher', () => {
+  for (const device of WITH_WEBGPU) {
+    it(`gives each of 48 concurrent callers its own result from a jitted function (${device})`, async () => {
+      const before = live();
+      const f = sn.jit((x: sn.Tensor) => sn.relu(x.mul(2).add(1)));
+      const batcher = new DynamicBatcher(f, { maxBatchSize: 8, maxDelayMs: 2 });
+      const inputs = Array.from({ length: 48 }, (_, i) => sn.tensor([i, -i, i / 2], { device }));
+      const outs = await Promise.all(inputs.map((x) => batcher.run(x)));
+      for (const [i, y] of outs.entries()) {
+        expect(y.shape).toEqual([3]);
+        expect(y.device).toBe(device);
+        expect(Array.from(await y.data())).toEqual([2 * i + 1, Math.max(0, -2 * i + 1), i + 1]);
+      }
+      const stats = batcher.stats();
+      expect(stats.completed).toBe(48);
+      // Callers arriving together were batched: fewer batches than samples, none above maxBatchSize.
+      const sizes = Object.keys(stats.batchSizes).map(Number);
+      expect(Math.max(...sizes)).toBe(8);
+      expect(Object.entries(stats.batchSizes).reduce((a, [s, n]) => a + Number(s) * n, 0)).toBe(48);
+      expect(stats.queueWaitMs.count).toBe(48);
+      expect(stats.runMs.p99).toBeGreaterThanOrEqual(stats.runMs.p50);
+      await batcher.close();
+      outs.forEach((t) => t.dispose());
+      inputs.forEach((t) => t.dispose());
+      f.dispose();
+      expect(live()).toBe(before);
+    });
+  }
+
+  it('batches samples of one shape only, or pads the dims the caller allows', async () => {
+    const seen: number[][] = [];
+    const fn = (b: sn.Tensor) => {
+      seen.push([...b.shape]);
+      return b.sum(-1, true);
+    };
+    const batcher = new DynamicBatcher(fn, { maxBatchSize: 16, maxDelayMs: 5 });
+    const lengths = [2, 3, 2, 5, 3, 2];
+    const outs = await Promise.all(lengths.map((n, i) => batcher.run(sn.full([n], i + 1))));
+    for (const [i, y] of outs.entries()) expect(await y.item()).toBe((i + 1) * lengths[i]!);
+    expect(seen.map((s) => s.join('x')).sort()).toEqual(['1x5', '2x3', '3x2']);
+
+    seen.length = 0;
+    const padded = new DynamicBatcher(fn, { maxBatchSize: 16, maxDelayMs: 5, pad: { dims: [-1], value: 100 } });
+    const outs2 = await Promise.all(lengths.map((n, i) => padded.run(sn.full([n], i + 1))));
+    expect(seen).toEqual([[6, 5]]);
+    // Outputs come at the padded size: each sample's sum includes its padding.
+    for (const [i, y] of outs2.entries()) expect(await y.item()).toBe((i + 1) * lengths[i]! + 100 * (5 - lengths[i]!));
+  });
+
+  it('pads the batch dim up to one of batchSizes and drops the filler samples', async () => {
+    const seen: number[] = [];
+    const batcher = new DynamicBatcher((b: sn.Tensor) => (seen.push(b.shape[0]!), b.add(1)), { batchSizes: [1, 4, 8], maxDelayMs: 5 });
+    expect(batcher.maxBatchSize).toBe(8);
+    const outs = await Promise.all([1, 2, 3].map((v) => batcher.run(sn.tensor([v, v]))));
+    expect(seen).toEqual([4]);
+    expect(await Promise.all(outs.map((t) => t.toArray()))).toEqual([[2, 2], [3, 3], [4, 4]]);
+    expect(batcher.stats().batchSizes).toEqual({ 3: 1 });
+  });
+
+  it('feeds named inputs to a model with run(feeds), and a plain tensor to its only input', async () => {
+    const model = {
+      inputs: [{ name: 'a' }, { name: 'b' }],
+      run: async (feeds: Record<string, sn.Tensor>) => ({ sum: feeds.a!.add(feeds.b!), a: feeds.a!.mul(1) }),
+    };
+    const batcher = new DynamicBatcher<Record<string, sn.Tensor>>(model, { maxDelayMs: 2 });
+    const outs = await Promise.all([0, 1, 2].map((i) => batcher.run({ a: sn.tensor([i]), b: sn.tensor([10 * i]) })));
+    for (const [i, o] of outs.entries()) {
+      expect(await (o as Record<string, sn.Tensor>).sum!.toArray()).toEqual([11 * i]);
+      expect(await (o as Record<string, sn.Tensor>).a!.toArray()).toEqual([i]);
+    }
+    const single = new DynamicBatcher({ inputs: [{ name: 'x' }], run: async (f: Record<string, sn.Tensor>) => ({ y: f.x!.neg() }) });
+    expect(await ((await single.run(sn.tensor([3]))) as Record<string, sn.Tensor>).y!.toArray()).toEqual([-3]);
+    await expect(new DynamicBatcher(model).run(sn.tensor([1]))).rejects.toThrow(/the model has 2 inputs \(a, b\)/);
+  });
+
+  it('refuses samples beyond maxQueue at once, and answers every accepted one', async () => {
+    const g = gate();
+    const batcher = new DynamicBatcher(async (b: sn.Tensor) => (await g.wait, b.mul(3)), { maxBatchSize: 1, maxDelayMs: 0, maxQueue: 4 });
+    const first = batcher.run(sn.tensor([0]));
+    await new Promise((r) => setTimeout(r, 5)); // the first batch is running: the queue is empty
+    const queued = [1, 2, 3, 4].map((v) => batcher.run(sn.tensor([v])));
+    const t0 = performance.now();
+    await expect(batcher.run(sn.tensor([5]))).rejects.toBeInstanceOf(QueueFullError);
+    await expect(batcher.run(sn.tensor([5]))).rejects.toThrow(/DynamicBatcher.run: the queue is full \(4 samples wait; maxQueue 4\)/);
+    expect(performance.now() - t0).toBeLessThan(50);
+    g.open();
+    const all = await Promise.all([first, ...queued]);
+    expect(await Promise.all(all.map((t) => t.item()))).toEqual([0, 3, 6, 9, 12]);
+    expect(batcher.stats()).toMatchObject({ rejected: 2, completed: 5, queued: 0, running: 0 });
+  });
+
+  it('cancels queued samples by AbortSignal and answers the rest', async () => {
+    const before = live();
+    const g = gate();
+    const batches: number[][] = [];
+    const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
+      await g.wait;
+      batches.push(await tags(b));
+      return b.add(0);
+    }, { maxBatchSize: 4, maxDelayMs: 1 });
+    const controllers = Array.from({ length: 10 }, () => new AbortController());
+    const inputs = Array.from({ length: 10 }, (_, i) => sn.tensor([i]));
+    const pending = inputs.map((x, i) => batcher.run(x, { signal: controllers[i]!.signal }));
+    const already = new AbortController();
+    already.abort(new Error('gone before queueing'));
+    const late = sn.tensor([99]);
+    await expect(batcher.run(late, { signal: already.signal })).rejects.toThrow('gone before queueing');
+    late.dispose();
+    await new Promise((r) => setTimeout(r, 10)); // the first batch (0..3) is running, the rest wait
+    for (const i of [5, 7, 8]) controllers[i]!.abort();
+    controllers[1]!.abort(); // its batch runs already: no effect
+    g.open();
+    const settled = await Promise.allSettled(pending);
+    settled.forEach((s, i) => {
+      if ([5, 7, 8].includes(i)) expect(s.status === 'rejected' && (s.reason as Error).name).toBe('AbortError');
+      else expect(s.status).toBe('fulfilled');
+    });
+    for (const [i, s] of settled.entries()) if (s.status === 'fulfilled') expect(await s.value.item()).toBe(i);
+    expect(batches.flat().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 6, 9]);
+    expect(batcher.stats()).toMatchObject({ cancelled: 4, completed: 7 });
+    settled.forEach((s) => s.status === 'fulfilled' && s.value.dispose());
+    inputs.forEach((t) => t.dispose());
+    expect(live()).toBe(before);
+  });
+
+  it('rejects exactly the callers of a failing batch, and frees its tensors', async () => {
+    const before = live();
+    const batches: number[][] = [];
+    let calls = 0;
+    const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
+      batches.push(await tags(b));
+      if (++calls === 2) throw new Error('kernel exploded');
+      return b.mul(-1);
+    }, { maxBatchSize: 3, maxDelayMs: 1 });
+    const inputs = Array.from({ length: 9 }, (_, i) => sn.tensor([i, i]));
+    const settled = await Promise.allSettled(inputs.map((x) => batcher.run(x)));
+    expect(batches.length).toBe(3);
+    const failed = new Set(batches[1]);
+    for (const [i, s] of settled.entries()) {
+      if (failed.has(i)) expect(s.status === 'rejected' && (s.reason as Error).message).toBe('kernel exploded');
+      else expect(s.status === 'fulfilled' && (await s.value.toArray())).toEqual([-i, -i]);
+    }
+    expect(batcher.stats()).toMatchObject({ failed: 3, completed: 6 });
+    // An output without the batch as dim 0 fails its batch with a clear error.
+    const bad = new DynamicBatcher((b: sn.Tensor) => b.sum());
+    const x = sn.tensor([1, 2]);
+    await expect(bad.run(x)).rejects.toThrow(/every output must have the batch \(1\) as dim 0, got an output of shape \[\]/);
+    x.dispose();
+    settled.forEach((s) => s.status === 'fulfilled' && s.value.dispose());
+    inputs.forEach((t) => t.dispose());
+    expect(live()).toBe(before);
+  });
+
+  it('close() mid-load drains every accepted sample, then refuses new ones', async () => {
+    const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
+      await new Promise((r) => setTimeout(r, 2));
+      return b.add(1);
+    }, { maxBatchSize: 4, maxDelayMs: 50, concurrency: 2 });
+    const accepted = Array.from({ length: 30 }, (_, i) => batcher.run(sn.tensor([i])));
+    const closed = batcher.close();
+    await expect(batcher.run(sn.tensor([0]))).rejects.toBeInstanceOf(BatcherClosedError);
+    const t0 = performance.now();
+    await closed;
+    // Queued samples ran at once, not after maxDelayMs.
+    expect(performance.now() - t0).toBeLessThan(1000);
+    const outs = await Promise.all(accepted);
+    expect(await Promise.all(outs.map((t) => t.item()))).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(batcher.stats()).toMatchObject({ queued: 0, running: 0, completed: 30, rejected: 1 });
+    await batcher.close(); // idempotent
+  });
+
+  it('rejects bad options and samples with clear errors', async () => {
+    expect(() => new DynamicBatcher((b: sn.Tensor) => b, { maxBatchSize: 0 })).toThrow('DynamicBatcher: maxBatchSize must be an integer ≥ 1, got 0');
+    expect(() => new DynamicBatcher((b: sn.Tensor) => b, { maxDelayMs: -1 })).toThrow(/maxDelayMs must be a finite number ≥ 0/);
+    expect(() => new DynamicBatcher((b: sn.Tensor) => b, { batchSizes: [2, 4], maxBatchSize: 8 })).toThrow(/maxBatchSize 8 is larger than the largest of batchSizes \[2,4\]/);
+    const batcher = new DynamicBatcher((b: sn.Tensor) => b);
+    await expect(batcher.run(42 as unknown as sn.Tensor)).rejects.toThrow(/expected a tensor or an object of named tensors/);
+    const gone = sn.tensor([1]);
+    gone.dispose();
+    await expect(batcher.run(gone)).rejects.toThrow(/the sample was disposed/);
+  });
+
+  it('property: under random arrivals, shapes, aborts and failures, every caller settles with its own result', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          maxBatchSize: fc.integer({ min: 1, max: 5 }),
+          maxDelayMs: fc.integer({ min: 0, max: 3 }),
+          concurrency: fc.integer({ min: 1, max: 3 }),
+          maxQueue: fc.integer({ min: 1, max: 20 }),
+        }),
+        fc.array(fc.record({ len: fc.integer({ min: 1, max: 3 }), gapMs: fc.integer({ min: 0, max: 2 }), abortAfterMs: fc.option(fc.integer({ min: 0, max: 4 })), poison: fc.boolean() }), { minLength: 1, maxLength: 25 }),
+        async (options, requests) => {
+          const before = live();
+          const inPoisonedBatch = new Set<number>();
+          const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
+            await new Promise((r) => setTimeout(r, 1));
+            // A sample tagged negative poisons its batch.
+            const t = await tags(b);
+            if (t.some((x) => x < 0)) {
+              t.forEach((x) => inPoisonedBatch.add(Math.abs(x)));
+              throw new Error('poisoned');
+            }
+            return b.mul(10);
+          }, options);
+          const inputs: sn.Tensor[] = [];
+          const runs: Promise<sn.Tensor>[] = [];
+          for (const [i, r] of requests.entries()) {
+            const tag = r.poison ? -(i + 1) : i + 1;
+            const x = sn.full([r.len], tag);
+            inputs.push(x);
+            const ctl = new AbortController();
+            if (r.abortAfterMs !== null) setTimeout(() => ctl.abort(), r.abortAfterMs);
+            const run = batcher.run(x, { signal: ctl.signal });
+            run.catch(() => {}); // settled below; rejections before then are expected
+            runs.push(run);
+            if (r.gapMs) await new Promise((res) => setTimeout(res, r.gapMs));
+          }
+          const settled = await Promise.allSettled(runs);
+          await batcher.close();
+          for (const [i, s] of settled.entries()) {
+            const r = requests[i]!;
+            if (s.status === 'fulfilled') {
+              expect(await s.value.toArray()).toEqual(Array(r.len).fill(10 * (i + 1)));
+              expect(r.poison).toBe(false);
+              s.value.dispose();
+            } else {
+              const e = s.reason as Error;
+              if (e.name === 'AbortError') expect(r.abortAfterMs).not.toBeNull();
+              else if (e.message === 'poisoned') expect(inPoisonedBatch.has(i + 1)).toBe(true);
+              else expect(e).toBeInstanceOf(QueueFullError);
+            }
+          }
+          const st = batcher.stats();
+          expect(st.completed + st.failed + st.cancelled + st.rejected).toBe(requests.length);
+          inputs.forEach((t) => t.dispose());
+          expect(live()).toBe(before);
+        },
+      ),
+      propertyConfig({ numRuns: 25 }),
+    );
+  });
+});
