@@ -8,3 +8,7 @@ export * from './pool.js';
 export * from './norm.js';
 export * from './movement.js';
 export * from './interpolate.js';
+export * from './sort.js';
+export * from './masking.js';
+export * from './reductions.js';
+export * from './selection.js';
