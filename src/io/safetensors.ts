@@ -3,7 +3,6 @@ import type { DeviceOption } from '../backend/backend.js';
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, type HostArray, allocHost } from '../tensor/dtype.js';
 import { fromHost } from '../tensor/creation.js';
-import { numel } from '../tensor/shape.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 // The safetensors format (https://github.com/huggingface/safetensors): an 8-byte little-endian
@@ -80,24 +79,29 @@ export function loadSafetensors(bytes: Uint8Array | ArrayBuffer, opts: { device?
   if (buf.length < 8) throw new SinterError(op, `not a safetensors file: ${buf.length} bytes is shorter than the 8-byte header length`);
   const n = Number(view.getBigUint64(0, true));
   if (n > buf.length - 8) throw new SinterError(op, `not a safetensors file: the header claims ${n} bytes but only ${buf.length - 8} follow`);
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
+  let header: unknown;
   try {
     header = JSON.parse(new TextDecoder().decode(buf.subarray(8, 8 + n)));
   } catch (e) {
     throw new SinterError(op, `not a safetensors file: the header is not JSON (${(e as Error).message})`);
   }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+    throw new SinterError(op, `not a safetensors file: the header must be a JSON object, got ${Array.isArray(header) ? 'an array' : typeof header}`);
+  }
   const dataStart = 8 + n, dataLength = buf.length - dataStart;
-  const tensors: Record<string, Tensor> = {};
-  for (const [name, entry] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const { dtype, shape, data_offsets: [begin, end] = [NaN, NaN] } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
-    const r = READ[dtype];
-    if (!r) throw new SinterError(op, `tensor '${name}' has dtype ${dtype}, which sinter cannot load (supported: ${Object.keys(READ).join(', ')})`);
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) throw new SinterError(op, `tensor '${name}' has an invalid shape ${JSON.stringify(shape)}`);
-    const count = numel(shape);
-    if (!(begin >= 0 && end <= dataLength && end - begin === count * r.size)) {
-      throw new SinterError(op, `tensor '${name}' (${dtype} ${fmtShape(shape)}) has data_offsets [${begin}, ${end}], which do not hold ${count * r.size} bytes within the ${dataLength}-byte data section`);
+  const metadata = checkedMetadata((header as Record<string, unknown>).__metadata__);
+  // Every entry is checked, and the ranges together, before anything is allocated.
+  const entries = Object.entries(header as Record<string, unknown>).filter(([name]) => name !== '__metadata__').map(([name, entry]) => checkedEntry(name, entry, dataLength));
+  const byStart = [...entries].sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < byStart.length; i++) {
+    const prev = byStart[i - 1]!, cur = byStart[i]!;
+    if (cur.begin < prev.end) {
+      throw new SinterError(op, `tensors '${prev.name}' (bytes ${prev.begin}–${prev.end}) and '${cur.name}' (bytes ${cur.begin}–${cur.end}) overlap in the data section`);
     }
+  }
+  const tensors: Record<string, Tensor> = {};
+  for (const { name, dtype, shape, begin, count } of entries) {
+    const r = READ[dtype]!;
     const host: HostArray = allocHost(r.dtype, count);
     for (let i = 0; i < count; i++) {
       const v = r.get(view, dataStart + begin + i * r.size);
@@ -108,5 +112,45 @@ export function loadSafetensors(bytes: Uint8Array | ArrayBuffer, opts: { device?
     }
     tensors[name] = fromHost(op, host, shape, r.dtype, opts.device);
   }
-  return { tensors, metadata: (header.__metadata__ as Record<string, string> | undefined) ?? {} };
+  return { tensors, metadata };
+}
+
+interface Entry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+  count: number;
+}
+
+/** One header entry checked against the format and the data section's length (nothing is trusted). */
+function checkedEntry(name: string, entry: unknown, dataLength: number): Entry {
+  const op = 'loadSafetensors';
+  const bad = (what: string): never => {
+    throw new SinterError(op, `tensor '${name}' ${what}`);
+  };
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return bad(`has the header entry ${JSON.stringify(entry)}, which is not an object`);
+  const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+  if (typeof dtype !== 'string') return bad(`has no dtype string (got ${JSON.stringify(dtype)})`);
+  const r = READ[dtype];
+  if (!r) return bad(`has dtype ${dtype}, which sinter cannot load (supported: ${Object.keys(READ).join(', ')})`);
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) return bad(`has an invalid shape ${JSON.stringify(shape)}`);
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+    return bad(`has invalid data_offsets ${JSON.stringify(offsets)} (expected [begin, end], two non-negative integers)`);
+  }
+  const [begin, end] = offsets as [number, number];
+  const count = shape.reduce((a: number, d: number) => a * d, 1);
+  if (!(begin <= end && end <= dataLength && end - begin === count * r.size)) {
+    bad(`(${dtype} ${fmtShape(shape)}) has data_offsets [${begin}, ${end}], which do not hold its ${count * r.size} bytes within the ${dataLength}-byte data section`);
+  }
+  return { name, dtype, shape, begin, end, count };
+}
+
+function checkedMetadata(m: unknown): Record<string, string> {
+  if (m === undefined) return {};
+  if (typeof m !== 'object' || m === null || Array.isArray(m) || !Object.values(m).every((v) => typeof v === 'string')) {
+    throw new SinterError('loadSafetensors', `__metadata__ must map strings to strings, got ${JSON.stringify(m).slice(0, 200)}`);
+  }
+  return m as Record<string, string>;
 }

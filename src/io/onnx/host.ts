@@ -6,12 +6,26 @@ import { HostTensor, type OnnxDType, castTo } from './tensor.js';
 // ONNX type as the op would store it.
 
 /**
+ * The most elements a host value may hold. Host tensors carry shape arithmetic and small constants as plain numbers
+ * (8 bytes each); anything larger belongs on the device, and a corrupt model's shape must not make the host allocate.
+ */
+export const MAX_HOST_ELEMENTS = 2 ** 22;
+
+/** Checks a host result's shape (non-negative integer dims, at most MAX_HOST_ELEMENTS) before it is allocated. */
+export function checkHostShape(op: string, shape: readonly number[]): number {
+  if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new SinterError(op, `invalid shape ${fmtShape(shape)}: dims must be non-negative integers`);
+  const n = numel(shape);
+  if (n > MAX_HOST_ELEMENTS) throw new SinterError(op, `a host value of shape ${fmtShape(shape)} (${n} elements) exceeds the ${MAX_HOST_ELEMENTS}-element limit for values computed while tracing`);
+  return n;
+}
+
+/**
  * `fn` applied elementwise over inputs broadcast together (NumPy rules), each result cast to `type`. `op` names the
  * op in errors.
  */
 export function hostMap(op: string, inputs: readonly HostTensor[], type: OnnxDType, fn: (...v: number[]) => number): HostTensor {
   const shape = broadcastShapes(op, ...inputs.map((t) => t.shape));
-  const n = numel(shape), rank = shape.length;
+  const n = checkHostShape(op, shape), rank = shape.length;
   const strides = inputs.map((t) => {
     const s = contiguousStrides(t.shape);
     // Aligned to the output's trailing dims, with stride 0 where the input broadcasts.
@@ -52,7 +66,7 @@ export function hostOf(type: OnnxDType, shape: readonly number[], values: ArrayL
 
 /** Row-major gather: out[i] = t.data[offsets[i]] for storage offsets of a view of `t`, as a new tensor of `shape`. */
 export function hostView(t: HostTensor, shape: readonly number[], strides: readonly number[], offset: number): HostTensor {
-  const n = numel(shape), rank = shape.length;
+  const n = checkHostShape('onnx', shape), rank = shape.length;
   const out = new Array<number>(n);
   const idx = new Array<number>(rank).fill(0);
   let at = offset;

@@ -4,10 +4,11 @@ import type { Graph } from '../../jit/graph.js';
 import { type JitReport, type Jitted, jit } from '../../jit/jit.js';
 import { keep } from '../../tensor/memory.js';
 import { tidy } from '../../tensor/scope.js';
+import { itemSize } from '../../tensor/dtype.js';
 import { Tensor } from '../../tensor/tensor.js';
 import { OnnxNode } from './node.js';
 import type { GraphProto, ModelProto, ValueInfoProto } from './proto.js';
-import { OPS, type OpContext, type Val, isHost } from './registry.js';
+import { OPS, type OpContext, type Val, checkValueBytes, isHost } from './registry.js';
 import { HostTensor, type OnnxDType, deviceDType, fromTensorProto, onnxDType, unsupportedDType, uploadHost } from './tensor.js';
 
 /** A graph input or output: its name, ONNX element type and shape (a symbolic dim is its name, an unknown one null). */
@@ -128,7 +129,7 @@ export class OnnxModel {
     // Constant nodes fold into constants now, so every trace starts from them.
     this.nodes = this.nodes.filter((node) => {
       if (node.opType !== 'Constant') return true;
-      const [value] = OPS.get('Constant')!.host!(node, []);
+      const [value] = OPS.get('Constant')!.host!(node, [])!;
       this.constants.set(node.outputs[0]!, value!);
       return false;
     });
@@ -197,7 +198,7 @@ export class OnnxModel {
       let outs: (Val | undefined)[];
       try {
         const present = ins.filter((v) => v !== undefined);
-        outs = entry.host && present.every(isHost) ? entry.host(node, ins as (HostTensor | undefined)[]) : entry.run(node, ins, ctx);
+        outs = (entry.host && present.every(isHost) ? entry.host(node, ins as (HostTensor | undefined)[]) : null) ?? entry.run(node, ins, ctx);
       } catch (e) {
         if (e instanceof SinterError && e.message.includes(node.describe())) throw e;
         throw new SinterError(node.opType, `${node.describe()}: ${(e as Error).message}`);
@@ -206,6 +207,7 @@ export class OnnxModel {
         if (!name) return;
         const v = outs[i];
         if (v === undefined) node.fail(`output ${i} ('${name}') is not produced by this importer`);
+        checkValueBytes(node, `output '${name}'`, v.shape, v instanceof Tensor ? itemSize(v.dtype) : 8);
         env.set(name, v);
       });
     }

@@ -6,10 +6,10 @@ import { expand, permute, reshape, slice } from '../../../ops/views.js';
 import { full } from '../../../tensor/creation.js';
 import { broadcastShapes, contiguousStrides, numel } from '../../../tensor/shape.js';
 import { Tensor } from '../../../tensor/tensor.js';
-import { hostMap, hostOf, hostReshape, hostView, intsOf } from '../host.js';
+import { checkHostShape, hostMap, hostOf, hostReshape, hostView, intsOf } from '../host.js';
 import type { OnnxNode } from '../node.js';
-import { type OpContext, type OpEntry, type Val, register } from '../registry.js';
-import { HostTensor, type OnnxDType, unsupportedDType } from '../tensor.js';
+import { type OpContext, type OpEntry, type Val, checkValueBytes, register } from '../registry.js';
+import { HostTensor, type OnnxDType, deviceDType, unsupportedDType } from '../tensor.js';
 import { hostInts, normAxes, normAxis } from './util.js';
 
 // Shape and data-movement ops. Each computes its output shape from host values (shapes, axes, starts…), so these
@@ -334,6 +334,8 @@ register({
     },
     host: (node, [x, s]) => {
       const shape = broadcastShapes(node.opType, x!.shape, intsOf(s!, 'shape'));
+      checkDims(node, shape);
+      if (numel(shape) > HOST_CONSTANT_ELEMENTS) return null;
       return [hostMap(node.opType, [x!, new HostTensor('bool', shape, new Array<number>(numel(shape)).fill(0))], x!.dtype, (v) => v)];
     },
     hostInputs: [1],
@@ -348,8 +350,17 @@ register({
     minOpset: 2,
   },
   ConstantOfShape: {
-    run: (node, [s]) => [constantOfShape(node, s!)],
-    host: (node, [s]) => [constantOfShape(node, s!)],
+    run: (node, [s], ctx) => {
+      const shape = hostInts(ctx, s!, 'shape');
+      const v = node.tensor('value');
+      checkValueBytes(node, 'the output', shape, 4);
+      return [full(shape, v ? v.data[0]! : 0, { dtype: deviceDType(v?.dtype ?? 'float32', 'value'), device: ctx.device })];
+    },
+    host: (node, [s]) => {
+      const shape = intsOf(s!, 'shape');
+      checkDims(node, shape);
+      return numel(shape) > HOST_CONSTANT_ELEMENTS ? null : [constantOfShape(node, shape)];
+    },
     check: (node) => {
       const t = node.tensorType('value');
       return t && unsupportedDType(t) && `value is ${t}: ${unsupportedDType(t)}`;
@@ -407,9 +418,14 @@ function permOf(node: OnnxNode, rank: number): number[] {
   return normAxes(node, perm, rank, 'perm');
 }
 
-function constantOfShape(node: OnnxNode, s: Val): HostTensor {
-  if (!(s instanceof HostTensor)) node.fail('its shape input must be known while tracing');
-  const shape = intsOf(s, 'shape');
+/** Constants above this many elements are made on the device: a host copy would only be uploaded. */
+const HOST_CONSTANT_ELEMENTS = 1 << 16;
+
+function checkDims(node: OnnxNode, shape: readonly number[]): void {
+  if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) node.fail(`shape [${shape.join(', ')}] must hold non-negative integers`);
+}
+
+function constantOfShape(node: OnnxNode, shape: readonly number[]): HostTensor {
   const v = node.tensor('value');
   const type: OnnxDType = v?.dtype ?? 'float32';
   return new HostTensor(type, shape, new Array<number>(numel(shape)).fill(v ? v.data[0]! : 0));
@@ -419,6 +435,7 @@ function range(node: OnnxNode, [start, limit, delta]: readonly HostTensor[]): Ho
   const s = start!.scalar('start'), l = limit!.scalar('limit'), d = delta!.scalar('delta');
   if (d === 0) node.fail('delta must not be 0');
   const n = Math.max(Math.ceil((l - s) / d), 0);
+  checkHostShape(node.opType, [n]);
   return hostOf(start!.dtype, [n], Array.from({ length: n }, (_, i) => s + i * d));
 }
 
