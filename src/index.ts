@@ -19,3 +19,6 @@ export { saveSafetensors, loadSafetensors } from './io/safetensors.js';
 export * from './jit/index.js';
 export * from './io/onnx/index.js';
 export * as serve from './serve/index.js';
+export * as quant from './quant/index.js';
+export { QuantizedTensor, quantizePerTensor, quantizePerChannel, dequantize } from './quant/qtensor.js';
+export type { QDType, QScheme } from './quant/qtensor.js';

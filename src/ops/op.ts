@@ -57,6 +57,10 @@ export function checkInputs(op: string, inputs: readonly unknown[]): asserts inp
   let device: string | undefined;
   inputs.forEach((t, i) => {
     if (!(t instanceof Tensor)) {
+      const q = (t as { dtype?: unknown } | null)?.dtype;
+      if (q === 'qint8' || q === 'quint8') {
+        throw new SinterError(op, `argument ${i} is a quantised tensor (${q}), which ${op} does not accept: dequantize() it first, or use the sn.quant ops`);
+      }
       throw new SinterError(op, `argument ${i} must be a Tensor, got ${t === null ? 'null' : typeof t === 'object' ? (t as object).constructor?.name ?? 'object' : typeof t}`);
     }
     const s = t.storageFor(op);

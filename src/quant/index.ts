@@ -1,0 +1,11 @@
+// sn.quant: quantisation (PyTorch's torch.ao.quantization names in camelCase). The tensor-level
+// functions (quantizePerTensor, quantizePerChannel, dequantize) are also top-level, as in PyTorch.
+export { QuantizedTensor, QDTYPES, QRANGE, isQuantized, quantizePerTensor, quantizePerChannel, dequantize } from './qtensor.js';
+export type { QDType, QScheme, QParams, QParamValues } from './qtensor.js';
+export {
+  ObserverBase, MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver, MovingAveragePerChannelMinMaxObserver, HistogramObserver,
+  FLOAT32_EPS, withArgs,
+} from './observer.js';
+export type { Observer, ObserverFactory, ObserverOptions } from './observer.js';
+export { getDefaultQconfig } from './qconfig.js';
+export type { QConfig, QuantBackend } from './qconfig.js';
