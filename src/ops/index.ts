@@ -12,3 +12,4 @@ export * from './sort.js';
 export * from './masking.js';
 export * from './reductions.js';
 export * from './selection.js';
+export * from './rnn.js';
