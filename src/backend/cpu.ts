@@ -4,6 +4,34 @@ import { noteAlloc, noteFree } from '../tensor/memory.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CpuView, OpDef } from '../ops/op.js';
 import type { Backend, Storage } from './backend.js';
+import { kernelOverrides } from '../kernels/cpu/gemm.js';
+import { hasSimd } from '../kernels/wasm/emitter.js';
+import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
+
+/**
+ * Which kernels the CPU backend runs: 'wasm', WebAssembly SIMD kernels generated at run time
+ * (src/kernels/wasm/) where one exists for the operands, else the JavaScript kernel; or 'js', the
+ * JavaScript kernels only (the reference path). 'wasm' needs SIMD128, checked by validating a module.
+ */
+export type CpuKernels = 'wasm' | 'js';
+
+let kernels: CpuKernels = 'js';
+
+/** Chooses the CPU kernels; returns the choice in effect ('js' when 'wasm' was asked for but this engine lacks SIMD128). */
+export function setCpuKernels(kind: CpuKernels): CpuKernels {
+  kernels = kind === 'wasm' && hasSimd() ? 'wasm' : 'js';
+  const wasm = kernels === 'wasm';
+  kernelOverrides.gemm = wasm ? wasmGemm : undefined;
+  kernelOverrides.conv2d = wasm ? wasmConv2d : undefined;
+  return kernels;
+}
+
+export function cpuKernels(): CpuKernels {
+  return kernels;
+}
+
+// The default: WebAssembly, unless SINTER_CPU_KERNELS=js asks for the reference path.
+setCpuKernels((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.SINTER_CPU_KERNELS === 'js' ? 'js' : 'wasm');
 
 export class CpuStorage implements Storage {
   readonly device = 'cpu' as const;

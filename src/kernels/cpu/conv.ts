@@ -1,6 +1,6 @@
 import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
-import { GEMM_BLOCKS, type PackB, gemm } from './gemm.js';
+import { GEMM_BLOCKS, type PackB, gemm, kernelOverrides } from './gemm.js';
 import { readContiguous } from './util.js';
 
 // 2-d convolutions as GEMMs, per image and group. conv2d: out[Og, OH·OW] = weight[Og, Cg·kh·kw] ·
@@ -112,6 +112,7 @@ export function conv2dKernel(x: CpuView, w: CpuView, bias: CpuView | undefined, 
   const [OH, OW] = out.shape.slice(-2) as [number, number];
   const G = a.groups, Og = O / G, K = Cg * kh * kw, P = OH * OW;
   if (Cg === 1 && Og < GEMM_BLOCKS.mr) return depthwise(x, shape, strides, w, bias, a, out);
+  if (kernelOverrides.conv2d?.(x, w, bias, a, out)) return;
   const weights = readContiguous(w);
   for (let n = 0; n < N; n++) {
     for (let g = 0; g < G; g++) {

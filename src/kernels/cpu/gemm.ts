@@ -1,6 +1,7 @@
 import type { DType, HostArray } from '../../tensor/dtype.js';
 import { numel } from '../../tensor/shape.js';
 import type { CpuView } from '../../ops/op.js';
+import type { Conv2dAttrs } from '../../ops/conv.js';
 import { type Expr, call, exprNodes, input } from '../../ops/expr.js';
 import { broadcastStrides, collapseDims, mapKernel } from './map.js';
 
@@ -139,6 +140,15 @@ function gemvRows(m: number, n: number, k: number, a: Matrix, b: Matrix, c: OutM
   }
 }
 
+/**
+ * Faster forms of these kernels that the CPU backend installs when it runs WebAssembly (src/backend/cpu.ts,
+ * src/kernels/wasm/): each returns false to leave its operands to the JavaScript kernel, the reference path.
+ */
+export const kernelOverrides: {
+  gemm?: (m: number, n: number, k: number, a: Matrix, b: Matrix, c: OutMatrix, accumulate: boolean) => boolean;
+  conv2d?: (x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView) => boolean;
+} = {};
+
 // Packing buffers, grown on demand and reused (kernels run one at a time).
 let bufA = new Float64Array(0), bufB = new Float64Array(0);
 const tile = new Float64Array(MR * NR);
@@ -154,6 +164,7 @@ export function gemm(m: number, n: number, k: number, a: Matrix, b: Matrix | Pac
     if (!accumulate) for (let i = 0; i < m; i++) C.fill(0, c.offset + i * ldc, c.offset + i * ldc + n);
     return;
   }
+  if (typeof b !== 'function' && kernelOverrides.gemm?.(m, n, k, a, b, c, accumulate)) return;
   if (m < MR && typeof b !== 'function') return gemvRows(m, n, k, a, b, c, accumulate);
   const pack = typeof b === 'function' ? b : packMatrix(b);
   const kcMax = Math.min(KC, k);

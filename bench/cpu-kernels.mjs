@@ -1,0 +1,62 @@
+// The CPU backend's WebAssembly SIMD kernels (src/kernels/wasm/) against its JavaScript reference
+// kernels, on the workloads of the peer harness. Build first (`npm run build`), then:
+//   node bench/cpu-kernels.mjs [--runs N]
+// Each time is one op on the CPU, output read back (the data is already on the host). The paths take
+// turns on each run so both see the same machine; on a shared machine the spread (min–max) is large.
+import os from 'node:os';
+import * as sn from '../dist/index.js';
+import { setCpuKernels } from '../dist/backend/cpu.js';
+
+const i = process.argv.indexOf('--runs');
+const RUNS = i < 0 ? 7 : Number(process.argv[i + 1]), WARMUP = 2;
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+await sn.init({ device: 'cpu' });
+
+const workloads = {
+  'matmul 1024³': () => {
+    const a = sn.randn([1024, 1024], { seed: 1 }), b = sn.randn([1024, 1024], { seed: 2 });
+    return () => sn.matmul(a, b);
+  },
+  'conv2d 1×64×56×56, 3×3→64': () => {
+    const x = sn.randn([1, 64, 56, 56], { seed: 3 }), w = sn.randn([64, 64, 3, 3], { seed: 4 });
+    return () => sn.conv2d(x, w, { padding: 1 });
+  },
+  'linear 64×784 → 512': () => {
+    const x = sn.randn([64, 784], { seed: 5 }), w = sn.randn([512, 784], { seed: 6 }), b = sn.randn([512], { seed: 7 });
+    return () => sn.linear(x, w, b);
+  },
+  'eltwise chain 2^20': () => {
+    const x = sn.randn([1 << 20], { seed: 8 });
+    return () => sn.relu(x.mul(2).add(1)).sub(0.5);
+  },
+  'softmax 512×1000': () => {
+    const x = sn.randn([512, 1000], { seed: 9 });
+    return () => sn.softmax(x, -1);
+  },
+};
+
+console.log(`cpu kernels, ${os.cpus()[0]?.model ?? 'cpu'} ×${os.cpus().length}, node ${process.version}, ${new Date().toISOString()}; ${RUNS} runs after ${WARMUP} warm-up`);
+console.log('| workload | wasm ms (median, min–max) | js ms (median, min–max) |');
+console.log('| --- | ---: | ---: |');
+for (const [name, make] of Object.entries(workloads)) {
+  const run = make();
+  const ms = { wasm: [], js: [] };
+  for (let r = 0; r < WARMUP + RUNS; r++) {
+    for (const kind of ['wasm', 'js']) {
+      setCpuKernels(kind);
+      const t0 = performance.now();
+      const y = run();
+      await y.data();
+      const t = performance.now() - t0;
+      y.dispose();
+      if (r >= WARMUP) ms[kind].push(t);
+    }
+  }
+  const fmt = (xs) => `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
+  console.log(`| ${name} | ${fmt(ms.wasm)} | ${fmt(ms.js)} |`);
+}
+setCpuKernels('wasm');

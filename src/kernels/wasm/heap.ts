@@ -1,0 +1,79 @@
+// The one WebAssembly.Memory every generated kernel module imports, and a scratch arena in it.
+// Kernels copy their operands in (a memcpy of each view's span), run, and copy results out: CPU
+// storages stay JS typed arrays for now, so nothing else has to know about wasm memory.
+// memory.grow detaches the old ArrayBuffer, so typed views are re-made after every grow.
+
+const PAGE = 65536;
+
+export class WasmHeap {
+  readonly memory = new WebAssembly.Memory({ initial: 16 });
+  private top = 0;
+  private views!: { f32: Float32Array; i32: Int32Array; u8: Uint8Array };
+
+  constructor() {
+    this.refresh();
+  }
+
+  get f32(): Float32Array {
+    return this.views.f32;
+  }
+  get i32(): Int32Array {
+    return this.views.i32;
+  }
+  get u8(): Uint8Array {
+    return this.views.u8;
+  }
+  /** Bytes the memory holds (it never shrinks: WebAssembly memories cannot). */
+  get byteLength(): number {
+    return this.memory.buffer.byteLength;
+  }
+
+  /** Frees every scratch allocation: call at the start of each kernel (kernels run one at a time). */
+  reset(): void {
+    this.top = 0;
+  }
+
+  /** The arena's current top, to `release` back to (nested scratch, e.g. a GEMM's packing buffers). */
+  mark(): number {
+    return this.top;
+  }
+  release(mark: number): void {
+    this.top = mark;
+  }
+
+  /** `bytes` of scratch, 64-byte aligned (a cache line, and v128 alignment); grows the memory as needed. */
+  alloc(bytes: number): number {
+    const at = this.top;
+    this.top = at + Math.ceil(bytes / 64) * 64;
+    if (this.top > this.memory.buffer.byteLength) {
+      this.memory.grow(Math.ceil((this.top - this.memory.buffer.byteLength) / PAGE));
+      this.refresh();
+    }
+    return at;
+  }
+
+  /** Copies `values` in; returns their address. */
+  put(values: Float32Array | Int32Array): number {
+    const at = this.alloc(values.byteLength);
+    if (values instanceof Float32Array) this.f32.set(values, at >> 2);
+    else this.i32.set(values, at >> 2);
+    return at;
+  }
+
+  private refresh(): void {
+    const b = this.memory.buffer;
+    this.views = { f32: new Float32Array(b), i32: new Int32Array(b), u8: new Uint8Array(b) };
+  }
+}
+
+let shared: WasmHeap | undefined;
+
+/** The process-wide heap (created on first use). */
+export function heap(): WasmHeap {
+  return (shared ??= new WasmHeap());
+}
+
+/** Instantiates a generated module against the shared heap's memory. */
+export function instantiate<E extends WebAssembly.Exports>(bytes: Uint8Array<ArrayBuffer>): E {
+  return new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory: heap().memory } }).exports as E;
+}

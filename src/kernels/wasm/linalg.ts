@@ -1,0 +1,92 @@
+import type { Matrix, OutMatrix } from '../cpu/gemm.js';
+import type { Conv2dAttrs } from '../../ops/conv.js';
+import type { CpuView } from '../../ops/op.js';
+import { columnTables, gemmInHeap, rowTable } from './gemm.js';
+import { heap } from './heap.js';
+
+// The CPU kernels' GEMM descriptions (strided float32 matrices; conv2d's weights × patches) run on the
+// wasm GEMM: operands are copied into the heap once (a memcpy of each view's span), C is copied out.
+
+/** The element range [lo, hi] a strided rows × cols matrix at `offset` touches. */
+function span(offset: number, rows: number, cols: number, rs: number, cs: number): [number, number] {
+  const r = (rows - 1) * rs, c = (cols - 1) * cs;
+  return [offset + Math.min(0, r) + Math.min(0, c), offset + Math.max(0, r) + Math.max(0, c)];
+}
+
+/** Copies a strided matrix's span into the heap; returns the address of its element (0, 0). */
+function putMatrix(x: Matrix, rows: number, cols: number): number {
+  const [lo, hi] = span(x.offset, rows, cols, x.rowStride, x.colStride);
+  return heap().put((x.data as Float32Array).subarray(lo, hi + 1)) + (x.offset - lo) * 4;
+}
+
+/**
+ * C = A·B (or C += A·B) on the wasm GEMM when A, B and C hold float32 values (float16 tensors are
+ * stored as float32 too: the backend rounds them after); returns false to leave other operands to the
+ * JavaScript GEMM.
+ */
+export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, c: OutMatrix, accumulate: boolean): boolean {
+  if (!(a.data instanceof Float32Array && b.data instanceof Float32Array && c.data instanceof Float32Array)) return false;
+  const h = heap();
+  h.reset();
+  const aAt = putMatrix(a, m, k), bAt = putMatrix(b, k, n);
+  const { colOff, flags } = columnTables(n, (j) => j * b.colStride * 4);
+  const rowOff = rowTable(k, (i) => i * b.rowStride * 4);
+  const cAt = h.alloc(m * n * 4);
+  const C = c.data, rows = (i: number) => c.offset + i * c.rowStride;
+  if (accumulate) for (let i = 0; i < m; i++) h.f32.set(C.subarray(rows(i), rows(i) + n), (cAt >> 2) + i * n);
+  gemmInHeap(m, n, k, aAt, a.rowStride * 4, a.colStride * 4, { base: bAt, colOff, rowOff, flags }, cAt, n * 4, accumulate);
+  const f32 = h.f32;
+  if (c.rowStride === n) C.set(f32.subarray(cAt >> 2, (cAt >> 2) + m * n), c.offset);
+  else for (let i = 0; i < m; i++) C.set(f32.subarray((cAt >> 2) + i * n, (cAt >> 2) + (i + 1) * n), rows(i));
+  return true;
+}
+
+/**
+ * conv2d (groups with more than one input channel each; depthwise stays on the direct JS kernel) as
+ * an implicit GEMM per image and group: out[Og, OH·OW] = weight[Og, Cg·kh·kw] · patches. The group's
+ * input planes are copied once into the heap with their zero padding, so a patch element is
+ * padded[c, oh·sh + i·dh, ow·sw + j·dw]: column (oh, ow) and row (c, i, j) offsets of B's tables, and
+ * eight outputs of one row at stride 1 are eight consecutive floats (packed as two v128 loads).
+ */
+export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView): boolean {
+  if (!(x.data instanceof Float32Array && w.data instanceof Float32Array && out.data instanceof Float32Array)) return false;
+  if (bias && !(bias.data instanceof Float32Array)) return false;
+  const [O, Cg, kh, kw] = w.shape as [number, number, number, number];
+  if (Cg === 1 && O === a.groups) return false;
+  const batched = x.shape.length === 4;
+  const [N, , H, W] = batched ? x.shape : [1, ...x.shape];
+  const [sN, sC, sH, sW] = batched ? x.strides : [0, ...x.strides];
+  const [OH, OW] = out.shape.slice(-2) as [number, number];
+  const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl, pr] = a.padding;
+  const G = a.groups, Og = O / G, K = Cg * kh * kw, P = OH * OW;
+  const Hp = H! + pt + pb, Wp = W! + pl + pr, plane = Hp * Wp;
+  const h = heap();
+  h.reset();
+  // Weights [O, K] contiguous (a copy only when the view is not).
+  const wAt = h.alloc(O * K * 4);
+  {
+    const [s0, s1, s2, s3] = w.strides as [number, number, number, number], f32 = h.f32, wd = w.data;
+    let q = wAt >> 2;
+    for (let o = 0; o < O; o++) for (let c = 0; c < Cg; c++) for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) f32[q++] = wd[w.offset + o * s0 + c * s1 + i * s2 + j * s3]!;
+  }
+  const { colOff, flags } = columnTables(P, (p) => (Math.floor(p / OW) * sh * Wp + (p % OW) * sw) * 4);
+  const rowOff = rowTable(K, (r) => (Math.floor(r / (kh * kw)) * plane + (Math.floor(r / kw) % kh) * dh * Wp + (r % kw) * dw) * 4);
+  const xAt = h.alloc(Cg * plane * 4), cAt = h.alloc(Og * P * 4);
+  for (let n = 0; n < N!; n++) {
+    for (let g = 0; g < G; g++) {
+      const f32 = h.f32, xd = x.data;
+      f32.fill(0, xAt >> 2, (xAt >> 2) + Cg * plane);
+      for (let c = 0; c < Cg; c++) {
+        for (let r = 0; r < H!; r++) {
+          const src = x.offset + n * sN! + (g * Cg + c) * sC! + r * sH!, dst = (xAt >> 2) + c * plane + (r + pt) * Wp + pl;
+          if (sW === 1) f32.set(xd.subarray(src, src + W!), dst);
+          else for (let q = 0; q < W!; q++) f32[dst + q] = xd[src + q * sW!]!;
+        }
+      }
+      if (bias) for (let o = 0; o < Og; o++) f32.fill(bias.data[bias.offset + (g * Og + o) * bias.strides[0]!]!, (cAt >> 2) + o * P, (cAt >> 2) + (o + 1) * P);
+      gemmInHeap(Og, P, K, wAt + g * Og * K * 4, K * 4, 4, { base: xAt, colOff, rowOff, flags }, cAt, P * 4, bias !== undefined);
+      out.data.set(h.f32.subarray(cAt >> 2, (cAt >> 2) + Og * P), out.offset + (n * O + g * Og) * P);
+    }
+  }
+  return true;
+}
