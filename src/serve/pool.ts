@@ -1,0 +1,204 @@
+import type { Worker as NodeWorker } from 'node:worker_threads';
+import type { DeviceName } from '../backend/backend.js';
+import { SinterError } from '../errors.js';
+import type { TensorTree } from '../jit/jit.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { type BatcherStats, DynamicBatcher, type DynamicBatcherOptions, type RunOptions, type Sample } from './batcher.js';
+import { type FromWorker, type ToWorker, type WireTree, type WorkerInit, fromWire, toWire } from './wire.js';
+
+export interface WorkerPoolOptions extends Omit<DynamicBatcherOptions, 'concurrency' | 'device'> {
+  /**
+   * Replicas, each a worker thread with its own copy of the model (default: the cores available
+   * divided by `threadsPerWorker`, at least 1; 1 on WebGPU, where replicas share one GPU).
+   */
+  workers?: number;
+  /**
+   * Threads one replica's CPU backend uses (default 1). Replicas and a replica's own threads compete for
+   * the same cores: keep workers × threadsPerWorker ≤ cores, or both slow down (the default does). The
+   * module's factory receives it as `threads` to configure its backend.
+   */
+  threadsPerWorker?: number;
+  /** Where each replica runs the model (default 'cpu'). */
+  device?: DeviceName | 'auto';
+}
+
+export interface WorkerPoolStats extends BatcherStats {
+  workers: number;
+  /** Batches each replica has run. */
+  batchesPerWorker: number[];
+}
+
+interface Replica {
+  readonly worker: NodeWorker;
+  batches: number;
+  /** The batch it runs now. */
+  job: { readonly id: number; readonly resolve: (o: WireTree) => void; readonly reject: (e: unknown) => void } | null;
+}
+
+/** `node:worker_threads`, imported by a computed name so that browser bundles leave it out. */
+async function workerThreads(): Promise<typeof import('node:worker_threads')> {
+  const name = 'node:worker_threads';
+  try {
+    return (await import(name)) as typeof import('node:worker_threads');
+  } catch {
+    throw new SinterError('WorkerPool', 'needs Node.js worker_threads, which this runtime lacks');
+  }
+}
+
+async function availableCores(): Promise<number> {
+  const name = 'node:os';
+  const os = (await import(name)) as typeof import('node:os');
+  return os.availableParallelism?.() ?? os.cpus().length;
+}
+
+/**
+ * Independent replicas of a model in worker threads, behind a `DynamicBatcher` that keeps one batch
+ * in flight per replica. `source` is the path or URL of an ES module whose default export is
+ * `async (sn, { device, threads }) => fn` (fn: a batch function such as a jitted one, or a model with
+ * `run(feeds)`; `sn` is the worker's sinter, so tensors stay on one instance), or an ONNX model's bytes.
+ * Samples are stacked on the calling thread, each batch is copied to a free replica, and each caller
+ * gets its slice of the outputs as CPU tensors. A replica that dies fails its batch and is replaced.
+ */
+export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = TensorTree> {
+  private batcher: DynamicBatcher<In, Out>;
+  private readonly batching: Omit<DynamicBatcherOptions, 'concurrency' | 'device'>;
+  private readonly replicas: Replica[] = [];
+  private readonly idle: Replica[] = [];
+  private readonly waiting: ((r: Replica) => void)[] = [];
+  private readonly started: Promise<void>;
+  private nextId = 0;
+  private closed = false;
+  private init: WorkerInit | null = null;
+  private workerCount = 0;
+
+  constructor(source: string | URL | Uint8Array | ArrayBuffer, options: WorkerPoolOptions = {}) {
+    const { workers, threadsPerWorker, device, ...batching } = options;
+    for (const [name, v] of [['workers', workers], ['threadsPerWorker', threadsPerWorker]] as const) {
+      if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new SinterError('WorkerPool', `${name} must be an integer ≥ 1, got ${JSON.stringify(v)}`);
+    }
+    let from: WorkerInit['source'];
+    if (source instanceof Uint8Array || source instanceof ArrayBuffer) from = { model: new Uint8Array(source) };
+    else if (source instanceof URL || typeof source === 'string') from = { module: String(source) };
+    else throw new SinterError('WorkerPool', `expected a module path or URL, or an ONNX model's bytes, got ${typeof source}`);
+    this.batching = batching;
+    // Replaced once the worker count is known (run() waits for that, so no sample reaches this one).
+    this.batcher = this.makeBatcher(workers ?? 1);
+    this.started = this.start(from, device ?? 'cpu', threadsPerWorker ?? 1, workers);
+    this.started.catch(() => {}); // reported by ready() and run()
+  }
+
+  /** Resolves once every replica has loaded its model; rejects with the first that failed. */
+  ready(): Promise<void> {
+    return this.started;
+  }
+
+  /** How many replicas run (known once `ready()` resolved). */
+  get workers(): number {
+    return this.workerCount;
+  }
+
+  /** Queues one sample (see `DynamicBatcher.run`); resolves to its outputs as CPU tensors. */
+  async run(sample: In, options: RunOptions = {}): Promise<Out> {
+    await this.started;
+    return this.batcher.run(sample, options);
+  }
+
+  stats(): WorkerPoolStats {
+    return { ...this.batcher.stats(), workers: this.workerCount, batchesPerWorker: this.replicas.map((r) => r.batches) };
+  }
+
+  /** Drains the queue (every accepted sample is answered), then stops the replicas. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.started.catch(() => {});
+    await this.batcher.close();
+    await Promise.all(this.replicas.map((r) => r.worker.terminate()));
+  }
+
+  private async start(source: WorkerInit['source'], device: DeviceName | 'auto', threads: number, workers: number | undefined): Promise<void> {
+    const { Worker } = await workerThreads();
+    const count = workers ?? (device === 'webgpu' ? 1 : Math.max(1, Math.floor((await availableCores()) / threads)));
+    this.workerCount = count;
+    this.batcher = this.makeBatcher(count);
+    if ('module' in source && !/^[a-z][a-z0-9+.-]*:/i.test(source.module)) {
+      // A path: the worker resolves imports from its own file, so hand it an absolute file URL.
+      const url = 'node:url', path = 'node:path';
+      const { pathToFileURL } = (await import(url)) as typeof import('node:url');
+      const { resolve } = (await import(path)) as typeof import('node:path');
+      source = { module: pathToFileURL(resolve(source.module)).href };
+    }
+    this.init = { source, device, threads };
+    const spawn = (): Promise<Replica> =>
+      new Promise<Replica>((resolve, reject) => {
+        const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: this.init });
+        const replica: Replica = { worker, batches: 0, job: null };
+        let loaded = false;
+        worker.on('message', (m: FromWorker) => {
+          if (m.type === 'ready') {
+            loaded = true;
+            resolve(replica);
+          } else if (m.type === 'failed') reject(new SinterError('WorkerPool', `a replica failed to load the model: ${m.message}`));
+          else if (replica.job && m.id === replica.job.id) {
+            const job = replica.job;
+            replica.job = null;
+            replica.batches++;
+            this.release(replica);
+            if (m.type === 'result') job.resolve(m.outputs);
+            else job.reject(Object.assign(new Error(m.message), { name: m.name }));
+          }
+        });
+        worker.on('error', (e) => (loaded ? undefined : reject(e)));
+        worker.on('exit', (code) => {
+          if (!loaded) return reject(new SinterError('WorkerPool', `a replica exited (code ${code}) while loading the model`));
+          replica.job?.reject(new SinterError('WorkerPool', `the replica running this batch exited (code ${code})`));
+          replica.job = null;
+          const at = this.idle.indexOf(replica);
+          if (at >= 0) this.idle.splice(at, 1);
+          if (this.closed) return;
+          // Replace it, in its place, so the pool keeps its size.
+          spawn().then(
+            (fresh) => {
+              this.replicas[this.replicas.indexOf(replica)] = fresh;
+              if (this.closed) void fresh.worker.terminate();
+              else this.release(fresh);
+            },
+            () => {},
+          );
+        });
+      });
+    const started = await Promise.allSettled(Array.from({ length: count }, spawn));
+    const failed = started.find((s) => s.status === 'rejected');
+    for (const s of started) if (s.status === 'fulfilled') this.replicas.push(s.value);
+    if (failed) {
+      this.closed = true;
+      await Promise.all(this.replicas.map((r) => r.worker.terminate()));
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    this.replicas.forEach((r) => this.release(r));
+  }
+
+  /** The batcher in front: one batch in flight per replica. */
+  private makeBatcher(replicas: number): DynamicBatcher<In, Out> {
+    return new DynamicBatcher<In, Out>((batch) => this.dispatch(batch), { ...this.batching, concurrency: replicas });
+  }
+
+  private release(r: Replica): void {
+    const next = this.waiting.shift();
+    if (next) next(r);
+    else this.idle.push(r);
+  }
+
+  /** Runs one batch on a free replica: copies it there and its outputs back as CPU tensors. */
+  private async dispatch(batch: In): Promise<Out> {
+    const transfer: ArrayBuffer[] = [];
+    const wire = await toWire(batch, transfer);
+    const replica = this.idle.shift() ?? (await new Promise<Replica>((r) => this.waiting.push(r)));
+    const id = this.nextId++;
+    const outputs = await new Promise<WireTree>((resolve, reject) => {
+      replica.job = { id, resolve, reject };
+      replica.worker.postMessage({ type: 'run', id, batch: wire } satisfies ToWorker, transfer);
+    });
+    return fromWire(outputs, 'cpu') as Out;
+  }
+}
