@@ -6,9 +6,10 @@ import { type CpuKernels, cpuKernels, setCpuKernels } from '../src/backend/cpu.j
 import { kernelOverrides } from '../src/kernels/cpu/gemm.js';
 import { ModuleBuilder, hasSimd } from '../src/kernels/wasm/emitter.js';
 import { WASM_GEMM } from '../src/kernels/wasm/gemm.js';
+import { wasmMapCacheStats } from '../src/kernels/wasm/map.js';
 import { TOLERANCES, broadcastShapesArb, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
 import { expectClose } from './helpers.js';
-import { ref, refOf } from './reference/core.js';
+import { castRef, mapRef, ref, refOf } from './reference/core.js';
 import { type ProductRef, accumulationAtol, linearRef, matmulRef } from './reference/linalg.js';
 import { conv2dRef } from './reference/conv.js';
 
@@ -28,7 +29,10 @@ async function onPath(kind: CpuKernels, fn: () => Promise<void>): Promise<void> 
     const form = kernelOverrides[name] as ((...args: unknown[]) => boolean) | undefined;
     if (form) (kernelOverrides as Record<string, unknown>)[name] = (...args: unknown[]) => (form(...args) ? (ran++, true) : false);
   }
+  const rendered = () => { const { hits, misses } = wasmMapCacheStats(); return hits + misses; };
+  const before = rendered();
   await fn();
+  ran += rendered() - before;
   if (kind === 'wasm') expect(ran, 'wasm kernel calls').toBeGreaterThan(0);
   else expect(ran).toBe(0);
 }
@@ -163,5 +167,98 @@ describe.each(PATHS)('float32 GEMM ops on the %s CPU path', (kind) => {
         propertyConfig({ numRuns: 30 }),
       );
     });
+  });
+});
+
+/** Every function with a wasm rendering, through its public op, with a float64 reference. */
+const ELEMENTWISE: { name: string; run: (x: Tensor) => Tensor; ref: (x: number) => number }[] = [
+  { name: 'neg', run: sn.neg, ref: (x) => -x },
+  { name: 'abs', run: sn.abs, ref: Math.abs },
+  { name: 'sqrt', run: (x) => sn.sqrt(sn.abs(x)), ref: (x) => Math.sqrt(Math.abs(x)) },
+  { name: 'rsqrt', run: (x) => sn.rsqrt(sn.abs(x)), ref: (x) => 1 / Math.sqrt(Math.abs(x)) },
+  { name: 'reciprocal', run: sn.reciprocal, ref: (x) => 1 / x },
+  { name: 'floor', run: sn.floor, ref: Math.floor },
+  { name: 'ceil', run: sn.ceil, ref: Math.ceil },
+  { name: 'round', run: sn.round, ref: (x) => { const f = Math.floor(x), r = x - f; return r > 0.5 ? f + 1 : r < 0.5 ? f : f % 2 === 0 ? f : f + 1; } },
+  { name: 'relu', run: sn.relu, ref: (x) => (x < 0 ? 0 : x) },
+  { name: 'relu6', run: sn.relu6, ref: (x) => Math.min(Math.max(x, 0), 6) },
+  { name: 'clamp', run: (x) => sn.clamp(x, -1.5, 0.25), ref: (x) => Math.min(Math.max(x, -1.5), 0.25) },
+  { name: 'leakyRelu', run: (x) => sn.leakyRelu(x, { negativeSlope: 0.2 }), ref: (x) => (x > 0 ? x : 0.2 * x) },
+  { name: 'hardSigmoid', run: sn.hardSigmoid, ref: (x) => Math.min(Math.max(x / 6 + 0.5, 0), 1) },
+  { name: 'hardSwish', run: sn.hardSwish, ref: (x) => (x * Math.min(Math.max(x + 3, 0), 6)) / 6 },
+  { name: 'exp', run: sn.exp, ref: Math.exp },
+  { name: 'sigmoid', run: sn.sigmoid, ref: (x) => 1 / (1 + Math.exp(-x)) },
+  { name: 'silu', run: sn.silu, ref: (x) => x / (1 + Math.exp(-x)) },
+];
+
+/** Values where the renderings' edge cases live: signed zeros, infinities, NaN, e^x's overflow and subnormal range, halves for round. */
+const SPECIAL = [0, -0, Infinity, -Infinity, NaN, 88.5, 88.8, -87.5, -95, -103.9, -110, 2.5, -2.5, 0.5, 1e-30, -1e-30, 3e38, -3e38];
+
+describe.each(PATHS)('float32 elementwise ops on the %s CPU path', (kind) => {
+  it.each(ELEMENTWISE)('$name matches the float64 reference (odd sizes, strided views, special values)', async ({ run, ref: f }) => {
+    await onPath(kind, async () => {
+      const special = sn.tensor(SPECIAL);
+      await expectClose(run(special), mapRef([ref([SPECIAL.length], SPECIAL)], (v) => castRef('float32', f(v))));
+      const arb = fc.array(int(1, 9), { minLength: 1, maxLength: 3 }).chain((shape) => tensorCaseArb(shape, { min: -100, max: 100 }));
+      await fc.assert(
+        fc.asyncProperty(arb, async (c) => {
+          const x = makeTensor(c, 'cpu'), y = run(x);
+          await expectClose(y, mapRef([refOf(c)], (v) => castRef('float32', f(v))));
+          x.dispose();
+          y.dispose();
+        }),
+        propertyConfig({ numRuns: 15 }),
+      );
+    });
+  });
+
+  it('binary ops broadcast (stride-0 rows and columns, size-1 dims) and match the reference', async () => {
+    const ops: [string, (a: Tensor, b: Tensor) => Tensor, (a: number, b: number) => number][] = [
+      ['add', (a, b) => sn.add(a, b, { alpha: 0.5 }), (a, b) => a + 0.5 * b],
+      ['sub', sn.sub, (a, b) => a - b],
+      ['mul', sn.mul, (a, b) => a * b],
+      ['div', sn.div, (a, b) => a / b],
+      ['maximum', sn.maximum, Math.max],
+      ['minimum', sn.minimum, Math.min],
+    ];
+    const arb = fc.tuple(fc.constantFrom(...ops), broadcastShapesArb(2, { maxRank: 3, maxDim: 9 }).chain(([, sa, sb]) => fc.tuple(tensorCaseArb(sa!), tensorCaseArb(sb!))));
+    await onPath(kind, async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([[, run, f], [ca, cb]]) => {
+          const a = makeTensor(ca, 'cpu'), b = makeTensor(cb, 'cpu'), y = run(a, b);
+          await expectClose(y, mapRef([refOf(ca), refOf(cb)], (u, v) => castRef('float32', f(u, v))));
+          for (const t of [a, b, y]) t.dispose();
+        }),
+        propertyConfig({ numRuns: 40 }),
+      );
+    });
+  });
+
+  it("runs the JIT's fused elementwise group and a matmul epilogue (the peer harness's eltwise chain)", async () => {
+    const chain = (x: Tensor) => sn.sigmoid(sn.relu(x.mul(1.5).add(0.5)).sub(0.25)).mul(x);
+    const chainRef = (x: number) => { const r = Math.fround(Math.max(Math.fround(Math.fround(1.5 * x) + 0.5), 0) - 0.25); return (1 / (1 + Math.exp(-r))) * x; };
+    await onPath(kind, async () => {
+      const x = sn.randn([3, 1001], { seed: 5 }), w = sn.randn([7, 3], { seed: 6 });
+      const xs = ref(x.shape, await x.data());
+      await expectClose(sn.jit(chain)(x), mapRef([xs], chainRef), { tol: { rtol: 1e-5 } });
+      const fused = sn.jit((a: Tensor, b: Tensor) => sn.relu(sn.matmul(a, b)).mul(2));
+      const product = matmulRef(ref(w.shape, await w.data()), xs);
+      await expectClose(fused(w, x), mapRef([product.out], (v) => 2 * Math.max(v, 0)), { tol: { atol: 1e-5 } });
+    });
+  });
+});
+
+describe('the wasm elementwise renderer', () => {
+  it('leaves what it cannot render (float16, ints, bool, functions without a rendering, transposed inner dims) to the JS kernels', async () => {
+    setCpuKernels('wasm');
+    const before = wasmMapCacheStats();
+    const x = sn.tensor([[1, -2], [3, 4]]);
+    await expectClose(sn.tanh(x), ref([2, 2], [1, -2, 3, 4].map((v) => Math.fround(Math.tanh(v)))));
+    await expectClose(sn.add(x.to('float16'), 1), ref([2, 2], [2, -1, 4, 5]), { dtype: 'float16' });
+    await expectClose(sn.add(x.to('int32'), 1), ref([2, 2], [2, -1, 4, 5]), { dtype: 'int32' });
+    await expectClose(sn.lt(x, 0), ref([2, 2], [0, 1, 0, 0]), { dtype: 'bool' });
+    await expectClose(sn.neg(x.t()), ref([2, 2], [-1, -3, 2, -4]));
+    const after = wasmMapCacheStats();
+    expect(after.hits + after.misses).toBe(before.hits + before.misses);
   });
 });

@@ -7,6 +7,8 @@ import type { Backend, Storage } from './backend.js';
 import { kernelOverrides } from '../kernels/cpu/gemm.js';
 import { hasSimd } from '../kernels/wasm/emitter.js';
 import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
+import { wasmMap } from '../kernels/wasm/map.js';
+import type { Expr } from '../ops/expr.js';
 
 /**
  * Which kernels the CPU backend runs: 'wasm', WebAssembly SIMD kernels generated at run time
@@ -74,8 +76,9 @@ export const cpuBackend: Backend = {
     noteFree(storage);
   },
   run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]) {
-    const outs = outputs.map(cpuView);
-    op.cpu(inputs.map(cpuView), attrs, outs);
+    const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
+    // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
+    if (!(kernels === 'wasm' && op.name === 'map' && wasmMap((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
     // Kernels compute in double; float16 outputs are rounded here once for all of them.
     for (const o of outs) if (o.dtype === 'float16') for (let i = 0; i < o.data.length; i++) o.data[i] = f16round(o.data[i]!);
   },
