@@ -1,9 +1,10 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import { getBackend } from '../src/backend/backend.js';
 import { adapterInfo } from '../src/backend/device.js';
 import type { WebGpuBackend } from '../src/backend/webgpu/backend.js';
+import { isSoftwareAdapter } from '../src/backend/webgpu/adapter.js';
 import { bindings } from '../src/kernels/wgsl/dtype.js';
 import { mapKernel } from '../src/kernels/wgsl/map.js';
 import { call, input } from '../src/ops/expr.js';
@@ -344,22 +345,45 @@ describe('webgpu backend', () => {
     const env = { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json' };
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, env, stdio: ['ignore', 'pipe', 'ignore'] });
     expect(out.trim().split('\n')).toEqual([
-      'sinter: no WebGPU adapter (Dawn found no adapter with VK_ICD_FILENAMES=/nonexistent/icd.json); using the CPU',
+      'sinter: using the CPU: Dawn found no adapter with VK_ICD_FILENAMES=/nonexistent/icd.json',
       'cpu',
       "init: device 'webgpu' was requested but no WebGPU adapter is available: Dawn found no adapter with VK_ICD_FILENAMES=/nonexistent/icd.json",
     ]);
   });
 
-  it("'auto' chooses WebGPU when an adapter exists", () => {
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', `const sn = await import('sinter'); console.log(await sn.init({ quiet: true }));`], { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'ignore'] });
-    expect(out.trim()).toBe('webgpu');
+  it("'auto' picks the CPU over a software adapter (SwiftShader) and says why, 'webgpu' still opens it, and Vulkan's loader noise stays off stderr", () => {
+    // As a user runs it: no VK_ICD_FILENAMES nor XDG_RUNTIME_DIR of ours (this machine has no GPU, only SwiftShader).
+    const env = { ...process.env };
+    delete env.VK_ICD_FILENAMES;
+    delete env.XDG_RUNTIME_DIR;
+    const script = `
+      const sn = await import('sinter');
+      console.log(await sn.init());
+      console.log(await sn.init({ device: 'webgpu', quiet: true }), sn.adapterInfo().adapter);
+      console.log(await sn.init());`;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, env });
+    const lines = run.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^sinter: using the CPU: no hardware adapter was found, and a software one \(SwiftShader\) would be slower than the CPU backend \(`init\(\{ device: 'webgpu' \}\)` uses it anyway\)$/);
+    expect(lines.slice(1, 3)).toEqual(['cpu', 'webgpu google swiftshader (SwiftShader driver 5.0.0)']);
+    expect(lines[3]).toMatch(/^sinter: using the CPU: the open adapter \(google swiftshader .*\) is a software one/);
+    expect(lines[4]).toBe('cpu');
+    expect(run.stderr).not.toMatch(/XDG_RUNTIME_DIR|shaderUniform|Loader Message/);
+  });
+
+  it('isSoftwareAdapter recognises software adapters by what they say of themselves', () => {
+    const adapter = (info: Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean }) => ({ info: { vendor: '', architecture: '', device: '', description: '', ...info } }) as unknown as GPUAdapter;
+    expect(isSoftwareAdapter(adapter({ vendor: 'google', architecture: 'swiftshader' }))).toBe(true);
+    expect(isSoftwareAdapter(adapter({ vendor: 'mesa', description: 'llvmpipe (LLVM 15.0.6, 256 bits)' }))).toBe(true);
+    expect(isSoftwareAdapter(adapter({ vendor: 'microsoft', description: 'Microsoft Basic Render Driver', isFallbackAdapter: true }))).toBe(true);
+    expect(isSoftwareAdapter(adapter({ vendor: 'nvidia', architecture: 'hopper', description: 'NVIDIA H100 80GB HBM3' }))).toBe(false);
+    expect(isSoftwareAdapter(adapter({ vendor: 'apple', architecture: 'metal-3' }))).toBe(false);
   });
 
   it('a lost device fails ops with a clear error, and init opens a new one', async () => {
     const x = sn.ones([3], { device });
     gpu().device.destroy();
     await gpu().device.lost;
-    expect(() => sn.add(x, 1)).toThrow(/^add: the WebGPU device \(.+\) was lost \(destroyed/);
+    expect(() => sn.add(x, 1)).toThrow(/^add: the WebGPU device \(.+\) was lost \(destroyed.*`await init\(\{ device: 'webgpu' \}\)` opens a new device; then create the tensors again/);
     await expect(x.data()).rejects.toThrow(/^data: the WebGPU device .+ was lost/);
     await sn.init({ device: 'webgpu', quiet: true });
     await sn.init({ device: 'cpu' });

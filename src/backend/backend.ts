@@ -18,10 +18,17 @@ export interface Storage {
   refs: number;
   /** Set on the stand-ins jit traces with: they hold no memory and cannot be read. */
   readonly symbolic?: boolean;
+  /** The backend instance that made it, where a device can be replaced (WebGPU after a loss). */
+  readonly owner?: Backend;
 }
 
 export interface Backend {
   readonly name: DeviceName;
+  /**
+   * Which instance of the device this is (WebGPU: 1, 2, … as devices are opened after losses;
+   * absent where there is only ever one): compiled plans record it and rebuild when it changes.
+   */
+  readonly generation?: number;
   /** Storage holding a copy of `data` (already cast to `dtype`). */
   fromHost(dtype: DType, data: HostArray): Storage;
   /** Uninitialised storage for `length` elements. */
@@ -51,6 +58,20 @@ export function getBackend(device: DeviceName): Backend {
     );
   }
   return b;
+}
+
+/** The generation of the backend now serving `device` (0 when it has none): see Backend.generation. */
+export function deviceGeneration(device: DeviceName): number {
+  return backends.get(device)?.generation ?? 0;
+}
+
+/**
+ * Whether `s` belongs to the backend now serving its device: false for a storage made on a WebGPU
+ * device that was lost and replaced (its values are gone; using it throws).
+ */
+export function storageIsLive(s: Storage): boolean {
+  const current = backends.get(s.device);
+  return (s.owner ?? current) === current;
 }
 
 export function hasBackend(device: DeviceName): boolean {

@@ -1,6 +1,8 @@
-import type { DeviceName, Storage } from '../backend/backend.js';
+import { type DeviceName, type Storage, getBackend } from '../backend/backend.js';
 import type { Tensor } from './tensor.js';
 import { SinterError } from '../errors.js';
+import type { PipelineStats } from '../backend/webgpu/pipelines.js';
+import type { PoolStats } from '../backend/webgpu/pool.js';
 
 /** Live storages and bytes per device; the backends report here on alloc and release. */
 const live = new Map<DeviceName, DeviceMemory>();
@@ -31,6 +33,17 @@ export function noteTensor(delta: 1 | -1): void {
   liveTensors += delta;
 }
 
+/** What a device's caches report to `memory()`. */
+export interface CacheReport {
+  pool?: PoolStats;
+  pipelines?: PipelineStats;
+}
+const cacheReporters = new Map<DeviceName, () => CacheReport>();
+/** Makes `memory()` include what `report` returns for `device` (the latest reporter per device wins: a device opened after a loss replaces the lost one). */
+export function reportCaches(device: DeviceName, report: () => CacheReport): void {
+  cacheReporters.set(device, report);
+}
+
 export interface DeviceMemory {
   /** Storages alive on the device. */
   storages: number;
@@ -40,6 +53,10 @@ export interface DeviceMemory {
   peakBytes: number;
   /** Bytes the device's buffer pool holds: in use (rounded up to its size buckets) plus freed buffers kept for reuse. WebGPU only. */
   reservedBytes?: number;
+  /** The buffer pool: idle bytes and their cap, buffers created, reused and destroyed. WebGPU only. */
+  pool?: PoolStats;
+  /** The compiled-pipeline cache: entries, capacity, hits, misses, evictions. WebGPU only. */
+  pipelines?: PipelineStats;
 }
 export interface MemoryInfo {
   /** Tensors not yet disposed (views count separately from the storage they share). */
@@ -54,19 +71,43 @@ export function memory(): MemoryInfo {
   const devices: Partial<Record<DeviceName, DeviceMemory>> = {};
   let bytes = 0;
   for (const [d, m] of live) {
-    devices[d] = { ...m };
+    devices[d] = { ...m, ...cacheReporters.get(d)?.() };
     bytes += m.bytes;
   }
   return { tensors: liveTensors, bytes, devices };
+}
+
+// ---- release after garbage collection ----------------------------------------------------
+
+/**
+ * Tensors dropped without `dispose()` (nor a `tidy` around them) give their storage's reference back
+ * once the garbage collector has found them unreachable, so a long-running program that forgets
+ * `dispose` does not grow without bound. When that happens is up to the collector, often long after
+ * the last use and never for memory on the GPU's account alone: `dispose`/`tidy` stay the way to
+ * release deterministically. A disposed tensor is unregistered, so nothing is released twice; the
+ * held value is the storage, never the tensor, and a storage is released only when its last view
+ * went, so nothing can touch it afterwards.
+ */
+const collected = new FinalizationRegistry<Storage>((storage) => {
+  liveTensors--;
+  if (--storage.refs === 0) getBackend(storage.device).release(storage);
+});
+
+/** Called by Tensor.dispose: the tensor's storage reference is returned deterministically, not by the collector. */
+export function noteDisposed(t: Tensor): void {
+  liveTensors--;
+  collected.unregister(t);
 }
 
 // ---- scopes: tidy / keep --------------------------------------------------------------
 
 const scopes: Set<Tensor>[] = [];
 
-/** Called by every Tensor constructor: the innermost open scope owns it. */
+/** Called by every Tensor constructor: the innermost open scope owns it, and the collector releases it if it is dropped undisposed. */
 export function track(t: Tensor): void {
   scopes[scopes.length - 1]?.add(t);
+  const s = t.storage;
+  if (!s.symbolic) collected.register(t, s, t);
 }
 
 /** Removes `t` from every open scope so no `tidy` disposes it. */

@@ -2,7 +2,7 @@ import type { DeviceName, Storage } from '../backend/backend.js';
 import { getBackend } from '../backend/backend.js';
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, type HostArray, allocHost, isFloat } from './dtype.js';
-import { noteTensor, track } from './memory.js';
+import { noteDisposed, noteTensor, track } from './memory.js';
 import { contiguousStrides, isContiguous, numel, normDim, stridedOffsets } from './shape.js';
 
 /** Nested arrays as returned by `toArray()`. */
@@ -77,7 +77,7 @@ export class Tensor {
     const s = this._storage;
     if (!s) return;
     this._storage = null;
-    noteTensor(-1);
+    noteDisposed(this);
     if (--s.refs === 0 && !s.symbolic) getBackend(s.device).release(s);
   }
 

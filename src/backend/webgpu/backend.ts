@@ -32,6 +32,9 @@ export interface PreparedProgram {
   readonly passes: readonly PreparedPass[];
 }
 
+/** Devices opened in this process so far: each backend's `generation`. */
+let opened = 0;
+
 function layoutOf(t: Tensor): GpuView {
   return { shape: t.shape, strides: t.strides, offset: t.offset, dtype: t.dtype };
 }
@@ -45,7 +48,14 @@ function layoutOf(t: Tensor): GpuView {
  */
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu' as const;
+  /**
+   * Which device this is among those opened in this process (1, 2, … after losses): what a compiled
+   * plan records, so that it rebuilds on the device that replaced its own.
+   */
+  readonly generation = ++opened;
   readonly device: GPUDevice;
+  /** A software adapter (SwiftShader…): `init('auto')` prefers the CPU backend to it. */
+  readonly software: boolean;
   readonly caps: WebGpuCaps;
   /** The adapter, for messages: "google swiftshader (SwiftShader driver 5.0.0)". */
   readonly adapter: string;
@@ -53,7 +63,7 @@ export class WebGpuBackend implements Backend {
   readonly line: string;
   readonly pool: BufferPool;
   readonly batch: CommandBatch;
-  private readonly pipelines: PipelineCache;
+  readonly pipelines: PipelineCache;
   /** Dawn's instance: dropping it could end the device while tensors live. */
   private readonly gpu: GPU;
   readonly storageUsage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -68,12 +78,21 @@ export class WebGpuBackend implements Backend {
     this.adapter = opened.adapter;
     this.line = opened.line;
     this.gpu = opened.gpu;
-    this.pool = new BufferPool(this.device, (bytes) => noteReserved('webgpu', bytes));
-    this.batch = new CommandBatch(this.device, this.pool);
+    this.software = opened.software;
+    // Idle buffers may be named by commands recorded but not submitted: those go first (not on a lost device: nothing runs there).
+    this.pool = new BufferPool(this.device, (bytes) => noteReserved('webgpu', bytes), () => {
+      if (this.lost === null) this.batch.flush();
+    });
     this.pipelines = new PipelineCache(this.device, `webgpu (${this.adapter})`);
+    this.batch = new CommandBatch(this.device, this.pool, () => this.pipelines.paramsLayout);
     void this.device.lost.then((info) => {
       const why = `${info.reason}${info.message ? `: ${info.message}` : ''}`;
-      this.lost = `the WebGPU device (${this.adapter}) was lost (${why}); call \`await init({ device: 'webgpu' })\` for a new one`;
+      this.lost =
+        `the WebGPU device (${this.adapter}) was lost (${why}), and everything on it with it: tensors, compiled plans, uploaded weights. ` +
+        "`await init({ device: 'webgpu' })` opens a new device; then create the tensors again (from host data, or by loading the model or its weights again). " +
+        'Jitted functions and ONNX models rebuild on the new device by themselves, but not the tensors they were given or captured; read values you must keep with `await t.data()` while the device works';
+      // Nothing on a lost device can be used again: its pooled buffers are let go at once.
+      this.pool.close();
     });
     this.device.onuncapturederror = (ev) => {
       this.failure ??= new SinterError('webgpu', `${ev.error.message} (on ${this.adapter})`);
@@ -89,6 +108,30 @@ export class WebGpuBackend implements Backend {
     if (this.lost) throw new SinterError(op, this.lost);
   }
 
+  /**
+   * Lets a destroyed device report its loss: Dawn resolves `device.lost` from its event loop, so a
+   * device destroyed a moment ago would otherwise still look usable to `init`.
+   */
+  async settle(): Promise<void> {
+    if (this.lost) return;
+    await Promise.race([this.device.lost, this.device.queue.onSubmittedWorkDone().catch(() => undefined)]);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+
+  /**
+   * `s` itself when this backend owns it; else (it was made on a device that was lost before this
+   * one was opened) a SinterError naming `op` and `what` says its values are gone and what to do.
+   */
+  owned(op: string, s: Storage, what = 'a tensor'): WebGpuStorage {
+    const w = s as WebGpuStorage;
+    if (w.owner === this) return w;
+    throw new SinterError(
+      op,
+      `${what} lives on WebGPU device #${w.owner.generation} (${w.owner.adapter}), which was lost; device #${this.generation} has been opened since, and the values on the lost one are gone. ` +
+        'Create the tensor again on the current device (from host data, or by loading the model or its weights again); to keep values across a device loss, read them with `await t.data()` before it',
+    );
+  }
+
   alloc(dtype: DType, length: number): WebGpuStorage {
     return this.allocate(dtype, length).storage;
   }
@@ -98,7 +141,7 @@ export class WebGpuBackend implements Backend {
     const max = this.caps.limits.maxStorageBufferBindingSize;
     if (bytes > max) throw new SinterError('alloc', `${length} ${dtype} elements need ${bytes} bytes, more than the ${max} bytes ${this.adapter} can bind`);
     const { buffer, reused } = this.pool.acquire(bytes, this.storageUsage, this.caps.limits.maxBufferSize);
-    const storage = new WebGpuStorage(dtype, length, buffer);
+    const storage = new WebGpuStorage(dtype, length, buffer, this);
     noteAlloc(storage);
     return { storage, reused };
   }
@@ -119,12 +162,19 @@ export class WebGpuBackend implements Backend {
   }
 
   release(storage: Storage): void {
-    noteFree(storage);
-    this.pool.release((storage as WebGpuStorage).buffer);
+    const s = storage as WebGpuStorage;
+    // A storage of a lost device (disposed after `init` replaced it) goes back to its own backend.
+    if (s.owner !== this) return s.owner.release(s);
+    noteFree(s);
+    this.pool.release(s.buffer);
   }
 
-  async read(storage: Storage): Promise<HostArray> {
-    const s = storage as WebGpuStorage;
+  /** Throws at once (not as a rejection) for a storage of a device lost and replaced since: that is misuse, not a failure of the work. */
+  read(storage: Storage): Promise<HostArray> {
+    return this.readBack(this.owned('data', storage, 'the tensor'));
+  }
+
+  private async readBack(s: WebGpuStorage): Promise<HostArray> {
     this.usable('data');
     throwFailed(s.checks);
     let bytes = new Uint8Array(0);
@@ -193,7 +243,7 @@ export class WebGpuBackend implements Backend {
 
   run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
     const program = this.prepare(op, inputs.map(layoutOf), attrs, outputs.map(layoutOf));
-    const ins = inputs.map((t) => t.storage as WebGpuStorage);
+    const ins = inputs.map((t, i) => this.owned(program.label, t.storage, `input ${i} (${t.describe()})`));
     const outs = outputs.map((t) => t.storage as WebGpuStorage);
     // The outputs depend on the inputs' checks that have not passed yet; one that failed fails this op now.
     const deps = new Set<Check>();
@@ -224,7 +274,8 @@ export class WebGpuBackend implements Backend {
           checks.push(check);
           entries.push({ binding: buffers.length, resource: this.batch.statusSlot(receive) });
         }
-        this.batch.dispatch(p.pipeline, this.device.createBindGroup({ layout: p.layout, entries }), p.kernel.workgroups);
+        const params = p.kernel.params ? this.batch.paramSlot(p.kernel.params) : undefined;
+        this.batch.dispatch(p.pipeline, this.device.createBindGroup({ layout: p.layout, entries }), p.kernel.workgroups, params);
       }
       // Later work that reuses them is queued after these dispatches (uploads flush first).
       for (const b of scratch) this.pool.release(b);

@@ -1,4 +1,5 @@
 /// <reference types="@webgpu/types" />
+import { PARAM_BLOCK_BYTES } from '../../kernels/wgsl/params.js';
 import type { BufferPool } from './pool.js';
 
 /** The words a kernel's status binding holds (kernel.ts `checkBinding`): failed check (1-based, 0 none), value, position. */
@@ -8,8 +9,16 @@ export type StatusWords = Uint32Array;
  * Eager dispatches recorded into one command encoder (one compute pass) and submitted lazily: at a
  * readback, before a queue write, or after `maxDispatches`, so a chain of ops pays one submit.
  * Dispatches with device-side checks each get a slot of one status buffer; a submit copies the
- * used slots out (and clears them) behind its dispatches and reports them once mapped.
+ * used slots out (and clears them) behind its dispatches and reports them once mapped. Kernels'
+ * parameter blocks likewise share one uniform buffer, one block per dispatch at a dynamic offset,
+ * written once per submit just before it (queue order keeps earlier submits on their own values).
  */
+
+/** A dispatch's parameter block: the bind group of @group(1) and the block's dynamic offset. */
+export interface ParamBinding {
+  readonly group: GPUBindGroup;
+  readonly offset: number;
+}
 export class CommandBatch {
   private encoder: GPUCommandEncoder | null = null;
   private computePass: GPUComputePassEncoder | null = null;
@@ -23,13 +32,32 @@ export class CommandBatch {
   private slots: ((words: StatusWords | null) => void)[] = [];
   /** Bytes between slots: storage bindings must start at the device's offset alignment. */
   readonly stride: number;
+  /** Bytes between parameter blocks (a block, rounded up to the uniform offset alignment). */
+  readonly paramStride: number;
+  private params: { buffer: GPUBuffer; group: GPUBindGroup; host: Uint32Array<ArrayBuffer> } | null = null;
+  /** Parameter blocks used in this batch. */
+  private paramBlocks = 0;
 
   constructor(
     private readonly device: GPUDevice,
     private readonly pool: BufferPool,
+    private readonly paramsLayout: () => GPUBindGroupLayout,
     private readonly maxDispatches = 64,
   ) {
     this.stride = Math.max(16, device.limits.minStorageBufferOffsetAlignment);
+    this.paramStride = Math.max(PARAM_BLOCK_BYTES, device.limits.minUniformBufferOffsetAlignment);
+  }
+
+  /** The parameter block holding `words` for the next dispatch (at most `maxDispatches` per batch, as status slots). */
+  paramSlot(words: Uint32Array): ParamBinding {
+    if (!this.params) {
+      const buffer = this.device.createBuffer({ size: this.maxDispatches * this.paramStride, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'sinter params' });
+      const group = paramsGroup(this.device, this.paramsLayout(), buffer);
+      this.params = { buffer, group, host: new Uint32Array((this.maxDispatches * this.paramStride) / 4) };
+    }
+    const offset = this.paramBlocks++ * this.paramStride;
+    this.params.host.set(words, offset / 4);
+    return { group: this.params.group, offset };
   }
 
   get pending(): boolean {
@@ -65,10 +93,11 @@ export class CommandBatch {
     return (this.computePass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : {}));
   }
 
-  dispatch(pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, workgroups: readonly number[]): void {
+  dispatch(pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, workgroups: readonly number[], params?: ParamBinding): void {
     const pass = this.pass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
+    if (params) pass.setBindGroup(1, params.group, [params.offset]);
     pass.dispatchWorkgroups(workgroups[0]!, workgroups[1] ?? 1, workgroups[2] ?? 1);
     if (++this.dispatches >= this.maxDispatches) this.flush();
   }
@@ -87,6 +116,10 @@ export class CommandBatch {
       this.slots = [];
     }
     after?.(encoder);
+    if (this.paramBlocks > 0) {
+      this.device.queue.writeBuffer(this.params!.buffer, 0, this.params!.host, 0, (this.paramBlocks * this.paramStride) / 4);
+      this.paramBlocks = 0;
+    }
     this.device.queue.submit([encoder.finish()]);
     this.submits++;
     this.encoder = this.computePass = null;
@@ -110,4 +143,9 @@ export class CommandBatch {
       () => slots.forEach((receive) => receive(null)),
     );
   }
+}
+
+/** The bind group of @group(1) over `buffer`: one parameter block, placed by a dynamic offset. */
+export function paramsGroup(device: GPUDevice, layout: GPUBindGroupLayout, buffer: GPUBuffer): GPUBindGroup {
+  return device.createBindGroup({ layout, label: 'sinter params', entries: [{ binding: 0, resource: { buffer, offset: 0, size: PARAM_BLOCK_BYTES } }] });
 }

@@ -1,5 +1,6 @@
 /// <reference types="@webgpu/types" />
 import { SinterError } from '../../errors.js';
+import { usesParams } from '../../kernels/wgsl/params.js';
 
 interface Entry {
   /** Null while only an asynchronous compile is under way. */
@@ -11,6 +12,8 @@ interface Entry {
   compiled: Promise<SinterError | null> | null;
   /** Set once the compile check found an error: later uses throw it at once. */
   error: SinterError | null;
+  /** The kernel reads per-call values from the uniform block in @group(1) (see ../../kernels/wgsl/params.ts). */
+  params: boolean;
 }
 
 /** A pipeline ready to dispatch, and its compile check while that runs. */
@@ -20,16 +23,39 @@ export interface ReadyPipeline {
   readonly compiled: Promise<SinterError | null> | null;
 }
 
+/** What a pipeline cache holds and has done, for `memory()`. */
+export interface PipelineStats {
+  /** Pipelines held now. */
+  entries: number;
+  /** The most held: beyond it the least recently used is dropped. */
+  capacity: number;
+  hits: number;
+  /** Lookups that created a pipeline (compiling it). */
+  misses: number;
+  evictions: number;
+}
+
+/** Pipelines a cache holds by default (see `setCacheLimits`). */
+export const DEFAULT_PIPELINE_CACHE_SIZE = 512;
+
 /**
- * Compute pipelines keyed by their WGSL source and bindings (shapes are baked in, so equal sources
- * are equal kernels). `get` creates one synchronously and checks it asynchronously through an error
+ * Compute pipelines keyed by their WGSL source and bindings (shapes are baked in, per-call values
+ * such as scalars and view offsets arrive in a uniform block, so equal sources are equal kernels).
+ * The cache is an LRU of `capacity` entries: a dropped pipeline is only compiled again when used
+ * again (a compiled plan keeps its own pipelines, so plans never recompile). `get` creates one synchronously and checks it asynchronously through an error
  * scope: a new pipeline comes with `compiled`, which resolves to null or to a SinterError naming the
  * op and device with the compiler's messages (from getCompilationInfo). `compile` creates one with
  * createComputePipelineAsync, so that many compile in parallel (in browsers, off the page's thread).
  */
 export class PipelineCache {
+  /** In least recently used order. */
   private readonly entries = new Map<string, Entry>();
   private readonly layouts = new Map<string, GPUBindGroupLayout>();
+  private readonly pipelineLayouts = new Map<string, GPUPipelineLayout>();
+  capacity = DEFAULT_PIPELINE_CACHE_SIZE;
+  private hits = 0;
+  private misses = 0;
+  private evictions = 0;
 
   constructor(
     private readonly device: GPUDevice,
@@ -43,7 +69,7 @@ export class PipelineCache {
    */
   get(source: string, inputs: number, outputs: number, label: string): ReadyPipeline {
     const key = this.key(source, inputs, outputs);
-    const hit = this.entries.get(key);
+    const hit = this.lookup(key);
     if (hit) {
       if (hit.error) throw hit.error;
       if (!hit.pipeline) this.createNow(hit);
@@ -60,7 +86,7 @@ export class PipelineCache {
    */
   compile(source: string, inputs: number, outputs: number, label: string): Promise<SinterError | null> {
     const key = this.key(source, inputs, outputs);
-    const hit = this.entries.get(key);
+    const hit = this.lookup(key);
     if (hit) return Promise.resolve(hit.error ?? hit.compiled ?? null);
     const entry = this.entry(key, source, inputs, outputs, label);
     // A rejected pipeline rejects the promise (it raises no validation error).
@@ -72,6 +98,35 @@ export class PipelineCache {
       (e: unknown) => this.rejected(entry, (e as Error).message),
     ));
     return entry.compiled!;
+  }
+
+  /** The entry for `key`, made the most recently used; counts the hit. */
+  private lookup(key: string): Entry | undefined {
+    const hit = this.entries.get(key);
+    if (!hit) return undefined;
+    this.hits++;
+    this.entries.delete(key);
+    this.entries.set(key, hit);
+    return hit;
+  }
+
+  /** Drops least recently used pipelines until at most `capacity` remain. */
+  private evict(): void {
+    for (const key of this.entries.keys()) {
+      if (this.entries.size <= this.capacity) return;
+      this.entries.delete(key);
+      this.evictions++;
+    }
+  }
+
+  /** Sets the capacity, dropping least recently used pipelines beyond it. */
+  resize(capacity: number): void {
+    this.capacity = capacity;
+    this.evict();
+  }
+
+  stats(): PipelineStats {
+    return { entries: this.entries.size, capacity: this.capacity, hits: this.hits, misses: this.misses, evictions: this.evictions };
   }
 
   private key(source: string, inputs: number, outputs: number): string {
@@ -86,15 +141,17 @@ export class PipelineCache {
     const module = this.device.createShaderModule({ code: source, label });
     // A module with errors raises a validation error here too; the pipeline's creation reports them with the compiler's messages.
     void this.device.popErrorScope().catch(() => null);
-    const entry: Entry = { pipeline: null, layout, module, label, compiled: null, error: null };
+    const entry: Entry = { pipeline: null, layout, module, label, compiled: null, error: null, params: usesParams(source) };
+    this.misses++;
     this.entries.set(key, entry);
+    this.evict();
     return entry;
   }
 
   private descriptor(entry: Entry): GPUComputePipelineDescriptor {
     return {
       label: entry.label,
-      layout: this.device.createPipelineLayout({ bindGroupLayouts: [entry.layout] }),
+      layout: this.pipelineLayout(entry),
       compute: { module: entry.module, entryPoint: 'main' },
     };
   }
@@ -127,6 +184,26 @@ export class PipelineCache {
     const messages = (info?.messages ?? []).filter((m) => m.type === 'error').map((m) => `line ${m.lineNum}:${m.linePos}: ${m.message}`);
     entry.error ??= new SinterError(entry.label, `the WGSL kernel was rejected on ${this.deviceName}: ${messages.length ? messages.join('; ') : why}`);
     return entry.error;
+  }
+
+  /** The entry's pipeline layout: its storage bindings, then the uniform block when the kernel has one. */
+  private pipelineLayout(entry: Entry): GPUPipelineLayout {
+    const key = `${entry.layout.label}${entry.params ? '+params' : ''}`;
+    let layout = this.pipelineLayouts.get(key);
+    if (!layout) {
+      layout = this.device.createPipelineLayout({ bindGroupLayouts: entry.params ? [entry.layout, this.paramsLayout] : [entry.layout] });
+      this.pipelineLayouts.set(key, layout);
+    }
+    return layout;
+  }
+
+  private paramsGroupLayout: GPUBindGroupLayout | null = null;
+  /** The layout of @group(1): one uniform buffer bound at a dynamic offset (each dispatch's block). */
+  get paramsLayout(): GPUBindGroupLayout {
+    return (this.paramsGroupLayout ??= this.device.createBindGroupLayout({
+      label: 'sinter params',
+      entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } }],
+    }));
   }
 
   /** The bind group layout of `inputs` read-only then `outputs` read-write storage buffers. */

@@ -3,6 +3,7 @@ import { SinterError } from '../../errors.js';
 import type { WebGpuBackend, PreparedPass, PreparedProgram } from './backend.js';
 import { throwFailed } from './backend.js';
 import type { Check } from './check.js';
+import { type ParamBinding, paramsGroup } from './batch.js';
 import type { ReadyPipeline } from './pipelines.js';
 import type { WebGpuStorage } from './storage.js';
 
@@ -30,6 +31,8 @@ interface Dispatch {
   /** Its status slot's index in the plan's status buffer, when it has device-side checks. */
   readonly slot: number | null;
   pipeline: ReadyPipeline | null;
+  /** Its parameter block in the plan's parameter buffer, when its kernel has one. */
+  readonly params: ParamBinding | null;
 }
 
 /** What one profiled call left to read: the kernels' timestamps. */
@@ -53,6 +56,8 @@ export class WebGpuPlan {
   private readonly dispatches: Dispatch[] = [];
   private readonly scratch: GPUBuffer[];
   private readonly status: GPUBuffer | null;
+  /** The kernels' parameter blocks, written once: a plan's values are fixed when it is built. */
+  private readonly params: GPUBuffer | null;
   /** Storages the plan reads on every call (constants, slots): a check on them fails the call. */
   private readonly fixed: readonly WebGpuStorage[];
   /** Every pipeline exists and passed its compile check. */
@@ -71,13 +76,17 @@ export class WebGpuPlan {
     this.scratch = scratchBytes.map((bytes) => pool.acquire(bytes, storageUsage, caps.limits.maxBufferSize).buffer);
     const checked = steps.reduce((a, s) => a + s.program.passes.filter((p) => p.kernel.checks).length, 0);
     this.status = checked > 0 ? device.createBuffer({ size: checked * batch.stride, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'sinter plan status' }) : null;
+    const blocks = steps.reduce((a, s) => a + s.program.passes.filter((p) => p.kernel.params).length, 0);
+    this.params = blocks > 0 ? device.createBuffer({ size: blocks * batch.paramStride, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'sinter plan params' }) : null;
+    const paramsBindGroup = this.params && paramsGroup(device, backend.pipelines.paramsLayout, this.params);
     const fixed = new Set<WebGpuStorage>();
     let slots = 0;
+    let block = 0;
     steps.forEach(({ program, bindings }, step) => {
       const resources: Resource[] = [
         ...bindings.map((b) => {
           if (!('storage' in b)) return b;
-          fixed.add(b.storage);
+          fixed.add(backend.owned('jit', b.storage, 'a tensor the jitted function captures (a weight or constant)'));
           return { buffer: b.storage.buffer };
         }),
         ...this.scratch.slice(0, program.scratch.length).map((buffer) => ({ buffer })),
@@ -86,7 +95,12 @@ export class WebGpuPlan {
         const slot = pass.kernel.checks ? slots++ : null;
         const all = slot === null ? resources : [...resources, { buffer: this.status!, offset: slot * batch.stride, size: 16 }];
         const layout = backend.layout(program, pass);
-        const d: Dispatch = { step, program, pass, layout, resources: all, group: null, lastBuffers: null, slot, pipeline: null };
+        let params: ParamBinding | null = null;
+        if (pass.kernel.params) {
+          params = { group: paramsBindGroup!, offset: block++ * batch.paramStride };
+          device.queue.writeBuffer(this.params!, params.offset, pass.kernel.params);
+        }
+        const d: Dispatch = { step, program, pass, layout, resources: all, group: null, lastBuffers: null, slot, pipeline: null, params };
         if (all.every((r) => 'buffer' in r)) d.group = device.createBindGroup({ layout, entries: (all as GPUBufferBinding[]).map((resource, binding) => ({ binding, resource })) });
         this.dispatches.push(d);
       }
@@ -112,6 +126,7 @@ export class WebGpuPlan {
     const { batch, device } = backend;
     if (this.disposed) throw new SinterError('jit', 'this compiled plan was disposed');
     backend.usable('jit');
+    inputs.forEach((s, i) => backend.owned('jit', s, `argument ${i}`));
     const deps = new Set<Check>();
     for (const s of [...inputs, ...this.fixed]) {
       throwFailed(s.checks);
@@ -142,6 +157,7 @@ export class WebGpuPlan {
       }
       pass!.setPipeline(d.pipeline!.pipeline);
       pass!.setBindGroup(0, this.bindGroup(d, inputs, outputs));
+      if (d.params) pass!.setBindGroup(1, d.params.group, [d.params.offset]);
       const [x, y = 1, z = 1] = d.pass.kernel.workgroups;
       pass!.dispatchWorkgroups(x!, y, z);
     }
@@ -219,6 +235,7 @@ export class WebGpuPlan {
     this.disposed = true;
     for (const b of this.scratch) this.backend.pool.release(b);
     this.status?.destroy();
+    this.params?.destroy();
     this.timestamps?.querySet.destroy();
     this.timestamps?.resolve.destroy();
   }

@@ -1,10 +1,15 @@
 /// <reference types="@webgpu/types" />
 import type { DType } from '../../tensor/dtype.js';
 import type { Storage } from '../backend.js';
+import type { WebGpuBackend } from './backend.js';
 import type { Check } from './check.js';
 import { deviceBytes } from './pack.js';
 
-/** Elements of one dtype in a (pooled) GPU buffer; the buffer may be larger than `byteLength`. */
+/**
+ * Elements of one dtype in a (pooled) GPU buffer; the buffer may be larger than `byteLength`. It
+ * belongs to the backend (one GPUDevice) that made it: after that device is lost and `init` opens
+ * another, releasing it never puts its buffer into the new device's pool, and using it is a clear error.
+ */
 export class WebGpuStorage implements Storage {
   readonly device = 'webgpu' as const;
   refs = 0;
@@ -19,6 +24,7 @@ export class WebGpuStorage implements Storage {
     readonly dtype: DType,
     readonly length: number,
     readonly buffer: GPUBuffer,
+    readonly owner: WebGpuBackend,
   ) {
     this.byteLength = deviceBytes(dtype, length);
   }

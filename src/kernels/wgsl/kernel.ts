@@ -26,8 +26,12 @@ import type { DType } from '../../tensor/dtype.js';
  *   outputs n..n+m-1            `var<storage, read_write>`
  *   scratch n+m..n+m+s-1        `var<storage, read_write>`  (programs only; declare them yourself, any element type)
  *   status  n+m+s               `sn_status`, only in kernels with `checks` (declare it with `checkBinding`)
- * Shapes, strides and offsets are baked into the source as constants; the backend caches
- * pipelines by source, so the same layouts reuse one pipeline.
+ *   params  @group(1) @binding(0) `sn_params`, a uniform block, only in kernels with `params`
+ * Shapes and strides are baked into the source as constants (that makes faster index math); values
+ * that vary from call to call (scalars, an activation's slope, view offsets) should be parameters:
+ * take them from a `KernelParams` (./params.ts), which returns the WGSL expression reading each, add
+ * its `declaration()` to the module and return its `words()` as `params`. The backend caches
+ * pipelines by source (an LRU), so one pipeline then serves every value.
  *
  * Storage per dtype (see ./dtype.ts): float32 and int32 one element per 32-bit word; float16
  * natively as array<f16> when `caps.f16`, else packed two per u32; int8, uint8 and bool packed
@@ -66,6 +70,8 @@ export interface WebGpuCaps {
   readonly f16: boolean;
   /** `subgroups`: subgroup built-ins may be used (after `enable subgroups;`). */
   readonly subgroups: boolean;
+  /** WGSL's `packed_4x8_integer_dot_product` language feature: `dot4I8Packed`/`dot4U8Packed` may be called (absent: false). */
+  readonly packedDot4?: boolean;
   /** The smallest subgroup size the adapter may use (4, WebGPU's minimum, when it does not say): every subgroup has at least this many invocations. */
   readonly subgroupMinSize: number;
   readonly limits: WebGpuLimits;
@@ -88,6 +94,8 @@ export interface WgslKernel {
    * status binding.
    */
   readonly checks?: readonly string[];
+  /** The words of its parameter block (see ./params.ts), when its source declares one. */
+  readonly params?: Uint32Array<ArrayBuffer>;
 }
 
 /**

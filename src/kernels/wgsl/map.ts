@@ -2,31 +2,35 @@ import { type Expr, exprNodes } from '../../ops/expr.js';
 import { ELEMENTWISE } from '../../ops/elementwise.js';
 import { numel } from '../../tensor/shape.js';
 import { broadcastStrides, collapseDims } from '../cpu/map.js';
-import { bindings, computeType, elementsPerWord, literal, loadElement, packWord, roundTo } from './dtype.js';
+import { type WgslScalar, bindings, computeType, elementsPerWord, literal, loadElement, packWord, roundTo } from './dtype.js';
 import { GRID_PARAMS, grid, workgroupSize } from './grid.js';
 import type { GpuView, WebGpuCaps, WgslKernel } from './kernel.js';
 import { withPrelude } from './prelude.js';
+import { KernelParams } from './params.js';
 import { offsetOf, unravel } from './strided.js';
 
 /**
  * WGSL statements computing `expr` for one element, given how to read input k (an expression of
  * its dtype's compute type); returns the result's name. As on the CPU, every node's value is
- * rounded to the node's dtype, so fused and eager results agree.
+ * rounded to the node's dtype, so fused and eager results agree. With `params`, constants and the
+ * numeric params of calls are read from the kernel's parameter block rather than written into the
+ * source, so the kernel serves every value of them.
  */
-export function wgslExprBody(expr: Expr, readInput: (k: number) => string): { body: string; result: string } {
+export function wgslExprBody(expr: Expr, readInput: (k: number) => string, params?: KernelParams): { body: string; result: string } {
+  const value = (x: number, t: WgslScalar) => (params ? params.scalar(x, t, literal) : literal(x, t));
   const names = new Map<Expr, string>();
   const lines: string[] = [];
   for (const n of exprNodes(expr)) {
     const t = computeType(n.dtype);
     let v: string;
     if (n.kind === 'input') v = readInput(n.index);
-    else if (n.kind === 'const') v = literal(n.value, t);
+    else if (n.kind === 'const') v = value(n.value, t);
     else {
       const fn = ELEMENTWISE.get(n.fn);
       if (!fn) throw new Error(`no elementwise function '${n.fn}'`);
       const args = n.args.map((a) => a.dtype);
       const litType = computeType(args[0] ?? n.dtype);
-      v = roundTo(n.dtype, fn.wgsl(n.args.map((a) => names.get(a)!), n.params, { args, out: n.dtype, lit: (x) => literal(x, litType) }));
+      v = roundTo(n.dtype, fn.wgsl(n.args.map((a) => names.get(a)!), n.params, { args, out: n.dtype, lit: (x) => value(x, litType) }));
     }
     const name = `t${names.size}`;
     names.set(n, name);
@@ -41,12 +45,15 @@ export function wgslExprBody(expr: Expr, readInput: (k: number) => string): { bo
  * elements, by dtype), so packed outputs need no atomics; when every input is either aligned and
  * contiguous like the output or a single broadcast value, it writes four words with vec4 loads
  * and stores instead (2.3× the bandwidth on SwiftShader, and the access real GPUs prefer).
+ * Constants, call params and the inputs' offsets are kernel parameters: the source depends only on
+ * the expression's structure, the dtypes and the (collapsed) shape and strides.
  */
 export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, caps: WebGpuCaps, label: string): WgslKernel {
   const n = numel(out.shape);
   const { shape, strides } = collapseDims(out.shape, inputs.map((v) => broadcastStrides(v, out.shape)));
   const params = inputs.map((v, k) => `x${k}: ${computeType(v.dtype)}`).join(', ');
-  const { body, result } = wgslExprBody(expr, (k) => `x${k}`);
+  const p = new KernelParams();
+  const { body, result } = wgslExprBody(expr, (k) => `x${k}`, p);
   const f = `fn f(${params}) -> ${computeType(out.dtype)} {\n  ${body}\n  return ${result};\n}`;
   const size = workgroupSize(256, caps);
   const scalar = strides.map((s) => s.every((d) => d === 0));
@@ -58,7 +65,7 @@ export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, 
   if (vectorize) {
     const vec = computeType(out.dtype) === 'f32' ? 'vec4f' : 'vec4i';
     decls = bindings(inputs.map((v) => v.dtype), [out.dtype], caps, [...scalar.map((s) => !s), true]);
-    const loads = inputs.map((v, k) => (scalar[k] ? `let a${k} = ${loadElement(`in${k}`, v.dtype, `${v.offset}u`, caps)};` : `let a${k} = in${k}[w + ${v.offset / 4}u];`));
+    const loads = inputs.map((v, k) => (scalar[k] ? `let a${k} = ${loadElement(`in${k}`, v.dtype, p.u32(v.offset), caps)};` : `let a${k} = in${k}[w + ${p.u32(v.offset / 4)}];`));
     const lane = (c: string) => `f(${inputs.map((_, k) => (scalar[k] ? `a${k}` : `a${k}.${c}`)).join(', ')})`;
     main = `let w = ${g.index};\n  if (w >= ${n / 4}u) { return; }\n  ${loads.join('\n  ')}\n  out0[w] = ${vec}(${['x', 'y', 'z', 'w'].map(lane).join(', ')});`;
   } else {
@@ -66,12 +73,12 @@ export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, 
     const words = Math.ceil(n / perWord);
     const { lines, idx } = unravel('e', shape);
     const loads = inputs.map((v, k) => loadElement(`in${k}`, v.dtype, `p${k}`, caps));
-    inputs.forEach((v, k) => lines.push(`let p${k} = ${offsetOf(v.offset, strides[k]!, idx)};`));
+    inputs.forEach((v, k) => lines.push(`let p${k} = ${offsetOf(0, strides[k]!, idx)} + ${p.u32(v.offset)};`));
     const value = `fn value(e: u32) -> ${computeType(out.dtype)} {\n  ${lines.join('\n  ')}\n  return f(${loads.join(', ')});\n}`;
     decls = `${bindings(inputs.map((v) => v.dtype), [out.dtype], caps)}\n\n${value}`;
     const values = Array.from({ length: perWord }, (_, j) => (perWord === 1 ? 'value(w)' : `value(w * ${perWord}u + ${j}u)`));
     main = `let w = ${g.index};\n  if (w >= ${words}u) { return; }\n  out0[w] = ${packWord(out.dtype, values, caps)};`;
   }
-  const source = `${decls}\n\n${f}\n\n@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {\n  ${main}\n}\n`;
-  return { source: withPrelude(source), workgroups: g.workgroups, label };
+  const source = `${decls}\n${p.declaration()}\n\n${f}\n\n@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {\n  ${main}\n}\n`;
+  return { source: withPrelude(source), workgroups: g.workgroups, label, params: p.words() };
 }

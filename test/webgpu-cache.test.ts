@@ -1,0 +1,136 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import * as sn from '../src/index.js';
+import type { Tensor } from '../src/index.js';
+import { getBackend } from '../src/backend/backend.js';
+import type { WebGpuBackend } from '../src/backend/webgpu/backend.js';
+import { DEFAULT_PIPELINE_CACHE_SIZE } from '../src/backend/webgpu/pipelines.js';
+import { DEFAULT_MAX_IDLE_BYTES } from '../src/backend/webgpu/pool.js';
+
+// Bounded resources on WebGPU: per-call values (scalars, slopes, view offsets) are kernel parameters,
+// so one pipeline serves them all, eager and jitted; the pipeline cache is an LRU; the buffer pool's
+// idle bytes are capped and emptyCache() frees them.
+
+const device = 'webgpu';
+const gpu = () => getBackend('webgpu') as WebGpuBackend;
+const pipelines = () => sn.memory().devices.webgpu!.pipelines!;
+const pool = () => sn.memory().devices.webgpu!.pool!;
+
+/** Misses (pipelines compiled) while `fn` runs. */
+async function compiledBy(fn: () => Promise<void>): Promise<number> {
+  const before = pipelines().misses;
+  await fn();
+  return pipelines().misses - before;
+}
+
+afterEach(() => sn.setCacheLimits({ pipelines: DEFAULT_PIPELINE_CACHE_SIZE, idleBytes: DEFAULT_MAX_IDLE_BYTES }));
+
+describe('per-call values are kernel parameters', () => {
+  it('x.mul(s).add(t) for 20 different scalars compiles one pipeline per op, with every result right', async () => {
+    const xs = [1.5, -2, 0, 3.25, 7, -0.5, 11];
+    const x = sn.tensor(xs, { device });
+    const run = async (s: number) => {
+      const y = sn.tidy(() => sn.clamp(sn.leakyRelu(x.mul(s).add(s / 3), s / 10), -s, s));
+      const want = xs.map((v) => {
+        const a = Math.fround(Math.fround(v * s) + Math.fround(s / 3));
+        const l = a > 0 ? a : Math.fround(a * Math.fround(s / 10));
+        return Math.min(Math.max(l, -s), s);
+      });
+      expect(Array.from(await y.data())).toEqual(want.map(Math.fround));
+      y.dispose();
+    };
+    await run(0.75); // warm-up: compiles what the chain needs
+    expect(await compiledBy(async () => { for (let i = 1; i <= 20; i++) await run(i * 1.37); })).toBe(0);
+  });
+
+  it('special scalar values (NaN, ±∞, -0, int32 extremes) reach the kernel exactly as the CPU sees them', async () => {
+    for (const [dtype, values, scalars] of [
+      ['float32', [1, -1, 0, 2.5], [NaN, Infinity, -Infinity, -0, 3.4e38, 1.5e-38]],
+      ['int32', [1, -1, 0, 2147483647], [2147483647, -2147483648, 7, -1, 0]],
+    ] as const) {
+      for (const s of scalars) {
+        const [cpu, webgpu] = await Promise.all(['cpu', 'webgpu'].map((d) => sn.tensor([...values], { dtype, device: d as sn.DeviceName }).add(s).mul(s).data()));
+        expect(Array.from(webgpu!), `${dtype} ${s}`).toEqual(Array.from(cpu!));
+      }
+    }
+  });
+
+  it('views at different offsets share one pipeline (offsets are parameters too)', async () => {
+    const base = sn.arange(0, 64, 1, { device }).reshape([8, 8]);
+    const row = (i: number) => sn.tidy(() => base.narrow(0, i, 2).mul(2));
+    (await row(0).data());
+    const compiled = await compiledBy(async () => {
+      for (let i = 1; i < 7; i++) expect(Array.from(await row(i).data())).toEqual(Array.from({ length: 16 }, (_, k) => 2 * (8 * i + k)));
+    });
+    expect(compiled).toBe(0);
+  });
+
+  it('jitted functions that differ only in their constants share their fused kernels', async () => {
+    const x = sn.randn([5, 9], { seed: 1, device });
+    const make = (a: number, b: number) => sn.jit((t: Tensor) => t.mul(a).add(b).relu().sub(a * b));
+    const eager = (a: number, b: number) => sn.tidy(() => x.mul(a).add(b).relu().sub(a * b));
+    const first = make(2, 3);
+    (await first(x).data());
+    (await eager(2, 3).data()); // the eager kernels of the reference, compiled once
+    const compiled = await compiledBy(async () => {
+      for (let k = 0; k < 5; k++) {
+        const f = make(k + 0.5, -k);
+        const want = await eager(k + 0.5, -k).data();
+        expect(Array.from(await f(x).data())).toEqual(Array.from(want));
+        f.dispose();
+      }
+    });
+    expect(compiled).toBe(0);
+    first.dispose();
+  });
+});
+
+describe('the pipeline cache is a bounded LRU', () => {
+  it('keeps at most `pipelines` entries, counts hits, misses and evictions, and evicted kernels still run', async () => {
+    sn.setCacheLimits({ pipelines: 3 });
+    const x = sn.tensor([1, 4, 9], { device });
+    const ops = [sn.sqrt, sn.exp, sn.neg, sn.abs, sn.relu, sn.tanh].map((op) => (t: Tensor) => op(t));
+    const before = pipelines();
+    for (let round = 0; round < 2; round++) for (const op of ops) sn.tidy(() => op(x)).dispose();
+    const after = pipelines();
+    expect(after.entries).toBeLessThanOrEqual(3);
+    expect(after.capacity).toBe(3);
+    expect(after.evictions - before.evictions).toBeGreaterThanOrEqual(ops.length);
+    expect(after.misses - before.misses).toBeGreaterThanOrEqual(2 * ops.length - 3);
+    // A hit refreshes: the most recent kernel stays.
+    const hits = pipelines().hits;
+    sn.tidy(() => ops[5]!(x)).dispose();
+    expect(pipelines().hits).toBe(hits + 1);
+    expect(Array.from(await sn.tidy(() => ops[0]!(x)).data())).toEqual([1, 2, 3]);
+    expect(() => sn.setCacheLimits({ pipelines: -1 })).toThrow(/setCacheLimits: pipelines must be a non-negative integer/);
+  });
+});
+
+describe('the buffer pool is bounded', () => {
+  it('emptyCache() frees every idle buffer and only those', async () => {
+    const live = sn.ones([1000], { device });
+    for (let i = 0; i < 5; i++) sn.ones([4096 * (i + 1)], { device }).dispose();
+    expect(pool().idleBytes).toBeGreaterThan(0);
+    const { reservedBytes, idleBytes, destroyed } = pool();
+    sn.emptyCache();
+    expect(pool().idleBytes).toBe(0);
+    expect(pool().reservedBytes).toBe(reservedBytes - idleBytes);
+    expect(pool().destroyed).toBeGreaterThan(destroyed);
+    expect(sn.memory().devices.webgpu!.reservedBytes).toBe(reservedBytes - idleBytes);
+    expect(await live.sum().item()).toBe(1000);
+  });
+
+  it('keeps at most `idleBytes` idle, destroying the longest idle first; queued work that used them still runs', async () => {
+    sn.setCacheLimits({ idleBytes: 64 * 1024 });
+    expect(pool().maxIdleBytes).toBe(64 * 1024);
+    const results: Tensor[] = [];
+    for (let i = 0; i < 20; i++) {
+      const big = sn.full([50_000], i, { device });
+      results.push(big.add(1).sum()); // queued, not yet submitted, when big's buffer is released
+      big.dispose();
+      expect(pool().idleBytes).toBeLessThanOrEqual(64 * 1024);
+    }
+    expect(await Promise.all(results.map((r) => r.item()))).toEqual(Array.from({ length: 20 }, (_, i) => 50_000 * (i + 1)));
+    expect(pool().destroyed).toBeGreaterThan(0);
+    for (const r of results) r.dispose();
+  });
+});
