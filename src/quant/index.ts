@@ -9,3 +9,5 @@ export {
 export type { Observer, ObserverFactory, ObserverOptions } from './observer.js';
 export { getDefaultQconfig } from './qconfig.js';
 export type { QConfig, QuantBackend } from './qconfig.js';
+export * as functional from './functional.js';
+export type { QOutputOptions, QConv2dOptions } from './functional.js';

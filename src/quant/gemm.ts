@@ -1,0 +1,210 @@
+import { SinterError } from '../errors.js';
+import { type CpuView, type TensorMeta, apply1, defineOp, describeMeta } from '../ops/op.js';
+import { bindings, loadElement, packWord, elementsPerWord } from '../kernels/wgsl/dtype.js';
+import { GRID_PARAMS, grid } from '../kernels/wgsl/grid.js';
+import type { GpuView, WebGpuCaps, WgslKernel } from '../kernels/wgsl/kernel.js';
+import { withPrelude } from '../kernels/wgsl/prelude.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+// The integer GEMM every int8 layer runs on: out[m, n] from acc = Σ_k (A[m, k] − zpA)·(B[n, k] − zpB[n]),
+// accumulated exactly in int32 (wrapping as int32 does, like the GPU), then either returned as int32
+// (MatMulInteger/ConvInteger) or requantised in the epilogue:
+//   q = clamp(roundHalfEven(f32(acc)·multiplier[n] + offset[n]) + zpOut, lo, hi)
+// with multiplier = sA·sB[n]/sOut and offset = bias[n]/sOut as float32 (PyTorch's float bias), and a
+// fused ReLU as lo = max(qmin, zpOut). A is a matrix (strided view) or, for conv2d, an implicit im2col
+// of an NCHW input (padding reads zpA, so it contributes 0), with groups: output channel n reads the
+// input channels of its group. Per-call values (zero points, multipliers) are input tensors.
+//
+// Inputs: A (int8/uint8), B [N, K] (int8/uint8), zpA int32 [1], zpB int32 [N],
+//         then with requantisation: multiplier f32 [N], offset f32 [N], zpOut int32 [1].
+
+export interface ConvGeometry {
+  batch: number;
+  channels: number;
+  height: number;
+  width: number;
+  kernel: [number, number];
+  stride: [number, number];
+  /** [top, left]; bottom/right follow from the output size. */
+  padding: [number, number];
+  dilation: [number, number];
+  groups: number;
+  outHeight: number;
+  outWidth: number;
+}
+
+export interface QGemmAttrs {
+  m: number;
+  n: number;
+  /** Reduction length (per group for conv). */
+  k: number;
+  /** null: A is the [M, K] matrix input 0 (any strides); else input 0 is an NCHW tensor read as im2col. */
+  conv: ConvGeometry | null;
+  /** null: int32 accumulators out; else the requantised int8/uint8 output. */
+  requant: { dtype: 'int8' | 'uint8'; lo: number; hi: number } | null;
+}
+
+function checkInt8(op: string, t: TensorMeta, what: string): void {
+  if (t.dtype !== 'int8' && t.dtype !== 'uint8') throw new SinterError(op, `${what} must hold int8 or uint8 integers, got ${describeMeta(t)}`);
+}
+
+export const qgemmOp = defineOp<QGemmAttrs>({
+  name: 'qgemm',
+  infer(inputs, a) {
+    const [x, w] = inputs;
+    checkInt8('qgemm', x!, 'the input');
+    checkInt8('qgemm', w!, 'the weight');
+    const want = a.requant ? 7 : 4;
+    if (inputs.length !== want) throw new SinterError('qgemm', `expected ${want} inputs, got ${inputs.length}`);
+    const dtype = a.requant ? a.requant.dtype : 'int32';
+    const c = a.conv;
+    return [{ shape: c ? [c.batch, a.n, c.outHeight, c.outWidth] : [a.m, a.n], dtype }];
+  },
+  cpu(inputs, a, [out]) {
+    qgemmCpu(inputs, a, out!);
+  },
+  webgpu(inputs, a, [out], caps) {
+    return qgemmWgsl(inputs, a, out!, caps);
+  },
+});
+
+/** Runs the integer GEMM (see the notes above); `requant` inputs only when attrs.requant is set. */
+export function qgemm(inputs: readonly Tensor[], attrs: QGemmAttrs): Tensor {
+  return apply1(qgemmOp, inputs, attrs);
+}
+
+/** The output's flat index e → (m, n): row-major [M, N] for matmul, NCHW for conv. */
+function splitOut(e: number, a: QGemmAttrs): [number, number] {
+  const c = a.conv;
+  if (!c) return [Math.floor(e / a.n), e % a.n];
+  const hw = c.outHeight * c.outWidth;
+  const pix = e % hw, n = Math.floor(e / hw) % a.n, b = Math.floor(e / (hw * a.n));
+  return [b * hw + pix, n];
+}
+
+function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void {
+  const [x, w, zpAv, zpBv, mult, offset, zpOut] = inputs;
+  const zpA = zpAv!.data[zpAv!.offset]!;
+  const zpB = (n: number) => zpBv!.data[zpBv!.offset + n * (zpBv!.strides[0] ?? 0)]!;
+  const c = a.conv;
+  const { k: K } = a;
+  const wRow = (n: number, k: number) => w!.data[w!.offset + n * w!.strides[0]! + k * w!.strides[1]!]!;
+  // The A operand of output row m and column n (n picks the group for conv) as a function of k.
+  let rowOf: (m: number, n: number) => (k: number) => number;
+  if (!c) {
+    rowOf = (m) => (k) => x!.data[x!.offset + m * x!.strides[0]! + k * x!.strides[1]!]!;
+  } else {
+    const [kh, kw] = c.kernel, taps = kh * kw, hw = c.outHeight * c.outWidth, cg = c.channels / c.groups, ocg = a.n / c.groups;
+    const [s0, s1, s2, s3] = x!.strides as [number, number, number, number];
+    rowOf = (m, n) => {
+      const b = Math.floor(m / hw), oh = Math.floor((m % hw) / c.outWidth), ow = m % c.outWidth, g = Math.floor(n / ocg);
+      return (k) => {
+        const ch = g * cg + Math.floor(k / taps), t = k % taps, ih = oh * c.stride[0] - c.padding[0] + Math.floor(t / kw) * c.dilation[0], iw = ow * c.stride[1] - c.padding[1] + (t % kw) * c.dilation[1];
+        if (ih < 0 || ih >= c.height || iw < 0 || iw >= c.width) return zpA;
+        return x!.data[x!.offset + b * s0 + ch * s1 + ih * s2 + iw * s3]!;
+      };
+    };
+  }
+  const total = out.data.length;
+  for (let e = 0; e < total; e++) {
+    const [m, n] = splitOut(e, a);
+    const row = rowOf(m, n), zb = zpB(n);
+    let acc = 0;
+    for (let k = 0; k < K; k++) acc = (acc + Math.imul(row(k) - zpA, wRow(n, k) - zb)) | 0;
+    if (!a.requant) {
+      out.data[e] = acc;
+      continue;
+    }
+    const mv = mult!.data[mult!.offset + n * (mult!.strides[0] ?? 0)]!, ov = offset!.data[offset!.offset + n * (offset!.strides[0] ?? 0)]!;
+    const v = Math.fround(Math.fround(Math.fround(acc) * mv) + ov);
+    out.data[e] = Math.min(a.requant.hi, Math.max(a.requant.lo, roundHalfEven(v) + zpOut!.data[zpOut!.offset]!));
+  }
+}
+
+function roundHalfEven(v: number): number {
+  const f = Math.floor(v), r = v - f;
+  return r > 0.5 ? f + 1 : r < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * WGSL: one invocation computes the `elementsPerWord` consecutive outputs of one output word (int8
+ * outputs are packed four to a u32), each an int32 dot product over k: four bytes at a time with
+ * dot4I8Packed where the device has packed_4x8_integer_dot_product and the operands are whole word
+ * rows, else byte by byte. Loop bounds, shapes and
+ * strides are constants; the per-call values are the zero-point and multiplier inputs.
+ */
+function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
+  const [x, w] = inputs as [GpuView, GpuView];
+  const outDType = a.requant ? a.requant.dtype : 'int32';
+  const per = elementsPerWord(outDType, caps);
+  const total = out.shape.reduce((p, q) => p * q, 1);
+  const words = Math.ceil(total / per);
+  const g = grid('qgemm', words, 64, caps);
+  const c = a.conv;
+  const ld = (buf: string, v: GpuView, i: string) => loadElement(buf, v.dtype, i, caps);
+  const inTypes = inputs.map((t) => t.dtype);
+  let split: string, aLoad: string;
+  if (!c) {
+    split = `let m = e / ${a.n}u; let n = e % ${a.n}u;`;
+    aLoad = `let ai = ${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u; let av = ${ld('in0', x, 'ai')};`;
+  } else {
+    const [kh, kw] = c.kernel, hw = c.outHeight * c.outWidth, cg = c.channels / c.groups, ocg = a.n / c.groups;
+    split = `let pix = e % ${hw}u; let n = (e / ${hw}u) % ${a.n}u; let b = e / ${hw * a.n}u;
+      let oh = i32(pix / ${c.outWidth}u); let ow = i32(pix % ${c.outWidth}u); let g = n / ${ocg}u;`;
+    aLoad = `let ch = g * ${cg}u + k / ${kh * kw}u; let t = k % ${kh * kw}u;
+        let ih = oh * ${c.stride[0]} - ${c.padding[0]} + i32(t / ${kw}u) * ${c.dilation[0]};
+        let iw = ow * ${c.stride[1]} - ${c.padding[1]} + i32(t % ${kw}u) * ${c.dilation[1]};
+        var av = zpA;
+        if (ih >= 0 && ih < ${c.height} && iw >= 0 && iw < ${c.width}) {
+          let ai = ${x.offset}u + b * ${x.strides[0]}u + ch * ${x.strides[1]}u + u32(ih) * ${x.strides[2]}u + u32(iw) * ${x.strides[3]}u;
+          av = ${ld('in0', x, 'ai')};
+        }`;
+  }
+  // With packed dot products, a matmul whose operands are whole rows of words reads 4 bytes per load:
+  // uint8 operands become signed by flipping each byte's top bit (q − 128), and the zero points are
+  // applied after the loop from the operand sums: Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb.
+  const words4 = (v: GpuView) => v.strides[1] === 1 && v.strides[0] === a.k && v.offset % 4 === 0;
+  const dot4 = !c && caps.packedDot4 === true && a.k % 4 === 0 && words4(x) && words4(w);
+  let loop: string;
+  if (dot4) {
+    const signed = (v: GpuView, word: string) => (v.dtype === 'uint8' ? `(${word} ^ 0x80808080u)` : word);
+    const shift = (v: GpuView) => (v.dtype === 'uint8' ? ' - 128' : '');
+    loop = `let za = zpA${shift(x)}; let zw = zb${shift(w)};
+    var ab = 0i; var sa = 0i; var sw = 0i;
+    let arow = ${x.offset / 4}u + m * ${a.k / 4}u; let wrow = ${w.offset / 4}u + n * ${a.k / 4}u;
+    for (var k = 0u; k < ${a.k / 4}u; k++) {
+      let aw = ${signed(x, 'in0[arow + k]')}; let ww = ${signed(w, 'in1[wrow + k]')};
+      ab += dot4I8Packed(aw, ww); sa += dot4I8Packed(aw, 0x01010101u); sw += dot4I8Packed(ww, 0x01010101u);
+    }
+    let acc = ab - zw * sa - za * sw + ${a.k} * za * zw;`;
+  } else {
+    loop = `var acc = 0i;
+    for (var k = 0u; k < ${a.k}u; k++) {
+      ${aLoad}
+      let wi = ${w.offset}u + n * ${w.strides[0]}u + k * ${w.strides[1]}u;
+      acc += (av - zpA) * (${ld('in1', w, 'wi')} - zb);
+    }`;
+  }
+  const epilogue = a.requant
+    ? `let v = f32(acc) * in4[n] + in5[n];
+      r[j] = i32(clamp(round(v) + f32(in6[0]), ${a.requant.lo}.0, ${a.requant.hi}.0));`
+    : 'r[j] = acc;';
+  const source = `${bindings(inTypes, [outDType], caps)}
+
+@compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
+  let word = ${g.index};
+  if (word >= ${words}u) { return; }
+  let zpA = in2[0];
+  var r = array<i32, ${per}>();
+  for (var j = 0u; j < ${per}u; j++) {
+    let e = word * ${per}u + j;
+    if (e >= ${total}u) { break; }
+    ${split}
+    let zb = in3[n];
+    ${loop}
+    ${epilogue}
+  }
+  out0[word] = ${packWord(outDType, Array.from({ length: per }, (_, j) => `r[${j}]`), caps)};
+}`;
+  return { workgroups: g.workgroups, source: withPrelude(source) };
+}

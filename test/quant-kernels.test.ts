@@ -1,0 +1,162 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import * as sn from '../src/index.js';
+import type { QuantizedTensor, Tensor } from '../src/index.js';
+import { propertyConfig } from '../src/testing/index.js';
+import { WITH_WEBGPU, withCaps } from './helpers.js';
+import fixtures from './fixtures/quant/functional.json' with { type: 'json' };
+import { getBackend } from '../src/backend/backend.js';
+import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
+import { qgemmOp } from '../src/quant/gemm.js';
+
+// Integer GEMM kernels (src/quant/gemm.ts): int32 accumulators equal an integer reference exactly;
+// requantised outputs are within 1 of a float64 reference and of PyTorch's own quantised linear/conv2d
+// (qnnpack and onednn engines, test/fixtures/quant). On WebGPU both the packed dot4I8Packed path and
+// the byte-by-byte path run (the latter by presenting the device as one without the feature).
+const Q = sn.quant.functional;
+const PATHS = [{ name: 'plain', caps: { packedDot4: false } }, { name: 'dot4', caps: { packedDot4: true } }];
+
+const ints = (n: number, lo: number, hi: number) => fc.array(fc.integer({ min: lo, max: hi }), { minLength: n, maxLength: n });
+const RANGE = { int8: [-128, 127], uint8: [0, 255] } as const;
+
+function matmulIntRef(a: number[], b: number[], m: number, k: number, n: number, za: number, zb: number[]): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let t = 0; t < k; t++) s += (a[i * k + t]! - za) * (b[t * n + j]! - zb[j]!);
+    out.push(s);
+  }
+  return out;
+}
+
+function qtensor(values: number[], shape: number[], dtype: 'qint8' | 'quint8', device: sn.DeviceName, scale: number | number[], zp: number | number[]): QuantizedTensor {
+  const repr = sn.tensor(values, { dtype: dtype === 'qint8' ? 'int8' : 'uint8', device }).reshape(shape);
+  const scales = Float64Array.from(typeof scale === 'number' ? [scale] : scale), zps = Int32Array.from(typeof zp === 'number' ? [zp] : zp);
+  return new sn.QuantizedTensor(repr, dtype, { scales, zeroPoints: zps, axis: typeof scale === 'number' ? null : 0 });
+}
+
+function roundHalfEven(v: number): number {
+  const f = Math.floor(v), r = v - f;
+  return r > 0.5 ? f + 1 : r < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+}
+
+async function eachPath(device: string, run: () => Promise<void>): Promise<void> {
+  if (device === 'cpu') return run();
+  for (const p of PATHS) await withCaps(p.caps, run);
+}
+
+describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
+  it('matmulInteger: int32 accumulators equal the integer reference exactly (int8/uint8, any zero points, K up to 300)', async () => {
+    const arb = fc.record({ m: fc.integer({ min: 1, max: 5 }), k4: fc.integer({ min: 1, max: 75 }), kOdd: fc.boolean(), n: fc.integer({ min: 1, max: 6 }), ad: fc.constantFrom('int8', 'uint8'), bd: fc.constantFrom('int8', 'uint8') })
+      .chain((p) => {
+        const k = p.k4 * 4 - (p.kOdd ? 1 : 0);
+        const [alo, ahi] = RANGE[p.ad as 'int8'], [blo, bhi] = RANGE[p.bd as 'int8'];
+        return fc.record({ a: ints(p.m * k, alo, ahi), b: ints(k * p.n, blo, bhi), za: fc.integer({ min: alo, max: ahi }), zb: ints(p.n, blo, bhi) }).map((v) => ({ ...p, k, ...v }));
+      });
+    await eachPath(device, async () => {
+      await fc.assert(fc.asyncProperty(arb, async ({ m, k, n, ad, bd, a, b, za, zb }) => {
+        const ta = sn.tensor(a, { dtype: ad as 'int8', device }).reshape([m, k]), tb = sn.tensor(b, { dtype: bd as 'int8', device }).reshape([k, n]);
+        const y = Q.matmulInteger(ta, tb, za, zb);
+        expect(y.dtype).toBe('int32');
+        expect(Array.from(await y.data())).toEqual(matmulIntRef(a, b, m, k, n, za, zb));
+        for (const t of [ta, tb, y]) t.dispose();
+      }), propertyConfig({ numRuns: 15 }));
+    });
+  });
+
+  it('linear: requantised output within 1 of the float64 reference, with bias and fused ReLU', async () => {
+    const arb = fc.record({ m: fc.integer({ min: 1, max: 4 }), k: fc.integer({ min: 1, max: 40 }), n: fc.integer({ min: 1, max: 9 }), perChannel: fc.boolean(), relu: fc.boolean(), xd: fc.constantFrom<'qint8' | 'quint8'>('qint8', 'quint8') })
+      .chain((p) => {
+        const [lo, hi] = p.xd === 'qint8' ? [-128, 127] : [0, 255];
+        return fc.record({
+          x: ints(p.m * p.k, lo, hi), w: ints(p.n * p.k, -128, 127), zx: fc.integer({ min: lo, max: hi }), zy: fc.integer({ min: lo, max: hi }),
+          sx: fc.double({ min: 1e-3, max: 0.5, noNaN: true }), sw: fc.array(fc.double({ min: 1e-3, max: 0.1, noNaN: true }), { minLength: p.n, maxLength: p.n }),
+          sy: fc.double({ min: 0.01, max: 2, noNaN: true }), bias: fc.array(fc.double({ min: -5, max: 5, noNaN: true }), { minLength: p.n, maxLength: p.n }),
+        }).map((v) => ({ ...p, ...v }));
+      });
+    await eachPath(device, async () => {
+      await fc.assert(fc.asyncProperty(arb, async ({ m, k, n, perChannel, relu, xd, x, w, zx, zy, sx, sw, sy, bias }) => {
+        const qx = qtensor(x, [m, k], xd, device as sn.DeviceName, sx, zx);
+        const qw = qtensor(w, [n, k], 'qint8', device as sn.DeviceName, perChannel ? sw : sw[0]!, perChannel ? sw.map(() => 0) : 0);
+        const b = sn.tensor(bias);
+        const y = Q.linear(qx, qw, b, { scale: sy, zeroPoint: zy, relu });
+        expect([y.dtype, y.shape, y.qScale(), y.qZeroPoint()]).toEqual([xd, [m, n], sy, zy]);
+        const got = await y.intRepr().data();
+        const [lo, hi] = xd === 'qint8' ? [-128, 127] : [0, 255];
+        for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+          let acc = 0;
+          for (let t = 0; t < k; t++) acc += (x[i * k + t]! - zx) * w[j * k + t]!;
+          const real = acc * Math.fround(sx) * Math.fround(perChannel ? sw[j]! : sw[0]!) + bias[j]!;
+          const want = Math.min(hi, Math.max(relu ? Math.max(lo, zy) : lo, roundHalfEven(real / sy) + zy));
+          expect(Math.abs(got[i * n + j]! - want), `[${i}, ${j}] got ${got[i * n + j]} want ${want}`).toBeLessThanOrEqual(1);
+        }
+        for (const t of [qx, qw, y]) t.dispose();
+        b.dispose();
+      }), propertyConfig({ numRuns: 15 }));
+    });
+  });
+
+  it("linear and conv2d (strided, padded, dilated, grouped, depthwise) match PyTorch's quantised functional ops within 1", async () => {
+    await eachPath(device, async () => {
+      let worst = 0;
+      for (const c of fixtures.cases) {
+        type QJson = { shape: number[]; intRepr: number[]; scale?: number; zeroPoint?: number; scales?: number[]; zeroPoints?: number[] };
+        const mk = (j: QJson, dtype: 'qint8' | 'quint8') => j.scale !== undefined
+          ? qtensor(j.intRepr, j.shape, dtype, device as sn.DeviceName, j.scale, j.zeroPoint!)
+          : qtensor(j.intRepr, j.shape, dtype, device as sn.DeviceName, j.scales!, j.zeroPoints!);
+        const qx = mk(c.input, 'quint8'), qw = mk(c.weight, 'qint8');
+        const b = c.bias ? sn.tensor(c.bias) : null;
+        const y = c.op === 'linear'
+          ? Q.linear(qx, qw, b, { scale: c.scale, zeroPoint: c.zeroPoint })
+          : Q.conv2d(qx, qw, b, { ...(c as { options: sn.quant.QConv2dOptions }).options, scale: c.scale, zeroPoint: c.zeroPoint });
+        expect(y.shape, `${c.op} ${c.engine}`).toEqual(c.outShape);
+        const got = await y.intRepr().data();
+        c.out.forEach((v, i) => { worst = Math.max(worst, Math.abs(got[i]! - v)); });
+        for (const t of [qx, qw, y]) t.dispose();
+      }
+      expect(worst).toBeLessThanOrEqual(1);
+    });
+  });
+
+  it('conv2d equals the integer reference: the float conv of the dequantised operands, requantised', async () => {
+    // Exactness of the implicit im2col (padding reads the zero point) against sn.conv2d on centred integers.
+    await eachPath(device, async () => {
+      const x = sn.randint(0, 256, [2, 4, 5, 6], { dtype: 'uint8', seed: 3 }), w = sn.randint(-128, 128, [6, 2, 3, 3], { dtype: 'int8', seed: 4 });
+      const qx = new sn.QuantizedTensor(x.to(device as sn.DeviceName), 'quint8', { scales: Float64Array.of(1), zeroPoints: Int32Array.of(77), axis: null });
+      const qw = new sn.QuantizedTensor(w.to(device as sn.DeviceName), 'qint8', { scales: Float64Array.of(1), zeroPoints: Int32Array.of(0), axis: null });
+      const opts = { stride: [2, 1] as [number, number], padding: [1, 2] as [number, number], dilation: [1, 2] as [number, number], groups: 2 };
+      // Unit scales and an output scale of 64 keep the requantised values inside uint8's range.
+      const ref = sn.conv2d(sn.sub(x.to('float32'), 77), w.to('float32'), opts);
+      const y = Q.conv2d(qx, qw, null, { ...opts, scale: 64, zeroPoint: 128 });
+      const want = (await ref.data()).map((v) => Math.min(255, Math.max(0, roundHalfEven(v / 64) + 128)));
+      expect(Array.from(await y.intRepr().data())).toEqual(Array.from(want));
+    });
+  });
+});
+
+describe('integer kernels: variants and errors', () => {
+  it('the packed path is chosen by capability and only for whole word rows', () => {
+    const caps = { ...(getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps };
+    const view = (shape: number[], dtype: 'int8' | 'uint8' | 'int32' | 'float32', strides = [shape[1]!, 1]) => ({ shape, dtype, strides, offset: 0 });
+    const inputs = [view([3, 8], 'uint8'), view([5, 8], 'int8'), view([1], 'int32', [1]), view([5], 'int32', [1])];
+    const out = [view([3, 5], 'int32')];
+    const attrs = { m: 3, n: 5, k: 8, conv: null, requant: null };
+    const source = (c: WebGpuCaps, ins = inputs, a = attrs) => (qgemmOp.webgpu!(ins, a, out, c) as { source: string }).source;
+    expect(source({ ...caps, packedDot4: true })).toContain('dot4I8Packed');
+    expect(source({ ...caps, packedDot4: false })).not.toContain('dot4I8Packed');
+    expect(source({ ...caps, packedDot4: true }, [inputs[0]!, view([5, 8], 'int8', [1, 5]), inputs[2]!, inputs[3]!])).not.toContain('dot4I8Packed');
+    expect(source({ ...caps, packedDot4: true }, [view([3, 7], 'uint8'), view([5, 7], 'int8'), inputs[2]!, inputs[3]!], { ...attrs, k: 7 })).not.toContain('dot4I8Packed');
+  });
+
+  it('reject operands that are not quantised, mismatched shapes and bad output parameters', () => {
+    const qx = sn.quantizePerTensor(sn.rand([2, 3]), 0.1, 0, 'quint8');
+    const qw = sn.quantizePerTensor(sn.rand([4, 3]), 0.1, 0, 'qint8');
+    expect(() => Q.linear(sn.rand([2, 3]) as unknown as QuantizedTensor, qw)).toThrow(/quant.linear: the input must be a quantised tensor/);
+    expect(() => Q.linear(qx, sn.quantizePerTensor(sn.rand([4, 5]), 0.1, 0, 'qint8'))).toThrow(/expected input \[..., in\] and weight \[out, in\], got \[2, 3\] and \[4, 5\]/);
+    expect(() => Q.linear(qx, qw, null, { zeroPoint: 300 })).toThrow(/output zero point must be an integer in \[0, 255\]/);
+    expect(() => Q.linear(qx, qw, sn.rand([3]))).toThrow(/bias must be a float32 tensor of shape \[4\]/);
+    const qc = sn.quantizePerTensor(sn.rand([1, 4, 5, 5]), 0.1, 0, 'quint8');
+    expect(() => Q.conv2d(qc, sn.quantizePerTensor(sn.rand([6, 3, 3, 3]), 0.1, 0, 'qint8'), null, { groups: 2 })).toThrow(/groups=2 does not fit input channels 4/);
+    expect(() => Q.matmulInteger(sn.rand([2, 3]) as Tensor, sn.rand([3, 2]))).toThrow(/input must hold int8 or uint8 integers/);
+  });
+});
