@@ -32,6 +32,11 @@ export type Node =
   | { readonly kind: 'input'; readonly id: number; readonly index: number; readonly outputs: Value[]; readonly inputs: readonly Use[] }
   /** A tensor captured by the traced function (module parameters, constants): its storage, viewed flat or whole. */
   | { readonly kind: 'constant'; readonly id: number; readonly tensor: Tensor; readonly outputs: Value[]; readonly inputs: readonly Use[] }
+  /**
+   * Random numbers drawn afresh on every call (rand, randn, randint and what uses them, such as
+   * dropout in training): `draw` makes this call's tensor from the generator the traced code used.
+   */
+  | { readonly kind: 'random'; readonly id: number; readonly label: string; readonly draw: () => Tensor; readonly outputs: Value[]; readonly inputs: readonly Use[] }
   | { readonly kind: 'op'; readonly id: number; readonly op: OpDef<unknown>; readonly attrs: unknown; readonly inputs: Use[]; readonly outputs: Value[] };
 
 export function fullView(shape: readonly number[]): View {
@@ -73,8 +78,9 @@ export function composeViews(shape: readonly number[], inner: View, outer: View)
   return { shape: outer.shape, strides, offset: inner.offset + start.reduce((a, x, i) => a + x * inner.strides[i]!, 0) };
 }
 
-/** The op users called: the elementwise op for `map` nodes, else the OpDef's name. */
+/** The op users called: the elementwise op for `map` nodes, else the OpDef's name (random draws: rand, randn, randint). */
 export function opLabel(n: Node): string {
+  if (n.kind === 'random') return n.label;
   if (n.kind !== 'op') return n.kind;
   const a = n.attrs as { name?: string; kind?: string };
   if (n.op.name === 'map' && a.name) return a.name;
@@ -146,6 +152,7 @@ export class Graph {
       const outs = n.outputs.map((v) => `%${v.id}: ${v.dtype}${fmtShape(v.shape)}`).join(', ');
       if (n.kind === 'input') return `${outs} = input(${n.index})`;
       if (n.kind === 'constant') return `${outs} = constant`;
+      if (n.kind === 'random') return `${outs} = ${n.label}()`;
       return `${outs} = ${opLabel(n)}(${n.inputs.map((u) => `%${u.value.id}${viewSuffix(u)}`).join(', ')})${attrsText(n)}`;
     });
     lines.push(`return ${this.outputs.map((u) => `%${u.value.id}${viewSuffix(u)}`).join(', ')}`);
@@ -154,7 +161,7 @@ export class Graph {
 
   /** Graphviz DOT; `groups` (node ids per fused kernel) are drawn as clusters. */
   toDot(groups: readonly (readonly number[])[] = []): string {
-    const label = (n: Node) => `${n.kind === 'op' ? opLabel(n) : n.kind}\\n${n.outputs.map((v) => `${v.dtype}${fmtShape(v.shape)}`).join(' ')}`;
+    const label = (n: Node) => `${opLabel(n)}\\n${n.outputs.map((v) => `${v.dtype}${fmtShape(v.shape)}`).join(' ')}`;
     const grouped = new Set(groups.flat());
     const lines = ['digraph sinter {', '  node [shape=box, fontname="monospace"];'];
     groups.forEach((g, i) => {
@@ -182,7 +189,7 @@ export class Graph {
       nodes: this.nodes.map((n) => ({
         id: n.id,
         kind: n.kind,
-        op: n.kind === 'op' ? opLabel(n) : undefined,
+        op: n.kind === 'op' || n.kind === 'random' ? opLabel(n) : undefined,
         attrs: n.kind === 'op' ? JSON.parse(attrsJson(n.attrs)) : undefined,
         inputs: n.inputs.map(use),
         outputs: n.outputs.map((v) => ({ id: v.id, shape: v.shape, dtype: v.dtype })),

@@ -1,15 +1,18 @@
-import type { DeviceName } from '../backend/backend.js';
+import { type DeviceName, getBackend } from '../backend/backend.js';
 import { SinterError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { tidy } from '../tensor/scope.js';
-import { Graph } from './graph.js';
+import { Graph, type Node } from './graph.js';
+import { storageVersion } from '../tensor/version.js';
 import { type FusionOption, checkGroups, fuseGroups, resolveStrategy } from './fusion.js';
 import { eliminateCommonSubexpressions } from './passes/cse.js';
 import { eliminateDeadCode } from './passes/dce.js';
 import { foldBatchNorm } from './passes/fold-batchnorm.js';
 import { foldConstants } from './passes/fold-constants.js';
 import { type KernelReport, Plan } from './plan.js';
-import { Trace, activeTrace, withTrace } from './trace.js';
+import { type TensorGuard, Trace, type ValueGuard, activeTrace, withTrace } from './trace.js';
+import { INSPECT, formatReport } from './report.js';
+import { profilerHooks } from '../profiler/hooks.js';
 
 /** What a jitted function may return: a tensor, or arrays/objects of tensors. */
 export type TensorTree = Tensor | readonly TensorTree[] | { readonly [key: string]: TensorTree };
@@ -17,6 +20,39 @@ export type TensorTree = Tensor | readonly TensorTree[] | { readonly [key: strin
 export interface JitOptions {
   /** How ops are grouped into kernels (default 'default'). */
   fusion?: FusionOption;
+  /**
+   * How many signatures (argument shapes, dtypes, devices) keep a compiled plan (default 16); the
+   * least recently used one beyond that is freed, and compiled again if it comes back.
+   */
+  cacheSize?: number;
+}
+
+/** A running summary of call times (ms): bounded however many calls there are. */
+export interface TimingSummary {
+  count: number;
+  meanMs: number;
+  minMs: number;
+  maxMs: number;
+  /** Median of the most recent calls (up to 64). */
+  medianMs: number;
+}
+
+/** How a jitted function's signature cache served its calls. */
+export interface JitCacheStats {
+  /** Signatures with a compiled plan now. */
+  entries: number;
+  capacity: number;
+  hits: number;
+  misses: number;
+  /** Plans freed because the cache was full. */
+  evictions: number;
+  /** Plans rebuilt because a guard failed: a captured tensor was replaced, freed or written in place, or a module's `training` changed. */
+  retraces: number;
+}
+
+export interface ReportFormat {
+  /** Also print each kernel's generated source (WGSL on WebGPU, JavaScript on the CPU). */
+  source?: boolean;
 }
 
 export interface JitReport {
@@ -34,19 +70,25 @@ export interface JitReport {
    * the pipelines (with `compile()`: until all of them were compiled, in parallel).
    */
   compileMs: number;
-  /**
-   * The first call with this signature (ms), its compilation included unless `compile()` ran before;
-   * null until it is called. Calls are timed on the host: on WebGPU the GPU runs on after they return
-   * (`profile()` times the device).
-   */
+  /** The first call with this signature (ms), its compilation included unless `compile()` ran before; null until it is called. */
   coldMs: number | null;
-  /** Median of later calls (ms; null until a second call). */
+  /**
+   * Median of recent later calls (ms; null until a second call). On WebGPU from each call until the
+   * device finished its work (sampled: one measurement in flight at a time), so the GPU's time is in
+   * it; on the CPU the calls' own time.
+   */
   warmMs: number | null;
+  /** Later calls' summary (the time `warmMs` describes); null until a second call. */
+  warm: TimingSummary | null;
+  /** Later calls' time on the host alone, until each call returned (on WebGPU the GPU runs on after that). */
+  hostMs: TimingSummary | null;
   /**
    * Wall time of the last `profile()` call (ms), until the device had finished its work (on WebGPU
    * the kernels' `gpuMs` add up to at most this); null if this signature was never profiled.
    */
   profiledMs: number | null;
+  /** A short table: one row per kernel (ops fused, bytes, FLOPs, measured time) and the totals; `{ source: true }` adds the generated code. */
+  toString(format?: ReportFormat): string;
 }
 
 export interface Jitted<Args extends unknown[], R> {
@@ -69,11 +111,13 @@ export interface Jitted<Args extends unknown[], R> {
    * timing costs them nothing. Compiles the signature first if needed; counts in neither coldMs nor warmMs.
    */
   profile(...args: Args): Promise<JitReport>;
-  /** The plan of the most recent signature. */
+  /** The plan of the most recent signature; prints as a table (`console.log(f.report())`, `String(f.report())`). */
   report(): JitReport;
+  /** Hits, misses, evictions and retraces of the signature cache. */
+  stats(): JitCacheStats;
   /** The optimised graph of the most recent signature (before fusion; `report().groups` are its fused kernels). */
   graph(): Graph;
-  /** Frees every compiled plan's buffers. */
+  /** Frees every compiled plan's buffers and the graphs' constants. */
   dispose(): void;
 }
 
@@ -87,8 +131,59 @@ interface Compiled {
   /** The pipelines' asynchronous compilation while `compile()` awaits it. */
   compiling: Promise<void> | null;
   coldMs: number | null;
-  warm: number[];
+  warm: Timings;
+  host: Timings;
+  /** A warm call's measurement until the device finished, while it is in flight (WebGPU). */
+  measuring: boolean;
   profile: { kernelMs: number[] | null; wallMs: number } | null;
+  tensorGuards: TensorGuard[];
+  valueGuards: ValueGuard[];
+}
+
+/** count/mean/min/max of every sample, and the median of the last RECENT. */
+class Timings {
+  private static readonly RECENT = 64;
+  private count = 0;
+  private sum = 0;
+  private min = Infinity;
+  private max = -Infinity;
+  private readonly recent: number[] = [];
+
+  add(ms: number): void {
+    this.recent[this.count % Timings.RECENT] = ms;
+    this.count++;
+    this.sum += ms;
+    this.min = Math.min(this.min, ms);
+    this.max = Math.max(this.max, ms);
+  }
+
+  summary(): TimingSummary | null {
+    if (this.count === 0) return null;
+    const sorted = [...this.recent].sort((a, b) => a - b);
+    return { count: this.count, meanMs: this.sum / this.count, minMs: this.min, maxMs: this.max, medianMs: sorted[Math.floor(sorted.length / 2)]! };
+  }
+}
+
+/** True while every captured tensor is the one traced (not freed, same storage, not written in place) and every guarded value is unchanged. */
+function guardsHold(c: Compiled): boolean {
+  for (const g of c.tensorGuards) {
+    if (g.tensor.isDisposed || g.tensor.storage !== g.storage || storageVersion(g.storage) !== g.version) return false;
+  }
+  return c.valueGuards.every((g) => Object.is(g.read(), g.value));
+}
+
+/** Frees a compiled signature: its plan's buffers and its graphs' constants (user tensors keep their own references). */
+function free(c: Compiled): void {
+  c.plan.dispose();
+  freeConstants([...c.graph.nodes, ...c.plan.graph.nodes]);
+}
+
+function freeConstants(nodes: readonly Node[]): void {
+  for (const n of nodes) if (n.kind === 'constant') n.tensor.dispose();
+}
+
+function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function';
 }
 
 function signature(args: readonly unknown[]): string {
@@ -114,15 +209,34 @@ function unflatten(template: unknown, values: readonly Tensor[]): unknown {
  * tensors to record a graph, optimises it (dead code, common subexpressions, constant folding,
  * conv/linear + batch-norm folding), fuses kernels by the strategy, plans memory, and runs the plan;
  * later calls replay the plan (on WebGPU: every kernel recorded into one command buffer, one submit
- * per call). Tensors `fn` captures (module parameters) are graph constants. `await f.compile(...args)`
- * compiles a signature ahead of its first call; `await f.profile(...args)` times its kernels.
+ * per call). `fn` must be synchronous and return tensors.
+ *
+ * What a plan holds, and what makes it retrace:
+ * - Tensors `fn` captures (module parameters and buffers) are graph constants, guarded: when one is
+ *   freed or replaced (`loadStateDict`, `module.to(...)`) or written in place, or a module's
+ *   `training` flag read while tracing changes, the next call traces again.
+ * - `rand`, `randn`, `randint` (and so dropout in training) are graph nodes that draw fresh values on
+ *   every call from the generator the code used (the default one unless it passed `generator`), in
+ *   the eager order: after `manualSeed(s)` a call gives what the eager function gives after it. A
+ *   draw with its own `{ seed }` gives the same values on every call, as it does eagerly.
+ * - JavaScript values `fn` reads from its closure (a captured number, an `if` on a flag other than
+ *   `training`) are frozen into the graph when it is traced, as in every tracing JIT: pass values that
+ *   change as arguments (tensors, or numbers, which then key the signature) instead.
+ *
+ * Results are always fresh tensors: an output that is an input, a captured tensor or a view of one
+ * is returned as a contiguous copy (eager code would return the tensor or view itself).
+ * Signatures are cached up to `cacheSize` (LRU, see `stats()`). `await f.compile(...args)` compiles
+ * a signature ahead of its first call; `await f.profile(...args)` times its kernels.
  */
 export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: Args) => R, options: JitOptions = {}): Jitted<Args, R> {
   const strategy = resolveStrategy(options.fusion);
+  const capacity = options.cacheSize ?? 16;
+  if (!Number.isInteger(capacity) || capacity < 1) throw new SinterError('jit', `cacheSize must be a positive integer, got ${JSON.stringify(options.cacheSize)}`);
   const plans = new Map<string, Compiled>();
+  const counts = { hits: 0, misses: 0, evictions: 0, retraces: 0 };
   let last: Compiled | null = null;
 
-  /** Traces `fn` for these arguments and builds its plan (pipelines not yet made). */
+  /** Traces `fn` for these arguments and builds its plan (pipelines not yet made); frees what it made if anything fails. */
   const build = (args: Args): Compiled => {
     const t0 = performance.now();
     const tensors = args.filter((a): a is Tensor => a instanceof Tensor);
@@ -133,42 +247,99 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
     }
     const trace = new Trace(device);
     let template: unknown;
-    const graph = tidy(() =>
-      withTrace(trace, () => {
-        let index = 0;
-        const symbolic = args.map((a) => (a instanceof Tensor ? trace.input(a, index++) : a)) as Args;
-        const outs: Tensor[] = [];
-        template = flatten(fn(...symbolic), outs);
-        return trace.finish(outs);
-      }),
-    );
-    eliminateDeadCode(graph);
-    eliminateCommonSubexpressions(graph);
-    foldConstants(graph);
-    foldBatchNorm(graph);
-    eliminateDeadCode(graph);
-    const optimised = new Graph(graph.device, [...graph.nodes], [...graph.outputs]);
-    const groups = checkGroups(graph, strategy.groups(optimised));
-    const position = new Map(graph.nodes.map((n, i) => [n.id, i]));
-    const groupIds = groups.map((g) => g.members.map((n) => n.id).sort((a, b) => position.get(a)! - position.get(b)!));
-    const fusedOps = fuseGroups(graph, groups);
-    const plan = new Plan(graph, fusedOps);
-    return { graph: optimised, plan, groups: groupIds, template, strategy: strategy.name, compileMs: performance.now() - t0, compiling: null, coldMs: null, warm: [], profile: null };
+    let graph: Graph | null = null;
+    let plan: Plan | null = null;
+    try {
+      graph = tidy(() =>
+        withTrace(trace, () => {
+          let index = 0;
+          const symbolic = args.map((a) => (a instanceof Tensor ? trace.input(a, index++) : a)) as Args;
+          const result: unknown = fn(...symbolic);
+          if (isPromiseLike(result)) {
+            // The rest of the async function runs after tracing ended and fails there: that rejection is expected.
+            Promise.resolve(result).catch(() => {});
+            throw new SinterError('jit', 'fn returned a Promise; traced functions must be synchronous');
+          }
+          const outs: Tensor[] = [];
+          template = flatten(result, outs);
+          return trace.finish(outs);
+        }),
+      );
+      eliminateDeadCode(graph);
+      eliminateCommonSubexpressions(graph);
+      foldConstants(graph);
+      foldBatchNorm(graph);
+      eliminateDeadCode(graph);
+      const optimised = new Graph(graph.device, [...graph.nodes], [...graph.outputs]);
+      const groups = checkGroups(graph, strategy.groups(optimised));
+      const position = new Map(graph.nodes.map((n, i) => [n.id, i]));
+      const groupIds = groups.map((g) => g.members.map((n) => n.id).sort((a, b) => position.get(a)! - position.get(b)!));
+      const fusedOps = fuseGroups(graph, groups);
+      plan = new Plan(graph, fusedOps);
+      return {
+        graph: optimised, plan, groups: groupIds, template, strategy: strategy.name, compileMs: performance.now() - t0, compiling: null,
+        coldMs: null, warm: new Timings(), host: new Timings(), measuring: false, profile: null,
+        tensorGuards: trace.tensorGuards(), valueGuards: trace.valueGuards,
+      };
+    } catch (e) {
+      plan?.dispose();
+      for (const t of trace.constantTensors()) t.dispose();
+      if (graph) freeConstants(graph.nodes);
+      throw e;
+    }
+  };
+
+  /** The cached plan for `key` (as most recently used), or null when there is none or its guards fail (then it is freed). */
+  const lookup = (key: string): Compiled | null => {
+    const c = plans.get(key);
+    if (!c) return null;
+    plans.delete(key);
+    if (c.compiling === null && !guardsHold(c)) {
+      counts.retraces++;
+      if (last === c) last = null;
+      free(c);
+      return null;
+    }
+    plans.set(key, c);
+    counts.hits++;
+    return c;
+  };
+  const insert = (key: string, c: Compiled): void => {
+    counts.misses++;
+    plans.set(key, c);
+    for (const [k, old] of plans) {
+      if (plans.size <= capacity) break;
+      plans.delete(k);
+      counts.evictions++;
+      if (last === old) last = null;
+      free(old);
+    }
+  };
+  const forget = (key: string, c: Compiled): void => {
+    if (plans.get(key) === c) plans.delete(key);
+    if (last === c) last = null;
+    free(c);
   };
 
   /** The compiled signature of these arguments, compiled now with its pipelines compiled asynchronously if new. */
   const compiled = async (args: Args, what: string): Promise<Compiled> => {
     if (activeTrace()) throw new SinterError('jit', `${what}() cannot be used while another function is traced`);
     const key = signature(args);
-    let c = plans.get(key);
+    let c = lookup(key);
     if (!c) {
       const t0 = performance.now();
       const fresh = build(args);
-      plans.set(key, (c = fresh));
-      fresh.compiling = fresh.plan.compile().then(() => {
-        fresh.compileMs = performance.now() - t0;
-        fresh.compiling = null;
-      });
+      insert(key, (c = fresh));
+      fresh.compiling = fresh.plan.compile().then(
+        () => {
+          fresh.compileMs = performance.now() - t0;
+          fresh.compiling = null;
+        },
+        (e: unknown) => {
+          forget(key, fresh);
+          throw e;
+        },
+      );
     }
     await c.compiling;
     return c;
@@ -178,18 +349,39 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
     // Inside another trace, just inline.
     if (activeTrace()) return fn(...args);
     const key = signature(args);
-    let c = plans.get(key);
+    let c = lookup(key);
     const t0 = performance.now();
+    let outs: Tensor[];
     if (!c) {
-      plans.set(key, (c = build(args)));
-      c.plan.createPipelines();
-      c.compileMs = performance.now() - t0;
+      insert(key, (c = build(args)));
+      try {
+        c.plan.createPipelines();
+        c.compileMs = performance.now() - t0;
+        outs = c.plan.run(args.filter((a): a is Tensor => a instanceof Tensor));
+      } catch (e) {
+        // A plan whose first run fails (a kernel the device rejects) is not kept.
+        forget(key, c);
+        throw e;
+      }
+    } else {
+      outs = c.plan.run(args.filter((a): a is Tensor => a instanceof Tensor));
     }
-    const outs = c.plan.run(args.filter((a): a is Tensor => a instanceof Tensor));
     const ms = performance.now() - t0;
     if (c.coldMs === null) c.coldMs = ms;
-    else c.warm.push(ms);
+    else {
+      c.host.add(ms);
+      if (c.graph.device !== 'webgpu') c.warm.add(ms);
+      else if (!c.measuring) {
+        const timed = c;
+        timed.measuring = true;
+        getBackend('webgpu').synchronize().then(
+          () => timed.warm.add(performance.now() - t0),
+          () => {},
+        ).finally(() => (timed.measuring = false));
+      }
+    }
     last = c;
+    profilerHooks.jit?.(`jit(${fn.name || 'fn'})`, c.graph.device, t0, null);
     return unflatten(c.template, outs) as R;
   };
 
@@ -199,10 +391,10 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
   };
   const report = (): JitReport => {
     const c = current();
-    const warm = [...c.warm].sort((a, b) => a - b);
     const measured = c.profile?.kernelMs;
     const key = c.graph.device === 'webgpu' ? 'gpuMs' : 'cpuMs';
-    return {
+    const warm = c.warm.summary();
+    const r: JitReport = {
       device: c.graph.device,
       strategy: c.strategy,
       kernels: c.plan.kernelReports().map((k, i) => (measured ? { ...k, [key]: measured[i] } : k)),
@@ -211,13 +403,21 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
       unplannedBytes: c.plan.memory.unplannedBytes,
       compileMs: c.compileMs,
       coldMs: c.coldMs,
-      warmMs: warm.length ? warm[Math.floor(warm.length / 2)]! : null,
+      warmMs: warm?.medianMs ?? null,
+      warm,
+      hostMs: c.host.summary(),
       profiledMs: c.profile?.wallMs ?? null,
+      toString: (format?: ReportFormat) => formatReport(r, format),
     };
+    // Printed as the table by console.log and util.inspect in Node.
+    Object.defineProperty(r, 'toString', { enumerable: false });
+    Object.defineProperty(r, INSPECT, { value: () => formatReport(r), enumerable: false });
+    return r;
   };
 
   return Object.assign(run, {
     report,
+    stats: (): JitCacheStats => ({ entries: plans.size, capacity, ...counts }),
     async compile(...args: Args): Promise<JitReport> {
       last = await compiled(args, 'compile');
       return report();
@@ -229,15 +429,12 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
       c.profile = { kernelMs, wallMs: performance.now() - t0 };
       outputs.forEach((t) => t.dispose());
       last = c;
+      profilerHooks.jit?.(`jit(${fn.name || 'fn'}).profile`, c.graph.device, t0, report().kernels);
       return report();
     },
     graph: () => current().graph,
     dispose() {
-      for (const c of plans.values()) {
-        c.plan.dispose();
-        // The graphs hold their constants (captured and folded tensors); user tensors keep their own references.
-        for (const n of [...c.graph.nodes, ...c.plan.graph.nodes]) if (n.kind === 'constant') n.tensor.dispose();
-      }
+      for (const c of plans.values()) free(c);
       plans.clear();
       last = null;
     },

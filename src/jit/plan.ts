@@ -179,6 +179,8 @@ export class Plan {
   private readonly slotTensors: Tensor[];
   /** The graph's inputs in the order calls pass their storages. */
   private readonly inputNodes: Extract<Node, { kind: 'input' }>[];
+  /** Random draws, made afresh on each call and bound after the inputs. */
+  private readonly randomNodes: Extract<Node, { kind: 'random' }>[];
   /** Values computed by kernels that the graph returns: each call allocates them afresh. */
   private readonly outputValues: Value[];
   /** Per kernel: its inputs' then its outputs' bindings. */
@@ -193,16 +195,17 @@ export class Plan {
   ) {
     this.kernels = graph.nodes.filter((n): n is OpNode => n.kind === 'op');
     this.inputNodes = graph.nodes.filter((n): n is Extract<Node, { kind: 'input' }> => n.kind === 'input');
+    this.randomNodes = graph.nodes.filter((n): n is Extract<Node, { kind: 'random' }> => n.kind === 'random');
     this.outputValues = [...new Set(graph.outputs.map((u) => u.value).filter((v) => v.node.kind === 'op'))];
     this.memory = planMemory(this.kernels, new Set(this.outputValues));
     const backend = getBackend(graph.device);
     this.slotTensors = this.memory.slots.map((s) => keep(new Tensor(backend.alloc(s.dtype, s.length), [s.length])));
-    const inputAt = new Map(this.inputNodes.map((n, i) => [n, i]));
+    const inputAt = new Map<Node, number>([...this.inputNodes, ...this.randomNodes].map((n, i) => [n, i]));
     const outputAt = new Map(this.outputValues.map((v, i) => [v, i]));
     const bindingOf = (v: Value): Binding => {
       const n = v.node;
       if (n.kind === 'constant') return { storage: n.tensor.storage };
-      if (n.kind === 'input') return { input: inputAt.get(n)! };
+      if (n.kind === 'input' || n.kind === 'random') return { input: inputAt.get(n)! };
       const out = outputAt.get(v);
       return out === undefined ? { storage: this.slotTensors[this.memory.slotOf.get(v.id)!]!.storage } : { output: out };
     };
@@ -271,6 +274,11 @@ export class Plan {
         temps.push(copy);
         return copy;
       });
+      for (const n of this.randomNodes) {
+        const t = n.draw();
+        temps.push(t);
+        inputs.push(t);
+      }
       for (const v of this.outputValues) results.push(new Tensor(backend.alloc(v.dtype, numel(v.shape)), v.shape));
       const times = this.gpu
         ? this.gpu.plan.run(inputs.map((t) => t.storage as WebGpuStorage), results.map((t) => t.storage as WebGpuStorage), profile)

@@ -1,7 +1,8 @@
-import type { DeviceName, Storage } from '../backend/backend.js';
+import { type DeviceName, type Storage, deviceGeneration } from '../backend/backend.js';
 import { SinterError } from '../errors.js';
 import type { DType } from '../tensor/dtype.js';
 import { keep } from '../tensor/memory.js';
+import { storageVersion } from '../tensor/version.js';
 import { isContiguous, numel } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { OpDef } from '../ops/op.js';
@@ -20,14 +21,35 @@ export class TraceStorage implements Storage {
   ) {}
 }
 
+/** A tensor the traced function captured, as it was: a later call retraces if it was disposed, replaced or written in place. */
+export interface TensorGuard {
+  readonly tensor: Tensor;
+  readonly storage: Storage;
+  readonly version: number;
+}
+
+/** A value the traced code depended on (a module's `training` flag): a later call retraces when `read()` gives another. */
+export interface ValueGuard {
+  readonly what: string;
+  readonly read: () => unknown;
+  readonly value: unknown;
+}
+
 /** Records ops applied to symbolic tensors into a graph (see `apply` in src/ops/op.ts). */
 export class Trace {
   private readonly nodes: Node[] = [];
   private readonly constants = new Map<Storage, Value>();
+  /** Every tensor captured as a constant, by the tensor the traced code used (see `guards`). */
+  private readonly captured = new Map<Tensor, TensorGuard>();
+  readonly valueGuards: ValueGuard[] = [];
   private nextNode = 0;
   private nextValue = 0;
 
-  constructor(readonly device: DeviceName) {}
+  constructor(readonly device: DeviceName) {
+    // A plan belongs to one device instance: after a device loss `init` opens another, and the plan is rebuilt there.
+    const generation = deviceGeneration(device);
+    this.valueGuards.push({ what: `the ${device} device instance`, read: () => deviceGeneration(device), value: generation });
+  }
 
   /** Adds a node with one output value and returns the value. */
   private value(shape: readonly number[], dtype: DType, node: Node): Value {
@@ -51,6 +73,7 @@ export class Trace {
     if (s.device !== this.device) {
       throw new SinterError(op, `jit: a captured ${t.describe()} is on ${s.device} but the traced inputs are on ${this.device}; move it with .to('${this.device}')`);
     }
+    if (!this.captured.has(t)) this.captured.set(t, { tensor: t, storage: s, version: storageVersion(s) });
     let v = this.constants.get(s);
     if (!v) {
       // Whole contiguous tensors keep their shape (readable graphs, foldable weights); other views see the storage flat.
@@ -62,6 +85,31 @@ export class Trace {
     }
     // The value's contiguous layout is the storage's, so the tensor's own view reads it.
     return { value: v, view };
+  }
+
+  /**
+   * A random draw as a graph node: `draw` makes a fresh tensor on each call (from the generator the
+   * traced code named, so seeding it makes calls reproducible).
+   */
+  random(label: string, shape: readonly number[], dtype: DType, device: DeviceName, draw: () => Tensor): Tensor {
+    if (device !== this.device) {
+      throw new SinterError(label, `jit: a random tensor on ${device} cannot be used with traced inputs on ${this.device}; pass { device: '${this.device}' }`);
+    }
+    const v = this.value(shape, dtype, { kind: 'random', id: this.nextNode++, label, draw, outputs: [], inputs: [] });
+    return new Tensor(new TraceStorage(this.device, dtype, numel(shape), v), shape);
+  }
+
+  /** Tensors of the constants captured so far (to free them when tracing or compiling fails). */
+  constantTensors(): Tensor[] {
+    return [...this.constants.values()].map((v) => (v.node as Extract<Node, { kind: 'constant' }>).tensor);
+  }
+
+  /**
+   * Guards for the captured tensors that outlive the trace (module parameters and buffers); tensors
+   * the traced function made and its scope freed are the graph's own constants, frozen like numbers.
+   */
+  tensorGuards(): TensorGuard[] {
+    return [...this.captured.values()].filter((g) => !g.tensor.isDisposed);
   }
 
   record<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor[] {
@@ -82,6 +130,14 @@ export class Trace {
 }
 
 let active: Trace | null = null;
+
+/**
+ * Declares that the code being traced depends on `read()` (e.g. `module.training`): the jitted
+ * function retraces on a later call where it gives another value. Does nothing outside a trace.
+ */
+export function guardValue(what: string, read: () => unknown): void {
+  active?.valueGuards.push({ what, read, value: read() });
+}
 
 /** The trace being recorded, if any: `apply` records into it instead of running kernels. */
 export function activeTrace(): Trace | null {

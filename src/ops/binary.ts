@@ -1,7 +1,7 @@
 import { SinterError } from '../errors.js';
 import { isFloat, promoteTypes, promoteWithScalar } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
-import { type DTypeRule, type TensorOrScalar, type WgslTypes, binary, defineElementwise, map } from './elementwise.js';
+import { type DTypeRule, type JsTypes, type TensorOrScalar, type WgslTypes, binary, defineElementwise, map } from './elementwise.js';
 import { type Expr, call, cast, constant, input } from './expr.js';
 import { checkInputs } from './op.js';
 
@@ -9,31 +9,37 @@ import { checkInputs } from './op.js';
 function binaryOp(
   name: string,
   rule: DTypeRule,
-  js: (a: string, b: string, p: readonly number[]) => string,
+  js: (a: string, b: string, p: readonly number[], t: JsTypes) => string,
   wgsl: (a: string, b: string, p: readonly number[], t: WgslTypes) => string,
 ) {
-  defineElementwise(name, { arity: 2, js: ([a, b], p) => js(a!, b!, p), wgsl: ([a, b], p, t) => wgsl(a!, b!, p, t) });
+  defineElementwise(name, { arity: 2, js: ([a, b], p, t) => js(a!, b!, p, t), wgsl: ([a, b], p, t) => wgsl(a!, b!, p, t) });
   return (a: TensorOrScalar, b: TensorOrScalar, params: readonly number[] = []): Tensor => binary(name, a, b, rule, params);
 }
 
 /** WGSL calling `float` for float arguments and `int` for ints and bool. */
 const byType = (float: string, int: string) => (a: string, b: string, _: readonly number[], t: WgslTypes) => `${isFloat(t.args[0]!) ? float : int}(${a}, ${b})`;
 
+/** alpha·b in JS: for ints through Math.imul, exact modulo 2³² as the int32 result needs (a double product loses low bits above 2⁵³). */
+const jsScaled = (alpha: number, b: string, t: JsTypes) => (isFloat(t.args[1]!) ? `${alpha} * ${b}` : `Math.imul(${alpha}, ${b})`);
+
+// Integer results wrap modulo 2³² like C's (int8/uint8 then wrap to their width); integer division
+// by zero gives 0 on every backend (PyTorch's CPU raises, its CUDA kernels give garbage), and
+// div with roundingMode 'floor' rounds toward −∞ as Python's // does.
 const addOp = binaryOp(
   'add', 'same',
-  (a, b, [alpha]) => (alpha === 1 ? `(${a} + ${b})` : `(${a} + ${alpha} * ${b})`),
+  (a, b, [alpha], t) => (alpha === 1 ? `(${a} + ${b})` : `(${a} + ${jsScaled(alpha!, b, t)})`),
   (a, b, [alpha], t) => (alpha === 1 ? `(${a} + ${b})` : `(${a} + ${t.lit(alpha!)} * ${b})`),
 );
 const subOp = binaryOp(
   'sub', 'same',
-  (a, b, [alpha]) => (alpha === 1 ? `(${a} - ${b})` : `(${a} - ${alpha} * ${b})`),
+  (a, b, [alpha], t) => (alpha === 1 ? `(${a} - ${b})` : `(${a} - ${jsScaled(alpha!, b, t)})`),
   (a, b, [alpha], t) => (alpha === 1 ? `(${a} - ${b})` : `(${a} - ${t.lit(alpha!)} * ${b})`),
 );
-const mulOp = binaryOp('mul', 'same', (a, b) => `(${a} * ${b})`, (a, b) => `(${a} * ${b})`);
+const mulOp = binaryOp('mul', 'same', (a, b, _, t) => (isFloat(t.args[0]!) ? `(${a} * ${b})` : `Math.imul(${a}, ${b})`), (a, b) => `(${a} * ${b})`);
 const divOp = binaryOp('div', 'float', (a, b) => `(${a} / ${b})`, (a, b) => `(${a} / ${b})`);
 const divTruncOp = binaryOp('divTrunc', 'same', (a, b) => `Math.trunc(${a} / ${b})`, (a, b, _, t) => (isFloat(t.args[0]!) ? `trunc(${a} / ${b})` : `sn_idiv_trunc(${a}, ${b})`));
 const divFloorOp = binaryOp('divFloor', 'same', (a, b) => `Math.floor(${a} / ${b})`, (a, b, _, t) => (isFloat(t.args[0]!) ? `floor(${a} / ${b})` : `sn_idiv_floor(${a}, ${b})`));
-const powOp = binaryOp('pow', 'same', (a, b) => `Math.pow(${a}, ${b})`, byType('sn_pow', 'sn_ipow'));
+const powOp = binaryOp('pow', 'same', (a, b, _, t) => (isFloat(t.args[0]!) ? `Math.pow(${a}, ${b})` : `H.ipow(${a}, ${b})`), byType('sn_pow', 'sn_ipow'));
 const maximumOp = binaryOp('maximum', 'same', (a, b) => `Math.max(${a}, ${b})`, byType('sn_max', 'max'));
 const minimumOp = binaryOp('minimum', 'same', (a, b) => `Math.min(${a}, ${b})`, byType('sn_min', 'min'));
 // NaN is unequal to everything, 0 included: written as !(a == b), since GPUs may evaluate != ordered.
@@ -47,19 +53,21 @@ const logicalAndOp = binaryOp('logicalAnd', 'bool', (a, b) => `(${a} !== 0 && ${
 const logicalOrOp = binaryOp('logicalOr', 'bool', (a, b) => `(${a} !== 0 || ${b} !== 0 ? 1 : 0)`, (a, b) => `i32(!(${a} == 0) || !(${b} == 0))`);
 const logicalXorOp = binaryOp('logicalXor', 'bool', (a, b) => `((${a} !== 0) !== (${b} !== 0) ? 1 : 0)`, (a, b) => `i32((${a} == 0) != (${b} == 0))`);
 
-function alphaOf(op: string, opts: { alpha?: number } | undefined): number {
+function alphaOf(op: string, a: TensorOrScalar, b: TensorOrScalar, opts: { alpha?: number } | undefined): number {
   const alpha = opts?.alpha ?? 1;
   if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new SinterError(op, `alpha must be a finite number, got ${JSON.stringify(alpha)}`);
+  const integral = [a, b].every((v) => (v instanceof Tensor ? !isFloat(v.dtype) : Number.isInteger(Number(v))));
+  if (integral && !Number.isInteger(alpha)) throw new SinterError(op, `for integral operands alpha must be an integer (as in PyTorch), got ${alpha}`);
   return alpha;
 }
 
 /** a + alpha·b, broadcasting; either side may be a number. */
 export function add(a: TensorOrScalar, b: TensorOrScalar, opts?: { alpha?: number }): Tensor {
-  return addOp(a, b, [alphaOf('add', opts)]);
+  return addOp(a, b, [alphaOf('add', a, b, opts)]);
 }
 /** a − alpha·b, broadcasting; either side may be a number. */
 export function sub(a: TensorOrScalar, b: TensorOrScalar, opts?: { alpha?: number }): Tensor {
-  return subOp(a, b, [alphaOf('sub', opts)]);
+  return subOp(a, b, [alphaOf('sub', a, b, opts)]);
 }
 export const mul = (a: TensorOrScalar, b: TensorOrScalar): Tensor => mulOp(a, b);
 /** True division (ints give float32); `roundingMode: 'trunc' | 'floor'` rounds and keeps the promoted dtype. */

@@ -21,13 +21,21 @@ export interface WgslTypes {
   lit(v: number): string;
 }
 
+/** What a JS form knows of its node: its arguments' dtypes and its result's (ints need Math.imul, not `*`). */
+export interface JsTypes {
+  readonly args: readonly DType[];
+  readonly out: DType;
+}
+
 /**
  * How an elementwise function is computed: `js` and `wgsl` get argument expressions and the
- * node's numeric params. Helpers the WGSL may call are in src/kernels/wgsl/prelude.ts.
+ * node's numeric params. Helpers the WGSL may call are in src/kernels/wgsl/prelude.ts; the JS may
+ * call those of `H` in src/kernels/cpu/map.ts. Integer results wrap modulo 2³² as in C (the JS
+ * form's double is cast exactly, so it must stay exact: products of int32 go through Math.imul).
  */
 export interface ElementwiseFn {
   readonly arity: number;
-  readonly js: (args: readonly string[], params: readonly number[]) => string;
+  readonly js: (args: readonly string[], params: readonly number[], types: JsTypes) => string;
   readonly wgsl: (args: readonly string[], params: readonly number[], types: WgslTypes) => string;
 }
 

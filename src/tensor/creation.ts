@@ -3,6 +3,7 @@ import { getBackend } from '../backend/backend.js';
 import { resolveDevice } from '../backend/device.js';
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, type HostArray, allocHost, castValue, checkDType, toHost } from './dtype.js';
+import { activeTrace } from '../jit/trace.js';
 import { Generator, defaultGenerator } from './random.js';
 import { checkShape, numel } from './shape.js';
 import { type NestedArray, Tensor } from './tensor.js';
@@ -208,6 +209,13 @@ function generatorFor(opts: RandomOptions): Generator {
 function randomTensor(op: string, shape: number[], opts: RandomOptions, draw: (g: Generator) => number, fallback: DType): Tensor {
   const dtype = dtypeOf(op, opts, fallback);
   const g = generatorFor(opts);
+  const trace = activeTrace();
+  if (trace && opts.seed === undefined) {
+    // Under jit, a draw from a generator is a graph node drawing fresh values on every call, in the
+    // order the traced code drew them (a call with its own `seed` gives the same values each time: a constant).
+    const device = resolveDevice(op, opts.device);
+    return trace.random(op, shape, dtype, device, () => randomTensor(op, shape, { dtype, device, generator: g }, draw, fallback));
+  }
   const host = allocHost(dtype, numel(shape));
   for (let i = 0; i < host.length; i++) host[i] = castValue(dtype, draw(g));
   return fromHost(op, host, shape, dtype, opts.device);

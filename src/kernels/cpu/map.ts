@@ -3,10 +3,10 @@ import type { DType } from '../../tensor/dtype.js';
 import { type Expr, exprNodes, exprToString } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
 import { ELEMENTWISE } from '../../ops/elementwise.js';
-import { erf, roundHalfEven } from './math.js';
+import { erf, ipow, roundHalfEven } from './math.js';
 
 /** Helpers that generated JavaScript may call as `H.name(...)`. */
-export const H = { f16: f16round, erf, roundHalfEven };
+export const H = { f16: f16round, erf, roundHalfEven, ipow };
 
 /** JS that converts a number to what storing it as `dtype` gives (as PyTorch's casts do). */
 export function jsCast(dtype: DType, v: string): string {
@@ -44,7 +44,7 @@ export function jsExprBody(expr: Expr, readInput: (k: number) => string): { body
     else {
       const fn = ELEMENTWISE.get(n.fn);
       if (!fn) throw new Error(`no elementwise function '${n.fn}'`);
-      v = jsCast(n.dtype, fn.js(n.args.map((a) => names.get(a)!), n.params));
+      v = jsCast(n.dtype, fn.js(n.args.map((a) => names.get(a)!), n.params, { args: n.args.map((a) => a.dtype), out: n.dtype }));
     }
     const name = `t${names.size}`;
     names.set(n, name);

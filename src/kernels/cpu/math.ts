@@ -30,3 +30,18 @@ export function roundHalfEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
+
+/**
+ * x to the integer power y, wrapping modulo 2³² like C's int arithmetic (and WGSL's sn_ipow):
+ * squaring with Math.imul stays exact where Math.pow's double loses the low bits. A negative power
+ * is 1/x^|y| truncated: ±1 for x = ±1, else 0.
+ */
+export function ipow(x: number, y: number): number {
+  if (y < 0) return x === 1 ? 1 : x === -1 ? (y & 1 ? -1 : 1) : 0;
+  let r = 1, b = x | 0;
+  for (let e = y; e > 0; e = Math.floor(e / 2)) {
+    if (e % 2 === 1) r = Math.imul(r, b);
+    b = Math.imul(b, b);
+  }
+  return r;
+}
