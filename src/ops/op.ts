@@ -4,6 +4,7 @@ import type { DType, HostArray } from '../tensor/dtype.js';
 import type { GpuView, WebGpuCaps, WgslForm } from '../kernels/wgsl/kernel.js';
 import { Tensor } from '../tensor/tensor.js';
 import { activeTrace } from '../jit/trace.js';
+import { profilerHooks } from '../profiler/hooks.js';
 
 /** What shape rules see of a tensor. */
 export interface TensorMeta {
@@ -85,12 +86,16 @@ export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Ten
     for (const d of o.shape) n *= d;
     return new Tensor(backend.alloc(o.dtype, n), o.shape);
   });
+  // While sn.profiler records, each eager op reports its host time, inputs and outputs.
+  const hook = profilerHooks.op;
+  const start = hook ? performance.now() : 0;
   try {
     backend.run(op, inputs, attrs, tensors);
   } catch (e) {
     for (const t of tensors) t.dispose();
     throw e;
   }
+  hook?.(op.name, attrs, inputs, tensors, start);
   return tensors;
 }
 
