@@ -1,4 +1,5 @@
-import { SinterError } from '../errors.js';
+import { SinterError, fmtShape } from '../errors.js';
+import { type DType, itemSize } from '../tensor/dtype.js';
 import { type DeviceName, type DeviceOption, getBackend, hasBackend, registerBackend } from './backend.js';
 import { cpuBackend } from './cpu.js';
 import { reportCaches } from '../tensor/memory.js';
@@ -105,6 +106,49 @@ export function setCacheLimits(options: CacheLimits): void {
  */
 export function emptyCache(): void {
   if (hasBackend('webgpu')) (getBackend('webgpu') as WebGpuBackend).pool.clear();
+}
+
+/** "3.64 GiB" for messages. */
+function fmtBytes(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = bytes, u = 0;
+  while (v >= 1024 && u < units.length - 1) (v /= 1024), u++;
+  return u === 0 ? `${bytes} bytes` : `${bytes} bytes (${v.toFixed(2)} ${units[u]})`;
+}
+
+/** Elements one JavaScript typed array holds at most (V8 on 64-bit hosts: 2³²). */
+const MAX_HOST_ELEMENTS = 2 ** 32;
+
+/** This machine's memory, where the environment tells (Node; a container's limit when lower). */
+function hostMemory(): number | null {
+  const proc = (globalThis as { process?: { getBuiltinModule?: (m: string) => unknown; constrainedMemory?: () => number | undefined } }).process;
+  const os = proc?.getBuiltinModule?.('node:os') as { totalmem(): number } | undefined;
+  if (!os) return null;
+  const constrained = proc!.constrainedMemory?.();
+  return Math.min(os.totalmem(), constrained && constrained > 0 ? constrained : Infinity);
+}
+
+/**
+ * Refuses, before anything is allocated or generated, a tensor of `shape` and `dtype` on `device`
+ * that cannot exist there: more elements than one host array holds (creation builds values on the
+ * host first, and the CPU keeps them there), more bytes than this machine has, or on WebGPU more
+ * than one buffer may hold or bind. The SinterError names the op, the shape, the bytes and the limit.
+ * Every creation function and every op's output allocation call it.
+ */
+export function checkAllocation(op: string, shape: readonly number[], dtype: DType, device: DeviceOption | undefined): void {
+  let n = 1;
+  for (const d of shape) n *= d;
+  const bytes = n * itemSize(dtype);
+  const what = () => `a ${dtype} tensor of shape ${fmtShape(shape)} needs ${fmtBytes(bytes)}`;
+  if (n > MAX_HOST_ELEMENTS) throw new SinterError(op, `${what()}: more than the ${MAX_HOST_ELEMENTS} elements one JavaScript typed array holds`);
+  const host = hostMemory();
+  if (host !== null && bytes > host) throw new SinterError(op, `${what()}, more than this machine's ${fmtBytes(host)} of memory`);
+  const name = resolveDevice(op, device);
+  if (name !== 'webgpu') return;
+  const b = getBackend('webgpu') as WebGpuBackend;
+  const { maxBufferSize, maxStorageBufferBindingSize } = b.caps.limits;
+  const limit = Math.min(maxBufferSize, maxStorageBufferBindingSize);
+  if (Math.ceil(bytes / 4) * 4 > limit) throw new SinterError(op, `${what()}, more than the ${fmtBytes(limit)} one buffer may hold and bind on ${b.adapter} (maxBufferSize ${maxBufferSize}, maxStorageBufferBindingSize ${maxStorageBufferBindingSize})`);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { getBackend } from '../backend/backend.js';
+import { checkAllocation } from '../backend/device.js';
 import { SinterError, fmtShape } from '../errors.js';
 import type { DType, HostArray } from '../tensor/dtype.js';
 import type { GpuView, WebGpuCaps, WgslForm } from '../kernels/wgsl/kernel.js';
@@ -81,6 +82,7 @@ export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Ten
   if (trace) return trace.record(op, inputs, attrs);
   const outs = op.infer(inputs, attrs);
   const backend = getBackend(inputs[0]!.device);
+  for (const o of outs) checkAllocation(op.name, o.shape, o.dtype, backend.name);
   const tensors = outs.map((o) => {
     let n = 1;
     for (const d of o.shape) n *= d;

@@ -1,6 +1,6 @@
 import type { DeviceOption } from '../backend/backend.js';
 import { getBackend } from '../backend/backend.js';
-import { resolveDevice } from '../backend/device.js';
+import { checkAllocation, resolveDevice } from '../backend/device.js';
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, type HostArray, allocHost, castValue, checkDType, toHost } from './dtype.js';
 import { activeTrace } from '../jit/trace.js';
@@ -120,6 +120,7 @@ function filled(op: string, shape: readonly number[], fillValue: number | boolea
   checkShape(op, shape);
   if (typeof fillValue !== 'number' && typeof fillValue !== 'boolean') throw new SinterError(op, `fillValue must be a number or boolean, got ${typeof fillValue}`);
   const dtype = dtypeOf(op, opts, typeof fillValue === 'boolean' ? 'bool' : 'float32');
+  checkAllocation(op, shape, dtype, opts.device);
   const host = allocHost(dtype, numel(shape));
   host.fill(castValue(dtype, Number(fillValue)));
   return fromHost(op, host, shape, dtype, opts.device);
@@ -172,6 +173,7 @@ export function arange(...args: (number | CreateOptions)[]): Tensor {
   if ((end - start) / step < 0) throw new SinterError('arange', `upper bound and step are inconsistent: start ${start}, end ${end}, step ${step}`);
   const n = Math.ceil((end - start) / step);
   const dtype = dtypeOf('arange', opts, nums.every(Number.isInteger) ? 'int32' : 'float32');
+  checkAllocation('arange', [n], dtype, opts.device);
   const host = allocHost(dtype, n);
   for (let i = 0; i < n; i++) host[i] = castValue(dtype, start + i * step);
   return fromHost('arange', host, [n], dtype, opts.device);
@@ -181,6 +183,7 @@ export function arange(...args: (number | CreateOptions)[]): Tensor {
 export function linspace(start: number, end: number, steps: number, opts: CreateOptions = {}): Tensor {
   if (!Number.isInteger(steps) || steps < 0) throw new SinterError('linspace', `steps must be a non-negative integer, got ${steps}`);
   const dtype = dtypeOf('linspace', opts, 'float32');
+  checkAllocation('linspace', [steps], dtype, opts.device);
   const host = allocHost(dtype, steps);
   const step = steps > 1 ? (end - start) / (steps - 1) : 0;
   const half = Math.floor(steps / 2);
@@ -193,6 +196,7 @@ export function eye(n: number, m: number | CreateOptions = n, opts: CreateOption
   if (typeof m === 'object') [m, opts] = [n, m];
   for (const v of [n, m]) if (!Number.isInteger(v) || v < 0) throw new SinterError('eye', `sizes must be non-negative integers, got n=${n}, m=${m}`);
   const dtype = dtypeOf('eye', opts, 'float32');
+  checkAllocation('eye', [n, m], dtype, opts.device);
   const host = allocHost(dtype, n * m);
   for (let i = 0; i < Math.min(n, m); i++) host[i * m + i] = 1;
   return fromHost('eye', host, [n, m], dtype, opts.device);
@@ -208,6 +212,7 @@ function generatorFor(opts: RandomOptions): Generator {
 
 function randomTensor(op: string, shape: number[], opts: RandomOptions, draw: (g: Generator) => number, fallback: DType): Tensor {
   const dtype = dtypeOf(op, opts, fallback);
+  checkAllocation(op, shape, dtype, opts.device);
   const g = generatorFor(opts);
   const trace = activeTrace();
   if (trace && opts.seed === undefined) {
