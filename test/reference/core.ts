@@ -1,7 +1,6 @@
 // The float64 reference: plain, slow, obviously-correct code, independent of src/ (it never imports
 // kernels or ops). Tests compare every op against it. A reference tensor is a shape and a flat,
 // row-major Float64Array.
-import { f16round } from '@petamoriken/float16';
 import type { DType } from '../../src/index.js';
 import type { TensorCase } from '../../src/testing/index.js';
 
@@ -69,13 +68,35 @@ export function mapRef(inputs: Ref[], f: (...xs: number[]) => number): Ref {
   return { shape, data: out };
 }
 
+/**
+ * The nearest binary16 value to `v` (ties to even), with subnormals, and ±∞ from 65520 up (the
+ * midpoint between the largest finite half, 65504, and 2¹⁶). Found by scaling to the value's
+ * ulp, not by bit manipulation, to stay independent of the implementation's method.
+ */
+export function float16Ref(v: number): number {
+  if (Number.isNaN(v) || v === 0 || !Number.isFinite(v)) return v;
+  const sign = v < 0 ? -1 : 1;
+  const a = Math.abs(v);
+  if (a >= 65520) return sign * Infinity;
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (2 ** (e + 1) <= a) e++;
+  // Normal halves have 10 fraction bits; below 2⁻¹⁴ the spacing stays 2⁻²⁴ (subnormals).
+  const ulp = 2 ** (Math.max(e, -14) - 10);
+  const q = a / ulp;
+  let r = Math.floor(q);
+  const frac = q - r;
+  if (frac > 0.5 || (frac === 0.5 && r % 2 === 1)) r++;
+  return sign * r * ulp;
+}
+
 /** What storing v as dtype gives (PyTorch's casts), computed independently of src/. */
 export function castRef(dtype: DType, v: number): number {
   switch (dtype) {
     case 'float32':
       return Math.fround(v);
     case 'float16':
-      return f16round(v);
+      return float16Ref(v);
     case 'bool':
       return v !== 0 ? 1 : 0;
     default: {
