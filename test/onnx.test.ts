@@ -1,46 +1,15 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import protobuf from 'protobufjs/light.js';
 import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { DeviceName, OnnxModel, OnnxUnsupportedError, Tensor } from '../src/index.js';
-import { ONNX_SCHEMA } from '../src/io/onnx/schema.js';
 import { assertClose } from '../src/testing/index.js';
 
-// Models built here with protobufjs and ONNX's schema, the way an exporter writes them.
+import { TYPE, float, info, int, ints, model, node, rawFloat, str, values } from './onnx-builder.js';
+import { WITH_WEBGPU } from './helpers.js';
 
-const root = protobuf.Root.fromJSON(ONNX_SCHEMA as protobuf.INamespace);
-const ModelProto = root.lookupType('onnx.ModelProto');
-const TYPE = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 } as const;
-
-type Attr = { name: string; type: number; i?: number; f?: number; s?: Uint8Array; ints?: number[]; floats?: number[]; t?: object };
-const ints = (name: string, v: number[]): Attr => ({ name, type: 7, ints: v });
-const int = (name: string, v: number): Attr => ({ name, type: 2, i: v });
-const float = (name: string, v: number): Attr => ({ name, type: 1, f: v });
-const str = (name: string, v: string): Attr => ({ name, type: 3, s: new TextEncoder().encode(v) });
-
-function info(name: string, type: keyof typeof TYPE, shape: (number | string)[]) {
-  return { name, type: { tensorType: { elemType: TYPE[type], shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } } };
-}
-function node(opType: string, input: string[], output: string[], attribute: Attr[] = [], domain = '') {
-  return { opType, input, output, attribute, domain, name: `${opType.toLowerCase()}_${output[0]}` };
-}
-/** A float32 initializer stored as raw little-endian bytes. */
-function rawFloat(name: string, dims: number[], values: number[]) {
-  return { name, dims, dataType: TYPE.float32, rawData: new Uint8Array(new Float32Array(values).buffer) };
-}
-function model(g: { nodes: object[]; inputs: object[]; outputs: object[]; initializers?: object[] }, opsets: Record<string, number> = { '': 17 }): Uint8Array {
-  return ModelProto.encode(ModelProto.fromObject({
-    irVersion: 8,
-    opsetImport: Object.entries(opsets).map(([domain, version]) => ({ domain, version })),
-    graph: { name: 'test', node: g.nodes, input: g.inputs, output: g.outputs, initializer: g.initializers ?? [] },
-  })).finish();
-}
-
-async function values(t: Tensor): Promise<number[]> {
-  return Array.from(await t.data());
-}
+// Models built here with protobufjs and ONNX's schema (test/onnx-builder.ts), the way an exporter writes them.
 
 describe('loadOnnx', () => {
   it('reads initializers from raw_data and from the typed fields (float_data, int32_data, int64_data)', async () => {
@@ -110,6 +79,7 @@ describe('loadOnnx', () => {
         node('FusedConv', ['b'], ['c'], [], 'com.microsoft'),
         node('Cast', ['c'], ['d'], [int('to', TYPE.float64)]),
         node('Loop', ['d'], ['y']),
+        node('Scan', ['d'], ['z'], [int('num_scan_inputs', 1)], '', ),
       ],
       inputs: [info('x', 'float32', [2])],
       outputs: [info('y', 'float32', [2])],
@@ -118,15 +88,16 @@ describe('loadOnnx', () => {
     const err = await sn.loadOnnx(bytes).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(sn.OnnxUnsupportedError);
     const listed = (err as OnnxUnsupportedError).unsupported.map((u) => [u.op, u.domain, u.opset]);
-    expect(listed).toEqual([['graph', '', 17], ['NotAnOnnxOp', '', 17], ['FusedConv', 'com.microsoft', 1], ['Cast', '', 17], ['Loop', '', 17]]);
+    expect(listed).toEqual([['graph', '', 17], ['NotAnOnnxOp', '', 17], ['FusedConv', 'com.microsoft', 1], ['Cast', '', 17], ['Loop', '', 17], ['Scan', '', 17]]);
     const message = (err as Error).message;
-    expect(message).toContain('the model uses 5 unsupported ops/types');
+    expect(message).toContain('the model uses 6 unsupported ops/types');
+    expect(message).toContain("needs the graph attribute 'body'");
     expect(message).toContain("graph (opset 17) at initializer 'unused': float64: the engine has no float64 dtype");
-    expect(message).toContain("com.microsoft.FusedConv (opset 1) at node 2 'fusedconv_c' (com.microsoft.FusedConv, opset 1): the domain 'com.microsoft' is not supported");
+    expect(message).toContain("com.microsoft.FusedConv (opset 1) at node 2 'fusedconv_c' (com.microsoft.FusedConv, opset 1): not implemented in the domain 'com.microsoft'");
     expect(message).toContain('casts to float64: the engine has no float64 dtype');
     // Ops whose oldest supported opset is later than the model's are reported too, as are graph inputs of types the engine lacks.
-    const old = model({ nodes: [node('Add', ['x', 'x'], ['y'])], inputs: [info('x', 'float64', [2])], outputs: [info('y', 'float64', [2])] }, { '': 6 });
-    await expect(sn.loadOnnx(old)).rejects.toThrow(/Add \(opset 6\) at node 0 'add_y' \(Add, opset 6\): opset 6 is older than the oldest supported \(7\)/);
+    const old = model({ nodes: [node('Upsample', ['x'], ['y'])], inputs: [info('x', 'float64', [2])], outputs: [info('y', 'float64', [2])] }, { '': 6 });
+    await expect(sn.loadOnnx(old)).rejects.toThrow(/Upsample \(opset 6\) at node 0 'upsample_y' \(Upsample, opset 6\): opset 6 is older than the oldest supported \(7\)/);
     await expect(sn.loadOnnx(old)).rejects.toThrow(/graph \(opset 6\) at input 'x': float64: the engine has no float64 dtype/);
   });
 
@@ -189,13 +160,20 @@ describe('loadOnnx', () => {
     }
   });
 
-  it('reports a shape that depends on tensor values, which cannot be traced', async () => {
+  it('runs a model whose shapes depend on tensor values eagerly, and report() says why', async () => {
     const m = await sn.loadOnnx(model({
-      nodes: [node('ArgMax', ['s'], ['k'], [int('keepdims', 1)]), node('Reshape', ['x', 'k'], ['y'])],
-      inputs: [info('x', 'float32', [4]), info('s', 'float32', [3])],
-      outputs: [info('y', 'float32', [4])],
+      nodes: [node('Sigmoid', ['s'], ['p']), node('Cast', ['p'], ['k'], [int('to', TYPE.int64)]), node('Add', ['k', 'two'], ['shape']), node('Reshape', ['x', 'shape'], ['y'])],
+      inputs: [info('x', 'float32', [4]), info('s', 'float32', [2])],
+      outputs: [info('y', 'float32', [2, 2])],
+      initializers: [{ name: 'two', dims: [1], dataType: TYPE.int64, int64Data: [2] }],
     }));
-    await expect(m.run({ x: sn.zeros([4]), s: sn.zeros([3]) })).rejects.toThrow(/Reshape: node 1 'reshape_y' \(Reshape, opset 17\): .*shape is needed while the model is traced/);
+    // sigmoid(±1) casts to 0, so the shape is [2, 2].
+    const { y } = await m.run({ x: sn.tensor([1, 2, 3, 4]), s: sn.tensor([1, -1]) });
+    expect(y!.shape).toEqual([2, 2]);
+    expect(await values(y!)).toEqual([1, 2, 3, 4]);
+    const report = m.report();
+    expect(report.execution).toBe('eager');
+    expect(report.reason).toMatch(/node 3 'reshape_y' \(Reshape, opset 17\): input 1 \('shape'\) is computed from tensor values/);
   });
 
   it('folds a BatchNormalization into the Conv before it, matching eager execution', async () => {
@@ -303,5 +281,54 @@ describe.each(['cpu', 'webgpu'] as DeviceName[])('an ONNX model on %s', (device)
       assertClose(await traced[name]!.data(), await eager[name]!.data(), { rtol: 1e-5, atol: 1e-6 });
     }
     m.dispose();
+  });
+});
+
+describe.each(WITH_WEBGPU as DeviceName[])('ONNX opsets 1–6 on %s', (device) => {
+  it('legacy broadcast/axis attributes, BatchNormalization-6, Softmax-1', async () => {
+    const m = await sn.loadOnnx(model({
+      nodes: [
+        // B [3] aligned to A [2, 3, 2] at axis 1: b broadcasts over dims 0 and 2.
+        node('Add', ['a', 'b'], ['sum'], [int('broadcast', 1), int('axis', 1)]),
+        node('Mul', ['a', 'a'], ['sq']),
+        node('Cast', ['a'], ['half'], [int('to', TYPE.float16)]),
+        node('Concat', ['sum', 'sq'], ['cat'], [int('axis', 1)]),
+        node('BatchNormalization', ['a', 'g', 'beta', 'mean', 'var'], ['bn'], [int('is_test', 1), int('spatial', 1), float('epsilon', 0)]),
+        node('Softmax', ['a'], ['sm'], [int('axis', 1)]),
+      ],
+      inputs: [info('a', 'float32', [2, 3, 2])],
+      outputs: [info('sum', 'float32', [2, 3, 2]), info('half', 'float16', [2, 3, 2]), info('cat', 'float32', [2, 6, 2]), info('bn', 'float32', [2, 3, 2]), info('sm', 'float32', [2, 3, 2])],
+      initializers: [rawFloat('b', [3], [10, 20, 30]), rawFloat('g', [3], [1, 2, 3]), rawFloat('beta', [3], [0, 1, 2]), rawFloat('mean', [3], [1, 1, 1]), rawFloat('var', [3], [1, 4, 9])],
+    }, { '': 6 }), { device });
+    const a = Array.from({ length: 12 }, (_, i) => i);
+    const out = await m.run({ a: sn.tensor(a, { device }).reshape([2, 3, 2]) });
+    expect(await values(out.sum!)).toEqual(a.map((v, i) => v + [10, 20, 30][Math.floor(i / 2) % 3]!));
+    expect(out.half!.dtype).toBe('float16');
+    expect(out.cat!.shape).toEqual([2, 6, 2]);
+    // (x − 1) / sqrt(var) · g + beta = (x − 1) + beta per channel (g = sqrt(var)).
+    expect(await values(out.bn!)).toEqual(a.map((v, i) => v - 1 + [0, 1, 2][Math.floor(i / 2) % 3]!));
+    // Softmax-1 coerces to 2-D at axis 1: each batch row of 6 values sums to 1.
+    const sm = await values(out.sm!);
+    expect(sm.slice(0, 6).reduce((x, y) => x + y)).toBeCloseTo(1, 5);
+    expect(sm[5]! / sm[4]!).toBeCloseTo(Math.E, 4);
+    m.dispose();
+  });
+
+  it('Cast-1 names its target type; Concat-1 concatenates on axis 1 by default; Reshape-1 takes its shape as an attribute', async () => {
+    const m = await sn.loadOnnx(model({
+      nodes: [node('Cast', ['a'], ['y'], [str('to', 'INT32')]), node('Concat', ['a', 'a'], ['c']), node('Reshape', ['a'], ['r'], [ints('shape', [2, 1])])],
+      inputs: [info('a', 'float32', [1, 2])],
+      outputs: [info('y', 'int32', [1, 2]), info('c', 'float32', [1, 4]), info('r', 'float32', [2, 1])],
+    }, { '': 1 }), { device });
+    const { y, c, r } = await m.run({ a: sn.tensor([[1.7, -2.2]], { device }) });
+    expect(r!.shape).toEqual([2, 1]);
+    expect(y!.dtype).toBe('int32');
+    expect(await values(y!)).toEqual([1, -2]);
+    expect(c!.shape).toEqual([1, 4]);
+  });
+
+  it('refuses mismatched shapes without broadcast=1 before opset 7', async () => {
+    const m = await sn.loadOnnx(model({ nodes: [node('Add', ['a', 'b'], ['y'])], inputs: [info('a', 'float32', [2, 3]), info('b', 'float32', [3])], outputs: [info('y', 'float32', [2, 3])] }, { '': 6 }), { device });
+    await expect(m.run({ a: sn.zeros([2, 3], { device }), b: sn.zeros([3], { device }) })).rejects.toThrow(/Add, opset 6\): inputs .*\[2, 3\].* and .*\[3\].* differ in shape, and before opset 7 that needs broadcast=1/);
   });
 });

@@ -13,9 +13,11 @@ import './ops/resize.js';
 import './ops/attention.js';
 import './ops/quant.js';
 import './ops/einsum.js';
+// Last: widens the opsets of the ops registered above.
+import './ops/legacy.js';
 
 export { OnnxModel, OnnxUnsupportedError } from './model.js';
-export type { OnnxFeed, OnnxTensorData, OnnxUnsupported, OnnxValueInfo, OnnxRunOptions } from './model.js';
+export type { OnnxFeed, OnnxTensorData, OnnxUnsupported, OnnxValueInfo, OnnxRunOptions, OnnxReport } from './model.js';
 export type { OnnxDType } from './tensor.js';
 
 export interface LoadOnnxOptions {

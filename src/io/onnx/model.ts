@@ -1,15 +1,13 @@
-import type { DeviceName } from '../../backend/backend.js';
+import { type DeviceName, storageIsLive } from '../../backend/backend.js';
 import { SinterError, fmtShape } from '../../errors.js';
 import type { Graph } from '../../jit/graph.js';
 import { type JitReport, type Jitted, jit } from '../../jit/jit.js';
 import { keep } from '../../tensor/memory.js';
-import { tidy } from '../../tensor/scope.js';
-import { itemSize } from '../../tensor/dtype.js';
 import { Tensor } from '../../tensor/tensor.js';
-import { OnnxNode } from './node.js';
+import { type Interpretation, NeedsValues, type OnnxGraph, type OnnxUnsupported, buildGraph, runEager, runGraph, runTraced } from './graph.js';
 import type { GraphProto, ModelProto, ValueInfoProto } from './proto.js';
-import { OPS, type OpContext, type Val, checkValueBytes, isHost } from './registry.js';
-import { HostTensor, type OnnxDType, deviceDType, fromTensorProto, onnxDType, unsupportedDType, uploadHost } from './tensor.js';
+import { OPS, type OpContext, type Val, isHost } from './registry.js';
+import { HostTensor, type OnnxDType, deviceDType, onnxDType, unsupportedDType, uploadHost } from './tensor.js';
 
 /** A graph input or output: its name, ONNX element type and shape (a symbolic dim is its name, an unknown one null). */
 export interface OnnxValueInfo {
@@ -18,14 +16,7 @@ export interface OnnxValueInfo {
   readonly shape: readonly (number | string | null)[] | null;
 }
 
-/** Why a model cannot run: one entry per unsupported op (or type), listed together when it loads. */
-export interface OnnxUnsupported {
-  readonly op: string;
-  readonly domain: string;
-  readonly opset: number;
-  readonly node: string;
-  readonly reason: string;
-}
+export type { OnnxUnsupported } from './graph.js';
 
 /** Thrown by loadOnnx when some nodes or types are unsupported; `unsupported` lists them all. */
 export class OnnxUnsupportedError extends SinterError {
@@ -45,13 +36,21 @@ export interface OnnxTensorData {
 
 export type OnnxFeed = Tensor | OnnxTensorData;
 
+/** How a model runs (see OnnxModel.report). */
+export interface OnnxReport {
+  /** 'jit': traced and compiled per input signature; 'eager': op by op on every call. */
+  readonly execution: 'jit' | 'eager';
+  /** Why the model runs eagerly (the node and the value it needed), or null. */
+  readonly reason: string | null;
+  /** The jit's report of the most recent traced signature; null when eager. */
+  readonly jit: JitReport | null;
+  toString(): string;
+}
+
 export interface OnnxRunOptions {
   /** Trace the model with `jit` (the default) or run every op eagerly. */
   jit?: boolean;
 }
-
-/** The oldest opset of the default domain whose ops this importer implements, unless an op says otherwise. */
-const MIN_OPSET = 7;
 
 /** A graph input's or output's description, or why it cannot be one here (a sequence, map, optional…). */
 function valueInfo(v: ValueInfoProto, what: string): OnnxValueInfo | string {
@@ -77,8 +76,7 @@ export class OnnxModel {
   readonly inputs: readonly OnnxValueInfo[];
   readonly outputs: readonly OnnxValueInfo[];
   readonly opsets: ReadonlyMap<string, number>;
-  private readonly nodes: OnnxNode[];
-  private readonly constants = new Map<string, HostTensor>();
+  private readonly graph_: OnnxGraph;
   private readonly constantValues = new Set<HostTensor>();
   /** Graph inputs whose values shape computations need while tracing: passed to the trace as host values. */
   private readonly hostFeeds: ReadonlySet<string>;
@@ -87,6 +85,10 @@ export class OnnxModel {
   private readonly held: Tensor[] = [];
   private readonly traced: Jitted<[Record<string, OnnxTensorData>, ...Tensor[]], Record<string, Tensor>>;
   private disposed = false;
+  /** Why the model runs eagerly on every call (see report()), or null while it is traced. */
+  private eagerReason: string | null = null;
+  /** Why the most recent call ran eagerly, or null when it ran traced. */
+  private lastEager: string | null = null;
 
   constructor(
     proto: ModelProto,
@@ -96,46 +98,23 @@ export class OnnxModel {
     this.opsets = new Map(proto.opsetImport.map((o) => [o.domain === 'ai.onnx' ? '' : (o.domain ?? ''), o.version ?? 1]));
     const problems: OnnxUnsupported[] = [];
     const graphProblem = (what: string, reason: string) => problems.push({ op: 'graph', domain: '', opset: this.opsets.get('') ?? 0, node: what, reason });
-    const typeProblem = (what: string, dtype: OnnxDType) => {
-      const why = unsupportedDType(dtype);
-      if (why) graphProblem(what, `${dtype}: ${why}`);
-    };
-    if (graph.sparseInitializer.length > 0) graphProblem('sparse_initializer', 'sparse initializers are not supported');
-    for (const t of graph.initializer) {
-      const what = `initializer '${t.name ?? ''}'`;
-      const dtype = onnxDType(t.dataType, what);
-      if (unsupportedDType(dtype)) typeProblem(what, dtype);
-      else this.constants.set(t.name ?? '', fromTensorProto(t, 'initializer'));
-    }
     const infos = (list: readonly ValueInfoProto[], what: string): OnnxValueInfo[] => list.flatMap((v) => {
       const info = valueInfo(v, what);
       if (typeof info === 'string') graphProblem(`${what} '${v.name ?? ''}'`, info);
-      else typeProblem(`${what} '${info.name}'`, info.dtype);
+      else {
+        const why = unsupportedDType(info.dtype);
+        if (why) graphProblem(`${what} '${info.name}'`, `${info.dtype}: ${why}`);
+      }
       return typeof info === 'string' ? [] : [info];
     });
+    this.graph_ = buildGraph(graph, this.opsets, problems);
     // Before IR 4, initializers were listed among the inputs (as defaults); they are constants here.
-    this.inputs = infos(graph.input.filter((v) => !this.constants.has(v.name ?? '')), 'input');
+    this.inputs = infos(this.graph_.inputs, 'input');
     this.outputs = infos(graph.output, 'output');
-    this.nodes = graph.node.map((n, i) => new OnnxNode(n, this.opsets.get(n.domain === 'ai.onnx' ? '' : (n.domain ?? '')) ?? 1, i));
-    for (const node of this.nodes) {
-      const entry = node.domain === '' ? OPS.get(node.opType) : undefined;
-      const oldest = entry?.minOpset ?? MIN_OPSET;
-      const reason = !entry
-        ? (node.domain === '' ? 'not implemented' : `the domain '${node.domain}' is not supported (only the default ONNX domain is)`)
-        : node.opset < oldest ? `opset ${node.opset} is older than the oldest supported (${oldest})` : entry.check?.(node);
-      if (reason) problems.push({ op: node.opType, domain: node.domain, opset: node.opset, node: node.describe(), reason });
-    }
     if (problems.length > 0) throw new OnnxUnsupportedError(problems);
-    // Constant nodes fold into constants now, so every trace starts from them.
-    this.nodes = this.nodes.filter((node) => {
-      if (node.opType !== 'Constant') return true;
-      const [value] = OPS.get('Constant')!.host!(node, [])!;
-      this.constants.set(node.outputs[0]!, value!);
-      return false;
-    });
-    for (const v of this.constants.values()) this.constantValues.add(v);
+    for (const v of this.graph_.constants.values()) this.constantValues.add(v);
     this.hostFeeds = this.findHostFeeds();
-    this.traced = jit((host: Record<string, OnnxTensorData>, ...tensors: Tensor[]) => this.interpret(host, tensors));
+    this.traced = jit((host: Record<string, OnnxTensorData>, ...tensors: Tensor[]) => runTraced(this.interpret(host, tensors, null)));
   }
 
   /**
@@ -144,29 +123,41 @@ export class OnnxModel {
    */
   private findHostFeeds(): Set<string> {
     const wanted = new Set<string>();
-    for (let i = this.nodes.length - 1; i >= 0; i--) {
-      const node = this.nodes[i]!;
-      const entry = OPS.get(node.opType)!;
-      for (const k of entry.hostInputs ?? []) if (node.inputs[k]) wanted.add(node.inputs[k]);
-      if (entry.host && node.outputs.some((o) => wanted.has(o))) for (const name of node.inputs) if (name) wanted.add(name);
+    const nodes = this.graph_.nodes;
+    for (let i = nodes.length - 1; i >= 0; i--) {
+      const node = nodes[i]!;
+      // If's condition and Loop's trip count and condition are read on the host.
+      const control = node.opType === 'If' ? [0] : node.opType === 'Loop' ? [0, 1] : undefined;
+      const entry = node.domain === '' ? OPS.get(node.opType) : OPS.get(`${node.domain}.${node.opType}`);
+      for (const k of control ?? entry?.hostInputs ?? []) if (node.inputs[k]) wanted.add(node.inputs[k]);
+      if (entry?.host && node.outputs.some((o) => wanted.has(o))) for (const name of node.inputs) if (name) wanted.add(name);
     }
     return new Set(this.inputs.filter((v) => wanted.has(v.name)).map((v) => v.name));
   }
 
   /** How handlers reach the device: constants upload once for the model's life, other host values once per run or trace. */
-  private context(): OpContext {
+  private context(made: Set<Tensor> | null): OpContext {
     const local = new Map<HostTensor, Tensor>();
     return {
       device: this.device,
       dev: (v, what) => {
         if (v instanceof Tensor) return v;
         let t = this.uploads.get(v) ?? local.get(v);
+        // Uploaded to a WebGPU device since lost: the jit retraces on the new device, and the constants upload again.
+        if (t && !storageIsLive(t.storage)) {
+          t.dispose();
+          t = undefined;
+        }
         if (!t) {
           t = uploadHost(v, this.device, what);
           if (this.constantValues.has(v)) {
             this.held.push(keep(t));
             this.uploads.set(v, t);
-          } else local.set(v, t);
+          } else {
+            local.set(v, t);
+            // Eager: uploads are reused by later nodes, so they live until the run ends.
+            if (made) made.add(keep(t));
+          }
         }
         return t;
       },
@@ -178,46 +169,35 @@ export class OnnxModel {
     };
   }
 
-  /** Runs every node in order on host feeds and device tensors; returns the graph outputs on the device. */
-  private interpret(host: Record<string, OnnxTensorData>, tensors: readonly Tensor[]): Record<string, Tensor> {
-    const env = new Map<string, Val>(this.constants);
+  /**
+   * Interprets the graph on host feeds and device tensors; returns the graph outputs on the device. `made` collects
+   * the tensors an eager run makes (null while tracing).
+   */
+  private *interpret(host: Record<string, OnnxTensorData>, tensors: readonly Tensor[], made: Set<Tensor> | null): Interpretation<Record<string, Tensor>> {
+    const feeds = new Map<string, Val>();
     let k = 0;
     for (const info of this.inputs) {
       const h = host[info.name];
-      env.set(info.name, h ? new HostTensor(h.dtype, h.shape, h.data) : tensors[k++]!);
+      feeds.set(info.name, h ? new HostTensor(h.dtype, h.shape, h.data) : tensors[k++]!);
     }
-    const ctx = this.context();
-    for (const node of this.nodes) {
-      const entry = OPS.get(node.opType)!;
-      const ins = node.inputs.map((name) => {
-        if (!name) return undefined;
-        const v = env.get(name);
-        if (!v) node.fail(`its input '${name}' is not produced by any earlier node, initializer or graph input`);
-        return v;
-      });
-      let outs: (Val | undefined)[];
-      try {
-        const present = ins.filter((v) => v !== undefined);
-        outs = (entry.host && present.every(isHost) ? entry.host(node, ins as (HostTensor | undefined)[]) : null) ?? entry.run(node, ins, ctx);
-      } catch (e) {
-        if (e instanceof SinterError && e.message.includes(node.describe())) throw e;
-        throw new SinterError(node.opType, `${node.describe()}: ${(e as Error).message}`);
-      }
-      node.outputs.forEach((name, i) => {
-        if (!name) return;
-        const v = outs[i];
-        if (v === undefined) node.fail(`output ${i} ('${name}') is not produced by this importer`);
-        checkValueBytes(node, `output '${name}'`, v.shape, v instanceof Tensor ? itemSize(v.dtype) : 8);
-        env.set(name, v);
-      });
-    }
+    const ctx = this.context(made);
+    const values = yield* runGraph(this.graph_, feeds, { ctx, made });
     const result: Record<string, Tensor> = {};
-    for (const info of this.outputs) {
-      const v = env.get(info.name);
-      if (!v) throw new SinterError('onnx', `graph output '${info.name}' is not produced by any node`);
-      result[info.name] = ctx.dev(v, `output '${info.name}'`);
-    }
+    this.outputs.forEach((info, i) => (result[info.name] = ctx.dev(values[i]!, `output '${info.name}'`)));
     return result;
+  }
+
+  /** Runs the model op by op, reading device values where the graph needs them on the host; frees what it made. */
+  private async runEagerly(host: Record<string, OnnxTensorData>, tensors: readonly Tensor[]): Promise<Record<string, Tensor>> {
+    const made = new Set<Tensor>();
+    let out: Record<string, Tensor> | undefined;
+    try {
+      out = await runEager(this.interpret(host, tensors, made));
+      return out;
+    } finally {
+      const keepers = new Set(out ? Object.values(out) : []);
+      for (const t of made) if (!keepers.has(t)) t.dispose();
+    }
   }
 
   /** Checks one input against the model's signature; returns it as a device tensor or host data. */
@@ -287,9 +267,20 @@ export class OnnxModel {
   async run(feeds: Readonly<Record<string, OnnxFeed>>, options: OnnxRunOptions = {}): Promise<Record<string, Tensor>> {
     const { host, tensors, temps } = await this.feedsOf('run', feeds);
     try {
-      // jit needs a tensor argument; a model fed only host values (or none) runs eagerly.
-      if (options.jit !== false && tensors.length > 0) return this.traced(host, ...tensors);
-      const out = tidy(() => this.interpret(host, tensors));
+      // jit needs a tensor argument; a model fed only host values (or none) runs eagerly, as does one whose graph
+      // needs device values on the host (a data-dependent If, Loop or shape).
+      if (options.jit !== false && tensors.length > 0 && this.eagerReason === null) {
+        try {
+          const out = this.traced(host, ...tensors);
+          this.lastEager = null;
+          return out;
+        } catch (e) {
+          if (!(e instanceof NeedsValues)) throw e;
+          this.eagerReason = e.message;
+        }
+      }
+      this.lastEager = this.eagerReason ?? (options.jit === false ? 'run was called with { jit: false }' : 'no input is a device tensor (every input is read on the host), so there is nothing to trace');
+      const out = await this.runEagerly(host, tensors);
       // Outputs that are model constants or inputs uploaded here are returned as copies (those are freed or kept elsewhere).
       return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, this.held.includes(t) || temps.includes(t) ? t.clone() : t]));
     } finally {
@@ -318,9 +309,20 @@ export class OnnxModel {
     return this.traced.graph();
   }
 
-  /** The jit's report for the most recent traced signature: kernels, fusion groups, memory, timings. */
-  report(): JitReport {
-    return this.traced.report();
+  /**
+   * How the model runs, and the jit's report for its most recent traced signature (kernels, fusion groups, memory,
+   * timings). A model whose graph needs device values on the host while it runs (an If on a computed condition, a
+   * Loop that ends on a computed condition, a shape computed from tensor values) cannot be traced: it runs op by op
+   * on every call, reading those values after each is computed; `execution` is then 'eager' and `reason` says why.
+   */
+  report(): OnnxReport {
+    const reason = this.eagerReason ?? this.lastEager;
+    const execution = reason === null ? 'jit' : 'eager';
+    const jitReport = execution === 'jit' ? this.traced.report() : null;
+    return {
+      execution, reason, jit: jitReport,
+      toString: () => (jitReport ? String(jitReport) : `eager: every call runs op by op, because ${reason}`),
+    };
   }
 
   /** Frees the model's uploaded constants and compiled plans. */

@@ -1,5 +1,6 @@
 import { SinterError } from '../../errors.js';
-import { ATTR, type AttributeProto, type NodeProto } from './proto.js';
+import type { OnnxGraph } from './graph.js';
+import { ATTR, type AttributeProto, type GraphProto, type NodeProto } from './proto.js';
 import { HostTensor, type OnnxDType, fromTensorProto, onnxDType } from './tensor.js';
 
 const text = new TextDecoder();
@@ -13,11 +14,15 @@ export class OnnxNode {
   readonly inputs: readonly string[];
   readonly outputs: readonly string[];
   private readonly attrs: Map<string, AttributeProto>;
+  /** The built graphs of its graph attributes (If's branches, Loop's and Scan's bodies). */
+  readonly subgraphs = new Map<string, OnnxGraph>();
 
   constructor(
     proto: NodeProto,
     readonly opset: number,
     readonly index: number,
+    /** Where the node is, for messages: '' in the model's graph, "node 3 (If) then_branch → " in a subgraph. */
+    readonly where = '',
   ) {
     this.opType = proto.opType ?? '';
     this.domain = proto.domain === 'ai.onnx' ? '' : (proto.domain ?? '');
@@ -29,7 +34,7 @@ export class OnnxNode {
 
   /** "node 3 'conv1' (Conv, opset 13)", for messages. */
   describe(): string {
-    return `node ${this.index}${this.name ? ` '${this.name}'` : ''} (${this.domain ? `${this.domain}.` : ''}${this.opType}, opset ${this.opset})`;
+    return `${this.where}node ${this.index}${this.name ? ` '${this.name}'` : ''} (${this.domain ? `${this.domain}.` : ''}${this.opType}, opset ${this.opset})`;
   }
 
   fail(detail: string): never {
@@ -78,6 +83,10 @@ export class OnnxNode {
 
   strings(name: string): string[] | undefined {
     return this.get(name, ATTR.STRINGS, 'a list of strings')?.strings.map((s) => text.decode(s));
+  }
+
+  graph(name: string): GraphProto | undefined {
+    return this.get(name, ATTR.GRAPH, 'a graph')?.g;
   }
 
   /** The element type of a tensor attribute, read without decoding its values. */

@@ -230,7 +230,16 @@ register({
   },
 });
 
+/** Cast-1 names its target type as a string (TensorProto.DataType's names). */
+const TYPE_NAMES: Record<string, number> = {
+  FLOAT: 1, UINT8: 2, INT8: 3, UINT16: 4, INT16: 5, INT32: 6, INT64: 7, STRING: 8, BOOL: 9, FLOAT16: 10, DOUBLE: 11, UINT32: 12, UINT64: 13,
+};
+
 function castTarget(node: OnnxNode): OnnxDType {
+  if (node.opset < 6) {
+    const name = node.string('to') ?? node.fail("needs the attribute 'to'");
+    return onnxDType(TYPE_NAMES[name.toUpperCase()] ?? 0, `${node.describe()}'s 'to' ('${name}')`);
+  }
   const to = node.int('to');
   if (to === undefined) node.fail("needs the attribute 'to'");
   return onnxDType(to, `${node.describe()}'s 'to'`);

@@ -274,12 +274,12 @@ register({
   Concat: {
     run: (node, ins, ctx) => {
       const rank = ins[0]!.shape.length;
-      return [cat(ins.map((v, i) => ctx.dev(v!, `input ${i}`)), normAxis(node, node.int('axis') ?? node.fail("needs the attribute 'axis'"), rank))];
+      return [cat(ins.map((v, i) => ctx.dev(v!, `input ${i}`)), normAxis(node, concatAxis(node), rank))];
     },
     host: (node, ins) => {
       const parts = ins as HostTensor[];
       const rank = parts[0]!.shape.length;
-      const axis = normAxis(node, node.int('axis') ?? node.fail("needs the attribute 'axis'"), rank);
+      const axis = normAxis(node, concatAxis(node), rank);
       const outer = numel(parts[0]!.shape.slice(0, axis));
       const out: number[] = [];
       for (let o = 0; o < outer; o++) {
@@ -411,6 +411,11 @@ register({
     },
   },
 });
+
+/** Concat's axis: required from opset 4, 1 by default before. */
+function concatAxis(node: OnnxNode): number {
+  return node.int('axis') ?? (node.opset < 4 ? 1 : node.fail("needs the attribute 'axis'"));
+}
 
 function permOf(node: OnnxNode, rank: number): number[] {
   const perm = node.ints('perm') ?? Array.from({ length: rank }, (_, i) => rank - 1 - i);
