@@ -20,6 +20,7 @@ export * from './ops/index.js';
 export { fromNdarray, toNdarray } from './io/ndarray.js';
 export * as nn from './nn/index.js';
 export * as profiler from './profiler/index.js';
+export * as benchmark from './benchmark/index.js';
 export { saveSafetensors, loadSafetensors } from './io/safetensors.js';
 export * from './jit/index.js';
 export * from './io/onnx/index.js';
