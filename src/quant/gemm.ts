@@ -7,8 +7,9 @@ import { withPrelude } from '../kernels/wgsl/prelude.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 // The integer GEMM every int8 layer runs on: out[m, n] from acc = Σ_k (A[m, k] − zpA)·(B[n, k] − zpB[n]),
-// accumulated exactly in int32 (wrapping as int32 does, like the GPU), then either returned as int32
-// (MatMulInteger/ConvInteger) or requantised in the epilogue:
+// accumulated exactly in int32 (wrapping as int32 does, like the GPU), then returned as int32
+// (MatMulInteger/ConvInteger), as float32 f32(acc)·multiplier[n] + offset[n] (dynamic quantisation), or
+// requantised in the epilogue:
 //   q = clamp(roundHalfEven(f32(acc)·multiplier[n] + offset[n]) + zpOut, lo, hi)
 // with multiplier = sA·sB[n]/sOut and offset = bias[n]/sOut as float32 (PyTorch's float bias), and a
 // fused ReLU as lo = max(qmin, zpOut). A is a matrix (strided view) or, for conv2d, an implicit im2col
@@ -16,7 +17,7 @@ import type { Tensor } from '../tensor/tensor.js';
 // input channels of its group. Per-call values (zero points, multipliers) are input tensors.
 //
 // Inputs: A (int8/uint8), B [N, K] (int8/uint8), zpA int32 [1], zpB int32 [N],
-//         then with requantisation: multiplier f32 [N], offset f32 [N], zpOut int32 [1].
+//         then for float32 outputs multiplier f32 [N], offset f32 [N], and for requantised ones also zpOut int32 [1].
 
 export interface ConvGeometry {
   batch: number;
@@ -40,8 +41,8 @@ export interface QGemmAttrs {
   k: number;
   /** null: A is the [M, K] matrix input 0 (any strides); else input 0 is an NCHW tensor read as im2col. */
   conv: ConvGeometry | null;
-  /** null: int32 accumulators out; else the requantised int8/uint8 output. */
-  requant: { dtype: 'int8' | 'uint8'; lo: number; hi: number } | null;
+  /** What comes out: the int32 accumulators, float32 values, or requantised int8/uint8 in [lo, hi]. */
+  epilogue: 'int32' | 'float32' | { dtype: 'int8' | 'uint8'; lo: number; hi: number };
 }
 
 function checkInt8(op: string, t: TensorMeta, what: string): void {
@@ -54,9 +55,9 @@ export const qgemmOp = defineOp<QGemmAttrs>({
     const [x, w] = inputs;
     checkInt8('qgemm', x!, 'the input');
     checkInt8('qgemm', w!, 'the weight');
-    const want = a.requant ? 7 : 4;
+    const want = a.epilogue === 'int32' ? 4 : a.epilogue === 'float32' ? 6 : 7;
     if (inputs.length !== want) throw new SinterError('qgemm', `expected ${want} inputs, got ${inputs.length}`);
-    const dtype = a.requant ? a.requant.dtype : 'int32';
+    const dtype = typeof a.epilogue === 'string' ? a.epilogue : a.epilogue.dtype;
     const c = a.conv;
     return [{ shape: c ? [c.batch, a.n, c.outHeight, c.outWidth] : [a.m, a.n], dtype }];
   },
@@ -68,7 +69,7 @@ export const qgemmOp = defineOp<QGemmAttrs>({
   },
 });
 
-/** Runs the integer GEMM (see the notes above); `requant` inputs only when attrs.requant is set. */
+/** Runs the integer GEMM (see the notes above) with the inputs its epilogue needs. */
 export function qgemm(inputs: readonly Tensor[], attrs: QGemmAttrs): Tensor {
   return apply1(qgemmOp, inputs, attrs);
 }
@@ -111,13 +112,14 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
     const row = rowOf(m, n), zb = zpB(n);
     let acc = 0;
     for (let k = 0; k < K; k++) acc = (acc + Math.imul(row(k) - zpA, wRow(n, k) - zb)) | 0;
-    if (!a.requant) {
+    if (a.epilogue === 'int32') {
       out.data[e] = acc;
       continue;
     }
     const mv = mult!.data[mult!.offset + n * (mult!.strides[0] ?? 0)]!, ov = offset!.data[offset!.offset + n * (offset!.strides[0] ?? 0)]!;
     const v = Math.fround(Math.fround(Math.fround(acc) * mv) + ov);
-    out.data[e] = Math.min(a.requant.hi, Math.max(a.requant.lo, roundHalfEven(v) + zpOut!.data[zpOut!.offset]!));
+    if (a.epilogue === 'float32') out.data[e] = v;
+    else out.data[e] = Math.min(a.epilogue.hi, Math.max(a.epilogue.lo, roundHalfEven(v) + zpOut!.data[zpOut!.offset]!));
   }
 }
 
@@ -135,7 +137,8 @@ function roundHalfEven(v: number): number {
  */
 function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
   const [x, w] = inputs as [GpuView, GpuView];
-  const outDType = a.requant ? a.requant.dtype : 'int32';
+  const ep = a.epilogue;
+  const outDType = typeof ep === 'string' ? ep : ep.dtype;
   const per = elementsPerWord(outDType, caps);
   const total = out.shape.reduce((p, q) => p * q, 1);
   const words = Math.ceil(total / per);
@@ -185,17 +188,16 @@ function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps
       acc += (av - zpA) * (${ld('in1', w, 'wi')} - zb);
     }`;
   }
-  const epilogue = a.requant
-    ? `let v = f32(acc) * in4[n] + in5[n];
-      r[j] = i32(clamp(round(v) + f32(in6[0]), ${a.requant.lo}.0, ${a.requant.hi}.0));`
-    : 'r[j] = acc;';
+  const epilogue = ep === 'int32' ? 'r[j] = acc;' : ep === 'float32' ? 'r[j] = f32(acc) * in4[n] + in5[n];'
+    : `let v = f32(acc) * in4[n] + in5[n];
+      r[j] = i32(clamp(round(v) + f32(in6[0]), ${ep.lo}.0, ${ep.hi}.0));`;
   const source = `${bindings(inTypes, [outDType], caps)}
 
 @compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
   let word = ${g.index};
   if (word >= ${words}u) { return; }
   let zpA = in2[0];
-  var r = array<i32, ${per}>();
+  var r = array<${ep === 'float32' ? 'f32' : 'i32'}, ${per}>();
   for (var j = 0u; j < ${per}u; j++) {
     let e = word * ${per}u + j;
     if (e >= ${total}u) { break; }

@@ -11,3 +11,5 @@ export { getDefaultQconfig } from './qconfig.js';
 export type { QConfig, QuantBackend } from './qconfig.js';
 export * as functional from './functional.js';
 export type { QOutputOptions, QConv2dOptions } from './functional.js';
+export { DynamicQuantizedLinear, quantizeDynamic } from './dynamic.js';
+export type { QuantizeDynamicOptions } from './dynamic.js';
