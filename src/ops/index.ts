@@ -13,3 +13,7 @@ export * from './masking.js';
 export * from './reductions.js';
 export * from './selection.js';
 export * from './rnn.js';
+export * from './einsum.js';
+export * from './rearrange.js';
+export * from './products.js';
+export * from './functional.js';

@@ -1,0 +1,271 @@
+import { SinterError, check } from '../errors.js';
+import { castValue, isFloat } from '../tensor/dtype.js';
+import { normDim } from '../tensor/shape.js';
+import { Tensor } from '../tensor/tensor.js';
+import { rand } from '../tensor/creation.js';
+import type { Generator } from '../tensor/random.js';
+import { tidy } from '../tensor/scope.js';
+import { erf } from '../kernels/cpu/math.js';
+import { readContiguous } from '../kernels/cpu/util.js';
+import { wordKernel } from '../kernels/wgsl/movement.js';
+import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
+import { convert } from '../kernels/wgsl/dtype.js';
+import { broadcastShapes } from '../tensor/shape.js';
+import { div, lt, maximum, mul, pow } from './binary.js';
+import { type Conv2dOptions, conv2d } from './conv.js';
+import { apply1, checkInputs, defineOp, describeMeta } from './op.js';
+import { type AvgPool2dOptions, type MaxPool2dOptions, avgPool2d, maxPool2d } from './pool.js';
+import { amax, mean, sum } from './reduce.js';
+import { abs, rsqrt, sqrt } from './unary.js';
+import { expand, squeeze, to, unsqueeze } from './views.js';
+
+// torch.nn.functional's 1-D layers (as the 2-D kernels over a height of 1), normalisation by norms
+// (normalize, cosineSimilarity, rmsNorm), functional dropout and erfinv.
+
+// ---- erfinv --------------------------------------------------------------------------------
+
+/** Giles' single-precision erfinv ("Approximating the erfinv function", 2010), the start of the Newton steps. */
+function gilesErfinv(x: number): number {
+  let w = -Math.log((1 - x) * (1 + x)), p: number;
+  if (w < 5) {
+    w -= 2.5;
+    p = 2.81022636e-8;
+    for (const c of [3.43273939e-7, -3.5233877e-6, -4.39150654e-6, 0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941]) p = c + p * w;
+  } else {
+    w = Math.sqrt(w) - 3;
+    p = -0.000200214257;
+    for (const c of [0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682]) p = c + p * w;
+  }
+  return p * x;
+}
+
+/** erfinv in double: Giles' estimate refined by Newton steps on erf (±1 give ±∞; |x| > 1 and NaN give NaN). */
+export function erfinvOf(x: number): number {
+  if (Number.isNaN(x) || Math.abs(x) > 1) return NaN;
+  if (Math.abs(x) === 1) return x * Infinity;
+  let y = gilesErfinv(x);
+  for (let k = 0; k < 2; k++) y -= (erf(y) - x) / (1.1283791670955126 * Math.exp(-y * y));
+  return y;
+}
+
+export const erfinvOp = defineOp<Record<string, never>>({
+  name: 'erfinv',
+  infer([x]) {
+    return [{ shape: [...x!.shape], dtype: isFloat(x!.dtype) ? x!.dtype : 'float32' }];
+  },
+  cpu([x], _, [out]) {
+    const v = readContiguous(x!), o = out!.data;
+    for (let i = 0; i < o.length; i++) o[i] = castValue(out!.dtype, erfinvOf(v[i]!));
+  },
+  webgpu([x], _, [out], caps) {
+    const { lines, idx } = unravel('e', out!.shape);
+    const coeffs = (cs: number[]) => cs.map((c) => `p = ${c.toExponential()} + p * w;`).join(' ');
+    const body = [
+      ...lines,
+      `let x = ${convert(x!.dtype, 'float32', `load0(${offsetOf(x!.offset, x!.strides, idx)})`)};`,
+      'if (sn_isnan(x) || abs(x) > 1.0) { return sn_nan(); }',
+      'if (abs(x) == 1.0) { return x * sn_inf(); }',
+      'var w = -log((1.0 - x) * (1.0 + x));',
+      'var p: f32;',
+      `if (w < 5.0) { w = w - 2.5; p = 2.81022636e-8; ${coeffs([3.43273939e-7, -3.5233877e-6, -4.39150654e-6, 0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941])} }`,
+      `else { w = sqrt(w) - 3.0; p = -0.000200214257; ${coeffs([0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682])} }`,
+      'var y = p * x;',
+      // One Newton step on erf recovers the digits log((1 − x)(1 + x)) loses near ±1.
+      'y = y - (sn_erf(y) - x) / (1.1283791670955126 * exp(-y * y));',
+      `return ${out!.dtype === 'float16' ? 'sn_f16(y)' : 'y'};`,
+    ];
+    return wordKernel('erfinv', [x!.dtype], out!, body, caps);
+  },
+});
+
+/** The inverse of erf on (−1, 1); ±1 give ±∞, anything else NaN. Ints compute in float32. */
+export function erfinv(x: Tensor): Tensor {
+  checkInputs('erfinv', [x]);
+  return apply1(erfinvOp, [x], {});
+}
+
+// ---- 1-D convolution and pooling -------------------------------------------------------------
+
+type Size1 = number | readonly [number];
+const one = (op: string, name: string, v: unknown): number => {
+  const n = Array.isArray(v) && v.length === 1 ? v[0] : v;
+  if (typeof n !== 'number') throw new SinterError(op, `${name} must be a number (or [n]), got ${JSON.stringify(v)}`);
+  return n;
+};
+
+/** [N, C, L] (or unbatched [C, L]) as [N, C, 1, L] for the 2-D kernels; `finish` undoes it. */
+function as2d(op: string, x: Tensor): { x4: Tensor; finish: (y: Tensor) => Tensor } {
+  checkInputs(op, [x]);
+  check(x.ndim === 2 || x.ndim === 3, op, () => `expects [N, C, L] or [C, L], got ${x.describe()}`);
+  const batched = x.ndim === 3 ? x : unsqueeze(x, 0);
+  return { x4: unsqueeze(batched, 2), finish: (y) => (x.ndim === 3 ? squeeze(y, 2) : squeeze(squeeze(y, 2), 0)) };
+}
+
+export interface Conv1dOptions {
+  stride?: Size1;
+  padding?: Size1 | 'valid' | 'same';
+  dilation?: Size1;
+  groups?: number;
+}
+
+/** 1-D convolution: input [N, C, L] (or [C, L]), weight [O, C/groups, K], as torch.nn.functional.conv1d. */
+export function conv1d(input: Tensor, weight: Tensor, bias?: Tensor | null, opts: Conv1dOptions = {}): Tensor {
+  const op = 'conv1d';
+  checkInputs(op, bias ? [input, weight, bias] : [input, weight]);
+  check(weight.ndim === 3, op, () => `weight must be [outChannels, inChannels/groups, kernelSize], got ${weight.describe()}`);
+  const { x4, finish } = as2d(op, input);
+  const padding = opts.padding ?? 0;
+  const o: Conv2dOptions = {
+    stride: [1, one(op, 'stride', opts.stride ?? 1)],
+    padding: typeof padding === 'string' ? padding : [0, one(op, 'padding', padding)],
+    dilation: [1, one(op, 'dilation', opts.dilation ?? 1)],
+    groups: opts.groups ?? 1,
+  };
+  return tidy(() => finish(conv2d(x4, unsqueeze(weight, 2), bias ?? null, o)));
+}
+
+export interface MaxPool1dOptions {
+  stride?: Size1 | null;
+  padding?: Size1;
+  dilation?: Size1;
+  ceilMode?: boolean;
+}
+
+/** 1-D max pooling over [N, C, L] (or [C, L]); NaN propagates as in the 2-D kernel. */
+export function maxPool1d(input: Tensor, kernelSize: Size1, opts: MaxPool1dOptions = {}): Tensor {
+  const op = 'maxPool1d';
+  const { x4, finish } = as2d(op, input);
+  const k = one(op, 'kernelSize', kernelSize);
+  const o: MaxPool2dOptions = {
+    stride: [1, opts.stride === undefined || opts.stride === null ? k : one(op, 'stride', opts.stride)],
+    padding: [0, one(op, 'padding', opts.padding ?? 0)],
+    dilation: [1, one(op, 'dilation', opts.dilation ?? 1)],
+    ceilMode: opts.ceilMode ?? false,
+  };
+  return tidy(() => finish(maxPool2d(x4, [1, k], o)));
+}
+
+export interface AvgPool1dOptions {
+  stride?: Size1 | null;
+  padding?: Size1;
+  ceilMode?: boolean;
+  countIncludePad?: boolean;
+}
+
+/** 1-D average pooling over [N, C, L] (or [C, L]). */
+export function avgPool1d(input: Tensor, kernelSize: Size1, opts: AvgPool1dOptions = {}): Tensor {
+  const op = 'avgPool1d';
+  const { x4, finish } = as2d(op, input);
+  const k = one(op, 'kernelSize', kernelSize);
+  const o: AvgPool2dOptions = {
+    stride: [1, opts.stride === undefined || opts.stride === null ? k : one(op, 'stride', opts.stride)],
+    padding: [0, one(op, 'padding', opts.padding ?? 0)],
+    ceilMode: opts.ceilMode ?? false,
+    countIncludePad: opts.countIncludePad ?? true,
+  };
+  return tidy(() => finish(avgPool2d(x4, [1, k], o)));
+}
+
+// ---- norms -----------------------------------------------------------------------------------
+
+/** The p-norm over `dim`, kept as size 1. */
+function pNorm(x: Tensor, p: number, dim: number): Tensor {
+  if (p === Infinity) return amax(abs(x), dim, true);
+  if (p === 1) return sum(abs(x), dim, true);
+  if (p === 2) return sqrt(sum(mul(x, x), dim, true));
+  return pow(sum(pow(abs(x), p), dim, true), 1 / p);
+}
+
+export interface NormalizeOptions {
+  /** The norm's exponent (default 2; Infinity for the max norm). */
+  p?: number;
+  /** Default 1. */
+  dim?: number;
+  /** Smallest divisor (default 1e-12). */
+  eps?: number;
+}
+
+/** x / max(‖x‖ₚ, eps) along `dim`, as torch.nn.functional.normalize. */
+export function normalize(x: Tensor, opts: NormalizeOptions = {}): Tensor {
+  checkInputs('normalize', [x]);
+  check(isFloat(x.dtype), 'normalize', () => `expects a float tensor, got ${x.describe()}`);
+  const p = opts.p ?? 2, eps = opts.eps ?? 1e-12;
+  check(typeof p === 'number' && p > 0, 'normalize', () => `p must be a positive number, got ${JSON.stringify(p)}`);
+  const dim = normDim('normalize', opts.dim ?? 1, x.ndim);
+  return tidy(() => div(x, maximum(pNorm(x, p, dim), eps)));
+}
+
+export interface CosineSimilarityOptions {
+  /** Default 1. */
+  dim?: number;
+  /** Smallest norm each input is divided by (default 1e-8). */
+  eps?: number;
+}
+
+/** Σ (a/max(‖a‖, eps))·(b/max(‖b‖, eps)) along `dim` of a and b broadcast together, as torch.nn.functional.cosine_similarity. */
+export function cosineSimilarity(a: Tensor, b: Tensor, opts: CosineSimilarityOptions = {}): Tensor {
+  checkInputs('cosineSimilarity', [a, b]);
+  check(isFloat(a.dtype) && isFloat(b.dtype), 'cosineSimilarity', () => `expects float tensors, got ${a.describe()} and ${b.describe()}`);
+  const shape = broadcastShapes('cosineSimilarity', a.shape, b.shape);
+  const dim = normDim('cosineSimilarity', opts.dim ?? 1, shape.length), eps = opts.eps ?? 1e-8;
+  return tidy(() => {
+    const [x, y] = [expand(a, shape), expand(b, shape)];
+    const unit = (t: Tensor) => div(t, maximum(pNorm(t, 2, dim), eps));
+    return sum(mul(unit(x), unit(y)), dim);
+  });
+}
+
+const MACHINE_EPS: Record<string, number> = { float32: 1.1920928955078125e-7, float16: 0.0009765625 };
+
+/**
+ * x / √(mean(x²) + eps) over the last dims given by `normalizedShape`, times `weight` when given,
+ * as torch.nn.functional.rms_norm; eps defaults to the dtype's machine epsilon, as there.
+ */
+export function rmsNorm(x: Tensor, normalizedShape: number | readonly number[], weight?: Tensor | null, eps?: number | { eps?: number | null } | null): Tensor {
+  const op = 'rmsNorm';
+  checkInputs(op, weight ? [x, weight] : [x]);
+  check(isFloat(x.dtype), op, () => `expects a float tensor, got ${x.describe()}`);
+  const ns = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
+  const tail = x.shape.slice(x.ndim - ns.length);
+  if (ns.length > x.ndim || ns.some((n, i) => n !== tail[i])) throw new SinterError(op, `normalizedShape [${ns.join(', ')}] must match the last dims of ${x.describe()}`);
+  if (weight) check(weight.ndim === ns.length && weight.shape.every((n, i) => n === ns[i]), op, () => `weight must have shape [${ns.join(', ')}], got ${describeMeta(weight)}`);
+  const e = (typeof eps === 'object' && eps !== null ? eps.eps : eps) ?? MACHINE_EPS[x.dtype]!;
+  const dims = ns.map((_, i) => x.ndim - ns.length + i);
+  return tidy(() => {
+    const scaled = mul(x, rsqrt(mean(mul(x, x), dims, true).add(e)));
+    return weight ? mul(scaled, weight) : scaled;
+  });
+}
+
+// ---- dropout -------------------------------------------------------------------------------
+
+export interface DropoutOptions {
+  /** Probability of zeroing an element (default 0.5). */
+  p?: number;
+  /** Default true, as torch.nn.functional.dropout; false returns the input. */
+  training?: boolean;
+  generator?: Generator;
+}
+
+/** Zeroes each element with probability p and scales the rest by 1/(1−p) when training; the input itself otherwise. */
+export function dropout(x: Tensor, opts: DropoutOptions = {}): Tensor {
+  checkInputs('dropout', [x]);
+  const p = opts.p ?? 0.5;
+  if (!(typeof p === 'number' && p >= 0 && p <= 1)) throw new SinterError('dropout', `p must be in [0, 1], got ${JSON.stringify(p)}`);
+  if (opts.training === false || p === 0) return x;
+  return tidy(() => {
+    const xf = isFloat(x.dtype) ? x : to(x, 'float32');
+    if (p === 1) return mul(xf, 0);
+    const keep = lt(rand(x.shape, { device: x.device, generator: opts.generator }), 1 - p);
+    return div(mul(xf, keep), 1 - p);
+  });
+}
+
+declare module '../tensor/tensor.js' {
+  interface Tensor {
+    erfinv(): Tensor;
+  }
+}
+Object.assign(Tensor.prototype, {
+  erfinv(this: Tensor) { return erfinv(this); },
+});
