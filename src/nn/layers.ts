@@ -11,9 +11,10 @@ import { embedding } from '../ops/movement.js';
 import { flatten } from '../ops/views.js';
 import { tidy } from '../tensor/scope.js';
 import { Module } from './module.js';
+import { pyBool, pyFloat, pyTuple } from './repr.js';
 
 /** Options every layer with weights takes: where they live and how they are drawn. */
-export interface InitOptions extends Pick<RandomOptions, 'device' | 'dtype' | 'generator'> {}
+export interface InitOptions extends Pick<RandomOptions, 'device' | 'dtype' | 'generator' | 'seed'> {}
 
 /** U(−bound, bound), PyTorch's default init for linear and conv layers (kaiming_uniform with a = √5). */
 function uniform(shape: number[], bound: number, opts: InitOptions): Tensor {
@@ -22,18 +23,6 @@ function uniform(shape: number[], bound: number, opts: InitOptions): Tensor {
 
 function pairOf(v: IntPair): [number, number] {
   return typeof v === 'number' ? [v, v] : [v[0]!, v[1] ?? v[0]!];
-}
-
-/** Runs modules in order, each on the previous one's output. */
-export class Sequential extends Module {
-  readonly layers: Module[];
-  constructor(...layers: Module[]) {
-    super();
-    this.layers = layers.map((m, i) => this.registerModule(String(i), m));
-  }
-  forward(x: Tensor): Tensor {
-    return tidy(() => this.layers.reduce((y, m) => m.forward(y), x));
-  }
 }
 
 /** y = x·Wᵀ + b. */
@@ -48,6 +37,9 @@ export class Linear extends Module {
   }
   forward(x: Tensor): Tensor {
     return linear(x, this.weight, this.bias);
+  }
+  override extraRepr(): string {
+    return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, bias=${pyBool(this.bias !== null)}`;
   }
 }
 
@@ -73,6 +65,9 @@ export class Conv2d extends Module {
   }
   forward(x: Tensor): Tensor {
     return conv2d(x, this.weight, this.bias, this.options);
+  }
+  override extraRepr(): string {
+    return convRepr(this.inChannels, this.outChannels, this.weight.shape.slice(2), this.options, this.bias !== null);
   }
 }
 
@@ -100,6 +95,9 @@ export class ConvTranspose2d extends Module {
   forward(x: Tensor): Tensor {
     return convTranspose2d(x, this.weight, this.bias, this.options);
   }
+  override extraRepr(): string {
+    return convRepr(this.inChannels, this.outChannels, this.weight.shape.slice(2), this.options, this.bias !== null);
+  }
 }
 
 /** Batch norm over channel dim 1, inference form: running statistics (call `eval()` first). */
@@ -109,9 +107,12 @@ export class BatchNorm2d extends Module {
   declare runningMean: Tensor;
   declare runningVar: Tensor;
   readonly eps: number;
+  /** Kept for the repr and state compatibility: training-mode statistics are not supported. */
+  readonly momentum: number;
   constructor(readonly numFeatures: number, opts: Omit<InitOptions, 'generator'> & { eps?: number; momentum?: number; affine?: boolean } = {}) {
     super();
     this.eps = opts.eps ?? 1e-5;
+    this.momentum = opts.momentum ?? 0.1;
     const affine = opts.affine ?? true;
     this.registerParameter('weight', affine ? ones([numFeatures], opts) : null);
     this.registerParameter('bias', affine ? zeros([numFeatures], opts) : null);
@@ -125,6 +126,9 @@ export class BatchNorm2d extends Module {
     }
     if (x.ndim !== 4) throw new SinterError('BatchNorm2d', `expected a 4-D input [N, C, H, W], got ${x.describe()}`);
     return batchNorm(x, this.runningMean, this.runningVar, this.weight, this.bias, { eps: this.eps });
+  }
+  override extraRepr(): string {
+    return `${this.numFeatures}, eps=${pyFloat(this.eps)}, momentum=${pyFloat(this.momentum)}, affine=${pyBool(this.weight !== null)}, track_running_stats=True`;
   }
 }
 
@@ -144,6 +148,9 @@ export class LayerNorm extends Module {
   forward(x: Tensor): Tensor {
     return layerNorm(x, this.normalizedShape, this.weight, this.bias, { eps: this.eps });
   }
+  override extraRepr(): string {
+    return `${pyTuple(this.normalizedShape)}, eps=${pyFloat(this.eps)}, elementwise_affine=${pyBool(this.weight !== null)}`;
+  }
 }
 
 export class GroupNorm extends Module {
@@ -162,6 +169,9 @@ export class GroupNorm extends Module {
   }
   forward(x: Tensor): Tensor {
     return groupNorm(x, this.numGroups, this.weight, this.bias, { eps: this.eps });
+  }
+  override extraRepr(): string {
+    return `${this.numGroups}, ${this.numChannels}, eps=${pyFloat(this.eps)}, affine=${pyBool(this.weight !== null)}`;
   }
 }
 
@@ -187,6 +197,9 @@ export class Embedding extends Module {
   forward(indices: Tensor): Tensor {
     return embedding(indices, this.weight, { paddingIdx: this.paddingIdx });
   }
+  override extraRepr(): string {
+    return `${this.numEmbeddings}, ${this.embeddingDim}${this.paddingIdx === null ? '' : `, padding_idx=${this.paddingIdx}`}`;
+  }
 }
 
 // ---- parameter-free layers ---------------------------------------------------------------
@@ -202,6 +215,9 @@ export class GELU extends Module {
   }
   forward(x: Tensor): Tensor {
     return gelu(x, { approximate: this.approximate });
+  }
+  override extraRepr(): string {
+    return `approximate='${this.approximate}'`;
   }
 }
 export class SiLU extends Module {
@@ -230,6 +246,9 @@ export class Dropout extends Module {
     if (!this.training || this.p === 0) return x;
     return tidy(() => div(mul(x, lt(rand(x.shape, { device: x.device, generator: this.generator }), 1 - this.p)), 1 - this.p));
   }
+  override extraRepr(): string {
+    return `p=${pyFloat(this.p)}, inplace=False`;
+  }
 }
 
 export class MaxPool2d extends Module {
@@ -239,6 +258,10 @@ export class MaxPool2d extends Module {
   forward(x: Tensor): Tensor {
     return maxPool2d(x, this.kernelSize, this.options);
   }
+  override extraRepr(): string {
+    const o = this.options;
+    return `kernel_size=${pyTuple(this.kernelSize)}, stride=${pyTuple(o.stride ?? this.kernelSize)}, padding=${pyTuple(o.padding ?? 0)}, dilation=${pyTuple(o.dilation ?? 1)}, ceil_mode=${pyBool(!!o.ceilMode)}`;
+  }
 }
 export class AvgPool2d extends Module {
   constructor(readonly kernelSize: IntPair, readonly options: AvgPool2dOptions = {}) {
@@ -247,6 +270,9 @@ export class AvgPool2d extends Module {
   forward(x: Tensor): Tensor {
     return avgPool2d(x, this.kernelSize, this.options);
   }
+  override extraRepr(): string {
+    return `kernel_size=${pyTuple(this.kernelSize)}, stride=${pyTuple(this.options.stride ?? this.kernelSize)}, padding=${pyTuple(this.options.padding ?? 0)}`;
+  }
 }
 export class AdaptiveAvgPool2d extends Module {
   constructor(readonly outputSize: number | readonly (number | null)[]) {
@@ -254,6 +280,9 @@ export class AdaptiveAvgPool2d extends Module {
   }
   forward(x: Tensor): Tensor {
     return adaptiveAvgPool2d(x, this.outputSize);
+  }
+  override extraRepr(): string {
+    return `output_size=${pyTuple(this.outputSize)}`;
   }
 }
 /** Flattens dims startDim..endDim (default 1..−1, keeping the batch dim). */
@@ -264,4 +293,20 @@ export class Flatten extends Module {
   forward(x: Tensor): Tensor {
     return flatten(x, this.startDim, this.endDim);
   }
+  override extraRepr(): string {
+    return `start_dim=${this.startDim}, end_dim=${this.endDim}`;
+  }
+}
+
+/** The Conv2d/ConvTranspose2d settings as PyTorch prints them (defaults left out, as there). */
+function convRepr(inC: number, outC: number, kernel: readonly number[], o: Conv2dOptions & { outputPadding?: IntPair }, bias: boolean): string {
+  const parts = [`${inC}, ${outC}, kernel_size=${pyTuple(kernel)}, stride=${pyTuple(o.stride ?? 1, kernel.length)}`];
+  const pad = o.padding ?? 0;
+  if (typeof pad === 'string') parts.push(`padding=${pad}`);
+  else if ((typeof pad === 'number' ? [pad] : pad).some((v) => v !== 0)) parts.push(`padding=${pyTuple(pad, kernel.length)}`);
+  if (o.outputPadding !== undefined && (typeof o.outputPadding === 'number' ? [o.outputPadding] : o.outputPadding).some((v) => v !== 0)) parts.push(`output_padding=${pyTuple(o.outputPadding, kernel.length)}`);
+  if (o.dilation !== undefined && (typeof o.dilation === 'number' ? [o.dilation] : o.dilation).some((v) => v !== 1)) parts.push(`dilation=${pyTuple(o.dilation, kernel.length)}`);
+  if ((o.groups ?? 1) !== 1) parts.push(`groups=${o.groups}`);
+  if (!bias) parts.push('bias=False');
+  return parts.join(', ');
 }
