@@ -13,3 +13,5 @@ export * as functional from './functional.js';
 export type { QOutputOptions, QConv2dOptions } from './functional.js';
 export { DynamicQuantizedLinear, quantizeDynamic } from './dynamic.js';
 export type { QuantizeDynamicOptions } from './dynamic.js';
+export { WeightOnlyLinear, quantizeWeights, quantizeBlockwise } from './weights.js';
+export type { QuantizeWeightsOptions } from './weights.js';

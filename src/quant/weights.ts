@@ -1,0 +1,217 @@
+import { SinterError, fmtShape } from '../errors.js';
+import { add, div, maximum, mul, sub } from '../ops/binary.js';
+import { map } from '../ops/elementwise.js';
+import { type CpuView, type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from '../ops/op.js';
+import { amax, amin } from '../ops/reduce.js';
+import { clamp, neg, reciprocal, round } from '../ops/unary.js';
+import { contiguous, reshape, slice, to } from '../ops/views.js';
+import { bindings, loadElement } from '../kernels/wgsl/dtype.js';
+import { GRID_PARAMS, grid } from '../kernels/wgsl/grid.js';
+import type { GpuView, WebGpuCaps, WgslKernel } from '../kernels/wgsl/kernel.js';
+import { withPrelude } from '../kernels/wgsl/prelude.js';
+import { fromHost } from '../tensor/creation.js';
+import { tidy } from '../tensor/scope.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { Module } from '../nn/module.js';
+import { Linear } from '../nn/layers.js';
+import { replaceModules } from './dynamic.js';
+import { quantizeExpr } from './qtensor.js';
+
+// Weight-only quantisation (ONNX's MatMulNBits, transformers.js's q8/q4): each row of a Linear weight is
+// cut into blocks of `blockSize` along the input dim, each with a float32 scale (and, asymmetric, a zero
+// point); the integers are stored unsigned, 8 bits a byte or 4 bits two a byte (even k in the low
+// nibble). w[n, k] = scale[n, k/bs] · (q[n, k] − zp[n, k/bs]); symmetric blocks use zp = 2^(bits−1).
+// The matmul dequantises inside its loop, so the float weight never exists; compute is float32.
+
+export interface QuantizeWeightsOptions {
+  /** 8 (a byte per weight) or 4 (two per byte). Default 4. */
+  bits?: 8 | 4;
+  /** Weights per scale along the input dim; must divide the layer's inFeatures (and be even for 4 bits). Default 32. */
+  blockSize?: number;
+  /** Symmetric (zero point 2^(bits−1), no zero points stored; default) or asymmetric (a zero point per block). */
+  symmetric?: boolean;
+}
+
+interface WqAttrs {
+  m: number;
+  n: number;
+  k: number;
+  bits: 8 | 4;
+  blockSize: number;
+  /** Asymmetric: zero points are input 3; symmetric: the constant 2^(bits−1). */
+  asymmetric: boolean;
+  hasBias: boolean;
+}
+
+// Inputs: x float [M, K] (any strides), packed uint8 [N, K·bits/8], scales f32 [N, K/bs], then zero points
+// uint8 [N, K/bs] when asymmetric, then bias f32 [N] when present. Output float32 [M, N].
+export const wqMatmulOp = defineOp<WqAttrs>({
+  name: 'weightOnlyMatmul',
+  infer(inputs, a) {
+    const x = inputs[0]! as TensorMeta;
+    if (x.dtype !== 'float32' && x.dtype !== 'float16') throw new SinterError('weightOnlyMatmul', `expects a float input, got ${describeMeta(x)}`);
+    return [{ shape: [a.m, a.n], dtype: 'float32' }];
+  },
+  cpu(inputs, a, [out]) {
+    const [x, q, s] = inputs as [CpuView, CpuView, CpuView];
+    const z = a.asymmetric ? inputs[3]! : null;
+    const bias = a.hasBias ? inputs[a.asymmetric ? 4 : 3]! : null;
+    const nb = a.k / a.blockSize, rowBytes = (a.k * a.bits) / 8, mid = 1 << (a.bits - 1);
+    for (let m = 0; m < a.m; m++) {
+      for (let n = 0; n < a.n; n++) {
+        let acc = 0;
+        for (let b = 0; b < nb; b++) {
+          const zp = z ? z.data[z.offset + n * z.strides[0]! + b * z.strides[1]!]! : mid;
+          let block = 0;
+          for (let k = b * a.blockSize; k < (b + 1) * a.blockSize; k++) {
+            const byte = q.data[q.offset + n * rowBytes + (a.bits === 8 ? k : k >> 1)]!;
+            const v = a.bits === 8 ? byte : (byte >> ((k & 1) * 4)) & 15;
+            block += x.data[x.offset + m * x.strides[0]! + k * x.strides[1]!]! * (v - zp);
+          }
+          acc += Math.fround(s.data[s.offset + n * s.strides[0]! + b * s.strides[1]!]! * Math.fround(block));
+        }
+        out!.data[m * a.n + n] = acc + (bias ? bias.data[bias.offset + n * bias.strides[0]!]! : 0);
+      }
+    }
+  },
+  webgpu(inputs, a, [out], caps) {
+    return wqMatmulWgsl(inputs, a, out!, caps);
+  },
+});
+
+function wqMatmulWgsl(inputs: readonly GpuView[], a: WqAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
+  const [x, q, s] = inputs as [GpuView, GpuView, GpuView];
+  const z = a.asymmetric ? inputs[3]! : null;
+  const biasIn = a.hasBias ? (a.asymmetric ? 4 : 3) : -1;
+  const total = a.m * a.n;
+  const g = grid('weightOnlyMatmul', total, 64, caps);
+  const nb = a.k / a.blockSize, rowBytes = (a.k * a.bits) / 8;
+  const byteIdx = a.bits === 8 ? `${q.offset}u + n * ${rowBytes}u + k` : `${q.offset}u + n * ${rowBytes}u + (k >> 1u)`;
+  const value = a.bits === 8 ? 'byte' : '((byte >> ((k & 1u) * 4u)) & 15)';
+  const zp = z ? loadElement('in3', z.dtype, `(${z.offset}u + n * ${z.strides[0]}u + b * ${z.strides[1]}u)`, caps) : `${1 << (a.bits - 1)}`;
+  const source = `${bindings(inputs.map((t) => t.dtype), ['float32'], caps)}
+
+@compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
+  let e = ${g.index};
+  if (e >= ${total}u) { return; }
+  let m = e / ${a.n}u; let n = e % ${a.n}u;
+  var acc = 0.0;
+  for (var b = 0u; b < ${nb}u; b++) {
+    let zp = f32(${zp});
+    var block = 0.0;
+    for (var k = b * ${a.blockSize}u; k < (b + 1u) * ${a.blockSize}u; k++) {
+      let bi = ${byteIdx};
+      let byte = ${loadElement('in1', q.dtype, 'bi', caps)};
+      let xi = ${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u;
+      block += ${loadElement('in0', x.dtype, 'xi', caps)} * (f32(${value}) - zp);
+    }
+    acc += in2[${s.offset}u + n * ${s.strides[0]}u + b * ${s.strides[1]}u] * block;
+  }
+  out0[e] = acc${biasIn >= 0 ? ` + in${biasIn}[${inputs[biasIn]!.offset}u + n * ${inputs[biasIn]!.strides[0]}u]` : ''};
+}`;
+  return { workgroups: g.workgroups, source: withPrelude(source) };
+}
+
+/** Packs an integer tensor [N, K] (values 0..15, K even) two per byte along K: even k low, odd k high. */
+function packNibbles(q: Tensor): Tensor {
+  return tidy(() => {
+    const k = q.shape[1]!;
+    const lo = to(slice(q, 1, 0, k, 2), 'int32'), hi = to(slice(q, 1, 1, k, 2), 'int32');
+    return to(add(lo, mul(hi, 16)), 'uint8');
+  });
+}
+
+/**
+ * Quantises a float weight [N, K] blockwise on its device (nothing is read back). Returns the packed
+ * integers, the scales [N, K/bs] and, asymmetric, the zero points [N, K/bs] (uint8).
+ */
+export function quantizeBlockwise(w: Tensor, bits: 8 | 4, blockSize: number, symmetric: boolean): { packed: Tensor; scales: Tensor; zeroPoints: Tensor | null } {
+  const [n, k] = w.shape as [number, number];
+  const nb = k / blockSize, levels = (1 << bits) - 1, mid = 1 << (bits - 1);
+  return tidy(() => {
+    const blocks = reshape(contiguous(to(w, 'float32')), [n, nb, blockSize]);
+    const lo = clamp(amin(blocks, 2, true), null, 0), hi = clamp(amax(blocks, 2, true), 0, null);
+    let scale: Tensor, zp: Tensor;
+    if (symmetric) {
+      scale = clamp(div(maximum(neg(lo), hi), mid - 1), 2 ** -23, null);
+      zp = fromHost('quantizeWeights', Int32Array.of(mid), [1, 1, 1], 'int32', w.device);
+    } else {
+      scale = clamp(div(sub(hi, lo), levels), 2 ** -23, null);
+      zp = to(clamp(round(neg(div(lo, scale))), 0, levels), 'int32');
+    }
+    // Unsigned storage: quantise as quint8, then clamp into the `bits` range.
+    const q8 = map('quantizeWeights', [blocks, reciprocal(scale), zp], quantizeExpr('float32', 'quint8'));
+    const q = reshape(bits === 8 ? q8 : to(clamp(to(q8, 'int32'), 0, levels), 'uint8'), [n, k]);
+    const packed = bits === 8 ? contiguous(q) : packNibbles(q);
+    const scales = contiguous(reshape(scale, [n, nb]));
+    const zeroPoints = symmetric ? null : to(reshape(zp, [n, nb]), 'uint8');
+    return { packed, scales, zeroPoints };
+  });
+}
+
+/** A Linear layer whose weight is stored as 8- or 4-bit blocks with per-block scales (dequantised inside the matmul). */
+export class WeightOnlyLinear extends Module {
+  declare weightPacked: Tensor;
+  declare weightScales: Tensor;
+  declare weightZeroPoints: Tensor | null;
+  declare bias: Tensor | null;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly bits: 8 | 4;
+  readonly blockSize: number;
+
+  constructor(linear: Linear, opts: Required<QuantizeWeightsOptions>) {
+    super();
+    [this.outFeatures, this.inFeatures] = linear.weight.shape as [number, number];
+    this.bits = opts.bits;
+    this.blockSize = opts.blockSize;
+    const { packed, scales, zeroPoints } = quantizeBlockwise(linear.weight, opts.bits, opts.blockSize, opts.symmetric);
+    this.registerBuffer('weightPacked', packed);
+    this.registerBuffer('weightScales', scales);
+    this.registerBuffer('weightZeroPoints', zeroPoints);
+    this.registerBuffer('bias', linear.bias ? to(linear.bias, 'float32') : null);
+  }
+
+  forward(x: Tensor): Tensor {
+    const op = 'WeightOnlyLinear';
+    checkInputs(op, [x]);
+    if (x.ndim < 1 || x.shape[x.ndim - 1] !== this.inFeatures) throw new SinterError(op, `expected an input [..., ${this.inFeatures}], got ${x.describe()}`);
+    const m = x.numel() / this.inFeatures;
+    return tidy(() => {
+      const x2 = reshape(contiguous(x), [m, this.inFeatures]);
+      const inputs = [x2, this.weightPacked, this.weightScales, ...(this.weightZeroPoints ? [this.weightZeroPoints] : []), ...(this.bias ? [this.bias] : [])];
+      const y = apply1(wqMatmulOp, inputs, { m, n: this.outFeatures, k: this.inFeatures, bits: this.bits, blockSize: this.blockSize, asymmetric: this.weightZeroPoints !== null, hasBias: this.bias !== null });
+      return reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
+    });
+  }
+
+  /** Bytes of the quantised weight as stored: packed integers, scales and zero points. */
+  weightBytes(): number {
+    return [this.weightPacked, this.weightScales, this.weightZeroPoints].reduce((sum, t) => sum + (t ? t.storage.byteLength : 0), 0);
+  }
+
+  override extraRepr(): string {
+    return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, bits=${this.bits}, block_size=${this.blockSize}, symmetric=${this.weightZeroPoints === null}`;
+  }
+}
+
+/**
+ * Weight-only quantisation of every nn.Linear in `model` (in place; the model is returned, or the
+ * replacement when `model` is a Linear): `bits` 8 or 4, one scale per `blockSize` weights along the input.
+ */
+export function quantizeWeights<M extends Module>(model: M, opts: QuantizeWeightsOptions = {}): M | WeightOnlyLinear {
+  const op = 'quantizeWeights';
+  if (!(model instanceof Module)) throw new SinterError(op, `expects an nn.Module, got ${typeof model}`);
+  const o: Required<QuantizeWeightsOptions> = { bits: opts.bits ?? 4, blockSize: opts.blockSize ?? 32, symmetric: opts.symmetric ?? true };
+  if (o.bits !== 8 && o.bits !== 4) throw new SinterError(op, `bits must be 8 or 4, got ${o.bits}`);
+  if (!Number.isInteger(o.blockSize) || o.blockSize < 1 || (o.bits === 4 && o.blockSize % 2 !== 0)) {
+    throw new SinterError(op, `blockSize must be a positive integer${o.bits === 4 ? ' and even for 4 bits' : ''}, got ${o.blockSize}`);
+  }
+  const make = (l: Linear) => {
+    if (l.inFeatures % o.blockSize !== 0) throw new SinterError(op, `blockSize ${o.blockSize} must divide the input features of Linear ${fmtShape(l.weight.shape)}`);
+    return new WeightOnlyLinear(l, o);
+  };
+  if (model instanceof Linear) return make(model);
+  replaceModules(model, (m) => (m instanceof Linear ? make(m) : null));
+  return model;
+}
