@@ -13,6 +13,7 @@ import './ops/resize.js';
 import './ops/attention.js';
 import './ops/quant.js';
 import './ops/einsum.js';
+import './ops/selection.js';
 // Last: widens the opsets of the ops registered above.
 import './ops/legacy.js';
 
