@@ -42,7 +42,7 @@ describe.each(WITH_WEBGPU as DeviceName[])('exported ONNX models on %s', (device
     const { bytes, data } = await fixture(name);
     const model = await sn.loadOnnx(bytes, { device });
     const feeds: Record<string, OnnxFeed> = {};
-    for (const [k, v] of Object.entries(data.inputs)) feeds[k] = v.dtype === 'float32' ? sn.tensor(v.data, { device }).reshape([...v.shape]) : v;
+    for (const [k, v] of Object.entries(data.inputs)) feeds[k] = v.dtype === 'float32' ? sn.tensor(Float32Array.from(v.data), { device }).reshape([...v.shape]) : v;
     const out = await model.run(feeds);
     for (const [k, want] of Object.entries(data.outputs)) {
       const got = out[k]!;
