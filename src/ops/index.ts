@@ -17,3 +17,4 @@ export * from './einsum.js';
 export * from './rearrange.js';
 export * from './products.js';
 export * from './functional.js';
+export * from './attention.js';
