@@ -1,10 +1,12 @@
 import fc from 'fast-check';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { DType, Tensor } from '../src/index.js';
-import { broadcastShapesArb, makeTensor, propertyConfig, shapeArb, tensorCaseArb } from '../src/testing/index.js';
+import { assertClose, broadcastShapesArb, makeTensor, propertyConfig, shapeArb, tensorCaseArb } from '../src/testing/index.js';
 import { WITH_WEBGPU, expectClose } from './helpers.js';
 import { castRef, erfRef, mapRef, refOf } from './reference/core.js';
+import { mapKernel } from '../src/kernels/cpu/map.js';
+import { call, constant, input } from '../src/ops/expr.js';
 
 // Each unary op beside its float64 reference and the dtypes it is tested on.
 type Unary = { name: string; run: (x: Tensor) => Tensor; ref: (x: number) => number; dtypes: DType[]; out?: (d: DType) => DType; range?: [number, number] };
@@ -161,5 +163,65 @@ describe.each(WITH_WEBGPU)('binary ops on %s', (device) => {
     await expectClose(sn.add(a, a), { shape: [3], data: Float64Array.from([-56, 56, -2]) });
     const u = sn.tensor([200, 5], { dtype: 'uint8', device });
     await expectClose(sn.add(u, 100), { shape: [2], data: Float64Array.from([44, 105]) });
+  });
+});
+
+describe("the CPU's generated kernels", () => {
+  const stats = () => sn.memory().devices.cpu!.pipelines!;
+  /** Runs the JavaScript map kernel (the backend may prefer WebAssembly for eager ops) of `op(x, s)` over x. */
+  const mapWith = (op: string, x: Float32Array, s: number, params = [1]): Float32Array => {
+    const out = new Float32Array(x.length);
+    const view = (data: Float32Array) => ({ data, shape: [data.length], strides: [1], offset: 0, dtype: 'float32' as const });
+    mapKernel(call(op, [input(0, 'float32'), constant(s, 'float32')], 'float32', params), [view(x)], view(out));
+    return out;
+  };
+
+  it('one generated function serves every scalar value (x·s, x + s, and a fused sum(x·s) under jit, for 20 values of s)', async () => {
+    const x = sn.randn([5, 7], { seed: 1 });
+    const values = (await x.data()) as Float32Array;
+    for (const [op, ref] of [['mul', (v: number, s: number) => Math.fround(v * s)], ['add', (v: number, s: number) => Math.fround(v + s)]] as const) {
+      mapWith(op, values, 0.5);
+      const before = stats().misses;
+      for (let i = 0; i < 20; i++) {
+        const s = 1.25 * i - 7;
+        expect([...mapWith(op, values, s)]).toEqual([...values].map((v) => ref(v, s)));
+      }
+      expect(stats().misses).toBe(before);
+    }
+    const f = sn.jit((t: Tensor, s: number) => sn.sum(t.mul(s), 1));
+    f(x, 1).dispose();
+    const before = stats().misses;
+    for (let i = 2; i < 22; i++) {
+      const y = f(x, i);
+      assertClose(await y.data(), [0, 1, 2, 3, 4].map((r) => values.slice(7 * r, 7 * r + 7).reduce((a, v) => a + Math.fround(v * i), 0)), { rtol: 1e-5, atol: 1e-5 });
+      y.dispose();
+    }
+    // Each s is a new jit signature (numbers key it), but the fused prologue's function is shared.
+    expect(stats().misses).toBe(before);
+    f.dispose();
+    x.dispose();
+  });
+
+  it('is an LRU bounded by setCacheLimits({ pipelines }), counting hits, misses and evictions', async () => {
+    const x = Float32Array.from([-2, -0.5, 0, 0.25, 3]);
+    const ops = ['add', 'sub', 'mul', 'maximum'];
+    // (alpha = 3 for add and sub, and unused by the others, makes this test's functions its own.)
+    const refs = [(v: number) => v + 6, (v: number) => v - 6, (v: number) => v * 2, (v: number) => Math.max(v, 2)];
+    try {
+      sn.setCacheLimits({ pipelines: 2 });
+      const s0 = stats();
+      for (let round = 0; round < 2; round++) ops.forEach((op, i) => expect([...mapWith(op, x, 2, [3])]).toEqual([...x].map(refs[i]!)));
+      const s1 = stats();
+      expect(s1.capacity).toBe(2);
+      expect(s1.entries).toBeLessThanOrEqual(2);
+      // Cycling through four with room for two: every lookup misses, and evicts once the cache is full.
+      expect(s1.misses - s0.misses).toBe(8);
+      expect(s1.evictions - s0.evictions).toBeGreaterThanOrEqual(6);
+      mapWith('maximum', x, 5, [3]);
+      expect(stats().hits).toBe(s1.hits + 1);
+    } finally {
+      sn.setCacheLimits({ pipelines: 512 });
+    }
+    expect(stats().capacity).toBe(512);
   });
 });

@@ -3,6 +3,7 @@ import { type DType, itemSize } from '../tensor/dtype.js';
 import { type DeviceName, type DeviceOption, getBackend, hasBackend, registerBackend } from './backend.js';
 import { cpuBackend } from './cpu.js';
 import { reportCaches } from '../tensor/memory.js';
+import { generatedKernels } from '../kernels/cpu/generated.js';
 import { openDevice } from './webgpu/adapter.js';
 import { WebGpuBackend } from './webgpu/backend.js';
 import { DEFAULT_PIPELINE_CACHE_SIZE } from './webgpu/pipelines.js';
@@ -84,7 +85,10 @@ export async function init(options: InitOptions = {}): Promise<DeviceName> {
 }
 
 export interface CacheLimits {
-  /** Compiled WGSL pipelines kept per device (an LRU; default 512). Compiled plans keep their own. */
+  /**
+   * Compiled kernels kept per device, an LRU each (default 512): WGSL pipelines on WebGPU, generated
+   * JavaScript functions on the CPU. Compiled plans keep their own.
+   */
   pipelines?: number;
   /** Bytes of freed GPU buffers kept for reuse per device (default 1 GiB); the longest idle go first. */
   idleBytes?: number;
@@ -97,6 +101,7 @@ export function setCacheLimits(options: CacheLimits): void {
   }
   limits.pipelines = options.pipelines ?? limits.pipelines;
   limits.idleBytes = options.idleBytes ?? limits.idleBytes;
+  generatedKernels.resize(limits.pipelines);
   if (hasBackend('webgpu')) applyLimits(getBackend('webgpu') as WebGpuBackend);
 }
 

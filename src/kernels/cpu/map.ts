@@ -4,6 +4,7 @@ import { type Expr, exprNodes, exprToString } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
 import { ELEMENTWISE } from '../../ops/elementwise.js';
 import { erf, ipow, roundHalfEven } from './math.js';
+import { generatedKernels } from './generated.js';
 
 /** Helpers that generated JavaScript may call as `H.name(...)`. */
 export const H = { f16: f16round, erf, roundHalfEven, ipow };
@@ -26,21 +27,20 @@ export function jsCast(dtype: DType, v: string): string {
   }
 }
 
-function jsLiteral(v: number): string {
-  if (Number.isNaN(v)) return 'NaN';
-  if (v === Infinity) return 'Infinity';
-  if (v === -Infinity) return '-Infinity';
-  return Object.is(v, -0) ? '-0' : String(v);
-}
-
-/** The statements computing `expr` for one element, given how to read input k; returns the result's name. */
-export function jsExprBody(expr: Expr, readInput: (k: number) => string): { body: string; result: string } {
+/**
+ * The statements computing `expr` for one element, given how to read input k; returns the result's
+ * name and the values of the expression's constants, which the statements read as `c0`, `c1`, …
+ * (the generated function declares them from its `C` argument: see `constantDecls`), so one
+ * function serves every scalar value.
+ */
+export function jsExprBody(expr: Expr, readInput: (k: number) => string): { body: string; result: string; constants: number[] } {
   const names = new Map<Expr, string>();
   const lines: string[] = [];
+  const constants: number[] = [];
   for (const n of exprNodes(expr)) {
     let v: string;
     if (n.kind === 'input') v = readInput(n.index);
-    else if (n.kind === 'const') v = jsLiteral(n.value);
+    else if (n.kind === 'const') v = `c${constants.push(n.value) - 1}`;
     else {
       const fn = ELEMENTWISE.get(n.fn);
       if (!fn) throw new Error(`no elementwise function '${n.fn}'`);
@@ -50,7 +50,31 @@ export function jsExprBody(expr: Expr, readInput: (k: number) => string): { body
     names.set(n, name);
     lines.push(`const ${name} = ${v};`);
   }
-  return { body: lines.join(' '), result: names.get(expr)! };
+  return { body: lines.join(' '), result: names.get(expr)!, constants };
+}
+
+/** Declarations of an expression's constants `c0`, `c1`, … from the generated function's argument `C`. */
+export function constantDecls(count: number): string {
+  return Array.from({ length: count }, (_, i) => `const c${i} = C[${i}];`).join(' ');
+}
+
+/** The values of `expr`'s constants, in the order `jsExprBody` numbers them. */
+export function exprConstants(expr: Expr): number[] {
+  return exprNodes(expr).flatMap((n) => (n.kind === 'const' ? [n.value] : []));
+}
+
+/** A cache key for the code of `expr`: its text with constants' values left out (they are arguments). */
+export function codeKey(expr: Expr): string {
+  return exprToString(replaceConstants(expr, new Map()));
+}
+
+function replaceConstants(e: Expr, memo: Map<Expr, Expr>): Expr {
+  let r = memo.get(e);
+  if (!r) {
+    r = e.kind === 'const' ? { kind: 'const', value: NaN, dtype: e.dtype } : e.kind === 'input' ? e : { ...e, args: e.args.map((a) => replaceConstants(a, memo)) };
+    memo.set(e, r);
+  }
+  return r;
 }
 
 /** Strides of a view broadcast to `shape` (stride 0 along broadcast dims). */
@@ -80,14 +104,13 @@ export function collapseDims(shape: readonly number[], strides: readonly (readon
   return { shape: outShape, strides: outStrides };
 }
 
-type MapFn = (out: CpuView['data'], ins: CpuView['data'][], shape: number[], strides: number[][], offsets: number[]) => void;
-const cache = new Map<string, MapFn>();
+type MapFn = (out: CpuView['data'], ins: CpuView['data'][], shape: number[], strides: number[][], offsets: number[], C: readonly number[]) => void;
 
 /** The JavaScript of the loop nest evaluating `expr` over `rank` collapsed dims with `nIn` inputs. */
 function source(expr: Expr, nIn: number, rank: number): string {
-  const { body, result } = jsExprBody(expr, (k) => `x${k}[p${k}]`);
+  const { body, result, constants } = jsExprBody(expr, (k) => `x${k}[p${k}]`);
   const ks = Array.from({ length: nIn }, (_, k) => k);
-  let src = ks.map((k) => `const x${k} = ins[${k}];`).join(' ') + '\n';
+  let src = `${constantDecls(constants.length)}\n` + ks.map((k) => `const x${k} = ins[${k}];`).join(' ') + '\n';
   for (let d = 0; d < rank; d++) src += `const n${d} = shape[${d}]; ${ks.map((k) => `const s${k}_${d} = strides[${k}][${d}];`).join(' ')}\n`;
   src += 'let o = 0;\n';
   // Nested loops; p{k}_{d} is input k's offset after fixing dims < d.
@@ -98,17 +121,11 @@ function source(expr: Expr, nIn: number, rank: number): string {
   src += ks.map((k) => `const p${k} = ${rank === 0 ? `offsets[${k}]` : `p${k}_${rank}`};`).join(' ') + '\n';
   src += `${body}\nout[o++] = ${result};\n`;
   src += '}'.repeat(rank);
-  return `function map(out, ins, shape, strides, offsets) {\n${src}\n}`;
+  return `function map(out, ins, shape, strides, offsets, C) {\n${src}\n}`;
 }
 
 function compile(expr: Expr, nIn: number, rank: number): MapFn {
-  const key = `${rank}|${nIn}|${exprToString(expr)}`;
-  let fn = cache.get(key);
-  if (!fn) {
-    fn = new Function('H', `return ${source(expr, nIn, rank)};`)(H) as MapFn;
-    cache.set(key, fn);
-  }
-  return fn;
+  return generatedKernels.get<MapFn>(`map|${rank}|${nIn}|${codeKey(expr)}`, () => source(expr, nIn, rank), H);
 }
 
 function layout(inputs: readonly Pick<CpuView, 'shape' | 'strides'>[], outShape: readonly number[]) {
@@ -118,7 +135,7 @@ function layout(inputs: readonly Pick<CpuView, 'shape' | 'strides'>[], outShape:
 /** Evaluates `expr` for every element of `out` (contiguous), reading strided, broadcast inputs. */
 export function mapKernel(expr: Expr, inputs: readonly CpuView[], out: CpuView): void {
   const { shape, strides } = layout(inputs, out.shape);
-  compile(expr, inputs.length, shape.length)(out.data, inputs.map((v) => v.data), shape, strides, inputs.map((v) => v.offset));
+  compile(expr, inputs.length, shape.length)(out.data, inputs.map((v) => v.data), shape, strides, inputs.map((v) => v.offset), exprConstants(expr));
 }
 
 /** The generated JavaScript `mapKernel` runs for these layouts (for reports). */

@@ -1,7 +1,9 @@
-import { type Expr, exprToString } from '../../ops/expr.js';
+import type { Expr } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
 import { broadcastShapes, stridedOffsets } from '../../tensor/shape.js';
-import { H, broadcastStrides, jsExprBody } from './map.js';
+import { H, broadcastStrides, codeKey, constantDecls, exprConstants, jsExprBody } from './map.js';
+import { generatedKernels } from './generated.js';
+import { kernelOverrides } from './overrides.js';
 
 /**
  * A reduction's two index spaces over a strided view: `outer[i]` is the storage offset where output
@@ -36,25 +38,18 @@ interface Groups {
   at(i: number): number;
 }
 
-type FillFn = (row: Float64Array, ins: ArrayLike<number>[], bases: number[], inners: Int32Array[]) => void;
-const fills = new Map<string, FillFn>();
+type FillFn = (row: Float64Array, ins: ArrayLike<number>[], bases: number[], inners: Int32Array[], C: readonly number[]) => void;
 
 /** The JavaScript filling a row buffer with `expr` of `nIn` inputs, input k's element j at `ins[k][bases[k] + inners[k][j]]`. */
 export function prologueSource(expr: Expr, nIn: number): string {
-  const { body, result } = jsExprBody(expr, (k) => `x${k}[b${k} + i${k}[j]]`);
+  const { body, result, constants } = jsExprBody(expr, (k) => `x${k}[b${k} + i${k}[j]]`);
   const ks = Array.from({ length: nIn }, (_, k) => k);
-  const setup = ks.map((k) => `const x${k} = ins[${k}], b${k} = bases[${k}], i${k} = inners[${k}];`).join(' ');
-  return `function fill(row, ins, bases, inners) {\n${setup}\nfor (let j = 0; j < row.length; j++) {\n${body}\nrow[j] = ${result};\n}\n}`;
+  const setup = constantDecls(constants.length) + ks.map((k) => ` const x${k} = ins[${k}], b${k} = bases[${k}], i${k} = inners[${k}];`).join('');
+  return `function fill(row, ins, bases, inners, C) {\n${setup}\nfor (let j = 0; j < row.length; j++) {\n${body}\nrow[j] = ${result};\n}\n}`;
 }
 
 function compileFill(expr: Expr, nIn: number): FillFn {
-  const key = `${nIn}|${exprToString(expr)}`;
-  let fn = fills.get(key);
-  if (!fn) {
-    fn = new Function('H', `return ${prologueSource(expr, nIn)};`)(H) as FillFn;
-    fills.set(key, fn);
-  }
-  return fn;
+  return generatedKernels.get<FillFn>(`fill|${nIn}|${codeKey(expr)}`, () => prologueSource(expr, nIn), H);
 }
 
 /** The groups over `dims` of input 0, or of `prologue` over the inputs broadcast together. */
@@ -65,7 +60,7 @@ function groupsOf(inputs: readonly CpuView[], prologue: Expr | undefined, dims: 
   }
   const shape = broadcastShapes('prologue', ...inputs.map((v) => v.shape));
   const spaces = inputs.map((v) => reductionSpace({ shape, strides: broadcastStrides(v, shape), offset: v.offset }, dims));
-  const fill = compileFill(prologue, inputs.length);
+  const fill = compileFill(prologue, inputs.length), constants = exprConstants(prologue);
   const ins = inputs.map((v) => v.data), inners = spaces.map((s) => s.inner);
   const n = dims.reduce((a, d) => a * shape[d]!, 1);
   const row = new Float64Array(n), iota = Int32Array.from({ length: n }, (_, j) => j), bases = inputs.map(() => 0);
@@ -75,7 +70,7 @@ function groupsOf(inputs: readonly CpuView[], prologue: Expr | undefined, dims: 
     inner: iota,
     at(i) {
       spaces.forEach((s, k) => (bases[k] = s.outer[i]!));
-      fill(row, ins, bases, inners);
+      fill(row, ins, bases, inners, constants);
       return 0;
     },
   };
@@ -155,6 +150,7 @@ export function reduceKernel(kind: ReduceKind, inputs: readonly CpuView[], prolo
 
 /** softmax or logSoftmax along `dims` (one dim, or none for a 0-d tensor) of input 0 or its prologue, subtracting the group's max first. */
 export function softmaxKernel(inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], log: boolean, out: CpuView): void {
+  if (kernelOverrides.softmax?.(inputs, prologue, dims, log, out)) return;
   const g = groupsOf(inputs, prologue, dims), os = reductionSpace(out, dims);
   const { data: x, inner } = g, n = inner.length;
   const e = new Float64Array(n);
