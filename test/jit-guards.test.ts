@@ -117,6 +117,13 @@ describe('jit on cpu: errors, failed compiles, caches and reports', () => {
     for (const t of [w, x]) t.dispose();
   });
 
+  it('tensors nested in an argument are an error (they would be frozen as constants), not a stale result', () => {
+    const f = sn.jit((xs: Tensor[]) => xs[0]!.add(1) as Tensor);
+    const x = sn.ones([2]);
+    expect(() => f([x])).toThrow(/^jit: argument 0 holds tensors inside an array or object: pass each tensor as an argument of its own$/);
+    x.dispose();
+  });
+
   it('a failed trace or compile frees the captured and folded constants', () => {
     const w = sn.randn([4, 4], { seed: 1 }), b = sn.randn([4], { seed: 2 });
     const x = sn.randn([2, 4], { seed: 3 });

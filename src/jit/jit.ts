@@ -187,7 +187,20 @@ function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
 }
 
 function signature(args: readonly unknown[]): string {
-  return args.map((a) => (a instanceof Tensor ? `${a.device}:${a.dtype}[${a.shape.join(',')}]` : JSON.stringify(a) ?? String(a))).join('|');
+  return args
+    .map((a, i) => {
+      if (a instanceof Tensor) return `${a.device}:${a.dtype}[${a.shape.join(',')}]`;
+      // Tensors inside other arguments would be traced as constants and keyed by nothing: stale results.
+      if (holdsTensor(a)) throw new SinterError('jit', `argument ${i} holds tensors inside an array or object: pass each tensor as an argument of its own`);
+      return JSON.stringify(a) ?? String(a);
+    })
+    .join('|');
+}
+
+function holdsTensor(v: unknown, depth = 0): boolean {
+  if (v instanceof Tensor) return true;
+  if (depth > 8 || v === null || typeof v !== 'object' || ArrayBuffer.isView(v)) return false;
+  return (Array.isArray(v) ? v : Object.values(v)).some((x) => holdsTensor(x, depth + 1));
 }
 
 /** The tensors of a result in order, and a template to rebuild its structure. */
