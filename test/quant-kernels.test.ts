@@ -78,7 +78,7 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
       await fc.assert(fc.asyncProperty(arb, async ({ m, k, n, perChannel, relu, xd, x, w, zx, zy, sx, sw, sy, bias }) => {
         const qx = qtensor(x, [m, k], xd, device as sn.DeviceName, sx, zx);
         const qw = qtensor(w, [n, k], 'qint8', device as sn.DeviceName, perChannel ? sw : sw[0]!, perChannel ? sw.map(() => 0) : 0);
-        const b = sn.tensor(bias);
+        const b = sn.tensor(bias, { device });
         const y = Q.linear(qx, qw, b, { scale: sy, zeroPoint: zy, relu });
         expect([y.dtype, y.shape, y.qScale(), y.qZeroPoint()]).toEqual([xd, [m, n], sy, zy]);
         const got = await y.intRepr().data();
@@ -105,7 +105,7 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
           ? qtensor(j.intRepr, j.shape, dtype, device as sn.DeviceName, j.scale, j.zeroPoint!)
           : qtensor(j.intRepr, j.shape, dtype, device as sn.DeviceName, j.scales!, j.zeroPoints!);
         const qx = mk(c.input, 'quint8'), qw = mk(c.weight, 'qint8');
-        const b = c.bias ? sn.tensor(c.bias) : null;
+        const b = c.bias ? sn.tensor(c.bias, { device }) : null;
         const y = c.op === 'linear'
           ? Q.linear(qx, qw, b, { scale: c.scale, zeroPoint: c.zeroPoint })
           : Q.conv2d(qx, qw, b, { ...(c as { options: sn.quant.QConv2dOptions }).options, scale: c.scale, zeroPoint: c.zeroPoint });

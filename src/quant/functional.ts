@@ -2,9 +2,9 @@ import { SinterError, fmtShape } from '../errors.js';
 import { checkInputs } from '../ops/op.js';
 import { contiguous, reshape, transpose } from '../ops/views.js';
 import { fromHost } from '../tensor/creation.js';
-import type { CpuStorage } from '../backend/cpu.js';
 import type { DeviceName } from '../backend/backend.js';
-import { Tensor, gatherView } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
+import { div } from '../ops/binary.js';
 import { type ConvGeometry, type QGemmAttrs, qgemm } from './gemm.js';
 import { type QDType, QRANGE, QuantizedTensor, STORAGE_DTYPE, isQuantized } from './qtensor.js';
 
@@ -46,19 +46,18 @@ function gemmParams(op: string, input: QuantizedTensor, weight: QuantizedTensor,
   const [qmin, qmax] = QRANGE[qd];
   if (!(Math.fround(sOut) > 0) || !Number.isFinite(sOut)) throw new SinterError(op, `the output scale must be a positive finite number, got ${sOut}`);
   if (!Number.isInteger(zOut) || zOut < qmin || zOut > qmax) throw new SinterError(op, `the output zero point must be an integer in [${qmin}, ${qmax}] for ${qd}, got ${zOut}`);
-  let biasValues: ArrayLike<number> | null = null;
   if (bias !== null && bias !== undefined) {
     checkInputs(op, [bias]);
     if (bias.ndim !== 1 || bias.shape[0] !== n || bias.dtype !== 'float32') throw new SinterError(op, `the bias must be a float32 tensor of shape [${n}], got ${bias.describe()}`);
-    if (bias.device !== 'cpu') throw new SinterError(op, `the bias is folded into the requantisation on the host: pass it as a cpu tensor, got one on ${bias.device}`);
-    biasValues = gatherView((bias.storage as CpuStorage).data, bias.shape, bias.strides, bias.offset, bias.dtype);
+    if (bias.device !== device) throw new SinterError(op, `the bias is on ${bias.device} but the input on ${device}; move it with .to(device)`);
   }
   const per = (i: number) => Math.fround(weight.params.scales[weight.params.axis === null ? 0 : i]!);
   const mult = Float32Array.from({ length: n }, (_, i) => Math.fround((sIn * per(i)) / Math.fround(sOut)));
-  const offset = Float32Array.from({ length: n }, (_, i) => (biasValues ? Math.fround(biasValues[i]! / Math.fround(sOut)) : 0));
   const zpB = Int32Array.from({ length: n }, (_, i) => weight.params.zeroPoints[weight.params.axis === null ? 0 : i]!);
   const t = (v: Float32Array | Int32Array, dtype: 'float32' | 'int32') => fromHost(op, v, [v.length], dtype, device);
-  const params = [t(Int32Array.of(input.params.zeroPoints[0]!), 'int32'), t(zpB, 'int32'), t(mult, 'float32'), t(offset, 'float32'), t(Int32Array.of(zOut), 'int32')];
+  // The bias enters the epilogue in output units: offset = bias / sOut, on the bias's device.
+  const offset = bias ? div(bias, Math.fround(sOut)) : t(new Float32Array(n), 'float32');
+  const params = [t(Int32Array.of(input.params.zeroPoints[0]!), 'int32'), t(zpB, 'int32'), t(mult, 'float32'), offset, t(Int32Array.of(zOut), 'int32')];
   const lo = opts.relu ? Math.max(qmin, zOut) : qmin;
   return { params, requant: { dtype: STORAGE_DTYPE[qd] as 'int8' | 'uint8', lo, hi: qmax }, outParams: { scales: Float64Array.of(sOut), zeroPoints: Int32Array.of(zOut), axis: null }, qd };
 }

@@ -15,3 +15,7 @@ export { DynamicQuantizedLinear, quantizeDynamic } from './dynamic.js';
 export type { QuantizeDynamicOptions } from './dynamic.js';
 export { WeightOnlyLinear, quantizeWeights, quantizeBlockwise } from './weights.js';
 export type { QuantizeWeightsOptions } from './weights.js';
+export { prepare, convert, synchronize, fuseConvBn, ObservedLayer, QuantizedLayer } from './static.js';
+export type { PrepareOptions } from './static.js';
+export { compare, modelBytes } from './compare.js';
+export type { CompareReport, OutputComparison, Comparable } from './compare.js';
