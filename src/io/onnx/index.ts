@@ -14,6 +14,7 @@ import './ops/attention.js';
 import './ops/quant.js';
 import './ops/einsum.js';
 import './ops/selection.js';
+import './ops/contrib.js';
 // Last: widens the opsets of the ops registered above.
 import './ops/legacy.js';
 
