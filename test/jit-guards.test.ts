@@ -3,7 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { DeviceName, Tensor } from '../src/index.js';
 import { assertClose } from '../src/testing/index.js';
-import { WITH_WEBGPU } from './helpers.js';
+import { WITH_WEBGPU, withCaps } from './helpers.js';
+import { getBackend } from '../src/backend/backend.js';
+import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 
 // Guards, random nodes, failures and the bounded caches of jit (src/jit/jit.ts).
 
@@ -198,7 +200,22 @@ describe('jit on cpu: errors, failed compiles, caches and reports', () => {
   });
 });
 
-describe('jit on webgpu: warm times include the GPU', () => {
+describe('jit on webgpu: warm times include the GPU; a plan the device refuses leaks nothing', () => {
+  it('frees captured and folded constants when the device refuses a fusion group', async () => {
+    const caps = (getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps;
+    const w = sn.randn([5], { seed: 1, device: 'webgpu' }), v = sn.randn([5], { seed: 2, device: 'webgpu' });
+    const p = sn.randn([3, 5], { seed: 3, device: 'webgpu' }), q = sn.randn([3, 5], { seed: 4, device: 'webgpu' });
+    const live = sn.memory().tensors;
+    await withCaps({ limits: { ...caps.limits, maxStorageBuffersPerShaderStage: 4 } }, async () => {
+      // p, w, q, the folded v·2 and the output: five buffers, one more than allowed.
+      const f = sn.jit((a: Tensor, b: Tensor) => sn.sum(a.mul(w).add(b.mul(v.mul(2))), -1), { fusion: (g) => [g.nodes.filter((n) => n.kind === 'op').map((n) => n.id)] });
+      expect(() => f(p, q)).toThrow(/is illegal: the fused kernel would bind 5 buffers/);
+    });
+    expect(sn.memory().tensors).toBe(live);
+    for (const t of [w, v, p, q]) t.dispose();
+  });
+
+
   it('warm calls are timed until the device finished (sampled), host time apart', async () => {
     const x = sn.randn([64, 64], { seed: 1, device: 'webgpu' });
     const f = sn.jit((t: Tensor) => sn.matmul(t, t).relu());
