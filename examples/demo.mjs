@@ -5,6 +5,7 @@
 //        (npm run demo -- image.png --out annotated.png)
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
 import * as sn from 'sinter';
 import { loadOcr } from 'sinter/ocr';
 import { drawBoxes, readImage, writePng } from './image-io.mjs';
@@ -23,8 +24,24 @@ console.log(`device: ${device}`);
 
 const image = await readImage(imagePath);
 console.log(`image: ${imagePath} (${image.width}×${image.height})`);
+// A progress bar while the models are read (drawn only on a terminal: quiet in CI logs and pipes).
+const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'loading models |{bar}| {percentage}% {value}/{total} MiB', stream: process.stderr, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
+const read = { det: 0, rec: 0 }, sizes = { det: 0, rec: 0 };
+const mib = (b) => Math.round((b / 2 ** 20) * 10) / 10;
 let t0 = performance.now();
-const engine = await loadOcr({ device });
+const engine = await loadOcr({
+  device,
+  onProgress: ({ model, loaded, total }) => {
+    read[model] = loaded;
+    sizes[model] = total ?? loaded;
+    if (!bar) return;
+    const total_ = mib(sizes.det + sizes.rec), value = mib(read.det + read.rec);
+    if (!bar.isActive) bar.start(total_, value);
+    bar.setTotal(total_);
+    bar.update(value);
+  },
+});
+bar?.stop();
 const loadMs = performance.now() - t0;
 
 // Run 1 is cold (each model traced, optimised and compiled for this input's shape); later runs replay the plans.
@@ -47,7 +64,7 @@ const stages = [
   ['decode', 'CTC decoding'],
   ['total', 'total'],
 ];
-console.log(`\nper-stage ms on ${device} (models loaded in ${loadMs.toFixed(0)} ms):`);
+console.log(`\nper-stage ms on ${device} (${mib(sizes.det + sizes.rec)} MiB of models loaded in ${loadMs.toFixed(0)} ms):`);
 console.log(`  ${'stage'.padEnd(40)} ${'cold'.padStart(9)} ${`warm (median of ${runs - 1})`.padStart(22)}`);
 for (const [key, name] of stages) {
   const warm = median(reads.slice(1).map((r) => r.times[key]));

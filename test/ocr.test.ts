@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type OcrEngine, loadOcr } from '../src/ocr/index.js';
+import { type OcrEngine, type OcrProgress, loadOcr } from '../src/ocr/index.js';
 import { ctcDecode } from '../src/ocr/ctc.js';
 import { dbBoxes } from '../src/ocr/db.js';
 import { corners, minAreaRect, unclip } from '../src/ocr/geometry.js';
@@ -78,8 +78,20 @@ describe('CTC decoding', () => {
 
 describe('ocr end to end on the cpu', () => {
   let engine: OcrEngine;
+  const progress: OcrProgress[] = [];
   beforeAll(async () => {
-    engine = await loadOcr({ device: 'cpu' });
+    engine = await loadOcr({ device: 'cpu', onProgress: (p) => progress.push(p) });
+  });
+
+  it('reports loading progress: the bytes of each model as they are read, then parsed', () => {
+    for (const model of ['det', 'rec'] as const) {
+      const mine = progress.filter((p) => p.model === model);
+      const reads = mine.filter((p) => p.phase === 'read');
+      expect(reads.length).toBeGreaterThan(1); // read in 1 MiB chunks
+      expect(reads.every((p, i) => p.total !== null && p.loaded <= p.total && (i === 0 || p.loaded > reads[i - 1]!.loaded))).toBe(true);
+      expect(reads.at(-1)!.loaded).toBe(reads.at(-1)!.total);
+      expect(mine.at(-1)).toEqual({ model, phase: 'parsed', loaded: reads.at(-1)!.total, total: reads.at(-1)!.total });
+    }
   });
   afterAll(() => engine?.dispose());
 

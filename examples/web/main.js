@@ -15,13 +15,14 @@ const timings = new Map();
 async function engineFor(device, jit) {
   if (current && current.device === device && current.jit === jit) return current.engine;
   current?.engine.dispose();
-  status(`loading the models onto ${device}…`);
-  const [det, rec, keys] = await Promise.all([
-    fetch('models/det.onnx').then((r) => r.arrayBuffer()),
-    fetch('models/rec.onnx').then((r) => r.arrayBuffer()),
-    fetch('models/keys.txt').then((r) => r.text()),
-  ]);
-  const engine = await loadOcr({ device, jit, models: { det, rec, keys } });
+  const keys = await (await fetch('models/keys.txt')).text();
+  const read = {};
+  const onProgress = ({ model, phase, loaded, total }) => {
+    read[model] = { loaded, total: total ?? loaded, phase };
+    const parts = Object.entries(read).map(([m, r]) => `${m} ${r.phase === 'parsed' ? 'parsed' : `${(r.loaded / 2 ** 20).toFixed(1)}/${(r.total / 2 ** 20).toFixed(1)} MiB`}`);
+    status(`loading the models onto ${device}: ${parts.join(', ')}`);
+  };
+  const engine = await loadOcr({ device, jit, models: { det: 'models/det.onnx', rec: 'models/rec.onnx', keys }, onProgress });
   current = { device, jit, engine };
   timings.clear();
   return engine;

@@ -16,8 +16,16 @@ export type { OcrImage } from './image.js';
 export type { DbOptions } from './db.js';
 export type { Point, RotatedRect } from './geometry.js';
 
-/** A model's ONNX bytes, or its file path in Node. */
+/** A model's ONNX bytes, or where to read them: a file path in Node, a URL in the browser. */
 export type ModelSource = Uint8Array | ArrayBuffer | string;
+
+/** Loading progress: bytes of each model read so far (total null when unknown), then each model parsed. */
+export interface OcrProgress {
+  readonly model: 'det' | 'rec';
+  readonly phase: 'read' | 'parsed';
+  readonly loaded: number;
+  readonly total: number | null;
+}
 
 export interface OcrModels {
   /** The text detector (PP-OCR det, DB head): N×3×H×W image → N×1×H×W text probability. */
@@ -37,6 +45,8 @@ export interface OcrOptions extends DbOptions {
   readonly models?: OcrModels;
   /** The detector's input is resized so that its longer side is at most this (PaddleOCR: 960), in multiples of 32. */
   readonly maxSide?: number;
+  /** Called as the models are read and parsed (for a progress bar). */
+  readonly onProgress?: (progress: OcrProgress) => void;
   /** Lines the recogniser reads with a mean character probability below this are dropped (PaddleOCR: 0.5). */
   readonly minScore?: number;
   /** Word gaps whose space probability reaches this read as spaces (default 0.05; 1 = plain greedy CTC; see ctcDecode). */
@@ -91,6 +101,56 @@ async function defaultModels(): Promise<OcrModels> {
   return { det: paths.detectionPath, rec: paths.recognitionPath, keys: await fs.readFile(paths.dictionaryPath, 'utf8') };
 }
 
+/** The bytes of `source`, reporting (loaded, total) as they arrive: a file in Node, a URL in browsers. */
+async function readSource(source: ModelSource, progress: (loaded: number, total: number | null) => void): Promise<Uint8Array> {
+  if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
+    const bytes = source instanceof Uint8Array ? source : new Uint8Array(source);
+    progress(bytes.length, bytes.length);
+    return bytes;
+  }
+  if (typeof source !== 'string') throw new SinterError('ocr', `a model must be bytes (Uint8Array, ArrayBuffer), a path or a URL, got ${source === null ? 'null' : typeof source}`);
+  const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
+  if (isNode) {
+    const fsSpecifier = 'node:fs/promises';
+    const fs = (await import(/* @vite-ignore */ fsSpecifier)) as typeof import('node:fs/promises');
+    const file = await fs.open(source);
+    try {
+      const { size } = await file.stat();
+      const bytes = new Uint8Array(size);
+      for (let at = 0; at < size;) {
+        const { bytesRead } = await file.read(bytes, at, Math.min(1 << 20, size - at), at);
+        if (bytesRead === 0) throw new SinterError('ocr', `${source} ended after ${at} of ${size} bytes`);
+        at += bytesRead;
+        progress(at, size);
+      }
+      return bytes;
+    } finally {
+      await file.close();
+    }
+  }
+  const response = await fetch(source);
+  if (!response.ok || !response.body) throw new SinterError('ocr', `fetching ${source} failed: HTTP ${response.status}`);
+  const length = Number(response.headers.get('content-length'));
+  const total = Number.isFinite(length) && length > 0 ? length : null;
+  const chunks: Uint8Array[] = [];
+  let loaded = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    progress(loaded, total);
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  return bytes;
+}
+
 /** The recogniser's classes after the CTC blank: the dictionary, then the space PaddleOCR appends (use_space_char). */
 function charsetOf(keys: string | readonly string[]): string[] {
   const list = typeof keys === 'string' ? keys.split(/\r?\n/) : [...keys];
@@ -114,7 +174,13 @@ export class OcrEngine {
   static async load(options: OcrOptions = {}): Promise<OcrEngine> {
     const models = options.models ?? (await defaultModels());
     const charset = charsetOf(models.keys);
-    const [detector, recogniser] = await Promise.all([loadOnnx(models.det, { device: options.device }), loadOnnx(models.rec, { device: options.device })]);
+    const load = async (model: 'det' | 'rec') => {
+      const bytes = await readSource(models[model], (loaded, total) => options.onProgress?.({ model, phase: 'read', loaded, total }));
+      const onnx = await loadOnnx(bytes, { device: options.device });
+      options.onProgress?.({ model, phase: 'parsed', loaded: bytes.length, total: bytes.length });
+      return onnx;
+    };
+    const [detector, recogniser] = await Promise.all([load('det'), load('rec')]);
     return new OcrEngine(detector, recogniser, charset, options);
   }
 
