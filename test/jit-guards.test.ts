@@ -5,6 +5,7 @@ import type { DeviceName, Tensor } from '../src/index.js';
 import { assertClose } from '../src/testing/index.js';
 import { WITH_WEBGPU, withCaps } from './helpers.js';
 import { getBackend } from '../src/backend/backend.js';
+import { bumpVersion } from '../src/tensor/version.js';
 import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 
 // Guards, random nodes, failures and the bounded caches of jit (src/jit/jit.ts).
@@ -116,6 +117,22 @@ describe('jit on cpu: errors, failed compiles, caches and reports', () => {
     await new Promise((r) => setTimeout(r, 20));
     expect(rejections).toEqual([]);
     expect(sn.memory().tensors).toBe(live);
+    for (const t of [w, x]) t.dispose();
+  });
+
+  it('retraces when a captured tensor was written in place (its storage version bumped), so folded constants are fresh', async () => {
+    const w = sn.tensor([1, 2, 3]);
+    const f = sn.jit((x: Tensor) => x.add(w.mul(10)));
+    const x = sn.zeros([3]);
+    expect(await values(f(x))).toEqual([10, 20, 30]);
+    // An in-place write (as a weight loader writing into existing tensors would make), declared by bumping the version.
+    (w.storage as unknown as { data: Float32Array }).data.set([4, 5, 6]);
+    bumpVersion(w.storage);
+    expect(await values(f(x))).toEqual([40, 50, 60]);
+    expect(f.stats().retraces).toBe(1);
+    expect(await values(f(x))).toEqual([40, 50, 60]);
+    expect(f.stats().retraces).toBe(1);
+    f.dispose();
     for (const t of [w, x]) t.dispose();
   });
 
