@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { Tensor } from '../src/index.js';
 import { type CpuKernels, cpuKernels, setCpuKernels } from '../src/backend/cpu.js';
-import { kernelOverrides } from '../src/kernels/cpu/gemm.js';
+import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { ModuleBuilder, hasSimd } from '../src/kernels/wasm/emitter.js';
 import { WASM_GEMM } from '../src/kernels/wasm/gemm.js';
 import { wasmMapCacheStats } from '../src/kernels/wasm/map.js';
@@ -25,7 +25,7 @@ afterEach(() => void setCpuKernels(initial));
 async function onPath(kind: CpuKernels, fn: () => Promise<void>): Promise<void> {
   expect(setCpuKernels(kind)).toBe(kind);
   let ran = 0;
-  for (const name of ['gemm', 'conv2d'] as const) {
+  for (const name of ['gemm', 'conv2d', 'softmax', 'blockNorm'] as const) {
     const form = kernelOverrides[name] as ((...args: unknown[]) => boolean) | undefined;
     if (form) (kernelOverrides as Record<string, unknown>)[name] = (...args: unknown[]) => (form(...args) ? (ran++, true) : false);
   }
@@ -248,7 +248,61 @@ describe.each(PATHS)('float32 elementwise ops on the %s CPU path', (kind) => {
   });
 });
 
+describe.each(PATHS)('float32 row kernels on the %s CPU path', (kind) => {
+  const rowsArb = fc.tuple(fc.array(int(1, 3), { maxLength: 2 }), int(1, 11)).chain(([lead, n]) => tensorCaseArb([...lead, n], { min: -30, max: 30 }));
+
+  it('softmax over the last dim matches the float64 reference (row tails, strided views, ±∞ and NaN rows)', async () => {
+    const softmaxRef = (rows: number[][]) => rows.flatMap((r) => { const m = Math.max(...r), e = r.map((v) => Math.exp(v - m)), s = e.reduce((a, b) => a + b, 0); return e.map((v) => v / s); });
+    await onPath(kind, async () => {
+      await fc.assert(
+        fc.asyncProperty(rowsArb, async (c) => {
+          const x = makeTensor(c, 'cpu'), y = sn.softmax(x, -1), n = c.shape[c.shape.length - 1]!, v = refOf(c).data;
+          const rows = Array.from({ length: v.length / n }, (_, i) => Array.from(v.subarray(i * n, (i + 1) * n)));
+          await expectClose(y, ref(c.shape, softmaxRef(rows)));
+          x.dispose();
+          y.dispose();
+        }),
+        propertyConfig({ numRuns: 30 }),
+      );
+      const special = [[1, -Infinity, 2, 0, 3], [Infinity, 0, 1, 2, 3], [NaN, 0, 1, 2, 3]];
+      await expectClose(sn.softmax(sn.tensor(special), -1), ref([3, 5], softmaxRef(special)));
+    });
+  });
+
+  it('layerNorm over trailing dims matches the float64 reference (with and without weight and bias)', async () => {
+    const arb = rowsArb.chain((c) => fc.tuple(fc.constant(c), fc.option(tensorCaseArb([c.shape[c.shape.length - 1]!]), { nil: null }), fc.option(tensorCaseArb([c.shape[c.shape.length - 1]!]), { nil: null })));
+    await onPath(kind, async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([c, cw, cb]) => {
+          const n = c.shape[c.shape.length - 1]!, x = makeTensor(c, 'cpu'), w = cw && makeTensor(cw, 'cpu'), b = cb && makeTensor(cb, 'cpu');
+          const y = sn.layerNorm(x, [n], w, b, 1e-5);
+          const v = refOf(c).data, wv = cw && refOf(cw).data, bv = cb && refOf(cb).data, out = new Float64Array(v.length);
+          for (let r = 0; r < v.length / n; r++) {
+            const row = v.subarray(r * n, (r + 1) * n), mean = row.reduce((a, b) => a + b, 0) / n;
+            const rstd = 1 / Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / n + 1e-5);
+            row.forEach((u, j) => (out[r * n + j] = (u - mean) * rstd * (wv ? wv[j]! : 1) + (bv ? bv[j]! : 0)));
+          }
+          await expectClose(y, ref(c.shape, out), { tol: { atol: 1e-5 } });
+          for (const t of [x, w, b, y]) t?.dispose();
+        }),
+        propertyConfig({ numRuns: 30 }),
+      );
+    });
+  });
+});
+
 describe('the wasm elementwise renderer', () => {
+  it('passes scalars as arguments: x·s + t for many s, t compiles one module, and each call uses its own values', async () => {
+    setCpuKernels('wasm');
+    const x = sn.tensor([1, 2, 3, 4, 5]);
+    sn.add(sn.mul(x, 0.5), 1).dispose();
+    const before = wasmMapCacheStats();
+    for (let s = 1; s <= 20; s++) await expectClose(sn.add(sn.mul(x, s), -s), ref([5], [1, 2, 3, 4, 5].map((v) => v * s - s)));
+    const after = wasmMapCacheStats();
+    expect(after.misses - before.misses).toBe(0);
+    expect(after.hits - before.hits).toBe(40);
+  });
+
   it('leaves what it cannot render (float16, ints, bool, functions without a rendering, transposed inner dims) to the JS kernels', async () => {
     setCpuKernels('wasm');
     const before = wasmMapCacheStats();

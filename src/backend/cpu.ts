@@ -4,10 +4,11 @@ import { noteAlloc, noteFree } from '../tensor/memory.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CpuView, OpDef } from '../ops/op.js';
 import type { Backend, Storage } from './backend.js';
-import { kernelOverrides } from '../kernels/cpu/gemm.js';
+import { kernelOverrides } from '../kernels/cpu/overrides.js';
 import { hasSimd } from '../kernels/wasm/emitter.js';
 import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
 import { wasmMap } from '../kernels/wasm/map.js';
+import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
 import type { Expr } from '../ops/expr.js';
 
 /**
@@ -25,6 +26,9 @@ export function setCpuKernels(kind: CpuKernels): CpuKernels {
   const wasm = kernels === 'wasm';
   kernelOverrides.gemm = wasm ? wasmGemm : undefined;
   kernelOverrides.conv2d = wasm ? wasmConv2d : undefined;
+  kernelOverrides.map = wasm ? wasmMap : undefined;
+  kernelOverrides.softmax = wasm ? wasmSoftmax : undefined;
+  kernelOverrides.blockNorm = wasm ? wasmLayerNorm : undefined;
   return kernels;
 }
 
@@ -78,7 +82,7 @@ export const cpuBackend: Backend = {
   run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]) {
     const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
     // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
-    if (!(kernels === 'wasm' && op.name === 'map' && wasmMap((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
+    if (!(op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
     // Kernels compute in double; float16 outputs are rounded here once for all of them.
     for (const o of outs) if (o.dtype === 'float16') for (let i = 0; i < o.data.length; i++) o.data[i] = f16round(o.data[i]!);
   },

@@ -1,6 +1,7 @@
 import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
-import { GEMM_BLOCKS, type PackB, gemm, kernelOverrides } from './gemm.js';
+import { GEMM_BLOCKS, type PackB, gemm } from './gemm.js';
+import { kernelOverrides } from './overrides.js';
 import { readContiguous } from './util.js';
 
 // 2-d convolutions as GEMMs, per image and group. conv2d: out[Og, OH·OW] = weight[Og, Cg·kh·kw] ·

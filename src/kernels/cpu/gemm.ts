@@ -1,9 +1,9 @@
 import type { DType, HostArray } from '../../tensor/dtype.js';
 import { numel } from '../../tensor/shape.js';
 import type { CpuView } from '../../ops/op.js';
-import type { Conv2dAttrs } from '../../ops/conv.js';
 import { type Expr, call, exprNodes, input } from '../../ops/expr.js';
 import { broadcastStrides, collapseDims, mapKernel } from './map.js';
+import { kernelOverrides } from './overrides.js';
 
 // The one GEMM the CPU backend has (matmul, linear, conv2d and convTranspose2d all call it), laid out
 // as in BLIS: operands are packed into small contiguous Float64Array panels, and a 4×8 register-tiled
@@ -140,15 +140,6 @@ function gemvRows(m: number, n: number, k: number, a: Matrix, b: Matrix, c: OutM
   }
 }
 
-/**
- * Faster forms of these kernels that the CPU backend installs when it runs WebAssembly (src/backend/cpu.ts,
- * src/kernels/wasm/): each returns false to leave its operands to the JavaScript kernel, the reference path.
- */
-export const kernelOverrides: {
-  gemm?: (m: number, n: number, k: number, a: Matrix, b: Matrix, c: OutMatrix, accumulate: boolean) => boolean;
-  conv2d?: (x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView) => boolean;
-} = {};
-
 // Packing buffers, grown on demand and reused (kernels run one at a time).
 let bufA = new Float64Array(0), bufB = new Float64Array(0);
 const tile = new Float64Array(MR * NR);
@@ -254,8 +245,8 @@ export function epilogueArity(expr: Expr): number {
  * result equals the eager op followed by the eager elementwise ops.
  */
 export function epilogueKernel(expr: Expr, natural: DType, out: CpuView, extras: readonly CpuView[]): void {
-  const rounded = call('cast', [input(0, natural)], natural);
-  mapKernel(substituteInput0(expr, rounded), [out, ...extras], out);
+  const rounded = call('cast', [input(0, natural)], natural), fused = substituteInput0(expr, rounded);
+  if (!kernelOverrides.map?.(fused, [out, ...extras], out)) mapKernel(fused, [out, ...extras], out);
 }
 
 /** `e` with input 0 replaced by `by`, shared subtrees kept shared. */

@@ -1,5 +1,6 @@
 import type { CpuView } from '../../ops/op.js';
 import { readContiguous } from './util.js';
+import { kernelOverrides } from './overrides.js';
 
 /**
  * How row-major input elements group into normalisation blocks and map to affine channels.
@@ -16,6 +17,7 @@ export interface BlockLayout {
 
 /** Normalises each block by its own mean and biased variance (two passes, in double), then applies weight and bias. */
 export function blockNormKernel(x: CpuView, weight: CpuView | undefined, bias: CpuView | undefined, layout: BlockLayout, eps: number, out: CpuView): void {
+  if (kernelOverrides.blockNorm?.(x, weight, bias, layout, eps, out)) return;
   const xs = readContiguous(x);
   const w = weight && readContiguous(weight), b = bias && readContiguous(bias);
   const { blockSize: L, groups, groupChannels, inner } = layout;

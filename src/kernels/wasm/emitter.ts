@@ -24,11 +24,15 @@ const SIMD = {
   'f32x4.eq': 0x41, 'f32x4.ne': 0x42, 'f32x4.lt': 0x43, 'f32x4.gt': 0x44, 'f32x4.le': 0x45, 'f32x4.ge': 0x46,
   'v128.not': 0x4d, 'v128.and': 0x4e, 'v128.andnot': 0x4f, 'v128.or': 0x50, 'v128.xor': 0x51, 'v128.bitselect': 0x52,
   'f32x4.ceil': 0x67, 'f32x4.floor': 0x68, 'f32x4.trunc': 0x69, 'f32x4.nearest': 0x6a,
+  'i32x4.lt_s': 0x39,
   'i32x4.shl': 0xab, 'i32x4.shr_s': 0xac, 'i32x4.add': 0xae, 'i32x4.sub': 0xb1, 'i32x4.mul': 0xb5,
   'f32x4.abs': 0xe0, 'f32x4.neg': 0xe1, 'f32x4.sqrt': 0xe3, 'f32x4.add': 0xe4, 'f32x4.sub': 0xe5, 'f32x4.mul': 0xe6,
   'f32x4.div': 0xe7, 'f32x4.min': 0xe8, 'f32x4.max': 0xe9, 'f32x4.pmin': 0xea, 'f32x4.pmax': 0xeb,
   'i32x4.trunc_sat_f32x4_s': 0xf8, 'f32x4.convert_i32x4_s': 0xfa,
 } as const;
+
+/** SIMD128 lane instructions (their immediate is the lane index). */
+const LANE = { 'i32x4.replace_lane': 0x1c, 'f32x4.extract_lane': 0x1f, 'f32x4.replace_lane': 0x20 } as const;
 
 /** Loads and stores: opcode and natural alignment (log2 bytes). SIMD ones carry the 0xfd prefix. */
 const MEMORY = {
@@ -130,9 +134,9 @@ export class Code {
     this.bytes.push(0x43, ...f32Bytes);
     return this;
   }
-  /** f32x4.extract_lane / replace_lane with a lane immediate. */
-  lane(name: 'f32x4.extract_lane' | 'f32x4.replace_lane', lane: number): this {
-    this.bytes.push(0xfd, name === 'f32x4.extract_lane' ? 0x1f : 0x20, lane);
+  /** A lane instruction with its lane immediate. */
+  lane(name: keyof typeof LANE, lane: number): this {
+    this.bytes.push(0xfd, LANE[name], lane);
     return this;
   }
   call(fn: number): this {

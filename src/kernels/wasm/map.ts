@@ -1,6 +1,6 @@
-import { type Expr, exprNodes, exprToString } from '../../ops/expr.js';
+import { type Expr, exprNodes } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
-import { broadcastStrides, collapseDims } from '../cpu/map.js';
+import { broadcastStrides, codeKey, collapseDims, exprConstants } from '../cpu/map.js';
 import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate } from './heap.js';
 import { BoundedCache } from './cache.js';
@@ -18,7 +18,7 @@ type Render = (c: Code, args: readonly number[], params: readonly number[], tmp:
 const splat = (c: Code, v: number): Code => c.f32(v).simd('f32x4.splat');
 
 /** e^x for x in a v128 local: Cephes' expf (range reduction by ln 2, degree-6 polynomial), ~1 ulp; 2^n applied in two halves so results reach the subnormals and +∞. */
-function exp(c: Code, x: number, tmp: () => number): void {
+export function emitExp(c: Code, x: number, tmp: () => number): void {
   const n = tmp(), r = tmp(), y = tmp(), ni = tmp();
   c.get(x);
   splat(c, -104).simd('f32x4.max');
@@ -54,7 +54,7 @@ function exp(c: Code, x: number, tmp: () => number): void {
 function logistic(c: Code, x: number, tmp: () => number): void {
   const e = tmp(), m = tmp();
   c.get(x).simd('f32x4.neg').set(m);
-  exp(c, m, tmp);
+  emitExp(c, m, tmp);
   c.set(e);
   splat(c, 1);
   splat(c, 1).get(e).simd('f32x4.add', 'f32x4.div');
@@ -110,7 +110,7 @@ const RENDER: Record<string, Render> = {
     clampTo(c, 0, 6);
     splat(c, 6).simd('f32x4.div', 'f32x4.mul');
   },
-  exp: (c, [x], _, tmp) => exp(c, x!, tmp),
+  exp: (c, [x], _, tmp) => emitExp(c, x!, tmp),
   sigmoid: (c, [x], _, tmp) => logistic(c, x!, tmp),
   silu: (c, [x], _, tmp) => {
     logistic(c, x!, tmp);
@@ -124,31 +124,32 @@ export function renderable(expr: Expr): boolean {
 }
 
 /**
- * The module: row(out, in0 … in{k−1}, n) evaluates `expr` for n elements (rounded up to a multiple
- * of 4: buffers are padded for it) into out; input i advances by `inner[i]` elements (1, or 0 for
- * one value broadcast along the row).
+ * The module: row(out, in0 … in{k−1}, n, c0 … c{m−1}) evaluates `expr` for n elements (rounded up to
+ * a multiple of 4: buffers are padded for it) into out; input i advances by `inner[i]` elements (1,
+ * or 0 for one value broadcast along the row). The expression's constants are the arguments c0 …
+ * (numbered in node order, as `exprConstants` lists them), so one module serves every scalar value.
  */
 function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer> {
   const m = new ModuleBuilder();
-  m.func('row', ['i32', ...inner.map(() => 'i32' as const), 'i32'], [], (c) => {
+  const nodes = exprNodes(expr), constants = nodes.filter((e) => e.kind === 'const');
+  m.func('row', ['i32', ...inner.map(() => 'i32' as const), 'i32', ...constants.map(() => 'f32' as const)], [], (c) => {
     const out = 0, ins = inner.map((_, i) => 1 + i), n = 1 + inner.length;
     const i = c.local('i32');
     const broadcast = inner.map((s) => (s === 0 ? c.local('v128') : -1));
     broadcast.forEach((v, k) => void (v >= 0 && c.get(ins[k]!).mem('v128.load32_splat').set(v)));
-    const nodes = exprNodes(expr);
     const value = new Map<Expr, number>();
     const tmp = (): number => c.local('v128');
     // Node values and temporaries get their own locals: the engine's register allocator reuses them.
     for (const node of nodes) value.set(node, node.kind === 'input' && broadcast[node.index]! >= 0 ? broadcast[node.index]! : c.local('v128'));
+    // Constants and broadcast inputs are splat once, before the loop.
+    constants.forEach((k, j) => void c.get(n + 1 + j).simd('f32x4.splat').set(value.get(k)!));
     c.forRange(i, () => c.i32(0), () => c.get(n), 4, () => {
       for (const node of nodes) {
         const at = value.get(node)!;
         if (node.kind === 'input') {
           if (broadcast[node.index]! >= 0) continue;
           c.get(ins[node.index]!).get(i).i32(2).op('i32.shl', 'i32.add').mem('v128.load').set(at);
-        } else if (node.kind === 'const') {
-          splat(c, node.value).set(at);
-        } else {
+        } else if (node.kind === 'call') {
           RENDER[node.fn]!(c, node.args.map((a) => value.get(a)!), node.params, tmp);
           c.set(at);
         }
@@ -178,7 +179,7 @@ export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): b
   const rank = shape.length, len = rank === 0 ? 1 : shape[rank - 1]!;
   const inner = strides.map((s) => (rank === 0 ? 0 : s[rank - 1]!));
   if (inner.some((s) => s !== 0 && s !== 1)) return false;
-  const key = `${inner.join(',')}|${exprToString(expr)}`;
+  const key = `${inner.join(',')}|${codeKey(expr)}`;
   let row = modules.get(key);
   if (!row) {
     row = instantiate<{ row: RowFn }>(mapModule(expr, inner)).row;
@@ -203,7 +204,7 @@ export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): b
   const o = h.alloc(total * 4 + 16);
   // Rows in order: a row's padded last step spills into the next row's start, which that row then rewrites.
   const outer = shape.slice(0, -1), idx = new Array<number>(outer.length).fill(0), ptr = [...bases];
-  const args = new Array<number>(inputs.length + 2);
+  const constants = exprConstants(expr), args = new Array<number>(inputs.length + 2).concat(constants);
   for (let r = 0, rows = total / len; r < rows; r++) {
     args[0] = o + r * len * 4;
     for (let k = 0; k < inputs.length; k++) args[k + 1] = ptr[k]!;

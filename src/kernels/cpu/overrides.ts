@@ -1,0 +1,17 @@
+import type { Expr } from '../../ops/expr.js';
+import type { Conv2dAttrs } from '../../ops/conv.js';
+import type { CpuView } from '../../ops/op.js';
+import type { Matrix, OutMatrix } from './gemm.js';
+import type { BlockLayout } from './norm.js';
+
+/**
+ * Faster forms of the CPU kernels that the CPU backend installs when it runs WebAssembly (src/backend/cpu.ts,
+ * src/kernels/wasm/): each returns false to leave its operands to the JavaScript kernel, the reference path.
+ */
+export const kernelOverrides: {
+  gemm?: (m: number, n: number, k: number, a: Matrix, b: Matrix, c: OutMatrix, accumulate: boolean) => boolean;
+  conv2d?: (x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView) => boolean;
+  map?: (expr: Expr, inputs: readonly CpuView[], out: CpuView) => boolean;
+  softmax?: (inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], log: boolean, out: CpuView) => boolean;
+  blockNorm?: (x: CpuView, weight: CpuView | undefined, bias: CpuView | undefined, layout: BlockLayout, eps: number, out: CpuView) => boolean;
+} = {};
