@@ -138,6 +138,8 @@ function roundHalfEven(v: number): number {
 function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
   const [x, w] = inputs as [GpuView, GpuView];
   const ep = a.epilogue;
+  // Parameter vectors are read through their views (offset and stride; stride 0 when broadcast).
+  const at = (i: number, idx: string) => `in${i}[${inputs[i]!.offset}u + ${idx} * ${inputs[i]!.strides[0] ?? 0}u]`;
   const outDType = typeof ep === 'string' ? ep : ep.dtype;
   const per = elementsPerWord(outDType, caps);
   const total = out.shape.reduce((p, q) => p * q, 1);
@@ -188,21 +190,21 @@ function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps
       acc += (av - zpA) * (${ld('in1', w, 'wi')} - zb);
     }`;
   }
-  const epilogue = ep === 'int32' ? 'r[j] = acc;' : ep === 'float32' ? 'r[j] = f32(acc) * in4[n] + in5[n];'
-    : `let v = f32(acc) * in4[n] + in5[n];
-      r[j] = i32(clamp(round(v) + f32(in6[0]), ${ep.lo}.0, ${ep.hi}.0));`;
+  const epilogue = ep === 'int32' ? 'r[j] = acc;' : ep === 'float32' ? `r[j] = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};`
+    : `let v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};
+      r[j] = i32(clamp(round(v) + f32(${at(6, '0u')}), ${ep.lo}.0, ${ep.hi}.0));`;
   const source = `${bindings(inTypes, [outDType], caps)}
 
 @compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
   let word = ${g.index};
   if (word >= ${words}u) { return; }
-  let zpA = in2[0];
+  let zpA = ${at(2, '0u')};
   var r = array<${ep === 'float32' ? 'f32' : 'i32'}, ${per}>();
   for (var j = 0u; j < ${per}u; j++) {
     let e = word * ${per}u + j;
     if (e >= ${total}u) { break; }
     ${split}
-    let zb = in3[n];
+    let zb = ${at(3, 'n')};
     ${loop}
     ${epilogue}
   }

@@ -1,10 +1,10 @@
 import { add, div, mul, sub } from '../../../ops/binary.js';
-import { type Conv2dAttrs, conv2dOp } from '../../../ops/conv.js';
 import { matmul } from '../../../ops/linalg.js';
-import { apply1 } from '../../../ops/op.js';
 import { amax, amin } from '../../../ops/reduce.js';
 import { clamp, round } from '../../../ops/unary.js';
-import { reshape, slice, unsqueeze } from '../../../ops/views.js';
+import { contiguous, expand, reshape, slice, transpose, unsqueeze } from '../../../ops/views.js';
+import { type ConvGeometry, qgemm } from '../../../quant/gemm.js';
+import { zeros } from '../../../tensor/creation.js';
 import type { DType } from '../../../tensor/dtype.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import type { OnnxNode } from '../node.js';
@@ -13,8 +13,9 @@ import { deviceDType, onnxDType, unsupportedDType } from '../tensor.js';
 import { normAxis } from './util.js';
 
 // Linear quantisation: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear and the integer matmul/conv ops, for
-// the 8-bit types the engine holds. Integer products run exactly in int32 (matmul); convolutions run in float32,
-// exact while the sums stay below 2^24.
+// the 8-bit types the engine holds. Integer products and convolutions accumulate exactly in int32 on the integer
+// GEMM of src/quant/gemm.ts (2-D matmuls with a scalar A zero point; other matmuls in int32 tensor ops); the
+// requantisation of QLinear* follows in tensor ops.
 
 const RANGE: Partial<Record<DType, [number, number]>> = { uint8: [0, 255], int8: [-128, 127], int32: [-2147483648, 2147483647] };
 
@@ -75,16 +76,47 @@ function centred(ctx: OpContext, v: Val, zp: Val | undefined, what: string, perR
   return sub(t, z.numel() > 1 && perRow ? reshape(z, [z.numel(), 1]) : z);
 }
 
-/** Integer 2-D convolution, computed in float32 (exact while the sums stay below 2^24) and returned as int32. */
-function convInteger(node: OnnxNode, x: Tensor, w: Tensor): Tensor {
+const isInt8 = (t: Tensor) => t.dtype === 'int8' || t.dtype === 'uint8';
+
+/** A zero point as the integer GEMM takes it: int32, one value ([1]) or one per output channel ([n], a broadcast view for a scalar). */
+function gemmZeroPoint(ctx: OpContext, zp: Val | undefined, what: string, n: number | null, device: Tensor['device']): Tensor {
+  if (!zp) return zeros([n ?? 1], { dtype: 'int32', device });
+  const z = reshape(ctx.dev(zp, what).to('int32'), [-1]);
+  if (n === null || z.numel() === n) return z;
+  return expand(z, [n]);
+}
+
+/**
+ * Σ(a − a_zero_point)(b − b_zero_point) exactly in int32 on the integer GEMM (src/quant/gemm.ts), for 2-D
+ * int8/uint8 operands with a scalar a_zero_point; null where that does not apply (the caller falls back).
+ */
+function integerMatmul(ctx: OpContext, av: Val, bv: Val, az: Val | undefined, bz: Val | undefined): Tensor | null {
+  const a = ctx.dev(av, 'A'), b = ctx.dev(bv, 'B');
+  if (a.ndim !== 2 || b.ndim !== 2 || !isInt8(a) || !isInt8(b) || (az && ctx.dev(az, 'a_zero_point').numel() !== 1)) return null;
+  const [m, k] = a.shape as [number, number], n = b.shape[1]!;
+  const bt = contiguous(transpose(b, 0, 1));
+  return qgemm([a, bt, gemmZeroPoint(ctx, az, 'a_zero_point', null, a.device), gemmZeroPoint(ctx, bz, 'b_zero_point', n, a.device)], { m, n, k, conv: null, epilogue: 'int32' });
+}
+
+/** Integer 2-D convolution Σ(x − x_zero_point)(w − w_zero_point), exact in int32 on the integer GEMM (implicit im2col; padding reads the zero point). */
+function convInteger(node: OnnxNode, ctx: OpContext, xv: Val, wv: Val, xz: Val | undefined, wz: Val | undefined): Tensor {
+  const x = ctx.dev(xv, 'x'), w = ctx.dev(wv, 'w');
   const pads = node.ints('pads') ?? [0, 0, 0, 0];
   if (node.string('auto_pad', 'NOTSET') !== 'NOTSET') node.fail('auto_pad is not supported for the integer convolutions; give pads');
+  if (x.ndim !== 4 || w.ndim !== 4) node.fail(`only 2-D integer convolutions are supported, got input ${x.describe()} and weight ${w.describe()}`);
+  if (!isInt8(x) || !isInt8(w)) node.fail(`expects int8 or uint8 input and weight, got ${x.describe()} and ${w.describe()}`);
   const pair = (v: number[] | undefined): [number, number] => [v?.[0] ?? 1, v?.[1] ?? 1];
-  const attrs: Conv2dAttrs = {
-    stride: pair(node.ints('strides')), padding: [pads[0]!, pads[2]!, pads[1]!, pads[3]!], dilation: pair(node.ints('dilations')), groups: node.int('group', 1),
-  };
-  if (x.ndim !== 4) node.fail(`only 2-D integer convolutions are supported, got input ${x.describe()}`);
-  return round(apply1(conv2dOp, [x.to('float32'), w.to('float32')], attrs)).to('int32');
+  const [stride, dilation, groups] = [pair(node.ints('strides')), pair(node.ints('dilations')), node.int('group', 1)];
+  const [batch, channels, height, width] = x.shape as [number, number, number, number];
+  const [outC, cg, kh, kw] = w.shape as [number, number, number, number];
+  if (channels !== cg * groups || outC % groups !== 0) node.fail(`group ${groups} does not fit input ${x.describe()} and weight ${w.describe()}`);
+  const outHeight = Math.floor((height + pads[0]! + pads[2]! - dilation[0] * (kh - 1) - 1) / stride[0]) + 1;
+  const outWidth = Math.floor((width + pads[1]! + pads[3]! - dilation[1] * (kw - 1) - 1) / stride[1]) + 1;
+  if (outHeight < 1 || outWidth < 1) node.fail(`the kernel does not fit the padded input ${x.describe()}`);
+  const conv: ConvGeometry = { batch, channels, height, width, kernel: [kh, kw], stride, padding: [pads[0]!, pads[1]!], dilation, groups, outHeight, outWidth };
+  const w2 = reshape(contiguous(w), [outC, cg * kh * kw]);
+  const zx = gemmZeroPoint(ctx, xz, 'x_zero_point', null, x.device), zw = gemmZeroPoint(ctx, wz, 'w_zero_point', outC, x.device);
+  return qgemm([contiguous(x), w2, zx, zw], { m: batch * outHeight * outWidth, n: outC, k: cg * kh * kw, conv, epilogue: 'int32' });
 }
 
 /** y = saturate(round(acc · a_scale·b_scale / y_scale) + y_zero_point), in y_zero_point's type. */
@@ -112,31 +144,23 @@ register({
   DequantizeLinear: { run: (node, ins, ctx) => [dequantizeLinear(node, ctx, ins)], check: checkOutput, minOpset: 10 },
   DynamicQuantizeLinear: { run: (_, [x], ctx) => dynamicQuantize(ctx, x!), minOpset: 11 },
   MatMulInteger: {
-    run: (_, [a, b, az, bz], ctx) => [matmul(centred(ctx, a!, az, 'A', true), centred(ctx, b!, bz, 'B', false))],
+    run: (_, [a, b, az, bz], ctx) => [integerMatmul(ctx, a!, b!, az, bz) ?? matmul(centred(ctx, a!, az, 'A', true), centred(ctx, b!, bz, 'B', false))],
     minOpset: 10,
   },
   QLinearMatMul: {
     run: (_, [a, as, az, b, bs, bz, ys, yz], ctx) => {
-      const acc = matmul(centred(ctx, a!, az, 'a', true), centred(ctx, b!, bz, 'b', false));
+      const acc = integerMatmul(ctx, a!, b!, az, bz) ?? matmul(centred(ctx, a!, az, 'a', true), centred(ctx, b!, bz, 'b', false));
       return [requantize(ctx, acc, as!, bs!, ys!, yz, ctx.dev(a!, 'a').dtype)];
     },
     minOpset: 10,
   },
   ConvInteger: {
-    run: (node, [x, w, xz, wz], ctx) => {
-      const xt = ctx.dev(x!, 'x').to('int32'), wt = ctx.dev(w!, 'w').to('int32');
-      const xc = xz ? sub(xt, ctx.dev(xz, 'x_zero_point').to('int32')) : xt;
-      const wc = wz ? sub(wt, perChannel(ctx.dev(wz, 'w_zero_point').to('int32'), wt.ndim)) : wt;
-      return [convInteger(node, xc, wc)];
-    },
+    run: (node, [x, w, xz, wz], ctx) => [convInteger(node, ctx, x!, w!, xz, wz)],
     minOpset: 10,
   },
   QLinearConv: {
     run: (node, [x, xs, xz, w, ws, wz, ys, yz, bias], ctx) => {
-      const xt = ctx.dev(x!, 'x').to('int32'), wt = ctx.dev(w!, 'w').to('int32');
-      const xc = sub(xt, ctx.dev(xz!, 'x_zero_point').to('int32'));
-      const wc = sub(wt, perChannel(ctx.dev(wz!, 'w_zero_point').to('int32'), wt.ndim));
-      let acc = convInteger(node, xc, wc);
+      let acc = convInteger(node, ctx, x!, w!, xz, wz);
       if (bias) acc = add(acc, reshape(ctx.dev(bias, 'B'), [acc.shape[1]!, 1, 1]));
       const wScale = perChannel(ctx.dev(ws!, 'w_scale'), 3);
       return [requantize(ctx, acc, xs!, wScale, ys!, yz, ctx.dev(x!, 'x').dtype)];
