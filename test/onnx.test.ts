@@ -61,14 +61,17 @@ describe('loadOnnx', () => {
     expect(await values((await m.run({ x: sn.tensor([-1, 2]) })).y!)).toEqual([0, 2]);
   });
 
-  it('refuses tensors whose data lives in an external file', async () => {
-    const bytes = model({
+  it('refuses external data it cannot find, naming the tensor and what to pass', async () => {
+    const ext = (location: string, extra: { key: string; value: string }[] = []) => model({
       nodes: [node('Add', ['x', 'w'], ['y'])],
       inputs: [info('x', 'float32', [2])],
       outputs: [info('y', 'float32', [2])],
-      initializers: [{ name: 'w', dims: [2], dataType: TYPE.float32, dataLocation: 1, externalData: [{ key: 'location', value: 'weights.bin' }] }],
+      initializers: [{ name: 'w', dims: [2], dataType: TYPE.float32, dataLocation: 1, externalData: [{ key: 'location', value: location }, ...extra] }],
     });
-    await expect(sn.loadOnnx(bytes)).rejects.toThrow("loadOnnx: initializer 'w' keeps its data in an external file ('weights.bin'), which is not supported");
+    await expect(sn.loadOnnx(ext('weights.bin'))).rejects.toThrow("loadOnnx: tensor 'w' keeps its data in 'weights.bin': pass its bytes or URL as loadOnnx(bytes, { externalData: { 'weights.bin': … } })");
+    await expect(sn.loadOnnx(ext('../secret.bin'), { externalData: {} })).rejects.toThrow("external data location '../secret.bin' must be a file beside the model");
+    const data = new Uint8Array(new Float32Array([1, 2]).buffer);
+    await expect(sn.loadOnnx(ext('w.bin', [{ key: 'offset', value: '4' }, { key: 'length', value: '8' }]), { externalData: { 'w.bin': data } })).rejects.toThrow("tensor 'w' claims bytes 4–12 of 'w.bin', which holds 8");
   });
 
   it('lists every unsupported op (name, domain, opset) and type when the model loads', async () => {

@@ -1,8 +1,8 @@
 import { resolveDevice } from '../../backend/device.js';
 import type { DeviceOption } from '../../backend/backend.js';
-import { SinterError } from '../../errors.js';
 import { OnnxModel, type OnnxTensorData } from './model.js';
 import { decodeModel, decodeTensorProto } from './proto.js';
+import { type ByteSource, type ProgressCallback, locationOf, readSource, resolveExternalData } from './source.js';
 import { fromTensorProto } from './tensor.js';
 // Each family registers its ops.
 import './ops/elementwise.js';
@@ -22,30 +22,31 @@ export { OnnxModel, OnnxUnsupportedError } from './model.js';
 export type { OnnxFeed, OnnxTensorData, OnnxUnsupported, OnnxValueInfo, OnnxRunOptions, OnnxReport } from './model.js';
 export type { OnnxDType } from './tensor.js';
 
+export type { ByteSource, ProgressCallback } from './source.js';
+
 export interface LoadOnnxOptions {
   /** Where the model runs (default: the default device). */
   device?: DeviceOption;
-}
-
-async function bytesOf(source: Uint8Array | ArrayBuffer | string): Promise<Uint8Array> {
-  if (source instanceof Uint8Array) return source;
-  if (source instanceof ArrayBuffer) return new Uint8Array(source);
-  if (typeof source !== 'string') {
-    throw new SinterError('loadOnnx', `expected the model's bytes (Uint8Array or ArrayBuffer) or a file path, got ${source === null ? 'null' : typeof source}`);
-  }
-  // Imported only when a path is given, so browser bundles never reference node:fs.
-  const specifier = 'node:fs/promises';
-  const fs = (await import(/* @vite-ignore */ specifier)) as typeof import('node:fs/promises');
-  return new Uint8Array(await fs.readFile(source));
+  /**
+   * The files of tensors stored outside the model (`model.onnx_data`…), by the location the model names: their
+   * bytes, path or URL. Files not given are read beside the model when it was loaded from a path or URL.
+   */
+  externalData?: Readonly<Record<string, ByteSource>>;
+  /** Called as the model and its external files download or are read (bytes loaded, and the total when known). */
+  onProgress?: ProgressCallback;
 }
 
 /**
- * Loads an ONNX model (its bytes, or a file path in Node) to run on `device`. Every unsupported op or type is
- * reported at once, as an OnnxUnsupportedError listing each (op, domain, opset, reason).
+ * Loads an ONNX model to run on `device`: its bytes, a file path or file: URL (Node), or an http(s)/blob: URL
+ * (fetched, in the browser and in Node; `onProgress` follows large downloads). Tensors kept in external files are
+ * read from `externalData` or from beside the model. Every unsupported op or type is reported at once, as an
+ * OnnxUnsupportedError listing each (op, domain, opset, reason).
  */
-export async function loadOnnx(source: Uint8Array | ArrayBuffer | string, options: LoadOnnxOptions = {}): Promise<OnnxModel> {
+export async function loadOnnx(source: ByteSource, options: LoadOnnxOptions = {}): Promise<OnnxModel> {
   const device = resolveDevice('loadOnnx', options.device);
-  return new OnnxModel(decodeModel(await bytesOf(source)), device);
+  const proto = decodeModel(await readSource(source, 'the model', options.onProgress));
+  await resolveExternalData(proto, locationOf(source), options.externalData ?? {}, options.onProgress);
+  return new OnnxModel(proto, device);
 }
 
 /** Decodes a serialised TensorProto (the .pb files of ONNX test data) into its name, type, shape and values. */

@@ -155,15 +155,14 @@ function fromFields(d: OnnxDType, t: TensorProto, what: string): ArrayLike<numbe
 }
 
 /**
- * Decodes a TensorProto's values: `raw_data` or the typed fields. Tensors whose data lives in external files are
- * refused (only self-contained models load), as are types the engine cannot hold (4-bit, float8, string, …).
+ * Decodes a TensorProto's values: `raw_data` or the typed fields (loadOnnx has pointed external data at its bytes).
+ * Types the engine cannot hold (4-bit, float8, string, …) are refused.
  */
 export function fromTensorProto(t: TensorProto, what: string): HostTensor {
   const name = t.name ? `${what} '${t.name}'` : what;
   if (t.dataLocation === 1 || t.externalData.length > 0) {
-    const location = t.externalData.find((e) => e.key === 'location')?.value;
-    throw new SinterError('loadOnnx', `${name} keeps its data in an external file${location ? ` ('${location}')` : ''}, which is not supported: ` +
-      'save the model with every tensor inside it (in Python: onnx.save_model(model, path, save_as_external_data=False))');
+    // loadOnnx resolves external data before this; a TensorProto decoded on its own cannot.
+    throw new SinterError('loadOnnx', `${name} keeps its data in an external file, which only loadOnnx (with the model's path, URL or externalData) can read`);
   }
   const d = onnxDType(t.dataType, name);
   const shape = t.dims;
