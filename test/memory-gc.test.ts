@@ -19,6 +19,11 @@ async function churn(x) {
     const y = x.mul(i + 0.5).add(1).relu();
     if (i % 50 === 0) await y.data();
   }
+  // Jitted functions dropped without dispose(): their plans' intermediates and buffers go too.
+  for (let i = 0; i < 5; i++) {
+    const f = sn.jit((t) => t.mul(i).exp().sum(0).softmax(0), { fusion: 'none' });
+    await f(x).data();
+  }
   // Mixed: disposed tensors, views that outlive their disposed base, bases that outlive dropped views.
   for (let i = 0; i < 50; i++) {
     const a = x.add(i);
@@ -48,7 +53,7 @@ console.log(JSON.stringify(result));
 `;
 
 describe('release after garbage collection', () => {
-  it('tensors dropped without dispose() release their storage after GC, on cpu and webgpu, never twice', () => {
+  it('tensors and jitted functions dropped without dispose() release their storage after GC, on cpu and webgpu, never twice', () => {
     const run = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', SCRIPT], { encoding: 'utf8', timeout: 120_000 });
     expect(run.status, run.stderr).toBe(0);
     const r = JSON.parse(run.stdout.trim().split('\n').pop()!);

@@ -43,6 +43,17 @@ interface Timestamps {
   readonly pairOf: readonly (number | null)[];
 }
 
+/** What a plan holds outside tensors: released when a plan dropped without `dispose()` is collected. */
+interface PlanBuffers {
+  readonly pool: WebGpuBackend['pool'];
+  readonly scratch: readonly GPUBuffer[];
+  readonly own: readonly GPUBuffer[];
+}
+const collected = new FinalizationRegistry<PlanBuffers>(({ pool, scratch, own }) => {
+  for (const b of scratch) pool.release(b);
+  for (const b of own) b.destroy();
+});
+
 /**
  * A compiled graph's kernels on WebGPU, fixed for one input signature: the programs are generated,
  * scratch and status buffers allocated, and bind groups whose buffers do not change from call to
@@ -106,6 +117,8 @@ export class WebGpuPlan {
       }
     });
     this.fixed = [...fixed];
+    // A jitted function dropped without dispose() gives its scratch buffers back once collected.
+    collected.register(this, { pool, scratch: this.scratch, own: [this.status, this.params].filter((b) => b !== null) }, this);
   }
 
   /** Compiles every pipeline the plan lacks with createComputePipelineAsync, all at once; rejects with the first compile error. */
@@ -233,6 +246,7 @@ export class WebGpuPlan {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    collected.unregister(this);
     for (const b of this.scratch) this.backend.pool.release(b);
     this.status?.destroy();
     this.params?.destroy();

@@ -3,6 +3,7 @@ import { numel } from '../../tensor/shape.js';
 import { type Expr } from '../../ops/expr.js';
 import { broadcastStrides, collapseDims } from '../cpu/map.js';
 import { wgslExprBody } from './map.js';
+import { KernelParams } from './params.js';
 import { type WgslScalar, bindings, computeType, convert, elementsPerWord, loadElement, packWord, roundTo } from './dtype.js';
 import { grid, workgroupSize } from './grid.js';
 import type { GpuView, WebGpuCaps, WgslForm, WgslKernel } from './kernel.js';
@@ -117,6 +118,8 @@ export interface GemmProblem {
   readonly epilogue?: (acc: string, batch: readonly string[], i: string, j: string) => string;
   /** WGSL functions the epilogue calls, declared after the bindings. */
   readonly functions?: string;
+  /** The parameter block `functions` read their constants from (see ./params.ts), when they declare one. */
+  readonly params?: Uint32Array<ArrayBuffer>;
   /** Contiguous, its elements in [...batch, m, n] order. */
   readonly out: GpuView;
 }
@@ -207,8 +210,10 @@ function declarations(p: GemmProblem, caps: WebGpuCaps, vec: { a: boolean; b: bo
 
 /** The kernel (or, for a packed output whose words straddle tiles, the GEMM pass and a packing pass). */
 function finish(p: GemmProblem, caps: WebGpuCaps, main: WgslKernel, direct: boolean, decls: string): WgslForm {
-  if (direct) return main;
-  return { scratch: [{ bytes: Math.max(4, numel(p.out.shape) * 4) }], passes: [main, packPass(p, caps, decls)], label: p.label };
+  // Every pass declares the epilogue's functions (`decls`), so each binds their parameter block.
+  const bind = (k: WgslKernel): WgslKernel => (p.params ? { ...k, params: p.params } : k);
+  if (direct) return bind(main);
+  return { scratch: [{ bytes: Math.max(4, numel(p.out.shape) * 4) }], passes: [bind(main), bind(packPass(p, caps, decls))], label: p.label };
 }
 
 /** The flat workgroup index `w` split into column tile, row tile and batch `bt` (with the batch dims' indices `bi…`). */
@@ -507,8 +512,10 @@ export function withEpilogue(p: GemmProblem, fused: FusedEpilogue | undefined, c
     lines.push(`let q${k} = ${offsetOf(v.offset, broadcastStrides(v, out.shape), idx)};`);
     return loadElement(`in${first + k}`, v.dtype, `q${k}`, caps);
   });
-  const { body, result } = wgslExprBody(expr, (k) => (k === 0 ? roundTo(natural, 'acc') : loads[k - 1]!));
-  const functions = `fn epilogue(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {
+  const params = new KernelParams();
+  const { body, result } = wgslExprBody(expr, (k) => (k === 0 ? roundTo(natural, 'acc') : loads[k - 1]!), params);
+  const functions = `${params.declaration()}
+fn epilogue(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {
   let e = (b * ${p.m}u + i) * ${p.n}u + j;
   ${lines.join('\n  ')}
   ${body}
@@ -521,6 +528,7 @@ export function withEpilogue(p: GemmProblem, fused: FusedEpilogue | undefined, c
     ...p,
     inputs: [...p.inputs, ...extras.map((v) => v.dtype)],
     functions,
+    params: params.words(),
     epilogue: (acc, batch, i, j) => `epilogue(${own ? own(acc, batch, i, j) : acc}, ${flat(batch)}, ${i}, ${j})`,
   };
 }

@@ -7,6 +7,7 @@ import { bindings, computeType, elementsPerWord, literal, loadElement, packWord,
 import { GRID_PARAMS, grid, workgroupSize } from './grid.js';
 import type { GpuView, WebGpuCaps, WgslForm, WgslKernel } from './kernel.js';
 import { wgslExprBody } from './map.js';
+import { KernelParams } from './params.js';
 import { withPrelude } from './prelude.js';
 import { offsetOf, unravel } from './strided.js';
 
@@ -49,8 +50,10 @@ interface Source {
   readonly views: readonly { readonly strides: readonly number[]; readonly offset: number }[];
   /** The element whose operands sit at storage offsets `q[k]`, in the compute type of `dtype`. */
   load(q: readonly string[]): string;
-  /** `fn prologue(x0, …)` when there is a prologue. */
+  /** `fn prologue(x0, …)` when there is a prologue, with the declaration of the parameter block its constants are read from. */
   readonly decl: string;
+  /** The prologue's parameter block (its constants), when it has one: passes calling it bind it. */
+  readonly params?: Uint32Array<ArrayBuffer>;
   /** The operand reading the most elements: the one whose layout decides how teams read. */
   readonly lead: number;
 }
@@ -62,7 +65,8 @@ function sourceOf(inputs: readonly GpuView[], prologue: Expr | undefined, caps: 
   }
   const shape = broadcastShapes('prologue', ...inputs.map((v) => v.shape));
   const views = inputs.map((v) => ({ strides: broadcastStrides(v, shape), offset: v.offset }));
-  const { body, result } = wgslExprBody(prologue, (k) => `x${k}`);
+  const p = new KernelParams();
+  const { body, result } = wgslExprBody(prologue, (k) => `x${k}`, p);
   const params = inputs.map((v, k) => `x${k}: ${computeType(v.dtype)}`).join(', ');
   const reads = views.map((v) => v.strides.reduce((a, s, d) => (s === 0 ? a : a * shape[d]!), 1));
   return {
@@ -71,7 +75,8 @@ function sourceOf(inputs: readonly GpuView[], prologue: Expr | undefined, caps: 
     dtype: prologue.dtype,
     views,
     load: (q) => `prologue(${inputs.map((v, k) => loadElement(`in${k}`, v.dtype, q[k]!, caps)).join(', ')})`,
-    decl: `fn prologue(${params}) -> ${computeType(prologue.dtype)} {\n  ${body}\n  return ${result};\n}`,
+    decl: `${p.declaration()}\nfn prologue(${params}) -> ${computeType(prologue.dtype)} {\n  ${body}\n  return ${result};\n}`,
+    params: p.words(),
     lead: reads.indexOf(Math.max(...reads)),
   };
 }
@@ -294,10 +299,15 @@ class Scratch {
   }
 }
 
-/** A complete module: directives and bindings first, then the prelude's helpers, then the prologue when `body` calls it, then `body`. */
-function module(src: Source, out: GpuView, caps: WebGpuCaps, scratch: Scratch, subgroups: boolean, body: string): string {
-  const code = body.includes('prologue(') ? `${src.decl}\n\n${body}` : body;
-  return `${subgroups ? 'enable subgroups;\n' : ''}${bindings(src.inputs.map((v) => v.dtype), [out.dtype], caps)}\n${scratch.declsFor(body)}\n\n${withPrelude(code)}`;
+/**
+ * A complete module: directives and bindings first, then the prelude's helpers, then the prologue
+ * when `body` calls it (with its parameter block), then `body`.
+ */
+function module(src: Source, out: GpuView, caps: WebGpuCaps, scratch: Scratch, subgroups: boolean, body: string): { source: string; params?: Uint32Array<ArrayBuffer> } {
+  const calls = body.includes('prologue(');
+  const code = calls ? `${src.decl}\n\n${body}` : body;
+  const source = `${subgroups ? 'enable subgroups;\n' : ''}${bindings(src.inputs.map((v) => v.dtype), [out.dtype], caps)}\n${scratch.declsFor(body)}\n\n${withPrelude(code)}`;
+  return calls && src.params ? { source, params: src.params } : { source };
 }
 
 /**
@@ -349,7 +359,7 @@ function foldPass(
 }
 `;
   const workgroups = chunks > 1 ? [g.workgroups[0]!, g.workgroups[1] ?? 1, chunks] : g.workgroups;
-  return { source: module(p.src, p.out, p.caps, p.scratch, teams.subgroup > 0, body), workgroups, label: p.label };
+  return { ...module(p.src, p.out, p.caps, p.scratch, teams.subgroup > 0, body), workgroups, label: p.label };
 }
 
 /** The pass packing `n` values of `src` (rounded to `out`'s dtype already) into `out`'s words. */
@@ -363,7 +373,7 @@ function packPass(label: string, src: Source, out: GpuView, caps: WebGpuCaps, sc
   out0[w] = ${packWord(out.dtype, values, caps)};
 }
 `;
-  return { source: module(src, out, caps, scratch, false, body), workgroups: g.workgroups, label };
+  return { ...module(src, out, caps, scratch, false, body), workgroups: g.workgroups, label };
 }
 
 /** Where final results go: `out0` directly, or a scratch buffer and a packing pass when outputs share words. */
@@ -566,6 +576,6 @@ export function cumsumProgram(inputs: readonly GpuView[], prologue: Expr | undef
   ${walk(`run += ${load};\n      ${out0.store(`ob + j * ${r.outStride}u`, 'run')}`)}
 }
 `;
-  const pass: WgslKernel = { source: module(src, out, caps, scratch, false, body), workgroups: g.workgroups, label };
+  const pass: WgslKernel = { ...module(src, out, caps, scratch, false, body), workgroups: g.workgroups, label };
   return program(label, [pass, ...out0.passes()], scratch);
 }
