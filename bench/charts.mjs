@@ -1,0 +1,142 @@
+// Pictures of the benchmarks: the README's benchmark tables as SVG bar charts (vega-lite compiled to vega, rendered
+// to SVG in Node), a chart measured now with sn.benchmark (median and IQR of the small CNN on the CPU, eager vs
+// jit), and the small CNN's fused graph (the JIT's DOT rendered by @viz-js/viz). Every chart carries its date and
+// machine. Writes bench/charts/*.svg. Usage (after npm run build): node bench/charts.mjs [--min-run-time SECONDS]
+import { readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { instance as vizInstance } from '@viz-js/viz';
+import cliProgress from 'cli-progress';
+import * as vega from 'vega';
+import * as vegaLite from 'vega-lite';
+import * as sn from 'sinter';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const out = path.join(here, 'charts');
+const { values: opts } = parseArgs({ options: { 'min-run-time': { type: 'string', default: '1' } } });
+
+/** SVG text of a vega-lite spec. */
+async function svgOf(spec) {
+  const view = new vega.View(vega.parse(vegaLite.compile(spec).spec), { renderer: 'none' });
+  return view.toSVG();
+}
+
+/** The markdown tables under "## Benchmarks" in README.md, with the sentence before each (for its date and machine). */
+async function readmeTables() {
+  const text = await readFile(path.join(here, '..', 'README.md'), 'utf8');
+  const section = text.slice(text.indexOf('## Benchmarks'), text.indexOf('\n## ', text.indexOf('## Benchmarks') + 5));
+  const tables = [];
+  const blocks = section.split(/\n\n+/);
+  let context = '';
+  for (const block of blocks) {
+    const lines = block.trim().split('\n');
+    if (!lines[0]?.startsWith('|')) {
+      context += ` ${block}`;
+      continue;
+    }
+    const cells = (l) => l.split('|').slice(1, -1).map((c) => c.trim());
+    const header = cells(lines[0]);
+    const rows = lines.slice(2).map(cells);
+    const date = context.match(/(\d{4}-\d{2}-\d{2})/)?.[1] ?? 'undated';
+    tables.push({ header, rows, date, context });
+  }
+  return tables;
+}
+
+const plain = (s) => s.replace(/[`*]/g, '');
+
+/** A grouped bar chart (log scale: the libraries differ by orders of magnitude) of one README table. */
+async function tableChart(table, title, machine) {
+  const data = [];
+  for (const row of table.rows) {
+    table.header.slice(1).forEach((lib, j) => {
+      const ms = Number.parseFloat(row[j + 1]);
+      if (Number.isFinite(ms)) data.push({ workload: plain(row[0]), library: lib, ms });
+    });
+  }
+  return svgOf({
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: { text: title, subtitle: [`median ms, lower is better (log scale) · ${table.date} · ${machine}`, 'from the README table (npm run bench:peers / bench:jit)'] },
+    data: { values: data },
+    width: { step: 22 },
+    height: 260,
+    mark: { type: 'bar', tooltip: true },
+    encoding: {
+      x: { field: 'library', type: 'nominal', axis: null },
+      y: { field: 'ms', type: 'quantitative', scale: { type: 'log', domainMin: 1 }, title: 'ms' },
+      // Bars on a log scale need a positive baseline.
+      y2: { datum: 1 },
+      color: { field: 'library', type: 'nominal', legend: { orient: 'bottom', columns: 2 } },
+      column: { field: 'workload', type: 'nominal', header: { labelAngle: 0, labelLimit: 150 }, title: null },
+    },
+  });
+}
+
+/** The small CNN of bench/jit.mjs: 3×32×32 → 3 × (conv3×3 + BN + ReLU) → global pool → linear 10, eval mode. */
+function smallCnn() {
+  const g = new sn.Generator(0);
+  const layers = [];
+  const state = {};
+  [[3, 32, 1], [32, 64, 2], [64, 128, 2]].forEach(([cin, cout, stride], i) => {
+    layers.push(new sn.nn.Conv2d(cin, cout, 3, { stride, padding: 1, bias: false, generator: g }), new sn.nn.BatchNorm2d(cout), new sn.nn.ReLU());
+    state[`${3 * i + 1}.running_mean`] = sn.tidy(() => sn.randn([cout], { generator: g }).mul(0.1));
+    state[`${3 * i + 1}.running_var`] = sn.tidy(() => sn.rand([cout], { generator: g }).add(0.5));
+  });
+  const model = new sn.nn.Sequential(...layers, new sn.nn.AdaptiveAvgPool2d(1), new sn.nn.Flatten(), new sn.nn.Linear(128, 10, { generator: g }));
+  model.loadStateDict(state, { strict: false });
+  return model.eval();
+}
+
+const date = new Date().toISOString().slice(0, 10);
+const cpu = os.cpus();
+const machineNow = `${cpu[0]?.model.trim()} (${cpu.length} cores), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load ${os.loadavg()[0].toFixed(1)}`;
+await sn.init({ device: 'cpu', quiet: true });
+
+// 1. The README's tables.
+const [peers, jitTable] = await readmeTables();
+const readmeMachine = 'a 2-core Intel Xeon, no GPU; WebGPU on SwiftShader';
+await writeFile(path.join(out, 'peers-webgpu.svg'), await tableChart(peers, 'matmul and conv2d beside the peers (WebGPU)', readmeMachine));
+await writeFile(path.join(out, 'jit-webgpu.svg'), await tableChart(jitTable, 'The JIT: fused chain and small CNN beside the peers (WebGPU)', readmeMachine));
+
+// 2. Measured now with sn.benchmark: the small CNN on the CPU, eager and under each fusion strategy.
+const model = smallCnn();
+const x = sn.randn([1, 3, 32, 32], { seed: 2 });
+const variants = [
+  ['eager', (t) => sn.tidy(() => model.forward(t))],
+  ...['none', 'elementwise', 'default'].map((fusion) => [`jit fusion '${fusion}'`, sn.jit((t) => model.forward(t), { fusion })]),
+];
+const bar = process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'timing |{bar}| {value}/{total} {name}', stream: process.stderr, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
+bar?.start(variants.length, 0, { name: '' });
+const measurements = [];
+for (const [name, fn] of variants) {
+  bar?.update({ name });
+  const timer = new sn.benchmark.Timer({ stmt: async () => { const y = fn(x); await y.data(); y.dispose(); }, label: 'small CNN, batch 1, cpu', subLabel: name, description: 'forward + read back' });
+  measurements.push(await timer.blockedAutorange({ minRunTime: Number(opts['min-run-time']) }));
+  bar?.increment();
+}
+bar?.stop();
+new sn.benchmark.Compare(measurements).print();
+const rows = measurements.map((m) => ({ variant: m.subLabel, median: m.median * 1e3, p25: m.p25 * 1e3, p75: m.p75 * 1e3 }));
+await writeFile(path.join(out, 'small-cnn-cpu.svg'), await svgOf({
+  $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+  title: { text: 'Small CNN, batch 1, on the CPU: eager vs jit', subtitle: [`median ms with IQR (sn.benchmark blockedAutorange) · ${date}`, machineNow] },
+  data: { values: rows },
+  width: 420,
+  height: 200,
+  layer: [
+    { mark: { type: 'bar', color: '#4c78a8' }, encoding: { y: { field: 'variant', type: 'nominal', sort: null, title: null }, x: { field: 'median', type: 'quantitative', title: 'ms (lower is better)' } } },
+    { mark: { type: 'rule', strokeWidth: 2, color: '#222' }, encoding: { y: { field: 'variant', type: 'nominal', sort: null }, x: { field: 'p25', type: 'quantitative' }, x2: { field: 'p75' } } },
+  ],
+}));
+
+// 3. The small CNN's fused graph: clusters are the kernels the JIT made.
+const f = sn.jit((t) => model.forward(t));
+f(x).dispose();
+const viz = await vizInstance();
+const dot = f.graph().toDot(f.report().groups);
+const graphSvg = viz.renderString(dot, { format: 'svg' }).replace('<svg ', `<svg data-generated="${date}, ${machineNow.replace(/"/g, '')}" `);
+await writeFile(path.join(out, 'small-cnn-graph.svg'), graphSvg);
+await writeFile(path.join(out, 'small-cnn-graph.dot'), dot);
+console.log(`wrote ${['peers-webgpu', 'jit-webgpu', 'small-cnn-cpu', 'small-cnn-graph'].map((n) => `bench/charts/${n}.svg`).join(', ')} (${date}; ${machineNow})`);
