@@ -1,20 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
-import type { DeviceName, Tensor } from '../src/index.js';
-import { WITH_WEBGPU, expectClose } from './helpers.js';
-import { ref } from './reference/core.js';
+import type { Tensor } from '../src/index.js';
+import { WITH_WEBGPU } from './helpers.js';
+import { expectTensor, fixture } from './torch-fixtures.js';
 
 // Functional lstm/gru/rnn against PyTorch 1.13's nn.LSTM/GRU/RNN outputs (test/fixtures/torch/,
 // made by generate.py there), float32 within 1e-5; and the options PyTorch's modules do not use
 // (ONNX's gate orders, sequence lengths, clip) against the same cells written out by hand.
-
-export function fixture(name: string, device: DeviceName): Record<string, Tensor> {
-  return sn.loadSafetensors(readFileSync(new URL(`./fixtures/torch/${name}.safetensors`, import.meta.url)), { device }).tensors;
-}
-export async function expectTensor(t: Tensor, want: Tensor, atol = 2e-5): Promise<void> {
-  await expectClose(t, ref(want.shape, await want.data()), { tol: { atol, rtol: 1e-4 } });
-}
 
 /** PyTorch's weights of one layer and direction, e.g. weight_ih_l1_reverse. */
 function layerWeights(f: Record<string, Tensor>, layer: number, reverse: boolean): sn.RnnWeights {

@@ -10,16 +10,15 @@ import { batchNorm, groupNorm, layerNorm } from '../ops/norm.js';
 import { embedding } from '../ops/movement.js';
 import { flatten } from '../ops/views.js';
 import { tidy } from '../tensor/scope.js';
+import { type AvgPool1dOptions, type Conv1dOptions, type MaxPool1dOptions, avgPool1d, conv1d, maxPool1d, rmsNorm } from '../ops/functional.js';
+import { type InterpolateOptions, interpolate } from '../ops/interpolate.js';
+import { pixelShuffle, pixelUnshuffle } from '../ops/rearrange.js';
 import { Module } from './module.js';
+import { uniform } from './init.js';
 import { pyBool, pyFloat, pyTuple } from './repr.js';
 
 /** Options every layer with weights takes: where they live and how they are drawn. */
 export interface InitOptions extends Pick<RandomOptions, 'device' | 'dtype' | 'generator' | 'seed'> {}
-
-/** U(−bound, bound), PyTorch's default init for linear and conv layers (kaiming_uniform with a = √5). */
-function uniform(shape: number[], bound: number, opts: InitOptions): Tensor {
-  return tidy(() => rand(shape, opts).mul(2 * bound).sub(bound));
-}
 
 function pairOf(v: IntPair): [number, number] {
   return typeof v === 'number' ? [v, v] : [v[0]!, v[1] ?? v[0]!];
@@ -309,4 +308,110 @@ function convRepr(inC: number, outC: number, kernel: readonly number[], o: Conv2
   if ((o.groups ?? 1) !== 1) parts.push(`groups=${o.groups}`);
   if (!bias) parts.push('bias=False');
   return parts.join(', ');
+}
+
+// ---- more layers of transformer and sequence work -------------------------------------------------
+
+/** x / √(mean(x²) + eps) over the last dims, times a learned weight (torch.nn.RMSNorm); eps defaults to the dtype's machine epsilon. */
+export class RMSNorm extends Module {
+  declare weight: Tensor | null;
+  readonly normalizedShape: number[];
+  readonly eps: number | null;
+  constructor(normalizedShape: number | readonly number[], opts: Omit<InitOptions, 'generator' | 'seed'> & { eps?: number | null; elementwiseAffine?: boolean } = {}) {
+    super();
+    this.normalizedShape = typeof normalizedShape === 'number' ? [normalizedShape] : [...normalizedShape];
+    this.eps = opts.eps ?? null;
+    this.registerParameter('weight', opts.elementwiseAffine ?? true ? ones(this.normalizedShape, opts) : null);
+  }
+  forward(x: Tensor): Tensor {
+    return rmsNorm(x, this.normalizedShape, this.weight, { eps: this.eps });
+  }
+  override extraRepr(): string {
+    return `${pyTuple(this.normalizedShape)}, eps=${this.eps === null ? 'None' : pyFloat(this.eps)}, elementwise_affine=${pyBool(this.weight !== null)}`;
+  }
+}
+
+export interface Conv1dLayerOptions extends InitOptions, Conv1dOptions {
+  bias?: boolean;
+}
+
+/** 1-D convolution over [N, C, L] (or [C, L]): weight [outChannels, inChannels/groups, kernelSize], as torch.nn.Conv1d. */
+export class Conv1d extends Module {
+  declare weight: Tensor;
+  declare bias: Tensor | null;
+  readonly options: Conv1dOptions;
+  constructor(readonly inChannels: number, readonly outChannels: number, kernelSize: number, opts: Conv1dLayerOptions = {}) {
+    super();
+    const groups = opts.groups ?? 1;
+    if (!Number.isInteger(groups) || groups < 1 || inChannels % groups || outChannels % groups) {
+      throw new SinterError('Conv1d', `inChannels ${inChannels} and outChannels ${outChannels} must both be divisible by groups ${groups}`);
+    }
+    const bound = 1 / Math.sqrt((inChannels / groups) * kernelSize);
+    this.registerParameter('weight', uniform([outChannels, inChannels / groups, kernelSize], bound, opts));
+    this.registerParameter('bias', opts.bias === false ? null : uniform([outChannels], bound, opts));
+    this.options = { stride: opts.stride, padding: opts.padding, dilation: opts.dilation, groups };
+  }
+  forward(x: Tensor): Tensor {
+    return conv1d(x, this.weight, this.bias, this.options);
+  }
+  override extraRepr(): string {
+    return convRepr(this.inChannels, this.outChannels, this.weight.shape.slice(2), this.options, this.bias !== null);
+  }
+}
+
+/** torch.nn.Upsample: interpolate with a fixed size or scale factor ('nearest' by default). */
+export class Upsample extends Module {
+  constructor(readonly options: InterpolateOptions) {
+    super();
+    if ((options.size === undefined) === (options.scaleFactor === undefined)) throw new SinterError('Upsample', 'give exactly one of size and scaleFactor');
+  }
+  forward(x: Tensor): Tensor {
+    return interpolate(x, this.options);
+  }
+  override extraRepr(): string {
+    const o = this.options;
+    const size = o.size === undefined ? '' : `size=${pyTuple(o.size)}, `;
+    const scale = o.scaleFactor === undefined ? '' : `scale_factor=${typeof o.scaleFactor === 'number' ? pyFloat(o.scaleFactor) : `(${o.scaleFactor.map(pyFloat).join(', ')})`}, `;
+    return `${size}${scale}mode='${o.mode ?? 'nearest'}'`;
+  }
+}
+
+export class PixelShuffle extends Module {
+  constructor(readonly upscaleFactor: number) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return pixelShuffle(x, this.upscaleFactor);
+  }
+  override extraRepr(): string {
+    return `upscale_factor=${this.upscaleFactor}`;
+  }
+}
+export class PixelUnshuffle extends Module {
+  constructor(readonly downscaleFactor: number) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return pixelUnshuffle(x, this.downscaleFactor);
+  }
+  override extraRepr(): string {
+    return `downscale_factor=${this.downscaleFactor}`;
+  }
+}
+
+export class MaxPool1d extends Module {
+  constructor(readonly kernelSize: number, readonly options: MaxPool1dOptions = {}) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return maxPool1d(x, this.kernelSize, this.options);
+  }
+}
+export class AvgPool1d extends Module {
+  constructor(readonly kernelSize: number, readonly options: AvgPool1dOptions = {}) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return avgPool1d(x, this.kernelSize, this.options);
+  }
 }

@@ -43,7 +43,8 @@ type Slot = { module: Module; field: string; kind: 'parameter' | 'buffer' };
  * `registerBuffer`) a buffer to a field registers it under the field's name, in assignment order:
  * `this.fc1 = new nn.Linear(4, 8)` is all a submodule needs. Registration is discovery: the
  * module's own enumerable fields are its children and parameters, so reassigning a field replaces
- * what is registered. `registerParameter/Buffer/Module(name, value, field)` give a state-dict name
+ * what is registered (a field declared in a class body exists from its declaration on, so there
+ * the declaration order counts). `registerParameter/Buffer/Module(name, value, field)` give a state-dict name
  * other than the field's (PyTorch's `running_mean` for the field `runningMean`).
  */
 export abstract class Module {
