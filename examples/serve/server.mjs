@@ -17,6 +17,7 @@
 //
 // Usage: node examples/serve/server.mjs [--port 8080] [--host 127.0.0.1] [--models cnn,cls]
 //        [--device cpu|webgpu|auto] [--max-batch 32] [--max-delay 5] [--max-queue 256] [--workers N]
+//        [--batch-sizes 1,2,4,8,16,32]   (batches padded to these sizes, each compiled before serving)
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -47,7 +48,7 @@ export async function loadModel(name, { device = 'cpu', batching = {}, workers }
     if (workers) return { inputs, pool: { source: path.join(here, 'models/small-cnn.mjs'), workers, device }, batching };
     const model = smallCnn(sn, device);
     const f = sn.jit((x) => model.forward(x));
-    return { inputs, fn: f, batching, dispose: () => f.dispose() };
+    return { inputs, device, fn: f, batching, dispose: () => f.dispose() };
   }
   if (name === 'cls') {
     const bytes = clsModelBytes();
@@ -55,9 +56,25 @@ export async function loadModel(name, { device = 'cpu', batching = {}, workers }
     const inputs = { x: { shape: [3, 48, null], dtype: 'float32' } };
     if (workers) return { inputs, pool: { source: bytes, workers, device }, batching };
     const model = await sn.loadOnnx(bytes, { device });
-    return { inputs, fn: model, batching, dispose: () => model.dispose() };
+    return { inputs, device, fn: model, batching, dispose: () => model.dispose() };
   }
   throw new Error(`unknown model '${name}' (known: cnn, cls)`);
+}
+
+/**
+ * Runs a loaded model once at each batch size (zeros; dims of any size at `anySize`), so that compiling
+ * the jitted plan of each size happens before the first request, not during it.
+ */
+export async function warmUp(spec, sizes, anySize = 192) {
+  if (!spec.fn) return;
+  for (const size of sizes) {
+    const feeds = Object.fromEntries(Object.entries(spec.inputs).map(([name, { shape, dtype }]) => [name, sn.zeros([size, ...shape.map((d) => d ?? anySize)], { dtype, device: spec.device })]));
+    const out = typeof spec.fn === 'function' ? await spec.fn(feeds['']) : await spec.fn.run(feeds);
+    const outs = out instanceof sn.Tensor ? [out] : Object.values(out);
+    for (const t of outs) await t.data();
+    outs.forEach((t) => t.dispose());
+    Object.values(feeds).forEach((t) => t.dispose());
+  }
 }
 
 /** A 400: the client sent something the model cannot take. */
@@ -282,18 +299,25 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
       port: { type: 'string', default: '8080' }, host: { type: 'string', default: '127.0.0.1' },
       models: { type: 'string', default: 'cnn,cls' }, device: { type: 'string', default: 'cpu' },
       'max-batch': { type: 'string', default: '32' }, 'max-delay': { type: 'string', default: '5' },
-      'max-queue': { type: 'string', default: '256' }, workers: { type: 'string' },
+      'max-queue': { type: 'string', default: '256' }, workers: { type: 'string' }, 'batch-sizes': { type: 'string' },
     },
   });
   const device = await sn.init({ device: o.device });
-  const batching = { maxBatchSize: Number(o['max-batch']), maxDelayMs: Number(o['max-delay']), maxQueue: Number(o['max-queue']) };
+  const maxBatchSize = Number(o['max-batch']);
+  const sizes = o['batch-sizes'] ? o['batch-sizes'].split(',').map(Number).filter((n) => n <= maxBatchSize) : null;
+  const batching = { maxBatchSize, maxDelayMs: Number(o['max-delay']), maxQueue: Number(o['max-queue']), ...(sizes ? { batchSizes: sizes } : {}) };
   const models = {};
-  for (const name of o.models.split(',')) models[name] = await loadModel(name, { device, batching, workers: o.workers ? Number(o.workers) : undefined });
-  const server = await createApp({ models, logger: { level: 'info' } });
-  await server.app.listen({ port: Number(o.port), host: o.host });
+  for (const name of o.models.split(',')) {
+    models[name] = await loadModel(name, { device, batching, workers: o.workers ? Number(o.workers) : undefined });
+    await warmUp(models[name], sizes ?? [1]);
+  }
+  // Per-request logging would cost more than a small model's batch: warnings only.
+  const server = await createApp({ models, logger: { level: 'warn' } });
+  const address = await server.app.listen({ port: Number(o.port), host: o.host });
+  console.log(`sinter serve: listening on ${address} (models ${Object.keys(models).join(', ')}, ${device})`);
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.once(signal, async () => {
-      server.app.log.info(`${signal}: finishing accepted requests`);
+      console.log(`sinter serve: ${signal}, finishing accepted requests`);
       await server.close();
       process.exit(0);
     });

@@ -1,0 +1,169 @@
+// Load test of the example HTTP server (examples/serve/server.mjs) with autocannon, on 127.0.0.1 only:
+// QPS and p50/p95/p99 latency for the small CNN (bench/jit.mjs's) and PP-OCR's cls model, at several
+// concurrencies, batching off (maxBatchSize 1) vs on, on the CPU and WebGPU. Beside it, in the same run,
+// the model's own per-sample time called directly at batch 1 and batch 32 (input on the device, output
+// read back): their ratio is the most batching can gain on that device. Each server runs in a child
+// process (so autocannon does not share its event loop); each load run is bounded in time and requests.
+// On the CPU the server runs the model in one WorkerPool replica (--cpu-workers), keeping its event loop free.
+// Prints markdown tables.
+// Usage (after npm run build): node bench/serve.mjs [--duration S] [--amount N] [--concurrency 1,8,32,128]
+//        [--models cnn,cls] [--devices cpu,webgpu] [--max-queue 64] [--max-delay 5]
+import { spawn } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import * as sn from '../dist/index.js';
+import { clsModelBytes, loadModel } from '../examples/serve/server.mjs';
+
+const { values: o } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '3' }, amount: { type: 'string', default: '4000' },
+    concurrency: { type: 'string', default: '1,8,32,128' }, models: { type: 'string', default: 'cnn,cls' },
+    devices: { type: 'string', default: 'cpu,webgpu' }, 'max-queue': { type: 'string', default: '64' },
+    'max-delay': { type: 'string', default: '5' }, 'cpu-workers': { type: 'string', default: '1' },
+  },
+});
+const here = path.dirname(fileURLToPath(import.meta.url));
+const SERVER = path.join(here, '../examples/serve/server.mjs');
+const CONCURRENCY = o.concurrency.split(',').map(Number);
+const SAMPLE = { cnn: [3, 32, 32], cls: [3, 48, 192] };
+const BATCH_SIZES = [1, 2, 4, 8, 16, 32];
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const pct = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : NaN);
+const fmt = (ms) => (Number.isNaN(ms) ? '–' : ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0));
+
+/** The model's own per-sample ms at batch 1 and batch 32, called directly (input on the device, output read back). */
+async function direct(model, device) {
+  const spec = await loadModel(model, { device });
+  const perSample = {};
+  for (const batch of [1, 32]) {
+    const x = sn.rand([batch, ...SAMPLE[model]], { seed: 0, device });
+    const once = async () => {
+      const out = typeof spec.fn === 'function' ? spec.fn(x) : await spec.fn.run({ x });
+      const outs = out instanceof sn.Tensor ? [out] : Object.values(out);
+      for (const t of outs) await t.data();
+      outs.forEach((t) => t.dispose());
+    };
+    await once();
+    await once();
+    const ms = [];
+    const start = performance.now();
+    while (ms.length < 3 || (ms.length < 20 && performance.now() - start < 3000)) {
+      const t0 = performance.now();
+      await once();
+      ms.push(performance.now() - t0);
+    }
+    perSample[batch] = median(ms) / batch;
+    x.dispose();
+  }
+  spec.dispose();
+  return perSample;
+}
+
+/** Starts the server in a child process; resolves to its URL and a stop function (SIGTERM: graceful). */
+function startServer(model, device, batching) {
+  const args = [SERVER, '--port', '0', '--models', model, '--device', device, '--max-queue', o['max-queue'], '--max-delay', o['max-delay'],
+    '--max-batch', batching ? '32' : '1', '--batch-sizes', batching ? BATCH_SIZES.join(',') : '1',
+    // On the CPU the model runs in a WorkerPool replica: run in the server's own thread, each batch would
+    // block its event loop, so requests would not even be read (nor refused) while a batch runs.
+    ...(device === 'cpu' ? ['--workers', o['cpu-workers']] : [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => (child.kill('SIGKILL'), reject(new Error(`the server did not start within 180 s:\n${log}`))), 180_000);
+    const onData = (d) => {
+      log += d;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        resolve({
+          url: m[1],
+          stop: () => new Promise((done) => (child.once('exit', done), child.kill('SIGTERM'))),
+        });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code) => (clearTimeout(timer), reject(new Error(`the server exited (code ${code}):\n${log}`))));
+  });
+}
+
+/** One bounded autocannon run: QPS of 200s, latency percentiles of the 200s, and how many got 503. */
+async function load(url, model, connections, seconds, amount) {
+  const n = SAMPLE[model].reduce((a, b) => a * b, 1);
+  const body = Buffer.from(new Float32Array(Array.from({ length: n }, (_, i) => Math.sin(i))).buffer);
+  const latencies = [];
+  let refused = 0, other = 0;
+  const instance = autocannon({
+    // autocannon's own `amount` would override `duration`: the request bound is enforced below instead.
+    url: `${url}/v1/models/${model}/predict`, method: 'POST', connections, duration: seconds, timeout: 20,
+    headers: { 'content-type': 'application/octet-stream', 'x-shape': SAMPLE[model].join(',') }, body,
+  });
+  instance.on('response', (_client, status, _bytes, ms) => {
+    if (status === 200) latencies.push(ms);
+    else if (status === 503) refused++;
+    else other++;
+    if (latencies.length + refused + other === amount) instance.stop();
+  });
+  const result = await new Promise((resolve, reject) => instance.once('done', resolve).once('error', reject));
+  latencies.sort((a, b) => a - b);
+  const elapsed = result.duration; // seconds, as autocannon measured
+  return { qps: latencies.length / elapsed, p50: pct(latencies, 0.5), p95: pct(latencies, 0.95), p99: pct(latencies, 0.99), ok: latencies.length, refused, other: other + result.errors + result.timeouts };
+}
+
+const rows = [];
+const directRows = [];
+const t0 = performance.now();
+const progress = (what) => process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(0)} s] ${what}\n`);
+for (const device of o.devices.split(',')) {
+  await sn.init({ device, quiet: true });
+  for (const model of o.models.split(',')) {
+    progress(`${model} on ${device}: direct calls at batch 1 and 32`);
+    const own = await direct(model, device);
+    directRows.push({ model, device, b1: own[1], b32: own[32], gain: own[1] / own[32] });
+    for (const batching of [false, true]) {
+      progress(`${model} on ${device}: server with batching ${batching ? 'on' : 'off'}`);
+      const server = await startServer(model, device, batching);
+      progress('  started');
+      try {
+        await load(server.url, model, 32, 2, 2000); // warm the sockets, the allocator, and compile batch sizes not warmed by the server
+        for (const c of CONCURRENCY) progress(`  concurrency ${c}`), rows.push({ model, device, batching, c, ...(await load(server.url, model, c, Number(o.duration), Number(o.amount))) });
+      } finally {
+        progress('  stopping');
+        await server.stop();
+      }
+    }
+  }
+}
+
+const cpus = os.cpus();
+const adapter = (() => {
+  try {
+    return sn.adapterInfo?.()?.description ?? '';
+  } catch {
+    return '';
+  }
+})();
+console.log(`\n**Serving** (\`node bench/serve.mjs\`, ${new Date().toISOString().slice(0, 10)}; ${cpus.length}× ${cpus[0]?.model ?? 'CPU'}, load ${os.loadavg()[0].toFixed(1)}` +
+  `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.duration} s or ${o.amount} requests per cell; ` +
+  `batching on = maxBatchSize 32, maxDelayMs ${o['max-delay']}, batch sizes ${BATCH_SIZES.join('/')}; maxQueue ${o['max-queue']}; latency of answered requests; ` +
+  `${((performance.now() - t0) / 1000).toFixed(0)} s in all)\n`);
+console.log('| model | device | batching | concurrency | QPS | p50 ms | p95 ms | p99 ms | 503s | other errors |');
+console.log('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const r of rows) {
+  console.log(`| ${r.model} | ${r.device} | ${r.batching ? 'on' : 'off'} | ${r.c} | ${r.qps.toFixed(1)} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${r.refused} | ${r.other} |`);
+}
+console.log('\nThe models called directly in the same run (per-sample ms; input on the device, output read back), and what batching reached at concurrency 32:\n');
+console.log('| model | device | batch 1 ms/sample | batch 32 ms/sample | model gain (b1/b32) | serving gain at c=32 (QPS on/off) | serving gain / model gain |');
+console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+for (const d of directRows) {
+  const on = rows.find((r) => r.model === d.model && r.device === d.device && r.batching && r.c === 32);
+  const off = rows.find((r) => r.model === d.model && r.device === d.device && !r.batching && r.c === 32);
+  const gain = on && off ? on.qps / off.qps : NaN;
+  const share = gain / d.gain;
+  console.log(`| ${d.model} | ${d.device} | ${fmt(d.b1)} | ${fmt(d.b32)} | ${d.gain.toFixed(2)}× | ${Number.isNaN(gain) ? '–' : `${gain.toFixed(2)}×`} | ${Number.isNaN(share) ? '–' : `${(100 * share).toFixed(0)}%`} |`);
+}
+process.exit(0);
