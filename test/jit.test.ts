@@ -22,7 +22,9 @@ type Step =
   /** softmax or logSoftmax of a·s + b, fused into one kernel by 'default'. */
   | { op: 'softmaxOf'; a: number; b: number; s: number; log: boolean }
   | { op: 'matmul'; a: number }
-  | { op: 'transposedCopy'; a: number };
+  | { op: 'transposedCopy'; a: number }
+  /** Random values drawn per call (a graph node under jit): noise added, or a dropout-like mask. */
+  | { op: 'random'; a: number; mask: boolean };
 
 const UNARY = [sn.relu, sn.tanh, sn.sigmoid, sn.neg, sn.abs, sn.sin, (x: Tensor) => sn.gelu(x), sn.silu, (x: Tensor) => sn.clamp(x, -1, 1)];
 const BINARY = [sn.add, sn.sub, sn.mul, sn.maximum, sn.minimum];
@@ -35,7 +37,7 @@ const REDUCE = [
   (x: Tensor, d: number | null) => sn.std(x, d, { keepdim: true, correction: 0 }),
 ];
 const REDUCE_DIMS = [-1, 0, null];
-const ALL_STEPS: Step['op'][] = ['unary', 'binary', 'scalar', 'where', 'sum', 'softmax', 'reduce', 'softmaxOf', 'matmul', 'transposedCopy'];
+const ALL_STEPS: Step['op'][] = ['unary', 'binary', 'scalar', 'where', 'sum', 'softmax', 'reduce', 'softmaxOf', 'matmul', 'transposedCopy', 'random'];
 
 const stepArb = (ops: Step['op'][]): fc.Arbitrary<Step> => {
   const i = fc.nat(20);
@@ -50,6 +52,7 @@ const stepArb = (ops: Step['op'][]): fc.Arbitrary<Step> => {
     softmaxOf: fc.record({ op: fc.constant('softmaxOf' as const), a: i, b: i, s: fc.constantFrom(0.125, -2), log: fc.boolean() }),
     matmul: fc.record({ op: fc.constant('matmul' as const), a: i }),
     transposedCopy: fc.record({ op: fc.constant('transposedCopy' as const), a: i }),
+    random: fc.record({ op: fc.constant('random' as const), a: i, mask: fc.boolean() }),
   };
   return fc.oneof(...ops.map((o) => all[o]));
 };
@@ -81,6 +84,7 @@ function program(steps: Step[], weight: Tensor, constant: Tensor, extraOutput: n
         case 'matmul': pool.push(sn.matmul(a.expand(x.shape), weight)); break;
         // A permuted view of a copy: fusion must not read it as if it were in order.
         case 'transposedCopy': pool.push(a.expand(x.shape).t().contiguous().t()); break;
+        case 'random': pool.push(s.mask ? a.mul(sn.lt(sn.rand(a.shape, { device: a.device }), 0.5)) : a.add(sn.randn(a.shape, { device: a.device }))); break;
       }
     }
     // Also returned: a pool entry (an input, the captured constant or a result) and a view of one.
@@ -120,12 +124,19 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
         const [x, y, z] = sn.tidy(() => [laidOut([b, n], layouts[0], seed, device), laidOut([n], layouts[1], seed + 1, device), laidOut([b, n], layouts[2], seed + 2, device)]);
         const w = sn.randn([n, n], { seed: seed + 3, device }), c = sn.randn([b, 1], { seed: seed + 4, device });
         const fn = program(steps, w, c, extra, viewOutput, viewKind);
-        const want = sn.tidy(() => fn(x!, y!, z!));
+        // Random steps draw from the default generator: a call seeded as an eager run draws what it drew,
+        // and the two calls are seeded differently (a draw frozen into the plan would repeat the first).
+        const wants = [0, 1].map((call) => {
+          sn.manualSeed(seed + call);
+          return sn.tidy(() => fn(x!, y!, z!));
+        });
         for (const fusion of ['none', 'elementwise', 'default'] as const) {
           const f = sn.jit(fn, { fusion });
           for (let call = 0; call < 2; call++) {
             const live = sn.memory().tensors;
+            sn.manualSeed(seed + call);
             const got = f(x!, y!, z!);
+            const want = wants[call]!;
             // Every output is a fresh tensor (never an argument), and a call after the first (which keeps
             // the graph's constants) leaves nothing else behind (at most: the collector may free other
             // tests' garbage meanwhile, which only lowers the count).
@@ -144,7 +155,7 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
           if (fusion !== 'default') expect(kernels.every((k) => k.ops.length === 1 || !k.ops.some((o) => reductions.has(o)))).toBe(true);
           f.dispose();
         }
-        for (const t of [x!, y!, z!, w, c, ...want]) t.dispose();
+        for (const t of [x!, y!, z!, w, c, ...wants.flat()]) t.dispose();
       }),
       propertyConfig({ numRuns: device === 'cpu' ? 40 : 15 }),
     );
