@@ -140,7 +140,7 @@ describe('integer kernels: variants and errors', () => {
     const view = (shape: number[], dtype: 'int8' | 'uint8' | 'int32' | 'float32', strides = [shape[1]!, 1]) => ({ shape, dtype, strides, offset: 0 });
     const inputs = [view([3, 8], 'uint8'), view([5, 8], 'int8'), view([1], 'int32', [1]), view([5], 'int32', [1])];
     const out = [view([3, 5], 'int32')];
-    const attrs = { m: 3, n: 5, k: 8, conv: null, epilogue: 'int32' as const };
+    const attrs = { m: 3, n: 5, k: 8, conv: null, output: 'int32' as const };
     const source = (c: WebGpuCaps, ins = inputs, a = attrs) => (qgemmOp.webgpu!(ins, a, out, c) as { source: string }).source;
     expect(source({ ...caps, packedDot4: true })).toContain('dot4I8Packed');
     expect(source({ ...caps, packedDot4: false })).not.toContain('dot4I8Packed');

@@ -50,7 +50,7 @@ export class DynamicQuantizedLinear extends Module {
       const x2 = reshape(contiguous(x), [m, this.inFeatures]);
       const [scale, zp] = dynamicQparams(x2, 'quint8');
       const xq = map('quantizeDynamic', [x2, reciprocal(scale), zp], quantizeExpr(x2.dtype, 'quint8'));
-      const y = qgemm([xq, this.weightInt, zp, this.weightZeroPoint, mul(scale, this.weightScale), this.bias], { m, n: this.outFeatures, k: this.inFeatures, conv: null, epilogue: 'float32' });
+      const y = qgemm([xq, this.weightInt, zp, this.weightZeroPoint, mul(scale, this.weightScale), this.bias], { m, n: this.outFeatures, k: this.inFeatures, conv: null, output: 'float32' });
       return reshape(y, [...x.shape.slice(0, -1), this.outFeatures]);
     });
   }

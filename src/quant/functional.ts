@@ -89,7 +89,7 @@ export function linear(input: QuantizedTensor, weight: QuantizedTensor, bias?: T
   const xr = input.intRepr(), wr = weight.intRepr();
   const a = reshape(contiguous(xr), [m, inF]);
   try {
-    const y = runGemm(op, a, wr, { m, n: outF, k: inF, conv: null, epilogue: g.requant }, g.params);
+    const y = runGemm(op, a, wr, { m, n: outF, k: inF, conv: null, output: g.requant }, g.params);
     const shaped = reshape(y, [...input.shape.slice(0, -1), outF]);
     if (shaped !== y) y.dispose();
     return new QuantizedTensor(shaped, g.qd, g.outParams);
@@ -131,7 +131,7 @@ export function conv2d(input: QuantizedTensor, weight: QuantizedTensor, bias?: T
   const xr = input.intRepr(), wr = weight.intRepr();
   const w2 = reshape(contiguous(wr), [outC, cg * kh * kw]);
   try {
-    const y = runGemm(op, xr, w2, { m: batch * outHeight * outWidth, n: outC, k: cg * kh * kw, conv: geometry, epilogue: g.requant }, g.params);
+    const y = runGemm(op, xr, w2, { m: batch * outHeight * outWidth, n: outC, k: cg * kh * kw, conv: geometry, output: g.requant }, g.params);
     return new QuantizedTensor(y, g.qd, g.outParams);
   } finally {
     for (const t of new Set([xr, wr, w2])) t.dispose();
@@ -153,7 +153,7 @@ export function matmulInteger(a: Tensor, b: Tensor, aZeroPoint = 0, bZeroPoint: 
   // B as [N, K] rows (a copy): whole word rows let the packed dot-product path read it.
   const bt = contiguous(transpose(b, 0, 1));
   try {
-    return runGemm(op, a, bt, { m, n, k, conv: null, epilogue: 'int32' }, params);
+    return runGemm(op, a, bt, { m, n, k, conv: null, output: 'int32' }, params);
   } finally {
     bt.dispose();
   }

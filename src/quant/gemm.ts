@@ -41,8 +41,8 @@ export interface QGemmAttrs {
   k: number;
   /** null: A is the [M, K] matrix input 0 (any strides); else input 0 is an NCHW tensor read as im2col. */
   conv: ConvGeometry | null;
-  /** What comes out: the int32 accumulators, float32 values, or requantised int8/uint8 in [lo, hi]. */
-  epilogue: 'int32' | 'float32' | { dtype: 'int8' | 'uint8'; lo: number; hi: number };
+  /** What comes out: the int32 accumulators, float32 values, or requantised int8/uint8 in [lo, hi]. (Not named `epilogue`: that attr is the JIT's fused Expr.) */
+  output: 'int32' | 'float32' | { dtype: 'int8' | 'uint8'; lo: number; hi: number };
 }
 
 function checkInt8(op: string, t: TensorMeta, what: string): void {
@@ -55,9 +55,9 @@ export const qgemmOp = defineOp<QGemmAttrs>({
     const [x, w] = inputs;
     checkInt8('qgemm', x!, 'the input');
     checkInt8('qgemm', w!, 'the weight');
-    const want = a.epilogue === 'int32' ? 4 : a.epilogue === 'float32' ? 6 : 7;
+    const want = a.output === 'int32' ? 4 : a.output === 'float32' ? 6 : 7;
     if (inputs.length !== want) throw new SinterError('qgemm', `expected ${want} inputs, got ${inputs.length}`);
-    const dtype = typeof a.epilogue === 'string' ? a.epilogue : a.epilogue.dtype;
+    const dtype = typeof a.output === 'string' ? a.output : a.output.dtype;
     const c = a.conv;
     return [{ shape: c ? [c.batch, a.n, c.outHeight, c.outWidth] : [a.m, a.n], dtype }];
   },
@@ -74,52 +74,50 @@ export function qgemm(inputs: readonly Tensor[], attrs: QGemmAttrs): Tensor {
   return apply1(qgemmOp, inputs, attrs);
 }
 
-/** The output's flat index e → (m, n): row-major [M, N] for matmul, NCHW for conv. */
-function splitOut(e: number, a: QGemmAttrs): [number, number] {
-  const c = a.conv;
-  if (!c) return [Math.floor(e / a.n), e % a.n];
-  const hw = c.outHeight * c.outWidth;
-  const pix = e % hw, n = Math.floor(e / hw) % a.n, b = Math.floor(e / (hw * a.n));
-  return [b * hw + pix, n];
-}
-
 function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void {
   const [x, w, zpAv, zpBv, mult, offset, zpOut] = inputs;
   const zpA = zpAv!.data[zpAv!.offset]!;
-  const zpB = (n: number) => zpBv!.data[zpBv!.offset + n * (zpBv!.strides[0] ?? 0)]!;
+  const { m: M, n: N, k: K } = a;
   const c = a.conv;
-  const { k: K } = a;
-  const wRow = (n: number, k: number) => w!.data[w!.offset + n * w!.strides[0]! + k * w!.strides[1]!]!;
-  // The A operand of output row m and column n (n picks the group for conv) as a function of k.
-  let rowOf: (m: number, n: number) => (k: number) => number;
-  if (!c) {
-    rowOf = (m) => (k) => x!.data[x!.offset + m * x!.strides[0]! + k * x!.strides[1]!]!;
-  } else {
-    const [kh, kw] = c.kernel, taps = kh * kw, hw = c.outHeight * c.outWidth, cg = c.channels / c.groups, ocg = a.n / c.groups;
-    const [s0, s1, s2, s3] = x!.strides as [number, number, number, number];
-    rowOf = (m, n) => {
-      const b = Math.floor(m / hw), oh = Math.floor((m % hw) / c.outWidth), ow = m % c.outWidth, g = Math.floor(n / ocg);
-      return (k) => {
-        const ch = g * cg + Math.floor(k / taps), t = k % taps, ih = oh * c.stride[0] - c.padding[0] + Math.floor(t / kw) * c.dilation[0], iw = ow * c.stride[1] - c.padding[1] + (t % kw) * c.dilation[1];
-        if (ih < 0 || ih >= c.height || iw < 0 || iw >= c.width) return zpA;
-        return x!.data[x!.offset + b * s0 + ch * s1 + ih * s2 + iw * s3]!;
-      };
-    };
+  // The weight rows minus their zero points, once per call.
+  const wc = new Int32Array(N * K);
+  for (let n = 0; n < N; n++) {
+    const zb = zpBv!.data[zpBv!.offset + n * (zpBv!.strides[0] ?? 0)]!;
+    for (let k = 0; k < K; k++) wc[n * K + k] = w!.data[w!.offset + n * w!.strides[0]! + k * w!.strides[1]!]! - zb;
   }
-  const total = out.data.length;
-  for (let e = 0; e < total; e++) {
-    const [m, n] = splitOut(e, a);
-    const row = rowOf(m, n), zb = zpB(n);
-    let acc = 0;
-    for (let k = 0; k < K; k++) acc = (acc + Math.imul(row(k) - zpA, wRow(n, k) - zb)) | 0;
-    if (a.epilogue === 'int32') {
-      out.data[e] = acc;
-      continue;
+  const groups = c ? c.groups : 1, perGroup = N / groups, hw = c ? c.outHeight * c.outWidth : 1;
+  const col = new Int32Array(K);
+  const ep = a.output;
+  const zo = zpOut ? zpOut.data[zpOut.offset]! : 0;
+  for (let m = 0; m < M; m++) {
+    for (let g = 0; g < groups; g++) {
+      // Row m of A minus its zero point (for conv: the im2col patch of group g; padding reads zpA).
+      if (!c) {
+        for (let k = 0; k < K; k++) col[k] = x!.data[x!.offset + m * x!.strides[0]! + k * x!.strides[1]!]! - zpA;
+      } else {
+        const [kh, kw] = c.kernel, taps = kh * kw, cg = c.channels / groups;
+        const b = Math.floor(m / hw), oh = Math.floor((m % hw) / c.outWidth), ow = m % c.outWidth;
+        const [s0, s1, s2, s3] = x!.strides as [number, number, number, number];
+        for (let k = 0; k < K; k++) {
+          const ch = g * cg + Math.floor(k / taps), t = k % taps;
+          const ih = oh * c.stride[0] - c.padding[0] + Math.floor(t / kw) * c.dilation[0], iw = ow * c.stride[1] - c.padding[1] + (t % kw) * c.dilation[1];
+          col[k] = ih < 0 || ih >= c.height || iw < 0 || iw >= c.width ? 0 : x!.data[x!.offset + b * s0 + ch * s1 + ih * s2 + iw * s3]! - zpA;
+        }
+      }
+      for (let n = g * perGroup; n < (g + 1) * perGroup; n++) {
+        let acc = 0;
+        const base = n * K;
+        for (let k = 0; k < K; k++) acc = (acc + Math.imul(col[k]!, wc[base + k]!)) | 0;
+        const e = c ? (Math.floor(m / hw) * N + n) * hw + (m % hw) : m * N + n;
+        if (ep === 'int32') {
+          out.data[e] = acc;
+          continue;
+        }
+        const mv = mult!.data[mult!.offset + n * (mult!.strides[0] ?? 0)]!, ov = offset!.data[offset!.offset + n * (offset!.strides[0] ?? 0)]!;
+        const v = Math.fround(Math.fround(Math.fround(acc) * mv) + ov);
+        out.data[e] = ep === 'float32' ? v : Math.min(ep.hi, Math.max(ep.lo, roundHalfEven(v) + zo));
+      }
     }
-    const mv = mult!.data[mult!.offset + n * (mult!.strides[0] ?? 0)]!, ov = offset!.data[offset!.offset + n * (offset!.strides[0] ?? 0)]!;
-    const v = Math.fround(Math.fround(Math.fround(acc) * mv) + ov);
-    if (a.epilogue === 'float32') out.data[e] = v;
-    else out.data[e] = Math.min(a.epilogue.hi, Math.max(a.epilogue.lo, roundHalfEven(v) + zpOut!.data[zpOut!.offset]!));
   }
 }
 
@@ -137,7 +135,7 @@ function roundHalfEven(v: number): number {
  */
 function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
   const [x, w] = inputs as [GpuView, GpuView];
-  const ep = a.epilogue;
+  const ep = a.output;
   // Parameter vectors are read through their views (offset and stride; stride 0 when broadcast).
   const at = (i: number, idx: string) => `in${i}[${inputs[i]!.offset}u + ${idx} * ${inputs[i]!.strides[0] ?? 0}u]`;
   const outDType = typeof ep === 'string' ? ep : ep.dtype;

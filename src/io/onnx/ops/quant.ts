@@ -95,7 +95,7 @@ function integerMatmul(ctx: OpContext, av: Val, bv: Val, az: Val | undefined, bz
   if (a.ndim !== 2 || b.ndim !== 2 || !isInt8(a) || !isInt8(b) || (az && ctx.dev(az, 'a_zero_point').numel() !== 1)) return null;
   const [m, k] = a.shape as [number, number], n = b.shape[1]!;
   const bt = contiguous(transpose(b, 0, 1));
-  return qgemm([a, bt, gemmZeroPoint(ctx, az, 'a_zero_point', null, a.device), gemmZeroPoint(ctx, bz, 'b_zero_point', n, a.device)], { m, n, k, conv: null, epilogue: 'int32' });
+  return qgemm([a, bt, gemmZeroPoint(ctx, az, 'a_zero_point', null, a.device), gemmZeroPoint(ctx, bz, 'b_zero_point', n, a.device)], { m, n, k, conv: null, output: 'int32' });
 }
 
 /** Integer 2-D convolution Σ(x − x_zero_point)(w − w_zero_point), exact in int32 on the integer GEMM (implicit im2col; padding reads the zero point). */
@@ -116,7 +116,7 @@ function convInteger(node: OnnxNode, ctx: OpContext, xv: Val, wv: Val, xz: Val |
   const conv: ConvGeometry = { batch, channels, height, width, kernel: [kh, kw], stride, padding: [pads[0]!, pads[1]!], dilation, groups, outHeight, outWidth };
   const w2 = reshape(contiguous(w), [outC, cg * kh * kw]);
   const zx = gemmZeroPoint(ctx, xz, 'x_zero_point', null, x.device), zw = gemmZeroPoint(ctx, wz, 'w_zero_point', outC, x.device);
-  return qgemm([contiguous(x), w2, zx, zw], { m: batch * outHeight * outWidth, n: outC, k: cg * kh * kw, conv, epilogue: 'int32' });
+  return qgemm([contiguous(x), w2, zx, zw], { m: batch * outHeight * outWidth, n: outC, k: cg * kh * kw, conv, output: 'int32' });
 }
 
 /** y = saturate(round(acc · a_scale·b_scale / y_scale) + y_zero_point), in y_zero_point's type. */
