@@ -226,8 +226,10 @@ function unflatten(template: unknown, values: readonly Tensor[]): unknown {
  *
  * What a plan holds, and what makes it retrace:
  * - Tensors `fn` captures (module parameters and buffers) are graph constants, guarded: when one is
- *   freed or replaced (`loadStateDict`, `module.to(...)`) or written in place, or a module's
- *   `training` flag read while tracing changes, the next call traces again.
+ *   freed (`loadStateDict` and `module.to(...)` free what they replace) or written in place (its
+ *   storage version bumped), or a module's `training` flag read while tracing changes, the next call
+ *   traces again. A tensor assigned to a field in place of another that stays alive is not noticed:
+ *   dispose the old one, or `f.dispose()`.
  * - `rand`, `randn`, `randint` (and so dropout in training) are graph nodes that draw fresh values on
  *   every call from the generator the code used (the default one unless it passed `generator`), in
  *   the eager order: after `manualSeed(s)` a call gives what the eager function gives after it. A
