@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { Tensor } from '../src/index.js';
-import { type CpuKernels, cpuKernels, setCpuKernels } from '../src/backend/cpu.js';
+import { type CpuKernels, cpuKernels, setCpuKernels, setCpuThreads } from '../src/backend/cpu.js';
+import { poolStats } from '../src/kernels/wasm/threads.js';
 import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { ModuleBuilder, hasSimd } from '../src/kernels/wasm/emitter.js';
 import { WASM_GEMM } from '../src/kernels/wasm/gemm.js';
@@ -314,5 +315,37 @@ describe('the wasm elementwise renderer', () => {
     await expectClose(sn.neg(x.t()), ref([2, 2], [-1, -3, 2, -4]));
     const after = wasmMapCacheStats();
     expect(after.hits + after.misses).toBe(before.hits + before.misses);
+  });
+});
+
+describe('the wasm thread pool', () => {
+  it('splits GEMMs over worker threads, with results identical to one thread and to the reference', async () => {
+    setCpuKernels('wasm');
+    // Big enough to be shared (m·n·k ≥ 2·2¹⁸), with row and column tails.
+    const a = sn.randn([2 * MR + 3, 640], { seed: 7 }), b = sn.randn([640, 10 * NR + 5], { seed: 8 });
+    setCpuThreads(1);
+    const alone = await sn.matmul(a, b).data();
+    setCpuThreads(2);
+    // The pool starts in the background on the first GEMM worth sharing; wait for its worker.
+    for (let i = 0; i < 200 && poolStats().ready < 1; i++) {
+      sn.matmul(a, b).dispose();
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const before = poolStats().tasksOnWorkers;
+    const y = sn.matmul(a, b);
+    expect(poolStats().tasksOnWorkers).toBeGreaterThan(before);
+    expect(await y.data()).toEqual(alone);
+    await expectProduct(y, matmulRef(ref(a.shape, await a.data()), ref(b.shape, await b.data())), 640);
+    const x = sn.randn([2, 16, 29, 31], { seed: 9 }), w = sn.randn([12, 16, 3, 3], { seed: 10 });
+    const o = { stride: [1, 1] as [number, number], padding: [1, 1] as [number, number], dilation: [1, 1] as [number, number], groups: 1 };
+    const before2 = poolStats().tasksOnWorkers;
+    const yc = sn.conv2d(x, w, { padding: 1 });
+    expect(poolStats().tasksOnWorkers).toBeGreaterThan(before2);
+    await expectProduct(yc, conv2dRef(ref(x.shape, await x.data()), ref(w.shape, await w.data()), null, o), 144);
+  });
+
+  it('rejects a thread count that is not a positive integer', () => {
+    expect(() => setCpuThreads(0)).toThrow(/^setCpuThreads: threads must be a positive integer, got 0/);
+    expect(() => setCpuThreads(1.5)).toThrow(/got 1.5/);
   });
 });

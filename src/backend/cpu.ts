@@ -8,6 +8,8 @@ import { kernelOverrides } from '../kernels/cpu/overrides.js';
 import { hasSimd } from '../kernels/wasm/emitter.js';
 import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
 import { wasmMap } from '../kernels/wasm/map.js';
+import { setThreads } from '../kernels/wasm/threads.js';
+import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
 import type { Expr } from '../ops/expr.js';
 
@@ -36,8 +38,20 @@ export function cpuKernels(): CpuKernels {
   return kernels;
 }
 
-// The default: WebAssembly, unless SINTER_CPU_KERNELS=js asks for the reference path.
-setCpuKernels((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.SINTER_CPU_KERNELS === 'js' ? 'js' : 'wasm');
+/**
+ * Sets how many threads the wasm kernels use, the calling one included (Node: worker_threads sharing
+ * the kernels' WebAssembly memory; elsewhere one). Default: one per core, started when a kernel first
+ * has enough work to share; SINTER_CPU_THREADS sets it from the environment.
+ */
+export function setCpuThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new SinterError('setCpuThreads', `threads must be a positive integer, got ${JSON.stringify(n)}`);
+  setThreads(n);
+}
+
+// The defaults: WebAssembly unless SINTER_CPU_KERNELS=js asks for the reference path; SINTER_CPU_THREADS threads if set.
+const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env ?? {};
+setCpuKernels(env.SINTER_CPU_KERNELS === 'js' ? 'js' : 'wasm');
+if (env.SINTER_CPU_THREADS) setCpuThreads(Number(env.SINTER_CPU_THREADS));
 
 export class CpuStorage implements Storage {
   readonly device = 'cpu' as const;

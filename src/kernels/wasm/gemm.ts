@@ -1,5 +1,6 @@
-import { Code, ModuleBuilder, hasSimd } from './emitter.js';
-import { heap, instantiate } from './heap.js';
+import { Code, ModuleBuilder } from './emitter.js';
+import { heap, instantiate, memoryImport } from './heap.js';
+import { availableThreads, parallelFor } from './threads.js';
 
 // The float32 GEMM of the wasm CPU kernels, laid out as in BLIS (as src/kernels/cpu/gemm.ts is):
 // operands are packed into panels, and an MR×8 register-tiled micro-kernel keeps its accumulators
@@ -11,11 +12,8 @@ import { heap, instantiate } from './heap.js';
 export const WASM_GEMM = { mr: 4, nr: 8, kc: 256, mc: 96, nc: 512, unroll: 4 } as const;
 const { mr: MR, nr: NR, kc: KC, mc: MC, nc: NC, unroll: UNROLL } = WASM_GEMM;
 
-interface GemmExports extends WebAssembly.Exports {
-  packA(src: number, rs: number, cs: number, dst: number, mc: number, kc: number): void;
-  packB(src: number, colOff: number, rowOff: number, flags: number, dst: number, kc: number, nc: number): void;
-  kernel(mc: number, nc: number, kc: number, pa: number, pb: number, c: number, ldc: number, add: number, scratch: number): void;
-}
+/** gemm's arguments, in order (i32 each); a thread pool's workers receive them as a row of i32s. */
+export const GEMM_ARGS = ['m', 'n', 'k', 'a', 'ars', 'acs', 'b', 'colOff', 'rowOff', 'flags', 'c', 'ldc', 'add', 'packedA', 'packedB', 'scratch'] as const;
 
 /** min(a, b) of two i32 values already emitted (leaves it on the stack). */
 function minI32(c: Code, a: () => void, b: () => void): void {
@@ -26,11 +24,11 @@ function minI32(c: Code, a: () => void, b: () => void): void {
   c.op('i32.lt_s', 'select');
 }
 
-function emitPackA(m: ModuleBuilder): void {
+function emitPackA(m: ModuleBuilder): number {
   // packA(src, rs, cs, dst, mc, kc): rows [0, mc) × columns [0, kc) of A (byte strides rs, cs) as
   // ⌈mc/MR⌉ panels of kc columns of MR values. A short last panel repeats row mc−1: its rows are
   // computed but never stored, and reading a real row keeps every load in bounds.
-  m.func('packA', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+  return m.func('packA', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [src, rs, cs, dst, mc, kc] = [0, 1, 2, 3, 4, 5];
     const ip = c.local('i32'), k = c.local('i32'), kk = c.local('i32');
     const rows = Array.from({ length: MR }, () => c.local('i32'));
@@ -49,11 +47,11 @@ function emitPackA(m: ModuleBuilder): void {
   });
 }
 
-function emitPackB(m: ModuleBuilder): void {
+function emitPackB(m: ModuleBuilder): number {
   // packB(src, colOff, rowOff, flags, dst, kc, nc): element (k, j) of B is at src + colOff[j] + rowOff[k]
   // (i32 byte-offset tables; colOff padded to a multiple of NR by repeating its last entry). Panel p
   // holds kc rows of NR values; flags[p] ≠ 0 says its NR columns are consecutive floats, loaded as two v128.
-  m.func('packB', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+  return m.func('packB', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [src, colOff, rowOff, flags, dst, kc, nc] = [0, 1, 2, 3, 4, 5, 6];
     const jp = c.local('i32'), k = c.local('i32'), base = c.local('i32'), at = c.local('i32');
     const cols = Array.from({ length: NR }, () => c.local('i32'));
@@ -81,10 +79,10 @@ function emitPackB(m: ModuleBuilder): void {
   });
 }
 
-function emitKernel(m: ModuleBuilder): void {
+function emitKernel(m: ModuleBuilder): number {
   // kernel(mc, nc, kc, pa, pb, c, ldc, add, scratch): C[mc × nc] (+)= packed A block · packed B block,
   // C row-major with ldc bytes per row; scratch holds one MR×NR tile for the edges.
-  m.func('kernel', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+  return m.func('kernel', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [mc, nc, kc, pa, pb, cp, ldc, add, scratch] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
     const jr = c.local('i32'), ir = c.local('i32'), rows = c.local('i32'), cols = c.local('i32');
     const ap = c.local('i32'), bp = c.local('i32'), kk = c.local('i32'), ptr = c.local('i32'), r = c.local('i32'), j = c.local('i32');
@@ -164,22 +162,49 @@ function emitKernel(m: ModuleBuilder): void {
   });
 }
 
-let exportsCache: GemmExports | undefined;
-
-function gemmExports(): GemmExports {
-  if (!exportsCache) {
-    const m = new ModuleBuilder();
-    emitPackA(m);
-    emitPackB(m);
-    emitKernel(m);
-    exportsCache = instantiate<GemmExports>(m.build());
-  }
-  return exportsCache;
+function emitGemm(m: ModuleBuilder, packA: number, packB: number, kernel: number): void {
+  // gemm(…GEMM_ARGS): C[m × n] (+)= A · B over the cache blocks: for each nc columns and kc rows of B,
+  // pack that B block; for each mc rows of A, pack that A block and run the micro-kernels over both.
+  m.func('gemm', GEMM_ARGS.map(() => 'i32' as const), [], (c) => {
+    const [mm, n, k, a, ars, acs, b, colOff, rowOff, flags, cp, ldc, add, pa, pb, scratch] = GEMM_ARGS.map((_, i) => i);
+    const jc = c.local('i32'), pc = c.local('i32'), ic = c.local('i32'), nc = c.local('i32'), kc = c.local('i32'), mc = c.local('i32');
+    c.forRange(jc, () => c.i32(0), () => c.get(n!), NC, () => {
+      minI32(c, () => c.i32(NC), () => c.get(n!).get(jc).op('i32.sub'));
+      c.set(nc);
+      c.forRange(pc, () => c.i32(0), () => c.get(k!), KC, () => {
+        minI32(c, () => c.i32(KC), () => c.get(k!).get(pc).op('i32.sub'));
+        c.set(kc);
+        // packB(b, colOff + 4·jc, rowOff + 4·pc, flags + 4·jc/NR, packedB, kc, nc); 4·jc/NR = jc >> 1 for NR = 8
+        c.get(b!).get(colOff!).get(jc).i32(2).op('i32.shl', 'i32.add').get(rowOff!).get(pc).i32(2).op('i32.shl', 'i32.add');
+        c.get(flags!).get(jc).i32(1).op('i32.shr_s', 'i32.add').get(pb!).get(kc).get(nc).call(packB);
+        c.forRange(ic, () => c.i32(0), () => c.get(mm!), MC, () => {
+          minI32(c, () => c.i32(MC), () => c.get(mm!).get(ic).op('i32.sub'));
+          c.set(mc);
+          // packA(a + ic·ars + pc·acs, ars, acs, packedA, mc, kc)
+          c.get(a!).get(ic).get(ars!).op('i32.mul', 'i32.add').get(pc).get(acs!).op('i32.mul', 'i32.add');
+          c.get(ars!).get(acs!).get(pa!).get(mc).get(kc).call(packA);
+          // kernel(mc, nc, kc, packedA, packedB, c + ic·ldc + 4·jc, ldc, add | pc > 0, scratch)
+          c.get(mc).get(nc).get(kc).get(pa!).get(pb!);
+          c.get(cp!).get(ic).get(ldc!).op('i32.mul', 'i32.add').get(jc).i32(2).op('i32.shl', 'i32.add');
+          c.get(ldc!).get(add!).get(pc).i32(0).op('i32.gt_s', 'i32.or').get(scratch!).call(kernel);
+        });
+      });
+    });
+  });
 }
 
-/** Whether the wasm GEMM can run here (SIMD128 validated by the engine). */
-export function wasmGemmAvailable(): boolean {
-  return hasSimd();
+let moduleBytes: Uint8Array<ArrayBuffer> | undefined;
+let gemmFn: ((...args: number[]) => void) | undefined;
+
+/** The GEMM module's bytes (for the workers of the thread pool, which instantiate it themselves). */
+export function gemmModule(): Uint8Array<ArrayBuffer> {
+  if (!moduleBytes) {
+    const m = new ModuleBuilder(memoryImport());
+    const packA = emitPackA(m), packB = emitPackB(m), kernel = emitKernel(m);
+    emitGemm(m, packA, packB, kernel);
+    moduleBytes = m.build();
+  }
+  return moduleBytes;
 }
 
 /**
@@ -220,31 +245,35 @@ export function rowTable(k: number, rowOffset: (i: number) => number): number {
 /**
  * C = A·B, or C += A·B when `add`, all in the heap: A m×k at `a` with byte strides (ars, acs), B as
  * `b`, C row-major at `c` with `ldc` bytes per row. Allocates its packing buffers from the heap
- * (callers allocate their operands first).
+ * (callers allocate their operands first). Column blocks of C go to the thread pool's threads
+ * (each column is computed in the same order whichever thread runs it, so results do not depend on it).
  */
 export function gemmInHeap(m: number, n: number, k: number, a: number, ars: number, acs: number, b: HeapB, c: number, ldc: number, add: boolean): void {
   if (m === 0 || n === 0) return;
-  const h = heap(), x = gemmExports();
+  const h = heap();
   if (k === 0) {
     if (!add) for (let i = 0; i < m; i++) h.f32.fill(0, (c + i * ldc) >> 2, ((c + i * ldc) >> 2) + n);
     return;
   }
+  gemmFn ??= instantiate<{ gemm: (...args: number[]) => void }>(gemmModule()).gemm;
   const mark = h.mark();
   const kcMax = Math.min(KC, k);
-  const packedA = h.alloc(Math.ceil(Math.min(MC, m) / MR) * MR * kcMax * 4);
-  const packedB = h.alloc(Math.ceil(Math.min(NC, n) / NR) * NR * kcMax * 4);
-  const scratch = h.alloc(MR * NR * 4);
-  for (let jc = 0; jc < n; jc += NC) {
-    const nc = Math.min(NC, n - jc);
-    for (let pc = 0; pc < k; pc += KC) {
-      const kc = Math.min(KC, k - pc);
-      x.packB(b.base, b.colOff + jc * 4, b.rowOff + pc * 4, b.flags + (jc / NR) * 4, packedB, kc, nc);
-      for (let ic = 0; ic < m; ic += MC) {
-        const mc = Math.min(MC, m - ic);
-        x.packA(a + ic * ars + pc * acs, ars, acs, packedA, mc, kc);
-        x.kernel(mc, nc, kc, packedA, packedB, c + ic * ldc + jc * 4, ldc, add || pc > 0 ? 1 : 0, scratch);
-      }
-    }
+  // Thread t computes columns [t·width, (t+1)·width) (a multiple of NR, so its panels' flags line up).
+  const parts = Math.min(parallelism(m * n * k), Math.ceil(n / NR), parallelism(m * n * k) > 1 ? availableThreads(gemmModule, 'gemm') : 1);
+  const width = Math.ceil(n / parts / NR) * NR;
+  const tasks = [];
+  for (let j0 = 0; j0 < n; j0 += width) {
+    const w = Math.min(width, n - j0);
+    const packedA = h.alloc(Math.ceil(Math.min(MC, m) / MR) * MR * kcMax * 4);
+    const packedB = h.alloc(Math.ceil(Math.min(NC, w) / NR) * NR * kcMax * 4);
+    const scratch = h.alloc(MR * NR * 4);
+    tasks.push([m, w, k, a, ars, acs, b.base, b.colOff + j0 * 4, b.rowOff, b.flags + (j0 / NR) * 4, c + j0 * 4, ldc, add ? 1 : 0, packedA, packedB, scratch]);
   }
+  parallelFor(tasks, gemmFn);
   h.release(mark);
+}
+
+/** How many threads a GEMM of m·n·k multiply-adds is worth: one per 2¹⁸ of them (about 0.1 ms each) at most. */
+function parallelism(work: number): number {
+  return Math.max(1, Math.floor(work / 2 ** 18));
 }

@@ -1,13 +1,28 @@
-// The one WebAssembly.Memory every generated kernel module imports, and a scratch arena in it.
+// The one WebAssembly.Memory every generated kernel module imports (shared with the worker threads
+// when SharedArrayBuffer exists), and a scratch arena in it.
 // Kernels copy their operands in (a memcpy of each view's span), run, and copy results out: CPU
 // storages stay JS typed arrays for now, so nothing else has to know about wasm memory.
 // memory.grow detaches the old ArrayBuffer, so typed views are re-made after every grow.
 
 const PAGE = 65536;
+/** The most pages the memory may grow to (4 GiB, wasm32's limit); a shared memory reserves this address space up front. */
+const MAX_PAGES = 65536;
+/** Bytes at address 0 kept out of the arena: the thread pool's control blocks (src/kernels/wasm/threads.ts). */
+export const RESERVED_BYTES = 16384;
+
+/** A shared memory where SharedArrayBuffer exists (Node; cross-origin isolated pages), so worker threads can run kernels on it; else a private one. */
+function createMemory(): WebAssembly.Memory {
+  try {
+    return new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
+  } catch {
+    return new WebAssembly.Memory({ initial: 16 });
+  }
+}
 
 export class WasmHeap {
-  readonly memory = new WebAssembly.Memory({ initial: 16 });
-  private top = 0;
+  readonly memory = createMemory();
+  readonly shared = typeof SharedArrayBuffer !== 'undefined' && this.memory.buffer instanceof SharedArrayBuffer;
+  private top = RESERVED_BYTES;
   private views!: { f32: Float32Array; i32: Int32Array; u8: Uint8Array };
 
   constructor() {
@@ -30,7 +45,7 @@ export class WasmHeap {
 
   /** Frees every scratch allocation: call at the start of each kernel (kernels run one at a time). */
   reset(): void {
-    this.top = 0;
+    this.top = RESERVED_BYTES;
   }
 
   /** The arena's current top, to `release` back to (nested scratch, e.g. a GEMM's packing buffers). */
@@ -61,7 +76,7 @@ export class WasmHeap {
   }
 
   private refresh(): void {
-    const b = this.memory.buffer;
+    const b = this.memory.buffer as ArrayBuffer;
     this.views = { f32: new Float32Array(b), i32: new Int32Array(b), u8: new Uint8Array(b) };
   }
 }
@@ -73,7 +88,12 @@ export function heap(): WasmHeap {
   return (shared ??= new WasmHeap());
 }
 
-/** Instantiates a generated module against the shared heap's memory. */
+/** How generated modules declare their memory import: matching the heap's (shared memories must be declared shared, with a maximum). */
+export function memoryImport(): { initialPages: number; shared: boolean; maximumPages?: number } {
+  return heap().shared ? { initialPages: 1, shared: true, maximumPages: MAX_PAGES } : { initialPages: 1, shared: false };
+}
+
+/** Instantiates a generated module against the heap's memory. */
 export function instantiate<E extends WebAssembly.Exports>(bytes: Uint8Array<ArrayBuffer>): E {
   return new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory: heap().memory } }).exports as E;
 }

@@ -2,7 +2,7 @@ import { type Expr, exprNodes } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
 import { broadcastStrides, codeKey, collapseDims, exprConstants } from '../cpu/map.js';
 import { type Code, ModuleBuilder } from './emitter.js';
-import { heap, instantiate } from './heap.js';
+import { heap, instantiate, memoryImport } from './heap.js';
 import { BoundedCache } from './cache.js';
 import { numel } from '../../tensor/shape.js';
 
@@ -130,7 +130,7 @@ export function renderable(expr: Expr): boolean {
  * (numbered in node order, as `exprConstants` lists them), so one module serves every scalar value.
  */
 function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer> {
-  const m = new ModuleBuilder();
+  const m = new ModuleBuilder(memoryImport());
   const nodes = exprNodes(expr), constants = nodes.filter((e) => e.kind === 'const');
   m.func('row', ['i32', ...inner.map(() => 'i32' as const), 'i32', ...constants.map(() => 'f32' as const)], [], (c) => {
     const out = 0, ins = inner.map((_, i) => 1 + i), n = 1 + inner.length;

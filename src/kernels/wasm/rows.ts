@@ -3,7 +3,7 @@ import type { Expr } from '../../ops/expr.js';
 import type { BlockLayout } from '../cpu/norm.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 import { type Code, ModuleBuilder } from './emitter.js';
-import { heap, instantiate } from './heap.js';
+import { heap, instantiate, memoryImport } from './heap.js';
 import { emitExp } from './map.js';
 
 // Row kernels over the last dim of a contiguous float32 tensor: softmax and layerNorm, four lanes at
@@ -43,7 +43,7 @@ function horizontal(c: Code, v: number, op: 'f32.max' | 'f32.add'): void {
 const at = (c: Code, base: number, i: number): Code => c.get(base).get(i).i32(2).op('i32.shl', 'i32.add');
 
 function rowModule(): Uint8Array<ArrayBuffer> {
-  const m = new ModuleBuilder();
+  const m = new ModuleBuilder(memoryImport());
   m.func('softmax', ['i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [x, out, rows, n] = [0, 1, 2, 3];
     const acc = c.local('v128'), v = c.local('v128'), mx = c.local('v128'), sum = c.local('v128'), tmp = () => c.local('v128');
