@@ -33,9 +33,11 @@ const CASES: [string, 'jit' | 'eager'][] = [
   // NonZero and Unique read their inputs on the host: here those come from graph inputs, which are then read on the
   // host before the trace, so the model stays compiled.
   ['selection_ops', 'jit'],
+  // LRN, ReverseSequence, MaxPool storage_order=1, Mod, Range, ScatterND, ScatterElements, GatherND.
+  ['more_ops', 'jit'],
 ];
 /** SwiftShader compiles every pipeline slowly: WebGPU runs the cases that cover distinct ops (GRU shares LSTM's kernels). */
-const WEBGPU_CASES = new Set(['lstm_bidirectional', 'rnn_relu', 'gpt_decoder', 'control_flow', 'opset6_cnn', 'selection_ops']);
+const WEBGPU_CASES = new Set(['lstm_bidirectional', 'rnn_relu', 'gpt_decoder', 'control_flow', 'opset6_cnn', 'selection_ops', 'more_ops']);
 
 describe.each(WITH_WEBGPU as DeviceName[])('exported ONNX models on %s', (device) => {
   it.each(CASES.filter(([name]) => device === 'cpu' || WEBGPU_CASES.has(name)))('%s matches PyTorch/numpy', async (name, execution) => {

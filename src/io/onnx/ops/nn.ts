@@ -1,4 +1,4 @@
-import { add, div, eq, maximum, mul } from '../../../ops/binary.js';
+import { add, div, eq, maximum, mul, pow, sub } from '../../../ops/binary.js';
 import { type Conv2dAttrs, conv2dOp, convTranspose2d } from '../../../ops/conv.js';
 import { linear, matmul } from '../../../ops/linalg.js';
 import { pad, stack } from '../../../ops/movement.js';
@@ -7,7 +7,7 @@ import { apply1 } from '../../../ops/op.js';
 import { avgPool2d, maxPool2d } from '../../../ops/pool.js';
 import { amax, argmax, logSoftmax, mean, softmax, var as variance } from '../../../ops/reduce.js';
 import { rsqrt } from '../../../ops/unary.js';
-import { reshape, slice, squeeze, t as transpose2d, unsqueeze } from '../../../ops/views.js';
+import { narrow, reshape, slice, squeeze, t as transpose2d, unsqueeze } from '../../../ops/views.js';
 import { arange, zerosLike } from '../../../tensor/creation.js';
 import { isFloat } from '../../../tensor/dtype.js';
 import { numel, sameShape } from '../../../tensor/shape.js';
@@ -290,19 +290,50 @@ function maxPoolIndices(node: OnnxNode, x: Tensor, out: readonly number[], ctx: 
     index = idx!;
   }
   const planes = arange(x.shape[0]! * x.shape[1]!, { device: ctx.device }).reshape([x.shape[0]!, x.shape[1]!, ...out.map(() => 1)]);
-  return add(index!, mul(planes, numel(spatial)));
+  let inPlane = index!;
+  if (node.int('storage_order', 0) === 1) {
+    // Column-major: the in-plane coordinates weighted by the sizes of the dims before them instead of after.
+    let colMajor: Tensor | null = null;
+    let weight = 1;
+    spatial.forEach((size, i) => {
+      const coord = sub(div(inPlane, strides[i]!, { roundingMode: 'floor' }), mul(div(inPlane, strides[i]! * size, { roundingMode: 'floor' }), size));
+      const term = mul(coord, weight);
+      colMajor = colMajor ? add(colMajor, term) : term;
+      weight *= size;
+    });
+    inPlane = colMajor!;
+  }
+  return add(inPlane, mul(planes, numel(spatial)));
+}
+
+/** LRN: x / (bias + alpha/size · Σ x² over the `size` channels around each one)^beta. */
+function localResponseNorm(node: OnnxNode, x: Tensor): Tensor {
+  const size = node.int('size') ?? node.fail("needs the attribute 'size'");
+  const alpha = node.float('alpha', 1e-4), beta = node.float('beta', 0.75), bias = node.float('bias', 1);
+  const c = x.shape[1]!;
+  const before = Math.floor((size - 1) / 2), after = Math.ceil((size - 1) / 2);
+  const sq = mul(x, x);
+  // Channels padded with zeros on both sides; the window sum is `size` shifted slices.
+  const widths = [...new Array<number>(2 * (x.ndim - 2)).fill(0), before, after];
+  const padded = pad(sq, widths);
+  let acc: Tensor | null = null;
+  for (let k = 0; k < size; k++) {
+    const part = narrow(padded, 1, k, c);
+    acc = acc ? add(acc, part) : part;
+  }
+  return div(x, pow(add(mul(acc!, alpha / size), bias), beta));
 }
 
 register({
   MaxPool: {
     run: (node, [x], ctx) => {
       const t = ctx.dev(x!, 'X');
-      if (node.int('storage_order', 0) !== 0) node.fail('storage_order=1 (column-major indices) is not supported');
       const y = pool(node, t, 'max', ctx);
       const wantIndices = node.outputs.length > 1 && node.outputs[1] !== '';
       return [y, wantIndices ? maxPoolIndices(node, t, y.shape.slice(2), ctx) : undefined];
     },
   },
+  LRN: { run: (node, [x], ctx) => [localResponseNorm(node, ctx.dev(x!, 'X'))] },
   AveragePool: { run: (node, [x], ctx) => [pool(node, ctx.dev(x!, 'X'), 'avg', ctx)] },
   GlobalAveragePool: {
     run: (_, [x], ctx) => {

@@ -2,6 +2,7 @@ import { fmtShape } from '../../../errors.js';
 import { add, lt, sub, where } from '../../../ops/binary.js';
 import { cat, flip, gather, indexSelect, pad, repeat } from '../../../ops/movement.js';
 import { cumsum } from '../../../ops/reduce.js';
+import { type ScatterReduction, gatherND, scatterElements, scatterND } from '../../../ops/scatter.js';
 import { expand, permute, reshape, slice } from '../../../ops/views.js';
 import { full } from '../../../tensor/creation.js';
 import { broadcastShapes, contiguousStrides, numel } from '../../../tensor/shape.js';
@@ -319,6 +320,18 @@ register({
     },
     host: (node, [x, idx]) => [gatherHost(node, x!, idx!, normAxis(node, node.int('axis', 0), x!.shape.length))],
   },
+  GatherND: {
+    run: (node, [x, idx], ctx) => [gatherND(ctx.dev(x!, 'data'), ctx.dev(idx!, 'indices'), { batchDims: node.int('batch_dims', 0) })],
+    minOpset: 11,
+  },
+  ScatterND: {
+    run: (node, [x, idx, upd], ctx) => [scatterND(ctx.dev(x!, 'data'), ctx.dev(idx!, 'indices'), ctx.dev(upd!, 'updates'), { reduction: reductionOf(node) })],
+    check: checkReduction,
+    minOpset: 11,
+  },
+  ScatterElements: { run: scatterAlongAxis, check: checkReduction, minOpset: 11 },
+  // Scatter (opsets 9–10) is ScatterElements without reductions.
+  Scatter: { run: scatterAlongAxis, minOpset: 9 },
   GatherElements: {
     run: (node, [x, idx], ctx) => {
       const t = ctx.dev(x!, 'data'), axis = normAxis(node, node.int('axis', 0), t.ndim);
@@ -390,6 +403,24 @@ register({
     },
     hostInputs: [1],
   },
+  ReverseSequence: {
+    // Each batch entry's first sequence_lens[b] steps along time_axis reversed, the rest kept: a gather along time_axis.
+    run: (node, [x, lens], ctx) => {
+      const t = ctx.dev(x!, 'input');
+      const timeAxis = normAxis(node, node.int('time_axis', 0), t.ndim), batchAxis = normAxis(node, node.int('batch_axis', 1), t.ndim);
+      if (timeAxis === batchAxis || t.ndim < 2) node.fail(`time_axis ${timeAxis} and batch_axis ${batchAxis} must be two different axes of ${t.describe()}`);
+      const steps = t.shape[timeAxis]!, batch = t.shape[batchAxis]!;
+      const n = hostInts(ctx, lens!, 'sequence_lens');
+      if (n.length !== batch || n.some((v) => v < 0 || v > steps)) node.fail(`sequence_lens [${n.join(', ')}] must hold ${batch} lengths in [0, ${steps}]`);
+      const table = new Array<number>(steps * batch);
+      for (let i = 0; i < steps; i++) for (let b = 0; b < batch; b++) table[timeAxis < batchAxis ? i * batch + b : b * steps + i] = i < n[b]! ? n[b]! - 1 - i : i;
+      const shape = t.shape.map((d, a) => (a === timeAxis || a === batchAxis ? d : 1));
+      const index = ctx.dev(hostOf('int32', shape, table), 'sequence index').expand(t.shape);
+      return [gather(t, timeAxis, index)];
+    },
+    hostInputs: [1],
+    minOpset: 10,
+  },
   DepthToSpace: {
     run: (node, [x], ctx) => {
       const t = ctx.dev(x!, 'input');
@@ -411,6 +442,20 @@ register({
     },
   },
 });
+
+function reductionOf(node: OnnxNode): ScatterReduction {
+  return node.string('reduction', 'none') as ScatterReduction;
+}
+
+function checkReduction(node: OnnxNode): string | undefined {
+  const r = node.string('reduction', 'none');
+  return ['none', 'add', 'mul', 'max', 'min'].includes(r) ? undefined : `reduction '${r}' is not none, add, mul, max or min`;
+}
+
+function scatterAlongAxis(node: OnnxNode, [x, idx, upd]: readonly (Val | undefined)[], ctx: OpContext): Tensor[] {
+  const t = ctx.dev(x!, 'data');
+  return [scatterElements(t, ctx.dev(idx!, 'indices'), ctx.dev(upd!, 'updates'), { axis: normAxis(node, node.int('axis', 0), t.ndim), reduction: reductionOf(node) })];
+}
 
 /** Concat's axis: required from opset 4, 1 by default before. */
 function concatAxis(node: OnnxNode): number {
