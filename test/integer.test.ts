@@ -94,6 +94,31 @@ describe.each(WITH_WEBGPU)('integer arithmetic on %s', (device: DeviceName) => {
     );
   });
 
+  it('reductions of ints wrap too: sum, prod, cumsum (int32 results), amax, argmax', async () => {
+    for (const dtype of ['int32', 'int8', 'uint8'] as const) {
+      await fc.assert(
+        fc.asyncProperty(fc.array(intArb(dtype), { minLength: 1, maxLength: 24 }), async (vs) => {
+          const x = sn.tensor(vs, { dtype, device });
+          const big = vs.map(BigInt);
+          const sums = big.map((_, i) => big.slice(0, i + 1).reduce((a, v) => a + v, 0n));
+          const results: [string, Tensor, number[]][] = [
+            ['sum', x.sum(), [wrapInt('int32', sums[sums.length - 1]!)]],
+            ['prod', x.prod(), [wrapInt('int32', big.reduce((a, v) => BigInt.asIntN(32, a * v), 1n))]],
+            ['cumsum', sn.cumsum(x, 0), sums.map((v) => wrapInt('int32', v))],
+            ['amax', x.amax(), [Math.max(...vs.map((v) => wrapInt(dtype, BigInt(v))))]],
+            ['argmax', x.argmax(), [vs.map((v) => wrapInt(dtype, BigInt(v))).indexOf(Math.max(...vs.map((v) => wrapInt(dtype, BigInt(v)))))]],
+          ];
+          for (const [name, t, want] of results) {
+            expect([...(await t.data())], `${name} of ${dtype} ${JSON.stringify(vs)}`).toEqual(want);
+            t.dispose();
+          }
+          x.dispose();
+        }),
+        propertyConfig({ numRuns: device === 'cpu' ? 30 : 6 }),
+      );
+    }
+  });
+
   it('int8 and uint8 mixed promote to int32 (as PyTorch), exactly', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(fc.tuple(intArb('int8'), intArb('uint8')), { minLength: 1, maxLength: 16 }), async (pairs) => {
