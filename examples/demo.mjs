@@ -20,7 +20,7 @@ const runs = Math.max(2, Number(opts.runs));
 
 // init prints the device it chose and why ('auto': WebGPU on a hardware adapter, else the CPU).
 const device = await sn.init({ device: opts.device });
-console.log(`device: ${device}`);
+console.log(`device: ${device}${opts.device === 'auto' ? '' : ` (chosen with --device ${opts.device})`}`);
 
 const image = await readImage(imagePath);
 console.log(`image: ${imagePath} (${image.width}×${image.height})`);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type OcrEngine, type OcrProgress, loadOcr } from '../src/ocr/index.js';
+import { type OcrEngine, type OcrProgress, loadOcr, ocr } from '../src/ocr/index.js';
 import { ctcDecode } from '../src/ocr/ctc.js';
 import { dbBoxes } from '../src/ocr/db.js';
 import { corners, minAreaRect, unclip } from '../src/ocr/geometry.js';
@@ -120,5 +120,7 @@ describe('ocr end to end on the cpu', () => {
   it('rejects an image whose bytes do not match its size, naming the sizes', async () => {
     await expect(engine.ocr({ width: 10, height: 10, data: new Uint8Array(7) })).rejects.toThrow('ocr: a 10×10 image needs 100 × 1, 3 or 4 bytes (grey, RGB, RGBA); got 7');
     await expect(engine.ocr({ width: 0, height: 10, data: new Uint8Array(0) })).rejects.toThrow('ocr: expected an image with positive integer width and height, got 0×10');
+    // The one-call form checks before loading anything.
+    await expect(ocr({ width: 3, height: 2, data: new Uint8Array(5) })).rejects.toThrow('ocr: a 3×2 image needs 6 × 1, 3 or 4 bytes');
   });
 });

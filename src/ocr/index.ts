@@ -101,54 +101,35 @@ async function defaultModels(): Promise<OcrModels> {
   return { det: paths.detectionPath, rec: paths.recognitionPath, keys: await fs.readFile(paths.dictionaryPath, 'utf8') };
 }
 
-/** The bytes of `source`, reporting (loaded, total) as they arrive: a file in Node, a URL in browsers. */
-async function readSource(source: ModelSource, progress: (loaded: number, total: number | null) => void): Promise<Uint8Array> {
-  if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
-    const bytes = source instanceof Uint8Array ? source : new Uint8Array(source);
-    progress(bytes.length, bytes.length);
-    return bytes;
-  }
-  if (typeof source !== 'string') throw new SinterError('ocr', `a model must be bytes (Uint8Array, ArrayBuffer), a path or a URL, got ${source === null ? 'null' : typeof source}`);
-  const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
-  if (isNode) {
-    const fsSpecifier = 'node:fs/promises';
-    const fs = (await import(/* @vite-ignore */ fsSpecifier)) as typeof import('node:fs/promises');
-    const file = await fs.open(source);
-    try {
-      const { size } = await file.stat();
-      const bytes = new Uint8Array(size);
-      for (let at = 0; at < size;) {
-        const { bytesRead } = await file.read(bytes, at, Math.min(1 << 20, size - at), at);
-        if (bytesRead === 0) throw new SinterError('ocr', `${source} ended after ${at} of ${size} bytes`);
-        at += bytesRead;
-        progress(at, size);
-      }
-      return bytes;
-    } finally {
-      await file.close();
+/**
+ * A local file's bytes in Node, read in 1 MiB chunks so that `progress` follows it (loadOnnx reads a file in one go;
+ * it reports progress for URLs, which it fetches).
+ */
+async function readFileInChunks(path: string, progress: (loaded: number, total: number) => void): Promise<Uint8Array> {
+  const fsSpecifier = 'node:fs/promises';
+  const fs = (await import(/* @vite-ignore */ fsSpecifier)) as typeof import('node:fs/promises');
+  const file = await fs.open(path).catch((e: Error) => {
+    throw new SinterError('ocr', `cannot read the model '${path}': ${e.message}`);
+  });
+  try {
+    const { size } = await file.stat();
+    const bytes = new Uint8Array(size);
+    for (let at = 0; at < size;) {
+      const { bytesRead } = await file.read(bytes, at, Math.min(1 << 20, size - at), at);
+      if (bytesRead === 0) throw new SinterError('ocr', `the model '${path}' ended after ${at} of ${size} bytes`);
+      at += bytesRead;
+      progress(at, size);
     }
+    return bytes;
+  } finally {
+    await file.close();
   }
-  const response = await fetch(source);
-  if (!response.ok || !response.body) throw new SinterError('ocr', `fetching ${source} failed: HTTP ${response.status}`);
-  const length = Number(response.headers.get('content-length'));
-  const total = Number.isFinite(length) && length > 0 ? length : null;
-  const chunks: Uint8Array[] = [];
-  let loaded = 0;
-  const reader = response.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    progress(loaded, total);
-  }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  return bytes;
+}
+
+/** Whether `source` is a path to read from this machine's disk (Node, not a URL). */
+function isLocalPath(source: ModelSource): source is string {
+  const node = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
+  return node && typeof source === 'string' && !/^(https?|blob|data|file):/i.test(source);
 }
 
 /** The recogniser's classes after the CTC blank: the dictionary, then the space PaddleOCR appends (use_space_char). */
@@ -175,9 +156,16 @@ export class OcrEngine {
     const models = options.models ?? (await defaultModels());
     const charset = charsetOf(models.keys);
     const load = async (model: 'det' | 'rec') => {
-      const bytes = await readSource(models[model], (loaded, total) => options.onProgress?.({ model, phase: 'read', loaded, total }));
-      const onnx = await loadOnnx(bytes, { device: options.device });
-      options.onProgress?.({ model, phase: 'parsed', loaded: bytes.length, total: bytes.length });
+      let loaded = 0;
+      const report = (n: number, total: number | null) => {
+        loaded = n;
+        options.onProgress?.({ model, phase: 'read', loaded: n, total });
+      };
+      const given = models[model];
+      const source = isLocalPath(given) ? await readFileInChunks(given, report) : given;
+      if (typeof source !== 'string') loaded = source.byteLength;
+      const onnx = await loadOnnx(source, { device: options.device, onProgress: (p) => report(p.loaded, p.total ?? null) });
+      options.onProgress?.({ model, phase: 'parsed', loaded, total: loaded });
       return onnx;
     };
     const [detector, recogniser] = await Promise.all([load('det'), load('rec')]);
