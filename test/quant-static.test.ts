@@ -32,11 +32,27 @@ describe.each(WITH_WEBGPU)('prepare / convert on %s', (device) => {
     a.forEach((v, i) => expect(Math.abs(v - b[i]!)).toBeLessThanOrEqual(1e-4 * (1 + Math.abs(v))));
     for (const x of calib) prepared.forward(x).dispose();
     await sn.quant.synchronize(prepared);
+    // Sensitivity: each layer quantised alone, worst first; the observers record nothing meanwhile.
+    const observer = (prepared.at(0) as sn.quant.ObservedLayer).inputObserver as sn.quant.HistogramObserver;
+    const seen = [observer.minVal, observer.maxVal];
+    const ranking = await sn.quant.sensitivity(prepared, calib.slice(0, 2));
+    expect(ranking.map((r) => r.name).sort()).toEqual(['0', '3', '6']);
+    ranking.forEach((r, i) => {
+      expect(Number.isFinite(r.sqnrDb) && r.sqnrDb > 10, `${r.name}: ${r.sqnrDb} dB`).toBe(true);
+      if (i > 0) expect(r.sqnrDb).toBeGreaterThanOrEqual(ranking[i - 1]!.sqnrDb);
+    });
+    expect([observer.minVal, observer.maxVal]).toEqual(seen);
+    expect(prepared.at(0)).toBeInstanceOf(sn.quant.ObservedLayer);
     const q = sn.quant.convert(prepared);
     expect(q.at(0)).toBeInstanceOf(sn.quant.QuantizedLayer);
     expect((q.at(0) as sn.quant.QuantizedLayer).relu).toBe(true);
     expect((q.at(6) as sn.quant.QuantizedLayer).weight.qscheme()).toBe('perChannelAffine');
     const test = Array.from({ length: 3 }, (_, i) => sn.randn([2, 3, 6, 6], { seed: 200 + i, device }));
+    // Under jit the int8 layers run in a compiled plan (quantise/dequantise fused at the borders) and give the eager result.
+    const f = sn.jit((x: sn.Tensor) => q.forward(x));
+    const [eager, jitted] = [await q.forward(test[0]!).data(), await f(test[0]!).data()];
+    expect(Array.from(jitted)).toEqual(Array.from(eager));
+    expect(f.report().kernels.map((k) => k.name)).toContain('qgemm');
     const report = await sn.quant.compare(reference, q, test);
     expect(report.outputs).toHaveLength(1);
     expect(report.outputs[0]!.cosine).toBeGreaterThan(0.99);
