@@ -87,6 +87,11 @@ export interface JitReport {
    * the kernels' `gpuMs` add up to at most this); null if this signature was never profiled.
    */
   profiledMs: number | null;
+  /**
+   * Calls of this signature submitted to the device whose work has not finished, now and at most so
+   * far: on WebGPU a call returns before its kernels ran, so several can overlap (0 on the CPU).
+   */
+  inFlight: { now: number; peak: number };
   /** A short table: one row per kernel (ops fused, bytes, FLOPs, measured time) and the totals; `{ source: true }` adds the generated code. */
   toString(format?: ReportFormat): string;
 }
@@ -422,6 +427,7 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
       warm,
       hostMs: c.host.summary(),
       profiledMs: c.profile?.wallMs ?? null,
+      inFlight: c.plan.inFlight(),
       toString: (format?: ReportFormat) => formatReport(r, format),
     };
     // Printed as the table by console.log and util.inspect in Node.

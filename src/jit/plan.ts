@@ -331,6 +331,11 @@ export class Plan {
     return profile ? times : null;
   }
 
+  /** Calls whose device work has not finished (WebGPU; a CPU call finishes before it returns), and the most at once so far. */
+  inFlight(): { now: number; peak: number } {
+    return { now: this.gpu?.plan.inFlight ?? 0, peak: this.gpu?.plan.peakInFlight ?? 0 };
+  }
+
   /** Per-kernel description: ops, generated source, bytes moved, FLOPs. */
   kernelReports(): KernelReport[] {
     return this.kernels.map((k, i) => {

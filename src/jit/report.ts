@@ -46,6 +46,7 @@ export function formatReport(r: JitReport, format: ReportFormat = {}): string {
   const warm = r.warm ? `warm ${ms(r.warm.medianMs)} median of ${r.warm.count} (mean ${ms(r.warm.meanMs)}, min ${ms(r.warm.minMs)}, max ${ms(r.warm.maxMs)})` : 'warm –';
   lines.push(`compile ${ms(r.compileMs)}, cold ${ms(r.coldMs)}, ${warm}${r.device === 'webgpu' ? ' until the GPU finished' : ''}`);
   if (r.profiledMs !== null) lines.push(`last profile() ${ms(r.profiledMs)}`);
+  if (r.device === 'webgpu') lines.push(`calls in flight ${r.inFlight.now} (at most ${r.inFlight.peak} at once)`);
   lines.push(`intermediates ${bytes(r.peakBytes)} planned (${bytes(r.unplannedBytes)} with one buffer each)`);
   if (format.source) {
     r.kernels.forEach((k, i) => {

@@ -25,9 +25,13 @@ interface Dispatch {
   readonly layout: GPUBindGroupLayout;
   /** Bindings in order; the call's inputs and outputs are filled in per call. */
   readonly resources: readonly Resource[];
-  /** The bind group when no binding depends on the call, else the last call's with its buffers. */
+  /** The bind group when no binding depends on the call. */
   group: GPUBindGroup | null;
-  lastBuffers: GPUBuffer[] | null;
+  /**
+   * Else the bind groups of the last calls' inputs and outputs, most recent first (at most
+   * BIND_GROUP_RING): calls in flight at once each bring their own buffers, and reuse their groups.
+   */
+  readonly recent: { readonly buffers: GPUBuffer[]; readonly group: GPUBindGroup }[];
   /** Its status slot's index in the plan's status buffer, when it has device-side checks. */
   readonly slot: number | null;
   pipeline: ReadyPipeline | null;
@@ -42,6 +46,12 @@ interface Timestamps {
   /** Index of each step's pair of timestamps, or null for a step with no dispatch. */
   readonly pairOf: readonly (number | null)[];
 }
+
+/**
+ * Bind groups kept per kernel for the call-dependent buffers: enough for a few calls in flight at once
+ * (each with its own input and output buffers, which the pool hands out again in rotation).
+ */
+const BIND_GROUP_RING = 4;
 
 /** What a plan holds outside tensors: released when a plan dropped without `dispose()` is collected. */
 interface PlanBuffers {
@@ -59,9 +69,12 @@ const collected = new FinalizationRegistry<PlanBuffers>(({ pool, scratch, own })
  * scratch and status buffers allocated, and bind groups whose buffers do not change from call to
  * call (intermediates, constants, scratch) created once. Each call records every dispatch into one
  * command encoder (behind any eager work still queued) and submits it once; bind groups over the
- * call's inputs and outputs are made per call (reused while those buffers repeat, as with pooled
- * outputs in a loop). Pipelines are created synchronously on the first call unless `compile()`
- * compiled them, in parallel, before.
+ * call's inputs and outputs are kept in a small ring per kernel (reused while those buffers come
+ * round again, as pooled inputs and outputs do). A call does not wait for the one before: several
+ * can be in flight (`inFlight`), each with its own inputs and outputs, so the upload of one and the
+ * readback of another overlap a third's kernels. They may share the intermediates' buffers because
+ * the device runs one queue's submissions in order. Pipelines are created synchronously on the first
+ * call unless `compile()` compiled them, in parallel, before.
  */
 export class WebGpuPlan {
   private readonly dispatches: Dispatch[] = [];
@@ -75,6 +88,8 @@ export class WebGpuPlan {
   private ready = false;
   private timestamps: Timestamps | null = null;
   private disposed = false;
+  private running = 0;
+  private peak = 0;
 
   constructor(
     private readonly backend: WebGpuBackend,
@@ -111,7 +126,7 @@ export class WebGpuPlan {
           params = { group: paramsBindGroup!, offset: block++ * batch.paramStride };
           device.queue.writeBuffer(this.params!, params.offset, pass.kernel.params);
         }
-        const d: Dispatch = { step, program, pass, layout, resources: all, group: null, lastBuffers: null, slot, pipeline: null, params };
+        const d: Dispatch = { step, program, pass, layout, resources: all, group: null, recent: [], slot, pipeline: null, params };
         if (all.every((r) => 'buffer' in r)) d.group = device.createBindGroup({ layout, entries: (all as GPUBufferBinding[]).map((resource, binding) => ({ binding, resource })) });
         this.dispatches.push(d);
       }
@@ -188,6 +203,12 @@ export class WebGpuPlan {
       }
     });
     if (staging) batch.deliver(staging, statusBytes, receivers);
+    // Nothing waits for this call: the next may be recorded, uploaded and submitted while it runs.
+    this.peak = Math.max(this.peak, ++this.running);
+    device.queue.onSubmittedWorkDone().then(
+      () => this.running--,
+      () => this.running--,
+    );
     if (compiling.length > 0) checks.push(backend.verdict('jit', compiling));
     for (const s of outputs) s.checks = [...deps, ...checks];
     return timestamps && readback ? this.kernelTimes(timestamps, readback) : null;
@@ -205,13 +226,30 @@ export class WebGpuPlan {
   }
 
   private bindGroup(d: Dispatch, inputs: readonly WebGpuStorage[], outputs: readonly WebGpuStorage[]): GPUBindGroup {
-    if (d.group && !d.lastBuffers) return d.group;
+    if (d.group) return d.group;
     const buffers = d.resources.flatMap((r) => ('input' in r ? [inputs[r.input]!.buffer] : 'output' in r ? [outputs[r.output]!.buffer] : []));
-    if (d.group && d.lastBuffers!.every((b, i) => b === buffers[i])) return d.group;
+    const at = d.recent.findIndex((e) => e.buffers.every((b, i) => b === buffers[i]));
+    if (at >= 0) {
+      const hit = d.recent[at]!;
+      if (at > 0) d.recent.splice(0, 0, ...d.recent.splice(at, 1));
+      return hit.group;
+    }
     let next = 0;
     const entries = d.resources.map((r, binding) => ({ binding, resource: 'buffer' in r ? r : { buffer: buffers[next++]! } }));
-    d.lastBuffers = buffers;
-    return (d.group = this.backend.device.createBindGroup({ layout: d.layout, entries }));
+    const group = this.backend.device.createBindGroup({ layout: d.layout, entries });
+    d.recent.unshift({ buffers, group });
+    if (d.recent.length > BIND_GROUP_RING) d.recent.pop();
+    return group;
+  }
+
+  /** Calls submitted whose device work has not finished yet. */
+  get inFlight(): number {
+    return this.running;
+  }
+
+  /** The most calls that were in flight at once. */
+  get peakInFlight(): number {
+    return this.peak;
   }
 
   private timestampQueries(): Timestamps {
