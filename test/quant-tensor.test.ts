@@ -113,6 +113,8 @@ describe('quantised tensors: devices, disposal and errors', () => {
     const q = sn.quantizePerTensor(sn.tensor([1, 2]), 0.5, 0, 'qint8');
     expect(() => sn.relu(q as unknown as sn.Tensor)).toThrow(/relu: argument 0 is a quantised tensor \(qint8\)/);
     expect(() => sn.matmul(q as unknown as sn.Tensor, sn.tensor([[1], [2]]))).toThrow(/matmul: .*quantised tensor \(qint8\)/);
+    expect(() => sn.add(q as unknown as sn.Tensor, 1)).toThrow(/add: argument 0 is a quantised tensor \(qint8\)/);
+    expect(() => sn.mul(sn.tensor([1, 2]), q as unknown as sn.Tensor)).toThrow(/mul: .*quantised tensor \(qint8\)/);
     expect(() => sn.quantizePerTensor(q as unknown as sn.Tensor, 1, 0, 'qint8')).toThrow(/quantizePerTensor: .*already quantised/);
     q.dispose();
   });

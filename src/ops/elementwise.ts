@@ -91,12 +91,13 @@ export function unary(name: string, x: Tensor, rule: DTypeRule, params: readonly
  */
 export function binary(name: string, a: TensorOrScalar, b: TensorOrScalar, rule: DTypeRule | ((promoted: DType) => DType), params: readonly number[] = []): Tensor {
   const ta = a instanceof Tensor, tb = b instanceof Tensor;
-  if (!ta && !tb) throw new SinterError(name, 'expected at least one Tensor operand, got two numbers');
   for (const v of [a, b]) {
     if (!(v instanceof Tensor) && typeof v !== 'number' && typeof v !== 'boolean') {
+      if (typeof v === 'object' && v !== null && 'dtype' in v) checkInputs(name, [v]); // says which dtype (e.g. a quantised tensor)
       throw new SinterError(name, `operands must be Tensors or numbers, got ${v === null ? 'null' : typeof v}`);
     }
   }
+  if (!ta && !tb) throw new SinterError(name, 'expected at least one Tensor operand, got two numbers');
   const tensors = [a, b].filter((v): v is Tensor => v instanceof Tensor);
   checkInputs(name, tensors);
   const promoted = ta && tb ? promoteTypes((a as Tensor).dtype, (b as Tensor).dtype) : ta ? promoteWithScalar((a as Tensor).dtype, b as Scalar) : promoteWithScalar((b as Tensor).dtype, a as Scalar);
