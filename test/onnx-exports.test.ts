@@ -35,9 +35,11 @@ const CASES: [string, 'jit' | 'eager'][] = [
   ['selection_ops', 'jit'],
   // LRN, ReverseSequence, MaxPool storage_order=1, Mod, Range, ScatterND, ScatterElements, GatherND.
   ['more_ops', 'jit'],
+  // DFT, STFT, window generators, Sinh/Cosh/Asinh/Acosh/Atanh, Shrink, EyeLike, MeanVarianceNormalization, LpNormalization.
+  ['signal_ops', 'jit'],
 ];
 /** SwiftShader compiles every pipeline slowly: WebGPU runs the cases that cover distinct ops (GRU shares LSTM's kernels). */
-const WEBGPU_CASES = new Set(['lstm_bidirectional', 'rnn_relu', 'gpt_decoder', 'control_flow', 'opset6_cnn', 'selection_ops', 'more_ops']);
+const WEBGPU_CASES = new Set(['lstm_bidirectional', 'rnn_relu', 'gpt_decoder', 'control_flow', 'opset6_cnn', 'selection_ops', 'more_ops', 'signal_ops']);
 
 describe.each(WITH_WEBGPU as DeviceName[])('exported ONNX models on %s', (device) => {
   it.each(CASES.filter(([name]) => device === 'cpu' || WEBGPU_CASES.has(name)))('%s matches PyTorch/numpy', async (name, execution) => {

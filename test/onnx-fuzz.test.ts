@@ -13,7 +13,7 @@ import { FUZZ_CASES, fuzzOne, loadFuzzCase, modelCodec, mutate, mutationArb } fr
 const codec = modelCodec(ONNX_SCHEMA);
 const cases = await Promise.all(FUZZ_CASES.map((n) => loadFuzzCase(sn, n)));
 
-describe.each([['cpu', 200], ['webgpu', 40]] as [DeviceName, number][])('ONNX loader fuzzing on %s', (device, runs) => {
+describe.each([['cpu', 150], ['webgpu', 30]] as [DeviceName, number][])('ONNX loader fuzzing on %s', (device, runs) => {
   it(`${runs} mutated models give a SinterError or a finished run`, async () => {
     const counts = { error: 0, ran: 0 };
     await fc.assert(fc.asyncProperty(mutationArb, async (m) => {

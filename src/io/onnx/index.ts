@@ -15,6 +15,7 @@ import './ops/quant.js';
 import './ops/einsum.js';
 import './ops/selection.js';
 import './ops/contrib.js';
+import './ops/signal.js';
 // Last: widens the opsets of the ops registered above.
 import './ops/legacy.js';
 

@@ -60,6 +60,16 @@ register({
   Selu: unaryOp((x, node) => mul(elu(x, node.float('alpha', 1.67326319217681884765625)), node.float('gamma', 1.05070102214813232421875))),
   HardSigmoid: unaryOp((x, node) => hardSigmoidOf(x, node.float('alpha', 0.2), node.float('beta', 0.5))),
   Tan: unaryOp((x) => div(sin(x), cos(x)), Math.tan),
+  Sinh: unaryOp((x) => mul(sub(exp(x), exp(neg(x))), 0.5), Math.sinh),
+  Cosh: unaryOp((x) => mul(add(exp(x), exp(neg(x))), 0.5), Math.cosh),
+  // asinh is odd: computed on |x| so large negative x does not cancel.
+  Asinh: unaryOp((x) => mul(sign(x), log(add(abs(x), sqrt(add(mul(x, x), 1))))), Math.asinh),
+  Acosh: unaryOp((x) => log(add(x, sqrt(sub(mul(x, x), 1)))), Math.acosh),
+  Atanh: unaryOp((x) => mul(log(div(add(1, x), sub(1, x))), 0.5), Math.atanh),
+  Shrink: unaryOp((x, node) => {
+    const lambd = node.float('lambd', 0.5), bias = node.float('bias', 0);
+    return where(lt(x, -lambd), add(x, bias), where(gt(x, lambd), sub(x, bias), 0));
+  }),
   IsNaN: { ...unaryOp((x) => ne(x, x)), minOpset: 9 },
   IsInf: {
     run: (node, [x], ctx) => {

@@ -5,8 +5,8 @@ import { pad, stack } from '../../../ops/movement.js';
 import { batchNorm, groupNorm, instanceNorm, layerNorm } from '../../../ops/norm.js';
 import { apply1 } from '../../../ops/op.js';
 import { avgPool2d, maxPool2d } from '../../../ops/pool.js';
-import { amax, argmax, logSoftmax, mean, softmax, var as variance } from '../../../ops/reduce.js';
-import { rsqrt } from '../../../ops/unary.js';
+import { amax, argmax, logSoftmax, mean, softmax, sum, var as variance } from '../../../ops/reduce.js';
+import { abs, rsqrt, sqrt } from '../../../ops/unary.js';
 import { narrow, reshape, slice, squeeze, t as transpose2d, unsqueeze } from '../../../ops/views.js';
 import { arange, zerosLike } from '../../../tensor/creation.js';
 import { isFloat } from '../../../tensor/dtype.js';
@@ -334,6 +334,26 @@ register({
     },
   },
   LRN: { run: (node, [x], ctx) => [localResponseNorm(node, ctx.dev(x!, 'X'))] },
+  MeanVarianceNormalization: {
+    // (x − E[x]) / √(E[(x − E[x])²] + 1e-9) over `axes` (default: all but the channels), as ONNX's function body computes.
+    run: (node, [x], ctx) => {
+      const t = ctx.dev(x!, 'X');
+      const axes = (node.ints('axes') ?? [0, 2, 3]).map((a) => normAxis(node, a, t.ndim));
+      const centred = sub(t, mean(t, axes, true));
+      return [div(centred, sqrt(add(mean(mul(centred, centred), axes, true), 1e-9)))];
+    },
+    minOpset: 9,
+  },
+  LpNormalization: {
+    run: (node, [x], ctx) => {
+      const t = ctx.dev(x!, 'input');
+      const axis = normAxis(node, node.int('axis', -1), t.ndim), p = node.int('p', 2);
+      if (p !== 1 && p !== 2) node.fail(`p must be 1 or 2, got ${p}`);
+      const norm = p === 1 ? sum(abs(t), axis, true) : sqrt(sum(mul(t, t), axis, true));
+      return [div(t, norm)];
+    },
+    minOpset: 1,
+  },
   AveragePool: { run: (node, [x], ctx) => [pool(node, ctx.dev(x!, 'X'), 'avg', ctx)] },
   GlobalAveragePool: {
     run: (_, [x], ctx) => {

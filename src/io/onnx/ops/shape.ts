@@ -1,16 +1,16 @@
 import { fmtShape } from '../../../errors.js';
-import { add, lt, sub, where } from '../../../ops/binary.js';
+import { add, eq, lt, sub, where } from '../../../ops/binary.js';
 import { cat, flip, gather, indexSelect, pad, repeat } from '../../../ops/movement.js';
 import { cumsum } from '../../../ops/reduce.js';
 import { type ScatterReduction, gatherND, scatterElements, scatterND } from '../../../ops/scatter.js';
 import { expand, permute, reshape, slice } from '../../../ops/views.js';
-import { full } from '../../../tensor/creation.js';
+import { arange, full } from '../../../tensor/creation.js';
 import { broadcastShapes, contiguousStrides, numel } from '../../../tensor/shape.js';
 import { Tensor } from '../../../tensor/tensor.js';
 import { checkHostShape, hostMap, hostOf, hostReshape, hostView, intsOf } from '../host.js';
 import type { OnnxNode } from '../node.js';
-import { type OpContext, type OpEntry, type Val, checkValueBytes, register } from '../registry.js';
-import { HostTensor, type OnnxDType, deviceDType, unsupportedDType } from '../tensor.js';
+import { type OpContext, type OpEntry, type Val, checkValueBytes, register, typeOf } from '../registry.js';
+import { HostTensor, type OnnxDType, deviceDType, onnxDType, unsupportedDType } from '../tensor.js';
 import { hostInts, normAxes, normAxis } from './util.js';
 
 // Shape and data-movement ops. Each computes its output shape from host values (shapes, axes, starts…), so these
@@ -402,6 +402,23 @@ register({
       return [cumulativeSum(node, t, normAxis(node, ctx.host(a!, 'axis').scalar('axis'), t.ndim))];
     },
     hostInputs: [1],
+  },
+  EyeLike: {
+    // Ones on diagonal k of a 2-D tensor shaped like the input, of the input's type or `dtype`.
+    run: (node, [x], ctx) => {
+      if (x!.shape.length !== 2) node.fail(`input ${x!.describe()} must be 2-D`);
+      const [rows, cols] = x!.shape as [number, number];
+      const k = node.int('k', 0), code = node.int('dtype');
+      const type = code === undefined ? typeOf(x!) : onnxDType(code, `${node.describe()}'s dtype`);
+      const r = arange(rows, { device: ctx.device }).reshape([rows, 1]), c = arange(cols, { device: ctx.device }).reshape([1, cols]);
+      return [eq(add(r, k), c).to(deviceDType(type, 'the output'))];
+    },
+    check: (node) => {
+      const code = node.int('dtype');
+      const type = code === undefined ? undefined : onnxDType(code, 'dtype');
+      return type && unsupportedDType(type) && `dtype ${type}: ${unsupportedDType(type)}`;
+    },
+    minOpset: 9,
   },
   ReverseSequence: {
     // Each batch entry's first sequence_lens[b] steps along time_axis reversed, the rest kept: a gather along time_axis.
