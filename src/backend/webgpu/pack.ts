@@ -42,9 +42,15 @@ function halves(): Float32Array {
   return halfTable;
 }
 
-/** The device bytes for host values of `dtype` (a fresh array: Dawn must not see a SharedArrayBuffer, and lengths pad to words). */
+/**
+ * The device bytes for host values of `dtype`: a view of `data` itself when its bytes are already the
+ * device's (writeBuffer copies them at the call, so an upload makes no copy of its own), else a fresh
+ * array (Dawn must not see a SharedArrayBuffer, and lengths pad to words).
+ */
 export function packHost(dtype: DType, data: HostArray): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(deviceBytes(dtype, data.length));
+  const bytes = deviceBytes(dtype, data.length);
+  if (dtype !== 'float16' && data.byteLength === bytes && data.buffer instanceof ArrayBuffer) return new Uint8Array(data.buffer, data.byteOffset, bytes);
+  const out = new Uint8Array(bytes);
   if (dtype === 'float16') {
     const bits = new Uint16Array(out.buffer, 0, data.length);
     for (let i = 0; i < data.length; i++) bits[i] = halfBits(data[i]!);
@@ -54,8 +60,15 @@ export function packHost(dtype: DType, data: HostArray): Uint8Array<ArrayBuffer>
   return out;
 }
 
-/** Host values of `dtype` from `length` elements of device bytes (float16 widened to float32). */
+/**
+ * Host values of `dtype` from `length` elements of device bytes (float16 widened to float32). Takes
+ * `bytes` over (a readback's own copy): other dtypes are returned as a view of them, not copied again.
+ */
 export function unpackDevice(dtype: DType, bytes: Uint8Array<ArrayBuffer>, length: number): HostArray {
+  if (dtype !== 'float16') {
+    const Host = allocHost(dtype, 0).constructor as new (b: ArrayBuffer, offset: number, length: number) => HostArray;
+    if (bytes.byteOffset % itemSize(dtype) === 0) return new Host(bytes.buffer, bytes.byteOffset, length);
+  }
   const out = allocHost(dtype, length);
   if (dtype === 'float16') {
     const bits = new Uint16Array(bytes.buffer, bytes.byteOffset, length);
