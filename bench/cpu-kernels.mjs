@@ -1,11 +1,12 @@
 // The CPU backend's WebAssembly SIMD kernels (src/kernels/wasm/) against its JavaScript reference
 // kernels, on the workloads of the peer harness. Build first (`npm run build`), then:
 //   node bench/cpu-kernels.mjs [--runs N]
-// Each time is one op on the CPU, output read back (the data is already on the host). The paths take
-// turns on each run so both see the same machine; on a shared machine the spread (min–max) is large.
+// Each time is one op on the CPU, output read back (the data is already on the host): the wasm kernels
+// on all cores, on one thread, and the JavaScript reference kernels. The three take turns on each run
+// so all see the same machine; on a shared machine the spread (min–max) is large.
 import os from 'node:os';
 import * as sn from '../dist/index.js';
-import { setCpuKernels } from '../dist/backend/cpu.js';
+import { setCpuKernels, setCpuThreads } from '../dist/backend/cpu.js';
 
 const i = process.argv.indexOf('--runs');
 const RUNS = i < 0 ? 7 : Number(process.argv[i + 1]), WARMUP = 2;
@@ -40,23 +41,27 @@ const workloads = {
 };
 
 console.log(`cpu kernels, ${os.cpus()[0]?.model ?? 'cpu'} ×${os.cpus().length}, node ${process.version}, ${new Date().toISOString()}; ${RUNS} runs after ${WARMUP} warm-up`);
-console.log('| workload | wasm ms (median, min–max) | js ms (median, min–max) |');
-console.log('| --- | ---: | ---: |');
+const THREADS = os.availableParallelism?.() ?? os.cpus().length;
+const PATHS = { [`wasm ×${THREADS}`]: ['wasm', THREADS], 'wasm ×1': ['wasm', 1], js: ['js', 1] };
+console.log(`| workload | ${Object.keys(PATHS).map((p) => `${p} ms (median, min–max)`).join(' | ')} |`);
+console.log(`| --- | ${Object.keys(PATHS).map(() => '---:').join(' | ')} |`);
 for (const [name, make] of Object.entries(workloads)) {
   const run = make();
-  const ms = { wasm: [], js: [] };
+  const ms = Object.fromEntries(Object.keys(PATHS).map((p) => [p, []]));
   for (let r = 0; r < WARMUP + RUNS; r++) {
-    for (const kind of ['wasm', 'js']) {
+    for (const [path, [kind, threads]] of Object.entries(PATHS)) {
       setCpuKernels(kind);
+      setCpuThreads(threads);
+      // Let a starting thread pool come up (it starts in the background on first use).
+      await new Promise((resolve) => setTimeout(resolve, r === 0 ? 200 : 1));
       const t0 = performance.now();
       const y = run();
       await y.data();
       const t = performance.now() - t0;
       y.dispose();
-      if (r >= WARMUP) ms[kind].push(t);
+      if (r >= WARMUP) ms[path].push(t);
     }
   }
   const fmt = (xs) => `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
-  console.log(`| ${name} | ${fmt(ms.wasm)} | ${fmt(ms.js)} |`);
+  console.log(`| ${name} | ${Object.values(ms).map(fmt).join(' | ')} |`);
 }
-setCpuKernels('wasm');

@@ -42,7 +42,7 @@ export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, 
 }
 
 /**
- * conv2d (groups with more than one input channel each; depthwise stays on the direct JS kernel) as
+ * conv2d (depthwise convolutions stay on conv2dKernel's direct JS loop, which runs before this) as
  * an implicit GEMM per image and group: out[Og, OH·OW] = weight[Og, Cg·kh·kw] · patches. The group's
  * input planes are copied once into the heap with their zero padding, so a patch element is
  * padded[c, oh·sh + i·dh, ow·sw + j·dw]: column (oh, ow) and row (c, i, j) offsets of B's tables, and
@@ -52,7 +52,6 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
   if (!(x.data instanceof Float32Array && w.data instanceof Float32Array && out.data instanceof Float32Array)) return false;
   if (bias && !(bias.data instanceof Float32Array)) return false;
   const [O, Cg, kh, kw] = w.shape as [number, number, number, number];
-  if (Cg === 1 && O === a.groups) return false;
   const batched = x.shape.length === 4;
   const [N, , H, W] = batched ? x.shape : [1, ...x.shape];
   const [sN, sC, sH, sW] = batched ? x.strides : [0, ...x.strides];
