@@ -4,6 +4,7 @@ import * as sn from '../src/index.js';
 import type { DeviceName, Tensor } from '../src/index.js';
 import { assertClose, propertyConfig } from '../src/testing/index.js';
 import { Plan } from '../src/jit/plan.js';
+import * as internals from '../src/jit-internals.js';
 import { getBackend } from '../src/backend/backend.js';
 import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 import { WITH_WEBGPU, withCaps } from './helpers.js';
@@ -335,14 +336,14 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
         f(sn.randn([b, n], { seed }), sn.randn([n], { seed }), sn.randn([b, n], { seed }));
         const plan = new Plan(f.graph(), new Map());
         const values = plan.kernels.flatMap((k) => k.outputs);
-        sn.validateMemoryPlan(plan.memory, values);
+        internals.validateMemoryPlan(plan.memory, values);
         plan.dispose();
         f.dispose();
       }),
       propertyConfig({ numRuns: 40 }),
     );
     const broken = { slots: [{ dtype: 'float32' as const, length: 4 }], slotOf: new Map([[1, 0], [2, 0]]), live: new Map<number, [number, number]>([[1, [0, 2]], [2, [1, 3]]]), peakBytes: 16, unplannedBytes: 32 };
-    expect(() => sn.validateMemoryPlan(broken, [])).toThrow('memory plan: values %1 (live 0–2) and %2 (live 1–3) share slot 0');
+    expect(() => internals.validateMemoryPlan(broken, [])).toThrow('memory plan: values %1 (live 0–2) and %2 (live 1–3) share slot 0');
   });
 
   it('takes a user strategy and rejects illegal groups with a clear error', async () => {
@@ -459,7 +460,7 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
         // The reader: a step-slice of the value, permuted.
         const sizes = shape.map((d, i) => Math.ceil((d - start[i]!) / step[i]!));
         const outer = { shape: perm.map((p) => sizes[p]!), strides: perm.map((p) => c[p]! * step[p]!), offset: start.reduce((a, x, i) => a + x * c[i]!, 0) };
-        const composed = sn.composeViews(shape, inner, outer);
+        const composed = internals.composeViews(shape, inner, outer);
         expect(composed).not.toBeNull();
         for (let i = 0; i < outer.shape.reduce((a, b) => a * b, 1); i++) {
           const idx = unravel(i, outer.shape);
@@ -469,7 +470,7 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
       }),
       propertyConfig({ numRuns: 200 }),
     );
-    expect(sn.composeViews([2, 3, 4], { shape: [2, 3, 4], strides: [12, 4, 1], offset: 0 }, { shape: [6, 4], strides: [4, 1], offset: 0 })).toBeNull();
+    expect(internals.composeViews([2, 3, 4], { shape: [2, 3, 4], strides: [12, 4, 1], offset: 0 }, { shape: [6, 4], strides: [4, 1], offset: 0 })).toBeNull();
   });
 
   it('dispose frees the plan and the graph constants, folded ones included, but not the user tensors', async () => {

@@ -6,6 +6,7 @@ import { type TensorCase, makeTensor, propertyConfig, shapeArb, tensorCaseArb } 
 import { WITH_WEBGPU, expectClose, capsVariants, withCaps } from './helpers.js';
 import { type Ref, refOf } from './reference/core.js';
 import { batchNormRef, groupNormRef, instanceNormRef, layerNormRef } from './reference/norm.js';
+import { layerNormOp } from '../src/ops/norm.js';
 
 // Statistics and the affine step are computed in double and rounded once to the input's dtype, so the
 // default per-dtype TOLERANCE applies.
@@ -220,7 +221,7 @@ describe.each(WITH_WEBGPU)('normalisation on %s', (device) => {
 
   it('checks the input count against the attrs (for callers of the op definitions)', () => {
     const meta = { shape: [2, 4], dtype: 'float32' as DType };
-    expect(() => sn.layerNormOp.infer([meta, { shape: [4], dtype: 'float32' }], { normalizedShape: [4], eps: 1e-5, hasWeight: false, hasBias: false })).toThrow(
+    expect(() => layerNormOp.infer([meta, { shape: [4], dtype: 'float32' }], { normalizedShape: [4], eps: 1e-5, hasWeight: false, hasBias: false })).toThrow(
       /^layerNorm: expected 1 tensor inputs for these attrs, got 2/,
     );
   });

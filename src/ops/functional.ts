@@ -40,7 +40,7 @@ function gilesErfinv(x: number): number {
 }
 
 /** erfinv in double: Giles' estimate refined by Newton steps on erf (±1 give ±∞; |x| > 1 and NaN give NaN). */
-export function erfinvOf(x: number): number {
+function erfinvOf(x: number): number {
   if (Number.isNaN(x) || Math.abs(x) > 1) return NaN;
   if (Math.abs(x) === 1) return x * Infinity;
   let y = gilesErfinv(x);
