@@ -151,17 +151,10 @@ function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps
     split = `let m = e / ${a.n}u; let n = e % ${a.n}u;`;
     aLoad = `let ai = ${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u; let av = ${ld('in0', x, 'ai')};`;
   } else {
-    const [kh, kw] = c.kernel, hw = c.outHeight * c.outWidth, cg = c.channels / c.groups, ocg = a.n / c.groups;
+    const hw = c.outHeight * c.outWidth, ocg = a.n / c.groups;
     split = `let pix = e % ${hw}u; let n = (e / ${hw}u) % ${a.n}u; let b = e / ${hw * a.n}u;
       let oh = i32(pix / ${c.outWidth}u); let ow = i32(pix % ${c.outWidth}u); let g = n / ${ocg}u;`;
-    aLoad = `let ch = g * ${cg}u + k / ${kh * kw}u; let t = k % ${kh * kw}u;
-        let ih = oh * ${c.stride[0]} - ${c.padding[0]} + i32(t / ${kw}u) * ${c.dilation[0]};
-        let iw = ow * ${c.stride[1]} - ${c.padding[1]} + i32(t % ${kw}u) * ${c.dilation[1]};
-        var av = zpA;
-        if (ih >= 0 && ih < ${c.height} && iw >= 0 && iw < ${c.width}) {
-          let ai = ${x.offset}u + b * ${x.strides[0]}u + ch * ${x.strides[1]}u + u32(ih) * ${x.strides[2]}u + u32(iw) * ${x.strides[3]}u;
-          av = ${ld('in0', x, 'ai')};
-        }`;
+    aLoad = '';
   }
   // With packed dot products, a matmul whose operands are whole rows of words reads 4 bytes per load:
   // uint8 operands become signed by flipping each byte's top bit (q − 128), and the zero points are
@@ -180,6 +173,26 @@ function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps
       ab += dot4I8Packed(aw, ww); sa += dot4I8Packed(aw, 0x01010101u); sw += dot4I8Packed(ww, 0x01010101u);
     }
     let acc = ab - zw * sa - za * sw + ${a.k} * za * zw;`;
+  } else if (c) {
+    // Convolution: nested loops over (channel, kernel row, kernel column), so no division per tap; a
+    // padded position contributes 0 (the input's zero point minus itself).
+    const [kh, kw] = c.kernel, cg = c.channels / c.groups;
+    loop = `var acc = 0i;
+    for (var ci = 0u; ci < ${cg}u; ci++) {
+      let xc = ${x.offset}u + b * ${x.strides[0]}u + (g * ${cg}u + ci) * ${x.strides[1]}u;
+      let wc = ${w.offset}u + n * ${w.strides[0]}u + ci * ${kh * kw * w.strides[1]!}u;
+      for (var i = 0u; i < ${kh}u; i++) {
+        let ih = oh * ${c.stride[0]} - ${c.padding[0]} + i32(i) * ${c.dilation[0]};
+        if (ih < 0 || ih >= ${c.height}) { continue; }
+        for (var jj = 0u; jj < ${kw}u; jj++) {
+          let iw = ow * ${c.stride[1]} - ${c.padding[1]} + i32(jj) * ${c.dilation[1]};
+          if (iw < 0 || iw >= ${c.width}) { continue; }
+          let ai = xc + u32(ih) * ${x.strides[2]}u + u32(iw) * ${x.strides[3]}u;
+          let wi = wc + (i * ${kw}u + jj) * ${w.strides[1]}u;
+          acc += (${ld('in0', x, 'ai')} - zpA) * (${ld('in1', w, 'wi')} - zb);
+        }
+      }
+    }`;
   } else {
     loop = `var acc = 0i;
     for (var k = 0u; k < ${a.k}u; k++) {

@@ -3,6 +3,7 @@ import { add, mul, sub } from '../ops/binary.js';
 import { relu, rsqrt } from '../ops/unary.js';
 import { reshape } from '../ops/views.js';
 import { synchronize as syncDevice } from '../backend/device.js';
+import { hasBackend } from '../backend/backend.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { Module } from '../nn/module.js';
@@ -201,7 +202,7 @@ export function prepare<M extends Module>(model: M, opts: PrepareOptions = {}): 
 
 /** Waits until every observer of a prepared model has applied its GPU batches (needed before convert on WebGPU). */
 export async function synchronize(prepared: Module): Promise<void> {
-  await syncDevice('webgpu').catch(() => undefined);
+  if (hasBackend('webgpu')) await syncDevice('webgpu');
   for (const m of prepared.modules()) {
     if (m instanceof ObservedLayer) {
       await m.inputObserver.synchronize();
