@@ -16,6 +16,7 @@ import './ops/einsum.js';
 import './ops/selection.js';
 import './ops/contrib.js';
 import './ops/signal.js';
+import './ops/loss.js';
 // Last: widens the opsets of the ops registered above.
 import './ops/legacy.js';
 

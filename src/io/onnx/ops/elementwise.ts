@@ -23,6 +23,19 @@ function unaryOp(device: (x: Tensor, node: OnnxNode) => Tensor, host?: (x: numbe
   };
 }
 
+/**
+ * atan from the engine's primitives: |x| > 1 reduces to π/2 − atan(1/|x|), then a minimax polynomial on [0, 1]
+ * (absolute error below 1e-5 rad; relative 1.4e-4 near 0), with the sign restored.
+ */
+function atanOf(x: Tensor): Tensor {
+  const z = abs(x), big = gt(z, 1);
+  const r = where(big, reciprocal(z), z), r2 = mul(r, r);
+  let p = add(mul(r2, 0.0208351), -0.085133);
+  for (const c of [0.180141, -0.3302995, 0.999866]) p = add(mul(p, r2), c);
+  p = mul(p, r);
+  return mul(sign(x), where(big, sub(Math.PI / 2, p), p));
+}
+
 /** alpha·x + beta clamped to [0, 1]. */
 function hardSigmoidOf(x: Tensor, alpha: number, beta: number): Tensor {
   return clamp(add(mul(x, alpha), beta), 0, 1);
@@ -60,6 +73,10 @@ register({
   Selu: unaryOp((x, node) => mul(elu(x, node.float('alpha', 1.67326319217681884765625)), node.float('gamma', 1.05070102214813232421875))),
   HardSigmoid: unaryOp((x, node) => hardSigmoidOf(x, node.float('alpha', 0.2), node.float('beta', 0.5))),
   Tan: unaryOp((x) => div(sin(x), cos(x)), Math.tan),
+  Atan: unaryOp(atanOf, Math.atan),
+  // asin x = atan(x / √(1 − x²)); acos x = 2·atan(√((1 − x) / (1 + x))), accurate near ±1.
+  Asin: unaryOp((x) => atanOf(div(x, sqrt(sub(1, mul(x, x))))), Math.asin),
+  Acos: unaryOp((x) => mul(atanOf(sqrt(div(sub(1, x), add(1, x)))), 2), Math.acos),
   Sinh: unaryOp((x) => mul(sub(exp(x), exp(neg(x))), 0.5), Math.sinh),
   Cosh: unaryOp((x) => mul(add(exp(x), exp(neg(x))), 0.5), Math.cosh),
   // asinh is odd: computed on |x| so large negative x does not cancel.

@@ -3,6 +3,7 @@ import { tril, triu } from '../../../ops/masking.js';
 import { gru, lstm, rnn, type RnnWeights } from '../../../ops/rnn.js';
 import { topk } from '../../../ops/sort.js';
 import { narrow, permute, reshape, squeeze, unsqueeze } from '../../../ops/views.js';
+import { indexSelect } from '../../../ops/movement.js';
 import { arange } from '../../../tensor/creation.js';
 import { numel } from '../../../tensor/shape.js';
 import type { Tensor } from '../../../tensor/tensor.js';
@@ -63,6 +64,26 @@ register({
     hostInputs: [0],
     minOpset: 9,
   },
+  NonMaxSuppression: {
+    run: (node, ins, ctx) => [nonMaxSuppression(node, ins.map((v, i) => v && ctx.host(v, ['boxes', 'scores', 'max_output_boxes_per_class', 'iou_threshold', 'score_threshold'][i]!)))],
+    hostInputs: [0, 1, 2, 3, 4],
+    minOpset: 10,
+  },
+  Compress: {
+    // The slices along `axis` (of the flattened input without one) whose condition is true.
+    run: (node, [x, c], ctx) => {
+      let t = ctx.dev(x!, 'input');
+      const cond = Array.from(ctx.host(c!, 'condition').data);
+      const axisAttr = node.int('axis');
+      if (axisAttr === undefined) t = reshape(t, [-1]);
+      const axis = axisAttr === undefined ? 0 : normAxis(node, axisAttr, t.ndim);
+      if (cond.length > t.shape[axis]!) node.fail(`condition has ${cond.length} entries, more than the ${t.shape[axis]} of axis ${axis}`);
+      const picked = cond.flatMap((v, i) => (v !== 0 ? [i] : []));
+      return [indexSelect(t, axis, ctx.dev(new HostTensor('int32', [picked.length], picked), 'selected indices'))];
+    },
+    hostInputs: [1],
+    minOpset: 9,
+  },
   Unique: {
     run: (node, [x], ctx) => unique(node, ctx.host(x!, 'X')),
     host: (node, [x]) => unique(node, x!),
@@ -70,6 +91,52 @@ register({
     minOpset: 11,
   },
 });
+
+/**
+ * Greedy non-maximum suppression per batch and class: boxes by descending score (above score_threshold), each kept
+ * unless its IoU with a kept box exceeds iou_threshold, at most max_output_boxes_per_class; [kept, 3] rows of
+ * (batch, class, box).
+ */
+function nonMaxSuppression(node: OnnxNode, [boxes, scores, maxOut, iouT, scoreT]: readonly (HostTensor | undefined)[]): HostTensor {
+  const [batches, spatial] = boxes!.shape as [number, number];
+  const classes = scores!.shape[1]!;
+  if (boxes!.shape.length !== 3 || boxes!.shape[2] !== 4 || scores!.shape.length !== 3 || scores!.shape[0] !== batches || scores!.shape[2] !== spatial) {
+    node.fail(`boxes ${boxes!.describe()} must be [batches, boxes, 4] and scores ${scores!.describe()} [batches, classes, boxes]`);
+  }
+  const limit = maxOut?.data.length ? maxOut.scalar('max_output_boxes_per_class') : 0;
+  const iou = iouT?.data.length ? iouT.scalar('iou_threshold') : 0;
+  const minScore = scoreT?.data.length ? scoreT.scalar('score_threshold') : -Infinity;
+  const center = node.int('center_point_box', 0) === 1;
+  const corners = (b: number, i: number): [number, number, number, number] => {
+    const d = boxes!.data, o = (b * spatial + i) * 4;
+    if (center) {
+      const [xc, yc, w, h] = [d[o]!, d[o + 1]!, d[o + 2]!, d[o + 3]!];
+      return [yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2];
+    }
+    return [Math.min(d[o]!, d[o + 2]!), Math.min(d[o + 1]!, d[o + 3]!), Math.max(d[o]!, d[o + 2]!), Math.max(d[o + 1]!, d[o + 3]!)];
+  };
+  const overlap = (a: number[], b: number[]) => {
+    const h = Math.max(0, Math.min(a[2]!, b[2]!) - Math.max(a[0]!, b[0]!)), w = Math.max(0, Math.min(a[3]!, b[3]!) - Math.max(a[1]!, b[1]!));
+    const inter = h * w, union = (a[2]! - a[0]!) * (a[3]! - a[1]!) + (b[2]! - b[0]!) * (b[3]! - b[1]!) - inter;
+    return union > 0 ? inter / union : 0;
+  };
+  const out: number[] = [];
+  for (let b = 0; b < batches; b++) {
+    for (let c = 0; c < classes; c++) {
+      const score = (i: number) => scores!.data[(b * classes + c) * spatial + i]!;
+      const order = Array.from({ length: spatial }, (_, i) => i).filter((i) => score(i) > minScore).sort((i, j) => score(j) - score(i) || i - j);
+      const kept: number[][] = [];
+      for (const i of order) {
+        if (kept.length >= limit) break;
+        const box = corners(b, i);
+        if (kept.some((k) => overlap(k, box) > iou)) continue;
+        kept.push(box);
+        out.push(b, c, i);
+      }
+    }
+  }
+  return new HostTensor('int64', [out.length / 3, 3], out);
+}
 
 /** The indices of the non-zero elements, one column per element: int64 [rank, count]. */
 function nonZero(x: HostTensor): HostTensor {
