@@ -136,6 +136,22 @@ describe('jit on cpu: errors, failed compiles, caches and reports', () => {
     for (const t of [w, x]) t.dispose();
   });
 
+  it('number arguments key the signature by value, NaN, ±Infinity, −0 and bigints kept apart', async () => {
+    const f = sn.jit((x: Tensor, s: number | bigint | null) => x.mul(typeof s === 'number' ? s : s === null ? 2 : Number(s)));
+    const x = sn.ones([2]);
+    const got = async (s: number | bigint | null) => [...(await values(f(x, s)))];
+    expect(await got(Infinity)).toEqual([Infinity, Infinity]);
+    expect(await got(NaN)).toEqual([NaN, NaN]);
+    expect(await got(-Infinity)).toEqual([-Infinity, -Infinity]);
+    expect(await got(null)).toEqual([2, 2]);
+    expect(await got(0)).toEqual([0, 0]);
+    expect(Object.is((await got(-0))[0], -0)).toBe(true);
+    expect(await got(3n)).toEqual([3, 3]);
+    expect(f.stats()).toMatchObject({ misses: 7, hits: 0 });
+    f.dispose();
+    x.dispose();
+  });
+
   it('tensors nested in an argument are an error (they would be frozen as constants), not a stale result', () => {
     const f = sn.jit((xs: Tensor[]) => xs[0]!.add(1) as Tensor);
     const x = sn.ones([2]);

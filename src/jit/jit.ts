@@ -197,9 +197,16 @@ function signature(args: readonly unknown[]): string {
       if (a instanceof Tensor) return `${a.device}:${a.dtype}[${a.shape.join(',')}]`;
       // Tensors inside other arguments would be traced as constants and keyed by nothing: stale results.
       if (holdsTensor(a)) throw new SinterError('jit', `argument ${i} holds tensors inside an array or object: pass each tensor as an argument of its own`);
-      return JSON.stringify(a) ?? String(a);
+      return JSON.stringify(a, distinctValues) ?? String(a);
     })
     .join('|');
+}
+
+/** Keeps apart in a key what JSON would merge (NaN, ±Infinity and null; −0 and 0; undefined and null) or refuse (bigint). */
+function distinctValues(_: string, v: unknown): unknown {
+  if (typeof v === 'number' && (!Number.isFinite(v) || Object.is(v, -0))) return `#number:${Object.is(v, -0) ? '-0' : String(v)}`;
+  if (typeof v === 'bigint') return `#bigint:${v}`;
+  return v === undefined ? '#undefined' : v;
 }
 
 function holdsTensor(v: unknown, depth = 0): boolean {
