@@ -128,7 +128,7 @@ function roundHalfEven(v: number): number {
 
 /**
  * WGSL: one invocation computes the `elementsPerWord` consecutive outputs of one output word (int8
- * outputs are packed four to a u32), each an int32 dot product over k: four bytes at a time with
+ * outputs are packed four to a u32; one call of `output` each, unrolled), each an int32 dot product over k: four bytes at a time with
  * dot4I8Packed where the device has packed_4x8_integer_dot_product and the operands are whole word
  * rows, else byte by byte. Loop bounds, shapes and
  * strides are constants; the per-call values are the zero-point and multiplier inputs.
@@ -201,25 +201,25 @@ function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps
       acc += (av - zpA) * (${ld('in1', w, 'wi')} - zb);
     }`;
   }
-  const epilogue = ep === 'int32' ? 'r[j] = acc;' : ep === 'float32' ? `r[j] = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};`
+  const epilogue = ep === 'int32' ? 'return acc;' : ep === 'float32' ? `return f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};`
     : `let v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};
-      r[j] = i32(clamp(round(v) + f32(${at(6, '0u')}), ${ep.lo}.0, ${ep.hi}.0));`;
+  return i32(clamp(round(v) + f32(${at(6, '0u')}), ${ep.lo}.0, ${ep.hi}.0));`;
   const source = `${bindings(inTypes, [outDType], caps)}
+
+fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
+  ${split}
+  let zb = ${at(3, 'n')};
+  ${loop}
+  ${epilogue}
+}
 
 @compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
   let word = ${g.index};
   if (word >= ${words}u) { return; }
   let zpA = ${at(2, '0u')};
-  var r = array<${ep === 'float32' ? 'f32' : 'i32'}, ${per}>();
-  for (var j = 0u; j < ${per}u; j++) {
-    let e = word * ${per}u + j;
-    if (e >= ${total}u) { break; }
-    ${split}
-    let zb = ${at(3, 'n')};
-    ${loop}
-    ${epilogue}
-  }
-  out0[word] = ${packWord(outDType, Array.from({ length: per }, (_, j) => `r[${j}]`), caps)};
+  ${Array.from({ length: per }, (_, j) => `var r${j} = ${ep === 'float32' ? '0.0' : '0i'};`).join(' ')}
+  ${Array.from({ length: per }, (_, j) => `if (word * ${per}u + ${j}u < ${total}u) { r${j} = output(word * ${per}u + ${j}u, zpA); }`).join('\n  ')}
+  out0[word] = ${packWord(outDType, Array.from({ length: per }, (_, j) => `r${j}`), caps)};
 }`;
   return { workgroups: g.workgroups, source: withPrelude(source) };
 }
