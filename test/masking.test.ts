@@ -142,6 +142,20 @@ describe.each(WITH_WEBGPU)('masks and selections on %s', (device) => {
     await expect(async () => sn.oneHot(bad, 3).data()).rejects.toThrow(/oneHot: class index 3 at flat position 1 .* out of range for numClasses 3/);
   });
 
+  it('where takes scalars on either side with PyTorch\'s result dtypes', async () => {
+    const c = sn.tensor([true, false, true], { device });
+    const i = sn.tensor([1, 2, 3], { dtype: 'int32', device }), h = sn.tensor([0.5, 1.5, 2.5], { dtype: 'float16', device });
+    const cases: [Tensor, string, number[]][] = [
+      [sn.where(c, 1, 0), 'int32', [1, 0, 1]],
+      [sn.where(c, 1.5, 0), 'float32', [1.5, 0, 1.5]],
+      [sn.where(c, i, 2.5), 'float32', [1, 2.5, 3]],
+      [sn.where(c, -1, i), 'int32', [-1, 2, -1]],
+      [sn.where(c, h, 2), 'float16', [0.5, 2, 2.5]],
+      [i.where(c, 7), 'int32', [1, 7, 3]],
+    ];
+    for (const [t, dtype, values] of cases) expect([t.dtype, await t.toArray()]).toEqual([dtype, values]);
+  });
+
   it('nonzero, maskedSelect and unique match PyTorch', async () => {
     const x = sn.tensor([[0, 2, NaN], [3, 0, 2]], { device });
     expect(await (await sn.nonzero(x)).toArray()).toEqual([[0, 1], [0, 2], [1, 0], [1, 2]]);
