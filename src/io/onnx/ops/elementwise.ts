@@ -246,14 +246,16 @@ register({
   },
   Identity: { run: (_, [x]) => [x], minOpset: 1 },
   Dropout: {
-    // Inference: the input passes through and the mask is all true (training_mode=1 is refused).
-    run: (node, [x, , training], ctx) => {
+    // Inference (or a ratio of 0): the input passes through and the mask is all true. Random dropout in training
+    // mode is refused: its values could not match any other runtime's.
+    run: (node, [x, ratioV, training], ctx) => {
       const trainingMode = training !== undefined && ctx.host(training, 'training_mode').scalar('training_mode') !== 0;
-      if (trainingMode) node.fail('training_mode=1 is not supported (inference only)');
+      const ratio = ratioV === undefined ? 0.5 : ctx.host(ratioV, 'ratio').scalar('ratio');
+      if (trainingMode && ratio !== 0) node.fail(`training_mode=1 with ratio ${ratio} is not supported (inference, or ratio 0, only)`);
       const wantMask = node.outputs.length > 1 && node.outputs[1] !== '';
       return [x, wantMask ? full(x!.shape, true, { dtype: 'bool', device: ctx.device }) : undefined];
     },
-    hostInputs: [2],
+    hostInputs: [1, 2],
   },
 });
 

@@ -394,12 +394,17 @@ register({
   BatchNormalization: {
     run: (node, [x, scale, b, m, v], ctx) => {
       const eps = node.float('epsilon', 1e-5);
-      return [batchNorm(ctx.dev(x!, 'X'), ctx.dev(m!, 'input_mean'), ctx.dev(v!, 'input_var'), ctx.dev(scale!, 'scale'), ctx.dev(b!, 'B'), { eps })];
+      const t = ctx.dev(x!, 'X'), mean0 = ctx.dev(m!, 'input_mean'), var0 = ctx.dev(v!, 'input_var'), w = ctx.dev(scale!, 'scale'), bias = ctx.dev(b!, 'B');
+      if (node.int('training_mode', 0) !== 1) return [batchNorm(t, mean0, var0, w, bias, { eps })];
+      // Training mode (opset 14+): normalise with the batch's statistics (biased variance) and return the updated
+      // running statistics, input·momentum + batch·(1 − momentum), as ONNX's reference does.
+      const dims = [0, ...t.shape.slice(2).map((_, i) => i + 2)];
+      const batchMean = mean(t, dims), batchVar = variance(t, { dim: dims, correction: 0 });
+      const momentum = node.float('momentum', 0.9);
+      const running = (r: Tensor, cur: Tensor) => add(mul(r, momentum), mul(cur, 1 - momentum));
+      return [batchNorm(t, batchMean, batchVar, w, bias, { eps }), running(mean0, batchMean), running(var0, batchVar)];
     },
-    check: (node) => {
-      if (node.int('training_mode', 0) === 1) return 'training_mode=1 is not supported (inference only)';
-      return node.int('spatial', 1) === 0 ? 'spatial=0 is not supported' : undefined;
-    },
+    check: (node) => (node.int('spatial', 1) === 0 ? 'spatial=0 is not supported' : undefined),
   },
   InstanceNormalization: {
     run: (node, [x, scale, b], ctx) => {
