@@ -134,6 +134,15 @@ describe.each(WITH_WEBGPU)('integer arithmetic on %s', (device: DeviceName) => {
 });
 
 describe('integer arguments', () => {
+  it('a finite fill value out of an integer dtype\'s range is an error, as in PyTorch', () => {
+    expect(() => sn.full([2], 200, { dtype: 'int8' })).toThrow(/^full: value 200 cannot be converted to int8 without overflow \(its range is \[-128, 127\]\)$/);
+    expect(() => sn.full([2], -1, { dtype: 'uint8' })).toThrow(/full: value -1 cannot be converted to uint8/);
+    expect(() => sn.full([2], 2 ** 31, { dtype: 'int32' })).toThrow(/full: value 2147483648 cannot be converted to int32/);
+    const ok = sn.full([2], -128.9, { dtype: 'int8' });
+    expect(ok.dtype).toBe('int8');
+    ok.dispose();
+  });
+
   it('a fractional alpha with integral operands is an error, as in PyTorch', () => {
     const a = sn.tensor([1, 2], { dtype: 'int32' });
     expect(() => sn.add(a, a, { alpha: 0.5 })).toThrow(/add: for integral operands alpha must be an integer \(as in PyTorch\), got 0.5/);

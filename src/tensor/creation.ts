@@ -116,10 +116,24 @@ function parseSize<O extends object>(op: string, args: SizeAndOptions<O>): [numb
 }
 
 /** A tensor of `shape` filled with one value; `op` names the public function for errors. */
+const INT_RANGES: Partial<Record<DType, [number, number]>> = { int32: [-(2 ** 31), 2 ** 31 - 1], int8: [-128, 127], uint8: [0, 255] };
+
+/**
+ * A finite fill value an integer dtype cannot hold is an error, as in PyTorch (a tensor's values
+ * wrap when stored; a scalar this far out is a mistake). NaN and ±∞ give 0, as every float-to-int cast does.
+ */
+function checkFillRange(op: string, v: number, dtype: DType): void {
+  const range = INT_RANGES[dtype];
+  if (range && Number.isFinite(v) && !(Math.trunc(v) >= range[0] && Math.trunc(v) <= range[1])) {
+    throw new SinterError(op, `value ${v} cannot be converted to ${dtype} without overflow (its range is [${range[0]}, ${range[1]}])`);
+  }
+}
+
 function filled(op: string, shape: readonly number[], fillValue: number | boolean, opts: CreateOptions): Tensor {
   checkShape(op, shape);
   if (typeof fillValue !== 'number' && typeof fillValue !== 'boolean') throw new SinterError(op, `fillValue must be a number or boolean, got ${typeof fillValue}`);
   const dtype = dtypeOf(op, opts, typeof fillValue === 'boolean' ? 'bool' : 'float32');
+  checkFillRange(op, Number(fillValue), dtype);
   checkAllocation(op, shape, dtype, opts.device);
   const host = allocHost(dtype, numel(shape));
   host.fill(castValue(dtype, Number(fillValue)));
