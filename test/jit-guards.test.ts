@@ -264,6 +264,8 @@ describe('jit on webgpu: warm times include the GPU; a plan the device refuses l
     expect(r.warm!.count).toBeGreaterThanOrEqual(1);
     expect(r.warm!.count).toBeLessThanOrEqual(4);
     expect(String(r)).toMatch(/until the GPU finished/);
+    expect(String(r)).not.toContain('@compute');
+    expect(r.toString({ source: true })).toContain('@compute');
     f.dispose();
     x.dispose();
   });
