@@ -250,7 +250,8 @@ describe.each(PATHS)('float32 elementwise ops on the %s CPU path', (kind) => {
 });
 
 describe.each(PATHS)('float32 row kernels on the %s CPU path', (kind) => {
-  const rowsArb = fc.tuple(fc.array(int(1, 3), { maxLength: 2 }), int(1, 11)).chain(([lead, n]) => tensorCaseArb([...lead, n], { min: -30, max: 30 }));
+  // Short rows (every tail of the four-wide steps) and long ones (where float32 statistics would drift).
+  const rowsArb = fc.tuple(fc.array(int(1, 3), { maxLength: 2 }), fc.oneof(int(1, 11), int(1000, 3000))).chain(([lead, n]) => tensorCaseArb([...lead, n], { min: -30, max: 30 }));
 
   it('softmax over the last dim matches the float64 reference (row tails, strided views, ±∞ and NaN rows)', async () => {
     const softmaxRef = (rows: number[][]) => rows.flatMap((r) => { const m = Math.max(...r), e = r.map((v) => Math.exp(v - m)), s = e.reduce((a, b) => a + b, 0); return e.map((v) => v / s); });

@@ -3,8 +3,8 @@
 // ("env", "memory") and defines functions; each function body is written with `Code`, whose
 // methods are the instructions kernels use. The binary format: https://webassembly.github.io/spec/core/binary/
 
-export type ValType = 'i32' | 'f32' | 'v128';
-const VALTYPE: Record<ValType, number> = { i32: 0x7f, f32: 0x7d, v128: 0x7b };
+export type ValType = 'i32' | 'f32' | 'f64' | 'v128';
+const VALTYPE: Record<ValType, number> = { i32: 0x7f, f32: 0x7d, f64: 0x7c, v128: 0x7b };
 
 /** Instructions without immediates, by their text-format names. */
 const PLAIN = {
@@ -15,7 +15,8 @@ const PLAIN = {
   'f32.eq': 0x5b, 'f32.ne': 0x5c, 'f32.lt': 0x5d, 'f32.gt': 0x5e, 'f32.le': 0x5f, 'f32.ge': 0x60,
   'f32.abs': 0x8b, 'f32.neg': 0x8c, 'f32.ceil': 0x8d, 'f32.floor': 0x8e, 'f32.trunc': 0x8f, 'f32.nearest': 0x90, 'f32.sqrt': 0x91,
   'f32.add': 0x92, 'f32.sub': 0x93, 'f32.mul': 0x94, 'f32.div': 0x95, 'f32.min': 0x96, 'f32.max': 0x97, 'f32.copysign': 0x98,
-  'i32.trunc_f32_s': 0xa8, 'f32.convert_i32_s': 0xb2,
+  'f64.sqrt': 0x9f, 'f64.add': 0xa0, 'f64.sub': 0xa1, 'f64.mul': 0xa2, 'f64.div': 0xa3,
+  'i32.trunc_f32_s': 0xa8, 'f32.convert_i32_s': 0xb2, 'f32.demote_f64': 0xb6, 'f64.convert_i32_s': 0xb7, 'f64.promote_f32': 0xbb,
 } as const;
 
 /** SIMD128 instructions without immediates (prefix 0xfd, then this opcode as a LEB128 u32). */
@@ -64,6 +65,7 @@ function sleb(out: number[], v: number): void {
 }
 
 const f32Bytes = new Uint8Array(4), f32View = new DataView(f32Bytes.buffer);
+const f64Bytes = new Uint8Array(8), f64View = new DataView(f64Bytes.buffer);
 
 /** A function body under construction: its locals (after the params) and its instructions. */
 export class Code {
@@ -127,6 +129,11 @@ export class Code {
   i32(v: number): this {
     this.bytes.push(0x41);
     sleb(this.bytes, v);
+    return this;
+  }
+  f64(v: number): this {
+    f64View.setFloat64(0, v, true);
+    this.bytes.push(0x44, ...f64Bytes);
     return this;
   }
   f32(v: number): this {

@@ -71,27 +71,30 @@ function rowModule(): Uint8Array<ArrayBuffer> {
       });
     });
   });
-  m.func('layerNorm', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'], [], (c) => {
+  m.func('layerNorm', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'f64'], [], (c) => {
     const [x, out, w, b, rows, n, eps] = [0, 1, 2, 3, 4, 5, 6];
-    const acc = c.local('v128'), d = c.local('v128'), mean = c.local('v128'), rstd = c.local('v128'), count = c.local('f32');
-    eachRow(c, x, out, rows, n, (steps) => {
-      c.get(n).op('f32.convert_i32_s').set(count);
-      c.f32(0).simd('f32x4.splat').set(acc);
-      steps((i, valid) => void at(c, x, i).mem('v128.load').f32(0).simd('f32x4.splat').get(valid).simd('v128.bitselect').get(acc).simd('f32x4.add').set(acc));
-      horizontal(c, acc, 'f32.add');
-      c.get(count).op('f32.div').simd('f32x4.splat').set(mean);
-      c.f32(0).simd('f32x4.splat').set(acc);
-      steps((i, valid) => {
-        at(c, x, i).mem('v128.load').get(mean).simd('f32x4.sub').f32(0).simd('f32x4.splat').get(valid).simd('v128.bitselect').set(d);
-        c.get(d).get(d).simd('f32x4.mul').get(acc).simd('f32x4.add').set(acc);
+    const j = c.local('i32'), sum = c.local('f64'), mean = c.local('f64'), d = c.local('f64'), meanV = c.local('v128'), rstdV = c.local('v128');
+    /** Σ_j f(x[j]) in double, one element at a time: `term` turns the element (f64, on the stack) into the summand. */
+    const sumRow = (term: () => void): void => {
+      c.f64(0).set(sum);
+      c.forRange(j, () => c.i32(0), () => c.get(n), 1, () => {
+        c.get(sum);
+        at(c, x, j).mem('f32.load').op('f64.promote_f32');
+        term();
+        c.op('f64.add').set(sum);
       });
+    };
+    eachRow(c, x, out, rows, n, (steps) => {
+      // The statistics in double, as the JS kernel computes them (float32 sums of long rows drift).
+      sumRow(() => undefined);
+      c.get(sum).get(n).op('f64.convert_i32_s', 'f64.div').set(mean);
+      sumRow(() => void c.get(mean).op('f64.sub').tee(d).get(d).op('f64.mul'));
+      c.get(mean).op('f32.demote_f64').simd('f32x4.splat').set(meanV);
       // rstd = 1 / sqrt(Σd² / n + eps)
-      c.f32(1);
-      horizontal(c, acc, 'f32.add');
-      c.get(count).op('f32.div').get(eps).op('f32.add', 'f32.sqrt', 'f32.div').simd('f32x4.splat').set(rstd);
+      c.f64(1).get(sum).get(n).op('f64.convert_i32_s', 'f64.div').get(eps).op('f64.add', 'f64.sqrt', 'f64.div', 'f32.demote_f64').simd('f32x4.splat').set(rstdV);
       steps((i) => {
         at(c, out, i);
-        at(c, x, i).mem('v128.load').get(mean).simd('f32x4.sub').get(rstd).simd('f32x4.mul');
+        at(c, x, i).mem('v128.load').get(meanV).simd('f32x4.sub').get(rstdV).simd('f32x4.mul');
         at(c, w, i).mem('v128.load').simd('f32x4.mul');
         at(c, b, i).mem('v128.load').simd('f32x4.add').mem('v128.store');
       });
