@@ -57,20 +57,29 @@ export const wqMatmulOp = defineOp<WqAttrs>({
     const z = a.asymmetric ? inputs[3]! : null;
     const bias = a.hasBias ? inputs[a.asymmetric ? 4 : 3]! : null;
     const nb = a.k / a.blockSize, rowBytes = (a.k * a.bits) / 8, mid = 1 << (a.bits - 1);
-    for (let m = 0; m < a.m; m++) {
-      for (let n = 0; n < a.n; n++) {
-        let acc = 0;
-        for (let b = 0; b < nb; b++) {
-          const zp = z ? z.data[z.offset + n * z.strides[0]! + b * z.strides[1]!]! : mid;
-          let block = 0;
-          for (let k = b * a.blockSize; k < (b + 1) * a.blockSize; k++) {
-            const byte = q.data[q.offset + n * rowBytes + (a.bits === 8 ? k : k >> 1)]!;
-            const v = a.bits === 8 ? byte : (byte >> ((k & 1) * 4)) & 15;
-            block += x.data[x.offset + m * x.strides[0]! + k * x.strides[1]!]! * (v - zp);
-          }
-          acc += Math.fround(s.data[s.offset + n * s.strides[0]! + b * s.strides[1]!]! * Math.fround(block));
+    // The input rows, contiguous; then per weight row its integers minus the zero points (one row at a
+    // time: the float weight never exists whole), a block sum per scale, as the WGSL form computes.
+    const xs = new Float64Array(a.m * a.k);
+    for (let m = 0; m < a.m; m++) for (let k = 0; k < a.k; k++) xs[m * a.k + k] = x.data[x.offset + m * x.strides[0]! + k * x.strides[1]!]!;
+    const row = new Float64Array(a.k);
+    for (let n = 0; n < a.n; n++) {
+      for (let b = 0; b < nb; b++) {
+        const zp = z ? z.data[z.offset + n * z.strides[0]! + b * z.strides[1]!]! : mid;
+        for (let k = b * a.blockSize; k < (b + 1) * a.blockSize; k++) {
+          const byte = q.data[q.offset + n * rowBytes + (a.bits === 8 ? k : k >> 1)]!;
+          row[k] = (a.bits === 8 ? byte : (byte >> ((k & 1) * 4)) & 15) - zp;
         }
-        out!.data[m * a.n + n] = acc + (bias ? bias.data[bias.offset + n * bias.strides[0]!]! : 0);
+      }
+      const scales = Array.from({ length: nb }, (_, b) => s.data[s.offset + n * s.strides[0]! + b * s.strides[1]!]!);
+      const bn = bias ? bias.data[bias.offset + n * bias.strides[0]!]! : 0;
+      for (let m = 0; m < a.m; m++) {
+        let acc = 0;
+        for (let b = 0, k = 0; b < nb; b++) {
+          let block = 0;
+          for (const end = k + a.blockSize; k < end; k++) block += xs[m * a.k + k]! * row[k]!;
+          acc += Math.fround(scales[b]! * Math.fround(block));
+        }
+        out!.data[m * a.n + n] = acc + bn;
       }
     }
   },
