@@ -74,8 +74,9 @@ export interface JitReport {
   coldMs: number | null;
   /**
    * Median of recent later calls (ms; null until a second call). On WebGPU from each call until the
-   * device finished its work (sampled: one measurement in flight at a time), so the GPU's time is in
-   * it; on the CPU the calls' own time.
+   * host learnt that the device finished its work (sampled: one measurement in flight at a time), so
+   * the GPU's time is in it, and so is the time the host's thread kept the notice waiting (time calls
+   * that are awaited, e.g. with `await synchronize()` between them); on the CPU the calls' own time.
    */
   warmMs: number | null;
   /** Later calls' summary (the time `warmMs` describes); null until a second call. */
