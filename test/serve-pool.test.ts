@@ -27,11 +27,22 @@ describe('WorkerPool', () => {
     }
     const stats = pool.stats();
     expect(stats.completed).toBe(40);
+    await expect(pool.warmUp([sn.zeros([2, 2])])).resolves.toBeUndefined();
     expect(stats.batchesPerWorker.reduce((a, b) => a + b, 0)).toBe(Object.values(stats.batchSizes).reduce((a, b) => a + b, 0));
     // Both replicas took batches: with one busy, the next batch went to the other.
     expect(stats.batchesPerWorker.every((n) => n > 0)).toBe(true);
     await pool.close();
     await expect(pool.run(sn.tensor([1]))).rejects.toThrow(/closed/);
+  });
+
+  it('warmUp runs each batch once on every replica before serving', async () => {
+    const pool = new sn.serve.WorkerPool(echo, { workers: 2, maxDelayMs: 0 });
+    await pool.warmUp([sn.zeros([1, 2]), sn.zeros([4, 2])]);
+    // The replicas are idle again and answer as before (batchesPerWorker counts the warm-up batches too).
+    expect(await ((await pool.run(sn.tensor([1, 2]))) as Sinter.Tensor).toArray()).toEqual([2, 4]);
+    expect(pool.stats().batchesPerWorker.reduce((a, b) => a + b, 0)).toBe(2 * 2 + 1);
+    await expect(pool.warmUp([sn.tensor([[-1, 0]])])).rejects.toThrow('bad sample');
+    await pool.close();
   });
 
   it('fails only the batch a replica rejects, replaces a replica that dies, and keeps answering', async () => {

@@ -62,17 +62,21 @@ export async function loadModel(name, { device = 'cpu', batching = {}, workers }
 }
 
 /**
- * Runs a loaded model once at each batch size (zeros; dims of any size at `anySize`), so that compiling
- * the jitted plan of each size happens before the first request, not during it.
+ * Runs a model once at each batch size (zeros; dims of any size at `anySize`) in the process or on
+ * every replica of its pool, so that compiling the jitted plan of each size happens before the first
+ * request, not during it.
  */
-export async function warmUp(spec, sizes, anySize = 192) {
-  if (!spec.fn) return;
+export async function warmUp(spec, runner, sizes, anySize = 192) {
   for (const size of sizes) {
-    const feeds = Object.fromEntries(Object.entries(spec.inputs).map(([name, { shape, dtype }]) => [name, sn.zeros([size, ...shape.map((d) => d ?? anySize)], { dtype, device: spec.device })]));
-    const out = typeof spec.fn === 'function' ? await spec.fn(feeds['']) : await spec.fn.run(feeds);
-    const outs = out instanceof sn.Tensor ? [out] : Object.values(out);
-    for (const t of outs) await t.data();
-    outs.forEach((t) => t.dispose());
+    const feeds = Object.fromEntries(Object.entries(spec.inputs).map(([name, { shape, dtype }]) => [name, sn.zeros([size, ...shape.map((d) => d ?? anySize)], { dtype, device: spec.pool ? 'cpu' : spec.device })]));
+    const batch = '' in feeds ? feeds[''] : feeds;
+    if (spec.pool) await runner.warmUp([batch]);
+    else {
+      const out = typeof spec.fn === 'function' ? await spec.fn(batch) : await spec.fn.run(feeds);
+      const outs = out instanceof sn.Tensor ? [out] : Object.values(out);
+      for (const t of outs) await t.data();
+      outs.forEach((t) => t.dispose());
+    }
     Object.values(feeds).forEach((t) => t.dispose());
   }
 }
@@ -172,7 +176,7 @@ function disposeTree(tree) {
  * The Fastify app serving `models` (name → loadModel's result). `close()` shuts down gracefully: the
  * server stops accepting, every accepted request is answered, then the batchers and replicas stop.
  */
-export async function createApp({ models, requestTimeoutMs = 30_000, logger = false }) {
+export async function createApp({ models, requestTimeoutMs = 30_000, logger = false, warmBatchSizes = [] }) {
   const registry = new client.Registry();
   const latency = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
   const metric = {
@@ -195,6 +199,7 @@ export async function createApp({ models, requestTimeoutMs = 30_000, logger = fa
       ? new sn.serve.WorkerPool(spec.pool.source, { workers: spec.pool.workers, device: spec.pool.device, ...options })
       : new sn.serve.DynamicBatcher(spec.fn, options);
     if (spec.pool) await runner.ready();
+    await warmUp(spec, runner, warmBatchSizes);
     servers.set(name, { spec, runner });
   }
   new client.Gauge({
@@ -307,12 +312,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
   const sizes = o['batch-sizes'] ? o['batch-sizes'].split(',').map(Number).filter((n) => n <= maxBatchSize) : null;
   const batching = { maxBatchSize, maxDelayMs: Number(o['max-delay']), maxQueue: Number(o['max-queue']), ...(sizes ? { batchSizes: sizes } : {}) };
   const models = {};
-  for (const name of o.models.split(',')) {
-    models[name] = await loadModel(name, { device, batching, workers: o.workers ? Number(o.workers) : undefined });
-    await warmUp(models[name], sizes ?? [1]);
-  }
+  for (const name of o.models.split(',')) models[name] = await loadModel(name, { device, batching, workers: o.workers ? Number(o.workers) : undefined });
   // Per-request logging would cost more than a small model's batch: warnings only.
-  const server = await createApp({ models, logger: { level: 'warn' } });
+  const server = await createApp({ models, logger: { level: 'warn' }, warmBatchSizes: sizes ?? [1] });
   const address = await server.app.listen({ port: Number(o.port), host: o.host });
   console.log(`sinter serve: listening on ${address} (models ${Object.keys(models).join(', ')}, ${device})`);
   for (const signal of ['SIGINT', 'SIGTERM']) {

@@ -42,7 +42,10 @@ export interface BatchEvent {
   paddedSize: number;
   /** How long each sample waited in the queue (ms). */
   queueWaitMs: number[];
-  /** Assembling, running and slicing the batch (ms). */
+  /**
+   * Assembling, running and slicing the batch (ms). A jitted function on WebGPU returns once its work
+   * is submitted, so this is host time there; the device runs on while the next batch is assembled.
+   */
   runMs: number;
   /** Why the batch failed, if it did (all its callers were rejected with it). */
   error?: unknown;

@@ -189,16 +189,36 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
     else this.idle.push(r);
   }
 
+  /**
+   * Runs each of these batches (batch dim first, as the replicas' function takes them) once on every
+   * replica, discarding the outputs. A jitted function compiles a plan per batch size: warming the
+   * sizes the batcher will form (see `batchSizes`) keeps compiling out of the first requests. Call it
+   * after `ready()` and before serving.
+   */
+  async warmUp(batches: readonly In[]): Promise<void> {
+    await this.started;
+    for (const batch of batches) {
+      const wire = await toWire(batch, []);
+      if (this.idle.length !== this.replicas.length) throw new SinterError('WorkerPool.warmUp', 'replicas are busy: warm up before serving');
+      // Each replica goes back to the idle list when it answers.
+      await Promise.all(this.idle.splice(0).map((r) => this.runOn(r, wire, [])));
+    }
+  }
+
+  /** Posts one batch to a replica and resolves to its outputs. */
+  private runOn(replica: Replica, batch: WireTree, transfer: ArrayBuffer[]): Promise<WireTree> {
+    const id = this.nextId++;
+    return new Promise<WireTree>((resolve, reject) => {
+      replica.job = { id, resolve, reject };
+      replica.worker.postMessage({ type: 'run', id, batch } satisfies ToWorker, transfer);
+    });
+  }
+
   /** Runs one batch on a free replica: copies it there and its outputs back as CPU tensors. */
   private async dispatch(batch: In): Promise<Out> {
     const transfer: ArrayBuffer[] = [];
     const wire = await toWire(batch, transfer);
     const replica = this.idle.shift() ?? (await new Promise<Replica>((r) => this.waiting.push(r)));
-    const id = this.nextId++;
-    const outputs = await new Promise<WireTree>((resolve, reject) => {
-      replica.job = { id, resolve, reject };
-      replica.worker.postMessage({ type: 'run', id, batch: wire } satisfies ToWorker, transfer);
-    });
-    return fromWire(outputs, 'cpu') as Out;
+    return fromWire(await this.runOn(replica, wire, transfer), 'cpu') as Out;
   }
 }
