@@ -50,7 +50,7 @@ describe.each(WITH_WEBGPU)('scaledDotProductAttention on %s', (device) => {
         await expectClose(y, want, { tol: TOL });
         for (const t of [q, k, v, y, ...(m ? [m] : [])]) t.dispose();
       }),
-      propertyConfig({ numRuns: runs(device, 30) }),
+      propertyConfig({ numRuns: runs(device, 20) }),
     );
   });
 

@@ -38,7 +38,7 @@ describe.each(WITH_WEBGPU)('masks and selections on %s', (device) => {
         x.dispose();
         y.dispose();
       }),
-      propertyConfig({ numRuns: runs(device, 20) }),
+      propertyConfig({ numRuns: runs(device, 12) }),
     );
   });
 
@@ -61,7 +61,7 @@ describe.each(WITH_WEBGPU)('masks and selections on %s', (device) => {
         }
         x.dispose();
       }),
-      propertyConfig({ numRuns: runs(device, 20) }),
+      propertyConfig({ numRuns: runs(device, 12) }),
     );
   });
 
@@ -76,7 +76,7 @@ describe.each(WITH_WEBGPU)('masks and selections on %s', (device) => {
         await expectClose(y, ref(c.shape, c.values.map((v, i) => (m[i % last] ? castRef(dtype, value) : v))), { dtype, tol: { atol: 0, rtol: 0 } });
         for (const t of [x, mask, y]) t.dispose();
       }),
-      propertyConfig({ numRuns: runs(device, 20) }),
+      propertyConfig({ numRuns: runs(device, 12) }),
     );
   });
 
@@ -93,7 +93,7 @@ describe.each(WITH_WEBGPU)('masks and selections on %s', (device) => {
         expect(await all.item()).toBe(+zeroed.values.some((v) => v !== 0));
         for (const t of [x, a, b, all]) t.dispose();
       }),
-      propertyConfig({ numRuns: runs(device, 20) }),
+      propertyConfig({ numRuns: runs(device, 12) }),
     );
   });
 
@@ -108,7 +108,7 @@ describe.each(WITH_WEBGPU)('masks and selections on %s', (device) => {
         x.dispose();
         y.dispose();
       }),
-      propertyConfig({ numRuns: runs(device, 20) }),
+      propertyConfig({ numRuns: runs(device, 12) }),
     );
   });
 
@@ -123,7 +123,7 @@ describe.each(WITH_WEBGPU)('masks and selections on %s', (device) => {
         x.dispose();
         y.dispose();
       }),
-      propertyConfig({ numRuns: runs(device, 20) }),
+      propertyConfig({ numRuns: runs(device, 12) }),
     );
   });
 

@@ -52,7 +52,7 @@ describe.each(WITH_WEBGPU)('PyTorch ops on %s', (device) => {
         await expectClose(y, einsumRef(eq, cases.map(refOf)), { tol: TOL });
         for (const t of [...xs, y]) t.dispose();
       }),
-      propertyConfig({ numRuns: runs(device, 40) }),
+      propertyConfig({ numRuns: runs(device, 24) }),
     );
   });
 
@@ -105,7 +105,7 @@ describe.each(WITH_WEBGPU)('PyTorch ops on %s', (device) => {
         await expectClose(sn.maxPool1d(x, pk, { stride, padding: pp }), pool1dRef(await refOfTensor(x), 'max', pk, stride, pp), { tol: TOL });
         await expectClose(sn.avgPool1d(x, [pk], { stride: [stride], padding: pp }), pool1dRef(await refOfTensor(x), 'avg', pk, stride, pp), { tol: TOL });
       }),
-      propertyConfig({ numRuns: runs(device, 15) }),
+      propertyConfig({ numRuns: runs(device, 10) }),
     );
   });
 

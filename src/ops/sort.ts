@@ -4,6 +4,7 @@ import { numel, normDim } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { readContiguous } from '../kernels/cpu/util.js';
 import { bindings, computeType, loadElement } from '../kernels/wgsl/dtype.js';
+import type { GpuView, WebGpuCaps, WgslKernel, WgslProgram } from '../kernels/wgsl/kernel.js';
 import { GRID_PARAMS, grid, workgroupSize } from '../kernels/wgsl/grid.js';
 import { withPrelude } from '../kernels/wgsl/prelude.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
@@ -54,26 +55,42 @@ export const argsortOp = defineOp<ArgsortAttrs>({
     }
   },
   webgpu([x], { dim, descending }, [out], caps) {
-    // One invocation per element: its rank among its row (how many elements precede it, ties by
-    // position) is where its index goes. O(size²) per row, fully parallel and stable.
-    const shape = x!.shape.length === 0 ? [1] : x!.shape, strides = x!.shape.length === 0 ? [0] : x!.strides;
-    const n = numel(shape), size = shape[dim]!, inner = numel(shape.slice(dim + 1));
-    const t = computeType(x!.dtype), float = isFloat(x!.dtype);
-    const wg = workgroupSize(128, caps), g = grid('argsort', n, wg, caps);
-    const { lines, idx } = unravel('e', shape);
-    const at = (j: string) => offsetOf(x!.offset, strides, idx.map((v, d) => (d === dim ? j : v)));
-    const cmp = descending ? 'a > b' : 'a < b';
-    const nanRule = descending ? 'na && !nb' : '!na && nb';
-    const first = float
-      ? `fn first(a: f32, b: f32) -> bool {
+    const size = x!.shape.length === 0 ? 1 : x!.shape[dim]!;
+    return size <= RANK_MAX ? rankKernel(x!, dim, descending, caps) : bitonicProgram(x!, dim, descending, caps);
+  },
+});
+
+/** Rows up to this long are sorted by ranks (O(size²) per row, one dispatch); longer ones by a bitonic network. */
+const RANK_MAX = 2048;
+
+/** A 0-d view as 1-D of size 1, so every kernel sees one dim to sort along. */
+function asRows(x: GpuView): GpuView {
+  return x.shape.length === 0 ? { ...x, shape: [1], strides: [0] } : x;
+}
+
+/**
+ * One invocation per element: its rank among its row (how many elements precede it, ties by
+ * position) is where its index goes. O(size²) per row, fully parallel and stable.
+ */
+function rankKernel(view: GpuView, dim: number, descending: boolean, caps: WebGpuCaps): WgslKernel {
+  const x = asRows(view);
+  const n = numel(x.shape), size = x.shape[dim]!, inner = numel(x.shape.slice(dim + 1));
+  const t = computeType(x.dtype), float = isFloat(x.dtype);
+  const wg = workgroupSize(128, caps), g = grid('argsort', n, wg, caps);
+  const { lines, idx } = unravel('e', x.shape);
+  const at = (j: string) => offsetOf(x.offset, x.strides, idx.map((v, d) => (d === dim ? j : v)));
+  const cmp = descending ? 'a > b' : 'a < b';
+  const nanRule = descending ? 'na && !nb' : '!na && nb';
+  const first = float
+    ? `fn first(a: f32, b: f32) -> bool {
   let na = sn_isnan(a); let nb = sn_isnan(b);
   if (na || nb) { return ${nanRule}; }
   return ${cmp};
 }`
-      : `fn first(a: i32, b: i32) -> bool { return ${cmp}; }`;
-    const source = `${bindings([x!.dtype], ['int32'], caps)}
+    : `fn first(a: i32, b: i32) -> bool { return ${cmp}; }`;
+  const source = `${bindings([x.dtype], ['int32'], caps)}
 
-${withPrelude(`fn load(o: u32) -> ${t} { return ${loadElement('in0', x!.dtype, 'o', caps)}; }
+${withPrelude(`fn load(o: u32) -> ${t} { return ${loadElement('in0', x.dtype, 'o', caps)}; }
 
 ${first}
 
@@ -91,9 +108,69 @@ ${first}
   out0[e - pos * ${inner}u + r * ${inner}u] = i32(pos);
 }
 `)}`;
-    return { source, workgroups: g.workgroups };
-  },
-});
+  return { source, workgroups: g.workgroups };
+}
+
+/**
+ * Long rows: every element becomes a u32 key that orders as the values do (NaN largest, −0 = 0,
+ * inverted for descending), rows are padded to a power of two with keys and positions that sort
+ * last, and a bitonic network sorts (key, position) pairs: positions break ties, so the result is
+ * the stable order. One pass fills the scratch rows, log²-many compare-exchange passes sort them,
+ * and a last pass writes the positions out.
+ */
+function bitonicProgram(view: GpuView, dim: number, descending: boolean, caps: WebGpuCaps): WgslProgram {
+  const x = asRows(view);
+  const size = x.shape[dim]!, inner = numel(x.shape.slice(dim + 1)), rows = numel(x.shape) / size;
+  let P = 1;
+  while (P < size) P *= 2;
+  const total = rows * P, wg = workgroupSize(256, caps);
+  const decls = `${bindings([x.dtype], ['int32'], caps)}
+@group(0) @binding(2) var<storage, read_write> keys: array<u32>;
+@group(0) @binding(3) var<storage, read_write> pos: array<u32>;`;
+  const kernel = (body: string): WgslKernel => {
+    const g = grid('argsort', total, wg, caps);
+    return { label: 'argsort', source: `${decls}
+
+${withPrelude(`@compute @workgroup_size(${wg}) fn main(${GRID_PARAMS}) {
+  let i = ${g.index};
+  if (i >= ${total}u) { return; }
+  let row = i / ${P}u; let p = i % ${P}u;
+  ${body}
+}
+`)}`, workgroups: g.workgroups };
+  };
+  // Element (row, p) of the sort is logical element (a, p, b) of x, with row = a·inner + b.
+  const { lines, idx } = unravel('e', x.shape);
+  const logical = `let e = (row / ${inner}u) * ${size * inner}u + p * ${inner}u + row % ${inner}u;`;
+  const value = loadElement('in0', x.dtype, 'o', caps);
+  const key = isFloat(x.dtype)
+    ? `let f = f32(${value});
+  var k = select(bitcast<u32>(f), 0u, f == 0.0);
+  k = select(k | 0x80000000u, ~k, (k & 0x80000000u) != 0u);
+  keys[i] = select(${descending ? '~k' : 'k'}, ${descending ? '0u' : '0xffffffffu'}, sn_isnan(f));`
+    : `let k = bitcast<u32>(i32(${value})) ^ 0x80000000u;
+  keys[i] = ${descending ? '~k' : 'k'};`;
+  const fill = kernel(`if (p >= ${size}u) { keys[i] = 0xffffffffu; pos[i] = 0xffffffffu; return; }
+  ${logical}
+  ${lines.join(' ')}
+  let o = ${offsetOf(x.offset, x.strides, idx)};
+  ${key}
+  pos[i] = p;`);
+  const passes: WgslKernel[] = [fill];
+  for (let k = 2; k <= P; k *= 2) {
+    for (let j = k / 2; j >= 1; j /= 2) {
+      passes.push(kernel(`let l = i ^ ${j}u;
+  if (l <= i) { return; }
+  let up = (p & ${k}u) == 0u;
+  let ki = keys[i]; let kl = keys[l]; let pi = pos[i]; let pl = pos[l];
+  let greater = ki > kl || (ki == kl && pi > pl);
+  if (greater == up) { keys[i] = kl; keys[l] = ki; pos[i] = pl; pos[l] = pi; }`));
+    }
+  }
+  passes.push(kernel(`if (p >= ${size}u) { return; }
+  out0[(row / ${inner}u) * ${size * inner}u + p * ${inner}u + row % ${inner}u] = i32(pos[i]);`));
+  return { scratch: [{ bytes: 4 * total }, { bytes: 4 * total }], passes, label: 'argsort' };
+}
 
 export interface SortOptions {
   /** The dim to sort along (default −1). */
