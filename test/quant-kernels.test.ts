@@ -135,17 +135,27 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
 });
 
 describe('integer kernels: variants and errors', () => {
-  it('the packed path is chosen by capability and only for whole word rows', () => {
+  it('the packed dot-product paths are chosen by capability: direct for whole word rows, packed rows first otherwise', () => {
     const caps = { ...(getBackend('webgpu') as unknown as { caps: WebGpuCaps }).caps };
     const view = (shape: number[], dtype: 'int8' | 'uint8' | 'int32' | 'float32', strides = [shape[1]!, 1]) => ({ shape, dtype, strides, offset: 0 });
     const inputs = [view([3, 8], 'uint8'), view([5, 8], 'int8'), view([1], 'int32', [1]), view([5], 'int32', [1])];
     const out = [view([3, 5], 'int32')];
     const attrs = { m: 3, n: 5, k: 8, conv: null, output: 'int32' as const };
-    const source = (c: WebGpuCaps, ins = inputs, a = attrs) => (qgemmOp.webgpu!(ins, a, out, c) as { source: string }).source;
-    expect(source({ ...caps, packedDot4: true })).toContain('dot4I8Packed');
+    // A single kernel's source, or a program's passes joined.
+    const source = (c: WebGpuCaps, ins = inputs, a = attrs) => {
+      const form = qgemmOp.webgpu!(ins, a, out, c) as { source?: string; passes?: { source: string }[] };
+      return form.source ?? `PROGRAM ${form.passes!.map((p) => p.source).join('\n')}`;
+    };
+    const direct = source({ ...caps, packedDot4: true });
+    expect(direct).toContain('dot4I8Packed');
+    expect(direct).not.toContain('PROGRAM');
     expect(source({ ...caps, packedDot4: false })).not.toContain('dot4I8Packed');
-    expect(source({ ...caps, packedDot4: true }, [inputs[0]!, view([5, 8], 'int8', [1, 5]), inputs[2]!, inputs[3]!])).not.toContain('dot4I8Packed');
-    expect(source({ ...caps, packedDot4: true }, [view([3, 7], 'uint8'), view([5, 7], 'int8'), inputs[2]!, inputs[3]!], { ...attrs, k: 7 })).not.toContain('dot4I8Packed');
+    // Strided B or K not a multiple of 4: the rows are packed into words first, then the dot4 GEMM.
+    const strided = source({ ...caps, packedDot4: true }, [inputs[0]!, view([5, 8], 'int8', [1, 5]), inputs[2]!, inputs[3]!]);
+    expect(strided).toMatch(/^PROGRAM[\s\S]*dot4I8Packed/);
+    const odd = source({ ...caps, packedDot4: true }, [view([3, 7], 'uint8'), view([5, 7], 'int8'), inputs[2]!, inputs[3]!], { ...attrs, k: 7 });
+    expect(odd).toMatch(/^PROGRAM[\s\S]*dot4I8Packed/);
+    expect(source({ ...caps, packedDot4: false }, [view([3, 7], 'uint8'), view([5, 7], 'int8'), inputs[2]!, inputs[3]!], { ...attrs, k: 7 })).not.toContain('dot4I8Packed');
   });
 
   it('reject operands that are not quantised, mismatched shapes and bad output parameters', () => {

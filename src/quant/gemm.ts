@@ -2,7 +2,7 @@ import { SinterError } from '../errors.js';
 import { type CpuView, type TensorMeta, apply1, defineOp, describeMeta } from '../ops/op.js';
 import { bindings, loadElement, packWord, elementsPerWord } from '../kernels/wgsl/dtype.js';
 import { GRID_PARAMS, grid } from '../kernels/wgsl/grid.js';
-import type { GpuView, WebGpuCaps, WgslKernel } from '../kernels/wgsl/kernel.js';
+import type { GpuView, WebGpuCaps, WgslKernel, WgslProgram } from '../kernels/wgsl/kernel.js';
 import { withPrelude } from '../kernels/wgsl/prelude.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -65,7 +65,7 @@ export const qgemmOp = defineOp<QGemmAttrs>({
     qgemmCpu(inputs, a, out!);
   },
   webgpu(inputs, a, [out], caps) {
-    return qgemmWgsl(inputs, a, out!, caps);
+    return packedDot4Program(inputs, a, out!, caps) ?? qgemmWgsl(inputs, a, out!, caps);
   },
 });
 
@@ -222,4 +222,107 @@ fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
   out0[word] = ${packWord(outDType, Array.from({ length: per }, (_, j) => `r${j}`), caps)};
 }`;
   return { workgroups: g.workgroups, source: withPrelude(source) };
+}
+
+/**
+ * The packed path for operands that are not whole word rows (every conv, matmuls with K % 4 ≠ 0 or
+ * strided views), where the device has packed_4x8_integer_dot_product: pass 1 packs the A rows (for a
+ * conv: the im2col patch of each pixel and group) and the B rows into one scratch buffer, four bytes a
+ * word with K padded to a multiple of 4 by zero points (so the padding adds 0); pass 2 is the dot4 GEMM
+ * over the words. null where it does not apply (the direct kernel runs instead).
+ */
+function packedDot4Program(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslProgram | null {
+  const [x, w] = inputs as [GpuView, GpuView];
+  const c = a.conv;
+  const words = (v: GpuView) => v.strides[1] === 1 && v.strides[0] === a.k && v.offset % 4 === 0;
+  if (caps.packedDot4 !== true || (!c && a.k % 4 === 0 && words(x) && words(w))) return null;
+  if (inputs.length + 2 > caps.limits.maxStorageBuffersPerShaderStage) return null;
+  const kw4 = Math.ceil(a.k / 4);
+  const groups = c ? c.groups : 1;
+  const aRows = a.m * groups, rows = aRows + a.n;
+  const scratchBytes = rows * kw4 * 4;
+  if (scratchBytes > caps.limits.maxStorageBufferBindingSize) return null;
+  const ld = (buf: string, v: GpuView, i: string) => loadElement(buf, v.dtype, i, caps);
+  const at = (i: number, idx: string) => `in${i}[${inputs[i]!.offset}u + ${idx} * ${inputs[i]!.strides[0] ?? 0}u]`;
+  const ep = a.output;
+  const outDType = typeof ep === 'string' ? ep : ep.dtype;
+  const scratch = `@group(0) @binding(${inputs.length + 1}) var<storage, read_write> packed: array<u32>;`;
+  const head = `${bindings(inputs.map((t) => t.dtype), [outDType], caps)}\n${scratch}`;
+  // Pass 1: one invocation per scratch word. Rows [0, aRows) are A (row g·M + m), the rest B (row n).
+  const aValue = c ? 'aConv(m, g, k)' : ld('in0', x, `(${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u)`);
+  const conv = c
+    ? `fn aConv(m: u32, g: u32, k: u32) -> i32 {
+  let b = m / ${c.outHeight * c.outWidth}u; let pix = m % ${c.outHeight * c.outWidth}u;
+  let oh = i32(pix / ${c.outWidth}u); let ow = i32(pix % ${c.outWidth}u);
+  let ch = g * ${c.channels / c.groups}u + k / ${c.kernel[0] * c.kernel[1]}u; let t = k % ${c.kernel[0] * c.kernel[1]}u;
+  let ih = oh * ${c.stride[0]} - ${c.padding[0]} + i32(t / ${c.kernel[1]}u) * ${c.dilation[0]};
+  let iw = ow * ${c.stride[1]} - ${c.padding[1]} + i32(t % ${c.kernel[1]}u) * ${c.dilation[1]};
+  if (ih < 0 || ih >= ${c.height} || iw < 0 || iw >= ${c.width}) { return ${at(2, '0u')}; }
+  let ai = ${x.offset}u + b * ${x.strides[0]}u + ch * ${x.strides[1]}u + u32(ih) * ${x.strides[2]}u + u32(iw) * ${x.strides[3]}u;
+  return ${ld('in0', x, 'ai')};
+}`
+    : '';
+  const g1 = grid('qgemm', rows * kw4, 64, caps);
+  const pack = `${head}
+${conv}
+fn byteAt(row: u32, k: u32) -> i32 {
+  if (row < ${aRows}u) {
+    let m = row % ${a.m}u; let g = row / ${a.m}u;
+    if (k >= ${a.k}u) { return ${at(2, '0u')}; }
+    return ${aValue};
+  }
+  let n = row - ${aRows}u;
+  if (k >= ${a.k}u) { return ${at(3, 'n')}; }
+  return ${ld('in1', w, `(${w.offset}u + n * ${w.strides[0]}u + k * ${w.strides[1]}u)`)};
+}
+@compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
+  let word = ${g1.index};
+  if (word >= ${rows * kw4}u) { return; }
+  let row = word / ${kw4}u; let k0 = (word % ${kw4}u) * 4u;
+  var v = 0u;
+  for (var j = 0u; j < 4u; j++) { v |= (bitcast<u32>(byteAt(row, k0 + j)) & 255u) << (8u * j); }
+  packed[word] = v;
+}`;
+  // Pass 2: the dot4 GEMM over the packed words (uint8 bytes made signed by flipping their top bit).
+  const per = elementsPerWord(outDType, caps);
+  const total = out.shape.reduce((p, q) => p * q, 1);
+  const outWords = Math.ceil(total / per);
+  const g2 = grid('qgemm', outWords, 64, caps);
+  const split = c
+    ? `let pix = e % ${c.outHeight * c.outWidth}u; let n = (e / ${c.outHeight * c.outWidth}u) % ${a.n}u;
+  let m = (e / ${c.outHeight * c.outWidth * a.n}u) * ${c.outHeight * c.outWidth}u + pix; let g = n / ${a.n / groups}u;`
+    : `let m = e / ${a.n}u; let n = e % ${a.n}u; let g = 0u;`;
+  const flip = (v: GpuView, word: string) => (v.dtype === 'uint8' ? `(${word} ^ 0x80808080u)` : word);
+  const shift = (v: GpuView) => (v.dtype === 'uint8' ? ' - 128' : '');
+  const epilogue = ep === 'int32' ? 'return acc;' : ep === 'float32' ? `return f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};`
+    : `let v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};
+  return i32(clamp(round(v) + f32(${at(6, '0u')}), ${ep.lo}.0, ${ep.hi}.0));`;
+  const gemm = `${head}
+fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
+  ${split}
+  let za = zpA${shift(x)}; let zw = ${at(3, 'n')}${shift(w)};
+  var ab = 0i; var sa = 0i; var sw = 0i;
+  let arow = (g * ${a.m}u + m) * ${kw4}u; let wrow = (${aRows}u + n) * ${kw4}u;
+  for (var k = 0u; k < ${kw4}u; k++) {
+    let aw = ${flip(x, 'packed[arow + k]')}; let ww = ${flip(w, 'packed[wrow + k]')};
+    ab += dot4I8Packed(aw, ww); sa += dot4I8Packed(aw, 0x01010101u); sw += dot4I8Packed(ww, 0x01010101u);
+  }
+  let acc = ab - zw * sa - za * sw + ${kw4 * 4} * za * zw;
+  ${epilogue}
+}
+@compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
+  let word = ${g2.index};
+  if (word >= ${outWords}u) { return; }
+  let zpA = ${at(2, '0u')};
+  ${Array.from({ length: per }, (_, j) => `var r${j} = ${ep === 'float32' ? '0.0' : '0i'};`).join(' ')}
+  ${Array.from({ length: per }, (_, j) => `if (word * ${per}u + ${j}u < ${total}u) { r${j} = output(word * ${per}u + ${j}u, zpA); }`).join('\n  ')}
+  out0[word] = ${packWord(outDType, Array.from({ length: per }, (_, j) => `r${j}`), caps)};
+}`;
+  return {
+    scratch: [{ bytes: scratchBytes }],
+    passes: [
+      { source: withPrelude(pack), workgroups: g1.workgroups },
+      { source: withPrelude(gemm), workgroups: g2.workgroups },
+    ],
+  };
 }
