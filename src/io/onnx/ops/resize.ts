@@ -1,7 +1,9 @@
-import { add } from '../../../ops/binary.js';
+import { add, div, eq, mul, sub, where } from '../../../ops/binary.js';
 import { interpolate } from '../../../ops/interpolate.js';
 import { matmul } from '../../../ops/linalg.js';
-import { permute } from '../../../ops/views.js';
+import { gather } from '../../../ops/movement.js';
+import { abs, clamp, floor, round } from '../../../ops/unary.js';
+import { narrow, permute, reshape, unsqueeze } from '../../../ops/views.js';
 import { isFloat } from '../../../tensor/dtype.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import { hostOf } from '../host.js';
@@ -219,5 +221,93 @@ register({
       return [resize(node, ctx, ctx.dev(x!, 'X'), undefined, s, undefined)];
     },
     hostInputs: [1],
+  },
+});
+
+// ---- GridSample -----------------------------------------------------------------------------------
+
+/**
+ * PyTorch's reflect_coordinates: x reflected into [low/2, high/2] (twice the bounds are given, so that the
+ * half-pixel bounds of align_corners=0 stay integers), then clipped to [0, size − 1].
+ */
+function reflect(x: Tensor, twiceLow: number, twiceHigh: number, size: number): Tensor {
+  if (twiceLow === twiceHigh) return mul(x, 0);
+  const min = twiceLow / 2, span = (twiceHigh - twiceLow) / 2;
+  const d = abs(sub(x, min));
+  const flips = floor(div(d, span)), extra = sub(d, mul(flips, span));
+  const even = eq(sub(flips, mul(floor(div(flips, 2)), 2)), 0);
+  return clamp(where(even, add(extra, min), add(sub(span, extra), min)), 0, size - 1);
+}
+
+/**
+ * GridSample (2-D) as PyTorch's grid_sample: X [N, C, H, W] sampled at grid [N, Ho, Wo, 2] (x, y in [−1, 1]) with
+ * bilinear, nearest (half to even) or bicubic (A = −0.75) interpolation and zeros, border or reflection padding.
+ * Each tap is a gather from X flattened per channel.
+ */
+function gridSample(node: OnnxNode, x: Tensor, grid: Tensor): Tensor {
+  const legacy: Record<string, string> = { bilinear: 'linear', bicubic: 'cubic' };
+  const rawMode = node.string('mode', node.opset >= 20 ? 'linear' : 'bilinear');
+  const mode = legacy[rawMode] ?? rawMode;
+  const padding = node.string('padding_mode', 'zeros'), align = node.int('align_corners', 0) === 1;
+  if (x.ndim !== 4 || grid.ndim !== 4 || grid.shape[3] !== 2 || grid.shape[0] !== x.shape[0]) {
+    node.fail(`X ${x.describe()} must be [N, C, H, W] and grid ${grid.describe()} [N, Ho, Wo, 2] (only 2-D sampling is supported)`);
+  }
+  const [n, c, h, w] = x.shape as [number, number, number, number];
+  const [, ho, wo] = grid.shape as [number, number, number];
+  const flat = reshape(x, [n, c, h * w]);
+  const unnormalize = (g: Tensor, size: number) => (align ? mul(add(g, 1), (size - 1) / 2) : div(sub(mul(add(g, 1), size), 1), 2));
+  const pad = (v: Tensor, size: number) => {
+    if (padding === 'border') return clamp(v, 0, size - 1);
+    if (padding === 'reflection') return align ? reflect(v, 0, 2 * (size - 1), size) : reflect(v, -1, 2 * size - 1, size);
+    return v;
+  };
+  const gx = unnormalize(narrow(grid, 3, 0, 1).squeeze(3), w), gy = unnormalize(narrow(grid, 3, 1, 1).squeeze(3), h);
+  /** X at integer coordinates (float tensors [N, Ho, Wo]), zero outside the image: [N, C, Ho, Wo]. */
+  const tap = (xi: Tensor, yi: Tensor): Tensor => {
+    const inside = xi.ge(0).logicalAnd(xi.le(w - 1)).logicalAnd(yi.ge(0)).logicalAnd(yi.le(h - 1));
+    const index = add(mul(clamp(yi, 0, h - 1), w), clamp(xi, 0, w - 1)).to('int32');
+    const picked = reshape(gather(flat, 2, reshape(index, [n, 1, ho * wo]).expand([n, c, ho * wo])), [n, c, ho, wo]);
+    return where(unsqueeze(inside, 1), picked, 0);
+  };
+  if (mode === 'nearest') return tap(round(pad(gx, w)), round(pad(gy, h)));
+  if (mode === 'linear') {
+    const px = pad(gx, w), py = pad(gy, h);
+    const x0 = floor(px), y0 = floor(py), tx = unsqueeze(sub(px, x0), 1), ty = unsqueeze(sub(py, y0), 1);
+    const x1 = add(x0, 1), y1 = add(y0, 1);
+    const top = add(mul(tap(x0, y0), sub(1, tx)), mul(tap(x1, y0), tx));
+    const bottom = add(mul(tap(x0, y1), sub(1, tx)), mul(tap(x1, y1), tx));
+    return add(mul(top, sub(1, ty)), mul(bottom, ty));
+  }
+  if (mode !== 'cubic') node.fail(`mode '${rawMode}' is not linear, nearest or cubic`);
+  // Bicubic pads each of the 16 taps' coordinates, as PyTorch does.
+  const A = -0.75;
+  const weights = (t: Tensor) => {
+    const near = (d: Tensor) => add(mul(mul(sub(mul(d, A + 2), A + 3), d), d), 1);
+    const far = (d: Tensor) => sub(mul(sub(mul(sub(mul(d, A), 5 * A), d), -8 * A), d), 4 * A);
+    return [far(add(t, 1)), near(t), near(sub(1, t)), far(sub(2, t))];
+  };
+  const x0 = floor(gx), y0 = floor(gy);
+  const wx = weights(unsqueeze(sub(gx, x0), 1)), wy = weights(unsqueeze(sub(gy, y0), 1));
+  let out: Tensor | null = null;
+  for (let j = 0; j < 4; j++) {
+    let row: Tensor | null = null;
+    for (let i = 0; i < 4; i++) {
+      const v = mul(tap(pad(add(x0, i - 1), w), pad(add(y0, j - 1), h)), wx[i]!);
+      row = row ? add(row, v) : v;
+    }
+    const v = mul(row!, wy[j]!);
+    out = out ? add(out, v) : v;
+  }
+  return out!;
+}
+
+register({
+  GridSample: {
+    run: (node, [x, grid], ctx) => [gridSample(node, ctx.dev(x!, 'X'), ctx.dev(grid!, 'grid'))],
+    check: (node) => {
+      const p = node.string('padding_mode', 'zeros');
+      return ['zeros', 'border', 'reflection'].includes(p) ? undefined : `padding_mode '${p}' is not zeros, border or reflection`;
+    },
+    minOpset: 16,
   },
 });
