@@ -142,7 +142,7 @@ function sampleFromJson(body, specs) {
     const shape = entry.shape ?? nested;
     const n = checkSample(what, spec, shape, dtype);
     if (flat.length !== n) throw new BadRequest(`${what}: ${flat.length} values given, shape [${shape.join(', ')}] needs ${n}`);
-    tensors[name] = sn.tensor(flat, { dtype, shape });
+    tensors[name] = sn.tensor(flat, { dtype, shape, device: 'cpu' });
   }
   return names.length === 1 && names[0] === '' ? tensors[''] : tensors;
 }
@@ -163,7 +163,7 @@ function sampleFromBinary(body, headers, specs) {
   }
   // Copy: the body's bytes may sit at an offset not aligned for the typed array.
   const values = new Array_(new Uint8Array(body).buffer.slice(0), 0, n);
-  const t = sn.tensor(values, { dtype, shape });
+  const t = sn.tensor(values, { dtype, shape, device: 'cpu' });
   return names[0] === '' ? t : { [names[0]]: t };
 }
 
@@ -194,10 +194,12 @@ export async function createApp({ models, requestTimeoutMs = 30_000, logger = fa
       metric.run.observe({ model: name }, e.runMs / 1000);
       for (const w of e.queueWaitMs) metric.queueWait.observe({ model: name }, w / 1000);
     };
+    // Samples arrive on the CPU: each batch is uploaded once, and read back once (not once per caller).
     const options = { maxBatchSize: 32, maxDelayMs: 5, maxQueue: 256, ...spec.batching, onBatch };
+    const inProcess = { ...options, ...(spec.device ? { device: spec.device, resultDevice: 'cpu' } : {}) };
     const runner = spec.pool
       ? new sn.serve.WorkerPool(spec.pool.source, { workers: spec.pool.workers, device: spec.pool.device, ...options })
-      : new sn.serve.DynamicBatcher(spec.fn, options);
+      : new sn.serve.DynamicBatcher(spec.fn, inProcess);
     if (spec.pool) await runner.ready();
     await warmUp(spec, runner, warmBatchSizes);
     servers.set(name, { spec, runner });

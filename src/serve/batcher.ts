@@ -70,6 +70,11 @@ export interface DynamicBatcherOptions {
   pad?: PadOptions;
   /** Move each assembled batch to this device (default: where the samples are), e.g. stack on the CPU, upload once. */
   device?: DeviceName;
+  /**
+   * Move each batch's outputs here before slicing them (default: leave them where `fn` made them).
+   * 'cpu' reads a WebGPU batch back once, instead of once per caller.
+   */
+  resultDevice?: DeviceName;
   /** Called after every batch, successful or not (for metrics); an exception it throws is ignored. */
   onBatch?: (event: BatchEvent) => void;
 }
@@ -378,6 +383,17 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
       const leaves: Tensor[] = [];
       try {
         collect(out, leaves);
+        const target = this.options.resultDevice;
+        if (target && leaves.some((t) => t.device !== target)) {
+          const moved = new Map<Tensor, Tensor>();
+          for (const t of leaves) {
+            const m = await t.toDevice(target);
+            if (m !== t) owned.add(m);
+            moved.set(t, m);
+          }
+          out = rebuild(out, (t) => moved.get(t)!) as Out;
+          return this.slice(out, [...moved.values()], samples.length, paddedSize);
+        }
         return this.slice(out, leaves, samples.length, paddedSize);
       } finally {
         for (const t of leaves) owned.add(t);
