@@ -126,85 +126,44 @@ function roundHalfEven(v: number): number {
   return r > 0.5 ? f + 1 : r < 0.5 ? f : f % 2 === 0 ? f : f + 1;
 }
 
+/** WGSL reading element `idx` of parameter vector input i through its view (offset and stride; stride 0 when broadcast). */
+const paramReader = (inputs: readonly GpuView[]) => (i: number, idx: string) => `in${i}[${inputs[i]!.offset}u + ${idx} * ${inputs[i]!.strides[0] ?? 0}u]`;
+
 /**
- * WGSL: one invocation computes the `elementsPerWord` consecutive outputs of one output word (int8
- * outputs are packed four to a u32; one call of `output` each, unrolled), each an int32 dot product over k: four bytes at a time with
- * dot4I8Packed where the device has packed_4x8_integer_dot_product and the operands are whole word
- * rows, else byte by byte. Loop bounds, shapes and
- * strides are constants; the per-call values are the zero-point and multiplier inputs.
+ * The packed dot-product loop over `words` words of A and B (read by `aWord(k)`, `bWord(k)`), leaving
+ * `acc` = Σ(a − zpA)(b − zb) over 4·words entries. uint8 operands become signed by flipping each byte's
+ * top bit (q − 128); the zero points are applied after the loop from the operand sums:
+ * Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb.
  */
-function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
-  const [x, w] = inputs as [GpuView, GpuView];
+function dot4Loop(x: GpuView, w: GpuView, aWord: string, bWord: string, words: number): string {
+  const signed = (v: GpuView, word: string) => (v.dtype === 'uint8' ? `(${word} ^ 0x80808080u)` : word);
+  const shift = (v: GpuView) => (v.dtype === 'uint8' ? ' - 128' : '');
+  return `let za = zpA${shift(x)}; let zw = zb${shift(w)};
+  var ab = 0i; var sa = 0i; var sw = 0i;
+  for (var k = 0u; k < ${words}u; k++) {
+    let aw = ${signed(x, aWord)}; let ww = ${signed(w, bWord)};
+    ab += dot4I8Packed(aw, ww); sa += dot4I8Packed(aw, 0x01010101u); sw += dot4I8Packed(ww, 0x01010101u);
+  }
+  let acc = ab - zw * sa - za * sw + ${words * 4} * za * zw;`;
+}
+
+/**
+ * A GEMM module: `output(e, zpA)` computes output element e (its body: `split` names m, n and, for
+ * convs, b/oh/ow/g; `loop` leaves `acc`; then the epilogue), and each invocation writes one output word
+ * from its elements, unrolled.
+ */
+function gemmModule(head: string, a: QGemmAttrs, inputs: readonly GpuView[], out: GpuView, caps: WebGpuCaps, split: string, loop: string): { source: string; workgroups: number[] } {
   const ep = a.output;
-  // Parameter vectors are read through their views (offset and stride; stride 0 when broadcast).
-  const at = (i: number, idx: string) => `in${i}[${inputs[i]!.offset}u + ${idx} * ${inputs[i]!.strides[0] ?? 0}u]`;
+  const at = paramReader(inputs);
   const outDType = typeof ep === 'string' ? ep : ep.dtype;
   const per = elementsPerWord(outDType, caps);
   const total = out.shape.reduce((p, q) => p * q, 1);
   const words = Math.ceil(total / per);
   const g = grid('qgemm', words, 64, caps);
-  const c = a.conv;
-  const ld = (buf: string, v: GpuView, i: string) => loadElement(buf, v.dtype, i, caps);
-  const inTypes = inputs.map((t) => t.dtype);
-  let split: string, aLoad: string;
-  if (!c) {
-    split = `let m = e / ${a.n}u; let n = e % ${a.n}u;`;
-    aLoad = `let ai = ${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u; let av = ${ld('in0', x, 'ai')};`;
-  } else {
-    const hw = c.outHeight * c.outWidth, ocg = a.n / c.groups;
-    split = `let pix = e % ${hw}u; let n = (e / ${hw}u) % ${a.n}u; let b = e / ${hw * a.n}u;
-      let oh = i32(pix / ${c.outWidth}u); let ow = i32(pix % ${c.outWidth}u); let g = n / ${ocg}u;`;
-    aLoad = '';
-  }
-  // With packed dot products, a matmul whose operands are whole rows of words reads 4 bytes per load:
-  // uint8 operands become signed by flipping each byte's top bit (q − 128), and the zero points are
-  // applied after the loop from the operand sums: Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb.
-  const words4 = (v: GpuView) => v.strides[1] === 1 && v.strides[0] === a.k && v.offset % 4 === 0;
-  const dot4 = !c && caps.packedDot4 === true && a.k % 4 === 0 && words4(x) && words4(w);
-  let loop: string;
-  if (dot4) {
-    const signed = (v: GpuView, word: string) => (v.dtype === 'uint8' ? `(${word} ^ 0x80808080u)` : word);
-    const shift = (v: GpuView) => (v.dtype === 'uint8' ? ' - 128' : '');
-    loop = `let za = zpA${shift(x)}; let zw = zb${shift(w)};
-    var ab = 0i; var sa = 0i; var sw = 0i;
-    let arow = ${x.offset / 4}u + m * ${a.k / 4}u; let wrow = ${w.offset / 4}u + n * ${a.k / 4}u;
-    for (var k = 0u; k < ${a.k / 4}u; k++) {
-      let aw = ${signed(x, 'in0[arow + k]')}; let ww = ${signed(w, 'in1[wrow + k]')};
-      ab += dot4I8Packed(aw, ww); sa += dot4I8Packed(aw, 0x01010101u); sw += dot4I8Packed(ww, 0x01010101u);
-    }
-    let acc = ab - zw * sa - za * sw + ${a.k} * za * zw;`;
-  } else if (c) {
-    // Convolution: nested loops over (channel, kernel row, kernel column), so no division per tap; a
-    // padded position contributes 0 (the input's zero point minus itself).
-    const [kh, kw] = c.kernel, cg = c.channels / c.groups;
-    loop = `var acc = 0i;
-    for (var ci = 0u; ci < ${cg}u; ci++) {
-      let xc = ${x.offset}u + b * ${x.strides[0]}u + (g * ${cg}u + ci) * ${x.strides[1]}u;
-      let wc = ${w.offset}u + n * ${w.strides[0]}u + ci * ${kh * kw * w.strides[1]!}u;
-      for (var i = 0u; i < ${kh}u; i++) {
-        let ih = oh * ${c.stride[0]} - ${c.padding[0]} + i32(i) * ${c.dilation[0]};
-        if (ih < 0 || ih >= ${c.height}) { continue; }
-        for (var jj = 0u; jj < ${kw}u; jj++) {
-          let iw = ow * ${c.stride[1]} - ${c.padding[1]} + i32(jj) * ${c.dilation[1]};
-          if (iw < 0 || iw >= ${c.width}) { continue; }
-          let ai = xc + u32(ih) * ${x.strides[2]}u + u32(iw) * ${x.strides[3]}u;
-          let wi = wc + (i * ${kw}u + jj) * ${w.strides[1]}u;
-          acc += (${ld('in0', x, 'ai')} - zpA) * (${ld('in1', w, 'wi')} - zb);
-        }
-      }
-    }`;
-  } else {
-    loop = `var acc = 0i;
-    for (var k = 0u; k < ${a.k}u; k++) {
-      ${aLoad}
-      let wi = ${w.offset}u + n * ${w.strides[0]}u + k * ${w.strides[1]}u;
-      acc += (av - zpA) * (${ld('in1', w, 'wi')} - zb);
-    }`;
-  }
   const epilogue = ep === 'int32' ? 'return acc;' : ep === 'float32' ? `return f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};`
     : `let v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};
   return i32(clamp(round(v) + f32(${at(6, '0u')}), ${ep.lo}.0, ${ep.hi}.0));`;
-  const source = `${bindings(inTypes, [outDType], caps)}
+  const source = `${head}
 
 fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
   ${split}
@@ -221,7 +180,58 @@ fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
   ${Array.from({ length: per }, (_, j) => `if (word * ${per}u + ${j}u < ${total}u) { r${j} = output(word * ${per}u + ${j}u, zpA); }`).join('\n  ')}
   out0[word] = ${packWord(outDType, Array.from({ length: per }, (_, j) => `r${j}`), caps)};
 }`;
-  return { workgroups: g.workgroups, source: withPrelude(source) };
+  return { source: withPrelude(source), workgroups: g.workgroups };
+}
+
+/** Rows of `v` are whole, aligned words (the direct dot4 path reads them in place). */
+const wordRows = (v: GpuView, k: number) => k % 4 === 0 && v.strides[1] === 1 && v.strides[0] === k && v.offset % 4 === 0;
+
+/**
+ * The direct WGSL kernel (see gemmModule): four bytes at a time with dot4I8Packed where the device has
+ * packed_4x8_integer_dot_product and both operands are whole word rows, else byte by byte (convs with
+ * nested loops over channel and kernel taps). Loop bounds, shapes and strides are constants; the
+ * per-call values are the zero-point and multiplier inputs.
+ */
+function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
+  const [x, w] = inputs as [GpuView, GpuView];
+  const outDType = typeof a.output === 'string' ? a.output : a.output.dtype;
+  const c = a.conv;
+  const ld = (buf: string, v: GpuView, i: string) => loadElement(buf, v.dtype, i, caps);
+  let split: string, loop: string;
+  if (!c) {
+    split = `let m = e / ${a.n}u; let n = e % ${a.n}u;`;
+    loop = caps.packedDot4 === true && wordRows(x, a.k) && wordRows(w, a.k)
+      ? dot4Loop(x, w, `in0[${x.offset / 4}u + m * ${a.k / 4}u + k]`, `in1[${w.offset / 4}u + n * ${a.k / 4}u + k]`, a.k / 4)
+      : `var acc = 0i;
+  for (var k = 0u; k < ${a.k}u; k++) {
+    let ai = ${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u;
+    let wi = ${w.offset}u + n * ${w.strides[0]}u + k * ${w.strides[1]}u;
+    acc += (${ld('in0', x, 'ai')} - zpA) * (${ld('in1', w, 'wi')} - zb);
+  }`;
+  } else {
+    // Convolution: nested loops over (channel, kernel row, kernel column), so no division per tap; a
+    // padded position contributes 0 (the input's zero point minus itself).
+    const [kh, kw] = c.kernel, hw = c.outHeight * c.outWidth, cg = c.channels / c.groups;
+    split = `let pix = e % ${hw}u; let n = (e / ${hw}u) % ${a.n}u; let b = e / ${hw * a.n}u;
+  let oh = i32(pix / ${c.outWidth}u); let ow = i32(pix % ${c.outWidth}u); let g = n / ${a.n / c.groups}u;`;
+    loop = `var acc = 0i;
+  for (var ci = 0u; ci < ${cg}u; ci++) {
+    let xc = ${x.offset}u + b * ${x.strides[0]}u + (g * ${cg}u + ci) * ${x.strides[1]}u;
+    let wc = ${w.offset}u + n * ${w.strides[0]}u + ci * ${kh * kw * w.strides[1]!}u;
+    for (var i = 0u; i < ${kh}u; i++) {
+      let ih = oh * ${c.stride[0]} - ${c.padding[0]} + i32(i) * ${c.dilation[0]};
+      if (ih < 0 || ih >= ${c.height}) { continue; }
+      for (var jj = 0u; jj < ${kw}u; jj++) {
+        let iw = ow * ${c.stride[1]} - ${c.padding[1]} + i32(jj) * ${c.dilation[1]};
+        if (iw < 0 || iw >= ${c.width}) { continue; }
+        let ai = xc + u32(ih) * ${x.strides[2]}u + u32(iw) * ${x.strides[3]}u;
+        let wi = wc + (i * ${kw}u + jj) * ${w.strides[1]}u;
+        acc += (${ld('in0', x, 'ai')} - zpA) * (${ld('in1', w, 'wi')} - zb);
+      }
+    }
+  }`;
+  }
+  return gemmModule(bindings(inputs.map((t) => t.dtype), [outDType], caps), a, inputs, out, caps, split, loop);
 }
 
 /**
@@ -234,8 +244,7 @@ fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
 function packedDot4Program(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslProgram | null {
   const [x, w] = inputs as [GpuView, GpuView];
   const c = a.conv;
-  const words = (v: GpuView) => v.strides[1] === 1 && v.strides[0] === a.k && v.offset % 4 === 0;
-  if (caps.packedDot4 !== true || (!c && a.k % 4 === 0 && words(x) && words(w))) return null;
+  if (caps.packedDot4 !== true || (!c && wordRows(x, a.k) && wordRows(w, a.k))) return null;
   if (inputs.length + 2 > caps.limits.maxStorageBuffersPerShaderStage) return null;
   const kw4 = Math.ceil(a.k / 4);
   const groups = c ? c.groups : 1;
@@ -243,9 +252,8 @@ function packedDot4Program(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuVi
   const scratchBytes = rows * kw4 * 4;
   if (scratchBytes > caps.limits.maxStorageBufferBindingSize) return null;
   const ld = (buf: string, v: GpuView, i: string) => loadElement(buf, v.dtype, i, caps);
-  const at = (i: number, idx: string) => `in${i}[${inputs[i]!.offset}u + ${idx} * ${inputs[i]!.strides[0] ?? 0}u]`;
-  const ep = a.output;
-  const outDType = typeof ep === 'string' ? ep : ep.dtype;
+  const at = paramReader(inputs);
+  const outDType = typeof a.output === 'string' ? a.output : a.output.dtype;
   const scratch = `@group(0) @binding(${inputs.length + 1}) var<storage, read_write> packed: array<u32>;`;
   const head = `${bindings(inputs.map((t) => t.dtype), [outDType], caps)}\n${scratch}`;
   // Pass 1: one invocation per scratch word. Rows [0, aRows) are A (row g·M + m), the rest B (row n).
@@ -283,46 +291,17 @@ fn byteAt(row: u32, k: u32) -> i32 {
   for (var j = 0u; j < 4u; j++) { v |= (bitcast<u32>(byteAt(row, k0 + j)) & 255u) << (8u * j); }
   packed[word] = v;
 }`;
-  // Pass 2: the dot4 GEMM over the packed words (uint8 bytes made signed by flipping their top bit).
-  const per = elementsPerWord(outDType, caps);
-  const total = out.shape.reduce((p, q) => p * q, 1);
-  const outWords = Math.ceil(total / per);
-  const g2 = grid('qgemm', outWords, 64, caps);
+  // Pass 2: the dot4 GEMM over the packed words.
   const split = c
     ? `let pix = e % ${c.outHeight * c.outWidth}u; let n = (e / ${c.outHeight * c.outWidth}u) % ${a.n}u;
   let m = (e / ${c.outHeight * c.outWidth * a.n}u) * ${c.outHeight * c.outWidth}u + pix; let g = n / ${a.n / groups}u;`
     : `let m = e / ${a.n}u; let n = e % ${a.n}u; let g = 0u;`;
-  const flip = (v: GpuView, word: string) => (v.dtype === 'uint8' ? `(${word} ^ 0x80808080u)` : word);
-  const shift = (v: GpuView) => (v.dtype === 'uint8' ? ' - 128' : '');
-  const epilogue = ep === 'int32' ? 'return acc;' : ep === 'float32' ? `return f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};`
-    : `let v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};
-  return i32(clamp(round(v) + f32(${at(6, '0u')}), ${ep.lo}.0, ${ep.hi}.0));`;
-  const gemm = `${head}
-fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
-  ${split}
-  let za = zpA${shift(x)}; let zw = ${at(3, 'n')}${shift(w)};
-  var ab = 0i; var sa = 0i; var sw = 0i;
-  let arow = (g * ${a.m}u + m) * ${kw4}u; let wrow = (${aRows}u + n) * ${kw4}u;
-  for (var k = 0u; k < ${kw4}u; k++) {
-    let aw = ${flip(x, 'packed[arow + k]')}; let ww = ${flip(w, 'packed[wrow + k]')};
-    ab += dot4I8Packed(aw, ww); sa += dot4I8Packed(aw, 0x01010101u); sw += dot4I8Packed(ww, 0x01010101u);
-  }
-  let acc = ab - zw * sa - za * sw + ${kw4 * 4} * za * zw;
-  ${epilogue}
-}
-@compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
-  let word = ${g2.index};
-  if (word >= ${outWords}u) { return; }
-  let zpA = ${at(2, '0u')};
-  ${Array.from({ length: per }, (_, j) => `var r${j} = ${ep === 'float32' ? '0.0' : '0i'};`).join(' ')}
-  ${Array.from({ length: per }, (_, j) => `if (word * ${per}u + ${j}u < ${total}u) { r${j} = output(word * ${per}u + ${j}u, zpA); }`).join('\n  ')}
-  out0[word] = ${packWord(outDType, Array.from({ length: per }, (_, j) => `r${j}`), caps)};
-}`;
+  const gemm = gemmModule(head, a, inputs, out, caps, split, dot4Loop(x, w, `packed[(g * ${a.m}u + m) * ${kw4}u + k]`, `packed[(${aRows}u + n) * ${kw4}u + k]`, kw4));
   return {
     scratch: [{ bytes: scratchBytes }],
     passes: [
       { source: withPrelude(pack), workgroups: g1.workgroups },
-      { source: withPrelude(gemm), workgroups: g2.workgroups },
+      gemm,
     ],
   };
 }
