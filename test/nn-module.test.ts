@@ -80,6 +80,11 @@ describe('nn.Module', () => {
     expect(Object.keys(block.stateDict())).toEqual(['fc.weight']);
     block.fc = new nn.Linear(3, 3);
     expect(Object.keys(block.stateDict())).toEqual(['fc.weight', 'fc.bias']);
+    // PyTorch's register_buffer(name, tensor, persistent): a non-persistent buffer is state, not checkpoint.
+    block.registerBuffer('cache', sn.zeros([2]), false);
+    block.registerBuffer('steps', sn.zeros([1]));
+    expect([...block.namedBuffers()].map(([k]) => k)).toEqual(['cache', 'steps']);
+    expect(Object.keys(block.stateDict())).toEqual(['steps', 'fc.weight', 'fc.bias']); // own state first, then children's, as PyTorch orders it
   });
 
   it('prints the module tree as PyTorch does', () => {
@@ -117,6 +122,7 @@ describe('nn.Module', () => {
     const list = new nn.ModuleList([new nn.ReLU()]).append(new nn.Linear(2, 2));
     expect(list.length).toBe(2);
     expect(list.at(-1)).toBeInstanceOf(nn.Linear);
+    expect(list[1]).toBe(list.at(-1));
     expect(() => list.at(2)).toThrow(/ModuleList: index 2 is out of range for 2 modules/);
     expect(Object.keys(list.stateDict())).toEqual(['1.weight', '1.bias']);
     const dict = new nn.ModuleDict({ a: new nn.ReLU() });

@@ -19,6 +19,8 @@ function checkModule(op: string, m: unknown, what: string): Module {
 
 /** Modules by position (indices count from the end when negative); registered as '0', '1', …. */
 export class ModuleList extends Module implements Iterable<Module> {
+  /** `list[i]` reads a module as in PyTorch (children are fields named '0', '1', …). */
+  readonly [index: number]: Module;
   constructor(modules: Iterable<Module> = []) {
     super();
     for (const m of modules) this.append(m);

@@ -85,12 +85,19 @@ export abstract class Module {
     Reflect.set(this, field, markParameter(tensor));
     return tensor;
   }
-  /** Registers a buffer: state that is not a parameter (running statistics). Non-persistent buffers stay out of stateDict. */
-  registerBuffer<T extends Tensor | null>(name: string, tensor: T, field = name, opts: { persistent?: boolean } = {}): T {
+  /**
+   * Registers a buffer: state that is not a parameter (running statistics). Non-persistent buffers
+   * stay out of stateDict. PyTorch's `register_buffer(name, t, persistent)` form works too.
+   */
+  registerBuffer<T extends Tensor | null>(name: string, tensor: T, persistent?: boolean): T;
+  registerBuffer<T extends Tensor | null>(name: string, tensor: T, field?: string, opts?: { persistent?: boolean }): T;
+  registerBuffer<T extends Tensor | null>(name: string, tensor: T, fieldOrPersistent: string | boolean = name, opts: { persistent?: boolean } = {}): T {
     if (tensor !== null && !(tensor instanceof Tensor)) throw new SinterError('registerBuffer', `buffer '${name}' must be a Tensor or null`);
+    const field = typeof fieldOrPersistent === 'string' ? fieldOrPersistent : name;
+    const persistent = typeof fieldOrPersistent === 'boolean' ? fieldOrPersistent : opts.persistent ?? true;
     this.alias(name, field);
     this._bufferFields.add(field);
-    if (opts.persistent === false) this._nonPersistent.add(field);
+    if (!persistent) this._nonPersistent.add(field);
     Reflect.set(this, field, tensor);
     return tensor;
   }
