@@ -54,12 +54,36 @@ describe('per-call values are kernel parameters', () => {
     }
   });
 
-  it('views at different offsets share one pipeline (offsets are parameters too)', async () => {
-    const base = sn.arange(0, 64, 1, { device }).reshape([8, 8]);
+  it('views at different offsets share one pipeline (offsets are parameters too), elementwise and in reductions', async () => {
+    const base = sn.arange(0, 64, 1, { device, dtype: 'float32' }).reshape([8, 8]);
     const row = (i: number) => sn.tidy(() => base.narrow(0, i, 2).mul(2));
-    (await row(0).data());
+    const rowSums = (i: number) => sn.tidy(() => sn.sum(base.narrow(0, i, 2), 1));
+    const softmaxRows = (i: number) => sn.tidy(() => sn.softmax(base.narrow(1, i, 3), 1));
+    (await row(0).data(), await rowSums(0).data(), await softmaxRows(0).data());
     const compiled = await compiledBy(async () => {
-      for (let i = 1; i < 7; i++) expect(Array.from(await row(i).data())).toEqual(Array.from({ length: 16 }, (_, k) => 2 * (8 * i + k)));
+      for (let i = 1; i < 6; i++) {
+        expect(Array.from(await row(i).data())).toEqual(Array.from({ length: 16 }, (_, k) => 2 * (8 * i + k)));
+        expect(Array.from(await rowSums(i).data())).toEqual([0, 1].map((r) => 8 * 8 * (i + r) + 28));
+        const got = await softmaxRows(i).data();
+        const want = [0, 1, 2, 3, 4, 5, 6, 7].flatMap(() => {
+          const e = [0, 1, 2].map((k) => Math.exp(k - 2));
+          return e.map((v) => v / (e[0]! + e[1]! + e[2]!));
+        });
+        want.forEach((v, k) => expect(got[k]).toBeCloseTo(v, 5));
+      }
+    });
+    expect(compiled).toBe(0);
+  });
+
+  it('pad with any fill value, and gathers from views at any offset, share one pipeline', async () => {
+    const x = sn.arange(0, 12, 1, { device, dtype: 'float32' }).reshape([3, 4]);
+    const padded = (v: number, i: number) => sn.tidy(() => sn.pad(x.narrow(0, i, 2), [1, 1], { value: v }));
+    (await padded(0, 0).data());
+    const compiled = await compiledBy(async () => {
+      for (const [v, i] of [[-1.5, 1], [7, 0], [NaN, 1], [2e9, 0]] as const) {
+        const rows = [0, 1].map((r) => [v, ...[0, 1, 2, 3].map((k) => 4 * (i + r) + k), v]).flat();
+        expect(Array.from(await padded(v, i).data())).toEqual(rows.map(Math.fround));
+      }
     });
     expect(compiled).toBe(0);
   });

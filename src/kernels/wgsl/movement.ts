@@ -3,6 +3,7 @@ import { numel } from '../../tensor/shape.js';
 import { bindings, computeType, convert, elementsPerWord, literal, loadElement, packWord, roundTo } from './dtype.js';
 import { GRID_PARAMS, grid, workgroupSize } from './grid.js';
 import { type GpuView, type WebGpuCaps, type WgslKernel, checkBinding } from './kernel.js';
+import { KernelParams } from './params.js';
 import { withPrelude } from './prelude.js';
 import { offsetOf, unravel } from './strided.js';
 
@@ -28,9 +29,9 @@ export interface IndexCheck {
  * Elements past the end of a partly filled last word are never computed, so `value` reads index
  * tensors only where they exist. With `check`, the body may call `checked_index(v, at)`, which
  * reports an index v at flat position `at` outside [0, check.size) and returns it clamped into
- * range, so reads stay in bounds.
+ * range, so reads stay in bounds. `params` is the parameter block the body reads per-call values from.
  */
-export function wordKernel(label: string, inputs: readonly DType[], out: GpuView, body: readonly string[], caps: WebGpuCaps, check?: IndexCheck): WgslKernel {
+export function wordKernel(label: string, inputs: readonly DType[], out: GpuView, body: readonly string[], caps: WebGpuCaps, check?: IndexCheck, params?: KernelParams): WgslKernel {
   const n = numel(out.shape), perWord = elementsPerWord(out.dtype, caps), words = Math.ceil(n / perWord);
   const t = computeType(out.dtype);
   const size = workgroupSize(256, caps);
@@ -40,6 +41,8 @@ export function wordKernel(label: string, inputs: readonly DType[], out: GpuView
   const values = Array.from({ length: perWord }, (_, j) => (perWord === 1 ? 'value(w)' : `value(w * ${perWord}u + ${j}u)`));
   const main = `@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {\n  let w = ${g.index};\n  if (w >= ${words}u) { return; }\n  out0[w] = ${packWord(out.dtype, values, caps)};\n}`;
   const decls = [inputs.map((d, k) => `fn load${k}(i: u32) -> ${computeType(d)} { return ${loadElement(`in${k}`, d, 'i', caps)}; }`).join('\n')];
+  const block = params?.words();
+  if (block) decls.push(params!.declaration());
   if (check) {
     decls.push(checkBinding(inputs.length + 1), `fn checked_index(v: i32, at: u32) -> i32 {
   if (v < 0 || v >= ${check.size}) { fail_check(1u, v, at); }
@@ -48,7 +51,7 @@ export function wordKernel(label: string, inputs: readonly DType[], out: GpuView
   }
   // The bindings come first: their `enable f16;` must precede every declaration, the prelude's helpers included.
   const source = `${bindings(inputs, [out.dtype], caps)}\n\n${withPrelude(`${decls.join('\n\n')}\n\n${value}\n\n${main}\n`)}`;
-  return { source, workgroups: g.workgroups, label, ...(check ? { checks: [check.message] } : {}) };
+  return { source, workgroups: g.workgroups, label, ...(check ? { checks: [check.message] } : {}), ...(block ? { params: block } : {}) };
 }
 
 /** An i32 WGSL expression: the u32 index `j` shifted by `k`. */
@@ -94,12 +97,14 @@ export function separableGatherKernel(
   const x = inputs[0]!;
   const t = computeType(out.dtype);
   const { lines, idx } = unravel('e', out.shape);
+  // The fill value and x's offset are parameters: padding with any value, or slicing anywhere, shares one pipeline.
+  const params = new KernelParams();
   sources.forEach((src, d) => lines.push(`let s${d}: i32 = ${src(idx[d]!)};`));
   if (fill !== undefined && sources.length > 0) {
-    lines.push(`if (${sources.map((_, d) => `s${d} < 0`).join(' || ')}) { return ${roundTo(out.dtype, literal(fill, t))}; }`);
+    lines.push(`if (${sources.map((_, d) => `s${d} < 0`).join(' || ')}) { return ${roundTo(out.dtype, params.scalar(fill, t, literal))}; }`);
   }
-  lines.push(`let p = ${offsetOf(x.offset, x.strides, sources.map((_, d) => `u32(s${d})`))};`, `return load0(p);`);
-  return wordKernel(label, inputs.map((v) => v.dtype), out, lines, caps, check);
+  lines.push(`let p = ${offsetOf(0, x.strides, sources.map((_, d) => `u32(s${d})`))} + ${params.u32(x.offset)};`, `return load0(p);`);
+  return wordKernel(label, inputs.map((v) => v.dtype), out, lines, caps, check, params);
 }
 
 /** An i32 WGSL expression reading element `pos` (u32 index names, one per dim) of the int tensor input k viewed as `v`. */

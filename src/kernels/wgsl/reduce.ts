@@ -50,10 +50,13 @@ interface Source {
   readonly views: readonly { readonly strides: readonly number[]; readonly offset: number }[];
   /** The element whose operands sit at storage offsets `q[k]`, in the compute type of `dtype`. */
   load(q: readonly string[]): string;
-  /** `fn prologue(x0, …)` when there is a prologue, with the declaration of the parameter block its constants are read from. */
+  /** `fn prologue(x0, …)` when there is a prologue. */
   readonly decl: string;
-  /** The prologue's parameter block (its constants), when it has one: passes calling it bind it. */
-  readonly params?: Uint32Array<ArrayBuffer>;
+  /**
+   * The program's parameter block: the prologue's constants and the operands' offsets, read by
+   * every pass (one block for all: a pass declares and binds it when its code reads it).
+   */
+  readonly params: KernelParams;
   /** The operand reading the most elements: the one whose layout decides how teams read. */
   readonly lead: number;
 }
@@ -61,7 +64,7 @@ interface Source {
 function sourceOf(inputs: readonly GpuView[], prologue: Expr | undefined, caps: WebGpuCaps): Source {
   if (!prologue) {
     const x = inputs[0]!;
-    return { inputs, shape: x.shape, dtype: x.dtype, views: [x], load: (q) => loadElement('in0', x.dtype, q[0]!, caps), decl: '', lead: 0 };
+    return { inputs, shape: x.shape, dtype: x.dtype, views: [x], load: (q) => loadElement('in0', x.dtype, q[0]!, caps), decl: '', lead: 0, params: new KernelParams() };
   }
   const shape = broadcastShapes('prologue', ...inputs.map((v) => v.shape));
   const views = inputs.map((v) => ({ strides: broadcastStrides(v, shape), offset: v.offset }));
@@ -75,8 +78,8 @@ function sourceOf(inputs: readonly GpuView[], prologue: Expr | undefined, caps: 
     dtype: prologue.dtype,
     views,
     load: (q) => `prologue(${inputs.map((v, k) => loadElement(`in${k}`, v.dtype, q[k]!, caps)).join(', ')})`,
-    decl: `${p.declaration()}\nfn prologue(${params}) -> ${computeType(prologue.dtype)} {\n  ${body}\n  return ${result};\n}`,
-    params: p.words(),
+    decl: `fn prologue(${params}) -> ${computeType(prologue.dtype)} {\n  ${body}\n  return ${result};\n}`,
+    params: p,
     lead: reads.indexOf(Math.max(...reads)),
   };
 }
@@ -274,7 +277,7 @@ interface Fold {
 /** Where a pass reads its groups: `load(q)`, operand k at storage offset `keptOffsets[k] + kept(o) + inner(j)`. */
 interface Groups {
   readonly kept: Space;
-  readonly keptOffsets: readonly number[];
+  readonly keptOffsets: readonly (number | string)[];
   readonly inner: Space;
   load(q: readonly string[]): string;
 }
@@ -301,13 +304,14 @@ class Scratch {
 
 /**
  * A complete module: directives and bindings first, then the prelude's helpers, then the prologue
- * when `body` calls it (with its parameter block), then `body`.
+ * when `body` calls it, then `body`; with the parameter block (its words so far) when the code reads it.
  */
 function module(src: Source, out: GpuView, caps: WebGpuCaps, scratch: Scratch, subgroups: boolean, body: string): { source: string; params?: Uint32Array<ArrayBuffer> } {
-  const calls = body.includes('prologue(');
-  const code = calls ? `${src.decl}\n\n${body}` : body;
-  const source = `${subgroups ? 'enable subgroups;\n' : ''}${bindings(src.inputs.map((v) => v.dtype), [out.dtype], caps)}\n${scratch.declsFor(body)}\n\n${withPrelude(code)}`;
-  return calls && src.params ? { source, params: src.params } : { source };
+  const code = body.includes('prologue(') ? `${src.decl}\n\n${body}` : body;
+  const reads = code.includes('sn_params[');
+  const source = `${subgroups ? 'enable subgroups;\n' : ''}${bindings(src.inputs.map((v) => v.dtype), [out.dtype], caps)}\n${scratch.declsFor(body)}\n${reads ? src.params.declaration() : ''}\n\n${withPrelude(code)}`;
+  const params = reads ? src.params.words() : undefined;
+  return params ? { source, params } : { source };
 }
 
 /**
@@ -408,7 +412,7 @@ export function reduceProgram(kind0: ReduceKind, inputs: readonly GpuView[], pro
   // The variance of no elements is 0/0, NaN, as their mean is.
   const kind: ReduceKind = (kind0 === 'var' || kind0 === 'std') && n === 0 ? 'mean' : kind0;
   const keptDims = src.shape.map((_, d) => d).filter((d) => !dims.includes(d));
-  const input: Groups = { kept: space(src, keptDims), keptOffsets: src.views.map((v) => v.offset), inner: space(src, dims), load: src.load };
+  const input: Groups = { kept: space(src, keptDims), keptOffsets: src.views.map((v) => src.params.u32(v.offset)), inner: space(src, dims), load: src.load };
   const teams = teamsFor(m, n, rowLike(input.inner, input.kept, src.lead), caps);
   const scratch = new Scratch(inputs.length + 1);
   const ctx = { label, src, out, caps, scratch };
@@ -480,7 +484,7 @@ function rows(src: Source, out: GpuView, dim: number | null) {
   const keptDims = src.shape.map((_, d) => d).filter((d) => d !== dim);
   const c = collapseDims(keptDims.map((d) => src.shape[d]!), [...src.views.map((v) => keptDims.map((d) => v.strides[d]!)), keptDims.map((d) => out.strides[d]!)]);
   const n = dim === null ? 1 : src.shape[dim]!;
-  const input: Groups = { kept: { shape: c.shape, strides: c.strides.slice(0, -1) }, keptOffsets: src.views.map((v) => v.offset), inner: space(src, dims), load: src.load };
+  const input: Groups = { kept: { shape: c.shape, strides: c.strides.slice(0, -1) }, keptOffsets: src.views.map((v) => src.params.u32(v.offset)), inner: space(src, dims), load: src.load };
   return {
     m: numel(c.shape),
     n,
