@@ -166,6 +166,11 @@ describe.each(WITH_WEBGPU)('masks and selections on %s', (device) => {
     expect(await u.values.toArray()).toEqual([1, 2, 3, NaN, NaN]);
     expect(await u.inverse!.toArray()).toEqual([2, 0, 3, 2, 1, 0, 4]);
     expect(await u[2]!.toArray()).toEqual([2, 1, 2, 1, 1]);
+    // Unique slices along a dim (PyTorch 1.13's results).
+    const rows = await sn.unique(sn.tensor([[1, 3], [1, 2], [1, 3], [0, 5]], { device }), { dim: 0, returnInverse: true, returnCounts: true });
+    expect([await rows.values.toArray(), await rows.inverse!.toArray(), await rows.counts!.toArray()]).toEqual([[[0, 5], [1, 2], [1, 3]], [2, 1, 2, 0], [1, 1, 2]]);
+    const cols = await sn.unique(sn.tensor([[1, 2, 1], [3, 4, 3]], { device }), { dim: -1, returnInverse: true, returnCounts: true });
+    expect([await cols.values.toArray(), await cols.inverse!.toArray(), await cols.counts!.toArray()]).toEqual([[[1, 2], [3, 4]], [0, 1, 0], [2, 1]]);
     const plain = await sn.tensor([[2, 2], [0, 5]], { dtype: 'int32', device }).unique();
     expect(plain.dtype).toBe('int32');
     expect(await plain.toArray()).toEqual([0, 2, 5]);

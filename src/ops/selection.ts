@@ -1,6 +1,6 @@
 import { SinterError, check } from '../errors.js';
 import { type HostArray, allocHost, isInt } from '../tensor/dtype.js';
-import { broadcastShapes } from '../tensor/shape.js';
+import { broadcastShapes, normDim, numel } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fromHost } from '../tensor/creation.js';
 import { activeTrace } from '../jit/trace.js';
@@ -119,53 +119,75 @@ export interface UniqueOptions {
   returnInverse?: boolean;
   /** Also return how often each value occurs (int32). */
   returnCounts?: boolean;
+  /** Unique slices along this dim (sorted lexicographically) instead of unique elements of the flattened tensor. */
+  dim?: number | null;
 }
 
 /** The distinct values, then the inverse indices and the counts when asked for, readable by position or by name. */
 export type UniqueResult = Tensor[] & { readonly values: Tensor; readonly inverse?: Tensor; readonly counts?: Tensor };
 
 /**
- * The distinct values of x (flattened), sorted ascending; NaNs are distinct from each other and come
- * last. Without options it resolves to the values tensor; with `returnInverse` or `returnCounts`, to
+ * The distinct values of x (flattened), sorted ascending, or with `dim` its distinct slices along
+ * that dim, sorted lexicographically; NaNs are distinct from each other and come last. Without options it resolves to the values tensor; with `returnInverse` or `returnCounts`, to
  * [values, inverse?, counts?] (also as `.values`, `.inverse`, `.counts`), as torch.unique returns them.
  */
-export function unique(x: Tensor, opts?: { sorted?: boolean; returnInverse?: false; returnCounts?: false }): Promise<Tensor>;
+export function unique(x: Tensor, opts?: { sorted?: boolean; returnInverse?: false; returnCounts?: false; dim?: number | null }): Promise<Tensor>;
 export function unique(x: Tensor, opts: UniqueOptions): Promise<UniqueResult>;
 export function unique(x: Tensor, opts: UniqueOptions = {}): Promise<Tensor | UniqueResult> {
   checkInputs('unique', [x]);
   eagerOnly('unique');
-  if ('dim' in opts) throw new SinterError('unique', 'unique along a dim is not supported; it works on the flattened tensor');
+  if (opts.dim !== undefined && opts.dim !== null) normDim('unique', opts.dim, x.ndim);
   return x.data().then((v) => uniqueOf(x, v, opts));
 }
 
 function uniqueOf(x: Tensor, v: HostArray, opts: UniqueOptions): Tensor | UniqueResult {
-  const order = Array.from({ length: v.length }, (_, i) => i);
+  // The tensor as n slices of len elements: the elements themselves (flattened), or the slices along dim.
+  const dim = opts.dim === undefined || opts.dim === null ? null : normDim('unique', opts.dim, x.ndim);
+  const size = dim === null ? v.length : x.shape[dim]!, inner = dim === null ? 1 : numel(x.shape.slice(dim + 1));
+  const len = dim === null ? 1 : numel(x.shape) / Math.max(size, 1);
+  const at = (s: number, k: number) => v[Math.floor(k / inner) * size * inner + s * inner + (k % inner)]!;
   const nan = (a: number) => a !== a;
-  order.sort((i, j) => {
-    const a = v[i]!, b = v[j]!;
-    if (nan(a) || nan(b)) return nan(a) ? (nan(b) ? i - j : 1) : -1;
-    return a < b ? -1 : a > b ? 1 : 0;
-  });
-  const values: number[] = [], counts: number[] = [];
-  const inverse = new Int32Array(v.length);
+  // Lexicographic, NaN after every number; equal slices (and NaNs) keep their order.
+  const compare = (i: number, j: number): number => {
+    for (let k = 0; k < len; k++) {
+      const a = at(i, k), b = at(j, k);
+      if (nan(a) || nan(b)) {
+        if (nan(a) && nan(b)) continue;
+        return nan(a) ? 1 : -1;
+      }
+      if (a !== b) return a < b ? -1 : 1;
+    }
+    return i - j;
+  };
+  // NaN never equals anything, so a slice holding NaN is its own entry.
+  const same = (i: number, j: number): boolean => {
+    for (let k = 0; k < len; k++) if (at(i, k) !== at(j, k)) return false;
+    return true;
+  };
+  const order = Array.from({ length: size }, (_, i) => i).sort(compare);
+  const firsts: number[] = [], counts: number[] = [];
+  const inverse = new Int32Array(size);
   for (const i of order) {
-    const a = v[i]!, last = values.length - 1;
-    // NaN never equals the previous value, so each NaN is its own entry.
-    if (last >= 0 && values[last] === a) counts[last]!++;
+    const last = firsts.length - 1;
+    if (last >= 0 && same(firsts[last]!, i)) counts[last]!++;
     else {
-      values.push(a);
+      firsts.push(i);
       counts.push(1);
     }
-    inverse[i] = values.length - 1;
+    inverse[i] = firsts.length - 1;
   }
-  const host: HostArray = allocHost(x.dtype, values.length);
-  host.set(values);
-  const u = fromHost('unique', host, [values.length], x.dtype, x.device);
+  const count = firsts.length;
+  const outShape = dim === null ? [count] : x.shape.map((d, i) => (i === dim ? count : d));
+  const host: HostArray = allocHost(x.dtype, count * len);
+  firsts.forEach((s, u) => {
+    for (let k = 0; k < len; k++) host[Math.floor(k / inner) * count * inner + u * inner + (k % inner)] = at(s, k);
+  });
+  const u = fromHost('unique', host, outShape, x.dtype, x.device);
   if (!opts.returnInverse && !opts.returnCounts) return u;
   const parts: Tensor[] = [u];
   const named: { values: Tensor; inverse?: Tensor; counts?: Tensor } = { values: u };
-  if (opts.returnInverse) parts.push((named.inverse = fromHost('unique', inverse, x.shape, 'int32', x.device)));
-  if (opts.returnCounts) parts.push((named.counts = fromHost('unique', Int32Array.from(counts), [counts.length], 'int32', x.device)));
+  if (opts.returnInverse) parts.push((named.inverse = fromHost('unique', inverse, dim === null ? x.shape : [size], 'int32', x.device)));
+  if (opts.returnCounts) parts.push((named.counts = fromHost('unique', Int32Array.from(counts), [count], 'int32', x.device)));
   return Object.assign(parts, named);
 }
 
@@ -173,7 +195,7 @@ declare module '../tensor/tensor.js' {
   interface Tensor {
     nonzero(): Promise<Tensor>;
     maskedSelect(mask: Tensor): Promise<Tensor>;
-    unique(opts?: { sorted?: boolean; returnInverse?: false; returnCounts?: false }): Promise<Tensor>;
+    unique(opts?: { sorted?: boolean; returnInverse?: false; returnCounts?: false; dim?: number | null }): Promise<Tensor>;
     unique(opts: UniqueOptions): Promise<UniqueResult>;
   }
 }
