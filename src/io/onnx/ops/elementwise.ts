@@ -171,6 +171,19 @@ register({
   And: binaryOp(arith(logicalAnd), (_, x, y) => Number(x !== 0 && y !== 0)),
   Or: binaryOp(arith(logicalOr), (_, x, y) => Number(x !== 0 || y !== 0)),
   Xor: binaryOp(arith(logicalXor), (_, x, y) => Number((x !== 0) !== (y !== 0))),
+  BitShift: {
+    // Unsigned shifts as exact float arithmetic on the 8-bit values: (x·2^y) mod 256, or ⌊x / 2^y⌋.
+    run: (node, [a, b], ctx) => {
+      const x = ctx.dev(a!, 'X'), y = ctx.dev(b!, 'Y');
+      if (x.dtype !== 'uint8') node.fail(`X ${x.describe()} must be uint8 (the engine's only unsigned type)`);
+      const xf = x.to('float32'), scale = pow(2, y.to('float32'));
+      const left = node.string('direction') === 'LEFT';
+      const v = left ? mul(xf, scale) : floor(div(xf, scale));
+      return [(left ? sub(v, mul(floor(div(v, 256)), 256)) : v).to('uint8')];
+    },
+    check: (node) => (['LEFT', 'RIGHT'].includes(node.string('direction', '')) ? undefined : "needs the attribute direction, 'LEFT' or 'RIGHT'"),
+    minOpset: 11,
+  },
   PRelu: {
     run: (_, [x, slope], ctx) => {
       const t = ctx.dev(x!, 'input 0');

@@ -8,14 +8,15 @@ import { avgPool2d, maxPool2d } from '../../../ops/pool.js';
 import { amax, argmax, logSoftmax, mean, softmax, sum, var as variance } from '../../../ops/reduce.js';
 import { abs, rsqrt, sqrt } from '../../../ops/unary.js';
 import { narrow, reshape, slice, squeeze, t as transpose2d, unsqueeze } from '../../../ops/views.js';
-import { arange, zerosLike } from '../../../tensor/creation.js';
+import { arange, full, zerosLike } from '../../../tensor/creation.js';
 import { isFloat } from '../../../tensor/dtype.js';
 import { numel, sameShape } from '../../../tensor/shape.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import { hostOf } from '../host.js';
 import type { OnnxNode } from '../node.js';
 import { type OpContext, register } from '../registry.js';
-import { normAxis } from './util.js';
+import { hostInts, normAxis } from './util.js';
+import { scatterElements } from '../../../ops/scatter.js';
 
 // Matrix products, convolutions, pooling, normalisation and softmax.
 
@@ -332,6 +333,27 @@ register({
       const wantIndices = node.outputs.length > 1 && node.outputs[1] !== '';
       return [y, wantIndices ? maxPoolIndices(node, t, y.shape.slice(2), ctx) : undefined];
     },
+  },
+  MaxUnpool: {
+    // Zeros of the unpooled shape (output_shape, or the pooling's inverse) with each value put at its flat index.
+    run: (node, [x, idx, shapeV], ctx) => {
+      const t = ctx.dev(x!, 'X'), i = ctx.dev(idx!, 'I');
+      const kernel = node.ints('kernel_shape') ?? node.fail("needs the attribute 'kernel_shape'");
+      const strides = node.ints('strides') ?? kernel.map(() => 1), pads = node.ints('pads') ?? kernel.map(() => 0).concat(kernel.map(() => 0));
+      const spatial = t.shape.slice(2).map((d, k) => (d - 1) * strides[k]! - pads[k]! - pads[k + kernel.length]! + kernel[k]!);
+      // The indices address the inferred shape; a larger output_shape pads it with zeros at the end of each dim.
+      const inferred = [t.shape[0]!, t.shape[1]!, ...spatial];
+      const zeros = full([numel(inferred)], 0, { dtype: t.dtype, device: ctx.device });
+      const y = scatterElements(zeros, reshape(i, [-1]), reshape(t, [-1])).reshape(inferred);
+      if (!shapeV) return [y];
+      const shape = hostInts(ctx, shapeV, 'output_shape');
+      if (shape.length !== inferred.length || shape.some((d, k) => d < inferred[k]! || (k < 2 && d !== inferred[k]))) {
+        node.fail(`output_shape [${shape.join(', ')}] must keep N and C and be at least the unpooled shape [${inferred.join(', ')}]`);
+      }
+      return [pad(y, shape.slice(2).reverse().flatMap((d, k) => [0, d - inferred[inferred.length - 1 - k]!]))];
+    },
+    hostInputs: [2],
+    minOpset: 9,
   },
   LRN: { run: (node, [x], ctx) => [localResponseNorm(node, ctx.dev(x!, 'X'))] },
   MeanVarianceNormalization: {

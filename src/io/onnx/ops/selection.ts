@@ -7,7 +7,7 @@ import { indexSelect } from '../../../ops/movement.js';
 import { arange } from '../../../tensor/creation.js';
 import { numel } from '../../../tensor/shape.js';
 import type { Tensor } from '../../../tensor/tensor.js';
-import { checkHostShape } from '../host.js';
+import { checkHostShape, hostOf } from '../host.js';
 import type { OnnxNode } from '../node.js';
 import { type OpContext, type Val, register, typeOf } from '../registry.js';
 import { HostTensor } from '../tensor.js';
@@ -84,6 +84,13 @@ register({
     hostInputs: [1],
     minOpset: 9,
   },
+  Det: {
+    // LU with partial pivoting on the host (the input is read there): one determinant per trailing M×M matrix.
+    run: (node, [x], ctx) => [determinants(node, ctx.host(x!, 'X'))],
+    host: (node, [x]) => [determinants(node, x!)],
+    hostInputs: [0],
+    minOpset: 11,
+  },
   Unique: {
     run: (node, [x], ctx) => unique(node, ctx.host(x!, 'X')),
     host: (node, [x]) => unique(node, x!),
@@ -136,6 +143,34 @@ function nonMaxSuppression(node: OnnxNode, [boxes, scores, maxOut, iouT, scoreT]
     }
   }
   return new HostTensor('int64', [out.length / 3, 3], out);
+}
+
+function determinants(node: OnnxNode, x: HostTensor): HostTensor {
+  const r = x.shape.length, m = x.shape[r - 1]!;
+  if (r < 2 || x.shape[r - 2] !== m) node.fail(`X ${x.describe()} must be [..., M, M]`);
+  const batch = x.shape.slice(0, -2), count = numel(batch), out = new Array<number>(count);
+  for (let b = 0; b < count; b++) {
+    const a = Array.from({ length: m * m }, (_, i) => x.data[b * m * m + i]!);
+    let det = 1;
+    for (let k = 0; k < m && det !== 0; k++) {
+      let p = k;
+      for (let i = k + 1; i < m; i++) if (Math.abs(a[i * m + k]!) > Math.abs(a[p * m + k]!)) p = i;
+      if (a[p * m + k] === 0) det = 0;
+      else {
+        if (p !== k) {
+          for (let j = 0; j < m; j++) [a[k * m + j], a[p * m + j]] = [a[p * m + j]!, a[k * m + j]!];
+          det = -det;
+        }
+        det *= a[k * m + k]!;
+        for (let i = k + 1; i < m; i++) {
+          const f = a[i * m + k]! / a[k * m + k]!;
+          for (let j = k; j < m; j++) a[i * m + j]! -= f * a[k * m + j]!;
+        }
+      }
+    }
+    out[b] = det;
+  }
+  return hostOf(x.dtype, batch, out);
 }
 
 /** The indices of the non-zero elements, one column per element: int64 [rank, count]. */
