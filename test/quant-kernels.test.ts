@@ -5,6 +5,7 @@ import type { QuantizedTensor, Tensor } from '../src/index.js';
 import { propertyConfig } from '../src/testing/index.js';
 import { WITH_WEBGPU, withCaps } from './helpers.js';
 import fixtures from './fixtures/quant/functional.json' with { type: 'json' };
+import edge from './fixtures/quant/edge.json' with { type: 'json' };
 import { getBackend } from '../src/backend/backend.js';
 import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 import { qgemmOp } from '../src/quant/gemm.js';
@@ -115,6 +116,19 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
         for (const t of [qx, qw, y]) t.dispose();
       }
       expect(worst).toBeLessThanOrEqual(1);
+    });
+  });
+
+  it("linear with a fused ReLU matches PyTorch's LinearReLU within 1", async () => {
+    await eachPath(device, async () => {
+      for (const c of edge.relu) {
+        const qx = qtensor(c.input.intRepr, c.input.shape, 'quint8', device as sn.DeviceName, c.input.scale, c.input.zeroPoint);
+        const qw = qtensor(c.weight.intRepr, c.weight.shape, 'qint8', device as sn.DeviceName, c.weight.scale, c.weight.zeroPoint);
+        const y = Q.linear(qx, qw, sn.tensor(c.bias, { device }), { scale: c.scale, zeroPoint: c.zeroPoint, relu: true });
+        const got = await y.intRepr().data();
+        expect(Math.min(...got)).toBeGreaterThanOrEqual(c.zeroPoint);
+        c.out.forEach((v, i) => expect(Math.abs(got[i]! - v)).toBeLessThanOrEqual(1));
+      }
     });
   });
 

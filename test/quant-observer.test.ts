@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import type { ObserverOptions } from '../src/quant/index.js';
 import fixtures from './fixtures/quant/observers.json' with { type: 'json' };
+import edge from './fixtures/quant/edge.json' with { type: 'json' };
 
 // Observers and default qconfigs against PyTorch 1.13's own results (test/fixtures/quant/generate.py):
 // zero points and integer ranges exactly, scales (float32) exactly or, where PyTorch sums in another
@@ -42,6 +43,20 @@ describe.each(['cpu', 'webgpu'] as const)("observers match PyTorch's on %s", (de
       }
     });
   }
+});
+
+describe.each(['cpu', 'webgpu'] as const)('observers on edge inputs match PyTorch on %s', (device) => {
+  it('a constant first batch, a zero batch, a single value', async () => {
+    for (const c of edge.observers) {
+      const o = new CLASSES[c.observer as keyof typeof CLASSES](c.options as ObserverOptions);
+      for (const b of c.batches) o.forward(sn.tensor(Float32Array.from(b.x), { device }).reshape(b.shape));
+      await o.synchronize();
+      const what = `${c.observer} ${JSON.stringify(c.batches.map((b) => b.shape))}`;
+      const [scale, zp] = o.calculateQparams();
+      expect(Array.from(await zp.data()), what).toEqual(c.zeroPoint);
+      Array.from(await scale.data()).forEach((v, i) => expect(Math.abs(v - c.scale[i]!), what).toBeLessThanOrEqual(Math.abs(c.scale[i]!) * 2 ** -23));
+    }
+  });
 });
 
 describe('qconfigs and observer options', () => {
