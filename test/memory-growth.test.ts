@@ -29,7 +29,8 @@ it('1,000 forward passes of the demo net on webgpu leave memory where it started
   const before = sn.memory();
   for (let i = 0; i < 1000; i++) await pass();
   const after = sn.memory();
-  expect(after.tensors).toBe(before.tensors);
-  expect(after.devices.webgpu!.bytes).toBe(before.devices.webgpu!.bytes);
+  // At most (not exactly): tensors other tests dropped undisposed may be collected and released meanwhile.
+  expect(after.tensors).toBeLessThanOrEqual(before.tensors);
+  expect(after.devices.webgpu!.bytes).toBeLessThanOrEqual(before.devices.webgpu!.bytes);
   expect(after.devices.webgpu!.reservedBytes).toBe(before.devices.webgpu!.reservedBytes);
 }, 600_000);
