@@ -23,7 +23,7 @@ export class WasmHeap {
   readonly memory = createMemory();
   readonly shared = typeof SharedArrayBuffer !== 'undefined' && this.memory.buffer instanceof SharedArrayBuffer;
   private top = RESERVED_BYTES;
-  private views!: { f32: Float32Array; i32: Int32Array; u8: Uint8Array };
+  private views!: { f32: Float32Array; i32: Int32Array };
 
   constructor() {
     this.refresh();
@@ -34,13 +34,6 @@ export class WasmHeap {
   }
   get i32(): Int32Array {
     return this.views.i32;
-  }
-  get u8(): Uint8Array {
-    return this.views.u8;
-  }
-  /** Bytes the memory holds (it never shrinks: WebAssembly memories cannot). */
-  get byteLength(): number {
-    return this.memory.buffer.byteLength;
   }
 
   /** Frees every scratch allocation: call at the start of each kernel (kernels run one at a time). */
@@ -77,7 +70,7 @@ export class WasmHeap {
 
   private refresh(): void {
     const b = this.memory.buffer as ArrayBuffer;
-    this.views = { f32: new Float32Array(b), i32: new Int32Array(b), u8: new Uint8Array(b) };
+    this.views = { f32: new Float32Array(b), i32: new Int32Array(b) };
   }
 }
 
