@@ -62,6 +62,16 @@ describe.each(WITH_WEBGPU)('prepare / convert on %s', (device) => {
     expect(String(report)).toMatch(/model bytes[\s\S]*SQNR/);
   });
 
+  it('calibrate runs the batches, reports progress and leaves the observers ready for convert', async () => {
+    const model = sn.quant.prepare(smallCnn(device));
+    const seen: [number, number][] = [];
+    const batches = Array.from({ length: 5 }, (_, i) => sn.randn([1, 3, 6, 6], { seed: 300 + i, device }));
+    await sn.quant.calibrate(model, batches, { every: 2, onProgress: (done, total) => seen.push([done, total]) });
+    expect(seen).toEqual([[2, 5], [4, 5], [5, 5]]);
+    expect(sn.quant.convert(model).at(0)).toBeInstanceOf(sn.quant.QuantizedLayer);
+    await expect(sn.quant.calibrate(model, batches, { every: 0 })).rejects.toThrow(/calibrate: every must be a positive integer/);
+  });
+
   it('a qconfig mapping keeps chosen layers in float', () => {
     const model = smallCnn(device);
     sn.quant.prepare(model, { qconfigMapping: { byType: { Linear: null }, byName: { '3': null } } });

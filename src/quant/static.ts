@@ -212,6 +212,32 @@ export async function synchronize(prepared: Module): Promise<void> {
   }
 }
 
+export interface CalibrateOptions {
+  /** Called after every `every` batches (default 1) and after the last, with batches done and the total. */
+  onProgress?: (done: number, total: number) => void;
+  every?: number;
+}
+
+/**
+ * Runs calibration batches (a tensor or an array of input tensors each) through a prepared model, frees
+ * the outputs, reports progress, and resolves once every observer has applied them (ready for convert).
+ */
+export async function calibrate(prepared: Module, batches: Iterable<Tensor | readonly Tensor[]>, opts: CalibrateOptions = {}): Promise<Module> {
+  const list = [...batches];
+  const every = opts.every ?? 1;
+  if (!Number.isInteger(every) || every < 1) throw new SinterError('calibrate', `every must be a positive integer, got ${every}`);
+  for (let i = 0; i < list.length; i++) {
+    const b = list[i]!;
+    for (const o of outputsOf(prepared, Array.isArray(b) ? [...(b as Tensor[])] : [b as Tensor])) o.dispose();
+    if ((i + 1) % every === 0 || i + 1 === list.length) {
+      await synchronize(prepared); // bounds the readbacks in flight, and makes progress mean "observed"
+      opts.onProgress?.(i + 1, list.length);
+    }
+  }
+  await synchronize(prepared);
+  return prepared;
+}
+
 /** Replaces each calibrated layer of a prepared model with its int8 form (in place; returned). */
 export function convert<M extends Module>(prepared: M): M {
   if (!(prepared instanceof Module)) throw new SinterError('convert', `expects a model from sn.quant.prepare, got ${typeof prepared}`);
