@@ -30,7 +30,7 @@ const PUBLIC = [
   'sum', 'mean', 'max', 'min', 'amax', 'amin', 'prod', 'argmax', 'argmin', 'var', 'std', 'softmax', 'logSoftmax', 'cumsum', 'cumprod',
   'any', 'all', 'logsumexp', 'sort', 'argsort', 'topk', 'kthvalue', 'oneHot', 'nonzero', 'maskedSelect', 'unique',
   // linear algebra and neural-network functions
-  'matmul', 'mm', 'bmm', 'mv', 'dot', 'outer', 'addmm', 'baddbmm', 'einsum', 'linear', 'conv1d', 'conv2d', 'convTranspose2d',
+  'matmul', 'mm', 'bmm', 'mv', 'dot', 'outer', 'addmm', 'baddbmm', 'einsum', 'linear', 'conv1d', 'conv2d', 'conv3d', 'convTranspose2d',
   'maxPool1d', 'avgPool1d', 'maxPool2d', 'avgPool2d', 'adaptiveAvgPool2d', 'batchNorm', 'layerNorm', 'groupNorm', 'instanceNorm', 'rmsNorm',
   'normalize', 'cosineSimilarity', 'dropout', 'scaledDotProductAttention', 'lstm', 'gru', 'rnn',
   // modules, files, models

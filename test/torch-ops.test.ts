@@ -5,7 +5,7 @@ import type { Tensor } from '../src/index.js';
 import { makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
 import { WITH_WEBGPU, expectClose } from './helpers.js';
 import { type Ref, ref, refOf } from './reference/core.js';
-import { conv1dRef, einsumRef, pool1dRef } from './reference/einsum.js';
+import { conv1dRef, conv3dRef, einsumRef, pool1dRef } from './reference/einsum.js';
 
 // einsum (diagonals, ellipsis, implicit outputs, upper-case letters) and the other PyTorch ops of
 // issue 11 against float64 references, on both backends. float32 results go through f32 matmuls and
@@ -107,6 +107,21 @@ describe.each(WITH_WEBGPU)('PyTorch ops on %s', (device) => {
       }),
       propertyConfig({ numRuns: runs(device, 10) }),
     );
+  });
+
+  it('conv3d matches loops over depth, height and width (groups, stride, padding, dilation, unbatched)', async () => {
+    const cases: [number[], number[], number, number, number, number][] = [
+      [[1, 2, 4, 5, 3], [3, 2, 2, 3, 1], 1, 1, 1, 1],
+      [[2, 4, 5, 4, 4], [2, 2, 3, 2, 2], 2, 1, 1, 2],
+      [[1, 1, 6, 3, 3], [1, 1, 2, 2, 2], 1, 2, 2, 1],
+    ];
+    for (const [xs, ws, s, p, d, g] of cases) {
+      const x = data(xs, xs[2]!, device), w = data(ws, ws[0]!, device), b = data([ws[0]!], 7, device);
+      const want = conv3dRef(await refOfTensor(x), await refOfTensor(w), Array.from(await b.data()), s, p, d, g);
+      await expectClose(sn.conv3d(x, w, b, { stride: s, padding: [p, p, p], dilation: d, groups: g }), want, { tol: TOL });
+    }
+    const x = data([2, 3, 3, 3], 1, device), w = data([1, 2, 1, 1, 1], 2, device);
+    expect(sn.conv3d(x, w).shape).toEqual([1, 3, 3, 3]);
   });
 
   it('pixelShuffle and pixelUnshuffle move channels into r×r blocks and back', async () => {

@@ -2,7 +2,7 @@ import { SinterError, check } from '../errors.js';
 import { castValue, isFloat } from '../tensor/dtype.js';
 import { normDim } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { rand } from '../tensor/creation.js';
+import { rand, zeros } from '../tensor/creation.js';
 import type { Generator } from '../tensor/random.js';
 import { tidy } from '../tensor/scope.js';
 import { erf } from '../kernels/cpu/math.js';
@@ -11,13 +11,15 @@ import { wordKernel } from '../kernels/wgsl/movement.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
 import { convert } from '../kernels/wgsl/dtype.js';
 import { broadcastShapes } from '../tensor/shape.js';
-import { div, lt, maximum, mul, pow } from './binary.js';
+import { add, div, lt, maximum, mul, pow } from './binary.js';
+import { stack } from './movement.js';
+import { select } from './rearrange.js';
 import { type Conv2dOptions, conv2d } from './conv.js';
 import { apply1, checkInputs, defineOp, describeMeta } from './op.js';
 import { type AvgPool2dOptions, type MaxPool2dOptions, avgPool2d, maxPool2d } from './pool.js';
 import { amax, mean, sum } from './reduce.js';
 import { abs, rsqrt, sqrt } from './unary.js';
-import { expand, squeeze, to, unsqueeze } from './views.js';
+import { expand, reshape, squeeze, to, unsqueeze } from './views.js';
 
 // torch.nn.functional's 1-D layers (as the 2-D kernels over a height of 1), normalisation by norms
 // (normalize, cosineSimilarity, rmsNorm), functional dropout and erfinv.
@@ -164,6 +166,56 @@ export function avgPool1d(input: Tensor, kernelSize: Size1, opts: AvgPool1dOptio
     countIncludePad: opts.countIncludePad ?? true,
   };
   return tidy(() => finish(avgPool2d(x4, [1, k], o)));
+}
+
+export interface Conv3dOptions {
+  stride?: number | readonly [number, number, number];
+  padding?: number | readonly [number, number, number];
+  dilation?: number | readonly [number, number, number];
+  groups?: number;
+}
+
+/**
+ * 3-D convolution: input [N, C, D, H, W] (or [C, D, H, W]), weight [O, C/groups, kD, kH, kW], as
+ * torch.nn.functional.conv3d, computed as a sum over depth taps of 2-D convolutions (zero padding).
+ */
+export function conv3d(input: Tensor, weight: Tensor, bias?: Tensor | null, opts: Conv3dOptions = {}): Tensor {
+  const op = 'conv3d';
+  checkInputs(op, bias ? [input, weight, bias] : [input, weight]);
+  check(input.ndim === 4 || input.ndim === 5, op, () => `expects [N, C, D, H, W] or [C, D, H, W], got ${input.describe()}`);
+  check(weight.ndim === 5, op, () => `weight must be [outChannels, inChannels/groups, kD, kH, kW], got ${weight.describe()}`);
+  const triple = (name: string, v: number | readonly number[] | undefined, fallback: number): [number, number, number] => {
+    const t = v === undefined ? [fallback, fallback, fallback] : typeof v === 'number' ? [v, v, v] : [...v];
+    if (t.length !== 3 || t.some((n) => !Number.isInteger(n) || n < 0)) throw new SinterError(op, `${name} must be a non-negative integer or three of them, got ${JSON.stringify(v)}`);
+    return t as [number, number, number];
+  };
+  const [sd, sh, sw] = triple('stride', opts.stride, 1), [pd, ph, pw] = triple('padding', opts.padding, 0), [dd, dh, dw] = triple('dilation', opts.dilation, 1);
+  check(sd > 0 && sh > 0 && sw > 0 && dd > 0 && dh > 0 && dw > 0, op, 'stride and dilation must be positive');
+  const groups = opts.groups ?? 1;
+  return tidy(() => {
+    const x = input.ndim === 5 ? input : unsqueeze(input, 0);
+    const D = x.shape[2]!, kD = weight.shape[2]!;
+    const Do = Math.floor((D + 2 * pd - dd * (kD - 1) - 1) / sd) + 1;
+    check(Do > 0, op, () => `the input depth ${D} (padded by ${pd}) is smaller than the kernel's reach ${dd * (kD - 1) + 1}`);
+    const slices: Tensor[] = [];
+    for (let o = 0; o < Do; o++) {
+      let acc: Tensor | null = null;
+      for (let k = 0; k < kD; k++) {
+        const z = o * sd - pd + k * dd;
+        if (z < 0 || z >= D) continue; // a zero-padded plane adds nothing
+        const y = conv2d(select(x, 2, z), select(weight, 2, k), null, { stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups });
+        acc = acc ? add(acc, y) : y;
+      }
+      if (acc === null) {
+        // Every tap of this output plane fell in the padding: the plane is the bias alone.
+        const shape = conv2d(select(x, 2, 0), select(weight, 2, 0), null, { stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw], groups }).shape;
+        acc = zeros(shape, { dtype: x.dtype, device: x.device });
+      }
+      slices.push(bias ? add(acc, reshape(bias, [1, bias.numel(), 1, 1])) : acc);
+    }
+    const out = stack(slices, 2);
+    return input.ndim === 5 ? out : squeeze(out, 0);
+  });
 }
 
 // ---- norms -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// float64 references for einsum and the 1-D layers: loops over every index, independent of src/.
+// float64 references for einsum and the 1-D and 3-D layers: loops over every index, independent of src/.
 import { type Ref, ravel, ref, size, unravel } from './core.js';
 
 /**
@@ -69,4 +69,26 @@ export function pool1dRef(x: Ref, kind: 'max' | 'avg', k: number, stride: number
     out[r * lo + j] = kind === 'max' ? (vals.some(Number.isNaN) ? NaN : Math.max(...vals)) : vals.reduce((a, b) => a + b, 0) / k;
   }
   return ref([n, c, lo], out);
+}
+
+/** conv3d over [N, C, D, H, W] with weight [O, C/g, kD, kH, kW], zero padding, one stride/padding/dilation for every dim. */
+export function conv3dRef(x: Ref, w: Ref, bias: number[] | null, s: number, p: number, dil: number, groups: number): Ref {
+  const [n, c, ...dims] = x.shape as [number, number, number, number, number];
+  const [o, cg, ...ks] = w.shape as [number, number, number, number, number];
+  const outDims = dims.map((d, i) => Math.floor((d + 2 * p - dil * (ks[i]! - 1) - 1) / s) + 1);
+  const outShape = [n, o, ...outDims];
+  const out = new Float64Array(size(outShape));
+  for (let at = 0; at < out.length; at++) {
+    const [b, oc, ...od] = unravel(at, outShape) as [number, number, number, number, number];
+    const g = Math.floor(oc / (o / groups));
+    let sum = bias ? bias[oc]! : 0;
+    for (let ic = 0; ic < cg; ic++) for (let k = 0; k < size(ks); k++) {
+      const kk = unravel(k, ks);
+      const pos = od.map((v, i) => v * s - p + kk[i]! * dil);
+      if (pos.some((v, i) => v < 0 || v >= dims[i]!)) continue;
+      sum += x.data[ravel([b, g * cg + ic, ...pos], x.shape)]! * w.data[ravel([oc, ic, ...kk], w.shape)]!;
+    }
+    out[at] = sum;
+  }
+  return ref(outShape, out);
 }
