@@ -335,3 +335,20 @@ describe.each(WITH_WEBGPU as DeviceName[])('ONNX opsets 1–6 on %s', (device) =
     await expect(m.run({ a: sn.zeros([2, 3], { device }), b: sn.zeros([3], { device }) })).rejects.toThrow(/Add, opset 6\): inputs .*\[2, 3\].* and .*\[3\].* differ in shape, and before opset 7 that needs broadcast=1/);
   });
 });
+
+describe.each(WITH_WEBGPU as DeviceName[])('ONNX RoiAlign on %s', (device) => {
+  it('avg and max modes as onnxruntime computes them (max takes the largest weighted corner)', async () => {
+    // One region over the 2×2 image, one bin, one sample at (0.5, 0.5): every corner weighs 1/4.
+    const roi = (mode: string) => model({
+      nodes: [node('RoiAlign', ['x', 'rois', 'batch'], ['y'], [str('mode', mode), int('sampling_ratio', 1), str('coordinate_transformation_mode', 'output_half_pixel')])],
+      inputs: [info('x', 'float32', [1, 2, 2, 2])],
+      outputs: [info('y', 'float32', [1, 2, 1, 1])],
+      initializers: [rawFloat('rois', [1, 4], [0, 0, 1, 1]), { name: 'batch', dims: [1], dataType: TYPE.int64, int64Data: [0] }],
+    });
+    const x = sn.tensor([1, 2, 3, 4, -1, -8, 5, 2], { device }).reshape([1, 2, 2, 2]);
+    const avg = await (await sn.loadOnnx(roi('avg'), { device })).run({ x });
+    expect(await values(avg.y!)).toEqual([2.5, -0.5]);
+    const max = await (await sn.loadOnnx(roi('max'), { device })).run({ x });
+    expect(await values(max.y!)).toEqual([1, 1.25]);
+  });
+});

@@ -1,12 +1,13 @@
 import { add, div, eq, mul, sub, where } from '../../../ops/binary.js';
 import { interpolate } from '../../../ops/interpolate.js';
 import { matmul } from '../../../ops/linalg.js';
-import { gather } from '../../../ops/movement.js';
+import { embedding, gather } from '../../../ops/movement.js';
+import { amax, sum } from '../../../ops/reduce.js';
 import { abs, clamp, floor, round } from '../../../ops/unary.js';
 import { narrow, permute, reshape, unsqueeze } from '../../../ops/views.js';
 import { isFloat } from '../../../tensor/dtype.js';
 import type { Tensor } from '../../../tensor/tensor.js';
-import { hostOf } from '../host.js';
+import { checkHostShape, hostOf } from '../host.js';
 import type { OnnxNode } from '../node.js';
 import { type OpContext, type Val, register } from '../registry.js';
 import { normAxes } from './util.js';
@@ -309,5 +310,81 @@ register({
       return ['zeros', 'border', 'reflection'].includes(p) ? undefined : `padding_mode '${p}' is not zeros, border or reflection`;
     },
     minOpset: 16,
+  },
+});
+
+// ---- RoiAlign -------------------------------------------------------------------------------------
+
+/**
+ * RoiAlign as onnxruntime computes it: per region and output bin, a grid of sample points (sampling_ratio, or
+ * adaptive), each bilinearly interpolated (points beyond one pixel outside the image count 0), then averaged or
+ * maxed. The sample positions and weights depend on the regions' values, which are read on the host; the values
+ * are gathered from X on the device.
+ */
+function roiAlign(node: OnnxNode, ctx: OpContext, x: Tensor, rois: readonly number[], batchIdx: readonly number[]): Tensor {
+  const [n, c, h, w] = x.shape as [number, number, number, number];
+  if (x.ndim !== 4) node.fail(`X ${x.describe()} must be [N, C, H, W]`);
+  const count = batchIdx.length;
+  if (rois.length !== count * 4) node.fail(`rois must be [${count}, 4] for ${count} batch indices`);
+  const oh = node.int('output_height', 1), ow = node.int('output_width', 1), ratio = node.int('sampling_ratio', 0);
+  const scale = node.float('spatial_scale', 1), isMax = node.string('mode', 'avg') === 'max';
+  const halfPixel = node.string('coordinate_transformation_mode', node.opset >= 16 ? 'half_pixel' : 'output_half_pixel') === 'half_pixel';
+  const offset = halfPixel ? 0.5 : 0;
+  const taps: { pos: number[]; weight: number[] }[] = [];
+  let most = 1;
+  for (let r = 0; r < count; r++) {
+    const b = batchIdx[r]!;
+    if (!Number.isInteger(b) || b < 0 || b >= n) node.fail(`batch index ${b} of region ${r} is out of range for ${n} images`);
+    const [x1, y1, x2, y2] = rois.slice(r * 4, r * 4 + 4).map((v) => v * scale - offset) as [number, number, number, number];
+    const rw = halfPixel ? x2 - x1 : Math.max(x2 - x1, 1), rh = halfPixel ? y2 - y1 : Math.max(y2 - y1, 1);
+    const bh = rh / oh, bw = rw / ow;
+    const gh = ratio > 0 ? ratio : Math.ceil(rh / oh), gw = ratio > 0 ? ratio : Math.ceil(rw / ow);
+    const samples = Math.max(gh * gw, 1);
+    for (let ph = 0; ph < oh; ph++) {
+      for (let pw = 0; pw < ow; pw++) {
+        const pos: number[] = [], weight: number[] = [];
+        for (let iy = 0; iy < gh; iy++) {
+          for (let ix = 0; ix < gw; ix++) {
+            let y = y1 + ph * bh + ((iy + 0.5) * bh) / gh, xx = x1 + pw * bw + ((ix + 0.5) * bw) / gw;
+            if (y < -1 || y > h || xx < -1 || xx > w) {
+              pos.push(0, 0, 0, 0);
+              weight.push(0, 0, 0, 0);
+              continue;
+            }
+            y = Math.max(y, 0);
+            xx = Math.max(xx, 0);
+            let yl = Math.floor(y), xl = Math.floor(xx), yh: number, xh: number;
+            if (yl >= h - 1) [yl, yh, y] = [h - 1, h - 1, h - 1];
+            else yh = yl + 1;
+            if (xl >= w - 1) [xl, xh, xx] = [w - 1, w - 1, w - 1];
+            else xh = xl + 1;
+            const ly = y - yl, lx = xx - xl, hy = 1 - ly, hx = 1 - lx;
+            const base = b * h * w, k = isMax ? 1 : 1 / samples;
+            pos.push(base + yl * w + xl, base + yl * w + xh, base + yh * w + xl, base + yh * w + xh);
+            weight.push(hy * hx * k, hy * lx * k, ly * hx * k, ly * lx * k);
+          }
+        }
+        taps.push({ pos, weight });
+        most = Math.max(most, pos.length);
+      }
+    }
+  }
+  // Every bin padded to the most taps: weight 0 for a sum, excluded (−∞) for a max.
+  checkHostShape(node.opType, [taps.length, most]);
+  const pos = taps.flatMap((t) => [...t.pos, ...new Array<number>(most - t.pos.length).fill(0)]);
+  const weight = taps.flatMap((t) => [...t.weight, ...new Array<number>(most - t.weight.length).fill(isMax ? NaN : 0)]);
+  const rows = reshape(permute(x, [0, 2, 3, 1]), [n * h * w, c]);
+  const picked = embedding(ctx.dev(hostOf('int32', [count, oh, ow, most], pos), 'RoiAlign positions'), rows);
+  const wt = reshape(ctx.dev(hostOf('float32', [count, oh, ow, most], weight), 'RoiAlign weights'), [count, oh, ow, most, 1]);
+  const weighted = mul(picked, wt);
+  const pooled = isMax ? amax(where(wt.isnan(), -Infinity, weighted), 3) : sum(weighted, 3);
+  return permute(pooled, [0, 3, 1, 2]);
+}
+
+register({
+  RoiAlign: {
+    run: (node, [x, rois, batch], ctx) => [roiAlign(node, ctx, ctx.dev(x!, 'X'), Array.from(ctx.host(rois!, 'rois').data), Array.from(ctx.host(batch!, 'batch_indices').data))],
+    hostInputs: [1, 2],
+    minOpset: 10,
   },
 });
