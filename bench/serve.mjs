@@ -114,6 +114,19 @@ async function load(url, model, connections, seconds, amount) {
   return { qps: latencies.length / elapsed, p50: pct(latencies, 0.5), p95: pct(latencies, 0.95), p99: pct(latencies, 0.99), ok: latencies.length, refused, other: other + result.errors + result.timeouts };
 }
 
+/**
+ * Waits until the server has worked off what earlier runs left queued or running (requests autocannon
+ * gave up on still run): one request, queued behind all of it, is answered.
+ */
+async function drain(url, model) {
+  const n = SAMPLE[model].reduce((a, b) => a * b, 1);
+  const res = await fetch(`${url}/v1/models/${model}/predict`, {
+    method: 'POST', headers: { 'content-type': 'application/octet-stream', 'x-shape': SAMPLE[model].join(',') },
+    body: new Float32Array(n), signal: AbortSignal.timeout(120_000),
+  });
+  await res.arrayBuffer();
+}
+
 const rows = [];
 const directRows = [];
 const t0 = performance.now();
@@ -129,8 +142,12 @@ for (const device of o.devices.split(',')) {
       const server = await startServer(model, device, batching);
       progress('  started');
       try {
-        await load(server.url, model, 32, 2, 2000); // warm the sockets, the allocator, and compile batch sizes not warmed by the server
-        for (const c of CONCURRENCY) progress(`  concurrency ${c}`), rows.push({ model, device, batching, c, ...(await load(server.url, model, c, Number(o.duration), Number(o.amount))) });
+        await load(server.url, model, 8, 1, 500); // warm the sockets and the allocator
+        for (const c of CONCURRENCY) {
+          await drain(server.url, model);
+          progress(`  concurrency ${c}`);
+          rows.push({ model, device, batching, c, ...(await load(server.url, model, c, Number(o.duration), Number(o.amount))) });
+        }
       } finally {
         progress('  stopping');
         await server.stop();
