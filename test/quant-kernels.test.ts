@@ -132,6 +132,20 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
     });
   });
 
+  it('maxPool2d and relu keep the grid: max of the integers, max(q, zeroPoint), same parameters', async () => {
+    const x = sn.randn([1, 2, 4, 6], { seed: 8, device: device as sn.DeviceName });
+    const q = sn.quantizePerTensor(x, 0.05, 60, 'quint8');
+    const ints = Array.from(await q.intRepr().data());
+    const p = Q.maxPool2d(q, 2);
+    expect([p.shape, p.qScale(), p.qZeroPoint()]).toEqual([[1, 2, 2, 3], 0.05, 60]);
+    const want: number[] = [];
+    for (let c = 0; c < 2; c++) for (let i = 0; i < 2; i++) for (let j = 0; j < 3; j++) {
+      want.push(Math.max(...[0, 1].flatMap((di) => [0, 1].map((dj) => ints[c * 24 + (2 * i + di) * 6 + 2 * j + dj]!))));
+    }
+    expect(Array.from(await p.intRepr().data())).toEqual(want);
+    expect(Array.from(await Q.relu(q).intRepr().data())).toEqual(ints.map((v) => Math.max(v, 60)));
+  });
+
   it('conv2d equals the integer reference: the float conv of the dequantised operands, requantised', async () => {
     // Exactness of the implicit im2col (padding reads the zero point) against sn.conv2d on centred integers.
     await eachPath(device, async () => {

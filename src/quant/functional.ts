@@ -6,7 +6,9 @@ import type { DeviceName } from '../backend/backend.js';
 import { Tensor } from '../tensor/tensor.js';
 import { div } from '../ops/binary.js';
 import { type ConvGeometry, type QGemmAttrs, qgemm } from './gemm.js';
-import { type QDType, QRANGE, QuantizedTensor, STORAGE_DTYPE, isQuantized } from './qtensor.js';
+import { type QDType, QRANGE, QuantizedTensor, STORAGE_DTYPE, isQuantized, quantizePerTensor } from './qtensor.js';
+import { type MaxPool2dOptions, maxPool2d as floatMaxPool2d } from '../ops/pool.js';
+import { relu as floatRelu } from '../ops/unary.js';
 
 // Quantised layers as functions (torch.ao.nn.quantized.functional): quantised input and weight in,
 // quantised output out, run as one integer GEMM with the requantisation epilogue (src/quant/gemm.ts).
@@ -20,6 +22,7 @@ export interface QOutputOptions {
   relu?: boolean;
 }
 
+/** As QOutputOptions, except that conv2d's output scale and zero point default to 1 and 0 (as PyTorch's). */
 export interface QConv2dOptions extends QOutputOptions {
   stride?: number | [number, number];
   padding?: number | [number, number];
@@ -126,7 +129,7 @@ export function conv2d(input: QuantizedTensor, weight: QuantizedTensor, bias?: T
   const outHeight = Math.floor((height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) / stride[0]) + 1;
   const outWidth = Math.floor((width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) / stride[1]) + 1;
   if (outHeight < 1 || outWidth < 1) throw new SinterError(op, `the kernel ${kh}×${kw} (dilation ${dilation}) does not fit the padded input ${height}×${width} (padding ${padding})`);
-  const g = gemmParams(op, input, weight, bias, opts, input.device);
+  const g = gemmParams(op, input, weight, bias, { ...opts, scale: opts.scale ?? 1, zeroPoint: opts.zeroPoint ?? 0 }, input.device);
   const geometry: ConvGeometry = { batch, channels, height, width, kernel: [kh, kw], stride, padding, dilation, groups, outHeight, outWidth };
   const xr = input.intRepr(), wr = weight.intRepr();
   const w2 = reshape(contiguous(wr), [outC, cg * kh * kw]);
@@ -157,4 +160,28 @@ export function matmulInteger(a: Tensor, b: Tensor, aZeroPoint = 0, bZeroPoint: 
   } finally {
     bt.dispose();
   }
+}
+
+/** Runs a float op that maps the quantisation grid onto itself (max, ReLU) on the values and quantises back with the same parameters: exact. */
+function sameGrid(op: string, input: QuantizedTensor, f: (x: Tensor) => Tensor): QuantizedTensor {
+  checkQuantized(op, input, 'the input');
+  if (input.params.axis !== null) throw new SinterError(op, `expects a tensor quantised per tensor, got ${input.describe()} quantised per channel`);
+  const x = input.dequantize();
+  const y = f(x);
+  x.dispose();
+  try {
+    return quantizePerTensor(y, input.params.scales[0]!, input.params.zeroPoints[0]!, input.dtype);
+  } finally {
+    y.dispose();
+  }
+}
+
+/** `torch.ao.nn.quantized.functional.max_pool2d`: the output keeps the input's scale and zero point. */
+export function maxPool2d(input: QuantizedTensor, kernelSize: number | [number, number], opts: MaxPool2dOptions = {}): QuantizedTensor {
+  return sameGrid('quant.maxPool2d', input, (x) => floatMaxPool2d(x, kernelSize, opts));
+}
+
+/** ReLU on a quantised tensor (torch.relu on quantised input): q → max(q, zeroPoint), same parameters. */
+export function relu(input: QuantizedTensor): QuantizedTensor {
+  return sameGrid('quant.relu', input, floatRelu);
 }
