@@ -41,7 +41,7 @@ export { gru, lstm, rnn } from './ops/rnn.js';
 export { diagonal, einsum } from './ops/einsum.js';
 export { diag, pixelShuffle, pixelUnshuffle, roll, select, unbind } from './ops/rearrange.js';
 export { addmm, baddbmm, outer } from './ops/products.js';
-export { avgPool1d, conv1d, conv3d, cosineSimilarity, dropout, erfinv, maxPool1d, normalize, rmsNorm } from './ops/functional.js';
+export { avgPool1d, conv1d, conv3d, cosineSimilarity, dropout, embeddingBag, erfinv, maxPool1d, normalize, rmsNorm } from './ops/functional.js';
 export { scaledDotProductAttention } from './ops/attention.js';
 export type * from './ops/index.js';
 export { fromNdarray, toNdarray } from './io/ndarray.js';

@@ -20,7 +20,7 @@ const PUBLIC = [
   // views and data movement
   'view', 'reshape', 'permute', 'transpose', 't', 'slice', 'narrow', 'expand', 'expandAs', 'broadcastTo', 'squeeze', 'unsqueeze',
   'flatten', 'contiguous', 'clone', 'to', 'toDevice', 'select', 'unbind', 'diagonal', 'diag', 'roll', 'pixelShuffle', 'pixelUnshuffle',
-  'cat', 'stack', 'split', 'chunk', 'pad', 'gather', 'indexSelect', 'embedding', 'repeat', 'flip', 'interpolate',
+  'cat', 'stack', 'split', 'chunk', 'pad', 'gather', 'indexSelect', 'embedding', 'embeddingBag', 'repeat', 'flip', 'interpolate',
   // elementwise
   'neg', 'abs', 'exp', 'log', 'log1p', 'expm1', 'sqrt', 'rsqrt', 'reciprocal', 'sin', 'cos', 'tanh', 'sigmoid', 'relu', 'relu6',
   'leakyRelu', 'elu', 'selu', 'gelu', 'silu', 'softplus', 'hardSigmoid', 'hardSwish', 'erf', 'erfinv', 'floor', 'ceil', 'round', 'sign', 'clamp',

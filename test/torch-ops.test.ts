@@ -124,6 +124,23 @@ describe.each(WITH_WEBGPU)('PyTorch ops on %s', (device) => {
     expect(sn.conv3d(x, w).shape).toEqual([1, 3, 3, 3]);
   });
 
+  it('embeddingBag sums, means and maxima of bags as PyTorch 1.13 does (offsets, empty bags, weights, padding)', async () => {
+    const w = sn.arange(12, { device }).reshape([6, 2]).to('float32');
+    const input = sn.tensor([1, 2, 4, 5, 4, 3, 2, 0], { dtype: 'int32', device }), offsets = sn.tensor([0, 3, 3, 6], { dtype: 'int32', device });
+    const bag = (o: sn.EmbeddingBagOptions, x = input) => sn.embeddingBag(x, w, { offsets, ...o }).toArray();
+    expect(await bag({ mode: 'sum' })).toEqual([[14, 17], [0, 0], [24, 27], [4, 6]]);
+    expect(await bag({})).toEqual([[14 / 3, 17 / 3].map(Math.fround), [0, 0], [8, 9], [2, 3]]);
+    expect(await bag({ mode: 'max' })).toEqual([[8, 9], [0, 0], [10, 11], [4, 5]]);
+    expect(await bag({ mode: 'sum', perSampleWeights: sn.arange(8, { device }).to('float32') })).toEqual([[20, 23], [0, 0], [92, 104], [24, 37]]);
+    expect(await bag({ mode: 'sum', offsets: sn.tensor([0, 3, 8], { dtype: 'int32', device }), includeLastOffset: true })).toEqual([[14, 17], [28, 33]]);
+    expect(await bag({ paddingIdx: 4 })).toEqual([[3, 4], [0, 0], [8, 9], [2, 3]]);
+    expect(await sn.embeddingBag(sn.tensor([[0, 2], [5, 5]], { dtype: 'int32', device }), w).toArray()).toEqual([[2, 3], [10, 11]]);
+    const module = new sn.nn.EmbeddingBag(6, 2, { mode: 'max', device });
+    module.loadStateDict({ weight: w });
+    expect(await module.forward(input, offsets).toArray()).toEqual([[8, 9], [0, 0], [10, 11], [4, 5]]);
+    expect(String(module)).toBe("EmbeddingBag(6, 2, mode='max')");
+  });
+
   it('pixelShuffle and pixelUnshuffle move channels into r×r blocks and back', async () => {
     const x = sn.arange(2 * 8 * 2 * 3, { device }).reshape([2, 8, 2, 3]).to('float32');
     const y = sn.pixelShuffle(x, 2);

@@ -10,7 +10,7 @@ import { batchNorm, groupNorm, layerNorm } from '../ops/norm.js';
 import { embedding } from '../ops/movement.js';
 import { flatten } from '../ops/views.js';
 import { tidy } from '../tensor/scope.js';
-import { type AvgPool1dOptions, type Conv1dOptions, type MaxPool1dOptions, avgPool1d, conv1d, maxPool1d, rmsNorm } from '../ops/functional.js';
+import { type AvgPool1dOptions, type Conv1dOptions, type MaxPool1dOptions, avgPool1d, conv1d, embeddingBag, maxPool1d, rmsNorm } from '../ops/functional.js';
 import { type InterpolateOptions, interpolate } from '../ops/interpolate.js';
 import { pixelShuffle, pixelUnshuffle } from '../ops/rearrange.js';
 import { Module } from './module.js';
@@ -413,5 +413,26 @@ export class AvgPool1d extends Module {
   }
   forward(x: Tensor): Tensor {
     return avgPool1d(x, this.kernelSize, this.options);
+  }
+}
+
+/** torch.nn.EmbeddingBag: sums, means or maxima of bags of embedding rows (weight N(0, 1), as there). */
+export class EmbeddingBag extends Module {
+  declare weight: Tensor;
+  readonly mode: 'sum' | 'mean' | 'max';
+  readonly includeLastOffset: boolean;
+  readonly paddingIdx: number | null;
+  constructor(readonly numEmbeddings: number, readonly embeddingDim: number, opts: InitOptions & { mode?: 'sum' | 'mean' | 'max'; includeLastOffset?: boolean; paddingIdx?: number | null } = {}) {
+    super();
+    this.mode = opts.mode ?? 'mean';
+    this.includeLastOffset = opts.includeLastOffset ?? false;
+    this.paddingIdx = opts.paddingIdx ?? null;
+    this.registerParameter('weight', randn([numEmbeddings, embeddingDim], opts));
+  }
+  forward(input: Tensor, offsets?: Tensor | null, perSampleWeights?: Tensor | null): Tensor {
+    return embeddingBag(input, this.weight, { offsets, perSampleWeights, mode: this.mode, includeLastOffset: this.includeLastOffset, paddingIdx: this.paddingIdx });
+  }
+  override extraRepr(): string {
+    return `${this.numEmbeddings}, ${this.embeddingDim}, mode='${this.mode}'${this.paddingIdx === null ? '' : `, padding_idx=${this.paddingIdx}`}`;
   }
 }

@@ -2,7 +2,7 @@ import { SinterError, check } from '../errors.js';
 import { castValue, isFloat } from '../tensor/dtype.js';
 import { normDim } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { rand, zeros } from '../tensor/creation.js';
+import { arange, full, rand, zeros } from '../tensor/creation.js';
 import type { Generator } from '../tensor/random.js';
 import { tidy } from '../tensor/scope.js';
 import { erf } from '../kernels/cpu/math.js';
@@ -11,15 +11,17 @@ import { wordKernel } from '../kernels/wgsl/movement.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
 import { convert } from '../kernels/wgsl/dtype.js';
 import { broadcastShapes } from '../tensor/shape.js';
-import { add, div, lt, maximum, mul, pow } from './binary.js';
-import { stack } from './movement.js';
+import { add, div, eq, ge, logicalAnd, lt, maximum, mul, ne, pow, where } from './binary.js';
+import { cat, embedding, stack } from './movement.js';
 import { select } from './rearrange.js';
 import { type Conv2dOptions, conv2d } from './conv.js';
 import { apply1, checkInputs, defineOp, describeMeta } from './op.js';
 import { type AvgPool2dOptions, type MaxPool2dOptions, avgPool2d, maxPool2d } from './pool.js';
 import { amax, mean, sum } from './reduce.js';
+import { matmul } from './linalg.js';
+import { any } from './reductions.js';
 import { abs, rsqrt, sqrt } from './unary.js';
-import { expand, reshape, squeeze, to, unsqueeze } from './views.js';
+import { expand, narrow, reshape, squeeze, to, unsqueeze } from './views.js';
 
 // torch.nn.functional's 1-D layers (as the 2-D kernels over a height of 1), normalisation by norms
 // (normalize, cosineSimilarity, rmsNorm), functional dropout and erfinv.
@@ -215,6 +217,68 @@ export function conv3d(input: Tensor, weight: Tensor, bias?: Tensor | null, opts
     }
     const out = stack(slices, 2);
     return input.ndim === 5 ? out : squeeze(out, 0);
+  });
+}
+
+export interface EmbeddingBagOptions {
+  /** With a 1-D input: where each bag starts (ints, ascending, the first 0); with a 2-D input, omitted (each row is a bag). */
+  offsets?: Tensor | null;
+  /** How a bag's rows combine (default 'mean'). */
+  mode?: 'sum' | 'mean' | 'max';
+  /** Weights of each index (input's shape), 'sum' mode only. */
+  perSampleWeights?: Tensor | null;
+  /** The last offset ends the input instead of starting a bag (default false). */
+  includeLastOffset?: boolean;
+  /** Rows of this index are left out of their bag. */
+  paddingIdx?: number | null;
+}
+
+/**
+ * torch.nn.functional.embedding_bag: sums, means or maxima of bags of `weight` rows. Bags are the
+ * rows of a 2-D input, or runs of a 1-D input starting at `offsets`. Computed on the device (bag
+ * membership as a mask, no readback), so it also traces under jit; an empty bag gives zeros.
+ */
+export function embeddingBag(input: Tensor, weight: Tensor, opts: EmbeddingBagOptions = {}): Tensor {
+  const op = 'embeddingBag';
+  const mode = opts.mode ?? 'mean';
+  check(mode === 'sum' || mode === 'mean' || mode === 'max', op, () => `mode must be 'sum', 'mean' or 'max', got ${JSON.stringify(mode)}`);
+  const extra = [opts.offsets, opts.perSampleWeights].filter((t): t is Tensor => !!t);
+  checkInputs(op, [input, weight, ...extra]);
+  check(weight.ndim === 2, op, () => `weight must be [numEmbeddings, dim], got ${weight.describe()}`);
+  check(!opts.perSampleWeights || mode === 'sum', op, "perSampleWeights need mode 'sum' (as in PyTorch)");
+  return tidy(() => {
+    let member: Tensor; // [bags, n] bool: which input positions belong to which bag
+    let flat: Tensor;
+    if (input.ndim === 2) {
+      check(!opts.offsets, op, 'offsets are only for a 1-D input (a 2-D input is one bag per row)');
+      const [b, k] = input.shape as [number, number];
+      flat = reshape(input, [b * k]);
+      const bagOf = div(arange(b * k, { device: input.device, dtype: 'int32' }), k, { roundingMode: 'floor' });
+      member = eq(unsqueeze(bagOf, 0), unsqueeze(arange(b, { device: input.device, dtype: 'int32' }), 1));
+    } else {
+      check(input.ndim === 1 && !!opts.offsets && opts.offsets.ndim === 1, op, () => `expects a 2-D input, or a 1-D input with 1-D offsets; got ${input.describe()}${opts.offsets ? ` and offsets ${opts.offsets.describe()}` : ' without offsets'}`);
+      flat = input;
+      const offsets = opts.offsets!, n = input.shape[0]!;
+      const starts = opts.includeLastOffset ? narrow(offsets, 0, 0, Math.max(offsets.shape[0]! - 1, 0)) : offsets;
+      const bags = starts.shape[0]!;
+      if (bags === 0) return zeros([0, weight.shape[1]!], { dtype: weight.dtype, device: weight.device });
+      // Position i is in bag j when starts[j] ≤ i < starts[j + 1] (the last bag runs to the end).
+      const pos = unsqueeze(arange(n, { device: input.device, dtype: 'int32' }), 0);
+      const lo = unsqueeze(starts, 1);
+      const hi = unsqueeze(cat([narrow(starts, 0, 1, bags - 1), full([1], n, { device: input.device, dtype: 'int32' })], 0), 1);
+      member = logicalAnd(ge(pos, lo), lt(pos, hi));
+    }
+    if (opts.paddingIdx !== undefined && opts.paddingIdx !== null) member = logicalAnd(member, unsqueeze(ne(flat, opts.paddingIdx), 0));
+    const rows = embedding(flat, weight); // [n, dim]
+    if (mode === 'max') {
+      const picked = where(unsqueeze(member, 2), unsqueeze(rows, 0), -Infinity); // [bags, n, dim]
+      // An empty bag gives zeros, as in PyTorch.
+      return where(unsqueeze(any(member, 1), 1), amax(picked, 1), 0);
+    }
+    let m = to(member, weight.dtype);
+    if (opts.perSampleWeights) m = mul(m, unsqueeze(reshape(opts.perSampleWeights, [flat.shape[0]!]), 0));
+    const summed = matmul(m, rows);
+    return mode === 'sum' ? summed : div(summed, maximum(sum(m, 1, true), 1));
   });
 }
 
