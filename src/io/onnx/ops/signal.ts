@@ -79,7 +79,34 @@ function windowOf(node: OnnxNode, ctx: OpContext, sizeV: Val, coefficients: read
   return hostOf(onnxDType(node.int('output_datatype', 1), `${node.describe()}'s output_datatype`), [size], values);
 }
 
+/**
+ * MelWeightMatrix as ONNX's reference builds it: [dft_length/2 + 1, num_mel_bins] triangular filters between mel-spaced
+ * edges, each edge rounded down to a DFT bin.
+ */
+function melWeightMatrix(node: OnnxNode, ctx: OpContext, ins: readonly (Val | undefined)[]): Val {
+  const [mels, length, rate, low, high] = ['num_mel_bins', 'dft_length', 'sample_rate', 'lower_edge_hertz', 'upper_edge_hertz'].map((w, i) => hostScalar(ctx, ins[i], w)!) as [number, number, number, number, number];
+  const spectrogramBins = Math.floor(length / 2) + 1;
+  checkHostShape(node.opType, [spectrogramBins, mels]);
+  const toMel = (hz: number) => 2595 * Math.log10(1 + hz / 700);
+  // The step divides by the number of edges (mels + 2), as ONNX's reference does.
+  const lowMel = toMel(low), step = (toMel(high) - lowMel) / (mels + 2);
+  const edges = Array.from({ length: mels + 2 }, (_, i) => Math.floor(((length + 1) * 700 * (10 ** ((i * step + lowMel) / 2595) - 1)) / rate));
+  const out = new Array<number>(spectrogramBins * mels).fill(0);
+  const set = (j: number, i: number, v: number) => {
+    if (j < 0 || j >= spectrogramBins) node.fail(`a filter edge falls on DFT bin ${j}, outside the ${spectrogramBins} bins`);
+    out[j * mels + i] = v;
+  };
+  for (let i = 0; i < mels; i++) {
+    const [lo, centre, hi] = [edges[i]!, edges[i + 1]!, edges[i + 2]!];
+    if (centre === lo) set(centre, i, 1);
+    else for (let j = lo; j <= centre; j++) set(j, i, (j - lo) / (centre - lo));
+    for (let j = centre; j < hi; j++) set(j, i, (hi - j) / (hi - centre));
+  }
+  return hostOf(onnxDType(node.int('output_datatype', 1), `${node.describe()}'s output_datatype`), [spectrogramBins, mels], out);
+}
+
 register({
+  MelWeightMatrix: { run: (node, ins, ctx) => [melWeightMatrix(node, ctx, ins)], hostInputs: [0, 1, 2, 3, 4], minOpset: 17 },
   DFT: {
     run: (node, [x, lengthV, axisV], ctx) => {
       const t = ctx.dev(x!, 'input');
