@@ -82,6 +82,34 @@ describe.each(WITH_WEBGPU)('quantised tensors on %s', (device) => {
     );
   });
 
+  it('per channel: any axis and layout equals the reference quantiser of its channel', async () => {
+    const arb = fc.record({ shape: shapeArb({ minRank: 1, maxRank: 3, maxDim: 5 }), dtype: fc.constantFrom<QDType>('qint8', 'quint8'), axisFrac: fc.double({ min: 0, max: 0.999, noNaN: true }) })
+      .chain((p) => {
+        const axis = Math.floor(p.axisFrac * p.shape.length), n = p.shape[axis]!;
+        const [lo, hi] = RANGE[p.dtype];
+        return fc.record({
+          c: tensorCaseArb(p.shape, { min: -50, max: 50 }),
+          scales: fc.array(fc.double({ min: 0.01, max: 1, noNaN: true }), { minLength: n, maxLength: n }),
+          zps: fc.array(fc.integer({ min: lo, max: hi }), { minLength: n, maxLength: n }),
+        }).map((v) => ({ ...p, axis, ...v }));
+      });
+    await fc.assert(
+      fc.asyncProperty(arb, async ({ shape, dtype, axis, c, scales, zps }) => {
+        const x = makeTensor(c, device);
+        const q = sn.quantizePerChannel(x, scales, zps, axis, dtype);
+        const ints = await q.intRepr().data();
+        const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+        c.values.forEach((v, i) => {
+          const ch = Math.floor(i / inner) % shape[axis]!;
+          expect(ints[i], `q(${v}) channel ${ch}`).toBe(quantizeRef(v, scales[ch]!, zps[ch]!, dtype));
+        });
+        x.dispose();
+        q.dispose();
+      }),
+      propertyConfig({ numRuns: 15 }),
+    );
+  });
+
   it('per channel: each slice along the axis uses its own scale and zero point', async () => {
     const x = sn.tensor([[[-1, 0.5], [2, 3]], [[4, -5], [6.5, 7]]], { device });
     const q = sn.quantizePerChannel(x, [0.5, 0.25], [1, -2], -1, 'qint8');
