@@ -141,6 +141,37 @@ describe.each(WITH_WEBGPU as DeviceName[])('ONNX control flow on %s', (device) =
     m.dispose();
   });
 
+  it('sequences: SplitToSequence, SequenceAt/Erase/Insert/Length, ConcatFromSequence, and a sequence carried by a Loop', async () => {
+    // The loop appends row i of x at each iteration to a sequence that starts empty.
+    const body = graph({
+      nodes: [node('Gather', ['x', 'iter'], ['row'], [int('axis', 0)]), node('SequenceInsert', ['seq_in', 'row'], ['seq_out']), node('Identity', ['cond_in'], ['cond_out'])],
+      inputs: [info('iter', 'int64', []), scalarBool('cond_in'), { name: 'seq_in' }],
+      outputs: [scalarBool('cond_out'), { name: 'seq_out' }],
+    });
+    const m = await sn.loadOnnx(model({
+      nodes: [
+        node('SplitToSequence', ['x'], ['rows'], [int('keepdims', 0)]),
+        node('SequenceAt', ['rows', 'minus_one'], ['last']),
+        node('SequenceErase', ['rows', 'zero'], ['rest']),
+        node('SequenceInsert', ['rest', 'last', 'zero'], ['rotated']),
+        node('SequenceLength', ['rotated'], ['n']),
+        node('ConcatFromSequence', ['rotated'], ['stacked'], [int('axis', 0), int('new_axis', 1)]),
+        node('SequenceEmpty', [], ['empty'], [int('dtype', TYPE.float32)]),
+        node('Loop', ['three', '', 'empty'], ['collected'], [graphAttr('body', body)]),
+        node('ConcatFromSequence', ['collected'], ['looped'], [int('axis', 0)]),
+      ],
+      inputs: [info('x', 'float32', [4, 2])],
+      outputs: [info('stacked', 'float32', [4, 2]), info('n', 'int64', []), info('looped', 'float32', [6])],
+      initializers: [int64Const('minus_one', [-1], []), int64Const('zero', [0], []), int64Const('three', [3], [])],
+    }), { device });
+    const out = await m.run({ x: sn.tensor([[1, 2], [3, 4], [5, 6], [7, 8]], { device }) });
+    expect(await values(out.stacked!)).toEqual([7, 8, 3, 4, 5, 6, 7, 8]);
+    expect(await values(out.n!)).toEqual([4]);
+    expect(await values(out.looped!)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(m.report().execution).toBe('jit');
+    m.dispose();
+  });
+
   it('refuses a Loop with neither a trip count nor a condition, naming the node', async () => {
     const body = graph({ nodes: [node('Identity', ['cond_in'], ['cond_out'])], inputs: [info('iter', 'int64', []), scalarBool('cond_in')], outputs: [scalarBool('cond_out')] });
     const m = await sn.loadOnnx(model({

@@ -1,5 +1,5 @@
 import { SinterError } from '../../errors.js';
-import { flip, stack } from '../../ops/movement.js';
+import { cat, flip, stack } from '../../ops/movement.js';
 import { narrow, squeeze } from '../../ops/views.js';
 import { full } from '../../tensor/creation.js';
 import { itemSize } from '../../tensor/dtype.js';
@@ -72,6 +72,10 @@ export function buildGraph(proto: GraphProto, opsets: ReadonlyMap<string, number
       }
       continue;
     }
+    if (node.domain === '' && SEQUENCE_OPS.has(node.opType)) {
+      if (node.opset < 11) problems.push({ op: node.opType, domain: '', opset: node.opset, node: node.describe(), reason: `opset ${node.opset} is older than the oldest supported (11)` });
+      continue;
+    }
     const entry = OPS.get(node.domain === '' ? node.opType : `${node.domain}.${node.opType}`);
     const oldest = entry?.minOpset ?? MIN_OPSET;
     const reason = !entry
@@ -117,14 +121,28 @@ export class NeedsValues extends SinterError {
   }
 }
 
+/**
+ * An ONNX sequence (a list of tensors, as SplitToSequence or SequenceConstruct make): it lives between nodes, in
+ * loop-carried state and in subgraphs; graph inputs and outputs are tensors only.
+ */
+export class OnnxSequence {
+  constructor(
+    readonly items: readonly Val[],
+    readonly elemType: OnnxDType | undefined,
+  ) {}
+}
+
+/** What a name holds while a graph runs: a tensor (device or host) or a sequence. */
+export type Value = Val | OnnxSequence;
+
 /** Values by name, falling back to the enclosing graph's (a subgraph sees its outer scope). */
 class Scope {
-  private readonly own = new Map<string, Val>();
+  private readonly own = new Map<string, Value>();
   constructor(private readonly parent?: Scope) {}
-  get(name: string): Val | undefined {
+  get(name: string): Value | undefined {
     return this.own.get(name) ?? this.parent?.get(name);
   }
-  set(name: string, v: Val): void {
+  set(name: string, v: Value): void {
     this.own.set(name, v);
   }
 }
@@ -139,7 +157,7 @@ export interface RunState {
 export type Interpretation<T> = Generator<ValueRead, T, HostTensor>;
 
 /** Runs `g` on `inputs` (by name) with `outer` as its enclosing scope; returns its outputs in order. */
-export function* runGraph(g: OnnxGraph, inputs: ReadonlyMap<string, Val>, state: RunState, outer?: Scope): Interpretation<Val[]> {
+export function* runGraph(g: OnnxGraph, inputs: ReadonlyMap<string, Value>, state: RunState, outer?: Scope): Interpretation<Value[]> {
   const env = new Scope(outer);
   for (const [k, v] of g.constants) env.set(k, v);
   for (const [k, v] of inputs) env.set(k, v);
@@ -150,9 +168,10 @@ export function* runGraph(g: OnnxGraph, inputs: ReadonlyMap<string, Val>, state:
       if (!v) node.fail(`its input '${name}' is not produced by any earlier node, initializer or graph input`);
       return v;
     });
-    let outs: (Val | undefined)[];
+    let outs: (Value | undefined)[];
     try {
-      outs = node.domain === '' && CONTROL[node.opType] ? yield* runControl(node, ins, state, env) : yield* runOp(node, ins, state);
+      const kind = node.domain === '' ? node.opType : '';
+      outs = CONTROL[kind] ? yield* runControl(node, ins, state, env) : SEQUENCE_OPS.has(kind) ? yield* runSequenceOp(node, ins, state.ctx) : yield* runOp(node, tensorsOnly(node, ins), state);
     } catch (e) {
       if (e instanceof NeedsValues || (e instanceof SinterError && e.message.includes(node.describe()))) throw e;
       throw new SinterError(node.opType, `${node.describe()}: ${(e as Error).message}`);
@@ -161,7 +180,8 @@ export function* runGraph(g: OnnxGraph, inputs: ReadonlyMap<string, Val>, state:
       if (!name) return;
       const v = outs[i];
       if (v === undefined) node.fail(`output ${i} ('${name}') is not produced by this importer`);
-      checkValueBytes(node, `output '${name}'`, v.shape, v instanceof Tensor ? itemSize(v.dtype) : 8);
+      const parts = v instanceof OnnxSequence ? v.items : [v];
+      for (const t of parts) checkValueBytes(node, `output '${name}'`, t.shape, t instanceof Tensor ? itemSize(t.dtype) : 8);
       env.set(name, v);
     });
   }
@@ -173,11 +193,102 @@ export function* runGraph(g: OnnxGraph, inputs: ReadonlyMap<string, Val>, state:
 }
 
 /** A device value as a host tensor, read by whoever drives the interpretation. */
-function* readValue(v: Val, node: OnnxNode, what: string): Interpretation<HostTensor> {
+function* readValue(v: Value, node: OnnxNode, what: string): Interpretation<HostTensor> {
+  if (v instanceof OnnxSequence) node.fail(`${what} must be a tensor, got a sequence`);
   return isHost(v) ? v : yield { value: v, node, what };
 }
 
-function* runOp(node: OnnxNode, given: readonly (Val | undefined)[], state: RunState): Interpretation<(Val | undefined)[]> {
+/** The inputs of an op that takes tensors only. */
+function tensorsOnly(node: OnnxNode, ins: readonly (Value | undefined)[]): (Val | undefined)[] {
+  return ins.map((v, i) => {
+    if (v instanceof OnnxSequence) node.fail(`input ${i} ('${node.inputs[i]}') is a sequence, but this op takes tensors`);
+    return v;
+  });
+}
+
+function asTensor(node: OnnxNode, v: Value | undefined, what: string): Val {
+  if (v === undefined || v instanceof OnnxSequence) node.fail(`${what} must be a tensor`);
+  return v;
+}
+
+// ---- sequences ------------------------------------------------------------------------------------------
+
+const SEQUENCE_OPS = new Set(['SequenceEmpty', 'SequenceConstruct', 'SequenceAt', 'SequenceInsert', 'SequenceErase', 'SequenceLength', 'SplitToSequence', 'ConcatFromSequence']);
+
+function* runSequenceOp(node: OnnxNode, ins: readonly (Value | undefined)[], ctx: OpContext): Interpretation<(Value | undefined)[]> {
+  const seqOf = (v: Value | undefined): OnnxSequence => (v instanceof OnnxSequence ? v : node.fail('input 0 must be a sequence'));
+  /** A position in [−n, n) (or [−n, n] to insert) made non-negative. */
+  const position = function* (v: Value | undefined, n: number, fallback: number, inserting: boolean): Interpretation<number> {
+    if (v === undefined) return fallback;
+    const p = (yield* readValue(v, node, 'the position')).scalar('position');
+    const hi = inserting ? n : n - 1;
+    if (!Number.isInteger(p) || p < -n || p > hi) node.fail(`position ${p} is out of range for a sequence of ${n}`);
+    return p < 0 ? p + n : p;
+  };
+  switch (node.opType) {
+    case 'SequenceEmpty': {
+      const code = node.int('dtype');
+      return [new OnnxSequence([], code === undefined ? 'float32' : onnxDType(code, `${node.describe()}'s dtype`))];
+    }
+    case 'SequenceConstruct': {
+      const items = ins.map((v, i) => asTensor(node, v, `input ${i}`));
+      return [new OnnxSequence(items, items[0] && (items[0] instanceof Tensor ? items[0].dtype : items[0].dtype))];
+    }
+    case 'SequenceAt': {
+      const seq = seqOf(ins[0]);
+      return [seq.items[yield* position(ins[1], seq.items.length, 0, false)]];
+    }
+    case 'SequenceInsert': {
+      const seq = seqOf(ins[0]), items = [...seq.items];
+      items.splice(yield* position(ins[2], items.length, items.length, true), 0, asTensor(node, ins[1], 'the tensor'));
+      return [new OnnxSequence(items, seq.elemType)];
+    }
+    case 'SequenceErase': {
+      const seq = seqOf(ins[0]), items = [...seq.items];
+      if (items.length === 0) node.fail('cannot erase from an empty sequence');
+      items.splice(yield* position(ins[1], items.length, items.length - 1, false), 1);
+      return [new OnnxSequence(items, seq.elemType)];
+    }
+    case 'SequenceLength':
+      return [new HostTensor('int64', [], [seqOf(ins[0]).items.length])];
+    case 'SplitToSequence': {
+      const t = ctx.dev(asTensor(node, ins[0], 'input'), 'input');
+      const axisAttr = node.int('axis', 0), axis = axisAttr < 0 ? axisAttr + t.ndim : axisAttr;
+      if (axis < 0 || axis >= t.ndim) node.fail(`axis ${axisAttr} is out of range for ${t.describe()}`);
+      const size = t.shape[axis]!;
+      let sizes: number[];
+      if (ins[1] === undefined) sizes = new Array<number>(size).fill(1);
+      else {
+        const split = yield* readValue(ins[1], node, 'split');
+        const given = Array.from(split.data);
+        if (split.shape.length === 0) sizes = Array.from({ length: Math.ceil(size / given[0]!) }, (_, i) => Math.min(given[0]!, size - i * given[0]!));
+        else sizes = given;
+        if (sizes.some((n) => !Number.isInteger(n) || n < 0) || sizes.reduce((a, b) => a + b, 0) !== size) node.fail(`split [${sizes.join(', ')}] does not divide the ${size} entries of axis ${axis}`);
+      }
+      const squeezeDim = ins[1] === undefined && node.int('keepdims', 1) === 0;
+      let at = 0;
+      const items = sizes.map((n) => {
+        const part = narrow(t, axis, at, n);
+        at += n;
+        return squeezeDim ? squeeze(part, axis) : part;
+      });
+      return [new OnnxSequence(items, t.dtype)];
+    }
+    default: {
+      // ConcatFromSequence
+      const seq = seqOf(ins[0]);
+      if (seq.items.length === 0) node.fail('cannot concatenate an empty sequence');
+      const ts = seq.items.map((v, i) => ctx.dev(v, `sequence item ${i}`));
+      const newAxis = node.int('new_axis', 0) === 1, rank = ts[0]!.ndim + (newAxis ? 1 : 0);
+      const axisAttr = node.int('axis') ?? node.fail("needs the attribute 'axis'");
+      const axis = axisAttr < 0 ? axisAttr + rank : axisAttr;
+      if (axis < 0 || axis >= rank) node.fail(`axis ${axisAttr} is out of range for rank ${rank}`);
+      return [newAxis ? stack(ts, axis) : cat(ts, axis)];
+    }
+  }
+}
+
+function* runOp(node: OnnxNode, given: readonly (Val | undefined)[], state: RunState): Interpretation<(Value | undefined)[]> {
   const entry = OPS.get(node.domain === '' ? node.opType : `${node.domain}.${node.opType}`)!;
   const ins = [...given];
   for (const k of entry.hostInputs ?? []) {
@@ -194,7 +305,7 @@ function* runOp(node: OnnxNode, given: readonly (Val | undefined)[], state: RunS
 
 // ---- If, Loop, Scan -------------------------------------------------------------------------------
 
-function* runControl(node: OnnxNode, ins: readonly (Val | undefined)[], state: RunState, env: Scope): Interpretation<(Val | undefined)[]> {
+function* runControl(node: OnnxNode, ins: readonly (Value | undefined)[], state: RunState, env: Scope): Interpretation<(Value | undefined)[]> {
   switch (node.opType) {
     case 'If': {
       const cond = (yield* readValue(ins[0]!, node, 'the condition')).scalar('the If condition');
@@ -222,7 +333,7 @@ function emptyOutput(node: OnnxNode, info: ValueInfoProto, ctx: OpContext): Tens
   return full([0, ...(dims as number[])], 0, { dtype: deviceDType(onnxDType(t.elemType, `output '${info.name}'`), `output '${info.name}'`), device: ctx.device });
 }
 
-function* runLoop(node: OnnxNode, ins: readonly (Val | undefined)[], state: RunState, env: Scope): Interpretation<(Val | undefined)[]> {
+function* runLoop(node: OnnxNode, ins: readonly (Value | undefined)[], state: RunState, env: Scope): Interpretation<(Value | undefined)[]> {
   const body = node.subgraphs.get('body')!;
   const [trip, cond0, ...initial] = ins;
   const max = trip === undefined ? Infinity : (yield* readValue(trip, node, 'the trip count M')).scalar('M');
@@ -232,22 +343,22 @@ function* runLoop(node: OnnxNode, ins: readonly (Val | undefined)[], state: RunS
   if (names.length !== initial.length + 2) node.fail(`its body takes ${names.length} inputs, but the node passes ${initial.length} loop-carried values (the body needs 2 more: iteration number, condition)`);
   const nCarried = initial.length, nScan = body.outputs.length - 1 - nCarried;
   if (nScan < 0) node.fail(`its body returns ${body.outputs.length} values, fewer than the condition and ${nCarried} loop-carried values`);
-  let carried = initial as Val[];
+  let carried = initial as Value[];
   const scans: Val[][] = Array.from({ length: nScan }, () => []);
   for (let i = 0; i < max && cond; i++) {
-    const feed = new Map<string, Val>([[names[0]!, new HostTensor('int64', [], [i])], [names[1]!, new HostTensor('bool', [], [1])]]);
+    const feed = new Map<string, Value>([[names[0]!, new HostTensor('int64', [], [i])], [names[1]!, new HostTensor('bool', [], [1])]]);
     carried.forEach((v, k) => feed.set(names[k + 2]!, v));
     const outs = yield* runGraph(body, feed, state, env);
     cond = (yield* readValue(outs[0]!, node, `the body's condition at iteration ${i}`)).scalar('cond') !== 0;
     carried = outs.slice(1, 1 + nCarried);
-    outs.slice(1 + nCarried).forEach((v, k) => scans[k]!.push(v));
+    outs.slice(1 + nCarried).forEach((v, k) => scans[k]!.push(asTensor(node, v, `scan output ${k}`)));
   }
   const stacked = scans.map((list, k) => (list.length > 0 ? stackValues(state.ctx, list, 0, `scan output ${k}`) : emptyOutput(node, body.outputs[1 + nCarried + k]!, state.ctx)));
   for (const t of stacked) state.made?.add(t);
   return [...carried, ...stacked];
 }
 
-function* runScan(node: OnnxNode, ins: readonly (Val | undefined)[], state: RunState, env: Scope): Interpretation<(Val | undefined)[]> {
+function* runScan(node: OnnxNode, ins: readonly (Value | undefined)[], state: RunState, env: Scope): Interpretation<(Value | undefined)[]> {
   const body = node.subgraphs.get('body')!;
   const m = node.int('num_scan_inputs') ?? node.fail("needs the attribute 'num_scan_inputs'");
   const nState = ins.length - m;
@@ -261,22 +372,22 @@ function* runScan(node: OnnxNode, ins: readonly (Val | undefined)[], state: RunS
   const inAxes = node.ints('scan_input_axes'), inDirs = node.ints('scan_input_directions');
   const outAxes = node.ints('scan_output_axes'), outDirs = node.ints('scan_output_directions');
   const seqs = ins.slice(nState).map((v, k) => {
-    const t = state.ctx.dev(v!, `scan input ${k}`);
+    const t = state.ctx.dev(asTensor(node, v, `scan input ${k}`), `scan input ${k}`);
     const axis = axisOf(inAxes, k, t.ndim);
     return { t: inDirs?.[k] === 1 ? flip(t, [axis]) : t, axis };
   });
   const length = seqs[0]?.t.shape[seqs[0].axis] ?? node.fail('has no scan inputs');
   for (const s of seqs) if (s.t.shape[s.axis] !== length) node.fail(`its scan inputs have different lengths (${seqs.map((q) => q.t.shape[q.axis]).join(', ')})`);
   const names = body.inputs.map((v) => v.name ?? '');
-  let carried = ins.slice(0, nState) as Val[];
+  let carried = ins.slice(0, nState) as Value[];
   const outs: Val[][] = Array.from({ length: nOut }, () => []);
   for (let i = 0; i < length; i++) {
-    const feed = new Map<string, Val>();
+    const feed = new Map<string, Value>();
     carried.forEach((v, k) => feed.set(names[k]!, v));
     seqs.forEach((s, k) => feed.set(names[nState + k]!, squeeze(narrow(s.t, s.axis, i, 1), s.axis)));
     const res = yield* runGraph(body, feed, state, env);
     carried = res.slice(0, nState);
-    res.slice(nState).forEach((v, k) => outs[k]!.push(v));
+    res.slice(nState).forEach((v, k) => outs[k]!.push(asTensor(node, v, `scan output ${k}`)));
   }
   const stacked = outs.map((list, k) => {
     if (list.length === 0) return emptyOutput(node, body.outputs[nState + k]!, state.ctx);

@@ -4,7 +4,7 @@ import type { Graph } from '../../jit/graph.js';
 import { type JitReport, type Jitted, jit } from '../../jit/jit.js';
 import { keep } from '../../tensor/memory.js';
 import { Tensor } from '../../tensor/tensor.js';
-import { type Interpretation, NeedsValues, type OnnxGraph, type OnnxUnsupported, buildGraph, runEager, runGraph, runTraced } from './graph.js';
+import { type Interpretation, NeedsValues, type OnnxGraph, OnnxSequence, type OnnxUnsupported, type Value, buildGraph, runEager, runGraph, runTraced } from './graph.js';
 import type { GraphProto, ModelProto, ValueInfoProto } from './proto.js';
 import { OPS, type OpContext, type Val, isHost } from './registry.js';
 import { HostTensor, type OnnxDType, deviceDType, onnxDType, unsupportedDType, uploadHost } from './tensor.js';
@@ -174,7 +174,7 @@ export class OnnxModel {
    * the tensors an eager run makes (null while tracing).
    */
   private *interpret(host: Record<string, OnnxTensorData>, tensors: readonly Tensor[], made: Set<Tensor> | null): Interpretation<Record<string, Tensor>> {
-    const feeds = new Map<string, Val>();
+    const feeds = new Map<string, Value>();
     let k = 0;
     for (const info of this.inputs) {
       const h = host[info.name];
@@ -183,7 +183,11 @@ export class OnnxModel {
     const ctx = this.context(made);
     const values = yield* runGraph(this.graph_, feeds, { ctx, made });
     const result: Record<string, Tensor> = {};
-    this.outputs.forEach((info, i) => (result[info.name] = ctx.dev(values[i]!, `output '${info.name}'`)));
+    this.outputs.forEach((info, i) => {
+      const v = values[i]!;
+      if (v instanceof OnnxSequence) throw new SinterError('onnx', `graph output '${info.name}' is a sequence; only tensors can be outputs`);
+      result[info.name] = ctx.dev(v, `output '${info.name}'`);
+    });
     return result;
   }
 
