@@ -101,3 +101,12 @@ describe.each(WITH_WEBGPU)('PyTorch layers on %s', (device) => {
     expect(new nn.PixelShuffle(2).forward(sn.randn([1, 8, 2, 2], { device })).shape).toEqual([1, 2, 4, 4]);
   });
 });
+
+describe('PyTorch options the layers do not implement', () => {
+  it('are refused with a clear error, not ignored', () => {
+    const opts = (o: object) => o as sn.nn.MultiheadAttentionOptions;
+    expect(() => new nn.MultiheadAttention(8, 2, opts({ addBiasKv: true }))).toThrow('MultiheadAttention: addBiasKv: true is not supported');
+    expect(() => new nn.MultiheadAttention(8, 2, opts({ addZeroAttn: true }))).toThrow('MultiheadAttention: addZeroAttn: true is not supported');
+    expect(() => new nn.MultiheadAttention(8, 2, opts({ addBiasKv: false }))).not.toThrow();
+  });
+});

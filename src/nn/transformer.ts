@@ -67,6 +67,11 @@ export class MultiheadAttention extends Module {
   readonly vdim: number;
   constructor(readonly embedDim: number, readonly numHeads: number, opts: MultiheadAttentionOptions = {}) {
     super();
+    // PyTorch options this layer does not implement: refuse them rather than ignore them.
+    for (const unsupported of ['addBiasKv', 'addZeroAttn'] as const) {
+      const value = (opts as Record<string, unknown>)[unsupported];
+      check(value === undefined || value === false, 'MultiheadAttention', () => `${unsupported}: true is not supported`);
+    }
     check(Number.isInteger(embedDim) && Number.isInteger(numHeads) && numHeads > 0 && embedDim % numHeads === 0, 'MultiheadAttention', () => `embedDim ${embedDim} must be divisible by numHeads ${numHeads}`);
     this.headDim = embedDim / numHeads;
     this.dropout = opts.dropout ?? 0;
