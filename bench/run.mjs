@@ -1,44 +1,18 @@
-// Benchmarks (`npm run bench`, after a build): median of warm runs per workload on each device.
-// Prints a markdown table with the adapter and machine; `--write` also puts it into bench/README.md.
-// Usage: node bench/run.mjs [--runs N] [--budget SECONDS] [--only NAME-PREFIX] [--write]
+// Benchmarks (`npm run bench`, after a build): each workload on each device, timed by sn.benchmark.Timer (median and
+// IQR). Prints a markdown table with the date, adapter and machine, and sn.benchmark.Compare's table; `--write` also
+// puts the markdown into bench/README.md.
+// Usage: node bench/run.mjs [--budget SECONDS] [--threshold FRACTION] [--only NAME-PREFIX] [--write]
 import { readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { parseArgs } from 'node:util';
 import * as sn from '../dist/index.js';
+import { TIMING_ARGS, describe, fmtMs, loadAverage, machineLine, measure, method, timingOptions } from './timing.mjs';
 
-const arg = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : Number(process.argv[i + 1]);
-};
-// Up to RUNS timed runs, stopping early once BUDGET ms of timed work passed (but at least MIN_RUNS).
-const RUNS = arg('runs', 15), BUDGET = arg('budget', 5) * 1000, MIN_RUNS = 3, WARMUP = 2;
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
-/** Waits until the device has finished everything queued (no readback: times the kernels alone). */
-const sync = (device) => sn.synchronize(device);
-
-/** Median ms of `fn` (which returns a tensor to dispose) over warm runs, and how many were timed. */
-async function time(device, fn) {
-  const ms = [];
-  for (let i = 0; i < WARMUP; i++) {
-    fn().dispose();
-    await sync(device);
-  }
-  const start = performance.now();
-  while (ms.length < RUNS && (ms.length < MIN_RUNS || performance.now() - start < BUDGET)) {
-    const t0 = performance.now();
-    const out = fn();
-    await sync(device);
-    ms.push(performance.now() - t0);
-    out.dispose();
-  }
-  return { ms: median(ms), n: ms.length };
-}
+const { values } = parseArgs({ options: { ...TIMING_ARGS, only: { type: 'string' }, write: { type: 'boolean' } } });
+// Up to --budget seconds of timed work per figure (default 5).
+const timing = timingOptions(values, 5);
 
 const N = 2 ** 20;
+// Rates of the median time.
 const gflops = (flop) => (ms) => `${(flop / (ms * 1e6)).toFixed(2)} GFLOP/s`;
 const gbps = (bytes) => (ms) => `${(bytes / (ms * 1e6)).toFixed(2)} GB/s`;
 const randn = (shape, seed, device) => sn.randn(shape, { seed, device });
@@ -87,19 +61,33 @@ const WORKLOADS = [
 ];
 
 // Other processes skew every number on a small machine: the header shows how busy it was.
-const load0 = os.loadavg()[0];
-const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
+const load0 = loadAverage();
 await sn.init({ device: 'webgpu' });
 const rows = [];
+const measurements = [];
 let failed = false;
-for (const w of WORKLOADS.filter((w) => !only || w.name.startsWith(only))) {
+for (const w of WORKLOADS.filter((w) => !values.only || w.name.startsWith(values.only))) {
   const cells = [];
   for (const device of ['webgpu', 'cpu']) {
     const inputs = w.setup(device);
     try {
-      const { ms, n } = await time(device, () => w.run(inputs));
-      cells.push(`${ms < 10 ? ms.toFixed(2) : ms.toFixed(1)} ms · ${w.rate(ms)}`);
-      console.error(`${w.name} on ${device}: median ${ms.toFixed(2)} ms of ${n} runs`);
+      // One run: the op, then a wait for the device (no readback: the kernels alone).
+      const m = await measure({
+        stmt: async () => {
+          const out = w.run(inputs);
+          await sn.synchronize(device);
+          out.dispose();
+        },
+        sync: [device],
+        label: 'sinter ops',
+        subLabel: w.name,
+        description: device,
+        ...timing,
+      });
+      measurements.push(m);
+      const ms = m.median * 1e3;
+      cells.push(`${fmtMs(ms)} ms (IQR ${fmtMs(m.iqr * 1e3)})${m.hasWarnings ? ' (!)' : ''} · ${w.rate(ms)}`);
+      console.error(`${w.name} on ${device}: ${describe(m)}`);
     } catch (e) {
       if (!/no WebGPU kernel for/.test(String(e?.message))) {
         failed = true;
@@ -112,13 +100,11 @@ for (const w of WORKLOADS.filter((w) => !only || w.name.startsWith(only))) {
   rows.push(`| ${w.name} | ${cells.join(' | ')} |`);
 }
 
-const cpus = os.cpus();
-const load = `load average ${load0.toFixed(1)} before, ${os.loadavg()[0].toFixed(1)} after`;
-const machine = `${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${cpus.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${load} · Node ${process.version}`;
+if (measurements.length) new sn.benchmark.Compare(measurements).trimSignificantFigures().print();
 const table = [
-  `${new Date().toISOString().slice(0, 10)} · ${machine} · ${sn.adapterInfo()?.line ?? 'no WebGPU adapter'}`,
+  machineLine(load0),
   '',
-  `Median of up to ${RUNS} warm runs (at least ${MIN_RUNS}, ${BUDGET / 1000} s budget) after ${WARMUP} warm-ups; WebGPU times are the kernels alone (inputs resident, no readback).`,
+  `${method(timing)} Rates are of the median. WebGPU times are the kernels alone (inputs resident, no readback).`,
   '',
   '| workload | webgpu | cpu |',
   '| --- | ---: | ---: |',
@@ -126,7 +112,7 @@ const table = [
 ].join('\n');
 console.log(`\n${table}`);
 
-if (process.argv.includes('--write')) {
+if (values.write) {
   // Replaces what lies between the two markers in bench/README.md.
   const readme = new URL('./README.md', import.meta.url);
   const text = readFileSync(readme, 'utf8');
