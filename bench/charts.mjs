@@ -1,7 +1,8 @@
 // Pictures of the benchmarks: the README's benchmark tables as SVG bar charts (vega-lite compiled to vega, rendered
 // to SVG in Node), a chart measured now with sn.benchmark (median and IQR of the small CNN on the CPU, eager vs
 // jit), and the small CNN's fused graph (the JIT's DOT rendered by @viz-js/viz). Every chart carries its date and
-// machine. Writes bench/charts/*.svg. Usage (after npm run build): node bench/charts.mjs [--min-run-time SECONDS]
+// machine. Writes bench/charts/*.svg (or into --out DIR). Usage (after npm run build):
+// node bench/charts.mjs [--min-run-time SECONDS] [--out DIR]
 import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,10 +13,11 @@ import cliProgress from 'cli-progress';
 import * as vega from 'vega';
 import * as vegaLite from 'vega-lite';
 import * as sn from 'sinter';
+import { INPUT_SHAPE, smallCnn } from './models/small-cnn.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const out = path.join(here, 'charts');
-const { values: opts } = parseArgs({ options: { 'min-run-time': { type: 'string', default: '1' } } });
+const { values: opts } = parseArgs({ options: { 'min-run-time': { type: 'string', default: '1' }, out: { type: 'string', default: path.join(here, 'charts') } } });
+const out = opts.out;
 
 /** SVG text of a vega-lite spec. */
 async function svgOf(spec) {
@@ -74,21 +76,6 @@ async function tableChart(table, title, machine) {
   });
 }
 
-/** The small CNN of bench/jit.mjs: 3×32×32 → 3 × (conv3×3 + BN + ReLU) → global pool → linear 10, eval mode. */
-function smallCnn() {
-  const g = new sn.Generator(0);
-  const layers = [];
-  const state = {};
-  [[3, 32, 1], [32, 64, 2], [64, 128, 2]].forEach(([cin, cout, stride], i) => {
-    layers.push(new sn.nn.Conv2d(cin, cout, 3, { stride, padding: 1, bias: false, generator: g }), new sn.nn.BatchNorm2d(cout), new sn.nn.ReLU());
-    state[`${3 * i + 1}.running_mean`] = sn.tidy(() => sn.randn([cout], { generator: g }).mul(0.1));
-    state[`${3 * i + 1}.running_var`] = sn.tidy(() => sn.rand([cout], { generator: g }).add(0.5));
-  });
-  const model = new sn.nn.Sequential(...layers, new sn.nn.AdaptiveAvgPool2d(1), new sn.nn.Flatten(), new sn.nn.Linear(128, 10, { generator: g }));
-  model.loadStateDict(state, { strict: false });
-  return model.eval();
-}
-
 const date = new Date().toISOString().slice(0, 10);
 const cpu = os.cpus();
 const machineNow = `${cpu[0]?.model.trim()} (${cpu.length} cores), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load ${os.loadavg()[0].toFixed(1)}`;
@@ -101,8 +88,8 @@ await writeFile(path.join(out, 'peers-webgpu.svg'), await tableChart(peers, 'mat
 await writeFile(path.join(out, 'jit-webgpu.svg'), await tableChart(jitTable, 'The JIT: fused chain and small CNN beside the peers (WebGPU)', readmeMachine));
 
 // 2. Measured now with sn.benchmark: the small CNN on the CPU, eager and under each fusion strategy.
-const model = smallCnn();
-const x = sn.randn([1, 3, 32, 32], { seed: 2 });
+const model = smallCnn(sn);
+const x = sn.randn([1, ...INPUT_SHAPE], { seed: 2 });
 const variants = [
   ['eager', (t) => sn.tidy(() => model.forward(t))],
   ...['none', 'elementwise', 'default'].map((fusion) => [`jit fusion '${fusion}'`, sn.jit((t) => model.forward(t), { fusion })]),
@@ -139,4 +126,5 @@ const dot = f.graph().toDot(f.report().groups);
 const graphSvg = viz.renderString(dot, { format: 'svg' }).replace('<svg ', `<svg data-generated="${date}, ${machineNow.replace(/"/g, '')}" `);
 await writeFile(path.join(out, 'small-cnn-graph.svg'), graphSvg);
 await writeFile(path.join(out, 'small-cnn-graph.dot'), dot);
-console.log(`wrote ${['peers-webgpu', 'jit-webgpu', 'small-cnn-cpu', 'small-cnn-graph'].map((n) => `bench/charts/${n}.svg`).join(', ')} (${date}; ${machineNow})`);
+const shown = path.relative(process.cwd(), out).startsWith('..') ? out : path.relative(process.cwd(), out);
+console.log(`wrote ${['peers-webgpu', 'jit-webgpu', 'small-cnn-cpu', 'small-cnn-graph'].map((n) => path.join(shown, `${n}.svg`)).join(', ')} (${date}; ${machineNow})`);
