@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as sn from '../dist/index.js';
-import { TIMING_ARGS, describe, fmtMs, loadAverage, machineLine, measure, method, timingOptions } from './timing.mjs';
+import { TIMING_ARGS, describe, loadAverage, machineLine, measure, medianIqr, method, timingOptions } from './timing.mjs';
 
 const { values } = parseArgs({ options: { ...TIMING_ARGS, only: { type: 'string' }, write: { type: 'boolean' } } });
 // Up to --budget seconds of timed work per figure (default 5).
@@ -86,7 +86,7 @@ for (const w of WORKLOADS.filter((w) => !values.only || w.name.startsWith(values
       });
       measurements.push(m);
       const ms = m.median * 1e3;
-      cells.push(`${fmtMs(ms)} ms (IQR ${fmtMs(m.iqr * 1e3)})${m.hasWarnings ? ' (!)' : ''} · ${w.rate(ms)}`);
+      cells.push(`${medianIqr(m)} ms · ${w.rate(ms)}`);
       console.error(`${w.name} on ${device}: ${describe(m)}`);
     } catch (e) {
       if (!/no WebGPU kernel for/.test(String(e?.message))) {

@@ -49,8 +49,14 @@ export async function measure({ stmt, sync, label, subLabel, description, budget
 /** Milliseconds with about three significant digits. */
 export const fmtMs = (ms) => (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0));
 
-/** "12.3 (IQR 0.41)": a Measurement's median and IQR in ms, "(!)" where PyTorch's Timer would warn. */
-export const medianIqr = (m) => `${fmtMs(m.median * 1e3)} (IQR ${fmtMs(m.iqr * 1e3)})${m.hasWarnings ? ' (!)' : ''}`;
+/**
+ * "12.3 (IQR 0.41)": a Measurement's median and IQR in ms, "(!)" where PyTorch's Timer would warn, and the count of
+ * measurements where it is under 4 (the budget ran out first; an IQR of so few says little).
+ */
+export const medianIqr = (m) => {
+  const n = m.times.length;
+  return `${fmtMs(m.median * 1e3)} (IQR ${fmtMs(m.iqr * 1e3)}${n < 4 ? `, ${n} measurement${n > 1 ? 's' : ''}` : ''})${m.hasWarnings ? ' (!)' : ''}`;
+};
 
 /** One line for the log: median, IQR, quartiles, how many measurements of how many runs. */
 export const describe = (m) =>
