@@ -3,27 +3,29 @@
 //  (i)   y = sigmoid(relu(x·1.5 + 0.5) − 0.25) · x on 2^20 floats: jit under each fusion strategy vs eager.
 //  (ii)  a small CNN built from sinter's nn modules in eval mode, batch 1 and 8: jit vs eager.
 //  (iii) kernels launched and intermediate memory per workload and strategy.
-// Each mode is timed twice: "resident" (inputs already on the device; run, then synchronize) and
-// "round trip" (upload the input from a host Float32Array, run, read the output back: the peer
-// harness's definition of one run). Each jitted mode is also profiled (f.profile: per-kernel GPU
-// time from timestamp queries on WebGPU, host time on the CPU). Prints markdown with the date,
-// machine, load and adapter; `--write` also puts it into bench/README.md between the JIT markers.
-// Usage: node bench/jit.mjs [--runs N] [--budget SECONDS] [--devices webgpu,cpu] [--only eltwise|cnn] [--write]
+// Each mode is timed twice by sn.benchmark.Timer (median and IQR): "resident" (inputs already on the
+// device; run, then synchronize) and "round trip" (upload the input from a host Float32Array, run,
+// read the output back: the peer harness's definition of one run). Each jitted mode is also profiled
+// (f.profile: per-kernel GPU time from timestamp queries on WebGPU, host time on the CPU). Prints
+// sn.benchmark.Compare's tables, then markdown with the date, machine, load and adapter; `--write`
+// also puts the markdown into bench/README.md between the JIT markers.
+// Usage: node bench/jit.mjs [--budget SECONDS] [--threshold FRACTION] [--devices webgpu,cpu] [--only eltwise|cnn] [--write]
 import { readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { parseArgs } from 'node:util';
 import * as sn from '../dist/index.js';
 // Kernel launches are counted where they happen: GPU dispatches on WebGPU, backend.run calls on the CPU.
 import { getBackend } from '../dist/backend/backend.js';
+import { smallCnn } from './models/small-cnn.mjs';
+import { TIMING_ARGS, describe, fmtMs, loadAverage as load, machineLine, measure, medianIqr, method, timingOptions } from './timing.mjs';
 
-const option = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : process.argv[i + 1];
-};
-// Modes are timed in rounds (one run of each mode per round, so drifting load hits them alike): up to
-// RUNS rounds, stopping early once BUDGET ms of timed work passed per mode (but at least MIN_RUNS rounds).
-const RUNS = Number(option('runs', 15)), BUDGET = Number(option('budget', 4)) * 1000, MIN_RUNS = 5, WARMUP = 3;
-const DEVICES = option('devices', 'webgpu,cpu').split(',');
-const ONLY = option('only', null);
+const { values } = parseArgs({
+  options: { ...TIMING_ARGS, devices: { type: 'string', default: 'webgpu,cpu' }, only: { type: 'string' }, write: { type: 'boolean' } },
+});
+// Up to --budget seconds of timed work per mode and kind of run (default 4).
+const timing = timingOptions(values, 4);
+const DEVICES = values.devices.split(',');
+const ONLY = values.only ?? null;
+if (ONLY !== null && ONLY !== 'eltwise' && ONLY !== 'cnn') throw new Error(`--only takes eltwise or cnn, got ${ONLY}`);
 const STRATEGIES = ['default', 'elementwise', 'none'];
 const PROFILES = 5;
 
@@ -31,24 +33,9 @@ const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const fmtMs = (ms) => (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0));
 const fmtBytes = (b) => (b >= 2 ** 20 ? `${(b / 2 ** 20).toFixed(2)} MiB` : `${(b / 2 ** 10).toFixed(1)} KiB`);
-const load = () => os.loadavg()[0].toFixed(1);
-
-/** Median and min ms of each of `runs` (async runs that free what they made), timed round-robin after warm-ups. */
-async function timeRounds(runs) {
-  for (let i = 0; i < WARMUP; i++) for (const once of runs) await once();
-  const ms = runs.map(() => []);
-  const start = performance.now();
-  while (ms[0].length < RUNS && (ms[0].length < MIN_RUNS || performance.now() - start < BUDGET * runs.length)) {
-    for (const [k, once] of runs.entries()) {
-      const t0 = performance.now();
-      await once();
-      ms[k].push(performance.now() - t0);
-    }
-  }
-  return ms.map((m) => ({ ms: median(m), min: Math.min(...m), n: m.length }));
-}
+/** Every Measurement taken, for sn.benchmark.Compare. */
+const measurements = [];
 
 /** The object whose method `name` launches a kernel on `device`: the compute pass encoders' prototype, or the CPU backend. */
 function launcher(device) {
@@ -99,10 +86,10 @@ async function profile(f, x) {
 const maxDiff = (a, b) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 
 /**
- * Every mode of one workload on one device: eager, and jit under each strategy. `forward(x)` is the
+ * Every mode of workload `name` on one device: eager, and jit under each strategy. `forward(x)` is the
  * eager function (it frees its intermediates); `host` the input's values. Returns one record per mode.
  */
-async function measure(device, forward, host, shape) {
+async function measureModes(name, device, forward, host, shape) {
   const x = sn.tensor(host, { shape, device });
   const reference = forward(x);
   const eagerOut = await reference.data();
@@ -115,18 +102,27 @@ async function measure(device, forward, host, shape) {
     diffs.push(maxDiff(await out.data(), eagerOut));
     out.dispose();
   }
-  const resident = await timeRounds(modes.map(([, f]) => async () => {
+  const timeModes = async (description, run) => {
+    const ms = [];
+    for (const [mode, f] of modes) {
+      const m = await measure({ stmt: () => run(f), sync: [device], label: `${name} on ${device}`, subLabel: mode, description, ...timing });
+      measurements.push(m);
+      ms.push(m);
+    }
+    return ms;
+  };
+  const resident = await timeModes('resident', async (f) => {
     const y = f(x);
     await sn.synchronize(device);
     y.dispose();
-  }));
-  const roundTrip = await timeRounds(modes.map(([, f]) => async () => {
+  });
+  const roundTrip = await timeModes('round trip', async (f) => {
     const xi = sn.tensor(host, { shape, device });
     const y = f(xi);
     await y.data();
     y.dispose();
     xi.dispose();
-  }));
+  });
   const loadRange = `${load0}–${load()}`;
   const profiles = [];
   for (const [, f] of modes) profiles.push(f.profile ? await profile(f, x) : null);
@@ -134,9 +130,8 @@ async function measure(device, forward, host, shape) {
     const counted = launches(device, f, x);
     const r = profiles[k]?.report;
     const graph = f.graph?.();
-    console.error(`${device} ${shape.join('×')} ${mode}: resident ${fmtMs(resident[k].ms)} ms (min ${fmtMs(resident[k].min)}, ${resident[k].n} runs), ` +
-      `round trip ${fmtMs(roundTrip[k].ms)} ms (min ${fmtMs(roundTrip[k].min)}), ${counted.count} launches, ` +
-      `max |jit − eager| ${diffs[k].toExponential(1)}, load ${loadRange}`);
+    console.error(`${device} ${shape.join('×')} ${mode}: resident ${describe(resident[k])}; round trip ${describe(roundTrip[k])}; ` +
+      `${counted.count} launches, max |jit − eager| ${diffs[k].toExponential(1)}, load ${loadRange}`);
     return {
       mode,
       resident: resident[k],
@@ -166,30 +161,6 @@ async function measure(device, forward, host, shape) {
 const N = 2 ** 20;
 const chain = (x) => sn.mul(sn.sigmoid(sn.sub(sn.relu(sn.add(sn.mul(x, 1.5), 0.5)), 0.25)), x);
 
-/**
- * The small CNN: 3×32×32 → [conv3×3 32 + BN + ReLU] → [conv3×3 64 stride 2 + BN + ReLU] →
- * [conv3×3 128 stride 2 + BN + ReLU] → global average pool → linear 10, in eval mode. Convs have no
- * bias (BN follows); BN running statistics and affine parameters are random so folding has work to do.
- */
-function smallCnn(device) {
-  // Drawn on the CPU, so both devices get the same weights.
-  const g = new sn.Generator(0);
-  const opts = { generator: g, device: 'cpu' };
-  const layers = [];
-  const state = {};
-  [[3, 32, 1], [32, 64, 2], [64, 128, 2]].forEach(([cin, cout, stride], i) => {
-    layers.push(new sn.nn.Conv2d(cin, cout, 3, { stride, padding: 1, bias: false, ...opts }), new sn.nn.BatchNorm2d(cout, { device: 'cpu' }), new sn.nn.ReLU());
-    const bn = 3 * i + 1;
-    state[`${bn}.weight`] = sn.tidy(() => sn.rand([cout], opts).add(0.5));
-    state[`${bn}.bias`] = sn.tidy(() => sn.randn([cout], opts).mul(0.1));
-    state[`${bn}.running_mean`] = sn.tidy(() => sn.randn([cout], opts).mul(0.1));
-    state[`${bn}.running_var`] = sn.tidy(() => sn.rand([cout], opts).add(0.5));
-  });
-  const model = new sn.nn.Sequential(...layers, new sn.nn.AdaptiveAvgPool2d(1), new sn.nn.Flatten(), new sn.nn.Linear(128, 10, opts));
-  model.loadStateDict(state, { strict: false });
-  return model.to(device).eval();
-}
-
 const hostRandn = async (shape, seed) => {
   const t = sn.randn(shape, { seed, device: 'cpu' });
   const data = await t.data();
@@ -205,12 +176,13 @@ const results = { eltwise: {}, cnn: {} };
 for (const device of DEVICES) {
   if (!ONLY || ONLY === 'eltwise') {
     // Eager frees its intermediates with tidy, as a user would.
-    results.eltwise[device] = await measure(device, (x) => sn.tidy(() => chain(x)), await hostRandn([N], 1), [N]);
+    results.eltwise[device] = await measureModes('eltwise 2^20', device, (x) => sn.tidy(() => chain(x)), await hostRandn([N], 1), [N]);
   }
   if (!ONLY || ONLY === 'cnn') {
-    const model = smallCnn(device);
+    const model = smallCnn(sn, device);
     for (const batch of [1, 8]) {
-      results.cnn[`${device} b${batch}`] = await measure(device, (x) => model.forward(x), await hostRandn([batch, 3, 32, 32], 2), [batch, 3, 32, 32]);
+      const shape = [batch, 3, 32, 32];
+      results.cnn[`${device} b${batch}`] = await measureModes(`CNN batch ${batch}`, device, (x) => model.forward(x), await hostRandn(shape, 2), shape);
     }
     model.dispose();
   }
@@ -218,51 +190,48 @@ for (const device of DEVICES) {
 
 // ---- tables -------------------------------------------------------------------------------------
 
-const cpus = os.cpus();
-const header = `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC · ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${cpus.length} cores, ` +
-  `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB · load average ${load0} before, ${load()} after · Node ${process.version} · ` +
-  `${sn.adapterInfo()?.line ?? 'no WebGPU adapter'}`;
+new sn.benchmark.Compare(measurements).trimSignificantFigures().print();
+const header = machineLine(load0);
 const byMode = (records, mode) => records.find((r) => r.mode === mode);
 const row = (...cells) => `| ${cells.join(' | ')} |`;
 /** A table's header row and alignment row: the first `left` columns left-aligned, the rest right-aligned. */
 const head = (left, ...names) => [row(...names), row(...names.map((_, i) => (i < left ? '---' : '---:')))];
-const both = (t) => `${fmtMs(t.ms)} / ${fmtMs(t.min)}`;
-const ratio = (a, b) => `${(a.ms / b.ms).toFixed(2)}× / ${(a.min / b.min).toFixed(2)}×`;
+/** Speed-up of `b` over `a`, by the medians. */
+const ratio = (a, b) => `${(a.median / b.median).toFixed(2)}×`;
 const orDash = (v, f) => (v === null || v === undefined || Number.isNaN(v) ? '—' : f(v));
 
 const lines = [
   header,
   '',
-  `Per mode: median and min of up to ${RUNS} warm runs (at least ${MIN_RUNS}; ${BUDGET / 1000} s budget per mode) after ${WARMUP} warm-ups, ` +
-    'the modes of a workload timed in turn, one run each per round. ' +
+  `Per mode and kind of run: ${method(timing)} ` +
     '"resident": the input is already on the device, one run = call, then `sn.synchronize(device)` (no readback). ' +
     '"round trip": upload the input from a host Float32Array, call, read the output back (the peer harness\'s run). ' +
     '"launched": kernels one call ran, counted as they start: GPU dispatches on WebGPU (a kernel of several passes counts each), kernel calls on the CPU.',
 ];
 
 if (Object.keys(results.eltwise).length) {
-  lines.push('', '**(i) `y = sigmoid(relu(x*1.5+0.5) - 0.25) * x`, 2^20 float32.** Times are median / min. ' +
+  lines.push('', '**(i) `y = sigmoid(relu(x*1.5+0.5) - 0.25) * x`, 2^20 float32.** Times are median (IQR), ms. ' +
     'GB/s (of the median) counts the 8 MiB a fused kernel must move (read x, write y).', '');
   lines.push(...head(2, 'device', 'mode', 'resident ms', 'GB/s', 'round trip ms', 'launched', 'speed-up over jit none, resident', 'load'));
   for (const [device, recs] of Object.entries(results.eltwise)) {
     const none = byMode(recs, 'jit none');
     for (const r of recs) {
-      const gbps = ((8 * N) / (r.resident.ms * 1e6)).toFixed(2);
-      lines.push(row(device, r.mode, both(r.resident), gbps, both(r.roundTrip), r.launched, ratio(none.resident, r.resident), r.load));
+      const gbps = ((8 * N) / (r.resident.median * 1e9)).toFixed(2);
+      lines.push(row(device, r.mode, medianIqr(r.resident), gbps, medianIqr(r.roundTrip), r.launched, ratio(none.resident, r.resident), r.load));
     }
   }
 }
 
 if (Object.keys(results.cnn).length) {
   lines.push('', '**(ii) small CNN** (nn modules, eval mode; 3×32×32 → conv 32 → conv 64 s2 → conv 128 s2, each + BN + ReLU → ' +
-    'global average pool → linear 10). Times and speed-ups are median / min.', '');
+    'global average pool → linear 10). Times are median (IQR), ms; speed-ups are of the medians.', '');
   lines.push(...head(2, 'device, batch', 'mode', 'resident ms', 'round trip ms', 'speed-up over eager, resident', 'speed-up over eager, round trip',
     'launched', 'BN nodes in f.graph()', 'max \\|jit − eager\\|', 'load'));
   for (const [key, recs] of Object.entries(results.cnn)) {
     const eager = byMode(recs, 'eager');
     for (const r of recs) {
       const jitOnly = (v) => (r.mode === 'eager' ? '—' : v);
-      lines.push(row(key, r.mode, both(r.resident), both(r.roundTrip), ratio(eager.resident, r.resident), ratio(eager.roundTrip, r.roundTrip),
+      lines.push(row(key, r.mode, medianIqr(r.resident), medianIqr(r.roundTrip), ratio(eager.resident, r.resident), ratio(eager.roundTrip, r.roundTrip),
         r.launched, jitOnly(r.batchNormLeft), jitOnly(r.diff.toExponential(1)), r.load));
     }
   }
@@ -302,7 +271,7 @@ for (const [name, device, recs] of workloads) {
 
 const table = lines.join('\n');
 console.log(`\n${table}`);
-if (process.argv.includes('--write')) {
+if (values.write) {
   const readme = new URL('./README.md', import.meta.url);
   const text = readFileSync(readme, 'utf8');
   const [start, end] = ['<!-- bench/jit.mjs results: start -->', '<!-- bench/jit.mjs results: end -->'];
