@@ -89,6 +89,32 @@ describe('per-call values are kernel parameters', () => {
     expect(compiled).toBe(0);
   });
 
+  it('matmul, linear and conv2d of views at different offsets share one pipeline', async () => {
+    const a = sn.randn([6, 8, 5], { seed: 2, device }), b = sn.randn([4, 5, 3], { seed: 3, device });
+    const bias = sn.randn([3, 3], { seed: 4, device });
+    const x = sn.randn([3, 2, 6, 6], { seed: 5, device }), w = sn.randn([3, 4, 2, 3, 3], { seed: 6, device });
+    const run = (i: number) => sn.tidy(() => [
+      sn.matmul(a.narrow(0, i, 1).squeeze(0), b.narrow(0, i % 4, 1).squeeze(0)),
+      sn.linear(a.narrow(0, i, 1).squeeze(0), b.narrow(0, i % 4, 1).squeeze(0).t(), bias.narrow(0, i % 3, 1).squeeze(0)),
+      sn.conv2d(x.narrow(0, i % 3, 1), w.narrow(0, i % 3, 1).squeeze(0), { padding: 1 }),
+    ]);
+    const reference = async (i: number) => Promise.all(sn.tidy(() => [
+      sn.matmul(a.narrow(0, i, 1).squeeze(0).contiguous(), b.narrow(0, i % 4, 1).squeeze(0).contiguous()),
+      sn.linear(a.narrow(0, i, 1).squeeze(0).contiguous(), b.narrow(0, i % 4, 1).squeeze(0).t().contiguous(), bias.narrow(0, i % 3, 1).squeeze(0).contiguous()),
+      sn.conv2d(x.narrow(0, i % 3, 1).contiguous(), w.narrow(0, i % 3, 1).squeeze(0).contiguous(), { padding: 1 }),
+    ]).map((t) => t.data()));
+    await Promise.all(run(0).map((t) => t.data()));
+    await reference(0);
+    const compiled = await compiledBy(async () => {
+      for (let i = 1; i < 6; i++) {
+        const got = await Promise.all(run(i).map((t) => t.data()));
+        const want = await reference(i);
+        got.forEach((g, k) => assertClose(g, want[k]!, TOLERANCES.webgpu.float32));
+      }
+    });
+    expect(compiled).toBe(0);
+  });
+
   it('jitted functions that differ only in their constants share their fused kernels', async () => {
     const x = sn.randn([5, 9], { seed: 1, device });
     const make = (a: number, b: number) => sn.jit((t: Tensor) => t.mul(a).add(b).relu().sub(a * b));

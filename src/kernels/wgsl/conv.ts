@@ -1,6 +1,7 @@
 import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
 import type { DType } from '../../tensor/dtype.js';
 import { convert, loadElement } from './dtype.js';
+import { KernelParams } from './params.js';
 import { type FusedEpilogue, type GemmOperand, type GemmProblem, gemmKernel, stridedOperand, withEpilogue } from './gemm.js';
 import type { GpuView, WebGpuCaps, WgslForm } from './kernel.js';
 
@@ -28,7 +29,8 @@ function tap(name: string, k: string, kh: number, kw: number, sC: number): strin
  * channels): the input pixel at (oh·sh − pt + i·dh, ow·sw − pl + j·dw), 0 in the padding. Checks
  * are emitted only for the padded dims.
  */
-function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Conv2dAttrs, caps: WebGpuCaps): GemmOperand {
+function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Conv2dAttrs, caps: WebGpuCaps, params: KernelParams): GemmOperand {
+  const offset = params.u32(x.offset);
   const { shape: [, , H, W], strides: [sN, sC, sH, sW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
   const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl, pr] = a.padding;
   const checkH = pt > 0 || pb > 0, checkW = pl > 0 || pr > 0;
@@ -38,7 +40,7 @@ function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Co
     vecK: false,
     vecX: false,
     kFast: false,
-    base: (name, [n, g]) => `let ${name} = i32(${x.offset}u + ${n} * ${sN}u + ${g} * ${Cg * sC}u);`,
+    base: (name, [n, g]) => `let ${name} = i32(${offset} + ${n} * ${sN}u + ${g} * ${Cg * sC}u);`,
     // Per pixel: the input row and column under its window's first tap, and that pixel's offset (i32: may lie in the padding).
     atX: (name, base, p) =>
       `let ${name}_h = i32((${p}) / ${OW}u * ${sh}u) - ${pt}; let ${name}_w = i32((${p}) % ${OW}u * ${sw}u) - ${pl}; ` +
@@ -61,7 +63,8 @@ function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Co
  * channels): the input pixel (ih, iw) with ih·sh − ph + i·dh = oh (likewise for w), 0 where the tap
  * lands between input pixels or outside the input.
  */
-function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: number, a: ConvTranspose2dAttrs, caps: WebGpuCaps): GemmOperand {
+function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: number, a: ConvTranspose2dAttrs, caps: WebGpuCaps, params: KernelParams): GemmOperand {
+  const offset = params.u32(x.offset);
   const { shape: [, , H, W], strides: [sN, sC, sH, sW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
   const [sh, sw] = a.stride, [dh, dw] = a.dilation, [ph, pw] = a.padding;
   // The input row (column) a tap reads, and whether it is a whole row inside the input; i32 `/` truncates, so the remainder rules out negatives.
@@ -73,7 +76,7 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
     vecK: false,
     vecX: false,
     kFast: false,
-    base: (name, [n, g]) => `let ${name} = i32(${x.offset}u + ${n} * ${sN}u + ${g} * ${Cig * sC}u);`,
+    base: (name, [n, g]) => `let ${name} = i32(${offset} + ${n} * ${sN}u + ${g} * ${Cig * sC}u);`,
     atX: (name, base, p) => `let ${name}_h = i32((${p}) / ${OW}u) + ${ph}; let ${name}_w = i32((${p}) % ${OW}u) + ${pw}; let ${name} = ${base};`,
     atK: (name, k) => `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}u); let ${name}_dw = i32(${name}_j * ${dw}u);`,
     load(p, k) {
@@ -85,9 +88,10 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
 }
 
 /** The epilogue adding bias[g·perGroup + i] (batch dims [n, g]). */
-function channelBias(bias: GpuView | undefined, dtype: DType, perGroup: number, caps: WebGpuCaps): GemmProblem['epilogue'] {
+function channelBias(bias: GpuView | undefined, dtype: DType, perGroup: number, caps: WebGpuCaps, params: KernelParams): GemmProblem['epilogue'] {
   if (!bias) return undefined;
-  const at = (g: string, i: string) => `(${bias.offset}u + (${g} * ${perGroup}u + ${i}) * ${bias.strides[0]}u)`;
+  const offset = params.u32(bias.offset);
+  const at = (g: string, i: string) => `(${offset} + (${g} * ${perGroup}u + ${i}) * ${bias.strides[0]}u)`;
   return (acc, [, g], i) => `${acc} + ${convert(bias.dtype, dtype, loadElement('in2', bias.dtype, at(g!, i), caps))}`;
 }
 
@@ -98,14 +102,17 @@ export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, 
   const [s0, s1, s2, s3] = w.strides as [number, number, number, number];
   const [OH, OW] = out.shape.slice(-2) as [number, number];
   const G = a.groups, Og = O / G;
+  // The operands' offsets (and a fused epilogue's constants) are parameters: see matmulKernel.
+  const params = new KernelParams();
   const weight = stridedOperand(
     { dtype: w.dtype, offset: w.offset, batch: [0, Og * s0], xStride: s0, kDims: [{ size: Cg, stride: s1 }, { size: kh, stride: s2 }, { size: kw, stride: s3 }] },
     1,
     caps,
+    params,
   );
   const problem: GemmProblem = {
     label: 'conv2d', batch: [N, G], m: Og, n: OH * OW, k: Cg * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
-    a: weight, b: im2col(x, w.shape, OW, a, caps), epilogue: channelBias(bias, fused?.natural ?? out.dtype, Og, caps), out,
+    a: weight, b: im2col(x, w.shape, OW, a, caps, params), epilogue: channelBias(bias, fused?.natural ?? out.dtype, Og, caps, params), out, params,
   };
   return gemmKernel(withEpilogue(problem, fused, caps), caps);
 }
@@ -116,16 +123,18 @@ export function convTranspose2dKernel(x: GpuView, w: GpuView, bias: GpuView | un
   const [s0, s1, s2, s3] = w.strides as [number, number, number, number];
   const [OH, OW] = out.shape.slice(-2) as [number, number];
   const G = a.groups, Cig = Cin / G;
+  const params = new KernelParams();
   // Weight group g is [Cig, Cog, kh, kw]; the GEMM's A is its [Cog, (Cig, kh, kw)] view.
   const weight = stridedOperand(
     { dtype: w.dtype, offset: w.offset, batch: [0, Cig * s0], xStride: s1, kDims: [{ size: Cig, stride: s0 }, { size: kh, stride: s2 }, { size: kw, stride: s3 }] },
     1,
     caps,
+    params,
   );
   return gemmKernel(
     {
       label: 'convTranspose2d', batch: [N, G], m: Cog, n: OH * OW, k: Cig * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
-      a: weight, b: gather(x, w.shape, Cig, OW, a, caps), epilogue: channelBias(bias, out.dtype, Cog, caps), out,
+      a: weight, b: gather(x, w.shape, Cig, OW, a, caps, params), epilogue: channelBias(bias, out.dtype, Cog, caps, params), out, params,
     },
     caps,
   );

@@ -76,7 +76,9 @@ function widen(d: DType, e: string, t: WgslScalar): string {
   return computeType(d) === t ? e : `${t}(${e})`;
 }
 
-export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCaps): GemmOperand {
+/** The operand for matrix `m` at `binding`; with `params`, its offset is read from the parameter block (any view offset, one pipeline). */
+export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCaps, params?: KernelParams): GemmOperand {
+  const offset = params ? params.u32(m.offset) : null;
   const kc = collapseDims(m.kDims.map((d) => d.size), [m.kDims.map((d) => d.stride)]);
   const kSizes = kc.shape, kStrides = kc.strides[0]!;
   const K = numel(kSizes);
@@ -89,7 +91,7 @@ export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCa
     vecK: aligned && K % 4 === 0 && kSizes.length === 1 && kInner === 1 && m.xStride % 4 === 0,
     vecX: aligned && m.xStride === 1 && kStrides.every((s) => s % 4 === 0),
     kFast: m.xStride === 0 || (kInner !== 0 && Math.abs(kInner) < Math.abs(m.xStride)),
-    base: (name, batch) => `let ${name} = ${offsetOf(m.offset, m.batch, batch)};`,
+    base: (name, batch) => `let ${name} = ${offset === null ? offsetOf(m.offset, m.batch, batch) : `${offsetOf(0, m.batch, batch)} + ${offset}`};`,
     atX: (name, base, x) => `let ${name} = ${base}${m.xStride === 0 ? '' : ` + (${x}) * ${m.xStride}u`};`,
     atK(name, k) {
       if (kSizes.length <= 1) return `let ${name} = ${kSizes.length === 0 ? '0u' : kStrides[0] === 1 ? `(${k})` : `(${k}) * ${kStrides[0]}u`};`;
@@ -118,8 +120,11 @@ export interface GemmProblem {
   readonly epilogue?: (acc: string, batch: readonly string[], i: string, j: string) => string;
   /** WGSL functions the epilogue calls, declared after the bindings. */
   readonly functions?: string;
-  /** The parameter block `functions` read their constants from (see ./params.ts), when they declare one. */
-  readonly params?: Uint32Array<ArrayBuffer>;
+  /**
+   * The parameter block (see ./params.ts) the operands' offsets and the epilogue's constants are
+   * read from: filled before the kernel is generated, declared and bound by every pass that has values in it.
+   */
+  readonly params?: KernelParams;
   /** Contiguous, its elements in [...batch, m, n] order. */
   readonly out: GpuView;
 }
@@ -204,14 +209,15 @@ function packPass(p: GemmProblem, caps: WebGpuCaps, decls: string): WgslKernel {
 /** The module's declarations: bindings (vec4 where chosen), then scratch for a packed output. */
 function declarations(p: GemmProblem, caps: WebGpuCaps, vec: { a: boolean; b: boolean; out: boolean }, direct: boolean): string {
   const vec4 = [...p.inputs.map((_, i) => (i === p.a.binding && vec.a) || (i === p.b.binding && vec.b)), vec.out];
-  const decl = bindings(p.inputs, [p.out.dtype], caps, vec4) + (p.functions ? `\n\n${p.functions}` : '');
+  const decl = bindings(p.inputs, [p.out.dtype], caps, vec4) + (p.params ? `\n${p.params.declaration()}` : '') + (p.functions ? `\n\n${p.functions}` : '');
   return direct ? decl : `${decl}\n@group(0) @binding(${p.inputs.length + 1}) var<storage, read_write> sc0: array<${computeType(p.out.dtype)}>;`;
 }
 
 /** The kernel (or, for a packed output whose words straddle tiles, the GEMM pass and a packing pass). */
 function finish(p: GemmProblem, caps: WebGpuCaps, main: WgslKernel, direct: boolean, decls: string): WgslForm {
   // Every pass declares the epilogue's functions (`decls`), so each binds their parameter block.
-  const bind = (k: WgslKernel): WgslKernel => (p.params ? { ...k, params: p.params } : k);
+  const words = p.params?.words();
+  const bind = (k: WgslKernel): WgslKernel => (words ? { ...k, params: words } : k);
   if (direct) return bind(main);
   return { scratch: [{ bytes: Math.max(4, numel(p.out.shape) * 4) }], passes: [bind(main), bind(packPass(p, caps, decls))], label: p.label };
 }
@@ -478,15 +484,18 @@ export function matmulKernel(label: string, a: GpuView, b: GpuView, out: GpuView
       batch = aBatch = bBatch = [];
     }
   }
-  const A = stridedOperand({ dtype: a.dtype, offset: a.offset, batch: aBatch, xStride: aRow, kDims: [{ size: k, stride: aCol }] }, 0, caps);
-  const B = stridedOperand({ dtype: b.dtype, offset: b.offset, batch: bBatch, xStride: bCol, kDims: [{ size: k, stride: bRow }] }, 1, caps);
+  // Offsets (and a fused epilogue's constants) are parameters: products of views at any offset share a pipeline.
+  const params = new KernelParams();
+  const A = stridedOperand({ dtype: a.dtype, offset: a.offset, batch: aBatch, xStride: aRow, kDims: [{ size: k, stride: aCol }] }, 0, caps, params);
+  const B = stridedOperand({ dtype: b.dtype, offset: b.offset, batch: bBatch, xStride: bCol, kDims: [{ size: k, stride: bRow }] }, 1, caps, params);
   let epilogue: GemmProblem['epilogue'];
   if (bias) {
-    const at = (j: string) => `(${bias.offset}u + ${j} * ${bias.strides[0]}u)`;
+    const biasOffset = params.u32(bias.offset);
+    const at = (j: string) => `(${biasOffset} + ${j} * ${bias.strides[0]}u)`;
     epilogue = (acc, _b, _i, j) => `${acc} + ${convert(bias.dtype, fused?.natural ?? out.dtype, loadElement('in2', bias.dtype, at(j), caps))}`;
   }
   const inputs = [a.dtype, b.dtype, ...(bias ? [bias.dtype] : [])];
-  return gemmKernel(withEpilogue({ label, batch, m, n, k, inputs, a: A, b: B, epilogue, out }, fused, caps), caps);
+  return gemmKernel(withEpilogue({ label, batch, m, n, k, inputs, a: A, b: B, epilogue, out, params }, fused, caps), caps);
 }
 
 /** An elementwise epilogue fused into a GEMM op: input 0 is the op's result (of dtype `natural`), inputs 1.. are `extras`. */
@@ -506,16 +515,15 @@ export interface FusedEpilogue {
 export function withEpilogue(p: GemmProblem, fused: FusedEpilogue | undefined, caps: WebGpuCaps): GemmProblem {
   if (!fused) return p;
   const { expr, natural, extras } = fused, out = p.out, t = computeType(out.dtype);
+  const params = p.params ?? new KernelParams();
   const first = p.inputs.length;
   const { lines, idx } = unravel('e', out.shape, 'o');
   const loads = extras.map((v, k) => {
-    lines.push(`let q${k} = ${offsetOf(v.offset, broadcastStrides(v, out.shape), idx)};`);
+    lines.push(`let q${k} = ${offsetOf(0, broadcastStrides(v, out.shape), idx)} + ${params.u32(v.offset)};`);
     return loadElement(`in${first + k}`, v.dtype, `q${k}`, caps);
   });
-  const params = new KernelParams();
   const { body, result } = wgslExprBody(expr, (k) => (k === 0 ? roundTo(natural, 'acc') : loads[k - 1]!), params);
-  const functions = `${params.declaration()}
-fn epilogue(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {
+  const functions = `fn epilogue(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {
   let e = (b * ${p.m}u + i) * ${p.n}u + j;
   ${lines.join('\n  ')}
   ${body}
@@ -528,7 +536,7 @@ fn epilogue(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {
     ...p,
     inputs: [...p.inputs, ...extras.map((v) => v.dtype)],
     functions,
-    params: params.words(),
+    params,
     epilogue: (acc, batch, i, j) => `epilogue(${own ? own(acc, batch, i, j) : acc}, ${flat(batch)}, ${i}, ${j})`,
   };
 }
