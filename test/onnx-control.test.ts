@@ -141,6 +141,20 @@ describe.each(WITH_WEBGPU as DeviceName[])('ONNX control flow on %s', (device) =
     m.dispose();
   });
 
+  it('a graph input that a subgraph reads as a shape is fed on the host, so the model stays compiled', async () => {
+    const reshapeBranch = (name: string) => graphAttr(name, graph({ nodes: [node('Reshape', ['x', 's'], [`r_${name}`])], inputs: [], outputs: [info(`r_${name}`, 'float32', [2, 3])] }, name));
+    const m = await sn.loadOnnx(model({
+      nodes: [node('If', ['c'], ['y'], [reshapeBranch('then_branch'), reshapeBranch('else_branch')])],
+      inputs: [info('x', 'float32', [6]), info('s', 'int64', [2])],
+      outputs: [info('y', 'float32', [2, 3])],
+      initializers: [boolConst('c', true)],
+    }), { device });
+    const { y } = await m.run({ x: sn.arange(6, { dtype: 'float32', device }), s: { dtype: 'int64', shape: [2], data: [2, 3] } });
+    expect(y!.shape).toEqual([2, 3]);
+    expect(m.report().execution).toBe('jit');
+    m.dispose();
+  });
+
   it('sequences: SplitToSequence, SequenceAt/Erase/Insert/Length, ConcatFromSequence, and a sequence carried by a Loop', async () => {
     // The loop appends row i of x at each iteration to a sequence that starts empty.
     const body = graph({

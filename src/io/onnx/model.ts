@@ -3,8 +3,9 @@ import { SinterError, fmtShape } from '../../errors.js';
 import type { Graph } from '../../jit/graph.js';
 import { type JitReport, type Jitted, jit } from '../../jit/jit.js';
 import { keep } from '../../tensor/memory.js';
+import { numel } from '../../tensor/shape.js';
 import { Tensor } from '../../tensor/tensor.js';
-import { type Interpretation, NeedsValues, type OnnxGraph, OnnxSequence, type OnnxUnsupported, type Value, buildGraph, runEager, runGraph, runTraced } from './graph.js';
+import { type Interpretation, NeedsValues, type OnnxGraph, OnnxSequence, type OnnxUnsupported, type Value, buildGraph, outerNames, runEager, runGraph, runTraced } from './graph.js';
 import type { GraphProto, ModelProto, ValueInfoProto } from './proto.js';
 import { OPS, type OpContext, type Val, isHost } from './registry.js';
 import { HostTensor, type OnnxDType, deviceDType, onnxDType, unsupportedDType, uploadHost } from './tensor.js';
@@ -122,17 +123,8 @@ export class OnnxModel {
    * through ops that can evaluate on the host.
    */
   private findHostFeeds(): Set<string> {
-    const wanted = new Set<string>();
-    const nodes = this.graph_.nodes;
-    for (let i = nodes.length - 1; i >= 0; i--) {
-      const node = nodes[i]!;
-      // If's condition and Loop's trip count and condition are read on the host.
-      const control = node.opType === 'If' ? [0] : node.opType === 'Loop' ? [0, 1] : undefined;
-      const entry = node.domain === '' ? OPS.get(node.opType) : OPS.get(`${node.domain}.${node.opType}`);
-      for (const k of control ?? entry?.hostInputs ?? []) if (node.inputs[k]) wanted.add(node.inputs[k]);
-      if (entry?.host && node.outputs.some((o) => wanted.has(o))) for (const name of node.inputs) if (name) wanted.add(name);
-    }
-    return new Set(this.inputs.filter((v) => wanted.has(v.name)).map((v) => v.name));
+    const wanted = hostWanted(this.graph_);
+    return new Set(this.inputs.filter((v) => wanted.has(v.name) && shapeLike(v)).map((v) => v.name));
   }
 
   /** How handlers reach the device: constants upload once for the model's life, other host values once per run or trace. */
@@ -336,6 +328,37 @@ export class OnnxModel {
     this.held.length = 0;
     this.disposed = true;
   }
+}
+
+/**
+ * Whether an input may be fed on the host (its values then key the jit's cache, so each new value retraces): small
+ * static tensors (≤ 64 elements) and integer vectors, the shapes, sizes and flags that shape arithmetic reads. Other
+ * inputs stay on the device; if the graph needs their values on the host, the model runs eagerly instead.
+ */
+function shapeLike(v: OnnxValueInfo): boolean {
+  const dims = v.shape;
+  if (dims && dims.every((d): d is number => typeof d === 'number') && numel(dims) <= 64) return true;
+  return !['float32', 'float16', 'float64', 'bfloat16'].includes(v.dtype) && dims !== null && dims.length <= 1;
+}
+
+/**
+ * The names whose values `g` reads on the host: inputs an op needs at trace time, If conditions, Loop trip counts
+ * and conditions, what host-evaluable ops computing those read, and what subgraphs want from their outer scope.
+ */
+function hostWanted(g: OnnxGraph): Set<string> {
+  const wanted = new Set<string>();
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const node = g.nodes[i]!;
+    const control = node.domain !== '' ? undefined : node.opType === 'If' ? [0] : node.opType === 'Loop' ? [0, 1] : node.opType === 'Scan' ? [] : undefined;
+    const entry = node.domain === '' ? OPS.get(node.opType) : OPS.get(`${node.domain}.${node.opType}`);
+    for (const k of control ?? entry?.hostInputs ?? []) if (node.inputs[k]) wanted.add(node.inputs[k]);
+    for (const sub of node.subgraphs.values()) {
+      const outer = outerNames(sub);
+      for (const name of hostWanted(sub)) if (outer.has(name)) wanted.add(name);
+    }
+    if (entry?.host && node.outputs.some((o) => wanted.has(o))) for (const name of node.inputs) if (name) wanted.add(name);
+  }
+  return wanted;
 }
 
 function fail(detail: string): never {
