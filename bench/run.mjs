@@ -86,7 +86,7 @@ for (const w of WORKLOADS.filter((w) => !values.only || w.name.startsWith(values
       });
       measurements.push(m);
       const ms = m.median * 1e3;
-      cells.push(`${medianIqr(m)} ms · ${w.rate(ms)}`);
+      cells.push(`${medianIqr(m, ' ms')} · ${w.rate(ms)}`);
       console.error(`${w.name} on ${device}: ${describe(m)}`);
     } catch (e) {
       if (!/no WebGPU kernel for/.test(String(e?.message))) {

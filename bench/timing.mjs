@@ -50,18 +50,18 @@ export async function measure({ stmt, sync, label, subLabel, description, budget
 export const fmtMs = (ms) => (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0));
 
 /**
- * "12.3 (IQR 0.41)": a Measurement's median and IQR in ms, "(!)" where PyTorch's Timer would warn, and the count of
+ * "12.3 (IQR 0.41)": a Measurement's median (then `unit`, e.g. ' ms') and IQR in ms, "(!)" where PyTorch's Timer would warn, and the count of
  * measurements where it is under 4 (the budget ran out first; an IQR of so few says little).
  */
-export const medianIqr = (m) => {
+export const medianIqr = (m, unit = '') => {
   const n = m.times.length;
-  return `${fmtMs(m.median * 1e3)} (IQR ${fmtMs(m.iqr * 1e3)}${n < 4 ? `, ${n} measurement${n > 1 ? 's' : ''}` : ''})${m.hasWarnings ? ' (!)' : ''}`;
+  return `${fmtMs(m.median * 1e3)}${unit} (IQR ${fmtMs(m.iqr * 1e3)}${n < 4 ? `, ${n} measurement${n > 1 ? 's' : ''}` : ''})${m.hasWarnings ? ' (!)' : ''}`;
 };
 
 /** One line for the log: median, IQR, quartiles, how many measurements of how many runs. */
 export const describe = (m) =>
   `median ${fmtMs(m.median * 1e3)} ms, IQR ${fmtMs(m.iqr * 1e3)} ms (${fmtMs(m.p25 * 1e3)} to ${fmtMs(m.p75 * 1e3)}), ` +
-  `${m.times.length} measurements of ${m.numberPerRun} run${m.numberPerRun > 1 ? 's' : ''}${m.hasWarnings ? ', IQR over 10% of the median' : ''}`;
+  `${m.times.length} measurement${m.times.length > 1 ? 's' : ''} of ${m.numberPerRun} run${m.numberPerRun > 1 ? 's' : ''}${m.hasWarnings ? ', IQR over 10% of the median' : ''}`;
 
 /** How a table's times were taken, for the sentence under its header. */
 export const method = ({ budget, threshold }) =>
