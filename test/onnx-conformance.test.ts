@@ -5,7 +5,7 @@ import type { DeviceName } from '../src/index.js';
 import { BASELINE_FILE, runConformance, summary } from '../scripts/conformance.mjs';
 
 // ONNX's own node test cases (../shared/conformance/onnx-node) through loadOnnx on each device, as `npm run
-// conformance` runs them. Every case that is not unsupported (a dtype the engine lacks, control flow) must pass, and
+// conformance` runs them. Every case that is not unsupported (a dtype the engine lacks) must pass, and
 // every case in the committed baseline must keep passing. On WebGPU, ops whose kernels are still being written fail
 // with "no WebGPU kernel for X yet": those are reported but tolerated, and kept out of the baseline.
 
