@@ -33,7 +33,8 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
       expect(await values(sliced!)).toEqual([1, 5, 9, 3, 7, 11]);
     }
     f.dispose();
-    expect(sn.memory().tensors).toBe(live);
+    // At most, not equal: during an await the garbage collector may release tensors earlier code dropped undisposed.
+    expect(sn.memory().tensors).toBeLessThanOrEqual(live);
     for (const t of [flat, base, x]) t.dispose();
   });
 
@@ -116,7 +117,7 @@ describe('jit on cpu: errors, failed compiles, caches and reports', () => {
     expect(() => f(x)).toThrow(sn.SinterError);
     await new Promise((r) => setTimeout(r, 20));
     expect(rejections).toEqual([]);
-    expect(sn.memory().tensors).toBe(live);
+    expect(sn.memory().tensors).toBeLessThanOrEqual(live);
     for (const t of [w, x]) t.dispose();
   });
 
@@ -167,19 +168,19 @@ describe('jit on cpu: errors, failed compiles, caches and reports', () => {
     const fn = (t: Tensor) => sn.matmul(t, w.mul(2)).add(b).relu().sum(1);
     const bad = sn.jit(fn, { fusion: (g) => [g.nodes.filter((n) => n.kind === 'op').map((n) => n.id)] });
     expect(() => bad(x)).toThrow(/jit:/);
-    expect(sn.memory().tensors).toBe(live);
+    expect(sn.memory().tensors).toBeLessThanOrEqual(live);
     // A function that throws half-way through, after capturing.
     const throws = sn.jit((t: Tensor) => {
       t.add(b);
       throw new Error('user bug');
     });
     expect(() => throws(x)).toThrow('user bug');
-    expect(sn.memory().tensors).toBe(live);
+    expect(sn.memory().tensors).toBeLessThanOrEqual(live);
     // Constants dead after folding are freed with the plan.
     const ok = sn.jit(fn);
     ok(x).dispose();
     ok.dispose();
-    expect(sn.memory().tensors).toBe(live);
+    expect(sn.memory().tensors).toBeLessThanOrEqual(live);
     for (const t of [w, b, x]) t.dispose();
   });
 
@@ -198,7 +199,7 @@ describe('jit on cpu: errors, failed compiles, caches and reports', () => {
     expect(f.stats().hits).toBe(2);
     f(xs[1]!).dispose(); // compiled again, evicting [3, 8]
     expect(f.stats()).toMatchObject({ misses: 4, evictions: 2 });
-    expect(sn.memory().tensors).toBe(live);
+    expect(sn.memory().tensors).toBeLessThanOrEqual(live);
     for (let i = 0; i < 300; i++) f(xs[1]!).dispose();
     const r = f.report();
     expect(r.warm).toMatchObject({ count: 300 });
@@ -207,7 +208,7 @@ describe('jit on cpu: errors, failed compiles, caches and reports', () => {
     expect(r.warmMs).toBe(r.warm!.medianMs);
     expect(() => sn.jit((x: Tensor) => x, { cacheSize: 0 })).toThrow(/jit: cacheSize must be a positive integer, got 0/);
     f.dispose();
-    expect(sn.memory().tensors).toBe(live - 2);
+    expect(sn.memory().tensors).toBeLessThanOrEqual(live - 2);
     for (const t of [w, ...xs]) t.dispose();
   });
 
@@ -244,7 +245,7 @@ describe('jit on webgpu: warm times include the GPU; a plan the device refuses l
       const f = sn.jit((a: Tensor, b: Tensor) => sn.sum(a.mul(w).add(b.mul(v.mul(2))), -1), { fusion: (g) => [g.nodes.filter((n) => n.kind === 'op').map((n) => n.id)] });
       expect(() => f(p, q)).toThrow(/is illegal: the fused kernel would bind 5 buffers/);
     });
-    expect(sn.memory().tensors).toBe(live);
+    expect(sn.memory().tensors).toBeLessThanOrEqual(live);
     for (const t of [w, v, p, q]) t.dispose();
   });
 

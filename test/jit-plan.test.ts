@@ -211,7 +211,8 @@ describe('jit plans on webgpu', () => {
     expect(f.report().peakBytes).toBeGreaterThan(0);
     expect(sn.memory().devices.webgpu!.bytes).toBeGreaterThan(before);
     f.dispose();
-    expect(sn.memory().devices.webgpu!.bytes).toBe(before);
+    // At most, not equal: during an await the garbage collector may release tensors earlier code dropped undisposed.
+    expect(sn.memory().devices.webgpu!.bytes).toBeLessThanOrEqual(before);
     expect(() => f.report()).toThrow(/nothing compiled yet/);
   });
 });

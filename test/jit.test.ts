@@ -482,7 +482,8 @@ describe('jit on cpu: passes, memory plan, strategies and errors', () => {
     f(x).dispose();
     expect(sn.memory().bytes).toBeGreaterThan(before);
     f.dispose();
-    expect(sn.memory().bytes).toBe(before);
+    // At most, not equal: during an await the garbage collector may release tensors earlier code dropped undisposed.
+    expect(sn.memory().bytes).toBeLessThanOrEqual(before);
     expect(await m.forward(x).sum().item()).toBeTypeOf('number');
   });
 

@@ -67,7 +67,8 @@ describe('jitted calls in flight at once on WebGPU', () => {
       ),
       propertyConfig({ numRuns: 20 }),
     );
-    expect(sn.memory().tensors).toBe(before);
+    // At most, not equal: during an await the garbage collector may release tensors earlier code dropped undisposed.
+    expect(sn.memory().tensors).toBeLessThanOrEqual(before);
     f.dispose();
     g.dispose();
   });
