@@ -94,6 +94,13 @@ describe.each(WITH_WEBGPU as DeviceName[])('ONNX control flow on %s', (device) =
     const out = await m.run({ y0: sn.tensor([1, 2], { device }), limit: sn.tensor(20, { device }) });
     expect(await values(out.y!)).toEqual([8, 16]);
     expect(m.report().execution).toBe('eager');
+    // 40 iterations leave nothing behind but the output (each iteration's temporaries are freed as the loop goes).
+    const y0 = sn.tensor([1, 2], { device }), limit = sn.tensor(3e12, { device });
+    const before = sn.memory().tensors;
+    const long = await m.run({ y0, limit });
+    expect(await values(long.y!)).toEqual([2 ** 40, 2 ** 41]);
+    long.y!.dispose();
+    expect(sn.memory().tensors).toBe(before);
     m.dispose();
   });
 

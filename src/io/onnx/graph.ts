@@ -345,16 +345,30 @@ function* runLoop(node: OnnxNode, ins: readonly (Value | undefined)[], state: Ru
   if (nScan < 0) node.fail(`its body returns ${body.outputs.length} values, fewer than the condition and ${nCarried} loop-carried values`);
   let carried = initial as Value[];
   const scans: Val[][] = Array.from({ length: nScan }, () => []);
+  // Eager runs free each iteration's temporaries, and carried values once replaced, so a long loop (a while loop
+  // decoding token by token) holds one iteration's state, not all of them. `owned`: what this loop made and keeps.
+  const owned = new Set<Tensor>();
   for (let i = 0; i < max && cond; i++) {
     const feed = new Map<string, Value>([[names[0]!, new HostTensor('int64', [], [i])], [names[1]!, new HostTensor('bool', [], [1])]]);
     carried.forEach((v, k) => feed.set(names[k + 2]!, v));
-    const outs = yield* runGraph(body, feed, state, env);
+    const made = state.made && new Set<Tensor>();
+    const outs = yield* runGraph(body, feed, { ctx: state.ctx, made }, env);
     cond = (yield* readValue(outs[0]!, node, `the body's condition at iteration ${i}`)).scalar('cond') !== 0;
     carried = outs.slice(1, 1 + nCarried);
     outs.slice(1 + nCarried).forEach((v, k) => scans[k]!.push(asTensor(node, v, `scan output ${k}`)));
+    if (made) {
+      const live = new Set<Val>([...carried.flatMap((v) => (v instanceof OnnxSequence ? v.items : [v])), ...scans.flat()]);
+      for (const t of made) (live.has(t) ? owned.add(t) : t.dispose());
+      for (const t of owned) {
+        if (!live.has(t)) {
+          owned.delete(t);
+          t.dispose();
+        }
+      }
+    }
   }
   const stacked = scans.map((list, k) => (list.length > 0 ? stackValues(state.ctx, list, 0, `scan output ${k}`) : emptyOutput(node, body.outputs[1 + nCarried + k]!, state.ctx)));
-  for (const t of stacked) state.made?.add(t);
+  for (const t of [...owned, ...stacked]) state.made?.add(t);
   return [...carried, ...stacked];
 }
 
