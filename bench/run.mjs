@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as sn from '../dist/index.js';
-import { TIMING_ARGS, describe, loadAverage, machineLine, measure, medianIqr, method, timingOptions } from './timing.mjs';
+import { TIMING_ARGS, describe, loadAverage, log, machineLine, measure, medianIqr, method, startProgress, stopProgress, timingOptions } from './timing.mjs';
 
 const { values } = parseArgs({ options: { ...TIMING_ARGS, only: { type: 'string' }, write: { type: 'boolean' } } });
 // Up to --budget seconds of timed work per figure (default 5).
@@ -66,7 +66,9 @@ await sn.init({ device: 'webgpu' });
 const rows = [];
 const measurements = [];
 let failed = false;
-for (const w of WORKLOADS.filter((w) => !values.only || w.name.startsWith(values.only))) {
+const workloads = WORKLOADS.filter((w) => !values.only || w.name.startsWith(values.only));
+startProgress(2 * workloads.length);
+for (const w of workloads) {
   const cells = [];
   for (const device of ['webgpu', 'cpu']) {
     const inputs = w.setup(device);
@@ -87,11 +89,11 @@ for (const w of WORKLOADS.filter((w) => !values.only || w.name.startsWith(values
       measurements.push(m);
       const ms = m.median * 1e3;
       cells.push(`${medianIqr(m, ' ms')} · ${w.rate(ms)}`);
-      console.error(`${w.name} on ${device}: ${describe(m)}`);
+      log(`${w.name} on ${device}: ${describe(m)}`);
     } catch (e) {
       if (!/no WebGPU kernel for/.test(String(e?.message))) {
         failed = true;
-        console.error(`${w.name} on ${device}: ${e?.stack ?? e}`);
+        log(`${w.name} on ${device}: ${e?.stack ?? e}`);
       }
       cells.push(/no WebGPU kernel for/.test(String(e?.message)) ? 'n/a (no WebGPU kernel yet)' : `error: ${String(e?.message ?? e).split('\n')[0]}`);
     }
@@ -99,6 +101,7 @@ for (const w of WORKLOADS.filter((w) => !values.only || w.name.startsWith(values
   }
   rows.push(`| ${w.name} | ${cells.join(' | ')} |`);
 }
+stopProgress();
 
 if (measurements.length) new sn.benchmark.Compare(measurements).trimSignificantFigures().print();
 const table = [

@@ -1,7 +1,9 @@
 // What the bench scripts share: timing with sn.benchmark.Timer (warm-up, then adaptiveAutorange: the device
 // synchronised inside the timed region, measurements until the IQR is small or the budget is spent), the figures'
-// format (median and IQR), and the line that says when and on what machine they were taken.
+// format (median and IQR), a progress bar over the figures, and the line that says when and on what machine they
+// were taken.
 import os from 'node:os';
+import cliProgress from 'cli-progress';
 import * as sn from '../dist/index.js';
 
 /** Untimed runs before the Timer's own block-size probing (first calls compile pipelines and fill caches). */
@@ -27,6 +29,32 @@ export function timingOptions(values, defaultBudget) {
 /** parseArgs option specs of timingOptions, to spread into a script's own. */
 export const TIMING_ARGS = { budget: { type: 'string' }, threshold: { type: 'string' }, runs: { type: 'string' } };
 
+let progress = null;
+
+/**
+ * A progress bar on stderr over the `total` figures a script will time, advanced by measure(); none when stderr is not
+ * a terminal (logs stay plain lines).
+ */
+export function startProgress(total) {
+  if (!process.stderr.isTTY) return;
+  const multi = new cliProgress.MultiBar({ format: 'timing |{bar}| {value}/{total} {name}', stream: process.stderr, clearOnComplete: true, hideCursor: true },
+    cliProgress.Presets.shades_classic);
+  progress = { multi, bar: multi.create(total, 0, { name: '' }) };
+}
+
+export function stopProgress() {
+  // A last redraw writes the lines log() buffered since the previous one (stop() alone drops them).
+  progress?.multi.update();
+  progress?.multi.stop();
+  progress = null;
+}
+
+/** A line on stderr, above the progress bar while there is one. */
+export function log(line) {
+  if (progress) progress.multi.log(`${line}\n`);
+  else console.error(line);
+}
+
 /**
  * A Measurement of `stmt` (sync or async; it frees what it makes): WARMUP untimed runs, then
  * Timer.adaptiveAutorange({ threshold, maxRunTime: budget }); `sync` lists the devices waited for at the end of each
@@ -43,7 +71,12 @@ export async function measure({ stmt, sync, label, subLabel, description, budget
       for (let i = 0; i < WARMUP; i++) await stmt();
     },
   });
-  return timer.adaptiveAutorange({ threshold, maxRunTime: budget });
+  progress?.bar.update({ name: [label, subLabel, description].filter((s) => s).join(' · ') });
+  try {
+    return await timer.adaptiveAutorange({ threshold, maxRunTime: budget });
+  } finally {
+    progress?.bar.increment();
+  }
 }
 
 /** Milliseconds with about three significant digits. */
