@@ -16,7 +16,9 @@ import * as sn from '../dist/index.js';
 // Kernel launches are counted where they happen: GPU dispatches on WebGPU, backend.run calls on the CPU.
 import { getBackend } from '../dist/backend/backend.js';
 import { smallCnn } from './models/small-cnn.mjs';
-import { TIMING_ARGS, describe, fmtMs, loadAverage as load, machineLine, measure, medianIqr, method, timingOptions } from './timing.mjs';
+import {
+  TIMING_ARGS, describe, fmtMs, loadAverage as load, log, machineLine, measure, medianIqr, method, startProgress, stopProgress, timingOptions,
+} from './timing.mjs';
 
 const { values } = parseArgs({
   options: { ...TIMING_ARGS, devices: { type: 'string', default: 'webgpu,cpu' }, only: { type: 'string' }, write: { type: 'boolean' } },
@@ -130,7 +132,7 @@ async function measureModes(name, device, forward, host, shape) {
     const counted = launches(device, f, x);
     const r = profiles[k]?.report;
     const graph = f.graph?.();
-    console.error(`${device} ${shape.join('×')} ${mode}: resident ${describe(resident[k])}; round trip ${describe(roundTrip[k])}; ` +
+    log(`${device} ${shape.join('×')} ${mode}: resident ${describe(resident[k])}; round trip ${describe(roundTrip[k])}; ` +
       `${counted.count} launches, max |jit − eager| ${diffs[k].toExponential(1)}, load ${loadRange}`);
     return {
       mode,
@@ -173,6 +175,8 @@ const hostRandn = async (shape, seed) => {
 const load0 = load();
 await sn.init({ device: 'webgpu' });
 const results = { eltwise: {}, cnn: {} };
+// Figures: per device, the eltwise workload and the CNN at two batch sizes, each mode resident and round trip.
+startProgress(DEVICES.length * ((ONLY === 'cnn' ? 0 : 1) + (ONLY === 'eltwise' ? 0 : 2)) * (1 + STRATEGIES.length) * 2);
 for (const device of DEVICES) {
   if (!ONLY || ONLY === 'eltwise') {
     // Eager frees its intermediates with tidy, as a user would.
@@ -190,6 +194,7 @@ for (const device of DEVICES) {
 
 // ---- tables -------------------------------------------------------------------------------------
 
+stopProgress();
 new sn.benchmark.Compare(measurements).trimSignificantFigures().print();
 const header = machineLine(load0);
 const byMode = (records, mode) => records.find((r) => r.mode === mode);
