@@ -7,7 +7,7 @@
 import { parseArgs } from 'node:util';
 import * as sn from '../dist/index.js';
 import { getBackend } from '../dist/backend/backend.js';
-import { TIMING_ARGS, describe, loadAverage, machineLine, measure, medianIqr, method, timingOptions } from './timing.mjs';
+import { TIMING_ARGS, describe, loadAverage, log, machineLine, measure, medianIqr, method, startProgress, stopProgress, timingOptions } from './timing.mjs';
 
 const { values } = parseArgs({ options: TIMING_ARGS });
 // Up to --budget seconds of timed work per figure (default 10: matmul 1024³ takes seconds a run on SwiftShader, and a
@@ -69,11 +69,13 @@ async function report(what, flop, stmt) {
   const m = await measure({ stmt, sync: ['webgpu'], label: 'WebGPU matmul and conv2d', subLabel: workload, description: how, ...timing });
   measurements.push(m);
   rows.push(`| ${what} | ${medianIqr(m)} | ${(flop / m.median / 1e9).toFixed(2)} |`);
-  console.error(`${what}: ${describe(m)}`);
+  log(`${what}: ${describe(m)}`);
   return m;
 }
 
-// Matmul: kernel time for n = 256, 512 (and the naive baseline), 1024, and end-to-end at 1024.
+// Matmul: kernel time for n = 256, 512 (and the naive baseline), 1024, and end-to-end at 1024; conv2d: kernel and
+// end-to-end.
+startProgress(7);
 const matmul = {};
 let naive512;
 for (const n of [256, 512, 1024]) {
@@ -127,6 +129,7 @@ const w = sn.randn([64, 64, 3, 3], { seed: 5, device: 'webgpu' });
 }
 w.dispose();
 
+stopProgress();
 new sn.benchmark.Compare(measurements).trimSignificantFigures().print();
 console.log(`sinter matmul and conv2d on WebGPU · ${machineLine(load0)}\n`);
 console.log(`${method(timing)} GFLOP/s are of the median.\n`);
