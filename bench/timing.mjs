@@ -12,13 +12,14 @@ export const WARMUP = 2;
 export const DEFAULT_THRESHOLD = 0.1;
 
 /**
- * Reads `--budget SECONDS` (the most timed seconds per figure) and `--threshold FRACTION` from parseArgs values, and
- * refuses `--runs`: the Timer picks the runs per measurement and how many measurements to take.
+ * Reads `--budget SECONDS` (the most timed seconds per figure) and `--threshold FRACTION` from parseArgs values.
+ * `--runs N` (the scripts' option before the Timer; scripts/gpu-check.sh still passes it) is accepted with a warning:
+ * the Timer picks the runs per measurement and how many measurements to take.
  */
 export function timingOptions(values, defaultBudget) {
   if (values.runs !== undefined) {
-    throw new Error('--runs is gone: sn.benchmark.Timer picks the runs per measurement and measures until the IQR is under ' +
-      '--threshold of the median (default 0.1) or --budget seconds are spent');
+    console.error(`warning: --runs ${values.runs} has no effect: sn.benchmark.Timer picks the runs per measurement and measures until ` +
+      'the IQR is under --threshold of the median (default 0.1) or --budget seconds are spent');
   }
   const budget = Number(values.budget ?? defaultBudget), threshold = Number(values.threshold ?? DEFAULT_THRESHOLD);
   if (!(budget > 0)) throw new Error(`--budget must be a positive number of seconds, got ${values.budget}`);
