@@ -1,5 +1,5 @@
 export { jit } from './jit.js';
-export type { JitCacheStats, JitOptions, JitReport, Jitted, ReportFormat, TensorTree, TimingSummary } from './jit.js';
+export type { CompileOptions, CompileProgress, JitCacheStats, JitOptions, JitReport, Jitted, ReportFormat, TensorTree, TimingSummary } from './jit.js';
 export { Graph, composeViews, isIdentityView, opLabel } from './graph.js';
 export type { Node, Use, Value, View } from './graph.js';
 export { STRATEGIES, checkGroups } from './fusion.js';

@@ -10,6 +10,7 @@ import { eliminateDeadCode } from './passes/dce.js';
 import { foldBatchNorm } from './passes/fold-batchnorm.js';
 import { foldConstants } from './passes/fold-constants.js';
 import { type KernelReport, Plan } from './plan.js';
+import type { CompileProgress } from '../backend/webgpu/plan.js';
 import { type TensorGuard, Trace, type ValueGuard, activeTrace, withTrace } from './trace.js';
 import { INSPECT, formatReport } from './report.js';
 import { profilerHooks } from '../profiler/hooks.js';
@@ -48,6 +49,19 @@ export interface JitCacheStats {
   evictions: number;
   /** Plans rebuilt because a guard failed: a captured tensor was replaced, freed or written in place, or a module's `training` changed. */
   retraces: number;
+}
+
+export type { CompileProgress };
+
+/** Keyword options of `compileWith`. */
+export interface CompileOptions {
+  /**
+   * Hears how many of the signature's distinct pipelines are compiled: on WebGPU `{ done: 0, total }`
+   * first, then one event per pipeline as its compilation finishes (`done` rising to `total`); on the
+   * CPU, whose kernels need no compiling, a single `{ done: 0, total: 0 }`. A signature compiled
+   * before gives a single `{ done: total, total }`.
+   */
+  onProgress?: (progress: CompileProgress) => void;
 }
 
 export interface ReportFormat {
@@ -108,6 +122,12 @@ export interface Jitted<Args extends unknown[], R> {
    * (`await f.compile(exampleInput)`) takes compilation out of the first call's latency.
    */
   compile(...args: Args): Promise<JitReport>;
+  /**
+   * `compile` with keyword options: `await f.compileWith([x, w], { onProgress })` compiles the
+   * signature of `f(x, w)` and reports its pipelines compiled (k of n) to `onProgress`. The
+   * arguments come as one array so that options never mix with `f`'s own arguments.
+   */
+  compileWith(args: Args, options?: CompileOptions): Promise<JitReport>;
   /**
    * Runs the plan for these arguments once, timing every kernel, waits until the device has finished,
    * discards the results and resolves to the report, whose kernels then carry `gpuMs` (WebGPU: from
@@ -350,15 +370,19 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
   };
 
   /** The compiled signature of these arguments, compiled now with its pipelines compiled asynchronously if new. */
-  const compiled = async (args: Args, what: string): Promise<Compiled> => {
+  const compiled = async (args: Args, what: string, onProgress?: CompileOptions['onProgress']): Promise<Compiled> => {
     if (activeTrace()) throw new SinterError('jit', `${what}() cannot be used while another function is traced`);
     const key = signature(args);
     let c = lookup(key);
-    if (!c) {
+    if (c) {
+      await c.compiling;
+      const total = c.plan.pipelineCount;
+      onProgress?.({ done: total, total });
+    } else {
       const t0 = performance.now();
       const fresh = build(args);
       insert(key, (c = fresh));
-      fresh.compiling = fresh.plan.compile().then(
+      fresh.compiling = fresh.plan.compile(onProgress).then(
         () => {
           fresh.compileMs = performance.now() - t0;
           fresh.compiling = null;
@@ -368,8 +392,8 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
           throw e;
         },
       );
+      await fresh.compiling;
     }
-    await c.compiling;
     return c;
   };
 
@@ -449,6 +473,11 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
     stats: (): JitCacheStats => ({ entries: plans.size, capacity, ...counts }),
     async compile(...args: Args): Promise<JitReport> {
       last = await compiled(args, 'compile');
+      return report();
+    },
+    async compileWith(args: Args, options: CompileOptions = {}): Promise<JitReport> {
+      if (!Array.isArray(args)) throw new SinterError('jit', `compileWith(args, options) takes the arguments as an array, got ${typeof args}`);
+      last = await compiled(args, 'compileWith', options.onProgress);
       return report();
     },
     async profile(...args: Args): Promise<JitReport> {

@@ -9,7 +9,7 @@ import { clone } from '../ops/views.js';
 import { mapKernelSource } from '../kernels/cpu/map.js';
 import { prologueSource } from '../kernels/cpu/reduce.js';
 import type { PreparedProgram, WebGpuBackend } from '../backend/webgpu/backend.js';
-import { type PlanBinding, WebGpuPlan } from '../backend/webgpu/plan.js';
+import { type CompileProgress, type PlanBinding, WebGpuPlan } from '../backend/webgpu/plan.js';
 import type { WebGpuStorage } from '../backend/webgpu/storage.js';
 import { type Graph, type Node, type Use, type Value, isIdentityView, opLabel, useLayout, valueLayout } from './graph.js';
 
@@ -229,9 +229,19 @@ export class Plan {
     return { plan: new WebGpuPlan(backend, steps), programs };
   }
 
-  /** On WebGPU, compiles every pipeline of the plan in parallel (createComputePipelineAsync); rejects with the first compile error. */
-  compile(): Promise<void> {
-    return this.gpu?.plan.compile() ?? Promise.resolve();
+  /**
+   * On WebGPU, compiles every pipeline of the plan in parallel (createComputePipelineAsync); rejects
+   * with the first compile error. `onProgress` hears `{ done, total }` distinct pipelines compiled
+   * (see WebGpuPlan.compile); on the CPU, whose kernels are built with the plan, a single `{ done: 0, total: 0 }`.
+   */
+  async compile(onProgress?: (progress: CompileProgress) => void): Promise<void> {
+    if (this.gpu) return this.gpu.plan.compile(onProgress);
+    onProgress?.({ done: 0, total: 0 });
+  }
+
+  /** Distinct pipelines the plan's kernels use (0 on the CPU). */
+  get pipelineCount(): number {
+    return this.gpu?.plan.pipelineCount ?? 0;
   }
 
   /** On WebGPU, creates the pipelines the plan lacks now, synchronously (their compile checks report on the first run). */

@@ -7,6 +7,12 @@ import { type ParamBinding, paramsGroup } from './batch.js';
 import type { ReadyPipeline } from './pipelines.js';
 import type { WebGpuStorage } from './storage.js';
 
+/** How far a plan's pipeline compilation got: `done` of `total` distinct pipelines compiled. */
+export interface CompileProgress {
+  readonly done: number;
+  readonly total: number;
+}
+
 /** Where a kernel's binding comes from: a storage the plan keeps (an intermediate's slot, a constant), or the call's input or output. */
 export type PlanBinding = { readonly storage: WebGpuStorage } | { readonly input: number } | { readonly output: number };
 
@@ -136,9 +142,44 @@ export class WebGpuPlan {
     collected.register(this, { pool, scratch: this.scratch, own: [this.status, this.params].filter((b) => b !== null) }, this);
   }
 
-  /** Compiles every pipeline the plan lacks with createComputePipelineAsync, all at once; rejects with the first compile error. */
-  async compile(): Promise<void> {
-    const verdicts = await Promise.all(this.dispatches.map((d) => this.backend.compilePipeline(d.program, d.pass)));
+  /**
+   * One dispatch per distinct pipeline: kernels with the same source and bind group layout (the
+   * pipeline cache's key; layouts are cached per binding count) share one pipeline.
+   */
+  private distinctPipelines(): Dispatch[] {
+    const seen = new Map<GPUBindGroupLayout, Set<string>>();
+    return this.dispatches.filter((d) => {
+      let sources = seen.get(d.layout);
+      if (!sources) seen.set(d.layout, (sources = new Set()));
+      if (sources.has(d.pass.kernel.source)) return false;
+      sources.add(d.pass.kernel.source);
+      return true;
+    });
+  }
+
+  /** How many distinct pipelines the plan's kernels use. */
+  get pipelineCount(): number {
+    return this.distinctPipelines().length;
+  }
+
+  /**
+   * Compiles every pipeline the plan lacks with createComputePipelineAsync, all at once; rejects with
+   * the first compile error. `onProgress` hears `{ done: 0, total }` first, then once per pipeline
+   * whose compilation settled (ones already cached settle at once), in order of completion.
+   */
+  async compile(onProgress?: (progress: CompileProgress) => void): Promise<void> {
+    const distinct = this.distinctPipelines();
+    const total = distinct.length;
+    let done = 0;
+    onProgress?.({ done, total });
+    const verdicts = await Promise.all(
+      distinct.map((d) =>
+        this.backend.compilePipeline(d.program, d.pass).then((verdict) => {
+          onProgress?.({ done: ++done, total });
+          return verdict;
+        }),
+      ),
+    );
     const error = verdicts.find((e) => e !== null);
     if (error) throw error;
   }
