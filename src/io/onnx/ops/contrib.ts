@@ -56,7 +56,7 @@ function attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | undefined, scale
     k = rep(k);
     v = rep(v);
   }
-  return scaledDotProductAttention(q, k, v, { attnMask: bias ?? null, scale: scale ?? null });
+  return scaledDotProductAttention(q, k, v, { attnMask: bias ? bias.to(q.dtype) : null, scale: scale ?? null });
 }
 
 // ---- attention ------------------------------------------------------------------------------------
@@ -113,17 +113,22 @@ function multiHeadAttention(node: OnnxNode, ins: readonly (Val | undefined)[], c
   const [query, key, value, bias, keyPadding, attentionBias, pastKey, pastValue] = ins;
   const n = node.int('num_heads') ?? node.fail("needs the attribute 'num_heads'");
   let q3 = ctx.dev(query!, 'query');
-  if (!key || !value || q3.ndim !== 3) node.fail('only separate 3-D query, key and value inputs are supported (not packed QKV or KV)');
+  if (!key || !value || q3.ndim !== 3) node.fail('only separate 3-D query with key and value is supported (not packed QKV or KV)');
   let k3 = ctx.dev(key, 'key'), v3 = ctx.dev(value, 'value');
-  if (k3.ndim !== 3) node.fail(`key ${k3.describe()} must be [batch, kv_sequence, hidden] (4-D cross-attention caches are not supported)`);
+  // 4-D key and value [B, N, L, H] are a cross-attention cache, used as they are (the bias then applies to the query).
+  const cached = k3.ndim === 4 && v3.ndim === 4;
+  if (!cached && (k3.ndim !== 3 || v3.ndim !== 3)) node.fail(`key ${k3.describe()} and value ${v3.describe()} must both be 3-D [batch, kv_sequence, hidden] or 4-D [batch, heads, kv_sequence, head_size]`);
   if (bias) {
-    const bb = ctx.dev(bias, 'bias'), d = q3.shape[2]!, dk = k3.shape[2]!;
+    const bb = ctx.dev(bias, 'bias'), d = q3.shape[2]!;
     q3 = add(q3, narrow(bb, 0, 0, d));
-    k3 = add(k3, narrow(bb, 0, d, dk));
-    v3 = add(v3, narrow(bb, 0, d + dk, v3.shape[2]!));
+    if (!cached) {
+      const dk = k3.shape[2]!;
+      k3 = add(k3, narrow(bb, 0, d, dk));
+      v3 = add(v3, narrow(bb, 0, d + dk, v3.shape[2]!));
+    }
   }
   const q = heads(q3, n, node, 'query');
-  let k = heads(k3, n, node, 'key'), v = heads(v3, n, node, 'value');
+  let k = cached ? k3 : heads(k3, n, node, 'key'), v = cached ? v3 : heads(v3, n, node, 'value');
   const pastLen = pastKey ? pastKey.shape[2]! : 0;
   if (pastKey) k = cat([ctx.dev(pastKey, 'past_key'), k], 2);
   if (pastValue) v = cat([ctx.dev(pastValue, 'past_value'), v], 2);
@@ -193,11 +198,18 @@ function groupQueryAttention(node: OnnxNode, ins: readonly (Val | undefined)[], 
   const [query, key, value, pastKey, pastValue, seqlensK, totalLen, cosCache, sinCache] = ins;
   const n = node.int('num_heads') ?? node.fail("needs the attribute 'num_heads'");
   const kvn = node.int('kv_num_heads') ?? node.fail("needs the attribute 'kv_num_heads'");
-  if (!key || !value) node.fail('packed QKV (no separate key and value) is not supported');
   if (node.int('local_window_size', -1) !== -1) node.fail('local_window_size (sliding-window attention) is not supported');
-  let q = heads(ctx.dev(query!, 'query'), n, node, 'query');
-  let k = heads(ctx.dev(key, 'key'), kvn, node, 'key');
-  const v = heads(ctx.dev(value, 'value'), kvn, node, 'value');
+  let q3 = ctx.dev(query!, 'query'), k3: Tensor, v3: Tensor;
+  if (key && value) [k3, v3] = [ctx.dev(key, 'key'), ctx.dev(value, 'value')];
+  else {
+    // Packed QKV: query is [B, S, (N + 2·kvN)·H].
+    const h = q3.shape[2]! / (n + 2 * kvn);
+    if (!Number.isInteger(h)) node.fail(`packed query ${q3.describe()} must hold (num_heads + 2·kv_num_heads)·head_size features`);
+    [q3, k3, v3] = [narrow(q3, 2, 0, n * h), narrow(q3, 2, n * h, kvn * h), narrow(q3, 2, (n + kvn) * h, kvn * h)];
+  }
+  let q = heads(q3, n, node, 'query');
+  let k = heads(k3, kvn, node, 'key');
+  const v = heads(v3, kvn, node, 'value');
   const [b, , s] = q.shape as [number, number, number];
   const total = ctx.host(totalLen!, 'total_sequence_length').scalar('total_sequence_length');
   const pastLen = total - s;
