@@ -5,6 +5,7 @@ import { bindings, elementsPerWord, literal, loadElement, packWord, roundTo } fr
 import { GRID_PARAMS, grid, workgroupSize } from './grid.js';
 import type { GpuView, WebGpuCaps, WgslKernel } from './kernel.js';
 import { withPrelude } from './prelude.js';
+import { KernelParams } from './params.js';
 import { offsetOf, unravel } from './strided.js';
 
 // Normalisation kernels. Statistics are computed in f32 (the CPU uses doubles), two-pass as the CPU
@@ -19,11 +20,14 @@ export interface Operand {
   readonly buf: string;
 }
 
-/** `fn name(e: u32) -> f32`: the element at row-major index `e` of `a`, read through its strides. */
-function loader(name: string, a: Operand, caps: WebGpuCaps): string {
+/**
+ * `fn name(e: u32) -> f32`: the element at row-major index `e` of `a`, read through its strides.
+ * The view's offset is a kernel parameter (views anywhere in a buffer share the pipeline).
+ */
+function loader(name: string, a: Operand, caps: WebGpuCaps, params: KernelParams): string {
   const { shape, strides } = collapseDims(a.view.shape, [a.view.strides]);
   const { lines, idx } = unravel('e', shape);
-  lines.push(`let p = ${offsetOf(a.view.offset, strides[0]!, idx)};`);
+  lines.push(`let p = ${offsetOf(0, strides[0]!, idx)} + ${params.u32(a.view.offset)};`);
   return `fn ${name}(e: u32) -> f32 {\n  ${lines.join('\n  ')}\n  return ${loadElement(a.buf, a.view.dtype, 'p', caps)};\n}`;
 }
 
@@ -61,11 +65,15 @@ export function channelNormKernel(
   const n = numel(out.shape), C = out.shape[1]!, inner = numel(out.shape.slice(2));
   const per = elementsPerWord(out.dtype, caps), words = Math.ceil(n / per);
   const size = workgroupSize(256, caps), g = grid(op, words, size, caps);
-  const fns = [loader('x', p.x, caps), loader('mean', p.mean, caps), loader('variance', p.variance, caps)];
-  if (p.weight) fns.push(loader('weight', p.weight, caps));
-  if (p.bias) fns.push(loader('bias', p.bias, caps));
-  const scale = `inverseSqrt(variance(c) + ${literal(eps, 'f32')})${p.weight ? ' * weight(c)' : ''}`;
-  const body = `${fns.join('\n\n')}
+  // eps and the views' offsets are kernel parameters: one pipeline serves every eps.
+  const params = new KernelParams();
+  const fns = [loader('x', p.x, caps, params), loader('mean', p.mean, caps, params), loader('variance', p.variance, caps, params)];
+  if (p.weight) fns.push(loader('weight', p.weight, caps, params));
+  if (p.bias) fns.push(loader('bias', p.bias, caps, params));
+  const scale = `inverseSqrt(variance(c) + ${params.scalar(eps, 'f32', literal)})${p.weight ? ' * weight(c)' : ''}`;
+  const body = `${params.declaration()}
+
+${fns.join('\n\n')}
 
 fn value(i: u32) -> f32 {
   let e = min(i, ${Math.max(n - 1, 0)}u);
@@ -79,7 +87,7 @@ fn value(i: u32) -> f32 {
   out0[w] = ${packWord(out.dtype, Array.from({ length: per }, (_, j) => (per === 1 ? 'value(w)' : `value(w * ${per}u + ${j}u)`)), caps)};
 }
 `;
-  return { source: `${bindings(inputs.map((v) => v.dtype), [out.dtype], caps)}\n\n${withPrelude(body)}`, workgroups: g.workgroups, label: op };
+  return { source: `${bindings(inputs.map((v) => v.dtype), [out.dtype], caps)}\n\n${withPrelude(body)}`, workgroups: g.workgroups, label: op, params: params.words() };
 }
 
 /** Elements a thread keeps in registers between the passes over its row; longer rows are read again. */
@@ -164,9 +172,11 @@ export function blockNormKernel(
   const sum = rowSum(team, wg, caps);
   const g = grid(op, wgCount * wg, wg, caps);
 
-  const fns = [loader('x', p.x, caps)];
-  if (p.weight) fns.push(loader('weight', p.weight, caps));
-  if (p.bias) fns.push(loader('bias', p.bias, caps));
+  // eps and the views' offsets are kernel parameters: one pipeline serves every eps.
+  const params = new KernelParams();
+  const fns = [loader('x', p.x, caps, params)];
+  if (p.weight) fns.push(loader('weight', p.weight, caps, params));
+  if (p.bias) fns.push(loader('bias', p.bias, caps, params));
   const { groups: G, groupChannels, inner } = layout;
   const j = inner === 1 ? 'j' : `j / ${inner}u`;
   const c = G === 1 ? j : `(blk % ${G}u) * ${groupChannels}u + ${j}`;
@@ -199,7 +209,8 @@ fn packed(i: u32, first: u32) -> f32 {
     out0[w] = ${packWord(out.dtype, values, caps)};
   }`;
   }
-  const body = `const EPS = ${literal(eps, 'f32')};
+  const eps32 = params.scalar(eps, 'f32', literal);
+  const body = `${params.declaration()}
 
 ${fns.join('\n\n')}
 
@@ -225,10 +236,10 @@ ${stats}
   let mean = rowSum(s, lid, lane, 0u) / ${L}.0;
   var q = 0.0;
   ${each(`let d = ${elem('i')} - mean; q += d * d;`)}
-  let rstd = inverseSqrt(rowSum(q, lid, lane, 1u) / ${L}.0 + EPS);
+  let rstd = inverseSqrt(rowSum(q, lid, lane, 1u) / ${L}.0 + ${eps32});
   ${write}
 }
 `;
   const decls = `${sum.enable}${bindings(inputs.map((v) => v.dtype), [out.dtype], caps)}`;
-  return { source: `${decls}\n\n${withPrelude(body)}`, workgroups: g.workgroups, label: op };
+  return { source: `${decls}\n\n${withPrelude(body)}`, workgroups: g.workgroups, label: op, params: params.words() };
 }
