@@ -4,9 +4,10 @@ import { broadcastShapes, numel } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { ones } from '../tensor/creation.js';
 import { tidy } from '../tensor/scope.js';
-import { bindings, loadElement } from '../kernels/wgsl/dtype.js';
+import { bindings, literal, loadElement } from '../kernels/wgsl/dtype.js';
 import { workgroupSize } from '../kernels/wgsl/grid.js';
 import type { GpuView, WebGpuCaps, WgslKernel } from '../kernels/wgsl/kernel.js';
+import { KernelParams } from '../kernels/wgsl/params.js';
 import { withPrelude } from '../kernels/wgsl/prelude.js';
 import { add, mul } from './binary.js';
 import { dropout } from './functional.js';
@@ -93,8 +94,10 @@ function sdpaWgsl(inputs: readonly GpuView[], { scale, causal, mask }: SdpaAttrs
   // As many K/V rows per tile as fit in about half the workgroup memory (at least one).
   const tile = Math.max(1, Math.min(32, S, Math.floor(caps.limits.maxComputeWorkgroupStorageSize / 2 / 4 / (E + Ev))));
   const batches = numel(batch);
+  // The scale and the views' offsets are kernel parameters: one pipeline serves every scale.
+  const params = new KernelParams();
   const base = (view: GpuView, name: string) => {
-    const lines = [`var ${name} = ${view.offset}u;`, 'rest = b;'];
+    const lines = [`var ${name} = ${params.u32(view.offset)};`, 'rest = b;'];
     for (let d = batch.length - 1; d >= 0; d--) lines.push(`${name} += (rest % ${batch[d]}u) * ${view.strides[d]}u; rest = rest / ${batch[d]}u;`);
     return lines.join(' ');
   };
@@ -104,9 +107,7 @@ function sdpaWgsl(inputs: readonly GpuView[], { scale, causal, mask }: SdpaAttrs
     ? `let mo = mb + i * ${st(m, -2)} + j * ${st(m, -1)};
         ${mask === 'bool' ? `if (${load('in3', m, 'mo')} == 0) { continue; }` : `s = s + f32(${load('in3', m, 'mo')});`}`
     : '';
-  const source = `${bindings(inputs.map((t) => t.dtype), ['float32'], caps)}
-
-${withPrelude(`var<workgroup> kt: array<f32, ${tile * E}>;
+  const main = `var<workgroup> kt: array<f32, ${tile * E}>;
 var<workgroup> vt: array<f32, ${tile * Ev}>;
 
 @compute @workgroup_size(${wg}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -120,7 +121,7 @@ var<workgroup> vt: array<f32, ${tile * Ev}>;
   ${m ? base(m, 'mb') : ''}
   var qv: array<f32, ${E}>;
   if (live) {
-    for (var e = 0u; e < ${E}u; e++) { let o = qb + i * ${st(q, -2)} + e * ${st(q, -1)}; qv[e] = f32(${load('in0', q, 'o')}) * ${scale}; }
+    for (var e = 0u; e < ${E}u; e++) { let o = qb + i * ${st(q, -2)} + e * ${st(q, -1)}; qv[e] = f32(${load('in0', q, 'o')}) * ${params.scalar(scale, 'f32', literal)}; }
   }
   var mx = -sn_inf();
   var l = 0.0;
@@ -159,8 +160,9 @@ var<workgroup> vt: array<f32, ${tile * Ev}>;
     for (var e = 0u; e < ${Ev}u; e++) { out0[o + e] = select(acc[e] / l, sn_nan(), l == 0.0); }
   }
 }
-`)}`;
-  return { source, workgroups: [Math.ceil(L / wg), batches] };
+`;
+  const source = `${bindings(inputs.map((t) => t.dtype), ['float32'], caps)}\n\n${withPrelude(`${params.declaration()}\n\n${main}`)}`;
+  return { source, workgroups: [Math.ceil(L / wg), batches], params: params.words() };
 }
 
 export const sdpaOp = defineOp<SdpaAttrs>({
