@@ -3,7 +3,9 @@ import { type DType, castValue, isFloat } from '../tensor/dtype.js';
 import { broadcastShapes, sameShape } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { readContiguous } from '../kernels/cpu/util.js';
+import { literal } from '../kernels/wgsl/dtype.js';
 import { wordKernel } from '../kernels/wgsl/movement.js';
+import { KernelParams } from '../kernels/wgsl/params.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
 import { where } from './binary.js';
 import { defineElementwise, unary } from './elementwise.js';
@@ -19,6 +21,9 @@ export interface TriangleAttrs {
   readonly upper: boolean;
   readonly diagonal: number;
 }
+
+// Diagonals beyond ±(2³¹ − 1) keep or drop the same elements (dims are below 2³¹), so the kernel clamps them into i32.
+const I32_MAX = 2147483647;
 
 /** triu/tril: the last two dims are the matrix; what lies outside the triangle becomes 0. */
 export const triangleOp = defineOp<TriangleAttrs>({
@@ -38,9 +43,12 @@ export const triangleOp = defineOp<TriangleAttrs>({
   webgpu([x], { upper, diagonal }, [out], caps) {
     const r = x!.shape.length;
     const { lines, idx } = unravel('e', out!.shape);
-    const keep = `i32(${idx[r - 1]}) - i32(${idx[r - 2]}) ${upper ? '>=' : '<='} ${diagonal}`;
+    // The diagonal and x's offset are kernel parameters: every diagonal shares one pipeline.
+    const params = new KernelParams();
+    const keep = `i32(${idx[r - 1]}) - i32(${idx[r - 2]}) ${upper ? '>=' : '<='} ${params.scalar(Math.min(Math.max(diagonal, -I32_MAX), I32_MAX), 'i32', literal)}`;
     const zero = isFloat(x!.dtype) ? '0.0' : '0';
-    return wordKernel(upper ? 'triu' : 'tril', [x!.dtype], out!, [...lines, `return select(${zero}, load0(${offsetOf(x!.offset, x!.strides, idx)}), ${keep});`], caps);
+    const at = `${offsetOf(0, x!.strides, idx)} + ${params.u32(x!.offset)}`;
+    return wordKernel(upper ? 'triu' : 'tril', [x!.dtype], out!, [...lines, `return select(${zero}, load0(${at}), ${keep});`], caps, undefined, params);
   },
 });
 

@@ -6,6 +6,7 @@ import { fromHost } from '../tensor/creation.js';
 import { activeTrace } from '../jit/trace.js';
 import { readContiguous } from '../kernels/cpu/util.js';
 import { wordKernel } from '../kernels/wgsl/movement.js';
+import { KernelParams } from '../kernels/wgsl/params.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
 import { apply1, checkInputs, defineOp, describeMeta } from './op.js';
 import { expand } from './views.js';
@@ -33,15 +34,17 @@ export const oneHotOp = defineOp<{ numClasses: number }>({
   },
   webgpu([x], { numClasses }, [out], caps) {
     const { lines, idx } = unravel('at', x!.shape);
+    // x's offset is a kernel parameter (views anywhere in a buffer share the pipeline); numClasses shapes the output and stays in the source.
+    const params = new KernelParams();
     const message = `class index {value} at flat position {at} of ${describeMeta(x!)} is out of range for numClasses ${numClasses} (valid: 0 to ${numClasses - 1})`;
     const body = [
       `let cls = e % ${numClasses}u;`,
       `let at = e / ${numClasses}u;`,
       ...lines,
-      `let c = checked_index(load0(${offsetOf(x!.offset, x!.strides, idx)}), at);`,
+      `let c = checked_index(load0(${offsetOf(0, x!.strides, idx)} + ${params.u32(x!.offset)}), at);`,
       'return i32(u32(c) == cls);',
     ];
-    return wordKernel('oneHot', [x!.dtype], out!, body, caps, { size: numClasses, message });
+    return wordKernel('oneHot', [x!.dtype], out!, body, caps, { size: numClasses, message }, params);
   },
 });
 
