@@ -6,6 +6,7 @@ import { readContiguous } from '../kernels/cpu/util.js';
 import { bindings, computeType, loadElement } from '../kernels/wgsl/dtype.js';
 import type { GpuView, WebGpuCaps, WgslKernel, WgslProgram } from '../kernels/wgsl/kernel.js';
 import { GRID_PARAMS, grid, workgroupSize } from '../kernels/wgsl/grid.js';
+import { KernelParams } from '../kernels/wgsl/params.js';
 import { withPrelude } from '../kernels/wgsl/prelude.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
 import { gather } from './movement.js';
@@ -78,7 +79,10 @@ function rankKernel(view: GpuView, dim: number, descending: boolean, caps: WebGp
   const t = computeType(x.dtype), float = isFloat(x.dtype);
   const wg = workgroupSize(128, caps), g = grid('argsort', n, wg, caps);
   const { lines, idx } = unravel('e', x.shape);
-  const at = (j: string) => offsetOf(x.offset, x.strides, idx.map((v, d) => (d === dim ? j : v)));
+  // x's offset is a kernel parameter: views anywhere in a buffer share the pipeline.
+  const params = new KernelParams();
+  const offset = params.u32(x.offset);
+  const at = (j: string) => `${offsetOf(0, x.strides, idx.map((v, d) => (d === dim ? j : v)))} + ${offset}`;
   const cmp = descending ? 'a > b' : 'a < b';
   const nanRule = descending ? 'na && !nb' : '!na && nb';
   const first = float
@@ -90,7 +94,9 @@ function rankKernel(view: GpuView, dim: number, descending: boolean, caps: WebGp
     : `fn first(a: i32, b: i32) -> bool { return ${cmp}; }`;
   const source = `${bindings([x.dtype], ['int32'], caps)}
 
-${withPrelude(`fn load(o: u32) -> ${t} { return ${loadElement('in0', x.dtype, 'o', caps)}; }
+${withPrelude(`${params.declaration()}
+
+fn load(o: u32) -> ${t} { return ${loadElement('in0', x.dtype, 'o', caps)}; }
 
 ${first}
 
@@ -108,7 +114,7 @@ ${first}
   out0[e - pos * ${inner}u + r * ${inner}u] = i32(pos);
 }
 `)}`;
-  return { source, workgroups: g.workgroups };
+  return { source, workgroups: g.workgroups, params: params.words() };
 }
 
 /**
@@ -127,11 +133,15 @@ function bitonicProgram(view: GpuView, dim: number, descending: boolean, caps: W
   const decls = `${bindings([x.dtype], ['int32'], caps)}
 @group(0) @binding(2) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(3) var<storage, read_write> pos: array<u32>;`;
-  const kernel = (body: string): WgslKernel => {
+  // `body` may read per-pass values from `params`: x's offset, and the compare-exchange steps'
+  // (k, j), so the log²(P) passes share one pipeline.
+  const kernel = (body: string, params: KernelParams): WgslKernel => {
     const g = grid('argsort', total, wg, caps);
-    return { label: 'argsort', source: `${decls}
+    return { label: 'argsort', params: params.words(), source: `${decls}
 
-${withPrelude(`@compute @workgroup_size(${wg}) fn main(${GRID_PARAMS}) {
+${withPrelude(`${params.declaration()}
+
+@compute @workgroup_size(${wg}) fn main(${GRID_PARAMS}) {
   let i = ${g.index};
   if (i >= ${total}u) { return; }
   let row = i / ${P}u; let p = i % ${P}u;
@@ -150,25 +160,27 @@ ${withPrelude(`@compute @workgroup_size(${wg}) fn main(${GRID_PARAMS}) {
   keys[i] = select(${descending ? '~k' : 'k'}, ${descending ? '0u' : '0xffffffffu'}, sn_isnan(f));`
     : `let k = bitcast<u32>(i32(${value})) ^ 0x80000000u;
   keys[i] = ${descending ? '~k' : 'k'};`;
+  const fillParams = new KernelParams();
   const fill = kernel(`if (p >= ${size}u) { keys[i] = 0xffffffffu; pos[i] = 0xffffffffu; return; }
   ${logical}
   ${lines.join(' ')}
-  let o = ${offsetOf(x.offset, x.strides, idx)};
+  let o = ${offsetOf(0, x.strides, idx)} + ${fillParams.u32(x.offset)};
   ${key}
-  pos[i] = p;`);
+  pos[i] = p;`, fillParams);
   const passes: WgslKernel[] = [fill];
   for (let k = 2; k <= P; k *= 2) {
     for (let j = k / 2; j >= 1; j /= 2) {
-      passes.push(kernel(`let l = i ^ ${j}u;
+      const step = new KernelParams();
+      passes.push(kernel(`let l = i ^ ${step.u32(j)};
   if (l <= i) { return; }
-  let up = (p & ${k}u) == 0u;
+  let up = (p & ${step.u32(k)}) == 0u;
   let ki = keys[i]; let kl = keys[l]; let pi = pos[i]; let pl = pos[l];
   let greater = ki > kl || (ki == kl && pi > pl);
-  if (greater == up) { keys[i] = kl; keys[l] = ki; pos[i] = pl; pos[l] = pi; }`));
+  if (greater == up) { keys[i] = kl; keys[l] = ki; pos[i] = pl; pos[l] = pi; }`, step));
     }
   }
   passes.push(kernel(`if (p >= ${size}u) { return; }
-  out0[(row / ${inner}u) * ${size * inner}u + p * ${inner}u + row % ${inner}u] = i32(pos[i]);`));
+  out0[(row / ${inner}u) * ${size * inner}u + p * ${inner}u + row % ${inner}u] = i32(pos[i]);`, new KernelParams()));
   return { scratch: [{ bytes: 4 * total }, { bytes: 4 * total }], passes, label: 'argsort' };
 }
 
