@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import * as sn from '../src/index.js';
+import type { Tensor } from '../src/index.js';
+import { TOLERANCES, assertClose } from '../src/testing/index.js';
+
+// Per-call attributes of ops are kernel parameters (uniforms), not WGSL text: the norms' eps, the
+// attention scale, triu/tril's diagonal, maskedFill's value, nanToNum's replacements, the unary
+// activations' attributes, and the views' offsets (oneHot, sort, the norms). Each test runs an op on
+// WebGPU with several values and checks (a) every result against the CPU backend and (b) that after
+// the first value compiled its pipelines, the other values compile none.
+
+const tol = TOLERANCES.webgpu.float32;
+const pipelines = () => sn.memory().devices.webgpu!.pipelines!;
+
+/** `op` on webgpu and on cpu for every value: results agree, and values after the first compile no pipeline. */
+async function oneCompileFor<V>(values: readonly V[], op: (device: sn.DeviceName, v: V) => Tensor, exact = false): Promise<void> {
+  const check = async (v: V) => {
+    const [got, want] = await Promise.all((['webgpu', 'cpu'] as const).map(async (d) => {
+      const t = op(d, v);
+      const data = Array.from(await t.data());
+      t.dispose();
+      return data;
+    }));
+    if (exact) expect(got, String(v)).toEqual(want);
+    else assertClose(got!, want!, tol);
+  };
+  await check(values[0]!);
+  const before = pipelines().misses;
+  for (const v of values.slice(1)) await check(v);
+  expect(pipelines().misses - before, 'pipelines compiled after the first value').toBe(0);
+}
+
+/** The same seeded random tensor on either device. */
+const randn = (shape: number[], seed: number, device: sn.DeviceName) => sn.randn(shape, { seed, device: 'cpu' }).to(device);
+
+describe('norm eps is a kernel parameter', () => {
+  const eps = [1e-5, 1e-3, 0.25, 3];
+  it('layerNorm', async () => {
+    await oneCompileFor(eps, (d, e) => sn.tidy(() => sn.layerNorm(randn([5, 37], 1, d), [37], randn([37], 2, d), randn([37], 3, d), e)));
+  });
+  it('groupNorm', async () => {
+    await oneCompileFor(eps, (d, e) => sn.tidy(() => sn.groupNorm(randn([2, 6, 5], 1, d), 3, randn([6], 2, d), randn([6], 3, d), e)));
+  });
+  it('instanceNorm, with input statistics and with running statistics', async () => {
+    await oneCompileFor(eps, (d, e) => sn.tidy(() => sn.instanceNorm(randn([2, 3, 7], 1, d), { eps: e })));
+    await oneCompileFor(eps, (d, e) => sn.tidy(() => sn.instanceNorm(randn([2, 3, 7], 1, d), { useInputStats: false, runningMean: randn([3], 4, d), runningVar: randn([3], 5, d).abs(), eps: e })));
+  });
+  it('batchNorm', async () => {
+    await oneCompileFor(eps, (d, e) => sn.tidy(() => sn.batchNorm(randn([3, 4, 5], 1, d), randn([4], 2, d), randn([4], 3, d).abs(), randn([4], 4, d), null, { eps: e })));
+  });
+  it('rmsNorm', async () => {
+    await oneCompileFor(eps, (d, e) => sn.tidy(() => sn.rmsNorm(randn([4, 9], 1, d), [9], randn([9], 2, d), e)));
+  });
+  it('layerNorm of rows at different offsets of one buffer', async () => {
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.layerNorm(randn([6, 11], 1, d).narrow(0, i, 3), [11])));
+  });
+});
+
+describe('other op attributes are kernel parameters', () => {
+  it('scaledDotProductAttention scale (fused kernel), with and without a causal mask', async () => {
+    for (const isCausal of [false, true]) {
+      await oneCompileFor([0.5, 0.125, 1.75, -2], (d, scale) => sn.tidy(() => sn.scaledDotProductAttention(randn([2, 5, 8], 1, d), randn([2, 6, 8], 2, d), randn([2, 6, 3], 3, d), { scale, isCausal })));
+    }
+  });
+  it('triu and tril diagonal, including diagonals past the matrix and beyond int32', async () => {
+    const diagonals = [0, 1, -1, 3, -4, 7, -7, 1e12, -1e12];
+    await oneCompileFor(diagonals, (d, k) => sn.tidy(() => sn.triu(randn([2, 4, 5], 1, d), k)), true);
+    await oneCompileFor(diagonals, (d, k) => sn.tidy(() => sn.tril(randn([2, 4, 5], 1, d), k)), true);
+    // Beyond int32 the kernel's clamped diagonal keeps or drops every element.
+    const x = sn.ones([3, 3], { device: 'webgpu' });
+    expect(Array.from(await x.triu(1e12).data())).toEqual(Array(9).fill(0));
+    expect(Array.from(await x.triu(-1e12).data())).toEqual(Array(9).fill(1));
+  });
+  it('maskedFill value (float and int) and nanToNum replacements', async () => {
+    const mask = (d: sn.DeviceName) => randn([4, 6], 7, d).gt(0);
+    await oneCompileFor([0, -1e9, 3.5, NaN, -Infinity], (d, v) => sn.tidy(() => sn.maskedFill(randn([4, 6], 1, d), mask(d), v)), true);
+    await oneCompileFor([0, -7, 2147483647, 12], (d, v) => sn.tidy(() => sn.maskedFill(sn.arange(0, 24, 1, { device: d, dtype: 'int32' }).reshape([4, 6]), mask(d), v)), true);
+    const special = (d: sn.DeviceName) => sn.tensor([NaN, Infinity, -Infinity, 1.5, -0.25], { device: d });
+    await oneCompileFor([[0, 1, -1], [9, 1e30, -1e30], [-3, 5, 6]] as const, (d, [nan, posinf, neginf]) => sn.tidy(() => sn.nanToNum(special(d), { nan, posinf, neginf })), true);
+  });
+  it('elu, leakyRelu, softplus and clamp attributes', async () => {
+    const x = (d: sn.DeviceName) => randn([3, 7], 1, d).mul(4);
+    const values = [0.5, 1, 2.5, 0.01];
+    await oneCompileFor(values, (d, a) => sn.tidy(() => sn.elu(x(d), a)));
+    await oneCompileFor(values, (d, s) => sn.tidy(() => sn.leakyRelu(x(d), s)));
+    await oneCompileFor(values, (d, b) => sn.tidy(() => sn.softplus(x(d), b, 4 * b)));
+    await oneCompileFor(values, (d, c) => sn.tidy(() => sn.clamp(x(d), -c, 2 * c)), true);
+  });
+  it('oneHot and argsort of views at different offsets', async () => {
+    const classes = (d: sn.DeviceName) => sn.tensor([3, 0, 2, 1, 1, 4, 0, 2, 3], { device: d, dtype: 'int32' });
+    await oneCompileFor([0, 2, 5], (d, i) => sn.tidy(() => sn.oneHot(classes(d).narrow(0, i, 4), 5)), true);
+    await oneCompileFor([0, 1, 4], (d, i) => sn.tidy(() => sn.argsort(randn([9, 6], 1, d).narrow(0, i, 3), 1)), true);
+  });
+  it('the bitonic sort of long rows compiles one pipeline for all its compare-exchange steps', async () => {
+    const x = (d: sn.DeviceName) => randn([2, 2100], 3, d);
+    const before = pipelines().misses;
+    const [got, want] = await Promise.all((['webgpu', 'cpu'] as const).map((d) => sn.tidy(() => sn.argsort(x(d), 1)).data()));
+    expect(Array.from(got!)).toEqual(Array.from(want!));
+    // Fill, one compare-exchange step for all 78 steps of a 4096-wide network, write-out (and the random input's kernels).
+    expect(pipelines().misses - before).toBeLessThanOrEqual(6);
+    // Descending, of a view at another offset: only the fill pass (its key order) is new.
+    const rows = (d: sn.DeviceName) => randn([3, 2100], 4, d).narrow(0, 1, 2);
+    const mid = pipelines().misses;
+    const [g2, w2] = await Promise.all((['webgpu', 'cpu'] as const).map((d) => sn.tidy(() => sn.argsort(rows(d), 1, true)).data()));
+    expect(Array.from(g2!)).toEqual(Array.from(w2!));
+    expect(pipelines().misses - mid).toBeLessThanOrEqual(3);
+  });
+});
