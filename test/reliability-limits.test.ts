@@ -41,7 +41,7 @@ describe('sizes are checked before allocating', () => {
 
     it(`an op whose output is too large is refused before allocating it on ${device}`, () => {
       const a = sn.zeros([100_000, 1], { device }), b = sn.zeros([1, 100_000], { device });
-      refusesFast(() => sn.add(a, b), /^map: a float32 tensor of shape \[100000, 100000\] needs 40000000000 bytes/);
+      refusesFast(() => sn.add(a, b), /^add: a float32 tensor of shape \[100000, 100000\] needs 40000000000 bytes/);
       a.dispose();
       b.dispose();
     });

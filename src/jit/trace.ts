@@ -5,7 +5,7 @@ import { keep } from '../tensor/memory.js';
 import { storageVersion } from '../tensor/version.js';
 import { isContiguous, numel } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { OpDef } from '../ops/op.js';
+import { type OpDef, checkOutputs } from '../ops/op.js';
 import { Graph, type Node, type Use, type Value } from './graph.js';
 
 /** Storage of a symbolic tensor: no memory, just the traced value it stands for. */
@@ -115,6 +115,8 @@ export class Trace {
   record<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor[] {
     const uses = inputs.map((t) => this.useOf(t, op.name));
     const metas = op.infer(inputs, attrs);
+    // As eagerly: an output the device cannot hold is refused now, before the plan allocates anything.
+    checkOutputs(op, attrs, metas, this.device);
     const node: Node = { kind: 'op', id: this.nextNode++, op: op as OpDef<unknown>, attrs, inputs: uses, outputs: [] };
     this.nodes.push(node);
     return metas.map((m) => {

@@ -52,6 +52,7 @@ defineElementwise('cast', { arity: 1, js: ([x]) => x!, wgsl: ([x], _, t) => conv
 /** The one op every elementwise computation runs as: an expression over broadcast inputs. */
 export const mapOp = defineOp<{ expr: Expr; name: string }>({
   name: 'map',
+  label: ({ name }) => name,
   infer(inputs, { expr, name }) {
     return [{ shape: broadcastShapes(name, ...inputs.map((t) => t.shape)), dtype: expr.dtype }];
   },

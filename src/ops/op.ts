@@ -1,4 +1,4 @@
-import { getBackend } from '../backend/backend.js';
+import { type DeviceName, getBackend } from '../backend/backend.js';
 import { checkAllocation } from '../backend/device.js';
 import { SinterError, fmtShape } from '../errors.js';
 import type { DType, HostArray } from '../tensor/dtype.js';
@@ -26,6 +26,11 @@ export interface CpuView extends TensorMeta {
  */
 export interface OpDef<A> {
   readonly name: string;
+  /**
+   * The op users called, when one OpDef runs many (`map` runs add, mul, relu...): errors such as an
+   * output too large to allocate name it instead of `name`.
+   */
+  label?(attrs: A): string;
   /** Output shapes and dtypes for these inputs; throws a SinterError naming the op on bad input. */
   infer(inputs: readonly TensorMeta[], attrs: A): TensorMeta[];
   /** The CPU kernel: reads strided inputs, writes contiguous outputs. */
@@ -82,7 +87,7 @@ export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Ten
   if (trace) return trace.record(op, inputs, attrs);
   const outs = op.infer(inputs, attrs);
   const backend = getBackend(inputs[0]!.device);
-  for (const o of outs) checkAllocation(op.name, o.shape, o.dtype, backend.name);
+  checkOutputs(op, attrs, outs, backend.name);
   const tensors = outs.map((o) => {
     let n = 1;
     for (const d of o.shape) n *= d;
@@ -99,6 +104,15 @@ export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Ten
   }
   hook?.(op.name, attrs, inputs, tensors, start);
   return tensors;
+}
+
+/**
+ * Refuses outputs that cannot be allocated on `device` (see checkAllocation), naming the op the user
+ * called: eagerly before any output exists, and under jit when the op is recorded, before any plan.
+ */
+export function checkOutputs<A>(op: OpDef<A>, attrs: A, outs: readonly TensorMeta[], device: DeviceName): void {
+  const label = op.label?.(attrs) ?? op.name;
+  for (const o of outs) checkAllocation(label, o.shape, o.dtype, device);
 }
 
 export function apply1<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor {
