@@ -330,6 +330,28 @@ describe.each(WITH_WEBGPU as DeviceName[])('ONNX opsets 1–6 on %s', (device) =
     expect(c!.shape).toEqual([1, 4]);
   });
 
+  it('experimental ops of old exports: ImageScaler, Scale, ScaledTanh, ParametricSoftplus, Affine', async () => {
+    const floats = (name: string, v: number[]) => ({ name, type: 6, floats: v });
+    const m = await sn.loadOnnx(model({
+      nodes: [
+        node('ImageScaler', ['x'], ['img'], [float('scale', 2), floats('bias', [1, -1])]),
+        node('Scale', ['x'], ['sc'], [float('scale', 3)]),
+        node('ScaledTanh', ['x'], ['st'], [float('alpha', 2), float('beta', 0.5)]),
+        node('ParametricSoftplus', ['x'], ['ps'], [float('alpha', 2), float('beta', 0.5)]),
+        node('Affine', ['x'], ['af'], [float('alpha', 2), float('beta', 1)]),
+      ],
+      inputs: [info('x', 'float32', [1, 2, 1, 2])],
+      outputs: ['img', 'sc', 'st', 'ps', 'af'].map((n) => info(n, 'float32', [1, 2, 1, 2])),
+    }, { '': 8 }), { device });
+    const x = [0, 1, 2, -2];
+    const out = await m.run({ x: sn.tensor(x, { device }).reshape([1, 2, 1, 2]) });
+    expect(await values(out.img!)).toEqual([1, 3, 3, -5]);
+    expect(await values(out.sc!)).toEqual([0, 3, 6, -6]);
+    assertClose(await out.st!.data(), x.map((v) => 2 * Math.tanh(0.5 * v)), { rtol: 1e-5, atol: 1e-6 });
+    assertClose(await out.ps!.data(), x.map((v) => 2 * Math.log1p(Math.exp(0.5 * v))), { rtol: 1e-5, atol: 1e-6 });
+    expect(await values(out.af!)).toEqual([1, 3, 5, -3]);
+  });
+
   it('refuses mismatched shapes without broadcast=1 before opset 7', async () => {
     const m = await sn.loadOnnx(model({ nodes: [node('Add', ['a', 'b'], ['y'])], inputs: [info('a', 'float32', [2, 3]), info('b', 'float32', [3])], outputs: [info('y', 'float32', [2, 3])] }, { '': 6 }), { device });
     await expect(m.run({ a: sn.zeros([2, 3], { device }), b: sn.zeros([3], { device }) })).rejects.toThrow(/Add, opset 6\): inputs .*\[2, 3\].* and .*\[3\].* differ in shape, and before opset 7 that needs broadcast=1/);

@@ -83,6 +83,22 @@ register({
   Asinh: unaryOp((x) => mul(sign(x), log(add(abs(x), sqrt(add(mul(x, x), 1))))), Math.asinh),
   Acosh: unaryOp((x) => log(add(x, sqrt(sub(mul(x, x), 1)))), Math.acosh),
   Atanh: unaryOp((x) => mul(log(div(add(1, x), sub(1, x))), 0.5), Math.atanh),
+  // Experimental ops of opsets 1–9 that old exports (Tiny YOLOv2 in the model zoo, Caffe2 converters) still contain.
+  ImageScaler: {
+    run: (node, [x], ctx) => {
+      const t = ctx.dev(x!, 'input');
+      const bias = node.floats('bias') ?? [];
+      const scaled = mul(t, node.float('scale', 1));
+      if (bias.length === 0) return [scaled];
+      if (t.ndim < 2 || bias.length !== t.shape[1]) node.fail(`bias has ${bias.length} values for the ${t.shape[1]} channels of ${t.describe()}`);
+      return [add(scaled, ctx.dev(new HostTensor('float32', [bias.length, ...new Array<number>(t.ndim - 2).fill(1)], Float32Array.from(bias)), 'bias').to(t.dtype))];
+    },
+    minOpset: 1,
+  },
+  Scale: { ...unaryOp((x, node) => mul(x, node.float('scale', 1))), minOpset: 1 },
+  ScaledTanh: { ...unaryOp((x, node) => mul(tanh(mul(x, node.float('beta', 1))), node.float('alpha', 1))), minOpset: 1 },
+  ParametricSoftplus: { ...unaryOp((x, node) => mul(softplus(mul(x, node.float('beta', 1))), node.float('alpha', 1))), minOpset: 1 },
+  Affine: { ...unaryOp((x, node) => add(mul(x, node.float('alpha', 1)), node.float('beta', 0))), minOpset: 1 },
   Shrink: unaryOp((x, node) => {
     const lambd = node.float('lambd', 0.5), bias = node.float('bias', 0);
     return where(lt(x, -lambd), add(x, bias), where(gt(x, lambd), sub(x, bias), 0));
