@@ -17,7 +17,7 @@ const names = (await readdir(dir)).filter((f) => f.startsWith('contrib_') && f.e
 describe.each(WITH_WEBGPU as DeviceName[])('com.microsoft ops on %s', (device) => {
   it('covers every op the brief lists', () => {
     expect(names).toEqual([
-      'contrib_attention', 'contrib_embed_layer_norm', 'contrib_gelus', 'contrib_group_query_attention', 'contrib_group_query_attention_packed',
+      'contrib_attention', 'contrib_embed_layer_norm', 'contrib_fused_ops', 'contrib_gelus', 'contrib_group_query_attention', 'contrib_group_query_attention_packed',
       'contrib_multi_head_attention', 'contrib_multi_head_attention_cache', 'contrib_rotary_embedding', 'contrib_simplified_layer_norm', 'contrib_skip_layer_norm', 'contrib_skip_simplified_layer_norm',
     ]);
   });

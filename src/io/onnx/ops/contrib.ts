@@ -5,12 +5,12 @@ import { matmul } from '../../../ops/linalg.js';
 import { cat, embedding } from '../../../ops/movement.js';
 import { layerNorm } from '../../../ops/norm.js';
 import { mean, sum } from '../../../ops/reduce.js';
-import { gelu, rsqrt, sigmoid } from '../../../ops/unary.js';
+import { clamp, gelu, leakyRelu, relu, rsqrt, sigmoid, tanh } from '../../../ops/unary.js';
 import { narrow, permute, reshape, unsqueeze } from '../../../ops/views.js';
 import { arange, full } from '../../../tensor/creation.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import type { OnnxNode } from '../node.js';
-import { type OpContext, type OpEntry, type Val, register } from '../registry.js';
+import { OPS, type OpContext, type OpEntry, type Val, register } from '../registry.js';
 
 // The com.microsoft ops of transformer exports (onnxruntime's optimiser, transformers.js models), as onnxruntime's
 // ContribOperators.md defines them, composed from sinter's ops: attention runs on scaledDotProductAttention with an
@@ -285,7 +285,44 @@ function embedLayerNorm(node: OnnxNode, ins: readonly (Val | undefined)[], ctx: 
   return [y, maskIndex, node.outputs[2] ? x : undefined];
 }
 
+/** FusedMatMul: alpha·op(A)·op(B), op transposing the last two dims (transA/transB) or moving the batch (transBatchA/B unsupported). */
+function fusedMatMul(node: OnnxNode, [a, b]: readonly (Val | undefined)[], ctx: OpContext): Tensor[] {
+  if (node.int('transBatchA', 0) !== 0 || node.int('transBatchB', 0) !== 0) node.fail('transBatchA/transBatchB are not supported');
+  const last2 = (t: Tensor) => (t.ndim < 2 ? t : t.transpose(t.ndim - 2, t.ndim - 1));
+  let x = ctx.dev(a!, 'A'), y = ctx.dev(b!, 'B');
+  if (node.int('transA', 0) === 1) x = last2(x);
+  if (node.int('transB', 0) === 1) y = last2(y);
+  const alpha = node.float('alpha', 1);
+  const p = matmul(x, y);
+  return [alpha === 1 ? p : mul(p, alpha)];
+}
+
+/** FusedConv: Conv (+ Z) followed by its activation, as onnxruntime's CPU fuses them. */
+function fusedConv(node: OnnxNode, ins: readonly (Val | undefined)[], ctx: OpContext): Tensor[] {
+  const conv = OPS.get('Conv')!;
+  let y = conv.run(node, ins.slice(0, 3), ctx)[0] as Tensor;
+  if (ins[3]) y = add(y, ctx.dev(ins[3], 'Z'));
+  const params = node.floats('activation_params') ?? [];
+  switch (node.string('activation', '')) {
+    case '': return [y];
+    case 'Relu': return [relu(y)];
+    case 'Sigmoid': return [sigmoid(y)];
+    case 'Tanh': return [tanh(y)];
+    case 'LeakyRelu': return [leakyRelu(y, params[0] ?? 0.01)];
+    case 'Clip': return [clamp(y, params[0] ?? -Infinity, params[1] ?? Infinity)];
+    case 'HardSigmoid': return [clamp(add(mul(y, params[0] ?? 0.2), params[1] ?? 0.5), 0, 1)];
+    default: return node.fail(`activation '${node.string('activation', '')}' is not supported`);
+  }
+}
+
 register({
+  [`${MS}FusedMatMul`]: { run: fusedMatMul },
+  [`${MS}FusedConv`]: {
+    run: fusedConv,
+    check: (node) => OPS.get('Conv')!.check?.(node) ?? (['', 'Relu', 'Sigmoid', 'Tanh', 'LeakyRelu', 'Clip', 'HardSigmoid'].includes(node.string('activation', '')) ? undefined : `activation '${node.string('activation', '')}' is not supported`),
+  },
+  // onnxruntime's Trilu predates ONNX's (opset 14) and has its semantics.
+  [`${MS}Trilu`]: { run: (node, ins, ctx) => OPS.get('Trilu')!.run(node, ins, ctx), hostInputs: [1] },
   [`${MS}Attention`]: { run: msAttention },
   [`${MS}MultiHeadAttention`]: { run: multiHeadAttention },
   [`${MS}RotaryEmbedding`]: { run: rotaryEmbedding },
