@@ -106,3 +106,43 @@ describe('other op attributes are kernel parameters', () => {
     expect(pipelines().misses - mid).toBeLessThanOrEqual(3);
   });
 });
+
+describe('view offsets and per-call scalars of gathers, pooling, interpolation, cumprod and erfinv are kernel parameters', () => {
+  const ints = (values: number[], shape: number[], d: sn.DeviceName) => sn.tensor(values, { device: d, dtype: 'int32' }).reshape(shape);
+  const indices = [3, 0, 5, 1, 2, 4, 0, 0, 5, 5, 1, 3, 2, 2, 4, 1, 0, 3, 5, 4, 1, 2, 3, 0];
+  it('gather, indexSelect, embedding and cat of views at different offsets (input and index both)', async () => {
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.gather(randn([6, 6], 1, d).narrow(0, i, 3), 1, ints(indices, [6, 4], d).narrow(0, i, 3))), true);
+    await oneCompileFor([0, 2, 5], (d, i) => sn.tidy(() => sn.indexSelect(randn([6, 9], 1, d).narrow(1, i, 4), 0, ints(indices, [24], d).narrow(0, 2 * i, 7))), true);
+    await oneCompileFor([0, 1, 4], (d, i) => sn.tidy(() => sn.embedding(ints(indices, [4, 6], d).narrow(1, i, 2), randn([10, 3], 2, d).narrow(0, i, 6))), true);
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.cat([randn([5, 5], 1, d).narrow(0, i, 2), randn([6, 5], 2, d).narrow(0, 3 - i, 3)], 0)), true);
+  });
+  it('maxPool2d, avgPool2d and adaptiveAvgPool2d of views at different offsets', async () => {
+    const x = (d: sn.DeviceName, i: number) => randn([2, 3, 7, 9], 1, d).narrow(3, i, 6);
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.maxPool2d(x(d, i), 3, { stride: 2, padding: 1 })), true);
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.avgPool2d(x(d, i), 2, { padding: 1, countIncludePad: false })));
+    // A 6×6 window is summed by a team of invocations per output (the global-pooling path).
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.avgPool2d(x(d, i), [7, 6])));
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.adaptiveAvgPool2d(x(d, i), [2, 4])));
+  });
+  it('avgPool2d divisorOverride, with one invocation and with a team per window', async () => {
+    const divisors = [1, 3, 7, 100];
+    await oneCompileFor(divisors, (d, v) => sn.tidy(() => sn.avgPool2d(randn([2, 3, 7, 9], 1, d), 3, { stride: 2, divisorOverride: v })));
+    await oneCompileFor(divisors, (d, v) => sn.tidy(() => sn.avgPool2d(randn([2, 3, 7, 9], 1, d), [7, 6], { divisorOverride: v })));
+  });
+  it('interpolate (nearest, linear, bilinear) of views at different offsets and scale factors giving one size', async () => {
+    const x = (d: sn.DeviceName, i: number) => randn([2, 3, 5, 8], 1, d).narrow(3, i, 5);
+    for (const mode of ['nearest', 'bilinear'] as const) {
+      await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.interpolate(x(d, i), { size: [7, 8], mode })), mode === 'nearest');
+      // 5 × 1.62, 1.7 and 1.78 all floor to 8: one output shape, three source scales.
+      await oneCompileFor([1.62, 1.7, 1.78], (d, f) => sn.tidy(() => sn.interpolate(x(d, 0), { scaleFactor: f, mode })), mode === 'nearest');
+    }
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.interpolate(x(d, i).reshape([6, 5, 5]).narrow(0, i, 3), { size: 9, mode: 'linear', alignCorners: true })));
+    await oneCompileFor([1.62, 1.7, 1.78], (d, f) => sn.tidy(() => sn.interpolate(randn([2, 3, 5], 1, d), { scaleFactor: f, mode: 'linear' })));
+  });
+  it('cumprod and erfinv of views at different offsets', async () => {
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.cumprod(randn([4, 9], 1, d).narrow(1, i, 5), 1)));
+    await oneCompileFor([0, 2, 5], (d, i) => sn.tidy(() => sn.cumprod(ints(indices, [24], d).narrow(0, i, 12), 0)), true);
+    const unit = (d: sn.DeviceName) => sn.randn([6, 7], { seed: 1, device: 'cpu' }).mul(0.5).tanh().to(d);
+    await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.erfinv(unit(d).narrow(0, i, 3))));
+  });
+});

@@ -8,6 +8,7 @@ import { tidy } from '../tensor/scope.js';
 import { erf } from '../kernels/cpu/math.js';
 import { readContiguous } from '../kernels/cpu/util.js';
 import { wordKernel } from '../kernels/wgsl/movement.js';
+import { KernelParams } from '../kernels/wgsl/params.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
 import { convert } from '../kernels/wgsl/dtype.js';
 import { broadcastShapes } from '../tensor/shape.js';
@@ -64,9 +65,11 @@ export const erfinvOp = defineOp<Record<string, never>>({
   webgpu([x], _, [out], caps) {
     const { lines, idx } = unravel('e', out!.shape);
     const coeffs = (cs: number[]) => cs.map((c) => `p = ${c.toExponential()} + p * w;`).join(' ');
+    // x's offset is a kernel parameter: views anywhere in a buffer share the pipeline.
+    const params = new KernelParams();
     const body = [
       ...lines,
-      `let x = ${convert(x!.dtype, 'float32', `load0(${offsetOf(x!.offset, x!.strides, idx)})`)};`,
+      `let x = ${convert(x!.dtype, 'float32', `load0(${offsetOf(0, x!.strides, idx)} + ${params.u32(x!.offset)})`)};`,
       'if (sn_isnan(x) || abs(x) > 1.0) { return sn_nan(); }',
       'if (abs(x) == 1.0) { return x * sn_inf(); }',
       'var w = -log((1.0 - x) * (1.0 + x));',
@@ -78,7 +81,7 @@ export const erfinvOp = defineOp<Record<string, never>>({
       'y = y - (sn_erf(y) - x) / (1.1283791670955126 * exp(-y * y));',
       `return ${out!.dtype === 'float16' ? 'sn_f16(y)' : 'y'};`,
     ];
-    return wordKernel('erfinv', [x!.dtype], out!, body, caps);
+    return wordKernel('erfinv', [x!.dtype], out!, body, caps, undefined, params);
   },
 });
 

@@ -6,6 +6,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { catKernel, checkedIndexTable, gatherKernel, gatherSeparable, identityTable } from '../kernels/cpu/movement.js';
 import type { GpuView, WebGpuCaps } from '../kernels/wgsl/kernel.js';
 import * as wgsl from '../kernels/wgsl/movement.js';
+import type { KernelParams } from '../kernels/wgsl/params.js';
 import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './op.js';
 import { slice, unsqueeze } from './views.js';
 
@@ -308,7 +309,7 @@ const indexSelectOp = defineOp<{ dim: number }>({
     // A 0-d input (and its 0-d output) count as 1-D of size 1, so the one index is still read and checked.
     const as1d = (v: GpuView): GpuView => (v.shape.length === 0 ? { ...v, shape: [1], strides: [0] } : v);
     const src = as1d(x!), idx = as1d(index!), size = src.shape[dim]!;
-    const sources = src.shape.map((_, d) => (d === dim ? (j: string) => `checked_index(${wgsl.indexValue(1, idx, [j])}, ${j})` : wgsl.identitySource));
+    const sources = src.shape.map((_, d) => (d === dim ? (j: string, params: KernelParams) => `checked_index(${wgsl.indexValue(1, idx, [j], params)}, ${j})` : wgsl.identitySource));
     const message = `index {value} is out of range for dim ${dim} of input ${describeMeta(x!)} (valid: 0 to ${size - 1})`;
     return wgsl.separableGatherKernel('indexSelect', [src, index!], as1d(out!), sources, caps, { check: { size, message } });
   },

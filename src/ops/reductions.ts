@@ -4,6 +4,7 @@ import { normDim, numel } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { computeType, roundTo } from '../kernels/wgsl/dtype.js';
 import { wordKernel } from '../kernels/wgsl/movement.js';
+import { KernelParams } from '../kernels/wgsl/params.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
 import { add, eq, gt, ne, sub } from './binary.js';
 import { log, exp } from './unary.js';
@@ -95,13 +96,16 @@ export const cumprodOp = defineOp<{ dim: number }>({
     const xs = zeroD ? { ...x!, shape: [1], strides: [0] } : x!, os = zeroD ? { ...out!, shape: [1], strides: [1] } : out!;
     const { lines, idx } = unravel('e', os.shape);
     const t = computeType(out!.dtype);
+    // x's offset is a kernel parameter: views anywhere in a buffer share the pipeline.
+    const params = new KernelParams();
     const body = [
       ...lines,
+      `let base = ${params.u32(xs.offset)};`,
       `var acc = ${t}(1);`,
-      `for (var j = 0u; j <= ${idx[dim]}; j++) { acc = acc * ${t}(load0(${offsetOf(xs.offset, xs.strides, idx.map((v, d) => (d === dim ? 'j' : v)))})); }`,
+      `for (var j = 0u; j <= ${idx[dim]}; j++) { acc = acc * ${t}(load0(${offsetOf(0, xs.strides, idx.map((v, d) => (d === dim ? 'j' : v)))} + base)); }`,
       `return ${roundTo(out!.dtype, 'acc')};`,
     ];
-    return wordKernel('cumprod', [x!.dtype], os, body, caps);
+    return wordKernel('cumprod', [x!.dtype], os, body, caps, undefined, params);
   },
 });
 

@@ -59,8 +59,11 @@ function shifted(j: string, k: number): string {
   return k === 0 ? `i32(${j})` : k > 0 ? `(i32(${j}) + ${k})` : `(i32(${j}) - ${-k})`;
 }
 
-/** Where output position `j` (a u32 name) along one dim reads from: an i32 WGSL expression, negative for the fill value. */
-export type DimSource = (j: string) => string;
+/**
+ * Where output position `j` (a u32 name) along one dim reads from: an i32 WGSL expression, negative
+ * for the fill value. A source reading an index tensor takes that view's offset from `params`.
+ */
+export type DimSource = (j: string, params: KernelParams) => string;
 
 export const identitySource: DimSource = (j) => `i32(${j})`;
 
@@ -99,7 +102,7 @@ export function separableGatherKernel(
   const { lines, idx } = unravel('e', out.shape);
   // The fill value and x's offset are parameters: padding with any value, or slicing anywhere, shares one pipeline.
   const params = new KernelParams();
-  sources.forEach((src, d) => lines.push(`let s${d}: i32 = ${src(idx[d]!)};`));
+  sources.forEach((src, d) => lines.push(`let s${d}: i32 = ${src(idx[d]!, params)};`));
   if (fill !== undefined && sources.length > 0) {
     lines.push(`if (${sources.map((_, d) => `s${d} < 0`).join(' || ')}) { return ${roundTo(out.dtype, params.scalar(fill, t, literal))}; }`);
   }
@@ -107,52 +110,63 @@ export function separableGatherKernel(
   return wordKernel(label, inputs.map((v) => v.dtype), out, lines, caps, check, params);
 }
 
-/** An i32 WGSL expression reading element `pos` (u32 index names, one per dim) of the int tensor input k viewed as `v`. */
-export function indexValue(k: number, v: GpuView, pos: readonly string[]): string {
-  return `load${k}(${offsetOf(v.offset, v.strides, pos)})`;
+/**
+ * An i32 WGSL expression reading element `pos` (u32 index names, one per dim) of the int tensor
+ * input k viewed as `v`; v's offset is a parameter in `params`.
+ */
+export function indexValue(k: number, v: GpuView, pos: readonly string[], params: KernelParams): string {
+  return `load${k}(${offsetOf(0, v.strides, pos)} + ${params.u32(v.offset)})`;
 }
 
 /**
  * Concatenation along `dim`: output element e finds its input by comparing its index along dim
- * with the inputs' start positions (baked in), then reads that input in place and converts it to
- * the output dtype. `skip[k]` marks inputs that contribute nothing (PyTorch's 1-D empties).
+ * with the inputs' start positions (baked in: they follow from the shapes), then reads that input
+ * in place and converts it to the output dtype. `skip[k]` marks inputs that contribute nothing
+ * (PyTorch's 1-D empties). The inputs' offsets are parameters: views anywhere share the pipeline.
  */
 export function catKernel(inputs: readonly GpuView[], skip: readonly boolean[], dim: number, out: GpuView, caps: WebGpuCaps): WgslKernel {
   const { lines, idx } = unravel('e', out.shape);
+  const params = new KernelParams();
   const c = idx[dim]!;
   let start = 0;
   const parts: { end: number; read: string }[] = [];
   inputs.forEach((x, k) => {
     if (skip[k] || x.shape[dim] === 0) return;
     const at = idx.map((v, d) => (d !== dim || start === 0 ? v : `(${c} - ${start}u)`));
-    const load = `load${k}(${offsetOf(x.offset, x.strides, at)})`;
+    const load = `load${k}(${offsetOf(0, x.strides, at)} + ${params.u32(x.offset)})`;
     const read = x.dtype === out.dtype ? load : roundTo(out.dtype, convert(x.dtype, out.dtype, load));
     parts.push({ end: (start += x.shape[dim]!), read });
   });
   // Every output element lies in some part; the last is the fallthrough (an empty output has none and is never dispatched).
   parts.slice(0, -1).forEach((p) => lines.push(`if (${c} < ${p.end}u) { return ${p.read}; }`));
   lines.push(`return ${parts.at(-1)?.read ?? `${computeType(out.dtype)}(0)`};`);
-  return wordKernel('cat', inputs.map((v) => v.dtype), out, lines, caps);
+  return wordKernel('cat', inputs.map((v) => v.dtype), out, lines, caps, undefined, params);
 }
 
 /**
  * torch.gather: out[i] = x[i with dim replaced by index[i]] (in0 = x, in1 = index), out shaped as
- * the index. 0-d x and index count as 1-D of size 1, as on the CPU.
+ * the index. 0-d x and index count as 1-D of size 1, as on the CPU. Both views' offsets are
+ * parameters (views anywhere in their buffers share the pipeline).
  */
 export function gatherKernel(x: GpuView, index: GpuView, dim: number, out: GpuView, caps: WebGpuCaps, message: string): WgslKernel {
   const shape = index.shape.length === 0 ? [1] : index.shape;
   const xStrides = x.shape.length === 0 ? [0] : x.strides, size = x.shape.length === 0 ? 1 : x.shape[dim]!;
   const { lines, idx } = unravel('e', shape);
-  lines.push(`let v = checked_index(${indexValue(1, index.shape.length === 0 ? { ...index, shape, strides: [0] } : index, idx)}, e);`);
-  lines.push(`let p = ${offsetOf(x.offset, xStrides, idx.map((v, d) => (d === dim ? 'u32(v)' : v)))};`, `return load0(p);`);
-  return wordKernel('gather', [x.dtype, index.dtype], out, lines, caps, { size, message });
+  const params = new KernelParams();
+  lines.push(`let v = checked_index(${indexValue(1, index.shape.length === 0 ? { ...index, shape, strides: [0] } : index, idx, params)}, e);`);
+  lines.push(`let p = ${offsetOf(0, xStrides, idx.map((v, d) => (d === dim ? 'u32(v)' : v)))} + ${params.u32(x.offset)};`, `return load0(p);`);
+  return wordKernel('gather', [x.dtype, index.dtype], out, lines, caps, { size, message }, params);
 }
 
-/** Rows of weight [rows, cols] (in1) picked by the int tensor input (in0): out [...input.shape, cols]. */
+/**
+ * Rows of weight [rows, cols] (in1) picked by the int tensor input (in0): out [...input.shape, cols].
+ * Both views' offsets are parameters (views anywhere in their buffers share the pipeline).
+ */
 export function embeddingKernel(input: GpuView, weight: GpuView, out: GpuView, caps: WebGpuCaps, message: string): WgslKernel {
   const { lines, idx } = unravel('e', out.shape);
   const r = input.shape.length, cols = weight.shape[1]!;
-  lines.push(`let row = checked_index(${indexValue(0, input, idx.slice(0, r))}, e / ${cols}u);`);
-  lines.push(`let p = ${offsetOf(weight.offset, weight.strides, ['u32(row)', idx[r]!])};`, `return load1(p);`);
-  return wordKernel('embedding', [input.dtype, weight.dtype], out, lines, caps, { size: weight.shape[0]!, message });
+  const params = new KernelParams();
+  lines.push(`let row = checked_index(${indexValue(0, input, idx.slice(0, r), params)}, e / ${cols}u);`);
+  lines.push(`let p = ${offsetOf(0, weight.strides, ['u32(row)', idx[r]!])} + ${params.u32(weight.offset)};`, `return load1(p);`);
+  return wordKernel('embedding', [input.dtype, weight.dtype], out, lines, caps, { size: weight.shape[0]!, message }, params);
 }

@@ -5,6 +5,7 @@ import { bindings, elementsPerWord, literal, loadElement, packWord, roundTo } fr
 import { GRID_PARAMS, grid, workgroupSize } from './grid.js';
 import type { GpuView, WebGpuCaps, WgslKernel } from './kernel.js';
 import { powerOfTwoWorkgroup, rowSum, teamSize } from './norm.js';
+import { KernelParams } from './params.js';
 import { withPrelude } from './prelude.js';
 import { offsetOf, unravel } from './strided.js';
 
@@ -13,17 +14,19 @@ import { offsetOf, unravel } from './strided.js';
 // packed float16 ones) is computed by one invocation looping over its windows; neighbouring
 // invocations take neighbouring output columns, so their reads are neighbours too. Means over
 // large windows (global average pooling) are instead summed by a team of invocations per word.
+// The input's offset and avgPool's divisorOverride are kernel parameters (one pipeline serves views
+// anywhere in a buffer and every divisor); shapes, windows and strides stay in the source.
 
 /**
  * The parts every pooling kernel shares: `at(base, ih, iw)` reads the input; `locate` (statements)
  * finds output `i`'s plane offset `base` (u32) and position `oh`, `ow` (i32), `i` past the end
- * reading as the last output (the unused half of a packed last word).
+ * reading as the last output (the unused half of a packed last word). x's offset goes into `params`.
  */
-function planes(x: GpuView, out: GpuView, caps: WebGpuCaps): { per: number; words: number; at: string; locate: string } {
+function planes(x: GpuView, out: GpuView, caps: WebGpuCaps, params: KernelParams): { at: string; locate: string } {
   const r = x.shape.length;
   const lead = collapseDims(x.shape.slice(0, r - 2), [x.strides.slice(0, r - 2)]);
   const [sH, sW] = x.strides.slice(r - 2) as [number, number];
-  const n = numel(out.shape), per = elementsPerWord(out.dtype, caps);
+  const n = numel(out.shape);
   const { lines, idx } = unravel('e', [...lead.shape, ...out.shape.slice(r - 2)]);
   const q = lead.shape.length;
   const at = `const H = ${x.shape[r - 2]}; const W = ${x.shape[r - 1]};
@@ -34,20 +37,31 @@ fn at(base: u32, ih: i32, iw: i32) -> f32 {
 }`;
   const locate = `let e = min(i, ${Math.max(n - 1, 0)}u);
   ${lines.join('\n  ')}
-  let base = ${offsetOf(x.offset, lead.strides[0]!, idx.slice(0, q))};
+  let base = ${offsetOf(0, lead.strides[0]!, idx.slice(0, q))} + ${params.u32(x.offset)};
   let oh = i32(${idx[q]});
   let ow = i32(${idx[q + 1]});`;
-  return { per, words: Math.ceil(n / per), at, locate };
+  return { at, locate };
 }
 
-/** The module: `enable` (a directive, or ''), the bindings, then `body` with the prelude helpers it calls. */
-function wgslModule(x: GpuView, out: GpuView, caps: WebGpuCaps, body: string, enable = ''): string {
-  return `${enable}${bindings([x.dtype], [out.dtype], caps)}\n\n${withPrelude(body)}`;
+/** Output elements per 32-bit word, and the words of the output. */
+function outputWords(out: GpuView, caps: WebGpuCaps): { per: number; words: number } {
+  const per = elementsPerWord(out.dtype, caps);
+  return { per, words: Math.ceil(numel(out.shape) / per) };
+}
+
+/**
+ * The kernel of the module: `enable` (a directive, or ''), the bindings, the parameter block, then
+ * `body` with the prelude helpers it calls.
+ */
+function poolKernel(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, body: string, workgroups: WgslKernel['workgroups'], params: KernelParams, enable = ''): WgslKernel {
+  const source = `${enable}${bindings([x.dtype], [out.dtype], caps)}\n\n${withPrelude(`${params.declaration()}\n\n${body}`)}`;
+  const block = params.words();
+  return { source, workgroups, label: op, ...(block ? { params: block } : {}) };
 }
 
 /** An invocation per output word, whose values `fns` compute as `fn value(i: u32) -> f32` (rounded to the output's dtype). */
-function wordKernel(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, fns: string): WgslKernel {
-  const { per, words } = planes(x, out, caps);
+function wordKernel(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, fns: string, params: KernelParams): WgslKernel {
+  const { per, words } = outputWords(out, caps);
   const size = workgroupSize(256, caps), g = grid(op, words, size, caps);
   const values = Array.from({ length: per }, (_, j) => (per === 1 ? 'value(w)' : `value(w * ${per}u + ${j}u)`));
   const body = `${fns}
@@ -58,7 +72,7 @@ function wordKernel(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, fns:
   out0[w] = ${packWord(out.dtype, values, caps)};
 }
 `;
-  return { source: wgslModule(x, out, caps, body), workgroups: g.workgroups, label: op };
+  return poolKernel(op, x, out, caps, body, g.workgroups, params);
 }
 
 /**
@@ -68,7 +82,8 @@ function wordKernel(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, fns:
  */
 export function maxPool2dKernel(x: GpuView, w: Window2d & { readonly dilation: readonly [number, number] }, out: GpuView, caps: WebGpuCaps): WgslKernel {
   const [kh, kw] = w.kernelSize, [sh, sw] = w.stride, [ph, pw] = w.padding, [dh, dw] = w.dilation;
-  const { at, locate } = planes(x, out, caps);
+  const params = new KernelParams();
+  const { at, locate } = planes(x, out, caps, params);
   return wordKernel('maxPool2d', x, out, caps, `${at}
 
 fn value(i: u32) -> f32 {
@@ -89,17 +104,19 @@ fn value(i: u32) -> f32 {
     }
   }
   return ${roundTo(out.dtype, 'select(m, sn_nan(), nan)')};
-}`);
+}`, params);
 }
 
 /**
  * Means over windows: `bounds` (WGSL statements after `locate`) sets the window's rows `hs..he` and
- * columns `ws..we` in the input (i32) and its divisor `div` (f32); `area` is the largest window.
+ * columns `ws..we` in the input (i32) and its divisor `div` (f32), reading per-call values from
+ * `params`; `area` is the largest window.
  * Windows of up to 16 values are summed by one invocation per output word; larger ones by a team
  * of invocations per word (see `teamSize`), each walking every team-th value of the window.
  */
-function windowMean(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, bounds: string, area: number): WgslKernel {
-  const { per, words, at, locate } = planes(x, out, caps);
+function windowMean(op: string, x: GpuView, out: GpuView, caps: WebGpuCaps, bounds: string, area: number, params: KernelParams): WgslKernel {
+  const { per, words } = outputWords(out, caps);
+  const { at, locate } = planes(x, out, caps, params);
   const wg = powerOfTwoWorkgroup(caps);
   const team = teamSize(area, words, 16, wg, caps);
   const window = `struct Window { base: u32, hs: i32, he: i32, ws: i32, we: i32, div: f32 }
@@ -121,7 +138,7 @@ fn value(i: u32) -> f32 {
     for (var iw = b.ws; iw < b.we; iw++) { s += at(b.base, ih, iw); }
   }
   return ${roundTo(out.dtype, 's / b.div')};
-}`);
+}`, params);
   }
   const rows = wg / team, wgCount = Math.ceil(words / rows);
   const g = grid(op, wgCount * wg, wg, caps);
@@ -148,7 +165,7 @@ ${sum.code}
   if (valid && lane == 0u) { out0[w] = ${packWord(out.dtype, Array.from({ length: per }, (_, q) => `v${q}`), caps)}; }
 }
 `;
-  return { source: wgslModule(x, out, caps, body, sum.enable), workgroups: g.workgroups, label: op };
+  return poolKernel(op, x, out, caps, body, g.workgroups, params, sum.enable);
 }
 
 /**
@@ -162,7 +179,8 @@ export function avgPool2dKernel(
   caps: WebGpuCaps,
 ): WgslKernel {
   const [kh, kw] = w.kernelSize, [sh, sw] = w.stride, [ph, pw] = w.padding;
-  const div = w.divisorOverride !== null ? literal(w.divisorOverride, 'f32') : w.countIncludePad ? 'f32((h1 - h0) * (w1 - w0))' : 'f32((he - hs) * (we - ws))';
+  const params = new KernelParams();
+  const div = w.divisorOverride !== null ? params.scalar(w.divisorOverride, 'f32', literal) : w.countIncludePad ? 'f32((h1 - h0) * (w1 - w0))' : 'f32((he - hs) * (we - ws))';
   const bounds = `let h0 = oh * ${sh} - ${ph};
   let w0 = ow * ${sw} - ${pw};
   let h1 = min(h0 + ${kh}, H + ${ph});
@@ -172,7 +190,7 @@ export function avgPool2dKernel(
   let he = min(h1, H);
   let we = min(w1, W);
   let div = ${div};`;
-  return windowMean('avgPool2d', x, out, caps, bounds, kh * kw);
+  return windowMean('avgPool2d', x, out, caps, bounds, kh * kw, params);
 }
 
 /** Mean over PyTorch's adaptive bins: rows floor(i·H/OH) to ceil((i+1)·H/OH), and likewise for columns. */
@@ -188,5 +206,5 @@ export function adaptiveAvgPool2dKernel(x: GpuView, out: GpuView, caps: WebGpuCa
   let div = f32((he - hs) * (we - ws));`;
   // A bin spans at most ⌈H/OH⌉ + 1 rows (and likewise columns).
   const area = Math.min(H, Math.ceil(H / OH) + 1) * Math.min(W, Math.ceil(W / OW) + 1);
-  return windowMean('adaptiveAvgPool2d', x, out, caps, bounds, area);
+  return windowMean('adaptiveAvgPool2d', x, out, caps, bounds, area, new KernelParams());
 }
