@@ -1,9 +1,9 @@
-// Pictures of the benchmarks: the README's benchmark tables as SVG bar charts (vega-lite compiled to vega, rendered
+// Pictures of the benchmarks: the README's benchmark tables (the newest recorded peer run in bench/results) as SVG bar charts (vega-lite compiled to vega, rendered
 // to SVG in Node), a chart measured now with sn.benchmark (median and IQR of the small CNN on the CPU, eager vs
 // jit), and the small CNN's fused graph (the JIT's DOT rendered by @viz-js/viz). Every chart carries its date and
 // machine. Writes bench/charts/*.svg (or into --out DIR). Usage (after npm run build):
 // node bench/charts.mjs [--min-run-time SECONDS] [--out DIR]
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import * as vega from 'vega';
 import * as vegaLite from 'vega-lite';
 import * as sn from 'sinter';
 import { INPUT_SHAPE, smallCnn } from './models/small-cnn.mjs';
+import { latestRun, peerTables } from './peer-tables.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: opts } = parseArgs({ options: { 'min-run-time': { type: 'string', default: '1' }, out: { type: 'string', default: path.join(here, 'charts') } } });
@@ -25,42 +26,20 @@ async function svgOf(spec) {
   return view.toSVG();
 }
 
-/** The markdown tables under "## Benchmarks" in README.md, with the sentence before each (for its date and machine). */
-async function readmeTables() {
-  const text = await readFile(path.join(here, '..', 'README.md'), 'utf8');
-  const section = text.slice(text.indexOf('## Benchmarks'), text.indexOf('\n## ', text.indexOf('## Benchmarks') + 5));
-  const tables = [];
-  const blocks = section.split(/\n\n+/);
-  let context = '';
-  for (const block of blocks) {
-    const lines = block.trim().split('\n');
-    if (!lines[0]?.startsWith('|')) {
-      context += ` ${block}`;
-      continue;
-    }
-    const cells = (l) => l.split('|').slice(1, -1).map((c) => c.trim());
-    const header = cells(lines[0]);
-    const rows = lines.slice(2).map(cells);
-    const date = context.match(/(\d{4}-\d{2}-\d{2})/)?.[1] ?? 'undated';
-    tables.push({ header, rows, date, context });
-  }
-  return tables;
-}
-
 const plain = (s) => s.replace(/[`*]/g, '');
 
-/** A grouped bar chart (log scale: the libraries differ by orders of magnitude) of one README table. */
-async function tableChart(table, title, machine) {
+/** A grouped bar chart (log scale: the libraries differ by orders of magnitude) of one table of a recorded peer run. */
+async function tableChart(table, title, date, machine, source) {
   const data = [];
   for (const row of table.rows) {
     table.header.slice(1).forEach((lib, j) => {
-      const ms = Number.parseFloat(row[j + 1]);
-      if (Number.isFinite(ms)) data.push({ workload: plain(row[0]), library: lib, ms });
+      const ms = row[j + 1];
+      if (ms !== null) data.push({ workload: plain(row[0]), library: lib, ms });
     });
   }
   return svgOf({
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: { text: title, subtitle: [`median ms, lower is better (log scale) · ${table.date} · ${machine}`, 'from the README table (npm run bench:peers / bench:jit)'] },
+    title: { text: title, subtitle: [`median ms, lower is better (log scale) · ${date} · ${machine}`, `recorded run ${source} (npm run bench:peers)`] },
     data: { values: data },
     width: { step: 22 },
     height: 260,
@@ -81,11 +60,13 @@ const cpu = os.cpus();
 const machineNow = `${cpu[0]?.model.trim()} (${cpu.length} cores), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, load ${os.loadavg()[0].toFixed(1)}`;
 await sn.init({ device: 'cpu', quiet: true });
 
-// 1. The README's tables.
-const [peers, jitTable] = await readmeTables();
-const readmeMachine = 'a 2-core Intel Xeon, no GPU; WebGPU on SwiftShader';
-await writeFile(path.join(out, 'peers-webgpu.svg'), await tableChart(peers, 'matmul and conv2d beside the peers (WebGPU)', readmeMachine));
-await writeFile(path.join(out, 'jit-webgpu.svg'), await tableChart(jitTable, 'The JIT: fused chain and small CNN beside the peers (WebGPU)', readmeMachine));
+// 1. The README's tables: the newest recorded peer run (bench/results), as the README quotes it.
+const { file: source, run } = latestRun();
+const tables = peerTables(run);
+const runMachine = `${run.machine.cpu}, ${run.machine.cores} cores, ${run.machine.memGiB} GiB, Node ${run.machine.node}; WebGPU on SwiftShader`;
+const runDate = run.startedAt.slice(0, 10);
+await writeFile(path.join(out, 'peers-webgpu.svg'), await tableChart(tables.webgpu, 'sinter beside the peers on WebGPU', runDate, runMachine, source));
+await writeFile(path.join(out, 'peers-cpu.svg'), await tableChart(tables.cpu, 'sinter beside the peers on the CPU', runDate, runMachine, source));
 
 // 2. Measured now with sn.benchmark: the small CNN on the CPU, eager and under each fusion strategy.
 const model = smallCnn(sn);
@@ -127,4 +108,4 @@ const graphSvg = viz.renderString(dot, { format: 'svg' }).replace('<svg ', `<svg
 await writeFile(path.join(out, 'small-cnn-graph.svg'), graphSvg);
 await writeFile(path.join(out, 'small-cnn-graph.dot'), dot);
 const shown = path.relative(process.cwd(), out).startsWith('..') ? out : path.relative(process.cwd(), out);
-console.log(`wrote ${['peers-webgpu', 'jit-webgpu', 'small-cnn-cpu', 'small-cnn-graph'].map((n) => path.join(shown, `${n}.svg`)).join(', ')} (${date}; ${machineNow})`);
+console.log(`wrote ${['peers-webgpu', 'peers-cpu', 'small-cnn-cpu', 'small-cnn-graph'].map((n) => path.join(shown, `${n}.svg`)).join(', ')} (${date}; ${machineNow})`);
