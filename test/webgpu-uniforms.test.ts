@@ -146,3 +146,33 @@ describe('view offsets and per-call scalars of gathers, pooling, interpolation, 
     await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => sn.erfinv(unit(d).narrow(0, i, 3))));
   });
 });
+
+describe('view offsets of scatterElements, scatterND and gatherND are kernel parameters', () => {
+  // These are ONNX ops (src/ops/scatter.ts), not top-level functions; imported here so this block stays self-contained.
+  const scatter = () => import('../src/ops/scatter.js');
+  const ints = (values: number[], shape: number[], d: sn.DeviceName) => sn.tensor(values, { device: d, dtype: 'int32' }).reshape(shape);
+  it('scatterElements (data, indices and updates all views at different offsets), with and without a reduction', async () => {
+    const { scatterElements } = await scatter();
+    // Indices along axis 1 of a [3, 5] view: negative and repeated ones included.
+    const index = (d: sn.DeviceName, i: number) => ints([4, -1, 0, 2, 1, 1, -5, 3, 0, 4, 2, -2, 3, 3, 1, 0, -3, 2, 4, 1], [5, 4], d).narrow(0, i, 3);
+    for (const reduction of ['none', 'add'] as const) {
+      await oneCompileFor([0, 1, 2], (d, i) => sn.tidy(() => scatterElements(randn([6, 5], 1, d).narrow(0, i, 3), index(d, i), randn([5, 4], 2, d).narrow(0, 2 - i, 3), { axis: 1, reduction })),
+        reduction === 'none');
+    }
+  });
+  it('scatterND (rows of data at index tuples; repeated rows add in order)', async () => {
+    const { scatterND } = await scatter();
+    const index = (d: sn.DeviceName, i: number) => ints([2, -1, 0, 2, 1, -4], [6, 1], d).narrow(0, i, 3);
+    for (const reduction of ['none', 'add'] as const) {
+      await oneCompileFor([0, 1, 3], (d, i) => sn.tidy(() => scatterND(randn([7, 5], 1, d).narrow(0, i, 4), index(d, i), randn([6, 5], 2, d).narrow(0, 3 - i, 3), { reduction })),
+        reduction === 'none');
+    }
+  });
+  it('gatherND of views at different offsets', async () => {
+    const { gatherND } = await scatter();
+    const index = (d: sn.DeviceName, i: number) => ints([2, -1, 0, 3, -3, 0, 1, 1, 2, -4], [5, 2], d).narrow(0, i, 3);
+    await oneCompileFor([0, 1, 2], (d, i) => sn.tidy(() => gatherND(randn([6, 4, 3], 1, d).narrow(0, i, 3), index(d, i))), true);
+    // batchDims 1: each row of indices picks from its own row of data.
+    await oneCompileFor([0, 1, 2], (d, i) => sn.tidy(() => gatherND(randn([5, 4, 3], 1, d).narrow(0, i, 3), index(d, i).narrow(1, 1, 1), { batchDims: 1 })), true);
+  });
+});

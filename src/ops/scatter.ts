@@ -3,6 +3,7 @@ import { readContiguous } from '../kernels/cpu/util.js';
 import { computeType, roundTo } from '../kernels/wgsl/dtype.js';
 import type { GpuView } from '../kernels/wgsl/kernel.js';
 import { wordKernel } from '../kernels/wgsl/movement.js';
+import { KernelParams } from '../kernels/wgsl/params.js';
 import { offsetOf, unravel } from '../kernels/wgsl/strided.js';
 import { isInt } from '../tensor/dtype.js';
 import { contiguousStrides, numel } from '../tensor/shape.js';
@@ -13,7 +14,9 @@ import { type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from './
 // negative (counted from the end of their dim); any other index outside its dim is an error. Updates that hit the
 // same element combine in index order: the last one wins without a reduction ('none'), as onnxruntime's CPU does.
 // The WebGPU kernels are output-driven (each output element scans the updates that may reach it), so they need no
-// atomics and give the same order as the CPU.
+// atomics and give the same order as the CPU. The views' offsets are kernel parameters (uniforms), so views anywhere
+// in their buffers share one pipeline; shapes and strides stay in the source, where they let the compiler fold the
+// index arithmetic.
 
 export type ScatterReduction = 'none' | 'add' | 'mul' | 'max' | 'min';
 const REDUCTIONS: readonly ScatterReduction[] = ['none', 'add', 'mul', 'max', 'min'];
@@ -32,9 +35,17 @@ function combineWgsl(r: ScatterReduction, acc: string, u: string): string {
   return { none: u, add: `${acc} + ${u}`, mul: `${acc} * ${u}`, max: `max(${acc}, ${u})`, min: `min(${acc}, ${u})` }[r];
 }
 
-/** WGSL lines computing `name`, the u32 offset of flat row-major position `flat` (a runtime u32) in view v over its first `dims` dims. */
-function dynamicOffset(v: GpuView, flat: string, dims: number, name: string, extra: readonly string[] = []): string[] {
-  const lines = [`var ${name}_rest = ${flat};`, `var ${name} = ${v.offset}u${extra.length ? ` + ${extra.join(' + ')}` : ''};`];
+/** The u32 WGSL offset of element `pos` (u32 index names, one per dim) of view v, its offset read from `params`. */
+function elementOffset(v: GpuView, pos: readonly string[], params: KernelParams): string {
+  return `${offsetOf(0, v.strides, pos)} + ${params.u32(v.offset)}`;
+}
+
+/**
+ * WGSL lines computing `name`, the u32 offset of flat row-major position `flat` (a runtime u32) in view v over its
+ * first `dims` dims, plus the `extra` terms; v's offset is read from `params`.
+ */
+function dynamicOffset(v: GpuView, flat: string, dims: number, name: string, params: KernelParams, extra: readonly string[] = []): string[] {
+  const lines = [`var ${name}_rest = ${flat};`, `var ${name} = ${[params.u32(v.offset), ...extra].join(' + ')};`];
   for (let d = dims - 1; d >= 0; d--) {
     lines.push(`${name} += (${name}_rest % ${v.shape[d]}u) * ${v.strides[d]}u; ${name}_rest = ${name}_rest / ${v.shape[d]}u;`);
   }
@@ -94,20 +105,21 @@ const scatterElementsOp = defineOp<ScatterElementsAttrs>({
   webgpu([data, index, updates], { axis, reduction }, [out], caps) {
     const t = computeType(out!.dtype), size = data!.shape[axis]!, k = index!.shape[axis]!;
     const { lines, idx } = unravel('e', out!.shape);
-    lines.push(`var acc: ${t} = load0(${offsetOf(data!.offset, data!.strides, idx)});`);
+    const params = new KernelParams();
+    lines.push(`var acc: ${t} = load0(${elementOffset(data!, idx, params)});`);
     const outside = index!.shape.map((d, i) => (i === axis ? '' : `${idx[i]} >= ${d}u`)).filter(Boolean);
     if (outside.length) lines.push(`if (${outside.join(' || ')}) { return acc; }`);
     const at = idx.map((v, i) => (i === axis ? 'j' : v));
     lines.push(
       `for (var j = 0u; j < ${k}u; j++) {`,
-      `  let raw = load1(${offsetOf(index!.offset, index!.strides, at)});`,
+      `  let raw = load1(${elementOffset(index!, at, params)});`,
       `  let v = checked_index(raw + select(0, ${size}, raw < 0), ${offsetOf(0, contiguousStrides(index!.shape), at)});`,
-      `  if (u32(v) == ${idx[axis]}) { acc = ${combineWgsl(reduction, 'acc', `load2(${offsetOf(updates!.offset, updates!.strides, at)})`)}; }`,
+      `  if (u32(v) == ${idx[axis]}) { acc = ${combineWgsl(reduction, 'acc', `load2(${elementOffset(updates!, at, params)})`)}; }`,
       '}',
       `return ${roundTo(out!.dtype, 'acc')};`,
     );
     const message = `index {value} (negative indices count from the end) at flat position {at} of indices ${describeMeta(index!)} is out of range for axis ${axis} of data ${describeMeta(data!)} (valid: ${-size} to ${size - 1})`;
-    return wordKernel('scatterElements', [data!.dtype, index!.dtype, updates!.dtype], out!, lines, caps, { size, message });
+    return wordKernel('scatterElements', [data!.dtype, index!.dtype, updates!.dtype], out!, lines, caps, { size, message }, params);
   },
 });
 
@@ -151,19 +163,20 @@ const scatterNdOp = defineOp<{ reduction: ScatterReduction }>({
   webgpu([data, index, updates], { reduction }, [out], caps) {
     const t = computeType(out!.dtype), q = index!.shape.length, k = index!.shape[q - 1]!, tuples = numel(index!.shape.slice(0, -1));
     const { lines, idx } = unravel('e', out!.shape);
-    lines.push(`var acc: ${t} = load0(${offsetOf(data!.offset, data!.strides, idx)});`, `for (var t = 0u; t < ${tuples}u; t++) {`);
-    lines.push(...dynamicOffset(index!, 't', q - 1, 'ip').map((l) => `  ${l}`), '  var hit = true;');
+    const params = new KernelParams();
+    lines.push(`var acc: ${t} = load0(${elementOffset(data!, idx, params)});`, `for (var t = 0u; t < ${tuples}u; t++) {`);
+    lines.push(...dynamicOffset(index!, 't', q - 1, 'ip', params).map((l) => `  ${l}`), '  var hit = true;');
     for (let c = 0; c < k; c++) {
       const size = data!.shape[c]!;
       lines.push(`  let raw${c} = load1(ip + ${c * index!.strides[q - 1]!}u);`, `  let v${c} = raw${c} + select(0, ${size}, raw${c} < 0);`);
       // An index outside its dim fails the check (reported by tuple), and matches nothing.
       lines.push(`  if (checked_index(select(-1, 0, v${c} >= 0 && v${c} < ${size}), t) != 0 || u32(v${c}) != ${idx[c]}) { hit = false; }`);
     }
-    const updLines = dynamicOffset({ ...updates!, shape: index!.shape.slice(0, -1), strides: updates!.strides.slice(0, q - 1) }, 't', q - 1, 'up',
+    const updLines = dynamicOffset({ ...updates!, shape: index!.shape.slice(0, -1), strides: updates!.strides.slice(0, q - 1) }, 't', q - 1, 'up', params,
       idx.slice(k).map((v, i) => `${v} * ${updates!.strides[q - 1 + i]}u`).filter((_, i) => updates!.strides[q - 1 + i] !== 0));
     lines.push('  if (hit) {', ...updLines.map((l) => `    ${l}`), `    acc = ${combineWgsl(reduction, 'acc', 'load2(up)')};`, '  }', '}', `return ${roundTo(out!.dtype, 'acc')};`);
     const message = `index tuple {at} of indices ${describeMeta(index!)} has a component out of range for data ${describeMeta(data!)} (negative indices count from the end)`;
-    return wordKernel('scatterND', [data!.dtype, index!.dtype, updates!.dtype], out!, lines, caps, { size: 1, message });
+    return wordKernel('scatterND', [data!.dtype, index!.dtype, updates!.dtype], out!, lines, caps, { size: 1, message }, params);
   },
 });
 
@@ -205,19 +218,20 @@ const gatherNdOp = defineOp<{ batchDims: number }>({
   webgpu([data, index], { batchDims: b }, [out], caps) {
     const q = index!.shape.length, k = index!.shape[q - 1]!;
     const { lines, idx } = unravel('e', out!.shape);
+    const params = new KernelParams();
     // Output dims: index dims before the last (batch first), then data's dims after b + k.
     const tupleDims = idx.slice(0, q - 1), rest = idx.slice(q - 1);
     const dataIdx = [...tupleDims.slice(0, b)];
     const tupleFlat = offsetOf(0, contiguousStrides(index!.shape.slice(0, q - 1)), tupleDims);
     for (let c = 0; c < k; c++) {
       const size = data!.shape[b + c]!;
-      lines.push(`let raw${c} = load1(${offsetOf(index!.offset, index!.strides, [...tupleDims, `${c}u`])});`, `let v${c} = raw${c} + select(0, ${size}, raw${c} < 0);`);
+      lines.push(`let raw${c} = load1(${elementOffset(index!, [...tupleDims, `${c}u`], params)});`, `let v${c} = raw${c} + select(0, ${size}, raw${c} < 0);`);
       lines.push(`let ok${c} = checked_index(select(-1, 0, v${c} >= 0 && v${c} < ${size}), ${tupleFlat});`, `let c${c} = u32(clamp(v${c}, 0, ${size - 1}));`);
       dataIdx.push(`c${c}`);
     }
-    lines.push(`return load0(${offsetOf(data!.offset, data!.strides, [...dataIdx, ...rest])});`);
+    lines.push(`return load0(${elementOffset(data!, [...dataIdx, ...rest], params)});`);
     const message = `index tuple {at} of indices ${describeMeta(index!)} has a component out of range for data ${describeMeta(data!)} (negative indices count from the end)`;
-    return wordKernel('gatherND', [data!.dtype, index!.dtype], out!, lines, caps, { size: 1, message });
+    return wordKernel('gatherND', [data!.dtype, index!.dtype], out!, lines, caps, { size: 1, message }, params);
   },
 });
 
