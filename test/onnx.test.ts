@@ -79,7 +79,7 @@ describe('loadOnnx', () => {
       nodes: [
         node('Relu', ['x'], ['a']),
         node('NotAnOnnxOp', ['a'], ['b']),
-        node('FusedConv', ['b'], ['c'], [], 'com.microsoft'),
+        node('NhwcConv', ['b'], ['c'], [], 'com.microsoft'),
         node('Cast', ['c'], ['d'], [int('to', TYPE.float64)]),
         node('Loop', ['d'], ['y']),
         node('Scan', ['d'], ['z'], [int('num_scan_inputs', 1)], '', ),
@@ -91,12 +91,12 @@ describe('loadOnnx', () => {
     const err = await sn.loadOnnx(bytes).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(sn.OnnxUnsupportedError);
     const listed = (err as OnnxUnsupportedError).unsupported.map((u) => [u.op, u.domain, u.opset]);
-    expect(listed).toEqual([['graph', '', 17], ['NotAnOnnxOp', '', 17], ['FusedConv', 'com.microsoft', 1], ['Cast', '', 17], ['Loop', '', 17], ['Scan', '', 17]]);
+    expect(listed).toEqual([['graph', '', 17], ['NotAnOnnxOp', '', 17], ['NhwcConv', 'com.microsoft', 1], ['Cast', '', 17], ['Loop', '', 17], ['Scan', '', 17]]);
     const message = (err as Error).message;
     expect(message).toContain('the model uses 6 unsupported ops/types');
     expect(message).toContain("needs the graph attribute 'body'");
     expect(message).toContain("graph (opset 17) at initializer 'unused': float64: the engine has no float64 dtype");
-    expect(message).toContain("com.microsoft.FusedConv (opset 1) at node 2 'fusedconv_c' (com.microsoft.FusedConv, opset 1): not implemented in the domain 'com.microsoft'");
+    expect(message).toContain("com.microsoft.NhwcConv (opset 1) at node 2 'nhwcconv_c' (com.microsoft.NhwcConv, opset 1): not implemented in the domain 'com.microsoft'");
     expect(message).toContain('casts to float64: the engine has no float64 dtype');
     // Ops whose oldest supported opset is later than the model's are reported too, as are graph inputs of types the engine lacks.
     const old = model({ nodes: [node('Upsample', ['x'], ['y'])], inputs: [info('x', 'float64', [2])], outputs: [info('y', 'float64', [2])] }, { '': 6 });
