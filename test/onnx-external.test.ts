@@ -48,7 +48,12 @@ describe('ONNX external data', () => {
     const file = path.join(dir, 'model.onnx');
     await writeFile(file, bytes);
     await writeFile(path.join(dir, 'model.onnx_data'), data);
-    await check(await sn.loadOnnx(file));
+    const seen: { url: string; loaded: number; total: number | undefined }[] = [];
+    await check(await sn.loadOnnx(file, { onProgress: (p) => seen.push(p) }));
+    // Local files report progress as downloads do: per chunk, ending at the file's size.
+    const dataFile = path.join(dir, 'model.onnx_data');
+    expect(seen.filter((p) => p.url === file).at(-1)).toEqual({ url: file, loaded: bytes.length, total: bytes.length });
+    expect(seen.filter((p) => p.url === dataFile).at(-1)).toEqual({ url: dataFile, loaded: data.length, total: data.length });
     await check(await sn.loadOnnx(pathToFileURL(file)));
     await check(await sn.loadOnnx(pathToFileURL(file).href));
   });

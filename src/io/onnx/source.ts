@@ -27,7 +27,7 @@ export function locationOf(source: ByteSource): string | undefined {
   return typeof source === 'string' ? source : undefined;
 }
 
-/** The bytes of `source`; URLs are fetched (reporting progress), paths and file: URLs read from disk in Node. */
+/** The bytes of `source`; URLs are fetched and paths and file: URLs read from disk in Node, both reporting progress. */
 export async function readSource(source: ByteSource, what: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
   if (source instanceof Uint8Array) return source;
   if (source instanceof ArrayBuffer) return new Uint8Array(source);
@@ -39,11 +39,33 @@ export async function readSource(source: ByteSource, what: string, onProgress?: 
   const path = text.startsWith('file:') ? (await nodeModule<typeof import('node:url')>('node:url')).fileURLToPath(text) : text;
   const fs = await nodeModule<typeof import('node:fs/promises')>('node:fs/promises');
   try {
-    return new Uint8Array(await fs.readFile(path));
+    return await readFileWithProgress(fs, path, onProgress);
   } catch (e) {
     throw new SinterError('loadOnnx', `cannot read ${what} from '${path}': ${(e as Error).message}`);
   }
 }
+
+/** Reads a local file into one buffer of its size in 4 MiB chunks, reporting progress after each (as fetches do). */
+async function readFileWithProgress(fs: typeof import('node:fs/promises'), path: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
+  const file = await fs.open(path, 'r');
+  try {
+    const total = (await file.stat()).size;
+    const bytes = new Uint8Array(total);
+    let loaded = 0;
+    while (loaded < total) {
+      const { bytesRead } = await file.read(bytes, loaded, Math.min(CHUNK_BYTES, total - loaded), loaded);
+      if (bytesRead === 0) throw new Error(`the file ended after ${loaded} of ${total} bytes`);
+      loaded += bytesRead;
+      onProgress?.({ url: path, loaded, total });
+    }
+    if (total === 0) onProgress?.({ url: path, loaded: 0, total: 0 });
+    return bytes;
+  } finally {
+    await file.close();
+  }
+}
+
+const CHUNK_BYTES = 4 << 20;
 
 /** Fetches a URL into one buffer, reporting progress per chunk; sized from Content-Length when the server sends it. */
 async function fetchBytes(url: string, what: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
