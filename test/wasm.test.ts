@@ -349,4 +349,12 @@ describe('the wasm thread pool', () => {
     expect(() => setCpuThreads(0)).toThrow(/^setCpuThreads: threads must be a positive integer, got 0/);
     expect(() => setCpuThreads(1.5)).toThrow(/got 1.5/);
   });
+
+  it('init({ threads }) sets the thread count, and rejects a bad one before choosing a device', async () => {
+    await expect(sn.init({ device: 'cpu', threads: 0 })).rejects.toThrow(/^setCpuThreads: threads must be a positive integer, got 0/);
+    await sn.init({ device: 'cpu', threads: 3 });
+    expect(poolStats().wanted).toBe(3);
+    await sn.init({ device: 'cpu', threads: 2 });
+    expect(poolStats().wanted).toBe(2);
+  });
 });

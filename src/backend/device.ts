@@ -1,7 +1,7 @@
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, itemSize } from '../tensor/dtype.js';
 import { type DeviceName, type DeviceOption, getBackend, hasBackend, registerBackend } from './backend.js';
-import { cpuBackend } from './cpu.js';
+import { cpuBackend, setCpuThreads } from './cpu.js';
 import { reportCaches } from '../tensor/memory.js';
 import { generatedKernels } from '../kernels/cpu/generated.js';
 import { openDevice } from './webgpu/adapter.js';
@@ -24,6 +24,11 @@ export interface InitOptions {
   device?: DeviceOption;
   /** Don't print the line saying which adapter was chosen and why. */
   quiet?: boolean;
+  /**
+   * Threads for the CPU backend's WebAssembly GEMM/conv kernels, the calling one included (default: one per
+   * core in Node; one in browsers). The same as `setCpuThreads(n)` or `SINTER_CPU_THREADS=n`.
+   */
+  threads?: number;
 }
 
 /** Cache limits set by `setCacheLimits`, applied to every WebGPU device opened (again after a loss). */
@@ -76,6 +81,7 @@ export async function init(options: InitOptions = {}): Promise<DeviceName> {
   if (want !== 'auto' && want !== 'cpu' && want !== 'webgpu') {
     throw new SinterError('init', `unknown device ${JSON.stringify(want)}; expected 'auto', 'cpu' or 'webgpu'`);
   }
+  if (options.threads !== undefined) setCpuThreads(options.threads);
   if (want === 'cpu') return (defaultDevice = 'cpu');
   const gpu = await webgpu(options.quiet ?? false, want === 'webgpu');
   if (gpu) return (defaultDevice = 'webgpu');
