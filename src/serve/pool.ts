@@ -14,8 +14,8 @@ export interface WorkerPoolOptions extends Omit<DynamicBatcherOptions, 'concurre
   workers?: number;
   /**
    * Threads one replica's CPU backend uses (default 1). Replicas and a replica's own threads compete for
-   * the same cores: keep workers × threadsPerWorker ≤ cores, or both slow down (the default does). The
-   * module's factory receives it as `threads` to configure its backend.
+   * the same cores: keep workers × threadsPerWorker ≤ cores, or both slow down (the default does). Each
+   * replica opens sinter with `init({ threads })`; a module's factory also receives it as `threads`.
    */
   threadsPerWorker?: number;
   /** Where each replica runs the model (default 'cpu'). */

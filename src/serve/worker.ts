@@ -10,7 +10,7 @@ const port = parentPort!;
 const post = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
 
 async function load(): Promise<BatchFn<sn.serve.Sample, sn.TensorTree>> {
-  const device = await sn.init({ device: init.device, quiet: true });
+  const device = await sn.init({ device: init.device, quiet: true, threads: init.threads });
   if ('model' in init.source) return sn.loadOnnx(init.source.model, { device });
   const mod = (await import(init.source.module)) as { default?: unknown };
   if (typeof mod.default !== 'function') throw new sn.SinterError('WorkerPool', `${init.source.module} must export a default function (sn, { device, threads }) returning the batch function or model`);
