@@ -176,3 +176,34 @@ describe('view offsets of scatterElements, scatterND and gatherND are kernel par
     await oneCompileFor([0, 1, 2], (d, i) => sn.tidy(() => gatherND(randn([5, 4, 3], 1, d).narrow(0, i, 3), index(d, i).narrow(1, 1, 1), { batchDims: 1 })), true);
   });
 });
+
+describe('sizes of convolutions and matrix products are kernel parameters', () => {
+  // Layers of one structure (kernel size, padded sides, groups, stride 1 or not for the transpose) at
+  // different sizes share a pipeline. The sizes are picked so that the few size-dependent choices
+  // that stay in the source (register tile and workgroup shape, whether tiles fit the output exactly,
+  // vec4 stores, k mod 4) are equal across them: more than 64 output pixels per image, not a multiple of 4.
+  it('conv2d 3×3 with padding and bias: channels, image sizes and strides', async () => {
+    const shapes = [[4, 9, 9, 1], [8, 11, 13, 1], [4, 17, 17, 2], [8, 21, 13, 2]] as const;
+    await oneCompileFor(shapes, (d, [c, h, w, stride]) => sn.tidy(() => sn.conv2d(randn([2, c, h, w], 1, d), randn([8, c, 3, 3], 2, d), randn([8], 3, d), { padding: 1, stride })));
+  });
+  it('depthwise conv2d: channels and image sizes', async () => {
+    const shapes = [[3, 9, 9], [8, 11, 13], [5, 13, 9]] as const;
+    await oneCompileFor(shapes, (d, [c, h, w]) => sn.tidy(() => sn.conv2d(randn([1, c, h, w], 1, d), randn([c, 1, 3, 3], 2, d), { padding: 1, groups: c })));
+  });
+  it('convTranspose2d with stride 2: channels and image sizes', async () => {
+    const shapes = [[4, 5, 5], [8, 6, 7], [12, 7, 5]] as const;
+    await oneCompileFor(shapes, (d, [c, h, w]) => sn.tidy(() => sn.convTranspose2d(randn([1, c, h, w], 1, d), randn([c, 8, 3, 3], 2, d), randn([8], 3, d), { stride: 2, padding: 1 })));
+  });
+  it('matmul with bias (linear): m, n and k', async () => {
+    const shapes = [[9, 67, 12], [13, 75, 20], [15, 99, 28]] as const;
+    await oneCompileFor(shapes, (d, [m, n, k]) => sn.tidy(() => sn.linear(randn([m, k], 1, d), randn([n, k], 2, d), randn([n], 3, d))));
+  });
+  it('a jit-compiled conv2d with a fused activation and residual: one pipeline for every size', async () => {
+    const block = sn.jit((x: Tensor, w: Tensor, b: Tensor) => sn.conv2d(x, w, b, { padding: 1 }).relu().add(x));
+    const shapes = [[8, 9, 9], [8, 11, 13], [8, 13, 9]] as const;
+    await oneCompileFor(shapes, (d, [c, h, w]) => sn.tidy(() => {
+      const args = [randn([1, c, h, w], 1, d), randn([c, c, 3, 3], 2, d), randn([c], 3, d)] as const;
+      return d === 'webgpu' ? block(...args) : sn.conv2d(args[0], args[1], args[2], { padding: 1 }).relu().add(args[0]);
+    }));
+  });
+});

@@ -13,16 +13,23 @@ import type { GpuView, WebGpuCaps, WgslForm } from './kernel.js';
 // pixel and per tap parts are computed once, leaving an add and a bounds check per value. The checks
 // combine with `&`, not `&&`: short-circuiting makes a branch per value, and SwiftShader's shader
 // compiler never finished a conv kernel with 64 of them (its pipeline creation hung for minutes).
+// Sizes, strides, paddings and dilations are kernel parameters (see ./params.ts): a network's layers
+// of one structure (kernel size, which sides are padded, groups of one channel or more, the fused
+// epilogue) at different sizes share one pipeline, which is most of a model's first-call time on a
+// device whose shader compiler is slow. The kernel size stays in the source: the tap split divides by it per k.
 
 /** An input's [N, C, H, W] shape and strides; an unbatched [C, H, W] input is one image. */
 function images(x: GpuView): { shape: number[]; strides: number[] } {
   return x.shape.length === 4 ? { shape: [...x.shape], strides: [...x.strides] } : { shape: [1, ...x.shape], strides: [0, ...x.strides] };
 }
 
-/** Taps k = (c, i, j) of a kh×kw kernel split into channel offset `${name}`, row `${name}_i` and column `${name}_j` (u32 names). */
-function tap(name: string, k: string, kh: number, kw: number, sC: number): string {
-  return `let ${name}_c = (${k}) / ${kh * kw}u; let ${name}_i = ((${k}) / ${kw}u) % ${kh}u; let ${name}_j = (${k}) % ${kw}u; let ${name} = i32(${name}_c * ${sC}u);`;
+/** Taps k = (c, i, j) of a kh×kw kernel split into channel offset `${name}`, row `${name}_i` and column `${name}_j` (u32 names); `sC` a u32 expression. */
+function tap(name: string, k: string, kh: number, kw: number, sC: string): string {
+  return `let ${name}_c = (${k}) / ${kh * kw}u; let ${name}_i = ((${k}) / ${kw}u) % ${kh}u; let ${name}_j = (${k}) % ${kw}u; let ${name} = i32(${name}_c * ${sC});`;
 }
+
+/** A parameter read as i32 (strides and paddings enter signed index math). */
+const i32Of = (params: KernelParams, v: number) => `i32(${params.u32(v)})`;
 
 /**
  * The im2col operand of conv2d (columns x = output pixels of one image, rows k = taps of one group's
@@ -31,28 +38,31 @@ function tap(name: string, k: string, kh: number, kw: number, sC: number): strin
  */
 function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Conv2dAttrs, caps: WebGpuCaps, params: KernelParams): GemmOperand {
   const offset = params.u32(x.offset);
-  const { shape: [, , H, W], strides: [sN, sC, sH, sW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
-  const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl, pr] = a.padding;
+  const { shape: [, , h, w], strides: [stN, stC, stH, stW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
+  const [pt, pb, pl, pr] = a.padding;
   const checkH = pt > 0 || pb > 0, checkW = pl > 0 || pr > 0;
+  const u = (v: number) => params.u32(v), i = (v: number) => i32Of(params, v);
+  const [sN, sG, sC, sH, sW, H, W, OWu] = [u(stN), u(Cg * stC), u(stC), i(stH), i(stW), u(h), u(w), u(OW)];
+  const [sh, sw, dh, dw, top, left] = [u(a.stride[0]), u(a.stride[1]), u(a.dilation[0]), u(a.dilation[1]), i(pt), i(pl)];
   return {
     binding: 0,
     dtype: x.dtype,
     vecK: false,
     vecX: false,
     kFast: false,
-    base: (name, [n, g]) => `let ${name} = i32(${offset} + ${n} * ${sN}u + ${g} * ${Cg * sC}u);`,
+    base: (name, [n, g]) => `let ${name} = i32(${offset} + ${n} * ${sN} + ${g} * ${sG});`,
     // Per pixel: the input row and column under its window's first tap, and that pixel's offset (i32: may lie in the padding).
     atX: (name, base, p) =>
-      `let ${name}_h = i32((${p}) / ${OW}u * ${sh}u) - ${pt}; let ${name}_w = i32((${p}) % ${OW}u * ${sw}u) - ${pl}; ` +
+      `let ${name}_h = i32((${p}) / ${OWu} * ${sh}) - ${top}; let ${name}_w = i32((${p}) % ${OWu} * ${sw}) - ${left}; ` +
       `let ${name} = ${base} + ${name}_h * ${sH} + ${name}_w * ${sW};`,
     // Per tap: its row and column offsets in the window and its offset from the window's first pixel.
     atK: (name, k) =>
-      `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}u); let ${name}_dw = i32(${name}_j * ${dw}u); ` +
+      `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}); let ${name}_dw = i32(${name}_j * ${dw}); ` +
       `let ${name}_o = ${name} + ${name}_dh * ${sH} + ${name}_dw * ${sW};`,
     // Convolutions take float tensors only, so values are f32 already.
     load(p, k) {
       const v = loadElement('in0', x.dtype, `u32(${p} + ${k}_o)`, caps);
-      const inside = [...(checkH ? [`(u32(${p}_h + ${k}_dh) < ${H}u)`] : []), ...(checkW ? [`(u32(${p}_w + ${k}_dw) < ${W}u)`] : [])];
+      const inside = [...(checkH ? [`(u32(${p}_h + ${k}_dh) < ${H})`] : []), ...(checkW ? [`(u32(${p}_w + ${k}_dw) < ${W})`] : [])];
       return inside.length ? `select(0.0, ${v}, ${inside.join(' & ')})` : v;
     },
   };
@@ -65,20 +75,24 @@ function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Co
  */
 function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: number, a: ConvTranspose2dAttrs, caps: WebGpuCaps, params: KernelParams): GemmOperand {
   const offset = params.u32(x.offset);
-  const { shape: [, , H, W], strides: [sN, sC, sH, sW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
-  const [sh, sw] = a.stride, [dh, dw] = a.dilation, [ph, pw] = a.padding;
+  const { shape: [, , h, w], strides: [stN, stC, stH, stW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
+  const u = (v: number) => params.u32(v), i = (v: number) => i32Of(params, v);
+  const [sN, sG, sC, sH, sW, H, W, OWu] = [u(stN), u(Cig * stC), u(stC), i(stH), i(stW), u(h), u(w), u(OW)];
+  const [dh, dw, ph, pw] = [u(a.dilation[0]), u(a.dilation[1]), i(a.padding[0]), i(a.padding[1])];
+  // Whether a stride is 1 stays in the source (no division then); other strides are parameters.
+  const [sh, sw] = a.stride.map((s) => (s === 1 ? null : i(s)));
   // The input row (column) a tap reads, and whether it is a whole row inside the input; i32 `/` truncates, so the remainder rules out negatives.
-  const axis = (t: string, s: number, size: number) =>
-    s === 1 ? { at: t, ok: `(u32(${t}) < ${size}u)` } : { at: `(${t}) / ${s}`, ok: `((${t}) % ${s} == 0) & (u32((${t}) / ${s}) < ${size}u)` };
+  const axis = (t: string, s: string | null | undefined, size: string) =>
+    !s ? { at: t, ok: `(u32(${t}) < ${size})` } : { at: `(${t}) / ${s}`, ok: `((${t}) % ${s} == 0) & (u32((${t}) / ${s}) < ${size})` };
   return {
     binding: 0,
     dtype: x.dtype,
     vecK: false,
     vecX: false,
     kFast: false,
-    base: (name, [n, g]) => `let ${name} = i32(${offset} + ${n} * ${sN}u + ${g} * ${Cig * sC}u);`,
-    atX: (name, base, p) => `let ${name}_h = i32((${p}) / ${OW}u) + ${ph}; let ${name}_w = i32((${p}) % ${OW}u) + ${pw}; let ${name} = ${base};`,
-    atK: (name, k) => `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}u); let ${name}_dw = i32(${name}_j * ${dw}u);`,
+    base: (name, [n, g]) => `let ${name} = i32(${offset} + ${n} * ${sN} + ${g} * ${sG});`,
+    atX: (name, base, p) => `let ${name}_h = i32((${p}) / ${OWu}) + ${ph}; let ${name}_w = i32((${p}) % ${OWu}) + ${pw}; let ${name} = ${base};`,
+    atK: (name, k) => `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}); let ${name}_dw = i32(${name}_j * ${dw});`,
     load(p, k) {
       const h = axis(`${p}_h - ${k}_dh`, sh, H), w = axis(`${p}_w - ${k}_dw`, sw, W);
       const v = loadElement('in0', x.dtype, `u32(${p} + ${k} + (${h.at}) * ${sH} + (${w.at}) * ${sW})`, caps);
@@ -90,8 +104,8 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
 /** The epilogue adding bias[g·perGroup + i] (batch dims [n, g]). */
 function channelBias(bias: GpuView | undefined, dtype: DType, perGroup: number, caps: WebGpuCaps, params: KernelParams): GemmProblem['epilogue'] {
   if (!bias) return undefined;
-  const offset = params.u32(bias.offset);
-  const at = (g: string, i: string) => `(${offset} + (${g} * ${perGroup}u + ${i}) * ${bias.strides[0]}u)`;
+  const offset = params.u32(bias.offset), groupSize = params.u32(perGroup), stride = params.u32(bias.strides[0]!);
+  const at = (g: string, i: string) => `(${offset} + (${g} * ${groupSize} + ${i}) * ${stride})`;
   return (acc, [, g], i) => `${acc} + ${convert(bias.dtype, dtype, loadElement('in2', bias.dtype, at(g!, i), caps))}`;
 }
 

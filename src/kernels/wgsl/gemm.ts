@@ -1,5 +1,5 @@
 import type { DType } from '../../tensor/dtype.js';
-import { numel } from '../../tensor/shape.js';
+import { contiguousStrides, numel } from '../../tensor/shape.js';
 import { type Expr } from '../../ops/expr.js';
 import { broadcastStrides, collapseDims } from '../cpu/map.js';
 import { wgslExprBody } from './map.js';
@@ -76,25 +76,34 @@ function widen(d: DType, e: string, t: WgslScalar): string {
   return computeType(d) === t ? e : `${t}(${e})`;
 }
 
-/** The operand for matrix `m` at `binding`; with `params`, its offset is read from the parameter block (any view offset, one pipeline). */
-export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCaps, params?: KernelParams): GemmOperand {
-  const offset = params ? params.u32(m.offset) : null;
+/**
+ * The operand for matrix `m` at `binding`. Its offset, batch strides, x stride and (for one k dim) k
+ * stride are read from the parameter block, so views of any offset and matrices of any size share a
+ * pipeline; which strides are 0 or 1, the k dims' layout and the vec4 choices stay in the source.
+ */
+export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCaps, params: KernelParams): GemmOperand {
+  const offset = params.u32(m.offset);
   const kc = collapseDims(m.kDims.map((d) => d.size), [m.kDims.map((d) => d.stride)]);
   const kSizes = kc.shape, kStrides = kc.strides[0]!;
   const K = numel(kSizes);
   const aligned = wide(m.dtype) && m.offset % 4 === 0 && m.batch.every((s) => s % 4 === 0);
   const kInner = kStrides.length === 0 ? 0 : kStrides[kStrides.length - 1]!;
   const buf = `in${binding}`;
+  // Each parameter gets its word once, here (the closures below run once per use).
+  const batchTerms = (batch: readonly string[]) => m.batch.flatMap((s, d) => (s === 0 ? [] : [`${batch[d]} * ${batchStrides[d]}`]));
+  const batchStrides = m.batch.map((s) => (s === 0 ? '' : params.u32(s)));
+  const xStride = m.xStride === 0 ? '' : params.u32(m.xStride);
+  const kStride = kSizes.length === 1 && kStrides[0] !== 1 ? params.u32(kStrides[0]!) : '';
   return {
     binding,
     dtype: m.dtype,
     vecK: aligned && K % 4 === 0 && kSizes.length === 1 && kInner === 1 && m.xStride % 4 === 0,
     vecX: aligned && m.xStride === 1 && kStrides.every((s) => s % 4 === 0),
     kFast: m.xStride === 0 || (kInner !== 0 && Math.abs(kInner) < Math.abs(m.xStride)),
-    base: (name, batch) => `let ${name} = ${offset === null ? offsetOf(m.offset, m.batch, batch) : `${offsetOf(0, m.batch, batch)} + ${offset}`};`,
-    atX: (name, base, x) => `let ${name} = ${base}${m.xStride === 0 ? '' : ` + (${x}) * ${m.xStride}u`};`,
+    base: (name, batch) => `let ${name} = ${[...batchTerms(batch), offset].join(' + ')};`,
+    atX: (name, base, x) => `let ${name} = ${base}${xStride ? ` + (${x}) * ${xStride}` : ''};`,
     atK(name, k) {
-      if (kSizes.length <= 1) return `let ${name} = ${kSizes.length === 0 ? '0u' : kStrides[0] === 1 ? `(${k})` : `(${k}) * ${kStrides[0]}u`};`;
+      if (kSizes.length <= 1) return `let ${name} = ${kSizes.length === 0 ? '0u' : kStride ? `(${k}) * ${kStride}` : `(${k})`};`;
       const { lines, idx } = unravel(`(${k})`, kSizes, `${name}_`);
       return `${lines.join(' ')} let ${name} = ${offsetOf(0, kStrides, idx)};`;
     },
@@ -121,10 +130,11 @@ export interface GemmProblem {
   /** WGSL functions the epilogue calls, declared after the bindings. */
   readonly functions?: string;
   /**
-   * The parameter block (see ./params.ts) the operands' offsets and the epilogue's constants are
-   * read from: filled before the kernel is generated, declared and bound by every pass that has values in it.
+   * The parameter block (see ./params.ts) the sizes, strides and offsets and the epilogue's constants
+   * are read from (the operands may add theirs while the kernel is generated); declared and bound by
+   * every pass that has values in it.
    */
-  readonly params?: KernelParams;
+  readonly params: KernelParams;
   /** Contiguous, its elements in [...batch, m, n] order. */
   readonly out: GpuView;
 }
@@ -144,14 +154,16 @@ interface Destination {
   readonly buf: string;
   readonly dtype: DType | null;
   readonly vec4: boolean;
-  /** The workgroups' tiles cover the rows (columns) exactly, so stores need no bounds check there. */
-  readonly rowsFit: boolean;
-  readonly colsFit: boolean;
 }
 
-/** Statements storing a tile (rows row0…, columns col0… of the batch with indices `bidx`) at flat element base `obase`, bounds-checked where tiles overhang. */
+/**
+ * Statements storing a tile (rows row0…, columns col0… of the batch with indices `bidx`) at flat
+ * element base `obase`. Every row and column is bounds-checked, also where the tiles happen to fit
+ * the product exactly: a compare per store costs nothing measurable, and products of every size then
+ * share the kernel.
+ */
 function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: Destination, bidx: readonly string[]): string[] {
-  const { m, n } = p, t = computeType(p.out.dtype);
+  const m = p.params.u32(p.m), n = p.params.u32(p.n), t = computeType(p.out.dtype);
   const per = dest.dtype ? elementsPerWord(dest.dtype, caps) : 1;
   const unit = dest.vec4 ? 4 : per;
   const lines: string[] = [];
@@ -163,26 +175,26 @@ function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: Destinati
         const v = p.epilogue ? p.epilogue(tile.acc(r, c0 + q), bidx, `i${r}`, `j${c0 + q}`) : tile.acc(r, c0 + q);
         return dest.dtype ? roundTo(dest.dtype, v) : v;
       });
-      const at = `obase + i${r} * ${n}u + j${c0}`;
+      const at = `obase + i${r} * ${n} + j${c0}`;
       let store: string;
       if (dest.vec4) store = `${dest.buf}[(${at}) / 4u] = ${vec4Of(t)}(${values.join(', ')});`;
       else if (per === 1) store = `${dest.buf}[${at}] = ${dest.dtype ? packWord(dest.dtype, values, caps) : values[0]};`;
       else store = `${dest.buf}[(${at}) / ${per}u] = ${packWord(dest.dtype!, values, caps)};`;
-      body.push(dest.colsFit ? store : `if (j${c0} < ${n}u) { ${store} }`);
+      body.push(`if (j${c0} < ${n}) { ${store} }`);
     }
-    lines.push(dest.rowsFit ? `{ ${body.join(' ')} }` : `if (row0 + ${r}u < ${m}u) { ${body.join(' ')} }`);
+    lines.push(`if (row0 + ${r}u < ${m}) { ${body.join(' ')} }`);
   }
   return lines;
 }
 
 /** Where the GEMM pass writes: straight into the output, or (packed outputs whose words a tile cannot own) into f32/i32 scratch that a second pass packs. */
-function destination(p: GemmProblem, tn: number, tileCols: number, tileRows: number, caps: WebGpuCaps): { direct: boolean; dest: Destination } {
+function destination(p: GemmProblem, tn: number, caps: WebGpuCaps): { direct: boolean; dest: Destination } {
   const per = elementsPerWord(p.out.dtype, caps);
   const direct = per === 1 || (p.n % per === 0 && tn % per === 0 && p.out.offset % per === 0);
   const vec4 = direct && wide(p.out.dtype) && tn % 4 === 0 && p.n % 4 === 0 && p.out.offset % 4 === 0;
   return {
     direct,
-    dest: { buf: direct ? 'out0' : 'sc0', dtype: direct ? p.out.dtype : null, vec4, rowsFit: p.m % tileRows === 0, colsFit: p.n % tileCols === 0 },
+    dest: { buf: direct ? 'out0' : 'sc0', dtype: direct ? p.out.dtype : null, vec4 },
   };
 }
 
@@ -209,30 +221,52 @@ function packPass(p: GemmProblem, caps: WebGpuCaps, decls: string): WgslKernel {
 /** The module's declarations: bindings (vec4 where chosen), then scratch for a packed output. */
 function declarations(p: GemmProblem, caps: WebGpuCaps, vec: { a: boolean; b: boolean; out: boolean }, direct: boolean): string {
   const vec4 = [...p.inputs.map((_, i) => (i === p.a.binding && vec.a) || (i === p.b.binding && vec.b)), vec.out];
-  const decl = bindings(p.inputs, [p.out.dtype], caps, vec4) + (p.params ? `\n${p.params.declaration()}` : '') + (p.functions ? `\n\n${p.functions}` : '');
+  const decl = bindings(p.inputs, [p.out.dtype], caps, vec4) + `\n${p.params.declaration()}` + (p.functions ? `\n\n${p.functions}` : '');
   return direct ? decl : `${decl}\n@group(0) @binding(${p.inputs.length + 1}) var<storage, read_write> sc0: array<${computeType(p.out.dtype)}>;`;
 }
 
 /** The kernel (or, for a packed output whose words straddle tiles, the GEMM pass and a packing pass). */
 function finish(p: GemmProblem, caps: WebGpuCaps, main: WgslKernel, direct: boolean, decls: string): WgslForm {
   // Every pass declares the epilogue's functions (`decls`), so each binds their parameter block.
-  const words = p.params?.words();
+  const words = p.params.words();
   const bind = (k: WgslKernel): WgslKernel => (words ? { ...k, params: words } : k);
   if (direct) return bind(main);
   return { scratch: [{ bytes: Math.max(4, numel(p.out.shape) * 4) }], passes: [bind(main), bind(packPass(p, caps, decls))], label: p.label };
 }
 
-/** The flat workgroup index `w` split into column tile, row tile and batch `bt` (with the batch dims' indices `bi…`). */
-function locate(tilesN: number, tilesM: number, total: number, batch: readonly number[], overhang: boolean): string[] {
-  return [
+/**
+ * The flat workgroup index `w` split into column tile, row tile and batch `bt`, and `bt` into the
+ * batch dims' indices (named by `batchIndices`); the counts are parameters, so every size of a
+ * product shares the kernel. Workgroups past the last tile (the grid's overhang) return.
+ */
+function locate(p: GemmProblem, tilesN: number, tilesM: number, total: number): string[] {
+  const u = (v: number) => p.params.u32(v);
+  const n = u(tilesN);
+  const lines = [
     'let w = wid.x + wid.y * nwg.x;',
-    ...(overhang ? [`if (w >= ${total}u) { return; }`] : []),
-    `let tileN = w % ${tilesN}u;`,
-    `let tileM = (w / ${tilesN}u) % ${tilesM}u;`,
-    `let bt = w / ${tilesN * tilesM}u;`,
-    ...unravel('bt', batch, 'bi').lines,
+    `if (w >= ${u(total)}) { return; }`,
+    `let tileN = w % ${n};`,
+    `let tileM = (w / ${n}) % ${u(tilesM)};`,
+    `let bt = w / ${u(tilesN * tilesM)};`,
   ];
+  const rank = p.batch.length;
+  if (rank === 1) lines.push('let bi0 = bt;');
+  else if (rank > 1) {
+    lines.push('var bi_rest = bt;');
+    for (let d = rank - 1; d >= 1; d--) {
+      const size = u(p.batch[d]!);
+      lines.push(`let bi${d} = bi_rest % ${size}; bi_rest = bi_rest / ${size};`);
+    }
+    lines.push('let bi0 = bi_rest;');
+  }
+  return lines;
 }
+
+/** The names `locate` gives the batch dims' indices. */
+const batchIndices = (p: GemmProblem) => p.batch.map((_, d) => `bi${d}`);
+
+/** The last x a tile may read of an extent: the extent less one, for vec4 along x rounded down to a multiple of 4. */
+const lastX = (extent: number, vec: 'x' | 'k' | null) => (vec === 'x' ? (extent - 1) & ~3 : extent - 1);
 
 /** Register tile sizes: 8 where the dim allows, else the power of two covering it. */
 function regTile(d: number): number {
@@ -252,7 +286,8 @@ interface RegisterOperand {
   readonly vec: 'x' | 'k' | null;
   readonly count: number;
   readonly start: string;
-  readonly extent: number;
+  /** The last x it may read (an expression: the extent less one, rounded down to a multiple of 4 for vec4 along x). */
+  readonly last: string;
   readonly shared: boolean;
 }
 
@@ -261,11 +296,11 @@ const groupOf = (o: RegisterOperand) => (o.vec === 'x' ? 4 : 1);
 
 /** The x set-ups of an operand (x clamped into range: rows and columns past the end compute values that are not stored). */
 function registerSetups(o: RegisterOperand): string[] {
-  const gs = groupOf(o), groups = o.count / gs, last = o.vec === 'x' ? (o.extent - 1) & ~3 : o.extent - 1;
+  const gs = groupOf(o), groups = o.count / gs;
   const slots = o.shared ? groups / 4 : groups;
   return Array.from({ length: slots }, (_, j) => {
     const x = o.shared ? `${o.start} + (${4 * j}u + lane) * ${gs}u` : `${o.start} + ${j * gs}u`;
-    return o.op.atX(`${o.pre}x${j}`, `${o.pre}b`, `min(${x}, ${last}u)`);
+    return o.op.atX(`${o.pre}x${j}`, `${o.pre}b`, `min(${x}, ${o.last})`);
   });
 }
 
@@ -314,20 +349,23 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const shareB = vb === null && va !== null;
   const quad = caps.subgroups && caps.architecture === 'swiftshader' && (shareB ? tn % 4 === 0 && Math.ceil(m / tm) >= 4 : tm % 4 === 0 && Math.ceil(n / tn) >= 4);
   if (quad && !shareB && va === 'x') va = null;
-  // Invocations per workgroup along x (columns) and y (rows).
-  const wx = quad ? (shareB ? 1 : 4) : Math.min(8, nextPow2(Math.ceil(n / tn)));
-  const wy = quad ? (shareB ? 4 : 1) : Math.min(64 / wx, nextPow2(Math.ceil(m / tm)));
+  // Invocations per workgroup along x (columns) and y (rows): 8 columns and as many rows as make 64
+  // invocations, or 1 along a dim one register tile covers. Only these two shapes per dim, so that
+  // products of different sizes share the kernel; invocations past the edge return at once.
+  const wx = quad ? (shareB ? 1 : 4) : n > tn ? 8 : 1;
+  const wy = quad ? (shareB ? 4 : 1) : m > tm ? 64 / wx : 1;
   const tilesN = Math.ceil(n / (tn * wx)), tilesM = Math.ceil(m / (tm * wy)), nb = numel(p.batch);
   const total = tilesN * tilesM * nb;
   const g = grid(p.label, total, 1, caps);
-  const { direct, dest } = destination(p, tn, tn * wx, tm * wy, caps);
-  const decls = declarations(p, caps, { a: va !== null, b: vb !== null, out: dest.vec4 }, direct);
-  const A: RegisterOperand = { op: p.a, pre: 'a', vec: va, count: tm, start: 'row0', extent: m, shared: quad && !shareB };
-  const B: RegisterOperand = { op: p.b, pre: 'b', vec: vb, count: tn, start: 'col0', extent: n, shared: quad && shareB };
+  const { direct, dest } = destination(p, tn, caps);
+  const u = (v: number) => p.params.u32(v);
+  const A: RegisterOperand = { op: p.a, pre: 'a', vec: va, count: tm, start: 'row0', last: u(lastX(m, va)), shared: quad && !shareB };
+  const B: RegisterOperand = { op: p.b, pre: 'b', vec: vb, count: tn, start: 'col0', last: u(lastX(n, vb)), shared: quad && shareB };
+  // The k loop's bound is a parameter; the remainder (k mod 4, unrolled) is part of the kernel's structure.
   const ks = 4, kMain = k - (k % ks);
 
-  const body: string[] = locate(tilesN, tilesM, total, p.batch, g.workgroups.length > 1 || total !== g.workgroups[0]);
-  const bidx = unravel('bt', p.batch, 'bi').idx;
+  const body: string[] = locate(p, tilesN, tilesM, total);
+  const bidx = batchIndices(p);
   // In a quad no invocation may return early (quadBroadcast needs all four); stores past the edge are checked either way.
   if (quad) {
     body.push('let lane = sg % 4u;');
@@ -335,7 +373,7 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
     body.push(shareB ? `let row0 = (tileM * 4u + lane) * ${tm}u;` : `let row0 = tileM * ${tm}u;`);
   } else {
     body.push(`let col0 = (tileN * ${wx}u + lid.x) * ${tn}u;`, `let row0 = (tileM * ${wy}u + lid.y) * ${tm}u;`);
-    body.push(`if (col0 >= ${n}u || row0 >= ${m}u) { return; }`);
+    body.push(`if (col0 >= ${u(n)} || row0 >= ${u(m)}) { return; }`);
   }
   body.push(p.a.base('ab', bidx), p.b.base('bb', bidx), ...registerSetups(A), ...registerSetups(B));
   for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) body.push(`var acc${r}_${c} = ${t}(0);`);
@@ -345,10 +383,12 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
     for (let u = 0; u < count; u++) for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) fmas.push(`acc${r}_${c} += ${a.val(r, u)} * ${b.val(c, u)};`);
     return [...a.lines, ...b.lines, ...fmas];
   };
-  if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${kMain}u; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
-  if (k > kMain) body.push(`{\n    ${step(`${kMain}u`, k - kMain).join('\n    ')}\n  }`);
-  body.push(`let obase = ${p.out.offset}u + bt * ${m * n}u;`);
+  if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${u(kMain)}; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
+  if (k > kMain) body.push(`{\n    ${step(u(kMain), k - kMain).join('\n    ')}\n  }`);
+  body.push(`let obase = ${u(p.out.offset)} + bt * ${u(m * n)};`);
   body.push(...storeTile(p, { tm, tn, acc: (r, c) => `acc${r}_${c}` }, caps, dest, bidx));
+  // Declared last: generating the body added the sizes to the parameter block.
+  const decls = declarations(p, caps, { a: va !== null, b: vb !== null, out: dest.vec4 }, direct);
 
   const params = quad ? '@builtin(subgroup_invocation_id) sg: u32' : '@builtin(local_invocation_id) lid: vec3u';
   const source = `${quad ? 'enable subgroups;\n' : ''}${decls}
@@ -369,10 +409,11 @@ const TILED_THREADS = (TILED.bm / 4) * (TILED.bn / 4);
  * ([k][x/4] of vec4): per invocation `li`, once per k tile; x set-ups go to `pre`, hoisted out of the k loop.
  */
 function stageTile(
-  op: GemmOperand, name: string, arr: string, origin: string, extent: number, tileX: number, k: number, vec: 'x' | 'k' | null, t: WgslScalar, pre: string[],
+  p: GemmProblem, op: GemmOperand, name: string, arr: string, origin: string, extent: number, tileX: number, vec: 'x' | 'k' | null, t: WgslScalar, pre: string[],
 ): string[] {
   const bk = TILED.bk, row = tileX / 4, s: string[] = [];
-  const checkK = k % bk !== 0;
+  const checkK = p.k % bk !== 0;
+  const last = p.params.u32(lastX(extent, vec)), k = checkK ? p.params.u32(p.k) : '';
   const zero = vec ? `${vec4Of(t)}(0)` : `${t}(0)`;
   const perLoad = vec ? 4 : 1;
   const loads = (tileX * bk) / perLoad / TILED_THREADS;
@@ -387,11 +428,10 @@ function stageTile(
     else [xx, kk] = [`${e} % ${tileX}u`, `${e} / ${tileX}u`];
     const v = `${name}${q}`;
     pre.push(`let ${v}_xx = ${xx};`, `let ${v}_kk = ${kk};`);
-    const last = vec === 'x' ? (extent - 1) & ~3 : extent - 1;
-    pre.push(op.atX(`${v}_x`, base, `min(${origin} + ${v}_xx, ${last}u)`));
+    pre.push(op.atX(`${v}_x`, base, `min(${origin} + ${v}_xx, ${last})`));
     s.push(op.atK(`${v}_k`, `k0 + ${v}_kk`));
     const load = vec ? op.load4!(`${v}_x`, `${v}_k`, t) : op.load(`${v}_x`, `${v}_k`, t);
-    s.push(`let ${v} = ${checkK ? `select(${zero}, ${load}, k0 + ${v}_kk < ${k}u)` : load};`);
+    s.push(`let ${v} = ${checkK ? `select(${zero}, ${load}, k0 + ${v}_kk < ${k})` : load};`);
     if (vec === 'x') s.push(`${arr}[${v}_kk * ${row}u + ${v}_xx / 4u] = ${v};`);
     else if (vec === 'k') for (let u = 0; u < 4; u++) s.push(`${arr}[(${v}_kk + ${u}u) * ${row}u + ${v}_xx / 4u][${v}_xx % 4u] = ${v}.${XYZW[u]};`);
     else s.push(`${arr}[${v}_kk * ${row}u + ${v}_xx / 4u][${v}_xx % 4u] = ${v};`);
@@ -405,22 +445,22 @@ function tiledKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const tilesN = Math.ceil(n / bn), tilesM = Math.ceil(m / bm), total = tilesN * tilesM * numel(p.batch);
   const g = grid(p.label, total, 1, caps);
   const va = p.a.vecX ? 'x' : p.a.vecK ? 'k' : null, vb = p.b.vecX ? 'x' : p.b.vecK ? 'k' : null;
-  const { direct, dest } = destination(p, 4, bn, bm, caps);
-  const decls = declarations(p, caps, { a: va !== null, b: vb !== null, out: dest.vec4 }, direct);
-  const bidx = unravel('bt', p.batch, 'bi').idx;
+  const { direct, dest } = destination(p, 4, caps);
+  const u = (v: number) => p.params.u32(v);
+  const bidx = batchIndices(p);
+  const body = locate(p, tilesN, tilesM, total);
   const pre: string[] = [];
-  const loadA = stageTile(p.a, 'a', 'As', `tileM * ${bm}u`, m, bm, k, va, t, pre);
-  const loadB = stageTile(p.b, 'b', 'Bs', `tileN * ${bn}u`, n, bn, k, vb, t, pre);
+  const loadA = stageTile(p, p.a, 'a', 'As', `tileM * ${bm}u`, m, bm, va, t, pre);
+  const loadB = stageTile(p, p.b, 'b', 'Bs', `tileN * ${bn}u`, n, bn, vb, t, pre);
   const vt = vec4Of(t);
   const fmas = [0, 1, 2, 3].map((r) => `acc${r} += ${vt}(a.${XYZW[r]}) * b;`);
-  const body = [
-    ...locate(tilesN, tilesM, total, p.batch, g.workgroups.length > 1 || total !== g.workgroups[0]),
+  body.push(
     `let li = lid.y * ${bn / 4}u + lid.x;`,
     p.a.base('ab', bidx),
     p.b.base('bb', bidx),
     ...pre,
     ...[0, 1, 2, 3].map((r) => `var acc${r} = ${vt}(0);`),
-    `for (var k0 = 0u; k0 < ${k}u; k0 += ${bk}u) {
+    `for (var k0 = 0u; k0 < ${u(k)}; k0 += ${bk}u) {
     ${[...loadA, ...loadB].join('\n    ')}
     workgroupBarrier();
     for (var kk = 0u; kk < ${bk}u; kk++) {
@@ -432,9 +472,11 @@ function tiledKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   }`,
     `let col0 = tileN * ${bn}u + lid.x * 4u;`,
     `let row0 = tileM * ${bm}u + lid.y * 4u;`,
-    `let obase = ${p.out.offset}u + bt * ${m * n}u;`,
+    `let obase = ${u(p.out.offset)} + bt * ${u(m * n)};`,
     ...storeTile(p, { tm: 4, tn: 4, acc: (r, c) => `acc${r}.${XYZW[c]}` }, caps, dest, bidx),
-  ];
+  );
+  // Declared last: generating the body added the sizes to the parameter block.
+  const decls = declarations(p, caps, { a: va !== null, b: vb !== null, out: dest.vec4 }, direct);
   const source = `${decls}
 
 var<workgroup> As: array<${vt}, ${(bk * bm) / 4}>;
@@ -491,7 +533,8 @@ export function matmulKernel(label: string, a: GpuView, b: GpuView, out: GpuView
   let epilogue: GemmProblem['epilogue'];
   if (bias) {
     const biasOffset = params.u32(bias.offset);
-    const at = (j: string) => `(${biasOffset} + ${j} * ${bias.strides[0]}u)`;
+    const biasStride = params.u32(bias.strides[0]!);
+    const at = (j: string) => `(${biasOffset} + ${j} * ${biasStride})`;
     epilogue = (acc, _b, _i, j) => `${acc} + ${convert(bias.dtype, fused?.natural ?? out.dtype, loadElement('in2', bias.dtype, at(j), caps))}`;
   }
   const inputs = [a.dtype, b.dtype, ...(bias ? [bias.dtype] : [])];
@@ -515,22 +558,27 @@ export interface FusedEpilogue {
 export function withEpilogue(p: GemmProblem, fused: FusedEpilogue | undefined, caps: WebGpuCaps): GemmProblem {
   if (!fused) return p;
   const { expr, natural, extras } = fused, out = p.out, t = computeType(out.dtype);
-  const params = p.params ?? new KernelParams();
+  const params = p.params;
   const first = p.inputs.length;
-  const { lines, idx } = unravel('e', out.shape, 'o');
+  // An extra laid out like the output (a residual) is read at e; others through the output's shape and their broadcast strides.
+  const contiguous = contiguousStrides(out.shape);
+  const strided = extras.map((v) => broadcastStrides(v, out.shape)).map((s) => (s.every((x, d) => x === contiguous[d] || out.shape[d] === 1) ? null : s));
+  const { lines, idx } = strided.some((s) => s) ? unravel('e', out.shape, 'o') : { lines: [], idx: [] };
   const loads = extras.map((v, k) => {
-    lines.push(`let q${k} = ${offsetOf(0, broadcastStrides(v, out.shape), idx)} + ${params.u32(v.offset)};`);
+    const s = strided[k];
+    lines.push(`let q${k} = ${s ? offsetOf(0, s, idx) : 'e'} + ${params.u32(v.offset)};`);
     return loadElement(`in${first + k}`, v.dtype, `q${k}`, caps);
   });
   const { body, result } = wgslExprBody(expr, (k) => (k === 0 ? roundTo(natural, 'acc') : loads[k - 1]!), params);
   const functions = `fn epilogue(acc: ${t}, b: u32, i: u32, j: u32) -> ${t} {
-  let e = (b * ${p.m}u + i) * ${p.n}u + j;
+  let e = (b * ${params.u32(p.m)} + i) * ${params.u32(p.n)} + j;
   ${lines.join('\n  ')}
   ${body}
   return ${result};
 }`;
   // The batch dims' indices as one row-major index.
-  const flat = (names: readonly string[]) => names.reduce((acc, b, d) => (d === 0 ? b : `(${acc}) * ${p.batch[d]}u + ${b}`), '0u');
+  const batchSizes = p.batch.map((b) => params.u32(b));
+  const flat = (names: readonly string[]) => names.reduce((acc, b, d) => (d === 0 ? b : `(${acc}) * ${batchSizes[d]} + ${b}`), '0u');
   const own = p.epilogue;
   return {
     ...p,

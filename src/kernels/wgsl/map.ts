@@ -7,7 +7,7 @@ import { GRID_PARAMS, grid, workgroupSize } from './grid.js';
 import type { GpuView, WebGpuCaps, WgslKernel } from './kernel.js';
 import { withPrelude } from './prelude.js';
 import { KernelParams } from './params.js';
-import { offsetOf, unravel } from './strided.js';
+import { offsetOfParams, unravelParams } from './strided.js';
 
 /**
  * WGSL statements computing `expr` for one element, given how to read input k (an expression of
@@ -45,8 +45,10 @@ export function wgslExprBody(expr: Expr, readInput: (k: number) => string, param
  * elements, by dtype), so packed outputs need no atomics; when every input is either aligned and
  * contiguous like the output or a single broadcast value, it writes four words with vec4 loads
  * and stores instead (2.3× the bandwidth on SwiftShader, and the access real GPUs prefer).
- * Constants, call params and the inputs' offsets are kernel parameters: the source depends only on
- * the expression's structure, the dtypes and the (collapsed) shape and strides.
+ * Constants, call params, the inputs' offsets, the element count and the (collapsed) sizes and
+ * strides are kernel parameters: the source depends only on the expression's structure, the dtypes,
+ * the collapsed rank and which strides are 0 or 1, so one pipeline serves a layer's activation at
+ * every size.
  */
 export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, caps: WebGpuCaps, label: string): WgslKernel {
   const n = numel(out.shape);
@@ -67,17 +69,17 @@ export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, 
     decls = bindings(inputs.map((v) => v.dtype), [out.dtype], caps, [...scalar.map((s) => !s), true]);
     const loads = inputs.map((v, k) => (scalar[k] ? `let a${k} = ${loadElement(`in${k}`, v.dtype, p.u32(v.offset), caps)};` : `let a${k} = in${k}[w + ${p.u32(v.offset / 4)}];`));
     const lane = (c: string) => `f(${inputs.map((_, k) => (scalar[k] ? `a${k}` : `a${k}.${c}`)).join(', ')})`;
-    main = `let w = ${g.index};\n  if (w >= ${n / 4}u) { return; }\n  ${loads.join('\n  ')}\n  out0[w] = ${vec}(${['x', 'y', 'z', 'w'].map(lane).join(', ')});`;
+    main = `let w = ${g.index};\n  if (w >= ${p.u32(n / 4)}) { return; }\n  ${loads.join('\n  ')}\n  out0[w] = ${vec}(${['x', 'y', 'z', 'w'].map(lane).join(', ')});`;
   } else {
     const perWord = elementsPerWord(out.dtype, caps);
     const words = Math.ceil(n / perWord);
-    const { lines, idx } = unravel('e', shape);
+    const { lines, idx } = unravelParams('e', shape, p);
     const loads = inputs.map((v, k) => loadElement(`in${k}`, v.dtype, `p${k}`, caps));
-    inputs.forEach((v, k) => lines.push(`let p${k} = ${offsetOf(0, strides[k]!, idx)} + ${p.u32(v.offset)};`));
+    inputs.forEach((v, k) => lines.push(`let p${k} = ${offsetOfParams(v.offset, strides[k]!, idx, p)};`));
     const value = `fn value(e: u32) -> ${computeType(out.dtype)} {\n  ${lines.join('\n  ')}\n  return f(${loads.join(', ')});\n}`;
     decls = `${bindings(inputs.map((v) => v.dtype), [out.dtype], caps)}\n\n${value}`;
     const values = Array.from({ length: perWord }, (_, j) => (perWord === 1 ? 'value(w)' : `value(w * ${perWord}u + ${j}u)`));
-    main = `let w = ${g.index};\n  if (w >= ${words}u) { return; }\n  out0[w] = ${packWord(out.dtype, values, caps)};`;
+    main = `let w = ${g.index};\n  if (w >= ${p.u32(words)}) { return; }\n  out0[w] = ${packWord(out.dtype, values, caps)};`;
   }
   const source = `${decls}\n${p.declaration()}\n\n${f}\n\n@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {\n  ${main}\n}\n`;
   return { source: withPrelude(source), workgroups: g.workgroups, label, params: p.words() };
