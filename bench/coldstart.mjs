@@ -9,7 +9,7 @@
 //   warm  = median of later runs, after one untimed run.
 // Also prints how many pipelines each first run compiled, and with --kernels the plan's kernels grouped by op: how
 // many kernels and how many distinct WGSL sources (= pipelines) each op has.
-// Usage (after npm run build): node bench/coldstart.mjs [--other DIR] [--models cls,det,rec] [--reps N] [--runs N]
+// Usage (after npm run build): node bench/coldstart.mjs [--other DIR[,DIR…]] [--models cls,det,rec] [--reps N] [--runs N]
 //   [--kernels]
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -90,7 +90,7 @@ async function main() {
   const reps = Number(opt('reps', 1));
   const models = opt('models', 'cls,det,rec').split(',');
   const builds = [{ label: 'this build', root: path.resolve(here, '..') }];
-  if (opt('other')) builds.unshift({ label: `other (${opt('other')})`, root: path.resolve(opt('other')) });
+  if (opt('other')) builds.unshift(...opt('other').split(',').map((dir) => ({ label: dir, root: path.resolve(dir) })));
   const results = new Map();
   for (const name of models) {
     for (let r = 0; r < reps; r++) {
@@ -117,11 +117,9 @@ async function main() {
     const med = (k) => median(rs.map((r) => r[k]));
     lines.push(`| ${label} | ${name} | ${f(med('loadMs'))} | ${f(med('firstMs'))} | ${f(med('warmMs'))} | ${rs[0].pipelines ?? '–'} |`);
   }
-  if (builds.length === 2) {
-    for (const name of models) {
-      const [o, n] = builds.map((b) => median(results.get(`${b.label}\t${name}`).map((r) => r.firstMs)));
-      lines.push('', `${name}: first call ${(o / n).toFixed(2)}× faster than ${builds[0].label}`);
-    }
+  const firstOf = (b, name) => median(results.get(`${b.label}\t${name}`).map((r) => r.firstMs));
+  for (const other of builds.slice(0, -1)) {
+    lines.push('', ...models.map((name) => `${name}: first call ${(firstOf(other, name) / firstOf(builds.at(-1), name)).toFixed(2)}× faster than ${other.label}`));
   }
   console.log(lines.join('\n'));
 }

@@ -350,10 +350,11 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const quad = caps.subgroups && caps.architecture === 'swiftshader' && (shareB ? tn % 4 === 0 && Math.ceil(m / tm) >= 4 : tm % 4 === 0 && Math.ceil(n / tn) >= 4);
   if (quad && !shareB && va === 'x') va = null;
   // Invocations per workgroup along x (columns) and y (rows): 8 columns and as many rows as make 64
-  // invocations, or 1 along a dim one register tile covers. Only these two shapes per dim, so that
-  // products of different sizes share the kernel; invocations past the edge return at once.
+  // invocations, or 1 along a dim one register tile covers (64 rows for a matrix-vector product of
+  // any height). Only these shapes, so that products of different sizes share the kernel;
+  // invocations past the edge return at once.
   const wx = quad ? (shareB ? 1 : 4) : n > tn ? 8 : 1;
-  const wy = quad ? (shareB ? 4 : 1) : m > tm ? 64 / wx : 1;
+  const wy = quad ? (shareB ? 4 : 1) : m > tm || wx === 1 ? 64 / wx : 1;
   const tilesN = Math.ceil(n / (tn * wx)), tilesM = Math.ceil(m / (tm * wy)), nb = numel(p.batch);
   const total = tilesN * tilesM * nb;
   const g = grid(p.label, total, 1, caps);
