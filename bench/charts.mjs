@@ -46,11 +46,11 @@ async function tableChart(table, title, date, machine, source) {
     mark: { type: 'bar', tooltip: true },
     encoding: {
       x: { field: 'library', type: 'nominal', axis: null },
-      y: { field: 'ms', type: 'quantitative', scale: { type: 'log', domainMin: 1 }, title: 'ms' },
-      // Bars on a log scale need a positive baseline.
-      y2: { datum: 1 },
+      y: { field: 'ms', type: 'quantitative', scale: { type: 'log', domainMin: 0.05 }, title: 'ms' },
+      // Bars on a log scale need a positive baseline: below every figure, so no bar points down.
+      y2: { datum: 0.05 },
       color: { field: 'library', type: 'nominal', legend: { orient: 'bottom', columns: 2 } },
-      column: { field: 'workload', type: 'nominal', header: { labelAngle: 0, labelLimit: 150 }, title: null },
+      column: { field: 'workload', type: 'nominal', sort: null, header: { labelAngle: 0, labelLimit: 150 }, title: null },
     },
   });
 }
