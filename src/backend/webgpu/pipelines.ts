@@ -39,8 +39,9 @@ export interface PipelineStats {
 export const DEFAULT_PIPELINE_CACHE_SIZE = 512;
 
 /**
- * Compute pipelines keyed by their WGSL source and bindings (shapes are baked in, per-call values
- * such as scalars and view offsets arrive in a uniform block, so equal sources are equal kernels).
+ * Compute pipelines keyed by their WGSL source and bindings (per-call values such as scalars and view
+ * offsets, and the sizes of GEMM, conv and elementwise kernels, arrive in a uniform block, so equal sources
+ * are equal kernels).
  * The cache is an LRU of `capacity` entries: a dropped pipeline is only compiled again when used
  * again (a compiled plan keeps its own pipelines, so plans never recompile). `get` creates one synchronously and checks it asynchronously through an error
  * scope: a new pipeline comes with `compiled`, which resolves to null or to a SinterError naming the
