@@ -78,14 +78,11 @@ export function composeViews(shape: readonly number[], inner: View, outer: View)
   return { shape: outer.shape, strides, offset: inner.offset + start.reduce((a, x, i) => a + x * inner.strides[i]!, 0) };
 }
 
-/** The op users called: the elementwise op for `map` nodes, else the OpDef's name (random draws: rand, randn, randint). */
+/** The op users called: the OpDef's label (the elementwise op of a `map`, the kind of a `reduce`) or name; random draws: rand, randn, randint. */
 export function opLabel(n: Node): string {
   if (n.kind === 'random') return n.label;
   if (n.kind !== 'op') return n.kind;
-  const a = n.attrs as { name?: string; kind?: string };
-  if (n.op.name === 'map' && a.name) return a.name;
-  if (n.op.name === 'reduce' && a.kind) return a.kind;
-  return n.op.name;
+  return n.op.label?.(n.attrs) ?? n.op.name;
 }
 
 /** Attributes holding expressions (a map's `expr`, fused `prologue`s and `epilogue`s), printed as text. */

@@ -75,6 +75,7 @@ function requireFloat(op: string, x: TensorMeta, hint: string): void {
 /** Every reduction to fewer elements (sum, mean, prod, max, min, argmax, argmin, var, std): one op, the kind in its attrs. */
 export const reduceOp = defineOp<ReduceAttrs>({
   name: 'reduce',
+  label: ({ kind }) => kind,
   infer(inputs, { kind, dims, keepdim, prologue }) {
     const x = reducedMeta(kind, inputs, prologue);
     if (kind === 'mean') requireFloat(kind, x!, `the mean of integers has no integer dtype (as in PyTorch); convert first, e.g. x.to('float32')`);
