@@ -112,8 +112,8 @@ export function conv2dKernel(x: CpuView, w: CpuView, bias: CpuView | undefined, 
   const [O, Cg, kh, kw] = w.shape as [number, number, number, number];
   const [OH, OW] = out.shape.slice(-2) as [number, number];
   const G = a.groups, Og = O / G, K = Cg * kh * kw, P = OH * OW;
-  if (Cg === 1 && Og < GEMM_BLOCKS.mr) return depthwise(x, shape, strides, w, bias, a, out);
   if (kernelOverrides.conv2d?.(x, w, bias, a, out)) return;
+  if (Cg === 1 && Og < GEMM_BLOCKS.mr) return depthwise(x, shape, strides, w, bias, a, out);
   const weights = readContiguous(w);
   for (let n = 0; n < N; n++) {
     for (let g = 0; g < G; g++) {
@@ -141,7 +141,8 @@ export function convTranspose2dKernel(x: CpuView, w: CpuView, bias: CpuView | un
     strides = [Cin * P, P, W, 1];
   }
   const weights = readContiguous(w);
-  const cols = new Float64Array(R * P);
+  // float32 outputs take float32 columns (rounded once before they are added), which the wasm GEMM writes.
+  const cols = out.data instanceof Float32Array ? new Float32Array(R * P) : new Float64Array(R * P);
   for (let n = 0; n < N; n++) {
     const outAt = out.offset + n * Cout * OP;
     fillChannels(out, outAt, Cout, OP, bias, 0);

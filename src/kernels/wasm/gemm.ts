@@ -9,7 +9,7 @@ import { availableThreads, parallelFor } from './threads.js';
 // a stored matrix and conv2d's implicit im2col (src/kernels/wasm/conv.ts) are the same operand.
 // Sums accumulate in float32, in k order within a cache block (kc), so errors grow like k·ε·Σ|a·b|.
 
-export const WASM_GEMM = { mr: 4, nr: 8, kc: 256, mc: 96, nc: 512, unroll: 4 } as const;
+export const WASM_GEMM = { mr: 6, nr: 8, kc: 256, mc: 96, nc: 512, unroll: 4 } as const;
 const { mr: MR, nr: NR, kc: KC, mc: MC, nc: NC, unroll: UNROLL } = WASM_GEMM;
 
 /** gemm's arguments, in order (i32 each); a thread pool's workers receive them as a row of i32s. */

@@ -1,7 +1,8 @@
 import type { Matrix, OutMatrix } from '../cpu/gemm.js';
 import type { Conv2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
-import { columnTables, gemmInHeap, rowTable } from './gemm.js';
+import { WASM_GEMM, columnTables, gemmInHeap, rowTable } from './gemm.js';
+import { wasmDepthwiseConv2d } from './depthwise.js';
 import { heap } from './heap.js';
 
 // The CPU kernels' GEMM descriptions (strided float32 matrices; conv2d's weights × patches) run on the
@@ -42,8 +43,8 @@ export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, 
 }
 
 /**
- * conv2d (depthwise convolutions stay on conv2dKernel's direct JS loop, which runs before this) as
- * an implicit GEMM per image and group: out[Og, OH·OW] = weight[Og, Cg·kh·kw] · patches. The group's
+ * conv2d: depthwise convolutions (one input channel and fewer than MR output channels per group) on
+ * their direct SIMD loop (src/kernels/wasm/depthwise.ts), the others as an implicit GEMM per image and group: out[Og, OH·OW] = weight[Og, Cg·kh·kw] · patches. The group's
  * input planes are copied once into the heap with their zero padding, so a patch element is
  * padded[c, oh·sh + i·dh, ow·sw + j·dw]: column (oh, ow) and row (c, i, j) offsets of B's tables, and
  * eight outputs of one row at stride 1 are eight consecutive floats (packed as two v128 loads).
@@ -58,6 +59,7 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
   const [OH, OW] = out.shape.slice(-2) as [number, number];
   const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl, pr] = a.padding;
   const G = a.groups, Og = O / G, K = Cg * kh * kw, P = OH * OW;
+  if (Cg === 1 && Og < WASM_GEMM.mr) return wasmDepthwiseConv2d(x, w, bias, a, out);
   const Hp = H! + pt + pb, Wp = W! + pl + pr, plane = Hp * Wp;
   const h = heap();
   h.reset();

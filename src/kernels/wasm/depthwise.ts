@@ -1,0 +1,117 @@
+import type { Conv2dAttrs } from '../../ops/conv.js';
+import type { CpuView } from '../../ops/op.js';
+import { ModuleBuilder } from './emitter.js';
+import { heap, instantiate, memoryImport } from './heap.js';
+
+// Depthwise convolution (one input channel per group, Og output channels each) as a direct SIMD loop:
+// with so few output channels per group a GEMM would spend more time packing patches than multiplying.
+// Each channel's input plane is copied into the heap once, zero-padded and split by column phase
+// (phase q of a row holds its columns q, q + sw, q + 2·sw, …), so that whatever the stride, the tap
+// under eight consecutive outputs is eight consecutive floats: two v128 loads, no bounds checks.
+// Each output accumulates bias, then w[i, j]·x over the taps in (i, j) order, in float32.
+
+/** Outputs per step of the inner loop (two v128 accumulators); output rows are padded to a multiple of it. */
+const STEP = 8;
+
+/** depthwise's arguments, in order (i32 each: counts, and byte addresses and strides in the heap). */
+const ARGS = ['channels', 'og', 'inp', 'inStride', 'taps', 'ntaps', 'wts', 'bias', 'out', 'oh', 'owv', 'rowStep'] as const;
+
+function emitDepthwise(m: ModuleBuilder): void {
+  // depthwise(channels, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep):
+  // for output channel c, input plane inp + ⌊c/og⌋·inStride; out[c, y, x] = bias[c] + Σ_t wts[c, t]·plane[y·rowStep + taps[t] + 4x]
+  // (byte offsets; taps[t] is tap t's offset from the row start, rowStep the bytes between output rows' first taps).
+  m.func('depthwise', ARGS.map(() => 'i32' as const), [], (c) => {
+    const [channels, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep] = ARGS.map((_, i) => i) as number[];
+    const ch = c.local('i32'), y = c.local('i32'), x = c.local('i32'), t = c.local('i32');
+    const plane = c.local('i32'), row = c.local('i32'), at = c.local('i32'), wp = c.local('i32'), dst = c.local('i32'), tp = c.local('i32');
+    const b = c.local('v128'), acc0 = c.local('v128'), acc1 = c.local('v128'), wv = c.local('v128');
+    c.get(out!).set(dst);
+    c.forRange(ch, () => c.i32(0), () => c.get(channels!), 1, () => {
+      c.get(inp!).get(ch).get(og!).op('i32.div_s').get(inStride!).op('i32.mul', 'i32.add').set(plane);
+      c.get(bias!).get(ch).i32(2).op('i32.shl', 'i32.add').mem('v128.load32_splat').set(b);
+      c.forRange(y, () => c.i32(0), () => c.get(oh!), 1, () => {
+        c.get(plane).get(y).get(rowStep!).op('i32.mul', 'i32.add').set(row);
+        c.forRange(x, () => c.i32(0), () => c.get(owv!), STEP, () => {
+          c.get(b).tee(acc0).set(acc1);
+          c.get(wts!).set(wp);
+          c.get(taps!).set(tp);
+          c.forRange(t, () => c.i32(0), () => c.get(ntaps!), 1, () => {
+            c.get(wp).mem('v128.load32_splat').set(wv);
+            c.get(row).get(tp).mem('i32.load').op('i32.add').get(x).i32(2).op('i32.shl', 'i32.add').set(at);
+            c.get(acc0).get(wv).get(at).mem('v128.load').simd('f32x4.mul', 'f32x4.add').set(acc0);
+            c.get(acc1).get(wv).get(at).mem('v128.load', 16).simd('f32x4.mul', 'f32x4.add').set(acc1);
+            c.get(wp).i32(4).op('i32.add').set(wp);
+            c.get(tp).i32(4).op('i32.add').set(tp);
+          });
+          c.get(dst).get(acc0).mem('v128.store');
+          c.get(dst).get(acc1).mem('v128.store', 16);
+          c.get(dst).i32(4 * STEP).op('i32.add').set(dst);
+        });
+      });
+      c.get(wts!).get(ntaps!).i32(2).op('i32.shl', 'i32.add').set(wts!);
+    });
+  });
+}
+
+let depthwiseFn: ((...args: number[]) => void) | undefined;
+
+/** The float32 operands this kernel takes (float16 tensors are stored as float32 too, rounded by the backend after). */
+const f32 = (v: CpuView | undefined): boolean => v === undefined || v.data instanceof Float32Array;
+
+/**
+ * conv2d with one input channel per group (x [N, C, H, W] or [C, H, W], w [C·Og, 1, kh, kw]) on the
+ * depthwise SIMD loop; returns false to leave other operands to the JavaScript kernel.
+ */
+export function wasmDepthwiseConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView): boolean {
+  if (!(f32(x) && f32(w) && f32(bias) && f32(out))) return false;
+  const [O, , kh, kw] = w.shape as [number, number, number, number];
+  const batched = x.shape.length === 4;
+  const [N, C, H, W] = (batched ? x.shape : [1, ...x.shape]) as [number, number, number, number];
+  const [sN, sC, sH, sW] = (batched ? x.strides : [0, ...x.strides]) as [number, number, number, number];
+  const [OH, OW] = out.shape.slice(-2) as [number, number];
+  const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl] = a.padding;
+  const Og = O / a.groups, ntaps = kh * kw;
+  if (N * O * OH * OW === 0) return true;
+  // Phase rows: Wq floats each, wide enough for the last step's reads past the last tap (zeros).
+  const OWv = Math.ceil(OW / STEP) * STEP, reach = Math.floor(((kw - 1) * dw) / sw);
+  const Wq = Math.max(Math.ceil((W + pl) / sw), OWv + reach);
+  const Hp = Math.max(H + pt + pb, (OH - 1) * sh + (kh - 1) * dh + 1);
+  const plane = Hp * sw * Wq;
+  const h = heap();
+  h.reset();
+  const taps = h.alloc(ntaps * 4), wts = h.alloc(O * ntaps * 4), biasAt = h.alloc(O * 4);
+  const xAt = h.alloc(C * plane * 4), outAt = h.alloc(O * OH * OWv * 4);
+  {
+    const i32 = h.i32, f = h.f32, wd = w.data, [w0, , w2, w3] = w.strides as [number, number, number, number];
+    for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) i32[(taps >> 2) + i * kw + j] = ((i * dh * sw + ((j * dw) % sw)) * Wq + Math.floor((j * dw) / sw)) * 4;
+    for (let o = 0; o < O; o++) for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) f[(wts >> 2) + o * ntaps + i * kw + j] = wd[w.offset + o * w0 + i * w2 + j * w3]!;
+    for (let o = 0; o < O; o++) f[(biasAt >> 2) + o] = bias ? bias.data[bias.offset + o * bias.strides[0]!]! : 0;
+  }
+  depthwiseFn ??= instantiate<{ depthwise: (...args: number[]) => void }>(depthwiseModule()).depthwise;
+  for (let n = 0; n < N; n++) {
+    const f = h.f32, xd = x.data;
+    f.fill(0, xAt >> 2, (xAt >> 2) + C * plane);
+    for (let ch = 0; ch < C; ch++) {
+      for (let r = 0; r < H; r++) {
+        const src = x.offset + n * sN + ch * sC + r * sH, rowAt = (xAt >> 2) + ch * plane + (r + pt) * sw * Wq;
+        if (sw === 1 && sW === 1) f.set(xd.subarray(src, src + W), rowAt + pl);
+        else for (let q = 0; q < W; q++) f[rowAt + ((q + pl) % sw) * Wq + Math.floor((q + pl) / sw)] = xd[src + q * sW]!;
+      }
+    }
+    depthwiseFn(O, Og, xAt, plane * 4, taps, ntaps, wts, biasAt, outAt, OH, OWv, sh * sw * Wq * 4);
+    const res = h.f32, od = out.data, base = out.offset + n * O * OH * OW;
+    for (let r = 0; r < O * OH; r++) od.set(res.subarray((outAt >> 2) + r * OWv, (outAt >> 2) + r * OWv + OW), base + r * OW);
+  }
+  return true;
+}
+
+let moduleBytes: Uint8Array<ArrayBuffer> | undefined;
+
+function depthwiseModule(): Uint8Array<ArrayBuffer> {
+  if (!moduleBytes) {
+    const m = new ModuleBuilder(memoryImport());
+    emitDepthwise(m);
+    moduleBytes = m.build();
+  }
+  return moduleBytes;
+}

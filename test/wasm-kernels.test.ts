@@ -1,0 +1,101 @@
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import * as sn from '../src/index.js';
+import { type CpuKernels, cpuKernels, setCpuKernels } from '../src/backend/cpu.js';
+import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
+import { TOLERANCES, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
+import { expectClose } from './helpers.js';
+import { ref, refOf } from './reference/core.js';
+import { type ProductRef, accumulationAtol } from './reference/linalg.js';
+import { conv2dRef, convTranspose2dRef } from './reference/conv.js';
+import type { Tensor } from '../src/index.js';
+
+// The WebAssembly CPU kernels of src/kernels/wasm/{depthwise,linalg}.ts against the float64 references,
+// and the same properties on the JavaScript reference path (test/wasm.test.ts covers the GEMM, dense conv2d
+// and the row/elementwise kernels). float32 tolerance: the output's rounding plus k·2⁻²⁴·Σ|a·b| for
+// float32 accumulation over k products.
+
+const PATHS: CpuKernels[] = ['wasm', 'js'];
+const initial = cpuKernels();
+afterEach(() => void setCpuKernels(initial));
+
+/** Runs `fn` on one CPU kernel path and checks that the wasm forms `names` really ran there (and never on the JS path). */
+async function onPath(kind: CpuKernels, names: readonly ('gemm' | 'conv2d')[], fn: () => Promise<void>): Promise<void> {
+  expect(setCpuKernels(kind)).toBe(kind);
+  let ran = 0;
+  for (const name of names) {
+    const form = kernelOverrides[name] as ((...args: unknown[]) => boolean) | undefined;
+    if (form) (kernelOverrides as Record<string, unknown>)[name] = (...args: unknown[]) => (form(...args) ? (ran++, true) : false);
+  }
+  await fn();
+  if (kind === 'wasm') expect(ran, 'wasm kernel calls').toBeGreaterThan(0);
+  else expect(ran).toBe(0);
+}
+
+async function expectProduct(t: Tensor, r: ProductRef, k: number): Promise<void> {
+  await expectClose(t, r.out, { dtype: 'float32', tol: { atol: TOLERANCES.cpu.float32.atol + accumulationAtol(k, r.mag) } });
+}
+
+const int = (min: number, max: number) => fc.integer({ min, max });
+
+describe.each(PATHS)('convolutions on the %s CPU path', (kind) => {
+  it('depthwise conv2d matches the float64 reference (multipliers, strides, dilations, asymmetric padding, row tails, strided views)', async () => {
+    // Widths around the 8-output step (tails 1…7), strides 1–3 (column phases), 1×1 to 5×5 windows.
+    const arb = fc
+      .record({
+        n: int(1, 2), c: int(1, 5), mult: int(1, 3), kh: int(1, 5), kw: int(1, 5),
+        stride: fc.tuple(int(1, 3), int(1, 3)), dilation: fc.tuple(int(1, 2), int(1, 2)), pad: fc.tuple(int(0, 2), int(0, 2)), extra: fc.tuple(int(0, 4), int(0, 19)),
+      })
+      .chain((p) => {
+        const [H, W] = [p.kh, p.kw].map((k, d) => Math.max(1, p.dilation[d]! * (k - 1) + 1 - 2 * p.pad[d]!) + p.extra[d]!) as [number, number];
+        const opts = { stride: p.stride, padding: p.pad, dilation: p.dilation, groups: p.c };
+        return fc.tuple(fc.constant(opts), tensorCaseArb([p.n, p.c, H, W]), tensorCaseArb([p.c * p.mult, 1, p.kh, p.kw]), fc.option(tensorCaseArb([p.c * p.mult]), { nil: null }));
+      });
+    await onPath(kind, ['conv2d'], async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([o, cx, cw, cb]) => {
+          const x = makeTensor(cx, 'cpu'), w = makeTensor(cw, 'cpu'), b = cb ? makeTensor(cb, 'cpu') : null;
+          const y = sn.conv2d(x, w, b, o);
+          await expectProduct(y, conv2dRef(refOf(cx), refOf(cw), cb ? refOf(cb) : null, o), cw.shape[2]! * cw.shape[3]!);
+          for (const t of [x, w, b, y]) t?.dispose();
+        }),
+        propertyConfig({ numRuns: 40 }),
+      );
+    });
+  });
+
+  it("depthwise conv2d with 'same' padding on an unbatched input, and a PP-OCR-sized 5×5 stride-2 layer", async () => {
+    await onPath(kind, ['conv2d'], async () => {
+      const x = sn.randn([6, 9, 13], { seed: 1 }), w = sn.randn([6, 1, 3, 3], { seed: 2 });
+      const y = sn.conv2d(x, w, null, { padding: 'same', groups: 6 });
+      const r = conv2dRef(ref([1, 6, 9, 13], await x.data()), ref(w.shape, await w.data()), null, { stride: [1, 1], padding: 'same', dilation: [1, 1], groups: 6 });
+      await expectProduct(y, { out: ref([6, 9, 13], r.out.data), mag: ref([6, 9, 13], r.mag.data) }, 9);
+      const x2 = sn.randn([1, 16, 40, 40], { seed: 3 }), w2 = sn.randn([16, 1, 5, 5], { seed: 4 }), b2 = sn.randn([16], { seed: 5 });
+      const o2 = { stride: [2, 2] as [number, number], padding: [2, 2] as [number, number], dilation: [1, 1] as [number, number], groups: 16 };
+      const y2 = sn.conv2d(x2, w2, b2, o2);
+      await expectProduct(y2, conv2dRef(ref(x2.shape, await x2.data()), ref(w2.shape, await w2.data()), ref(b2.shape, await b2.data()), o2), 25);
+    });
+  });
+
+  it('convTranspose2d matches the float64 reference (groups, stride, dilation, output padding, strided views)', async () => {
+    const arb = fc
+      .record({ n: int(1, 2), groups: int(1, 2), cig: int(1, 3), cog: int(1, 3), kh: int(1, 3), kw: int(1, 3), stride: fc.tuple(int(1, 2), int(1, 2)), dilation: fc.tuple(int(1, 2), int(1, 2)), H: int(1, 5), W: int(1, 11) })
+      .chain((p) => {
+        const padding = [Math.min(p.kh - 1, 1), Math.min(p.kw - 1, 1)] as [number, number];
+        const outputPadding = [p.stride[0] - 1, p.stride[1] - 1] as [number, number];
+        const opts = { stride: p.stride, padding, outputPadding, dilation: p.dilation, groups: p.groups };
+        return fc.tuple(fc.constant(opts), tensorCaseArb([p.n, p.cig * p.groups, p.H, p.W]), tensorCaseArb([p.cig * p.groups, p.cog, p.kh, p.kw]), fc.option(tensorCaseArb([p.cog * p.groups]), { nil: null }));
+      });
+    await onPath(kind, ['gemm'], async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([o, cx, cw, cb]) => {
+          const x = makeTensor(cx, 'cpu'), w = makeTensor(cw, 'cpu'), b = cb ? makeTensor(cb, 'cpu') : null;
+          const y = sn.convTranspose2d(x, w, b, o);
+          await expectProduct(y, convTranspose2dRef(refOf(cx), refOf(cw), cb ? refOf(cb) : null, o), cx.shape[1]! * cw.shape[2]! * cw.shape[3]!);
+          for (const t of [x, w, b, y]) t?.dispose();
+        }),
+        propertyConfig({ numRuns: 25 }),
+      );
+    });
+  });
+});
