@@ -118,6 +118,69 @@ describe('DynamicBatcher', () => {
     await expect(new DynamicBatcher(model).run(sn.tensor([1]))).rejects.toThrow(/the model has 2 inputs \(a, b\)/);
   });
 
+  it('an idle runner starts a lone sample at once, whatever maxDelayMs says', async () => {
+    const batcher = new DynamicBatcher((b: sn.Tensor) => b.add(1), { maxBatchSize: 32, maxDelayMs: 60_000 });
+    const x = sn.tensor([41]);
+    const t0 = performance.now();
+    const y = await batcher.run(x);
+    // Waiting for company (60 s) would time the test out.
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(await y.item()).toBe(42);
+    expect(batcher.stats()).toMatchObject({ batchSizes: { 1: 1 }, completed: 1 });
+    // Samples queued in the same turn of the event loop share the batch that starts at the end of it.
+    const outs = await Promise.all([1, 2, 3].map((v) => batcher.run(sn.tensor([v]))));
+    expect(await Promise.all(outs.map((t) => t.item()))).toEqual([2, 3, 4]);
+    expect(batcher.stats().batchSizes).toEqual({ 1: 1, 3: 1 });
+    await batcher.close();
+  });
+
+  it('a queue that builds while a batch runs forms the next batch as soon as it ends', async () => {
+    const g = gate();
+    const batches: number[][] = [];
+    const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
+      batches.push(await tags(b));
+      await g.wait;
+      return b.mul(2);
+    }, { maxBatchSize: 8, maxDelayMs: 60_000 });
+    const first = batcher.run(sn.tensor([0]));
+    while (batcher.stats().running === 0) await new Promise((r) => setTimeout(r, 1));
+    const later = [1, 2, 3, 4, 5].map((v) => batcher.run(sn.tensor([v])));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(batcher.stats()).toMatchObject({ running: 1, queued: 5 });
+    g.open();
+    const outs = await Promise.all([first, ...later]);
+    expect(await Promise.all(outs.map((t) => t.item()))).toEqual([0, 2, 4, 6, 8, 10]);
+    expect(batches).toEqual([[0], [1, 2, 3, 4, 5]]);
+  });
+
+  it('beside a running batch, a free slot waits at most maxDelayMs for its batch to fill, or until maxBatchSize wait', async () => {
+    const g = gate();
+    const batches: number[][] = [];
+    const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
+      batches.push(await tags(b));
+      await g.wait;
+      return b.neg();
+    }, { maxBatchSize: 3, maxDelayMs: 150, concurrency: 3 });
+    const runs = [batcher.run(sn.tensor([0]))]; // idle: starts at once, held by the gate
+    while (batcher.stats().running === 0) await new Promise((r) => setTimeout(r, 1));
+    runs.push(batcher.run(sn.tensor([1])), batcher.run(sn.tensor([2])));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(batcher.stats()).toMatchObject({ running: 1, queued: 2 }); // two of three: they wait
+    runs.push(batcher.run(sn.tensor([3]))); // the third fills the batch: it starts at once
+    while (batcher.stats().running === 1) await new Promise((r) => setTimeout(r, 1));
+    expect(batcher.stats()).toMatchObject({ running: 2, queued: 0 });
+    const t0 = performance.now();
+    runs.push(batcher.run(sn.tensor([4]))); // alone beside two running batches: waits out maxDelayMs
+    await new Promise((r) => setTimeout(r, 30));
+    expect(batcher.stats()).toMatchObject({ running: 2, queued: 1 });
+    while (batcher.stats().running === 2) await new Promise((r) => setTimeout(r, 1));
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(140);
+    g.open();
+    const outs = await Promise.all(runs);
+    expect(await Promise.all(outs.map((t) => t.item()))).toEqual([-0, -1, -2, -3, -4]);
+    expect(batches).toEqual([[0], [1, 2, 3], [4]]);
+  });
+
   it('refuses samples beyond maxQueue at once, and answers every accepted one', async () => {
     const g = gate();
     const batcher = new DynamicBatcher(async (b: sn.Tensor) => (await g.wait, b.mul(3)), { maxBatchSize: 1, maxDelayMs: 0, maxQueue: 4 });

@@ -2,7 +2,8 @@ import type { DeviceName } from '../backend/backend.js';
 import { SinterError, fmtShape } from '../errors.js';
 import type { TensorTree } from '../jit/jit.js';
 import { cat, pad, stack } from '../ops/movement.js';
-import { zeros } from '../tensor/creation.js';
+import { fromHost, zeros } from '../tensor/creation.js';
+import { type HostArray, allocHost } from '../tensor/dtype.js';
 import { tidy } from '../tensor/scope.js';
 import { Tensor } from '../tensor/tensor.js';
 import { type Percentiles, Window } from './stats.js';
@@ -54,7 +55,11 @@ export interface BatchEvent {
 export interface DynamicBatcherOptions {
   /** Samples in one batch at most (default: the largest of `batchSizes`, else 32). */
   maxBatchSize?: number;
-  /** How long the oldest waiting sample may wait for others before its batch runs anyway (ms, default 5). */
+  /**
+   * How long a sample may wait for others while a batch slot is free but another batch runs (ms,
+   * default 5); see the class doc for the whole rule. A runner with nothing running never waits, so
+   * with `concurrency` 1 this delay never applies.
+   */
   maxDelayMs?: number;
   /** Samples that may wait at once; beyond it `run` rejects at once with a `QueueFullError` (default 1024). */
   maxQueue?: number;
@@ -140,6 +145,15 @@ interface Bucket<Out> {
 
 const OP = 'DynamicBatcher';
 
+/**
+ * Runs `f` in the next macrotask: Node's setImmediate runs after the I/O callbacks of this turn (so
+ * requests read together batch together) without a timer's minimum delay; elsewhere a zero timeout.
+ */
+const nextTurn: (f: () => void) => void = (() => {
+  const immediate = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
+  return immediate ? (f: () => void) => void immediate(f) : (f: () => void) => void setTimeout(f, 0);
+})();
+
 function isModel<Out extends TensorTree>(fn: unknown): fn is BatchModel<Out> {
   return typeof fn === 'object' && fn !== null && typeof (fn as BatchModel<Out>).run === 'function';
 }
@@ -151,11 +165,23 @@ function positiveInt(value: number | undefined, name: string, fallback: number, 
 }
 
 /**
- * Collects concurrent `run(sample)` calls into batches for `fn`: a batch is formed when `maxBatchSize`
- * samples of one shape wait, or when the oldest has waited `maxDelayMs`. Samples are stacked along a
- * new dim 0 (samples of different shapes wait in separate buckets, unless `pad` lets some dims
- * differ), the batch runs through `fn`, and every output is sliced along dim 0: each caller gets
- * fresh tensors of its own (the batch is freed). A failing batch rejects exactly its callers.
+ * Collects concurrent `run(sample)` calls into batches for `fn` (continuous batching). Samples wait in
+ * buckets (one per shape, unless `pad` lets some dims differ). While fewer than `concurrency` batches
+ * run, the bucket whose oldest sample came first becomes a batch (of at most `maxBatchSize` samples)
+ * as soon as one of these holds:
+ * - no batch is running: an idle runner never waits. Samples that arrive while it is idle start in the
+ *   next turn of the event loop (a macrotask, so requests read in the same turn share a batch), even a
+ *   lone sample;
+ * - a batch just ended: what queued while it ran forms the next batch at once (that is the "no batch
+ *   is running" case again when `concurrency` is 1);
+ * - `maxBatchSize` samples of the bucket wait;
+ * - the oldest has waited `maxDelayMs` (only reachable when `concurrency` > 1: a free slot while other
+ *   batches run waits at most this long for its batch to fill);
+ * - `close()` was called.
+ * Samples are stacked along a new dim 0, the batch runs through `fn`, and every output is sliced along
+ * dim 0: each caller gets fresh tensors of its own (the batch is freed). CPU samples are copied once
+ * into one host buffer that becomes the batch (uploaded once when `device` is another); CPU outputs
+ * are read once and each caller's rows copied out. A failing batch rejects exactly its callers.
  * Callers must keep their input alive until `run` settles.
  */
 export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree = TensorTree> {
@@ -171,6 +197,8 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
   private running = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private timerAt = Infinity;
+  /** A scheduling pass is due in the next macrotask (samples arrived while nothing ran). */
+  private wakeDue = false;
   private closing: Promise<void> | null = null;
   private drained: (() => void) | null = null;
   private readonly counts = { accepted: 0, completed: 0, failed: 0, rejected: 0, cancelled: 0 };
@@ -242,7 +270,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
       bucket.items.push(item);
       this.queued++;
       this.counts.accepted++;
-      this.schedule();
+      this.wake();
     });
   }
 
@@ -293,14 +321,29 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     this.schedule();
   }
 
-  /** Starts every batch that is due while fewer than `concurrency` run, then arms the timer for the next. */
+  /**
+   * After a sample was queued: a full bucket or an idle runner needs a scheduling pass; it runs in the
+   * next macrotask, not inside `run`, so samples arriving in this turn join the batch (and a synchronous
+   * fn never runs inside its caller). Otherwise the batch end or the delay timer schedules.
+   */
+  private wake(): void {
+    if (this.wakeDue) return;
+    this.wakeDue = true;
+    nextTurn(() => {
+      this.wakeDue = false;
+      this.schedule();
+    });
+  }
+
+  /** Starts every batch that is due while fewer than `concurrency` run (see the class doc), then arms the timer for the next. */
   private schedule(): void {
     const now = performance.now();
+    const idle = this.running === 0;
     while (this.running < this.concurrency) {
       let due: Bucket<Out> | null = null;
       for (const b of this.buckets.values()) {
         const head = b.items[0]!;
-        const ready = this.closing !== null || b.items.length >= this.maxBatchSize || now - head.enqueued >= this.maxDelayMs;
+        const ready = idle || this.closing !== null || b.items.length >= this.maxBatchSize || now - head.enqueued >= this.maxDelayMs;
         if (ready && (!due || head.enqueued < due.items[0]!.enqueued)) due = b;
       }
       if (!due) break;
@@ -313,7 +356,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     if (this.closing && this.queued === 0 && this.running === 0) this.drained?.();
   }
 
-  /** Wakes `schedule` when the oldest waiting sample's delay is up (only while a batch could start). */
+  /** Wakes `schedule` when the oldest waiting sample's delay is up (only while a slot is free and another batch runs). */
   private arm(now: number): void {
     let next = Infinity;
     if (this.running < this.concurrency) for (const b of this.buckets.values()) next = Math.min(next, b.items[0]!.enqueued + this.maxDelayMs);
@@ -339,7 +382,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     const paddedSize = this.batchSizes?.find((s) => s >= items.length) ?? items.length;
     let error: unknown;
     try {
-      // Yield first, so that a synchronous fn does not run inside the caller's `run`.
+      // Yield first, so that a synchronous fn never runs inside an abort listener or `close()`.
       await Promise.resolve();
       const results = await this.runBatch(items.map((it) => it.sample), paddedSize);
       items.forEach((it, i) => it.resolve(results[i]!));
@@ -364,7 +407,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
 
   /** Stacks the samples, runs the batch and returns each sample's outputs; frees the batch and its outputs. */
   private async runBatch(samples: Sample[], paddedSize: number): Promise<Out[]> {
-    const batch = tidy(() => this.assemble(samples, paddedSize));
+    const batch = await this.assemble(samples, paddedSize);
     const owned = new Set<Tensor>(batch instanceof Tensor ? [batch] : Object.values(batch));
     try {
       const fn = this.fn;
@@ -392,9 +435,9 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
             moved.set(t, m);
           }
           out = rebuild(out, (t) => moved.get(t)!) as Out;
-          return this.slice(out, [...moved.values()], samples.length, paddedSize);
+          return await this.slice(out, [...moved.values()], samples.length, paddedSize);
         }
-        return this.slice(out, leaves, samples.length, paddedSize);
+        return await this.slice(out, leaves, samples.length, paddedSize);
       } finally {
         for (const t of leaves) owned.add(t);
       }
@@ -404,43 +447,77 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
   }
 
   /** The batch: samples padded (per `pad`), stacked on a new dim 0, zero samples added up to `paddedSize`, moved to `device`. */
-  private assemble(samples: Sample[], paddedSize: number): Tensor | Record<string, Tensor> {
-    const one = (ts: Tensor[]): Tensor => {
-      let parts = ts;
-      if (this.padDims) {
-        const ndim = ts[0]!.ndim;
-        const dims = new Set(this.padDims.map((d) => (d < 0 ? d + ndim : d)));
-        for (const d of dims) if (d < 0 || d >= ndim) throw new SinterError(OP, `pad.dims has dim ${d} but the samples have ${ndim} dims (shape ${fmtShape(ts[0]!.shape)})`);
-        const target = ts[0]!.shape.map((_, d) => Math.max(...ts.map((t) => t.shape[d]!)));
-        parts = ts.map((t) => {
-          if (t.shape.every((s, d) => s === target[d])) return t;
-          const widths = t.shape.flatMap((s, d) => [0, target[d]! - s]);
-          // pad() lists widths from the last dim.
-          const fromLast: number[] = [];
-          for (let d = t.ndim - 1; d >= 0; d--) fromLast.push(widths[2 * d]!, widths[2 * d + 1]!);
-          return pad(t, fromLast, { value: this.padValue });
-        });
-      }
+  private async assemble(samples: Sample[], paddedSize: number): Promise<Tensor | Record<string, Tensor>> {
+    const first = samples[0]!;
+    if (first instanceof Tensor) return this.assembleOne(samples as Tensor[], paddedSize);
+    const names = Object.keys(first);
+    const made: Tensor[] = [];
+    try {
+      for (const name of names) made.push(await this.assembleOne(samples.map((s) => (s as Record<string, Tensor>)[name]!), paddedSize));
+    } catch (e) {
+      made.forEach((t) => t.dispose());
+      throw e;
+    }
+    return Object.fromEntries(names.map((name, i) => [name, made[i]!]));
+  }
+
+  /**
+   * One input's batch. CPU samples of one shape (no padding needed) are copied once into one host
+   * buffer, with zero rows up to `paddedSize`, which becomes the batch on `device`: one allocation,
+   * one upload, no kernel launches. Other samples go through the stack/pad ops on their device.
+   */
+  private async assembleOne(ts: Tensor[], paddedSize: number): Promise<Tensor> {
+    const head = ts[0]!;
+    const padded = this.paddedDims(head);
+    const target = head.shape.map((s, d) => (padded.has(d) ? Math.max(...ts.map((t) => t.shape[d]!)) : s));
+    const sameShape = ts.every((t) => t.shape.every((s, d) => s === target[d]));
+    if (head.device === 'cpu' && sameShape) {
+      const per = head.numel();
+      const values = await Promise.all(ts.map((t) => t.data()));
+      const host = allocHost(head.dtype, paddedSize * per);
+      values.forEach((v, i) => host.set(v, i * per));
+      return fromHost(OP, host, [paddedSize, ...head.shape], head.dtype, this.options.device ?? 'cpu');
+    }
+    return tidy(() => {
+      const parts = ts.map((t) => {
+        if (t.shape.every((s, d) => s === target[d])) return t;
+        // pad() lists (before, after) widths from the last dim.
+        const fromLast: number[] = [];
+        for (let d = t.ndim - 1; d >= 0; d--) fromLast.push(0, target[d]! - t.shape[d]!);
+        return pad(t, fromLast, { value: this.padValue });
+      });
       let b = stack(parts, 0);
       if (paddedSize > parts.length) b = cat([b, zeros([paddedSize - parts.length, ...b.shape.slice(1)], { dtype: b.dtype, device: b.device })], 0);
       return this.options.device && this.options.device !== b.device ? b.to(this.options.device) : b;
-    };
-    const first = samples[0]!;
-    if (first instanceof Tensor) return one(samples as Tensor[]);
-    return Object.fromEntries(Object.keys(first).map((name) => [name, one(samples.map((s) => (s as Record<string, Tensor>)[name]!))]));
+    });
   }
 
-  /** Each sample's slice of every output (fresh tensors), in the outputs' structure. */
-  private slice(out: Out, leaves: Tensor[], n: number, paddedSize: number): Out[] {
+  /** The dims of `pad.dims` as non-negative dims of this sample; a dim it lacks is an error. */
+  private paddedDims(sample: Tensor): Set<number> {
+    const ndim = sample.ndim;
+    const dims = new Set((this.padDims ?? []).map((d) => (d < 0 ? d + ndim : d)));
+    for (const d of dims) if (d < 0 || d >= ndim) throw new SinterError(OP, `pad.dims has dim ${d} but the samples have ${ndim} dims (shape ${fmtShape(sample.shape)})`);
+    return dims;
+  }
+
+  /**
+   * Each sample's slice of every output (fresh tensors), in the outputs' structure. A CPU output is
+   * read once and each sample's rows copied out of it; others are sliced on their device.
+   */
+  private async slice(out: Out, leaves: Tensor[], n: number, paddedSize: number): Promise<Out[]> {
     for (const t of leaves) {
       if (t.ndim === 0 || t.shape[0] !== paddedSize) {
         throw new SinterError(OP, `every output must have the batch (${paddedSize}) as dim 0, got an output of shape ${fmtShape(t.shape)}`);
       }
     }
+    const host = new Map<Tensor, HostArray>();
+    for (const t of leaves) if (t.device === 'cpu' && !host.has(t)) host.set(t, await t.data());
     const made: Tensor[] = [];
     try {
       return Array.from({ length: n }, (_, i) => rebuild(out, (t) => {
-        const s = tidy(() => t.narrow(0, i, 1).squeeze(0).clone());
+        const values = host.get(t);
+        const per = t.numel() / paddedSize;
+        const s = values ? fromHost(OP, values.slice(i * per, (i + 1) * per), t.shape.slice(1), t.dtype, 'cpu') : tidy(() => t.narrow(0, i, 1).squeeze(0).clone());
         made.push(s);
         return s;
       }) as Out);
