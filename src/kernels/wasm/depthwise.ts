@@ -1,6 +1,7 @@
 import type { Conv2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
 import { ModuleBuilder } from './emitter.js';
+import type { HostArray } from '../../tensor/dtype.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 
 // Depthwise convolution (one input channel per group, Og output channels each) as a direct SIMD loop:
@@ -94,15 +95,21 @@ export function wasmDepthwiseConv2d(x: CpuView, w: CpuView, bias: CpuView | unde
     for (let ch = 0; ch < C; ch++) {
       for (let r = 0; r < H; r++) {
         const src = x.offset + n * sN + ch * sC + r * sH, rowAt = (xAt >> 2) + ch * plane + (r + pt) * sw * Wq;
-        if (sw === 1 && sW === 1) f.set(xd.subarray(src, src + W), rowAt + pl);
+        if (sw === 1) copyRow(xd, src, sW, f, rowAt + pl, W);
         else for (let q = 0; q < W; q++) f[rowAt + ((q + pl) % sw) * Wq + Math.floor((q + pl) / sw)] = xd[src + q * sW]!;
       }
     }
     depthwiseFn(O, Og, xAt, plane * 4, taps, ntaps, wts, biasAt, outAt, OH, OWv, sh * sw * Wq * 4);
     const res = h.f32, od = out.data, base = out.offset + n * O * OH * OW;
-    for (let r = 0; r < O * OH; r++) od.set(res.subarray((outAt >> 2) + r * OWv, (outAt >> 2) + r * OWv + OW), base + r * OW);
+    for (let r = 0; r < O * OH; r++) copyRow(res, (outAt >> 2) + r * OWv, 1, od, base + r * OW, OW);
   }
   return true;
+}
+
+/** Copies `n` values from `src` (stride `stride`) to consecutive `dst` slots: by hand when short (a subarray per call costs more), else one memcpy. */
+export function copyRow(src: HostArray, from: number, stride: number, dst: HostArray, to: number, n: number): void {
+  if (stride === 1 && n >= 64) dst.set(src.subarray(from, from + n), to);
+  else for (let q = 0; q < n; q++) dst[to + q] = src[from + q * stride]!;
 }
 
 let moduleBytes: Uint8Array<ArrayBuffer> | undefined;

@@ -2,8 +2,10 @@ import type { Matrix, OutMatrix } from '../cpu/gemm.js';
 import type { Conv2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
 import { WASM_GEMM, columnTables, gemmInHeap, rowTable } from './gemm.js';
-import { wasmDepthwiseConv2d } from './depthwise.js';
+import { copyRow, wasmDepthwiseConv2d } from './depthwise.js';
 import { heap } from './heap.js';
+import { isContiguous, numel } from '../../tensor/shape.js';
+import { gatherView } from '../../tensor/tensor.js';
 
 // The CPU kernels' GEMM descriptions (strided float32 matrices; conv2d's weights × patches) run on the
 // wasm GEMM: operands are copied into the heap once (a memcpy of each view's span), C is copied out.
@@ -44,50 +46,58 @@ export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, 
 
 /**
  * conv2d: depthwise convolutions (one input channel and fewer than MR output channels per group) on
- * their direct SIMD loop (src/kernels/wasm/depthwise.ts), the others as an implicit GEMM per image and group: out[Og, OH·OW] = weight[Og, Cg·kh·kw] · patches. The group's
- * input planes are copied once into the heap with their zero padding, so a patch element is
- * padded[c, oh·sh + i·dh, ow·sw + j·dw]: column (oh, ow) and row (c, i, j) offsets of B's tables, and
- * eight outputs of one row at stride 1 are eight consecutive floats (packed as two v128 loads).
+ * their direct SIMD loop (src/kernels/wasm/depthwise.ts), the others as one implicit GEMM per group over
+ * the whole batch: out[Og, N·OH·OW] = weight[Og, Cg·kh·kw] · patches. The group's input planes of every
+ * image are copied once into the heap with their zero padding, so a patch element is
+ * padded[n, c, oh·sh + i·dh, ow·sw + j·dw]: column (n, oh, ow) and row (c, i, j) offsets of B's tables,
+ * and eight outputs of one row at stride 1 are eight consecutive floats (packed as two v128 loads).
+ * One GEMM for the batch packs the weights once and gives the threads N times the columns to share.
  */
 export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView): boolean {
   if (!(x.data instanceof Float32Array && w.data instanceof Float32Array && out.data instanceof Float32Array)) return false;
   if (bias && !(bias.data instanceof Float32Array)) return false;
   const [O, Cg, kh, kw] = w.shape as [number, number, number, number];
   const batched = x.shape.length === 4;
-  const [N, , H, W] = batched ? x.shape : [1, ...x.shape];
-  const [sN, sC, sH, sW] = batched ? x.strides : [0, ...x.strides];
+  const [N, , H, W] = (batched ? x.shape : [1, ...x.shape]) as [number, number, number, number];
+  const [sN, sC, sH, sW] = (batched ? x.strides : [0, ...x.strides]) as [number, number, number, number];
   const [OH, OW] = out.shape.slice(-2) as [number, number];
   const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl, pr] = a.padding;
-  const G = a.groups, Og = O / G, K = Cg * kh * kw, P = OH * OW;
+  const G = a.groups, Og = O / G, K = Cg * kh * kw, P = OH * OW, NP = N * P;
   if (Cg === 1 && Og < WASM_GEMM.mr) return wasmDepthwiseConv2d(x, w, bias, a, out);
-  const Hp = H! + pt + pb, Wp = W! + pl + pr, plane = Hp * Wp;
+  const Hp = H + pt + pb, Wp = W + pl + pr, plane = Hp * Wp, image = Cg * plane;
   const h = heap();
   h.reset();
-  // Weights [O, K] contiguous (a copy only when the view is not).
-  const wAt = h.alloc(O * K * 4);
-  {
-    const [s0, s1, s2, s3] = w.strides as [number, number, number, number], f32 = h.f32, wd = w.data;
-    let q = wAt >> 2;
-    for (let o = 0; o < O; o++) for (let c = 0; c < Cg; c++) for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) f32[q++] = wd[w.offset + o * s0 + c * s1 + i * s2 + j * s3]!;
-  }
-  const { colOff, flags } = columnTables(P, (p) => (Math.floor(p / OW) * sh * Wp + (p % OW) * sw) * 4);
+  // Weights [O, K], row-major (one memcpy when the view is contiguous).
+  const wAt = putContiguous(w);
+  const { colOff, flags } = columnTables(NP, (q) => {
+    const n = Math.floor(q / P), p = q % P;
+    return (n * image + Math.floor(p / OW) * sh * Wp + (p % OW) * sw) * 4;
+  });
   const rowOff = rowTable(K, (r) => (Math.floor(r / (kh * kw)) * plane + (Math.floor(r / kw) % kh) * dh * Wp + (r % kw) * dw) * 4);
-  const xAt = h.alloc(Cg * plane * 4), cAt = h.alloc(Og * P * 4);
-  for (let n = 0; n < N!; n++) {
-    for (let g = 0; g < G; g++) {
-      const f32 = h.f32, xd = x.data;
-      f32.fill(0, xAt >> 2, (xAt >> 2) + Cg * plane);
+  const xAt = h.alloc(N * image * 4), cAt = h.alloc(Og * NP * 4);
+  for (let g = 0; g < G; g++) {
+    const f32 = h.f32, xd = x.data;
+    f32.fill(0, xAt >> 2, (xAt >> 2) + N * image);
+    for (let n = 0; n < N; n++) {
       for (let c = 0; c < Cg; c++) {
-        for (let r = 0; r < H!; r++) {
-          const src = x.offset + n * sN! + (g * Cg + c) * sC! + r * sH!, dst = (xAt >> 2) + c * plane + (r + pt) * Wp + pl;
-          if (sW === 1) f32.set(xd.subarray(src, src + W!), dst);
-          else for (let q = 0; q < W!; q++) f32[dst + q] = xd[src + q * sW!]!;
-        }
+        const from = x.offset + n * sN + (g * Cg + c) * sC, to = (xAt >> 2) + n * image + c * plane;
+        // An unpadded plane of contiguous rows is one memcpy; else row by row (short rows by hand: a subarray per row costs more).
+        if (plane === H * W && sW === 1 && sH === W) f32.set(xd.subarray(from, from + plane), to);
+        else for (let r = 0; r < H; r++) copyRow(xd, from + r * sH, sW, f32, to + (r + pt) * Wp + pl, W);
       }
-      if (bias) for (let o = 0; o < Og; o++) f32.fill(bias.data[bias.offset + (g * Og + o) * bias.strides[0]!]!, (cAt >> 2) + o * P, (cAt >> 2) + (o + 1) * P);
-      gemmInHeap(Og, P, K, wAt + g * Og * K * 4, K * 4, 4, { base: xAt, colOff, rowOff, flags }, cAt, P * 4, bias !== undefined);
-      out.data.set(h.f32.subarray(cAt >> 2, (cAt >> 2) + Og * P), out.offset + (n * O + g * Og) * P);
     }
+    if (bias) for (let o = 0; o < Og; o++) f32.fill(bias.data[bias.offset + (g * Og + o) * bias.strides[0]!]!, (cAt >> 2) + o * NP, (cAt >> 2) + (o + 1) * NP);
+    gemmInHeap(Og, NP, K, wAt + g * Og * K * 4, K * 4, 4, { base: xAt, colOff, rowOff, flags }, cAt, NP * 4, bias !== undefined);
+    const res = h.f32, od = out.data;
+    if (N === 1) od.set(res.subarray(cAt >> 2, (cAt >> 2) + Og * P), out.offset + g * Og * P);
+    else for (let o = 0; o < Og; o++) for (let n = 0; n < N; n++) copyRow(res, (cAt >> 2) + o * NP + n * P, 1, od, out.offset + (n * O + g * Og + o) * P, P);
   }
   return true;
+}
+
+/** A view's values copied into heap scratch in row-major order (one memcpy when it is contiguous); returns their address. */
+function putContiguous(v: CpuView): number {
+  const n = numel(v.shape);
+  if (isContiguous(v.shape, v.strides)) return heap().put((v.data as Float32Array).subarray(v.offset, v.offset + n));
+  return heap().put(gatherView(v.data, v.shape, v.strides, v.offset, v.dtype) as Float32Array);
 }
