@@ -79,13 +79,14 @@ function emitPackB(m: ModuleBuilder): number {
   });
 }
 
-function emitKernel(m: ModuleBuilder): number {
-  // kernel(mc, nc, kc, pa, pb, c, ldc, add, scratch): C[mc × nc] (+)= packed A block · packed B block,
-  // C row-major with ldc bytes per row; scratch holds one MR×NR tile for the edges.
-  return m.func('kernel', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
-    const [mc, nc, kc, pa, pb, cp, ldc, add, scratch] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-    const jr = c.local('i32'), ir = c.local('i32'), rows = c.local('i32'), cols = c.local('i32');
-    const ap = c.local('i32'), bp = c.local('i32'), kk = c.local('i32'), ptr = c.local('i32'), r = c.local('i32'), j = c.local('i32');
+function emitTile(m: ModuleBuilder): number {
+  // tile(ap, bp, kc, ptr, ldc, rows, cols, add, scratch): the rows × cols tile of C at ptr (ldc bytes per row)
+  // (+)= the MR-row panel of packed A at ap · the NR-column panel of packed B at bp, over kc steps of k.
+  // A function of its own, called per tile, so V8 starts running its optimised code (compiled in the
+  // background once the baseline code got hot) at the next tile, not at the next GEMM.
+  return m.func('tile', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [ap, bp, kc, ptr, ldc, rows, cols, add, scratch] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+    const kk = c.local('i32'), r = c.local('i32'), j = c.local('i32');
     const acc = Array.from({ length: MR }, () => [c.local('v128'), c.local('v128')] as const);
     const b0 = c.local('v128'), b1 = c.local('v128'), a = c.local('v128'), v = c.local('f32');
     /** One step of k: acc[r] += A[k, r] · B[k, 0..8) for the panels at ap, bp plus `step` steps. */
@@ -109,54 +110,65 @@ function emitKernel(m: ModuleBuilder): number {
         c.br(top);
       }));
     };
+    for (const [lo, hi] of acc) c.f32(0).simd('f32x4.splat').tee(lo).set(hi);
+    c.i32(0).set(kk);
+    kLoop(UNROLL);
+    kLoop(1);
+    c.block((stored) => {
+      c.get(rows).i32(MR).op('i32.eq').get(cols).i32(NR).op('i32.eq').op('i32.and').if(() => {
+        for (const accumulate of [true, false]) {
+          const body = (): void => {
+            acc.forEach(([lo, hi], row) => {
+              const rowPtr = (): void => void c.get(ptr).i32(row).get(ldc).op('i32.mul').op('i32.add');
+              for (const [v, off] of [[lo, 0], [hi, 16]] as const) {
+                rowPtr();
+                if (accumulate) { rowPtr(); c.mem('v128.load', off).get(v).simd('f32x4.add'); } else c.get(v);
+                c.mem('v128.store', off);
+              }
+            });
+            c.br(stored);
+          };
+          if (accumulate) c.get(add).if(body);
+          else body();
+        }
+      });
+      // An edge tile: through scratch, only rows × cols of it.
+      acc.forEach(([lo, hi], row) => {
+        c.get(scratch).get(lo).mem('v128.store', row * NR * 4);
+        c.get(scratch).get(hi).mem('v128.store', row * NR * 4 + 16);
+      });
+      c.forRange(r, () => c.i32(0), () => c.get(rows), 1, () => {
+        c.forRange(j, () => c.i32(0), () => c.get(cols), 1, () => {
+          const at = (): void => void c.get(ptr).get(r).get(ldc).op('i32.mul').op('i32.add').get(j).i32(2).op('i32.shl').op('i32.add');
+          c.get(scratch).get(r).i32(NR).op('i32.mul').get(j).op('i32.add').i32(2).op('i32.shl').op('i32.add').mem('f32.load').set(v);
+          // C (+)= tile value: select(v + C, v, add) reads C in bounds either way.
+          at();
+          at();
+          c.mem('f32.load').get(v).op('f32.add').get(v).get(add).op('select').mem('f32.store');
+        });
+      });
+    });
+  });
+}
+
+function emitKernel(m: ModuleBuilder, tile: number): number {
+  // kernel(mc, nc, kc, pa, pb, c, ldc, add, scratch): C[mc × nc] (+)= packed A block · packed B block,
+  // C row-major with ldc bytes per row; scratch holds one MR×NR tile for the edges.
+  return m.func('kernel', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [mc, nc, kc, pa, pb, cp, ldc, add, scratch] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+    const jr = c.local('i32'), ir = c.local('i32'), cols = c.local('i32');
     c.forRange(jr, () => c.i32(0), () => c.get(nc), NR, () => {
       minI32(c, () => c.i32(NR), () => c.get(nc).get(jr).op('i32.sub'));
       c.set(cols);
       c.forRange(ir, () => c.i32(0), () => c.get(mc), MR, () => {
+        // tile(pa + 4·ir·kc, pb + 4·jr·kc, kc, c + ir·ldc + 4·jr, ldc, min(MR, mc − ir), cols, add, scratch)
+        c.get(pa).get(ir).get(kc).op('i32.mul').i32(2).op('i32.shl').op('i32.add');
+        c.get(pb).get(jr).get(kc).op('i32.mul').i32(2).op('i32.shl').op('i32.add');
+        c.get(kc);
+        c.get(cp).get(ir).get(ldc).op('i32.mul').op('i32.add').get(jr).i32(2).op('i32.shl').op('i32.add');
+        c.get(ldc);
         minI32(c, () => c.i32(MR), () => c.get(mc).get(ir).op('i32.sub'));
-        c.set(rows);
-        c.get(pa).get(ir).get(kc).op('i32.mul').i32(2).op('i32.shl').op('i32.add').set(ap);
-        c.get(pb).get(jr).get(kc).op('i32.mul').i32(2).op('i32.shl').op('i32.add').set(bp);
-        for (const [lo, hi] of acc) c.f32(0).simd('f32x4.splat').tee(lo).set(hi);
-        c.i32(0).set(kk);
-        kLoop(UNROLL);
-        kLoop(1);
-        // ptr = the tile's first element in C.
-        c.get(cp).get(ir).get(ldc).op('i32.mul').op('i32.add').get(jr).i32(2).op('i32.shl').op('i32.add').set(ptr);
-        c.block((stored) => {
-          c.get(rows).i32(MR).op('i32.eq').get(cols).i32(NR).op('i32.eq').op('i32.and').if(() => {
-            for (const accumulate of [true, false]) {
-              const body = (): void => {
-                acc.forEach(([lo, hi], row) => {
-                  const rowPtr = (): void => void c.get(ptr).i32(row).get(ldc).op('i32.mul').op('i32.add');
-                  for (const [v, off] of [[lo, 0], [hi, 16]] as const) {
-                    rowPtr();
-                    if (accumulate) { rowPtr(); c.mem('v128.load', off).get(v).simd('f32x4.add'); } else c.get(v);
-                    c.mem('v128.store', off);
-                  }
-                });
-                c.br(stored);
-              };
-              if (accumulate) c.get(add).if(body);
-              else body();
-            }
-          });
-          // An edge tile: through scratch, only rows × cols of it.
-          acc.forEach(([lo, hi], row) => {
-            c.get(scratch).get(lo).mem('v128.store', row * NR * 4);
-            c.get(scratch).get(hi).mem('v128.store', row * NR * 4 + 16);
-          });
-          c.forRange(r, () => c.i32(0), () => c.get(rows), 1, () => {
-            c.forRange(j, () => c.i32(0), () => c.get(cols), 1, () => {
-              const at = (): void => void c.get(ptr).get(r).get(ldc).op('i32.mul').op('i32.add').get(j).i32(2).op('i32.shl').op('i32.add');
-              c.get(scratch).get(r).i32(NR).op('i32.mul').get(j).op('i32.add').i32(2).op('i32.shl').op('i32.add').mem('f32.load').set(v);
-              // C (+)= tile value: select(v + C, v, add) reads C in bounds either way.
-              at();
-              at();
-              c.mem('f32.load').get(v).op('f32.add').get(v).get(add).op('select').mem('f32.store');
-            });
-          });
-        });
+        c.get(cols).get(add).get(scratch).call(tile);
       });
     });
   });
@@ -200,7 +212,7 @@ let gemmFn: ((...args: number[]) => void) | undefined;
 export function gemmModule(): Uint8Array<ArrayBuffer> {
   if (!moduleBytes) {
     const m = new ModuleBuilder(memoryImport());
-    const packA = emitPackA(m), packB = emitPackB(m), kernel = emitKernel(m);
+    const packA = emitPackA(m), packB = emitPackB(m), kernel = emitKernel(m, emitTile(m));
     emitGemm(m, packA, packB, kernel);
     moduleBytes = m.build();
   }
