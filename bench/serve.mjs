@@ -4,10 +4,12 @@
 // the model's own per-sample time called directly at batch 1 and batch 32 (input on the device, output
 // read back): their ratio is the most batching can gain on that device. Each server runs in a child
 // process (so autocannon does not share its event loop); each load run is bounded in time and requests.
-// On the CPU the server runs the model in one WorkerPool replica (--cpu-workers), keeping its event loop free.
-// Prints markdown tables.
+// On the CPU the server runs the model in one WorkerPool replica (--cpu-workers) with every core's thread
+// (--cpu-threads; the direct calls use as many), keeping its event loop free. A cell lasts --duration
+// seconds, or longer for a slow model: at least 6 batch-32 times (measured directly), so that every
+// cell sees several whole batches. Prints markdown tables.
 // Usage (after npm run build): node bench/serve.mjs [--duration S] [--amount N] [--concurrency 1,8,32,128]
-//        [--models cnn,cls] [--devices cpu,webgpu] [--max-queue 64] [--max-delay 5]
+//        [--models cnn,cls] [--devices cpu,webgpu] [--max-queue 64] [--max-delay 5] [--cpu-workers 1] [--cpu-threads N]
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,7 +24,7 @@ const { values: o } = parseArgs({
     duration: { type: 'string', default: '3' }, amount: { type: 'string', default: '4000' },
     concurrency: { type: 'string', default: '1,8,32,128' }, models: { type: 'string', default: 'cnn,cls' },
     devices: { type: 'string', default: 'cpu,webgpu' }, 'max-queue': { type: 'string', default: '64' },
-    'max-delay': { type: 'string', default: '5' }, 'cpu-workers': { type: 'string', default: '1' },
+    'max-delay': { type: 'string', default: '5' }, 'cpu-workers': { type: 'string', default: '1' }, 'cpu-threads': { type: 'string' },
   },
 });
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -30,6 +32,9 @@ const SERVER = path.join(here, '../examples/serve/server.mjs');
 const CONCURRENCY = o.concurrency.split(',').map(Number);
 const SAMPLE = { cnn: [3, 32, 32], cls: [3, 48, 192] };
 const BATCH_SIZES = [1, 2, 4, 8, 16, 32];
+const CORES = os.availableParallelism?.() ?? os.cpus().length;
+// Replicas × threads per replica = cores: no more threads than cores, and the replica runs its model as the direct calls do.
+const CPU_THREADS = Number(o['cpu-threads'] ?? Math.max(1, Math.floor(CORES / Number(o['cpu-workers']))));
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const pct = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : NaN);
@@ -69,7 +74,7 @@ function startServer(model, device, batching) {
     '--max-batch', batching ? '32' : '1', '--batch-sizes', batching ? BATCH_SIZES.join(',') : '1',
     // On the CPU the model runs in a WorkerPool replica: run in the server's own thread, each batch would
     // block its event loop, so requests would not even be read (nor refused) while a batch runs.
-    ...(device === 'cpu' ? ['--workers', o['cpu-workers']] : [])];
+    ...(device === 'cpu' ? ['--workers', o['cpu-workers'], '--threads', String(CPU_THREADS)] : [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   return new Promise((resolve, reject) => {
@@ -91,12 +96,24 @@ function startServer(model, device, batching) {
   });
 }
 
-/** One bounded autocannon run: QPS of 200s, latency percentiles of the 200s, and how many got 503. */
+/** The server's batches so far (from /metrics): how many, and how many samples they held. */
+async function batches(url, model) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const grab = (name) => Number(new RegExp(`^${name}\\{model="${model}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { count: grab('sinter_batch_size_count'), samples: grab('sinter_batch_size_sum') };
+}
+
+/**
+ * One bounded autocannon run: QPS of 200s, latency percentiles of the 200s, how many got 503 and how
+ * fast (p99), and the mean size of the batches the server ran meanwhile.
+ */
 async function load(url, model, connections, seconds, amount) {
   const n = SAMPLE[model].reduce((a, b) => a * b, 1);
   const body = Buffer.from(new Float32Array(Array.from({ length: n }, (_, i) => Math.sin(i))).buffer);
   const latencies = [];
-  let refused = 0, other = 0;
+  const refusals = [];
+  let other = 0;
+  const before = await batches(url, model);
   const instance = autocannon({
     // autocannon's own `amount` would override `duration`: the request bound is enforced below instead.
     url: `${url}/v1/models/${model}/predict`, method: 'POST', connections, duration: seconds, timeout: 20,
@@ -104,14 +121,20 @@ async function load(url, model, connections, seconds, amount) {
   });
   instance.on('response', (_client, status, _bytes, ms) => {
     if (status === 200) latencies.push(ms);
-    else if (status === 503) refused++;
+    else if (status === 503) refusals.push(ms);
     else other++;
-    if (latencies.length + refused + other === amount) instance.stop();
+    if (latencies.length + refusals.length + other === amount) instance.stop();
   });
   const result = await new Promise((resolve, reject) => instance.once('done', resolve).once('error', reject));
   latencies.sort((a, b) => a - b);
+  refusals.sort((a, b) => a - b);
   const elapsed = result.duration; // seconds, as autocannon measured
-  return { qps: latencies.length / elapsed, p50: pct(latencies, 0.5), p95: pct(latencies, 0.95), p99: pct(latencies, 0.99), ok: latencies.length, refused, other: other + result.errors + result.timeouts };
+  const after = await batches(url, model);
+  return {
+    qps: latencies.length / elapsed, p50: pct(latencies, 0.5), p95: pct(latencies, 0.95), p99: pct(latencies, 0.99), ok: latencies.length,
+    refused: refusals.length, refusedP99: pct(refusals, 0.99), other: other + result.errors + result.timeouts,
+    meanBatch: (after.samples - before.samples) / (after.count - before.count),
+  };
 }
 
 /**
@@ -137,6 +160,8 @@ for (const device of o.devices.split(',')) {
     progress(`${model} on ${device}: direct calls at batch 1 and 32`);
     const own = await direct(model, device);
     directRows.push({ model, device, b1: own[1], b32: own[32], gain: own[1] / own[32] });
+    // Long enough for several whole batches of 32 however slow the model.
+    const seconds = Math.max(Number(o.duration), Math.ceil((6 * 32 * own[32]) / 1000));
     for (const batching of [false, true]) {
       progress(`${model} on ${device}: server with batching ${batching ? 'on' : 'off'}`);
       const server = await startServer(model, device, batching);
@@ -146,7 +171,7 @@ for (const device of o.devices.split(',')) {
         for (const c of CONCURRENCY) {
           await drain(server.url, model);
           progress(`  concurrency ${c}`);
-          rows.push({ model, device, batching, c, ...(await load(server.url, model, c, Number(o.duration), Number(o.amount))) });
+          rows.push({ model, device, batching, c, seconds, ...(await load(server.url, model, c, seconds, Number(o.amount))) });
         }
       } finally {
         progress('  stopping');
@@ -165,13 +190,14 @@ const adapter = (() => {
   }
 })();
 console.log(`\n**Serving** (\`node bench/serve.mjs\`, ${new Date().toISOString().slice(0, 10)}; ${cpus.length}× ${cpus[0]?.model ?? 'CPU'}, load ${os.loadavg()[0].toFixed(1)}` +
-  `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.duration} s or ${o.amount} requests per cell; ` +
+  `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.duration} s (at least 6 batch-32 times) or ${o.amount} requests per cell; ` +
+  `CPU: ${o['cpu-workers']} WorkerPool replica(s) × ${CPU_THREADS} thread(s); ` +
   `batching on = maxBatchSize 32, maxDelayMs ${o['max-delay']}, batch sizes ${BATCH_SIZES.join('/')}; maxQueue ${o['max-queue']}; latency of answered requests; ` +
   `${((performance.now() - t0) / 1000).toFixed(0)} s in all)\n`);
-console.log('| model | device | batching | concurrency | QPS | p50 ms | p95 ms | p99 ms | 503s | other errors |');
-console.log('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| model | device | batching | concurrency | s | QPS | p50 ms | p95 ms | p99 ms | mean batch | 503s | 503 p99 ms | other errors |');
+console.log('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of rows) {
-  console.log(`| ${r.model} | ${r.device} | ${r.batching ? 'on' : 'off'} | ${r.c} | ${r.qps.toFixed(1)} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${r.refused} | ${r.other} |`);
+  console.log(`| ${r.model} | ${r.device} | ${r.batching ? 'on' : 'off'} | ${r.c} | ${r.seconds} | ${r.qps.toFixed(1)} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${Number.isNaN(r.meanBatch) ? '–' : r.meanBatch.toFixed(1)} | ${r.refused} | ${fmt(r.refusedP99)} | ${r.other} |`);
 }
 console.log('\nThe models called directly in the same run (per-sample ms; input on the device, output read back), and what batching reached at concurrency 32:\n');
 console.log('| model | device | batch 1 ms/sample | batch 32 ms/sample | model gain (b1/b32) | serving gain at c=32 (QPS on/off) | serving gain / model gain |');

@@ -56,6 +56,22 @@ describe('WorkerPool', () => {
     await pool.close();
   });
 
+  it('posts the next batch while one runs: the replica starts it without waiting for this thread', async () => {
+    const pool = new sn.serve.WorkerPool(echo, { workers: 1, maxBatchSize: 1, maxDelayMs: 0 });
+    await pool.ready();
+    const runs = [pool.run(sn.tensor([-4])), pool.run(sn.tensor([-4]))];
+    // Both batches are on the replica (one runs 200 ms, one waits in its queue)…
+    while (pool.stats().running < 2) await new Promise((r) => setTimeout(r, 1));
+    await new Promise((r) => setTimeout(r, 20));
+    // …so blocking this thread for longer than both take does not hold up the second.
+    const until = performance.now() + 500;
+    while (performance.now() < until);
+    const [a, b] = (await Promise.all(runs.map(async (r) => (await r as Sinter.Tensor).toArray()))) as number[][];
+    const gap = (b![0]! - a![1]! + 1e6) % 1e6;
+    expect(gap).toBeLessThan(100);
+    await pool.close();
+  });
+
   it('does not oversubscribe: by default workers × threadsPerWorker ≤ cores, and each replica hears its thread count', async () => {
     const cores = os.availableParallelism();
     const pool = new sn.serve.WorkerPool(echo, { threadsPerWorker: 2, maxDelayMs: 0 });

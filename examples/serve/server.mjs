@@ -16,7 +16,7 @@
 // requestTimeoutMs gets a 504. SIGINT/SIGTERM stop accepting, answer every accepted request, then exit.
 //
 // Usage: node examples/serve/server.mjs [--port 8080] [--host 127.0.0.1] [--models cnn,cls]
-//        [--device cpu|webgpu|auto] [--max-batch 32] [--max-delay 5] [--max-queue 256] [--workers N]
+//        [--device cpu|webgpu|auto] [--max-batch 32] [--max-delay 5] [--max-queue 256] [--workers N] [--threads T]
 //        [--batch-sizes 1,2,4,8,16,32]   (batches padded to these sizes, each compiled before serving)
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -42,10 +42,10 @@ export function clsModelBytes() {
  * is: input name → { shape (null for a dim of any size), dtype }; '' names a model's only input.
  * `batching` are the DynamicBatcher's options; maxBatchSize 1 turns batching off.
  */
-export async function loadModel(name, { device = 'cpu', batching = {}, workers } = {}) {
+export async function loadModel(name, { device = 'cpu', batching = {}, workers, threads } = {}) {
   if (name === 'cnn') {
     const inputs = { '': { shape: CNN_SHAPE, dtype: 'float32' } };
-    if (workers) return { inputs, pool: { source: path.join(here, 'models/small-cnn.mjs'), workers, device }, batching };
+    if (workers) return { inputs, pool: { source: path.join(here, 'models/small-cnn.mjs'), workers, threads, device }, batching };
     const model = smallCnn(sn, device);
     const f = sn.jit((x) => model.forward(x));
     return { inputs, device, fn: f, batching, dispose: () => f.dispose() };
@@ -54,7 +54,7 @@ export async function loadModel(name, { device = 'cpu', batching = {}, workers }
     const bytes = clsModelBytes();
     // PP-OCR's classifier reads 3×48×W crops; W varies with the text line (192 in PP-OCR's own pipeline).
     const inputs = { x: { shape: [3, 48, null], dtype: 'float32' } };
-    if (workers) return { inputs, pool: { source: bytes, workers, device }, batching };
+    if (workers) return { inputs, pool: { source: bytes, workers, threads, device }, batching };
     const model = await sn.loadOnnx(bytes, { device });
     return { inputs, device, fn: model, batching, dispose: () => model.dispose() };
   }
@@ -161,9 +161,9 @@ function sampleFromBinary(body, headers, specs) {
   if (body.length !== n * Array_.BYTES_PER_ELEMENT) {
     throw new BadRequest(`${what}: the body has ${body.length} bytes; shape [${shape.join(', ')}] of ${dtype} needs ${n * Array_.BYTES_PER_ELEMENT}`);
   }
-  // Copy: the body's bytes may sit at an offset not aligned for the typed array.
-  const values = new Array_(new Uint8Array(body).buffer.slice(0), 0, n);
-  const t = sn.tensor(values, { dtype, shape, device: 'cpu' });
+  // A view of the body where its offset suits the dtype, else one aligned copy; tensor() copies it once more into its storage.
+  const bytes = body.byteOffset % Array_.BYTES_PER_ELEMENT === 0 ? body : new Uint8Array(body);
+  const t = sn.tensor(new Array_(bytes.buffer, bytes.byteOffset, n), { dtype, shape, device: 'cpu' });
   return names[0] === '' ? t : { [names[0]]: t };
 }
 
@@ -198,7 +198,7 @@ export async function createApp({ models, requestTimeoutMs = 30_000, logger = fa
     const options = { maxBatchSize: 32, maxDelayMs: 5, maxQueue: 256, ...spec.batching, onBatch };
     const inProcess = { ...options, ...(spec.device ? { device: spec.device, resultDevice: 'cpu' } : {}) };
     const runner = spec.pool
-      ? new sn.serve.WorkerPool(spec.pool.source, { workers: spec.pool.workers, device: spec.pool.device, ...options })
+      ? new sn.serve.WorkerPool(spec.pool.source, { workers: spec.pool.workers, threadsPerWorker: spec.pool.threads, device: spec.pool.device, ...options })
       : new sn.serve.DynamicBatcher(spec.fn, inProcess);
     if (spec.pool) await runner.ready();
     await warmUp(spec, runner, warmBatchSizes);
@@ -306,7 +306,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
       port: { type: 'string', default: '8080' }, host: { type: 'string', default: '127.0.0.1' },
       models: { type: 'string', default: 'cnn,cls' }, device: { type: 'string', default: 'cpu' },
       'max-batch': { type: 'string', default: '32' }, 'max-delay': { type: 'string', default: '5' },
-      'max-queue': { type: 'string', default: '256' }, workers: { type: 'string' }, 'batch-sizes': { type: 'string' },
+      'max-queue': { type: 'string', default: '256' }, workers: { type: 'string' }, threads: { type: 'string' }, 'batch-sizes': { type: 'string' },
     },
   });
   const device = await sn.init({ device: o.device });
@@ -314,7 +314,8 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
   const sizes = o['batch-sizes'] ? o['batch-sizes'].split(',').map(Number).filter((n) => n <= maxBatchSize) : null;
   const batching = { maxBatchSize, maxDelayMs: Number(o['max-delay']), maxQueue: Number(o['max-queue']), ...(sizes ? { batchSizes: sizes } : {}) };
   const models = {};
-  for (const name of o.models.split(',')) models[name] = await loadModel(name, { device, batching, workers: o.workers ? Number(o.workers) : undefined });
+  const workers = o.workers ? Number(o.workers) : undefined, threads = o.threads ? Number(o.threads) : undefined;
+  for (const name of o.models.split(',')) models[name] = await loadModel(name, { device, batching, workers, threads });
   // Per-request logging would cost more than a small model's batch: warnings only.
   const server = await createApp({ models, logger: { level: 'warn' }, warmBatchSizes: sizes ?? [1] });
   const address = await server.app.listen({ port: Number(o.port), host: o.host });

@@ -28,12 +28,27 @@ export interface WorkerPoolStats extends BatcherStats {
   batchesPerWorker: number[];
 }
 
+/** A batch on its way to a replica, kept until answered so that one queued on a replica that dies can go to another. */
+interface Job {
+  readonly id: number;
+  readonly batch: WireTree;
+  readonly resolve: (o: WireTree) => void;
+  readonly reject: (e: unknown) => void;
+}
+
 interface Replica {
   readonly worker: NodeWorker;
   batches: number;
-  /** The batch it runs now. */
-  job: { readonly id: number; readonly resolve: (o: WireTree) => void; readonly reject: (e: unknown) => void } | null;
+  /** The batches posted to it, in order: the first runs, the others wait in its message queue. */
+  readonly jobs: Job[];
 }
+
+/**
+ * Batches posted to one replica at once: the one it runs and the next, which waits in its message
+ * queue, so that the replica starts it the moment it posts a result instead of waiting for this
+ * thread to answer callers and hand over a new batch.
+ */
+const BATCHES_PER_REPLICA = 2;
 
 /** `node:worker_threads`, imported by a computed name so that browser bundles leave it out. */
 async function workerThreads(): Promise<typeof import('node:worker_threads')> {
@@ -52,8 +67,9 @@ async function availableCores(): Promise<number> {
 }
 
 /**
- * Independent replicas of a model in worker threads, behind a `DynamicBatcher` that keeps one batch
- * in flight per replica. `source` is the path or URL of an ES module whose default export is
+ * Independent replicas of a model in worker threads, behind a `DynamicBatcher` that keeps two batches
+ * in flight per replica (one running, the next queued on it: see the batcher's rule for a free slot
+ * beside a running batch). `source` is the path or URL of an ES module whose default export is
  * `async (sn, { device, threads }) => fn` (fn: a batch function such as a jitted one, or a model with
  * `run(feeds)`; `sn` is the worker's sinter, so tensors stay on one instance), or an ONNX model's bytes.
  * Samples are stacked on the calling thread, each batch is copied to a free replica, and each caller
@@ -63,8 +79,10 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
   private batcher: DynamicBatcher<In, Out>;
   private readonly batching: Omit<DynamicBatcherOptions, 'concurrency' | 'device'>;
   private readonly replicas: Replica[] = [];
-  private readonly idle: Replica[] = [];
-  private readonly waiting: ((r: Replica) => void)[] = [];
+  /** Batches waiting for a replica with room (while every replica holds BATCHES_PER_REPLICA, or one is being replaced). */
+  private readonly backlog: Job[] = [];
+  /** Why no replica can run batches any more (every replica died and could not be replaced). */
+  private broken: unknown = null;
   private readonly started: Promise<void>;
   private nextId = 0;
   private closed = false;
@@ -132,39 +150,46 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
     const spawn = (): Promise<Replica> =>
       new Promise<Replica>((resolve, reject) => {
         const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: this.init });
-        const replica: Replica = { worker, batches: 0, job: null };
+        const replica: Replica = { worker, batches: 0, jobs: [] };
         let loaded = false;
         worker.on('message', (m: FromWorker) => {
           if (m.type === 'ready') {
             loaded = true;
             resolve(replica);
           } else if (m.type === 'failed') reject(new SinterError('WorkerPool', `a replica failed to load the model: ${m.message}`));
-          else if (replica.job && m.id === replica.job.id) {
-            const job = replica.job;
-            replica.job = null;
+          else {
+            const at = replica.jobs.findIndex((j) => j.id === m.id);
+            if (at < 0) return;
+            const [job] = replica.jobs.splice(at, 1);
             replica.batches++;
-            this.release(replica);
-            if (m.type === 'result') job.resolve(m.outputs);
-            else job.reject(Object.assign(new Error(m.message), { name: m.name }));
+            if (m.type === 'result') job!.resolve(m.outputs);
+            else job!.reject(Object.assign(new Error(m.message), { name: m.name }));
+            this.pump();
           }
         });
         worker.on('error', (e) => (loaded ? undefined : reject(e)));
         worker.on('exit', (code) => {
           if (!loaded) return reject(new SinterError('WorkerPool', `a replica exited (code ${code}) while loading the model`));
-          replica.job?.reject(new SinterError('WorkerPool', `the replica running this batch exited (code ${code})`));
-          replica.job = null;
-          const at = this.idle.indexOf(replica);
-          if (at >= 0) this.idle.splice(at, 1);
-          if (this.closed) return;
+          // The first batch was running: it fails. Those queued behind it never started: another replica takes them.
+          const [running, ...queued] = replica.jobs.splice(0);
+          running?.reject(new SinterError('WorkerPool', `the replica running this batch exited (code ${code})`));
+          this.backlog.unshift(...queued);
+          const at = this.replicas.indexOf(replica);
+          this.replicas.splice(at, 1);
+          if (this.closed) return this.pump();
           // Replace it, in its place, so the pool keeps its size.
           spawn().then(
             (fresh) => {
-              this.replicas[this.replicas.indexOf(replica)] = fresh;
+              this.replicas.splice(at, 0, fresh);
               if (this.closed) void fresh.worker.terminate();
-              else this.release(fresh);
+              this.pump();
             },
-            () => {},
+            (e) => {
+              if (this.replicas.length === 0) this.broken = e;
+              this.pump();
+            },
           );
+          this.pump();
         });
       });
     const started = await Promise.allSettled(Array.from({ length: count }, spawn));
@@ -175,18 +200,31 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
       await Promise.all(this.replicas.map((r) => r.worker.terminate()));
       throw (failed as PromiseRejectedResult).reason;
     }
-    this.replicas.forEach((r) => this.release(r));
   }
 
-  /** The batcher in front: one batch in flight per replica. */
+  /** The batcher in front: BATCHES_PER_REPLICA batches in flight per replica. */
   private makeBatcher(replicas: number): DynamicBatcher<In, Out> {
-    return new DynamicBatcher<In, Out>((batch) => this.dispatch(batch), { ...this.batching, concurrency: replicas });
+    return new DynamicBatcher<In, Out>((batch) => this.dispatch(batch), { ...this.batching, concurrency: replicas * BATCHES_PER_REPLICA });
   }
 
-  private release(r: Replica): void {
-    const next = this.waiting.shift();
-    if (next) next(r);
-    else this.idle.push(r);
+  /** Posts waiting batches to the replicas with the fewest batches on them, while any has room. */
+  private pump(): void {
+    while (this.backlog.length > 0) {
+      if (this.broken !== null) {
+        for (const job of this.backlog.splice(0)) job.reject(this.broken);
+        return;
+      }
+      let best: Replica | null = null;
+      for (const r of this.replicas) if (r.jobs.length < BATCHES_PER_REPLICA && (!best || r.jobs.length < best.jobs.length)) best = r;
+      if (!best) return;
+      this.post(best, this.backlog.shift()!);
+    }
+  }
+
+  private post(replica: Replica, job: Job): void {
+    replica.jobs.push(job);
+    // Not transferred: the pool keeps the batch until it is answered, in case this replica dies first.
+    replica.worker.postMessage({ type: 'run', id: job.id, batch: job.batch } satisfies ToWorker);
   }
 
   /**
@@ -199,26 +237,18 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
     await this.started;
     for (const batch of batches) {
       const wire = await toWire(batch, []);
-      if (this.idle.length !== this.replicas.length) throw new SinterError('WorkerPool.warmUp', 'replicas are busy: warm up before serving');
-      // Each replica goes back to the idle list when it answers.
-      await Promise.all(this.idle.splice(0).map((r) => this.runOn(r, wire, [])));
+      if (this.backlog.length > 0 || this.replicas.some((r) => r.jobs.length > 0)) throw new SinterError('WorkerPool.warmUp', 'replicas are busy: warm up before serving');
+      await Promise.all(this.replicas.map((r) => new Promise<WireTree>((resolve, reject) => this.post(r, { id: this.nextId++, batch: wire, resolve, reject }))));
     }
   }
 
-  /** Posts one batch to a replica and resolves to its outputs. */
-  private runOn(replica: Replica, batch: WireTree, transfer: ArrayBuffer[]): Promise<WireTree> {
-    const id = this.nextId++;
-    return new Promise<WireTree>((resolve, reject) => {
-      replica.job = { id, resolve, reject };
-      replica.worker.postMessage({ type: 'run', id, batch } satisfies ToWorker, transfer);
-    });
-  }
-
-  /** Runs one batch on a free replica: copies it there and its outputs back as CPU tensors. */
+  /** Runs one batch on a replica with room: copies it there and its outputs back as CPU tensors. */
   private async dispatch(batch: In): Promise<Out> {
-    const transfer: ArrayBuffer[] = [];
-    const wire = await toWire(batch, transfer);
-    const replica = this.idle.shift() ?? (await new Promise<Replica>((r) => this.waiting.push(r)));
-    return fromWire(await this.runOn(replica, wire, transfer), 'cpu') as Out;
+    const wire = await toWire(batch, []);
+    const outputs = await new Promise<WireTree>((resolve, reject) => {
+      this.backlog.push({ id: this.nextId++, batch: wire, resolve, reject });
+      this.pump();
+    });
+    return fromWire(outputs, 'cpu') as Out;
   }
 }

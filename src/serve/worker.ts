@@ -1,5 +1,6 @@
 // One replica of a WorkerPool: loads the model (a module's factory or ONNX bytes) on its own sinter
-// instance in this worker thread, then runs the batches the pool posts, one at a time.
+// instance in this worker thread, then runs the batches the pool posts, one at a time and in order
+// (the pool posts the next batch while one runs; it waits here until that one's result is posted).
 import { parentPort, workerData } from 'node:worker_threads';
 import * as sn from '../index.js';
 import type { BatchFn } from './batcher.js';
@@ -20,7 +21,7 @@ async function load(): Promise<BatchFn<sn.serve.Sample, sn.TensorTree>> {
 try {
   const fn = await load();
   const device = sn.getDefaultDevice();
-  port.on('message', async (m: ToWorker) => {
+  const runBatch = async (m: ToWorker): Promise<void> => {
     try {
       const batch = fromWire(m.batch, device) as sn.serve.Sample;
       const owned: sn.Tensor[] = batch instanceof sn.Tensor ? [batch] : Object.values(batch);
@@ -49,6 +50,11 @@ try {
       const err = e as Error;
       post({ type: 'error', id: m.id, name: err?.name ?? 'Error', message: err?.message ?? String(e) });
     }
+  };
+  // runBatch settles, never rejects: the chain runs every batch.
+  let previous = Promise.resolve();
+  port.on('message', (m: ToWorker) => {
+    previous = previous.then(() => runBatch(m));
   });
   post({ type: 'ready', device });
 } catch (e) {
