@@ -13,9 +13,14 @@ import { qgemmOp } from '../src/quant/gemm.js';
 // Integer GEMM kernels (src/quant/gemm.ts): int32 accumulators equal an integer reference exactly;
 // requantised outputs are within 1 of a float64 reference and of PyTorch's own quantised linear/conv2d
 // (qnnpack and onednn engines, test/fixtures/quant). On WebGPU both the packed dot4I8Packed path and
-// the byte-by-byte path run (the latter by presenting the device as one without the feature).
+// the shared register/tiled GEMM run: SwiftShader's own caps (register kernel), a GPU without the
+// feature (workgroup-tiled kernel), a GPU with it (dot4I8Packed).
 const Q = sn.quant.functional;
-const PATHS = [{ name: 'plain', caps: { packedDot4: false } }, { name: 'dot4', caps: { packedDot4: true } }];
+const PATHS = [
+  { name: 'registers', caps: {} },
+  { name: 'tiled', caps: { packedDot4: false, architecture: 'gpu', subgroups: false } },
+  { name: 'dot4', caps: { packedDot4: true, architecture: 'gpu', subgroups: false } },
+] as const;
 
 const ints = (n: number, lo: number, hi: number) => fc.array(fc.integer({ min: lo, max: hi }), { minLength: n, maxLength: n });
 const RANGE = { int8: [-128, 127], uint8: [0, 255] } as const;
@@ -146,6 +151,46 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
     expect(Array.from(await Q.relu(q).intRepr().data())).toEqual(ints.map((v) => Math.max(v, 60)));
   });
 
+  it('register and tiled kernels, microkernel tails, K ≥ 256 (f32 and i32 sums): int32 exact, requantised with ReLU6/hardswish within 1', async () => {
+    const ints = async (t: Tensor) => Array.from(await t.data());
+    await eachPath(device, async () => {
+      // M and N past one 64-wide tile with ragged edges; K on both sides of the f32-exact bound (258) and odd.
+      for (const [m, n, k, seed] of [[37, 41, 300, 1], [3, 70, 259, 3], [40, 36, 27, 4]] as const) {
+        const a = sn.randint(0, 256, [m, k], { dtype: 'uint8', seed, device }), b = sn.randint(-128, 128, [k, n], { dtype: 'int8', seed: seed + 10, device });
+        const za = 255 - seed, zb = Array.from({ length: n }, (_, j) => ((j * 37) % 255) - 127);
+        const y = Q.matmulInteger(a, b, za, zb);
+        expect(await ints(y), `matmulInteger ${m}×${k}·${k}×${n}`).toEqual(matmulIntRef(await ints(a), await ints(b), m, k, n, za, zb));
+        for (const t of [a, b, y]) t.dispose();
+      }
+      // conv2d with K = 32·3·3 = 288 (i32 sums) and K = 3·3·3 (f32), per-channel weights, both activations.
+      for (const [c, o, act] of [[32, 36, 'hardswish'], [3, 40, 'relu6']] as const) {
+        const [h, wd] = [9, 7];
+        const xi = sn.randint(0, 256, [2, c, h, wd], { dtype: 'uint8', seed: c }), wi = sn.randint(-127, 128, [o, c, 3, 3], { dtype: 'int8', seed: o });
+        const sx = 0.02, sw = Array.from({ length: o }, (_, j) => 0.001 + j * 1e-4), sy = 0.05, zx = 100, zy = 90;
+        const bias = Array.from({ length: o }, (_, j) => Math.sin(j) * 0.5);
+        const qx = new sn.QuantizedTensor(xi.to(device as sn.DeviceName), 'quint8', { scales: Float64Array.of(sx), zeroPoints: Int32Array.of(zx), axis: null });
+        const qw = new sn.QuantizedTensor(wi.to(device as sn.DeviceName), 'qint8', { scales: Float64Array.from(sw), zeroPoints: new Int32Array(o), axis: 0 });
+        const y = Q.conv2d(qx, qw, sn.tensor(bias, { device }), { padding: 1, stride: [1, 2], scale: sy, zeroPoint: zy, activation: act });
+        const [oh, ow] = y.shape.slice(2) as [number, number];
+        const got = await y.intRepr().data(), X = await ints(xi), W = await ints(wi);
+        let worst = 0;
+        for (let bi = 0; bi < 2; bi++) for (let oc = 0; oc < o; oc++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) {
+          let acc = 0;
+          for (let ci = 0; ci < c; ci++) for (let u = 0; u < 3; u++) for (let v = 0; v < 3; v++) {
+            const ih = i - 1 + u, iw = j * 2 - 1 + v;
+            if (ih >= 0 && ih < h && iw >= 0 && iw < wd) acc += (X[((bi * c + ci) * h + ih) * wd + iw]! - zx) * W[((oc * c + ci) * 3 + u) * 3 + v]!;
+          }
+          const real = acc * sx * sw[oc]! + bias[oc]!;
+          const r = act === 'hardswish' ? (real * Math.min(6, Math.max(0, real + 3))) / 6 : Math.min(6, Math.max(0, real));
+          const want = Math.min(255, Math.max(0, roundHalfEven(r / sy) + zy));
+          worst = Math.max(worst, Math.abs(got[((bi * o + oc) * oh + i) * ow + j]! - want));
+        }
+        expect(worst, `conv2d ${c}→${o} ${act}`).toBeLessThanOrEqual(1);
+        for (const t of [qx, qw, y]) t.dispose();
+      }
+    });
+  });
+
   it('conv2d equals the integer reference: the float conv of the dequantised operands, requantised', async () => {
     // Exactness of the implicit im2col (padding reads the zero point) against sn.conv2d on centred integers.
     await eachPath(device, async () => {
@@ -174,16 +219,19 @@ describe('integer kernels: variants and errors', () => {
       const form = qgemmOp.webgpu!(ins, a, out, c) as { source?: string; passes?: { source: string }[] };
       return form.source ?? `PROGRAM ${form.passes!.map((p) => p.source).join('\n')}`;
     };
-    const direct = source({ ...caps, packedDot4: true });
+    const gpu = { ...caps, architecture: 'gpu', subgroups: false };
+    const direct = source({ ...gpu, packedDot4: true });
     expect(direct).toContain('dot4I8Packed');
     expect(direct).not.toContain('PROGRAM');
-    expect(source({ ...caps, packedDot4: false })).not.toContain('dot4I8Packed');
+    expect(source({ ...gpu, packedDot4: false })).not.toContain('dot4I8Packed');
+    // SwiftShader emulates dot4I8Packed: the register kernel runs there even with the feature.
+    expect(source({ ...caps, architecture: 'swiftshader', packedDot4: true })).not.toContain('dot4I8Packed');
     // Strided B or K not a multiple of 4: the rows are packed into words first, then the dot4 GEMM.
-    const strided = source({ ...caps, packedDot4: true }, [inputs[0]!, view([5, 8], 'int8', [1, 5]), inputs[2]!, inputs[3]!]);
+    const strided = source({ ...gpu, packedDot4: true }, [inputs[0]!, view([5, 8], 'int8', [1, 5]), inputs[2]!, inputs[3]!]);
     expect(strided).toMatch(/^PROGRAM[\s\S]*dot4I8Packed/);
-    const odd = source({ ...caps, packedDot4: true }, [view([3, 7], 'uint8'), view([5, 7], 'int8'), inputs[2]!, inputs[3]!], { ...attrs, k: 7 });
+    const odd = source({ ...gpu, packedDot4: true }, [view([3, 7], 'uint8'), view([5, 7], 'int8'), inputs[2]!, inputs[3]!], { ...attrs, k: 7 });
     expect(odd).toMatch(/^PROGRAM[\s\S]*dot4I8Packed/);
-    expect(source({ ...caps, packedDot4: false }, [view([3, 7], 'uint8'), view([5, 7], 'int8'), inputs[2]!, inputs[3]!], { ...attrs, k: 7 })).not.toContain('dot4I8Packed');
+    expect(source({ ...gpu, packedDot4: false }, [view([3, 7], 'uint8'), view([5, 7], 'int8'), inputs[2]!, inputs[3]!], { ...attrs, k: 7 })).not.toContain('dot4I8Packed');
   });
 
   it('reject operands that are not quantised, mismatched shapes and bad output parameters', () => {

@@ -5,7 +5,8 @@ import { fromHost } from '../tensor/creation.js';
 import type { DeviceName } from '../backend/backend.js';
 import { Tensor } from '../tensor/tensor.js';
 import { div } from '../ops/binary.js';
-import { type ConvGeometry, type QGemmAttrs, qgemm } from './gemm.js';
+import { type ConvGeometry, type QGemmAttrs, type QRequant, qgemm } from './gemm.js';
+import { roundHalfEven } from './observer.js';
 import { type QDType, QRANGE, QuantizedTensor, STORAGE_DTYPE, isQuantized, quantizePerTensor } from './qtensor.js';
 import { type MaxPool2dOptions, maxPool2d as floatMaxPool2d } from '../ops/pool.js';
 import { relu as floatRelu } from '../ops/unary.js';
@@ -18,8 +19,10 @@ export interface QOutputOptions {
   scale?: number;
   /** Output zero point; default the input's. */
   zeroPoint?: number;
-  /** Fuses a ReLU into the epilogue (PyTorch's quantized linear_relu / conv2d_relu). */
+  /** Fuses a ReLU into the epilogue (PyTorch's quantized linear_relu / conv2d_relu); the same as activation 'relu'. */
   relu?: boolean;
+  /** An activation fused into the requantisation epilogue: ReLU and ReLU6 as the clamp, hardswish on the real value before rounding. */
+  activation?: 'relu' | 'relu6' | 'hardswish';
 }
 
 /** As QOutputOptions, except that conv2d's output scale and zero point default to 1 and 0 (as PyTorch's). */
@@ -61,8 +64,12 @@ function gemmParams(op: string, input: QuantizedTensor, weight: QuantizedTensor,
   // The bias enters the epilogue in output units: offset = bias / sOut, on the bias's device.
   const offset = bias ? div(bias, Math.fround(sOut)) : t(new Float32Array(n), 'float32');
   const params = [t(Int32Array.of(input.params.zeroPoints[0]!), 'int32'), t(zpB, 'int32'), t(mult, 'float32'), offset, t(Int32Array.of(zOut), 'int32')];
-  const lo = opts.relu ? Math.max(qmin, zOut) : qmin;
-  return { params, requant: { dtype: STORAGE_DTYPE[qd] as 'int8' | 'uint8', lo, hi: qmax }, outParams: { scales: Float64Array.of(sOut), zeroPoints: Int32Array.of(zOut), axis: null }, qd };
+  const act = opts.activation ?? (opts.relu ? 'relu' : null);
+  if (act !== null && act !== 'relu' && act !== 'relu6' && act !== 'hardswish') throw new SinterError(op, `activation must be 'relu', 'relu6' or 'hardswish', got ${JSON.stringify(act)}`);
+  const lo = act === 'relu' || act === 'relu6' ? Math.max(qmin, zOut) : qmin;
+  const hi = act === 'relu6' ? Math.min(qmax, zOut + roundHalfEven(6 / Math.fround(sOut))) : qmax;
+  const requant: QRequant = { dtype: STORAGE_DTYPE[qd] as 'int8' | 'uint8', lo, hi, ...(act === 'hardswish' ? { hardswish: { scale: Math.fround(sOut) } } : {}) };
+  return { params, requant, outParams: { scales: Float64Array.of(sOut), zeroPoints: Int32Array.of(zOut), axis: null }, qd };
 }
 
 function runGemm(op: string, a: Tensor, w: Tensor, attrs: QGemmAttrs, params: Tensor[]): Tensor {

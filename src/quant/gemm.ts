@@ -1,10 +1,14 @@
 import { SinterError } from '../errors.js';
 import { type CpuView, type TensorMeta, apply1, defineOp, describeMeta } from '../ops/op.js';
-import { bindings, loadElement, packWord, elementsPerWord } from '../kernels/wgsl/dtype.js';
+import { bindings, literal, loadElement, packWord, elementsPerWord } from '../kernels/wgsl/dtype.js';
 import { GRID_PARAMS, grid } from '../kernels/wgsl/grid.js';
-import type { GpuView, WebGpuCaps, WgslKernel, WgslProgram } from '../kernels/wgsl/kernel.js';
+import type { GpuView, WebGpuCaps, WgslForm } from '../kernels/wgsl/kernel.js';
+import { type GemmOperand, type GemmProblem, type StridedMatrix, gemmKernel, stridedOperand } from '../kernels/wgsl/gemm.js';
+import { im2col } from '../kernels/wgsl/conv.js';
+import { KernelParams } from '../kernels/wgsl/params.js';
 import { withPrelude } from '../kernels/wgsl/prelude.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { roundHalfEven } from './observer.js';
 
 // The integer GEMM every int8 layer runs on: out[m, n] from acc = Σ_k (A[m, k] − zpA)·(B[n, k] − zpB[n]),
 // accumulated exactly in int32 (wrapping as int32 does, like the GPU), then returned as int32
@@ -15,6 +19,13 @@ import type { Tensor } from '../tensor/tensor.js';
 // fused ReLU as lo = max(qmin, zpOut). A is a matrix (strided view) or, for conv2d, an implicit im2col
 // of an NCHW input (padding reads zpA, so it contributes 0), with groups: output channel n reads the
 // input channels of its group. Per-call values (zero points, multipliers) are input tensors.
+//
+// On WebGPU the GEMM runs on the shared float GEMM's kernels (src/kernels/wgsl/gemm.ts: register
+// blocking, workgroup tiles on GPUs) with operands centred on their zero points as they load, weight rows
+// of whole words loaded four values a word, and the requantisation as the epilogue; sums of K ≤ 258
+// products accumulate in f32, where every partial sum is an integer below 2²⁴ (exact, and faster than i32
+// multiply-adds on SwiftShader), longer ones in i32. GPUs with packed_4x8_integer_dot_product run the
+// dot4I8Packed kernels instead; SwiftShader emulates those, and there the register kernel is ~3× faster.
 //
 // Inputs: A (int8/uint8), B [N, K] (int8/uint8), zpA int32 [1], zpB int32 [N],
 //         then for float32 outputs multiplier f32 [N], offset f32 [N], and for requantised ones also zpOut int32 [1].
@@ -42,7 +53,19 @@ export interface QGemmAttrs {
   /** null: A is the [M, K] matrix input 0 (any strides); else input 0 is an NCHW tensor read as im2col. */
   conv: ConvGeometry | null;
   /** What comes out: the int32 accumulators, float32 values, or requantised int8/uint8 in [lo, hi]. (Not named `epilogue`: that attr is the JIT's fused Expr.) */
-  output: 'int32' | 'float32' | { dtype: 'int8' | 'uint8'; lo: number; hi: number };
+  output: 'int32' | 'float32' | QRequant;
+}
+
+/**
+ * A requantised output: q = clamp(roundHalfEven(act(v)) + zpOut, lo, hi) for v = f32(acc)·multiplier[n]
+ * + offset[n]. ReLU and ReLU6 are the clamp (lo = zpOut, hi = zpOut + round(6 / scale)); `hardswish`
+ * (given the output scale) applies x·clamp(x + 3, 0, 6)/6 to the real value x = v·scale first.
+ */
+export interface QRequant {
+  dtype: 'int8' | 'uint8';
+  lo: number;
+  hi: number;
+  hardswish?: { scale: number };
 }
 
 function checkInt8(op: string, t: TensorMeta, what: string): void {
@@ -65,7 +88,7 @@ export const qgemmOp = defineOp<QGemmAttrs>({
     qgemmCpu(inputs, a, out!);
   },
   webgpu(inputs, a, [out], caps) {
-    return packedDot4Program(inputs, a, out!, caps) ?? qgemmWgsl(inputs, a, out!, caps);
+    return dot4Program(inputs, a, out!, caps) ?? qgemmShared(inputs, a, out!, caps);
   },
 });
 
@@ -115,15 +138,17 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
         }
         const mv = mult!.data[mult!.offset + n * (mult!.strides[0] ?? 0)]!, ov = offset!.data[offset!.offset + n * (offset!.strides[0] ?? 0)]!;
         const v = Math.fround(Math.fround(Math.fround(acc) * mv) + ov);
-        out.data[e] = ep === 'float32' ? v : Math.min(ep.hi, Math.max(ep.lo, roundHalfEven(v) + zo));
+        out.data[e] = ep === 'float32' ? v : Math.min(ep.hi, Math.max(ep.lo, roundHalfEven(ep.hardswish ? hardswishUnits(v, ep.hardswish.scale) : v) + zo));
       }
     }
   }
 }
 
-function roundHalfEven(v: number): number {
-  const f = Math.floor(v), r = v - f;
-  return r > 0.5 ? f + 1 : r < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+/** hardswish of the real value v·scale, back in output units (float32 steps, as the WGSL epilogue). */
+function hardswishUnits(v: number, scale: number): number {
+  const x = Math.fround(v * Math.fround(scale));
+  const y = Math.fround(Math.fround(x * Math.min(6, Math.max(0, Math.fround(x + 3)))) / 6);
+  return Math.fround(y / Math.fround(scale));
 }
 
 /** WGSL reading element `idx` of parameter vector input i through its view (offset and stride; stride 0 when broadcast). */
@@ -161,7 +186,7 @@ function gemmModule(head: string, a: QGemmAttrs, inputs: readonly GpuView[], out
   const words = Math.ceil(total / per);
   const g = grid('qgemm', words, 64, caps);
   const epilogue = ep === 'int32' ? 'return acc;' : ep === 'float32' ? `return f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};`
-    : `let v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};
+    : `var v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};${ep.hardswish ? ` let s = ${literal(ep.hardswish.scale, 'f32')}; let r = v * s; v = r * clamp(r + 3.0, 0.0, 6.0) / 6.0 / s;` : ''}
   return i32(clamp(round(v) + f32(${at(6, '0u')}), ${ep.lo}.0, ${ep.hi}.0));`;
   const source = `${head}
 
@@ -187,64 +212,121 @@ fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
 const wordRows = (v: GpuView, k: number) => k % 4 === 0 && v.strides[1] === 1 && v.strides[0] === k && v.offset % 4 === 0;
 
 /**
- * The direct WGSL kernel (see gemmModule): four bytes at a time with dot4I8Packed where the device has
- * packed_4x8_integer_dot_product and both operands are whole word rows, else byte by byte (convs with
- * nested loops over channel and kernel taps). Loop bounds, shapes and strides are constants; the
- * per-call values are the zero-point and multiplier inputs.
+ * Whether f32 sums of K products are exact: centred operands lie in [−255, 255], so every partial sum
+ * is an integer of magnitude ≤ K·255² < 2²⁴ for K ≤ 258, and f32 multiply-adds are faster than i32 ones
+ * on SwiftShader (and full rate on GPUs). Longer products accumulate in i32.
  */
-function qgemmWgsl(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
-  const [x, w] = inputs as [GpuView, GpuView];
-  const outDType = typeof a.output === 'string' ? a.output : a.output.dtype;
-  const c = a.conv;
-  const ld = (buf: string, v: GpuView, i: string) => loadElement(buf, v.dtype, i, caps);
-  let split: string, loop: string;
-  if (!c) {
-    split = `let m = e / ${a.n}u; let n = e % ${a.n}u;`;
-    loop = caps.packedDot4 === true && wordRows(x, a.k) && wordRows(w, a.k)
-      ? dot4Loop(x, w, `in0[${x.offset / 4}u + m * ${a.k / 4}u + k]`, `in1[${w.offset / 4}u + n * ${a.k / 4}u + k]`, a.k / 4)
-      : `var acc = 0i;
-  for (var k = 0u; k < ${a.k}u; k++) {
-    let ai = ${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u;
-    let wi = ${w.offset}u + n * ${w.strides[0]}u + k * ${w.strides[1]}u;
-    acc += (${ld('in0', x, 'ai')} - zpA) * (${ld('in1', w, 'wi')} - zb);
-  }`;
-  } else {
-    // Convolution: nested loops over (channel, kernel row, kernel column), so no division per tap; a
-    // padded position contributes 0 (the input's zero point minus itself).
-    const [kh, kw] = c.kernel, hw = c.outHeight * c.outWidth, cg = c.channels / c.groups;
-    split = `let pix = e % ${hw}u; let n = (e / ${hw}u) % ${a.n}u; let b = e / ${hw * a.n}u;
-  let oh = i32(pix / ${c.outWidth}u); let ow = i32(pix % ${c.outWidth}u); let g = n / ${a.n / c.groups}u;`;
-    loop = `var acc = 0i;
-  for (var ci = 0u; ci < ${cg}u; ci++) {
-    let xc = ${x.offset}u + b * ${x.strides[0]}u + (g * ${cg}u + ci) * ${x.strides[1]}u;
-    let wc = ${w.offset}u + n * ${w.strides[0]}u + ci * ${kh * kw * w.strides[1]!}u;
-    for (var i = 0u; i < ${kh}u; i++) {
-      let ih = oh * ${c.stride[0]} - ${c.padding[0]} + i32(i) * ${c.dilation[0]};
-      if (ih < 0 || ih >= ${c.height}) { continue; }
-      for (var jj = 0u; jj < ${kw}u; jj++) {
-        let iw = ow * ${c.stride[1]} - ${c.padding[1]} + i32(jj) * ${c.dilation[1]};
-        if (iw < 0 || iw >= ${c.width}) { continue; }
-        let ai = xc + u32(ih) * ${x.strides[2]}u + u32(iw) * ${x.strides[3]}u;
-        let wi = wc + (i * ${kw}u + jj) * ${w.strides[1]}u;
-        acc += (${ld('in0', x, 'ai')} - zpA) * (${ld('in1', w, 'wi')} - zb);
-      }
-    }
-  }`;
-  }
-  return gemmModule(bindings(inputs.map((t) => t.dtype), [outDType], caps), a, inputs, out, caps, split, loop);
+const exactF32 = (k: number) => k * 255 * 255 < 2 ** 24;
+
+/** Four int8 (uint8) values packed in the u32 `word`, as a vec4i: shifts, no per-byte extraction. */
+function unpack4(dtype: string, word: string): string {
+  return dtype === 'int8' ? `((vec4i(bitcast<i32>(${word})) << vec4u(24u, 16u, 8u, 0u)) >> vec4u(24u))` : `vec4i((vec4u(${word}) >> vec4u(0u, 8u, 16u, 24u)) & vec4u(255u))`;
 }
 
 /**
- * The packed path for operands that are not whole word rows (every conv, matmuls with K % 4 ≠ 0 or
- * strided views), where the device has packed_4x8_integer_dot_product: pass 1 packs the A rows (for a
- * conv: the im2col patch of each pixel and group) and the B rows into one scratch buffer, four bytes a
- * word with K padded to a multiple of 4 by zero points (so the padding adds 0); pass 2 is the dot4 GEMM
- * over the words. null where it does not apply (the direct kernel runs instead).
+ * An int8/uint8 matrix operand of the shared GEMM read centred on its zero point: `zeroPoint.at(base, x)`
+ * is x's (per tensor or per row), set up once per row; `zeroPoint.base` adds statements to the operand's
+ * base. Rows of whole aligned words (k contiguous, K % 4 = 0) load four k at once from the binding as
+ * vec4<u32> (storage buffers are multiples of 16 bytes, see the buffer pool): one word per four values.
  */
-function packedDot4Program(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslProgram | null {
+function centredOperand(
+  m: StridedMatrix, binding: number, caps: WebGpuCaps, params: KernelParams,
+  zeroPoint: { base: (name: string, batch: readonly string[]) => string; at: (base: string, x: string) => string },
+): GemmOperand {
+  const op = stridedOperand(m, binding, caps, params);
+  const k = m.kDims[0]!;
+  const vecK = m.kDims.length === 1 && k.stride === 1 && k.size % 4 === 0 && m.offset % 4 === 0 && m.xStride % 4 === 0 && m.batch.every((s) => s % 4 === 0);
+  const word = (x: string, kk: string) => `in${binding}[(${x} + ${kk}) / 16u][((${x} + ${kk}) / 4u) & 3u]`;
+  return {
+    ...op,
+    vecK,
+    vecX: false,
+    base: (name, batch) => `${op.base(name, batch)} ${zeroPoint.base(name, batch)}`,
+    atX: (name, base, x) => `${op.atX(name, base, x)} let ${name}_z = ${zeroPoint.at(base, x)};`,
+    load: (x, kk, t) => `${t}(${op.load(x, kk, 'i32')} - ${x}_z)`,
+    load4: (x, kk, t) => `vec4<${t}>(${unpack4(m.dtype, word(x, kk))} - vec4i(${x}_z))`,
+  };
+}
+
+/**
+ * The int8 GEMM on the shared register-blocked / workgroup-tiled kernel (src/kernels/wgsl/gemm.ts):
+ * operands are read byte by byte through their views and centred on their zero points as they are
+ * loaded (the input's per tensor, the weight's per output channel; conv2d's implicit im2col reads 0 in
+ * the padding), products accumulate exactly in i32 registers, and the epilogue requantises (or scales
+ * to float32) before the store. Sizes, strides, offsets and the clamp bounds are kernel parameters; the
+ * zero points and multipliers are input tensors. A float32 output is stored through an i32 view of its
+ * words (bitcast): the shared kernel accumulates in the output's compute type, and i32 is the exact one.
+ */
+function qgemmShared(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslForm {
+  const [x, w] = inputs as [GpuView, GpuView];
+  const params = new KernelParams();
+  const c = a.conv, ep = a.output;
+  /** Element `idx` of 1-d parameter input i through its view (offset and stride are parameters; stride 0 when broadcast). */
+  const vec = (i: number, idx: string) => `in${i}[${params.u32(inputs[i]!.offset)} + (${idx}) * ${params.u32(inputs[i]!.strides[0] ?? 0)}]`;
+  const groups = c ? c.groups : 1, perGroup = a.n / groups;
+  const og = params.u32(perGroup);
+  // The weight's rows are output channels: A's for a conv (per image and group), B's columns for a matmul.
+  const channel = (g: string | undefined, row: string) => (c ? `${g} * ${og} + ${row}` : row);
+  const weight = centredOperand(
+    { dtype: w.dtype, offset: w.offset, batch: c ? [0, perGroup * w.strides[0]!] : [], xStride: w.strides[0]!, kDims: [{ size: a.k, stride: w.strides[1]! }] }, 1, caps, params,
+    { base: (name, batch) => `let ${name}_g = ${c ? batch[1] : '0u'};`, at: (base, row) => vec(3, channel(`${base}_g`, `(${row})`)) },
+  );
+  let input: GemmOperand;
+  if (c) {
+    const [pt, pl] = c.padding, [kh, kw] = c.kernel;
+    // Bottom/right padding as far as the last window reaches past the input.
+    const pb = Math.max(0, (c.outHeight - 1) * c.stride[0] + c.dilation[0] * (kh - 1) - (c.height - 1) - pt);
+    const pr = Math.max(0, (c.outWidth - 1) * c.stride[1] + c.dilation[1] * (kw - 1) - (c.width - 1) - pl);
+    const attrs = { stride: c.stride, padding: [pt, pb, pl, pr] as [number, number, number, number], dilation: c.dilation };
+    const cols = im2col(x, [a.n, c.channels / groups, kh, kw], c.outWidth, attrs, caps, params, 'zp_in');
+    input = { ...cols, base: (name, batch) => `let zp_in = ${vec(2, '0u')}; ${cols.base(name, batch)}`, load: (p, k, t) => `${t}(${cols.load(p, k, t)})` };
+  } else {
+    input = centredOperand(
+      { dtype: x.dtype, offset: x.offset, batch: [], xStride: x.strides[0]!, kDims: [{ size: a.k, stride: x.strides[1]! }] }, 0, caps, params,
+      { base: (name) => `let ${name}_z = ${vec(2, '0u')};`, at: (base) => `${base}_z` },
+    );
+  }
+  // The epilogue, per output channel ch.
+  const acc = exactF32(a.k) ? 'f32' : 'i32';
+  let functions: string | undefined;
+  if (ep === 'int32') functions = acc === 'f32' ? 'fn qepilogue(acc: f32, ch: u32) -> i32 { return i32(acc); }' : undefined;
+  else {
+    const scaled = `f32(acc) * ${vec(4, 'ch')} + ${vec(5, 'ch')}`;
+    if (ep === 'float32') functions = `fn qepilogue(acc: ${acc}, ch: u32) -> i32 { return bitcast<i32>(${scaled}); }`;
+    else {
+      const f = (v: number) => params.scalar(v, 'f32', literal);
+      const hs = ep.hardswish ? `\n  let s = ${f(ep.hardswish.scale)}; let r = v * s; v = r * clamp(r + 3.0, 0.0, 6.0) / 6.0 / s;` : '';
+      functions = `fn qepilogue(acc: ${acc}, ch: u32) -> i32 {
+  var v = ${scaled};${hs}
+  return i32(clamp(round(v) + f32(${vec(6, '0u')}), ${f(ep.lo)}, ${f(ep.hi)}));
+}`;
+    }
+  }
+  const epilogue: GemmProblem['epilogue'] = functions ? (acc, batch, i, j) => `qepilogue(${acc}, ${c ? channel(batch[1], i) : j})` : undefined;
+  const outView: GpuView = ep === 'float32' ? { ...out, dtype: 'int32' } : out;
+  const problem: GemmProblem = c
+    ? { label: 'qgemm', batch: [c.batch, groups], m: perGroup, n: c.outHeight * c.outWidth, k: a.k, inputs: inputs.map((v) => v.dtype), a: weight, b: input, epilogue, functions, out: outView, params, accumulator: acc }
+    : { label: 'qgemm', batch: [], m: a.m, n: a.n, k: a.k, inputs: inputs.map((v) => v.dtype), a: input, b: weight, epilogue, functions, out: outView, params, accumulator: acc };
+  return gemmKernel(problem, caps);
+}
+
+/**
+ * The dot4I8Packed path, on GPUs with packed_4x8_integer_dot_product (null elsewhere): matmuls of whole
+ * word rows read them in place; other operands (every conv, matmuls with K % 4 ≠ 0 or strided views):
+ * pass 1 packs the A rows (for a conv: the im2col patch of each pixel and group) and the B rows into
+ * one scratch buffer, four bytes a word with K padded to a multiple of 4 by zero points (so the padding
+ * adds 0); pass 2 is the dot4 GEMM over the words. Each invocation computes one output word.
+ */
+function dot4Program(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, caps: WebGpuCaps): WgslForm | null {
   const [x, w] = inputs as [GpuView, GpuView];
   const c = a.conv;
-  if (caps.packedDot4 !== true || (!c && wordRows(x, a.k) && wordRows(w, a.k))) return null;
+  if (caps.packedDot4 !== true || caps.architecture === 'swiftshader') return null;
+  if (!c && wordRows(x, a.k) && wordRows(w, a.k)) {
+    // Whole word rows: the dot4 GEMM reads them in place.
+    const head = bindings(inputs.map((t) => t.dtype), [typeof a.output === 'string' ? a.output : a.output.dtype], caps);
+    const split = `let m = e / ${a.n}u; let n = e % ${a.n}u;`;
+    return gemmModule(head, a, inputs, out, caps, split, dot4Loop(x, w, `in0[${x.offset / 4}u + m * ${a.k / 4}u + k]`, `in1[${w.offset / 4}u + n * ${a.k / 4}u + k]`, a.k / 4));
+  }
   if (inputs.length + 2 > caps.limits.maxStorageBuffersPerShaderStage) return null;
   const kw4 = Math.ceil(a.k / 4);
   const groups = c ? c.groups : 1;

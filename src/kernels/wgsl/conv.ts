@@ -34,9 +34,12 @@ const i32Of = (params: KernelParams, v: number) => `i32(${params.u32(v)})`;
 /**
  * The im2col operand of conv2d (columns x = output pixels of one image, rows k = taps of one group's
  * channels): the input pixel at (oh·sh − pt + i·dh, ow·sw − pl + j·dw), 0 in the padding. Checks
- * are emitted only for the padded dims.
+ * are emitted only for the padded dims. With `zeroPoint` (a WGSL i32 in scope where loads are, for
+ * an int8/uint8 input: src/quant/gemm.ts) values are centred on it, and the padding still reads 0.
  */
-function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Conv2dAttrs, caps: WebGpuCaps, params: KernelParams): GemmOperand {
+export function im2col(
+  x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Pick<Conv2dAttrs, 'stride' | 'padding' | 'dilation'>, caps: WebGpuCaps, params: KernelParams, zeroPoint?: string,
+): GemmOperand {
   const offset = params.u32(x.offset);
   const { shape: [, , h, w], strides: [stN, stC, stH, stW] } = images(x) as { shape: number[]; strides: [number, number, number, number] };
   const [pt, pb, pl, pr] = a.padding;
@@ -59,11 +62,12 @@ function im2col(x: GpuView, [, Cg, kh, kw]: readonly number[], OW: number, a: Co
     atK: (name, k) =>
       `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}); let ${name}_dw = i32(${name}_j * ${dw}); ` +
       `let ${name}_o = ${name} + ${name}_dh * ${sH} + ${name}_dw * ${sW};`,
-    // Convolutions take float tensors only, so values are f32 already.
+    // Float convolutions read f32 values already; integer ones (zeroPoint given) i32.
     load(p, k) {
-      const v = loadElement('in0', x.dtype, `u32(${p} + ${k}_o)`, caps);
+      const raw = loadElement('in0', x.dtype, `u32(${p} + ${k}_o)`, caps);
+      const v = zeroPoint === undefined ? raw : `(${raw} - ${zeroPoint})`;
       const inside = [...(checkH ? [`(u32(${p}_h + ${k}_dh) < ${H})`] : []), ...(checkW ? [`(u32(${p}_w + ${k}_dw) < ${W})`] : [])];
-      return inside.length ? `select(0.0, ${v}, ${inside.join(' & ')})` : v;
+      return inside.length ? `select(${zeroPoint === undefined ? '0.0' : '0i'}, ${v}, ${inside.join(' & ')})` : v;
     },
   };
 }

@@ -137,6 +137,11 @@ export interface GemmProblem {
   readonly params: KernelParams;
   /** Contiguous, its elements in [...batch, m, n] order. */
   readonly out: GpuView;
+  /**
+   * The sums' type when not the output's compute type (the epilogue then converts): int8 GEMMs
+   * (src/quant/gemm.ts) accumulate in f32 where every partial sum is an integer below 2²⁴, exact.
+   */
+  readonly accumulator?: WgslScalar;
 }
 
 /** An invocation's register tile: rows `row0 + r` for r < tm, columns `col0 + c` for c < tn; `acc(r, c)` names the sums. */
@@ -339,7 +344,7 @@ function registerStep(o: RegisterOperand, k0: string, count: number, t: WgslScal
  * CPU time for the 512³ and 1024³ matmuls and the 3×3 conv benchmark.
  */
 function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
-  const { m, n, k } = p, t = computeType(p.out.dtype);
+  const { m, n, k } = p, t = p.accumulator ?? computeType(p.out.dtype);
   const tm = regTile(m), tn = regTile(n);
   // vec4 along k for A reads tm vec4 per step; along x, tm/4 per k. Either way every value is used once.
   let va: 'x' | 'k' | null = p.a.vecK ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
@@ -442,7 +447,7 @@ function stageTile(
 
 /** The `tiled` kernel: see the note at the top. */
 function tiledKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
-  const { m, n, k } = p, t = computeType(p.out.dtype), { bm, bn, bk } = TILED;
+  const { m, n, k } = p, t = p.accumulator ?? computeType(p.out.dtype), { bm, bn, bk } = TILED;
   const tilesN = Math.ceil(n / bn), tilesM = Math.ceil(m / bm), total = tilesN * tilesM * numel(p.batch);
   const g = grid(p.label, total, 1, caps);
   const va = p.a.vecX ? 'x' : p.a.vecK ? 'k' : null, vb = p.b.vecX ? 'x' : p.b.vecK ? 'k' : null;
