@@ -14,6 +14,10 @@ import { conv2d as qconv2d, linear as qlinear } from './functional.js';
 import type { Observer } from './observer.js';
 import { type QConfig, getDefaultQconfig } from './qconfig.js';
 import { type QDType, type QuantizedTensor, quantizePerChannel, quantizePerTensor } from './qtensor.js';
+import {
+  type Batch, type ConvertOptions, type GraphCalibrateOptions, type GraphLayerSensitivity, type GraphPrepareOptions, type PreparedGraph, type QuantTarget,
+  type QuantizedGraph, calibrateGraph, convertGraph, graphStateOf, prepareGraph, sensitivityGraph,
+} from './graph.js';
 
 // Static post-training quantisation of nn.Module models, as PyTorch's eager mode: `prepare` folds
 // BatchNorm into the Conv2d before it, fuses a following ReLU, and wraps every Conv2d/Linear with
@@ -160,13 +164,23 @@ function qconfigFor(name: string, layer: FloatLayer, opts: PrepareOptions): QCon
 }
 
 /**
- * Prepares `model` for static quantisation (in place; returned): folds BatchNorm2d into a preceding
- * Conv2d and fuses a following ReLU inside Sequential containers, then wraps each Conv2d and Linear
- * with observers. Run calibration batches through the returned model, then `convert` it.
+ * Prepares a target for static quantisation. With `exampleInputs` (and always for functions of tensors and
+ * models from loadOnnx) on its traced graph: see src/quant/graph.ts; the result is called like the target.
+ * Without them, an nn.Module in eager mode (in place; returned): folds BatchNorm2d into a preceding Conv2d
+ * and fuses a following ReLU inside Sequential containers, then wraps each Conv2d and Linear with
+ * observers. Run calibration batches through the result, then `convert` it.
  */
-export function prepare<M extends Module>(model: M, opts: PrepareOptions = {}): M {
+export function prepare<M extends Module>(model: M, opts?: PrepareOptions): M;
+export function prepare(target: QuantTarget, opts: GraphPrepareOptions): PreparedGraph;
+export function prepare(model: QuantTarget, opts: PrepareOptions | GraphPrepareOptions = {}): Module | PreparedGraph {
   const op = 'prepare';
-  if (!(model instanceof Module)) throw new SinterError(op, `expects an nn.Module, got ${typeof model}`);
+  if ('exampleInputs' in opts && opts.exampleInputs !== undefined) return prepareGraph(model, opts);
+  if (!(model instanceof Module)) {
+    if (typeof model === 'function' || (typeof model === 'object' && model !== null)) {
+      throw new SinterError(op, 'quantising a function or an ONNX model works on its traced graph: pass { exampleInputs } (the input tensors of one call)');
+    }
+    throw new SinterError(op, `expects an nn.Module, a function of tensors or a model from loadOnnx, got ${typeof model}`);
+  }
   model.eval();
   const names = new Map<Module, string>([...model.namedModules()].map(([n, m]) => [m, n]));
   // Fusions first: in each Sequential, Conv2d+BatchNorm2d folds, and a ReLU after a layer joins it.
@@ -201,7 +215,10 @@ export function prepare<M extends Module>(model: M, opts: PrepareOptions = {}): 
 }
 
 /** Waits until every observer of a prepared model has applied its GPU batches (needed before convert on WebGPU). */
-export async function synchronize(prepared: Module): Promise<void> {
+export async function synchronize(prepared: Module | PreparedGraph): Promise<void> {
+  const graph = graphStateOf(prepared);
+  if (graph) return graph.synchronize();
+  if (!(prepared instanceof Module)) throw new SinterError('synchronize', 'expects a model from sn.quant.prepare');
   if (hasBackend('webgpu')) await syncDevice('webgpu');
   for (const m of prepared.modules()) {
     if (m instanceof ObservedLayer) {
@@ -222,7 +239,9 @@ export interface CalibrateOptions {
  * Runs calibration batches (a tensor or an array of input tensors each) through a prepared model, frees
  * the outputs, reports progress, and resolves once every observer has applied them (ready for convert).
  */
-export async function calibrate(prepared: Module, batches: Iterable<Tensor | readonly Tensor[]>, opts: CalibrateOptions = {}): Promise<Module> {
+export async function calibrate<P extends Module | PreparedGraph>(prepared: P, batches: Iterable<Batch>, opts: CalibrateOptions | GraphCalibrateOptions = {}): Promise<P> {
+  if (graphStateOf(prepared)) return (await calibrateGraph(prepared as PreparedGraph, batches, opts)) as P;
+  if (!(prepared instanceof Module)) throw new SinterError('calibrate', 'expects a model from sn.quant.prepare');
   const list = [...batches];
   const every = opts.every ?? 1;
   if (!Number.isInteger(every) || every < 1) throw new SinterError('calibrate', `every must be a positive integer, got ${every}`);
@@ -238,8 +257,15 @@ export async function calibrate(prepared: Module, batches: Iterable<Tensor | rea
   return prepared;
 }
 
-/** Replaces each calibrated layer of a prepared model with its int8 form (in place; returned). */
-export function convert<M extends Module>(prepared: M): M {
+/**
+ * Replaces each calibrated layer of a prepared model with its int8 form: an eager-mode module in place
+ * (returned); a prepared graph into a new callable running int8 GEMMs in a compiled plan, with
+ * `keepFloat` naming layers to leave in float.
+ */
+export function convert<M extends Module>(prepared: M): M;
+export function convert(prepared: PreparedGraph, opts?: ConvertOptions): QuantizedGraph;
+export function convert(prepared: Module | PreparedGraph, opts: ConvertOptions = {}): Module | QuantizedGraph {
+  if (graphStateOf(prepared)) return convertGraph(prepared as PreparedGraph, opts);
   if (!(prepared instanceof Module)) throw new SinterError('convert', `expects a model from sn.quant.prepare, got ${typeof prepared}`);
   let found = 0;
   replaceModules(prepared, (m) => {
@@ -269,7 +295,11 @@ function outputsOf(model: Module, inputs: Tensor[]): Tensor[] {
  * (PyTorch's numeric-suite idea): worst first. Keep the worst few in float with a qconfig mapping
  * (`byName: { [name]: null }`) to trade size and speed for accuracy. Observers record nothing meanwhile.
  */
-export async function sensitivity(prepared: Module, batches: readonly (Tensor | readonly Tensor[])[]): Promise<LayerSensitivity[]> {
+export async function sensitivity(prepared: Module, batches: readonly Batch[]): Promise<LayerSensitivity[]>;
+export async function sensitivity(prepared: PreparedGraph, batches: readonly Batch[], opts?: { onProgress?: (done: number, total: number) => void }): Promise<GraphLayerSensitivity[]>;
+export async function sensitivity(prepared: Module | PreparedGraph, batches: readonly Batch[], opts: { onProgress?: (done: number, total: number) => void } = {}): Promise<LayerSensitivity[] | GraphLayerSensitivity[]> {
+  if (graphStateOf(prepared)) return sensitivityGraph(prepared as PreparedGraph, batches, opts);
+  if (!(prepared instanceof Module)) throw new SinterError('sensitivity', 'expects a model from sn.quant.prepare');
   await synchronize(prepared);
   const layers: [string, ObservedLayer, Module, string][] = [];
   for (const [path, parent] of prepared.namedModules()) {

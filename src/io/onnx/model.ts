@@ -306,6 +306,22 @@ export class OnnxModel {
     }
   }
 
+  /**
+   * The model as a synchronous function of its inputs' tensors, in the order of `inputs`, returning the outputs by
+   * name: for tracing it into another graph (sn.quant.prepare traces models this way). Inputs are not checked
+   * against the signature here; a model that reads an input's values on the host cannot be a function of tensors.
+   */
+  traceable(): (...tensors: Tensor[]) => Record<string, Tensor> {
+    if (this.disposed) throw new SinterError('traceable', 'the model was disposed');
+    if (this.hostFeeds.size > 0) {
+      throw new SinterError('traceable', `inputs ${[...this.hostFeeds].map((n) => `'${n}'`).join(', ')} are read on the host while the model is traced, so it is not a function of tensors; the model's inputs are ${signatureOf(this.inputs)}`);
+    }
+    return (...tensors: Tensor[]) => {
+      if (tensors.length !== this.inputs.length) throw new SinterError('traceable', `expected ${this.inputs.length} input tensors, got ${tensors.length}; the model's inputs are ${signatureOf(this.inputs)}`);
+      return runTraced(this.interpret({}, tensors, null));
+    };
+  }
+
   /** The graph IR of the most recent traced signature (after run). */
   get graph(): Graph {
     return this.traced.graph();

