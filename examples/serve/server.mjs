@@ -17,6 +17,8 @@
 //
 // Usage: node examples/serve/server.mjs [--port 8080] [--host 127.0.0.1] [--models cnn,cls]
 //        [--device cpu|webgpu|auto] [--max-batch 32] [--max-delay 5] [--max-queue 256] [--workers N] [--threads T]
+//        [--in-flight K]   (--workers: model replicas in worker threads, --threads: CPU threads per replica;
+//                           --in-flight: batches in flight in this process without workers, default 2 on WebGPU, else 1)
 //        [--batch-sizes 1,2,4,8,16,32]   (batches padded to these sizes, each compiled before serving)
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -167,6 +169,11 @@ function sampleFromBinary(body, headers, specs) {
   return names[0] === '' ? t : { [names[0]]: t };
 }
 
+/** A pool sets its own batches in flight (per replica). */
+function withoutConcurrency({ concurrency: _, ...options }) {
+  return options;
+}
+
 function disposeTree(tree) {
   if (tree instanceof sn.Tensor) tree.dispose();
   else if (tree && typeof tree === 'object') Object.values(tree).forEach(disposeTree);
@@ -198,7 +205,7 @@ export async function createApp({ models, requestTimeoutMs = 30_000, logger = fa
     const options = { maxBatchSize: 32, maxDelayMs: 5, maxQueue: 256, ...spec.batching, onBatch };
     const inProcess = { ...options, ...(spec.device ? { device: spec.device, resultDevice: 'cpu' } : {}) };
     const runner = spec.pool
-      ? new sn.serve.WorkerPool(spec.pool.source, { workers: spec.pool.workers, threadsPerWorker: spec.pool.threads, device: spec.pool.device, ...options })
+      ? new sn.serve.WorkerPool(spec.pool.source, { ...withoutConcurrency(options), workers: spec.pool.workers, threadsPerWorker: spec.pool.threads, device: spec.pool.device })
       : new sn.serve.DynamicBatcher(spec.fn, inProcess);
     if (spec.pool) await runner.ready();
     await warmUp(spec, runner, warmBatchSizes);
@@ -307,12 +314,15 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
       models: { type: 'string', default: 'cnn,cls' }, device: { type: 'string', default: 'cpu' },
       'max-batch': { type: 'string', default: '32' }, 'max-delay': { type: 'string', default: '5' },
       'max-queue': { type: 'string', default: '256' }, workers: { type: 'string' }, threads: { type: 'string' }, 'batch-sizes': { type: 'string' },
+      'in-flight': { type: 'string' },
     },
   });
   const device = await sn.init({ device: o.device });
   const maxBatchSize = Number(o['max-batch']);
   const sizes = o['batch-sizes'] ? o['batch-sizes'].split(',').map(Number).filter((n) => n <= maxBatchSize) : null;
-  const batching = { maxBatchSize, maxDelayMs: Number(o['max-delay']), maxQueue: Number(o['max-queue']), ...(sizes ? { batchSizes: sizes } : {}) };
+  // In-process batches in flight at once: on WebGPU two, so that one batch's upload and readback overlap the other's compute.
+  const concurrency = Number(o['in-flight'] ?? (device === 'webgpu' ? 2 : 1));
+  const batching = { maxBatchSize, maxDelayMs: Number(o['max-delay']), maxQueue: Number(o['max-queue']), concurrency, ...(sizes ? { batchSizes: sizes } : {}) };
   const models = {};
   const workers = o.workers ? Number(o.workers) : undefined, threads = o.threads ? Number(o.threads) : undefined;
   for (const name of o.models.split(',')) models[name] = await loadModel(name, { device, batching, workers, threads });
