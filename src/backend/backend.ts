@@ -35,6 +35,11 @@ export interface Backend {
   alloc(dtype: DType, length: number): Storage;
   /** The whole storage as a host array (float16 as float32 values). */
   read(storage: Storage): Promise<HostArray>;
+  /**
+   * The storage's values where they are, without a copy (CPU): valid only until the next allocation
+   * or release, so callers copy out of it at once (one copy per readback instead of two).
+   */
+  hostView?(storage: Storage): HostArray;
   release(storage: Storage): void;
   /** Resolves when all work queued so far has finished on the device (for timing). */
   synchronize(): Promise<void>;

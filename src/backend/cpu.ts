@@ -1,6 +1,6 @@
 import { f16round } from '@petamoriken/float16';
 import { type DType, type HostArray, allocHost, itemSize } from '../tensor/dtype.js';
-import { noteAlloc, noteFree } from '../tensor/memory.js';
+import { noteAlloc, noteFree, reportCaches } from '../tensor/memory.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CpuView, OpDef } from '../ops/op.js';
 import type { Backend, Storage } from './backend.js';
@@ -8,7 +8,9 @@ import { kernelOverrides } from '../kernels/cpu/overrides.js';
 import { hasSimd } from '../kernels/wasm/emitter.js';
 import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
 import { wasmMap } from '../kernels/wasm/map.js';
+import { wasmReduce } from '../kernels/wasm/reduce.js';
 import { setThreads } from '../kernels/wasm/threads.js';
+import { heap } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
 import type { Expr } from '../ops/expr.js';
@@ -31,6 +33,7 @@ export function setCpuKernels(kind: CpuKernels): CpuKernels {
   kernelOverrides.map = wasm ? wasmMap : undefined;
   kernelOverrides.softmax = wasm ? wasmSoftmax : undefined;
   kernelOverrides.blockNorm = wasm ? wasmLayerNorm : undefined;
+  kernelOverrides.reduce = wasm ? wasmReduce : undefined;
   return kernels;
 }
 
@@ -53,19 +56,66 @@ const env = (globalThis as { process?: { env: Record<string, string | undefined>
 setCpuKernels(env.SINTER_CPU_KERNELS === 'js' ? 'js' : 'wasm');
 if (env.SINTER_CPU_THREADS) setCpuThreads(Number(env.SINTER_CPU_THREADS));
 
+/** Whether this engine runs WebAssembly at all (storages then live in its memory; else in JS arrays). */
+const hasWasm = typeof WebAssembly === 'object';
+
+/** A typed array of `dtype`'s host type over `length` elements of `buffer` at byte `address`. */
+function hostView(dtype: DType, buffer: ArrayBufferLike, address: number, length: number): HostArray {
+  const Host = allocHost(dtype, 0).constructor as new (b: ArrayBufferLike, offset: number, length: number) => HostArray;
+  return new Host(buffer, address, length);
+}
+
+/**
+ * A CPU tensor's memory: a block of the WebAssembly heap (src/kernels/wasm/heap.ts), where the wasm
+ * kernels read and write it without copying, or a JS typed array where there is no WebAssembly or
+ * the heap cannot grow to hold it (wasm32 stops at 4 GiB). `data` is a typed view of the values,
+ * re-made after the memory grew (a private memory's old views are detached): read it again after
+ * anything that may allocate rather than keeping it.
+ */
 export class CpuStorage implements Storage {
   readonly device = 'cpu' as const;
   refs = 0;
+  private view: HostArray | undefined;
+  private generation = -1;
+
+  /** `address`: the block's byte address in the heap, or −1 with `host` holding the values. */
   constructor(
     readonly dtype: DType,
-    readonly data: HostArray,
+    readonly length: number,
+    readonly address: number,
+    private readonly host?: HostArray,
   ) {}
-  get length(): number {
-    return this.data.length;
+
+  get data(): HostArray {
+    if (this.host) return this.host;
+    const h = heap();
+    if (this.generation !== h.generation) {
+      this.view = hostView(this.dtype, h.memory.buffer, this.address, this.length);
+      this.generation = h.generation;
+    }
+    return this.view!;
   }
   get byteLength(): number {
-    return this.data.length * itemSize(this.dtype);
+    return this.length * itemSize(this.dtype);
   }
+  /** Whether the values live in the WebAssembly heap (else in a JS array). */
+  get inHeap(): boolean {
+    return this.address >= 0;
+  }
+}
+
+/** Storage for `length` elements, uninitialised: a heap block, or a JS array when the heap cannot hold it. */
+function allocStorage(dtype: DType, length: number): CpuStorage {
+  const bytes = length * (allocHost(dtype, 0) as Float32Array).BYTES_PER_ELEMENT;
+  if (hasWasm) {
+    try {
+      return new CpuStorage(dtype, length, heap().allocate(bytes));
+    } catch (e) {
+      // Past wasm32's 4 GiB (or the engine's own limit): this storage lives in a JS array, copied into scratch by the wasm kernels.
+      if (!(e instanceof RangeError)) throw e;
+    }
+  }
+  return new CpuStorage(dtype, length, -1, allocHost(dtype, length));
 }
 
 /** A CPU tensor as kernels see it. */
@@ -74,17 +124,44 @@ export function cpuView(t: Tensor): CpuView {
   return { data: s.data, shape: t.shape, strides: t.strides, offset: t.offset, dtype: t.dtype };
 }
 
+/** Bytes of freed CPU storages kept for reuse (`setCacheLimits({ idleBytes })`): the longest idle go back to the heap's free space first. */
+export function setCpuIdleBytes(bytes: number): void {
+  if (!hasWasm) return;
+  const h = heap();
+  h.maxIdleBytes = bytes;
+  h.trim(bytes);
+}
+
+/** Frees the CPU storages kept for reuse and the kernels' scratch (`emptyCache`); live storages stay. */
+export function emptyCpuCache(): void {
+  if (hasWasm) heap().emptyCache();
+}
+
+if (hasWasm) {
+  reportCaches('cpu', () => {
+    const pool = heap().stats();
+    return { reservedBytes: pool.reservedBytes, pool };
+  }, 'heap');
+}
+
 export const cpuBackend: Backend = {
   name: 'cpu',
   fromHost(dtype, data) {
-    const s = new CpuStorage(dtype, data);
+    const s = allocStorage(dtype, data.length);
+    s.data.set(data);
     noteAlloc(s);
     return s;
   },
   alloc(dtype, length) {
-    return this.fromHost(dtype, allocHost(dtype, length));
+    const s = allocStorage(dtype, length);
+    noteAlloc(s);
+    return s;
   },
   async read(storage) {
+    // A copy (not shared, so it may go to a GPU queue), taken now: the block is reused once the storage is released.
+    return (storage as CpuStorage).data.slice();
+  },
+  hostView(storage) {
     return (storage as CpuStorage).data;
   },
   async synchronize() {
@@ -92,12 +169,40 @@ export const cpuBackend: Backend = {
   },
   release(storage) {
     noteFree(storage);
+    const s = storage as CpuStorage;
+    if (s.inHeap) heap().deallocate(s.address);
   },
   run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]) {
-    const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
-    // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
-    if (!(op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
-    // Kernels compute in double; float16 outputs are rounded here once for all of them.
-    for (const o of outs) if (o.dtype === 'float16') for (let i = 0; i < o.data.length; i++) o.data[i] = f16round(o.data[i]!);
+    if (!hasWasm || heap().shared) return runKernel(op, inputs, attrs, outputs);
+    // A private memory detaches its old buffer when it grows, and kernels hold views of their operands:
+    // the scratch arena is sized before the views are made (to the most any kernel used), and a kernel
+    // during which the memory still grew runs again on fresh views (its outputs are written whole by it).
+    const h = heap();
+    h.reset();
+    for (let attempt = 0; ; attempt++) {
+      const generation = h.generation;
+      try {
+        runKernel(op, inputs, attrs, outputs);
+        if (h.generation === generation) return;
+      } catch (e) {
+        if (h.generation === generation) throw e;
+      }
+      const inPlace = outputs.some((o) => inputs.some((i) => i.storage === o.storage));
+      if (inPlace || attempt === 2) {
+        throw new SinterError(op.name, `the WebAssembly memory grew while the kernel ran${inPlace ? ' in place (an output shares storage with an input)' : ' three times'}, so its views went stale; the result is not reliable`);
+      }
+    }
   },
 };
+
+function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
+  const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
+  // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
+  if (!(op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
+  // Kernels compute in double; float16 outputs are rounded here once for all of them.
+  for (const t of outputs) {
+    if (t.dtype !== 'float16') continue;
+    const d = (t.storage as CpuStorage).data;
+    for (let i = 0; i < d.length; i++) d[i] = f16round(d[i]!);
+  }
+}

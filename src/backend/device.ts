@@ -1,7 +1,7 @@
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, itemSize } from '../tensor/dtype.js';
 import { type DeviceName, type DeviceOption, getBackend, hasBackend, registerBackend } from './backend.js';
-import { cpuBackend, setCpuThreads } from './cpu.js';
+import { cpuBackend, emptyCpuCache, setCpuIdleBytes, setCpuThreads } from './cpu.js';
 import { reportCaches } from '../tensor/memory.js';
 import { generatedKernels } from '../kernels/cpu/generated.js';
 import { openDevice } from './webgpu/adapter.js';
@@ -96,11 +96,14 @@ export interface CacheLimits {
    * JavaScript functions on the CPU. Compiled plans keep their own.
    */
   pipelines?: number;
-  /** Bytes of freed GPU buffers kept for reuse per device (default 1 GiB); the longest idle go first. */
+  /**
+   * Bytes of freed GPU buffers kept for reuse per device (default 1 GiB), and of freed CPU storages in
+   * the WebAssembly heap (default 256 MiB); the longest idle go first.
+   */
   idleBytes?: number;
 }
 
-/** Bounds the WebGPU pipeline cache and the idle bytes of its buffer pool, now and for devices opened later. */
+/** Bounds the WebGPU pipeline cache and the idle bytes of its buffer pool (now and for devices opened later) and of the CPU's heap. */
 export function setCacheLimits(options: CacheLimits): void {
   for (const [k, v] of Object.entries(options)) {
     if (v !== undefined && !(Number.isInteger(v) && v >= 0)) throw new SinterError('setCacheLimits', `${k} must be a non-negative integer, got ${v}`);
@@ -108,15 +111,19 @@ export function setCacheLimits(options: CacheLimits): void {
   limits.pipelines = options.pipelines ?? limits.pipelines;
   limits.idleBytes = options.idleBytes ?? limits.idleBytes;
   generatedKernels.resize(limits.pipelines);
+  if (options.idleBytes !== undefined) setCpuIdleBytes(options.idleBytes);
   if (hasBackend('webgpu')) applyLimits(getBackend('webgpu') as WebGpuBackend);
 }
 
 /**
- * Frees the GPU buffers the pool keeps for reuse (as torch.cuda.empty_cache): memory held by live
- * tensors stays. `memory().devices.webgpu.reservedBytes` then counts only buffers in use.
+ * Frees the GPU buffers the pool keeps for reuse (as torch.cuda.empty_cache), and the CPU storages
+ * and kernel scratch the WebAssembly heap keeps (its free space grows; a WebAssembly memory never
+ * shrinks): memory held by live tensors stays. `memory().devices.<device>.reservedBytes` then counts
+ * only what is in use.
  */
 export function emptyCache(): void {
   if (hasBackend('webgpu')) (getBackend('webgpu') as WebGpuBackend).pool.clear();
+  emptyCpuCache();
 }
 
 /** "3.64 GiB" for messages. */

@@ -96,7 +96,9 @@ export function tensor(data: TensorData, opts: TensorOptions = {}): Tensor {
     shape = want;
   }
   const dtype = dtypeOf('tensor', opts, inferred);
-  return fromHost('tensor', toHost(dtype, values), shape, dtype, opts.device);
+  // A typed array already of the dtype's host type needs no cast: the device copies it once (backends' fromHost copy).
+  const host = values.constructor === allocHost(dtype, 0).constructor && dtype !== 'float16' && dtype !== 'bool' ? (values as HostArray) : toHost(dtype, values);
+  return fromHost('tensor', host, shape, dtype, opts.device);
 }
 
 type SizeAndOptions<O> = (number | readonly number[] | O)[];

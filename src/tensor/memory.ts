@@ -3,6 +3,7 @@ import type { Tensor } from './tensor.js';
 import { SinterError } from '../errors.js';
 import type { PipelineStats } from '../backend/webgpu/pipelines.js';
 import type { PoolStats } from '../backend/webgpu/pool.js';
+import type { HeapStats } from '../kernels/wasm/heap.js';
 
 /** Live storages and bytes per device; the backends report here on alloc and release. */
 const live = new Map<DeviceName, DeviceMemory>();
@@ -35,13 +36,25 @@ export function noteTensor(delta: 1 | -1): void {
 
 /** What a device's caches report to `memory()`. */
 export interface CacheReport {
-  pool?: PoolStats;
+  reservedBytes?: number;
+  pool?: PoolStats | HeapStats;
   pipelines?: PipelineStats;
 }
-const cacheReporters = new Map<DeviceName, () => CacheReport>();
-/** Makes `memory()` include what `report` returns for `device` (the latest reporter per device wins: a device opened after a loss replaces the lost one). */
-export function reportCaches(device: DeviceName, report: () => CacheReport): void {
-  cacheReporters.set(device, report);
+/** Per device, its reporters by part (the CPU's kernel cache and its heap report separately). */
+const cacheReporters = new Map<DeviceName, Map<string, () => CacheReport>>();
+/**
+ * Makes `memory()` include what `report` returns for `device` (the latest reporter per device and
+ * `part` wins: a device opened after a loss replaces the lost one).
+ */
+export function reportCaches(device: DeviceName, report: () => CacheReport, part = 'caches'): void {
+  let parts = cacheReporters.get(device);
+  if (!parts) cacheReporters.set(device, (parts = new Map()));
+  parts.set(part, report);
+}
+function cacheReport(device: DeviceName): CacheReport {
+  const out: CacheReport = {};
+  for (const report of cacheReporters.get(device)?.values() ?? []) Object.assign(out, report());
+  return out;
 }
 
 export interface DeviceMemory {
@@ -51,10 +64,16 @@ export interface DeviceMemory {
   bytes: number;
   /** Highest `bytes` seen since start. */
   peakBytes: number;
-  /** Bytes the device's buffer pool holds: in use (rounded up to its size buckets) plus freed buffers kept for reuse. WebGPU only. */
+  /**
+   * Bytes the device's allocator holds: in use (rounded up to its size classes) plus freed blocks kept
+   * for reuse. WebGPU: its buffer pool; CPU: the WebAssembly heap (kernel scratch included).
+   */
   reservedBytes?: number;
-  /** The buffer pool: idle bytes and their cap, buffers created, reused and destroyed. WebGPU only. */
-  pool?: PoolStats;
+  /**
+   * The allocator: idle bytes and their cap, blocks created, reused and destroyed (given back). On the
+   * CPU also the heap's bytes in use, scratch, free space and memory size (src/kernels/wasm/heap.ts).
+   */
+  pool?: PoolStats | HeapStats;
   /** The compiled-pipeline cache: entries, capacity, hits, misses, evictions. WebGPU only. */
   pipelines?: PipelineStats;
 }
@@ -71,7 +90,7 @@ export function memory(): MemoryInfo {
   const devices: Partial<Record<DeviceName, DeviceMemory>> = {};
   let bytes = 0;
   for (const [d, m] of live) {
-    devices[d] = { ...m, ...cacheReporters.get(d)?.() };
+    devices[d] = { ...m, ...cacheReport(d) };
     bytes += m.bytes;
   }
   return { tensors: liveTensors, bytes, devices };

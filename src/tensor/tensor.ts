@@ -85,7 +85,10 @@ export class Tensor {
   data(): Promise<HostArray> {
     // Checked before any await, so misuse throws at the call rather than rejecting later.
     const s = this.readableStorage('data');
-    return getBackend(s.device).read(s).then((host) => gatherView(host, this.shape, this.strides, this.offset, this.dtype));
+    const backend = getBackend(s.device);
+    // Where the values are readable in place (CPU), they are gathered now, in one copy.
+    if (backend.hostView) return Promise.resolve(gatherView(backend.hostView(s), this.shape, this.strides, this.offset, this.dtype));
+    return backend.read(s).then((host) => gatherView(host, this.shape, this.strides, this.offset, this.dtype));
   }
 
   private readableStorage(op: string): Storage {

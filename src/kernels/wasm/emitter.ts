@@ -17,11 +17,13 @@ const PLAIN = {
   'f32.add': 0x92, 'f32.sub': 0x93, 'f32.mul': 0x94, 'f32.div': 0x95, 'f32.min': 0x96, 'f32.max': 0x97, 'f32.copysign': 0x98,
   'f64.sqrt': 0x9f, 'f64.add': 0xa0, 'f64.sub': 0xa1, 'f64.mul': 0xa2, 'f64.div': 0xa3,
   'i32.trunc_f32_s': 0xa8, 'f32.convert_i32_s': 0xb2, 'f32.demote_f64': 0xb6, 'f64.convert_i32_s': 0xb7, 'f64.promote_f32': 0xbb,
+  'f32.reinterpret_i32': 0xbe,
 } as const;
 
 /** SIMD128 instructions without immediates (prefix 0xfd, then this opcode as a LEB128 u32). */
 const SIMD = {
-  'i32x4.splat': 0x11, 'f32x4.splat': 0x13,
+  'i32x4.splat': 0x11, 'f32x4.splat': 0x13, 'f64x2.splat': 0x14,
+  'f64x2.promote_low_f32x4': 0x5f, 'f64x2.add': 0xf0, 'f64x2.sub': 0xf1, 'f64x2.mul': 0xf2,
   'f32x4.eq': 0x41, 'f32x4.ne': 0x42, 'f32x4.lt': 0x43, 'f32x4.gt': 0x44, 'f32x4.le': 0x45, 'f32x4.ge': 0x46,
   'v128.not': 0x4d, 'v128.and': 0x4e, 'v128.andnot': 0x4f, 'v128.or': 0x50, 'v128.xor': 0x51, 'v128.bitselect': 0x52,
   'f32x4.ceil': 0x67, 'f32x4.floor': 0x68, 'f32x4.trunc': 0x69, 'f32x4.nearest': 0x6a,
@@ -33,12 +35,13 @@ const SIMD = {
 } as const;
 
 /** SIMD128 lane instructions (their immediate is the lane index). */
-const LANE = { 'i32x4.replace_lane': 0x1c, 'f32x4.extract_lane': 0x1f, 'f32x4.replace_lane': 0x20 } as const;
+const LANE = { 'i32x4.replace_lane': 0x1c, 'f32x4.extract_lane': 0x1f, 'f32x4.replace_lane': 0x20, 'f64x2.extract_lane': 0x21 } as const;
 
 /** Loads and stores: opcode and natural alignment (log2 bytes). SIMD ones carry the 0xfd prefix. */
 const MEMORY = {
   'i32.load': [[0x28], 2], 'f32.load': [[0x2a], 2], 'i32.store': [[0x36], 2], 'f32.store': [[0x38], 2],
   'v128.load': [[0xfd, 0x00], 4], 'v128.load32_splat': [[0xfd, 0x09], 2], 'v128.store': [[0xfd, 0x0b], 4],
+  'v128.load32_zero': [[0xfd, 0x5c], 2], 'v128.load64_zero': [[0xfd, 0x5d], 3],
 } as const satisfies Record<string, readonly [readonly number[], number]>;
 
 export type PlainOp = keyof typeof PLAIN;

@@ -3,8 +3,9 @@ import type { CpuView } from '../../ops/op.js';
 import { broadcastStrides, codeKey, collapseDims, exprConstants } from '../cpu/map.js';
 import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
+import { availableThreads, parallelFor } from './threads.js';
 import { BoundedCache } from './cache.js';
-import { numel } from '../../tensor/shape.js';
+import { isContiguous, numel } from '../../tensor/shape.js';
 
 // Elementwise expressions (the `Expr` trees of src/ops/expr.ts: eager ops and the JIT's fused groups
 // alike) rendered to WebAssembly SIMD: each node becomes a few f32x4 instructions, four elements at a
@@ -124,99 +125,162 @@ export function renderable(expr: Expr): boolean {
 }
 
 /**
- * The module: row(out, in0 … in{k−1}, n, c0 … c{m−1}) evaluates `expr` for n elements (rounded up to
- * a multiple of 4: buffers are padded for it) into out; input i advances by `inner[i]` elements (1,
- * or 0 for one value broadcast along the row). The expression's constants are the arguments c0 …
- * (numbered in node order, as `exprConstants` lists them), so one module serves every scalar value.
+ * The module: rows(out, in0 … in{k−1}, n, count, outStep, step0 … step{k−1}, c0 … c{m−1}) evaluates
+ * `expr` for `count` rows of n elements: out and each input advance by outStep / step_i bytes per row;
+ * along a row input i advances by `inner[i]` elements (1, or 0 for one value broadcast along it). Four
+ * elements at a time, then the row's tail one at a time (its loads splat one value, its store writes
+ * one lane): nothing is read or written past the row, so operands are read in place in the heap.
+ * The expression's constants are arguments (float32 bits; numbered in node order, as `exprConstants`
+ * lists them), so one module serves every scalar value, and every argument is an i32 that a worker
+ * thread receives as one slot of its control block.
  */
 function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer> {
   const m = new ModuleBuilder(memoryImport());
-  const nodes = exprNodes(expr), constants = nodes.filter((e) => e.kind === 'const');
-  m.func('row', ['i32', ...inner.map(() => 'i32' as const), 'i32', ...constants.map(() => 'f32' as const)], [], (c) => {
-    const out = 0, ins = inner.map((_, i) => 1 + i), n = 1 + inner.length;
-    const i = c.local('i32');
-    const broadcast = inner.map((s) => (s === 0 ? c.local('v128') : -1));
-    broadcast.forEach((v, k) => void (v >= 0 && c.get(ins[k]!).mem('v128.load32_splat').set(v)));
+  const nodes = exprNodes(expr), constants = nodes.filter((e) => e.kind === 'const'), k = inner.length;
+  m.func('rows', new Array<'i32'>(k + 4 + k + constants.length).fill('i32'), [], (c) => {
+    const out = 0, ins = inner.map((_, i) => 1 + i), n = 1 + k, count = n + 1, outStep = n + 2;
+    const steps = inner.map((_, i) => n + 3 + i), bits = constants.map((_, j) => n + 3 + k + j);
+    const r = c.local('i32'), i = c.local('i32'), n4 = c.local('i32'), off = c.local('i32');
     const value = new Map<Expr, number>();
     const tmp = (): number => c.local('v128');
     // Node values and temporaries get their own locals: the engine's register allocator reuses them.
-    for (const node of nodes) value.set(node, node.kind === 'input' && broadcast[node.index]! >= 0 ? broadcast[node.index]! : c.local('v128'));
-    // Constants and broadcast inputs are splat once, before the loop.
-    constants.forEach((k, j) => void c.get(n + 1 + j).simd('f32x4.splat').set(value.get(k)!));
-    c.forRange(i, () => c.i32(0), () => c.get(n), 4, () => {
-      for (const node of nodes) {
-        const at = value.get(node)!;
-        if (node.kind === 'input') {
-          if (broadcast[node.index]! >= 0) continue;
-          c.get(ins[node.index]!).get(i).i32(2).op('i32.shl', 'i32.add').mem('v128.load').set(at);
-        } else if (node.kind === 'call') {
-          RENDER[node.fn]!(c, node.args.map((a) => value.get(a)!), node.params, tmp);
-          c.set(at);
-        }
+    for (const node of nodes) value.set(node, c.local('v128'));
+    // Constants are splat once, before the loops.
+    constants.forEach((e, j) => void c.get(bits[j]!).op('f32.reinterpret_i32').simd('f32x4.splat').set(value.get(e)!));
+    const inputs = nodes.filter((e): e is Extract<Expr, { kind: 'input' }> => e.kind === 'input');
+    /** Evaluates the expression at byte offset `off` of the row; `splat`: one element (the tail), else four. */
+    const evaluate = (splat: boolean): void => {
+      for (const node of inputs) {
+        if (inner[node.index] === 0) continue;
+        c.get(ins[node.index]!).get(off).op('i32.add').mem(splat ? 'v128.load32_splat' : 'v128.load').set(value.get(node)!);
       }
-      c.get(out).get(i).i32(2).op('i32.shl', 'i32.add').get(value.get(expr)!).mem('v128.store');
+      for (const node of nodes) {
+        if (node.kind !== 'call') continue;
+        RENDER[node.fn]!(c, node.args.map((a) => value.get(a)!), node.params, tmp);
+        c.set(value.get(node)!);
+      }
+      c.get(out).get(off).op('i32.add').get(value.get(expr)!);
+      if (splat) c.lane('f32x4.extract_lane', 0).mem('f32.store');
+      else c.mem('v128.store');
+    };
+    c.get(n).i32(-4).op('i32.and').set(n4);
+    c.forRange(r, () => c.i32(0), () => c.get(count), 1, () => {
+      // Broadcast inputs: one value per row, splat before the row's loops.
+      for (const node of inputs) if (inner[node.index] === 0) c.get(ins[node.index]!).mem('v128.load32_splat').set(value.get(node)!);
+      c.forRange(i, () => c.i32(0), () => c.get(n4), 4, () => {
+        c.get(i).i32(2).op('i32.shl').set(off);
+        evaluate(false);
+      });
+      c.forRange(i, () => c.get(n4), () => c.get(n), 1, () => {
+        c.get(i).i32(2).op('i32.shl').set(off);
+        evaluate(true);
+      });
+      c.get(out).get(outStep).op('i32.add').set(out);
+      ins.forEach((p, j) => void c.get(p).get(steps[j]!).op('i32.add').set(p));
     });
   });
   return m.build();
 }
 
-type RowFn = (out: number, ...args: number[]) => void;
-const modules = new BoundedCache<string, RowFn>(128);
+type RowsFn = (...args: number[]) => void;
+const modules = new BoundedCache<string, RowsFn>(128);
 
 /** Statistics of the generated elementwise modules' cache (bounded; least recently used evicted). */
 export function wasmMapCacheStats(): { size: number; hits: number; misses: number; evictions: number } {
   return modules.stats();
 }
 
+const bitsView = new DataView(new ArrayBuffer(4));
+/** A float32's bits as an i32 (how constants travel as arguments). */
+function f32Bits(v: number): number {
+  bitsView.setFloat32(0, v, true);
+  return bitsView.getInt32(0, true);
+}
+
+/** Elements per thread below which splitting a map over the pool costs more than it saves. */
+const MIN_ELEMENTS_PER_THREAD = 1 << 15;
+
 /**
  * Evaluates `expr` for every element of `out` (contiguous float32) from strided, broadcast float32
  * inputs; returns false, computing nothing, when the expression or a layout has no wasm form (an
- * input whose innermost collapsed stride is not 0 or 1).
+ * input whose innermost collapsed stride is not 0 or 1). Operands in the heap are read and written
+ * where they are; others (JS arrays) are copied into scratch, and the output copied back.
  */
 export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): boolean {
-  if (out.dtype !== 'float32' || !inputs.every((v) => v.dtype === 'float32' && v.data instanceof Float32Array) || !renderable(expr)) return false;
+  if (out.dtype !== 'float32' || !(out.data instanceof Float32Array) || !isContiguous(out.shape, out.strides)) return false;
+  if (!inputs.every((v) => v.dtype === 'float32' && v.data instanceof Float32Array) || !renderable(expr)) return false;
   const { shape, strides } = collapseDims(out.shape, inputs.map((v) => broadcastStrides(v, out.shape)));
   const rank = shape.length, len = rank === 0 ? 1 : shape[rank - 1]!;
   const inner = strides.map((s) => (rank === 0 ? 0 : s[rank - 1]!));
   if (inner.some((s) => s !== 0 && s !== 1)) return false;
   const key = `${inner.join(',')}|${codeKey(expr)}`;
-  let row = modules.get(key);
-  if (!row) {
-    row = instantiate<{ row: RowFn }>(mapModule(expr, inner)).row;
-    modules.set(key, row);
+  let rows = modules.get(key);
+  if (!rows) {
+    rows = instantiate<{ rows: RowsFn }>(mapModule(expr, inner)).rows;
+    modules.set(key, rows);
   }
   const total = numel(out.shape);
   if (total === 0) return true;
   const h = heap();
   h.reset();
-  // Each input's span in, 16 bytes of padding after it for the last four-wide step.
+  // Addresses of the operands in the heap first (before any scratch allocation may grow the memory).
+  const direct = inputs.map((v) => h.addressOf(v.data, v.offset));
+  const outDirect = h.addressOf(out.data, out.offset);
   const bases = inputs.map((v, k) => {
+    if (direct[k] !== undefined) return direct[k];
+    // A JS array: its span copied in.
     let lo = v.offset, hi = v.offset;
     for (let d = 0; d < rank; d++) {
       const reach = (shape[d]! - 1) * strides[k]![d]!;
       if (reach < 0) lo += reach;
       else hi += reach;
     }
-    const at = h.alloc((hi - lo + 1) * 4 + 16);
+    const at = h.alloc((hi - lo + 1) * 4);
     h.f32.set((v.data as Float32Array).subarray(lo, hi + 1), at >> 2);
     return at + (v.offset - lo) * 4;
   });
-  const o = h.alloc(total * 4 + 16);
-  // Rows in order: a row's padded last step spills into the next row's start, which that row then rewrites.
-  const outer = shape.slice(0, -1), idx = new Array<number>(outer.length).fill(0), ptr = [...bases];
-  const constants = exprConstants(expr), args = new Array<number>(inputs.length + 2).concat(constants);
-  for (let r = 0, rows = total / len; r < rows; r++) {
-    args[0] = o + r * len * 4;
-    for (let k = 0; k < inputs.length; k++) args[k + 1] = ptr[k]!;
-    args[inputs.length + 1] = len;
-    (row as (...a: number[]) => void)(...args);
+  const o = outDirect ?? h.alloc(total * 4);
+  // The last two collapsed dims run inside the module (rows × len); leading dims iterate here.
+  const count = rank >= 2 ? shape[rank - 2]! : 1;
+  const steps = strides.map((s) => (rank >= 2 ? s[rank - 2]! * 4 : 0));
+  const outer = shape.slice(0, Math.max(0, rank - 2)), idx = new Array<number>(outer.length).fill(0), ptr = [...bases];
+  const constants = exprConstants(expr).map(f32Bits);
+  const k = inputs.length;
+  const call = (outAt: number, from: readonly number[], n: number, rowCount: number): number[] => [outAt, ...from, n, rowCount, len * 4, ...steps, ...constants];
+  for (let r = 0, blocks = total / (len * count); r < blocks; r++) {
+    const outAt = o + r * len * count * 4;
+    const tasks = split(count, len, (first, rowsHere, col, cols) => call(outAt + (first * len + col) * 4, ptr.map((p, j) => p + first * steps[j]! + col * inner[j]! * 4), cols, rowsHere));
+    if (tasks.length === 1) rows(...tasks[0]!);
+    else parallelFor(tasks, rows);
     for (let d = outer.length - 1; d >= 0; d--) {
-      for (let k = 0; k < inputs.length; k++) ptr[k]! += strides[k]![d]! * 4;
+      for (let j = 0; j < k; j++) ptr[j]! += strides[j]![d]! * 4;
       if (++idx[d]! < outer[d]!) break;
-      for (let k = 0; k < inputs.length; k++) ptr[k]! -= strides[k]![d]! * 4 * outer[d]!;
+      for (let j = 0; j < k; j++) ptr[j]! -= strides[j]![d]! * 4 * outer[d]!;
       idx[d] = 0;
     }
   }
-  (out.data as Float32Array).set(h.f32.subarray(o >> 2, (o >> 2) + total), out.offset);
+  if (outDirect === undefined) (out.data as Float32Array).set(h.f32.subarray(o >> 2, (o >> 2) + total), out.offset);
   return true;
+}
+
+/**
+ * Splits `count` rows of `len` elements into one task per thread worth using: by rows when there are
+ * enough, else (one long row) by columns in multiples of four. `task(firstRow, rows, firstColumn, columns)` makes each.
+ */
+function split(count: number, len: number, task: (first: number, rows: number, col: number, cols: number) => number[]): number[][] {
+  const work = count * len;
+  const want = Math.floor(work / MIN_ELEMENTS_PER_THREAD);
+  const parts = want > 1 ? Math.min(want, availableThreads()) : 1;
+  if (parts <= 1) return [task(0, count, 0, len)];
+  if (count >= parts) {
+    const per = Math.ceil(count / parts), tasks = [];
+    for (let first = 0; first < count; first += per) tasks.push(task(first, Math.min(per, count - first), 0, len));
+    return tasks;
+  }
+  if (count === 1) {
+    const per = Math.ceil(len / parts / 4) * 4, tasks = [];
+    for (let col = 0; col < len; col += per) tasks.push(task(0, 1, col, Math.min(per, len - col)));
+    return tasks;
+  }
+  return [task(0, count, 0, len)];
 }

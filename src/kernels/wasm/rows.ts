@@ -5,28 +5,53 @@ import { isContiguous, numel } from '../../tensor/shape.js';
 import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { emitExp } from './map.js';
+import { availableThreads, parallelFor } from './threads.js';
 
 // Row kernels over the last dim of a contiguous float32 tensor: softmax and layerNorm, four lanes at
-// a time. A row's last four-wide step masks the lanes past its end out of the max and the sums (the
-// loads there read the next row or buffer padding; the stores there are rewritten by the next row).
+// a time, then the row's tail one element at a time (loaded into lane 0, masked out of the max and
+// the sums, stored from lane 0): nothing is read or written past a row, so operands are used in place
+// in the heap. Rows are split over the thread pool's threads (every argument is an i32).
 
 interface RowExports extends WebAssembly.Exports {
   softmax(x: number, out: number, rows: number, n: number): void;
-  layerNorm(x: number, out: number, w: number, b: number, rows: number, n: number, eps: number): void;
+  layerNorm(x: number, out: number, w: number, b: number, rows: number, n: number, epsBits: number): void;
 }
 
-/** Emits: for each row (rows × n floats from `x`, advancing `x`/`out` after each), `pass(i, valid)` for each four-wide step. */
-function eachRow(c: Code, x: number, out: number, rows: number, n: number, body: (steps: (pass: (i: number, valid: number) => void) => void) => void): void {
-  const row = c.local('i32'), i = c.local('i32'), iota = c.local('v128'), valid = c.local('v128');
-  c.i32(0).simd('i32x4.splat');
-  for (let l = 1; l < 4; l++) c.i32(l).lane('i32x4.replace_lane', l);
-  c.set(iota);
+/** One step of a row: its element offset, lanes that hold row elements, and how to load/store at it. */
+interface Step {
+  readonly i: number;
+  /** A v128 local: all-ones in lanes that hold row elements (every lane but in the tail). */
+  readonly valid: number;
+  /** Pushes the four (or, in the tail, one: lane 0, zeros after) floats at `base` + 4·i. */
+  load(base: number): void;
+  /** Stores the v128 that `value` pushes at `base` + 4·i (in the tail only lane 0). */
+  store(base: number, value: () => void): void;
+  /** Whether this is the one-element step of the row's tail. */
+  readonly tail: boolean;
+}
+
+const at = (c: Code, base: number, i: number): Code => c.get(base).get(i).i32(2).op('i32.shl', 'i32.add');
+
+/**
+ * Emits: for each row (rows × n floats from `x`, advancing `x`/`out` after each), `body(steps)`, where
+ * each `steps(pass)` call emits a pass over the row: `pass(step)` four elements at a time, then per tail element.
+ */
+function eachRow(c: Code, x: number, out: number, rows: number, n: number, body: (steps: (pass: (s: Step) => void) => void) => void): void {
+  const row = c.local('i32'), i = c.local('i32'), n4 = c.local('i32'), all = c.local('v128'), first = c.local('v128');
+  c.i32(-1).simd('i32x4.splat').set(all);
+  c.i32(0).simd('i32x4.splat').i32(-1).lane('i32x4.replace_lane', 0).set(first);
+  c.get(n).i32(-4).op('i32.and').set(n4);
   c.forRange(row, () => c.i32(0), () => c.get(rows), 1, () => {
     body((pass) => {
-      c.forRange(i, () => c.i32(0), () => c.get(n), 4, () => {
-        // valid = lanes i + l < n
-        c.get(iota).get(i).simd('i32x4.splat', 'i32x4.add').get(n).simd('i32x4.splat', 'i32x4.lt_s').set(valid);
-        pass(i, valid);
+      c.forRange(i, () => c.i32(0), () => c.get(n4), 4, () => {
+        pass({ i, valid: all, tail: false, load: (base) => void at(c, base, i).mem('v128.load'), store: (base, value) => { at(c, base, i); value(); c.mem('v128.store'); } });
+      });
+      c.forRange(i, () => c.get(n4), () => c.get(n), 1, () => {
+        pass({
+          i, valid: first, tail: true,
+          load: (base) => void at(c, base, i).mem('v128.load32_zero'),
+          store: (base, value) => { at(c, base, i); value(); c.lane('f32x4.extract_lane', 0).mem('f32.store'); },
+        });
       });
     });
     c.get(x).get(n).i32(2).op('i32.shl', 'i32.add').set(x);
@@ -40,63 +65,95 @@ function horizontal(c: Code, v: number, op: 'f32.max' | 'f32.add'): void {
   c.get(v).lane('f32x4.extract_lane', 2).get(v).lane('f32x4.extract_lane', 3).op(op, op);
 }
 
-const at = (c: Code, base: number, i: number): Code => c.get(base).get(i).i32(2).op('i32.shl', 'i32.add');
-
 function rowModule(): Uint8Array<ArrayBuffer> {
   const m = new ModuleBuilder(memoryImport());
   m.func('softmax', ['i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [x, out, rows, n] = [0, 1, 2, 3];
-    const acc = c.local('v128'), v = c.local('v128'), mx = c.local('v128'), sum = c.local('v128'), tmp = () => c.local('v128');
+    const acc = c.local('v128'), v = c.local('v128'), mx = c.local('v128'), scale = c.local('v128'), tmp = () => c.local('v128');
     eachRow(c, x, out, rows, n, (steps) => {
       c.f32(-Infinity).simd('f32x4.splat').set(acc);
-      steps((i, valid) => {
-        at(c, x, i).mem('v128.load').f32(-Infinity).simd('f32x4.splat').get(valid).simd('v128.bitselect');
+      steps((s) => {
+        s.load(x);
+        c.f32(-Infinity).simd('f32x4.splat').get(s.valid).simd('v128.bitselect');
         c.get(acc).simd('f32x4.max').set(acc);
       });
       horizontal(c, acc, 'f32.max');
       c.simd('f32x4.splat').set(mx);
       c.f32(0).simd('f32x4.splat').set(acc);
-      steps((i, valid) => {
-        at(c, x, i).mem('v128.load').get(mx).simd('f32x4.sub').set(v);
+      steps((s) => {
+        s.load(x);
+        c.get(mx).simd('f32x4.sub').set(v);
         emitExp(c, v, tmp);
-        c.f32(0).simd('f32x4.splat').get(valid).simd('v128.bitselect').set(v);
-        at(c, out, i).get(v).mem('v128.store');
+        c.f32(0).simd('f32x4.splat').get(s.valid).simd('v128.bitselect').set(v);
+        s.store(out, () => void c.get(v));
         c.get(acc).get(v).simd('f32x4.add').set(acc);
       });
+      // One division per row, then products: within an ulp of dividing each element.
+      c.f32(1);
       horizontal(c, acc, 'f32.add');
-      c.simd('f32x4.splat').set(sum);
-      steps((i) => {
-        at(c, out, i);
-        at(c, out, i).mem('v128.load').get(sum).simd('f32x4.div').mem('v128.store');
+      c.op('f32.div').simd('f32x4.splat').set(scale);
+      steps((s) => {
+        s.store(out, () => {
+          s.load(out);
+          c.get(scale).simd('f32x4.mul');
+        });
       });
     });
   });
-  m.func('layerNorm', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'f64'], [], (c) => {
-    const [x, out, w, b, rows, n, eps] = [0, 1, 2, 3, 4, 5, 6];
-    const j = c.local('i32'), sum = c.local('f64'), mean = c.local('f64'), d = c.local('f64'), meanV = c.local('v128'), rstdV = c.local('v128');
-    /** Σ_j f(x[j]) in double, one element at a time: `term` turns the element (f64, on the stack) into the summand. */
-    const sumRow = (term: () => void): void => {
-      c.f64(0).set(sum);
-      c.forRange(j, () => c.i32(0), () => c.get(n), 1, () => {
-        c.get(sum);
-        at(c, x, j).mem('f32.load').op('f64.promote_f32');
-        term();
-        c.op('f64.add').set(sum);
+  m.func('layerNorm', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [x, out, w, b, rows, n, epsBits] = [0, 1, 2, 3, 4, 5, 6];
+    const sum = c.local('v128'), d = c.local('v128'), tail = c.local('f64'), t = c.local('f64'), mean = c.local('f64');
+    const meanD = c.local('v128'), meanV = c.local('v128'), rstdV = c.local('v128');
+    /**
+     * Σ f(x[j]) in double (as the JS kernel computes the statistics: float32 sums of long rows drift):
+     * two elements per f64x2 (floats j, j+1 and j+2, j+3 loaded as 64 bits each), the tail in an f64.
+     * `vector(d)` / `scalar(t)` add f of the f64x2 local d / f64 local t to `sum` / `tail`. Leaves the total on the stack.
+     */
+    const sumRow = (steps: (pass: (s: Step) => void) => void, vector: (d: number) => void, scalar: (t: number) => void): void => {
+      c.f64(0).simd('f64x2.splat').set(sum);
+      c.f64(0).set(tail);
+      steps((s) => {
+        if (s.tail) {
+          at(c, x, s.i).mem('f32.load').op('f64.promote_f32').set(t);
+          scalar(t);
+          return;
+        }
+        for (const half of [0, 8]) {
+          at(c, x, s.i).mem('v128.load64_zero', half).simd('f64x2.promote_low_f32x4').set(d);
+          vector(d);
+        }
       });
+      c.get(sum).lane('f64x2.extract_lane', 0).get(sum).lane('f64x2.extract_lane', 1).op('f64.add').get(tail).op('f64.add');
     };
     eachRow(c, x, out, rows, n, (steps) => {
-      // The statistics in double, as the JS kernel computes them (float32 sums of long rows drift).
-      sumRow(() => undefined);
-      c.get(sum).get(n).op('f64.convert_i32_s', 'f64.div').set(mean);
-      sumRow(() => void c.get(mean).op('f64.sub').tee(d).get(d).op('f64.mul'));
+      sumRow(steps, (v) => void c.get(sum).get(v).simd('f64x2.add').set(sum), (v) => void c.get(tail).get(v).op('f64.add').set(tail));
+      c.get(n).op('f64.convert_i32_s', 'f64.div').set(mean);
+      c.get(mean).simd('f64x2.splat').set(meanD);
+      const rowSumSq = (): void => sumRow(
+        steps,
+        (v) => {
+          c.get(v).get(meanD).simd('f64x2.sub').set(v);
+          c.get(sum).get(v).get(v).simd('f64x2.mul', 'f64x2.add').set(sum);
+        },
+        (v) => {
+          c.get(v).get(mean).op('f64.sub').set(v);
+          c.get(tail).get(v).get(v).op('f64.mul', 'f64.add').set(tail);
+        },
+      );
       c.get(mean).op('f32.demote_f64').simd('f32x4.splat').set(meanV);
-      // rstd = 1 / sqrt(Σd² / n + eps)
-      c.f64(1).get(sum).get(n).op('f64.convert_i32_s', 'f64.div').get(eps).op('f64.add', 'f64.sqrt', 'f64.div', 'f32.demote_f64').simd('f32x4.splat').set(rstdV);
-      steps((i) => {
-        at(c, out, i);
-        at(c, x, i).mem('v128.load').get(meanV).simd('f32x4.sub').get(rstdV).simd('f32x4.mul');
-        at(c, w, i).mem('v128.load').simd('f32x4.mul');
-        at(c, b, i).mem('v128.load').simd('f32x4.add').mem('v128.store');
+      // rstd = 1 / sqrt(Σ(x − mean)² / n + eps)
+      c.f64(1);
+      rowSumSq();
+      c.get(n).op('f64.convert_i32_s', 'f64.div').get(epsBits).op('f32.reinterpret_i32', 'f64.promote_f32', 'f64.add', 'f64.sqrt', 'f64.div', 'f32.demote_f64').simd('f32x4.splat').set(rstdV);
+      steps((s) => {
+        s.store(out, () => {
+          s.load(x);
+          c.get(meanV).simd('f32x4.sub').get(rstdV).simd('f32x4.mul');
+          s.load(w);
+          c.simd('f32x4.mul');
+          s.load(b);
+          c.simd('f32x4.add');
+        });
       });
     });
   });
@@ -106,11 +163,38 @@ function rowModule(): Uint8Array<ArrayBuffer> {
 let rowExports: RowExports | undefined;
 const kernels = (): RowExports => (rowExports ??= instantiate<RowExports>(rowModule()));
 
-/** Copies `values` into the heap with 16 bytes of padding after them (for a row's last four-wide step). */
-function putPadded(values: Float32Array): number {
-  const h = heap(), p = h.alloc(values.byteLength + 16);
-  h.f32.set(values, p >> 2);
+/** Elements per thread below which splitting rows over the pool costs more than it saves. */
+const MIN_ELEMENTS_PER_THREAD = 1 << 15;
+
+/**
+ * The address of `length` floats of `v` from element `from`: where they are when `v` lives in the
+ * heap, else a copy in scratch (call it for every operand before allocating other scratch: an
+ * allocation may grow the memory).
+ */
+function operand(v: CpuView, from: number, length: number): number {
+  const h = heap(), direct = h.addressOf(v.data, from);
+  if (direct !== undefined) return direct;
+  const p = h.alloc(length * 4);
+  h.f32.set((v.data as Float32Array).subarray(from, from + length), p >> 2);
   return p;
+}
+
+/** Runs `kernel(x, out, rows, …rest)` over `rows` rows of n floats, split by rows over the pool's threads. */
+function overRows(fn: (...args: number[]) => void, x: number, o: number, rows: number, n: number, rest: (rowsHere: number) => number[]): void {
+  const want = Math.floor((rows * n) / MIN_ELEMENTS_PER_THREAD);
+  const parts = want > 1 ? Math.min(want, rows, availableThreads()) : 1;
+  if (parts <= 1) return fn(x, o, ...rest(rows));
+  const per = Math.ceil(rows / parts), tasks: number[][] = [];
+  for (let r = 0; r < rows; r += per) tasks.push([x + r * n * 4, o + r * n * 4, ...rest(Math.min(per, rows - r))]);
+  parallelFor(tasks, fn);
+}
+
+/** Where the output goes: in place when it lives in the heap, else into scratch, copied out after. */
+function output(out: CpuView, total: number): { at: number; finish(): void } {
+  const h = heap(), direct = h.addressOf(out.data, out.offset);
+  if (direct !== undefined) return { at: direct, finish: () => undefined };
+  const at = h.alloc(total * 4);
+  return { at, finish: () => void (out.data as Float32Array).set(heap().f32.subarray(at >> 2, (at >> 2) + total), out.offset) };
 }
 
 /**
@@ -119,16 +203,20 @@ function putPadded(values: Float32Array): number {
  */
 export function wasmSoftmax(inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], log: boolean, out: CpuView): boolean {
   const x = inputs[0]!, r = x.shape.length;
-  if (log || prologue || x.dtype !== 'float32' || out.dtype !== 'float32' || r === 0 || dims.length !== 1 || dims[0] !== r - 1 || !isContiguous(x.shape, x.strides)) return false;
+  if (log || prologue || x.dtype !== 'float32' || out.dtype !== 'float32' || r === 0 || dims.length !== 1 || dims[0] !== r - 1) return false;
+  if (!isContiguous(x.shape, x.strides) || !isContiguous(out.shape, out.strides) || !(x.data instanceof Float32Array) || !(out.data instanceof Float32Array)) return false;
   const n = x.shape[r - 1]!, total = numel(x.shape);
   if (total === 0) return true;
   const h = heap();
   h.reset();
-  const xi = putPadded((x.data as Float32Array).subarray(x.offset, x.offset + total)), o = h.alloc(total * 4 + 16);
-  kernels().softmax(xi, o, total / n, n);
-  (out.data as Float32Array).set(h.f32.subarray(o >> 2, (o >> 2) + total), out.offset);
+  const fn = kernels().softmax as (...args: number[]) => void;
+  const xi = operand(x, x.offset, total), o = output(out, total);
+  overRows(fn, xi, o.at, total / n, n, (rows) => [rows, n]);
+  o.finish();
   return true;
 }
+
+const bitsView = new DataView(new ArrayBuffer(4));
 
 /**
  * layerNorm's block normalisation (blockNormKernel's layout with one group and one element per
@@ -138,16 +226,24 @@ export function wasmSoftmax(inputs: readonly CpuView[], prologue: Expr | undefin
 export function wasmLayerNorm(x: CpuView, weight: CpuView | undefined, bias: CpuView | undefined, layout: BlockLayout, eps: number, out: CpuView): boolean {
   const n = layout.blockSize, params = [weight, bias].filter((p) => p !== undefined);
   if (layout.groups !== 1 || layout.inner !== 1 || n === 0) return false;
-  if (x.dtype !== 'float32' || out.dtype !== 'float32' || !isContiguous(x.shape, x.strides)) return false;
-  if (!params.every((p) => p.dtype === 'float32' && isContiguous(p.shape, p.strides))) return false;
+  if (x.dtype !== 'float32' || out.dtype !== 'float32' || !isContiguous(x.shape, x.strides) || !isContiguous(out.shape, out.strides)) return false;
+  if (!(x.data instanceof Float32Array) || !(out.data instanceof Float32Array)) return false;
+  if (!params.every((p) => p.dtype === 'float32' && p.data instanceof Float32Array && isContiguous(p.shape, p.strides))) return false;
   const total = numel(x.shape);
   if (total === 0) return true;
   const h = heap();
   h.reset();
-  const xi = putPadded((x.data as Float32Array).subarray(x.offset, x.offset + total));
-  const param = (p: CpuView | undefined, fill: number) => putPadded(p ? (p.data as Float32Array).subarray(p.offset, p.offset + n) : new Float32Array(n).fill(fill));
-  const w = param(weight, 1), b = param(bias, 0), o = h.alloc(total * 4 + 16);
-  kernels().layerNorm(xi, o, w, b, total / n, n, eps);
-  (out.data as Float32Array).set(h.f32.subarray(o >> 2, (o >> 2) + total), out.offset);
+  const xi = operand(x, x.offset, total);
+  const param = (p: CpuView | undefined, fill: number): number => {
+    if (p) return operand(p, p.offset, n);
+    const at = h.alloc(n * 4);
+    h.f32.fill(fill, at >> 2, (at >> 2) + n);
+    return at;
+  };
+  const w = param(weight, 1), b = param(bias, 0), o = output(out, total);
+  bitsView.setFloat32(0, eps, true);
+  const epsBits = bitsView.getInt32(0, true);
+  overRows(kernels().layerNorm as (...args: number[]) => void, xi, o.at, total / n, n, (rows) => [w, b, rows, n, epsBits]);
+  o.finish();
   return true;
 }

@@ -1,46 +1,92 @@
-import { RESERVED_BYTES, heap } from './heap.js';
+import { RESERVED_BYTES, heap, kernelSource } from './heap.js';
 
-// A pool of worker threads (Node's worker_threads) that run the GEMM module on the shared heap.
-// Each worker owns a control block in the heap's reserved bytes: [state, arg0, arg1, …]. The main
-// thread writes a task's arguments, sets state 1 and notifies; the worker runs the task, sets state 2
-// and notifies; both sleep in Atomics.wait in between (no busy-waiting). Kernels stay synchronous:
-// the main thread runs one share of the work itself and then waits for the others.
-// In browsers (no worker_threads; the main thread may not Atomics.wait) kernels run on one thread.
+// A pool of worker threads that run generated kernels on the shared heap: Node's worker_threads, or
+// Web Workers in a cross-origin isolated page (elsewhere SharedArrayBuffer is hidden: one thread, and
+// `threadInfo()` says why). Each worker owns a control block in the heap's reserved bytes:
+// [state, messages taken, kernel id, argument count, arg0, arg1, …]. Kernels reach the workers as
+// compiled modules (postMessage), each once per worker; a worker runs a kernel only after it took
+// its module. To run a task the main thread writes its kernel and arguments, sets state POSTED and
+// notifies; the worker runs it, sets DONE and notifies. Idle workers sleep in Atomics.wait (Node) or
+// await Atomics.waitAsync (browsers, whose workers must keep their event loop free for messages): no
+// busy-waiting. Kernels stay synchronous: the calling thread runs one share itself, then waits for
+// the others (a page's main thread may not block, so there it polls for the few microseconds left).
 
-const SLOT_INTS = 32;
+const SLOT_INTS = 64;
+const HEADER = 4;
+/** Arguments one task can carry. */
+const MAX_ARGS = SLOT_INTS - HEADER;
 const MAX_WORKERS = RESERVED_BYTES / (SLOT_INTS * 4);
+/** Kernels a worker keeps instantiated; the longest unused beyond it are dropped. */
+const MAX_KERNELS_PER_WORKER = 256;
 const IDLE = 0, POSTED = 1, DONE = 2, FAILED = 3;
 
 interface PoolWorker {
   readonly control: Int32Array;
+  /** Kernel id → how many messages the worker must have taken to hold it (least recently used first). */
+  readonly kernels: Map<number, number>;
+  sent: number;
+  post(message: object): void;
   terminate(): void;
 }
 
-/**
- * The worker's program (CommonJS, evaluated by worker_threads): instantiate the module, then serve tasks
- * forever. The module name is spliced in so that the browser bundle's check for Node imports
- * (scripts/bundle-browser.mjs) does not mistake this Node-only text for code the page would run.
- */
-const WORKER_THREADS = 'node:worker_threads';
-const WORKER_SOURCE = `
-const { workerData } = require(${JSON.stringify(WORKER_THREADS)});
-const { memory, bytes, slot, entry } = workerData;
-const run = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports[entry];
-const I = new Int32Array(memory.buffer, slot, ${SLOT_INTS});
+// One program for both kinds of worker; `take` and `serve` differ only in how messages and waits work.
+const SHARED_SOURCE = `
+const fns = new Map();
+let I, memory;
+function take(m) {
+  if (m.drop !== undefined) fns.delete(m.drop);
+  else fns.set(m.id, new WebAssembly.Instance(m.module, { env: { memory } }).exports[m.entry]);
+  Atomics.add(I, 1, 1);
+  Atomics.notify(I, 1);
+}
 const args = [];
-Atomics.store(I, 0, ${DONE});
-Atomics.notify(I, 0);
-for (;;) {
-  const state = Atomics.load(I, 0);
-  if (state !== ${POSTED}) { Atomics.wait(I, 0, state); continue; }
+function runTask() {
   try {
-    for (let i = 0; i < run.length; i++) args[i] = I[1 + i];
-    run(...args);
+    const fn = fns.get(I[2]);
+    args.length = I[3];
+    for (let i = 0; i < args.length; i++) args[i] = I[${HEADER} + i];
+    fn(...args);
     Atomics.store(I, 0, ${DONE});
   } catch {
     Atomics.store(I, 0, ${FAILED});
   }
   Atomics.notify(I, 0);
+}
+function start(m) {
+  memory = m.memory;
+  I = new Int32Array(memory.buffer, m.slot, ${SLOT_INTS});
+  Atomics.store(I, 0, ${DONE});
+  Atomics.notify(I, 0);
+}`;
+
+/**
+ * Node's worker (CommonJS, evaluated by worker_threads): it sleeps in Atomics.wait and takes modules
+ * with receiveMessageOnPort whenever it wakes. The module name is spliced in so that the browser
+ * bundle's check for Node imports (scripts/bundle-browser.mjs) does not mistake this Node-only text for code the page would run.
+ */
+const WORKER_THREADS = 'node:worker_threads';
+const NODE_SOURCE = `${SHARED_SOURCE}
+const { workerData, parentPort, receiveMessageOnPort } = require(${JSON.stringify(WORKER_THREADS)});
+start(workerData);
+for (;;) {
+  for (let m; (m = receiveMessageOnPort(parentPort)); ) take(m.message);
+  const state = Atomics.load(I, 0);
+  if (state === ${POSTED}) runTask();
+  else Atomics.wait(I, 0, state);
+}`;
+
+/** A page's Web Worker: messages arrive as events, so it waits with Atomics.waitAsync between tasks. */
+const BROWSER_SOURCE = `${SHARED_SOURCE}
+onmessage = (e) => {
+  if (e.data.memory) { start(e.data); serve(); }
+  else take(e.data);
+};
+async function serve() {
+  for (;;) {
+    const state = Atomics.load(I, 0);
+    if (state === ${POSTED}) runTask();
+    else await Atomics.waitAsync(I, 0, state).value;
+  }
 }`;
 
 /** Threads wanted (the main thread included); undefined until set or until the pool learns the core count. */
@@ -48,42 +94,106 @@ let wanted: number | undefined;
 const workers: PoolWorker[] = [];
 let starting: Promise<void> | undefined;
 let tasksOnWorkers = 0;
+/** Why the pool runs one thread (no shared memory, no workers), once known. */
+let singleReason: string | undefined;
+let kind: 'worker_threads' | 'web workers' | undefined;
 
 /** The pool: workers started (and ready), threads wanted, and how many tasks workers have run. */
 export function poolStats(): { workers: number; ready: number; wanted: number | undefined; tasksOnWorkers: number } {
   return { workers: workers.length, ready: workers.filter((w) => Atomics.load(w.control, 0) !== IDLE).length, wanted, tasksOnWorkers };
 }
 
-/** Node's worker_threads and os modules, or null outside Node. Imported by a computed name so browser bundlers leave it alone. */
-async function nodeModules(): Promise<{ Worker: new (src: string, o: object) => { unref(): void; terminate(): Promise<number> }; cores: number } | null> {
-  const node = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node;
-  if (!node) return null;
-  const [wt, os] = (await Promise.all(['node:worker_threads', 'node:os'].map((name) => import(name)))) as [
-    { Worker: new (src: string, o: object) => { unref(): void; terminate(): Promise<number> } },
-    { availableParallelism?: () => number; cpus(): unknown[] },
-  ];
-  return { Worker: wt.Worker, cores: os.availableParallelism?.() ?? os.cpus().length };
+/** How the CPU kernels use threads here: how many, by what means, and why only one when that is so. */
+export interface ThreadInfo {
+  /** Threads kernels use now (the calling one included). */
+  threads: number;
+  /** Threads wanted (`setCpuThreads`, `init({ threads })`, or the core count once the pool started). */
+  wanted: number | undefined;
+  /** What the workers are: Node's worker_threads or a page's Web Workers (undefined: none, yet or at all). */
+  workers: 'worker_threads' | 'web workers' | undefined;
+  /** Why kernels run on one thread, when they must (e.g. a page that is not cross-origin isolated). */
+  singleThreadReason?: string;
 }
 
-/** Starts workers up to `wanted` − 1 in the background; `entry` of `bytes` is what they run. */
-function grow(bytes: Uint8Array<ArrayBuffer>, entry: string): void {
-  if (starting || !heap().shared) return;
-  starting = nodeModules()
-    .then((node) => {
-      if (!node) return void (wanted = 1);
-      wanted ??= node.cores;
+export function threadInfo(): ThreadInfo {
+  const reason = singleReason ?? whyNoWorkers();
+  return { threads: 1 + readyWorkers(), wanted: reason ? 1 : wanted, workers: kind, ...(reason ? { singleThreadReason: reason } : {}) };
+}
+
+type WorkerCtor = new (src: string, o: object) => { unref(): void; terminate(): Promise<number>; postMessage(m: object): void };
+type Spawner = { cores: number; spawn(slot: number): Omit<PoolWorker, 'control' | 'kernels' | 'sent'> };
+
+const isNode = (): boolean => Boolean((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node);
+
+/** Why no worker can share the heap here (checked before starting any), or undefined when they can. */
+function whyNoWorkers(): string | undefined {
+  if (!heap().shared) {
+    const g = globalThis as { crossOriginIsolated?: boolean };
+    return g.crossOriginIsolated === false
+      ? 'this page is not cross-origin isolated, so SharedArrayBuffer is off: serve it with the headers Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp to run on Web Workers'
+      : 'this engine has no shared WebAssembly memory (SharedArrayBuffer)';
+  }
+  if (isNode()) return undefined;
+  if (typeof (globalThis as { Worker?: unknown }).Worker !== 'function') return 'this environment has no Web Workers';
+  if (typeof (Atomics as { waitAsync?: unknown }).waitAsync !== 'function') return 'this browser lacks Atomics.waitAsync, which idle Web Workers need';
+  return undefined;
+}
+
+/** How to start a worker here: Node's worker_threads, or a Web Worker from a blob URL. Imported by a computed name so browser bundlers leave Node's modules alone. */
+async function spawner(): Promise<Spawner> {
+  const memory = heap().memory;
+  if (isNode()) {
+    const [wt, os] = (await Promise.all(['node:worker_threads', 'node:os'].map((name) => import(name)))) as [
+      { Worker: WorkerCtor },
+      { availableParallelism?: () => number; cpus(): unknown[] },
+    ];
+    kind = 'worker_threads';
+    return {
+      cores: os.availableParallelism?.() ?? os.cpus().length,
+      spawn(slot) {
+        const w = new wt.Worker(NODE_SOURCE, { eval: true, workerData: { memory, slot } });
+        // Idle workers must not keep the process alive.
+        w.unref();
+        return { post: (m) => w.postMessage(m), terminate: () => void w.terminate() };
+      },
+    };
+  }
+  const g = globalThis as unknown as { navigator?: { hardwareConcurrency?: number }; Worker: new (url: string) => { postMessage(m: object): void; terminate(): void } };
+  const url = URL.createObjectURL(new Blob([BROWSER_SOURCE], { type: 'text/javascript' }));
+  kind = 'web workers';
+  return {
+    cores: g.navigator?.hardwareConcurrency ?? 1,
+    spawn(slot) {
+      const w = new g.Worker(url);
+      w.postMessage({ memory, slot });
+      return { post: (m) => w.postMessage(m), terminate: () => w.terminate() };
+    },
+  };
+}
+
+/** Starts workers up to `wanted` − 1 in the background. */
+function grow(): void {
+  if (starting || singleReason) return;
+  const reason = whyNoWorkers();
+  if (reason) {
+    singleReason = reason;
+    if (!isNode()) console.info(`sinter: the CPU backend runs on one thread: ${reason}`);
+    return;
+  }
+  starting = spawner()
+    .then((s) => {
+      wanted ??= s.cores;
       const memory = heap().memory;
       while (workers.length < Math.min(wanted, MAX_WORKERS + 1) - 1) {
         const slot = workers.length * SLOT_INTS * 4;
         const control = new Int32Array(memory.buffer, slot, SLOT_INTS);
-        Atomics.store(control, 0, IDLE);
-        const w = new node.Worker(WORKER_SOURCE, { eval: true, workerData: { memory, bytes, slot, entry } });
-        // Idle workers must not keep the process alive.
-        w.unref();
-        workers.push({ control, terminate: () => void w.terminate() });
+        control.fill(0);
+        workers.push({ control, kernels: new Map(), sent: 0, ...s.spawn(slot) });
       }
     })
-    .catch(() => void (wanted = 1))
+    .catch((e: unknown) => {
+      singleReason = `worker threads could not start (${e instanceof Error ? e.message : String(e)})`;
+    })
     .finally(() => void (starting = undefined));
 }
 
@@ -96,34 +206,114 @@ export function setThreads(n: number): void {
   while (workers.length > wanted - 1) workers.pop()!.terminate();
 }
 
-/** Threads a kernel may use now: the calling thread plus the workers that have started (the pool starts on first use). */
-export function availableThreads(bytes: () => Uint8Array<ArrayBuffer>, entry: string): number {
-  if ((wanted ?? 2) > workers.length + 1) grow(bytes(), entry);
-  return 1 + workers.filter((w) => Atomics.load(w.control, 0) !== IDLE).length;
+/**
+ * Threads a kernel may use now: the calling thread plus the workers that have started (the pool
+ * starts on first use). The arguments of older callers (a module and export) are no longer needed:
+ * `parallelFor` finds each kernel's module itself.
+ */
+export function availableThreads(..._legacy: unknown[]): number {
+  if ((wanted ?? 2) > workers.length + 1) grow();
+  return 1 + readyWorkers();
+}
+
+function readyWorkers(): number {
+  let ready = 0;
+  for (const w of workers) if (Atomics.load(w.control, 0) !== IDLE) ready++;
+  return ready;
+}
+
+const kernelIds = new WeakMap<object, number>();
+let nextKernelId = 0;
+
+/**
+ * Whether worker `w` holds the kernel's module now; if it never got it, sends it (the worker takes it
+ * at its next wake-up, so this call runs without it). Keeps at most MAX_KERNELS_PER_WORKER per worker.
+ */
+function holds(w: PoolWorker, id: number, source: { module: WebAssembly.Module; entry: string }): boolean {
+  const seq = w.kernels.get(id);
+  if (seq !== undefined) {
+    w.kernels.delete(id);
+    w.kernels.set(id, seq);
+    if (Atomics.load(w.control, 1) >= seq) return true;
+    Atomics.notify(w.control, 0);
+    return false;
+  }
+  if (w.kernels.size >= MAX_KERNELS_PER_WORKER) {
+    const oldest = w.kernels.keys().next().value as number;
+    w.kernels.delete(oldest);
+    w.post({ drop: oldest });
+    w.sent++;
+  }
+  w.post({ id, module: source.module, entry: source.entry });
+  w.kernels.set(id, ++w.sent);
+  Atomics.notify(w.control, 0);
+  return false;
+}
+
+/** How long a kernel's first call waits for a worker to take its module (it takes well under a millisecond). */
+const MODULE_WAIT_MS = 50;
+
+/** Waits (where this thread may block) until worker `w` has taken kernel `id`'s module; whether it has. */
+function awaitModule(w: PoolWorker, id: number): boolean {
+  const seq = w.kernels.get(id)!;
+  if (!blockingAllowed()) return false;
+  const until = performance.now() + MODULE_WAIT_MS;
+  for (let taken = Atomics.load(w.control, 1); taken < seq; taken = Atomics.load(w.control, 1)) {
+    const left = until - performance.now();
+    if (left <= 0) return false;
+    Atomics.wait(w.control, 1, taken, left);
+  }
+  return true;
+}
+
+/** Whether this thread may block in Atomics.wait (not a page's main thread). */
+let canBlock: boolean | undefined;
+function blockingAllowed(): boolean {
+  if (canBlock === undefined) {
+    try {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+      canBlock = true;
+    } catch {
+      canBlock = false;
+    }
+  }
+  return canBlock;
 }
 
 /**
- * Runs `run(...task)` for every task: the first on this thread, the others on ready workers (their
- * module's `entry`, the same function), and returns when all are done. Tasks beyond the ready workers run here.
+ * Runs `run(...task)` for every task: the first on this thread, the others on ready workers that
+ * hold `run`'s module (a function from heap.ts's `instantiate`), and returns when all are done. Tasks
+ * beyond those workers run here.
  */
 export function parallelFor(tasks: readonly (readonly number[])[], run: (...args: number[]) => void): void {
-  const ready = workers.filter((w) => Atomics.load(w.control, 0) === DONE);
+  const source = kernelSource(run);
   const posted: PoolWorker[] = [];
-  for (let t = 1; t < tasks.length && posted.length < ready.length; t++) {
-    const w = ready[posted.length]!;
-    w.control.set(tasks[t]!, 1);
-    Atomics.store(w.control, 0, POSTED);
-    Atomics.notify(w.control, 0);
-    posted.push(w);
+  if (source && tasks.length > 1 && tasks.every((t) => t.length <= MAX_ARGS)) {
+    let id = kernelIds.get(run);
+    if (id === undefined) kernelIds.set(run, (id = nextKernelId++));
+    for (const w of workers) {
+      if (posted.length === tasks.length - 1) break;
+      if (Atomics.load(w.control, 0) !== DONE || !(holds(w, id, source) || awaitModule(w, id))) continue;
+      const task = tasks[posted.length + 1]!;
+      w.control[2] = id;
+      w.control[3] = task.length;
+      w.control.set(task, HEADER);
+      Atomics.store(w.control, 0, POSTED);
+      Atomics.notify(w.control, 0);
+      posted.push(w);
+    }
   }
   tasksOnWorkers += posted.length;
   run(...tasks[0]!);
   for (let t = 1 + posted.length; t < tasks.length; t++) run(...tasks[t]!);
   let failed = false;
+  const block = blockingAllowed();
   for (const w of posted) {
-    while (Atomics.load(w.control, 0) === POSTED) Atomics.wait(w.control, 0, POSTED);
-    failed ||= Atomics.load(w.control, 0) === FAILED;
-    if (failed) Atomics.store(w.control, 0, DONE);
+    while (Atomics.load(w.control, 0) === POSTED) if (block) Atomics.wait(w.control, 0, POSTED);
+    if (Atomics.load(w.control, 0) === FAILED) {
+      failed = true;
+      Atomics.store(w.control, 0, DONE);
+    }
   }
   if (failed) throw new Error('a WebAssembly kernel failed on a worker thread');
 }
