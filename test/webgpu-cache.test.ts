@@ -25,6 +25,33 @@ async function compiledBy(fn: () => Promise<void>): Promise<number> {
 
 afterEach(() => sn.setCacheLimits({ pipelines: DEFAULT_PIPELINE_CACHE_SIZE, idleBytes: DEFAULT_MAX_IDLE_BYTES }));
 
+describe("a jitted function's first call", () => {
+  it('submits the kernels recorded so far before compiling each new pipeline, so the device runs them meanwhile', async () => {
+    // Reductions over a row length no other test uses: their pipelines are new (the length is in their source).
+    const f = sn.jit((x: Tensor) => x.sum(-1).exp().mul(x.amax(-1)).add(x.mean(-1).neg()));
+    const c = sn.randn([5, 1013], { seed: 3, device: 'cpu' });
+    const x = c.to(device);
+    const before = gpu().batch.submits;
+    const compiled = await compiledBy(async () => {
+      const y = f(x);
+      const want = sn.tidy(() => c.sum(-1).exp().mul(c.amax(-1)).add(c.mean(-1).neg()));
+      assertClose(Array.from(await y.data()), Array.from(await want.data()), TOLERANCES.webgpu.float32);
+      y.dispose();
+      want.dispose();
+    });
+    expect(compiled).toBeGreaterThanOrEqual(2);
+    // One submit before each new pipeline but the first (nothing was recorded before it), and the last.
+    expect(gpu().batch.submits - before).toBeGreaterThanOrEqual(compiled);
+    // A warm call is one submit.
+    const warm = gpu().batch.submits;
+    f(x).dispose();
+    await sn.synchronize(device);
+    expect(gpu().batch.submits - warm).toBe(1);
+    x.dispose();
+    c.dispose();
+  });
+});
+
 describe('per-call values are kernel parameters', () => {
   it('x.mul(s).add(t) for 20 different scalars compiles one pipeline per op, with every result right', async () => {
     const xs = [1.5, -2, 0, 3.25, 7, -0.5, 11];

@@ -178,13 +178,23 @@ describe('view offsets of scatterElements, scatterND and gatherND are kernel par
 });
 
 describe('sizes of convolutions and matrix products are kernel parameters', () => {
-  // Layers of one structure (kernel size, padded sides, groups, stride 1 or not for the transpose) at
-  // different sizes share a pipeline. The sizes are picked so that the few size-dependent choices
-  // that stay in the source (register tile and workgroup shape, whether tiles fit the output exactly,
-  // vec4 stores, k mod 4) are equal across them: more than 64 output pixels per image, not a multiple of 4.
+  // Layers of one structure (padded sides, groups, stride 1 or not for the transpose) at different
+  // sizes and kernel sizes share a pipeline. The sizes are picked so that the few size-dependent
+  // choices that stay in the source (register tile and workgroup shape, vec4 stores) are equal across
+  // them: more than 64 output pixels per image, not a multiple of 4.
   it('conv2d 3×3 with padding and bias: channels, image sizes and strides', async () => {
     const shapes = [[4, 9, 9, 1], [8, 11, 13, 1], [4, 17, 17, 2], [8, 21, 13, 2]] as const;
     await oneCompileFor(shapes, (d, [c, h, w, stride]) => sn.tidy(() => sn.conv2d(randn([2, c, h, w], 1, d), randn([8, c, 3, 3], 2, d), randn([8], 3, d), { padding: 1, stride })));
+  });
+  it('conv2d with padding: kernel sizes (3×3, 5×5, 1×3), dilations and k mod 4 share one pipeline', async () => {
+    // [in channels, kernel height, kernel width, dilation]: k = 36, 125, 9, 36; 99 to 169 output pixels, all odd.
+    const shapes = [[4, 3, 3, 1], [5, 5, 5, 1], [3, 1, 3, 1], [4, 3, 3, 2]] as const;
+    await oneCompileFor(shapes, (d, [c, kh, kw, dilation]) =>
+      sn.tidy(() => sn.conv2d(randn([1, c, 11, 13], 1, d), randn([8, c, kh, kw], 2, d), randn([8], 3, d), { padding: 1, dilation })));
+  });
+  it('convTranspose2d with stride 2: kernel sizes 3×3 and 5×5 share one pipeline', async () => {
+    const shapes = [[4, 3], [6, 5]] as const;
+    await oneCompileFor(shapes, (d, [c, k]) => sn.tidy(() => sn.convTranspose2d(randn([1, c, 6, 7], 1, d), randn([c, 8, k, k], 2, d), randn([8], 3, d), { stride: 2, padding: 1 })));
   });
   it('depthwise conv2d: channels and image sizes', async () => {
     const shapes = [[3, 9, 9], [8, 11, 13], [5, 13, 9]] as const;

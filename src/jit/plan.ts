@@ -244,11 +244,6 @@ export class Plan {
     return this.gpu?.plan.pipelineCount ?? 0;
   }
 
-  /** On WebGPU, creates the pipelines the plan lacks now, synchronously (their compile checks report on the first run). */
-  createPipelines(): void {
-    this.gpu?.plan.createPipelines();
-  }
-
   run(args: readonly Tensor[]): Tensor[] {
     return this.execute(args, false).outputs;
   }

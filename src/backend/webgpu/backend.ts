@@ -231,6 +231,11 @@ export class WebGpuBackend implements Backend {
     return this.pipelines.get(pass.kernel.source, program.inputs, program.writable + (pass.kernel.checks ? 1 : 0), pass.label);
   }
 
+  /** Whether the pipeline of a prepared pass is cached already (created, or being compiled asynchronously). */
+  hasPipeline(program: PreparedProgram, pass: PreparedPass): boolean {
+    return this.pipelines.has(pass.kernel.source, program.inputs, program.writable + (pass.kernel.checks ? 1 : 0));
+  }
+
   /** The bind group layout of a prepared pass's pipeline. */
   layout(program: PreparedProgram, pass: PreparedPass): GPUBindGroupLayout {
     return this.pipelines.layout(program.inputs, program.writable + (pass.kernel.checks ? 1 : 0));

@@ -101,6 +101,11 @@ export class PipelineCache {
     return entry.compiled!;
   }
 
+  /** Whether the pipeline is cached (created, or being compiled asynchronously); counts nothing. */
+  has(source: string, inputs: number, outputs: number): boolean {
+    return this.entries.has(this.key(source, inputs, outputs));
+  }
+
   /** The entry for `key`, made the most recently used; counts the hit. */
   private lookup(key: string): Entry | undefined {
     const hit = this.entries.get(key);

@@ -80,7 +80,8 @@ const collected = new FinalizationRegistry<PlanBuffers>(({ pool, scratch, own })
  * can be in flight (`inFlight`), each with its own inputs and outputs, so the upload of one and the
  * readback of another overlap a third's kernels. They may share the intermediates' buffers because
  * the device runs one queue's submissions in order. Pipelines are created synchronously on the first
- * call unless `compile()` compiled them, in parallel, before.
+ * call unless `compile()` compiled them, in parallel, before; that call submits its work in pieces, one
+ * before each new pipeline, so the device runs the kernels recorded so far while the next compiles.
  */
 export class WebGpuPlan {
   private readonly dispatches: Dispatch[] = [];
@@ -202,13 +203,19 @@ export class WebGpuPlan {
       for (const c of s.checks) if (!c.settled) deps.add(c);
     }
     const timestamps = profile && device.features.has('timestamp-query') ? this.timestampQueries() : null;
-    const compiling = this.ready ? [] : this.createPipelines();
-    // As for eager ops: kernels whose compile check still runs go in a submit of their own (the
-    // queued eager work first), so that a rejected one spoils only this call's outputs.
-    if (compiling.length > 0) {
+    const cold = !this.ready;
+    const compiling: Promise<SinterError | null>[] = [];
+    if (cold) {
+      // Pipelines in the cache first, so that a known compile error throws before anything is recorded; the others
+      // are created as the loop below reaches them.
+      for (const d of this.dispatches) d.pipeline = backend.hasPipeline(d.program, d.pass) ? backend.pipeline(d.program, d.pass) : null;
+      // As for eager ops: kernels whose compile check may still run go in submits of their own (the queued eager
+      // work first), so that a rejected one spoils only this call's outputs.
       batch.flush();
       device.pushErrorScope('validation');
     }
+    /** Dispatches recorded since the last submit. */
+    let recorded = 0;
     const checks: Check[] = [];
     const receivers: ((words: Uint32Array | null) => void)[] = [];
     let pass = timestamps ? null : batch.pass();
@@ -224,6 +231,20 @@ export class WebGpuPlan {
         checks.push(check);
         receivers[d.slot] = receive;
       }
+      if (cold) {
+        if (!d.pipeline) {
+          // A new pipeline is compiled now, on this thread: what is recorded so far is submitted first, so that the
+          // device runs it meanwhile (on a first call, compilation overlaps execution instead of preceding it).
+          if (recorded > 0 && !timestamps && !backend.hasPipeline(d.program, d.pass)) {
+            batch.flush();
+            pass = batch.pass();
+            recorded = 0;
+          }
+          d.pipeline = backend.pipeline(d.program, d.pass);
+        }
+        if (d.pipeline.compiled) compiling.push(d.pipeline.compiled);
+      }
+      recorded++;
       pass!.setPipeline(d.pipeline!.pipeline);
       pass!.setBindGroup(0, this.bindGroup(d, inputs, outputs));
       if (d.params) pass!.setBindGroup(1, d.params.group, [d.params.offset]);
@@ -250,20 +271,12 @@ export class WebGpuPlan {
       () => this.running--,
       () => this.running--,
     );
-    if (compiling.length > 0) checks.push(backend.verdict('jit', compiling));
+    if (cold) {
+      this.ready = compiling.length === 0;
+      checks.push(backend.verdict('jit', compiling));
+    }
     for (const s of outputs) s.checks = [...deps, ...checks];
     return timestamps && readback ? this.kernelTimes(timestamps, readback) : null;
-  }
-
-  /** Looks every pipeline up, creating missing ones now (a known compile error throws), and returns the compile checks still running. */
-  createPipelines(): Promise<SinterError | null>[] {
-    const compiling: Promise<SinterError | null>[] = [];
-    for (const d of this.dispatches) {
-      d.pipeline = this.backend.pipeline(d.program, d.pass);
-      if (d.pipeline.compiled) compiling.push(d.pipeline.compiled);
-    }
-    this.ready = compiling.length === 0;
-    return compiling;
   }
 
   private bindGroup(d: Dispatch, inputs: readonly WebGpuStorage[], outputs: readonly WebGpuStorage[]): GPUBindGroup {

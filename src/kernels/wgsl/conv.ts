@@ -13,10 +13,12 @@ import type { GpuView, WebGpuCaps, WgslForm } from './kernel.js';
 // pixel and per tap parts are computed once, leaving an add and a bounds check per value. The checks
 // combine with `&`, not `&&`: short-circuiting makes a branch per value, and SwiftShader's shader
 // compiler never finished a conv kernel with 64 of them (its pipeline creation hung for minutes).
-// Sizes, strides, paddings and dilations are kernel parameters (see ./params.ts): a network's layers
-// of one structure (kernel size, which sides are padded, groups of one channel or more, the fused
-// epilogue) at different sizes share one pipeline, which is most of a model's first-call time on a
-// device whose shader compiler is slow. The kernel size stays in the source: the tap split divides by it per k.
+// Sizes, strides, paddings, dilations and kernel sizes are kernel parameters (see ./params.ts): a
+// network's layers of one structure (which sides are padded, the fused epilogue) at different sizes
+// share one pipeline, which is most of a model's first-call time on a device whose shader compiler is
+// slow. The kernel size is a parameter where the GEMM visits the taps in order (GemmOperand.walk:
+// SwiftShader's kernel); where it splits k into taps (the tiled kernel), it divides by the kernel
+// size, which then stays in the source.
 
 /** An input's [N, C, H, W] shape and strides; an unbatched [C, H, W] input is one image. */
 function images(x: GpuView): { shape: number[]; strides: number[] } {
@@ -28,8 +30,36 @@ function tap(name: string, k: string, kh: number, kw: number, sC: string): strin
   return `let ${name}_c = (${k}) / ${kh * kw}u; let ${name}_i = ((${k}) / ${kw}u) % ${kh}u; let ${name}_j = (${k}) % ${kw}u; let ${name} = i32(${name}_c * ${sC});`;
 }
 
-/** A parameter read as i32 (strides and paddings enter signed index math). */
+/** A parameter read as i32 (strides and paddings enter signed index math; steps may be negative). */
 const i32Of = (params: KernelParams, v: number) => `i32(${params.u32(v)})`;
+
+/**
+ * GemmOperand.walk over the taps k = (c, i, j) of a kh×kw kernel with dilations (dh, dw), in order: it
+ * keeps the tap's row `_i` and column `_j`, their offsets `_dh` = i·dh and `_dw` = j·dw (i32), and an
+ * i32 element offset (named by `offset`) that moves by `steps` = [to the next column, to the next row
+ * (from past the row's end), to the next channel (from past the kernel's end)]. Kernel sizes,
+ * dilations and steps are parameters, read when the walk is first used: kernels of every size share a pipeline.
+ */
+function tapWalk(
+  params: KernelParams, [kh, kw]: readonly number[], [dh, dw]: readonly number[], offset: (name: string) => string, steps: readonly [number, number, number],
+): NonNullable<GemmOperand['walk']> {
+  let read: string[] | null = null;
+  const values = () => (read ??= [params.u32(kh), params.u32(kw), ...[dh, dw, ...steps].map((v) => i32Of(params, v))]);
+  return {
+    start(name) {
+      values();
+      return `var ${name}_i = 0u; var ${name}_j = 0u; var ${name}_dh = 0i; var ${name}_dw = 0i; var ${offset(name)} = 0i;`;
+    },
+    next(name) {
+      const [KH, KW, DH, DW, col, row, chan] = values(), o = offset(name);
+      return (
+        `${name}_j += 1u; ${name}_dw += ${DW}; ${o} += ${col}; ` +
+        `if (${name}_j == ${KW}) { ${name}_j = 0u; ${name}_dw = 0i; ${name}_i += 1u; ${name}_dh += ${DH}; ${o} += ${row}; ` +
+        `if (${name}_i == ${KH}) { ${name}_i = 0u; ${name}_dh = 0i; ${o} += ${chan}; } }`
+      );
+    },
+  };
+}
 
 /**
  * The im2col operand of conv2d (columns x = output pixels of one image, rows k = taps of one group's
@@ -62,6 +92,10 @@ export function im2col(
     atK: (name, k) =>
       `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}); let ${name}_dw = i32(${name}_j * ${dw}); ` +
       `let ${name}_o = ${name} + ${name}_dh * ${sH} + ${name}_dw * ${sW};`,
+    // The same in order: `_o` moves a dilated column, then a dilated row less the row's columns, then a channel less the kernel's rows.
+    walk: tapWalk(params, [kh, kw], a.dilation, (name) => `${name}_o`, [
+      a.dilation[1] * stW, a.dilation[0] * stH - kw * a.dilation[1] * stW, stC - kh * a.dilation[0] * stH,
+    ]),
     // Float convolutions read f32 values already; integer ones (zeroPoint given) i32.
     load(p, k) {
       const raw = loadElement('in0', x.dtype, `u32(${p} + ${k}_o)`, caps);
@@ -97,6 +131,8 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
     base: (name, [n, g]) => `let ${name} = i32(${offset} + ${n} * ${sN} + ${g} * ${sG});`,
     atX: (name, base, p) => `let ${name}_h = i32((${p}) / ${OWu}) + ${ph}; let ${name}_w = i32((${p}) % ${OWu}) + ${pw}; let ${name} = ${base};`,
     atK: (name, k) => `${tap(name, k, kh, kw, sC)} let ${name}_dh = i32(${name}_i * ${dh}); let ${name}_dw = i32(${name}_j * ${dw});`,
+    // The same in order: the channel offset moves at each channel.
+    walk: tapWalk(params, [kh, kw], a.dilation, (name) => name, [0, 0, stC]),
     load(p, k) {
       const h = axis(`${p}_h - ${k}_dh`, sh, H), w = axis(`${p}_w - ${k}_dw`, sw, W);
       const v = loadElement('in0', x.dtype, `u32(${p} + ${k} + (${h.at}) * ${sH} + (${w.at}) * ${sW})`, caps);

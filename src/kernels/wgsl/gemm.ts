@@ -23,7 +23,8 @@ import { offsetOf, unravel } from './strided.js';
 //   cooperatively (vec4 loads where the operand is contiguous and aligned along x or k), so each
 //   loaded value serves 16 invocations and neighbouring invocations read neighbouring addresses.
 // - `registers`: no workgroup memory; each invocation reads its operands straight from storage into
-//   an 8×8 register tile (smaller for thin products), k unrolled by 4 with vec4 loads where aligned.
+//   an 8×8 register tile (smaller for thin products), one k per loop step (four, with vec4 loads along
+//   k, for operands that pack values into words).
 //   GPUs get it for thin products (a matrix-vector product), which would leave most of a 64×64 tile
 //   idle. SwiftShader gets it for everything: it is a CPU emulation where every invocation's load is
 //   a gather and a barrier switches fibers, and runs `tiled` 2.7–3.8× slower (3×3 conv benchmark, 512³
@@ -55,6 +56,12 @@ export interface GemmOperand {
   load(x: string, k: string, t: WgslScalar): string;
   /** The vec4<t> of four consecutive x (or k) from there, the binding then being an array of vec4 (operands with vecX or vecK). */
   load4?(x: string, k: string, t: WgslScalar): string;
+  /**
+   * For loops that visit k = 0, 1, 2, … in turn, in place of `atK`: `start` declares as variables, at
+   * k = 0, what `atK` defines under `name`, and `next` advances them to the next k. Where `atK` divides
+   * by sizes (conv2d's taps), this adds instead, and leaves the sizes to parameters.
+   */
+  readonly walk?: { start(name: string): string; next(name: string): string };
 }
 
 /** A matrix stored with strides: element (x, k) of batch (b…) at offset + Σ b·batch + x·xStride + Σ k_d·stride_d. */
@@ -107,8 +114,37 @@ export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCa
       const { lines, idx } = unravel(`(${k})`, kSizes, `${name}_`);
       return `${lines.join(' ')} let ${name} = ${offsetOf(0, kStrides, idx)};`;
     },
+    // Several k dims (a transposed convolution's weight): the walk keeps an index per inner dim and moves the
+    // offset by parameters, so the dims' sizes (the kernel size) stay out of the source.
+    ...(kSizes.length > 1 && { walk: stridedWalk(kSizes, kStrides, params) }),
     load: (x, k, t) => widen(m.dtype, loadElement(buf, m.dtype, `(${x} + ${k})`, caps), t),
     load4: (x, k, t) => (computeType(m.dtype) === t ? `${buf}[(${x} + ${k}) / 4u]` : `${vec4Of(t)}(${buf}[(${x} + ${k}) / 4u])`),
+  };
+}
+
+/**
+ * GemmOperand.walk over k dims of `sizes` and `strides` (outermost first): `name` is the u32 offset,
+ * `name_d` the index in inner dim d. Past an inner dim's end its index returns to 0 and the offset
+ * moves by the next outer dim's stride less the dim's extent (u32 arithmetic wraps, so negative moves
+ * are words too). Sizes and moves are parameters, read when the walk is first used.
+ */
+function stridedWalk(sizes: readonly number[], strides: readonly number[], params: KernelParams): NonNullable<GemmOperand['walk']> {
+  const last = sizes.length - 1;
+  let read: { size: string; step: string; wrap: string }[] | null = null;
+  const values = () =>
+    (read ??= sizes.map((size, d) => ({ size: params.u32(size), step: params.u32(strides[d]!), wrap: d === 0 ? '' : params.u32(strides[d - 1]! - size * strides[d]!) })));
+  return {
+    start(name) {
+      values();
+      return [`var ${name} = 0u;`, ...sizes.slice(1).map((_, d) => `var ${name}_${d + 1} = 0u;`)].join(' ');
+    },
+    next(name) {
+      const v = values();
+      // Dim d past its end: back to 0, and dim d - 1 moves on (dim 0 keeps no index).
+      const wrap = (d: number): string =>
+        `${name}_${d} = 0u; ${name} += ${v[d]!.wrap};` + (d > 1 ? ` ${name}_${d - 1} += 1u; if (${name}_${d - 1} == ${v[d - 1]!.size}) { ${wrap(d - 1)} }` : '');
+      return `${name}_${last} += 1u; ${name} += ${v[last]!.step}; if (${name}_${last} == ${v[last]!.size}) { ${wrap(last)} }`;
+    },
   };
 }
 
@@ -313,12 +349,15 @@ function registerSetups(o: RegisterOperand): string[] {
  * One operand's loads for a k step of `count` values from `k0` (a multiple of 4 with vec4 along k):
  * the statements, and `val(i, u)`, the value at its x index i and k0 + u.
  */
-function registerStep(o: RegisterOperand, k0: string, count: number, t: WgslScalar): { lines: string[]; val: (i: number, u: number) => string } {
+function registerStep(o: RegisterOperand, k0: string, count: number, t: WgslScalar, walking: boolean): { lines: string[]; val: (i: number, u: number) => string } {
   const { op, pre } = o, groups = o.count / groupOf(o), lines: string[] = [];
   // Loads per x group: one vec4 along k for the step, else one per k (a vec4 along x, or a value), named with suffix `_u`.
   const ks = o.vec === 'k' ? [{ k: `${pre}k0`, suffix: '' }] : Array.from({ length: count }, (_, u) => ({ k: `${pre}k${u}`, suffix: `_${u}` }));
-  if (o.vec === 'k') lines.push(op.atK(`${pre}k0`, k0));
-  else for (let u = 0; u < count; u++) lines.push(op.atK(`${pre}k${u}`, `${k0} + ${u}u`));
+  // A walking operand's k (one per step) is set up by its walk, before the loop and at the end of each step.
+  if (!walking) {
+    if (o.vec === 'k') lines.push(op.atK(`${pre}k0`, k0));
+    else for (let u = 0; u < count; u++) lines.push(op.atK(`${pre}k${u}`, `${k0} + ${u}u`));
+  }
   const load = (slot: number, k: string) => (o.vec ? op.load4!(`${pre}x${slot}`, k, t) : op.load(`${pre}x${slot}`, k, t));
   for (let g = 0; g < groups; g++) {
     for (const { k, suffix } of ks) {
@@ -347,8 +386,13 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const { m, n, k } = p, t = p.accumulator ?? computeType(p.out.dtype);
   const tm = regTile(m), tn = regTile(n);
   // vec4 along k for A reads tm vec4 per step; along x, tm/4 per k. Either way every value is used once.
-  let va: 'x' | 'k' | null = p.a.vecK ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
-  const vb: 'x' | 'k' | null = p.b.vecX && tn % 4 === 0 ? 'x' : p.b.vecK ? 'k' : null;
+  // k advances 1 per loop step (a rolled loop: the unrolled one compiled about twice as slowly on
+  // SwiftShader, the most of a model's first call, and ran no faster for float32 products, det
+  // warm 1020 / 1035 ms), or 4 where an operand reads several values per word as one vec4 along k
+  // (int8 operands, src/quant/gemm.ts): then the loop steps by 4 and the last k mod 4 are unrolled.
+  const ks = [p.a, p.b].some((o) => o.vecK && !wide(o.dtype)) ? 4 : 1;
+  let va: 'x' | 'k' | null = p.a.vecK && ks === 4 ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
+  const vb: 'x' | 'k' | null = p.b.vecX && tn % 4 === 0 ? 'x' : p.b.vecK && ks === 4 ? 'k' : null;
   // A quad shares B when only A has vec4 loads (conv2d's im2col gathers), else A; the shared operand's
   // x groups are dealt to the four lanes, so vec4 along x (groups of 4) would need 16 values: it loads scalars.
   const shareB = vb === null && va !== null;
@@ -367,8 +411,8 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const u = (v: number) => p.params.u32(v);
   const A: RegisterOperand = { op: p.a, pre: 'a', vec: va, count: tm, start: 'row0', last: u(lastX(m, va)), shared: quad && !shareB };
   const B: RegisterOperand = { op: p.b, pre: 'b', vec: vb, count: tn, start: 'col0', last: u(lastX(n, vb)), shared: quad && shareB };
-  // The k loop's bound is a parameter; the remainder (k mod 4, unrolled) is part of the kernel's structure.
-  const ks = 4, kMain = k - (k % ks);
+  // The k loop's bound is a parameter; with steps of 4, the remainder (k mod 4, unrolled) is part of the kernel's structure.
+  const kMain = k - (k % ks);
 
   const body: string[] = locate(p, tilesN, tilesM, total);
   const bidx = batchIndices(p);
@@ -383,11 +427,14 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   }
   body.push(p.a.base('ab', bidx), p.b.base('bb', bidx), ...registerSetups(A), ...registerSetups(B));
   for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) body.push(`var acc${r}_${c} = ${t}(0);`);
+  // With one k per step, operands that can walk k do (then there is no remainder).
+  const walks = ks === 1 ? [A, B].flatMap((o) => (o.op.walk ? [{ o, walk: o.op.walk, name: `${o.pre}k0` }] : [])) : [];
+  body.push(...walks.map((w) => w.walk.start(w.name)));
   const step = (k0: string, count: number): string[] => {
-    const a = registerStep(A, k0, count, t), b = registerStep(B, k0, count, t);
+    const a = registerStep(A, k0, count, t, walks.some((w) => w.o === A)), b = registerStep(B, k0, count, t, walks.some((w) => w.o === B));
     const fmas: string[] = [];
     for (let u = 0; u < count; u++) for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) fmas.push(`acc${r}_${c} += ${a.val(r, u)} * ${b.val(c, u)};`);
-    return [...a.lines, ...b.lines, ...fmas];
+    return [...a.lines, ...b.lines, ...fmas, ...walks.map((w) => w.walk.next(w.name))];
   };
   if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${u(kMain)}; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
   if (k > kMain) body.push(`{\n    ${step(u(kMain), k - kMain).join('\n    ')}\n  }`);
