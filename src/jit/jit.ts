@@ -14,7 +14,6 @@ import type { CompileProgress } from '../backend/webgpu/plan.js';
 import { type TensorGuard, Trace, type ValueGuard, activeTrace, withTrace } from './trace.js';
 import { INSPECT, formatReport } from './report.js';
 import { profilerHooks } from '../profiler/hooks.js';
-import { type AutocastDType, traceAutocast } from '../quant/autocast.js';
 
 /** What a jitted function may return: a tensor, or arrays/objects of tensors. */
 export type TensorTree = Tensor | readonly TensorTree[] | { readonly [key: string]: TensorTree };
@@ -27,12 +26,6 @@ export interface JitOptions {
    * least recently used one beyond that is freed, and compiled again if it comes back.
    */
   cacheSize?: number;
-  /**
-   * 'float16' traces `fn` under `autocast('float16', …)` (matmuls and convolutions in float16, sensitive ops in
-   * float32, as torch.autocast), whatever the caller's state; without it, a plan serves calls in the autocast state it
-   * was traced in.
-   */
-  autocast?: AutocastDType;
 }
 
 /** A running summary of call times (ms): bounded however many calls there are. */
@@ -289,7 +282,6 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
   const strategy = resolveStrategy(options.fusion);
   const capacity = options.cacheSize ?? 16;
   if (!Number.isInteger(capacity) || capacity < 1) throw new SinterError('jit', `cacheSize must be a positive integer, got ${JSON.stringify(options.cacheSize)}`);
-  if (options.autocast !== undefined && options.autocast !== 'float16') throw new SinterError('jit', `autocast must be 'float16', got ${JSON.stringify(options.autocast)}`);
   const plans = new Map<string, Compiled>();
   const counts = { hits: 0, misses: 0, evictions: 0, retraces: 0 };
   let last: Compiled | null = null;
@@ -312,7 +304,7 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
         withTrace(trace, () => {
           let index = 0;
           const symbolic = args.map((a) => (a instanceof Tensor ? trace.input(a, index++) : a)) as Args;
-          const result: unknown = traceAutocast(options.autocast, () => fn(...symbolic));
+          const result: unknown = fn(...symbolic);
           if (isPromiseLike(result)) {
             // The rest of the async function runs after tracing ended and fails there: that rejection is expected.
             Promise.resolve(result).catch(() => {});
