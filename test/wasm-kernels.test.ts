@@ -8,6 +8,7 @@ import { expectClose } from './helpers.js';
 import { ref, refOf } from './reference/core.js';
 import { type ProductRef, accumulationAtol } from './reference/linalg.js';
 import { conv2dRef, convTranspose2dRef } from './reference/conv.js';
+import { argmaxOf, argminOf, maxOf, meanOf, minOf, reduceRef, sumOf } from './reference/reduce.js';
 import type { Tensor } from '../src/index.js';
 
 // The WebAssembly CPU kernels of src/kernels/wasm/{depthwise,linalg}.ts against the float64 references,
@@ -20,7 +21,7 @@ const initial = cpuKernels();
 afterEach(() => void setCpuKernels(initial));
 
 /** Runs `fn` on one CPU kernel path and checks that the wasm forms `names` really ran there (and never on the JS path). */
-async function onPath(kind: CpuKernels, names: readonly ('gemm' | 'conv2d')[], fn: () => Promise<void>): Promise<void> {
+async function onPath(kind: CpuKernels, names: readonly ('gemm' | 'conv2d' | 'reduce')[], fn: () => Promise<void>): Promise<void> {
   expect(setCpuKernels(kind)).toBe(kind);
   let ran = 0;
   for (const name of names) {
@@ -96,6 +97,78 @@ describe.each(PATHS)('convolutions on the %s CPU path', (kind) => {
         }),
         propertyConfig({ numRuns: 25 }),
       );
+    });
+  });
+});
+
+/** The reductions with a wasm form, through their public ops, with float64 folds. */
+const REDUCTIONS = [
+  { name: 'sum', run: (x: Tensor, d: number[], k: boolean) => sn.sum(x, d, k), fold: sumOf, accumulates: true },
+  { name: 'mean', run: (x: Tensor, d: number[], k: boolean) => sn.mean(x, d, k), fold: meanOf, accumulates: true },
+  { name: 'amax', run: (x: Tensor, d: number[], k: boolean) => sn.amax(x, d, k), fold: maxOf, accumulates: false },
+  { name: 'amin', run: (x: Tensor, d: number[], k: boolean) => sn.amin(x, d, k), fold: minOf, accumulates: false },
+] as const;
+
+describe.each(PATHS)('reductions on the %s CPU path', (kind) => {
+  // Ranks 1–4, sizes 1–19 (tails of the 8-wide step on either side of it), any subset of dims, strided views.
+  const arb = fc
+    .array(int(1, 19), { minLength: 1, maxLength: 4 })
+    .chain((shape) => fc.tuple(tensorCaseArb(shape, { min: -100, max: 100 }), fc.subarray(shape.map((_, d) => d), { minLength: 1 }), fc.boolean()));
+
+  it.each(REDUCTIONS)('$name over any dims matches the float64 reference (groups in a row, strided groups, keepdim, views)', async ({ run, fold, accumulates }) => {
+    await onPath(kind, ['reduce'], async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([c, dims, keepdim]) => {
+          const x = makeTensor(c, 'cpu'), y = run(x, dims, keepdim);
+          const n = dims.reduce((a, d) => a * c.shape[d]!, 1);
+          const mag = Math.max(0, ...c.values.map(Math.abs));
+          // float32 sums of n values: at most n·2⁻²⁴·Σ|x| ≤ n²·2⁻²⁴·max|x| (means: divided by n), plus the output's rounding.
+          const atol = accumulates ? (fold === meanOf ? 1 : n) * n * 2 ** -24 * mag : 0;
+          await expectClose(y, reduceRef(refOf(c), dims, keepdim, fold), { dtype: 'float32', tol: { atol: TOLERANCES.cpu.float32.atol + atol } });
+          x.dispose();
+          y.dispose();
+        }),
+        propertyConfig({ numRuns: 30 }),
+      );
+    });
+  });
+
+  it('argmax and argmin over one dim or all give the first extreme, NaN counting as the extreme', async () => {
+    const args = fc
+      .array(int(1, 19), { minLength: 1, maxLength: 3 })
+      .chain((shape) => fc.tuple(tensorCaseArb(shape).map((c) => ({ ...c, values: c.values.map(Math.round) })), fc.option(int(0, shape.length - 1), { nil: null })));
+    await onPath(kind, ['reduce'], async () => {
+      await fc.assert(
+        fc.asyncProperty(args, async ([c, dim]) => {
+          const x = makeTensor(c, 'cpu');
+          const dims = dim === null ? c.shape.map((_, d) => d) : [dim];
+          for (const [op, fold] of [[sn.argmax, argmaxOf], [sn.argmin, argminOf]] as const) {
+            const y = dim === null ? op(x) : op(x, dim);
+            const r = reduceRef(refOf(c), dims, false, fold);
+            await expectClose(y, r, { dtype: 'int32' });
+            y.dispose();
+          }
+          x.dispose();
+        }),
+        propertyConfig({ numRuns: 30 }),
+      );
+      const special = sn.tensor([1, NaN, 3, NaN, -Infinity, 2, Infinity, 0, 5, 5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 1], { shape: [2, 10] });
+      expect([...(await sn.argmax(special, 1).data())]).toEqual([1, 7]);
+      expect([...(await sn.argmin(special, 1).data())]).toEqual([1, 9]);
+      const m = await sn.amax(special, 1).data();
+      expect(Number.isNaN(m[0])).toBe(true);
+      expect(m[1]).toBe(7);
+      expect([...(await sn.amin(special.narrow(0, 1, 1), 1).data())]).toEqual([1]);
+    });
+  });
+
+  it('a fused prologue (the JIT\'s relu+mean of a global average pool) runs as the wasm map, then the wasm reduction', async () => {
+    await onPath(kind, ['reduce'], async () => {
+      const x = sn.randn([3, 5, 7, 9], { seed: 11 });
+      const f = sn.jit((t: Tensor) => sn.mean(sn.relu(t), [2, 3]));
+      const xs = [...(await x.data())];
+      const r = reduceRef(ref(x.shape, xs.map((v) => Math.max(v, 0))), [2, 3], false, meanOf);
+      await expectClose(f(x), r, { dtype: 'float32', tol: { atol: 1e-6 } });
     });
   });
 });

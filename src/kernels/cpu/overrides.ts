@@ -3,6 +3,7 @@ import type { Conv2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
 import type { Matrix, OutMatrix } from './gemm.js';
 import type { BlockLayout } from './norm.js';
+import type { ReduceKind } from './reduce.js';
 
 /**
  * Faster forms of the CPU kernels that the CPU backend installs when it runs WebAssembly (src/backend/cpu.ts,
@@ -14,4 +15,5 @@ export const kernelOverrides: {
   map?: (expr: Expr, inputs: readonly CpuView[], out: CpuView) => boolean;
   softmax?: (inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], log: boolean, out: CpuView) => boolean;
   blockNorm?: (x: CpuView, weight: CpuView | undefined, bias: CpuView | undefined, layout: BlockLayout, eps: number, out: CpuView) => boolean;
+  reduce?: (kind: ReduceKind, inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], correction: number, out: CpuView) => boolean;
 } = {};

@@ -142,6 +142,7 @@ const FOLDS: Record<ReduceKind, Fold> = {
 
 /** Reduces input 0 (or `prologue` over the inputs) over `dims` (sorted) into the contiguous `out`, one element per kept-dims position. */
 export function reduceKernel(kind: ReduceKind, inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], correction: number, out: CpuView): void {
+  if (kernelOverrides.reduce?.(kind, inputs, prologue, dims, correction, out)) return;
   const g = groupsOf(inputs, prologue, dims);
   const fold = FOLDS[kind];
   const intOut = out.dtype !== 'float32' && out.dtype !== 'float16';
