@@ -102,6 +102,31 @@ describe('DynamicBatcher', () => {
     expect(batcher.stats().batchSizes).toEqual({ 3: 1 });
   });
 
+  it('stacks CPU samples of every dtype into one buffer with zero filler rows, and slices outputs on the host', async () => {
+    const before = live();
+    for (const [dtype, values] of [['float32', [1.5, -2]], ['float16', [0.5, -3]], ['int32', [2 ** 30, -7]], ['int8', [127, -128]], ['uint8', [255, 1]], ['bool', [1, 0]]] as const) {
+      const seen: number[][] = [];
+      const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
+        expect([b.dtype, b.device, b.shape]).toEqual([dtype, 'cpu', [4, 2]]);
+        seen.push(Array.from(await b.data()));
+        return { same: b.clone(), flipped: b.flip(-1) };
+      }, { batchSizes: [4], maxDelayMs: 0 });
+      const inputs = [0, 1, 2].map((i) => sn.tensor(i === 1 ? [values[1], values[0]] : [...values], { dtype }));
+      const outs = (await Promise.all(inputs.map((x) => batcher.run(x)))) as { same: sn.Tensor; flipped: sn.Tensor }[];
+      expect(seen).toEqual([[...values, values[1], values[0], ...values, 0, 0]]);
+      for (const [i, o] of outs.entries()) {
+        const want = i === 1 ? [values[1], values[0]] : [...values];
+        expect([o.flipped.dtype, o.flipped.device, o.flipped.shape]).toEqual([dtype, 'cpu', [2]]);
+        expect(Array.from(await o.flipped.data())).toEqual([...want].reverse());
+        expect(Array.from(await o.same.data())).toEqual(want);
+        o.same.dispose();
+        o.flipped.dispose();
+      }
+      inputs.forEach((t) => t.dispose());
+    }
+    expect(live()).toBeLessThanOrEqual(before);
+  });
+
   it('feeds named inputs to a model with run(feeds), and a plain tensor to its only input', async () => {
     const model = {
       inputs: [{ name: 'a' }, { name: 'b' }],
