@@ -6,6 +6,7 @@ import { OnnxModel, type OnnxTensorData } from './model.js';
 import { decodeModel, decodeTensorProto } from './proto.js';
 import { type ByteSource, type ProgressCallback, locationOf, readSource, resolveExternalData } from './source.js';
 import { fromTensorProto } from './tensor.js';
+import { convertModelToFloat16 } from '../../quant/fp16.js';
 // Each family registers its ops.
 import './ops/elementwise.js';
 import './ops/shape.js';
@@ -43,6 +44,17 @@ export interface LoadOnnxOptions {
    * 'elementwise' (chains of elementwise ops), 'default' (every built-in fusion), or your own strategy.
    */
   fusion?: FusionOption;
+  /**
+   * 'float16' converts a float32 model at load (see src/quant/fp16.ts): BatchNormalization folded into the Conv
+   * before it first (in float32: BN statistics overflow float16), then weights stored and activations computed as
+   * float16, half the weight memory. Default 'float32' (the model as stored).
+   */
+  dtype?: 'float32' | 'float16';
+  /**
+   * With dtype 'float16': keep the graph's float32 inputs and outputs, cast at the border (default true, as
+   * onnxruntime's float16 converter with keep_io_types=True); false declares them float16.
+   */
+  keepIoTypes?: boolean;
 }
 
 /** Refuses a fusion option `jit` would not accept, before the model is read. */
@@ -67,9 +79,14 @@ function checkFusion(fusion: unknown): void {
 export async function loadOnnx(source: ByteSource, options: LoadOnnxOptions = {}): Promise<OnnxModel> {
   const device = resolveDevice('loadOnnx', options.device);
   checkFusion(options.fusion);
+  if (options.dtype !== undefined && options.dtype !== 'float32' && options.dtype !== 'float16') {
+    throw new SinterError('loadOnnx', `dtype must be 'float32' or 'float16', got ${JSON.stringify(options.dtype)}`);
+  }
+  if (options.keepIoTypes !== undefined && options.dtype !== 'float16') throw new SinterError('loadOnnx', `keepIoTypes applies only with dtype 'float16'`);
   const proto = decodeModel(await readSource(source, 'the model', options.onProgress));
   await resolveExternalData(proto, locationOf(source), options.externalData ?? {}, options.onProgress);
-  return new OnnxModel(proto, device, { fusion: options.fusion });
+  const model = options.dtype === 'float16' ? convertModelToFloat16(proto, { keepIoTypes: options.keepIoTypes }).model : proto;
+  return new OnnxModel(model, device, { fusion: options.fusion });
 }
 
 /** Decodes a serialised TensorProto (the .pb files of ONNX test data) into its name, type, shape and values. */

@@ -6,6 +6,7 @@ import { tensor } from '../../tensor/creation.js';
 import { numel } from '../../tensor/shape.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { TensorProto } from './proto.js';
+import { unpackDevice } from '../../backend/webgpu/pack.js';
 
 /** ONNX element types by their TensorProto.DataType code. */
 const CODES = {
@@ -104,6 +105,8 @@ function fromRaw(d: OnnxDType, raw: Uint8Array, n: number, what: string): ArrayL
   const w = width[d];
   if (!w) throw new SinterError('loadOnnx', `${what}: ${unsupportedDType(d)}`);
   if (raw.length !== n * w) throw new SinterError('loadOnnx', `${what}: raw_data holds ${raw.length} bytes, but ${n} ${d} values need ${n * w}`);
+  // float16 weights (a converted model's, or a float16 model's) through the 65536-entry table, not value by value.
+  if (d === 'float16' && raw.byteOffset % 2 === 0) return unpackDevice('float16', raw as Uint8Array<ArrayBuffer>, n);
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const read: (i: number) => number = {
     float32: (i: number) => view.getFloat32(i * 4, true),
