@@ -145,8 +145,12 @@ export function isTensor(x: unknown): x is Tensor {
 /** Copies a strided view out of a flat host array into a new contiguous host array. */
 export function gatherView(src: HostArray, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType): HostArray {
   const n = numel(shape);
-  if (isContiguous(shape, strides) && offset === 0 && src.length === n) return src.slice();
-  if (isContiguous(shape, strides)) return src.slice(offset, offset + n);
+  if (isContiguous(shape, strides)) {
+    // Copied as bytes: V8 copies typed arrays out of shared memory (the CPU heap's) element by element, bytes by memmove.
+    const out = allocHost(dtype, n), size = out.BYTES_PER_ELEMENT;
+    new Uint8Array(out.buffer).set(new Uint8Array(src.buffer, src.byteOffset + offset * size, n * size));
+    return out;
+  }
   const out = allocHost(dtype, n);
   const offsets = stridedOffsets(shape, strides, offset);
   for (let i = 0; i < n; i++) out[i] = src[offsets[i]!]!;

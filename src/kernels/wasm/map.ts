@@ -51,14 +51,52 @@ export function emitExp(c: Code, x: number, tmp: () => number): void {
   c.simd('f32x4.mul');
 }
 
-/** 1 / (1 + e^−x), left on the stack. */
+/**
+ * e^x for x ≤ 0 (softmax's x − max, the logistic's −|x|) in v128 local `x`, left on the stack: XNNPACK's rr2-p5 scheme.
+ * 2^n comes from the bits of x·log2e plus a magic bias (its low mantissa bits hold n + 127), the
+ * remainder r = x − n·ln2 (in two parts) goes through a degree-5 polynomial, within 2 ulp; x below
+ * −87.34 (where e^x leaves float32's normal range) gives 0, NaN stays NaN. About 20 instructions
+ * against the general emitExp's 32 (which must also reach +∞ and the subnormals).
+ */
+export function emitExpNonPositive(c: Code, x: number, tmp: () => number): void {
+  const n = tmp(), s = tmp(), t = tmp(), p = tmp();
+  const splat = (v: number): Code => c.f32(v).simd('f32x4.splat');
+  const magic = 12583039;
+  c.get(x);
+  splat(1.4426950216293335).simd('f32x4.mul');
+  splat(magic).simd('f32x4.add').set(n);
+  c.get(n).i32(23).simd('i32x4.shl').set(s);
+  c.get(n);
+  splat(magic).simd('f32x4.sub').set(n);
+  c.get(n);
+  splat(-0.693145751953125).simd('f32x4.mul').get(x).simd('f32x4.add').set(t);
+  c.get(n);
+  splat(-1.428606765330187e-6).simd('f32x4.mul').get(t).simd('f32x4.add').set(t);
+  splat(0.008289290592074394).get(t).simd('f32x4.mul');
+  for (const k of [0.04189782217144966, 0.16667652130126953, 0.4999915063381195]) {
+    splat(k).simd('f32x4.add').get(t).simd('f32x4.mul');
+  }
+  splat(0.9999997019767761).simd('f32x4.add').set(p);
+  // s + (t·s)·p, zero where x < −87.34
+  c.get(t).get(s).simd('f32x4.mul').get(p).simd('f32x4.mul').get(s).simd('f32x4.add');
+  c.get(x);
+  splat(-87.33654022216797).simd('f32x4.lt', 'v128.andnot');
+}
+
+/**
+ * 1 / (1 + e^−x), left on the stack, as e/(1 + e) with e = e^−|x| (≤ 1: the cheaper exp, no
+ * overflow), mirrored to 1 − e/(1 + e) for x > 0. Below x ≈ −87.3 it gives 0 (the true value is under 1e-38).
+ */
 function logistic(c: Code, x: number, tmp: () => number): void {
-  const e = tmp(), m = tmp();
-  c.get(x).simd('f32x4.neg').set(m);
-  emitExp(c, m, tmp);
-  c.set(e);
-  splat(c, 1);
-  splat(c, 1).get(e).simd('f32x4.add', 'f32x4.div');
+  const z = tmp(), f = tmp();
+  c.get(x).simd('f32x4.abs', 'f32x4.neg').set(z);
+  emitExpNonPositive(c, z, tmp);
+  c.set(z);
+  c.get(z);
+  splat(c, 1).get(z).simd('f32x4.add', 'f32x4.div').set(f);
+  // x > 0 ? 1 − f : f
+  splat(c, 1).get(f).simd('f32x4.sub').get(f).get(x);
+  splat(c, 0).simd('f32x4.gt', 'v128.bitselect');
 }
 
 const binary = (op: 'f32x4.add' | 'f32x4.sub' | 'f32x4.mul' | 'f32x4.div' | 'f32x4.max' | 'f32x4.min'): Render => (c, [a, b]) => void c.get(a!).get(b!).simd(op);

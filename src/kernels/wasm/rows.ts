@@ -4,8 +4,8 @@ import type { BlockLayout } from '../cpu/norm.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
-import { emitExp } from './map.js';
 import { availableThreads, parallelFor } from './threads.js';
+import { emitExpNonPositive } from './map.js';
 
 // Row kernels over the last dim of a contiguous float32 tensor: softmax and layerNorm, four lanes at
 // a time, then the row's tail one element at a time (loaded into lane 0, masked out of the max and
@@ -83,7 +83,7 @@ function rowModule(): Uint8Array<ArrayBuffer> {
       steps((s) => {
         s.load(x);
         c.get(mx).simd('f32x4.sub').set(v);
-        emitExp(c, v, tmp);
+        emitExpNonPositive(c, v, tmp);
         c.f32(0).simd('f32x4.splat').get(s.valid).simd('v128.bitselect').set(v);
         s.store(out, () => void c.get(v));
         c.get(acc).get(v).simd('f32x4.add').set(acc);
