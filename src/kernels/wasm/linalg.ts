@@ -8,7 +8,8 @@ import { isContiguous, numel } from '../../tensor/shape.js';
 import { gatherView } from '../../tensor/tensor.js';
 
 // The CPU kernels' GEMM descriptions (strided float32 matrices; conv2d's weights × patches) run on the
-// wasm GEMM: operands are copied into the heap once (a memcpy of each view's span), C is copied out.
+// wasm GEMM. Operands whose storage lives in the heap (src/kernels/wasm/heap.ts) are read and written
+// where they are; others (JS arrays) are copied in (a memcpy of each view's span) and C is copied out.
 
 /** The element range [lo, hi] a strided rows × cols matrix at `offset` touches. */
 function span(offset: number, rows: number, cols: number, rs: number, cs: number): [number, number] {
@@ -16,8 +17,10 @@ function span(offset: number, rows: number, cols: number, rs: number, cs: number
   return [offset + Math.min(0, r) + Math.min(0, c), offset + Math.max(0, r) + Math.max(0, c)];
 }
 
-/** Copies a strided matrix's span into the heap; returns the address of its element (0, 0). */
-function putMatrix(x: Matrix, rows: number, cols: number): number {
+/** The heap address of a strided matrix's element (0, 0): where it is, or where its span was copied in. */
+function matrixAt(x: Matrix, rows: number, cols: number): number {
+  const direct = heap().addressOf(x.data as Float32Array, x.offset);
+  if (direct !== undefined) return direct;
   const [lo, hi] = span(x.offset, rows, cols, x.rowStride, x.colStride);
   return heap().put((x.data as Float32Array).subarray(lo, hi + 1)) + (x.offset - lo) * 4;
 }
@@ -31,13 +34,19 @@ export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, 
   if (!(a.data instanceof Float32Array && b.data instanceof Float32Array && c.data instanceof Float32Array)) return false;
   const h = heap();
   h.reset();
-  const aAt = putMatrix(a, m, k), bAt = putMatrix(b, k, n);
+  const cDirect = h.addressOf(c.data, c.offset);
+  const aAt = matrixAt(a, m, k), bAt = matrixAt(b, k, n);
   const { colOff, flags } = columnTables(n, (j) => j * b.colStride * 4);
   const rowOff = rowTable(k, (i) => i * b.rowStride * 4);
+  const B = { base: bAt, colOff, rowOff, flags };
+  if (cDirect !== undefined) {
+    gemmInHeap(m, n, k, aAt, a.rowStride * 4, a.colStride * 4, B, cDirect, c.rowStride * 4, accumulate);
+    return true;
+  }
   const cAt = h.alloc(m * n * 4);
   const C = c.data, rows = (i: number) => c.offset + i * c.rowStride;
   if (accumulate) for (let i = 0; i < m; i++) h.f32.set(C.subarray(rows(i), rows(i) + n), (cAt >> 2) + i * n);
-  gemmInHeap(m, n, k, aAt, a.rowStride * 4, a.colStride * 4, { base: bAt, colOff, rowOff, flags }, cAt, n * 4, accumulate);
+  gemmInHeap(m, n, k, aAt, a.rowStride * 4, a.colStride * 4, B, cAt, n * 4, accumulate);
   const f32 = h.f32;
   if (c.rowStride === n) C.set(f32.subarray(cAt >> 2, (cAt >> 2) + m * n), c.offset);
   else for (let i = 0; i < m; i++) C.set(f32.subarray((cAt >> 2) + i * n, (cAt >> 2) + (i + 1) * n), rows(i));
@@ -47,11 +56,12 @@ export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, 
 /**
  * conv2d: depthwise convolutions (one input channel and fewer than MR output channels per group) on
  * their direct SIMD loop (src/kernels/wasm/depthwise.ts), the others as one implicit GEMM per group over
- * the whole batch: out[Og, N·OH·OW] = weight[Og, Cg·kh·kw] · patches. The group's input planes of every
- * image are copied once into the heap with their zero padding, so a patch element is
- * padded[n, c, oh·sh + i·dh, ow·sw + j·dw]: column (n, oh, ow) and row (c, i, j) offsets of B's tables,
- * and eight outputs of one row at stride 1 are eight consecutive floats (packed as two v128 loads).
- * One GEMM for the batch packs the weights once and gives the threads N times the columns to share.
+ * the whole batch: out[Og, N·OH·OW] = weight[Og, Cg·kh·kw] · patches. A patch element is
+ * x[n, c, oh·sh + i·dh, ow·sw + j·dw]: column (n, oh, ow) and row (c, i, j) offsets of B's tables, read
+ * where the input is when it lives in the heap and needs no padding, else from the group's planes of every
+ * image copied once into the heap with their zero padding. Eight outputs of one row at stride 1 are eight
+ * consecutive floats (packed as two v128 loads). One GEMM for the batch packs the weights once and gives
+ * the threads N times the columns to share; a single image's GEMM writes its output where it is.
  */
 export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView): boolean {
   if (!(x.data instanceof Float32Array && w.data instanceof Float32Array && out.data instanceof Float32Array)) return false;
@@ -64,30 +74,42 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
   const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl, pr] = a.padding;
   const G = a.groups, Og = O / G, K = Cg * kh * kw, P = OH * OW, NP = N * P;
   if (Cg === 1 && Og < WASM_GEMM.mr) return wasmDepthwiseConv2d(x, w, bias, a, out);
-  const Hp = H + pt + pb, Wp = W + pl + pr, plane = Hp * Wp, image = Cg * plane;
   const h = heap();
   h.reset();
-  // Weights [O, K], row-major (one memcpy when the view is contiguous).
-  const wAt = putContiguous(w);
+  const padded = pt + pb + pl + pr > 0;
+  const xDirect = padded ? undefined : h.addressOf(x.data, x.offset);
+  const outDirect = N === 1 ? h.addressOf(out.data, out.offset) : undefined;
+  const wDirect = isContiguous(w.shape, w.strides) ? h.addressOf(w.data, w.offset) : undefined;
+  // B's element strides: the input's own, or those of the padded copy [N, Cg, H + pt + pb, W + pl + pr].
+  const Hp = H + pt + pb, Wp = W + pl + pr, plane = Hp * Wp, image = Cg * plane;
+  const [bN, bC, bH, bW] = xDirect !== undefined ? [sN, sC, sH, sW] : [image, plane, Wp, 1];
+  // Weights [O, K], row-major: where they are, or copied in (one memcpy when the view is contiguous).
+  const wAt = wDirect ?? putContiguous(w);
   const { colOff, flags } = columnTables(NP, (q) => {
     const n = Math.floor(q / P), p = q % P;
-    return (n * image + Math.floor(p / OW) * sh * Wp + (p % OW) * sw) * 4;
+    return (n * bN + Math.floor(p / OW) * sh * bH + (p % OW) * sw * bW) * 4;
   });
-  const rowOff = rowTable(K, (r) => (Math.floor(r / (kh * kw)) * plane + (Math.floor(r / kw) % kh) * dh * Wp + (r % kw) * dw) * 4);
-  const xAt = h.alloc(N * image * 4), cAt = h.alloc(Og * NP * 4);
+  const rowOff = rowTable(K, (r) => (Math.floor(r / (kh * kw)) * bC + (Math.floor(r / kw) % kh) * dh * bH + (r % kw) * dw * bW) * 4);
+  const xAt = xDirect ?? h.alloc(N * image * 4), cAt = outDirect ?? h.alloc(Og * NP * 4);
   for (let g = 0; g < G; g++) {
-    const f32 = h.f32, xd = x.data;
-    f32.fill(0, xAt >> 2, (xAt >> 2) + N * image);
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < Cg; c++) {
-        const from = x.offset + n * sN + (g * Cg + c) * sC, to = (xAt >> 2) + n * image + c * plane;
-        // An unpadded plane of contiguous rows is one memcpy; else row by row (short rows by hand: a subarray per row costs more).
-        if (plane === H * W && sW === 1 && sH === W) f32.set(xd.subarray(from, from + plane), to);
-        else for (let r = 0; r < H; r++) copyRow(xd, from + r * sH, sW, f32, to + (r + pt) * Wp + pl, W);
+    const base = xDirect !== undefined ? xDirect + g * Cg * sC * 4 : xAt;
+    if (xDirect === undefined) {
+      const f32 = h.f32, xd = x.data;
+      f32.fill(0, xAt >> 2, (xAt >> 2) + N * image);
+      for (let n = 0; n < N; n++) {
+        for (let c = 0; c < Cg; c++) {
+          const from = x.offset + n * sN + (g * Cg + c) * sC, to = (xAt >> 2) + n * image + c * plane;
+          // An unpadded plane of contiguous rows is one memcpy; else row by row (short rows by hand: a subarray per row costs more).
+          if (plane === H * W && sW === 1 && sH === W) f32.set(xd.subarray(from, from + plane), to);
+          else for (let r = 0; r < H; r++) copyRow(xd, from + r * sH, sW, f32, to + (r + pt) * Wp + pl, W);
+        }
       }
     }
-    if (bias) for (let o = 0; o < Og; o++) f32.fill(bias.data[bias.offset + (g * Og + o) * bias.strides[0]!]!, (cAt >> 2) + o * NP, (cAt >> 2) + (o + 1) * NP);
-    gemmInHeap(Og, NP, K, wAt + g * Og * K * 4, K * 4, 4, { base: xAt, colOff, rowOff, flags }, cAt, NP * 4, bias !== undefined);
+    // C: this group's rows of the output itself (one image in the heap), else scratch copied out after.
+    const cg = outDirect !== undefined ? cAt + g * Og * P * 4 : cAt, f32 = h.f32;
+    if (bias) for (let o = 0; o < Og; o++) f32.fill(bias.data[bias.offset + (g * Og + o) * bias.strides[0]!]!, (cg >> 2) + o * NP, (cg >> 2) + (o + 1) * NP);
+    gemmInHeap(Og, NP, K, wAt + g * Og * K * 4, K * 4, 4, { base, colOff, rowOff, flags }, cg, NP * 4, bias !== undefined);
+    if (outDirect !== undefined) continue;
     const res = h.f32, od = out.data;
     if (N === 1) od.set(res.subarray(cAt >> 2, (cAt >> 2) + Og * P), out.offset + g * Og * P);
     else for (let o = 0; o < Og; o++) for (let n = 0; n < N; n++) copyRow(res, (cAt >> 2) + o * NP + n * P, 1, od, out.offset + (n * O + g * Og + o) * P, P);

@@ -128,23 +128,28 @@ export function wasmReduce(kind: ReduceKind, inputs: readonly CpuView[], prologu
   const count = outer.length, n = inner.length;
   if (count === 0) return true;
   if (n === 0) return false;
-  // The span of x the groups touch, copied into the heap (one memcpy), and the offset tables in bytes.
-  let lo = Infinity, hi = -Infinity, ilo = Infinity, ihi = -Infinity;
-  for (let i = 0; i < count; i++) lo = Math.min(lo, outer[i]!), hi = Math.max(hi, outer[i]!);
-  for (let j = 0; j < n; j++) ilo = Math.min(ilo, inner[j]!), ihi = Math.max(ihi, inner[j]!);
   let contiguous = 1;
   for (let j = 0; j < n && contiguous; j++) if (inner[j] !== j) contiguous = 0;
   const h = heap();
   h.reset();
-  const start = lo + ilo, end = hi + ihi + 1;
-  const xAt = h.alloc((end - start) * 4), outerAt = h.alloc(count * 4), innerAt = h.alloc(n * 4), outAt = h.alloc(count * 4);
-  const f32 = h.f32, i32 = h.i32;
-  f32.set((x.data as Float32Array).subarray(start, end), xAt >> 2);
+  // x where it is (its storage in the heap), else the span its groups touch copied in (one memcpy).
+  let xAt = h.addressOf(x.data, 0), start = 0;
+  if (xAt === undefined) {
+    let lo = Infinity, hi = -Infinity, ilo = Infinity, ihi = -Infinity;
+    for (let i = 0; i < count; i++) lo = Math.min(lo, outer[i]!), hi = Math.max(hi, outer[i]!);
+    for (let j = 0; j < n; j++) ilo = Math.min(ilo, inner[j]!), ihi = Math.max(ihi, inner[j]!);
+    start = lo + ilo;
+    xAt = h.alloc((hi + ihi + 1 - start) * 4);
+    h.f32.set((x.data as Float32Array).subarray(start, hi + ihi + 1), xAt >> 2);
+  }
+  // Results straight into the output when it is in the heap (means are divided after).
+  const outAt = h.addressOf(out.data, out.offset) ?? h.alloc(count * 4);
+  const outerAt = h.alloc(count * 4), innerAt = h.alloc(n * 4), i32 = h.i32;
   for (let i = 0; i < count; i++) i32[(outerAt >> 2) + i] = (outer[i]! - start) * 4;
   for (let j = 0; j < n; j++) i32[(innerAt >> 2) + j] = inner[j]! * 4;
   reduceFns()[wk](xAt, outerAt, count, innerAt, n, contiguous, outAt);
-  const res = arg ? h.i32 : h.f32, od = out.data as Float32Array | Int32Array;
-  if (kind === 'mean') for (let i = 0; i < count; i++) od[out.offset + i] = res[(outAt >> 2) + i]! / n;
-  else od.set(res.subarray(outAt >> 2, (outAt >> 2) + count), out.offset);
+  const res = arg ? h.i32 : h.f32, od = out.data as Float32Array | Int32Array, from = outAt >> 2;
+  if (kind === 'mean') for (let i = 0; i < count; i++) od[out.offset + i] = res[from + i]! / n;
+  else if (h.addressOf(out.data, out.offset) === undefined) od.set(res.subarray(from, from + count), out.offset);
   return true;
 }
