@@ -9,8 +9,10 @@ import edge from './fixtures/quant/edge.json' with { type: 'json' };
 import { getBackend } from '../src/backend/backend.js';
 import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
 import { qgemmOp } from '../src/quant/gemm.js';
+import { cpuKernels, setCpuKernels } from '../src/backend/cpu.js';
+import { wasmInt8Calls } from '../src/kernels/wasm/int8.js';
 
-// Integer GEMM kernels (src/quant/gemm.ts): int32 accumulators equal an integer reference exactly;
+// Integer GEMM kernels (src/quant/gemm.ts, src/kernels/wasm/int8.ts): int32 accumulators equal an integer reference exactly;
 // requantised outputs are within 1 of a float64 reference and of PyTorch's own quantised linear/conv2d
 // (qnnpack and onednn engines, test/fixtures/quant). On WebGPU both the packed dot4I8Packed path and
 // the shared register/tiled GEMM run: SwiftShader's own caps (register kernel), a GPU without the
@@ -21,6 +23,7 @@ const PATHS = [
   { name: 'tiled', caps: { packedDot4: false, architecture: 'gpu', subgroups: false } },
   { name: 'dot4', caps: { packedDot4: true, architecture: 'gpu', subgroups: false } },
 ] as const;
+const SMALL = [PATHS[0], PATHS[2]];
 
 const ints = (n: number, lo: number, hi: number) => fc.array(fc.integer({ min: lo, max: hi }), { minLength: n, maxLength: n });
 const RANGE = { int8: [-128, 127], uint8: [0, 255] } as const;
@@ -46,9 +49,28 @@ function roundHalfEven(v: number): number {
   return r > 0.5 ? f + 1 : r < 0.5 ? f : f % 2 === 0 ? f : f + 1;
 }
 
-async function eachPath(device: string, run: () => Promise<void>): Promise<void> {
-  if (device === 'cpu') return run();
-  for (const p of PATHS) await withCaps(p.caps, run);
+/**
+ * Runs `run` on every kernel path of the device: on the CPU the wasm kernel (checked to run) and the
+ * JavaScript reference; on WebGPU each of `paths` (the tiled kernel needs products of 32 × 32 or more:
+ * tests of small shapes leave it out, as it would run the register kernel again).
+ */
+async function eachPath(device: string, run: () => Promise<void>, paths: readonly (typeof PATHS)[number][] = PATHS): Promise<void> {
+  if (device !== 'cpu') {
+    for (const p of paths) await withCaps(p.caps, run);
+    return;
+  }
+  const initial = cpuKernels();
+  try {
+    for (const kind of ['wasm', 'js'] as const) {
+      expect(setCpuKernels(kind)).toBe(kind);
+      const before = wasmInt8Calls();
+      await run();
+      if (kind === 'wasm') expect(wasmInt8Calls()).toBeGreaterThan(before);
+      else expect(wasmInt8Calls()).toBe(before);
+    }
+  } finally {
+    setCpuKernels(initial);
+  }
 }
 
 describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
@@ -67,7 +89,7 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
         expect(Array.from(await y.data())).toEqual(matmulIntRef(a, b, m, k, n, za, zb));
         for (const t of [ta, tb, y]) t.dispose();
       }), propertyConfig({ numRuns: 15 }));
-    });
+    }, SMALL);
   });
 
   it('linear: requantised output within 1 of the float64 reference, with bias and fused ReLU', async () => {
@@ -99,7 +121,7 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
         for (const t of [qx, qw, y]) t.dispose();
         b.dispose();
       }), propertyConfig({ numRuns: 15 }));
-    });
+    }, SMALL);
   });
 
   it("linear and conv2d (strided, padded, dilated, grouped, depthwise) match PyTorch's quantised functional ops within 1", async () => {
@@ -121,7 +143,7 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
         for (const t of [qx, qw, y]) t.dispose();
       }
       expect(worst).toBeLessThanOrEqual(1);
-    });
+    }, SMALL);
   });
 
   it("linear with a fused ReLU matches PyTorch's LinearReLU within 1", async () => {

@@ -9,6 +9,8 @@ import { KernelParams } from '../kernels/wgsl/params.js';
 import { withPrelude } from '../kernels/wgsl/prelude.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { roundHalfEven } from './observer.js';
+import { cpuKernels } from '../backend/cpu.js';
+import { wasmInt8Products } from '../kernels/wasm/int8.js';
 
 // The integer GEMM every int8 layer runs on: out[m, n] from acc = Σ_k (A[m, k] − zpA)·(B[n, k] − zpB[n]),
 // accumulated exactly in int32 (wrapping as int32 does, like the GPU), then returned as int32
@@ -102,46 +104,121 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
   const zpA = zpAv!.data[zpAv!.offset]!;
   const { m: M, n: N, k: K } = a;
   const c = a.conv;
-  // The weight rows minus their zero points, once per call.
-  const wc = new Int32Array(N * K);
-  for (let n = 0; n < N; n++) {
-    const zb = zpBv!.data[zpBv!.offset + n * (zpBv!.strides[0] ?? 0)]!;
-    for (let k = 0; k < K; k++) wc[n * K + k] = w!.data[w!.offset + n * w!.strides[0]! + k * w!.strides[1]!]! - zb;
-  }
   const groups = c ? c.groups : 1, perGroup = N / groups, hw = c ? c.outHeight * c.outWidth : 1;
-  const col = new Int32Array(K);
   const ep = a.output;
   const zo = zpOut ? zpOut.data[zpOut.offset]! : 0;
-  for (let m = 0; m < M; m++) {
-    for (let g = 0; g < groups; g++) {
-      // Row m of A minus its zero point (for conv: the im2col patch of group g; padding reads zpA).
-      if (!c) {
-        for (let k = 0; k < K; k++) col[k] = x!.data[x!.offset + m * x!.strides[0]! + k * x!.strides[1]!]! - zpA;
-      } else {
-        const [kh, kw] = c.kernel, taps = kh * kw, cg = c.channels / groups;
-        const b = Math.floor(m / hw), oh = Math.floor((m % hw) / c.outWidth), ow = m % c.outWidth;
-        const [s0, s1, s2, s3] = x!.strides as [number, number, number, number];
-        for (let k = 0; k < K; k++) {
-          const ch = g * cg + Math.floor(k / taps), t = k % taps;
-          const ih = oh * c.stride[0] - c.padding[0] + Math.floor(t / kw) * c.dilation[0], iw = ow * c.stride[1] - c.padding[1] + (t % kw) * c.dilation[1];
-          col[k] = ih < 0 || ih >= c.height || iw < 0 || iw >= c.width ? 0 : x!.data[x!.offset + b * s0 + ch * s1 + ih * s2 + iw * s3]! - zpA;
-        }
+  const wasm = cpuKernels() === 'wasm';
+  // The operands as int16 (a native conversion of each view's span), so that the loops below read one
+  // array type: storages are Int8Array/Uint8Array/… by dtype, and indexing them all from one loop is slow.
+  const xs = int16Span(x!), ws = int16Span(w!);
+  // Centred operands are int16 too: values minus zero points of the same dtype's range lie in [−255, 255].
+  const rows = new Int16Array(M * K), weights = new Int16Array(perGroup * K);
+  // Results in output order, stored into the output with one native conversion at the end.
+  const result = ep === 'float32' ? new Float32Array(M * N) : new Int32Array(M * N);
+  for (let g = 0; g < groups; g++) {
+    // The group's weight rows minus their zero points.
+    const [wr, wc] = w!.strides as [number, number];
+    for (let r = 0; r < perGroup; r++) {
+      const n = g * perGroup + r, zb = zpBv!.data[zpBv!.offset + n * (zpBv!.strides[0] ?? 0)]!;
+      for (let k = 0, at = ws.at + n * wr; k < K; k++, at += wc) weights[r * K + k] = ws.data[at]! - zb;
+    }
+    // Rows of A minus its zero point (for conv: the im2col patches of group g; the padding contributes 0).
+    if (c) im2colRows(xs.data, xs.at, x!.strides, c, g, zpA, rows);
+    else {
+      const [rs, cs] = x!.strides as [number, number];
+      for (let m = 0; m < M; m++) for (let k = 0, at = xs.at + m * rs; k < K; k++, at += cs) rows[m * K + k] = xs.data[at]! - zpA;
+    }
+    const sums = wasm ? wasmInt8Products(M, perGroup, K, rows, weights) : int8Products(M, perGroup, K, rows, weights);
+    for (let r = 0; r < perGroup; r++) {
+      const n = g * perGroup + r;
+      // Output (m, n) lies at NCHW (image, n, pixel) for a conv (m = image·hw + pixel), else at m·N + n.
+      const place = { hw, stride: c ? 1 : N, image: c ? N * hw : N, first: c ? n * hw : n };
+      if (ep === 'int32') {
+        for (let m = 0; m < M; m++) result[Math.floor(m / hw) * place.image + place.first + (m % hw) * place.stride] = sums[m * perGroup + r]!;
+        continue;
       }
-      for (let n = g * perGroup; n < (g + 1) * perGroup; n++) {
-        let acc = 0;
-        const base = n * K;
-        for (let k = 0; k < K; k++) acc = (acc + Math.imul(col[k]!, wc[base + k]!)) | 0;
-        const e = c ? (Math.floor(m / hw) * N + n) * hw + (m % hw) : m * N + n;
-        if (ep === 'int32') {
-          out.data[e] = acc;
-          continue;
+      const mv = mult!.data[mult!.offset + n * (mult!.strides[0] ?? 0)]!, ov = offset!.data[offset!.offset + n * (offset!.strides[0] ?? 0)]!;
+      if (ep === 'float32') scaleColumn(sums, perGroup, r, M, mv, ov, place, result as Float32Array);
+      else if (ep.hardswish) {
+        for (let m = 0; m < M; m++) {
+          const v = hardswishUnits(Math.fround(Math.fround(Math.fround(sums[m * perGroup + r]!) * mv) + ov), ep.hardswish.scale);
+          result[Math.floor(m / hw) * place.image + place.first + (m % hw) * place.stride] = Math.min(ep.hi, Math.max(ep.lo, roundHalfEven(v) + zo));
         }
-        const mv = mult!.data[mult!.offset + n * (mult!.strides[0] ?? 0)]!, ov = offset!.data[offset!.offset + n * (offset!.strides[0] ?? 0)]!;
-        const v = Math.fround(Math.fround(Math.fround(acc) * mv) + ov);
-        out.data[e] = ep === 'float32' ? v : Math.min(ep.hi, Math.max(ep.lo, roundHalfEven(ep.hardswish ? hardswishUnits(v, ep.hardswish.scale) : v) + zo));
+      } else requantizeColumn(sums, perGroup, r, M, mv, ov, zo, ep.lo, ep.hi, place, result as Int32Array);
+    }
+  }
+  out.data.set(result, out.offset);
+}
+
+/** Where column r of the sums goes: element m at ⌊m/hw⌋·image + first + (m mod hw)·stride. */
+interface Placement {
+  hw: number;
+  stride: number;
+  image: number;
+  first: number;
+}
+
+/** The float32 epilogue of one column: f32(acc)·mv + ov (float32 steps). Monomorphic loops: the epilogue runs once per output. */
+function scaleColumn(sums: Int32Array, ld: number, r: number, M: number, mv: number, ov: number, p: Placement, out: Float32Array): void {
+  for (let m = 0; m < M; m++) out[Math.floor(m / p.hw) * p.image + p.first + (m % p.hw) * p.stride] = Math.fround(Math.fround(Math.fround(sums[m * ld + r]!) * mv) + ov);
+}
+
+/** The requantising epilogue of one column: clamp(roundHalfEven(f32(acc)·mv + ov) + zo, lo, hi). */
+function requantizeColumn(sums: Int32Array, ld: number, r: number, M: number, mv: number, ov: number, zo: number, lo: number, hi: number, p: Placement, out: Int32Array): void {
+  for (let m = 0; m < M; m++) {
+    const v = Math.fround(Math.fround(Math.fround(sums[m * ld + r]!) * mv) + ov);
+    // Math.round rounds ties up; an odd result of a tie goes back down (ties to even).
+    let q = Math.round(v);
+    if (q - v === 0.5 && (q & 1) !== 0) q -= 1;
+    out[Math.floor(m / p.hw) * p.image + p.first + (m % p.hw) * p.stride] = Math.min(hi, Math.max(lo, q + zo));
+  }
+}
+
+/** The span of a view's storage it reads, as int16, and where the view's element 0 lies in it. */
+function int16Span(v: CpuView): { data: Int16Array; at: number } {
+  let lo = v.offset, hi = v.offset;
+  v.shape.forEach((d, i) => {
+    const s = v.strides[i]! * (d - 1);
+    if (s < 0) lo += s;
+    else hi += s;
+  });
+  const data = new Int16Array(hi - lo + 1);
+  data.set(v.data.subarray(lo, hi + 1));
+  return { data, at: v.offset - lo };
+}
+
+/** Fills `rows` [M, K] with conv2d's im2col patches of group g (input channels of the group × kernel taps) minus zpA; 0 in the padding. */
+function im2colRows(x: Int16Array, x0: number, strides: readonly number[], c: ConvGeometry, g: number, zpA: number, rows: Int16Array): void {
+  const [kh, kw] = c.kernel, cg = c.channels / c.groups, hw = c.outHeight * c.outWidth;
+  const [s0, s1, s2, s3] = strides as [number, number, number, number];
+  let k = 0;
+  for (let m = 0; m < c.batch * hw; m++) {
+    const b = Math.floor(m / hw), oh = Math.floor((m % hw) / c.outWidth), ow = m % c.outWidth;
+    for (let ci = 0; ci < cg; ci++) {
+      const plane = x0 + b * s0 + (g * cg + ci) * s1;
+      for (let i = 0; i < kh; i++) {
+        const ih = oh * c.stride[0] - c.padding[0] + i * c.dilation[0];
+        const rowInside = ih >= 0 && ih < c.height;
+        for (let j = 0; j < kw; j++) {
+          const iw = ow * c.stride[1] - c.padding[1] + j * c.dilation[1];
+          rows[k++] = rowInside && iw >= 0 && iw < c.width ? x[plane + ih * s2 + iw * s3]! - zpA : 0;
+        }
       }
     }
   }
+}
+
+/** The JavaScript reference of wasmInt8Products: C[i, j] = Σ_k A[i, k]·W[j, k], wrapping as int32. */
+function int8Products(m: number, n: number, k: number, a: Int16Array, w: Int16Array): Int32Array {
+  const out = new Int32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let acc = 0;
+      for (let t = 0; t < k; t++) acc = (acc + Math.imul(a[i * k + t]!, w[j * k + t]!)) | 0;
+      out[i * n + j] = acc;
+    }
+  }
+  return out;
 }
 
 /** hardswish of the real value v·scale, back in output units (float32 steps, as the WGSL epilogue). */
