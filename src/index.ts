@@ -57,3 +57,5 @@ export * as serve from './serve/index.js';
 export * as quant from './quant/index.js';
 export { QuantizedTensor, quantizePerTensor, quantizePerChannel, dequantize } from './quant/qtensor.js';
 export type { QDType, QScheme } from './quant/qtensor.js';
+export { autocast } from './quant/autocast.js';
+export type { AutocastDType, AutocastOptions } from './quant/autocast.js';

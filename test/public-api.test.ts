@@ -39,6 +39,7 @@ const PUBLIC = [
   'jit', 'Graph', 'opLabel', 'STRATEGIES',
   // namespaces of the other layers
   'profiler', 'benchmark', 'serve', 'quant', 'QuantizedTensor', 'quantizePerTensor', 'quantizePerChannel', 'dequantize',
+  'autocast',
 ];
 
 const INTERNAL = ['planMemory', 'validateMemoryPlan', 'foldWeights', 'checkGroups', 'composeViews', 'isIdentityView', 'epilogueResult', 'extraCount', 'fromHost', 'defineOp', 'apply1', 'matmulOp', 'reduceOp', 'sdpaOp', 'argsortOp'];

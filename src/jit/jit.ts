@@ -14,6 +14,7 @@ import type { CompileProgress } from '../backend/webgpu/plan.js';
 import { type TensorGuard, Trace, type ValueGuard, activeTrace, withTrace } from './trace.js';
 import { INSPECT, formatReport } from './report.js';
 import { profilerHooks } from '../profiler/hooks.js';
+import { type AutocastDType, autocastKey, traceAutocast } from '../quant/autocast.js';
 
 /** What a jitted function may return: a tensor, or arrays/objects of tensors. */
 export type TensorTree = Tensor | readonly TensorTree[] | { readonly [key: string]: TensorTree };
@@ -26,6 +27,12 @@ export interface JitOptions {
    * least recently used one beyond that is freed, and compiled again if it comes back.
    */
   cacheSize?: number;
+  /**
+   * 'float16' traces `fn` under `autocast('float16', …)` (matmuls and convolutions in float16, sensitive ops in
+   * float32, as torch.autocast), whatever the caller's state; without it, calls inside and outside `sn.autocast`
+   * have plans of their own.
+   */
+  autocast?: AutocastDType;
 }
 
 /** A running summary of call times (ms): bounded however many calls there are. */
@@ -282,6 +289,7 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
   const strategy = resolveStrategy(options.fusion);
   const capacity = options.cacheSize ?? 16;
   if (!Number.isInteger(capacity) || capacity < 1) throw new SinterError('jit', `cacheSize must be a positive integer, got ${JSON.stringify(options.cacheSize)}`);
+  if (options.autocast !== undefined && options.autocast !== 'float16') throw new SinterError('jit', `autocast must be 'float16', got ${JSON.stringify(options.autocast)}`);
   const plans = new Map<string, Compiled>();
   const counts = { hits: 0, misses: 0, evictions: 0, retraces: 0 };
   let last: Compiled | null = null;
@@ -304,7 +312,7 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
         withTrace(trace, () => {
           let index = 0;
           const symbolic = args.map((a) => (a instanceof Tensor ? trace.input(a, index++) : a)) as Args;
-          const result: unknown = fn(...symbolic);
+          const result: unknown = traceAutocast(options.autocast, () => fn(...symbolic));
           if (isPromiseLike(result)) {
             // The rest of the async function runs after tracing ended and fails there: that rejection is expected.
             Promise.resolve(result).catch(() => {});
@@ -374,7 +382,7 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
   /** The compiled signature of these arguments, compiled now with its pipelines compiled asynchronously if new. */
   const compiled = async (args: Args, what: string, onProgress?: CompileOptions['onProgress']): Promise<Compiled> => {
     if (activeTrace()) throw new SinterError('jit', `${what}() cannot be used while another function is traced`);
-    const key = signature(args);
+    const key = signature(args) + autocastKey(options.autocast);
     let c = lookup(key);
     if (c) {
       await c.compiling;
@@ -401,8 +409,8 @@ export function jit<Args extends unknown[], R extends TensorTree>(fn: (...args: 
 
   const run = (...args: Args): R => {
     // Inside another trace, just inline.
-    if (activeTrace()) return fn(...args);
-    const key = signature(args);
+    if (activeTrace()) return traceAutocast(options.autocast, () => fn(...args));
+    const key = signature(args) + autocastKey(options.autocast);
     let c = lookup(key);
     const t0 = performance.now();
     let outs: Tensor[];

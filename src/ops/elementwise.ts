@@ -7,6 +7,7 @@ import { convert } from '../kernels/wgsl/dtype.js';
 import { mapKernel as mapKernelWgsl } from '../kernels/wgsl/map.js';
 import { type Expr, call, cast, constant, input } from './expr.js';
 import { apply1, checkInputs, defineOp } from './op.js';
+import { autocastInputs } from '../quant/autocast.js';
 
 /**
  * What a WGSL form knows of its node. Arguments arrive in their dtypes' compute types (f32 for
@@ -82,6 +83,7 @@ function resultDType(rule: DTypeRule, d: DType): DType {
 /** An elementwise function of one tensor: computed in `floatResult(dtype)` for 'float' ops. */
 export function unary(name: string, x: Tensor, rule: DTypeRule, params: readonly number[] = []): Tensor {
   checkInputs(name, [x]);
+  [x] = autocastInputs(name, [x]);
   const computeIn = rule === 'float' ? floatResult(x.dtype) : x.dtype;
   return map(name, [x], call(name, [cast(input(0, x.dtype), computeIn)], resultDType(rule, computeIn), params));
 }
@@ -99,8 +101,9 @@ export function binary(name: string, a: TensorOrScalar, b: TensorOrScalar, rule:
     }
   }
   if (!ta && !tb) throw new SinterError(name, 'expected at least one Tensor operand, got two numbers');
+  checkInputs(name, [a, b].filter((v): v is Tensor => v instanceof Tensor));
+  [a, b] = autocastInputs(name, [a, b]);
   const tensors = [a, b].filter((v): v is Tensor => v instanceof Tensor);
-  checkInputs(name, tensors);
   const promoted = ta && tb ? promoteTypes((a as Tensor).dtype, (b as Tensor).dtype) : ta ? promoteWithScalar((a as Tensor).dtype, b as Scalar) : promoteWithScalar((b as Tensor).dtype, a as Scalar);
   const computeIn = rule === 'float' ? floatResult(promoted) : promoted;
   let next = 0;

@@ -6,6 +6,7 @@ import type { GpuView, WebGpuCaps, WgslForm } from '../kernels/wgsl/kernel.js';
 import { Tensor } from '../tensor/tensor.js';
 import { activeTrace } from '../jit/trace.js';
 import { profilerHooks } from '../profiler/hooks.js';
+import { autocastDType, autocastInputs } from '../quant/autocast.js';
 
 /** What shape rules see of a tensor. */
 export interface TensorMeta {
@@ -82,6 +83,8 @@ export function checkInputs(op: string, inputs: readonly unknown[]): asserts inp
 export function apply<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor[] {
   checkInputs(op.name, inputs);
   if (inputs.length === 0) throw new SinterError(op.name, 'needs at least one input tensor');
+  // Under sn.autocast, inputs are cast by the op's precision list (map ops were cast where their expression was typed).
+  if (autocastDType() !== null && op.name !== 'map') inputs = autocastInputs(op.label?.(attrs) ?? op.name, inputs);
   // Under jit, ops are recorded into the graph instead of run.
   const trace = activeTrace();
   if (trace) return trace.record(op, inputs, attrs);

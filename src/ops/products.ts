@@ -5,6 +5,7 @@ import { tidy } from '../tensor/scope.js';
 import { add, mul } from './binary.js';
 import { bmm, mm } from './linalg.js';
 import { checkInputs } from './op.js';
+import { autocastInputs } from '../quant/autocast.js';
 import { unsqueeze } from './views.js';
 
 // Products that PyTorch names separately: outer, and the matmuls with an added term (addmm, baddbmm).
@@ -38,11 +39,13 @@ function scaledSum(op: string, input: Tensor, product: () => Tensor, opts: Addmm
 /** β·input + α·(m1 @ m2) for matrices m1 [n, k], m2 [k, m]; input broadcasts to [n, m]. */
 export function addmm(input: Tensor, m1: Tensor, m2: Tensor, opts: AddmmOptions = {}): Tensor {
   checkInputs('addmm', [input, m1, m2]);
+  [input, m1, m2] = autocastInputs('addmm', [input, m1, m2]);
   return scaledSum('addmm', input, () => mm(m1, m2), opts);
 }
 /** β·input + α·(b1 @ b2) for batches b1 [B, n, k], b2 [B, k, m]; input broadcasts to [B, n, m]. */
 export function baddbmm(input: Tensor, b1: Tensor, b2: Tensor, opts: AddmmOptions = {}): Tensor {
   checkInputs('baddbmm', [input, b1, b2]);
+  [input, b1, b2] = autocastInputs('baddbmm', [input, b1, b2]);
   return scaledSum('baddbmm', input, () => bmm(b1, b2), opts);
 }
 
