@@ -9,6 +9,7 @@ import { ref, refOf } from './reference/core.js';
 import { type ProductRef, accumulationAtol } from './reference/linalg.js';
 import { conv2dRef, convTranspose2dRef } from './reference/conv.js';
 import { argmaxOf, argminOf, maxOf, meanOf, minOf, reduceRef, sumOf } from './reference/reduce.js';
+import { adaptiveAvgPool2dRef, avgPool2dRef, maxPool2dRef } from './reference/pool.js';
 import type { Tensor } from '../src/index.js';
 
 // The WebAssembly CPU kernels of src/kernels/wasm/{depthwise,linalg}.ts against the float64 references,
@@ -21,7 +22,7 @@ const initial = cpuKernels();
 afterEach(() => void setCpuKernels(initial));
 
 /** Runs `fn` on one CPU kernel path and checks that the wasm forms `names` really ran there (and never on the JS path). */
-async function onPath(kind: CpuKernels, names: readonly ('gemm' | 'conv2d' | 'reduce')[], fn: () => Promise<void>): Promise<void> {
+async function onPath(kind: CpuKernels, names: readonly ('gemm' | 'conv2d' | 'reduce' | 'pool2d')[], fn: () => Promise<void>): Promise<void> {
   expect(setCpuKernels(kind)).toBe(kind);
   let ran = 0;
   for (const name of names) {
@@ -169,6 +170,61 @@ describe.each(PATHS)('reductions on the %s CPU path', (kind) => {
       const xs = [...(await x.data())];
       const r = reduceRef(ref(x.shape, xs.map((v) => Math.max(v, 0))), [2, 3], false, meanOf);
       await expectClose(f(x), r, { dtype: 'float32', tol: { atol: 1e-6 } });
+    });
+  });
+});
+
+describe.each(PATHS)('2-d pooling on the %s CPU path', (kind) => {
+  // Windows 1–4 with strides 1–3 (column phases), dilations, padding up to half the window, ceil mode, widths past the 8-output step.
+  const arb = fc
+    .record({ n: int(1, 2), c: int(1, 3), k: fc.tuple(int(1, 4), int(1, 4)), s: fc.tuple(int(1, 3), int(1, 3)), d: fc.tuple(int(1, 2), int(1, 2)), ceilMode: fc.boolean(), extra: fc.tuple(int(0, 5), int(0, 19)), pad: fc.tuple(fc.boolean(), fc.boolean()), batched: fc.boolean() })
+    .chain((p) => {
+      const padding = p.k.map((k, i) => (p.pad[i] ? Math.floor(k / 2) : 0)) as [number, number];
+      const [H, W] = p.k.map((k, i) => p.d[i]! * (k - 1) + 1 + p.extra[i]!) as [number, number];
+      return fc.tuple(fc.constant({ ...p, padding }), tensorCaseArb(p.batched ? [p.n, p.c, H, W] : [p.c, H, W]), fc.boolean());
+    });
+  const as4d = (c: { shape: number[] }) => (c.shape.length === 4 ? c.shape : [1, ...c.shape]);
+
+  it('maxPool2d matches the float64 reference (strides, dilations, -inf padding, ceil mode, 3-D and 4-D, views)', async () => {
+    await onPath(kind, ['pool2d'], async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([p, c]) => {
+          const x = makeTensor(c, 'cpu');
+          const y = sn.maxPool2d(x, p.k, { stride: p.s, padding: p.padding, dilation: p.d, ceilMode: p.ceilMode });
+          const r = maxPool2dRef(ref(as4d(c), c.values), { kernelSize: p.k, stride: p.s, padding: p.padding, dilation: p.d, ceilMode: p.ceilMode });
+          await expectClose(y, ref(y.shape, r.data), { dtype: 'float32' });
+          x.dispose();
+          y.dispose();
+        }),
+        propertyConfig({ numRuns: 30 }),
+      );
+    });
+  });
+
+  it('avgPool2d matches the float64 reference (divisor with and without padding, divisorOverride, ceil mode, views)', async () => {
+    await onPath(kind, ['pool2d'], async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([p, c, countIncludePad]) => {
+          const x = makeTensor(c, 'cpu'), divisorOverride = p.extra[0] === 3 ? 5 : null;
+          const y = sn.avgPool2d(x, p.k, { stride: p.s, padding: p.padding, ceilMode: p.ceilMode, countIncludePad, divisorOverride });
+          const r = avgPool2dRef(ref(as4d(c), c.values), { kernelSize: p.k, stride: p.s, padding: p.padding, ceilMode: p.ceilMode, countIncludePad, divisorOverride });
+          // float32 sums of at most kh·kw values in ±4.
+          await expectClose(y, ref(y.shape, r.data), { dtype: 'float32', tol: { atol: TOLERANCES.cpu.float32.atol + p.k[0] * p.k[1] * 4 * 2 ** -24 * 4 } });
+          x.dispose();
+          y.dispose();
+        }),
+        propertyConfig({ numRuns: 30 }),
+      );
+    });
+  });
+
+  it('adaptiveAvgPool2d to 1×1 (a global average pool) is the wasm mean; other bins stay with the JS kernel', async () => {
+    await onPath(kind, ['pool2d'], async () => {
+      const x = sn.randn([2, 3, 7, 11], { seed: 12 }), xs = await x.data();
+      await expectClose(sn.adaptiveAvgPool2d(x, 1), adaptiveAvgPool2dRef(ref(x.shape, xs), [1, 1]), { dtype: 'float32', tol: { atol: 1e-6 } });
+      await expectClose(sn.adaptiveAvgPool2d(x, [3, 4]), adaptiveAvgPool2dRef(ref(x.shape, xs), [3, 4]), { dtype: 'float32' });
+      const t = x.permute([0, 1, 3, 2]);
+      await expectClose(sn.adaptiveAvgPool2d(t, 1), adaptiveAvgPool2dRef(ref(t.shape, await t.contiguous().data()), [1, 1]), { dtype: 'float32', tol: { atol: 1e-6 } });
     });
   });
 });

@@ -9,6 +9,7 @@ import { hasSimd } from '../kernels/wasm/emitter.js';
 import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
 import { wasmMap } from '../kernels/wasm/map.js';
 import { wasmReduce } from '../kernels/wasm/reduce.js';
+import { wasmPool2d } from '../kernels/wasm/pool.js';
 import { setThreads } from '../kernels/wasm/threads.js';
 import { heap } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
@@ -34,6 +35,7 @@ export function setCpuKernels(kind: CpuKernels): CpuKernels {
   kernelOverrides.softmax = wasm ? wasmSoftmax : undefined;
   kernelOverrides.blockNorm = wasm ? wasmLayerNorm : undefined;
   kernelOverrides.reduce = wasm ? wasmReduce : undefined;
+  kernelOverrides.pool2d = wasm ? wasmPool2d : undefined;
   return kernels;
 }
 

@@ -4,6 +4,7 @@ import type { CpuView } from '../../ops/op.js';
 import type { Matrix, OutMatrix } from './gemm.js';
 import type { BlockLayout } from './norm.js';
 import type { ReduceKind } from './reduce.js';
+import type { Window2d } from './pool.js';
 
 /**
  * Faster forms of the CPU kernels that the CPU backend installs when it runs WebAssembly (src/backend/cpu.ts,
@@ -16,4 +17,5 @@ export const kernelOverrides: {
   softmax?: (inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], log: boolean, out: CpuView) => boolean;
   blockNorm?: (x: CpuView, weight: CpuView | undefined, bias: CpuView | undefined, layout: BlockLayout, eps: number, out: CpuView) => boolean;
   reduce?: (kind: ReduceKind, inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], correction: number, out: CpuView) => boolean;
+  pool2d?: (kind: 'max' | 'avg' | 'adaptiveAvg', x: CpuView, window: (Window2d & { readonly dilation?: readonly [number, number]; readonly countIncludePad?: boolean; readonly divisorOverride?: number | null }) | undefined, out: CpuView) => boolean;
 } = {};

@@ -1,4 +1,5 @@
 import type { CpuView } from '../../ops/op.js';
+import { kernelOverrides } from './overrides.js';
 
 /** A 2-d pooling window: each field is [h, w]. */
 export interface Window2d {
@@ -29,6 +30,7 @@ function eachOutput(x: CpuView, out: CpuView, cell: (base: number, oh: number, o
 
 /** Max over each dilated window; taps in the padding are skipped (as -inf), and NaN wins as in PyTorch. */
 export function maxPool2dKernel(x: CpuView, w: Window2d & { readonly dilation: readonly [number, number] }, out: CpuView): void {
+  if (kernelOverrides.pool2d?.('max', x, w, out)) return;
   const r = x.shape.length;
   const H = x.shape[r - 2]!, W = x.shape[r - 1]!, sH = x.strides[r - 2]!, sW = x.strides[r - 1]!;
   const [kh, kw] = w.kernelSize, [dh, dw] = w.stride, [ph, pw] = w.padding, [lh, lw] = w.dilation;
@@ -54,6 +56,7 @@ export function maxPool2dKernel(x: CpuView, w: Window2d & { readonly dilation: r
  * or divisorOverride when given.
  */
 export function avgPool2dKernel(x: CpuView, w: Window2d & { readonly countIncludePad: boolean; readonly divisorOverride: number | null }, out: CpuView): void {
+  if (kernelOverrides.pool2d?.('avg', x, w, out)) return;
   const r = x.shape.length;
   const H = x.shape[r - 2]!, W = x.shape[r - 1]!, sH = x.strides[r - 2]!, sW = x.strides[r - 1]!;
   const [kh, kw] = w.kernelSize, [dh, dw] = w.stride, [ph, pw] = w.padding;
@@ -70,6 +73,7 @@ export function avgPool2dKernel(x: CpuView, w: Window2d & { readonly countInclud
 
 /** Mean over PyTorch's adaptive bins: rows floor(i·H/OH) to ceil((i+1)·H/OH), and likewise for columns. */
 export function adaptiveAvgPool2dKernel(x: CpuView, out: CpuView): void {
+  if (kernelOverrides.pool2d?.('adaptiveAvg', x, undefined, out)) return;
   const r = x.shape.length;
   const H = x.shape[r - 2]!, W = x.shape[r - 1]!, sH = x.strides[r - 2]!, sW = x.strides[r - 1]!;
   const OH = out.shape[r - 2]!, OW = out.shape[r - 1]!;

@@ -4,24 +4,27 @@ import { ModuleBuilder } from './emitter.js';
 import type { HostArray } from '../../tensor/dtype.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 
-// Depthwise convolution (one input channel per group, Og output channels each) as a direct SIMD loop:
-// with so few output channels per group a GEMM would spend more time packing patches than multiplying.
-// Each channel's input plane is copied into the heap once, zero-padded and split by column phase
-// (phase q of a row holds its columns q, q + sw, q + 2·sw, …), so that whatever the stride, the tap
-// under eight consecutive outputs is eight consecutive floats: two v128 loads, no bounds checks.
-// Each output accumulates bias, then w[i, j]·x over the taps in (i, j) order, in float32.
+// Windows slid over planes, as direct SIMD loops: depthwise convolution (one input channel per group, Og
+// output channels each: with so few output channels a GEMM would spend more time packing patches than
+// multiplying) and 2-d pooling (src/kernels/wasm/pool.ts). Each input plane is copied into the heap once,
+// padded (zeros, or −∞ for max) and split by column phase (phase q of a row holds its columns q, q + sw,
+// q + 2·sw, …), so that whatever the stride, the tap under eight consecutive outputs is eight consecutive
+// floats: two v128 loads, no bounds checks. 'madd' accumulates bias, then w[i, j]·x over the taps in
+// (i, j) order, in float32; 'max' folds f32x4.max over the taps (NaN propagates).
 
 /** Outputs per step of the inner loop (two v128 accumulators); output rows are padded to a multiple of it. */
 const STEP = 8;
 
-/** depthwise's arguments, in order (i32 each: counts, and byte addresses and strides in the heap). */
+/** The windows' arguments, in order (i32 each: counts, and byte addresses and strides in the heap). */
 const ARGS = ['channels', 'og', 'inp', 'inStride', 'taps', 'ntaps', 'wts', 'bias', 'out', 'oh', 'owv', 'rowStep'] as const;
 
-function emitDepthwise(m: ModuleBuilder): void {
-  // depthwise(channels, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep):
-  // for output channel c, input plane inp + ⌊c/og⌋·inStride; out[c, y, x] = bias[c] + Σ_t wts[c, t]·plane[y·rowStep + taps[t] + 4x]
+export type WindowFold = 'madd' | 'max';
+
+function emitWindows(m: ModuleBuilder, fold: WindowFold): void {
+  // windows_<fold>(channels, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep):
+  // for output channel c, input plane inp + ⌊c/og⌋·inStride; out[c, y, x] = bias[c] ⊕_t (wts[c, t] ·) plane[y·rowStep + taps[t] + 4x]
   // (byte offsets; taps[t] is tap t's offset from the row start, rowStep the bytes between output rows' first taps).
-  m.func('depthwise', ARGS.map(() => 'i32' as const), [], (c) => {
+  m.func(`windows_${fold}`, ARGS.map(() => 'i32' as const), [], (c) => {
     const [channels, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep] = ARGS.map((_, i) => i) as number[];
     const ch = c.local('i32'), y = c.local('i32'), x = c.local('i32'), t = c.local('i32');
     const plane = c.local('i32'), row = c.local('i32'), at = c.local('i32'), wp = c.local('i32'), dst = c.local('i32'), tp = c.local('i32');
@@ -37,11 +40,16 @@ function emitDepthwise(m: ModuleBuilder): void {
           c.get(wts!).set(wp);
           c.get(taps!).set(tp);
           c.forRange(t, () => c.i32(0), () => c.get(ntaps!), 1, () => {
-            c.get(wp).mem('v128.load32_splat').set(wv);
             c.get(row).get(tp).mem('i32.load').op('i32.add').get(x).i32(2).op('i32.shl', 'i32.add').set(at);
-            c.get(acc0).get(wv).get(at).mem('v128.load').simd('f32x4.mul', 'f32x4.add').set(acc0);
-            c.get(acc1).get(wv).get(at).mem('v128.load', 16).simd('f32x4.mul', 'f32x4.add').set(acc1);
-            c.get(wp).i32(4).op('i32.add').set(wp);
+            if (fold === 'madd') {
+              c.get(wp).mem('v128.load32_splat').set(wv);
+              c.get(acc0).get(wv).get(at).mem('v128.load').simd('f32x4.mul', 'f32x4.add').set(acc0);
+              c.get(acc1).get(wv).get(at).mem('v128.load', 16).simd('f32x4.mul', 'f32x4.add').set(acc1);
+              c.get(wp).i32(4).op('i32.add').set(wp);
+            } else {
+              c.get(acc0).get(at).mem('v128.load').simd('f32x4.max').set(acc0);
+              c.get(acc1).get(at).mem('v128.load', 16).simd('f32x4.max').set(acc1);
+            }
             c.get(tp).i32(4).op('i32.add').set(tp);
           });
           c.get(dst).get(acc0).mem('v128.store');
@@ -49,49 +57,58 @@ function emitDepthwise(m: ModuleBuilder): void {
           c.get(dst).i32(4 * STEP).op('i32.add').set(dst);
         });
       });
-      c.get(wts!).get(ntaps!).i32(2).op('i32.shl', 'i32.add').set(wts!);
+      if (fold === 'madd') c.get(wts!).get(ntaps!).i32(2).op('i32.shl', 'i32.add').set(wts!);
     });
   });
 }
 
-let depthwiseFn: ((...args: number[]) => void) | undefined;
-
-/** The float32 operands this kernel takes (float16 tensors are stored as float32 too, rounded by the backend after). */
-const f32 = (v: CpuView | undefined): boolean => v === undefined || v.data instanceof Float32Array;
+/** A sliding window over the last two dims: size, stride, dilation, and the padding before (top, left) and after (bottom). */
+export interface PlaneWindow {
+  readonly kernel: readonly [number, number];
+  readonly stride: readonly [number, number];
+  readonly dilation: readonly [number, number];
+  readonly padTop: number;
+  readonly padLeft: number;
+  readonly padBottom: number;
+}
 
 /**
- * conv2d with one input channel per group (x [N, C, H, W] or [C, H, W], w [C·Og, 1, kh, kw]) on the
- * depthwise SIMD loop; returns false to leave other operands to the JavaScript kernel.
+ * Runs `fold` over the planes of x ([N, C, H, W] or [C, H, W], any strides) into `O` output planes of
+ * OH × OW (output channel o reads input channel ⌊o/og⌋), written to `out` ([N, O, OH, OW] contiguous from
+ * out.offset) through `store(row values, dst, o, oh)` when given (e.g. a divisor), else copied as they are.
+ * `weights(o, t)` and `bias(o)` for 'madd'; the padding holds `fill`.
  */
-export function wasmDepthwiseConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView): boolean {
-  if (!(f32(x) && f32(w) && f32(bias) && f32(out))) return false;
-  const [O, , kh, kw] = w.shape as [number, number, number, number];
+export function runWindows(
+  fold: WindowFold, x: CpuView, O: number, og: number, win: PlaneWindow, out: CpuView, fill: number,
+  weights?: (o: number, tap: number) => number, bias?: (o: number) => number,
+  store?: (res: Float32Array, from: number, od: HostArray, to: number, oh: number, OW: number) => void,
+): void {
   const batched = x.shape.length === 4;
   const [N, C, H, W] = (batched ? x.shape : [1, ...x.shape]) as [number, number, number, number];
   const [sN, sC, sH, sW] = (batched ? x.strides : [0, ...x.strides]) as [number, number, number, number];
   const [OH, OW] = out.shape.slice(-2) as [number, number];
-  const [sh, sw] = a.stride, [dh, dw] = a.dilation, [pt, pb, pl] = a.padding;
-  const Og = O / a.groups, ntaps = kh * kw;
-  if (N * O * OH * OW === 0) return true;
-  // Phase rows: Wq floats each, wide enough for the last step's reads past the last tap (zeros).
+  const [kh, kw] = win.kernel, [sh, sw] = win.stride, [dh, dw] = win.dilation, pt = win.padTop, pl = win.padLeft;
+  const ntaps = kh * kw;
+  if (N * O * OH * OW === 0) return;
+  // Phase rows: Wq floats each, wide enough for the last step's reads past the last tap (padding).
   const OWv = Math.ceil(OW / STEP) * STEP, reach = Math.floor(((kw - 1) * dw) / sw);
   const Wq = Math.max(Math.ceil((W + pl) / sw), OWv + reach);
-  const Hp = Math.max(H + pt + pb, (OH - 1) * sh + (kh - 1) * dh + 1);
+  const Hp = Math.max(H + pt + win.padBottom, (OH - 1) * sh + (kh - 1) * dh + 1);
   const plane = Hp * sw * Wq;
   const h = heap();
   h.reset();
-  const taps = h.alloc(ntaps * 4), wts = h.alloc(O * ntaps * 4), biasAt = h.alloc(O * 4);
+  const taps = h.alloc(ntaps * 4), wts = h.alloc(Math.max(1, fold === 'madd' ? O * ntaps : 1) * 4), biasAt = h.alloc(O * 4);
   const xAt = h.alloc(C * plane * 4), outAt = h.alloc(O * OH * OWv * 4);
   {
-    const i32 = h.i32, f = h.f32, wd = w.data, [w0, , w2, w3] = w.strides as [number, number, number, number];
+    const i32 = h.i32, f = h.f32;
     for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) i32[(taps >> 2) + i * kw + j] = ((i * dh * sw + ((j * dw) % sw)) * Wq + Math.floor((j * dw) / sw)) * 4;
-    for (let o = 0; o < O; o++) for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) f[(wts >> 2) + o * ntaps + i * kw + j] = wd[w.offset + o * w0 + i * w2 + j * w3]!;
-    for (let o = 0; o < O; o++) f[(biasAt >> 2) + o] = bias ? bias.data[bias.offset + o * bias.strides[0]!]! : 0;
+    if (weights) for (let o = 0; o < O; o++) for (let t = 0; t < ntaps; t++) f[(wts >> 2) + o * ntaps + t] = weights(o, t);
+    for (let o = 0; o < O; o++) f[(biasAt >> 2) + o] = bias ? bias(o) : fold === 'max' ? -Infinity : 0;
   }
-  depthwiseFn ??= instantiate<{ depthwise: (...args: number[]) => void }>(depthwiseModule()).depthwise;
+  const run = windowFns()[fold];
   for (let n = 0; n < N; n++) {
     const f = h.f32, xd = x.data;
-    f.fill(0, xAt >> 2, (xAt >> 2) + C * plane);
+    f.fill(fill, xAt >> 2, (xAt >> 2) + C * plane);
     for (let ch = 0; ch < C; ch++) {
       for (let r = 0; r < H; r++) {
         const src = x.offset + n * sN + ch * sC + r * sH, rowAt = (xAt >> 2) + ch * plane + (r + pt) * sw * Wq;
@@ -99,10 +116,30 @@ export function wasmDepthwiseConv2d(x: CpuView, w: CpuView, bias: CpuView | unde
         else for (let q = 0; q < W; q++) f[rowAt + ((q + pl) % sw) * Wq + Math.floor((q + pl) / sw)] = xd[src + q * sW]!;
       }
     }
-    depthwiseFn(O, Og, xAt, plane * 4, taps, ntaps, wts, biasAt, outAt, OH, OWv, sh * sw * Wq * 4);
+    run(O, og, xAt, plane * 4, taps, ntaps, wts, biasAt, outAt, OH, OWv, sh * sw * Wq * 4);
     const res = h.f32, od = out.data, base = out.offset + n * O * OH * OW;
-    for (let r = 0; r < O * OH; r++) copyRow(res, (outAt >> 2) + r * OWv, 1, od, base + r * OW, OW);
+    for (let r = 0; r < O * OH; r++) {
+      if (store) store(res, (outAt >> 2) + r * OWv, od, base + r * OW, r % OH, OW);
+      else copyRow(res, (outAt >> 2) + r * OWv, 1, od, base + r * OW, OW);
+    }
   }
+}
+
+/** The float32 operands this kernel takes (float16 tensors are stored as float32 too, rounded by the backend after). */
+const f32 = (v: CpuView | undefined): boolean => v === undefined || v.data instanceof Float32Array;
+
+/**
+ * conv2d with one input channel per group (x [N, C, H, W] or [C, H, W], w [C·Og, 1, kh, kw]) on the
+ * window loop; returns false to leave other operands to the JavaScript kernel.
+ */
+export function wasmDepthwiseConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a: Conv2dAttrs, out: CpuView): boolean {
+  if (!(f32(x) && f32(w) && f32(bias) && f32(out))) return false;
+  const [O, , kh, kw] = w.shape as [number, number, number, number];
+  const [w0, , w2, w3] = w.strides as [number, number, number, number], wd = w.data;
+  const win = { kernel: [kh, kw], stride: a.stride, dilation: a.dilation, padTop: a.padding[0], padLeft: a.padding[2], padBottom: a.padding[1] } as const;
+  runWindows('madd', x, O, O / a.groups, win, out, 0,
+    (o, t) => wd[w.offset + o * w0 + Math.floor(t / kw) * w2 + (t % kw) * w3]!,
+    bias ? (o) => bias.data[bias.offset + o * bias.strides[0]!]! : undefined);
   return true;
 }
 
@@ -112,13 +149,15 @@ export function copyRow(src: HostArray, from: number, stride: number, dst: HostA
   else for (let q = 0; q < n; q++) dst[to + q] = src[from + q * stride]!;
 }
 
-let moduleBytes: Uint8Array<ArrayBuffer> | undefined;
+let fns: Record<WindowFold, (...args: number[]) => void> | undefined;
 
-function depthwiseModule(): Uint8Array<ArrayBuffer> {
-  if (!moduleBytes) {
+function windowFns(): Record<WindowFold, (...args: number[]) => void> {
+  if (!fns) {
     const m = new ModuleBuilder(memoryImport());
-    emitDepthwise(m);
-    moduleBytes = m.build();
+    emitWindows(m, 'madd');
+    emitWindows(m, 'max');
+    const e = instantiate<Record<string, (...args: number[]) => void>>(m.build());
+    fns = { madd: e.windows_madd!, max: e.windows_max! };
   }
-  return moduleBytes;
+  return fns;
 }
