@@ -240,18 +240,24 @@ describe('the wasm kernels on heap storages', () => {
       await new Promise((r) => setTimeout(r, 25));
     }
     expect(threadInfo()).toMatchObject({ threads: 2, workers: 'worker_threads' });
+    // Bit-identical whichever thread ran which rows (compared as bytes: a deep equality over 264k elements is slow).
+    const same = async (ys: sn.Tensor[]) => {
+      for (let i = 0; i < ys.length; i++) expect(Buffer.compare(bytes(await ys[i]!.data()), bytes(alone[i]!))).toBe(0);
+      ys.forEach((t) => t.dispose());
+    };
+    // Workers claim tasks as they wake: on a busy machine the calling thread may take them all, so a few tries.
     const before = poolStats().tasksOnWorkers;
-    const ys = f(x);
+    for (let i = 0; i < 50 && poolStats().tasksOnWorkers - before < 3; i++) await same(f(x));
     expect(poolStats().tasksOnWorkers - before).toBeGreaterThanOrEqual(3);
-    // Bit-identical (compared as bytes: a deep equality over 264k elements is slow).
-    for (let i = 0; i < ys.length; i++) expect(Buffer.compare(bytes(await ys[i]!.data()), bytes(alone[i]!))).toBe(0);
     // A long single row is split by columns.
     const long = sn.randn([1 << 17], { seed: 6 });
-    const before2 = poolStats().tasksOnWorkers;
-    const z = long.mul(2).add(1);
+    const before2 = poolStats().tasksOnWorkers, ld = await long.data();
+    for (let i = 0; i < 50 && poolStats().tasksOnWorkers === before2; i++) {
+      const z = long.mul(2).add(1), zd = await z.data();
+      for (const j of [0, 1, 65535, 65536, (1 << 17) - 1]) expect(zd[j]).toBe(Math.fround(Math.fround(ld[j]! * 2) + 1));
+      z.dispose();
+    }
     expect(poolStats().tasksOnWorkers).toBeGreaterThan(before2);
-    const zd = await z.data(), ld = await long.data();
-    for (const i of [0, 1, 65535, 65536, (1 << 17) - 1]) expect(zd[i]).toBe(Math.fround(Math.fround(ld[i]! * 2) + 1));
-    [x, ...ys, long, z].forEach((t) => t.dispose());
+    [x, long].forEach((t) => t.dispose());
   });
 });

@@ -288,8 +288,7 @@ export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): b
   for (let r = 0, blocks = total / (len * count); r < blocks; r++) {
     const outAt = o + r * len * count * 4;
     const tasks = split(count, len, (first, rowsHere, col, cols) => call(outAt + (first * len + col) * 4, ptr.map((p, j) => p + first * steps[j]! + col * inner[j]! * 4), cols, rowsHere));
-    if (tasks.length === 1) rows(...tasks[0]!);
-    else parallelFor(tasks, rows);
+    parallelFor(tasks, rows);
     for (let d = outer.length - 1; d >= 0; d--) {
       for (let j = 0; j < k; j++) ptr[j]! += strides[j]![d]! * 4;
       if (++idx[d]! < outer[d]!) break;
@@ -302,23 +301,21 @@ export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): b
 }
 
 /**
- * Splits `count` rows of `len` elements into one task per thread worth using: by rows when there are
- * enough, else (one long row) by columns in multiples of four. `task(firstRow, rows, firstColumn, columns)` makes each.
+ * Splits `count` rows of `len` elements into tasks for the pool's threads: up to four per thread (so
+ * threads that run late or slow leave less to wait for), of at least MIN_ELEMENTS_PER_THREAD elements;
+ * by rows, or (one long row) by columns in multiples of four. `task(firstRow, rows, firstColumn, columns)` makes each.
  */
 function split(count: number, len: number, task: (first: number, rows: number, col: number, cols: number) => number[]): number[][] {
-  const work = count * len;
-  const want = Math.floor(work / MIN_ELEMENTS_PER_THREAD);
-  const parts = want > 1 ? Math.min(want, availableThreads()) : 1;
-  if (parts <= 1) return [task(0, count, 0, len)];
-  if (count >= parts) {
-    const per = Math.ceil(count / parts), tasks = [];
-    for (let first = 0; first < count; first += per) tasks.push(task(first, Math.min(per, count - first), 0, len));
-    return tasks;
-  }
+  const want = Math.floor((count * len) / MIN_ELEMENTS_PER_THREAD);
+  const threads = want > 1 ? availableThreads() : 1;
+  if (threads <= 1) return [task(0, count, 0, len)];
+  const parts = Math.min(want, 4 * threads), tasks = [];
   if (count === 1) {
-    const per = Math.ceil(len / parts / 4) * 4, tasks = [];
+    const per = Math.ceil(len / parts / 4) * 4;
     for (let col = 0; col < len; col += per) tasks.push(task(0, 1, col, Math.min(per, len - col)));
-    return tasks;
+  } else {
+    const per = Math.ceil(count / Math.min(parts, count));
+    for (let first = 0; first < count; first += per) tasks.push(task(first, Math.min(per, count - first), 0, len));
   }
-  return [task(0, count, 0, len)];
+  return tasks;
 }

@@ -179,11 +179,12 @@ function operand(v: CpuView, from: number, length: number): number {
   return p;
 }
 
-/** Runs `kernel(x, out, rows, …rest)` over `rows` rows of n floats, split by rows over the pool's threads. */
+/** Runs `fn(x, out, …rest(rows))` over `rows` rows of n floats, split by rows over the pool's threads. */
 function overRows(fn: (...args: number[]) => void, x: number, o: number, rows: number, n: number, rest: (rowsHere: number) => number[]): void {
   const want = Math.floor((rows * n) / MIN_ELEMENTS_PER_THREAD);
-  const parts = want > 1 ? Math.min(want, rows, availableThreads()) : 1;
-  if (parts <= 1) return fn(x, o, ...rest(rows));
+  // Up to four tasks per thread: threads that run late or slow leave less to wait for.
+  const parts = want > 1 ? Math.min(want, rows, 4 * availableThreads()) : 1;
+  if (parts <= 1) return parallelFor([[x, o, ...rest(rows)]], fn);
   const per = Math.ceil(rows / parts), tasks: number[][] = [];
   for (let r = 0; r < rows; r += per) tasks.push([x + r * n * 4, o + r * n * 4, ...rest(Math.min(per, rows - r))]);
   parallelFor(tasks, fn);

@@ -3,22 +3,23 @@ import { RESERVED_BYTES, heap, kernelSource } from './heap.js';
 // A pool of worker threads that run generated kernels on the shared heap: Node's worker_threads, or
 // Web Workers in a cross-origin isolated page (elsewhere SharedArrayBuffer is hidden: one thread, and
 // `threadInfo()` says why). Each worker owns a control block in the heap's reserved bytes:
-// [state, messages taken, kernel id, argument count, arg0, arg1, …]. Kernels reach the workers as
-// compiled modules (postMessage), each once per worker; a worker runs a kernel only after it took
-// its module. To run a task the main thread writes its kernel and arguments, sets state POSTED and
-// notifies; the worker runs it, sets DONE and notifies. Idle workers sleep in Atomics.wait (Node) or
+// [state, messages taken, kernel id, …]. Kernels reach the workers as compiled modules (postMessage),
+// each once per worker; a worker runs a kernel only after it took its module. A parallelFor writes its
+// tasks' arguments into a table in the heap, posts the kernel to the ready workers (state POSTED,
+// notify) and claims tasks itself; every thread takes the next unclaimed task from a shared counter,
+// so a worker the OS has descheduled (a busy machine) leaves its share to the others instead of
+// stalling the call; a worker that never started is taken back. Idle workers sleep in Atomics.wait (Node) or
 // await Atomics.waitAsync (browsers, whose workers must keep their event loop free for messages): no
 // busy-waiting. Kernels stay synchronous: the calling thread runs one share itself, then waits for
 // the others (a page's main thread may not block, so there it polls for the few microseconds left).
 
 const SLOT_INTS = 64;
-const HEADER = 4;
-/** Arguments one task can carry. */
-const MAX_ARGS = SLOT_INTS - HEADER;
-const MAX_WORKERS = RESERVED_BYTES / (SLOT_INTS * 4);
+/** The last slot holds the claim counter that the threads of one parallelFor share. */
+const MAX_WORKERS = RESERVED_BYTES / (SLOT_INTS * 4) - 1;
+const COUNTER = MAX_WORKERS * SLOT_INTS;
 /** Kernels a worker keeps instantiated; the longest unused beyond it are dropped. */
 const MAX_KERNELS_PER_WORKER = 256;
-const IDLE = 0, POSTED = 1, DONE = 2, FAILED = 3;
+const IDLE = 0, POSTED = 1, DONE = 2, FAILED = 3, RUNNING = 4;
 
 interface PoolWorker {
   readonly control: Int32Array;
@@ -29,7 +30,10 @@ interface PoolWorker {
   terminate(): void;
 }
 
-// One program for both kinds of worker; `take` and `serve` differ only in how messages and waits work.
+// One program for both kinds of worker; they differ only in how messages and waits work. A task is
+// [state, messages taken, kernel id, task table address, tasks, arguments per task, counter address]:
+// the worker claims it (POSTED → RUNNING; the caller may have taken it back first), then claims tasks
+// from the table through the shared counter until none are left, as the calling thread does.
 const SHARED_SOURCE = `
 const fns = new Map();
 let I, memory;
@@ -37,15 +41,18 @@ function take(m) {
   if (m.drop !== undefined) fns.delete(m.drop);
   else fns.set(m.id, new WebAssembly.Instance(m.module, { env: { memory } }).exports[m.entry]);
   Atomics.add(I, 1, 1);
-  Atomics.notify(I, 1);
 }
 const args = [];
 function runTask() {
+  if (Atomics.compareExchange(I, 0, ${POSTED}, ${RUNNING}) !== ${POSTED}) return;
   try {
-    const fn = fns.get(I[2]);
-    args.length = I[3];
-    for (let i = 0; i < args.length; i++) args[i] = I[${HEADER} + i];
-    fn(...args);
+    const fn = fns.get(I[2]), table = I[3] >> 2, count = I[4], argc = I[5], counter = I[6] >> 2;
+    const M = new Int32Array(memory.buffer);
+    args.length = argc;
+    for (let t; (t = Atomics.add(M, counter, 1)) < count; ) {
+      for (let i = 0; i < argc; i++) args[i] = M[table + t * argc + i];
+      fn(...args);
+    }
     Atomics.store(I, 0, ${DONE});
   } catch {
     Atomics.store(I, 0, ${FAILED});
@@ -98,7 +105,7 @@ let tasksOnWorkers = 0;
 let singleReason: string | undefined;
 let kind: 'worker_threads' | 'web workers' | undefined;
 
-/** The pool: workers started (and ready), threads wanted, and how many tasks workers have run. */
+/** The pool: workers started (and ready), threads wanted, and how many parallel calls workers took part in. */
 export function poolStats(): { workers: number; ready: number; wanted: number | undefined; tasksOnWorkers: number } {
   return { workers: workers.length, ready: workers.filter((w) => Atomics.load(w.control, 0) !== IDLE).length, wanted, tasksOnWorkers };
 }
@@ -188,7 +195,9 @@ function grow(): void {
         const slot = workers.length * SLOT_INTS * 4;
         const control = new Int32Array(memory.buffer, slot, SLOT_INTS);
         control.fill(0);
-        workers.push({ control, kernels: new Map(), sent: 0, ...s.spawn(slot) });
+        const w: PoolWorker = { control, kernels: new Map(), sent: 0, ...s.spawn(slot) };
+        for (const [id, source] of recentKernels) holds(w, id, source);
+        workers.push(w);
       }
     })
     .catch((e: unknown) => {
@@ -224,10 +233,21 @@ function readyWorkers(): number {
 
 const kernelIds = new WeakMap<object, number>();
 let nextKernelId = 0;
+/** Kernels run lately (id → module), newest last: a worker that starts takes them all, so their next calls can use it. */
+const recentKernels = new Map<number, { module: WebAssembly.Module; entry: string }>();
+
+function kernelId(run: object, source: { module: WebAssembly.Module; entry: string }): number {
+  let id = kernelIds.get(run);
+  if (id === undefined) kernelIds.set(run, (id = nextKernelId++));
+  recentKernels.delete(id);
+  recentKernels.set(id, source);
+  if (recentKernels.size > MAX_KERNELS_PER_WORKER) recentKernels.delete(recentKernels.keys().next().value as number);
+  return id;
+}
 
 /**
  * Whether worker `w` holds the kernel's module now; if it never got it, sends it (the worker takes it
- * at its next wake-up, so this call runs without it). Keeps at most MAX_KERNELS_PER_WORKER per worker.
+ * at its next wake-up: this call runs without it, rather than wait). Keeps at most MAX_KERNELS_PER_WORKER per worker.
  */
 function holds(w: PoolWorker, id: number, source: { module: WebAssembly.Module; entry: string }): boolean {
   const seq = w.kernels.get(id);
@@ -250,22 +270,6 @@ function holds(w: PoolWorker, id: number, source: { module: WebAssembly.Module; 
   return false;
 }
 
-/** How long a kernel's first call waits for a worker to take its module (it takes well under a millisecond). */
-const MODULE_WAIT_MS = 50;
-
-/** Waits (where this thread may block) until worker `w` has taken kernel `id`'s module; whether it has. */
-function awaitModule(w: PoolWorker, id: number): boolean {
-  const seq = w.kernels.get(id)!;
-  if (!blockingAllowed()) return false;
-  const until = performance.now() + MODULE_WAIT_MS;
-  for (let taken = Atomics.load(w.control, 1); taken < seq; taken = Atomics.load(w.control, 1)) {
-    const left = until - performance.now();
-    if (left <= 0) return false;
-    Atomics.wait(w.control, 1, taken, left);
-  }
-  return true;
-}
-
 /** Whether this thread may block in Atomics.wait (not a page's main thread). */
 let canBlock: boolean | undefined;
 function blockingAllowed(): boolean {
@@ -281,35 +285,39 @@ function blockingAllowed(): boolean {
 }
 
 /**
- * Runs `run(...task)` for every task: the first on this thread, the others on ready workers that
- * hold `run`'s module (a function from heap.ts's `instantiate`), and returns when all are done. Tasks
- * beyond those workers run here.
+ * Runs `run(...task)` for every task (all with as many arguments) and returns when all are done: this
+ * thread and the ready workers that hold `run`'s module (a function from heap.ts's `instantiate`) each
+ * claim the next task until none is left. Tasks must not depend on which thread runs them.
  */
 export function parallelFor(tasks: readonly (readonly number[])[], run: (...args: number[]) => void): void {
   const source = kernelSource(run);
-  const posted: PoolWorker[] = [];
-  if (source && tasks.length > 1 && tasks.every((t) => t.length <= MAX_ARGS)) {
-    let id = kernelIds.get(run);
-    if (id === undefined) kernelIds.set(run, (id = nextKernelId++));
-    for (const w of workers) {
-      if (posted.length === tasks.length - 1) break;
-      if (Atomics.load(w.control, 0) !== DONE || !(holds(w, id, source) || awaitModule(w, id))) continue;
-      const task = tasks[posted.length + 1]!;
-      w.control[2] = id;
-      w.control[3] = task.length;
-      w.control.set(task, HEADER);
-      Atomics.store(w.control, 0, POSTED);
-      Atomics.notify(w.control, 0);
-      posted.push(w);
-    }
+  const id = source ? kernelId(run, source) : -1;
+  const argc = tasks[0]?.length ?? 0;
+  const helpers: PoolWorker[] = [];
+  if (source && tasks.length > 1 && tasks.every((t) => t.length === argc)) {
+    for (const w of workers) if (helpers.length < tasks.length - 1 && Atomics.load(w.control, 0) === DONE && holds(w, id, source)) helpers.push(w);
   }
-  tasksOnWorkers += posted.length;
-  run(...tasks[0]!);
-  for (let t = 1 + posted.length; t < tasks.length; t++) run(...tasks[t]!);
+  if (helpers.length === 0) {
+    for (const t of tasks) run(...t);
+    return;
+  }
+  const h = heap(), table = h.alloc(tasks.length * argc * 4);
+  const M = h.i32;
+  tasks.forEach((t, k) => M.set(t, (table >> 2) + k * argc));
+  Atomics.store(M, COUNTER, 0);
+  for (const w of helpers) {
+    w.control.set([id, table, tasks.length, argc, COUNTER * 4], 2);
+    Atomics.store(w.control, 0, POSTED);
+    Atomics.notify(w.control, 0);
+  }
+  for (let t; (t = Atomics.add(M, COUNTER, 1)) < tasks.length; ) run(...tasks[t]!);
   let failed = false;
   const block = blockingAllowed();
-  for (const w of posted) {
-    while (Atomics.load(w.control, 0) === POSTED) if (block) Atomics.wait(w.control, 0, POSTED);
+  for (const w of helpers) {
+    // A worker that has not woken yet is taken back: the tasks are all done.
+    if (Atomics.compareExchange(w.control, 0, POSTED, DONE) === POSTED) continue;
+    tasksOnWorkers++;
+    for (let s = Atomics.load(w.control, 0); s === RUNNING; s = Atomics.load(w.control, 0)) if (block) Atomics.wait(w.control, 0, RUNNING);
     if (Atomics.load(w.control, 0) === FAILED) {
       failed = true;
       Atomics.store(w.control, 0, DONE);
