@@ -48,6 +48,14 @@ describe.each(WITH_WEBGPU)('graph PTQ of a function on %s', (device) => {
     expect(kernels.filter((k) => k.includes('dequantize')).length).toBe(0);
     expect(kernels.filter((k) => k.includes('quantize')).length).toBe(2);
     expect(kernels.some((k) => /relu/.test(k))).toBe(false);
+    // compare: a function against its int8 graph, with the SQNR of every int8 layer's output.
+    const report = await sn.quant.compare(fn, q, [x]);
+    expect(report.referenceBytes).toBeNull();
+    expect(report.quantizedBytes).toBe(q.modelBytes());
+    expect(report.outputs[0]!.sqnrDb).toBeGreaterThan(25);
+    expect(report.layers!.map((l) => l.name)).toEqual(['conv2d_0', 'conv2d_1', 'matmul_0']);
+    for (const l of report.layers!) expect(l.sqnrDb).toBeGreaterThan(20);
+    expect(String(report)).toMatch(/conv2d_1\s+conv2d\s+\d/);
     q.dispose();
     prepared.dispose();
   });
@@ -128,6 +136,12 @@ describe('graph PTQ on cpu', () => {
     const errs = ref.map((r, i) => Math.abs(r[0]! - got[i]![0]!));
     expect(median(errs)).toBeLessThan(0.1);
     expect(q.report().kernels.filter((k) => k.name.includes('qgemm')).length).toBe(54);
+    // compare: the ONNX model against its int8 graph (layers correspond through the traced graph).
+    const report = await sn.quant.compare(model, q, pages.slice(0, 1));
+    expect(report.referenceBytes).toBe(sn.quant.floatGraphBytes(prepared));
+    expect(report.quantizedBytes! / report.referenceBytes!).toBeLessThanOrEqual(0.3);
+    expect(report.outputs[0]!.top1Agreement).not.toBeNull();
+    expect(report.layers!.length).toBe(54);
     q.dispose();
     prepared.dispose();
     model.dispose();

@@ -3,12 +3,18 @@ import { synchronize } from '../backend/device.js';
 import type { Storage } from '../backend/backend.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Module } from '../nn/module.js';
+import { OnnxModel } from '../io/onnx/model.js';
 import { QuantizedLayer } from './static.js';
+import { type LayerComparison, type PreparedGraph, type QuantizedGraph, floatGraphBytes, graphStateOf, layerSqnr } from './graph.js';
 
 // sn.quant.compare: what quantisation cost (output error) and bought (bytes, latency), side by side.
 
-/** A model to compare: an nn.Module or a function of tensors returning a tensor or tensors. */
-export type Comparable = Module | ((...inputs: Tensor[]) => Tensor | readonly Tensor[]);
+/**
+ * A model to compare: an nn.Module, a function of tensors returning a tensor or tensors (arrays or objects of
+ * them, as a prepared or converted graph returns), or a model from loadOnnx (fed the batch's tensors in the order
+ * of its inputs).
+ */
+export type Comparable = Module | OnnxModel | PreparedGraph | QuantizedGraph | ((...inputs: Tensor[]) => unknown);
 
 export interface OutputComparison {
   maxAbsError: number;
@@ -20,6 +26,8 @@ export interface OutputComparison {
   top1Agreement: number | null;
 }
 
+export type { LayerComparison } from './graph.js';
+
 export interface CompareReport {
   /** Bytes of parameters and buffers (null for plain functions). */
   referenceBytes: number | null;
@@ -29,6 +37,11 @@ export interface CompareReport {
   referenceMs: number;
   quantizedMs: number;
   batches: number;
+  /**
+   * Per-layer SQNR where layers correspond: when `quantized` came from sn.quant.convert on a traced graph, each
+   * int8 layer's output against the same value of its float graph on the same batches; else null.
+   */
+  layers: LayerComparison[] | null;
   toString(): string;
 }
 
@@ -48,16 +61,43 @@ export function modelBytes(model: Module): number {
   return bytes;
 }
 
-function run(model: Comparable, inputs: Tensor[]): Tensor[] {
-  const out = model instanceof Module ? (model.forward as (...x: Tensor[]) => unknown)(...inputs) : model(...inputs);
-  const list = out instanceof Tensor ? [out] : Array.isArray(out) ? (out as Tensor[]) : null;
-  if (!list || !list.every((t) => t instanceof Tensor)) throw new SinterError('compare', 'the models must return a tensor or an array of tensors');
+/** Bytes of what a model reads: parameters and buffers, a graph's constants; null for plain functions. */
+function bytesOf(model: Comparable): number | null {
+  if (model instanceof Module) return modelBytes(model);
+  if (model instanceof OnnxModel) {
+    const seen = new Set<Storage>();
+    for (const n of model.graph.nodes) if (n.kind === 'constant') seen.add(n.tensor.storage);
+    return [...seen].reduce((a, st) => a + st.byteLength, 0);
+  }
+  if (graphStateOf(model)) return 'modelBytes' in model ? (model as QuantizedGraph).modelBytes() : floatGraphBytes(model as PreparedGraph);
+  return null;
+}
+
+/** Tensors of a result in order: a tensor, or arrays/objects of them. */
+function tensorsOf(out: unknown, list: Tensor[] = []): Tensor[] | null {
+  if (out instanceof Tensor) list.push(out);
+  else if (Array.isArray(out)) for (const o of out) { if (!tensorsOf(o, list)) return null; }
+  else if (out && typeof out === 'object') for (const o of Object.values(out)) { if (!tensorsOf(o, list)) return null; }
+  else return null;
+  return list;
+}
+
+async function run(model: Comparable, inputs: Tensor[]): Promise<Tensor[]> {
+  let out: unknown;
+  if (model instanceof Module) out = (model.forward as (...x: Tensor[]) => unknown)(...inputs);
+  else if (model instanceof OnnxModel) {
+    if (inputs.length !== model.inputs.length) throw new SinterError('compare', `the ONNX model takes ${model.inputs.length} inputs, but a batch holds ${inputs.length} tensors`);
+    const outs = await model.run(Object.fromEntries(model.inputs.map((info, i) => [info.name, inputs[i]!])));
+    out = model.outputs.map((o) => outs[o.name]);
+  } else out = (model as (...x: Tensor[]) => unknown)(...inputs);
+  const list = tensorsOf(out);
+  if (!list || list.length === 0) throw new SinterError('compare', 'the models must return a tensor, or arrays/objects of tensors');
   return list;
 }
 
 async function timed(model: Comparable, inputs: Tensor[]): Promise<[Tensor[], number]> {
   const t0 = performance.now();
-  const out = run(model, inputs);
+  const out = await run(model, inputs);
   await synchronize(out[0]?.device ?? inputs[0]?.device);
   return [out, performance.now() - t0];
 }
@@ -72,7 +112,7 @@ export async function compare(reference: Comparable, quantized: Comparable, batc
   const acc: { maxAbs: number; dot: number; rr: number; qq: number; err: number; rows: number; agree: number; classes: boolean }[] = [];
   let refMs = 0, qMs = 0;
   const list = batches.map((b) => (b instanceof Tensor ? [b] : [...b]));
-  for (const model of [reference, quantized]) for (const o of run(model, list[0]!)) o.dispose(); // warm-up
+  for (const model of [reference, quantized]) for (const o of await run(model, list[0]!)) o.dispose(); // warm-up
   for (const inputs of list) {
     const [r, tr] = await timed(reference, inputs);
     const [q, tq] = await timed(quantized, inputs);
@@ -113,12 +153,13 @@ export async function compare(reference: Comparable, quantized: Comparable, batc
     top1Agreement: s.classes ? s.agree / s.rows : null,
   }));
   const report = {
-    referenceBytes: reference instanceof Module ? modelBytes(reference) : null,
-    quantizedBytes: quantized instanceof Module ? modelBytes(quantized) : null,
+    referenceBytes: bytesOf(reference),
+    quantizedBytes: bytesOf(quantized),
     outputs,
     referenceMs: refMs / list.length,
     quantizedMs: qMs / list.length,
     batches: list.length,
+    layers: await layerSqnr(quantized as QuantizedGraph, list),
     toString: () => formatReport(report),
   };
   return report;
@@ -137,5 +178,10 @@ function formatReport(r: Omit<CompareReport, 'toString'>): string {
     const top1 = o.top1Agreement === null ? '' : `, top-1 agreement ${(100 * o.top1Agreement).toFixed(1)}%`;
     lines.push(`output ${i}: max abs error ${o.maxAbsError.toPrecision(3)}, cosine ${o.cosine.toFixed(5)}, SQNR ${o.sqnrDb.toFixed(1)} dB${top1}`);
   });
+  if (r.layers) {
+    const w = Math.max(5, ...r.layers.map((l) => l.name.length));
+    lines.push('', `${'layer'.padEnd(w)}  kind     SQNR (dB)`);
+    for (const l of r.layers) lines.push(`${l.name.padEnd(w)}  ${l.kind.padEnd(7)}  ${l.sqnrDb.toFixed(1).padStart(9)}`);
+  }
   return lines.join('\n');
 }

@@ -8,6 +8,7 @@ import { numel } from '../../tensor/shape.js';
 import { Tensor } from '../../tensor/tensor.js';
 import { type Interpretation, NeedsValues, type OnnxGraph, OnnxSequence, type OnnxUnsupported, type Value, buildGraph, outerNames, runEager, runGraph, runTraced } from './graph.js';
 import type { GraphProto, ModelProto, ValueInfoProto } from './proto.js';
+import { rewriteQdq } from './qdq.js';
 import { OPS, type OpContext, type Val, isHost } from './registry.js';
 import { HostTensor, type OnnxDType, deviceDType, onnxDType, unsupportedDType, uploadHost } from './tensor.js';
 
@@ -46,6 +47,8 @@ export interface OnnxReport {
   readonly reason: string | null;
   /** The jit's report of the most recent traced signature; null when eager. */
   readonly jit: JitReport | null;
+  /** QDQ Conv/MatMul nodes rewritten at load into QLinearConv/QLinearMatMul, which run on the integer GEMM (src/io/onnx/qdq.ts). */
+  readonly qdqRewritten: readonly string[];
   toString(): string;
 }
 
@@ -79,6 +82,7 @@ export class OnnxModel {
   readonly outputs: readonly OnnxValueInfo[];
   readonly opsets: ReadonlyMap<string, number>;
   private readonly graph_: OnnxGraph;
+  private readonly qdqRewritten: readonly string[];
   private readonly constantValues = new Set<HostTensor>();
   /** Graph inputs whose values shape computations need while tracing: passed to the trace as host values. */
   private readonly hostFeeds: ReadonlySet<string>;
@@ -114,7 +118,9 @@ export class OnnxModel {
       }
       return typeof info === 'string' ? [] : [info];
     });
-    this.graph_ = buildGraph(graph, this.opsets, problems);
+    const qdq = rewriteQdq(graph);
+    this.qdqRewritten = qdq.rewritten;
+    this.graph_ = buildGraph(qdq.graph, this.opsets, problems);
     // Before IR 4, initializers were listed among the inputs (as defaults); they are constants here.
     this.inputs = infos(this.graph_.inputs, 'input');
     this.outputs = infos(graph.output, 'output');
@@ -338,8 +344,11 @@ export class OnnxModel {
     const execution = reason === null ? 'jit' : 'eager';
     const jitReport = execution === 'jit' ? this.traced.report() : null;
     return {
-      execution, reason, jit: jitReport,
-      toString: () => (jitReport ? String(jitReport) : `eager: every call runs op by op, because ${reason}`),
+      execution, reason, jit: jitReport, qdqRewritten: this.qdqRewritten,
+      toString: () => {
+        const qdq = this.qdqRewritten.length ? `QDQ: ${this.qdqRewritten.length} Conv/MatMul node(s) rewritten into integer kernels (${this.qdqRewritten.join(', ')})\n` : '';
+        return qdq + (jitReport ? String(jitReport) : `eager: every call runs op by op, because ${reason}`);
+      },
     };
   }
 

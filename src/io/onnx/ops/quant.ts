@@ -4,6 +4,8 @@ import { amax, amin } from '../../../ops/reduce.js';
 import { clamp, round } from '../../../ops/unary.js';
 import { contiguous, expand, reshape, slice, transpose, unsqueeze } from '../../../ops/views.js';
 import { type ConvGeometry, qgemm } from '../../../quant/gemm.js';
+import { wqMatmulOp } from '../../../quant/weights.js';
+import { apply1 } from '../../../ops/op.js';
 import { zeros } from '../../../tensor/creation.js';
 import type { DType } from '../../../tensor/dtype.js';
 import type { Tensor } from '../../../tensor/tensor.js';
@@ -132,6 +134,37 @@ function perChannel(t: Tensor, rank: number): Tensor {
   return t.numel() > 1 ? reshape(t, [t.numel(), ...new Array<number>(rank - 1).fill(1)]) : t;
 }
 
+/**
+ * com.microsoft MatMulNBits: Y = A · dequant(B)ᵀ, B [N, blocks, blob] unsigned `bits`-bit integers packed along K (low
+ * bits first), a float scale per block of `block_size` along K and, without zero_points, the zero point 2^(bits−1).
+ * Runs on the weight-only kernel of src/quant/weights.ts, which dequantises inside the matmul (the float weight never
+ * exists) and computes in float32, at least the accuracy any accuracy_level asks for.
+ */
+function matMulNBits(node: OnnxNode, ctx: OpContext, [av, bv, sv, , , biasv]: readonly (Val | undefined)[]): Tensor {
+  const k = node.int('K', 0), n = node.int('N', 0), bits = node.int('bits', 4), blockSize = node.int('block_size', 0);
+  const a = ctx.dev(av!, 'A'), b = ctx.dev(bv!, 'B'), scales = ctx.dev(sv!, 'scales');
+  if (a.dtype !== 'float32' && a.dtype !== 'float16') node.fail(`A must be float, got ${a.describe()}`);
+  if (a.ndim < 1 || a.shape[a.ndim - 1] !== k) node.fail(`A ${a.describe()} must end in K = ${k}`);
+  const blocks = k / blockSize;
+  if (b.dtype !== 'uint8' || b.numel() !== (n * k * bits) / 8) node.fail(`B must hold N·K·bits/8 = ${(n * k * bits) / 8} uint8 values, got ${b.describe()}`);
+  if (scales.numel() !== n * blocks) node.fail(`scales must hold N·K/block_size = ${n * blocks} values, got ${scales.describe()}`);
+  const m = a.numel() / k;
+  const inputs = [reshape(a, [m, k]), reshape(b, [n, (k * bits) / 8]), reshape(scales.to('float32'), [n, blocks])];
+  if (biasv) inputs.push(reshape(ctx.dev(biasv, 'bias').to('float32'), [n]));
+  const y = apply1(wqMatmulOp, inputs, { m, n, k, bits: bits as 4 | 8, blockSize, asymmetric: false, hasBias: biasv !== undefined });
+  return reshape(y, [...a.shape.slice(0, -1), n]);
+}
+
+function checkMatMulNBits(node: OnnxNode): string | undefined {
+  const k = node.int('K', 0), n = node.int('N', 0), bits = node.int('bits', 4), bs = node.int('block_size', 0);
+  if (bits !== 4 && bits !== 8) return `bits ${bits}: only 4 and 8 are supported`;
+  if (!(k > 0 && n > 0 && bs >= 16 && (bs & (bs - 1)) === 0)) return `K ${k}, N ${n}, block_size ${bs}: K and N must be positive and block_size a power of 2 ≥ 16`;
+  if (k % bs !== 0) return `K ${k} is not a multiple of block_size ${bs} (padded last blocks are not supported)`;
+  if (node.inputs[3]) return 'zero_points are not supported (symmetric blocks, zero point 2^(bits−1), only)';
+  if (node.inputs[4]) return 'g_idx is not supported';
+  return undefined;
+}
+
 const checkOutput = (node: OnnxNode) => {
   const attr = node.int('output_dtype', 0);
   if (!attr) return undefined;
@@ -158,6 +191,7 @@ register({
     run: (node, [x, w, xz, wz], ctx) => [convInteger(node, ctx, x!, w!, xz, wz)],
     minOpset: 10,
   },
+  'com.microsoft.MatMulNBits': { run: (node, ins, ctx) => [matMulNBits(node, ctx, ins)], check: checkMatMulNBits },
   QLinearConv: {
     run: (node, [x, xs, xz, w, ws, wz, ys, yz, bias], ctx) => {
       let acc = convInteger(node, ctx, x!, w!, xz, wz);
