@@ -6,10 +6,11 @@
 // process (so autocannon does not share its event loop); each load run is bounded in time and requests.
 // On the CPU the server runs the model in one WorkerPool replica (--cpu-workers) with every core's thread
 // (--cpu-threads; the direct calls use as many), keeping its event loop free. A cell lasts --duration
-// seconds, or longer for a slow model: at least 6 batch-32 times (measured directly), so that every
-// cell sees several whole batches. Prints markdown tables.
+// seconds, or longer for a slow model: 6 batch-32 times (measured directly; at most --max-duration), so
+// that every cell sees several whole batches. Prints markdown tables.
 // Usage (after npm run build): node bench/serve.mjs [--duration S] [--amount N] [--concurrency 1,8,32,128]
 //        [--models cnn,cls] [--devices cpu,webgpu] [--max-queue 64] [--max-delay 5] [--cpu-workers 1] [--cpu-threads N]
+//        [--max-duration 15]
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,6 +26,7 @@ const { values: o } = parseArgs({
     concurrency: { type: 'string', default: '1,8,32,128' }, models: { type: 'string', default: 'cnn,cls' },
     devices: { type: 'string', default: 'cpu,webgpu' }, 'max-queue': { type: 'string', default: '64' },
     'max-delay': { type: 'string', default: '5' }, 'cpu-workers': { type: 'string', default: '1' }, 'cpu-threads': { type: 'string' },
+    'max-duration': { type: 'string', default: '15' },
   },
 });
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -160,8 +162,8 @@ for (const device of o.devices.split(',')) {
     progress(`${model} on ${device}: direct calls at batch 1 and 32`);
     const own = await direct(model, device);
     directRows.push({ model, device, b1: own[1], b32: own[32], gain: own[1] / own[32] });
-    // Long enough for several whole batches of 32 however slow the model.
-    const seconds = Math.max(Number(o.duration), Math.ceil((6 * 32 * own[32]) / 1000));
+    // Long enough for several whole batches of 32 however slow the model, within --max-duration.
+    const seconds = Math.min(Number(o['max-duration']), Math.max(Number(o.duration), Math.ceil((6 * 32 * own[32]) / 1000)));
     for (const batching of [false, true]) {
       progress(`${model} on ${device}: server with batching ${batching ? 'on' : 'off'}`);
       const server = await startServer(model, device, batching);
@@ -190,7 +192,7 @@ const adapter = (() => {
   }
 })();
 console.log(`\n**Serving** (\`node bench/serve.mjs\`, ${new Date().toISOString().slice(0, 10)}; ${cpus.length}× ${cpus[0]?.model ?? 'CPU'}, load ${os.loadavg()[0].toFixed(1)}` +
-  `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.duration} s (at least 6 batch-32 times) or ${o.amount} requests per cell; ` +
+  `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.duration} s (or 6 batch-32 times, at most ${o['max-duration']} s) or ${o.amount} requests per cell; ` +
   `CPU: ${o['cpu-workers']} WorkerPool replica(s) × ${CPU_THREADS} thread(s); ` +
   `batching on = maxBatchSize 32, maxDelayMs ${o['max-delay']}, batch sizes ${BATCH_SIZES.join('/')}; maxQueue ${o['max-queue']}; latency of answered requests; ` +
   `${((performance.now() - t0) / 1000).toFixed(0)} s in all)\n`);
