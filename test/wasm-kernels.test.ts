@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
-import { type CpuKernels, cpuKernels, setCpuKernels } from '../src/backend/cpu.js';
+import { type CpuKernels, cpuKernels, setCpuKernels, setCpuThreads } from '../src/backend/cpu.js';
+import { poolStats } from '../src/kernels/wasm/threads.js';
 import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { TOLERANCES, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
 import { expectClose } from './helpers.js';
@@ -226,5 +227,33 @@ describe.each(PATHS)('2-d pooling on the %s CPU path', (kind) => {
       const t = x.permute([0, 1, 3, 2]);
       await expectClose(sn.adaptiveAvgPool2d(t, 1), adaptiveAvgPool2dRef(ref(t.shape, await t.contiguous().data()), [1, 1]), { dtype: 'float32', tol: { atol: 1e-6 } });
     });
+  });
+});
+
+describe('the window loop on the thread pool', () => {
+  it('splits a big depthwise conv2d over the channels, with results identical to one thread and to the reference', async () => {
+    setCpuKernels('wasm');
+    // 24 channels of 40×45 outputs with a 5×5 window: ~1.3M tap operations, several shares.
+    const x = sn.randn([1, 24, 40, 45], { seed: 21 }), w = sn.randn([24, 1, 5, 5], { seed: 22 });
+    const o = { stride: [1, 1] as [number, number], padding: [2, 2] as [number, number], dilation: [1, 1] as [number, number], groups: 24 };
+    setCpuThreads(1);
+    const alone = await sn.conv2d(x, w, null, o).data();
+    setCpuThreads(2);
+    // The pool starts in the background on the first work worth sharing; wait for its worker.
+    for (let i = 0; i < 200 && poolStats().ready < 1; i++) {
+      sn.conv2d(x, w, null, o).dispose();
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    // Workers claim shares as they wake: on a busy machine the calling thread may take them all, so a few tries.
+    const before = poolStats().tasksOnWorkers;
+    let y = sn.conv2d(x, w, null, o);
+    for (let i = 0; i < 50 && poolStats().tasksOnWorkers === before; i++) {
+      expect(await y.data()).toEqual(alone);
+      y.dispose();
+      y = sn.conv2d(x, w, null, o);
+    }
+    expect(poolStats().tasksOnWorkers).toBeGreaterThan(before);
+    expect(await y.data()).toEqual(alone);
+    await expectProduct(y, conv2dRef(ref(x.shape, await x.data()), ref(w.shape, await w.data()), null, o), 25);
   });
 });

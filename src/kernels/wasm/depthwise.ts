@@ -3,6 +3,7 @@ import type { CpuView } from '../../ops/op.js';
 import { ModuleBuilder } from './emitter.js';
 import type { HostArray } from '../../tensor/dtype.js';
 import { heap, instantiate, memoryImport } from './heap.js';
+import { availableThreads, parallelFor } from './threads.js';
 
 // Windows slid over planes, as direct SIMD loops: depthwise convolution (one input channel per group, Og
 // output channels each: with so few output channels a GEMM would spend more time packing patches than
@@ -14,23 +15,27 @@ import { heap, instantiate, memoryImport } from './heap.js';
 
 /** Outputs per step of the inner loop (two v128 accumulators); output rows are padded to a multiple of it. */
 const STEP = 8;
+/** Tap operations (one output · one tap) below which a share of the channels is not worth a thread's wake-up (~0.05 ms of work). */
+const MIN_TAPS_PER_SHARE = 1 << 17;
 
 /** The windows' arguments, in order (i32 each: counts, and byte addresses and strides in the heap). */
-const ARGS = ['channels', 'og', 'inp', 'inStride', 'taps', 'ntaps', 'wts', 'bias', 'out', 'oh', 'owv', 'rowStep'] as const;
+const ARGS = ['first', 'end', 'og', 'inp', 'inStride', 'taps', 'ntaps', 'wts', 'bias', 'out', 'oh', 'owv', 'rowStep'] as const;
 
 export type WindowFold = 'madd' | 'max';
 
 function emitWindows(m: ModuleBuilder, fold: WindowFold): void {
-  // windows_<fold>(channels, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep):
-  // for output channel c, input plane inp + ⌊c/og⌋·inStride; out[c, y, x] = bias[c] ⊕_t (wts[c, t] ·) plane[y·rowStep + taps[t] + 4x]
+  // windows_<fold>(first, end, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep):
+  // for output channels c in [first, end) (a thread's share), input plane inp + ⌊c/og⌋·inStride; out[c, y, x] = bias[c] ⊕_t (wts[c, t] ·) plane[y·rowStep + taps[t] + 4x]
   // (byte offsets; taps[t] is tap t's offset from the row start, rowStep the bytes between output rows' first taps).
   m.func(`windows_${fold}`, ARGS.map(() => 'i32' as const), [], (c) => {
-    const [channels, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep] = ARGS.map((_, i) => i) as number[];
+    const [first, end, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep] = ARGS.map((_, i) => i) as number[];
     const ch = c.local('i32'), y = c.local('i32'), x = c.local('i32'), t = c.local('i32');
     const plane = c.local('i32'), row = c.local('i32'), at = c.local('i32'), wp = c.local('i32'), dst = c.local('i32'), tp = c.local('i32');
     const b = c.local('v128'), acc0 = c.local('v128'), acc1 = c.local('v128'), wv = c.local('v128');
-    c.get(out!).set(dst);
-    c.forRange(ch, () => c.i32(0), () => c.get(channels!), 1, () => {
+    // dst = out + first·oh·owv floats; the weights from channel `first` on.
+    c.get(out!).get(first!).get(oh!).op('i32.mul').get(owv!).op('i32.mul').i32(2).op('i32.shl', 'i32.add').set(dst);
+    if (fold === 'madd') c.get(wts!).get(first!).get(ntaps!).op('i32.mul').i32(2).op('i32.shl', 'i32.add').set(wts!);
+    c.forRange(ch, () => c.get(first!), () => c.get(end!), 1, () => {
       c.get(inp!).get(ch).get(og!).op('i32.div_s').get(inStride!).op('i32.mul', 'i32.add').set(plane);
       c.get(bias!).get(ch).i32(2).op('i32.shl', 'i32.add').mem('v128.load32_splat').set(b);
       c.forRange(y, () => c.i32(0), () => c.get(oh!), 1, () => {
@@ -116,7 +121,11 @@ export function runWindows(
         else for (let q = 0; q < W; q++) f[rowAt + ((q + pl) % sw) * Wq + Math.floor((q + pl) / sw)] = xd[src + q * sW]!;
       }
     }
-    run(O, og, xAt, plane * 4, taps, ntaps, wts, biasAt, outAt, OH, OWv, sh * sw * Wq * 4);
+    // Output channels in shares for the thread pool (one share when the work is small).
+    const shares = Math.min(O, availableThreads() > 1 ? Math.floor((O * OH * OWv * ntaps) / MIN_TAPS_PER_SHARE) : 1);
+    const tasks: number[][] = [];
+    for (let k = 0, per = Math.ceil(O / Math.max(1, shares)); k < O; k += per) tasks.push([k, Math.min(O, k + per), og, xAt, plane * 4, taps, ntaps, wts, biasAt, outAt, OH, OWv, sh * sw * Wq * 4]);
+    parallelFor(tasks, run);
     const res = h.f32, od = out.data, base = out.offset + n * O * OH * OW;
     for (let r = 0; r < O * OH; r++) {
       if (store) store(res, (outAt >> 2) + r * OWv, od, base + r * OW, r % OH, OW);
