@@ -72,6 +72,17 @@ describe.each(WITH_WEBGPU)('float16 kernels against the float64 reference on %s'
       }), runs);
     });
   });
+
+  it.each(F16_PATHS(device))('a product across float16\'s whole range rounds exactly, overflowing to ±∞ (%s)', async (_, caps) => {
+    await onPath(device, caps, async () => {
+      // A product of two float16 values is exact in float32 (22 significant bits), so every path rounds it once.
+      const arb = fc.tuple(dim, dim).chain(([m, n]) => fc.tuple(f16([m, n], { min: -65504, max: 65504 }), f16([m, n], { min: -2, max: 2 })));
+      await fc.assert(fc.asyncProperty(arb, async ([ca, cb]) => {
+        const [a, b] = [ca, cb].map((c) => makeTensor(c, device));
+        await expectClose(a!.mul(b!), mapRef([refOf(ca), refOf(cb)], (x, y) => float16Ref(x * y)), { dtype: 'float16', tol: { rtol: 0, atol: 0 }, what: 'a·b' });
+      }), runs);
+    });
+  });
 });
 
 describe.each(WITH_WEBGPU)('module.half() on %s', (device) => {
