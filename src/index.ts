@@ -11,6 +11,8 @@ export type { DeviceName, DeviceOption } from './backend/backend.js';
 export { init, getDefaultDevice, adapterInfo, synchronize } from './backend/device.js';
 export type { InitOptions, AdapterInfo } from './backend/device.js';
 export { emptyCache, setCacheLimits } from './backend/device.js';
+export { cpuInfo } from './backend/cpu.js';
+export type { CpuInfo } from './backend/cpu.js';
 export type { CacheLimits } from './backend/device.js';
 export { arange, empty, eye, full, fullLike, linspace, ones, onesLike, rand, randLike, randint, randn, randnLike, tensor, zeros, zerosLike } from './tensor/creation.js';
 export type { CreateOptions, RandomOptions, TensorData, TensorOptions } from './tensor/creation.js';

@@ -14,7 +14,7 @@ import * as internals from '../src/jit-internals.js';
 
 const PUBLIC = [
   // tensors, dtypes, devices, memory, random numbers
-  'Tensor', 'isTensor', 'SinterError', 'DTYPES', 'promoteTypes', 'init', 'getDefaultDevice', 'adapterInfo', 'synchronize', 'emptyCache', 'setCacheLimits',
+  'Tensor', 'isTensor', 'SinterError', 'DTYPES', 'promoteTypes', 'init', 'getDefaultDevice', 'adapterInfo', 'cpuInfo', 'synchronize', 'emptyCache', 'setCacheLimits',
   'memory', 'tidy', 'keep', 'tensor', 'zeros', 'ones', 'full', 'empty', 'zerosLike', 'onesLike', 'fullLike', 'arange', 'linspace', 'eye',
   'rand', 'randn', 'randint', 'randLike', 'randnLike', 'manualSeed', 'Generator', 'fromNdarray', 'toNdarray',
   // views and data movement

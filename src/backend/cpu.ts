@@ -10,11 +10,14 @@ import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
 import { wasmMap } from '../kernels/wasm/map.js';
 import { wasmReduce } from '../kernels/wasm/reduce.js';
 import { wasmPool2d } from '../kernels/wasm/pool.js';
-import { setThreads } from '../kernels/wasm/threads.js';
+import { poolStats, setThreads, threadInfo } from '../kernels/wasm/threads.js';
 import { heap } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
 import type { Expr } from '../ops/expr.js';
+
+/** Whether this engine runs WebAssembly at all (storages then live in its memory; else in JS arrays). */
+const hasWasm = typeof WebAssembly === 'object';
 
 /**
  * Which kernels the CPU backend runs: 'wasm', WebAssembly SIMD kernels generated at run time
@@ -43,6 +46,37 @@ export function cpuKernels(): CpuKernels {
   return kernels;
 }
 
+/** How the CPU backend runs here: `cpuInfo()`. */
+export interface CpuInfo {
+  /** 'wasm': WebAssembly SIMD kernels generated at run time; 'js': the JavaScript reference kernels. */
+  kernels: CpuKernels;
+  /** Whether this engine validates WebAssembly SIMD128 (the wasm kernels need it). */
+  simd: boolean;
+  /** Where storages live: a shared or private WebAssembly memory, or JS arrays where there is no WebAssembly. */
+  memory: 'shared wasm memory' | 'private wasm memory' | 'js arrays';
+  /** Threads the kernels use now, the calling one included (workers start on the first kernel worth sharing). */
+  threads: number;
+  /** Threads wanted: `init({ threads })`, `setCpuThreads`, SINTER_CPU_THREADS, or the core count once the pool started. */
+  wantedThreads: number | undefined;
+  /** The workers: Node's worker_threads or a page's Web Workers. */
+  workers: 'worker_threads' | 'web workers' | undefined;
+  /** Why the kernels run on one thread, where they must (e.g. a page that is not cross-origin isolated). */
+  singleThreadReason?: string;
+  /** Parallel kernel calls that workers took part in so far. */
+  workerTasks: number;
+  /** The above in one line, for logs. */
+  line: string;
+}
+
+/** How the CPU backend runs: its kernels, where storages live, and its threads (and why only one, where so). */
+export function cpuInfo(): CpuInfo {
+  const t = threadInfo();
+  const memory = !hasWasm ? 'js arrays' : heap().shared ? 'shared wasm memory' : 'private wasm memory';
+  const threads = `${t.threads} thread${t.threads === 1 ? '' : 's'}${t.workers ? ` (${t.workers})` : ''}`;
+  const line = `sinter: CPU on ${kernels === 'wasm' ? 'WebAssembly SIMD' : 'JavaScript'} kernels, ${memory}, ${threads}${t.singleThreadReason ? `: ${t.singleThreadReason}` : ''}`;
+  return { kernels, simd: hasSimd(), memory, threads: t.threads, wantedThreads: t.wanted, workers: t.workers, ...(t.singleThreadReason ? { singleThreadReason: t.singleThreadReason } : {}), workerTasks: poolStats().tasksOnWorkers, line };
+}
+
 /**
  * Sets how many threads the wasm kernels use, the calling one included (Node: worker_threads sharing
  * the kernels' WebAssembly memory; elsewhere one). Default: one per core, started when a kernel first
@@ -57,9 +91,6 @@ export function setCpuThreads(n: number): void {
 const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env ?? {};
 setCpuKernels(env.SINTER_CPU_KERNELS === 'js' ? 'js' : 'wasm');
 if (env.SINTER_CPU_THREADS) setCpuThreads(Number(env.SINTER_CPU_THREADS));
-
-/** Whether this engine runs WebAssembly at all (storages then live in its memory; else in JS arrays). */
-const hasWasm = typeof WebAssembly === 'object';
 
 /** A typed array of `dtype`'s host type over `length` elements of `buffer` at byte `address`. */
 function hostView(dtype: DType, buffer: ArrayBufferLike, address: number, length: number): HostArray {

@@ -301,7 +301,8 @@ export function parallelFor(tasks: readonly (readonly number[])[], run: (...args
     for (const t of tasks) run(...t);
     return;
   }
-  const h = heap(), table = h.alloc(tasks.length * argc * 4);
+  // The table is scratch for this call only (released at its end, so loops of calls do not pile it up).
+  const h = heap(), mark = h.mark(), table = h.alloc(tasks.length * argc * 4);
   const M = h.i32;
   tasks.forEach((t, k) => M.set(t, (table >> 2) + k * argc));
   Atomics.store(M, COUNTER, 0);
@@ -323,5 +324,6 @@ export function parallelFor(tasks: readonly (readonly number[])[], run: (...args
       Atomics.store(w.control, 0, DONE);
     }
   }
+  h.release(mark);
   if (failed) throw new Error('a WebAssembly kernel failed on a worker thread');
 }
