@@ -208,11 +208,12 @@ export const cpuBackend: Backend = {
   run<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]) {
     if (!hasWasm || heap().shared) return runKernel(op, inputs, attrs, outputs);
     // A private memory detaches its old buffer when it grows, and kernels hold views of their operands:
-    // the scratch arena is sized before the views are made (to the most any kernel used), and a kernel
-    // during which the memory still grew runs again on fresh views (its outputs are written whole by it).
+    // the scratch arena is sized before the views are made (to hold what the last kernel used), and a
+    // kernel during which the memory still grew runs again on fresh views (its outputs are written whole
+    // by it); each try leaves the arena holding more of what the kernel needs.
     const h = heap();
-    h.reset();
     for (let attempt = 0; ; attempt++) {
+      h.reset();
       const generation = h.generation;
       try {
         runKernel(op, inputs, attrs, outputs);
@@ -221,12 +222,15 @@ export const cpuBackend: Backend = {
         if (h.generation === generation) throw e;
       }
       const inPlace = outputs.some((o) => inputs.some((i) => i.storage === o.storage));
-      if (inPlace || attempt === 2) {
-        throw new SinterError(op.name, `the WebAssembly memory grew while the kernel ran${inPlace ? ' in place (an output shares storage with an input)' : ' three times'}, so its views went stale; the result is not reliable`);
+      if (inPlace || attempt === MAX_TRIES - 1) {
+        throw new SinterError(op.name, `the WebAssembly memory grew while the kernel ran${inPlace ? ' in place (an output shares storage with an input)' : ` ${MAX_TRIES} times`}, so its views went stale; the result is not reliable`);
       }
     }
   },
 };
+
+/** Tries of a kernel on a private memory that grew while it ran (each grows the scratch arena to what it used). */
+const MAX_TRIES = 8;
 
 function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
   const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
