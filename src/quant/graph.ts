@@ -1,6 +1,6 @@
 import { SinterError, fmtShape } from '../errors.js';
 import { type Graph, type Node, type Use, type Value } from '../jit/graph.js';
-import { type Jitted, jit } from '../jit/jit.js';
+import { type JitReport, type Jitted, jit } from '../jit/jit.js';
 import { eliminateCommonSubexpressions } from '../jit/passes/cse.js';
 import { eliminateDeadCode } from '../jit/passes/dce.js';
 import { foldBatchNorm } from '../jit/passes/fold-batchnorm.js';
@@ -221,7 +221,7 @@ export interface QuantizedGraph {
   /** Bytes of the constants the int8 program reads (int8 weights, float biases, every constant the float ops read). */
   modelBytes(): number;
   /** The jit's report of the int8 plan (its kernels: `qgemm` ones are the int8 layers). */
-  report(): ReturnType<Jitted<Tensor[], Tensor[]>['report']>;
+  report(): JitReport;
   dispose(): void;
 }
 
@@ -305,7 +305,7 @@ class GraphState {
     });
   }
 
-  /** The float graph compiled, optionally also returning the values `taps` (by id). */
+  /** The float graph, compiled (the reference of `sensitivity`). */
   runFloat(inputs: Tensor[]): Tensor[] {
     this.floatPlan ??= jit((...x: Tensor[]) => interpret(this, x, null, []).outs);
     return this.floatPlan(...inputs);
@@ -752,9 +752,4 @@ export async function layerSqnr(quantized: QuantizedGraph, batches: readonly Bat
     floatTaps.dispose();
   }
   return layers.map((l, i) => ({ name: l.state.name, kind: l.state.kind, sqnrDb: sqnrDb(sums[i]!) }));
-}
-
-/** Whether `x` came from prepareGraph / convertGraph. */
-export function isGraphQuant(x: unknown): boolean {
-  return graphStateOf(x) !== null;
 }
