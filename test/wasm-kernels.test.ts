@@ -3,11 +3,15 @@ import { afterEach, describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import { type CpuKernels, cpuKernels, setCpuKernels, setCpuThreads } from '../src/backend/cpu.js';
 import { poolStats } from '../src/kernels/wasm/threads.js';
+import { hasRelaxedSimd } from '../src/kernels/wasm/emitter.js';
+import { GEMM_ARGS, WASM_GEMM, buildGemmModule, columnTables, rowTable } from '../src/kernels/wasm/gemm.js';
+import { heap, instantiate } from '../src/kernels/wasm/heap.js';
+import v8 from 'node:v8';
 import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { TOLERANCES, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
 import { expectClose } from './helpers.js';
 import { ref, refOf } from './reference/core.js';
-import { type ProductRef, accumulationAtol } from './reference/linalg.js';
+import { type ProductRef, accumulationAtol, matmulRef } from './reference/linalg.js';
 import { conv2dRef, convTranspose2dRef } from './reference/conv.js';
 import { argmaxOf, argminOf, maxOf, meanOf, minOf, reduceRef, sumOf } from './reference/reduce.js';
 import { adaptiveAvgPool2dRef, avgPool2dRef, maxPool2dRef } from './reference/pool.js';
@@ -255,5 +259,33 @@ describe('the window loop on the thread pool', () => {
     expect(poolStats().tasksOnWorkers).toBeGreaterThan(before);
     expect(await y.data()).toEqual(alone);
     await expectProduct(y, conv2dRef(ref(x.shape, await x.data()), ref(w.shape, await w.data()), null, o), 25);
+  });
+});
+
+describe('relaxed SIMD', () => {
+  it('is detected by validation, and the GEMM micro-kernel with f32x4.relaxed_madd matches the reference where the engine has it', async () => {
+    // Without relaxed SIMD (Node 20 by default) the FMA module does not validate, and detection says so.
+    expect(WebAssembly.validate(buildGemmModule(true))).toBe(hasRelaxedSimd());
+    expect(WebAssembly.validate(buildGemmModule(false))).toBe(true);
+    // V8 turns it on at run time (browsers ship it): then the FMA micro-kernel must validate and compute C = A·B.
+    v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+    const bytes = buildGemmModule(true);
+    expect(WebAssembly.validate(bytes)).toBe(true);
+    const gemm = instantiate<{ gemm: (...args: number[]) => void }>(bytes).gemm;
+    expect(gemm.length).toBe(GEMM_ARGS.length);
+    // Tails in every direction: m = 2·MR + 1, n = 3·NR + 5, k past one unrolled step.
+    const [m, n, k] = [2 * WASM_GEMM.mr + 1, 3 * WASM_GEMM.nr + 5, 4 * WASM_GEMM.unroll + 3];
+    const a = sn.randn([m, k], { seed: 31 }), b = sn.randn([k, n], { seed: 32 });
+    const av = await a.data(), bv = await b.data();
+    const h = heap();
+    h.reset();
+    const aAt = h.put(av as Float32Array), bAt = h.put(bv as Float32Array);
+    const { colOff, flags } = columnTables(n, (j) => j * 4);
+    const rowOff = rowTable(k, (i) => i * n * 4);
+    const cAt = h.alloc(m * n * 4), pa = h.alloc(4 * WASM_GEMM.mr * 64 * k), pb = h.alloc(4 * WASM_GEMM.nr * 64 * k), scratch = h.alloc(4 * WASM_GEMM.mr * WASM_GEMM.nr);
+    gemm(m, n, k, aAt, k * 4, 4, bAt, colOff, rowOff, flags, cAt, n * 4, 0, pa, pb, scratch);
+    const got = h.f32.slice(cAt >> 2, (cAt >> 2) + m * n);
+    const r = matmulRef(ref([m, k], av), ref([k, n], bv));
+    await expectProduct(sn.tensor(got, { shape: [m, n] }), r, k);
   });
 });

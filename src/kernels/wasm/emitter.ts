@@ -32,6 +32,8 @@ const SIMD = {
   'f32x4.abs': 0xe0, 'f32x4.neg': 0xe1, 'f32x4.sqrt': 0xe3, 'f32x4.add': 0xe4, 'f32x4.sub': 0xe5, 'f32x4.mul': 0xe6,
   'f32x4.div': 0xe7, 'f32x4.min': 0xe8, 'f32x4.max': 0xe9, 'f32x4.pmin': 0xea, 'f32x4.pmax': 0xeb,
   'i32x4.trunc_sat_f32x4_s': 0xf8, 'f32x4.convert_i32x4_s': 0xfa,
+  // Relaxed SIMD (only where hasRelaxedSimd() says the engine validates it): a·b + c, fused or not as the hardware does it.
+  'f32x4.relaxed_madd': 0x105,
 } as const;
 
 /** SIMD128 lane instructions (their immediate is the lane index). */
@@ -282,6 +284,20 @@ export class ModuleBuilder {
     }));
     return new Uint8Array(out);
   }
+}
+
+let relaxedSupport: boolean | undefined;
+
+/** Whether this engine validates relaxed SIMD's f32x4.relaxed_madd (checked once by validating a tiny module, not assumed; Node 20 needs --experimental-wasm-relaxed-simd, browsers ship it). */
+export function hasRelaxedSimd(): boolean {
+  if (relaxedSupport === undefined) {
+    const m = new ModuleBuilder();
+    m.func('probe', ['f32'], ['f32'], (c) => {
+      c.get(0).simd('f32x4.splat').get(0).simd('f32x4.splat').get(0).simd('f32x4.splat').simd('f32x4.relaxed_madd').lane('f32x4.extract_lane', 0);
+    });
+    relaxedSupport = typeof WebAssembly === 'object' && WebAssembly.validate(m.build());
+  }
+  return relaxedSupport;
 }
 
 let simdSupport: boolean | undefined;

@@ -1,4 +1,4 @@
-import { Code, ModuleBuilder } from './emitter.js';
+import { Code, ModuleBuilder, hasRelaxedSimd } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
 
@@ -79,7 +79,7 @@ function emitPackB(m: ModuleBuilder): number {
   });
 }
 
-function emitTile(m: ModuleBuilder): number {
+function emitTile(m: ModuleBuilder, fma: boolean): number {
   // tile(ap, bp, kc, ptr, ldc, rows, cols, add, scratch): the rows × cols tile of C at ptr (ldc bytes per row)
   // (+)= the MR-row panel of packed A at ap · the NR-column panel of packed B at bp, over kc steps of k.
   // A function of its own, called per tile, so V8 starts running its optimised code (compiled in the
@@ -95,8 +95,13 @@ function emitTile(m: ModuleBuilder): number {
       c.get(bp).mem('v128.load', s * 4 * NR + 16).set(b1);
       acc.forEach(([lo, hi], row) => {
         c.get(ap).mem('v128.load32_splat', (s * MR + row) * 4).set(a);
-        c.get(lo).get(a).get(b0).simd('f32x4.mul', 'f32x4.add').set(lo);
-        c.get(hi).get(a).get(b1).simd('f32x4.mul', 'f32x4.add').set(hi);
+        if (fma) {
+          c.get(a).get(b0).get(lo).simd('f32x4.relaxed_madd').set(lo);
+          c.get(a).get(b1).get(hi).simd('f32x4.relaxed_madd').set(hi);
+        } else {
+          c.get(lo).get(a).get(b0).simd('f32x4.mul', 'f32x4.add').set(lo);
+          c.get(hi).get(a).get(b1).simd('f32x4.mul', 'f32x4.add').set(hi);
+        }
       });
     };
     /** while (kk + n ≤ kc) { n steps }. */
@@ -208,15 +213,20 @@ function emitGemm(m: ModuleBuilder, packA: number, packB: number, kernel: number
 let moduleBytes: Uint8Array<ArrayBuffer> | undefined;
 let gemmFn: ((...args: number[]) => void) | undefined;
 
-/** The GEMM module's bytes (for the workers of the thread pool, which instantiate it themselves). */
+/**
+ * The GEMM module's bytes; `fma`: its micro-kernel multiplies and adds with relaxed SIMD's
+ * f32x4.relaxed_madd (one fused instruction where the hardware has FMA) instead of f32x4.mul + add.
+ */
+export function buildGemmModule(fma: boolean): Uint8Array<ArrayBuffer> {
+  const m = new ModuleBuilder(memoryImport());
+  const packA = emitPackA(m), packB = emitPackB(m), kernel = emitKernel(m, emitTile(m, fma));
+  emitGemm(m, packA, packB, kernel);
+  return m.build();
+}
+
+/** The GEMM module of this engine: with relaxed_madd where the engine validates relaxed SIMD (detected, not assumed). */
 export function gemmModule(): Uint8Array<ArrayBuffer> {
-  if (!moduleBytes) {
-    const m = new ModuleBuilder(memoryImport());
-    const packA = emitPackA(m), packB = emitPackB(m), kernel = emitKernel(m, emitTile(m));
-    emitGemm(m, packA, packB, kernel);
-    moduleBytes = m.build();
-  }
-  return moduleBytes;
+  return (moduleBytes ??= buildGemmModule(hasRelaxedSimd()));
 }
 
 /**
