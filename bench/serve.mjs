@@ -10,7 +10,9 @@
 // that every cell sees several whole batches. Prints markdown tables.
 // Usage (after npm run build): node bench/serve.mjs [--duration S] [--amount N] [--concurrency 1,8,32,128]
 //        [--models cnn,cls] [--devices cpu,webgpu] [--max-queue 64] [--max-delay 5] [--cpu-workers 1] [--cpu-threads N]
-//        [--max-duration 15]
+//        [--max-duration 15] [--rounds 2]
+// The batching-off and batching-on servers run side by side and each cell's --rounds runs alternate between
+// them (off, on, off, on), so that a change in the machine's load reaches both alike; a cell pools its runs.
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,7 +28,7 @@ const { values: o } = parseArgs({
     concurrency: { type: 'string', default: '1,8,32,128' }, models: { type: 'string', default: 'cnn,cls' },
     devices: { type: 'string', default: 'cpu,webgpu' }, 'max-queue': { type: 'string', default: '64' },
     'max-delay': { type: 'string', default: '5' }, 'cpu-workers': { type: 'string', default: '1' }, 'cpu-threads': { type: 'string' },
-    'max-duration': { type: 'string', default: '15' },
+    'max-duration': { type: 'string', default: '15' }, rounds: { type: 'string', default: '2' },
   },
 });
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -42,32 +44,32 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const pct = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : NaN);
 const fmt = (ms) => (Number.isNaN(ms) ? '–' : ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0));
 
-/** The model's own per-sample ms at batch 1 and batch 32, called directly (input on the device, output read back). */
+/**
+ * The model's own per-sample ms at batch 1 and batch 32, called directly (input on the device, output
+ * read back): batch-1 and batch-32 calls alternate, so a change in the machine's load reaches both alike.
+ */
 async function direct(model, device) {
   const spec = await loadModel(model, { device });
-  const perSample = {};
-  for (const batch of [1, 32]) {
-    const x = sn.rand([batch, ...SAMPLE[model]], { seed: 0, device });
-    const once = async () => {
-      const out = typeof spec.fn === 'function' ? spec.fn(x) : await spec.fn.run({ x });
-      const outs = out instanceof sn.Tensor ? [out] : Object.values(out);
-      for (const t of outs) await t.data();
-      outs.forEach((t) => t.dispose());
-    };
-    await once();
-    await once();
-    const ms = [];
-    const start = performance.now();
-    while (ms.length < 3 || (ms.length < 20 && performance.now() - start < 3000)) {
-      const t0 = performance.now();
-      await once();
-      ms.push(performance.now() - t0);
-    }
-    perSample[batch] = median(ms) / batch;
-    x.dispose();
+  const inputs = { 1: sn.rand([1, ...SAMPLE[model]], { seed: 0, device }), 32: sn.rand([32, ...SAMPLE[model]], { seed: 0, device }) };
+  const once = async (batch) => {
+    const t0 = performance.now();
+    const x = inputs[batch];
+    const out = typeof spec.fn === 'function' ? spec.fn(x) : await spec.fn.run({ x });
+    const outs = out instanceof sn.Tensor ? [out] : Object.values(out);
+    for (const t of outs) await t.data();
+    outs.forEach((t) => t.dispose());
+    return performance.now() - t0;
+  };
+  for (const batch of [1, 32, 1, 32]) await once(batch);
+  const ms = { 1: [], 32: [] };
+  const start = performance.now();
+  while (ms[1].length < 5 || (ms[1].length < 30 && performance.now() - start < 4000)) {
+    ms[1].push(await once(1));
+    ms[32].push(await once(32));
   }
+  Object.values(inputs).forEach((t) => t.dispose());
   spec.dispose();
-  return perSample;
+  return { 1: median(ms[1]), 32: median(ms[32]) / 32 };
 }
 
 /** Starts the server in a child process; resolves to its URL and a stop function (SIGTERM: graceful). */
@@ -106,14 +108,14 @@ async function batches(url, model) {
 }
 
 /**
- * One bounded autocannon run: QPS of 200s, latency percentiles of the 200s, how many got 503 and how
- * fast (p99), and the mean size of the batches the server ran meanwhile.
+ * One bounded autocannon run, added to `into` (runs of one cell pool there): latencies of the 200s and
+ * of the 503s, other errors, seconds, and the batches the server ran meanwhile.
  */
-async function load(url, model, connections, seconds, amount) {
+async function load(url, model, connections, seconds, amount, into = newCell()) {
   const n = SAMPLE[model].reduce((a, b) => a * b, 1);
   const body = Buffer.from(new Float32Array(Array.from({ length: n }, (_, i) => Math.sin(i))).buffer);
-  const latencies = [];
-  const refusals = [];
+  const { latencies, refusals } = into;
+  const counted = latencies.length + refusals.length + into.other;
   let other = 0;
   const before = await batches(url, model);
   const instance = autocannon({
@@ -125,17 +127,28 @@ async function load(url, model, connections, seconds, amount) {
     if (status === 200) latencies.push(ms);
     else if (status === 503) refusals.push(ms);
     else other++;
-    if (latencies.length + refusals.length + other === amount) instance.stop();
+    if (latencies.length + refusals.length + into.other + other - counted === amount) instance.stop();
   });
   const result = await new Promise((resolve, reject) => instance.once('done', resolve).once('error', reject));
-  latencies.sort((a, b) => a - b);
-  refusals.sort((a, b) => a - b);
-  const elapsed = result.duration; // seconds, as autocannon measured
   const after = await batches(url, model);
+  into.other += other + result.errors + result.timeouts;
+  into.seconds += result.duration; // as autocannon measured
+  into.batches += after.count - before.count;
+  into.samples += after.samples - before.samples;
+  return into;
+}
+
+function newCell() {
+  return { latencies: [], refusals: [], other: 0, seconds: 0, batches: 0, samples: 0 };
+}
+
+/** A cell's QPS of 200s, latency percentiles of the 200s, how many got 503 and how fast (p99), and the mean batch. */
+function summary(cell) {
+  const latencies = [...cell.latencies].sort((a, b) => a - b);
+  const refusals = [...cell.refusals].sort((a, b) => a - b);
   return {
-    qps: latencies.length / elapsed, p50: pct(latencies, 0.5), p95: pct(latencies, 0.95), p99: pct(latencies, 0.99), ok: latencies.length,
-    refused: refusals.length, refusedP99: pct(refusals, 0.99), other: other + result.errors + result.timeouts,
-    meanBatch: (after.samples - before.samples) / (after.count - before.count),
+    qps: latencies.length / cell.seconds, p50: pct(latencies, 0.5), p95: pct(latencies, 0.95), p99: pct(latencies, 0.99), ok: latencies.length,
+    refused: refusals.length, refusedP99: pct(refusals, 0.99), other: cell.other, meanBatch: cell.samples / cell.batches,
   };
 }
 
@@ -164,21 +177,28 @@ for (const device of o.devices.split(',')) {
     directRows.push({ model, device, b1: own[1], b32: own[32], gain: own[1] / own[32] });
     // Long enough for several whole batches of 32 however slow the model, within --max-duration.
     const seconds = Math.min(Number(o['max-duration']), Math.max(Number(o.duration), Math.ceil((6 * 32 * own[32]) / 1000)));
-    for (const batching of [false, true]) {
-      progress(`${model} on ${device}: server with batching ${batching ? 'on' : 'off'}`);
-      const server = await startServer(model, device, batching);
-      progress('  started');
-      try {
-        await load(server.url, model, 8, 1, 500); // warm the sockets and the allocator
-        for (const c of CONCURRENCY) {
-          await drain(server.url, model);
-          progress(`  concurrency ${c}`);
-          rows.push({ model, device, batching, c, seconds, ...(await load(server.url, model, c, seconds, Number(o.amount))) });
-        }
-      } finally {
-        progress('  stopping');
-        await server.stop();
+    // Both servers run side by side (the idle one costs nothing), and their runs alternate: off, on, off, on…
+    const servers = [];
+    try {
+      for (const batching of [false, true]) {
+        progress(`${model} on ${device}: starting the server with batching ${batching ? 'on' : 'off'}`);
+        servers.push({ batching, ...(await startServer(model, device, batching)) });
       }
+      for (const { url } of servers) await load(url, model, 8, 1, 500); // warm the sockets and the allocator
+      for (const c of CONCURRENCY) {
+        const cells = servers.map(() => newCell());
+        for (let round = 0; round < Number(o.rounds); round++) {
+          for (const [i, { url, batching }] of servers.entries()) {
+            await drain(url, model);
+            progress(`  concurrency ${c}, batching ${batching ? 'on' : 'off'}, round ${round + 1}`);
+            await load(url, model, c, seconds, Number(o.amount), cells[i]);
+          }
+        }
+        servers.forEach(({ batching }, i) => rows.push({ model, device, batching, c, seconds: seconds * Number(o.rounds), ...summary(cells[i]) }));
+      }
+    } finally {
+      progress('  stopping');
+      await Promise.all(servers.map((server) => server.stop()));
     }
   }
 }
@@ -192,7 +212,7 @@ const adapter = (() => {
   }
 })();
 console.log(`\n**Serving** (\`node bench/serve.mjs\`, ${new Date().toISOString().slice(0, 10)}; ${cpus.length}× ${cpus[0]?.model ?? 'CPU'}, load ${os.loadavg()[0].toFixed(1)}` +
-  `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.duration} s (or 6 batch-32 times, at most ${o['max-duration']} s) or ${o.amount} requests per cell; ` +
+  `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.rounds} alternating runs of ${o.duration} s (or 6 batch-32 times, at most ${o['max-duration']} s) or ${o.amount} requests per cell; ` +
   `CPU: ${o['cpu-workers']} WorkerPool replica(s) × ${CPU_THREADS} thread(s); ` +
   `batching on = maxBatchSize 32, maxDelayMs ${o['max-delay']}, batch sizes ${BATCH_SIZES.join('/')}; maxQueue ${o['max-queue']}; latency of answered requests; ` +
   `${((performance.now() - t0) / 1000).toFixed(0)} s in all)\n`);

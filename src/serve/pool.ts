@@ -36,6 +36,31 @@ interface Job {
   readonly reject: (e: unknown) => void;
 }
 
+/** How long a closing pool waits for a replica's device to finish its work before ending the thread anyway. */
+const DRAIN_TIMEOUT_MS = 60_000;
+
+/**
+ * Ends a replica's thread once it has drained (its posted batches and its device's queued work done):
+ * terminating a worker whose Dawn device still runs a dispatch aborts the whole process on SwiftShader
+ * (bench/quant-swiftshader-probe.mjs). A replica that does not answer within DRAIN_TIMEOUT_MS is ended anyway.
+ */
+async function stopReplica(r: Replica): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      r.worker.off('message', onMessage);
+      r.worker.off('exit', done);
+      resolve();
+    };
+    const onMessage = (m: FromWorker) => void (m.type === 'drained' && done());
+    const timer = setTimeout(done, DRAIN_TIMEOUT_MS);
+    r.worker.on('message', onMessage);
+    r.worker.once('exit', done);
+    r.worker.postMessage({ type: 'drain' } satisfies ToWorker);
+  });
+  await r.worker.terminate();
+}
+
 interface Replica {
   readonly worker: NodeWorker;
   batches: number;
@@ -131,7 +156,7 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
     this.closed = true;
     await this.started.catch(() => {});
     await this.batcher.close();
-    await Promise.all(this.replicas.map((r) => r.worker.terminate()));
+    await Promise.all(this.replicas.map((r) => stopReplica(r)));
   }
 
   private async start(source: WorkerInit['source'], device: DeviceName | 'auto', threads: number, workers: number | undefined): Promise<void> {
@@ -157,7 +182,7 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
             loaded = true;
             resolve(replica);
           } else if (m.type === 'failed') reject(new SinterError('WorkerPool', `a replica failed to load the model: ${m.message}`));
-          else {
+          else if (m.type !== 'drained') {
             const at = replica.jobs.findIndex((j) => j.id === m.id);
             if (at < 0) return;
             const [job] = replica.jobs.splice(at, 1);
@@ -181,7 +206,7 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
           spawn().then(
             (fresh) => {
               this.replicas.splice(at, 0, fresh);
-              if (this.closed) void fresh.worker.terminate();
+              if (this.closed) void stopReplica(fresh);
               this.pump();
             },
             (e) => {
@@ -197,7 +222,7 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
     for (const s of started) if (s.status === 'fulfilled') this.replicas.push(s.value);
     if (failed) {
       this.closed = true;
-      await Promise.all(this.replicas.map((r) => r.worker.terminate()));
+      await Promise.all(this.replicas.map((r) => stopReplica(r)));
       throw (failed as PromiseRejectedResult).reason;
     }
   }

@@ -36,15 +36,16 @@ export function fromWire(tree: WireTree, device: DeviceName): unknown {
   return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, fromWire(v as WireTree, device)]));
 }
 
-/** Messages to a replica. */
-export type ToWorker = { readonly type: 'run'; readonly id: number; readonly batch: WireTree };
+/** Messages to a replica ('drain': finish the batches posted and the device's work, then answer 'drained'). */
+export type ToWorker = { readonly type: 'run'; readonly id: number; readonly batch: WireTree } | { readonly type: 'drain' };
 
 /** Messages from a replica. */
 export type FromWorker =
   | { readonly type: 'ready'; readonly device: DeviceName }
   | { readonly type: 'failed'; readonly message: string }
   | { readonly type: 'result'; readonly id: number; readonly outputs: WireTree }
-  | { readonly type: 'error'; readonly id: number; readonly name: string; readonly message: string };
+  | { readonly type: 'error'; readonly id: number; readonly name: string; readonly message: string }
+  | { readonly type: 'drained' };
 
 /** What a replica is started with (workerData). */
 export interface WorkerInit {

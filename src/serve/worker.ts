@@ -21,7 +21,7 @@ async function load(): Promise<BatchFn<sn.serve.Sample, sn.TensorTree>> {
 try {
   const fn = await load();
   const device = sn.getDefaultDevice();
-  const runBatch = async (m: ToWorker): Promise<void> => {
+  const runBatch = async (m: Extract<ToWorker, { type: 'run' }>): Promise<void> => {
     try {
       const batch = fromWire(m.batch, device) as sn.serve.Sample;
       const owned: sn.Tensor[] = batch instanceof sn.Tensor ? [batch] : Object.values(batch);
@@ -54,7 +54,10 @@ try {
   // runBatch settles, never rejects: the chain runs every batch.
   let previous = Promise.resolve();
   port.on('message', (m: ToWorker) => {
-    previous = previous.then(() => runBatch(m));
+    // Draining waits for the device too: the pool ends this thread next, and ending a thread whose Dawn
+    // device still runs a dispatch aborts the whole process (bench/quant-swiftshader-probe.mjs).
+    if (m.type === 'drain') previous = previous.then(() => sn.synchronize(device)).catch(() => {}).then(() => post({ type: 'drained' }));
+    else previous = previous.then(() => runBatch(m));
   });
   post({ type: 'ready', device });
 } catch (e) {
