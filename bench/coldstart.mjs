@@ -7,11 +7,15 @@
 //   load  = loadOnnx (parse, upload the weights),
 //   first = the first run (trace, compile, dispatch, read the outputs back),
 //   warm  = median of later runs, after one untimed run.
+//   worker CPU = CPU time per warm run of the process's threads other than the main one (Linux: /proc/self/task),
+//           i.e. SwiftShader's (and Dawn's) worker threads running the kernels: unlike wall times it hardly
+//           changes with the machine's load, so it compares the builds' device work where other jobs share the cores.
 // Also prints how many pipelines each first run compiled, and with --kernels the plan's kernels grouped by op: how
 // many kernels and how many distinct WGSL sources (= pipelines) each op has.
 // Usage (after npm run build): node bench/coldstart.mjs [--other DIR[,DIR…]] [--models cls,det,rec] [--reps N] [--runs N]
 //   [--kernels]
 import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +27,22 @@ const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+
+/** CPU ms used so far by this process's threads other than the main one, or null where /proc is not readable. */
+function workerCpuMs() {
+  try {
+    let ticks = 0;
+    for (const tid of readdirSync('/proc/self/task')) {
+      if (Number(tid) === process.pid) continue;
+      // Fields after the command name: state is 3rd, utime 14th and stime 15th of the whole line (clock ticks, 100/s).
+      const f = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    }
+    return ticks * 10;
+  } catch {
+    return null;
+  }
+}
 
 /** The child: one model in the build at `root`, cold then warm; prints one JSON line. */
 async function child(root, name, runs, kernels) {
@@ -49,12 +69,15 @@ async function child(root, name, runs, kernels) {
   const compiled = before === null ? null : pipelines() - before;
   await run(m);
   const ms = [];
+  const cpu0 = workerCpuMs();
   for (let i = 0; i < runs; i++) {
     t = performance.now();
     await run(m);
     ms.push(performance.now() - t);
   }
-  const result = { loadMs, firstMs, warmMs: median(ms), pipelines: compiled, adapter: sn.adapterInfo()?.adapter ?? '' };
+  const cpu1 = workerCpuMs();
+  const workerMs = cpu0 === null || cpu1 === null ? null : (cpu1 - cpu0) / runs;
+  const result = { loadMs, firstMs, warmMs: median(ms), workerMs, pipelines: compiled, adapter: sn.adapterInfo()?.adapter ?? '' };
   if (kernels) {
     const by = new Map();
     for (const k of m.report().jit?.kernels ?? []) {
@@ -88,6 +111,7 @@ async function main() {
   const runs = Number(opt('runs', 5)), kernels = args.includes('--kernels');
   if (args[0] === '--child') return child(args[1], args[2], runs, kernels);
   const reps = Number(opt('reps', 1));
+  const loadBefore = os.loadavg()[0];
   const models = opt('models', 'cls,det,rec').split(',');
   const builds = [{ label: 'this build', root: path.resolve(here, '..') }];
   if (opt('other')) builds.unshift(...opt('other').split(',').map((dir) => ({ label: dir, root: path.resolve(dir) })));
@@ -98,7 +122,7 @@ async function main() {
         const res = await runChild(['--child', b.root, name, '--runs', String(runs), ...(kernels ? ['--kernels'] : [])]);
         const key = `${b.label}\t${name}`;
         results.set(key, [...(results.get(key) ?? []), res]);
-        console.error(`${b.label} ${name}: load ${res.loadMs.toFixed(0)} ms, first ${res.firstMs.toFixed(0)} ms, warm ${res.warmMs.toFixed(1)} ms, ${res.pipelines} pipelines`);
+        console.error(`${b.label} ${name}: load ${res.loadMs.toFixed(0)} ms, first ${res.firstMs.toFixed(0)} ms, warm ${res.warmMs.toFixed(1)} ms, worker CPU ${res.workerMs?.toFixed(0) ?? '–'} ms/run, ${res.pipelines} pipelines`);
         if (res.kernels) for (const k of res.kernels) console.error(`  ${k.op}: ${k.kernels} kernels, ${k.sources} sources`);
       }
     }
@@ -107,19 +131,29 @@ async function main() {
   const f = (v) => (v === null || v === undefined ? '–' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
   const lines = [
     `Cold start on WebGPU, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${os.cpus()[0]?.model ?? 'cpu'} ×${os.availableParallelism?.() ?? os.cpus().length}, ` +
-      `${first?.adapter}; median of ${reps} fresh process(es) per cell, warm = median of ${runs} runs.`,
+      `${first?.adapter}; load average ${loadBefore.toFixed(1)} before, ${os.loadavg()[0].toFixed(1)} after; median of ${reps} fresh process(es) per cell, warm = median of ${runs} runs, ` +
+      'worker CPU = CPU time of the worker threads per warm run.',
     '',
-    '| build | model | load ms | first call ms | warm ms | pipelines compiled |',
-    '|---|---|---:|---:|---:|---:|',
+    '| build | model | load ms | first call ms | warm ms | worker CPU ms | pipelines compiled |',
+    '|---|---|---:|---:|---:|---:|---:|',
   ];
   for (const [key, rs] of results) {
     const [label, name] = key.split('\t');
     const med = (k) => median(rs.map((r) => r[k]));
-    lines.push(`| ${label} | ${name} | ${f(med('loadMs'))} | ${f(med('firstMs'))} | ${f(med('warmMs'))} | ${rs[0].pipelines ?? '–'} |`);
+    const worker = rs.every((r) => r.workerMs !== null) ? f(med('workerMs')) : '–';
+    lines.push(`| ${label} | ${name} | ${f(med('loadMs'))} | ${f(med('firstMs'))} | ${f(med('warmMs'))} | ${worker} | ${rs[0].pipelines ?? '–'} |`);
   }
-  const firstOf = (b, name) => median(results.get(`${b.label}\t${name}`).map((r) => r.firstMs));
+  const of = (b, name, k) => {
+    const rs = results.get(`${b.label}\t${name}`);
+    return rs.some((r) => r[k] === null) ? null : median(rs.map((r) => r[k]));
+  };
+  const self = builds.at(-1);
   for (const other of builds.slice(0, -1)) {
-    lines.push('', ...models.map((name) => `${name}: first call ${(firstOf(other, name) / firstOf(builds.at(-1), name)).toFixed(2)}× faster than ${other.label}`));
+    lines.push('', ...models.map((name) => {
+      const ratio = (k) => (of(self, name, k) / of(other, name, k)).toFixed(2);
+      const worker = of(self, name, 'workerMs') === null || of(other, name, 'workerMs') === null ? '' : `, worker CPU ${ratio('workerMs')}×`;
+      return `${name}: first call ${(of(other, name, 'firstMs') / of(self, name, 'firstMs')).toFixed(2)}× faster than ${other.label}; warm ${ratio('warmMs')}×${worker} of its`;
+    }));
   }
   console.log(lines.join('\n'));
 }
