@@ -19,7 +19,7 @@
 //        [--device cpu|webgpu|auto] [--max-batch 32] [--max-delay 5] [--max-queue 256] [--workers N] [--threads T]
 //        [--in-flight K]   (--workers: model replicas in worker threads, --threads: CPU threads per replica;
 //                           --in-flight: batches in flight in this process without workers, default 2 on WebGPU, else 1)
-//        [--batch-sizes 1,2,4,8,16,32]   (batches padded to these sizes, each compiled before serving)
+//        [--batch-sizes 1,2,3,4,6,8,12,16,24,32]   (batches padded to these sizes, each compiled before serving)
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -190,7 +190,7 @@ export async function createApp({ models, requestTimeoutMs = 30_000, logger = fa
     requests: new client.Counter({ name: 'sinter_requests_total', help: 'Predict requests by model and HTTP status', labelNames: ['model', 'code'], registers: [registry] }),
     errors: new client.Counter({ name: 'sinter_errors_total', help: 'Failed predict requests by kind (bad_request, overloaded, timeout, failed)', labelNames: ['model', 'kind'], registers: [registry] }),
     duration: new client.Histogram({ name: 'sinter_request_duration_seconds', help: 'Predict request latency, parsing to reply', labelNames: ['model'], buckets: latency, registers: [registry] }),
-    batchSize: new client.Histogram({ name: 'sinter_batch_size', help: 'Samples per batch run', labelNames: ['model'], buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers: [registry] }),
+    batchSize: new client.Histogram({ name: 'sinter_batch_size', help: 'Samples per batch run', labelNames: ['model'], buckets: [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128], registers: [registry] }),
     queueWait: new client.Histogram({ name: 'sinter_queue_wait_seconds', help: 'Time a sample waited for its batch', labelNames: ['model'], buckets: latency, registers: [registry] }),
     run: new client.Histogram({ name: 'sinter_batch_run_seconds', help: 'Time to run one batch (assemble, run, slice)', labelNames: ['model'], buckets: latency, registers: [registry] }),
   };
