@@ -159,6 +159,16 @@ describe.each(WITH_WEBGPU)('autocast on %s', (device) => {
     expect(sn.autocast('float16', () => [sn.autocast('float16', () => sn.linear(t.x, t.w).dtype, { enabled: false }), sn.linear(t.x, t.w).dtype])).toEqual(['float32', 'float16']);
   });
 
+  it('frees the copies its casts made when the region ends', () => {
+    const { x, w, b } = make();
+    const before = sn.memory().tensors;
+    const y = sn.autocast('float16', () => sn.softmax(sn.linear(x, w, b), -1));
+    // linear's float16 output and softmax's output remain; the float16 copies of x, w, b and the float32 copy of
+    // linear's output are freed.
+    expect(sn.memory().tensors - before).toBe(2);
+    expect(y.dtype).toBe('float32');
+  });
+
   it('computes the lower-precision ops on float16-rounded operands', async () => {
     const { x, w, b } = make();
     const y = sn.autocast('float16', () => sn.linear(x, w, b));

@@ -1,4 +1,5 @@
 import { SinterError } from '../errors.js';
+import { activeTrace } from '../jit/trace.js';
 import { type DType, isFloat } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -34,6 +35,12 @@ export const AUTOCAST_FLOAT32: ReadonlySet<string> = new Set([
 ]);
 
 let active: AutocastDType | null = null;
+/**
+ * The copies eager casts made in the innermost `autocast` region: each is read by the op it was made for and by
+ * nothing else, so the region frees them when it ends (as PyTorch's autocast drops its casts when the region ends).
+ * Under jit the casts are graph nodes and the trace frees its own tensors.
+ */
+let made: Tensor[] = [];
 
 /** The dtype autocast lowers to now, or null outside `autocast`. */
 export function autocastDType(): AutocastDType | null {
@@ -56,13 +63,16 @@ export function autocast<T>(dtype: AutocastDType, fn: () => T, options: Autocast
   if (typeof fn !== 'function') throw new SinterError('autocast', `expects a function to run, got ${fn === null ? 'null' : typeof fn}`);
   const enabled = options.enabled ?? true;
   if (typeof enabled !== 'boolean') throw new SinterError('autocast', `enabled must be a boolean, got ${JSON.stringify(enabled)}`);
-  const saved = active;
+  const saved = active, savedMade = made;
   active = enabled ? dtype : null;
+  made = [];
   let result: T;
   try {
     result = fn();
   } finally {
+    for (const t of made) t.dispose();
     active = saved;
+    made = savedMade;
   }
   if (result !== null && typeof (result as { then?: unknown })?.then === 'function') {
     throw new SinterError('autocast', 'fn returned a Promise; autocast applies to synchronous code only (it ended when fn returned, before the awaited part ran)');
@@ -85,7 +95,12 @@ export function autocastPolicy(name: string): DType | null {
 export function autocastInputs<T>(name: string, args: readonly T[]): T[] {
   const to = autocastPolicy(name);
   if (to === null) return args as T[];
-  return args.map((a) => (a instanceof Tensor && isFloat(a.dtype) && a.dtype !== to ? (a.to(to) as T) : a));
+  return args.map((a) => {
+    if (!(a instanceof Tensor) || !isFloat(a.dtype) || a.dtype === to) return a;
+    const cast = a.to(to);
+    if (!activeTrace()) made.push(cast);
+    return cast as T;
+  });
 }
 
 /** Runs a jitted function's trace of `fn`: under `dtype` when the jit was made with `{ autocast }`, else in the caller's state. */
