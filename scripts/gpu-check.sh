@@ -39,11 +39,13 @@ if [ "$only" = all ] || [ "$only" = tests ]; then
   # The WebGPU test files (native float16 included), the device-loss, limits, cache and soak tests.
   step tests 240 node node_modules/vitest/vitest.mjs run \
     test/webgpu-f16.test.ts test/webgpu.test.ts test/webgpu-cache.test.ts test/reliability-device-loss.test.ts \
-    test/reliability-limits.test.ts test/reliability-soak.test.ts test/memory-gc.test.ts test/jit-plan.test.ts
+    test/reliability-limits.test.ts test/reliability-soak.test.ts test/memory-gc.test.ts test/jit-plan.test.ts test/quant-fp16.test.ts
 fi
 if [ "$only" = all ] || [ "$only" = bench ]; then
   step bench-jit 150 node bench/jit.mjs --runs 5 --budget 2 --devices webgpu
   step bench-matmul-conv 100 node bench/matmul-conv.mjs
+  # PP-OCR det float16 at load vs float32: native f16 storage where the adapter has shader-f16.
+  step bench-fp16 90 node bench/quant-fp16.mjs --devices webgpu --models det --pages 2 --runs 3 --out "$out/quant-fp16.md"
 fi
 if [ "$only" = all ] || [ "$only" = soak ]; then
   step soak 120 node bench/soak.mjs --calls 10000 --every 2000 --devices webgpu
