@@ -72,9 +72,10 @@ function rowModule(): Uint8Array<ArrayBuffer> {
     const acc = c.local('v128'), v = c.local('v128'), mx = c.local('v128'), scale = c.local('v128'), tmp = () => c.local('v128');
     eachRow(c, x, out, rows, n, (steps) => {
       c.f32(-Infinity).simd('f32x4.splat').set(acc);
+      // Lanes past the row (the tail's zeros) are masked out of the max and the sum; full steps need no mask.
       steps((s) => {
         s.load(x);
-        c.f32(-Infinity).simd('f32x4.splat').get(s.valid).simd('v128.bitselect');
+        if (s.tail) c.f32(-Infinity).simd('f32x4.splat').get(s.valid).simd('v128.bitselect');
         c.get(acc).simd('f32x4.max').set(acc);
       });
       horizontal(c, acc, 'f32.max');
@@ -84,7 +85,8 @@ function rowModule(): Uint8Array<ArrayBuffer> {
         s.load(x);
         c.get(mx).simd('f32x4.sub').set(v);
         emitExpNonPositive(c, v, tmp);
-        c.f32(0).simd('f32x4.splat').get(s.valid).simd('v128.bitselect').set(v);
+        if (s.tail) c.f32(0).simd('f32x4.splat').get(s.valid).simd('v128.bitselect');
+        c.set(v);
         s.store(out, () => void c.get(v));
         c.get(acc).get(v).simd('f32x4.add').set(acc);
       });
