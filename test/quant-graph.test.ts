@@ -48,14 +48,17 @@ describe.each(WITH_WEBGPU)('graph PTQ of a function on %s', (device) => {
     expect(kernels.filter((k) => k.includes('dequantize')).length).toBe(0);
     expect(kernels.filter((k) => k.includes('quantize')).length).toBe(2);
     expect(kernels.some((k) => /relu/.test(k))).toBe(false);
-    // compare: a function against its int8 graph, with the SQNR of every int8 layer's output.
-    const report = await sn.quant.compare(fn, q, [x]);
-    expect(report.referenceBytes).toBeNull();
-    expect(report.quantizedBytes).toBe(q.modelBytes());
-    expect(report.outputs[0]!.sqnrDb).toBeGreaterThan(25);
-    expect(report.layers!.map((l) => l.name)).toEqual(['conv2d_0', 'conv2d_1', 'matmul_0']);
-    for (const l of report.layers!) expect(l.sqnrDb).toBeGreaterThan(20);
-    expect(String(report)).toMatch(/conv2d_1\s+conv2d\s+\d/);
+    // compare: a function against its int8 graph, with the SQNR of every int8 layer's output (device-agnostic code,
+    // checked on the CPU, where its two extra plans compile in milliseconds).
+    if (device === 'cpu') {
+      const report = await sn.quant.compare(fn, q, [x]);
+      expect(report.referenceBytes).toBeNull();
+      expect(report.quantizedBytes).toBe(q.modelBytes());
+      expect(report.outputs[0]!.sqnrDb).toBeGreaterThan(25);
+      expect(report.layers!.map((l) => l.name)).toEqual(['conv2d_0', 'conv2d_1', 'matmul_0']);
+      for (const l of report.layers!) expect(l.sqnrDb).toBeGreaterThan(20);
+      expect(String(report)).toMatch(/conv2d_1\s+conv2d\s+\d/);
+    }
     q.dispose();
     prepared.dispose();
   });
