@@ -269,6 +269,23 @@ describe.each(WITH_WEBGPU)("loadOnnx(…, { dtype: 'float16' }) on %s", (device)
 });
 
 describe('convertModelToFloat16', () => {
+  it('folds the statistics of a BN no Conv precedes into its own scale and bias (its variance overflows float16)', async () => {
+    const { convertModelToFloat16 } = await import('../src/quant/fp16.js');
+    const { decodeModel } = await import('../src/io/onnx/proto.js');
+    const bytes = model({
+      nodes: [node('Add', ['x', 'k'], ['a']), node('BatchNormalization', ['a', 'gamma', 'beta', 'mean', 'var'], ['y'], [float('epsilon', 1e-3)])],
+      inputs: [info('x', 'float32', [2, 3, 2])],
+      outputs: [info('y', 'float32', [2, 3, 2])],
+      initializers: [rawFloat('k', [1], [100]), rawFloat('gamma', [3], [2, 1, 0.5]), rawFloat('beta', [3], [0.5, -1, 0]), rawFloat('mean', [3], [90, 110, 100]), rawFloat('var', [3], [1e6, 4e4, 7e5])],
+    });
+    expect(convertModelToFloat16(decodeModel(bytes)).conversion).toMatchObject({ foldedBatchNorms: 0, normalizedBatchNorms: 1 });
+    const x = sn.randn([2, 3, 2], { seed: 2 }).mul(50);
+    const want = await (await (await sn.loadOnnx(bytes)).run({ x })).y!.data();
+    const got = await (await (await sn.loadOnnx(bytes, { dtype: 'float16' })).run({ x })).y!.data();
+    const scale = Math.max(...want.map(Math.abs));
+    for (let i = 0; i < want.length; i++) expect(Math.abs(got[i]! - want[i]!), `y[${i}]`).toBeLessThan(4e-3 * scale);
+  });
+
   it('keeps values ops read on the host (Resize scales) in float32 and casts Cast-to-float32 to float16', async () => {
     const { convertModelToFloat16 } = await import('../src/quant/fp16.js');
     const { decodeModel } = await import('../src/io/onnx/proto.js');
@@ -283,7 +300,7 @@ describe('convertModelToFloat16', () => {
       initializers: [rawFloat('scales', [4], [1, 1, 2, 2]), rawFloat('k', [1], [3])],
     });
     const { model: m, conversion } = convertModelToFloat16(decodeModel(bytes));
-    expect(conversion).toEqual({ foldedBatchNorms: 0, converted: 1, keptFloat32: ['scales'] });
+    expect(conversion).toEqual({ foldedBatchNorms: 0, normalizedBatchNorms: 0, converted: 1, keptFloat32: ['scales'] });
     const types = Object.fromEntries(m.graph!.initializer.map((t) => [t.name, t.dataType]));
     expect(types).toEqual({ scales: TYPE.float32, k: TYPE.float16 });
     expect(m.graph!.node.map((n) => `${n.opType}:${n.attribute.find((a) => a.name === 'to')?.i ?? ''}`)).toEqual(['Cast:10', 'Resize:', 'Cast:10', 'Mul:', 'Cast:1']);

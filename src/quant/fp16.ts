@@ -8,7 +8,8 @@ import { fromTensorProto } from '../io/onnx/tensor.js';
 // converter (onnxconverter_common.float16.convert_float_to_float16) does it, on the decoded ModelProto:
 //   1. every BatchNormalization that follows a Conv is folded into the Conv's weights and bias, in float64 from
 //      the float32 values. This must come first: BN statistics do not fit float16 (PP-OCR det's first BN has
-//      a running variance above 65504, float16's largest value), while the folded weights do;
+//      a running variance above 65504, float16's largest value), while the folded weights do. Other BNs (after a
+//      ConvTranspose, an Add…) get their statistics folded into their own scale and bias (mean 0, variance 1);
 //   2. float32 initializers and Constant/ConstantOfShape values become float16, and Cast-to-float32 nodes cast to
 //      float16, so activations flow in float16 from op to op. Values an op reads on the host while the model is
 //      traced (shapes, Resize scales, Clip bounds, pads…) keep their type: they are parameters, not data;
@@ -30,6 +31,8 @@ export interface Float16Options {
 export interface Float16Conversion {
   /** BatchNormalization nodes folded into the Conv before them. */
   readonly foldedBatchNorms: number;
+  /** Other BatchNormalization nodes, whose statistics were folded into their scale and bias (mean 0, variance 1, ε 0). */
+  readonly normalizedBatchNorms: number;
   /** Initializers and constants now stored as float16. */
   readonly converted: number;
   /** Float32 values kept because an op reads them on the host (shapes, scales…). */
@@ -142,6 +145,52 @@ export function foldBatchNorms(g: GraphProto): number {
 }
 
 /**
+ * Rewrites each remaining BatchNormalization (inference form, float32 parameters) to the same function with its
+ * statistics folded in: scale s = γ / √(var + ε), bias β − mean·s, mean 0, variance 1, ε 0, computed in float64. The
+ * statistics themselves may not fit float16 (a variance above 65504); s and the bias are what the output is made
+ * of, so they do. Returns how many were rewritten; `g` is changed in place.
+ */
+export function normalizeBatchNorms(g: GraphProto): number {
+  const inits = new Map(g.initializer.map((t) => [t.name ?? '', t]));
+  for (const n of g.node) {
+    const t = isOp(n, 'Constant') ? attr(n, 'value')?.t : undefined;
+    if (t && n.output[0]) inits.set(n.output[0], t);
+  }
+  const taken = namesOf(g);
+  let count = 0;
+  for (const bn of g.node) {
+    if (!isOp(bn, 'BatchNormalization') || (attr(bn, 'training_mode')?.i ?? 0) !== 0 || bn.output.filter(Boolean).length !== 1) continue;
+    const params = [1, 2, 3, 4].map((k) => inits.get(bn.input[k] ?? ''));
+    if (params.some((t) => !t || t.dataType !== FLOAT)) continue;
+    const [gamma, beta, mean, variance] = params.map((t) => fromTensorProto(t!, `'${t!.name}'`).data);
+    const c = gamma!.length;
+    if ([beta, mean, variance].some((d) => d!.length !== c)) continue;
+    const eps = attr(bn, 'epsilon')?.f ?? 1e-5;
+    const s = new Float64Array(c), b = new Float64Array(c);
+    for (let i = 0; i < c; i++) {
+      s[i] = gamma![i]! / Math.sqrt(variance![i]! + eps);
+      b[i] = beta![i]! - mean![i]! * s[i]!;
+    }
+    const name = (what: string) => freshName(`${bn.output[0]}_${what}`, taken);
+    const made = [['scale', s], ['bias', b], ['mean', new Float64Array(c)], ['var', new Float64Array(c).fill(1)]] as const;
+    const names = made.map(([what, values]) => {
+      const n = name(what);
+      g.initializer.push(tensorProto(n, [c], FLOAT, rawOf(values, FLOAT)));
+      return n;
+    });
+    bn.input = [bn.input[0]!, ...names];
+    bn.attribute = [...bn.attribute.filter((a) => a.name !== 'epsilon'), { name: 'epsilon', type: ATTR.FLOAT, f: 0, floats: [], ints: [], strings: [], tensors: [], graphs: [] }];
+    count++;
+  }
+  if (count > 0) {
+    const still = readCounts(g);
+    g.node = g.node.filter((n) => !isOp(n, 'Constant') || n.output.some((o) => still.has(o)));
+    g.initializer = g.initializer.filter((t) => still.has(t.name ?? '') || g.input.some((i) => i.name === t.name));
+  }
+  return count;
+}
+
+/**
  * The names `g`'s ops read on the host while the model is traced: inputs at an op's host positions (shapes, axes,
  * scales…), If conditions and Loop counts, and what host-evaluable ops computing those read.
  */
@@ -218,6 +267,7 @@ export function convertModelToFloat16(proto: ModelProto, options: Float16Options
     output: [...proto.graph.output],
   };
   const foldedBatchNorms = foldBatchNorms(g);
+  const normalizedBatchNorms = normalizeBatchNorms(g);
   const host = hostRead(g);
   const keptFloat32: string[] = [];
   let converted = 0;
@@ -261,5 +311,5 @@ export function convertModelToFloat16(proto: ModelProto, options: Float16Options
     return v;
   });
   g.node = [...head, ...g.node, ...tail];
-  return { model: { ...proto, graph: g }, conversion: { foldedBatchNorms, converted, keptFloat32 } };
+  return { model: { ...proto, graph: g }, conversion: { foldedBatchNorms, normalizedBatchNorms, converted, keptFloat32 } };
 }
