@@ -10,7 +10,7 @@ import { withPrelude } from '../kernels/wgsl/prelude.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { roundHalfEven } from './observer.js';
 import { cpuKernels } from '../backend/cpu.js';
-import { wasmInt8Products } from '../kernels/wasm/int8.js';
+import { int8RowLength, wasmInt8Products } from '../kernels/wasm/int8.js';
 
 // The integer GEMM every int8 layer runs on: out[m, n] from acc = Σ_k (A[m, k] − zpA)·(B[n, k] − zpB[n]),
 // accumulated exactly in int32 (wrapping as int32 does, like the GPU), then returned as int32
@@ -112,7 +112,9 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
   // array type: storages are Int8Array/Uint8Array/… by dtype, and indexing them all from one loop is slow.
   const xs = int16Span(x!), ws = int16Span(w!);
   // Centred operands are int16 too: values minus zero points of the same dtype's range lie in [−255, 255].
-  const rows = new Int16Array(M * K), weights = new Int16Array(perGroup * K);
+  // Rows are `ld` apart: the wasm kernel's padded row length (its zeros add nothing), so they copy in at once.
+  const ld = wasm ? int8RowLength(K) : K;
+  const rows = new Int16Array(M * ld), weights = new Int16Array(perGroup * ld);
   // Results in output order, stored into the output with one native conversion at the end.
   const result = ep === 'float32' ? new Float32Array(M * N) : new Int32Array(M * N);
   for (let g = 0; g < groups; g++) {
@@ -120,15 +122,15 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
     const [wr, wc] = w!.strides as [number, number];
     for (let r = 0; r < perGroup; r++) {
       const n = g * perGroup + r, zb = zpBv!.data[zpBv!.offset + n * (zpBv!.strides[0] ?? 0)]!;
-      for (let k = 0, at = ws.at + n * wr; k < K; k++, at += wc) weights[r * K + k] = ws.data[at]! - zb;
+      for (let k = 0, at = ws.at + n * wr; k < K; k++, at += wc) weights[r * ld + k] = ws.data[at]! - zb;
     }
     // Rows of A minus its zero point (for conv: the im2col patches of group g; the padding contributes 0).
-    if (c) im2colRows(xs.data, xs.at, x!.strides, c, g, zpA, rows);
+    if (c) im2colRows(xs.data, xs.at, x!.strides, c, g, zpA, rows, ld);
     else {
       const [rs, cs] = x!.strides as [number, number];
-      for (let m = 0; m < M; m++) for (let k = 0, at = xs.at + m * rs; k < K; k++, at += cs) rows[m * K + k] = xs.data[at]! - zpA;
+      for (let m = 0; m < M; m++) for (let k = 0, at = xs.at + m * rs; k < K; k++, at += cs) rows[m * ld + k] = xs.data[at]! - zpA;
     }
-    const sums = wasm ? wasmInt8Products(M, perGroup, K, rows, weights) : int8Products(M, perGroup, K, rows, weights);
+    const sums = wasm ? wasmInt8Products(M, perGroup, ld, rows, weights) : int8Products(M, perGroup, K, rows, weights);
     for (let r = 0; r < perGroup; r++) {
       const n = g * perGroup + r;
       // Output (m, n) lies at NCHW (image, n, pixel) for a conv (m = image·hw + pixel), else at m·N + n.
@@ -187,12 +189,12 @@ function int16Span(v: CpuView): { data: Int16Array; at: number } {
   return { data, at: v.offset - lo };
 }
 
-/** Fills `rows` [M, K] with conv2d's im2col patches of group g (input channels of the group × kernel taps) minus zpA; 0 in the padding. */
-function im2colRows(x: Int16Array, x0: number, strides: readonly number[], c: ConvGeometry, g: number, zpA: number, rows: Int16Array): void {
+/** Fills `rows` (rows `ld` apart) with conv2d's im2col patches of group g (input channels of the group × kernel taps) minus zpA; 0 in the padding. */
+function im2colRows(x: Int16Array, x0: number, strides: readonly number[], c: ConvGeometry, g: number, zpA: number, rows: Int16Array, ld: number): void {
   const [kh, kw] = c.kernel, cg = c.channels / c.groups, hw = c.outHeight * c.outWidth;
   const [s0, s1, s2, s3] = strides as [number, number, number, number];
-  let k = 0;
   for (let m = 0; m < c.batch * hw; m++) {
+    let k = m * ld;
     const b = Math.floor(m / hw), oh = Math.floor((m % hw) / c.outWidth), ow = m % c.outWidth;
     for (let ci = 0; ci < cg; ci++) {
       const plane = x0 + b * s0 + (g * cg + ci) * s1;

@@ -1,3 +1,4 @@
+import { SinterError } from '../../errors.js';
 import { Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 
@@ -75,18 +76,24 @@ export function wasmInt8Calls(): number {
   return calls;
 }
 
+/** The row length the kernel reads: k rounded up to a multiple of 8 (callers lay rows out so, zero-padded). */
+export function int8RowLength(k: number): number {
+  return Math.ceil(k / TILE.lanes) * TILE.lanes;
+}
+
 /**
- * C[i, j] = Σ_k A[i, k]·W[j, k] (int32, wrapping) for int16 rows A [m, k] and W [n, k] (centred values
- * in [−255, 255]), on the wasm micro-kernel; C is row-major [m, n].
+ * C[i, j] = Σ_k A[i, k]·W[j, k] (int32, wrapping) for int16 rows A [m, ld] and W [n, ld] (centred values
+ * in [−255, 255], each row zero past its length; ld = int8RowLength of it), on the wasm micro-kernel; C is row-major [m, n].
  */
-export function wasmInt8Products(m: number, n: number, k: number, a: Int16Array, w: Int16Array): Int32Array {
+export function wasmInt8Products(m: number, n: number, ld: number, a: Int16Array, w: Int16Array): Int32Array {
   if (!products) {
     const mb = new ModuleBuilder(memoryImport());
     emitProducts(mb);
     products = instantiate<{ products: (...args: number[]) => void }>(mb.build()).products;
   }
   calls++;
-  const kp = Math.ceil(k / TILE.lanes) * TILE.lanes, mp = Math.ceil(m / TILE.rows) * TILE.rows, np = Math.ceil(n / TILE.cols) * TILE.cols;
+  if (ld % TILE.lanes !== 0) throw new SinterError('qgemm', `the wasm int8 kernel reads rows of whole ${TILE.lanes}-value steps, got rows of ${ld}`);
+  const kp = ld, mp = Math.ceil(m / TILE.rows) * TILE.rows, np = Math.ceil(n / TILE.cols) * TILE.cols;
   const h = heap();
   h.reset();
   const aAt = h.alloc(mp * kp * 2), wAt = h.alloc(np * kp * 2), cAt = h.alloc(mp * np * 4);
@@ -94,8 +101,8 @@ export function wasmInt8Products(m: number, n: number, k: number, a: Int16Array,
   const mem16 = new Int16Array(h.memory.buffer);
   const copyRows = (src: Int16Array, rows: number, paddedRows: number, at: number) => {
     const base = at >> 1;
-    mem16.fill(0, base, base + paddedRows * kp);
-    for (let i = 0; i < rows; i++) mem16.set(src.subarray(i * k, (i + 1) * k), base + i * kp);
+    mem16.set(src.subarray(0, rows * kp), base);
+    mem16.fill(0, base + rows * kp, base + paddedRows * kp);
   };
   copyRows(a, m, mp, aAt);
   copyRows(w, n, np, wAt);
