@@ -67,6 +67,45 @@ function emitWindows(m: ModuleBuilder, fold: WindowFold): void {
   });
 }
 
+function emitCopyRows(m: ModuleBuilder): void {
+  // copy_rows(src, planes, rows, width, srcPlane, srcRow, dst, dstPlane, dstRow): for each of `planes` planes
+  // and `rows` rows, `width` consecutive floats from src + p·srcPlane + r·srcRow to dst + p·dstPlane + r·dstRow
+  // (byte strides): four at a time, then one at a time.
+  m.func('copy_rows', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [src, planes, rows, width, srcPlane, srcRow, dst, dstPlane, dstRow] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+    const p = c.local('i32'), r = c.local('i32'), j = c.local('i32'), from = c.local('i32'), to = c.local('i32');
+    c.forRange(p, () => c.i32(0), () => c.get(planes), 1, () => {
+      c.forRange(r, () => c.i32(0), () => c.get(rows), 1, () => {
+        c.get(src).get(p).get(srcPlane).op('i32.mul', 'i32.add').get(r).get(srcRow).op('i32.mul', 'i32.add').set(from);
+        c.get(dst).get(p).get(dstPlane).op('i32.mul', 'i32.add').get(r).get(dstRow).op('i32.mul', 'i32.add').set(to);
+        c.i32(0).set(j);
+        c.block((done) => c.loop((top) => {
+          c.get(j).i32(4).op('i32.add').get(width).op('i32.gt_s').brIf(done);
+          c.get(to).get(j).i32(2).op('i32.shl', 'i32.add').get(from).get(j).i32(2).op('i32.shl', 'i32.add').mem('v128.load').mem('v128.store');
+          c.get(j).i32(4).op('i32.add').set(j).br(top);
+        }));
+        c.block((done) => c.loop((top) => {
+          c.get(j).get(width).op('i32.ge_s').brIf(done);
+          c.get(to).get(j).i32(2).op('i32.shl', 'i32.add').get(from).get(j).i32(2).op('i32.shl', 'i32.add').mem('f32.load').mem('f32.store');
+          c.get(j).i32(1).op('i32.add').set(j).br(top);
+        }));
+      });
+    });
+  });
+}
+
+/**
+ * Copies `planes` × `rows` rows of `width` floats (contiguous within a row) from `src` (element index `from`,
+ * strides `srcPlane`, `srcRow` in elements) to heap address `dst` (byte strides): in wasm when `src` lives in
+ * the heap, else by hand. Returns nothing; the caller has zeroed or filled the destination's padding.
+ */
+export function copyRows(src: HostArray, from: number, planes: number, rows: number, width: number, srcPlane: number, srcRow: number, dst: number, dstPlane: number, dstRow: number): void {
+  const at = heap().addressOf(src, from);
+  if (at !== undefined) return void windowFns().copyRows(at, planes, rows, width, srcPlane * 4, srcRow * 4, dst, dstPlane, dstRow);
+  const f = heap().f32;
+  for (let p = 0; p < planes; p++) for (let r = 0; r < rows; r++) copyRow(src, from + p * srcPlane + r * srcRow, 1, f, (dst + p * dstPlane + r * dstRow) >> 2, width);
+}
+
 /** A sliding window over the last two dims: size, stride, dilation, and the padding before (top, left) and after (bottom). */
 export interface PlaneWindow {
   readonly kernel: readonly [number, number];
@@ -114,11 +153,14 @@ export function runWindows(
   for (let n = 0; n < N; n++) {
     const f = h.f32, xd = x.data;
     f.fill(fill, xAt >> 2, (xAt >> 2) + C * plane);
-    for (let ch = 0; ch < C; ch++) {
-      for (let r = 0; r < H; r++) {
-        const src = x.offset + n * sN + ch * sC + r * sH, rowAt = (xAt >> 2) + ch * plane + (r + pt) * sw * Wq;
-        if (sw === 1) copyRow(xd, src, sW, f, rowAt + pl, W);
-        else for (let q = 0; q < W; q++) f[rowAt + ((q + pl) % sw) * Wq + Math.floor((q + pl) / sw)] = xd[src + q * sW]!;
+    if (sw === 1 && sW === 1) copyRows(xd, x.offset + n * sN, C, H, W, sC, sH, xAt + (pt * Wq + pl) * 4, plane * 4, Wq * 4);
+    else {
+      for (let ch = 0; ch < C; ch++) {
+        for (let r = 0; r < H; r++) {
+          const src = x.offset + n * sN + ch * sC + r * sH, rowAt = (xAt >> 2) + ch * plane + (r + pt) * sw * Wq;
+          if (sw === 1) copyRow(xd, src, sW, f, rowAt + pl, W);
+          else for (let q = 0; q < W; q++) f[rowAt + ((q + pl) % sw) * Wq + Math.floor((q + pl) / sw)] = xd[src + q * sW]!;
+        }
       }
     }
     // Output channels in shares for the thread pool (one share when the work is small).
@@ -158,15 +200,17 @@ export function copyRow(src: HostArray, from: number, stride: number, dst: HostA
   else for (let q = 0; q < n; q++) dst[to + q] = src[from + q * stride]!;
 }
 
-let fns: Record<WindowFold, (...args: number[]) => void> | undefined;
+type Fn = (...args: number[]) => void;
+let fns: Record<WindowFold | 'copyRows', Fn> | undefined;
 
-function windowFns(): Record<WindowFold, (...args: number[]) => void> {
+function windowFns(): Record<WindowFold | 'copyRows', Fn> {
   if (!fns) {
     const m = new ModuleBuilder(memoryImport());
     emitWindows(m, 'madd');
     emitWindows(m, 'max');
-    const e = instantiate<Record<string, (...args: number[]) => void>>(m.build());
-    fns = { madd: e.windows_madd!, max: e.windows_max! };
+    emitCopyRows(m);
+    const e = instantiate<Record<string, Fn>>(m.build());
+    fns = { madd: e.windows_madd!, max: e.windows_max!, copyRows: e.copy_rows! };
   }
   return fns;
 }

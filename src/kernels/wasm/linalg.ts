@@ -2,7 +2,7 @@ import type { Matrix, OutMatrix } from '../cpu/gemm.js';
 import type { Conv2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
 import { WASM_GEMM, columnTables, gemmInHeap, rowTable } from './gemm.js';
-import { copyRow, wasmDepthwiseConv2d } from './depthwise.js';
+import { copyRow, copyRows, wasmDepthwiseConv2d } from './depthwise.js';
 import { heap } from './heap.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 import { gatherView } from '../../tensor/tensor.js';
@@ -97,12 +97,10 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
       const f32 = h.f32, xd = x.data;
       f32.fill(0, xAt >> 2, (xAt >> 2) + N * image);
       for (let n = 0; n < N; n++) {
-        for (let c = 0; c < Cg; c++) {
-          const from = x.offset + n * sN + (g * Cg + c) * sC, to = (xAt >> 2) + n * image + c * plane;
-          // An unpadded plane of contiguous rows is one memcpy; else row by row (short rows by hand: a subarray per row costs more).
-          if (plane === H * W && sW === 1 && sH === W) f32.set(xd.subarray(from, from + plane), to);
-          else for (let r = 0; r < H; r++) copyRow(xd, from + r * sH, sW, f32, to + (r + pt) * Wp + pl, W);
-        }
+        const from = x.offset + n * sN + g * Cg * sC, to = xAt + n * image * 4;
+        // Rows of contiguous values: copied in wasm (or by hand from a JS array); else element by element.
+        if (sW === 1) copyRows(xd, from, Cg, H, W, sC, sH, to + (pt * Wp + pl) * 4, plane * 4, Wp * 4);
+        else for (let c = 0; c < Cg; c++) for (let r = 0; r < H; r++) copyRow(xd, from + c * sC + r * sH, sW, f32, (to >> 2) + c * plane + (r + pt) * Wp + pl, W);
       }
     }
     // C: this group's rows of the output itself (one image in the heap), else scratch copied out after.
