@@ -88,18 +88,30 @@ function namesOf(g: GraphProto): Set<string> {
   return names;
 }
 
+/** The graph's constant tensors by value name: initializers, and Constant nodes' values (as PaddlePaddle's exporter writes weights). */
+function constantTensors(g: GraphProto): Map<string, TensorProto> {
+  const tensors = new Map(g.initializer.map((t) => [t.name ?? '', t]));
+  for (const n of g.node) {
+    const t = isOp(n, 'Constant') ? attr(n, 'value')?.t : undefined;
+    if (t && n.output[0]) tensors.set(n.output[0], t);
+  }
+  return tensors;
+}
+
+/** Removes the initializers and Constant nodes nothing reads any more (the weights and statistics folding replaced). */
+function dropUnread(g: GraphProto): void {
+  const reads = readCounts(g);
+  g.node = g.node.filter((n) => !isOp(n, 'Constant') || n.output.some((o) => reads.has(o)));
+  g.initializer = g.initializer.filter((t) => reads.has(t.name ?? '') || g.input.some((i) => i.name === t.name));
+}
+
 /**
  * Folds each BatchNormalization (inference form) whose input is a Conv's only use into that Conv, as PyTorch's
  * fuse_conv_bn_eval: with s = γ / √(var + ε), W'[m] = W[m]·s[m] and b'[m] = (b[m] − mean[m])·s[m] + β[m],
  * computed in float64 from the float32 initializers. Returns how many were folded; `g` is changed in place.
  */
 export function foldBatchNorms(g: GraphProto): number {
-  // Weights and statistics are initializers, or Constant nodes (as PaddlePaddle's exporter writes them).
-  const inits = new Map(g.initializer.map((t) => [t.name ?? '', t]));
-  for (const n of g.node) {
-    const t = isOp(n, 'Constant') ? attr(n, 'value')?.t : undefined;
-    if (t && n.output[0]) inits.set(n.output[0], t);
-  }
+  const inits = constantTensors(g);
   const floatInit = (name: string | undefined) => {
     const t = name ? inits.get(name) : undefined;
     return t && t.dataType === FLOAT ? fromTensorProto(t, `'${name}'`) : undefined;
@@ -137,10 +149,7 @@ export function foldBatchNorms(g: GraphProto): number {
   }
   if (folded === 0) return 0;
   g.node = g.node.filter((n) => !removed.has(n));
-  // Initializers and Constants only the folded nodes read (the old weights, BN's statistics) go.
-  const still = readCounts(g);
-  g.node = g.node.filter((n) => !isOp(n, 'Constant') || n.output.some((o) => still.has(o)));
-  g.initializer = g.initializer.filter((t) => still.has(t.name ?? '') || g.input.some((i) => i.name === t.name));
+  dropUnread(g);
   return folded;
 }
 
@@ -151,11 +160,7 @@ export function foldBatchNorms(g: GraphProto): number {
  * of, so they do. Returns how many were rewritten; `g` is changed in place.
  */
 export function normalizeBatchNorms(g: GraphProto): number {
-  const inits = new Map(g.initializer.map((t) => [t.name ?? '', t]));
-  for (const n of g.node) {
-    const t = isOp(n, 'Constant') ? attr(n, 'value')?.t : undefined;
-    if (t && n.output[0]) inits.set(n.output[0], t);
-  }
+  const inits = constantTensors(g);
   const taken = namesOf(g);
   let count = 0;
   for (const bn of g.node) {
@@ -182,11 +187,7 @@ export function normalizeBatchNorms(g: GraphProto): number {
     bn.attribute = [...bn.attribute.filter((a) => a.name !== 'epsilon'), { name: 'epsilon', type: ATTR.FLOAT, f: 0, floats: [], ints: [], strings: [], tensors: [], graphs: [] }];
     count++;
   }
-  if (count > 0) {
-    const still = readCounts(g);
-    g.node = g.node.filter((n) => !isOp(n, 'Constant') || n.output.some((o) => still.has(o)));
-    g.initializer = g.initializer.filter((t) => still.has(t.name ?? '') || g.input.some((i) => i.name === t.name));
-  }
+  if (count > 0) dropUnread(g);
   return count;
 }
 
