@@ -30,6 +30,26 @@ const workloads = {
     const x = sn.randn([64, 784], { seed: 5 }), w = sn.randn([512, 784], { seed: 6 }), b = sn.randn([512], { seed: 7 });
     return () => sn.linear(x, w, b);
   },
+  'depthwise conv2d 1×96×80×80, 3×3': () => {
+    const x = sn.randn([1, 96, 80, 80], { seed: 10 }), w = sn.randn([96, 1, 3, 3], { seed: 11 });
+    return () => sn.conv2d(x, w, { padding: 1, groups: 96 });
+  },
+  'depthwise conv2d 1×192×40×40, 5×5 stride 2': () => {
+    const x = sn.randn([1, 192, 40, 40], { seed: 12 }), w = sn.randn([192, 1, 5, 5], { seed: 13 });
+    return () => sn.conv2d(x, w, { padding: 2, stride: 2, groups: 192 });
+  },
+  'maxPool2d 3×3/2, 1×64×112×112': () => {
+    const x = sn.randn([1, 64, 112, 112], { seed: 14 });
+    return () => sn.maxPool2d(x, 3, { stride: 2, padding: 1 });
+  },
+  'mean over H·W, 8×128×16×16': () => {
+    const x = sn.randn([8, 128, 16, 16], { seed: 15 });
+    return () => sn.mean(x, [2, 3]);
+  },
+  'sum over dim 0, 512×1000': () => {
+    const x = sn.randn([512, 1000], { seed: 16 });
+    return () => sn.sum(x, 0);
+  },
   'eltwise chain 2^20': () => {
     const x = sn.randn([1 << 20], { seed: 8 });
     return () => sn.relu(x.mul(2).add(1)).sub(0.5);
