@@ -103,7 +103,7 @@ async function staticInt8(target, x, calibration) {
   return { f: (t) => q(t), bytes: q.modelBytes(), dispose: () => q.dispose() };
 }
 
-/** Bytes of an ONNX model's constants as its graph holds them (each storage once). */
+/** Bytes of an ONNX model's constants as its compiled graph holds them (each storage once; after its first call). */
 function graphBytes(model) {
   const storages = new Set(model.graph.nodes.filter((n) => n.kind === 'constant').map((n) => n.tensor.storage));
   return [...storages].reduce((sum, s) => sum + s.byteLength, 0);
@@ -128,7 +128,7 @@ function onnxModes(bytes, device, x, calibration) {
   const feeds = (m, t) => ({ [m.inputs[0].name]: t });
   const loaded = async (dtype) => {
     const m = await sn.loadOnnx(bytes, { device, dtype });
-    return { f: (t) => m.run(feeds(m, t)), bytes: graphBytes(m), dispose: () => m.dispose() };
+    return { f: (t) => m.run(feeds(m, t)), bytes: () => graphBytes(m), dispose: () => m.dispose() };
   };
   const noModule = async () => { throw new Error('needs an nn.Module (quantizeDynamic/quantizeWeights replace Linear layers)'); };
   return {
@@ -175,16 +175,17 @@ for (const device of devices) {
       try {
         m = await build();
         const lat = await latency(m.f, inputs[0]);
+        const bytes = typeof m.bytes === 'function' ? m.bytes() : m.bytes;
         const outs = [];
         for (const x of inputs) outs.push(await values(m.f, x));
-        if (mode === 'f32') [reference, refBytes, refMs] = [outs, m.bytes, lat.median];
+        if (mode === 'f32') [reference, refBytes, refMs] = [outs, bytes, lat.median];
         const acc = reference ? outs.map((o, i) => accuracy(reference[i], o, classes, shape)) : null;
         const cos = acc ? Math.min(...acc.map((a) => a.cosine)).toFixed(5) : '–';
         const err = acc ? Math.max(...acc.map((a) => a.maxAbs)).toPrecision(3) : '–';
         const extra = !reference ? '–' : det ? Math.min(...outs.map((o, i) => maskIou(reference[i], o))).toFixed(3)
           : classes ? `${(100 * Math.min(...acc.map((a) => a.top1))).toFixed(0)}%` : '–';
         const ratio = refMs ? (lat.median / refMs).toFixed(2) : '–';
-        say(`| ${name} | ${mode} | ${lat.median.toFixed(2)} | ${lat.min.toFixed(1)}–${lat.max.toFixed(1)} | ${m.bytes} | ${refBytes ? (m.bytes / refBytes).toFixed(2) : '–'} | ${cos} | ${err} | ${extra} | ${ratio} |`);
+        say(`| ${name} | ${mode} | ${lat.median.toFixed(2)} | ${lat.min.toFixed(1)}–${lat.max.toFixed(1)} | ${bytes} | ${refBytes ? (bytes / refBytes).toFixed(2) : '–'} | ${cos} | ${err} | ${extra} | ${ratio} |`);
       } catch (e) {
         say(`| ${name} | ${mode} | n/a: ${String(e?.message ?? e).split('\n')[0].slice(0, 120)} | | | | | | | |`);
       } finally {

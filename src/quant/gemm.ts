@@ -2,7 +2,7 @@ import { SinterError } from '../errors.js';
 import { type CpuView, type TensorMeta, apply1, defineOp, describeMeta } from '../ops/op.js';
 import { bindings, literal, loadElement, packWord, elementsPerWord } from '../kernels/wgsl/dtype.js';
 import { GRID_PARAMS, grid } from '../kernels/wgsl/grid.js';
-import type { GpuView, WebGpuCaps, WgslForm } from '../kernels/wgsl/kernel.js';
+import type { GpuView, WebGpuCaps, WgslForm, WgslKernel } from '../kernels/wgsl/kernel.js';
 import { type GemmOperand, type GemmProblem, type StridedMatrix, gemmKernel, stridedOperand } from '../kernels/wgsl/gemm.js';
 import { im2col } from '../kernels/wgsl/conv.js';
 import { KernelParams } from '../kernels/wgsl/params.js';
@@ -230,8 +230,8 @@ function hardswishUnits(v: number, scale: number): number {
   return Math.fround(y / Math.fround(scale));
 }
 
-/** WGSL reading element `idx` of parameter vector input i through its view (offset and stride; stride 0 when broadcast). */
-const paramReader = (inputs: readonly GpuView[]) => (i: number, idx: string) => `in${i}[${inputs[i]!.offset}u + ${idx} * ${inputs[i]!.strides[0] ?? 0}u]`;
+/** WGSL reading element `idx` of parameter vector input i through its view (offset and stride, parameters; stride 0 when broadcast). */
+const paramReader = (inputs: readonly GpuView[], p: KernelParams) => (i: number, idx: string) => `in${i}[${p.u32(inputs[i]!.offset)} + ${idx} * ${p.u32(inputs[i]!.strides[0] ?? 0)}]`;
 
 /**
  * The packed dot-product loop over `words` words of A and B (read by `aWord(k)`, `bWord(k)`), leaving
@@ -239,37 +239,38 @@ const paramReader = (inputs: readonly GpuView[]) => (i: number, idx: string) => 
  * top bit (q − 128); the zero points are applied after the loop from the operand sums:
  * Σ(a−za)(b−zb) = Σab − zb·Σa − za·Σb + K·za·zb.
  */
-function dot4Loop(x: GpuView, w: GpuView, aWord: string, bWord: string, words: number): string {
+function dot4Loop(x: GpuView, w: GpuView, aWord: string, bWord: string, words: number, p: KernelParams): string {
   const signed = (v: GpuView, word: string) => (v.dtype === 'uint8' ? `(${word} ^ 0x80808080u)` : word);
   const shift = (v: GpuView) => (v.dtype === 'uint8' ? ' - 128' : '');
+  const n = p.u32(words);
   return `let za = zpA${shift(x)}; let zw = zb${shift(w)};
   var ab = 0i; var sa = 0i; var sw = 0i;
-  for (var k = 0u; k < ${words}u; k++) {
+  for (var k = 0u; k < ${n}; k++) {
     let aw = ${signed(x, aWord)}; let ww = ${signed(w, bWord)};
     ab += dot4I8Packed(aw, ww); sa += dot4I8Packed(aw, 0x01010101u); sw += dot4I8Packed(ww, 0x01010101u);
   }
-  let acc = ab - zw * sa - za * sw + ${words * 4} * za * zw;`;
+  let acc = ab - zw * sa - za * sw + i32(${n} * 4u) * za * zw;`;
 }
 
 /**
  * A GEMM module: `output(e, zpA)` computes output element e (its body: `split` names m, n and, for
  * convs, b/oh/ow/g; `loop` leaves `acc`; then the epilogue), and each invocation writes one output word
- * from its elements, unrolled.
+ * from its elements, unrolled. Sizes and the epilogue's constants are read from `p` (declared here, after
+ * the body is generated).
  */
-function gemmModule(head: string, a: QGemmAttrs, inputs: readonly GpuView[], out: GpuView, caps: WebGpuCaps, split: string, loop: string): { source: string; workgroups: number[] } {
+function gemmModule(head: string, a: QGemmAttrs, inputs: readonly GpuView[], out: GpuView, caps: WebGpuCaps, split: string, loop: string, p: KernelParams): WgslKernel {
   const ep = a.output;
-  const at = paramReader(inputs);
+  const at = paramReader(inputs, p);
+  const f = (v: number) => p.scalar(v, 'f32', literal);
   const outDType = typeof ep === 'string' ? ep : ep.dtype;
   const per = elementsPerWord(outDType, caps);
-  const total = out.shape.reduce((p, q) => p * q, 1);
+  const total = out.shape.reduce((x, y) => x * y, 1);
   const words = Math.ceil(total / per);
   const g = grid('qgemm', words, 64, caps);
   const epilogue = ep === 'int32' ? 'return acc;' : ep === 'float32' ? `return f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};`
-    : `var v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};${ep.hardswish ? ` let s = ${literal(ep.hardswish.scale, 'f32')}; let r = v * s; v = r * clamp(r + 3.0, 0.0, 6.0) / 6.0 / s;` : ''}
-  return i32(clamp(round(v) + f32(${at(6, '0u')}), ${ep.lo}.0, ${ep.hi}.0));`;
-  const source = `${head}
-
-fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
+    : `var v = f32(acc) * ${at(4, 'n')} + ${at(5, 'n')};${ep.hardswish ? ` let s = ${f(ep.hardswish.scale)}; let r = v * s; v = r * clamp(r + 3.0, 0.0, 6.0) / 6.0 / s;` : ''}
+  return i32(clamp(round(v) + f32(${at(6, '0u')}), ${f(ep.lo)}, ${f(ep.hi)}));`;
+  const body = `fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
   ${split}
   let zb = ${at(3, 'n')};
   ${loop}
@@ -278,13 +279,14 @@ fn output(e: u32, zpA: i32) -> ${ep === 'float32' ? 'f32' : 'i32'} {
 
 @compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
   let word = ${g.index};
-  if (word >= ${words}u) { return; }
+  if (word >= ${p.u32(words)}) { return; }
   let zpA = ${at(2, '0u')};
+  let total = ${p.u32(total)};
   ${Array.from({ length: per }, (_, j) => `var r${j} = ${ep === 'float32' ? '0.0' : '0i'};`).join(' ')}
-  ${Array.from({ length: per }, (_, j) => `if (word * ${per}u + ${j}u < ${total}u) { r${j} = output(word * ${per}u + ${j}u, zpA); }`).join('\n  ')}
+  ${Array.from({ length: per }, (_, j) => `if (word * ${per}u + ${j}u < total) { r${j} = output(word * ${per}u + ${j}u, zpA); }`).join('\n  ')}
   out0[word] = ${packWord(outDType, Array.from({ length: per }, (_, j) => `r${j}`), caps)};
 }`;
-  return { source: withPrelude(source), workgroups: g.workgroups };
+  return { source: withPrelude(`${head}\n${p.declaration()}\n\n${body}`), workgroups: g.workgroups, ...(p.words() && { params: p.words() }) };
 }
 
 /** Rows of `v` are whole, aligned words (the direct dot4 path reads them in place). */
@@ -400,11 +402,14 @@ function dot4Program(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, ca
   const [x, w] = inputs as [GpuView, GpuView];
   const c = a.conv;
   if (caps.packedDot4 !== true || caps.architecture === 'swiftshader') return null;
+  const outDType = typeof a.output === 'string' ? a.output : a.output.dtype;
   if (!c && wordRows(x, a.k) && wordRows(w, a.k)) {
     // Whole word rows: the dot4 GEMM reads them in place.
-    const head = bindings(inputs.map((t) => t.dtype), [typeof a.output === 'string' ? a.output : a.output.dtype], caps);
-    const split = `let m = e / ${a.n}u; let n = e % ${a.n}u;`;
-    return gemmModule(head, a, inputs, out, caps, split, dot4Loop(x, w, `in0[${x.offset / 4}u + m * ${a.k / 4}u + k]`, `in1[${w.offset / 4}u + n * ${a.k / 4}u + k]`, a.k / 4));
+    const p = new KernelParams(), u = (v: number) => p.u32(v);
+    const split = `let m = e / ${u(a.n)}; let n = e % ${u(a.n)};`;
+    const kw = a.k / 4;
+    const loop = dot4Loop(x, w, `in0[${u(x.offset / 4)} + m * ${u(kw)} + k]`, `in1[${u(w.offset / 4)} + n * ${u(kw)} + k]`, kw, p);
+    return gemmModule(bindings(inputs.map((t) => t.dtype), [outDType], caps), a, inputs, out, caps, split, loop, p);
   }
   if (inputs.length + 2 > caps.limits.maxStorageBuffersPerShaderStage) return null;
   const kw4 = Math.ceil(a.k / 4);
@@ -413,56 +418,54 @@ function dot4Program(inputs: readonly GpuView[], a: QGemmAttrs, out: GpuView, ca
   const scratchBytes = rows * kw4 * 4;
   if (scratchBytes > caps.limits.maxStorageBufferBindingSize) return null;
   const ld = (buf: string, v: GpuView, i: string) => loadElement(buf, v.dtype, i, caps);
-  const at = paramReader(inputs);
-  const outDType = typeof a.output === 'string' ? a.output : a.output.dtype;
   const scratch = `@group(0) @binding(${inputs.length + 1}) var<storage, read_write> packed: array<u32>;`;
   const head = `${bindings(inputs.map((t) => t.dtype), [outDType], caps)}\n${scratch}`;
   // Pass 1: one invocation per scratch word. Rows [0, aRows) are A (row g·M + m), the rest B (row n).
-  const aValue = c ? 'aConv(m, g, k)' : ld('in0', x, `(${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u)`);
+  const p1 = new KernelParams(), u = (v: number) => p1.u32(v), i = (v: number) => `i32(${p1.u32(v)})`;
+  const at = paramReader(inputs, p1);
+  const aValue = c ? 'aConv(m, g, k)' : ld('in0', x, `(${u(x.offset)} + m * ${u(x.strides[0]!)} + k * ${u(x.strides[1]!)})`);
   const conv = c
     ? `fn aConv(m: u32, g: u32, k: u32) -> i32 {
-  let b = m / ${c.outHeight * c.outWidth}u; let pix = m % ${c.outHeight * c.outWidth}u;
-  let oh = i32(pix / ${c.outWidth}u); let ow = i32(pix % ${c.outWidth}u);
-  let ch = g * ${c.channels / c.groups}u + k / ${c.kernel[0] * c.kernel[1]}u; let t = k % ${c.kernel[0] * c.kernel[1]}u;
-  let ih = oh * ${c.stride[0]} - ${c.padding[0]} + i32(t / ${c.kernel[1]}u) * ${c.dilation[0]};
-  let iw = ow * ${c.stride[1]} - ${c.padding[1]} + i32(t % ${c.kernel[1]}u) * ${c.dilation[1]};
-  if (ih < 0 || ih >= ${c.height} || iw < 0 || iw >= ${c.width}) { return ${at(2, '0u')}; }
-  let ai = ${x.offset}u + b * ${x.strides[0]}u + ch * ${x.strides[1]}u + u32(ih) * ${x.strides[2]}u + u32(iw) * ${x.strides[3]}u;
+  let hw = ${u(c.outHeight * c.outWidth)}; let taps = ${u(c.kernel[0] * c.kernel[1])}; let kw = ${u(c.kernel[1])};
+  let b = m / hw; let pix = m % hw;
+  let oh = i32(pix / ${u(c.outWidth)}); let ow = i32(pix % ${u(c.outWidth)});
+  let ch = g * ${u(c.channels / c.groups)} + k / taps; let t = k % taps;
+  let ih = oh * ${i(c.stride[0])} - ${i(c.padding[0])} + i32(t / kw) * ${i(c.dilation[0])};
+  let iw = ow * ${i(c.stride[1])} - ${i(c.padding[1])} + i32(t % kw) * ${i(c.dilation[1])};
+  if (ih < 0 || ih >= ${i(c.height)} || iw < 0 || iw >= ${i(c.width)}) { return ${at(2, '0u')}; }
+  let ai = ${u(x.offset)} + b * ${u(x.strides[0]!)} + ch * ${u(x.strides[1]!)} + u32(ih) * ${u(x.strides[2]!)} + u32(iw) * ${u(x.strides[3]!)};
   return ${ld('in0', x, 'ai')};
 }`
     : '';
   const g1 = grid('qgemm', rows * kw4, 64, caps);
-  const pack = `${head}
-${conv}
+  const packBody = `${conv}
 fn byteAt(row: u32, k: u32) -> i32 {
-  if (row < ${aRows}u) {
-    let m = row % ${a.m}u; let g = row / ${a.m}u;
-    if (k >= ${a.k}u) { return ${at(2, '0u')}; }
+  let K = ${u(a.k)};
+  if (row < ${u(aRows)}) {
+    let m = row % ${u(a.m)}; let g = row / ${u(a.m)};
+    if (k >= K) { return ${at(2, '0u')}; }
     return ${aValue};
   }
-  let n = row - ${aRows}u;
-  if (k >= ${a.k}u) { return ${at(3, 'n')}; }
-  return ${ld('in1', w, `(${w.offset}u + n * ${w.strides[0]}u + k * ${w.strides[1]}u)`)};
+  let n = row - ${u(aRows)};
+  if (k >= K) { return ${at(3, 'n')}; }
+  return ${ld('in1', w, `(${u(w.offset)} + n * ${u(w.strides[0]!)} + k * ${u(w.strides[1]!)})`)};
 }
 @compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
   let word = ${g1.index};
-  if (word >= ${rows * kw4}u) { return; }
-  let row = word / ${kw4}u; let k0 = (word % ${kw4}u) * 4u;
+  let kw4 = ${u(kw4)};
+  if (word >= ${u(rows * kw4)}) { return; }
+  let row = word / kw4; let k0 = (word % kw4) * 4u;
   var v = 0u;
   for (var j = 0u; j < 4u; j++) { v |= (bitcast<u32>(byteAt(row, k0 + j)) & 255u) << (8u * j); }
   packed[word] = v;
 }`;
+  const pack: WgslKernel = { source: withPrelude(`${head}\n${p1.declaration()}\n${packBody}`), workgroups: g1.workgroups, ...(p1.words() && { params: p1.words() }) };
   // Pass 2: the dot4 GEMM over the packed words.
+  const p2 = new KernelParams(), v = (n: number) => p2.u32(n);
   const split = c
-    ? `let pix = e % ${c.outHeight * c.outWidth}u; let n = (e / ${c.outHeight * c.outWidth}u) % ${a.n}u;
-  let m = (e / ${c.outHeight * c.outWidth * a.n}u) * ${c.outHeight * c.outWidth}u + pix; let g = n / ${a.n / groups}u;`
-    : `let m = e / ${a.n}u; let n = e % ${a.n}u; let g = 0u;`;
-  const gemm = gemmModule(head, a, inputs, out, caps, split, dot4Loop(x, w, `packed[(g * ${a.m}u + m) * ${kw4}u + k]`, `packed[(${aRows}u + n) * ${kw4}u + k]`, kw4));
-  return {
-    scratch: [{ bytes: scratchBytes }],
-    passes: [
-      { source: withPrelude(pack), workgroups: g1.workgroups },
-      gemm,
-    ],
-  };
+    ? `let hw = ${v(c.outHeight * c.outWidth)}; let pix = e % hw; let n = (e / hw) % ${v(a.n)};
+  let m = (e / (hw * ${v(a.n)})) * hw + pix; let g = n / ${v(a.n / groups)};`
+    : `let m = e / ${v(a.n)}; let n = e % ${v(a.n)}; let g = 0u;`;
+  const loop = dot4Loop(x, w, `packed[(g * ${v(a.m)} + m) * ${v(kw4)} + k]`, `packed[(${v(aRows)} + n) * ${v(kw4)} + k]`, kw4, p2);
+  return { scratch: [{ bytes: scratchBytes }], passes: [pack, gemmModule(head, a, inputs, out, caps, split, loop, p2)] };
 }
