@@ -117,8 +117,10 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
   const u = (v: number) => params.u32(v), i = (v: number) => i32Of(params, v);
   const [sN, sG, sC, sH, sW, H, W, OWu] = [u(stN), u(Cig * stC), u(stC), i(stH), i(stW), u(h), u(w), u(OW)];
   const [dh, dw, ph, pw] = [u(a.dilation[0]), u(a.dilation[1]), i(a.padding[0]), i(a.padding[1])];
-  // Whether a stride is 1 stays in the source (no division then); other strides are parameters.
-  const [sh, sw] = a.stride.map((s) => (s === 1 ? null : i(s)));
+  // Strides of 1 (no division) and other powers of two stay in the source: every value divides by them, and a
+  // division by a parameter is a real divide per value, one by a literal 2 a shift (det's two transposed convs,
+  // stride 2, took 611 ms of GPU time per run with literal strides and 1128 ms with parameters). Other strides are parameters.
+  const [sh, sw] = a.stride.map((s) => (s === 1 ? null : (s & (s - 1)) === 0 ? `${s}i` : i(s)));
   // The input row (column) a tap reads, and whether it is a whole row inside the input; i32 `/` truncates, so the remainder rules out negatives.
   const axis = (t: string, s: string | null | undefined, size: string) =>
     !s ? { at: t, ok: `(u32(${t}) < ${size})` } : { at: `(${t}) / ${s}`, ok: `((${t}) % ${s} == 0) & (u32((${t}) / ${s}) < ${size})` };
@@ -166,6 +168,9 @@ export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, 
   );
   const problem: GemmProblem = {
     label: 'conv2d', batch: [N, G], m: Og, n: OH * OW, k: Cg * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
+    // A depthwise kernel's taps (one channel in, one out per group: a few multiply-adds each) are unrolled, with its
+    // kernel size in the source (see GemmProblem.unrollK).
+    unrollK: Cg === 1 && Og === 1 && G > 1 && kh * kw <= 25,
     a: weight, b: im2col(x, w.shape, OW, a, caps, params), epilogue: channelBias(bias, fused?.natural ?? out.dtype, Og, caps, params), out, params,
   };
   return gemmKernel(withEpilogue(problem, fused, caps), caps);

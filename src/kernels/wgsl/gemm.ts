@@ -178,6 +178,12 @@ export interface GemmProblem {
    * (src/quant/gemm.ts) accumulate in f32 where every partial sum is an integer below 2²⁴, exact.
    */
   readonly accumulator?: WgslScalar;
+  /**
+   * The register kernel writes k into the source and unrolls its loop entirely (a depthwise
+   * convolution's few taps, each a handful of multiply-adds: there the rolled loop and its tap walk
+   * cost more than the arithmetic).
+   */
+  readonly unrollK?: boolean;
 }
 
 /** An invocation's register tile: rows `row0 + r` for r < tm, columns `col0 + c` for c < tn; `acc(r, c)` names the sums. */
@@ -386,10 +392,11 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const { m, n, k } = p, t = p.accumulator ?? computeType(p.out.dtype);
   const tm = regTile(m), tn = regTile(n);
   // vec4 along k for A reads tm vec4 per step; along x, tm/4 per k. Either way every value is used once.
-  // k advances 1 per loop step (a rolled loop: the unrolled one compiled about twice as slowly on
-  // SwiftShader, the most of a model's first call, and ran no faster for float32 products, det
-  // warm 1020 / 1035 ms), or 4 where an operand reads several values per word as one vec4 along k
-  // (int8 operands, src/quant/gemm.ts): then the loop steps by 4 and the last k mod 4 are unrolled.
+  // k advances 1 per loop step (a rolled loop: unrolled by 4, det's kernels compiled about twice as
+  // slowly on SwiftShader, the most of a model's first call, and ran about as fast: det warm 1020 vs
+  // 1035 ms rolled, at low load; depthwise products, where the loop costs most, unroll entirely:
+  // see unrollK), or 4 where an operand reads several values per word as one vec4 along k (int8
+  // operands, src/quant/gemm.ts): then the loop steps by 4 and the last k mod 4 are unrolled.
   const ks = [p.a, p.b].some((o) => o.vecK && !wide(o.dtype)) ? 4 : 1;
   let va: 'x' | 'k' | null = p.a.vecK && ks === 4 ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
   const vb: 'x' | 'k' | null = p.b.vecX && tn % 4 === 0 ? 'x' : p.b.vecK && ks === 4 ? 'k' : null;
@@ -428,7 +435,7 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   body.push(p.a.base('ab', bidx), p.b.base('bb', bidx), ...registerSetups(A), ...registerSetups(B));
   for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) body.push(`var acc${r}_${c} = ${t}(0);`);
   // With one k per step, operands that can walk k do (then there is no remainder).
-  const walks = ks === 1 ? [A, B].flatMap((o) => (o.op.walk ? [{ o, walk: o.op.walk, name: `${o.pre}k0` }] : [])) : [];
+  const walks = ks === 1 && !p.unrollK ? [A, B].flatMap((o) => (o.op.walk ? [{ o, walk: o.op.walk, name: `${o.pre}k0` }] : [])) : [];
   body.push(...walks.map((w) => w.walk.start(w.name)));
   const step = (k0: string, count: number): string[] => {
     const a = registerStep(A, k0, count, t, walks.some((w) => w.o === A)), b = registerStep(B, k0, count, t, walks.some((w) => w.o === B));
@@ -436,8 +443,11 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
     for (let u = 0; u < count; u++) for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) fmas.push(`acc${r}_${c} += ${a.val(r, u)} * ${b.val(c, u)};`);
     return [...a.lines, ...b.lines, ...fmas, ...walks.map((w) => w.walk.next(w.name))];
   };
-  if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${u(kMain)}; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
-  if (k > kMain) body.push(`{\n    ${step(u(kMain), k - kMain).join('\n    ')}\n  }`);
+  if (p.unrollK) body.push(`{\n    ${step('0u', k).join('\n    ')}\n  }`);
+  else {
+    if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${u(kMain)}; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
+    if (k > kMain) body.push(`{\n    ${step(u(kMain), k - kMain).join('\n    ')}\n  }`);
+  }
   body.push(`let obase = ${u(p.out.offset)} + bt * ${u(m * n)};`);
   body.push(...storeTile(p, { tm, tn, acc: (r, c) => `acc${r}_${c}` }, caps, dest, bidx));
   // Declared last: generating the body added the sizes to the parameter block.
