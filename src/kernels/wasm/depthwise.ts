@@ -68,25 +68,27 @@ function emitWindows(m: ModuleBuilder, fold: WindowFold): void {
 }
 
 function emitCopyRows(m: ModuleBuilder): void {
-  // copy_rows(src, planes, rows, width, srcPlane, srcRow, dst, dstPlane, dstRow): for each of `planes` planes
-  // and `rows` rows, `width` consecutive floats from src + p·srcPlane + r·srcRow to dst + p·dstPlane + r·dstRow
-  // (byte strides): four at a time, then one at a time.
-  m.func('copy_rows', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
-    const [src, planes, rows, width, srcPlane, srcRow, dst, dstPlane, dstRow] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  // copy_rows(src, planes, rows, width, srcPlane, srcRow, dst, dstPlane, dstRow, srcCol): for each of `planes`
+  // planes and `rows` rows, `width` floats from src + p·srcPlane + r·srcRow + j·srcCol to dst + p·dstPlane +
+  // r·dstRow + 4j (byte strides): four at a time when the source's are consecutive, then one at a time.
+  m.func('copy_rows', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [src, planes, rows, width, srcPlane, srcRow, dst, dstPlane, dstRow, srcCol] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
     const p = c.local('i32'), r = c.local('i32'), j = c.local('i32'), from = c.local('i32'), to = c.local('i32');
     c.forRange(p, () => c.i32(0), () => c.get(planes), 1, () => {
       c.forRange(r, () => c.i32(0), () => c.get(rows), 1, () => {
         c.get(src).get(p).get(srcPlane).op('i32.mul', 'i32.add').get(r).get(srcRow).op('i32.mul', 'i32.add').set(from);
         c.get(dst).get(p).get(dstPlane).op('i32.mul', 'i32.add').get(r).get(dstRow).op('i32.mul', 'i32.add').set(to);
         c.i32(0).set(j);
-        c.block((done) => c.loop((top) => {
-          c.get(j).i32(4).op('i32.add').get(width).op('i32.gt_s').brIf(done);
-          c.get(to).get(j).i32(2).op('i32.shl', 'i32.add').get(from).get(j).i32(2).op('i32.shl', 'i32.add').mem('v128.load').mem('v128.store');
-          c.get(j).i32(4).op('i32.add').set(j).br(top);
-        }));
+        c.get(srcCol).i32(4).op('i32.eq').if(() => {
+          c.block((done) => c.loop((top) => {
+            c.get(j).i32(4).op('i32.add').get(width).op('i32.gt_s').brIf(done);
+            c.get(to).get(j).i32(2).op('i32.shl', 'i32.add').get(from).get(j).i32(2).op('i32.shl', 'i32.add').mem('v128.load').mem('v128.store');
+            c.get(j).i32(4).op('i32.add').set(j).br(top);
+          }));
+        });
         c.block((done) => c.loop((top) => {
           c.get(j).get(width).op('i32.ge_s').brIf(done);
-          c.get(to).get(j).i32(2).op('i32.shl', 'i32.add').get(from).get(j).i32(2).op('i32.shl', 'i32.add').mem('f32.load').mem('f32.store');
+          c.get(to).get(j).i32(2).op('i32.shl', 'i32.add').get(from).get(j).get(srcCol).op('i32.mul', 'i32.add').mem('f32.load').mem('f32.store');
           c.get(j).i32(1).op('i32.add').set(j).br(top);
         }));
       });
@@ -94,16 +96,21 @@ function emitCopyRows(m: ModuleBuilder): void {
   });
 }
 
+/** copy_rows between two heap addresses (byte strides): `planes` × `rows` rows of `width` consecutive floats. */
+export function copyHeapRows(src: number, planes: number, rows: number, width: number, srcPlane: number, srcRow: number, dst: number, dstPlane: number, dstRow: number): void {
+  windowFns().copyRows(src, planes, rows, width, srcPlane, srcRow, dst, dstPlane, dstRow, 4);
+}
+
 /**
- * Copies `planes` × `rows` rows of `width` floats (contiguous within a row) from `src` (element index `from`,
- * strides `srcPlane`, `srcRow` in elements) to heap address `dst` (byte strides): in wasm when `src` lives in
- * the heap, else by hand. Returns nothing; the caller has zeroed or filled the destination's padding.
+ * Copies `planes` × `rows` rows of `width` values from `src` (element index `from`, element strides
+ * `srcPlane`, `srcRow`, `srcCol`) to consecutive floats at heap address `dst` (byte strides): in wasm when
+ * `src` lives in the heap, else by hand. The caller has zeroed or filled the destination's padding.
  */
-export function copyRows(src: HostArray, from: number, planes: number, rows: number, width: number, srcPlane: number, srcRow: number, dst: number, dstPlane: number, dstRow: number): void {
+export function copyRows(src: HostArray, from: number, planes: number, rows: number, width: number, srcPlane: number, srcRow: number, dst: number, dstPlane: number, dstRow: number, srcCol = 1): void {
   const at = heap().addressOf(src, from);
-  if (at !== undefined) return void windowFns().copyRows(at, planes, rows, width, srcPlane * 4, srcRow * 4, dst, dstPlane, dstRow);
+  if (at !== undefined) return void windowFns().copyRows(at, planes, rows, width, srcPlane * 4, srcRow * 4, dst, dstPlane, dstRow, srcCol * 4);
   const f = heap().f32;
-  for (let p = 0; p < planes; p++) for (let r = 0; r < rows; r++) copyRow(src, from + p * srcPlane + r * srcRow, 1, f, (dst + p * dstPlane + r * dstRow) >> 2, width);
+  for (let p = 0; p < planes; p++) for (let r = 0; r < rows; r++) copyRow(src, from + p * srcPlane + r * srcRow, srcCol, f, (dst + p * dstPlane + r * dstRow) >> 2, width);
 }
 
 /** A sliding window over the last two dims: size, stride, dilation, and the padding before (top, left) and after (bottom). */
@@ -153,25 +160,24 @@ export function runWindows(
   for (let n = 0; n < N; n++) {
     const f = h.f32, xd = x.data;
     f.fill(fill, xAt >> 2, (xAt >> 2) + C * plane);
-    if (sw === 1 && sW === 1) copyRows(xd, x.offset + n * sN, C, H, W, sC, sH, xAt + (pt * Wq + pl) * 4, plane * 4, Wq * 4);
-    else {
-      for (let ch = 0; ch < C; ch++) {
-        for (let r = 0; r < H; r++) {
-          const src = x.offset + n * sN + ch * sC + r * sH, rowAt = (xAt >> 2) + ch * plane + (r + pt) * sw * Wq;
-          if (sw === 1) copyRow(xd, src, sW, f, rowAt + pl, W);
-          else for (let q = 0; q < W; q++) f[rowAt + ((q + pl) % sw) * Wq + Math.floor((q + pl) / sw)] = xd[src + q * sW]!;
-        }
-      }
+    // Phase φ of padded row r + pt holds input columns q ≡ φ − pl (mod sw), from the first such q0, at column (q0 + pl − φ)/sw on.
+    for (let phase = 0; phase < sw; phase++) {
+      const q0 = (((phase - pl) % sw) + sw) % sw, count = q0 < W ? Math.ceil((W - q0) / sw) : 0;
+      if (count > 0) copyRows(xd, x.offset + n * sN + q0 * sW, C, H, count, sC, sH, xAt + ((pt * sw + phase) * Wq + (q0 + pl - phase) / sw) * 4, plane * 4, sw * Wq * 4, sw * sW);
     }
     // Output channels in shares for the thread pool (one share when the work is small).
     const shares = Math.min(O, availableThreads() > 1 ? Math.floor((O * OH * OWv * ntaps) / MIN_TAPS_PER_SHARE) : 1);
     const tasks: number[][] = [];
     for (let k = 0, per = Math.ceil(O / Math.max(1, shares)); k < O; k += per) tasks.push([k, Math.min(O, k + per), og, xAt, plane * 4, taps, ntaps, wts, biasAt, outAt, OH, OWv, sh * sw * Wq * 4]);
     parallelFor(tasks, run);
-    const res = h.f32, od = out.data, base = out.offset + n * O * OH * OW;
-    for (let r = 0; r < O * OH; r++) {
-      if (store) store(res, (outAt >> 2) + r * OWv, od, base + r * OW, r % OH, OW);
-      else copyRow(res, (outAt >> 2) + r * OWv, 1, od, base + r * OW, OW);
+    const res = h.f32, od = out.data, base = out.offset + n * O * OH * OW, direct = store ? undefined : h.addressOf(od, base);
+    // Rows of OWv padded outputs to rows of OW: a wasm copy into an output in the heap, else by hand.
+    if (direct !== undefined) copyHeapRows(outAt, O * OH, 1, OW, OWv * 4, 0, direct, OW * 4, 0);
+    else {
+      for (let r = 0; r < O * OH; r++) {
+        if (store) store(res, (outAt >> 2) + r * OWv, od, base + r * OW, r % OH, OW);
+        else copyRow(res, (outAt >> 2) + r * OWv, 1, od, base + r * OW, OW);
+      }
     }
   }
 }

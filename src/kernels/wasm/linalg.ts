@@ -2,7 +2,7 @@ import type { Matrix, OutMatrix } from '../cpu/gemm.js';
 import type { Conv2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
 import { WASM_GEMM, columnTables, gemmInHeap, rowTable } from './gemm.js';
-import { copyRow, copyRows, wasmDepthwiseConv2d } from './depthwise.js';
+import { copyHeapRows, copyRow, copyRows, wasmDepthwiseConv2d } from './depthwise.js';
 import { heap } from './heap.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 import { gatherView } from '../../tensor/tensor.js';
@@ -98,9 +98,8 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
       f32.fill(0, xAt >> 2, (xAt >> 2) + N * image);
       for (let n = 0; n < N; n++) {
         const from = x.offset + n * sN + g * Cg * sC, to = xAt + n * image * 4;
-        // Rows of contiguous values: copied in wasm (or by hand from a JS array); else element by element.
-        if (sW === 1) copyRows(xd, from, Cg, H, W, sC, sH, to + (pt * Wp + pl) * 4, plane * 4, Wp * 4);
-        else for (let c = 0; c < Cg; c++) for (let r = 0; r < H; r++) copyRow(xd, from + c * sC + r * sH, sW, f32, (to >> 2) + c * plane + (r + pt) * Wp + pl, W);
+        // Row by row, in wasm from a heap storage (or by hand from a JS array).
+        copyRows(xd, from, Cg, H, W, sC, sH, to + (pt * Wp + pl) * 4, plane * 4, Wp * 4, sW);
       }
     }
     // C: this group's rows of the output itself (one image in the heap), else scratch copied out after.
@@ -108,8 +107,10 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
     if (bias) for (let o = 0; o < Og; o++) f32.fill(bias.data[bias.offset + (g * Og + o) * bias.strides[0]!]!, (cg >> 2) + o * NP, (cg >> 2) + (o + 1) * NP);
     gemmInHeap(Og, NP, K, wAt + g * Og * K * 4, K * 4, 4, { base, colOff, rowOff, flags }, cg, NP * 4, bias !== undefined);
     if (outDirect !== undefined) continue;
-    const res = h.f32, od = out.data;
-    if (N === 1) od.set(res.subarray(cAt >> 2, (cAt >> 2) + Og * P), out.offset + g * Og * P);
+    // C [Og, N·P] to out [N, O, P]: a wasm copy when the output is in the heap, else by hand.
+    const res = h.f32, od = out.data, outAt = h.addressOf(od, out.offset + g * Og * P);
+    if (outAt !== undefined) copyHeapRows(cAt, Og, N, P, NP * 4, P * 4, outAt, P * 4, O * P * 4);
+    else if (N === 1) od.set(res.subarray(cAt >> 2, (cAt >> 2) + Og * P), out.offset + g * Og * P);
     else for (let o = 0; o < Og; o++) for (let n = 0; n < N; n++) copyRow(res, (cAt >> 2) + o * NP + n * P, 1, od, out.offset + (n * O + g * Og + o) * P, P);
   }
   return true;
