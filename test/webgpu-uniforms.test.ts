@@ -200,7 +200,7 @@ describe('sizes of convolutions and matrix products are kernel parameters', () =
     const shapes = [[3, 9, 9], [8, 11, 13], [5, 13, 9]] as const;
     await oneCompileFor(shapes, (d, [c, h, w]) => sn.tidy(() => sn.conv2d(randn([1, c, h, w], 1, d), randn([c, 1, 3, 3], 2, d), { padding: 1, groups: c })));
   });
-  it('depthwise conv2d 5×5 (taps unrolled, kernel size in the source): channels and image sizes', async () => {
+  it('depthwise conv2d 5×5 (kernel size in the source): channels and image sizes', async () => {
     const shapes = [[3, 9, 9], [8, 11, 13]] as const;
     await oneCompileFor(shapes, (d, [c, h, w]) => sn.tidy(() => sn.conv2d(randn([1, c, h, w], 1, d), randn([c, 1, 5, 5], 2, d), randn([c], 3, d), { padding: 2, groups: c })));
   });

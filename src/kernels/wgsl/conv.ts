@@ -168,9 +168,9 @@ export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, 
   );
   const problem: GemmProblem = {
     label: 'conv2d', batch: [N, G], m: Og, n: OH * OW, k: Cg * kh * kw, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
-    // A depthwise kernel's taps (one channel in, one out per group: a few multiply-adds each) are unrolled, with its
-    // kernel size in the source (see GemmProblem.unrollK).
-    unrollK: Cg === 1 && Og === 1 && G > 1 && kh * kw <= 25,
+    // A depthwise kernel's taps (one channel in, one out per group: a few multiply-adds each) are a loop between
+    // literal bounds, its kernel size in the source (see GemmProblem.literalK).
+    literalK: Cg === 1 && Og === 1 && G > 1 && kh * kw <= 25,
     a: weight, b: im2col(x, w.shape, OW, a, caps, params), epilogue: channelBias(bias, fused?.natural ?? out.dtype, Og, caps, params), out, params,
   };
   return gemmKernel(withEpilogue(problem, fused, caps), caps);

@@ -179,11 +179,12 @@ export interface GemmProblem {
    */
   readonly accumulator?: WgslScalar;
   /**
-   * The register kernel writes k into the source and unrolls its loop entirely (a depthwise
-   * convolution's few taps, each a handful of multiply-adds: there the rolled loop and its tap walk
-   * cost more than the arithmetic).
+   * The register kernel writes k into the source and steps its loop by 4 between literal bounds, so
+   * the compiler folds each step's tap math (a depthwise convolution's few taps, each a handful of
+   * multiply-adds: there a loop bound and tap walk read from parameters cost more than the
+   * arithmetic). Unrolling all of k instead made a 5×5 kernel's WGSL 47 KB, seconds to compile.
    */
-  readonly unrollK?: boolean;
+  readonly literalK?: boolean;
 }
 
 /** An invocation's register tile: rows `row0 + r` for r < tm, columns `col0 + c` for c < tn; `acc(r, c)` names the sums. */
@@ -394,10 +395,10 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   // vec4 along k for A reads tm vec4 per step; along x, tm/4 per k. Either way every value is used once.
   // k advances 1 per loop step (a rolled loop: unrolled by 4, det's kernels compiled about twice as
   // slowly on SwiftShader, the most of a model's first call, and ran about as fast: det warm 1020 vs
-  // 1035 ms rolled, at low load; depthwise products, where the loop costs most, unroll entirely:
-  // see unrollK), or 4 where an operand reads several values per word as one vec4 along k (int8
-  // operands, src/quant/gemm.ts): then the loop steps by 4 and the last k mod 4 are unrolled.
-  const ks = [p.a, p.b].some((o) => o.vecK && !wide(o.dtype)) ? 4 : 1;
+  // 1035 ms rolled, at low load), or 4 where an operand reads several values per word as one vec4
+  // along k (int8 operands, src/quant/gemm.ts) or k is literal (see literalK): then the loop steps
+  // by 4 and the last k mod 4 are unrolled.
+  const ks = p.literalK || [p.a, p.b].some((o) => o.vecK && !wide(o.dtype)) ? 4 : 1;
   let va: 'x' | 'k' | null = p.a.vecK && ks === 4 ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
   const vb: 'x' | 'k' | null = p.b.vecX && tn % 4 === 0 ? 'x' : p.b.vecK && ks === 4 ? 'k' : null;
   // A quad shares B when only A has vec4 loads (conv2d's im2col gathers), else A; the shared operand's
@@ -418,8 +419,9 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const u = (v: number) => p.params.u32(v);
   const A: RegisterOperand = { op: p.a, pre: 'a', vec: va, count: tm, start: 'row0', last: u(lastX(m, va)), shared: quad && !shareB };
   const B: RegisterOperand = { op: p.b, pre: 'b', vec: vb, count: tn, start: 'col0', last: u(lastX(n, vb)), shared: quad && shareB };
-  // The k loop's bound is a parameter; with steps of 4, the remainder (k mod 4, unrolled) is part of the kernel's structure.
+  // The k loop's bound is a parameter (a literal with literalK); with steps of 4, the remainder (k mod 4, unrolled) is part of the kernel's structure.
   const kMain = k - (k % ks);
+  const kBound = (v: number) => (p.literalK ? `${v}u` : u(v));
 
   const body: string[] = locate(p, tilesN, tilesM, total);
   const bidx = batchIndices(p);
@@ -435,7 +437,7 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   body.push(p.a.base('ab', bidx), p.b.base('bb', bidx), ...registerSetups(A), ...registerSetups(B));
   for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) body.push(`var acc${r}_${c} = ${t}(0);`);
   // With one k per step, operands that can walk k do (then there is no remainder).
-  const walks = ks === 1 && !p.unrollK ? [A, B].flatMap((o) => (o.op.walk ? [{ o, walk: o.op.walk, name: `${o.pre}k0` }] : [])) : [];
+  const walks = ks === 1 ? [A, B].flatMap((o) => (o.op.walk ? [{ o, walk: o.op.walk, name: `${o.pre}k0` }] : [])) : [];
   body.push(...walks.map((w) => w.walk.start(w.name)));
   const step = (k0: string, count: number): string[] => {
     const a = registerStep(A, k0, count, t, walks.some((w) => w.o === A)), b = registerStep(B, k0, count, t, walks.some((w) => w.o === B));
@@ -443,11 +445,8 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
     for (let u = 0; u < count; u++) for (let r = 0; r < tm; r++) for (let c = 0; c < tn; c++) fmas.push(`acc${r}_${c} += ${a.val(r, u)} * ${b.val(c, u)};`);
     return [...a.lines, ...b.lines, ...fmas, ...walks.map((w) => w.walk.next(w.name))];
   };
-  if (p.unrollK) body.push(`{\n    ${step('0u', k).join('\n    ')}\n  }`);
-  else {
-    if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${u(kMain)}; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
-    if (k > kMain) body.push(`{\n    ${step(u(kMain), k - kMain).join('\n    ')}\n  }`);
-  }
+  if (kMain > 0) body.push(`for (var k0 = 0u; k0 < ${kBound(kMain)}; k0 += ${ks}u) {\n    ${step('k0', ks).join('\n    ')}\n  }`);
+  if (k > kMain) body.push(`{\n    ${step(kBound(kMain), k - kMain).join('\n    ')}\n  }`);
   body.push(`let obase = ${u(p.out.offset)} + bt * ${u(m * n)};`);
   body.push(...storeTile(p, { tm, tn, acc: (r, c) => `acc${r}_${c}` }, caps, dest, bidx));
   // Declared last: generating the body added the sizes to the parameter block.
