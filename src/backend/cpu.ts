@@ -10,7 +10,7 @@ import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
 import { wasmMap } from '../kernels/wasm/map.js';
 import { wasmReduce } from '../kernels/wasm/reduce.js';
 import { wasmPool2d } from '../kernels/wasm/pool.js';
-import { poolStats, setThreads, threadInfo } from '../kernels/wasm/threads.js';
+import { poolStats, setThreads, startPool, threadInfo } from '../kernels/wasm/threads.js';
 import { heap } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
@@ -44,6 +44,11 @@ export function setCpuKernels(kind: CpuKernels): CpuKernels {
 
 export function cpuKernels(): CpuKernels {
   return kernels;
+}
+
+/** Starts the CPU backend's worker threads and waits (briefly) until they are ready: `init` calls it when the CPU is the device. */
+export async function startCpuThreads(): Promise<void> {
+  if (kernels === 'wasm') await startPool();
 }
 
 /** How the CPU backend runs here: `cpuInfo()`. */

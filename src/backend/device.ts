@@ -1,7 +1,7 @@
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, itemSize } from '../tensor/dtype.js';
 import { type DeviceName, type DeviceOption, getBackend, hasBackend, registerBackend } from './backend.js';
-import { cpuBackend, emptyCpuCache, setCpuIdleBytes, setCpuThreads } from './cpu.js';
+import { cpuBackend, emptyCpuCache, setCpuIdleBytes, setCpuThreads, startCpuThreads } from './cpu.js';
 import { reportCaches } from '../tensor/memory.js';
 import { generatedKernels } from '../kernels/cpu/generated.js';
 import { openDevice } from './webgpu/adapter.js';
@@ -82,11 +82,16 @@ export async function init(options: InitOptions = {}): Promise<DeviceName> {
     throw new SinterError('init', `unknown device ${JSON.stringify(want)}; expected 'auto', 'cpu' or 'webgpu'`);
   }
   if (options.threads !== undefined) setCpuThreads(options.threads);
-  if (want === 'cpu') return (defaultDevice = 'cpu');
+  // The CPU's worker threads start here, not during the first calls a program may be timing.
+  if (want === 'cpu') {
+    await startCpuThreads();
+    return (defaultDevice = 'cpu');
+  }
   const gpu = await webgpu(options.quiet ?? false, want === 'webgpu');
   if (gpu) return (defaultDevice = 'webgpu');
   if (want === 'webgpu') throw new SinterError('init', `device 'webgpu' was requested but no WebGPU adapter is available: ${noAdapter}`);
   if (!options.quiet) console.info(`sinter: using the CPU: ${noAdapter}${passedOverSoftware ? " (`init({ device: 'webgpu' })` uses it anyway)" : ''}`);
+  await startCpuThreads();
   return (defaultDevice = 'cpu');
 }
 

@@ -206,6 +206,21 @@ function grow(): void {
     .finally(() => void (starting = undefined));
 }
 
+/** How long `startPool` waits for workers to come up. */
+const START_WAIT_MS = 2000;
+
+/**
+ * Starts the workers now (rather than on the first kernel worth sharing) and resolves once they are
+ * ready, or after START_WAIT_MS: `init` calls it so that a program's first timed calls do not share
+ * the cores with the workers' start-up.
+ */
+export async function startPool(): Promise<void> {
+  if ((wanted ?? 2) > workers.length + 1) grow();
+  await starting;
+  const until = performance.now() + START_WAIT_MS;
+  while (readyWorkers() < workers.length && performance.now() < until) await new Promise((r) => setTimeout(r, 5));
+}
+
 /**
  * Sets how many threads CPU kernels use (the calling thread included); n = 1 stops the workers. Without
  * a call the pool takes one thread per core when a kernel first has enough work to share.
