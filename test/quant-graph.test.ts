@@ -73,8 +73,9 @@ describe('graph PTQ on cpu', () => {
     await sn.quant.calibrate(prepared, calib);
     const q = sn.quant.convert(prepared);
     // The observers' parameters, recomputed from the same observers fed the same batches (2394 values a batch: a
-    // histogram; vectors with fewer values than its 2048 bins are observed by min/max instead).
-    const act = sn.quant.getDefaultQconfig('x86').activation(), wobs = sn.quant.getDefaultQconfig('x86').weight();
+    // histogram counted over the observed range, truncateEdges: false; vectors with fewer values than its 2048 bins
+    // are observed by min/max instead).
+    const act = new sn.quant.HistogramObserver({ dtype: 'quint8', reduceRange: true, truncateEdges: false }), wobs = sn.quant.getDefaultQconfig('x86').weight();
     for (const c of calib) act.forward(c);
     wobs.forward(w);
     const [[s], [z]] = [act.qparams().scales, act.qparams().zeroPoints];

@@ -30,6 +30,14 @@ export interface ObserverOptions {
   bins?: number;
   /** HistogramObserver: upsampling when histograms of different ranges are combined (default 128). */
   upsampleRate?: number;
+  /**
+   * HistogramObserver: count each batch between its range's ends truncated to integers, as PyTorch 1.13 does
+   * (`histc(x, min=int(min_val), max=int(max_val))`; 2.0 counts over the range itself). Default true, 1.13's
+   * scales. The truncated count drops values outside the integer range and stretches the rest over
+   * [minVal, maxVal], so the L2 search picks a range that misses the data (a hardswish output in [−0.4, 4.8]
+   * is counted over [0, 4]); false counts over the observed range (static quantisation on the graph does).
+   */
+  truncateEdges?: boolean;
 }
 
 /** Round half to even (nearbyint), PyTorch's rounding for quantisation. */
@@ -329,6 +337,9 @@ function l2Norm(begin: number, end: number, density: number): number {
 export class HistogramObserver extends ObserverBase {
   readonly bins: number;
   readonly upsampleRate: number;
+  readonly truncateEdges: boolean;
+  /** The options it was made with (to make one alike). */
+  readonly options: Readonly<ObserverOptions>;
   readonly dstNbins = 256;
   histogram: Float32Array;
   minVal = Infinity;
@@ -337,6 +348,8 @@ export class HistogramObserver extends ObserverBase {
     super('HistogramObserver', opts, { qscheme: 'perTensorAffine', allowed: PER_TENSOR });
     this.bins = opts.bins ?? 2048;
     this.upsampleRate = opts.upsampleRate ?? 128;
+    this.truncateEdges = opts.truncateEdges ?? true;
+    this.options = { ...opts };
     for (const [k, v] of [['bins', this.bins], ['upsampleRate', this.upsampleRate]] as const) {
       if (!Number.isInteger(v) || v < 1) throw new SinterError(this.name, `${k} must be a positive integer, got ${v}`);
     }
@@ -348,7 +361,7 @@ export class HistogramObserver extends ObserverBase {
     const uninitialised = this.minVal === Infinity && this.maxVal === -Infinity;
     if (uninitialised || this.minVal === this.maxVal) {
       [this.minVal, this.maxVal] = aminmax(x);
-      this.histogram = histc(x, this.bins, Math.trunc(this.minVal), Math.trunc(this.maxVal));
+      this.histogram = histc(x, this.bins, this.edge(this.minVal), this.edge(this.maxVal));
       return;
     }
     const [newMin, newMax] = aminmax(x);
@@ -360,7 +373,7 @@ export class HistogramObserver extends ObserverBase {
     const e = f(f(downsampleRate * span) - f(combinedMax - combinedMin));
     combinedMax = f(combinedMax + e);
     const startIdx = roundHalfEven(f(f(this.minVal - combinedMin) / histBinWidth));
-    let combined = histc(x, this.bins, Math.trunc(combinedMin), Math.trunc(combinedMax));
+    let combined = histc(x, this.bins, this.edge(combinedMin), this.edge(combinedMax));
     if (combinedMin === this.minVal && combinedMax === this.maxVal) {
       for (let i = 0; i < this.bins; i++) combined[i] = f(combined[i]! + this.histogram[i]!);
     } else {
@@ -369,6 +382,11 @@ export class HistogramObserver extends ObserverBase {
     this.histogram = combined;
     this.minVal = combinedMin;
     this.maxVal = combinedMax;
+  }
+
+  /** An end of the range histc counts over (see truncateEdges). */
+  private edge(v: number): number {
+    return this.truncateEdges ? Math.trunc(v) : v;
   }
 
   /** _combine_histograms: the old histogram upsampled, placed at startIdx, integrated and downsampled onto the new bins. */
