@@ -194,5 +194,34 @@ for (const device of devices) {
     }
     for (const t of [...inputs, ...calibration]) t.dispose();
   }
+  if (only.includes('cnn')) await alternating(device);
+}
+
+/**
+ * The small CNN's int8 static / f32 time ratio with the two plans called in alternation (rounds of 3 calls each),
+ * so that both see the same machine load: the median of the per-round ratios, and CPU time per call (process.cpuUsage:
+ * the work done, which load inflates less than wall time; on SwiftShader it includes its worker threads).
+ */
+async function alternating(device) {
+  const spec = MODULES.cnn, x = sn.randn(spec.shape, { seed: 200, device });
+  const calibration = Array.from({ length: 4 }, (_, i) => sn.randn(spec.shape, { seed: 100 + i, device }));
+  const f32 = moduleModes(spec, device, x, calibration).f32, int8 = moduleModes(spec, device, x, calibration)['int8 static'];
+  const plans = [await f32(), await int8()];
+  for (const p of plans) await latency(p.f, x);
+  const wall = [[], []], cpu = [[], []];
+  for (let round = 0; round < 2 * runs; round++) {
+    for (const [i, p] of plans.entries()) {
+      const c0 = process.cpuUsage(), t0 = performance.now();
+      for (let k = 0; k < 3; k++) await values(p.f, x);
+      const c = process.cpuUsage(c0);
+      wall[i].push((performance.now() - t0) / 3);
+      cpu[i].push((c.user + c.system) / 3000);
+    }
+  }
+  const ratio = (a) => median(a[1].map((v, i) => v / a[0][i])).toFixed(2);
+  say(`
+Small CNN (batch ${spec.shape[0]}) int8 static / f32 on ${device}, ${2 * runs} alternating rounds of 3 calls: wall ${median(wall[1]).toFixed(1)} / ${median(wall[0]).toFixed(1)} ms = **${ratio(wall)}×**; CPU time per call ${median(cpu[1]).toFixed(1)} / ${median(cpu[0]).toFixed(1)} ms = ${ratio(cpu)}×.`);
+  for (const p of plans) p.dispose();
+  for (const t of [x, ...calibration]) t.dispose();
 }
 process.exit(0);
