@@ -266,5 +266,8 @@ describe('integer kernels: variants and errors', () => {
     const qc = sn.quantizePerTensor(sn.rand([1, 4, 5, 5]), 0.1, 0, 'quint8');
     expect(() => Q.conv2d(qc, sn.quantizePerTensor(sn.rand([6, 3, 3, 3]), 0.1, 0, 'qint8'), null, { groups: 2 })).toThrow(/groups=2 does not fit input channels 4/);
     expect(() => Q.matmulInteger(sn.rand([2, 3]) as Tensor, sn.rand([3, 2]))).toThrow(/input must hold int8 or uint8 integers/);
+    const [i8, u8] = [sn.zeros([2, 3], { dtype: 'int8' }), sn.zeros([3, 2], { dtype: 'uint8' })];
+    expect(() => Q.matmulInteger(i8, u8, 128)).toThrow(/a's zero point must be an integer in a's int8 range, got 128/);
+    expect(() => Q.matmulInteger(i8, u8, 0, [0, -1])).toThrow(/b's zero points must be integers in b's uint8 range, got -1/);
   });
 });

@@ -159,6 +159,11 @@ export function matmulInteger(a: Tensor, b: Tensor, aZeroPoint = 0, bZeroPoint: 
   const [m, k] = a.shape as [number, number], n = b.shape[1]!;
   const zb = typeof bZeroPoint === 'number' ? new Array<number>(n).fill(bZeroPoint) : bZeroPoint;
   if (zb.length !== n) throw new SinterError(op, `expected 1 or ${n} zero points for b, got ${zb.length}`);
+  // As ONNX's MatMulInteger: a zero point has its operand's type (the kernels rely on centred values in [−255, 255]).
+  const inRange = (z: number, t: Tensor) => Number.isInteger(z) && z >= (t.dtype === 'int8' ? -128 : 0) && z <= (t.dtype === 'int8' ? 127 : 255);
+  if (!inRange(aZeroPoint, a)) throw new SinterError(op, `a's zero point must be an integer in a's ${a.dtype} range, got ${aZeroPoint}`);
+  const badB = zb.find((z) => !inRange(z, b));
+  if (badB !== undefined) throw new SinterError(op, `b's zero points must be integers in b's ${b.dtype} range, got ${badB}`);
   const params = [fromHost(op, Int32Array.of(aZeroPoint), [1], 'int32', a.device), fromHost(op, Int32Array.from(zb), [n], 'int32', a.device)];
   // B as [N, K] rows (a copy): whole word rows let the packed dot-product path read it.
   const bt = contiguous(transpose(b, 0, 1));

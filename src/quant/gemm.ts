@@ -29,6 +29,9 @@ import { int8RowLength, wasmInt8Products } from '../kernels/wasm/int8.js';
 // multiply-adds on SwiftShader), longer ones in i32. GPUs with packed_4x8_integer_dot_product run the
 // dot4I8Packed kernels instead; SwiftShader emulates those, and there the register kernel is ~3× faster.
 //
+// Zero points lie in their operand's dtype range (as ONNX and PyTorch require; callers check), so centred values
+// lie in [−255, 255]: int16 on the CPU, exact f32 sums of up to 258 products on WebGPU.
+//
 // Inputs: A (int8/uint8), B [N, K] (int8/uint8), zpA int32 [1], zpB int32 [N],
 //         then for float32 outputs multiplier f32 [N], offset f32 [N], and for requantised ones also zpOut int32 [1].
 
