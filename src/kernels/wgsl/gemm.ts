@@ -393,12 +393,12 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const { m, n, k } = p, t = p.accumulator ?? computeType(p.out.dtype);
   const tm = regTile(m), tn = regTile(n);
   // vec4 along k for A reads tm vec4 per step; along x, tm/4 per k. Either way every value is used once.
-  // k advances 1 per loop step (a rolled loop: unrolled by 4, det's kernels compiled about twice as
-  // slowly on SwiftShader, the most of a model's first call, and ran about as fast: det warm 1020 vs
-  // 1035 ms rolled, at low load), or 4 where an operand reads several values per word as one vec4
-  // along k (int8 operands, src/quant/gemm.ts) or k is literal (see literalK): then the loop steps
-  // by 4 and the last k mod 4 are unrolled.
-  const ks = p.literalK || [p.a, p.b].some((o) => o.vecK && !wide(o.dtype)) ? 4 : 1;
+  // k advances 1 per loop step where an operand walks k (convolutions: unrolled by 4, det's conv
+  // kernels compiled about twice as slowly on SwiftShader, the most of a model's first call), or 4
+  // where an operand reads four k as one vec4 (a matrix product's contiguous rows: rolled, rec's
+  // matmuls took about a third more CPU time; int8 operands, src/quant/gemm.ts, read four values per
+  // word) or k is literal (see literalK): then the loop steps by 4 and the last k mod 4 are unrolled.
+  const ks = p.literalK || [p.a, p.b].some((o) => o.vecK && !wide(o.dtype)) || (!p.a.walk && !p.b.walk && (p.a.vecK || p.b.vecK)) ? 4 : 1;
   let va: 'x' | 'k' | null = p.a.vecK && ks === 4 ? 'k' : p.a.vecX && tm % 4 === 0 ? 'x' : null;
   const vb: 'x' | 'k' | null = p.b.vecX && tn % 4 === 0 ? 'x' : p.b.vecK && ks === 4 ? 'k' : null;
   // A quad shares B when only A has vec4 loads (conv2d's im2col gathers), else A; the shared operand's
