@@ -11,13 +11,26 @@ import { wasmMap } from '../kernels/wasm/map.js';
 import { wasmReduce } from '../kernels/wasm/reduce.js';
 import { wasmPool2d } from '../kernels/wasm/pool.js';
 import { poolStats, setThreads, startPool, threadInfo } from '../kernels/wasm/threads.js';
-import { heap } from '../kernels/wasm/heap.js';
+import { heap, setCollect } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
 import type { Expr } from '../ops/expr.js';
 
 /** Whether this engine runs WebAssembly at all (storages then live in its memory; else in JS arrays). */
 const hasWasm = typeof WebAssembly === 'object';
+
+// Tensors dropped without dispose give their heap blocks back through the collector (src/tensor/memory.ts),
+// but the collector cannot see the heap, so a loop dropping large tensors would grow it to 4 GiB without one
+// collection. In Node, V8's gc (exposed at run time into a fresh context: the program's globals stay as they
+// were) runs after every 64 MiB of fresh blocks (heap.ts's setCollect).
+// Browsers offer no such call: there, dispose or tidy.
+if (hasWasm && (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node) {
+  // Imported by computed names so browser bundlers leave Node's modules alone.
+  void Promise.all(['node:v8', 'node:vm'].map((name) => import(name))).then(([v8, vm]) => {
+    (v8 as typeof import('node:v8')).setFlagsFromString('--expose-gc');
+    setCollect((vm as typeof import('node:vm')).runInNewContext('gc') as () => void);
+  });
+}
 
 /**
  * Which kernels the CPU backend runs: 'wasm', WebAssembly SIMD kernels generated at run time

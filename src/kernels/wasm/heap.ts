@@ -80,6 +80,21 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(b / step) * step;
 }
 
+/** Bytes of blocks carved afresh (not reused) between two calls of `collect` at least. */
+const PRESSURE_BYTES = 64 << 20;
+let collect: (() => void) | undefined;
+
+/**
+ * Sets what runs after every PRESSURE_BYTES of blocks carved afresh (blocks reused from the free lists do not
+ * count, so a program that disposes its tensors never triggers it). The JS collector cannot see this memory,
+ * so storages of tensors dropped without `dispose` never press it to run; src/backend/cpu.ts sets a full
+ * collection where the engine offers one, after which the collector's callbacks give their blocks back (at
+ * the next macrotask).
+ */
+export function setCollect(fn: (() => void) | undefined): void {
+  collect = fn;
+}
+
 export class WasmHeap {
   readonly memory: WebAssembly.Memory;
   readonly shared: boolean;
@@ -97,6 +112,8 @@ export class WasmHeap {
   /** Free address ranges below `top`, sorted by start and coalesced: [start, end) pairs. */
   private readonly free: [number, number][] = [];
   private counts = { created: 0, reused: 0, destroyed: 0, inUseBytes: 0, idleBytes: 0 };
+  /** Bytes carved since `collect` last ran. */
+  private carvedSinceCollect = 0;
   private views!: { f32: Float32Array; i32: Int32Array };
   /** Every buffer object the memory has handed out (a shared memory's stay valid after growth). */
   private readonly buffers = new WeakSet<ArrayBufferLike>();
@@ -144,6 +161,11 @@ export class WasmHeap {
     } else {
       at = this.carve(size);
       this.counts.created++;
+      this.carvedSinceCollect += size;
+      if (this.carvedSinceCollect >= PRESSURE_BYTES) {
+        this.carvedSinceCollect = 0;
+        collect?.();
+      }
     }
     this.used.set(at, size);
     this.counts.inUseBytes += size;
