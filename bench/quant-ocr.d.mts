@@ -9,3 +9,5 @@ export function median(values: readonly number[]): number;
 export function judge(name: 'cls' | 'det' | 'rec', shape: readonly number[], ref: ArrayLike<number>[], got: ArrayLike<number>[]): { text: string; pass: boolean; score: number };
 /** Runs `fn` on each input and returns its first output's values. */
 export function runAll<T>(fn: (x: T) => unknown, inputs: readonly T[]): Promise<Float32Array[]>;
+/** Seeded pages of real text for a model's input (normalised NCHW float32, one per seed), drawn by headless Chromium. */
+export function textPages(spec: { name: string; shape: readonly number[]; mean: readonly number[]; std: readonly number[] }, seeds: readonly number[]): Promise<Float32Array[]>;

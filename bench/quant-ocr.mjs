@@ -9,14 +9,18 @@
 // noise of σ = 0.01 (normalised units; int8 quantisation of the input alone adds σ ≈ 0.004).
 // Then per-layer fallback: sn.quant.sensitivity ranks the layers on 4 calibration pages (the error each adds alone),
 // and the worst k stay float (convert(prepared, { keepFloat })): the metric for each k shows what fallback recovers.
-// Pages come from bench/onnx-models.mjs's pageInput (seeded; calibration seeds 1000 + 7i, evaluation 5000 + 11i).
+// Pages (seeded; calibration seeds 1000 + 7i, evaluation 5000 + 11i): --pages text (default) draws lines of words
+// and numbers in DejaVu Sans with headless Chromium (textPages below; needs /usr/bin/chromium); --pages glyphs uses
+// bench/onnx-models.mjs's pageInput (random 5×7 bitmaps: not text, read with little confidence, see textPages).
 // Usage (after npm run build): node bench/quant-ocr.mjs [--models cls,rec,det] [--eval N] [--calib N]
-//   [--fallback 0,1,2,4,8] [--sens N] [--out bench/results/<date>-quant-ocr.md]
+//   [--pages text|glyphs] [--fallback 0,1,2,4,8] [--sens N] [--out bench/results/<date>-quant-ocr.md]
+// SINTER_DIST=<path to index.js> runs another build.
 // The reduced test is test/quant-graph.test.ts (cls on a few pages).
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { MODELS, MODEL_DIR, pageInput } from './onnx-models.mjs';
 
 const args = process.argv.slice(2);
@@ -27,8 +31,84 @@ const opt = (name, dflt) => {
 const models = opt('models', 'cls,rec,det').split(',');
 const nEval = Number(opt('eval', 16)), nCalib = Number(opt('calib', 16)), nSens = Number(opt('sens', 4));
 const fallbackKs = opt('fallback', '0,1,2,4,8').split(',').map(Number);
+const pagesKind = opt('pages', 'text');
 const date = new Date().toISOString();
 const out = opt('out', `bench/results/${date.slice(0, 10)}-quant-ocr.md`);
+
+const WORDS = ['the', 'invoice', 'total', 'order', 'paid', 'date', 'amount', 'page', 'model', 'sinter', 'text', 'line', 'quick', 'brown',
+  'fox', 'jumps', 'over', 'lazy', 'dog', 'tensor', 'kernel', 'report', 'EUR', 'USD', 'No.', 'Ref:', 'Tel', 'A4', 'OCR', 'int8'];
+
+/** A seeded generator (mulberry32): the same seed draws the same text. */
+function seeded(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A seeded line of words and numbers (about `chars` characters). */
+function textLine(rand, chars) {
+  const parts = [];
+  while (parts.join(' ').length < chars) {
+    parts.push(rand() < 0.3 ? String(Math.floor(rand() * 10 ** (1 + Math.floor(rand() * 4)))) : WORDS[Math.floor(rand() * WORDS.length)]);
+  }
+  return parts.join(' ').slice(0, chars).trim();
+}
+
+/**
+ * Pages of real text for `spec`'s input, normalised as PaddleOCR does: seeded lines of words and numbers drawn in
+ * DejaVu Sans (the @fontsource/dejavu-sans package) by headless Chromium (playwright-core, Debian's chromium), as
+ * examples/ocr/render-text.mjs does: dark text on light paper, one line for cls/rec, lines for det, and pixel
+ * noise. The glyph pages of bench/onnx-models.mjs (random 5×7 bitmaps) are not text: cls and rec read them with
+ * little confidence (cls p ≈ 0.5 on some), where any perturbation flips the metric (float32 plus input noise of
+ * σ = 0.01 already misses the cls floor on them).
+ */
+export async function textPages(spec, seeds) {
+  const { chromium } = await import('playwright-core');
+  const require = createRequire(import.meta.url);
+  const font = (await readFile(require.resolve('@fontsource/dejavu-sans/files/dejavu-sans-latin-400-normal.woff2'))).toString('base64');
+  const [, c, h, w] = spec.shape;
+  const det = spec.name === 'det';
+  const size = det ? 18 : 30;
+  const pages = seeds.map((seed) => {
+    const rand = seeded(seed);
+    const lines = det ? Array.from({ length: Math.floor((h - 20) / (size * 1.8)) }, () => textLine(rand, 10 + Math.floor(rand() * 16))) : [textLine(rand, spec.name === 'cls' ? 9 : 16)];
+    return { lines, left: 4 + Math.floor(rand() * 10), shade: 20 + Math.floor(rand() * 40) };
+  });
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
+  try {
+    const page = await browser.newPage({ viewport: { width: w, height: h } });
+    const rgba = await page.evaluate(async ({ pages, font, w, h, size }) => {
+      const face = new FontFace('Sample', `url(data:font/woff2;base64,${font})`);
+      document.fonts.add(await face.load());
+      const canvas = document.createElement('canvas');
+      canvas.width = w;
+      canvas.height = h;
+      const ctx = canvas.getContext('2d', { willReadFrequently: true });
+      return pages.map(({ lines, left, shade }) => {
+        ctx.fillStyle = '#f4f1ea';
+        ctx.fillRect(0, 0, w, h);
+        ctx.fillStyle = `rgb(${shade},${shade},${shade + 8})`;
+        ctx.font = `${size}px Sample`;
+        ctx.textBaseline = 'middle';
+        const step = size * 1.8, top = h / 2 - ((lines.length - 1) * step) / 2;
+        lines.forEach((line, i) => ctx.fillText(line, left, top + i * step));
+        return Array.from(ctx.getImageData(0, 0, w, h).data);
+      });
+    }, { pages, font, w, h, size });
+    return rgba.map((px, p) => {
+      const noise = seeded(seeds[p] + 1);
+      const img = new Float32Array(c * h * w);
+      for (let k = 0; k < c; k++) for (let i = 0; i < h * w; i++) img[k * h * w + i] = (px[i * 4 + k] / 255 + 0.04 * (noise() - 0.5) - spec.mean[k]) / spec.std[k];
+      return img;
+    });
+  } finally {
+    await browser.close();
+  }
+}
 
 /** Greedy CTC: the argmax class per step, repeats collapsed, blanks (class 0) dropped. */
 export function ctcGreedy(probs, steps, classes) {
@@ -116,7 +196,7 @@ async function main() {
     `## PP-OCR int8 static quantisation (x86 qconfig), ${date}`,
     '',
     `Machine: ${os.cpus()[0]?.model.trim() ?? '?'}, ${os.availableParallelism?.() ?? os.cpus().length} cores, Node ${process.version}; device cpu. ` +
-      `Calibration ${nCalib} pages, evaluation ${nEval} pages, sensitivity on ${nSens} calibration pages. Times are wall clock on a shared machine (noisy).`,
+      `Pages: ${pagesKind === 'text' ? 'seeded lines of words in DejaVu Sans drawn by headless Chromium' : 'random 5×7 glyph bitmaps (bench/onnx-models.mjs pageInput)'}. Calibration ${nCalib} pages, evaluation ${nEval} pages, sensitivity on ${nSens} calibration pages. Times are wall clock on a shared machine (noisy).`,
     '',
     '| model | layers int8 | bytes f32 → int8 (ratio) | metric (all layers int8) | floor met | float32 + input noise σ=0.01 | calibrate s | f32 ms/page | int8 ms/page |',
     '| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: |',
@@ -127,10 +207,12 @@ async function main() {
   for (const name of models) {
     const spec = MODELS.find((m) => m.name === name);
     const model = await sn.loadOnnx(await readFile(path.join(MODEL_DIR, spec.file)), { device: 'cpu' });
-    const page = async (seed) => sn.tensor(await pageInput(sn, spec, seed), { shape: spec.shape });
-    const calib = [], evalPages = [];
-    for (let i = 0; i < nCalib; i++) calib.push(await page(1000 + 7 * i));
-    for (let i = 0; i < nEval; i++) evalPages.push(await page(5000 + 11 * i));
+    const calibSeeds = Array.from({ length: nCalib }, (_, i) => 1000 + 7 * i), evalSeeds = Array.from({ length: nEval }, (_, i) => 5000 + 11 * i);
+    const pages = async (seeds) => {
+      const images = pagesKind === 'text' ? await textPages(spec, seeds) : await Promise.all(seeds.map((seed) => pageInput(sn, spec, seed)));
+      return images.map((img) => sn.tensor(img, { shape: spec.shape }));
+    };
+    const calib = await pages(calibSeeds), evalPages = await pages(evalSeeds);
 
     const prepared = sn.quant.prepare(model, { qconfig: sn.quant.getDefaultQconfig('x86'), exampleInputs: [calib[0]] });
     let t0 = performance.now();

@@ -348,8 +348,8 @@ class GraphState {
  *   has no shape for the L2 search to fit;
  * - the others count over the observed range (`truncateEdges: false`, as PyTorch 2.0 does), not 1.13's range
  *   truncated to integers: that count drops the values outside [trunc(min), trunc(max)] and stretches the rest
- *   over [min, max], and the L2 search then fits a histogram that is not the data's (PP-OCR cls's median
- *   probability error 7.2e-2 → 2.8e-2 and rec's CER 0.92 → 0.79 on the evaluation pages, bench/quant-ocr.mjs).
+ *   over [min, max], and the L2 search then fits a histogram that is not the data's (on bench/quant-ocr.mjs's
+ *   glyph pages, PP-OCR cls's median probability error 7.2e-2 → 2.8e-2 and rec's CER 0.92 → 0.79).
  */
 function activationObserver(qconfig: QConfig, v: Value): Observer {
   const obs = qconfig.activation();
