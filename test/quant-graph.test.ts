@@ -111,6 +111,29 @@ describe('graph PTQ on cpu', () => {
     prepared.dispose();
   });
 
+  it('names the layers that share one weight base, base_1, … (the q/k/v slices of a transformer in_proj_weight) and maps them by either name', async () => {
+    sn.manualSeed(4);
+    const layer = new sn.nn.TransformerEncoderLayer(16, 2, { dimFeedforward: 32, dropout: 0 }).eval();
+    const calib = [0, 1].map((i) => sn.randn([2, 5, 16], { seed: 60 + i }));
+    const prepared = sn.quant.prepare(layer, { exampleInputs: [calib[0]!], qconfigMapping: { byName: { 'self_attn.in_proj_weight_2': null } } });
+    const names = prepared.layers.map((l) => l.name);
+    expect(new Set(names).size).toBe(names.length);
+    const shared = prepared.layers.filter((l) => l.name.startsWith('self_attn.in_proj_weight'));
+    expect(shared.length).toBeGreaterThan(1);
+    expect(shared.map((l) => [l.name, l.qconfig === null])).toContainEqual(['self_attn.in_proj_weight_2', true]);
+    expect(shared.filter((l) => l.qconfig === null)).toHaveLength(1);
+    await sn.quant.calibrate(prepared, calib);
+    const q = sn.quant.convert(prepared);
+    const x = calib[1]!;
+    const ref = layer.forward(x) as sn.Tensor;
+    const out = q(x) as sn.Tensor;
+    const [r, o] = [await ref.data(), await out.data()];
+    const err = Math.sqrt(r.reduce((a, v, i) => a + (v - o[i]!) ** 2, 0) / r.length);
+    expect(err).toBeLessThan(0.1);
+    q.dispose();
+    prepared.dispose();
+  });
+
   it('refuses functions without exampleInputs and graphs with nothing to quantise', () => {
     expect(() => sn.quant.prepare((x: sn.Tensor) => sn.relu(x), {} as never)).toThrow(/exampleInputs/);
     expect(() => sn.quant.prepare((x: sn.Tensor) => sn.relu(x), { exampleInputs: [sn.randn([2])] })).toThrow(/found no conv2d, linear or matmul/);

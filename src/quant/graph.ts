@@ -180,9 +180,11 @@ function layerKind(n: Node): LayerKind | null {
   return null;
 }
 
-function qconfigFor(name: string, kind: LayerKind, opts: GraphPrepareOptions): QConfig | null {
+/** `name`'s qconfig; `base` is the layer's module path when one weight serves several layers (named `base`, `base_1`, …). */
+function qconfigFor(name: string, base: string, kind: LayerKind, opts: GraphPrepareOptions): QConfig | null {
   const m = opts.qconfigMapping;
   if (m?.byName && name in m.byName) return m.byName[name] ?? null;
+  if (m?.byName && base in m.byName) return m.byName[base] ?? null;
   const moduleType = kind === 'conv2d' ? 'Conv2d' : kind === 'linear' ? 'Linear' : null;
   if (m?.byType && kind in m.byType) return m.byType[kind] ?? null;
   if (m?.byType && moduleType && moduleType in m.byType) return m.byType[moduleType] ?? null;
@@ -271,13 +273,19 @@ class GraphState {
   ) {
     this.users = graph.users();
     const counts = new Map<LayerKind, number>();
+    // A weight that several layers read (a module called twice, q/k/v slices of one in_proj_weight) names
+    // them base, base_1, base_2, … in graph order, as PyTorch's FX names repeated calls.
+    const uses = new Map<string, number>();
     for (const n of graph.nodes) {
       const kind = layerKind(n);
       if (!kind || n.kind !== 'op') continue;
       const ordinal = counts.get(kind) ?? 0;
       counts.set(kind, ordinal + 1);
-      const name = names.get(n.attrs) ?? `${kind}_${ordinal}`;
-      const qconfig = qconfigFor(name, kind, opts);
+      const base = names.get(n.attrs) ?? `${kind}_${ordinal}`;
+      const use = uses.get(base) ?? 0;
+      uses.set(base, use + 1);
+      const name = use ? `${base}_${use}` : base;
+      const qconfig = qconfigFor(name, base, kind, opts);
       const [x, w, b] = n.inputs as [Use, Use, Use | undefined];
       const weight = keep(tidy(() => {
         const t = constantTensor(w);
@@ -291,11 +299,6 @@ class GraphState {
       weightObserver?.forward(weight);
       this.layers.push({ name, kind, weightShape: weight.shape, outputShape: n.outputs[0]!.shape, qconfig, node: n, input: x, weight, bias, weightObserver, relu });
       if (qconfig && !this.observers.has(x.value.id)) this.observers.set(x.value.id, activationObserver(qconfig, x.value));
-    }
-    const seen = new Set<string>();
-    for (const l of this.layers) {
-      if (seen.has(l.name)) throw new SinterError('quant.prepare', `two layers are named '${l.name}'; name layers uniquely`);
-      seen.add(l.name);
     }
     if (this.layers.length === 0) throw new SinterError('quant.prepare', 'found no conv2d, linear or matmul with a constant weight to quantise in the traced graph');
     const tapped = [...this.observers.keys()];
