@@ -158,7 +158,10 @@ async function spawner(): Promise<Spawner> {
     return {
       cores: os.availableParallelism?.() ?? os.cpus().length,
       spawn(slot) {
-        const w = new wt.Worker(NODE_SOURCE, { eval: true, workerData: { memory, slot } });
+        // The worker's source is CommonJS: without --input-type (inherited from a parent run as
+        // `node --input-type=module`, which would evaluate it as a module, where require does not exist).
+        const execArgv = (globalThis as unknown as { process: { execArgv: string[] } }).process.execArgv.filter((a) => !a.startsWith('--input-type'));
+        const w = new wt.Worker(NODE_SOURCE, { eval: true, execArgv, workerData: { memory, slot } });
         // Idle workers must not keep the process alive.
         w.unref();
         return { post: (m) => w.postMessage(m), terminate: () => void w.terminate() };
