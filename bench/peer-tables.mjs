@@ -17,7 +17,7 @@ export function latestRun() {
 
 const GROUPS = {
   webgpu: { title: 'WebGPU (all on the same Dawn adapter)', peers: ['sinter-webgpu', 'sinter-webgpu-eager', 'jax-webgpu', 'tfjs-webgpu'] },
-  cpu: { title: 'CPU (WebAssembly; ort-node is native C++ for scale)', peers: ['sinter-cpu', 'sinter-cpu-eager', 'tfjs-wasm', 'ort-web-wasm', 'jax-wasm', 'ort-node'] },
+  cpu: { title: 'CPU (WebAssembly; sinter-cpu and ort-web-wasm at 2 threads, -1t at one, as tfjs-wasm and jax-wasm run in Node; ort-node is native C++ for scale)', peers: ['sinter-cpu', 'sinter-cpu-1t', 'sinter-cpu-eager', 'tfjs-wasm', 'ort-web-wasm', 'ort-web-wasm-1t', 'jax-wasm', 'ort-node'] },
 };
 
 /** One table per device group: header (workload, then peers) and rows of median ms (null where a peer has no figure). */
