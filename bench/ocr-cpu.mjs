@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MODELS, MODEL_DIR, compare, pageInput } from './onnx-models.mjs';
+import { MODELS, MODEL_DIR, compare, writeInputsAndReference } from './onnx-models.mjs';
 
 const cores = os.availableParallelism?.() ?? os.cpus().length;
 
@@ -160,18 +160,8 @@ async function main() {
   const models = MODELS.filter((m) => modelNames.includes(m.name));
 
   // Inputs, and onnxruntime-node's outputs as the reference, made once here.
-  const sn = await import('../dist/index.js');
-  const ort = await import('onnxruntime-node');
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'sinter-ocr-cpu-'));
-  const reference = {};
-  for (const m of models) {
-    const input = await pageInput(sn, m, 7);
-    await writeFile(path.join(tmp, `${m.name}.input.f32`), input);
-    const s = await ort.InferenceSession.create(await readFile(path.join(MODEL_DIR, m.file)), { executionProviders: ['cpu'] });
-    const out = await s.run({ x: new ort.Tensor('float32', input, m.shape) });
-    reference[m.name] = Object.fromEntries(Object.entries(out).map(([k, t]) => [k, t.data]));
-    await s.release();
-  }
+  const reference = await writeInputsAndReference(models, tmp);
 
   const load0 = os.loadavg()[0];
   /** engine → { info, failure, models: name → { coldMs, ms[], maxRel, error, profile } } */

@@ -18,3 +18,5 @@ export interface RandLib {
 export function pageInput(lib: RandLib, model: PpOcrModel, seed: number): Promise<Float32Array>;
 /** Max abs error and max relative error |got − want| / max(|want|, 1e-3·max|want|) of got against the reference want. */
 export function compare(got: ArrayLike<number>, want: ArrayLike<number>): { maxAbs: number; maxRel: number };
+/** Writes each model's page input (seed 7) to `dir`/<name>.input.f32 and returns onnxruntime-node's outputs on it: name → output name → values. */
+export function writeInputsAndReference(models: PpOcrModel[], dir: string): Promise<Record<string, Record<string, ArrayLike<number>>>>;

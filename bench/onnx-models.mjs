@@ -66,6 +66,25 @@ export async function pageInput(lib, model, seed) {
  * thousandth of the output's largest, so elements near zero (tiny probabilities) are judged against the output's
  * scale. NaN anywhere makes both NaN.
  */
+/**
+ * Writes each model's page input (seed 7) to `dir`/<name>.input.f32 for the engines' child processes, and returns
+ * onnxruntime-node's outputs on it (CPU provider) as the reference: name → output name → values.
+ */
+export async function writeInputsAndReference(models, dir) {
+  const sn = await import('../dist/index.js');
+  const ort = await import('onnxruntime-node');
+  const reference = {};
+  for (const m of models) {
+    const input = await pageInput(sn, m, 7);
+    await writeFile(path.join(dir, `${m.name}.input.f32`), input);
+    const s = await ort.InferenceSession.create(await readFile(path.join(MODEL_DIR, m.file)), { executionProviders: ['cpu'] });
+    const out = await s.run({ x: new ort.Tensor('float32', input, m.shape) });
+    reference[m.name] = Object.fromEntries(Object.entries(out).map(([k, t]) => [k, t.data]));
+    await s.release();
+  }
+  return reference;
+}
+
 export function compare(got, want) {
   let scale = 0;
   for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
@@ -324,18 +343,8 @@ async function main() {
   const models = MODELS.filter((m) => modelNames.includes(m.name));
 
   // The inputs, and onnxruntime-node's outputs as the reference, made here once for every engine.
-  const sn = await import('../dist/index.js');
-  const ort = await import('onnxruntime-node');
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'sinter-onnx-bench-'));
-  const reference = {};
-  for (const m of models) {
-    const input = await pageInput(sn, m, 7);
-    await writeFile(path.join(tmp, `${m.name}.input.f32`), input);
-    const s = await ort.InferenceSession.create(await readFile(path.join(MODEL_DIR, m.file)), { executionProviders: ['cpu'] });
-    const out = await s.run({ x: new ort.Tensor('float32', input, m.shape) });
-    reference[m.name] = Object.fromEntries(Object.entries(out).map(([k, t]) => [k, t.data]));
-    await s.release();
-  }
+  const reference = await writeInputsAndReference(models, tmp);
 
   const load0 = os.loadavg()[0];
   const results = [];

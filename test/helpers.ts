@@ -51,3 +51,13 @@ export async function withGemmKernel(kind: GemmKernel, run: () => Promise<void>)
   // (quad keeps the device's subgroups: without them SwiftShader gets registers too.)
   await withCaps(as[kind], run);
 }
+
+/** Signal-to-quantisation-noise ratio of `got` against `ref`, in dB: 10·log10(Σref² / Σ(ref − got)²). */
+export function sqnr(ref: ArrayLike<number>, got: ArrayLike<number>): number {
+  let s = 0, n = 0;
+  for (let i = 0; i < ref.length; i++) {
+    s += ref[i]! ** 2;
+    n += (ref[i]! - got[i]!) ** 2;
+  }
+  return 10 * Math.log10(s / n);
+}

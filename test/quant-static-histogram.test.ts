@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
-import { WITH_WEBGPU } from './helpers.js';
+import { WITH_WEBGPU, sqnr } from './helpers.js';
 
 // PyTorch 1.13's HistogramObserver counts each batch with histc(x, min=int(min_val), max=int(max_val)): values
 // outside the integer-truncated range are dropped and the rest are read as spread over [min_val, max_val]. The
@@ -13,15 +13,6 @@ import { WITH_WEBGPU } from './helpers.js';
 async function bimodal(seed: number, shape: number[], device: sn.DeviceName): Promise<sn.Tensor> {
   const r = await sn.randn(shape, { seed }).data();
   return sn.tensor(r.map((v) => (v < 0 ? -0.6 + 0.1 * v : 1.5 + 0.2 * v)), { device }).reshape(shape);
-}
-
-function sqnr(ref: ArrayLike<number>, got: ArrayLike<number>): number {
-  let s = 0, n = 0;
-  for (let i = 0; i < ref.length; i++) {
-    s += ref[i]! ** 2;
-    n += (ref[i]! - got[i]!) ** 2;
-  }
-  return 10 * Math.log10(s / n);
 }
 
 describe.each(WITH_WEBGPU)('HistogramObserver edges on %s', (device) => {
