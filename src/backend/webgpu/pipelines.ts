@@ -1,5 +1,6 @@
 /// <reference types="@webgpu/types" />
 import { SinterError } from '../../errors.js';
+import { type CacheStats, LruCache } from '../../lru.js';
 import { usesParams } from '../../kernels/wgsl/params.js';
 
 interface Entry {
@@ -24,16 +25,7 @@ export interface ReadyPipeline {
 }
 
 /** What a pipeline cache holds and has done, for `memory()`. */
-export interface PipelineStats {
-  /** Pipelines held now. */
-  entries: number;
-  /** The most held: beyond it the least recently used is dropped. */
-  capacity: number;
-  hits: number;
-  /** Lookups that created a pipeline (compiling it). */
-  misses: number;
-  evictions: number;
-}
+export type PipelineStats = CacheStats;
 
 /** Pipelines a cache holds by default (see `setCacheLimits`). */
 export const DEFAULT_PIPELINE_CACHE_SIZE = 512;
@@ -49,14 +41,9 @@ export const DEFAULT_PIPELINE_CACHE_SIZE = 512;
  * createComputePipelineAsync, so that many compile in parallel (in browsers, off the page's thread).
  */
 export class PipelineCache {
-  /** In least recently used order. */
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new LruCache<string, Entry>(DEFAULT_PIPELINE_CACHE_SIZE);
   private readonly layouts = new Map<string, GPUBindGroupLayout>();
   private readonly pipelineLayouts = new Map<string, GPUPipelineLayout>();
-  capacity = DEFAULT_PIPELINE_CACHE_SIZE;
-  private hits = 0;
-  private misses = 0;
-  private evictions = 0;
 
   constructor(
     private readonly device: GPUDevice,
@@ -70,7 +57,7 @@ export class PipelineCache {
    */
   get(source: string, inputs: number, outputs: number, label: string): ReadyPipeline {
     const key = this.key(source, inputs, outputs);
-    const hit = this.lookup(key);
+    const hit = this.entries.get(key);
     if (hit) {
       if (hit.error) throw hit.error;
       if (!hit.pipeline) this.createNow(hit);
@@ -87,7 +74,7 @@ export class PipelineCache {
    */
   compile(source: string, inputs: number, outputs: number, label: string): Promise<SinterError | null> {
     const key = this.key(source, inputs, outputs);
-    const hit = this.lookup(key);
+    const hit = this.entries.get(key);
     if (hit) return Promise.resolve(hit.error ?? hit.compiled ?? null);
     const entry = this.entry(key, source, inputs, outputs, label);
     // A rejected pipeline rejects the promise (it raises no validation error).
@@ -106,33 +93,13 @@ export class PipelineCache {
     return this.entries.has(this.key(source, inputs, outputs));
   }
 
-  /** The entry for `key`, made the most recently used; counts the hit. */
-  private lookup(key: string): Entry | undefined {
-    const hit = this.entries.get(key);
-    if (!hit) return undefined;
-    this.hits++;
-    this.entries.delete(key);
-    this.entries.set(key, hit);
-    return hit;
-  }
-
-  /** Drops least recently used pipelines until at most `capacity` remain. */
-  private evict(): void {
-    for (const key of this.entries.keys()) {
-      if (this.entries.size <= this.capacity) return;
-      this.entries.delete(key);
-      this.evictions++;
-    }
-  }
-
   /** Sets the capacity, dropping least recently used pipelines beyond it. */
   resize(capacity: number): void {
-    this.capacity = capacity;
-    this.evict();
+    this.entries.resize(capacity);
   }
 
   stats(): PipelineStats {
-    return { entries: this.entries.size, capacity: this.capacity, hits: this.hits, misses: this.misses, evictions: this.evictions };
+    return this.entries.stats();
   }
 
   private key(source: string, inputs: number, outputs: number): string {
@@ -148,9 +115,7 @@ export class PipelineCache {
     // A module with errors raises a validation error here too; the pipeline's creation reports them with the compiler's messages.
     void this.device.popErrorScope().catch(() => null);
     const entry: Entry = { pipeline: null, layout, module, label, compiled: null, error: null, params: usesParams(source) };
-    this.misses++;
     this.entries.set(key, entry);
-    this.evict();
     return entry;
   }
 

@@ -4,7 +4,7 @@ import { broadcastStrides, codeKey, collapseDims, exprConstants } from '../cpu/m
 import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
-import { BoundedCache } from './cache.js';
+import { type CacheStats, LruCache } from '../../lru.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 
 // Elementwise expressions (the `Expr` trees of src/ops/expr.ts: eager ops and the JIT's fused groups
@@ -221,10 +221,10 @@ function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer
 }
 
 type RowsFn = (...args: number[]) => void;
-const modules = new BoundedCache<string, RowsFn>(128);
+const modules = new LruCache<string, RowsFn>(128);
 
 /** Statistics of the generated elementwise modules' cache (bounded; least recently used evicted). */
-export function wasmMapCacheStats(): { size: number; hits: number; misses: number; evictions: number } {
+export function wasmMapCacheStats(): CacheStats {
   return modules.stats();
 }
 
