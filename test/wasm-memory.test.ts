@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
 import { type CpuStorage, cpuKernels, setCpuKernels, setCpuThreads } from '../src/backend/cpu.js';
-import { WasmHeap, heap, sizeClass } from '../src/kernels/wasm/heap.js';
+import { HeapFullError, WasmHeap, heap, sizeClass } from '../src/kernels/wasm/heap.js';
+import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { wasmMap } from '../src/kernels/wasm/map.js';
 import { wasmLayerNorm, wasmSoftmax } from '../src/kernels/wasm/rows.js';
 import { poolStats, threadInfo } from '../src/kernels/wasm/threads.js';
@@ -185,6 +186,36 @@ describe('CPU storages in the heap', () => {
     expect(pool().inUseBytes).toBe(settled.inUseBytes);
     expect(pool().memoryBytes).toBe(settled.memoryBytes);
     x.dispose();
+  });
+
+  it('run a kernel on the JavaScript path when the full memory (4 GiB) has no room for its scratch', async () => {
+    const x = sn.randn([3, 5], { seed: 5 });
+    const map = kernelOverrides.map!, gemm = kernelOverrides.gemm!;
+    let thrown = 0;
+    const full = () => {
+      thrown++;
+      throw new HeapFullError('wasm heap: full (simulated)');
+    };
+    kernelOverrides.map = full;
+    kernelOverrides.gemm = full;
+    try {
+      const y = x.mul(2).add(1), z = sn.matmul(x, x.t());
+      expect(thrown).toBe(3);
+      const [xs, ys, zs] = [await x.data(), await y.data(), await z.data()];
+      expect([...ys]).toEqual([...xs].map((v) => Math.fround(Math.fround(v * 2) + 1)));
+      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) {
+        let s = 0;
+        for (let k = 0; k < 5; k++) s += xs[i * 5 + k]! * xs[j * 5 + k]!;
+        expect(zs[i * 3 + j]).toBeCloseTo(s, 4);
+      }
+      expect(kernelOverrides.map).toBe(full);
+      y.dispose();
+      z.dispose();
+    } finally {
+      kernelOverrides.map = map;
+      kernelOverrides.gemm = gemm;
+      x.dispose();
+    }
   });
 
   it('come back from tensors dropped without dispose: the heap, unseen by the collector, asks it to run (Node)', async () => {

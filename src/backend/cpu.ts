@@ -11,7 +11,7 @@ import { wasmMap } from '../kernels/wasm/map.js';
 import { wasmReduce } from '../kernels/wasm/reduce.js';
 import { wasmPool2d } from '../kernels/wasm/pool.js';
 import { poolStats, setThreads, startPool, threadInfo } from '../kernels/wasm/threads.js';
-import { heap, setCollect } from '../kernels/wasm/heap.js';
+import { HeapFullError, heap, setCollect } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
 import type { Expr } from '../ops/expr.js';
@@ -252,8 +252,21 @@ const MAX_TRIES = 8;
 
 function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
   const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
-  // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
-  if (!(op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
+  try {
+    // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
+    if (!(op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
+  } catch (e) {
+    if (!(e instanceof HeapFullError)) throw e;
+    // The memory is full (4 GiB): storages beyond it live in JS arrays (allocStorage), and a wasm kernel's
+    // scratch no longer fits, so this kernel runs on the JavaScript path, which needs none (outputs are written whole).
+    const wasm = { ...kernelOverrides };
+    for (const k of Object.keys(wasm) as (keyof typeof kernelOverrides)[]) kernelOverrides[k] = undefined;
+    try {
+      op.cpu(ins, attrs, outs);
+    } finally {
+      Object.assign(kernelOverrides, wasm);
+    }
+  }
   // Kernels compute in double; float16 outputs are rounded here once for all of them.
   for (const t of outputs) {
     if (t.dtype !== 'float16') continue;

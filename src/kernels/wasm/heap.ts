@@ -95,6 +95,9 @@ export function setCollect(fn: (() => void) | undefined): void {
   collect = fn;
 }
 
+/** The memory cannot grow to hold a block (wasm32 stops at 4 GiB). */
+export class HeapFullError extends RangeError {}
+
 export class WasmHeap {
   readonly memory: WebAssembly.Memory;
   readonly shared: boolean;
@@ -256,7 +259,7 @@ export class WasmHeap {
     const have = this.memory.buffer.byteLength;
     if (end <= have) return;
     const pages = Math.min(Math.max(Math.ceil((end - have) / PAGE), Math.ceil(have / PAGE / 8)), MAX_PAGES - have / PAGE);
-    if (have + pages * PAGE < end) throw new RangeError(`wasm heap: ${end} bytes exceed WebAssembly's 4 GiB memory`);
+    if (have + pages * PAGE < end) throw new HeapFullError(`wasm heap: ${end} bytes exceed WebAssembly's 4 GiB memory`);
     this.memory.grow(pages);
     this.refresh();
   }
