@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MODELS, MODEL_DIR, compare, writeInputsAndReference } from './onnx-models.mjs';
+import { MODELS, MODEL_DIR, compare, floats, median, writeInputsAndReference } from './onnx-models.mjs';
 
 const cores = os.availableParallelism?.() ?? os.cpus().length;
 
@@ -80,11 +80,6 @@ async function ortEngine(threads) {
   };
 }
 
-const floats = (buf) => new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** Per-kernel times of a jit profile, summed by kernel name (the op, or the fused ops), largest first. */
 function profileSummary(report) {

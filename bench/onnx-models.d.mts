@@ -20,3 +20,7 @@ export function pageInput(lib: RandLib, model: PpOcrModel, seed: number): Promis
 export function compare(got: ArrayLike<number>, want: ArrayLike<number>): { maxAbs: number; maxRel: number };
 /** Writes each model's page input (seed 7) to `dir`/<name>.input.f32 and returns onnxruntime-node's outputs on it: name → output name → values. */
 export function writeInputsAndReference(models: PpOcrModel[], dir: string): Promise<Record<string, Record<string, ArrayLike<number>>>>;
+/** The float32 values of a file's bytes (copied: a Buffer's offset need not be 4-aligned). */
+export function floats(buf: Uint8Array): Float32Array;
+/** The median of `xs`. */
+export function median(xs: readonly number[]): number;

@@ -21,7 +21,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
-import { MODELS, MODEL_DIR, pageInput } from './onnx-models.mjs';
+import { MODELS, MODEL_DIR, median, pageInput } from './onnx-models.mjs';
+
+export { median };
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -144,11 +146,6 @@ export function maskIou(a, b, threshold = 0.3) {
   }
   return union === 0 ? 1 : inter / union;
 }
-
-export const median = (v) => {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** The model's metric on the evaluation pages: float outputs `ref` against int8 outputs `got` (Float32Arrays). */
 export function judge(name, shape, ref, got) {

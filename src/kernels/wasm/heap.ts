@@ -17,6 +17,8 @@
 // Kernel scratch (packing buffers, copies of operands that live outside the memory) comes from an arena
 // of allocator blocks: `reset` at a kernel's start, `alloc`/`mark`/`release` within it.
 
+import type { PoolStats } from '../../backend/webgpu/pool.js';
+
 const PAGE = 65536;
 /** The most pages the memory may grow to (4 GiB, wasm32's limit); a shared memory reserves this address space up front. */
 const MAX_PAGES = 65536;
@@ -29,20 +31,8 @@ export const DEFAULT_MAX_IDLE_BYTES = 256 << 20;
 /** The smallest scratch chunk: most kernels' scratch fits one, kept between kernels. */
 const MIN_SCRATCH = 256 << 10;
 
-/** What the heap reports to `memory().devices.cpu.pool`: the GPU pool's fields, plus the memory's own. */
-export interface HeapStats {
-  /** Bytes in blocks in use (storages and kernel scratch, rounded up to their size classes) plus idle blocks. */
-  reservedBytes: number;
-  /** Bytes of freed blocks waiting in their class's free list. */
-  idleBytes: number;
-  /** The most idle bytes kept: beyond it the longest-idle blocks go back to the free space. */
-  maxIdleBytes: number;
-  /** Blocks carved from the free space or the memory's top (flat under steady use when blocks are reused). */
-  created: number;
-  /** Requests served by an idle block. */
-  reused: number;
-  /** Idle blocks given back to the free space (over the cap, or by `emptyCache`). */
-  destroyed: number;
+/** What the heap reports to `memory().devices.cpu.pool`: the GPU pool's fields (blocks for buffers), plus the memory's own. */
+export interface HeapStats extends PoolStats {
   /** Bytes of blocks in use. */
   inUseBytes: number;
   /** Of those, bytes of the kernels' scratch arena (kept between kernels; `emptyCache` frees it). */
