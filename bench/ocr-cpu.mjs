@@ -7,12 +7,11 @@
 // every output back). cold = model load + first run, from the first round.
 // Usage (after npm run build): node bench/ocr-cpu.mjs [--runs N per round] [--rounds R] [--models cls,det,rec]
 //   [--engines sinter-cpu,ort-web-wasm,sinter-cpu-1t,ort-web-wasm-1t] [--profile] [--out FILE.md]
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MODELS, MODEL_DIR, compare, floats, median, writeInputsAndReference } from './onnx-models.mjs';
+import { MODELS, MODEL_DIR, compare, floats, median, runChild, writeInputsAndReference } from './onnx-models.mjs';
 
 const cores = os.availableParallelism?.() ?? os.cpus().length;
 
@@ -126,19 +125,6 @@ async function child(engineName, dir, modelNames, { runs, profile }) {
   await writeFile(path.join(dir, 'result.json'), JSON.stringify(result));
 }
 
-function runChild(args, timeoutMs) {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [fileURLToPath(import.meta.url), ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
-    let stderr = '';
-    p.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stderr });
-    });
-  });
-}
-
 async function main() {
   const args = process.argv.slice(2);
   const opt = (name, fallback) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : fallback);
@@ -167,7 +153,7 @@ async function main() {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir);
       console.error(`round ${round + 1}/${rounds}: ${engine}…`);
-      const exit = await runChild(['--child', engine, dir, ...args.filter((a) => a !== '--profile' || round === rounds - 1)], 600_000);
+      const exit = await runChild(import.meta.url, ['--child', engine, dir, ...args.filter((a) => a !== '--profile' || round === rounds - 1)], 600_000);
       const agg = results[engine];
       let r;
       try {

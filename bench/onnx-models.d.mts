@@ -24,3 +24,5 @@ export function writeInputsAndReference(models: PpOcrModel[], dir: string): Prom
 export function floats(buf: Uint8Array): Float32Array;
 /** The median of `xs`. */
 export function median(xs: readonly number[]): number;
+/** Runs the bench `script` (a file URL) in a child Node process with `args`, killed after `timeoutMs`. */
+export function runChild(script: string, args: string[], timeoutMs: number): Promise<{ code: number | null; signal: string | null; stderr: string }>;

@@ -308,9 +308,10 @@ async function child(engineName, dir, modelNames, { runs, budgetMs, profile }) {
 
 // ---- the parent ----------------------------------------------------------------------------------------------------
 
-function runChild(args, timeoutMs) {
+/** Runs the bench `script` (a file URL) in a child Node process with `args`, killed after `timeoutMs`; resolves to its exit and stderr. */
+export function runChild(script, args, timeoutMs) {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [fileURLToPath(import.meta.url), ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
+    const p = spawn(process.execPath, [fileURLToPath(script), ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
     let stderr = '';
     // Dawn and the Vulkan loader print harmless notices (XDG_RUNTIME_DIR, adapter warnings); keep the rest.
     p.stderr.on('data', (d) => (stderr += d));
@@ -354,7 +355,7 @@ async function main() {
     await mkdir(dir);
     console.error(`${engine}…`);
     const t0 = performance.now();
-    const exit = await runChild(['--child', engine, dir, ...args], timeoutMs);
+    const exit = await runChild(import.meta.url, ['--child', engine, dir, ...args], timeoutMs);
     let r;
     try {
       r = JSON.parse(await readFile(path.join(dir, 'result.json'), 'utf8'));
