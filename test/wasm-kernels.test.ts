@@ -273,8 +273,8 @@ describe('relaxed SIMD', () => {
     expect(WebAssembly.validate(bytes)).toBe(true);
     const gemm = instantiate<{ gemm: (...args: number[]) => void }>(bytes).gemm;
     expect(gemm.length).toBe(GEMM_ARGS.length);
-    // Tails in every direction: m = 2·MR + 1, n = 3·NR + 5, k past one unrolled step.
-    const [m, n, k] = [2 * WASM_GEMM.mr + 1, 3 * WASM_GEMM.nr + 5, 4 * WASM_GEMM.unroll + 3];
+    // Tails in every direction: m = 2·MR + 1, n = 3·NR + 5, k past one cache block (kc).
+    const [m, n, k] = [2 * WASM_GEMM.mr + 1, 3 * WASM_GEMM.nr + 5, WASM_GEMM.kc + 3];
     const a = sn.randn([m, k], { seed: 31 }), b = sn.randn([k, n], { seed: 32 });
     const av = await a.data(), bv = await b.data();
     const h = heap();

@@ -98,7 +98,7 @@ describe('the WebAssembly emitter', () => {
 
 const { mr: MR, nr: NR, kc: KC, mc: MC, nc: NC } = WASM_GEMM;
 
-/** m, n, k across the micro-kernel's row (MR), column (NR) and k-unroll tails, with broadcast batch dims and 1-D operands. */
+/** m, n, k across the micro-kernel's row (MR) and column (NR) tails, k from 1 (one step of the k loop), with broadcast batch dims and 1-D operands. */
 const productArb = fc
   .record({ m: int(1, 3 * MR + 1), n: int(1, 2 * NR + 3), k: int(1, 11), batch: broadcastShapesArb(2, { maxRank: 2, maxDim: 3 }), aVec: fc.boolean(), bVec: fc.boolean() })
   .chain(({ m, n, k, batch: [, ba, bb], aVec, bVec }) =>

@@ -4,13 +4,13 @@ import { availableThreads, parallelFor } from './threads.js';
 
 // The float32 GEMM of the wasm CPU kernels, laid out as in BLIS (as src/kernels/cpu/gemm.ts is):
 // operands are packed into panels, and an MR×8 register-tiled micro-kernel keeps its accumulators
-// in 2·MR v128 locals, stepping k UNROLL at a time. A packed B panel (kc × 8) stays in L1, the packed
+// in 2·MR v128 locals, stepping k one at a time. A packed B panel (kc × 8) stays in L1, the packed
 // A block (mc × kc) in L2. B is packed through two offset tables (per column and per row of B), so
-// a stored matrix and conv2d's implicit im2col (src/kernels/wasm/conv.ts) are the same operand.
+// a stored matrix and conv2d's implicit im2col (src/kernels/wasm/linalg.ts) are the same operand.
 // Sums accumulate in float32, in k order within a cache block (kc), so errors grow like k·ε·Σ|a·b|.
 
-export const WASM_GEMM = { mr: 6, nr: 8, kc: 256, mc: 96, nc: 512, unroll: 4 } as const;
-const { mr: MR, nr: NR, kc: KC, mc: MC, nc: NC, unroll: UNROLL } = WASM_GEMM;
+export const WASM_GEMM = { mr: 4, nr: 8, kc: 256, mc: 96, nc: 512 } as const;
+const { mr: MR, nr: NR, kc: KC, mc: MC, nc: NC } = WASM_GEMM;
 
 /** gemm's arguments, in order (i32 each); a thread pool's workers receive them as a row of i32s. */
 export const GEMM_ARGS = ['m', 'n', 'k', 'a', 'ars', 'acs', 'b', 'colOff', 'rowOff', 'flags', 'c', 'ldc', 'add', 'packedA', 'packedB', 'scratch'] as const;
@@ -81,20 +81,26 @@ function emitPackB(m: ModuleBuilder): number {
 
 function emitTile(m: ModuleBuilder, fma: boolean): number {
   // tile(ap, bp, kc, ptr, ldc, rows, cols, add, scratch): the rows × cols tile of C at ptr (ldc bytes per row)
-  // (+)= the MR-row panel of packed A at ap · the NR-column panel of packed B at bp, over kc steps of k.
+  // (+)= the MR-row panel of packed A at ap · the NR-column panel of packed B at bp, over kc ≥ 1 steps of k.
   // A function of its own, called per tile, so V8 starts running its optimised code (compiled in the
   // background once the baseline code got hot) at the next tile, not at the next GEMM.
+  // The k loop is one step per iteration, as a do-while on B's pointer: V8's optimising compiler
+  // schedules every load of an iteration first, so an unrolled body (or more rows) keeps more
+  // values live than x64's 16 vector registers and spills accumulators to the stack in the hot loop;
+  // MR×NR = 4×8 is 8 accumulators + 2 B vectors + 4 broadcasts + 1 product.
   return m.func('tile', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [ap, bp, kc, ptr, ldc, rows, cols, add, scratch] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-    const kk = c.local('i32'), r = c.local('i32'), j = c.local('i32');
+    const bEnd = c.local('i32'), r = c.local('i32'), j = c.local('i32');
     const acc = Array.from({ length: MR }, () => [c.local('v128'), c.local('v128')] as const);
     const b0 = c.local('v128'), b1 = c.local('v128'), a = c.local('v128'), v = c.local('f32');
-    /** One step of k: acc[r] += A[k, r] · B[k, 0..8) for the panels at ap, bp plus `step` steps. */
-    const step = (s: number): void => {
-      c.get(bp).mem('v128.load', s * 4 * NR).set(b0);
-      c.get(bp).mem('v128.load', s * 4 * NR + 16).set(b1);
+    for (const [lo, hi] of acc) c.f32(0).simd('f32x4.splat').tee(lo).set(hi);
+    c.get(bp).get(kc).i32(4 * NR).op('i32.mul').op('i32.add').set(bEnd);
+    c.loop((top) => {
+      // acc[r] += A[k, r] · B[k, 0..8)
+      c.get(bp).mem('v128.load').set(b0);
+      c.get(bp).mem('v128.load', 16).set(b1);
       acc.forEach(([lo, hi], row) => {
-        c.get(ap).mem('v128.load32_splat', (s * MR + row) * 4).set(a);
+        c.get(ap).mem('v128.load32_splat', row * 4).set(a);
         if (fma) {
           c.get(a).get(b0).get(lo).simd('f32x4.relaxed_madd').set(lo);
           c.get(a).get(b1).get(hi).simd('f32x4.relaxed_madd').set(hi);
@@ -103,22 +109,9 @@ function emitTile(m: ModuleBuilder, fma: boolean): number {
           c.get(hi).get(a).get(b1).simd('f32x4.mul', 'f32x4.add').set(hi);
         }
       });
-    };
-    /** while (kk + n ≤ kc) { n steps }. */
-    const kLoop = (n: number): void => {
-      c.block((done) => c.loop((top) => {
-        c.get(kk).i32(n).op('i32.add').get(kc).op('i32.gt_s').brIf(done);
-        for (let s = 0; s < n; s++) step(s);
-        c.get(ap).i32(n * MR * 4).op('i32.add').set(ap);
-        c.get(bp).i32(n * NR * 4).op('i32.add').set(bp);
-        c.get(kk).i32(n).op('i32.add').set(kk);
-        c.br(top);
-      }));
-    };
-    for (const [lo, hi] of acc) c.f32(0).simd('f32x4.splat').tee(lo).set(hi);
-    c.i32(0).set(kk);
-    kLoop(UNROLL);
-    kLoop(1);
+      c.get(ap).i32(MR * 4).op('i32.add').set(ap);
+      c.get(bp).i32(NR * 4).op('i32.add').tee(bp).get(bEnd).op('i32.lt_u').brIf(top);
+    });
     c.block((stored) => {
       c.get(rows).i32(MR).op('i32.eq').get(cols).i32(NR).op('i32.eq').op('i32.and').if(() => {
         for (const accumulate of [true, false]) {
