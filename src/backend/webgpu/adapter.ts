@@ -105,7 +105,7 @@ export async function openDevice(options: OpenOptions): Promise<OpenedDevice | N
     const adapter = await nav.gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) return { reason: 'navigator.gpu offers no adapter' };
     if (!options.software && isSoftwareAdapter(adapter)) return { reason: `the browser's only adapter (${adapterName(adapter)}) is a software one, slower than the CPU backend`, software: true };
-    return open(nav.gpu, adapter, "the browser's adapter");
+    return openAdapter(nav.gpu, adapter, "the browser's adapter");
   }
   const env = (globalThis as { process?: { env?: Env } }).process?.env;
   if (!env) return { reason: 'this environment has neither navigator.gpu nor Node' };
@@ -125,7 +125,7 @@ export async function openDevice(options: OpenOptions): Promise<OpenedDevice | N
     if (adapter && !options.software && isSoftwareAdapter(adapter)) {
       return { reason: `Dawn's only adapter (${adapterName(adapter)}) is a software one, slower than the CPU backend`, software: true };
     }
-    if (adapter) return open(gpu, adapter, preset ? `Dawn's adapter with VK_ICD_FILENAMES=${preset} from the environment` : "Dawn's hardware adapter");
+    if (adapter) return openAdapter(gpu, adapter, preset ? `Dawn's adapter with VK_ICD_FILENAMES=${preset} from the environment` : "Dawn's hardware adapter");
     if (preset !== undefined) return { reason: `Dawn found no adapter with VK_ICD_FILENAMES=${preset}` };
   }
   const none = 'no hardware adapter was found';
@@ -140,7 +140,7 @@ export async function openDevice(options: OpenOptions): Promise<OpenedDevice | N
   const gpu = dawn.create(DAWN_FLAGS);
   const adapter = await gpu.requestAdapter();
   if (!adapter) return { reason: `${none}, nor one through SwiftShader's Vulkan driver (${SWIFTSHADER_ICD})` };
-  return open(gpu, adapter, `${none}, so SwiftShader's Vulkan driver (${SWIFTSHADER_ICD}, a CPU emulation) is used as requested`);
+  return openAdapter(gpu, adapter, `${none}, so SwiftShader's Vulkan driver (${SWIFTSHADER_ICD}, a CPU emulation) is used as requested`);
 }
 
 /** "google swiftshader (SwiftShader driver 5.0.0)". */
@@ -150,7 +150,12 @@ function adapterName(adapter: GPUAdapter): string {
   return description ? `${name} (${description})` : name;
 }
 
-async function open(gpu: GPU, adapter: GPUAdapter, why: string): Promise<OpenedDevice> {
+/**
+ * Opens a device on `adapter` of `gpu` with the optional features it has and its maximum limits;
+ * `why` says why this adapter (for the one-line report). `openDevice` chooses the adapter; tests pass
+ * one of their own (Dawn's null backend, which validates every kernel with shader-f16).
+ */
+export async function openAdapter(gpu: GPU, adapter: GPUAdapter, why: string): Promise<OpenedDevice> {
   const requiredFeatures = FEATURES.filter((f) => adapter.features.has(f));
   const requiredLimits: Record<string, number> = {};
   for (const k of LIMITS) requiredLimits[k] = adapter.limits[k];
