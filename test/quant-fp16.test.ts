@@ -73,13 +73,19 @@ describe.each(WITH_WEBGPU)('float16 kernels against the float64 reference on %s'
     });
   });
 
-  it.each(F16_PATHS(device))('a product across float16\'s whole range rounds exactly, overflowing to ±∞ (%s)', async (_, caps) => {
+  it.each(F16_PATHS(device))('a product, a sum and selections across float16\'s whole range round exactly, overflowing to ±∞ (%s)', async (_, caps) => {
     await onPath(device, caps, async () => {
       // A product of two float16 values is exact in float32 (22 significant bits), so every path rounds it once.
       const arb = fc.tuple(dim, dim).chain(([m, n]) => fc.tuple(f16([m, n], { min: -65504, max: 65504 }), f16([m, n], { min: -2, max: 2 })));
       await fc.assert(fc.asyncProperty(arb, async ([ca, cb]) => {
         const [a, b] = [ca, cb].map((c) => makeTensor(c, device));
-        await expectClose(a!.mul(b!), mapRef([refOf(ca), refOf(cb)], (x, y) => float16Ref(x * y)), { dtype: 'float16', tol: { rtol: 0, atol: 0 }, what: 'a·b' });
+        const exact = { dtype: 'float16' as const, tol: { rtol: 0, atol: 0 } };
+        await expectClose(a!.mul(b!), mapRef([refOf(ca), refOf(cb)], (x, y) => float16Ref(x * y)), { ...exact, what: 'a·b' });
+        // Sums too (f32 holds a sum of two float16 values closely enough never to round it differently),
+        // and where/compare/relu select exact values: in f16 on shader-f16 adapters, widened elsewhere.
+        await expectClose(a!.add(b!), mapRef([refOf(ca), refOf(cb)], (x, y) => float16Ref(x + y)), { ...exact, what: 'a + b' });
+        await expectClose(a!.sub(b!), mapRef([refOf(ca), refOf(cb)], (x, y) => float16Ref(x - y)), { ...exact, what: 'a − b' });
+        await expectClose(sn.where(sn.gt(a!, b!), sn.relu(a!.neg()), b!), mapRef([refOf(ca), refOf(cb)], (x, y) => (x > y ? Math.max(-x, 0) : y)), { ...exact, what: 'where(a > b, relu(−a), b)' });
       }), runs);
     });
   });

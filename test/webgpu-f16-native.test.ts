@@ -312,6 +312,33 @@ describe("native float16 kernels validate on Dawn's null backend (shader-f16)", 
     expect([...ELEMENTWISE.keys()].filter((f) => !called.has(f))).toEqual([]);
   });
 
+  it('elementwise kernels compute float16 in f16; reductions, softmax, norms and GEMMs keep f32 accumulators', async () => {
+    /** The WGSL of the kernels `run` prepares. */
+    const sourcesOf = async (run: () => Tensor): Promise<string> => {
+      const before = gpu.prepared.length;
+      await run().data();
+      return gpu.prepared.slice(before).flatMap((p) => p.sources).join('\n');
+    };
+    // Exact in f16: operands stay f16; exp is widened to f32 and its result rounded to binary16 (ties to even) first.
+    const chain = await sourcesOf(() => sn.exp(h(4, 6).mul(h(6)).add(1.5)));
+    expect(chain).toMatch(/let t\d+: f16 = \(t\d+ \* t\d+\);/);
+    expect(chain).toMatch(/let t\d+: f16 = f16\(bitcast<f32>\(sn_params\[\d\]\.[xyzw]\)\);/);
+    expect(chain).toMatch(/let t\d+: f16 = f16\(sn_f16\(exp\(f32\(t\d+\)\)\)\);/);
+    // No f16 variable or workgroup array: loads widen to f32, stores round from f32.
+    const f16Values = /(let|var)\s+\w+\s*:\s*f16\b|var<workgroup>[^;]*f16/;
+    for (const [name, run] of [
+      ['sum', () => sn.sum(h(9, 33), 1)],
+      ['softmax', () => sn.softmax(h(5, 19), -1)],
+      ['layerNorm', () => sn.layerNorm(h(4, 12), [12], h(12), h(12))],
+      ['matmul', () => sn.matmul(h(64, 64), h(64, 64))],
+      ['conv2d', () => sn.conv2d(h(1, 8, 9, 9), h(8, 8, 3, 3), h(8), { padding: 1 })],
+    ] as const) {
+      const source = await sourcesOf(run);
+      expect(source, name).toContain('array<f16>');
+      expect(source, name).not.toMatch(f16Values);
+    }
+  });
+
   it('reductions, scans, softmax, sorting and norms', async () => {
     for (const { name, caps: change } of KERNEL_SHAPES.slice(0, 2)) {
       expect(await withNullCaps(change, () => validate([...REDUCTION_CASES, ...NORM_CASES])), name).toEqual([]);

@@ -33,6 +33,9 @@ const pos = (shape: number[]) => ({ shape, lo: 0.1, hi: 4 });
 const any = (shape: number[]) => ({ shape });
 const unary = (name: string, f: (x: Tensor) => Tensor, input = any([5, 7])): Case => ({ name, inputs: [input], run: f });
 
+/** An elementwise chain the JIT fuses into one kernel: f16 steps (mul, add, relu, sub) around f32 ones (sigmoid, exp). */
+const fusedChain = sn.jit((x: Tensor, b: Tensor) => sn.sigmoid(sn.relu(x.mul(1.5).add(b)).sub(0.25)).mul(sn.exp(x.neg())).add(b));
+
 const F16_CASES: Case[] = [
   ...(['neg', 'abs', 'exp', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu', 'softplus', 'erf', 'sin', 'cos', 'floor', 'ceil', 'round', 'sign', 'expm1', 'log1p', 'elu'] as const).map((n) => unary(n, (x) => (sn[n] as (t: Tensor) => Tensor)(x), n === 'log1p' ? pos([5, 7]) : any([5, 7]))),
   ...(['log', 'sqrt', 'rsqrt', 'reciprocal'] as const).map((n) => unary(n, (x) => (sn[n] as (t: Tensor) => Tensor)(x), pos([5, 7]))),
@@ -43,6 +46,11 @@ const F16_CASES: Case[] = [
   ...(['add', 'sub', 'mul', 'div', 'maximum', 'minimum'] as const).map((n): Case => ({ name: n, inputs: [any([4, 6]), pos([6])], run: (a, b) => (sn[n] as (x: Tensor, y: Tensor) => Tensor)(a, b) })),
   { name: 'pow', inputs: [pos([4, 6]), any([4, 1])], run: (a, b) => sn.pow(a, b) },
   { name: 'where', inputs: [any([4, 6]), any([4, 6])], run: (a, b) => sn.where(sn.gt(a, 0), a, b) },
+  // Computed in f16 on adapters with shader-f16 (exact there), with f32 steps widened between them.
+  { name: 'add alpha', inputs: [any([4, 6]), any([6])], run: (a, b) => sn.add(a, b, { alpha: 0.5 }) },
+  { name: 'compare and select', inputs: [any([4, 6]), any([4, 6])], run: (a, b) => sn.where(sn.le(a, b), a.sub(b), sn.relu(b.neg())) },
+  { name: 'fused chain', inputs: [any([4, 6]), any([6])], run: (a, b) => fusedChain(a, b) },
+  { name: 'through float32', inputs: [any([4, 6]), any([6])], run: (a, b) => a.to('float32').mul(b).add(1e-3).to('float16').mul(a) },
   { name: 'strided view', inputs: [any([6, 8])], run: (x) => x.transpose(0, 1).narrow(0, 1, 5).mul(2) },
   ...(['sum', 'mean', 'amax'] as const).map((n) => unary(n, (x) => (sn[n] as (t: Tensor, d: number) => Tensor)(x, 1), any([9, 33]))),
   unary('sum all', (x) => sn.sum(x), any([17, 31])),
@@ -82,7 +90,7 @@ async function check(cases: readonly Case[]): Promise<void> {
 
 describe('float16 ops on WebGPU', () => {
   it('float16 ops match the CPU with float16 packed two per word (the path of adapters without shader-f16)', async () => {
-    const sample = new Set(['exp', 'add', 'strided view', 'sum', 'softmax', 'matmul']);
+    const sample = new Set(['exp', 'add', 'compare and select', 'fused chain', 'strided view', 'sum', 'softmax', 'matmul']);
     await withCaps({ f16: false }, () => check(F16_CASES.filter((c) => sample.has(c.name))));
   });
 

@@ -11,8 +11,9 @@ function binaryOp(
   rule: DTypeRule,
   js: (a: string, b: string, p: readonly number[], t: JsTypes) => string,
   wgsl: (a: string, b: string, p: readonly number[], t: WgslTypes) => string,
+  opts: { f16?: boolean } = {},
 ) {
-  defineElementwise(name, { arity: 2, js: ([a, b], p, t) => js(a!, b!, p, t), wgsl: ([a, b], p, t) => wgsl(a!, b!, p, t) });
+  defineElementwise(name, { arity: 2, js: ([a, b], p, t) => js(a!, b!, p, t), wgsl: ([a, b], p, t) => wgsl(a!, b!, p, t), f16: opts.f16 });
   return (a: TensorOrScalar, b: TensorOrScalar, params: readonly number[] = []): Tensor => binary(name, a, b, rule, params);
 }
 
@@ -29,13 +30,15 @@ const addOp = binaryOp(
   'add', 'same',
   (a, b, [alpha], t) => (alpha === 1 ? `(${a} + ${b})` : `(${a} + ${jsScaled(alpha!, b, t)})`),
   (a, b, [alpha], t) => (alpha === 1 ? `(${a} + ${b})` : `(${a} + ${t.lit(alpha!)} * ${b})`),
+  { f16: true }, // alpha ≠ 1: rounded to binary16, and its product with b rounds once more
 );
 const subOp = binaryOp(
   'sub', 'same',
   (a, b, [alpha], t) => (alpha === 1 ? `(${a} - ${b})` : `(${a} - ${jsScaled(alpha!, b, t)})`),
   (a, b, [alpha], t) => (alpha === 1 ? `(${a} - ${b})` : `(${a} - ${t.lit(alpha!)} * ${b})`),
+  { f16: true }, // alpha ≠ 1: rounded to binary16, and its product with b rounds once more
 );
-const mulOp = binaryOp('mul', 'same', (a, b, _, t) => (isFloat(t.args[0]!) ? `(${a} * ${b})` : `Math.imul(${a}, ${b})`), (a, b) => `(${a} * ${b})`);
+const mulOp = binaryOp('mul', 'same', (a, b, _, t) => (isFloat(t.args[0]!) ? `(${a} * ${b})` : `Math.imul(${a}, ${b})`), (a, b) => `(${a} * ${b})`, { f16: true });
 const divOp = binaryOp('div', 'float', (a, b) => `(${a} / ${b})`, (a, b) => `(${a} / ${b})`);
 const divTruncOp = binaryOp('divTrunc', 'same', (a, b) => `Math.trunc(${a} / ${b})`, (a, b, _, t) => (isFloat(t.args[0]!) ? `trunc(${a} / ${b})` : `sn_idiv_trunc(${a}, ${b})`));
 const divFloorOp = binaryOp('divFloor', 'same', (a, b) => `Math.floor(${a} / ${b})`, (a, b, _, t) => (isFloat(t.args[0]!) ? `floor(${a} / ${b})` : `sn_idiv_floor(${a}, ${b})`));
@@ -43,15 +46,15 @@ const powOp = binaryOp('pow', 'same', (a, b, _, t) => (isFloat(t.args[0]!) ? `Ma
 const maximumOp = binaryOp('maximum', 'same', (a, b) => `Math.max(${a}, ${b})`, byType('sn_max', 'max'));
 const minimumOp = binaryOp('minimum', 'same', (a, b) => `Math.min(${a}, ${b})`, byType('sn_min', 'min'));
 // NaN is unequal to everything, 0 included: written as !(a == b), since GPUs may evaluate != ordered.
-const eqOp = binaryOp('eq', 'bool', (a, b) => `(${a} === ${b} ? 1 : 0)`, (a, b) => `i32(${a} == ${b})`);
-const neOp = binaryOp('ne', 'bool', (a, b) => `(${a} !== ${b} ? 1 : 0)`, (a, b) => `i32(!(${a} == ${b}))`);
-const ltOp = binaryOp('lt', 'bool', (a, b) => `(${a} < ${b} ? 1 : 0)`, (a, b) => `i32(${a} < ${b})`);
-const leOp = binaryOp('le', 'bool', (a, b) => `(${a} <= ${b} ? 1 : 0)`, (a, b) => `i32(${a} <= ${b})`);
-const gtOp = binaryOp('gt', 'bool', (a, b) => `(${a} > ${b} ? 1 : 0)`, (a, b) => `i32(${a} > ${b})`);
-const geOp = binaryOp('ge', 'bool', (a, b) => `(${a} >= ${b} ? 1 : 0)`, (a, b) => `i32(${a} >= ${b})`);
-const logicalAndOp = binaryOp('logicalAnd', 'bool', (a, b) => `(${a} !== 0 && ${b} !== 0 ? 1 : 0)`, (a, b) => `i32(!(${a} == 0) && !(${b} == 0))`);
-const logicalOrOp = binaryOp('logicalOr', 'bool', (a, b) => `(${a} !== 0 || ${b} !== 0 ? 1 : 0)`, (a, b) => `i32(!(${a} == 0) || !(${b} == 0))`);
-const logicalXorOp = binaryOp('logicalXor', 'bool', (a, b) => `((${a} !== 0) !== (${b} !== 0) ? 1 : 0)`, (a, b) => `i32((${a} == 0) != (${b} == 0))`);
+const eqOp = binaryOp('eq', 'bool', (a, b) => `(${a} === ${b} ? 1 : 0)`, (a, b) => `i32(${a} == ${b})`, { f16: true });
+const neOp = binaryOp('ne', 'bool', (a, b) => `(${a} !== ${b} ? 1 : 0)`, (a, b) => `i32(!(${a} == ${b}))`, { f16: true });
+const ltOp = binaryOp('lt', 'bool', (a, b) => `(${a} < ${b} ? 1 : 0)`, (a, b) => `i32(${a} < ${b})`, { f16: true });
+const leOp = binaryOp('le', 'bool', (a, b) => `(${a} <= ${b} ? 1 : 0)`, (a, b) => `i32(${a} <= ${b})`, { f16: true });
+const gtOp = binaryOp('gt', 'bool', (a, b) => `(${a} > ${b} ? 1 : 0)`, (a, b) => `i32(${a} > ${b})`, { f16: true });
+const geOp = binaryOp('ge', 'bool', (a, b) => `(${a} >= ${b} ? 1 : 0)`, (a, b) => `i32(${a} >= ${b})`, { f16: true });
+const logicalAndOp = binaryOp('logicalAnd', 'bool', (a, b) => `(${a} !== 0 && ${b} !== 0 ? 1 : 0)`, (a, b) => `i32(!(${a} == 0) && !(${b} == 0))`, { f16: true });
+const logicalOrOp = binaryOp('logicalOr', 'bool', (a, b) => `(${a} !== 0 || ${b} !== 0 ? 1 : 0)`, (a, b) => `i32(!(${a} == 0) || !(${b} == 0))`, { f16: true });
+const logicalXorOp = binaryOp('logicalXor', 'bool', (a, b) => `((${a} !== 0) !== (${b} !== 0) ? 1 : 0)`, (a, b) => `i32((${a} == 0) != (${b} == 0))`, { f16: true });
 
 function alphaOf(op: string, a: TensorOrScalar, b: TensorOrScalar, opts: { alpha?: number } | undefined): number {
   const alpha = opts?.alpha ?? 1;
@@ -93,7 +96,7 @@ export const logicalAnd = (a: TensorOrScalar, b: TensorOrScalar): Tensor => logi
 export const logicalOr = (a: TensorOrScalar, b: TensorOrScalar): Tensor => logicalOrOp(a, b);
 export const logicalXor = (a: TensorOrScalar, b: TensorOrScalar): Tensor => logicalXorOp(a, b);
 
-defineElementwise('where', { arity: 3, js: ([c, a, b]) => `(${c} !== 0 ? ${a} : ${b})`, wgsl: ([c, a, b]) => `select(${b}, ${a}, ${c} != 0)` });
+defineElementwise('where', { arity: 3, js: ([c, a, b]) => `(${c} !== 0 ? ${a} : ${b})`, wgsl: ([c, a, b]) => `select(${b}, ${a}, ${c} != 0)`, f16: true });
 
 /** `condition ? a : b` elementwise, broadcasting all three; condition must be a bool tensor. */
 export function where(condition: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor {

@@ -36,6 +36,14 @@ export interface JsTypes {
  */
 export interface ElementwiseFn {
   readonly arity: number;
+  /**
+   * Its WGSL form is also valid for f16 arguments (operators, untyped or `t.lit` literals, built-ins
+   * with f16 overloads; no f32-only `sn_*` helper, no 32-bit bitcast) and exact or correctly rounded
+   * there, as binary16 rounding of the CPU's double result is: on adapters with shader-f16, elementwise
+   * kernels compute it in f16. Without the flag, float16 arguments are widened to f32 and the result
+   * rounded back (src/kernels/wgsl/map.ts).
+   */
+  readonly f16?: boolean;
   readonly js: (args: readonly string[], params: readonly number[], types: JsTypes) => string;
   readonly wgsl: (args: readonly string[], params: readonly number[], types: WgslTypes) => string;
 }

@@ -7,8 +7,8 @@ import { call, cast, input } from './expr.js';
 import { checkInputs } from './op.js';
 
 /** Registers an elementwise function of one argument (its JS and WGSL forms) and returns its public form. */
-function unaryOp(name: string, rule: DTypeRule, js: (x: string, p: readonly number[]) => string, wgsl: (x: string, p: readonly number[], t: WgslTypes) => string) {
-  defineElementwise(name, { arity: 1, js: ([x], p) => js(x!, p), wgsl: ([x], p, t) => wgsl(x!, p, t) });
+function unaryOp(name: string, rule: DTypeRule, js: (x: string, p: readonly number[]) => string, wgsl: (x: string, p: readonly number[], t: WgslTypes) => string, opts: { f16?: boolean } = {}) {
+  defineElementwise(name, { arity: 1, js: ([x], p) => js(x!, p), wgsl: ([x], p, t) => wgsl(x!, p, t), f16: opts.f16 });
   return (x: Tensor, params: readonly number[] = []): Tensor => unary(name, x, rule, params);
 }
 
@@ -20,8 +20,8 @@ const SELU_ALPHA = 1.6732632423543772, SELU_SCALE = 1.0507009873554805;
 
 // 'same': keeps ints (neg of int32 is int32); 'float': ints and bool compute in float32.
 // WGSL's min/max/tanh leave NaN and extremes to the implementation: the sn_* helpers pin them to the CPU's results.
-const negOp = unaryOp('neg', 'same', (x) => `(-${x})`, (x) => `(-${x})`);
-const absOp = unaryOp('abs', 'same', (x) => `Math.abs(${x})`, (x) => `abs(${x})`);
+const negOp = unaryOp('neg', 'same', (x) => `(-${x})`, (x) => `(-${x})`, { f16: true });
+const absOp = unaryOp('abs', 'same', (x) => `Math.abs(${x})`, (x) => `abs(${x})`, { f16: true });
 const expOp = unaryOp('exp', 'float', (x) => `Math.exp(${x})`, (x) => `exp(${x})`);
 const logOp = unaryOp('log', 'float', (x) => `Math.log(${x})`, (x) => `log(${x})`);
 const log1pOp = unaryOp('log1p', 'float', (x) => `Math.log1p(${x})`, (x) => `sn_log1p(${x})`);
@@ -33,7 +33,7 @@ const sinOp = unaryOp('sin', 'float', (x) => `Math.sin(${x})`, (x) => `sn_sin(${
 const cosOp = unaryOp('cos', 'float', (x) => `Math.cos(${x})`, (x) => `sn_cos(${x})`);
 const tanhOp = unaryOp('tanh', 'float', (x) => `Math.tanh(${x})`, (x) => `sn_tanh(${x})`);
 const sigmoidOp = unaryOp('sigmoid', 'float', (x) => `(1 / (1 + Math.exp(-${x})))`, (x) => `(1.0 / (1.0 + exp(-${x})))`);
-const reluOp = unaryOp('relu', 'same', (x) => `(${x} < 0 ? 0 : ${x})`, (x) => `select(${x}, 0, ${x} < 0)`);
+const reluOp = unaryOp('relu', 'same', (x) => `(${x} < 0 ? 0 : ${x})`, (x) => `select(${x}, 0, ${x} < 0)`, { f16: true });
 const relu6Op = unaryOp('relu6', 'same', (x) => `Math.min(Math.max(${x}, 0), 6)`, byType((x) => `sn_min(sn_max(${x}, 0.0), 6.0)`, (x) => `min(max(${x}, 0), 6)`));
 const leakyReluOp = unaryOp('leakyRelu', 'float', (x, [s]) => `(${x} > 0 ? ${x} : ${x} * ${s})`, (x, [s], t) => `select(${x} * ${t.lit(s!)}, ${x}, ${x} > 0.0)`);
 const eluOp = unaryOp('elu', 'float', (x, [a]) => `(${x} > 0 ? ${x} : ${a} * Math.expm1(${x}))`, (x, [a], t) => `select(${t.lit(a!)} * sn_expm1(${x}), ${x}, ${x} > 0.0)`);
@@ -57,9 +57,9 @@ const hardSigmoidOp = unaryOp('hardSigmoid', 'float', (x) => `Math.min(Math.max(
 const hardSwishOp = unaryOp('hardSwish', 'float', (x) => `(${x} * Math.min(Math.max(${x} + 3, 0), 6) / 6)`, (x) => `(${x} * sn_min(sn_max(${x} + 3.0, 0.0), 6.0) / 6.0)`);
 const erfOp = unaryOp('erf', 'float', (x) => `H.erf(${x})`, (x) => `sn_erf(${x})`);
 // WGSL's round() rounds half to even, like torch.round; ints are already whole.
-const floorOp = unaryOp('floor', 'same', (x) => `Math.floor(${x})`, byType((x) => `floor(${x})`, same));
-const ceilOp = unaryOp('ceil', 'same', (x) => `Math.ceil(${x})`, byType((x) => `ceil(${x})`, same));
-const roundOp = unaryOp('round', 'same', (x) => `H.roundHalfEven(${x})`, byType((x) => `round(${x})`, same));
+const floorOp = unaryOp('floor', 'same', (x) => `Math.floor(${x})`, byType((x) => `floor(${x})`, same), { f16: true });
+const ceilOp = unaryOp('ceil', 'same', (x) => `Math.ceil(${x})`, byType((x) => `ceil(${x})`, same), { f16: true });
+const roundOp = unaryOp('round', 'same', (x) => `H.roundHalfEven(${x})`, byType((x) => `round(${x})`, same), { f16: true });
 const signOp = unaryOp('sign', 'same', (x) => `((${x} > 0) - (${x} < 0))`, byType((x) => `(f32(${x} > 0.0) - f32(${x} < 0.0))`, (x) => `(i32(${x} > 0) - i32(${x} < 0))`));
 const logicalNotOp = unaryOp('logicalNot', 'bool', (x) => `(${x} === 0 ? 1 : 0)`, (x) => `i32(${x} == 0)`);
 defineElementwise('clamp', {

@@ -3,13 +3,21 @@ import type { WebGpuCaps } from './kernel.js';
 
 // How each dtype is stored in WebGPU buffers and computed in WGSL. Kernels compute floats in f32
 // (float16 too: loads widen, stores round to binary16 with `sn_f16`, as the CPU rounds its doubles)
-// and ints and bool in i32 (bool as 0/1); narrow ints wrap on store.
+// and ints and bool in i32 (bool as 0/1); narrow ints wrap on store. On adapters with shader-f16 a
+// kernel may compute float16 in f16 instead (elementwise kernels do, see ./map.ts): it asks
+// `computeType(d, caps)`, and loads, literals and rounding then take that type.
 
 /** The WGSL type elements of a dtype are computed in. */
-export type WgslScalar = 'f32' | 'i32';
+export type WgslScalar = 'f32' | 'f16' | 'i32';
 
-export function computeType(d: DType): WgslScalar {
-  return d === 'float32' || d === 'float16' ? 'f32' : 'i32';
+/**
+ * The type a kernel computes elements of `d` in: f32 for floats, i32 for ints and bool; with `caps`
+ * of an adapter with shader-f16, float16 in f16 (kernels that accumulate, as reductions and GEMMs
+ * do, leave `caps` out and stay in f32).
+ */
+export function computeType(d: DType, caps?: WebGpuCaps): WgslScalar {
+  if (d === 'float16') return caps?.f16 ? 'f16' : 'f32';
+  return d === 'float32' ? 'f32' : 'i32';
 }
 
 /** How many elements one 32-bit word of an output holds: the elements one invocation must write together. */
@@ -53,14 +61,18 @@ export function bindings(inputs: readonly DType[], outputs: readonly DType[], ca
   return lines.join('\n');
 }
 
-/** A WGSL expression for element `i` (a u32 name; it is repeated) of buffer `buf` of dtype `d`, as `computeType(d)`. */
-export function loadElement(buf: string, d: DType, i: string, caps: WebGpuCaps): string {
+/**
+ * A WGSL expression for element `i` (a u32 name; it is repeated) of buffer `buf` of dtype `d`, as
+ * `type` (default `computeType(d)`; f16 only where float16 is stored natively).
+ */
+export function loadElement(buf: string, d: DType, i: string, caps: WebGpuCaps, type: WgslScalar = computeType(d)): string {
   switch (d) {
     case 'float32':
     case 'int32':
       return `${buf}[${i}]`;
     case 'float16':
-      return caps.f16 ? `f32(${buf}[${i}])` : `sn_h2f(extractBits(${buf}[${i} >> 1u], (${i} & 1u) * 16u, 16u))`;
+      if (!caps.f16) return `sn_h2f(extractBits(${buf}[${i} >> 1u], (${i} & 1u) * 16u, 16u))`;
+      return type === 'f16' ? `${buf}[${i}]` : `f32(${buf}[${i}])`;
     case 'int8':
       return `extractBits(bitcast<i32>(${buf}[${i} >> 2u]), (${i} & 3u) * 8u, 8u)`;
     default:
@@ -70,7 +82,7 @@ export function loadElement(buf: string, d: DType, i: string, caps: WebGpuCaps):
 
 /**
  * The word to store at one index of an output of dtype `d`, from `elementsPerWord(d)` values
- * already rounded to `d` (see `roundTo`), lowest element first.
+ * already rounded to `d` (see `roundTo`), lowest element first; a float16 value may be an f16.
  */
 export function packWord(d: DType, values: readonly string[], caps: WebGpuCaps): string {
   switch (d) {
@@ -84,11 +96,14 @@ export function packWord(d: DType, values: readonly string[], caps: WebGpuCaps):
   }
 }
 
-/** `e` (of `computeType(d)`) rounded to what storing it as `d` keeps: binary16 rounding, int8/uint8 wrapping, bool as 0/1. */
-export function roundTo(d: DType, e: string): string {
+/**
+ * `e` (of `type`, default `computeType(d)`) rounded to what storing it as `d` keeps: binary16 rounding,
+ * int8/uint8 wrapping, bool as 0/1. An f16 is already binary16.
+ */
+export function roundTo(d: DType, e: string, type: WgslScalar = computeType(d)): string {
   switch (d) {
     case 'float16':
-      return `sn_f16(${e})`;
+      return type === 'f16' ? e : `sn_f16(${e})`;
     case 'int8':
       return `extractBits(i32(${e}), 0u, 8u)`;
     case 'uint8':
@@ -111,8 +126,15 @@ export function convert(from: DType, to: DType, e: string): string {
   return b === 'f32' ? `f32(${e})` : `sn_f2i(${e})`;
 }
 
-/** A literal of WGSL type `t`: floats rounded to f32 (NaN and ±∞ from prelude helpers); ints wrap like an int32 cast, ±∞ saturates. */
+/**
+ * A literal of WGSL type `t`: floats rounded to f32 (f16: to binary16, nearest even; NaN and ±∞ from
+ * prelude helpers); ints wrap like an int32 cast, ±∞ saturates.
+ */
 export function literal(v: number, t: WgslScalar): string {
+  if (t === 'f16') {
+    const h = castValue('float16', v);
+    return Number.isFinite(h) ? `(${Object.is(h, -0) ? '-0' : String(h)}h)` : `f16(${literal(h, 'f32')})`;
+  }
   if (t === 'f32') {
     const f = Math.fround(v);
     if (Number.isNaN(f)) return 'sn_nan()';

@@ -1,6 +1,7 @@
 import { type Expr, exprNodes } from '../../ops/expr.js';
 import { ELEMENTWISE } from '../../ops/elementwise.js';
 import { numel } from '../../tensor/shape.js';
+import { castValue } from '../../tensor/dtype.js';
 import { broadcastStrides, collapseDims } from '../cpu/map.js';
 import { type WgslScalar, bindings, computeType, elementsPerWord, literal, loadElement, packWord, roundTo } from './dtype.js';
 import { GRID_PARAMS, grid, workgroupSize } from './grid.js';
@@ -14,14 +15,22 @@ import { offsetOfParams, unravelParams } from './strided.js';
  * its dtype's compute type); returns the result's name. As on the CPU, every node's value is
  * rounded to the node's dtype, so fused and eager results agree. With `params`, constants and the
  * numeric params of calls are read from the kernel's parameter block rather than written into the
- * source, so the kernel serves every value of them.
+ * source, so the kernel serves every value of them. With `caps` of an adapter with shader-f16,
+ * float16 nodes compute in f16 (`computeType(d, caps)`): functions whose WGSL is exact in f16 (their
+ * `f16` flag: +, −, ×, compares, where…) take f16 arguments; the others (exp, division, the `sn_*`
+ * helpers) get them widened to f32, as PyTorch computes half math in float, and their result is
+ * rounded to binary16 (ties to even, like the CPU) before it becomes an f16 again.
  */
-export function wgslExprBody(expr: Expr, readInput: (k: number) => string, params?: KernelParams): { body: string; result: string } {
-  const value = (x: number, t: WgslScalar) => (params ? params.scalar(x, t, literal) : literal(x, t));
+export function wgslExprBody(expr: Expr, readInput: (k: number) => string, params?: KernelParams, caps?: WebGpuCaps): { body: string; result: string } {
+  const value = (x: number, t: WgslScalar): string => {
+    if (t !== 'f16') return params ? params.scalar(x, t, literal) : literal(x, t);
+    // Parameter words are 32 bits: an f16 is read as the f32 holding its binary16 value.
+    return params ? `f16(${params.scalar(castValue('float16', x), 'f32', literal)})` : literal(x, t);
+  };
   const names = new Map<Expr, string>();
   const lines: string[] = [];
   for (const n of exprNodes(expr)) {
-    const t = computeType(n.dtype);
+    const t = computeType(n.dtype, caps);
     let v: string;
     if (n.kind === 'input') v = readInput(n.index);
     else if (n.kind === 'const') v = value(n.value, t);
@@ -29,8 +38,13 @@ export function wgslExprBody(expr: Expr, readInput: (k: number) => string, param
       const fn = ELEMENTWISE.get(n.fn);
       if (!fn) throw new Error(`no elementwise function '${n.fn}'`);
       const args = n.args.map((a) => a.dtype);
-      const litType = computeType(args[0] ?? n.dtype);
-      v = roundTo(n.dtype, fn.wgsl(n.args.map((a) => names.get(a)!), n.params, { args, out: n.dtype, lit: (x) => value(x, litType) }));
+      // Functions not exact in f16 compute as without shader-f16: f16 arguments widen to f32.
+      const as = fn.f16 ? caps : undefined;
+      const operands = n.args.map((a) => (computeType(a.dtype, as) !== computeType(a.dtype, caps) ? `f32(${names.get(a)!})` : names.get(a)!));
+      const litType = computeType(args[0] ?? n.dtype, as);
+      const own = computeType(n.dtype, as);
+      v = roundTo(n.dtype, fn.wgsl(operands, n.params, { args, out: n.dtype, lit: (x) => value(x, litType) }), own);
+      if (own !== t) v = `${t}(${v})`;
     }
     const name = `t${names.size}`;
     names.set(n, name);
@@ -53,10 +67,10 @@ export function wgslExprBody(expr: Expr, readInput: (k: number) => string, param
 export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, caps: WebGpuCaps, label: string): WgslKernel {
   const n = numel(out.shape);
   const { shape, strides } = collapseDims(out.shape, inputs.map((v) => broadcastStrides(v, out.shape)));
-  const params = inputs.map((v, k) => `x${k}: ${computeType(v.dtype)}`).join(', ');
+  const params = inputs.map((v, k) => `x${k}: ${computeType(v.dtype, caps)}`).join(', ');
   const p = new KernelParams();
-  const { body, result } = wgslExprBody(expr, (k) => `x${k}`, p);
-  const f = `fn f(${params}) -> ${computeType(out.dtype)} {\n  ${body}\n  return ${result};\n}`;
+  const { body, result } = wgslExprBody(expr, (k) => `x${k}`, p, caps);
+  const f = `fn f(${params}) -> ${computeType(out.dtype, caps)} {\n  ${body}\n  return ${result};\n}`;
   const size = workgroupSize(256, caps);
   const scalar = strides.map((s) => s.every((d) => d === 0));
   const wide = (d: string) => d === 'float32' || d === 'int32';
@@ -67,16 +81,16 @@ export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, 
   if (vectorize) {
     const vec = computeType(out.dtype) === 'f32' ? 'vec4f' : 'vec4i';
     decls = bindings(inputs.map((v) => v.dtype), [out.dtype], caps, [...scalar.map((s) => !s), true]);
-    const loads = inputs.map((v, k) => (scalar[k] ? `let a${k} = ${loadElement(`in${k}`, v.dtype, p.u32(v.offset), caps)};` : `let a${k} = in${k}[w + ${p.u32(v.offset / 4)}];`));
+    const loads = inputs.map((v, k) => (scalar[k] ? `let a${k} = ${loadElement(`in${k}`, v.dtype, p.u32(v.offset), caps, computeType(v.dtype, caps))};` : `let a${k} = in${k}[w + ${p.u32(v.offset / 4)}];`));
     const lane = (c: string) => `f(${inputs.map((_, k) => (scalar[k] ? `a${k}` : `a${k}.${c}`)).join(', ')})`;
     main = `let w = ${g.index};\n  if (w >= ${p.u32(n / 4)}) { return; }\n  ${loads.join('\n  ')}\n  out0[w] = ${vec}(${['x', 'y', 'z', 'w'].map(lane).join(', ')});`;
   } else {
     const perWord = elementsPerWord(out.dtype, caps);
     const words = Math.ceil(n / perWord);
     const { lines, idx } = unravelParams('e', shape, p);
-    const loads = inputs.map((v, k) => loadElement(`in${k}`, v.dtype, `p${k}`, caps));
+    const loads = inputs.map((v, k) => loadElement(`in${k}`, v.dtype, `p${k}`, caps, computeType(v.dtype, caps)));
     inputs.forEach((v, k) => lines.push(`let p${k} = ${offsetOfParams(v.offset, strides[k]!, idx, p)};`));
-    const value = `fn value(e: u32) -> ${computeType(out.dtype)} {\n  ${lines.join('\n  ')}\n  return f(${loads.join(', ')});\n}`;
+    const value = `fn value(e: u32) -> ${computeType(out.dtype, caps)} {\n  ${lines.join('\n  ')}\n  return f(${loads.join(', ')});\n}`;
     decls = `${bindings(inputs.map((v) => v.dtype), [out.dtype], caps)}\n\n${value}`;
     const values = Array.from({ length: perWord }, (_, j) => (perWord === 1 ? 'value(w)' : `value(w * ${perWord}u + ${j}u)`));
     main = `let w = ${g.index};\n  if (w >= ${p.u32(words)}) { return; }\n  out0[w] = ${packWord(out.dtype, values, caps)};`;
