@@ -7,6 +7,8 @@ import { amax, amin } from '../ops/reduce.js';
 import { contiguous, reshape, to } from '../ops/views.js';
 import { fromHost } from '../tensor/creation.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { OnnxModel } from '../io/onnx/model.js';
+import { type GraphQuantizeOptions, type LayerKind, type QuantTarget, type QuantizedGraph, quantizeGraph } from './graph.js';
 import { tidy } from '../tensor/scope.js';
 import { Module } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
@@ -92,6 +94,13 @@ export function quantizeRowsSymmetric(w: Tensor): [Tensor, Tensor] {
 export interface QuantizeDynamicOptions {
   /** The weight dtype; only 'qint8' (as PyTorch's default). */
   dtype?: 'qint8';
+  /**
+   * Quantise on the traced graph (always for functions of tensors and models from loadOnnx): the input tensors of
+   * one call. An nn.Module without them has its Linear layers replaced in place.
+   */
+  exampleInputs?: Tensor | readonly Tensor[];
+  /** On the graph: the layer kinds to quantise (default conv2d, linear and matmul with a constant weight). */
+  layers?: readonly LayerKind[];
 }
 
 /** Replaces the children of `model` (at any depth) for which `pick` gives a replacement; returns how many. */
@@ -112,13 +121,26 @@ export function replaceModules(model: Module, pick: (m: Module) => Module | null
 }
 
 /**
- * `torch.ao.quantization.quantize_dynamic` for Linear layers: replaces each nn.Linear in `model` (in
- * place; the model is returned) with a DynamicQuantizedLinear. A bare Linear is returned replaced.
+ * `torch.ao.quantization.quantize_dynamic`: weights int8 per output channel ahead of time, each call's activations
+ * quantised to quint8 from their own min/max.
+ * - An nn.Module without `exampleInputs`: each nn.Linear is replaced (in place; the model is returned) by a
+ *   DynamicQuantizedLinear; a bare Linear is returned replaced.
+ * - A function of tensors, a model from loadOnnx, or a module with `exampleInputs`: on the traced graph (see
+ *   src/quant/graph.ts). Every linear and matmul with a constant weight, and every conv2d (as onnxruntime's
+ *   quantize_dynamic does with ConvInteger: the activation quantised per call over the whole tensor), runs on the
+ *   integer GEMM; `layers` picks the kinds. The result is called like the target and runs compiled.
  */
-export function quantizeDynamic<M extends Module>(model: M, opts: QuantizeDynamicOptions = {}): M | DynamicQuantizedLinear {
+export function quantizeDynamic(target: QuantTarget, opts: QuantizeDynamicOptions & GraphQuantizeOptions): QuantizedGraph;
+export function quantizeDynamic<M extends Module>(model: M, opts?: QuantizeDynamicOptions): M | DynamicQuantizedLinear;
+export function quantizeDynamic(model: QuantTarget, opts: QuantizeDynamicOptions = {}): Module | QuantizedGraph {
   const op = 'quantizeDynamic';
-  if (!(model instanceof Module)) throw new SinterError(op, `expects an nn.Module, got ${typeof model}`);
   if ((opts.dtype ?? 'qint8') !== 'qint8') throw new SinterError(op, `only dtype 'qint8' is supported, got ${JSON.stringify(opts.dtype)}`);
+  if (opts.exampleInputs !== undefined) return quantizeGraph(op, model, 'dynamic', { exampleInputs: opts.exampleInputs, layers: opts.layers }, null);
+  if (!(model instanceof Module)) {
+    if (typeof model === 'function' || model instanceof OnnxModel) throw new SinterError(op, 'quantising a function or an ONNX model works on its traced graph: pass { exampleInputs } (the input tensors of one call)');
+    throw new SinterError(op, `expects an nn.Module, a function of tensors or a model from loadOnnx, got ${model === null ? 'null' : typeof model}`);
+  }
+  if (opts.layers !== undefined) throw new SinterError(op, 'layers applies on the traced graph: pass exampleInputs too');
   if (model instanceof Linear) return new DynamicQuantizedLinear(model);
   replaceModules(model, (m) => (m instanceof Linear ? new DynamicQuantizedLinear(m) : null));
   return model;

@@ -9,17 +9,21 @@ import { constantTensor } from '../jit/passes/util.js';
 import { Trace, withTrace } from '../jit/trace.js';
 import { synchronize as syncDevice } from '../backend/device.js';
 import { hasBackend } from '../backend/backend.js';
-import { div } from '../ops/binary.js';
+import { div, mul } from '../ops/binary.js';
 import { map } from '../ops/elementwise.js';
-import { apply } from '../ops/op.js';
-import { contiguous, expand, reshape, transpose } from '../ops/views.js';
+import { pad } from '../ops/movement.js';
+import { apply, apply1 } from '../ops/op.js';
+import { reciprocal } from '../ops/unary.js';
+import { contiguous, expand, reshape, slice, to, transpose } from '../ops/views.js';
 import { fromHost } from '../tensor/creation.js';
 import { keep } from '../tensor/memory.js';
 import { tidy } from '../tensor/scope.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Module } from '../nn/module.js';
 import { OnnxModel } from '../io/onnx/model.js';
-import { type ConvGeometry, qgemm } from './gemm.js';
+import { type ConvGeometry, type QGemmAttrs, qgemm } from './gemm.js';
+import { dynamicQparams, quantizeRowsSymmetric } from './dynamic.js';
+import { dequantizeBlockwise, quantizeBlockwise, wqMatmulOp } from './weights.js';
 import { HistogramObserver, MinMaxObserver, type Observer } from './observer.js';
 import { numel } from '../tensor/shape.js';
 import { type QConfig, getDefaultQconfig } from './qconfig.js';
@@ -96,11 +100,11 @@ export type Batch = Tensor | readonly Tensor[];
 const asList = (b: Batch): Tensor[] => (b instanceof Tensor ? [b] : [...b]);
 
 /** The tensors of a result in order, and a template to rebuild its structure (as jit returns it). */
-function flatten(tree: unknown, out: Tensor[]): unknown {
+function flatten(op: string, tree: unknown, out: Tensor[]): unknown {
   if (tree instanceof Tensor) return out.push(tree) - 1;
-  if (Array.isArray(tree)) return tree.map((t) => flatten(t, out));
-  if (tree && typeof tree === 'object') return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, flatten(v, out)]));
-  throw new SinterError('quant.prepare', `the target must return tensors (or arrays/objects of them), got ${tree === null ? 'null' : typeof tree}`);
+  if (Array.isArray(tree)) return tree.map((t) => flatten(op, t, out));
+  if (tree && typeof tree === 'object') return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, flatten(op, v, out)]));
+  throw new SinterError(op, `the target must return tensors (or arrays/objects of them), got ${tree === null ? 'null' : typeof tree}`);
 }
 function unflatten(template: unknown, values: readonly Tensor[]): unknown {
   if (typeof template === 'number') return values[template];
@@ -109,7 +113,7 @@ function unflatten(template: unknown, values: readonly Tensor[]): unknown {
 }
 
 /** The target as a synchronous function of tensors, and where names of layers come from. */
-function targetFunction(target: QuantTarget): { fn: (...x: Tensor[]) => unknown; kind: 'module' | 'onnx' | 'function'; paramNames: Map<unknown, string> } {
+function targetFunction(op: string, target: QuantTarget): { fn: (...x: Tensor[]) => unknown; kind: 'module' | 'onnx' | 'function'; paramNames: Map<unknown, string> } {
   if (target instanceof Module) {
     target.eval();
     const names = new Map<unknown, string>();
@@ -118,11 +122,11 @@ function targetFunction(target: QuantTarget): { fn: (...x: Tensor[]) => unknown;
   }
   if (target instanceof OnnxModel) return { fn: target.traceable(), kind: 'onnx', paramNames: new Map() };
   if (typeof target === 'function') return { fn: target, kind: 'function', paramNames: new Map() };
-  throw new SinterError('quant.prepare', `expects an nn.Module, a function of tensors or a model from loadOnnx, got ${target === null ? 'null' : typeof target}`);
+  throw new SinterError(op, `expects an nn.Module, a function of tensors or a model from loadOnnx, got ${target === null ? 'null' : typeof target}`);
 }
 
 /** Traces `fn` at `inputs` and runs the jit's graph passes (dead code, CSE, constant and BatchNorm folding). */
-function traceGraph(fn: (...x: Tensor[]) => unknown, inputs: readonly Tensor[], names: Map<unknown, string>): { graph: Graph; template: unknown; names: Map<unknown, string> } {
+function traceGraph(op: string, fn: (...x: Tensor[]) => unknown, inputs: readonly Tensor[], names: Map<unknown, string>): { graph: Graph; template: unknown; names: Map<unknown, string> } {
   const device = inputs[0]!.device;
   const trace = new Trace(device);
   let template: unknown;
@@ -134,7 +138,7 @@ function traceGraph(fn: (...x: Tensor[]) => unknown, inputs: readonly Tensor[], 
       withTrace(trace, () => {
         const symbolic = inputs.map((t, i) => trace.input(t, i));
         const outs: Tensor[] = [];
-        template = flatten(fn(...symbolic), outs);
+        template = flatten(op, fn(...symbolic), outs);
         return trace.finish(outs);
       }),
     );
@@ -156,7 +160,7 @@ function traceGraph(fn: (...x: Tensor[]) => unknown, inputs: readonly Tensor[], 
   const random = graph.nodes.find((n) => n.kind === 'random');
   if (random) {
     freeGraph(graph);
-    throw new SinterError('quant.prepare', `the target draws random numbers (${random.kind === 'random' ? random.label : ''}); static quantisation needs a deterministic function`);
+    throw new SinterError(op, `the target draws random numbers (${random.kind === 'random' ? random.label : ''}); quantisation needs a deterministic function`);
   }
   return { graph, template, names: layerNames };
 }
@@ -213,12 +217,18 @@ export interface ConvertOptions {
   keepFloat?: readonly string[];
 }
 
-/** The int8 form of a prepared graph: called like the target; runs int8 GEMMs in a compiled plan. */
+/**
+ * A quantised target, called like it (ONNX models: also `run(feeds)` → outputs by name) and run in a compiled plan:
+ * the int8 form of a prepared graph (`convert`, mode 'static'), or a target quantised by `quantizeDynamic` /
+ * `quantizeWeights` with exampleInputs (mode 'dynamic' / 'weights').
+ */
 export interface QuantizedGraph {
   (...inputs: Tensor[]): unknown;
   run(feeds: Readonly<Record<string, Tensor>>): Promise<Record<string, Tensor>>;
-  readonly prepared: PreparedGraph;
-  /** Names of the layers that run as int8. */
+  readonly mode: 'static' | 'dynamic' | 'weights';
+  /** The prepared graph it was converted from (null for dynamic and weight-only quantisation, which keep no float weights). */
+  readonly prepared: PreparedGraph | null;
+  /** Names of the quantised layers (int8 GEMMs; weight-only blocks for mode 'weights'). */
   readonly quantizedLayers: readonly string[];
   /** Bytes of the constants the int8 program reads (int8 weights, float biases, every constant the float ops read). */
   modelBytes(): number;
@@ -237,8 +247,18 @@ interface ActParams {
   scaleParts: Tensor[];
 }
 
-/** The int8 form of one layer: its GEMM's constant inputs. */
-interface QLayer {
+/**
+ * The quantised form of one layer, one of:
+ * - 'static': an int8 GEMM with calibrated activation parameters (int8 or float32 out);
+ * - 'dynamic': an int8 GEMM whose input is quantised per call from its own min/max, float32 out;
+ * - 'weights': weight-only blocks, dequantised inside the matmul (or, for convs and matmuls whose K the blocks do
+ *   not divide, into a transient float weight that the layer's own op reads), float compute.
+ */
+type QLayer = StaticQLayer | DynamicQLayer | WeightOnlyQLayer;
+
+/** The int8 form of one calibrated layer: its GEMM's constant inputs. */
+interface StaticQLayer {
+  mode: 'static';
   state: LayerState;
   weight: Tensor;
   zpW: Tensor;
@@ -254,23 +274,109 @@ interface QLayer {
   produces: Value;
 }
 
+/** A layer quantised dynamically (PyTorch's quantize_dynamic; ConvInteger-style for convs). */
+interface DynamicQLayer {
+  mode: 'dynamic';
+  state: LayerState;
+  /** int8 [N, K], symmetric per output channel. */
+  weight: Tensor;
+  /** The weight's zero point 0, one int32 read through a broadcast view [N]. */
+  zpW: Tensor;
+  /** float32 [N] weight scales; the GEMM's multiplier is the input's scale times these. */
+  wScale: Tensor;
+  /** float32 [N] (zeros when the layer has none). */
+  bias: Tensor;
+  produces: Value;
+}
+
+/** A layer with weight-only blocks (ONNX's MatMulNBits layout). */
+interface WeightOnlyQLayer {
+  mode: 'weights';
+  state: LayerState;
+  /** uint8 [N, Kp·bits/8]: Kp is K rounded up to a whole number of blocks (zeros in the padding). */
+  packed: Tensor;
+  /** float32 [N, Kp/blockSize]. */
+  scales: Tensor;
+  /** uint8 [N, Kp/blockSize] when asymmetric, else null (zero point 2^(bits−1)). */
+  zeroPoints: Tensor | null;
+  bias: Tensor | null;
+  bits: 8 | 4;
+  blockSize: number;
+  /** Runs on the fused weight-only matmul kernel (linear/matmul with K a multiple of blockSize). */
+  fused: boolean;
+  produces: Value;
+}
+
+/** The device tensors a quantised layer owns (freed with it). */
+function layerTensors(l: QLayer): Tensor[] {
+  if (l.mode === 'static') return [l.weight, l.zpW, l.mult, l.offset, l.zpIn, ...(l.zpOut ? [l.zpOut] : [])];
+  if (l.mode === 'dynamic') return [l.weight, l.zpW, l.wScale, l.bias];
+  return [l.packed, l.scales, ...(l.zeroPoints ? [l.zeroPoints] : []), ...(l.bias ? [l.bias] : [])];
+}
+
+/** Bytes a quantised layer stores: its weight as packed, its scales, zero points and bias (static: the shared input/output zero points aside). */
+function layerBytes(l: QLayer): number {
+  const list = l.mode === 'static' ? [l.weight, l.offset, l.zpW, l.mult] : layerTensors(l);
+  return list.reduce((sum, t) => sum + t.storage.byteLength, 0);
+}
+
+/** The quantised layers of a program and the activation parameters the static ones share. */
+interface QLayers {
+  layers: Map<OpNode, QLayer>;
+  acts: Map<number, ActParams>;
+}
+type LayerBuilder = (state: GraphState, enabled: ReadonlySet<LayerState>) => QLayers;
+
+/** A traced target: its optimised float graph, the structure of its result and where its layers' names come from. */
+interface TracedTarget {
+  graph: Graph;
+  template: unknown;
+  kind: 'module' | 'onnx' | 'function';
+  names: Map<unknown, string>;
+  inputNames: readonly string[] | null;
+  outputNames: readonly string[] | null;
+}
+
+/** Traces `target` at `exampleInputs` (checked) for `op`. */
+function traceTarget(op: string, target: QuantTarget, exampleInputs: Tensor | readonly Tensor[] | undefined): TracedTarget {
+  const inputs = exampleInputs instanceof Tensor ? [exampleInputs] : [...(exampleInputs ?? [])];
+  if (inputs.length === 0 || !inputs.every((t) => t instanceof Tensor)) throw new SinterError(op, 'needs exampleInputs: a tensor or the target\'s input tensors, to trace it');
+  if (inputs.some((t) => t.device !== inputs[0]!.device)) throw new SinterError(op, `all example inputs must be on one device, got ${inputs.map((t) => t.device).join(', ')}`);
+  const { fn, kind, paramNames } = targetFunction(op, target);
+  const { graph, template, names } = traceGraph(op, fn, inputs, paramNames);
+  const onnx = target instanceof OnnxModel ? target : null;
+  return { graph, template, kind, names, inputNames: onnx ? onnx.inputs.map((i) => i.name) : null, outputNames: onnx ? onnx.outputs.map((o) => o.name) : null };
+}
+
+/** Chooses each layer's qconfig (static quantisation; null keeps it float) from its name, its base name and kind. */
+type QconfigChooser = (name: string, base: string, kind: LayerKind) => QConfig | null;
+
 class GraphState {
   readonly layers: LayerState[] = [];
-  /** One observer per value that a layer reads, by value id. */
+  /** One observer per value that a layer reads, by value id (static quantisation only). */
   readonly observers = new Map<number, Observer>();
   readonly users: Map<number, { node: Node | null; use: Use }[]>;
-  observed: Jitted<Tensor[], Tensor[]>;
+  /** The float graph compiled with the observed values as extra outputs (static quantisation only). */
+  readonly observed: Jitted<Tensor[], Tensor[]> | null = null;
   private floatPlan: Jitted<Tensor[], Tensor[]> | null = null;
+  readonly graph: Graph;
+  readonly template: unknown;
+  readonly kind: 'module' | 'onnx' | 'function';
+  readonly inputNames: readonly string[] | null;
+  readonly outputNames: readonly string[] | null;
 
-  constructor(
-    readonly graph: Graph,
-    readonly template: unknown,
-    readonly kind: 'module' | 'onnx' | 'function',
-    readonly inputNames: readonly string[] | null,
-    readonly outputNames: readonly string[] | null,
-    names: Map<unknown, string>,
-    opts: GraphPrepareOptions,
-  ) {
+  /**
+   * Finds the layers of `traced`. With `qconfigOf` (static quantisation) each gets its qconfig, a weight observer
+   * and an observer of its input; without (dynamic and weight-only quantisation) layers carry no qconfig and
+   * nothing is observed.
+   */
+  constructor(traced: TracedTarget, qconfigOf: QconfigChooser | null) {
+    const { graph, names } = traced;
+    this.graph = graph;
+    this.template = traced.template;
+    this.kind = traced.kind;
+    this.inputNames = traced.inputNames;
+    this.outputNames = traced.outputNames;
     this.users = graph.users();
     const counts = new Map<LayerKind, number>();
     // A weight that several layers read (a module called twice, q/k/v slices of one in_proj_weight) names
@@ -285,7 +391,7 @@ class GraphState {
       const use = uses.get(base) ?? 0;
       uses.set(base, use + 1);
       const name = use ? `${base}_${use}` : base;
-      const qconfig = qconfigFor(name, base, kind, opts);
+      const qconfig = qconfigOf ? qconfigOf(name, base, kind) : null;
       const [x, w, b] = n.inputs as [Use, Use, Use | undefined];
       const weight = keep(tidy(() => {
         const t = constantTensor(w);
@@ -300,6 +406,7 @@ class GraphState {
       this.layers.push({ name, kind, weightShape: weight.shape, outputShape: n.outputs[0]!.shape, qconfig, node: n, input: x, weight, bias, weightObserver, relu });
       if (qconfig && !this.observers.has(x.value.id)) this.observers.set(x.value.id, activationObserver(qconfig, x.value));
     }
+    if (!qconfigOf) return;
     if (this.layers.length === 0) throw new SinterError('quant.prepare', 'found no conv2d, linear or matmul with a constant weight to quantise in the traced graph');
     const tapped = [...this.observers.keys()];
     this.observed = jit((...x: Tensor[]) => {
@@ -316,6 +423,7 @@ class GraphState {
 
   /** Runs the float graph and feeds every observer. */
   observe(inputs: Tensor[]): Tensor[] {
+    if (!this.observed) throw new SinterError('quant', 'internal: only a graph prepared for static quantisation observes');
     const all = this.observed(...inputs);
     const nOut = all.length - this.observers.size;
     let i = nOut;
@@ -333,8 +441,25 @@ class GraphState {
     for (const l of this.layers) await l.weightObserver?.synchronize();
   }
 
+  /**
+   * Frees the float weights of `quantised` layers: the copies made at discovery and the graph's constants that
+   * only they read (the plan that runs them reads their quantised form; the float graph can no longer run).
+   */
+  releaseFloatWeights(quantised: ReadonlySet<Node>): void {
+    for (const l of this.layers) {
+      if (!quantised.has(l.node)) continue;
+      l.weight.dispose();
+      l.bias?.dispose();
+    }
+    for (const n of this.graph.nodes) {
+      if (n.kind !== 'constant') continue;
+      const users = this.users.get(n.outputs[0]!.id) ?? [];
+      if (users.length > 0 && users.every(({ node, use }) => node !== null && quantised.has(node) && node.inputs[0] !== use)) n.tensor.dispose();
+    }
+  }
+
   dispose(): void {
-    this.observed.dispose();
+    this.observed?.dispose();
     this.floatPlan?.dispose();
     for (const l of this.layers) {
       l.weight.dispose();
@@ -383,16 +508,11 @@ function feedList(state: GraphState, feeds: Readonly<Record<string, Tensor>>): T
  * target itself is not changed. Call the result on calibration batches (or `calibrateGraph`), then `convertGraph`.
  */
 export function prepareGraph(target: QuantTarget, opts: GraphPrepareOptions): PreparedGraph {
-  const op = 'quant.prepare';
-  const inputs = opts.exampleInputs instanceof Tensor ? [opts.exampleInputs] : [...(opts.exampleInputs ?? [])];
-  if (inputs.length === 0 || !inputs.every((t) => t instanceof Tensor)) throw new SinterError(op, 'needs exampleInputs: a tensor or the target\'s input tensors, to trace it');
-  if (inputs.some((t) => t.device !== inputs[0]!.device)) throw new SinterError(op, `all example inputs must be on one device, got ${inputs.map((t) => t.device).join(', ')}`);
-  const { fn, kind, paramNames } = targetFunction(target);
-  const { graph, template, names } = traceGraph(fn, inputs, paramNames);
-  const onnx = target instanceof OnnxModel ? target : null;
+  const traced = traceTarget('quant.prepare', target, opts.exampleInputs);
+  const { graph, kind } = traced;
   let state: GraphState;
   try {
-    state = new GraphState(graph, template, kind, onnx ? onnx.inputs.map((i) => i.name) : null, onnx ? onnx.outputs.map((o) => o.name) : null, names, opts);
+    state = new GraphState(traced, (name, base, k) => qconfigFor(name, base, k, opts));
   } catch (e) {
     freeGraph(graph);
     throw e;
@@ -449,7 +569,7 @@ function freeAct(p: ActParams): void {
 }
 
 /** Builds the int8 GEMM inputs of the enabled layers (on the weights' device). */
-function buildQLayers(state: GraphState, enabled: ReadonlySet<LayerState>): { layers: Map<OpNode, QLayer>; acts: Map<number, ActParams> } {
+function buildQLayers(state: GraphState, enabled: ReadonlySet<LayerState>): QLayers {
   const op = 'quant.convert';
   const acts = new Map<number, ActParams>();
   const device = state.graph.device;
@@ -493,7 +613,7 @@ function buildQLayers(state: GraphState, enabled: ReadonlySet<LayerState>): { la
       };
     });
     for (const t of [qlayer.weight, qlayer.zpW, qlayer.mult, qlayer.offset, qlayer.zpIn, qlayer.zpOut]) if (t) keep(t);
-    layers.set(l.node, { state: l, ...qlayer, inParams, outParams, produces });
+    layers.set(l.node, { mode: 'static', state: l, ...qlayer, inParams, outParams, produces });
   }
   return { layers, acts };
 }
@@ -504,12 +624,38 @@ function read(t: Tensor, u: Use): Tensor {
 }
 
 /** Runs one int8 layer: its input as int8 (quantised here at a border), the GEMM, int8 or float32 out. */
-function runQLayer(q: QLayer, x: Tensor, outShape: readonly number[]): Tensor {
-  const l = q.state, u = l.input;
-  const n = l.weightShape[0]!;
+function runStaticLayer(q: StaticQLayer, x: Tensor, outShape: readonly number[]): Tensor {
   const out = q.outParams;
-  const requant = out ? { dtype: STORAGE_DTYPE[out.dtype] as 'int8' | 'uint8', lo: q.produces !== l.node.outputs[0] ? Math.max(QRANGE[out.dtype][0], out.zeroPoint) : QRANGE[out.dtype][0], hi: QRANGE[out.dtype][1] } : 'float32' as const;
-  const params = [q.zpIn, q.zpW, q.mult, q.offset, ...(q.zpOut ? [q.zpOut] : [])];
+  const requant = out ? { dtype: STORAGE_DTYPE[out.dtype] as 'int8' | 'uint8', lo: q.produces !== q.state.node.outputs[0] ? Math.max(QRANGE[out.dtype][0], out.zeroPoint) : QRANGE[out.dtype][0], hi: QRANGE[out.dtype][1] } : 'float32' as const;
+  return layerGemm(q.state, x, q.weight, [q.zpIn, q.zpW, q.mult, q.offset, ...(q.zpOut ? [q.zpOut] : [])], requant, outShape);
+}
+
+/** Runs a dynamic layer: quantises its float input (as the use reads it) from its own min/max, then the int8 GEMM, float32 out. */
+function runDynamicLayer(q: DynamicQLayer, x: Tensor, outShape: readonly number[]): Tensor {
+  const [scale, zp] = dynamicQparams(x, 'quint8');
+  const xq = map('quantizeDynamic', [x, reciprocal(scale), zp], quantizeExpr(x.dtype, 'quint8'));
+  return layerGemm(q.state, xq, q.weight, [zp, q.zpW, mul(scale, q.wScale), q.bias], 'float32', outShape);
+}
+
+/** Runs a weight-only layer on its float input: the fused dequantising matmul, or the layer's op on the dequantised weight. */
+function runWeightOnlyLayer(q: WeightOnlyQLayer, x: Tensor, outShape: readonly number[]): Tensor {
+  const l = q.state, n = l.weightShape[0]!, k = numel(l.weightShape) / n;
+  const blocks = [q.packed, q.scales, ...(q.zeroPoints ? [q.zeroPoints] : [])];
+  if (q.fused) {
+    const m = x.numel() / k;
+    const y = apply1(wqMatmulOp, [reshape(x, [m, k]), ...blocks, ...(q.bias ? [q.bias] : [])], { m, n, k, bits: q.bits, blockSize: q.blockSize, asymmetric: q.zeroPoints !== null, hasBias: q.bias !== null });
+    return reshape(y, outShape);
+  }
+  const w = slice(dequantizeBlockwise(q.packed, q.scales, q.zeroPoints, q.bits, q.blockSize), 1, 0, k);
+  // The op's own weight layout: [out, in/groups, kh, kw] for conv2d, [N, K] for linear, [K, N] for matmul.
+  const weight = l.kind === 'matmul' ? transpose(w, 0, 1) : reshape(w, l.weightShape);
+  return apply(l.node.op, [x, weight, ...(q.bias ? [q.bias] : [])], l.node.attrs)[0]!;
+}
+
+/** One integer GEMM for a layer: a conv2d (implicit im2col) or a matmul over the input's rows. */
+function layerGemm(l: LayerState, x: Tensor, weight: Tensor, params: Tensor[], output: QGemmAttrs['output'], outShape: readonly number[]): Tensor {
+  const u = l.input;
+  const n = l.weightShape[0]!;
   if (l.kind === 'conv2d') {
     const a = l.node.attrs as { stride: [number, number]; padding: [number, number, number, number]; dilation: [number, number]; groups: number };
     const [batch, channels, height, width] = u.view.shape as [number, number, number, number];
@@ -518,12 +664,12 @@ function runQLayer(q: QLayer, x: Tensor, outShape: readonly number[]): Tensor {
       batch, channels, height, width, kernel: [kh, kw], stride: a.stride, padding: [a.padding[0], a.padding[2]], dilation: a.dilation, groups: a.groups,
       outHeight: outShape[2]!, outWidth: outShape[3]!,
     };
-    return qgemm([x, q.weight, ...params], { m: batch * conv.outHeight * conv.outWidth, n, k: q.weight.shape[1]!, conv, output: requant });
+    return qgemm([x, weight, ...params], { m: batch * conv.outHeight * conv.outWidth, n, k: weight.shape[1]!, conv, output });
   }
   const k = u.view.shape[u.view.shape.length - 1]!;
   const m = x.numel() / k;
   const a2 = reshape(x, [m, k]);
-  const y = qgemm([a2, q.weight, ...params], { m, n, k, conv: null, output: requant });
+  const y = qgemm([a2, weight, ...params], { m, n, k, conv: null, output });
   return reshape(y, outShape);
 }
 
@@ -531,7 +677,7 @@ function runQLayer(q: QLayer, x: Tensor, outShape: readonly number[]): Tensor {
  * Interprets the graph on `args`: every op as recorded, except the int8 layers of `q` (with quantise/dequantise
  * at the borders of int8 regions). Returns the outputs, and the float values of `taps` (value ids).
  */
-function interpret(state: GraphState, args: readonly Tensor[], q: { layers: Map<OpNode, QLayer>; acts: Map<number, ActParams> } | null, taps: readonly number[]): { outs: Tensor[]; taps: Tensor[] } {
+function interpret(state: GraphState, args: readonly Tensor[], q: QLayers | null, taps: readonly number[]): { outs: Tensor[]; taps: Tensor[] } {
   const g = state.graph;
   return tidy(() => {
     const floats = new Map<number, Tensor>();
@@ -569,16 +715,22 @@ function interpret(state: GraphState, args: readonly Tensor[], q: { layers: Map<
         continue;
       }
       if (n.kind === 'constant') {
-        floats.set(n.outputs[0]!.id, n.tensor);
+        // Released after dynamic/weight-only quantisation when only quantised layers read it (as their weight).
+        if (!n.tensor.isDisposed) floats.set(n.outputs[0]!.id, n.tensor);
         continue;
       }
       if (n.kind !== 'op') throw new SinterError('quant', 'internal: random nodes are refused at prepare');
       const ql = q?.layers.get(n);
-      if (ql) {
+      if (ql?.mode === 'static') {
         const x = read(intOf(ql.state.input.value, ql.inParams), ql.state.input);
-        const y = runQLayer(ql, x, n.outputs[0]!.shape);
+        const y = runStaticLayer(ql, x, n.outputs[0]!.shape);
         if (ql.outParams) ints.set(ql.produces.id, { t: y, p: ql.outParams });
         else floats.set(ql.produces.id, y);
+        continue;
+      }
+      if (ql) {
+        const x = read(floatOf(ql.state.input.value), ql.state.input);
+        floats.set(ql.produces.id, ql.mode === 'dynamic' ? runDynamicLayer(ql, x, n.outputs[0]!.shape) : runWeightOnlyLayer(ql, x, n.outputs[0]!.shape));
         continue;
       }
       const outs = apply(n.op, n.inputs.map((u) => read(floatOf(u.value), u)), n.attrs);
@@ -592,16 +744,16 @@ function interpret(state: GraphState, args: readonly Tensor[], q: { layers: Map<
   });
 }
 
-/** Compiles the graph with `enabled` layers as int8 (a jitted interpreter); the caller frees what it returns. */
-function compileQuantized(state: GraphState, enabled: ReadonlySet<LayerState>, taps: readonly number[] = []) {
-  const q = buildQLayers(state, enabled);
+/** Compiles the graph with `enabled` layers quantised by `build` (a jitted interpreter); the caller frees what it returns. */
+function compileQuantized(state: GraphState, enabled: ReadonlySet<LayerState>, build: LayerBuilder, taps: readonly number[] = []) {
+  const q = build(state, enabled);
   const fn = jit((...x: Tensor[]) => {
     const r = interpret(state, x, q, taps);
     return [...r.outs, ...r.taps];
   });
   const free = () => {
     fn.dispose();
-    for (const l of q.layers.values()) for (const t of [l.weight, l.zpW, l.mult, l.offset, l.zpIn, l.zpOut]) t?.dispose();
+    for (const l of q.layers.values()) for (const t of layerTensors(l)) t.dispose();
     for (const p of q.acts.values()) freeAct(p);
   };
   return { fn, q, free };
@@ -614,11 +766,12 @@ export function convertGraph(prepared: PreparedGraph, opts: ConvertOptions = {})
   for (const n of opts.keepFloat ?? []) if (!names.has(n)) throw new SinterError('quant.convert', `keepFloat names '${n}', which is no layer; the layers are ${[...names].join(', ')}`);
   const keepFloat = new Set(opts.keepFloat ?? []);
   const enabled = new Set(state.layers.filter((l) => l.qconfig && !keepFloat.has(l.name)));
-  const { fn, q, free } = compileQuantized(state, enabled);
+  const { fn, q, free } = compileQuantized(state, enabled, buildQLayers);
   const nOut = state.graph.outputs.length;
   const call = (...x: Tensor[]) => unflatten(state.template, fn(...x).slice(0, nOut));
   const quantized = Object.assign(call, {
     run: async (feeds: Readonly<Record<string, Tensor>>) => call(...feedList(state, feeds)) as Record<string, Tensor>,
+    mode: 'static' as const,
     prepared,
     quantizedLayers: [...enabled].map((l) => l.name),
     modelBytes: () => quantizedBytes(state, q.layers),
@@ -626,11 +779,118 @@ export function convertGraph(prepared: PreparedGraph, opts: ConvertOptions = {})
     dispose: free,
   }) as QuantizedGraph;
   STATES.set(quantized, state);
-  QUANTIZED.set(quantized, { q, state, enabled });
+  QUANTIZED.set(quantized, { q, state, enabled, build: buildQLayers });
   return quantized;
 }
 
-const QUANTIZED = new WeakMap<object, { q: { layers: Map<OpNode, QLayer> }; state: GraphState; enabled: ReadonlySet<LayerState> }>();
+/** A converted graph's layers, and how to build them again (for layerSqnr's probe plan); only while its float graph lives. */
+const QUANTIZED = new WeakMap<object, { q: QLayers; state: GraphState; enabled: ReadonlySet<LayerState>; build: LayerBuilder }>();
+
+/** Options of dynamic and weight-only quantisation on the traced graph. */
+export interface GraphQuantizeOptions {
+  /** Inputs of the target's signature (shapes, dtypes, device), to trace it; the result takes inputs of this signature. */
+  exampleInputs: Tensor | readonly Tensor[];
+  /** The layer kinds to quantise (default all: conv2d, linear, matmul with a constant weight). */
+  layers?: readonly LayerKind[];
+}
+
+/** Weight-only block parameters (checked by the caller). */
+export interface WeightOnlySpec {
+  bits: 8 | 4;
+  blockSize: number;
+  symmetric: boolean;
+}
+
+/** Dynamic layers: int8 weights symmetric per output channel, the same quantisation as DynamicQuantizedLinear. */
+function buildDynamicLayers(state: GraphState, enabled: ReadonlySet<LayerState>): QLayers {
+  const device = state.graph.device;
+  const layers = new Map<OpNode, QLayer>();
+  for (const l of enabled) {
+    const n = l.weightShape[0]!;
+    const built = tidy(() => {
+      const [weight, wScale] = quantizeRowsSymmetric(reshape(l.weight, [n, numel(l.weightShape) / n]));
+      return { weight, wScale, zpW: expand(fromHost('quantizeDynamic', Int32Array.of(0), [1], 'int32', device), [n]), bias: floatBias(l, n) };
+    });
+    for (const t of Object.values(built)) keep(t);
+    layers.set(l.node, { mode: 'dynamic', state: l, ...built, produces: l.node.outputs[0]! });
+  }
+  return { layers, acts: new Map() };
+}
+
+/** A float32 copy of a layer's bias (zeros when it has none), owned by its quantised form. */
+function floatBias(l: LayerState, n: number): Tensor {
+  if (!l.bias) return fromHost('quant', new Float32Array(n), [n], 'float32', l.weight.device);
+  return l.bias.dtype === 'float32' ? contiguous(l.bias).clone() : to(l.bias, 'float32');
+}
+
+/** Weight-only layers: each weight row [N, K] in blocks along K (padded with zeros to whole blocks). */
+function weightOnlyBuilder(spec: WeightOnlySpec): LayerBuilder {
+  return (_state, enabled) => {
+    const layers = new Map<OpNode, QLayer>();
+    for (const l of enabled) {
+      const n = l.weightShape[0]!, k = numel(l.weightShape) / n;
+      const padded = Math.ceil(k / spec.blockSize) * spec.blockSize;
+      const built = tidy(() => {
+        const w = reshape(l.weight, [n, k]);
+        const blocks = quantizeBlockwise(padded === k ? w : pad(w, [0, padded - k]), spec.bits, spec.blockSize, spec.symmetric);
+        return { ...blocks, bias: l.bias ? floatBias(l, n) : null };
+      });
+      for (const t of Object.values(built)) if (t) keep(t);
+      layers.set(l.node, { mode: 'weights', state: l, ...built, bits: spec.bits, blockSize: spec.blockSize, fused: l.kind !== 'conv2d' && padded === k, produces: l.node.outputs[0]! });
+    }
+    return { layers, acts: new Map() };
+  };
+}
+
+/**
+ * Dynamic (mode 'dynamic') or weight-only (mode 'weights') quantisation of `target` on its traced graph: every
+ * conv2d/linear/matmul with a constant weight of the chosen kinds is quantised ahead of time, and the result runs
+ * the graph in a compiled plan with those layers on the integer GEMM (dynamic) or on weight-only blocks. The float
+ * weights that only quantised layers read are freed (the target's own tensors stay the target's).
+ */
+export function quantizeGraph(op: string, target: QuantTarget, mode: 'dynamic' | 'weights', opts: GraphQuantizeOptions, spec: WeightOnlySpec | null): QuantizedGraph {
+  const kinds = new Set<LayerKind>(opts.layers ?? ['conv2d', 'linear', 'matmul']);
+  for (const k of kinds) if (k !== 'conv2d' && k !== 'linear' && k !== 'matmul') throw new SinterError(op, `layers may name 'conv2d', 'linear' and 'matmul', got ${JSON.stringify(k)}`);
+  const traced = traceTarget(op, target, opts.exampleInputs);
+  let state: GraphState;
+  try {
+    state = new GraphState(traced, null);
+  } catch (e) {
+    freeGraph(traced.graph);
+    throw e;
+  }
+  const enabled = new Set(state.layers.filter((l) => kinds.has(l.kind)));
+  if (enabled.size === 0) {
+    const found = state.layers.length ? ` (it has ${state.layers.map((l) => `${l.name}: ${l.kind}`).join(', ')})` : '';
+    state.dispose();
+    throw new SinterError(op, `found no ${[...kinds].join(', ')} with a constant float32 weight to quantise in the traced graph${found}`);
+  }
+  const build = mode === 'dynamic' ? buildDynamicLayers : weightOnlyBuilder(spec!);
+  let compiled: ReturnType<typeof compileQuantized>;
+  try {
+    compiled = compileQuantized(state, enabled, build);
+  } catch (e) {
+    state.dispose();
+    throw e;
+  }
+  const { fn, q, free } = compiled;
+  state.releaseFloatWeights(new Set(q.layers.keys()));
+  const call = (...x: Tensor[]) => unflatten(state.template, fn(...x));
+  const quantized = Object.assign(call, {
+    run: async (feeds: Readonly<Record<string, Tensor>>) => call(...feedList(state, feeds)) as Record<string, Tensor>,
+    mode,
+    prepared: null,
+    quantizedLayers: [...enabled].map((l) => l.name),
+    modelBytes: () => quantizedBytes(state, q.layers),
+    report: () => fn.report(),
+    dispose: () => {
+      free();
+      state.dispose();
+    },
+  }) as QuantizedGraph;
+  STATES.set(quantized, state);
+  return quantized;
+}
 
 /** Bytes of the float graph's constants (each storage once). */
 export function floatGraphBytes(prepared: PreparedGraph): number {
@@ -659,7 +919,7 @@ function quantizedBytes(state: GraphState, layers: Map<OpNode, QLayer>): number 
   for (const u of state.graph.outputs) floatReaders.add(u.value.id);
   const kept = state.graph.nodes.filter((n) => n.kind === 'constant' && floatReaders.has(n.outputs[0]!.id));
   let bytes = constantBytes(kept);
-  for (const l of layers.values()) bytes += l.weight.storage.byteLength + l.offset.storage.byteLength + l.zpW.storage.byteLength + l.mult.storage.byteLength;
+  for (const l of layers.values()) bytes += layerBytes(l);
   return bytes;
 }
 
@@ -708,7 +968,7 @@ export async function sensitivityGraph(prepared: PreparedGraph, batches: readonl
   const candidates = state.layers.filter((l) => l.qconfig);
   const result: GraphLayerSensitivity[] = [];
   for (const l of candidates) {
-    const { fn, free } = compileQuantized(state, new Set([l]));
+    const { fn, free } = compileQuantized(state, new Set([l]), buildQLayers);
     const sums: ErrorSums = { signal: 0, noise: 0, maxAbs: 0 };
     try {
       for (let b = 0; b < list.length; b++) {
@@ -743,7 +1003,7 @@ export async function layerSqnr(quantized: QuantizedGraph, batches: readonly Bat
   const { state, q } = entry;
   const layers = [...q.layers.values()];
   const ids = layers.map((l) => l.produces.id);
-  const probe = compileQuantized(state, entry.enabled, ids);
+  const probe = compileQuantized(state, entry.enabled, entry.build, ids);
   const floatTaps = jit((...x: Tensor[]) => interpret(state, x, null, ids).taps);
   const sums = layers.map((): ErrorSums => ({ signal: 0, noise: 0, maxAbs: 0 }));
   const nOut = state.graph.outputs.length;

@@ -18,6 +18,6 @@ export type { QuantizeWeightsOptions } from './weights.js';
 export { prepare, calibrate, convert, synchronize, sensitivity, fuseConvBn, ObservedLayer, QuantizedLayer } from './static.js';
 export type { PrepareOptions, CalibrateOptions, LayerSensitivity } from './static.js';
 export { floatGraphBytes, layerSqnr } from './graph.js';
-export type { QuantTarget, QConfigMapping, GraphPrepareOptions, PreparedGraph, QuantizedGraph, GraphLayer, GraphLayerSensitivity, ConvertOptions, LayerComparison, LayerKind } from './graph.js';
+export type { GraphQuantizeOptions, QuantTarget, QConfigMapping, GraphPrepareOptions, PreparedGraph, QuantizedGraph, GraphLayer, GraphLayerSensitivity, ConvertOptions, LayerComparison, LayerKind } from './graph.js';
 export { compare, modelBytes } from './compare.js';
 export type { CompareReport, OutputComparison, Comparable } from './compare.js';

@@ -3,7 +3,8 @@ import { add, div, maximum, mul, sub } from '../ops/binary.js';
 import { map } from '../ops/elementwise.js';
 import { type CpuView, type TensorMeta, apply1, checkInputs, defineOp, describeMeta } from '../ops/op.js';
 import { amax, amin } from '../ops/reduce.js';
-import { clamp, neg, reciprocal, round } from '../ops/unary.js';
+import { clamp, floor, neg, reciprocal, round } from '../ops/unary.js';
+import { stack } from '../ops/movement.js';
 import { contiguous, reshape, slice, to } from '../ops/views.js';
 import { bindings, loadElement } from '../kernels/wgsl/dtype.js';
 import { GRID_PARAMS, grid } from '../kernels/wgsl/grid.js';
@@ -12,6 +13,8 @@ import { withPrelude } from '../kernels/wgsl/prelude.js';
 import { fromHost } from '../tensor/creation.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { OnnxModel } from '../io/onnx/model.js';
+import { type GraphQuantizeOptions, type LayerKind, type QuantTarget, type QuantizedGraph, quantizeGraph } from './graph.js';
 import { Module } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
 import { replaceModules } from './dynamic.js';
@@ -30,6 +33,13 @@ export interface QuantizeWeightsOptions {
   blockSize?: number;
   /** Symmetric (zero point 2^(bits−1), no zero points stored; default) or asymmetric (a zero point per block). */
   symmetric?: boolean;
+  /**
+   * Quantise on the traced graph (always for functions of tensors and models from loadOnnx): the input tensors of
+   * one call. An nn.Module without them has its Linear layers replaced in place.
+   */
+  exampleInputs?: Tensor | readonly Tensor[];
+  /** On the graph: the layer kinds to quantise (default conv2d, linear and matmul with a constant weight). */
+  layers?: readonly LayerKind[];
 }
 
 interface WqAttrs {
@@ -158,6 +168,25 @@ export function quantizeBlockwise(w: Tensor, bits: 8 | 4, blockSize: number, sym
   });
 }
 
+/**
+ * The float32 weight [N, K] of blocks as quantizeBlockwise stores them: w = scale · (q − zero point), the nibbles
+ * unpacked with float arithmetic (exact for 0..255), in elementwise ops the jit fuses. Used where no fused kernel
+ * reads the blocks (weight-only convs): the float weight exists only for the call.
+ */
+export function dequantizeBlockwise(packed: Tensor, scales: Tensor, zeroPoints: Tensor | null, bits: 8 | 4, blockSize: number): Tensor {
+  const [n, nb] = scales.shape as [number, number];
+  return tidy(() => {
+    const q = to(packed, 'float32');
+    let values = q;
+    if (bits === 4) {
+      const hi = floor(div(q, 16));
+      values = reshape(stack([sub(q, mul(hi, 16)), hi], -1), [n, nb * blockSize]);
+    }
+    const zp = zeroPoints ? reshape(to(zeroPoints, 'float32'), [n, nb, 1]) : 1 << (bits - 1);
+    return reshape(mul(sub(reshape(values, [n, nb, blockSize]), zp), reshape(scales, [n, nb, 1])), [n, nb * blockSize]);
+  });
+}
+
 /** A Linear layer whose weight is stored as 8- or 4-bit blocks with per-block scales (dequantised inside the matmul). */
 export class WeightOnlyLinear extends Module {
   declare weightPacked: Tensor;
@@ -169,7 +198,7 @@ export class WeightOnlyLinear extends Module {
   readonly bits: 8 | 4;
   readonly blockSize: number;
 
-  constructor(linear: Linear, opts: Required<QuantizeWeightsOptions>) {
+  constructor(linear: Linear, opts: { bits: 8 | 4; blockSize: number; symmetric: boolean }) {
     super();
     [this.outFeatures, this.inFeatures] = linear.weight.shape as [number, number];
     this.bits = opts.bits;
@@ -205,17 +234,31 @@ export class WeightOnlyLinear extends Module {
 }
 
 /**
- * Weight-only quantisation of every nn.Linear in `model` (in place; the model is returned, or the
- * replacement when `model` is a Linear): `bits` 8 or 4, one scale per `blockSize` weights along the input.
+ * Weight-only quantisation: `bits` 8 or 4, one scale (and, asymmetric, zero point) per `blockSize` weights along
+ * the input dim.
+ * - An nn.Module without `exampleInputs`: every nn.Linear is replaced (in place; the model is returned, or the
+ *   replacement when `model` is a Linear) by a WeightOnlyLinear; blockSize must divide its input features.
+ * - A function of tensors, a model from loadOnnx, or a module with `exampleInputs`: on the traced graph (see
+ *   src/quant/graph.ts). Linear/matmul weights run on the matmul that dequantises inside its loop when blockSize
+ *   divides K; conv2d weights (and matmuls whose K it does not divide) are padded with zeros to whole blocks and
+ *   dequantised per call into a transient float weight that the layer's own op reads. `layers` picks the kinds.
  */
-export function quantizeWeights<M extends Module>(model: M, opts: QuantizeWeightsOptions = {}): M | WeightOnlyLinear {
+export function quantizeWeights(target: QuantTarget, opts: QuantizeWeightsOptions & GraphQuantizeOptions): QuantizedGraph;
+export function quantizeWeights<M extends Module>(model: M, opts?: QuantizeWeightsOptions): M | WeightOnlyLinear;
+export function quantizeWeights(model: QuantTarget, opts: QuantizeWeightsOptions = {}): Module | QuantizedGraph {
   const op = 'quantizeWeights';
-  if (!(model instanceof Module)) throw new SinterError(op, `expects an nn.Module, got ${typeof model}`);
-  const o: Required<QuantizeWeightsOptions> = { bits: opts.bits ?? 4, blockSize: opts.blockSize ?? 32, symmetric: opts.symmetric ?? true };
-  if (o.bits !== 8 && o.bits !== 4) throw new SinterError(op, `bits must be 8 or 4, got ${o.bits}`);
+  const o = { bits: opts.bits ?? 4, blockSize: opts.blockSize ?? 32, symmetric: opts.symmetric ?? true };
+  if (o.bits !== 8 && o.bits !== 4) throw new SinterError(op, `bits must be 8 or 4, got ${JSON.stringify(o.bits)}`);
   if (!Number.isInteger(o.blockSize) || o.blockSize < 1 || (o.bits === 4 && o.blockSize % 2 !== 0)) {
-    throw new SinterError(op, `blockSize must be a positive integer${o.bits === 4 ? ' and even for 4 bits' : ''}, got ${o.blockSize}`);
+    throw new SinterError(op, `blockSize must be a positive integer${o.bits === 4 ? ' and even for 4 bits' : ''}, got ${JSON.stringify(o.blockSize)}`);
   }
+  if (typeof o.symmetric !== 'boolean') throw new SinterError(op, `symmetric must be a boolean, got ${JSON.stringify(o.symmetric)}`);
+  if (opts.exampleInputs !== undefined) return quantizeGraph(op, model, 'weights', { exampleInputs: opts.exampleInputs, layers: opts.layers }, o);
+  if (!(model instanceof Module)) {
+    if (typeof model === 'function' || model instanceof OnnxModel) throw new SinterError(op, 'quantising a function or an ONNX model works on its traced graph: pass { exampleInputs } (the input tensors of one call)');
+    throw new SinterError(op, `expects an nn.Module, a function of tensors or a model from loadOnnx, got ${model === null ? 'null' : typeof model}`);
+  }
+  if (opts.layers !== undefined) throw new SinterError(op, 'layers applies on the traced graph: pass exampleInputs too');
   const make = (l: Linear) => {
     if (l.inFeatures % o.blockSize !== 0) throw new SinterError(op, `blockSize ${o.blockSize} must divide the input features of Linear ${fmtShape(l.weight.shape)}`);
     return new WeightOnlyLinear(l, o);
