@@ -9,6 +9,9 @@ import { ELEMENTWISE } from '../src/ops/elementwise.js';
 import { gatherND, scatterElements, scatterND } from '../src/ops/scatter.js';
 import { type OpDef, apply1, defineOp } from '../src/jit-internals.js';
 import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
+import { wqMatmulOp } from '../src/quant/weights.js';
+import { literal } from '../src/kernels/wgsl/dtype.js';
+import { withPrelude } from '../src/kernels/wgsl/prelude.js';
 
 // Every op's and fused group's WGSL at float16 on an adapter with shader-f16, compiled and validated.
 // No adapter here executes f16 (SwiftShader lacks the feature), but Dawn's null backend offers
@@ -110,6 +113,10 @@ const ELEMENTWISE_CASES: Case[] = [
   ['contiguous of a view', () => h(6, 8).transpose(0, 1).contiguous()],
   ['vectorisable', () => sn.add(h(8, 16), h(8, 16))],
   ['odd length', () => sn.mul(h(7), 3)],
+  ['constants past the parameter block (literals, ±∞ among them)', () => {
+    const many = sn.jit((x: Tensor) => Array.from({ length: 40 }, (_, i) => i).reduce((y, i) => y.mul(1 + i / 64).add(i === 3 ? Infinity : i === 5 ? -Infinity : -0.5 - i), x));
+    return many(h(5, 7));
+  }],
   ['dropout', () => sn.dropout(h(4, 8), { p: 0.25, training: true })],
 ];
 
@@ -178,6 +185,7 @@ const GEMM_CASES: Case[] = [
     sn.scaledDotProductAttention(h(1, 2, 6, 8), h(1, 2, 5, 8), h(1, 2, 5, 8), { attnMask: mask(6, 5) }),
     sn.scaledDotProductAttention(h(1, 2, 6, 8), h(1, 2, 5, 8), h(1, 2, 5, 8), { attnMask: h(6, 5) }),
   ]],
+  ['weight-only int4 matmul of float16 activations', () => apply1(wqMatmulOp, [h(3, 64), ints(Array.from({ length: 5 * 32 }, (_, i) => i % 256), [5, 32]).to('uint8'), sn.abs(h(5, 2)).to('float32')], { m: 3, n: 5, k: 64, bits: 4, blockSize: 32, asymmetric: false, hasBias: false })],
   ['lstm', () => sn.lstm(h(3, 2, 5), [{ wIh: h(16, 5), wHh: h(16, 4), bIh: h(16), bHh: h(16) }]).output],
   ['gru', () => sn.gru(h(3, 2, 5), [{ wIh: h(12, 5), wHh: h(12, 4), bIh: h(12), bHh: h(12) }]).output],
 ];
@@ -324,6 +332,16 @@ describe("native float16 kernels validate on Dawn's null backend (shader-f16)", 
     expect(chain).toMatch(/let t\d+: f16 = \(t\d+ \* t\d+\);/);
     expect(chain).toMatch(/let t\d+: f16 = f16\(bitcast<f32>\(sn_params\[\d\]\.[xyzw]\)\);/);
     expect(chain).toMatch(/let t\d+: f16 = f16\(sn_f16\(exp\(f32\(t\d+\)\)\)\);/);
+    // Past the parameter block's 64 words, constants are f16 literals (±∞ through f32 helpers).
+    const many = sn.jit((x: Tensor) => Array.from({ length: 40 }, (_, i) => i).reduce((y, i) => y.mul(1 + i / 64).add(i === 3 ? Infinity : -0.5 - i), x));
+    const literals = await sourcesOf(() => many(h(5, 7)));
+    expect(literals).toMatch(/let t\d+: f16 = f16\(\(-39\.5f\)\);/);
+    // f16 literals themselves: binary16 values (nearest even), ±∞ through f32 helpers, all valid WGSL.
+    const values = [1 / 3, -0, 2 ** -24, 65504, 65519, 1e6, -Infinity, NaN];
+    expect(values.map((v) => literal(v, 'f16'))).toEqual(['(0.333251953125h)', '(-0h)', '(5.960464477539063e-8h)', '(65504h)', '(65504h)', 'f16(sn_inf())', 'f16((-sn_inf()))', 'f16(sn_nan())']);
+    const device = gpu.backend.device;
+    const module = device.createShaderModule({ code: withPrelude(`enable f16;\n@group(0) @binding(0) var<storage, read_write> o: array<f16>;\n@compute @workgroup_size(1) fn main() {\n${values.map((v, i) => `  o[${i}] = ${literal(v, 'f16')};`).join('\n')}\n}`) });
+    expect((await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => m.message)).toEqual([]);
     // No f16 variable or workgroup array: loads widen to f32, stores round from f32.
     const f16Values = /(let|var)\s+\w+\s*:\s*f16\b|var<workgroup>[^;]*f16/;
     for (const [name, run] of [
