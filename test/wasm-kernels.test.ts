@@ -27,7 +27,7 @@ const initial = cpuKernels();
 afterEach(() => void setCpuKernels(initial));
 
 /** Runs `fn` on one CPU kernel path and checks that the wasm forms `names` really ran there (and never on the JS path). */
-async function onPath(kind: CpuKernels, names: readonly ('gemm' | 'conv2d' | 'reduce' | 'pool2d')[], fn: () => Promise<void>): Promise<void> {
+async function onPath(kind: CpuKernels, names: readonly ('gemm' | 'conv2d' | 'convTranspose2d' | 'reduce' | 'pool2d')[], fn: () => Promise<void>): Promise<void> {
   expect(setCpuKernels(kind)).toBe(kind);
   let ran = 0;
   for (const name of names) {
@@ -84,16 +84,20 @@ describe.each(PATHS)('convolutions on the %s CPU path', (kind) => {
     });
   });
 
-  it('convTranspose2d matches the float64 reference (groups, stride, dilation, output padding, strided views)', async () => {
+  it('convTranspose2d matches the float64 reference (groups, stride, dilation, padding, output padding, strided views)', async () => {
     const arb = fc
-      .record({ n: int(1, 2), groups: int(1, 2), cig: int(1, 3), cog: int(1, 3), kh: int(1, 3), kw: int(1, 3), stride: fc.tuple(int(1, 2), int(1, 2)), dilation: fc.tuple(int(1, 2), int(1, 2)), H: int(1, 5), W: int(1, 11) })
+      .record({
+        n: int(1, 2), groups: int(1, 2), cig: int(1, 3), cog: int(1, 3), kh: int(1, 3), kw: int(1, 3), stride: fc.tuple(int(1, 3), int(1, 3)),
+        dilation: fc.tuple(int(1, 2), int(1, 2)), H: int(1, 5), W: int(1, 11), pad: fc.tuple(int(0, 2), int(0, 2)), outPad: fc.tuple(int(0, 2), int(0, 2)),
+      })
       .chain((p) => {
-        const padding = [Math.min(p.kh - 1, 1), Math.min(p.kw - 1, 1)] as [number, number];
-        const outputPadding = [p.stride[0] - 1, p.stride[1] - 1] as [number, number];
+        // PyTorch's rules: a positive output size ((in − 1)·stride − 2·padding + dilation·(k − 1) + 1 ≥ 1), output padding below stride or dilation.
+        const padding = p.pad.map((v, d) => Math.min(v, Math.floor((([p.H, p.W][d]! - 1) * p.stride[d]! + p.dilation[d]! * ([p.kh, p.kw][d]! - 1)) / 2))) as [number, number];
+        const outputPadding = p.outPad.map((v, d) => Math.min(v, Math.max(p.stride[d]!, p.dilation[d]!) - 1)) as [number, number];
         const opts = { stride: p.stride, padding, outputPadding, dilation: p.dilation, groups: p.groups };
         return fc.tuple(fc.constant(opts), tensorCaseArb([p.n, p.cig * p.groups, p.H, p.W]), tensorCaseArb([p.cig * p.groups, p.cog, p.kh, p.kw]), fc.option(tensorCaseArb([p.cog * p.groups]), { nil: null }));
       });
-    await onPath(kind, ['gemm'], async () => {
+    await onPath(kind, ['convTranspose2d'], async () => {
       await fc.assert(
         fc.asyncProperty(arb, async ([o, cx, cw, cb]) => {
           const x = makeTensor(cx, 'cpu'), w = makeTensor(cw, 'cpu'), b = cb ? makeTensor(cb, 'cpu') : null;

@@ -13,6 +13,8 @@ import { expectClose } from './helpers.js';
 import { castRef, mapRef, ref, refOf } from './reference/core.js';
 import { type ProductRef, accumulationAtol, linearRef, matmulRef } from './reference/linalg.js';
 import { conv2dRef } from './reference/conv.js';
+import { interpolateRef } from './reference/interpolate.js';
+import { flipRef, indexSelectRef, padRef, repeatRef } from './reference/movement.js';
 
 // The WebAssembly CPU kernels (src/kernels/wasm/) against the float64 references, and the same
 // properties on the JavaScript reference path. float32 tolerance: the output's rounding (TOLERANCES.cpu)
@@ -26,7 +28,7 @@ afterEach(() => void setCpuKernels(initial));
 async function onPath(kind: CpuKernels, fn: () => Promise<void>): Promise<void> {
   expect(setCpuKernels(kind)).toBe(kind);
   let ran = 0;
-  for (const name of ['gemm', 'conv2d', 'softmax', 'blockNorm'] as const) {
+  for (const name of ['gemm', 'conv2d', 'softmax', 'blockNorm', 'gatherSeparable'] as const) {
     const form = kernelOverrides[name] as ((...args: unknown[]) => boolean) | undefined;
     if (form) (kernelOverrides as Record<string, unknown>)[name] = (...args: unknown[]) => (form(...args) ? (ran++, true) : false);
   }
@@ -166,6 +168,44 @@ describe.each(PATHS)('float32 GEMM ops on the %s CPU path', (kind) => {
           for (const t of [x, w, b, y]) t?.dispose();
         }),
         propertyConfig({ numRuns: 30 }),
+      );
+    });
+  });
+});
+
+describe.each(PATHS)('separable gathers on the %s CPU path', (kind) => {
+  it('nearest interpolate, flip, repeat, constant pad and indexSelect match the float64 reference bit for bit (float32 and int32, strided views)', async () => {
+    const arb = fc
+      .record({ n: int(1, 2), c: int(1, 3), h: int(1, 5), w: int(1, 9), dtype: fc.constantFrom('float32' as const, 'int32' as const) })
+      .chain((p) => fc.tuple(
+        tensorCaseArb([p.n, p.c, p.h, p.w], { dtype: p.dtype }),
+        // Output sizes: shrinking, ×1, growing by any amount (rows repeat unevenly), and exact ×2 / ×3.
+        fc.oneof(fc.tuple(int(1, 2 * p.h + 1), int(1, 2 * p.w + 5)), fc.constantFrom(2, 3).map((f) => [f * p.h, f * p.w] as [number, number])),
+        fc.subarray([0, 1, 2, 3], { minLength: 1 }),
+        fc.tuple(int(1, 2), int(1, 2), int(1, 2), int(1, 3)),
+        fc.tuple(int(0, 2), int(0, 5), int(0, 2), int(0, 2), int(-3, 3)),
+        fc.tuple(int(0, 3), fc.array(int(0, 100), { minLength: 1, maxLength: 6 })),
+      ));
+    await onPath(kind, async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([cx, size, dims, reps, [pl, pr, pt, pb, value], [dim, picks]]) => {
+          const x = makeTensor(cx, 'cpu'), r = refOf(cx), dtype = cx.dtype;
+          const index = picks.map((p) => p % cx.shape[dim]!);
+          const cases: [Tensor, ReturnType<typeof refOf>, string][] = [
+            [sn.interpolate(x, size, { mode: 'nearest' }), interpolateRef(r, size, [null, null], 'nearest', false, dtype), `nearest → ${size}`],
+            [sn.flip(x, dims), flipRef(r, dims), `flip ${dims}`],
+            [sn.repeat(x, reps), repeatRef(r, reps), `repeat ${reps}`],
+            [sn.pad(x, [pl, pr, pt, pb], { value }), padRef(r, [pl, pr, pt, pb], 'constant', value), `pad ${[pl, pr, pt, pb]} with ${value}`],
+            [sn.indexSelect(x, dim, sn.tensor(index, { dtype: 'int32' })), indexSelectRef(r, dim, index), `indexSelect ${dim} ${index}`],
+          ];
+          for (const [y, want, what] of cases) {
+            expect(y.shape, what).toEqual(want.shape);
+            expect(Array.from(await y.data()), what).toEqual(Array.from(want.data));
+            y.dispose();
+          }
+          x.dispose();
+        }),
+        propertyConfig({ numRuns: 40 }),
       );
     });
   });

@@ -6,10 +6,11 @@ import type { CpuView, OpDef } from '../ops/op.js';
 import type { Backend, Storage } from './backend.js';
 import { kernelOverrides } from '../kernels/cpu/overrides.js';
 import { hasSimd } from '../kernels/wasm/emitter.js';
-import { wasmConv2d, wasmGemm } from '../kernels/wasm/linalg.js';
+import { wasmConv2d, wasmConvTranspose2d, wasmGemm } from '../kernels/wasm/linalg.js';
 import { wasmMap } from '../kernels/wasm/map.js';
 import { wasmReduce } from '../kernels/wasm/reduce.js';
 import { wasmPool2d } from '../kernels/wasm/pool.js';
+import { wasmGatherSeparable } from '../kernels/wasm/gather.js';
 import { poolStats, setThreads, startPool, threadInfo } from '../kernels/wasm/threads.js';
 import { HeapFullError, heap, setCollect } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
@@ -47,11 +48,13 @@ export function setCpuKernels(kind: CpuKernels): CpuKernels {
   const wasm = kernels === 'wasm';
   kernelOverrides.gemm = wasm ? wasmGemm : undefined;
   kernelOverrides.conv2d = wasm ? wasmConv2d : undefined;
+  kernelOverrides.convTranspose2d = wasm ? wasmConvTranspose2d : undefined;
   kernelOverrides.map = wasm ? wasmMap : undefined;
   kernelOverrides.softmax = wasm ? wasmSoftmax : undefined;
   kernelOverrides.blockNorm = wasm ? wasmLayerNorm : undefined;
   kernelOverrides.reduce = wasm ? wasmReduce : undefined;
   kernelOverrides.pool2d = wasm ? wasmPool2d : undefined;
+  kernelOverrides.gatherSeparable = wasm ? wasmGatherSeparable : undefined;
   return kernels;
 }
 

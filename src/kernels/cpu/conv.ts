@@ -126,6 +126,7 @@ export function conv2dKernel(x: CpuView, w: CpuView, bias: CpuView | undefined, 
 }
 
 export function convTranspose2dKernel(x: CpuView, w: CpuView, bias: CpuView | undefined, a: ConvTranspose2dAttrs, out: CpuView): void {
+  if (kernelOverrides.convTranspose2d?.(x, w, bias, a, out)) return;
   const img = images(x);
   const [N, , H, W] = img.shape as [number, number, number, number];
   let strides = img.strides;

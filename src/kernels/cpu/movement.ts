@@ -2,6 +2,7 @@ import { SinterError } from '../../errors.js';
 import type { HostArray } from '../../tensor/dtype.js';
 import { numel } from '../../tensor/shape.js';
 import { type CpuView, describeMeta } from '../../ops/op.js';
+import { kernelOverrides } from './overrides.js';
 import { readContiguous } from './util.js';
 
 /**
@@ -17,6 +18,7 @@ export function gatherSeparable(x: CpuView, tables: readonly Int32Array[], out: 
     return;
   }
   if (tables.some((t) => t.length === 0)) return;
+  if (kernelOverrides.gatherSeparable?.(x, tables, out, fill)) return;
   // Each output position's share of the source offset per dim; -Infinity marks a fill position.
   const steps = tables.map((t, d) => Float64Array.from(t, (i) => (i < 0 ? -Infinity : i * x.strides[d]!)));
   const last = rank - 1, inner = steps[last]!, m = inner.length;

@@ -59,10 +59,10 @@ export function channelNormKernel(
   const inner = x.shape.slice(2).reduce((a, d) => a * d, 1);
   const m = readContiguous(mean), v = readContiguous(variance);
   const w = weight && readContiguous(weight), b = bias && readContiguous(bias);
-  const scale = new Float64Array(C);
-  for (let c = 0; c < C; c++) scale[c] = (w ? w[c]! : 1) / Math.sqrt(v[c]! + eps);
-  for (let i = 0; i < xs.length; i++) {
-    const c = Math.floor(i / inner) % C;
-    out.data[i] = (xs[i]! - m[c]!) * scale[c]! + (b ? b[c]! : 0);
+  const o = out.data;
+  // Plane by plane (one channel of one image), so the inner loop has the channel's constants in hand.
+  for (let i = 0, c = 0; i < xs.length; i += inner, c = c + 1 === C ? 0 : c + 1) {
+    const mc = m[c]!, sc = (w ? w[c]! : 1) / Math.sqrt(v[c]! + eps), bc = b ? b[c]! : 0;
+    for (let j = i, end = i + inner; j < end; j++) o[j] = (xs[j]! - mc) * sc + bc;
   }
 }

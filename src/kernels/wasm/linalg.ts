@@ -1,9 +1,10 @@
 import type { Matrix, OutMatrix } from '../cpu/gemm.js';
-import type { Conv2dAttrs } from '../../ops/conv.js';
+import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
 import { WASM_GEMM, columnTables, gemmInHeap, rowTable } from './gemm.js';
 import { copyHeapRows, copyRow, copyRows, wasmDepthwiseConv2d } from './depthwise.js';
-import { heap } from './heap.js';
+import { ModuleBuilder } from './emitter.js';
+import { heap, instantiate, memoryImport } from './heap.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 import { gatherView } from '../../tensor/tensor.js';
 
@@ -121,4 +122,111 @@ function putContiguous(v: CpuView): number {
   const n = numel(v.shape);
   if (isContiguous(v.shape, v.strides)) return heap().put((v.data as Float32Array).subarray(v.offset, v.offset + n));
   return heap().put(gatherView(v.data, v.shape, v.strides, v.offset, v.dtype) as Float32Array);
+}
+
+/** One kernel tap's input range along a dim: inputs [lo, hi) land inside the output, at input·stride + base. */
+function tapRange(tap: number, dilation: number, pad: number, stride: number, inSize: number, outSize: number): [number, number, number] {
+  const base = tap * dilation - pad;
+  const lo = Math.max(0, Math.ceil(-base / stride)), hi = Math.min(inSize, Math.floor((outSize - 1 - base) / stride) + 1);
+  return [lo, Math.max(lo, hi), base];
+}
+
+function emitCol2im(m: ModuleBuilder): void {
+  // col2im(cols, channels, kh, kw, P, W, rowTaps, colTaps, out, OP, OW, sh, sw): out[c, ih·sh + bi, iw·sw + bj] +=
+  // cols[(c·kh + i)·kw + j, ih·W + iw] for each tap (i, j), ih in [loI, hiI), iw in [loJ, hiJ) (rowTaps/colTaps: i32
+  // triples lo, hi, base per tap), in the order of c, i, j, ih, iw; four at a time where sw = 1.
+  const args = ['cols', 'channels', 'kh', 'kw', 'P', 'W', 'rowTaps', 'colTaps', 'out', 'OP', 'OW', 'sh', 'sw'] as const;
+  m.func('col2im', args.map(() => 'i32' as const), [], (c) => {
+    const [cols, channels, kh, kw, P, W, rowTaps, colTaps, out, OP, OW, sh, sw] = args.map((_, i) => i) as number[];
+    const ch = c.local('i32'), i = c.local('i32'), j = c.local('i32'), ih = c.local('i32'), iw = c.local('i32');
+    const src = c.local('i32'), dst = c.local('i32'), plane = c.local('i32'), row = c.local('i32'), ri = c.local('i32'), cj = c.local('i32'), hiJ = c.local('i32');
+    const step = c.local('i32');
+    c.get(sw!).i32(2).op('i32.shl').set(step);
+    // row = the cols row of (ch, i, j), in bytes; it advances by P floats per tap.
+    c.get(cols!).set(row);
+    c.forRange(ch, () => c.i32(0), () => c.get(channels!), 1, () => {
+      c.get(out!).get(ch).get(OP!).op('i32.mul').i32(2).op('i32.shl', 'i32.add').set(plane);
+      c.forRange(i, () => c.i32(0), () => c.get(kh!), 1, () => {
+        c.get(rowTaps!).get(i).i32(12).op('i32.mul', 'i32.add').set(ri);
+        c.forRange(j, () => c.i32(0), () => c.get(kw!), 1, () => {
+          c.get(colTaps!).get(j).i32(12).op('i32.mul', 'i32.add').set(cj);
+          c.get(cj).mem('i32.load', 4).set(hiJ);
+          c.forRange(ih, () => c.get(ri).mem('i32.load'), () => c.get(ri).mem('i32.load', 4), 1, () => {
+            // dst = plane + ((ih·sh + baseI)·OW + loJ·sw + baseJ)·4, src = row + (ih·W + loJ)·4
+            c.get(plane).get(ih).get(sh!).op('i32.mul').get(ri).mem('i32.load', 8).op('i32.add').get(OW!).op('i32.mul');
+            c.get(cj).mem('i32.load').tee(iw).get(sw!).op('i32.mul', 'i32.add').get(cj).mem('i32.load', 8).op('i32.add').i32(2).op('i32.shl', 'i32.add').set(dst);
+            c.get(row).get(ih).get(W!).op('i32.mul').get(iw).op('i32.add').i32(2).op('i32.shl', 'i32.add').set(src);
+            c.get(sw!).i32(1).op('i32.eq').if(() => {
+              c.block((done) => c.loop((top) => {
+                c.get(iw).i32(4).op('i32.add').get(hiJ).op('i32.gt_s').brIf(done);
+                c.get(dst).get(dst).mem('v128.load').get(src).mem('v128.load').simd('f32x4.add').mem('v128.store');
+                c.get(dst).i32(16).op('i32.add').set(dst);
+                c.get(src).i32(16).op('i32.add').set(src);
+                c.get(iw).i32(4).op('i32.add').set(iw).br(top);
+              }));
+            });
+            c.block((done) => c.loop((top) => {
+              c.get(iw).get(hiJ).op('i32.ge_s').brIf(done);
+              c.get(dst).get(dst).mem('f32.load').get(src).mem('f32.load').op('f32.add').mem('f32.store');
+              c.get(dst).get(step).op('i32.add').set(dst);
+              c.get(src).i32(4).op('i32.add').set(src);
+              c.get(iw).i32(1).op('i32.add').set(iw).br(top);
+            }));
+          });
+          c.get(row).get(P!).i32(2).op('i32.shl', 'i32.add').set(row);
+        });
+      });
+    });
+  });
+}
+
+let col2imFn: ((...args: number[]) => void) | undefined;
+
+/**
+ * convTranspose2d as src/kernels/cpu/conv.ts's JavaScript kernel computes it (per image and group, cols =
+ * weightᵀ · input on the wasm GEMM, then each column value added to the output pixel it lands on, in the
+ * same order), with the columns in heap scratch and the scatter (col2im) in wasm; the output must live in
+ * the heap. Returns false to leave other operands to the JavaScript kernel.
+ */
+export function wasmConvTranspose2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a: ConvTranspose2dAttrs, out: CpuView): boolean {
+  if (!(x.data instanceof Float32Array && w.data instanceof Float32Array && out.data instanceof Float32Array)) return false;
+  if (bias && !(bias.data instanceof Float32Array)) return false;
+  const h = heap();
+  h.reset();
+  const outAt = h.addressOf(out.data, out.offset);
+  if (outAt === undefined) return false;
+  const batched = x.shape.length === 4;
+  const [N, , H, W] = (batched ? x.shape : [1, ...x.shape]) as [number, number, number, number];
+  const [sN, sC, sH, sW] = (batched ? x.strides : [0, ...x.strides]) as [number, number, number, number];
+  const [Cin, Cog, kh, kw] = w.shape as [number, number, number, number];
+  const [OH, OW] = out.shape.slice(-2) as [number, number];
+  const G = a.groups, Cig = Cin / G, Cout = Cog * G, R = Cog * kh * kw, P = H * W, OP = OH * OW;
+  // The input where it is, or copied in row-major (then its strides are those of [N, Cin, H, W]).
+  const xDirect = h.addressOf(x.data, x.offset);
+  const xAt = xDirect ?? putContiguous(x);
+  const [bN, bC, bH, bW] = xDirect !== undefined ? [sN, sC, sH, sW] : [Cin * P, P, W, 1];
+  const wAt = (isContiguous(w.shape, w.strides) ? h.addressOf(w.data, w.offset) : undefined) ?? putContiguous(w);
+  const { colOff, flags } = columnTables(P, (p) => (Math.floor(p / W) * bH + (p % W) * bW) * 4);
+  const rowOff = rowTable(Cig, (ci) => ci * bC * 4);
+  const taps = h.alloc((kh + kw) * 12), cols = h.alloc(R * P * 4);
+  {
+    const i32 = h.i32;
+    for (let i = 0; i < kh; i++) i32.set(tapRange(i, a.dilation[0], a.padding[0], a.stride[0], H, OH), (taps >> 2) + 3 * i);
+    for (let j = 0; j < kw; j++) i32.set(tapRange(j, a.dilation[1], a.padding[1], a.stride[1], W, OW), (taps >> 2) + 3 * (kh + j));
+  }
+  col2imFn ??= (() => {
+    const m = new ModuleBuilder(memoryImport());
+    emitCol2im(m);
+    return instantiate<{ col2im: (...args: number[]) => void }>(m.build()).col2im;
+  })();
+  for (let n = 0; n < N; n++) {
+    const image = outAt + n * Cout * OP * 4, f32 = h.f32;
+    for (let co = 0; co < Cout; co++) f32.fill(bias ? bias.data[bias.offset + co * bias.strides[0]!]! : 0, (image >> 2) + co * OP, (image >> 2) + (co + 1) * OP);
+    for (let g = 0; g < G; g++) {
+      // Weight group g is [Cig, R]; its transpose is the [R, Cig] left operand.
+      gemmInHeap(R, P, Cig, wAt + g * Cig * R * 4, 4, R * 4, { base: xAt + (n * bN + g * Cig * bC) * 4, colOff, rowOff, flags }, cols, P * 4, false);
+      col2imFn(cols, Cog, kh, kw, P, W, taps, taps + kh * 12, image + g * Cog * OP * 4, OP, OW, a.stride[0], a.stride[1]);
+    }
+  }
+  return true;
 }
