@@ -109,10 +109,14 @@ async function child(engineName, dir, modelNames, { runs, profile }) {
       r.coldMs = performance.now() - t;
       values = await h.run(input, m.shape);
       r.ms = [];
+      r.cpuMs = [];
       for (let i = 0; i < runs; i++) {
+        const cpu = process.cpuUsage();
         t = performance.now();
         values = await h.run(input, m.shape);
         r.ms.push(performance.now() - t);
+        const { user, system } = process.cpuUsage(cpu);
+        r.cpuMs.push((user + system) / 1000);
       }
       for (const [name, v] of Object.entries(values)) await writeFile(path.join(dir, `${m.name}.${encodeURIComponent(name)}.f32`), Float32Array.from(v));
       r.outputs = Object.keys(values);
@@ -164,13 +168,14 @@ async function main() {
       }
       agg.info = r.info;
       for (const [name, mr] of Object.entries(r.models)) {
-        const a = (agg.models[name] ??= { ms: [], maxRel: 0 });
+        const a = (agg.models[name] ??= { ms: [], cpuMs: [], maxRel: 0 });
         if (mr.error) {
           a.error = mr.error;
           continue;
         }
         a.coldMs ??= mr.coldMs;
         a.ms.push(...mr.ms);
+        a.cpuMs.push(...mr.cpuMs);
         if (mr.profile) a.profile = mr.profile;
         for (const [out, want] of Object.entries(reference[name])) {
           a.maxRel = Math.max(a.maxRel, compare(floats(await readFile(path.join(dir, `${name}.${encodeURIComponent(out)}.f32`))), want).maxRel);
@@ -186,9 +191,9 @@ async function main() {
   for (const m of models) {
     for (const e of engines) {
       const mr = results[e].models[m.name];
-      if (!mr) rows.push(`| ${m.name} | ${e} | ${ENGINES[e].threads} | – | – | – | – | ${results[e].failure ?? 'not run'} |`);
-      else if (mr.error) rows.push(`| ${m.name} | ${e} | ${ENGINES[e].threads} | – | – | – | – | error: ${mr.error.split('\n')[0].slice(0, 160)} |`);
-      else rows.push(`| ${m.name} | ${e} | ${ENGINES[e].threads} | ${f(mr.coldMs)} | ${f(median(mr.ms))} | ${f(Math.min(...mr.ms))} | ${mr.ms.length} | ${mr.maxRel.toExponential(2)} |`);
+      if (!mr) rows.push(`| ${m.name} | ${e} | ${ENGINES[e].threads} | – | – | – | – | – | ${results[e].failure ?? 'not run'} |`);
+      else if (mr.error) rows.push(`| ${m.name} | ${e} | ${ENGINES[e].threads} | – | – | – | – | – | error: ${mr.error.split('\n')[0].slice(0, 160)} |`);
+      else rows.push(`| ${m.name} | ${e} | ${ENGINES[e].threads} | ${f(mr.coldMs)} | ${f(median(mr.ms))} | ${f(Math.min(...mr.ms))} | ${f(median(mr.cpuMs))} | ${mr.ms.length} | ${mr.maxRel.toExponential(2)} |`);
     }
   }
   const cpus = os.cpus();
@@ -199,10 +204,11 @@ async function main() {
       `${rounds} rounds of ${runs} timed runs per engine (after one warm-up run), engines taking turns.`,
     '',
     'ms per run (input tensor from a host Float32Array, run, every output read back). cold: model load + first run (round 1); ' +
-      'warm: median of all timed runs. max rel: against onnxruntime-node, |a−b| / max(|b|, 1e-3·max|b|), worst output and round.',
+      'warm: median of all timed runs. cpu: median CPU time of the process per run (all its threads; at one thread the work itself, ' +
+      'which other load on the machine hardly changes). max rel: against onnxruntime-node, |a−b| / max(|b|, 1e-3·max|b|), worst output and round.',
     '',
-    '| model | engine | threads | cold ms | warm ms | min ms | runs | max rel vs ort-node |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| model | engine | threads | cold ms | warm ms | min ms | cpu ms | runs | max rel vs ort-node |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     '| engine | library, backend, threads |',
@@ -215,6 +221,7 @@ async function main() {
     const a = warm(s, 'det'), b = warm(o, 'det'), rel = results[s]?.models.det?.maxRel;
     if (a === undefined || b === undefined) continue;
     verdicts.push(`- det at ${ENGINES[s].threads} thread${ENGINES[s].threads > 1 ? 's' : ''}: ${s} ${f(a)} ms, ${o} ${f(b)} ms: sinter ${a <= b ? `${(b / a).toFixed(2)}× faster` : `${(a / b).toFixed(2)}× slower`}; ` +
+      `cpu ${f(median(results[s].models.det.cpuMs))} vs ${f(median(results[o].models.det.cpuMs))} ms; ` +
       `max rel vs onnxruntime-node ${rel.toExponential(2)} (${rel <= 1e-3 ? 'within' : 'NOT within'} 1e-3).`);
   }
   if (verdicts.length) lines.push('', ...verdicts);
