@@ -112,6 +112,9 @@ const ELEMENTWISE_CASES: Case[] = [
   ['strided view', () => h(6, 8).transpose(0, 1).narrow(0, 1, 5).mul(2)],
   ['contiguous of a view', () => h(6, 8).transpose(0, 1).contiguous()],
   ['vectorisable', () => sn.add(h(8, 16), h(8, 16))],
+  ['vectorisable with a scalar', () => sn.mul(h(8, 16), h(1))],
+  ['vectorisable float16 + float32', () => sn.add(h(4, 8), h(4, 8).to('float32'))],
+  ['vectorisable to float16', () => h(4, 8).to('float32').mul(3).to('float16')],
   ['odd length', () => sn.mul(h(7), 3)],
   ['constants past the parameter block (literals, ±∞ among them)', () => {
     const many = sn.jit((x: Tensor) => Array.from({ length: 40 }, (_, i) => i).reduce((y, i) => y.mul(1 + i / 64).add(i === 3 ? Infinity : i === 5 ? -Infinity : -0.5 - i), x));
@@ -332,6 +335,10 @@ describe("native float16 kernels validate on Dawn's null backend (shader-f16)", 
     expect(chain).toMatch(/let t\d+: f16 = \(t\d+ \* t\d+\);/);
     expect(chain).toMatch(/let t\d+: f16 = f16\(bitcast<f32>\(sn_params\[\d\]\.[xyzw]\)\);/);
     expect(chain).toMatch(/let t\d+: f16 = f16\(sn_f16\(exp\(f32\(t\d+\)\)\)\);/);
+    // Contiguous, aligned float16 moves as vec4<f16> (8 bytes), broadcast scalars as single f16 values.
+    const vectorised = await sourcesOf(() => sn.add(h(8, 16), h(8, 16)).mul(h(1)));
+    expect(vectorised).toContain('var<storage, read> in0: array<vec4<f16>>;');
+    expect(vectorised).toMatch(/out0\[w\] = vec4<f16>\(f\(a0\.x, a1\.x\)/);
     // Past the parameter block's 64 words, constants are f16 literals (±∞ through f32 helpers).
     const many = sn.jit((x: Tensor) => Array.from({ length: 40 }, (_, i) => i).reduce((y, i) => y.mul(1 + i / 64).add(i === 3 ? Infinity : -0.5 - i), x));
     const literals = await sourcesOf(() => many(h(5, 7)));

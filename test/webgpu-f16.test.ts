@@ -49,6 +49,7 @@ const F16_CASES: Case[] = [
   // Computed in f16 on adapters with shader-f16 (exact there), with f32 steps widened between them.
   { name: 'add alpha', inputs: [any([4, 6]), any([6])], run: (a, b) => sn.add(a, b, { alpha: 0.5 }) },
   { name: 'compare and select', inputs: [any([4, 6]), any([4, 6])], run: (a, b) => sn.where(sn.le(a, b), a.sub(b), sn.relu(b.neg())) },
+  { name: 'contiguous (vec4)', inputs: [any([8, 16]), any([8, 16]), any([1])], run: (a, b, c) => a.add(b).mul(c).to('float32').add(a.to('float32')).to('float16') },
   { name: 'compares', inputs: [any([4, 6]), any([4, 1])], run: (a, b) => sn.where(sn.eq(a, b).logicalOr(sn.lt(a, b)), a.abs(), sn.where(sn.ne(a, b).logicalAnd(sn.ge(a, b.neg())), b.floor(), a.round())) },
   { name: 'fused chain', inputs: [any([4, 6]), any([6])], run: (a, b) => fusedChain(a, b) },
   { name: 'through float32', inputs: [any([4, 6]), any([6])], run: (a, b) => a.to('float32').mul(b).add(1e-3).to('float16').mul(a) },
@@ -91,7 +92,7 @@ async function check(cases: readonly Case[]): Promise<void> {
 
 describe('float16 ops on WebGPU', () => {
   it('float16 ops match the CPU with float16 packed two per word (the path of adapters without shader-f16)', async () => {
-    const sample = new Set(['exp', 'add', 'add alpha', 'compares', 'compare and select', 'fused chain', 'through float32', 'strided view', 'sum', 'softmax', 'matmul']);
+    const sample = new Set(['exp', 'add', 'contiguous (vec4)', 'add alpha', 'compares', 'compare and select', 'fused chain', 'through float32', 'strided view', 'sum', 'softmax', 'matmul']);
     await withCaps({ f16: false }, () => check(F16_CASES.filter((c) => sample.has(c.name))));
   });
 

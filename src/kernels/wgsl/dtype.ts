@@ -50,7 +50,7 @@ function arrayType(d: DType, caps: WebGpuCaps): string {
  * Declarations of the contract's bindings: inputs `in0`, `in1`, … (read-only) at bindings 0..n-1,
  * then outputs `out0`, … (read-write), with `enable f16;` first when float16 is stored natively.
  * `vec4[i]` declares binding i (inputs then outputs) as an array of vec4 of a float32 or int32
- * dtype, for 16-byte loads and stores.
+ * dtype (16-byte loads and stores), or of float16 stored natively (8 bytes).
  */
 export function bindings(inputs: readonly DType[], outputs: readonly DType[], caps: WebGpuCaps, vec4: readonly boolean[] = []): string {
   const lines: string[] = [];

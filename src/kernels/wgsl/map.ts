@@ -57,7 +57,7 @@ export function wgslExprBody(expr: Expr, readInput: (k: number) => string, param
  * One kernel evaluating `expr` for every element of the contiguous `out`, reading strided,
  * broadcast inputs in place. Each invocation writes one 32-bit word of the output (one to four
  * elements, by dtype), so packed outputs need no atomics; when every input is either aligned and
- * contiguous like the output or a single broadcast value, it writes four words with vec4 loads
+ * contiguous like the output or a single broadcast value, it writes four elements with vec4 loads
  * and stores instead (2.3× the bandwidth on SwiftShader, and the access real GPUs prefer).
  * Constants, call params, the inputs' offsets, the element count and the (collapsed) sizes and
  * strides are kernel parameters: the source depends only on the expression's structure, the dtypes,
@@ -73,13 +73,14 @@ export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, 
   const f = `fn f(${params}) -> ${computeType(out.dtype, caps)} {\n  ${body}\n  return ${result};\n}`;
   const size = workgroupSize(256, caps);
   const scalar = strides.map((s) => s.every((d) => d === 0));
-  const wide = (d: string) => d === 'float32' || d === 'int32';
+  // One element a storage slot (packed dtypes are not): float32, int32, and float16 stored natively (vec4<f16>).
+  const wide = (d: string) => d === 'float32' || d === 'int32' || (d === 'float16' && caps.f16);
   const aligned = (v: GpuView, k: number) => wide(v.dtype) && v.offset % 4 === 0 && shape.length === 1 && strides[k]![0] === 1;
   const vectorize = n % 4 === 0 && wide(out.dtype) && inputs.every((v, k) => scalar[k] || aligned(v, k));
   const g = grid(label, vectorize ? n / 4 : Math.ceil(n / elementsPerWord(out.dtype, caps)), size, caps);
   let decls: string, main: string;
   if (vectorize) {
-    const vec = computeType(out.dtype) === 'f32' ? 'vec4f' : 'vec4i';
+    const vec = `vec4<${computeType(out.dtype, caps)}>`;
     decls = bindings(inputs.map((v) => v.dtype), [out.dtype], caps, [...scalar.map((s) => !s), true]);
     const loads = inputs.map((v, k) => (scalar[k] ? `let a${k} = ${loadElement(`in${k}`, v.dtype, p.u32(v.offset), caps, computeType(v.dtype, caps))};` : `let a${k} = in${k}[w + ${p.u32(v.offset / 4)}];`));
     const lane = (c: string) => `f(${inputs.map((_, k) => (scalar[k] ? `a${k}` : `a${k}.${c}`)).join(', ')})`;
