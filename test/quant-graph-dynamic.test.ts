@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
-import { type Ref, ref } from './reference/core.js';
+import { type Ref, float16Ref, ref } from './reference/core.js';
 import { conv2dRef } from './reference/conv.js';
 import { type ProductRef, linearRef, matmulRef } from './reference/linalg.js';
 import { WITH_WEBGPU } from './helpers.js';
@@ -301,12 +301,45 @@ describe.each(WITH_WEBGPU)('dynamic and weight-only quantisation of an ONNX mode
   });
 });
 
+describe.each(WITH_WEBGPU)('dynamic and weight-only quantisation of an ONNX model loaded as float16 on %s', (device) => {
+  it('quantises its float16 layers; float32 inputs and outputs by default (keepIoTypes), float16 ones without', async () => {
+    const fx = JSON.parse(await readFile(path.join(DIR, 'float_cnn.json'), 'utf8')) as CnnFixture;
+    const bytes = new Uint8Array(await readFile(path.join(DIR, 'float_cnn.onnx')));
+    const x = sn.tensor(fx.inputs.x.data, { device }).reshape(fx.inputs.x.shape);
+    // The emulation quantises the weights as the model holds them (float16) and rounds the input to float16; the plan
+    // also rounds every activation to float16 (11 bits): 4e-3 of the output's largest magnitude.
+    const half16 = (v: Ref) => ref(v.shape, v.data.map(float16Ref));
+    const emu = emulateCnn(fx, half16, (w) => fakeQuantBlocks(half16(w), 4, 16, true));
+    const peak = Math.max(...emu.data.map(Math.abs));
+    const close = (got: ArrayLike<number>) => emu.data.forEach((v, i) => expect(Math.abs(got[i]! - v)).toBeLessThanOrEqual(4e-3 * peak));
+    const kept = await sn.loadOnnx(bytes, { device, dtype: 'float16' });
+    // The float16 model itself is farther off: the check sees the 4-bit weights.
+    const plain = await (await kept.run({ x })).y!.data();
+    expect(Math.max(...emu.data.map((v, i) => Math.abs(plain[i]! - v)))).toBeGreaterThan(3 * 4e-3 * peak);
+    const q = sn.quant.quantizeWeights(kept, { bits: 4, blockSize: 16, exampleInputs: x });
+    expect(q.quantizedLayers).toHaveLength(3);
+    const y = (await q.run({ x })).y!;
+    expect(y.dtype).toBe('float32');
+    close(await y.data());
+    const dyn = sn.quant.quantizeDynamic(kept, { exampleInputs: x });
+    expect((await dyn.run({ x })).y!.dtype).toBe('float32');
+    expect(kernelNames(dyn).filter((k) => k.includes('qgemm'))).toHaveLength(3);
+    const half = await sn.loadOnnx(bytes, { device, dtype: 'float16', keepIoTypes: false });
+    const x16 = x.to('float16');
+    const q16 = sn.quant.quantizeWeights(half, { bits: 4, blockSize: 16, exampleInputs: x16 });
+    const y16 = (await q16.run({ x: x16 })).y!;
+    expect(y16.dtype).toBe('float16');
+    close(await y16.data());
+    for (const t of [q, dyn, q16, kept, half, x, x16]) t.dispose();
+  });
+});
+
 describe('dynamic and weight-only quantisation: bad targets and options', () => {
   it('names the op and the problem', async () => {
     const x = sn.randn([2, 8], { seed: 1 });
     const w = sn.randn([8, 4], { seed: 2 });
     const noLayers = (t: sn.Tensor) => sn.softmax(sn.mul(t, w.sum()), -1);
-    expect(() => sn.quant.quantizeDynamic(noLayers, { exampleInputs: x })).toThrow(/quantizeDynamic.*found no conv2d, linear, matmul with a constant float32 weight/);
+    expect(() => sn.quant.quantizeDynamic(noLayers, { exampleInputs: x })).toThrow(/quantizeDynamic.*found no conv2d, linear, matmul with a constant float weight/);
     expect(() => sn.quant.quantizeWeights(noLayers, { exampleInputs: x })).toThrow(/quantizeWeights.*found no/);
     // A matmul of two inputs has no constant weight; one kind left out names what is there.
     expect(() => sn.quant.quantizeDynamic((a: sn.Tensor) => sn.matmul(a, w), { exampleInputs: x, layers: ['conv2d'] })).toThrow(/found no conv2d .*matmul_0: matmul/);

@@ -171,13 +171,18 @@ function freeGraph(g: Graph): void {
 
 const constant = (u: Use | undefined): boolean => u !== undefined && u.value.node.kind === 'constant';
 
-/** The layer kind of a node, when it is a conv2d/linear/matmul with a constant weight the integer GEMM can run. */
-function layerKind(n: Node): LayerKind | null {
+/**
+ * The layer kind of a node, when it is a conv2d/linear/matmul with a constant weight that quantisation can take:
+ * float32 (static) or, with `float16`, also float16 ones (dynamic and weight-only layers compute in float32 and
+ * cast back, so models loaded with dtype 'float16' quantise too).
+ */
+function layerKind(n: Node, float16: boolean): LayerKind | null {
   if (n.kind !== 'op') return null;
   const attrs = n.attrs as { epilogue?: unknown };
-  if (attrs?.epilogue !== undefined || n.outputs[0]!.dtype !== 'float32') return null;
+  const dtype = n.outputs[0]!.dtype;
+  if (attrs?.epilogue !== undefined || !(dtype === 'float32' || (float16 && dtype === 'float16'))) return null;
   const [x, w, b] = n.inputs;
-  if (!x || x.value.dtype !== 'float32' || !constant(w) || (b !== undefined && !constant(b))) return null;
+  if (!x || x.value.dtype !== dtype || !constant(w) || w!.value.dtype !== dtype || (b !== undefined && !constant(b))) return null;
   if (n.op.name === 'conv2d' && x.view.shape.length === 4) return 'conv2d';
   if (n.op.name === 'linear' && x.view.shape.length >= 1) return 'linear';
   if (n.op.name === 'matmul' && n.inputs.length === 2 && w!.view.shape.length === 2 && x.view.shape.length >= 2) return 'matmul';
@@ -383,7 +388,7 @@ class GraphState {
     // them base, base_1, base_2, … in graph order, as PyTorch's FX names repeated calls.
     const uses = new Map<string, number>();
     for (const n of graph.nodes) {
-      const kind = layerKind(n);
+      const kind = layerKind(n, qconfigOf === null);
       if (!kind || n.kind !== 'op') continue;
       const ordinal = counts.get(kind) ?? 0;
       counts.set(kind, ordinal + 1);
@@ -632,9 +637,12 @@ function runStaticLayer(q: StaticQLayer, x: Tensor, outShape: readonly number[])
 
 /** Runs a dynamic layer: quantises its float input (as the use reads it) from its own min/max, then the int8 GEMM, float32 out. */
 function runDynamicLayer(q: DynamicQLayer, x: Tensor, outShape: readonly number[]): Tensor {
-  const [scale, zp] = dynamicQparams(x, 'quint8');
-  const xq = map('quantizeDynamic', [x, reciprocal(scale), zp], quantizeExpr(x.dtype, 'quint8'));
-  return layerGemm(q.state, xq, q.weight, [zp, q.zpW, mul(scale, q.wScale), q.bias], 'float32', outShape);
+  // A float16 input's range and scale in float32 (float16 would round the scale to 11 bits); the output cast back.
+  const xf = x.dtype === 'float32' ? x : to(x, 'float32');
+  const [scale, zp] = dynamicQparams(xf, 'quint8');
+  const xq = map('quantizeDynamic', [xf, reciprocal(scale), zp], quantizeExpr('float32', 'quint8'));
+  const y = layerGemm(q.state, xq, q.weight, [zp, q.zpW, mul(scale, q.wScale), q.bias], 'float32', outShape);
+  return y.dtype === x.dtype ? y : to(y, x.dtype);
 }
 
 /** Runs a weight-only layer on its float input: the fused dequantising matmul, or the layer's op on the dequantised weight. */
@@ -643,13 +651,15 @@ function runWeightOnlyLayer(q: WeightOnlyQLayer, x: Tensor, outShape: readonly n
   const blocks = [q.packed, q.scales, ...(q.zeroPoints ? [q.zeroPoints] : [])];
   if (q.fused) {
     const m = x.numel() / k;
+    // The kernel reads float16 inputs as they are and writes float32: cast back to the layer's dtype.
     const y = apply1(wqMatmulOp, [reshape(x, [m, k]), ...blocks, ...(q.bias ? [q.bias] : [])], { m, n, k, bits: q.bits, blockSize: q.blockSize, asymmetric: q.zeroPoints !== null, hasBias: q.bias !== null });
-    return reshape(y, outShape);
+    return reshape(y.dtype === x.dtype ? y : to(y, x.dtype), outShape);
   }
   const w = slice(dequantizeBlockwise(q.packed, q.scales, q.zeroPoints, q.bits, q.blockSize), 1, 0, k);
-  // The op's own weight layout: [out, in/groups, kh, kw] for conv2d, [N, K] for linear, [K, N] for matmul.
-  const weight = l.kind === 'matmul' ? transpose(w, 0, 1) : reshape(w, l.weightShape);
-  return apply(l.node.op, [x, weight, ...(q.bias ? [q.bias] : [])], l.node.attrs)[0]!;
+  // The op's own weight layout: [out, in/groups, kh, kw] for conv2d, [N, K] for linear, [K, N] for matmul; its dtype.
+  const weight = to(l.kind === 'matmul' ? transpose(w, 0, 1) : reshape(w, l.weightShape), x.dtype);
+  const bias = q.bias && q.bias.dtype !== x.dtype ? to(q.bias, x.dtype) : q.bias;
+  return apply(l.node.op, [x, weight, ...(bias ? [bias] : [])], l.node.attrs)[0]!;
 }
 
 /** One integer GEMM for a layer: a conv2d (implicit im2col) or a matmul over the input's rows. */
@@ -863,7 +873,7 @@ export function quantizeGraph(op: string, target: QuantTarget, mode: 'dynamic' |
   if (enabled.size === 0) {
     const found = state.layers.length ? ` (it has ${state.layers.map((l) => `${l.name}: ${l.kind}`).join(', ')})` : '';
     state.dispose();
-    throw new SinterError(op, `found no ${[...kinds].join(', ')} with a constant float32 weight to quantise in the traced graph${found}`);
+    throw new SinterError(op, `found no ${[...kinds].join(', ')} with a constant float weight to quantise in the traced graph${found}`);
   }
   const build = mode === 'dynamic' ? buildDynamicLayers : weightOnlyBuilder(spec!);
   let compiled: ReturnType<typeof compileQuantized>;
