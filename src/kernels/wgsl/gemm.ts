@@ -93,7 +93,9 @@ export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCa
   const kc = collapseDims(m.kDims.map((d) => d.size), [m.kDims.map((d) => d.stride)]);
   const kSizes = kc.shape, kStrides = kc.strides[0]!;
   const K = numel(kSizes);
-  const aligned = wide(m.dtype) && m.offset % 4 === 0 && m.batch.every((s) => s % 4 === 0);
+  // float16 stored natively (shader-f16) loads as vec4<f16> too, converted to the accumulator's vec4.
+  const native16 = m.dtype === 'float16' && caps.f16;
+  const aligned = (wide(m.dtype) || native16) && m.offset % 4 === 0 && m.batch.every((s) => s % 4 === 0);
   const kInner = kStrides.length === 0 ? 0 : kStrides[kStrides.length - 1]!;
   const buf = `in${binding}`;
   // Each parameter gets its word once, here (the closures below run once per use).
@@ -118,7 +120,7 @@ export function stridedOperand(m: StridedMatrix, binding: number, caps: WebGpuCa
     // offset by parameters, so the dims' sizes (the kernel size) stay out of the source.
     ...(kSizes.length > 1 && { walk: stridedWalk(kSizes, kStrides, params) }),
     load: (x, k, t) => widen(m.dtype, loadElement(buf, m.dtype, `(${x} + ${k})`, caps), t),
-    load4: (x, k, t) => (computeType(m.dtype) === t ? `${buf}[(${x} + ${k}) / 4u]` : `${vec4Of(t)}(${buf}[(${x} + ${k}) / 4u])`),
+    load4: (x, k, t) => (computeType(m.dtype) === t && !native16 ? `${buf}[(${x} + ${k}) / 4u]` : `${vec4Of(t)}(${buf}[(${x} + ${k}) / 4u])`),
   };
 }
 
