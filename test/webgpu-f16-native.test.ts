@@ -362,7 +362,11 @@ describe("native float16 kernels validate on Dawn's null backend (shader-f16)", 
       expect(source, name).toMatch(/array<(vec4<)?f16>?>/);
       expect(source, name).not.toMatch(f16Values);
       // A matrix product's contiguous operands load four float16 at once, widened to f32 for the products.
-      if (name === 'matmul') expect(source).toMatch(/var<storage, read> in0: array<vec4<f16>>;[^]*vec4f\(in0\[/);
+      // and its tile stores four, rounded in f32 first.
+      if (name === 'matmul') {
+        expect(source).toMatch(/var<storage, read> in0: array<vec4<f16>>;[^]*vec4f\(in0\[/);
+        expect(source).toMatch(/ \/ 4u\] = vec4<f16>\(vec4f\(sn_f16\(acc/);
+      }
     }
   });
 

@@ -62,6 +62,7 @@ const F16_CASES: Case[] = [
   unary('cumsum', (x) => sn.cumsum(x, 1), any([3, 40])),
   unary('logsumexp', (x) => sn.logsumexp(x, 1), any([4, 9])),
   { name: 'matmul', inputs: [any([9, 24]), any([24, 13])], run: (a, b) => sn.matmul(a, b) },
+  { name: 'matmul aligned (vec4 loads and stores)', inputs: [any([12, 16]), any([16, 20])], run: (a, b) => sn.matmul(a, b) },
   { name: 'bmm', inputs: [any([2, 5, 8]), any([2, 8, 7])], run: (a, b) => sn.bmm(a, b) },
   { name: 'linear', inputs: [any([3, 16]), any([5, 16]), any([5])], run: (x, w, b) => sn.linear(x, w, b) },
   { name: 'conv2d', inputs: [any([1, 3, 9, 9]), any([4, 3, 3, 3]), any([4])], run: (x, w, b) => sn.conv2d(x, w, b, { padding: 1 }) },
@@ -92,7 +93,7 @@ async function check(cases: readonly Case[]): Promise<void> {
 
 describe('float16 ops on WebGPU', () => {
   it('float16 ops match the CPU with float16 packed two per word (the path of adapters without shader-f16)', async () => {
-    const sample = new Set(['exp', 'add', 'contiguous (vec4)', 'add alpha', 'compares', 'compare and select', 'fused chain', 'through float32', 'strided view', 'sum', 'softmax', 'matmul']);
+    const sample = new Set(['exp', 'add', 'contiguous (vec4)', 'add alpha', 'compares', 'compare and select', 'fused chain', 'through float32', 'strided view', 'sum', 'softmax', 'matmul', 'matmul aligned (vec4 loads and stores)']);
     await withCaps({ f16: false }, () => check(F16_CASES.filter((c) => sample.has(c.name))));
   });
 

@@ -227,7 +227,10 @@ function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: Destinati
       });
       const at = `obase + i${r} * ${n} + j${c0}`;
       let store: string;
-      if (dest.vec4) store = `${dest.buf}[(${at}) / 4u] = ${vec4Of(t)}(${values.join(', ')});`;
+      if (dest.vec4) {
+        const v = `${vec4Of(t)}(${values.join(', ')})`;
+        store = `${dest.buf}[(${at}) / 4u] = ${dest.dtype === 'float16' ? `vec4<f16>(${v})` : v};`; // float16 here is stored natively
+      }
       else if (per === 1) store = `${dest.buf}[${at}] = ${dest.dtype ? packWord(dest.dtype, values, caps) : values[0]};`;
       else store = `${dest.buf}[(${at}) / ${per}u] = ${packWord(dest.dtype!, values, caps)};`;
       body.push(`if (j${c0} < ${n}) { ${store} }`);
@@ -241,7 +244,7 @@ function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: Destinati
 function destination(p: GemmProblem, tn: number, caps: WebGpuCaps): { direct: boolean; dest: Destination } {
   const per = elementsPerWord(p.out.dtype, caps);
   const direct = per === 1 || (p.n % per === 0 && tn % per === 0 && p.out.offset % per === 0);
-  const vec4 = direct && wide(p.out.dtype) && tn % 4 === 0 && p.n % 4 === 0 && p.out.offset % 4 === 0;
+  const vec4 = direct && (wide(p.out.dtype) || (p.out.dtype === 'float16' && caps.f16)) && tn % 4 === 0 && p.n % 4 === 0 && p.out.offset % 4 === 0;
   return {
     direct,
     dest: { buf: direct ? 'out0' : 'sc0', dtype: direct ? p.out.dtype : null, vec4 },
@@ -458,7 +461,7 @@ function registersKernel(p: GemmProblem, caps: WebGpuCaps): WgslForm {
   const source = `${quad ? 'enable subgroups;\n' : ''}${decls}
 
 @compute @workgroup_size(${wx}, ${wy}) fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, ${params}) {
-  ${body.join('\n  ')}
+  ${p.params.hoist(body.join('\n  '))}
 }
 `;
   return finish(p, caps, { source: withPrelude(source), workgroups: total === 0 ? [0] : g.workgroups, label: p.label }, direct, decls);
@@ -548,7 +551,7 @@ var<workgroup> Bs: array<${vt}, ${(bk * bn) / 4}>;
 
 @compute @workgroup_size(${bn / 4}, ${bm / 4})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  ${body.join('\n  ')}
+  ${p.params.hoist(body.join('\n  '))}
 }
 `;
   return finish(p, caps, { source: withPrelude(source), workgroups: total === 0 ? [0] : g.workgroups, label: p.label }, direct, decls);
