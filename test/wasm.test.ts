@@ -362,27 +362,30 @@ describe('the wasm elementwise renderer', () => {
 describe('the wasm thread pool', () => {
   it('splits GEMMs over worker threads, with results identical to one thread and to the reference', async () => {
     setCpuKernels('wasm');
-    // Big enough to be shared (m·n·k ≥ 2·2¹⁸), with row and column tails.
+    // Big enough to be shared (m·n·k ≥ 2·2¹⁸), with row and column tails; the threads split C's columns
+    // (m ≤ n) or, in the transposed product, its rows (m > n).
     const a = sn.randn([2 * MR + 3, 640], { seed: 7 }), b = sn.randn([640, 10 * NR + 5], { seed: 8 });
-    setCpuThreads(1);
-    const alone = await sn.matmul(a, b).data();
-    setCpuThreads(2);
-    // The pool starts in the background on the first GEMM worth sharing; wait for its worker.
-    for (let i = 0; i < 200 && poolStats().ready < 1; i++) {
-      sn.matmul(a, b).dispose();
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    // Workers claim tasks as they wake: on a busy machine the calling thread may take them all, so a few tries.
-    const before = poolStats().tasksOnWorkers;
-    let y = sn.matmul(a, b);
-    for (let i = 0; i < 50 && poolStats().tasksOnWorkers === before; i++) {
+    for (const [l, r] of [[a, b], [b.t(), a.t()]] as const) {
+      setCpuThreads(1);
+      const alone = await sn.matmul(l, r).data();
+      setCpuThreads(2);
+      // The pool starts in the background on the first GEMM worth sharing; wait for its worker.
+      for (let i = 0; i < 200 && poolStats().ready < 1; i++) {
+        sn.matmul(l, r).dispose();
+        await new Promise((res) => setTimeout(res, 25));
+      }
+      // Workers claim tasks as they wake: on a busy machine the calling thread may take them all, so a few tries.
+      const before = poolStats().tasksOnWorkers;
+      let y = sn.matmul(l, r);
+      for (let i = 0; i < 50 && poolStats().tasksOnWorkers === before; i++) {
+        expect(await y.data()).toEqual(alone);
+        y.dispose();
+        y = sn.matmul(l, r);
+      }
+      expect(poolStats().tasksOnWorkers).toBeGreaterThan(before);
       expect(await y.data()).toEqual(alone);
-      y.dispose();
-      y = sn.matmul(a, b);
+      await expectProduct(y, matmulRef(ref(l.shape, await l.contiguous().data()), ref(r.shape, await r.contiguous().data())), 640);
     }
-    expect(poolStats().tasksOnWorkers).toBeGreaterThan(before);
-    expect(await y.data()).toEqual(alone);
-    await expectProduct(y, matmulRef(ref(a.shape, await a.data()), ref(b.shape, await b.data())), 640);
     const x = sn.randn([2, 16, 29, 31], { seed: 9 }), w = sn.randn([12, 16, 3, 3], { seed: 10 });
     const o = { stride: [1, 1] as [number, number], padding: [1, 1] as [number, number], dilation: [1, 1] as [number, number], groups: 1 };
     const before2 = poolStats().tasksOnWorkers;

@@ -260,8 +260,8 @@ export function rowTable(k: number, rowOffset: (i: number) => number): number {
 /**
  * C = A·B, or C += A·B when `add`, all in the heap: A m×k at `a` with byte strides (ars, acs), B as
  * `b`, C row-major at `c` with `ldc` bytes per row. Allocates its packing buffers from the heap
- * (callers allocate their operands first). Column blocks of C go to the thread pool's threads
- * (each column is computed in the same order whichever thread runs it, so results do not depend on it).
+ * (callers allocate their operands first). Column or row blocks of C go to the thread pool's threads
+ * (each element is computed in the same order whichever thread runs it, so results do not depend on it).
  */
 export function gemmInHeap(m: number, n: number, k: number, a: number, ars: number, acs: number, b: HeapB, c: number, ldc: number, add: boolean): void {
   if (m === 0 || n === 0) return;
@@ -273,16 +273,20 @@ export function gemmInHeap(m: number, n: number, k: number, a: number, ars: numb
   gemmFn ??= instantiate<{ gemm: (...args: number[]) => void }>(gemmModule()).gemm;
   const mark = h.mark();
   const kcMax = Math.min(KC, k);
-  // Thread t computes columns [t·width, (t+1)·width) (a multiple of NR, so its panels' flags line up).
-  const parts = Math.min(parallelism(m * n * k), Math.ceil(n / NR), parallelism(m * n * k) > 1 ? availableThreads(gemmModule, 'gemm') : 1);
-  const width = Math.ceil(n / parts / NR) * NR;
+  // Threads split C's columns (each then packs all of A) or, when A has more rows than B has columns, its rows
+  // (each then packs all of B): the operand packed by every thread is the smaller one. Shares are multiples
+  // of NR columns (so panels' flags line up) or MR rows.
+  const work = parallelism(m * n * k), byRows = m > n;
+  const parts = Math.min(work, byRows ? Math.ceil(m / MR) : Math.ceil(n / NR), work > 1 ? availableThreads(gemmModule, 'gemm') : 1);
+  const share = byRows ? Math.ceil(m / parts / MR) * MR : Math.ceil(n / parts / NR) * NR;
   const tasks = [];
-  for (let j0 = 0; j0 < n; j0 += width) {
-    const w = Math.min(width, n - j0);
-    const packedA = h.alloc(Math.ceil(Math.min(MC, m) / MR) * MR * kcMax * 4);
-    const packedB = h.alloc(Math.ceil(Math.min(NC, w) / NR) * NR * kcMax * 4);
+  for (let s0 = 0; s0 < (byRows ? m : n); s0 += share) {
+    const rows = byRows ? Math.min(share, m - s0) : m, cols = byRows ? n : Math.min(share, n - s0);
+    const packedA = h.alloc(Math.ceil(Math.min(MC, rows) / MR) * MR * kcMax * 4);
+    const packedB = h.alloc(Math.ceil(Math.min(NC, cols) / NR) * NR * kcMax * 4);
     const scratch = h.alloc(MR * NR * 4);
-    tasks.push([m, w, k, a, ars, acs, b.base, b.colOff + j0 * 4, b.rowOff, b.flags + (j0 / NR) * 4, c + j0 * 4, ldc, add ? 1 : 0, packedA, packedB, scratch]);
+    const [i0, j0] = byRows ? [s0, 0] : [0, s0];
+    tasks.push([rows, cols, k, a + i0 * ars, ars, acs, b.base, b.colOff + j0 * 4, b.rowOff, b.flags + (j0 / NR) * 4, c + i0 * ldc + j0 * 4, ldc, add ? 1 : 0, packedA, packedB, scratch]);
   }
   parallelFor(tasks, gemmFn);
   h.release(mark);
