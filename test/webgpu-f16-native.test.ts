@@ -396,4 +396,16 @@ describe("native float16 kernels validate on Dawn's null backend (shader-f16)", 
       expect(await withNullCaps(change, () => validate(cases)), name).toEqual([]);
     }
   });
+
+  it('the cases above ran every op that has a WebGPU kernel for float data at float16', () => {
+    // (Run with the file's other tests: it reads what they compiled.) oneHot and the int8 GEMM take integers
+    // only; scaledDotProductAttention's kernel is float32 (float16 is cast around it, as softmax's inputs are).
+    const ops = new Set(gpu.prepared.filter((p) => p.sources.some((src) => src.includes('enable f16;'))).map((p) => p.op));
+    const all = [
+      'map', 'reduce', 'softmax', 'logSoftmax', 'cumsum', 'cumprod', 'argsort', 'matmul', 'linear', 'conv2d', 'convTranspose2d',
+      'weightOnlyMatmul', 'batchNorm', 'layerNorm', 'groupNorm', 'instanceNorm', 'maxPool2d', 'avgPool2d', 'adaptiveAvgPool2d', 'interpolate', 'erfinv',
+      'triangle', 'cat', 'pad', 'gather', 'indexSelect', 'embedding', 'repeat', 'flip', 'scatterElements', 'scatterND', 'gatherND',
+    ];
+    expect(all.filter((op) => !ops.has(op))).toEqual([]);
+  });
 });
