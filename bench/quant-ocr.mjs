@@ -9,11 +9,14 @@
 // noise of σ = 0.01 (normalised units; int8 quantisation of the input alone adds σ ≈ 0.004).
 // Then per-layer fallback: sn.quant.sensitivity ranks the layers on 4 calibration pages (the error each adds alone),
 // and the worst k stay float (convert(prepared, { keepFloat })): the metric for each k shows what fallback recovers.
+// Then the modes without calibration, on the same pages and metric (--graph-modes, default dynamic,int4; none skips):
+// int8 dynamic (sn.quant.quantizeDynamic on the graph: conv/matmul weights int8 per channel, activations per call) and
+// int4 weight-only (sn.quant.quantizeWeights, symmetric blocks of 32; convs included).
 // Pages (seeded; calibration seeds 1000 + 7i, evaluation 5000 + 11i): --pages text (default) draws lines of words
 // and numbers in DejaVu Sans with headless Chromium (textPages below; needs /usr/bin/chromium); --pages glyphs uses
 // bench/onnx-models.mjs's pageInput (random 5×7 bitmaps: not text, read with little confidence, see textPages).
 // Usage (after npm run build): node bench/quant-ocr.mjs [--models cls,rec,det] [--eval N] [--calib N]
-//   [--pages text|glyphs] [--fallback 0,1,2,4,8] [--sens N] [--out bench/results/<date>-quant-ocr.md]
+//   [--pages text|glyphs] [--fallback 0,1,2,4,8] [--sens N] [--graph-modes dynamic,int4|none] [--out bench/results/<date>-quant-ocr.md]
 // SINTER_DIST=<path to index.js> runs another build.
 // The reduced test is test/quant-graph.test.ts (cls on a few pages).
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -34,6 +37,8 @@ const models = opt('models', 'cls,rec,det').split(',');
 const nEval = Number(opt('eval', 16)), nCalib = Number(opt('calib', 16)), nSens = Number(opt('sens', 4));
 const fallbackKs = opt('fallback', '0,1,2,4,8').split(',').map(Number);
 const pagesKind = opt('pages', 'text');
+const graphModes = opt('graph-modes', 'dynamic,int4').split(',').filter((m) => m !== 'none');
+for (const m of graphModes) if (m !== 'dynamic' && m !== 'int4') throw new Error(`--graph-modes takes dynamic, int4 or none, got ${m}`);
 const date = new Date().toISOString();
 const out = opt('out', `bench/results/${date.slice(0, 10)}-quant-ocr.md`);
 
@@ -200,6 +205,7 @@ async function main() {
   ];
   const fallbackLines = ['', '### Per-layer fallback (the worst k layers by sensitivity kept in float)', '', '| model | k | layers kept float | bytes ratio | metric |', '| --- | ---: | --- | ---: | --- |'];
   const sensLines = ['', '### Most sensitive layers (SQNR of the outputs with only that layer int8)', ''];
+  const graphLines = ['', '### Without calibration: int8 dynamic and int4 weight-only (on the traced graph)', '', '| model | mode | layers | bytes ratio | metric | floor met | ms/page |', '| --- | --- | ---: | ---: | --- | --- | ---: |'];
 
   for (const name of models) {
     const spec = MODELS.find((m) => m.name === name);
@@ -254,12 +260,24 @@ async function main() {
         fallbackLines.push(`| ${name} | ${k} | ${keep.join(', ') || '-'} | ${(r.bytes / floatBytes).toFixed(3)} | ${r.text} |`);
       }
     }
+    for (const mode of graphModes) {
+      const opts = { exampleInputs: [evalPages[0]] };
+      const q = mode === 'dynamic' ? sn.quant.quantizeDynamic(model, opts) : sn.quant.quantizeWeights(model, { bits: 4, blockSize: 32, ...opts });
+      await runAll((x) => q(x), evalPages.slice(0, 1)); // compiles the plan
+      const s = performance.now();
+      const got = await runAll((x) => q(x), evalPages);
+      const ms = (performance.now() - s) / nEval;
+      const r = judge(name, outShape, ref, got);
+      console.error(`${name}: ${mode} ${r.text}`);
+      graphLines.push(`| ${name} | ${mode === 'dynamic' ? 'int8 dynamic' : 'int4 weights'} | ${q.quantizedLayers.length} | ${(q.modelBytes() / floatBytes).toFixed(3)} | ${r.text} | ${r.pass ? 'yes' : 'no'} | ${ms.toFixed(0)} |`);
+      q.dispose();
+    }
     prepared.dispose();
     model.dispose();
     for (const t of [...calib, ...evalPages]) t.dispose();
   }
 
-  const report = [...lines, ...fallbackLines, ...sensLines, ''].join('\n');
+  const report = [...lines, ...fallbackLines, ...sensLines, ...(graphModes.length ? graphLines : []), ''].join('\n');
   console.log(report);
   await mkdir(path.dirname(out), { recursive: true });
   await writeFile(out, report);
