@@ -234,13 +234,33 @@ export interface HeapB {
   readonly flags: number;
 }
 
-/** Writes B's tables into the heap: column offsets (bytes) and the per-panel contiguity flags. */
-export function columnTables(n: number, colOffset: (j: number) => number): { colOff: number; flags: number } {
+/**
+ * Columns laid out as a grid (a conv's output pixels: image, row, column): column (i0, i1, i2), numbered
+ * row-major over `sizes`, is at byte offset i0·strides[0] + i1·strides[1] + i2·strides[2].
+ */
+export interface ColumnGrid {
+  readonly sizes: readonly [number, number, number];
+  readonly strides: readonly [number, number, number];
+}
+
+/**
+ * Writes B's tables into the heap: column offsets (bytes: colOffset(j), or from a grid, filled by nested
+ * loops since convolutions have tens of thousands of columns) and the per-panel contiguity flags.
+ */
+export function columnTables(n: number, colOffset: ((j: number) => number) | ColumnGrid): { colOff: number; flags: number } {
   const h = heap();
   const padded = Math.ceil(n / NR) * NR;
   const colOff = h.alloc(padded * 4), flags = h.alloc((padded / NR) * 4);
   const i32 = h.i32;
-  for (let j = 0; j < padded; j++) i32[(colOff >> 2) + j] = colOffset(Math.min(j, n - 1));
+  if (typeof colOffset === 'function') {
+    for (let j = 0; j < n; j++) i32[(colOff >> 2) + j] = colOffset(j);
+  } else {
+    const [n0, n1, n2] = colOffset.sizes, [s0, s1, s2] = colOffset.strides;
+    for (let i0 = 0, j = colOff >> 2; i0 < n0; i0++) {
+      for (let i1 = 0, o1 = i0 * s0; i1 < n1; i1++, o1 += s1) for (let i2 = 0, o = o1; i2 < n2; i2++, o += s2) i32[j++] = o;
+    }
+  }
+  i32.fill(i32[(colOff >> 2) + n - 1]!, (colOff >> 2) + n, (colOff >> 2) + padded);
   for (let p = 0; p < padded / NR; p++) {
     const first = i32[(colOff >> 2) + p * NR]!;
     let contiguous = p * NR + NR <= n;

@@ -37,7 +37,7 @@ export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, 
   h.reset();
   const cDirect = h.addressOf(c.data, c.offset);
   const aAt = matrixAt(a, m, k), bAt = matrixAt(b, k, n);
-  const { colOff, flags } = columnTables(n, (j) => j * b.colStride * 4);
+  const { colOff, flags } = columnTables(n, { sizes: [1, 1, n], strides: [0, 0, b.colStride * 4] });
   const rowOff = rowTable(k, (i) => i * b.rowStride * 4);
   const B = { base: bAt, colOff, rowOff, flags };
   if (cDirect !== undefined) {
@@ -86,10 +86,7 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
   const [bN, bC, bH, bW] = xDirect !== undefined ? [sN, sC, sH, sW] : [image, plane, Wp, 1];
   // Weights [O, K], row-major: where they are, or copied in (one memcpy when the view is contiguous).
   const wAt = wDirect ?? putContiguous(w);
-  const { colOff, flags } = columnTables(NP, (q) => {
-    const n = Math.floor(q / P), p = q % P;
-    return (n * bN + Math.floor(p / OW) * sh * bH + (p % OW) * sw * bW) * 4;
-  });
+  const { colOff, flags } = columnTables(NP, { sizes: [N, OH, OW], strides: [bN * 4, sh * bH * 4, sw * bW * 4] });
   const rowOff = rowTable(K, (r) => (Math.floor(r / (kh * kw)) * bC + (Math.floor(r / kw) % kh) * dh * bH + (r % kw) * dw * bW) * 4);
   const xAt = xDirect ?? h.alloc(N * image * 4), cAt = outDirect ?? h.alloc(Og * NP * 4);
   for (let g = 0; g < G; g++) {
@@ -206,7 +203,7 @@ export function wasmConvTranspose2d(x: CpuView, w: CpuView, bias: CpuView | unde
   const xAt = xDirect ?? putContiguous(x);
   const [bN, bC, bH, bW] = xDirect !== undefined ? [sN, sC, sH, sW] : [Cin * P, P, W, 1];
   const wAt = (isContiguous(w.shape, w.strides) ? h.addressOf(w.data, w.offset) : undefined) ?? putContiguous(w);
-  const { colOff, flags } = columnTables(P, (p) => (Math.floor(p / W) * bH + (p % W) * bW) * 4);
+  const { colOff, flags } = columnTables(P, { sizes: [1, H, W], strides: [0, bH * 4, bW * 4] });
   const rowOff = rowTable(Cig, (ci) => ci * bC * 4);
   const taps = h.alloc((kh + kw) * 12), cols = h.alloc(R * P * 4);
   {
