@@ -61,6 +61,22 @@ export class KernelParams {
     return `@group(1) @binding(0) ${DECLARATION}: array<vec4<u32>, ${Math.ceil(this.values.length / 4)}>;`;
   }
 
+  /**
+   * `statements` (a kernel's body) with each parameter they read loaded once, into a local declared
+   * ahead of them: SwiftShader's shader compiler loads a uniform again at every use, inside loops too
+   * (a convolution's k loop read its strides and bounds once per step).
+   */
+  hoist(statements: string): string {
+    const read = new Map<string, string>();
+    const body = statements.replace(/sn_params\[(\d+)\]\.([xyzw])/g, (use, i: string, c: string) => {
+      const name = `sn_p${Number(i) * 4 + 'xyzw'.indexOf(c)}`;
+      read.set(name, use);
+      return name;
+    });
+    const lets = [...read].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true })).map(([name, use]) => `let ${name} = ${use};`);
+    return [...lets, body].join('\n  ');
+  }
+
   /** The words to upload, or undefined when the kernel has no parameters. */
   words(): Uint32Array<ArrayBuffer> | undefined {
     return this.values.length ? Uint32Array.from(this.values) : undefined;
