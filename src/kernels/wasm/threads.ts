@@ -8,10 +8,20 @@ import { RESERVED_BYTES, heap, kernelSource } from './heap.js';
 // tasks' arguments into a table in the heap, posts the kernel to the ready workers (state POSTED,
 // notify) and claims tasks itself; every thread takes the next unclaimed task from a shared counter,
 // so a worker the OS has descheduled (a busy machine) leaves its share to the others instead of
-// stalling the call; a worker that never started is taken back. Idle workers sleep in Atomics.wait (Node) or
-// await Atomics.waitAsync (browsers, whose workers must keep their event loop free for messages): no
-// busy-waiting. Kernels stay synchronous: the calling thread runs one share itself, then waits for
-// the others (a page's main thread may not block, so there it polls for the few microseconds left).
+// stalling the call; a worker that never started is taken back. Kernels stay synchronous: the calling
+// thread runs one share itself, then waits for the others.
+// Waiting spins briefly, then sleeps, as XNNPACK's pthreadpool and onnxruntime's pool do. Waking a
+// sleeping thread costs tens of microseconds, more on a virtual machine whose idle core is halted: as
+// much as a small kernel's share, so a model of a few small kernels (a batch-1 CNN) lost what a second
+// thread gained to two wake-ups per kernel. So a worker that finished a task watches its control block
+// for the next for up to SPIN_MS (the next kernel of a call, or of the next call made back to back,
+// comes within it) before it sleeps, and the calling thread watches a running worker as long before it
+// sleeps. A watch ends early once its thread was descheduled (a gap of DESCHEDULED_MS between two
+// looks): then the machine has more runnable threads than cores, the watch would take a core from them
+// (the caller among them), and sleeping costs no more than the wait for a core did. Past that, idle
+// threads sleep in Atomics.wait (Node) or await Atomics.waitAsync (browsers, whose workers must keep
+// their event loop free for messages; a page's main thread may not block, so there it polls for the
+// few microseconds left), so an idle pool burns no core.
 
 const SLOT_INTS = 64;
 /** The last slot holds the claim counter that the threads of one parallelFor share. */
@@ -20,6 +30,20 @@ const COUNTER = MAX_WORKERS * SLOT_INTS;
 /** Kernels a worker keeps instantiated; the longest unused beyond it are dropped. */
 const MAX_KERNELS_PER_WORKER = 256;
 const IDLE = 0, POSTED = 1, DONE = 2, FAILED = 3, RUNNING = 4;
+/**
+ * How long a thread that waits for the other threads watches for them before it sleeps (ms): longer
+ * than the host work between the kernels of one call and between calls made back to back (tens to a
+ * couple of hundred microseconds), short enough that an idle pool stops spinning at once.
+ */
+const SPIN_MS = 0.3;
+/** A gap this long (ms) between two looks of a watch means its thread was descheduled: the watch ends. */
+const DESCHEDULED_MS = 0.05;
+/** Control block index where the calling thread counts the messages it sent: a spinning worker stops to take them. */
+const SENT = 7;
+/** Control block indices where a worker counts the tasks it took while spinning, and after sleeping. */
+const TAKEN_AWAKE = 8, TAKEN_WOKEN = 9;
+/** Control block index a worker sets while it sleeps. */
+const ASLEEP = 10;
 
 interface PoolWorker {
   readonly control: Int32Array;
@@ -31,9 +55,11 @@ interface PoolWorker {
 }
 
 // One program for both kinds of worker; they differ only in how messages and waits work. A task is
-// [state, messages taken, kernel id, task table address, tasks, arguments per task, counter address]:
-// the worker claims it (POSTED → RUNNING; the caller may have taken it back first), then claims tasks
-// from the table through the shared counter until none are left, as the calling thread does.
+// [state, messages taken, kernel id, task table address, tasks, arguments per task, counter address,
+// messages sent]: the worker claims it (POSTED → RUNNING; the caller may have taken it back first),
+// then claims tasks from the table through the shared counter until none are left, as the calling
+// thread does. After a task it spins (spinForTask) until the next is posted, a message waits, or its
+// watch ends.
 const SHARED_SOURCE = `
 const fns = new Map();
 let I, memory;
@@ -43,8 +69,11 @@ function take(m) {
   Atomics.add(I, 1, 1);
 }
 const args = [];
+let slept = true;
 function runTask() {
   if (Atomics.compareExchange(I, 0, ${POSTED}, ${RUNNING}) !== ${POSTED}) return;
+  I[slept ? ${TAKEN_WOKEN} : ${TAKEN_AWAKE}]++;
+  slept = false;
   try {
     const fn = fns.get(I[2]), table = I[3] >> 2, count = I[4], argc = I[5], counter = I[6] >> 2;
     const M = new Int32Array(memory.buffer);
@@ -58,6 +87,25 @@ function runTask() {
     Atomics.store(I, 0, ${FAILED});
   }
   Atomics.notify(I, 0);
+}
+function spinForTask() {
+  let t = performance.now();
+  const until = t + ${SPIN_MS};
+  for (let i = 1; Atomics.load(I, 0) !== ${POSTED}; i++) {
+    if (Atomics.load(I, ${SENT}) !== I[1]) return;
+    if ((i & 63) === 0) {
+      const now = performance.now();
+      if (now > until || now - t > ${DESCHEDULED_MS}) return;
+      t = now;
+    }
+  }
+}
+function sleep(wait) {
+  slept = true;
+  Atomics.store(I, ${ASLEEP}, 1);
+  const r = wait();
+  if (r instanceof Promise) return r.then(() => void Atomics.store(I, ${ASLEEP}, 0));
+  Atomics.store(I, ${ASLEEP}, 0);
 }
 function start(m) {
   memory = m.memory;
@@ -78,8 +126,10 @@ start(workerData);
 for (;;) {
   for (let m; (m = receiveMessageOnPort(parentPort)); ) take(m.message);
   const state = Atomics.load(I, 0);
-  if (state === ${POSTED}) runTask();
-  else Atomics.wait(I, 0, state);
+  if (state === ${POSTED}) {
+    runTask();
+    spinForTask();
+  } else sleep(() => Atomics.wait(I, 0, state));
 }`;
 
 /** A page's Web Worker: messages arrive as events, so it waits with Atomics.waitAsync between tasks. */
@@ -91,8 +141,10 @@ onmessage = (e) => {
 async function serve() {
   for (;;) {
     const state = Atomics.load(I, 0);
-    if (state === ${POSTED}) runTask();
-    else await Atomics.waitAsync(I, 0, state).value;
+    if (state === ${POSTED}) {
+      runTask();
+      spinForTask();
+    } else await sleep(() => Atomics.waitAsync(I, 0, state).value);
   }
 }`;
 
@@ -105,9 +157,31 @@ let tasksOnWorkers = 0;
 let singleReason: string | undefined;
 let kind: 'worker_threads' | 'web workers' | undefined;
 
-/** The pool: workers started (and ready), threads wanted, and how many parallel calls workers took part in. */
-export function poolStats(): { workers: number; ready: number; wanted: number | undefined; tasksOnWorkers: number } {
-  return { workers: workers.length, ready: workers.filter((w) => Atomics.load(w.control, 0) !== IDLE).length, wanted, tasksOnWorkers };
+/** The thread pool's state and counts (`poolStats()`). */
+export interface PoolStats {
+  /** Workers started, and those ready (their thread runs). */
+  workers: number;
+  ready: number;
+  /** Threads wanted (the calling one included), once known. */
+  wanted: number | undefined;
+  /** Parallel calls that workers took part in. */
+  tasksOnWorkers: number;
+  /** Of the workers' tasks, those taken while the worker still spun after its last one (no wake-up paid), and those taken after it slept. */
+  takenAwake: number;
+  takenWoken: number;
+  /** Workers asleep now (an idle pool spins only briefly, then all sleep). */
+  asleep: number;
+}
+
+/** The pool: workers started (and ready), threads wanted, how many parallel calls workers took part in, and whether they were awake for them. */
+export function poolStats(): PoolStats {
+  let takenAwake = 0, takenWoken = 0, asleep = 0;
+  for (const w of workers) {
+    takenAwake += Atomics.load(w.control, TAKEN_AWAKE);
+    takenWoken += Atomics.load(w.control, TAKEN_WOKEN);
+    asleep += Atomics.load(w.control, ASLEEP);
+  }
+  return { workers: workers.length, ready: readyWorkers(), wanted, tasksOnWorkers, takenAwake, takenWoken, asleep };
 }
 
 /** How the CPU kernels use threads here: how many, by what means, and why only one when that is so. */
@@ -284,8 +358,22 @@ function holds(w: PoolWorker, id: number, source: { module: WebAssembly.Module; 
   }
   w.post({ id, module: source.module, entry: source.entry });
   w.kernels.set(id, ++w.sent);
+  Atomics.store(w.control, SENT, w.sent);
   Atomics.notify(w.control, 0);
   return false;
+}
+
+/** Spins while `busy()` holds, for at most SPIN_MS and not past a gap that shows this thread was descheduled. */
+function spinWhile(busy: () => boolean): void {
+  let t = performance.now();
+  const until = t + SPIN_MS;
+  for (let i = 1; busy(); i++) {
+    if ((i & 63) === 0) {
+      const now = performance.now();
+      if (now > until || now - t > DESCHEDULED_MS) return;
+      t = now;
+    }
+  }
 }
 
 /** Whether this thread may block in Atomics.wait (not a page's main thread). */
@@ -336,6 +424,7 @@ export function parallelFor(tasks: readonly (readonly number[])[], run: (...args
     // A worker that has not woken yet is taken back: the tasks are all done.
     if (Atomics.compareExchange(w.control, 0, POSTED, DONE) === POSTED) continue;
     tasksOnWorkers++;
+    spinWhile(() => Atomics.load(w.control, 0) === RUNNING);
     for (let s = Atomics.load(w.control, 0); s === RUNNING; s = Atomics.load(w.control, 0)) if (block) Atomics.wait(w.control, 0, RUNNING);
     if (Atomics.load(w.control, 0) === FAILED) {
       failed = true;
