@@ -70,7 +70,8 @@ function h(...shape: number[]): Tensor {
 const ints = (values: number[], shape = [values.length]) => sn.tensor(values, { dtype: 'int32', device: 'webgpu' }).reshape(shape);
 const mask = (...shape: number[]) => sn.gt(h(...shape), 0);
 
-type Case = [name: string, run: () => Tensor | Tensor[] | { values: Tensor; indices: Tensor }];
+type Outputs = Tensor | Tensor[] | { values: Tensor; indices: Tensor };
+type Case = [name: string, run: () => Outputs | Promise<Outputs>];
 
 /** The public functions by name. */
 const fns = sn as unknown as Record<string, (...args: unknown[]) => Tensor>;
@@ -273,7 +274,7 @@ describe("native float16 kernels validate on Dawn's null backend (shader-f16)", 
     for (const [name, run] of cases) {
       const before = gpu.prepared.length;
       try {
-        const r = run();
+        const r = await run();
         const outs = r instanceof sn.Tensor ? [r] : Array.isArray(r) ? r : [r.values, r.indices];
         await Promise.all(outs.map((t) => t.data()));
         const sources = gpu.prepared.slice(before).flatMap((p) => p.sources);
@@ -394,6 +395,20 @@ describe("native float16 kernels validate on Dawn's null backend (shader-f16)", 
       }]);
       cases.push(['jit autocast float16', () => sn.jit((x: Tensor, w: Tensor) => sn.softmax(sn.matmul(x, w), -1), { autocast: 'float16' })(h(6, 8).to('float32'), h(8, 5).to('float32'))]);
       expect(await withNullCaps(change, () => validate(cases)), name).toEqual([]);
+    }
+  });
+
+  it('PP-OCR det, rec and cls converted to float16 at load compile whole (compiled plans)', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const path = await import('node:path');
+    const { MODELS, MODEL_DIR } = await import('../bench/onnx-models.mjs');
+    for (const m of MODELS) {
+      const model = await sn.loadOnnx(new Uint8Array(await readFile(path.join(MODEL_DIR, m.file))), { device: 'webgpu', dtype: 'float16' });
+      const before = gpu.prepared.length;
+      const x = sn.zeros(m.shape, { device: 'webgpu' });
+      const failures = await validate([[m.name, async () => Object.values(await model.run({ x }))]]);
+      expect(failures, m.name).toEqual([]);
+      expect(gpu.prepared.length - before, m.name).toBeGreaterThan(10);
     }
   });
 
