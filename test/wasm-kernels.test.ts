@@ -287,9 +287,14 @@ describe('relaxed SIMD', () => {
     const { colOff, flags } = columnTables(n, (j) => j * 4);
     const rowOff = rowTable(k, (i) => i * n * 4);
     const cAt = h.alloc(m * n * 4), pa = h.alloc(4 * WASM_GEMM.mr * 64 * k), pb = h.alloc(4 * WASM_GEMM.nr * 64 * k), scratch = h.alloc(4 * WASM_GEMM.mr * WASM_GEMM.nr);
-    gemm(m, n, k, aAt, k * 4, 4, bAt, colOff, rowOff, flags, cAt, n * 4, 0, pa, pb, scratch);
-    const got = h.f32.slice(cAt >> 2, (cAt >> 2) + m * n);
-    const r = matmulRef(ref([m, k], av), ref([k, n], bv));
-    await expectProduct(sn.tensor(got, { shape: [m, n] }), r, k);
+    // Without a bias, then with one (row i's sums start from bias[i]; the last, short row panel reads only its own rows').
+    const bias = Float32Array.from({ length: m }, (_, i) => 100 * (i + 1)), biasAt = h.put(bias);
+    for (const withBias of [false, true]) {
+      gemm(m, n, k, aAt, k * 4, 4, bAt, colOff, rowOff, flags, cAt, n * 4, 0, pa, pb, scratch, withBias ? biasAt : 0);
+      const got = h.f32.slice(cAt >> 2, (cAt >> 2) + m * n);
+      const r = matmulRef(ref([m, k], av), ref([k, n], bv));
+      if (withBias) r.out.data.forEach((v, i) => (r.out.data[i] = v + bias[Math.floor(i / n)]!));
+      await expectProduct(sn.tensor(got, { shape: [m, n] }), r, k + 1);
+    }
   });
 });

@@ -13,7 +13,7 @@ export const WASM_GEMM = { mr: 4, nr: 8, kc: 256, mc: 96, nc: 512 } as const;
 const { mr: MR, nr: NR, kc: KC, mc: MC, nc: NC } = WASM_GEMM;
 
 /** gemm's arguments, in order (i32 each); a thread pool's workers receive them as a row of i32s. */
-export const GEMM_ARGS = ['m', 'n', 'k', 'a', 'ars', 'acs', 'b', 'colOff', 'rowOff', 'flags', 'c', 'ldc', 'add', 'packedA', 'packedB', 'scratch'] as const;
+export const GEMM_ARGS = ['m', 'n', 'k', 'a', 'ars', 'acs', 'b', 'colOff', 'rowOff', 'flags', 'c', 'ldc', 'add', 'packedA', 'packedB', 'scratch', 'bias'] as const;
 
 /** min(a, b) of two i32 values already emitted (leaves it on the stack). */
 function minI32(c: Code, a: () => void, b: () => void): void {
@@ -80,20 +80,28 @@ function emitPackB(m: ModuleBuilder): number {
 }
 
 function emitTile(m: ModuleBuilder, fma: boolean): number {
-  // tile(ap, bp, kc, ptr, ldc, rows, cols, add, scratch): the rows × cols tile of C at ptr (ldc bytes per row)
-  // (+)= the MR-row panel of packed A at ap · the NR-column panel of packed B at bp, over kc ≥ 1 steps of k.
+  // tile(ap, bp, kc, ptr, ldc, rows, cols, add, scratch, bias): the rows × cols tile of C at ptr (ldc bytes per row)
+  // (+)= the MR-row panel of packed A at ap · the NR-column panel of packed B at bp, over kc ≥ 1 steps of k; bias ≠ 0:
+  // the sums start from bias[r] (floats at that address, one per row) instead of 0.
   // A function of its own, called per tile, so V8 starts running its optimised code (compiled in the
   // background once the baseline code got hot) at the next tile, not at the next GEMM.
   // The k loop is one step per iteration, as a do-while on B's pointer: V8's optimising compiler
   // schedules every load of an iteration first, so an unrolled body (or more rows) keeps more
   // values live than x64's 16 vector registers and spills accumulators to the stack in the hot loop;
   // MR×NR = 4×8 is 8 accumulators + 2 B vectors + 4 broadcasts + 1 product.
-  return m.func('tile', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
-    const [ap, bp, kc, ptr, ldc, rows, cols, add, scratch] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  return m.func('tile', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [ap, bp, kc, ptr, ldc, rows, cols, add, scratch, bias] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
     const bEnd = c.local('i32'), r = c.local('i32'), j = c.local('i32');
     const acc = Array.from({ length: MR }, () => [c.local('v128'), c.local('v128')] as const);
     const b0 = c.local('v128'), b1 = c.local('v128'), a = c.local('v128'), v = c.local('f32');
     for (const [lo, hi] of acc) c.f32(0).simd('f32x4.splat').tee(lo).set(hi);
+    c.get(bias).if(() => {
+      // Row r's bias; rows past the tile's (a short panel repeats its last row) read the last row's.
+      acc.forEach(([lo, hi], row) => {
+        c.get(bias).i32(4 * row).get(rows).i32(1).op('i32.sub').i32(2).op('i32.shl').i32(row).get(rows).op('i32.lt_s', 'select');
+        c.op('i32.add').mem('v128.load32_splat').tee(lo).set(hi);
+      });
+    });
     c.get(bp).get(kc).i32(4 * NR).op('i32.mul').op('i32.add').set(bEnd);
     c.loop((top) => {
       // acc[r] += A[k, r] · B[k, 0..8)
@@ -150,23 +158,24 @@ function emitTile(m: ModuleBuilder, fma: boolean): number {
 }
 
 function emitKernel(m: ModuleBuilder, tile: number): number {
-  // kernel(mc, nc, kc, pa, pb, c, ldc, add, scratch): C[mc × nc] (+)= packed A block · packed B block,
-  // C row-major with ldc bytes per row; scratch holds one MR×NR tile for the edges.
-  return m.func('kernel', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
-    const [mc, nc, kc, pa, pb, cp, ldc, add, scratch] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  // kernel(mc, nc, kc, pa, pb, c, ldc, add, scratch, bias): C[mc × nc] (+)= packed A block · packed B block (+ bias[row]
+  // when bias ≠ 0), C row-major with ldc bytes per row; scratch holds one MR×NR tile for the edges.
+  return m.func('kernel', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [mc, nc, kc, pa, pb, cp, ldc, add, scratch, bias] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
     const jr = c.local('i32'), ir = c.local('i32'), cols = c.local('i32');
     c.forRange(jr, () => c.i32(0), () => c.get(nc), NR, () => {
       minI32(c, () => c.i32(NR), () => c.get(nc).get(jr).op('i32.sub'));
       c.set(cols);
       c.forRange(ir, () => c.i32(0), () => c.get(mc), MR, () => {
-        // tile(pa + 4·ir·kc, pb + 4·jr·kc, kc, c + ir·ldc + 4·jr, ldc, min(MR, mc − ir), cols, add, scratch)
+        // tile(pa + 4·ir·kc, pb + 4·jr·kc, kc, c + ir·ldc + 4·jr, ldc, min(MR, mc − ir), cols, add, scratch, bias ? bias + 4·ir : 0)
         c.get(pa).get(ir).get(kc).op('i32.mul').i32(2).op('i32.shl').op('i32.add');
         c.get(pb).get(jr).get(kc).op('i32.mul').i32(2).op('i32.shl').op('i32.add');
         c.get(kc);
         c.get(cp).get(ir).get(ldc).op('i32.mul').op('i32.add').get(jr).i32(2).op('i32.shl').op('i32.add');
         c.get(ldc);
         minI32(c, () => c.i32(MR), () => c.get(mc).get(ir).op('i32.sub'));
-        c.get(cols).get(add).get(scratch).call(tile);
+        c.get(cols).get(add).get(scratch);
+        c.get(bias).get(ir).i32(2).op('i32.shl', 'i32.add').i32(0).get(bias).op('select').call(tile);
       });
     });
   });
@@ -176,7 +185,7 @@ function emitGemm(m: ModuleBuilder, packA: number, packB: number, kernel: number
   // gemm(…GEMM_ARGS): C[m × n] (+)= A · B over the cache blocks: for each nc columns and kc rows of B,
   // pack that B block; for each mc rows of A, pack that A block and run the micro-kernels over both.
   m.func('gemm', GEMM_ARGS.map(() => 'i32' as const), [], (c) => {
-    const [mm, n, k, a, ars, acs, b, colOff, rowOff, flags, cp, ldc, add, pa, pb, scratch] = GEMM_ARGS.map((_, i) => i);
+    const [mm, n, k, a, ars, acs, b, colOff, rowOff, flags, cp, ldc, add, pa, pb, scratch, bias] = GEMM_ARGS.map((_, i) => i);
     const jc = c.local('i32'), pc = c.local('i32'), ic = c.local('i32'), nc = c.local('i32'), kc = c.local('i32'), mc = c.local('i32');
     c.forRange(jc, () => c.i32(0), () => c.get(n!), NC, () => {
       minI32(c, () => c.i32(NC), () => c.get(n!).get(jc).op('i32.sub'));
@@ -193,10 +202,11 @@ function emitGemm(m: ModuleBuilder, packA: number, packB: number, kernel: number
           // packA(a + ic·ars + pc·acs, ars, acs, packedA, mc, kc)
           c.get(a!).get(ic).get(ars!).op('i32.mul', 'i32.add').get(pc).get(acs!).op('i32.mul', 'i32.add');
           c.get(ars!).get(acs!).get(pa!).get(mc).get(kc).call(packA);
-          // kernel(mc, nc, kc, packedA, packedB, c + ic·ldc + 4·jc, ldc, add | pc > 0, scratch)
+          // kernel(mc, nc, kc, packedA, packedB, c + ic·ldc + 4·jc, ldc, add | pc > 0, scratch, bias && pc = 0 ? bias + 4·ic : 0)
           c.get(mc).get(nc).get(kc).get(pa!).get(pb!);
           c.get(cp!).get(ic).get(ldc!).op('i32.mul', 'i32.add').get(jc).i32(2).op('i32.shl', 'i32.add');
-          c.get(ldc!).get(add!).get(pc).i32(0).op('i32.gt_s', 'i32.or').get(scratch!).call(kernel);
+          c.get(ldc!).get(add!).get(pc).i32(0).op('i32.gt_s', 'i32.or').get(scratch!);
+          c.get(bias!).get(ic).i32(2).op('i32.shl', 'i32.add').i32(0).get(bias!).i32(0).op('i32.ne').get(pc).op('i32.eqz', 'i32.and', 'select').call(kernel);
         });
       });
     });
@@ -279,15 +289,16 @@ export function rowTable(k: number, rowOffset: (i: number) => number): number {
 
 /**
  * C = A·B, or C += A·B when `add`, all in the heap: A m×k at `a` with byte strides (ars, acs), B as
- * `b`, C row-major at `c` with `ldc` bytes per row. Allocates its packing buffers from the heap
+ * `b`, C row-major at `c` with `ldc` bytes per row. `bias` (not with `add`): the heap address of m
+ * floats, row i's sums starting from bias[i] (a conv's bias, without a pass writing it to C first). Allocates its packing buffers from the heap
  * (callers allocate their operands first). Column or row blocks of C go to the thread pool's threads
  * (each element is computed in the same order whichever thread runs it, so results do not depend on it).
  */
-export function gemmInHeap(m: number, n: number, k: number, a: number, ars: number, acs: number, b: HeapB, c: number, ldc: number, add: boolean): void {
+export function gemmInHeap(m: number, n: number, k: number, a: number, ars: number, acs: number, b: HeapB, c: number, ldc: number, add: boolean, bias = 0): void {
   if (m === 0 || n === 0) return;
   const h = heap();
   if (k === 0) {
-    if (!add) for (let i = 0; i < m; i++) h.f32.fill(0, (c + i * ldc) >> 2, ((c + i * ldc) >> 2) + n);
+    if (!add) for (let i = 0; i < m; i++) h.f32.fill(bias ? h.f32[(bias >> 2) + i]! : 0, (c + i * ldc) >> 2, ((c + i * ldc) >> 2) + n);
     return;
   }
   gemmFn ??= instantiate<{ gemm: (...args: number[]) => void }>(gemmModule()).gemm;
@@ -306,7 +317,7 @@ export function gemmInHeap(m: number, n: number, k: number, a: number, ars: numb
     const packedB = h.alloc(Math.ceil(Math.min(NC, cols) / NR) * NR * kcMax * 4);
     const scratch = h.alloc(MR * NR * 4);
     const [i0, j0] = byRows ? [s0, 0] : [0, s0];
-    tasks.push([rows, cols, k, a + i0 * ars, ars, acs, b.base, b.colOff + j0 * 4, b.rowOff, b.flags + (j0 / NR) * 4, c + i0 * ldc + j0 * 4, ldc, add ? 1 : 0, packedA, packedB, scratch]);
+    tasks.push([rows, cols, k, a + i0 * ars, ars, acs, b.base, b.colOff + j0 * 4, b.rowOff, b.flags + (j0 / NR) * 4, c + i0 * ldc + j0 * 4, ldc, add ? 1 : 0, packedA, packedB, scratch, bias && bias + i0 * 4]);
   }
   parallelFor(tasks, gemmFn);
   h.release(mark);

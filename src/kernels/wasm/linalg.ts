@@ -89,6 +89,9 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
   const { colOff, flags } = columnTables(NP, { sizes: [N, OH, OW], strides: [bN * 4, sh * bH * 4, sw * bW * 4] });
   const rowOff = rowTable(K, (r) => (Math.floor(r / (kh * kw)) * bC + (Math.floor(r / kw) % kh) * dh * bH + (r % kw) * dw * bW) * 4);
   const xAt = xDirect ?? h.alloc(N * image * 4), cAt = outDirect ?? h.alloc(Og * NP * 4);
+  // The bias, one float per output channel: where the GEMM's sums start.
+  const biasAt = bias ? h.alloc(O * 4) : 0;
+  if (bias) for (let o = 0, f32 = h.f32; o < O; o++) f32[(biasAt >> 2) + o] = bias.data[bias.offset + o * bias.strides[0]!]!;
   for (let g = 0; g < G; g++) {
     const base = xDirect !== undefined ? xDirect + g * Cg * sC * 4 : xAt;
     if (xDirect === undefined) {
@@ -101,9 +104,8 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
       }
     }
     // C: this group's rows of the output itself (one image in the heap), else scratch copied out after.
-    const cg = outDirect !== undefined ? cAt + g * Og * P * 4 : cAt, f32 = h.f32;
-    if (bias) for (let o = 0; o < Og; o++) f32.fill(bias.data[bias.offset + (g * Og + o) * bias.strides[0]!]!, (cg >> 2) + o * NP, (cg >> 2) + (o + 1) * NP);
-    gemmInHeap(Og, NP, K, wAt + g * Og * K * 4, K * 4, 4, { base, colOff, rowOff, flags }, cg, NP * 4, bias !== undefined);
+    const cg = outDirect !== undefined ? cAt + g * Og * P * 4 : cAt;
+    gemmInHeap(Og, NP, K, wAt + g * Og * K * 4, K * 4, 4, { base, colOff, rowOff, flags }, cg, NP * 4, false, bias ? biasAt + g * Og * 4 : 0);
     if (outDirect !== undefined) continue;
     // C [Og, N·P] to out [N, O, P]: a wasm copy when the output is in the heap, else by hand.
     const res = h.f32, od = out.data, outAt = h.addressOf(od, out.offset + g * Og * P);
