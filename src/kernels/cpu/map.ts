@@ -63,9 +63,14 @@ export function exprConstants(expr: Expr): number[] {
   return exprNodes(expr).flatMap((n) => (n.kind === 'const' ? [n.value] : []));
 }
 
+/** Each expression's code key, once: plans run the same Expr objects on every call (they are never mutated). */
+const codeKeys = new WeakMap<Expr, string>();
+
 /** A cache key for the code of `expr`: its text with constants' values left out (they are arguments). */
 export function codeKey(expr: Expr): string {
-  return exprToString(replaceConstants(expr, new Map()));
+  let key = codeKeys.get(expr);
+  if (key === undefined) codeKeys.set(expr, (key = exprToString(replaceConstants(expr, new Map()))));
+  return key;
 }
 
 function replaceConstants(e: Expr, memo: Map<Expr, Expr>): Expr {
