@@ -98,35 +98,55 @@ export const wqMatmulOp = defineOp<WqAttrs>({
   },
 });
 
+// Each invocation computes a 4×4 tile of outputs (4 rows of x by 4 weight rows): every weight it decodes serves 4
+// rows and every x value 4 columns, so decoding and loads cost a quarter per multiply-add of one output per
+// invocation. Edge tiles clamp their reads and skip their writes. Blocks are summed then scaled, as on the CPU.
+const WQ_TILE = 4;
+
 function wqMatmulWgsl(inputs: readonly GpuView[], a: WqAttrs, out: GpuView, caps: WebGpuCaps): WgslKernel {
   const [x, q, s] = inputs as [GpuView, GpuView, GpuView];
   const z = a.asymmetric ? inputs[3]! : null;
   const biasIn = a.hasBias ? (a.asymmetric ? 4 : 3) : -1;
-  const total = a.m * a.n;
+  const tilesM = Math.ceil(a.m / WQ_TILE), tilesN = Math.ceil(a.n / WQ_TILE);
+  const total = tilesM * tilesN;
   const g = grid('weightOnlyMatmul', total, 64, caps);
   const nb = a.k / a.blockSize, rowBytes = (a.k * a.bits) / 8;
-  const byteIdx = a.bits === 8 ? `${q.offset}u + n * ${rowBytes}u + k` : `${q.offset}u + n * ${rowBytes}u + (k >> 1u)`;
-  const value = a.bits === 8 ? 'byte' : '((byte >> ((k & 1u) * 4u)) & 15)';
-  const zp = z ? loadElement('in3', z.dtype, `(${z.offset}u + n * ${z.strides[0]}u + b * ${z.strides[1]}u)`, caps) : `${1 << (a.bits - 1)}`;
+  const cols = [0, 1, 2, 3];
+  const weight = (j: number) => {
+    const bi = a.bits === 8 ? `(${q.offset}u + n${j} * ${rowBytes}u + k)` : `(${q.offset}u + n${j} * ${rowBytes}u + (k >> 1u))`;
+    const byte = loadElement('in1', q.dtype, bi, caps);
+    return a.bits === 8 ? `f32(${byte})` : `f32((${byte} >> ((k & 1u) * 4u)) & 15)`;
+  };
+  const zp = (j: number) => (z ? `f32(${loadElement('in3', z.dtype, `(${z.offset}u + n${j} * ${z.strides[0]}u + b * ${z.strides[1]}u)`, caps)})` : `${1 << (a.bits - 1)}.0`);
+  const xAt = (i: number) => `f32(${loadElement('in0', x.dtype, `(${x.offset}u + m${i} * ${x.strides[0]}u + k * ${x.strides[1]}u)`, caps)})`;
+  const bias = biasIn >= 0 ? `vec4<f32>(${cols.map((j) => `in${biasIn}[${inputs[biasIn]!.offset}u + n${j} * ${inputs[biasIn]!.strides[0]}u]`).join(', ')})` : 'vec4<f32>(0.0)';
   const source = `${bindings(inputs.map((t) => t.dtype), ['float32'], caps)}
 
 @compute @workgroup_size(64) fn main(${GRID_PARAMS}) {
   let e = ${g.index};
   if (e >= ${total}u) { return; }
-  let m = e / ${a.n}u; let n = e % ${a.n}u;
-  var acc = 0.0;
+  let mt = (e / ${tilesN}u) * ${WQ_TILE}u; let nt = (e % ${tilesN}u) * ${WQ_TILE}u;
+${[0, 1, 2, 3].map((i) => `  let m${i} = min(mt + ${i}u, ${a.m - 1}u);`).join('\n')}
+${cols.map((j) => `  let n${j} = min(nt + ${j}u, ${a.n - 1}u);`).join('\n')}
+  var acc = array<vec4<f32>, 4>();
   for (var b = 0u; b < ${nb}u; b++) {
-    let zp = f32(${zp});
-    var block = 0.0;
+    let zp = vec4<f32>(${cols.map(zp).join(', ')});
+    var block = array<vec4<f32>, 4>();
     for (var k = b * ${a.blockSize}u; k < (b + 1u) * ${a.blockSize}u; k++) {
-      let bi = ${byteIdx};
-      let byte = ${loadElement('in1', q.dtype, 'bi', caps)};
-      let xi = ${x.offset}u + m * ${x.strides[0]}u + k * ${x.strides[1]}u;
-      block += ${loadElement('in0', x.dtype, 'xi', caps)} * (f32(${value}) - zp);
+      let w = vec4<f32>(${cols.map(weight).join(', ')}) - zp;
+${[0, 1, 2, 3].map((i) => `      block[${i}] += ${xAt(i)} * w;`).join('\n')}
     }
-    acc += in2[${s.offset}u + n * ${s.strides[0]}u + b * ${s.strides[1]}u] * block;
+    let scale = vec4<f32>(${cols.map((j) => `in2[${s.offset}u + n${j} * ${s.strides[0]}u + b * ${s.strides[1]}u]`).join(', ')});
+    for (var i = 0u; i < 4u; i++) { acc[i] += scale * block[i]; }
   }
-  out0[e] = acc${biasIn >= 0 ? ` + in${biasIn}[${inputs[biasIn]!.offset}u + n * ${inputs[biasIn]!.strides[0]}u]` : ''};
+  let bias = ${bias};
+  for (var i = 0u; i < 4u; i++) {
+    let m = mt + i;
+    if (m >= ${a.m}u) { break; }
+    for (var j = 0u; j < 4u; j++) {
+      if (nt + j < ${a.n}u) { out0[m * ${a.n}u + nt + j] = acc[i][j] + bias[j]; }
+    }
+  }
 }`;
   return { workgroups: g.workgroups, source: withPrelude(source) };
 }
