@@ -53,18 +53,21 @@ function emitPackB(m: ModuleBuilder): number {
   // holds kc rows of NR values; flags[p] ≠ 0 says its NR columns are consecutive floats, loaded as two v128.
   return m.func('packB', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [src, colOff, rowOff, flags, dst, kc, nc] = [0, 1, 2, 3, 4, 5, 6];
-    const jp = c.local('i32'), k = c.local('i32'), base = c.local('i32'), at = c.local('i32');
+    const jp = c.local('i32'), k = c.local('i32'), base = c.local('i32'), at = c.local('i32'), rp = c.local('i32');
     const cols = Array.from({ length: NR }, () => c.local('i32'));
     c.forRange(jp, () => c.i32(0), () => c.get(nc), NR, () => {
       c.block((done) => {
         c.get(flags).get(jp).i32(1).op('i32.shr_s').op('i32.add').mem('i32.load').if(() => {
           // (jp / NR) · 4 = jp / 2: the panel's flag.
           c.get(src).get(colOff).get(jp).i32(2).op('i32.shl').op('i32.add').mem('i32.load').op('i32.add').set(base);
-          c.forRange(k, () => c.i32(0), () => c.get(kc), 1, () => {
-            c.get(base).get(rowOff).get(k).i32(2).op('i32.shl').op('i32.add').mem('i32.load').op('i32.add').set(at);
+          // do { at = base + *rp; two v128 copies; dst += 4·NR } while (++rp < rowOff + 4·kc), kc ≥ 1: the hot path (conv patches, matrices).
+          c.get(rowOff).set(rp);
+          c.loop((top) => {
+            c.get(base).get(rp).mem('i32.load').op('i32.add').set(at);
             c.get(dst).get(at).mem('v128.load').mem('v128.store');
             c.get(dst).get(at).mem('v128.load', 16).mem('v128.store', 16);
             c.get(dst).i32(4 * NR).op('i32.add').set(dst);
+            c.get(rp).i32(4).op('i32.add').tee(rp).get(rowOff).get(kc).i32(2).op('i32.shl', 'i32.add').op('i32.lt_u').brIf(top);
           });
           c.br(done);
         });
