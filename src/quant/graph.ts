@@ -871,7 +871,9 @@ export function quantizeGraph(op: string, target: QuantTarget, mode: 'dynamic' |
   }
   const enabled = new Set(state.layers.filter((l) => kinds.has(l.kind)));
   if (enabled.size === 0) {
-    const found = state.layers.length ? ` (it has ${state.layers.map((l) => `${l.name}: ${l.kind}`).join(', ')})` : '';
+    const counts = new Map<LayerKind, string[]>();
+    for (const l of state.layers) counts.set(l.kind, [...(counts.get(l.kind) ?? []), l.name]);
+    const found = counts.size ? ` (it has ${[...counts].map(([k, names]) => `${names.length} ${k}: ${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}`).join('; ')})` : '';
     state.dispose();
     throw new SinterError(op, `found no ${[...kinds].join(', ')} with a constant float weight to quantise in the traced graph${found}`);
   }
