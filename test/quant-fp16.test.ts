@@ -85,9 +85,10 @@ describe.each(WITH_WEBGPU)('float16 kernels against the float64 reference on %s'
         const exact = { dtype: 'float16' as const, tol: { rtol: 0, atol: native ? 2 ** -14 : 0 } };
         await expectClose(a!.mul(b!), mapRef([refOf(ca), refOf(cb)], (x, y) => float16Ref(x * y)), { ...exact, what: 'a·b' });
         // Sums too (f32 holds a sum of two float16 values closely enough never to round it differently),
-        // and where/compare/relu select exact values: in f16 on shader-f16 adapters, widened elsewhere.
+        // and max/min/clamp/where/compare/relu select exact values: in f16 on shader-f16 adapters, widened elsewhere.
         await expectClose(a!.add(b!), mapRef([refOf(ca), refOf(cb)], (x, y) => float16Ref(x + y)), { ...exact, what: 'a + b' });
         await expectClose(a!.sub(b!), mapRef([refOf(ca), refOf(cb)], (x, y) => float16Ref(x - y)), { ...exact, what: 'a − b' });
+        await expectClose(sn.minimum(sn.maximum(a!, b!), 1000).clamp(-1.5, null), mapRef([refOf(ca), refOf(cb)], (x, y) => Math.max(Math.min(Math.max(x, y), 1000), -1.5)), { ...exact, what: 'clamp(min(max(a, b), 1000), −1.5)' });
         await expectClose(sn.where(sn.gt(a!, b!), sn.relu(a!.neg()), b!), mapRef([refOf(ca), refOf(cb)], (x, y) => (x > y ? Math.max(-x, 0) : y)), { ...exact, what: 'where(a > b, relu(−a), b)' });
       }), runs);
     });

@@ -239,6 +239,7 @@ const MOVEMENT_CASES: Case[] = [
 
 /** Groups the JIT fuses into one kernel; each is checked to have fused. */
 const FUSED_CASES: [name: string, fn: (...xs: Tensor[]) => Tensor, inputs: () => Tensor[], fused: string[]][] = [
+  ['float16 between float32 inputs and output', (x, b) => sn.maximum(x.to('float16').mul(2), b.to('float16')).clamp(-1, 1).to('float32'), () => [h(4, 9).to('float32'), h(4, 9).to('float32')], ['to', 'mul', 'to', 'maximum', 'clamp', 'to']],
   ['elementwise chain', (x, b) => sn.sigmoid(sn.relu(x.mul(1.5).add(0.5)).sub(0.25)).mul(x).add(b), () => [h(4, 9), h(9)], ['mul', 'add', 'relu', 'sub', 'sigmoid', 'mul', 'add']],
   ['reduction prologue', (x, y) => sn.sum(sn.mul(x.sub(y), x.sub(y)), 1), () => [h(5, 33), h(5, 33)], ['sub', 'mul', 'sum']],
   ['softmax prologue', (x, m) => sn.softmax(x.mul(0.125).add(m), -1), () => [h(4, 17), h(17)], ['mul', 'add', 'softmax']],
@@ -336,6 +337,10 @@ describe("native float16 kernels validate on Dawn's null backend (shader-f16)", 
     expect(chain).toMatch(/let t\d+: f16 = \(t\d+ \* t\d+\);/);
     expect(chain).toMatch(/let t\d+: f16 = f16\(bitcast<f32>\(sn_params\[\d\]\.[xyzw]\)\);/);
     expect(chain).toMatch(/let t\d+: f16 = f16\(sn_f16\(exp\(f32\(t\d+\)\)\)\);/);
+    // NaN-keeping max/min have f16 forms.
+    const clamped = await sourcesOf(() => sn.clamp(sn.maximum(h(4, 6), h(6)), -1, 1));
+    expect(clamped).toMatch(/let t\d+: f16 = sn_max_h\(t\d+, t\d+\);/);
+    expect(clamped).toMatch(/let t\d+: f16 = sn_min_h\(sn_max_h\(t\d+, f16\(/);
     // Contiguous, aligned float16 moves as vec4<f16> (8 bytes), broadcast scalars as single f16 values.
     const vectorised = await sourcesOf(() => sn.add(h(8, 16), h(8, 16)).mul(h(1)));
     expect(vectorised).toContain('var<storage, read> in0: array<vec4<f16>>;');

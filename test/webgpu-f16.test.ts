@@ -37,7 +37,7 @@ const unary = (name: string, f: (x: Tensor) => Tensor, input = any([5, 7])): Cas
 const fusedChain = sn.jit((x: Tensor, b: Tensor) => sn.sigmoid(sn.relu(x.mul(1.5).add(b)).sub(0.25)).mul(sn.exp(x.neg())).add(b));
 
 const F16_CASES: Case[] = [
-  ...(['neg', 'abs', 'exp', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu', 'softplus', 'erf', 'sin', 'cos', 'floor', 'ceil', 'round', 'sign', 'expm1', 'log1p', 'elu'] as const).map((n) => unary(n, (x) => (sn[n] as (t: Tensor) => Tensor)(x), n === 'log1p' ? pos([5, 7]) : any([5, 7]))),
+  ...(['neg', 'abs', 'exp', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu', 'softplus', 'erf', 'sin', 'cos', 'floor', 'ceil', 'round', 'sign', 'expm1', 'log1p', 'elu', 'relu6'] as const).map((n) => unary(n, (x) => (sn[n] as (t: Tensor) => Tensor)(x), n === 'log1p' ? pos([5, 7]) : any([5, 7]))),
   ...(['log', 'sqrt', 'rsqrt', 'reciprocal'] as const).map((n) => unary(n, (x) => (sn[n] as (t: Tensor) => Tensor)(x), pos([5, 7]))),
   unary('leakyRelu', (x) => sn.leakyRelu(x, 0.1)),
   unary('clamp', (x) => sn.clamp(x, -1, 1.5)),

@@ -43,8 +43,8 @@ const divOp = binaryOp('div', 'float', (a, b) => `(${a} / ${b})`, (a, b) => `(${
 const divTruncOp = binaryOp('divTrunc', 'same', (a, b) => `Math.trunc(${a} / ${b})`, (a, b, _, t) => (isFloat(t.args[0]!) ? `trunc(${a} / ${b})` : `sn_idiv_trunc(${a}, ${b})`));
 const divFloorOp = binaryOp('divFloor', 'same', (a, b) => `Math.floor(${a} / ${b})`, (a, b, _, t) => (isFloat(t.args[0]!) ? `floor(${a} / ${b})` : `sn_idiv_floor(${a}, ${b})`));
 const powOp = binaryOp('pow', 'same', (a, b, _, t) => (isFloat(t.args[0]!) ? `Math.pow(${a}, ${b})` : `H.ipow(${a}, ${b})`), byType('sn_pow', 'sn_ipow'));
-const maximumOp = binaryOp('maximum', 'same', (a, b) => `Math.max(${a}, ${b})`, byType('sn_max', 'max'));
-const minimumOp = binaryOp('minimum', 'same', (a, b) => `Math.min(${a}, ${b})`, byType('sn_min', 'min'));
+const maximumOp = binaryOp('maximum', 'same', (a, b) => `Math.max(${a}, ${b})`, (a, b, p, t) => byType(t.half ? 'sn_max_h' : 'sn_max', 'max')(a, b, p, t), { f16: true });
+const minimumOp = binaryOp('minimum', 'same', (a, b) => `Math.min(${a}, ${b})`, (a, b, p, t) => byType(t.half ? 'sn_min_h' : 'sn_min', 'min')(a, b, p, t), { f16: true });
 // NaN is unequal to everything, 0 included: written as !(a == b), since GPUs may evaluate != ordered.
 const eqOp = binaryOp('eq', 'bool', (a, b) => `(${a} === ${b} ? 1 : 0)`, (a, b) => `i32(${a} == ${b})`, { f16: true });
 const neOp = binaryOp('ne', 'bool', (a, b) => `(${a} !== ${b} ? 1 : 0)`, (a, b) => `i32(!(${a} == ${b}))`, { f16: true });

@@ -20,6 +20,11 @@ export interface WgslTypes {
   readonly out: DType;
   /** A literal of the first argument's compute type (for params; ±∞ saturates for ints). */
   lit(v: number): string;
+  /**
+   * Float arguments arrive as f16, not f32 (functions flagged `f16`, in kernels computing float16
+   * natively): call the f16 forms of the `sn_*` helpers (`sn_max_h`…).
+   */
+  readonly half?: boolean;
 }
 
 /** What a JS form knows of its node: its arguments' dtypes and its result's (ints need Math.imul, not `*`). */

@@ -34,7 +34,9 @@ const cosOp = unaryOp('cos', 'float', (x) => `Math.cos(${x})`, (x) => `sn_cos(${
 const tanhOp = unaryOp('tanh', 'float', (x) => `Math.tanh(${x})`, (x) => `sn_tanh(${x})`);
 const sigmoidOp = unaryOp('sigmoid', 'float', (x) => `(1 / (1 + Math.exp(-${x})))`, (x) => `(1.0 / (1.0 + exp(-${x})))`);
 const reluOp = unaryOp('relu', 'same', (x) => `(${x} < 0 ? 0 : ${x})`, (x) => `select(${x}, 0, ${x} < 0)`, { f16: true });
-const relu6Op = unaryOp('relu6', 'same', (x) => `Math.min(Math.max(${x}, 0), 6)`, byType((x) => `sn_min(sn_max(${x}, 0.0), 6.0)`, (x) => `min(max(${x}, 0), 6)`));
+/** WGSL clamping float `x` to [lo, hi], NaN kept (the f16 helpers where arguments are f16). */
+const clampFloat = (x: string, lo: string, hi: string, t: WgslTypes) => (t.half ? `sn_min_h(sn_max_h(${x}, ${lo}), ${hi})` : `sn_min(sn_max(${x}, ${lo}), ${hi})`);
+const relu6Op = unaryOp('relu6', 'same', (x) => `Math.min(Math.max(${x}, 0), 6)`, (x, _, t) => (isFloat(t.args[0]!) ? clampFloat(x, '0.0', '6.0', t) : `min(max(${x}, 0), 6)`), { f16: true });
 const leakyReluOp = unaryOp('leakyRelu', 'float', (x, [s]) => `(${x} > 0 ? ${x} : ${x} * ${s})`, (x, [s], t) => `select(${x} * ${t.lit(s!)}, ${x}, ${x} > 0.0)`);
 const eluOp = unaryOp('elu', 'float', (x, [a]) => `(${x} > 0 ? ${x} : ${a} * Math.expm1(${x}))`, (x, [a], t) => `select(${t.lit(a!)} * sn_expm1(${x}), ${x}, ${x} > 0.0)`);
 const seluOp = unaryOp('selu', 'float', (x) => `(${SELU_SCALE} * (${x} > 0 ? ${x} : ${SELU_ALPHA} * Math.expm1(${x})))`, (x) => `(${SELU_SCALE} * select(${SELU_ALPHA} * sn_expm1(${x}), ${x}, ${x} > 0.0))`);
@@ -65,7 +67,8 @@ const logicalNotOp = unaryOp('logicalNot', 'bool', (x) => `(${x} === 0 ? 1 : 0)`
 defineElementwise('clamp', {
   arity: 1,
   js: ([x], [lo, hi]) => `Math.min(Math.max(${x}, ${lo}), ${hi})`,
-  wgsl: ([x], [lo, hi], t) => (isFloat(t.args[0]!) ? `sn_min(sn_max(${x}, ${t.lit(lo!)}), ${t.lit(hi!)})` : `min(max(${x}, ${t.lit(lo!)}), ${t.lit(hi!)})`),
+  wgsl: ([x], [lo, hi], t) => (isFloat(t.args[0]!) ? clampFloat(x, t.lit(lo!), t.lit(hi!), t) : `min(max(${x}, ${t.lit(lo!)}), ${t.lit(hi!)})`),
+  f16: true,
 });
 
 export const neg = (x: Tensor): Tensor => negOp(x);

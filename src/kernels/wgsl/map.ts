@@ -43,7 +43,7 @@ export function wgslExprBody(expr: Expr, readInput: (k: number) => string, param
       const operands = n.args.map((a) => (computeType(a.dtype, as) !== computeType(a.dtype, caps) ? `f32(${names.get(a)!})` : names.get(a)!));
       const litType = computeType(args[0] ?? n.dtype, as);
       const own = computeType(n.dtype, as);
-      v = roundTo(n.dtype, fn.wgsl(operands, n.params, { args, out: n.dtype, lit: (x) => value(x, litType) }), own);
+      v = roundTo(n.dtype, fn.wgsl(operands, n.params, { args, out: n.dtype, lit: (x) => value(x, litType), half: as?.f16 === true && args.includes('float16') }), own);
       if (own !== t) v = `${t}(${v})`;
     }
     const name = `t${names.size}`;
@@ -96,6 +96,8 @@ export function mapKernel(expr: Expr, inputs: readonly GpuView[], out: GpuView, 
     const values = Array.from({ length: perWord }, (_, j) => (perWord === 1 ? 'value(w)' : `value(w * ${perWord}u + ${j}u)`));
     main = `let w = ${g.index};\n  if (w >= ${p.u32(words)}) { return; }\n  out0[w] = ${packWord(out.dtype, values, caps)};`;
   }
-  const source = `${decls}\n${p.declaration()}\n\n${f}\n\n@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {\n  ${main}\n}\n`;
+  // A fused kernel may hold float16 values in f16 between float32 inputs and outputs: it enables f16 itself.
+  const enable = caps.f16 && !decls.startsWith('enable f16;') && exprNodes(expr).some((e) => e.dtype === 'float16') ? 'enable f16;\n' : '';
+  const source = `${enable}${decls}\n${p.declaration()}\n\n${f}\n\n@compute @workgroup_size(${size}) fn main(${GRID_PARAMS}) {\n  ${main}\n}\n`;
   return { source: withPrelude(source), workgroups: g.workgroups, label, params: p.words() };
 }

@@ -190,6 +190,18 @@ fn sn_nan() -> f32 { return bitcast<f32>(sn_nan_bits); }`,
   if (sn_isnan(a) || sn_isnan(b)) { return a + b; }
   return min(a, b);
 }`,
+
+  // The same for f16 (kernels computing float16 natively; the module enables f16). WGSL has no 16-bit
+  // integer, so the bits come from a vec2<f16> as one u32.
+  sn_isnan_h: `fn sn_isnan_h(x: f16) -> bool { return (bitcast<u32>(vec2<f16>(x, 0.0h)) & 0x7fffu) > 0x7c00u; }`,
+  sn_max_h: `fn sn_max_h(a: f16, b: f16) -> f16 {
+  if (sn_isnan_h(a) || sn_isnan_h(b)) { return a + b; }
+  return max(a, b);
+}`,
+  sn_min_h: `fn sn_min_h(a: f16, b: f16) -> f16 {
+  if (sn_isnan_h(a) || sn_isnan_h(b)) { return a + b; }
+  return min(a, b);
+}`,
 };
 
 const CALL = /\bsn_[a-z0-9_]+(?=\()/g;
