@@ -56,7 +56,7 @@ export function wgslExprBody(expr: Expr, readInput: (k: number) => string, param
 /**
  * One kernel evaluating `expr` for every element of the contiguous `out`, reading strided,
  * broadcast inputs in place. Each invocation writes one 32-bit word of the output (one to four
- * elements, by dtype), so packed outputs need no atomics; when every input is either aligned and
+ * elements, by dtype; one f16 where float16 is stored natively), so packed outputs need no atomics; when every input is either aligned and
  * contiguous like the output or a single broadcast value, it writes four elements with vec4 loads
  * and stores instead (2.3× the bandwidth on SwiftShader, and the access real GPUs prefer).
  * Constants, call params, the inputs' offsets, the element count and the (collapsed) sizes and
