@@ -241,8 +241,9 @@ describe.each(PATHS)('2-d pooling on the %s CPU path', (kind) => {
 describe('the window loop on the thread pool', () => {
   it('splits a big depthwise conv2d over the channels, with results identical to one thread and to the reference', async () => {
     setCpuKernels('wasm');
-    // 24 channels of 40×45 outputs with a 5×5 window: ~1.3M tap operations, several shares.
-    const x = sn.randn([1, 24, 40, 45], { seed: 21 }), w = sn.randn([24, 1, 5, 5], { seed: 22 });
+    // 24 channels of 64×90 outputs with a 5×5 window: ~3.5M tap operations, several shares; the padded copy
+    // of the input (138,240 floats) is shared over the threads too.
+    const x = sn.randn([1, 24, 64, 90], { seed: 21 }), w = sn.randn([24, 1, 5, 5], { seed: 22 });
     const o = { stride: [1, 1] as [number, number], padding: [2, 2] as [number, number], dilation: [1, 1] as [number, number], groups: 24 };
     setCpuThreads(1);
     const alone = await sn.conv2d(x, w, null, o).data();

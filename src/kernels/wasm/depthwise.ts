@@ -17,6 +17,8 @@ import { availableThreads, parallelFor } from './threads.js';
 const STEP = 8;
 /** Tap operations (one output · one tap) below which a share of the channels is not worth a thread's wake-up (~0.05 ms of work). */
 const MIN_TAPS_PER_SHARE = 1 << 17;
+/** Floats copied below which a share of the planes is not worth a thread's wake-up. */
+const MIN_COPY_PER_SHARE = 1 << 16;
 
 /** The windows' arguments, in order (i32 each: counts, and byte addresses and strides in the heap). */
 const ARGS = ['first', 'end', 'og', 'inp', 'inStride', 'taps', 'ntaps', 'wts', 'bias', 'out', 'oh', 'owv', 'rowStep'] as const;
@@ -108,7 +110,13 @@ export function copyHeapRows(src: number, planes: number, rows: number, width: n
  */
 export function copyRows(src: HostArray, from: number, planes: number, rows: number, width: number, srcPlane: number, srcRow: number, dst: number, dstPlane: number, dstRow: number, srcCol = 1): void {
   const at = heap().addressOf(src, from);
-  if (at !== undefined) return void windowFns().copyRows(at, planes, rows, width, srcPlane * 4, srcRow * 4, dst, dstPlane, dstRow, srcCol * 4);
+  if (at !== undefined) {
+    // Planes in shares for the thread pool when there is enough to copy (a conv's padded input is on its critical path).
+    const shares = Math.min(planes, Math.floor((planes * rows * width) / MIN_COPY_PER_SHARE) > 1 ? availableThreads() : 1);
+    const per = Math.ceil(planes / shares), tasks: number[][] = [];
+    for (let p = 0; p < planes; p += per) tasks.push([at + p * srcPlane * 4, Math.min(per, planes - p), rows, width, srcPlane * 4, srcRow * 4, dst + p * dstPlane, dstPlane, dstRow, srcCol * 4]);
+    return parallelFor(tasks, windowFns().copyRows);
+  }
   const f = heap().f32;
   for (let p = 0; p < planes; p++) for (let r = 0; r < rows; r++) copyRow(src, from + p * srcPlane + r * srcRow, srcCol, f, (dst + p * dstPlane + r * dstRow) >> 2, width);
 }
