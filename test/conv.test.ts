@@ -33,13 +33,16 @@ const F: DType[] = ['float32', 'float16'];
 /** A pair as the user may pass it: a number when both dims agree, else [h, w]. */
 const asArg = ([h, w]: [number, number]) => (h === w ? h : [h, w]);
 
-/** Random conv2d problems: batched or not, groups (cg = 1 is depthwise), 1–3 kernels, stride, dilation, every padding form. */
-function conv2dArb(dtype: DType) {
+/**
+ * Random conv2d problems: batched or not, groups (cg = 1 is depthwise), 1–3 kernels, stride, dilation, every padding form;
+ * `pointwise`: 1×1 kernels without padding (the WebGPU kernel reads their input as a plain matrix where it can).
+ */
+function conv2dArb(dtype: DType, pointwise = false) {
   return fc
     .record({
-      n: int(0, 2), groups: int(1, 3), cg: int(1, 2), og: int(1, 5), kh: int(1, 3), kw: int(1, 3),
+      n: int(0, 2), groups: int(1, 3), cg: int(1, pointwise ? 6 : 2), og: int(1, 5), kh: int(1, pointwise ? 1 : 3), kw: int(1, pointwise ? 1 : 3),
       stride: fc.tuple(int(1, 3), int(1, 3)), dilation: fc.tuple(int(1, 2), int(1, 2)),
-      padding: fc.oneof(int(0, 2), fc.tuple(int(0, 2), int(0, 2)), fc.constant('same' as const), fc.constant('valid' as const)),
+      padding: pointwise ? fc.constant(0) : fc.oneof(int(0, 2), fc.tuple(int(0, 2), int(0, 2)), fc.constant('same' as const), fc.constant('valid' as const)),
       extra: fc.tuple(int(0, 4), int(0, 4)),
     })
     .chain((p) => {
@@ -59,14 +62,18 @@ function conv2dArb(dtype: DType) {
     });
 }
 
-/** Random convTranspose2d problems, with outputPadding below max(stride, dilation) and a positive output size. */
-function convTranspose2dArb(dtype: DType) {
+/**
+ * Random convTranspose2d problems, with outputPadding below max(stride, dilation) and a positive output size;
+ * `strideIsKernel`: the stride equals the kernel, without padding (on WebGPU one tap per output pixel where dilation allows).
+ */
+function convTranspose2dArb(dtype: DType, strideIsKernel = false) {
   return fc
     .record({
-      n: int(0, 2), groups: int(1, 3), cig: int(1, 2), cog: int(1, 2), kh: int(1, 3), kw: int(1, 3),
+      n: int(0, 2), groups: int(1, 3), cig: int(1, strideIsKernel ? 5 : 2), cog: int(1, 2), kh: int(1, 3), kw: int(1, 3),
       stride: fc.tuple(int(1, 3), int(1, 3)), dilation: fc.tuple(int(1, 2), int(1, 2)), padding: fc.tuple(int(0, 2), int(0, 2)), extra: fc.tuple(int(0, 3), int(0, 3)),
     })
-    .chain((p) => fc.tuple(fc.constant(p), fc.tuple(int(0, Math.max(p.stride[0], p.dilation[0]) - 1), int(0, Math.max(p.stride[1], p.dilation[1]) - 1))))
+    .map((p) => (strideIsKernel ? { ...p, stride: [p.kh, p.kw] as [number, number], padding: [0, 0] as [number, number] } : p))
+    .chain((p) => fc.tuple(fc.constant(p), strideIsKernel ? fc.constant([0, 0] as [number, number]) : fc.tuple(int(0, Math.max(p.stride[0], p.dilation[0]) - 1), int(0, Math.max(p.stride[1], p.dilation[1]) - 1))))
     .chain(([p, outputPadding]) => {
       const [H, W] = [p.kh, p.kw].map((k, d) => {
         const short = 2 * p.padding[d]! - p.dilation[d]! * (k - 1) - outputPadding[d]!;
@@ -84,9 +91,9 @@ function convTranspose2dArb(dtype: DType) {
 }
 
 describe.each(WITH_WEBGPU)('conv2d on %s', (device) => {
-  it.each(F)('matches the direct float64 definition (%s; groups, depthwise, stride, dilation, padding forms, strided views)', async (dtype) => {
+  it.each([...F.map((dtype) => [dtype, false] as const), ['float32', true] as const])('matches the direct float64 definition (%s; groups, depthwise, stride, dilation, padding forms, strided views; only 1×1 unpadded: %s)', async (dtype, pointwise) => {
     await fc.assert(
-      fc.asyncProperty(conv2dArb(dtype), async ([o, cx, cw, cb]) => {
+      fc.asyncProperty(conv2dArb(dtype, pointwise), async ([o, cx, cw, cb]) => {
         const x = makeTensor(cx, device), w = makeTensor(cw, device), b = cb ? makeTensor(cb, device) : null;
         const padding = typeof o.padding === 'string' ? o.padding : asArg(o.padding);
         const y = sn.conv2d(x, w, b, { stride: asArg(o.stride), padding, dilation: asArg(o.dilation), groups: o.groups });
@@ -151,9 +158,9 @@ describe.each(WITH_WEBGPU)('conv2d on %s', (device) => {
 });
 
 describe.each(WITH_WEBGPU)('convTranspose2d on %s', (device) => {
-  it.each(F)('matches the scatter definition (%s; groups, stride, dilation, padding, outputPadding, strided views)', async (dtype) => {
+  it.each([...F.map((dtype) => [dtype, false] as const), ['float32', true] as const])('matches the scatter definition (%s; groups, stride, dilation, padding, outputPadding, strided views; only stride = kernel, unpadded: %s)', async (dtype, strideIsKernel) => {
     await fc.assert(
-      fc.asyncProperty(convTranspose2dArb(dtype), async ([o, cx, cw, cb]) => {
+      fc.asyncProperty(convTranspose2dArb(dtype, strideIsKernel), async ([o, cx, cw, cb]) => {
         const x = makeTensor(cx, device), w = makeTensor(cw, device), b = cb ? makeTensor(cb, device) : null;
         const y = sn.convTranspose2d(x, w, b, { stride: asArg(o.stride), padding: asArg(o.padding), outputPadding: asArg(o.outputPadding), dilation: asArg(o.dilation), groups: o.groups });
         const expected = convTranspose2dRef(asBatch(cx), refOf(cw), cb ? refOf(cb) : null, o);

@@ -1,5 +1,6 @@
 import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
 import type { DType } from '../../tensor/dtype.js';
+import { collapseDims } from '../cpu/map.js';
 import { convert, loadElement } from './dtype.js';
 import { KernelParams } from './params.js';
 import { type FusedEpilogue, type GemmOperand, type GemmProblem, gemmKernel, stridedOperand, withEpilogue } from './gemm.js';
@@ -143,11 +144,29 @@ function gather(x: GpuView, [, , kh, kw]: readonly number[], Cig: number, OW: nu
   };
 }
 
-/** The epilogue adding bias[g·perGroup + i] (batch dims [n, g]). */
-function channelBias(bias: GpuView | undefined, dtype: DType, perGroup: number, caps: WebGpuCaps, params: KernelParams): GemmProblem['epilogue'] {
+/**
+ * The input of a 1×1 convolution without padding whose output pixels lie one stride apart in memory
+ * (unit strides over a contiguous image, or a single row or column): a plain strided matrix, rows k =
+ * the group's channels and columns x = the pixels, as a matrix product reads it (vec4 loads where
+ * aligned, k in steps of 4) instead of through the im2col operand's per-pixel window math. Null for
+ * other convolutions.
+ */
+function pointwise(x: GpuView, [, Cg, kh, kw]: readonly number[], [OH, OW]: readonly number[], a: Pick<Conv2dAttrs, 'stride' | 'padding'>, caps: WebGpuCaps, params: KernelParams): GemmOperand | null {
+  if (kh !== 1 || kw !== 1 || a.padding.some((p) => p !== 0)) return null;
+  const [stN, stC, stH, stW] = images(x).strides as [number, number, number, number];
+  const pixels = collapseDims([OH!, OW!], [[a.stride[0] * stH, a.stride[1] * stW]]);
+  if (pixels.shape.length > 1) return null;
+  const xStride = pixels.strides[0]![0] ?? 0;
+  return stridedOperand({ dtype: x.dtype, offset: x.offset, batch: [stN, Cg! * stC], xStride, kDims: [{ size: Cg!, stride: stC }] }, 0, caps, params);
+}
+
+/** The epilogue adding bias[g·perGroup + channel(i)] (batch dims [n, g]; a row is its channel unless `channel` maps it). */
+function channelBias(
+  bias: GpuView | undefined, dtype: DType, perGroup: number, caps: WebGpuCaps, params: KernelParams, channel = (i: string) => i,
+): GemmProblem['epilogue'] {
   if (!bias) return undefined;
   const offset = params.u32(bias.offset), groupSize = params.u32(perGroup), stride = params.u32(bias.strides[0]!);
-  const at = (g: string, i: string) => `(${offset} + (${g} * ${groupSize} + ${i}) * ${stride})`;
+  const at = (g: string, i: string) => `(${offset} + (${g} * ${groupSize} + ${channel(i)}) * ${stride})`;
   return (acc, [, g], i) => `${acc} + ${convert(bias.dtype, dtype, loadElement('in2', bias.dtype, at(g!, i), caps))}`;
 }
 
@@ -171,12 +190,48 @@ export function conv2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, 
     // A depthwise kernel's taps (one channel in, one out per group: a few multiply-adds each) are a loop between
     // literal bounds, its kernel size in the source (see GemmProblem.literalK).
     literalK: Cg === 1 && Og === 1 && G > 1 && kh * kw <= 25,
-    a: weight, b: im2col(x, w.shape, OW, a, caps, params), epilogue: channelBias(bias, fused?.natural ?? out.dtype, Og, caps, params), out, params,
+    a: weight, b: pointwise(x, w.shape, [OH, OW], a, caps, params) ?? im2col(x, w.shape, OW, a, caps, params), epilogue: channelBias(bias, fused?.natural ?? out.dtype, Og, caps, params), out, params,
   };
   return gemmKernel(withEpilogue(problem, fused, caps), caps);
 }
 
+/**
+ * convTranspose2d whose stride equals its kernel (no padding, dilation or output padding: the usual
+ * 2×2, stride 2 upsampling) as one plain product per image and group: each output pixel takes one tap,
+ * (ih·kh + ki, iw·kw + kj) = tap (ki, kj) of input pixel (ih, iw), so rows (o, ki, kj) of the weight
+ * times columns (ih, iw) of the input are the output, scattered (GemmProblem.scatter) — a quarter of
+ * the gather form's multiply-adds for a 2×2 kernel, where three taps in four land between input pixels.
+ * The kernel size is in the source (it splits the rows); null where this form does not apply.
+ */
+function pixelShuffle(x: GpuView, w: GpuView, bias: GpuView | undefined, a: ConvTranspose2dAttrs, out: GpuView, caps: WebGpuCaps): WgslForm | null {
+  const [Cin, Cog, kh, kw] = w.shape as [number, number, number, number];
+  const { shape: [N, , IH, IW], strides: [stN, stC, stH, stW] } = images(x) as { shape: [number, number, number, number]; strides: [number, number, number, number] };
+  const [OH, OW] = out.shape.slice(-2) as [number, number];
+  if (a.stride[0] !== kh || a.stride[1] !== kw || OH !== IH * kh || OW !== IW * kw || [...a.padding, ...a.outputPadding].some((p) => p !== 0)) return null;
+  const [s0, s1, s2, s3] = w.strides as [number, number, number, number];
+  const rows = collapseDims([Cog, kh, kw], [[s1, s2, s3]]), pixels = collapseDims([IH, IW], [[stH, stW]]);
+  if (rows.shape.length > 1 || pixels.shape.length > 1) return null;
+  const G = a.groups, Cig = Cin / G, taps = kh * kw;
+  const params = new KernelParams();
+  const weight = stridedOperand({ dtype: w.dtype, offset: w.offset, batch: [0, Cig * s0], xStride: rows.strides[0]![0] ?? 0, kDims: [{ size: Cig, stride: s0 }] }, 1, caps, params);
+  const input = stridedOperand({ dtype: x.dtype, offset: x.offset, batch: [stN, Cig * stC], xStride: pixels.strides[0]![0] ?? 0, kDims: [{ size: Cig, stride: stC }] }, 0, caps, params);
+  const plane = params.u32(OH * OW), OWu = params.u32(OW), IWu = params.u32(IW), rowStep = params.u32(kh * OW);
+  const scatter = {
+    row: (i: string) => `(${i}) / ${taps}u * ${plane} + (${i}) / ${kw}u % ${kh}u * ${OWu} + (${i}) % ${kw}u`,
+    col: (j: string) => `(${j}) / ${IWu} * ${rowStep} + (${j}) % ${IWu} * ${kw}u`,
+  };
+  return gemmKernel(
+    {
+      label: 'convTranspose2d', batch: [N, G], m: Cog * taps, n: IH * IW, k: Cig, inputs: [x.dtype, w.dtype, ...(bias ? [bias.dtype] : [])],
+      a: weight, b: input, epilogue: channelBias(bias, out.dtype, Cog, caps, params, (i) => `(${i}) / ${taps}u`), out, params, scatter,
+    },
+    caps,
+  );
+}
+
 export function convTranspose2dKernel(x: GpuView, w: GpuView, bias: GpuView | undefined, a: ConvTranspose2dAttrs, out: GpuView, caps: WebGpuCaps): WgslForm {
+  const shuffled = pixelShuffle(x, w, bias, a, out, caps);
+  if (shuffled) return shuffled;
   const N = images(x).shape[0]!;
   const [Cin, Cog, kh, kw] = w.shape as [number, number, number, number];
   const [s0, s1, s2, s3] = w.strides as [number, number, number, number];

@@ -181,6 +181,13 @@ export interface GemmProblem {
    */
   readonly accumulator?: WgslScalar;
   /**
+   * Where the sums go when not to element (b·m + i)·n + j of the contiguous output: that batch's
+   * base plus an offset for row `i` and one for column `j` (u32 expressions of the u32 names given).
+   * A transposed convolution whose stride equals its kernel writes product row (o, ki, kj) and column
+   * (ih, iw) to output pixel (ih·s + ki, iw·s + kj) of channel o. Stores are then one element each.
+   */
+  readonly scatter?: { row(i: string): string; col(j: string): string };
+  /**
    * The register kernel writes k into the source and steps its loop by 4 between literal bounds, so
    * the compiler folds each step's tap math (a depthwise convolution's few taps, each a handful of
    * multiply-adds: there a loop bound and tap walk read from parameters cost more than the
@@ -217,15 +224,16 @@ function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: Destinati
   const per = dest.dtype ? elementsPerWord(dest.dtype, caps) : 1;
   const unit = dest.vec4 ? 4 : per;
   const lines: string[] = [];
-  for (let c = 0; c < tile.tn; c++) lines.push(`let j${c} = col0 + ${c}u;`);
+  const { scatter } = p;
+  for (let c = 0; c < tile.tn; c++) lines.push(`let j${c} = col0 + ${c}u;`, ...(scatter ? [`let jo${c} = ${scatter.col(`j${c}`)};`] : []));
   for (let r = 0; r < tile.tm; r++) {
-    const body: string[] = [`let i${r} = row0 + ${r}u;`];
+    const body: string[] = [`let i${r} = row0 + ${r}u;`, ...(scatter ? [`let io${r} = ${scatter.row(`i${r}`)};`] : [])];
     for (let c0 = 0; c0 < tile.tn; c0 += unit) {
       const values = Array.from({ length: unit }, (_, q) => {
         const v = p.epilogue ? p.epilogue(tile.acc(r, c0 + q), bidx, `i${r}`, `j${c0 + q}`) : tile.acc(r, c0 + q);
         return dest.dtype ? roundTo(dest.dtype, v) : v;
       });
-      const at = `obase + i${r} * ${n} + j${c0}`;
+      const at = scatter ? `obase + io${r} + jo${c0}` : `obase + i${r} * ${n} + j${c0}`;
       let store: string;
       if (dest.vec4) {
         const v = `${vec4Of(t)}(${values.join(', ')})`;
@@ -243,8 +251,9 @@ function storeTile(p: GemmProblem, tile: Tile, caps: WebGpuCaps, dest: Destinati
 /** Where the GEMM pass writes: straight into the output, or (packed outputs whose words a tile cannot own) into f32/i32 scratch that a second pass packs. */
 function destination(p: GemmProblem, tn: number, caps: WebGpuCaps): { direct: boolean; dest: Destination } {
   const per = elementsPerWord(p.out.dtype, caps);
-  const direct = per === 1 || (p.n % per === 0 && tn % per === 0 && p.out.offset % per === 0);
-  const vec4 = direct && (wide(p.out.dtype) || (p.out.dtype === 'float16' && caps.f16)) && tn % 4 === 0 && p.n % 4 === 0 && p.out.offset % 4 === 0;
+  // Scattered stores are one element each: packed outputs go through scratch.
+  const direct = per === 1 || (!p.scatter && p.n % per === 0 && tn % per === 0 && p.out.offset % per === 0);
+  const vec4 = direct && !p.scatter && (wide(p.out.dtype) || (p.out.dtype === 'float16' && caps.f16)) && tn % 4 === 0 && p.n % 4 === 0 && p.out.offset % 4 === 0;
   return {
     direct,
     dest: { buf: direct ? 'out0' : 'sc0', dtype: direct ? p.out.dtype : null, vec4 },
