@@ -396,6 +396,22 @@ describe('the wasm thread pool', () => {
     }
     expect(poolStats().tasksOnWorkers).toBeGreaterThan(before2);
     await expectProduct(yc, conv2dRef(ref(x.shape, await x.data()), ref(w.shape, await w.data()), null, o), 144);
+    // More output channels than pixels, with a bias: the threads split the rows, each starting its sums from its rows' bias.
+    const xr = sn.randn([1, 64, 6, 7], { seed: 11 }), wr = sn.randn([98, 64, 3, 3], { seed: 12 }), br = sn.randn([98], { seed: 13 });
+    setCpuThreads(1);
+    const rowsAlone = await sn.conv2d(xr, wr, br, o).data();
+    setCpuThreads(2);
+    for (let i = 0; i < 200 && poolStats().ready < 1; i++) await new Promise((res) => setTimeout(res, 25));
+    const before3 = poolStats().tasksOnWorkers;
+    let yr = sn.conv2d(xr, wr, br, o);
+    for (let i = 0; i < 50 && poolStats().tasksOnWorkers === before3; i++) {
+      expect(await yr.data()).toEqual(rowsAlone);
+      yr.dispose();
+      yr = sn.conv2d(xr, wr, br, o);
+    }
+    expect(poolStats().tasksOnWorkers).toBeGreaterThan(before3);
+    expect(await yr.data()).toEqual(rowsAlone);
+    await expectProduct(yr, conv2dRef(ref(xr.shape, await xr.data()), ref(wr.shape, await wr.data()), ref(br.shape, await br.data()), o), 576);
   });
 
   it('rejects a thread count that is not a positive integer', () => {
