@@ -38,6 +38,19 @@ const workloads = {
     const x = sn.randn([1, 192, 40, 40], { seed: 12 }), w = sn.randn([192, 1, 5, 5], { seed: 13 });
     return () => sn.conv2d(x, w, { padding: 2, stride: 2, groups: 192 });
   },
+  // PP-OCR det's neck and head: its 3×3 conv with few output channels, nearest ×2…×8 upsampling, the 2×2/2 transposed conv.
+  'conv2d 1×96×80×80, 3×3→24': () => {
+    const x = sn.randn([1, 96, 80, 80], { seed: 17 }), w = sn.randn([24, 96, 3, 3], { seed: 18 }), b = sn.randn([24], { seed: 19 });
+    return () => sn.conv2d(x, w, b, { padding: 1 });
+  },
+  'interpolate nearest ×4, 1×24×40×40': () => {
+    const x = sn.randn([1, 24, 40, 40], { seed: 20 });
+    return () => sn.interpolate(x, { scaleFactor: 4, mode: 'nearest' });
+  },
+  'convTranspose2d 2×2/2, 1×24×80×80→24': () => {
+    const x = sn.randn([1, 24, 80, 80], { seed: 21 }), w = sn.randn([24, 24, 2, 2], { seed: 22 });
+    return () => sn.convTranspose2d(x, w, { stride: 2 });
+  },
   'maxPool2d 3×3/2, 1×64×112×112': () => {
     const x = sn.randn([1, 64, 112, 112], { seed: 14 });
     return () => sn.maxPool2d(x, 3, { stride: 2, padding: 1 });
