@@ -7,7 +7,7 @@ import { ONNX_SCHEMA } from '../src/io/onnx/schema.js';
 
 const root = protobuf.Root.fromJSON(ONNX_SCHEMA as protobuf.INamespace);
 const ModelProto = root.lookupType('onnx.ModelProto');
-export const TYPE = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 } as const;
+export const TYPE = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11, uint64: 13 } as const;
 
 export type Attr = { name: string; type: number; i?: number; f?: number; s?: Uint8Array; ints?: number[]; floats?: number[]; t?: object; g?: object };
 export const ints = (name: string, v: number[]): Attr => ({ name, type: 7, ints: v });

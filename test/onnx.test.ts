@@ -80,13 +80,13 @@ describe('loadOnnx', () => {
         node('Relu', ['x'], ['a']),
         node('NotAnOnnxOp', ['a'], ['b']),
         node('NhwcConv', ['b'], ['c'], [], 'com.microsoft'),
-        node('Cast', ['c'], ['d'], [int('to', TYPE.float64)]),
+        node('Cast', ['c'], ['d'], [int('to', TYPE.uint64)]),
         node('Loop', ['d'], ['y']),
         node('Scan', ['d'], ['z'], [int('num_scan_inputs', 1)], '', ),
       ],
       inputs: [info('x', 'float32', [2])],
       outputs: [info('y', 'float32', [2])],
-      initializers: [{ name: 'unused', dims: [1], dataType: TYPE.float64, doubleData: [1] }],
+      initializers: [{ name: 'unused', dims: [1], dataType: TYPE.uint64, uint64Data: [1] }],
     }, { '': 17, 'com.microsoft': 1 });
     const err = await sn.loadOnnx(bytes).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(sn.OnnxUnsupportedError);
@@ -95,13 +95,13 @@ describe('loadOnnx', () => {
     const message = (err as Error).message;
     expect(message).toContain('the model uses 6 unsupported ops/types');
     expect(message).toContain("needs the graph attribute 'body'");
-    expect(message).toContain("graph (opset 17) at initializer 'unused': float64: the engine has no float64 dtype");
+    expect(message).toContain("graph (opset 17) at initializer 'unused': uint64: the engine has no uint64 dtype");
     expect(message).toContain("com.microsoft.NhwcConv (opset 1) at node 2 'nhwcconv_c' (com.microsoft.NhwcConv, opset 1): not implemented in the domain 'com.microsoft'");
-    expect(message).toContain('casts to float64: the engine has no float64 dtype');
+    expect(message).toContain('casts to uint64: the engine has no uint64 dtype');
     // Ops whose oldest supported opset is later than the model's are reported too, as are graph inputs of types the engine lacks.
-    const old = model({ nodes: [node('Upsample', ['x'], ['y'])], inputs: [info('x', 'float64', [2])], outputs: [info('y', 'float64', [2])] }, { '': 6 });
+    const old = model({ nodes: [node('Upsample', ['x'], ['y'])], inputs: [info('x', 'uint64', [2])], outputs: [info('y', 'uint64', [2])] }, { '': 6 });
     await expect(sn.loadOnnx(old)).rejects.toThrow(/Upsample \(opset 6\) at node 0 'upsample_y' \(Upsample, opset 6\): opset 6 is older than the oldest supported \(7\)/);
-    await expect(sn.loadOnnx(old)).rejects.toThrow(/graph \(opset 6\) at input 'x': float64: the engine has no float64 dtype/);
+    await expect(sn.loadOnnx(old)).rejects.toThrow(/graph \(opset 6\) at input 'x': uint64: the engine has no uint64 dtype/);
   });
 
   it('describes its inputs and outputs, with symbolic dims by name', async () => {
@@ -236,6 +236,55 @@ describe('loadOnnx', () => {
     expect(await values(y)).toEqual([6, 93]);
     const large = await sn.loadOnnx(build(2 ** 40));
     await expect(large.run({ x: sn.tensor([1, 2], { dtype: 'int32' }) })).rejects.toThrow(/holds 1099511627776 \(at flat index 1\), which does not fit int32/);
+  });
+
+  it('narrows float64 to float32 on the device: double shape constants (opset-7 exports) fold exactly, doubles compute as floats', async () => {
+    const build = (big: number) => model({
+      nodes: [
+        // PyTorch 1.13 at opset 7 writes Reshape targets as double Constants cast to int64.
+        node('Constant', [], ['shape_d'], [{ name: 'value', type: 4, t: { dims: [2], dataType: TYPE.float64, doubleData: [0, -1] } }]),
+        node('Cast', ['shape_d'], ['shape'], [int('to', TYPE.int64)]),
+        node('Reshape', ['x', 'shape'], ['r']),
+        node('Cast', ['r'], ['r64'], [int('to', TYPE.float64)]),
+        node('Mul', ['r64', 'k'], ['y']),
+      ],
+      inputs: [info('x', 'float32', [2, 3])],
+      outputs: [info('y', 'float64', [2, 3])],
+      initializers: [{ name: 'k', dims: [3], dataType: TYPE.float64, doubleData: [0.5, -2, big] }],
+    }, { '': 7 });
+    const m = await sn.loadOnnx(build(3));
+    expect(m.outputs[0]!.dtype).toBe('float64');
+    for (const jit of [false, true]) {
+      const y = (await m.run({ x: sn.tensor([1, 2, 3, 4, 5, 6], { shape: [2, 3] }) }, { jit })).y!;
+      expect(y.dtype).toBe('float32');
+      expect(y.shape).toEqual([2, 3]);
+      expect(await values(y)).toEqual([0.5, -4, 9, 2, -10, 18]);
+    }
+    const large = await sn.loadOnnx(build(1e300));
+    await expect(large.run({ x: sn.tensor([1, 2, 3, 4, 5, 6], { shape: [2, 3] }) })).rejects.toThrow(/float64 and holds 1e\+300 \(at flat index 2\), which does not fit float32/);
+  });
+
+  it('runs nodes listed out of order (as float16 converters append input Casts) and refuses a cycle at load, naming a node on it', async () => {
+    // onnxconverter-common's float16 converter appends the Cast of each float32 graph input after every other node,
+    // as in @imgly/background-removal's fp16 model; onnxruntime sorts such graphs.
+    const outOfOrder = await sn.loadOnnx(model({
+      nodes: [
+        node('Mul', ['x16', 'w'], ['m16']),
+        node('Cast', ['m16'], ['y'], [int('to', TYPE.float32)]),
+        node('Cast', ['x'], ['x16'], [int('to', TYPE.float16)]),
+      ],
+      inputs: [info('x', 'float32', [2])],
+      outputs: [info('y', 'float32', [2])],
+      initializers: [{ name: 'w', dims: [2], dataType: TYPE.float16, int32Data: [0x3e00, 0xc000] }],
+    }));
+    for (const jit of [false, true]) expect(await values((await outOfOrder.run({ x: sn.tensor([2, 3]) }, { jit })).y!)).toEqual([3, -6]);
+    const cyclic = model({
+      nodes: [node('Relu', ['x'], ['a']), node('Add', ['a', 'c'], ['b']), node('Neg', ['b'], ['c'])],
+      inputs: [info('x', 'float32', [2])],
+      outputs: [info('c', 'float32', [2])],
+    });
+    await expect(sn.loadOnnx(cyclic)).rejects.toThrow(/the graph has a cycle: this node reads .* a value that depends on its own output/);
+    await expect(sn.loadOnnx(cyclic)).rejects.toThrow(sn.OnnxUnsupportedError);
   });
 
   it('computes Einsum as numpy does (contractions, batches, ellipsis, implicit output)', async () => {

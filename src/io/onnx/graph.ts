@@ -84,6 +84,11 @@ export function buildGraph(proto: GraphProto, opsets: ReadonlyMap<string, number
     if (reason) problems.push({ op: node.opType, domain: node.domain, opset: node.opset, node: node.describe(), reason });
   }
   if (problems.length === 0) {
+    const order = topologicalOrder(nodes);
+    if (typeof order === 'string') problems.push({ op: 'graph', domain: '', opset: opsets.get('') ?? 0, node: order, reason: 'the graph has a cycle: this node reads (through its inputs or subgraphs) a value that depends on its own output' });
+    else nodes = order;
+  }
+  if (problems.length === 0) {
     // Constant nodes fold into constants now, so every run starts from them.
     nodes = nodes.filter((node) => {
       if (node.opType !== 'Constant' || node.domain !== '') return true;
@@ -93,6 +98,53 @@ export function buildGraph(proto: GraphProto, opsets: ReadonlyMap<string, number
     });
   }
   return { nodes, constants, inputs: proto.input.filter((v) => !constants.has(v.name ?? '')), outputs: proto.output };
+}
+
+/**
+ * The nodes in an order where each comes after the nodes whose outputs it reads (directly or through its subgraphs'
+ * outer-scope values). ONNX asks exporters for that order, but some tools break it: onnxconverter-common's float16
+ * converter appends the Cast of each graph input at the end (as in @imgly/background-removal's fp16 model), and
+ * onnxruntime sorts the graph itself. A graph already in order comes back as it is; otherwise each node is placed
+ * after its producers, keeping the given order where it can (a depth-first walk, iterative so that long chains
+ * cannot overflow the stack). A cycle returns the description of a node on it.
+ */
+function topologicalOrder(nodes: readonly OnnxNode[]): OnnxNode[] | string {
+  const producer = new Map<string, number>();
+  nodes.forEach((node, i) => {
+    for (const name of node.outputs) if (name && !producer.has(name)) producer.set(name, i);
+  });
+  const reads = (node: OnnxNode): string[] => {
+    const names = node.inputs.filter((name) => name !== '');
+    for (const sub of node.subgraphs.values()) names.push(...outerNames(sub));
+    return names;
+  };
+  const deps = nodes.map((node) => reads(node).map((name) => producer.get(name)).filter((j): j is number => j !== undefined));
+  if (deps.every((ds, i) => ds.every((j) => j < i))) return [...nodes];
+  const state = new Uint8Array(nodes.length); // 0 unvisited, 1 on the walk's stack, 2 placed
+  const order: OnnxNode[] = [];
+  for (let root = 0; root < nodes.length; root++) {
+    if (state[root] === 2) continue;
+    const stack: [number, number][] = [[root, 0]];
+    state[root] = 1;
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const [i, k] = top;
+      if (k < deps[i]!.length) {
+        top[1] = k + 1;
+        const j = deps[i]![k]!;
+        if (state[j] === 1) return nodes[j]!.describe();
+        if (state[j] === 0) {
+          state[j] = 1;
+          stack.push([j, 0]);
+        }
+      } else {
+        stack.pop();
+        state[i] = 2;
+        order.push(nodes[i]!);
+      }
+    }
+  }
+  return order;
 }
 
 /** The names a graph reads, in it or in its subgraphs, that it does not define itself (its outer-scope values). */

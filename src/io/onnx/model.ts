@@ -212,9 +212,11 @@ export class OnnxModel {
   private async prepare(info: OnnxValueInfo, feed: OnnxFeed, dims: Map<string, number>): Promise<Tensor | OnnxTensorData> {
     const sig = () => `the model's inputs are ${signatureOf(this.inputs)}`;
     const isTensor = feed instanceof Tensor;
-    // A tensor must have the input's device dtype; plain data its ONNX type (int32 data may feed an int64 input).
+    // A tensor must have the input's device dtype; plain data its ONNX type (int32 data may feed an int64 input,
+    // float32 data a float64 one).
     const want = deviceDType(info.dtype, `input '${info.name}'`);
-    if (isTensor ? feed.dtype !== want : feed.dtype !== info.dtype && !(info.dtype === 'int64' && feed.dtype === 'int32')) {
+    const narrower = (info.dtype === 'int64' && feed.dtype === 'int32') || (info.dtype === 'float64' && feed.dtype === 'float32');
+    if (isTensor ? feed.dtype !== want : feed.dtype !== info.dtype && !narrower) {
       const as = isTensor && info.dtype !== want ? ` (as an ${want} tensor)` : '';
       throw new SinterError('run', `input '${info.name}' is ${feed.dtype} but the model expects ${info.dtype}${as}; ${sig()}`);
     }

@@ -25,14 +25,19 @@ export function onnxDType(code: number | undefined, what: string): OnnxDType {
   return d;
 }
 
-/** The sinter dtype holding each ONNX type on a device: int64 is narrowed to int32 (checked), the rest have none. */
+/**
+ * The sinter dtype holding each ONNX type on a device: int64 is narrowed to int32 and float64 to float32 (both
+ * checked: a value that does not fit is an error), the rest have none. float64 appears in PyTorch exports mostly as
+ * constants of shape arithmetic (opset 7's Reshape targets are double Constants cast to int64), evaluated exactly on
+ * the host; what reaches a device computes in float32, as onnxruntime's float32 kernels would after a Cast.
+ */
 const ON_DEVICE: Partial<Record<OnnxDType, DType>> = {
-  float32: 'float32', float16: 'float16', int32: 'int32', int8: 'int8', uint8: 'uint8', bool: 'bool', int64: 'int32',
+  float32: 'float32', float16: 'float16', int32: 'int32', int8: 'int8', uint8: 'uint8', bool: 'bool', int64: 'int32', float64: 'float32',
 };
 
 /** Why a type cannot be computed with, or undefined when it can. */
 export function unsupportedDType(d: OnnxDType): string | undefined {
-  return ON_DEVICE[d] ? undefined : `the engine has no ${d} dtype (it has float32, float16, int32, int8, uint8, bool; int64 is narrowed to int32)`;
+  return ON_DEVICE[d] ? undefined : `the engine has no ${d} dtype (it has float32, float16, int32, int8, uint8, bool; int64 is narrowed to int32, float64 to float32)`;
 }
 
 export function deviceDType(d: OnnxDType, what: string): DType {
@@ -89,6 +94,9 @@ export function castTo(d: OnnxDType, v: number): number {
     }
   }
 }
+
+/** The largest finite float32. */
+const FLOAT32_MAX = 3.4028234663852886e38;
 
 const INT_BITS: Partial<Record<OnnxDType, [number, boolean]>> = { int32: [32, true], int16: [16, true], int8: [8, true], uint32: [32, false], uint16: [16, false], uint8: [8, false] };
 
@@ -176,14 +184,19 @@ export function fromTensorProto(t: TensorProto, what: string): HostTensor {
   return new HostTensor(d, shape, data);
 }
 
-/** Uploads a host tensor to `device` in its device dtype; int64 values must fit int32 (the device's integer type). */
+/**
+ * Uploads a host tensor to `device` in its device dtype; int64 values must fit int32 (the device's integer type),
+ * finite float64 values float32's range.
+ */
 export function uploadHost(h: HostTensor, device: DeviceName, what: string): Tensor {
   const dtype = deviceDType(h.dtype, what);
-  if (h.dtype === 'int64') {
+  if (h.dtype === 'int64' || h.dtype === 'float64') {
+    const [lo, hi, into] = h.dtype === 'int64' ? [-2147483648, 2147483647, "int32, the device's integer type"] : [-FLOAT32_MAX, FLOAT32_MAX, 'float32, the device type of float64 values'];
     for (let i = 0; i < h.data.length; i++) {
       const v = h.data[i]!;
-      if (v < -2147483648 || v > 2147483647) {
-        throw new SinterError('onnx', `${what} is int64 and holds ${v} (at flat index ${i}), which does not fit int32, the device's integer type`);
+      if (v < lo || v > hi) {
+        if (h.dtype === 'float64' && !Number.isFinite(v)) continue;
+        throw new SinterError('onnx', `${what} is ${h.dtype} and holds ${v} (at flat index ${i}), which does not fit ${into}`);
       }
     }
   }
