@@ -19,6 +19,8 @@ import { type QDType, quantizeExpr } from './qtensor.js';
 // channel ahead of time; each call quantises its input to quint8 from the input's own min/max (computed
 // on the device, so nothing is read back) and runs the integer GEMM with a float32 epilogue:
 // y = f32(acc)·(sx·sw[n]) + bias[n].
+// Functions of tensors and ONNX models (and modules given exampleInputs) take the same per-layer quantisation on
+// their traced graph, convs included (src/quant/graph.ts, quantizeGraph).
 
 /** A Linear layer with int8 weights, quantising its input per call (PyTorch's nn.quantized.dynamic.Linear). */
 export class DynamicQuantizedLinear extends Module {

@@ -38,6 +38,9 @@ import { type QDType, QRANGE, STORAGE_DTYPE, dequantizeExpr, quantizeExpr, quant
 // epilogue requantises straight into the next layer's input (a ReLU after it fused as the lower clamp),
 // or writes float32 where no layer reads the result: quantise and dequantise appear only at the borders
 // of int8 regions, and ops without an int8 kernel (softmax, layerNorm, hardswish, adds…) run in float32.
+// Dynamic and weight-only quantisation (`quantizeGraph`, behind quantizeDynamic/quantizeWeights with
+// exampleInputs) reuse the tracing, the layer discovery and the interpreter: only the layers' quantised form
+// differs (a QLayer's mode), and nothing is calibrated.
 
 type OpNode = Extract<Node, { kind: 'op' }>;
 
