@@ -14,14 +14,15 @@ import { RESERVED_BYTES, heap, kernelSource } from './heap.js';
 // sleeping thread costs tens of microseconds, more on a virtual machine whose idle core is halted: as
 // much as a small kernel's share, so a model of a few small kernels (a batch-1 CNN) lost what a second
 // thread gained to two wake-ups per kernel. So a worker that finished a task watches its control block
-// for the next for up to SPIN_MS (the next kernel of a call, or of the next call made back to back,
-// comes within it) before it sleeps, and the calling thread watches a running worker as long before it
-// sleeps. A watch ends early once its thread was descheduled (a gap of DESCHEDULED_MS between two
-// looks): then the machine has more runnable threads than cores, the watch would take a core from them
-// (the caller among them), and sleeping costs no more than the wait for a core did. Past that, idle
-// threads sleep in Atomics.wait (Node) or await Atomics.waitAsync (browsers, whose workers must keep
-// their event loop free for messages; a page's main thread may not block, so there it polls for the
-// few microseconds left), so an idle pool burns no core.
+// for the next (the next kernel of a call, or of the next call made back to back, comes within
+// SPIN_MS) before it sleeps, and the calling thread watches a running worker before it sleeps. Where
+// the machine has more runnable threads than cores, a watch takes a core from them (the caller among
+// them) and mostly ends without its event, so each watch adapts (`watcher`): its length halves after
+// a watch that ended empty, down to MIN_SPIN_MS, and doubles after one that caught its event (or a
+// sleep that a full-length watch would have caught), up to SPIN_MS; it also ends once its thread was
+// descheduled. Past that, idle threads sleep in Atomics.wait (Node) or await Atomics.waitAsync
+// (browsers, whose workers must keep their event loop free for messages; a page's main thread may not
+// block, so there it polls for the few microseconds left), so an idle pool burns no core.
 
 const SLOT_INTS = 64;
 /** The last slot holds the claim counter that the threads of one parallelFor share. */
@@ -31,13 +32,46 @@ const COUNTER = MAX_WORKERS * SLOT_INTS;
 const MAX_KERNELS_PER_WORKER = 256;
 const IDLE = 0, POSTED = 1, DONE = 2, FAILED = 3, RUNNING = 4;
 /**
- * How long a thread that waits for the other threads watches for them before it sleeps (ms): longer
- * than the host work between the kernels of one call and between calls made back to back (tens to a
- * couple of hundred microseconds), short enough that an idle pool stops spinning at once.
+ * The longest and shortest watch for the other threads before sleeping (ms): the longest outlasts the
+ * host work between the kernels of one call and between calls made back to back (tens to a couple of
+ * hundred microseconds), and an idle pool stops spinning as soon.
  */
-const SPIN_MS = 0.3;
+const SPIN_MS = 0.3, MIN_SPIN_MS = 0.02;
 /** A gap this long (ms) between two looks of a watch means its thread was descheduled: the watch ends. */
 const DESCHEDULED_MS = 0.05;
+
+/**
+ * A thread's watch for another (see the header): `spin(busy)` spins while `busy()` holds, for at most
+ * the watch's length and not past a gap of `descheduledMs` between two looks, and says whether busy()
+ * ended; the length halves (down to `minMs`) after a watch that ended empty and doubles (up to `maxMs`)
+ * after one that did not, or after `woke(ms)` reports a sleep that a full-length watch would have
+ * caught. Self-contained (no outside names): the workers run its source too.
+ */
+export function watcher(maxMs: number, minMs: number, descheduledMs: number): { spin(busy: () => boolean): boolean; woke(afterMs: number): void } {
+  let length = maxMs;
+  return {
+    spin(busy) {
+      let t = performance.now();
+      const until = t + length;
+      for (let i = 1; busy(); i++) {
+        if ((i & 63) === 0) {
+          const now = performance.now();
+          if (now > until || now - t > descheduledMs) {
+            length = Math.max(minMs, length / 2);
+            return false;
+          }
+          t = now;
+        }
+      }
+      length = Math.min(maxMs, length * 2);
+      return true;
+    },
+    woke(afterMs) {
+      if (afterMs <= maxMs) length = Math.min(maxMs, length * 2);
+    },
+  };
+}
+
 /** Control block index where the calling thread counts the messages it sent: a spinning worker stops to take them. */
 const SENT = 7;
 /** Control block indices where a worker counts the tasks it took while spinning, and after sleeping. */
@@ -69,10 +103,14 @@ function take(m) {
   Atomics.add(I, 1, 1);
 }
 const args = [];
-let slept = true;
+const watch = (${watcher})(${SPIN_MS}, ${MIN_SPIN_MS}, ${DESCHEDULED_MS});
+let slept = true, lastEnd = 0;
 function runTask() {
   if (Atomics.compareExchange(I, 0, ${POSTED}, ${RUNNING}) !== ${POSTED}) return;
-  I[slept ? ${TAKEN_WOKEN} : ${TAKEN_AWAKE}]++;
+  if (slept) {
+    I[${TAKEN_WOKEN}]++;
+    watch.woke(performance.now() - lastEnd);
+  } else I[${TAKEN_AWAKE}]++;
   slept = false;
   try {
     const fn = fns.get(I[2]), table = I[3] >> 2, count = I[4], argc = I[5], counter = I[6] >> 2;
@@ -89,16 +127,8 @@ function runTask() {
   Atomics.notify(I, 0);
 }
 function spinForTask() {
-  let t = performance.now();
-  const until = t + ${SPIN_MS};
-  for (let i = 1; Atomics.load(I, 0) !== ${POSTED}; i++) {
-    if (Atomics.load(I, ${SENT}) !== I[1]) return;
-    if ((i & 63) === 0) {
-      const now = performance.now();
-      if (now > until || now - t > ${DESCHEDULED_MS}) return;
-      t = now;
-    }
-  }
+  lastEnd = performance.now();
+  watch.spin(() => Atomics.load(I, 0) !== ${POSTED} && Atomics.load(I, ${SENT}) === I[1]);
 }
 function sleep(wait) {
   slept = true;
@@ -363,18 +393,8 @@ function holds(w: PoolWorker, id: number, source: { module: WebAssembly.Module; 
   return false;
 }
 
-/** Spins while `busy()` holds, for at most SPIN_MS and not past a gap that shows this thread was descheduled. */
-function spinWhile(busy: () => boolean): void {
-  let t = performance.now();
-  const until = t + SPIN_MS;
-  for (let i = 1; busy(); i++) {
-    if ((i & 63) === 0) {
-      const now = performance.now();
-      if (now > until || now - t > DESCHEDULED_MS) return;
-      t = now;
-    }
-  }
-}
+/** The calling thread's watch for running workers. */
+const callerWatch = watcher(SPIN_MS, MIN_SPIN_MS, DESCHEDULED_MS);
 
 /** Whether this thread may block in Atomics.wait (not a page's main thread). */
 let canBlock: boolean | undefined;
@@ -424,7 +444,7 @@ export function parallelFor(tasks: readonly (readonly number[])[], run: (...args
     // A worker that has not woken yet is taken back: the tasks are all done.
     if (Atomics.compareExchange(w.control, 0, POSTED, DONE) === POSTED) continue;
     tasksOnWorkers++;
-    spinWhile(() => Atomics.load(w.control, 0) === RUNNING);
+    callerWatch.spin(() => Atomics.load(w.control, 0) === RUNNING);
     for (let s = Atomics.load(w.control, 0); s === RUNNING; s = Atomics.load(w.control, 0)) if (block) Atomics.wait(w.control, 0, RUNNING);
     if (Atomics.load(w.control, 0) === FAILED) {
       failed = true;
