@@ -5,7 +5,8 @@
 // read back): their ratio is the most batching can gain on that device. Each server runs in a child
 // process (so autocannon does not share its event loop); each load run is bounded in time and requests.
 // On the CPU the server runs the model in one WorkerPool replica (--cpu-workers) with every core's thread
-// (--cpu-threads; the direct calls use as many), keeping its event loop free. A cell lasts --duration
+// (--cpu-threads; the direct calls use as many), keeping its event loop free; --cpu-threads 1,2 runs the
+// CPU section once per thread count (direct calls and servers alike), so both show in one run. A cell lasts --duration
 // seconds, or longer for a slow model: 6 batch-32 times (measured directly; at most --max-duration), so
 // that every cell sees several whole batches. Prints markdown tables.
 // Usage (after npm run build): node bench/serve.mjs [--duration S] [--amount N] [--concurrency 1,8,32,128]
@@ -13,6 +14,9 @@
 //        [--max-duration 15] [--rounds 2]
 // The batching-off and batching-on servers run side by side and each cell's --rounds runs alternate between
 // them (off, on, off, on), so that a change in the machine's load reaches both alike; a cell pools its runs.
+// Fair to both: the same server, replica, threads, queue bound and binary bodies; off is maxBatchSize 1
+// (each request its own batch-1 call, two in flight per replica as with batching on, so the replica never
+// waits for the event loop either way); on differs only in batching up to 32 (padded to BATCH_SIZES).
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,7 +44,7 @@ const SAMPLE = { cnn: [3, 32, 32], cls: [3, 48, 192] };
 const BATCH_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32];
 const CORES = os.availableParallelism?.() ?? os.cpus().length;
 // Replicas × threads per replica = cores: no more threads than cores, and the replica runs its model as the direct calls do.
-const CPU_THREADS = Number(o['cpu-threads'] ?? Math.max(1, Math.floor(CORES / Number(o['cpu-workers']))));
+const CPU_THREADS = (o['cpu-threads'] ?? String(Math.max(1, Math.floor(CORES / Number(o['cpu-workers']))))).split(',').map(Number);
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const pct = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : NaN);
@@ -75,12 +79,12 @@ async function direct(model, device) {
 }
 
 /** Starts the server in a child process; resolves to its URL and a stop function (SIGTERM: graceful). */
-function startServer(model, device, batching) {
+function startServer(model, device, batching, threads) {
   const args = [SERVER, '--port', '0', '--models', model, '--device', device, '--max-queue', o['max-queue'], '--max-delay', o['max-delay'],
     '--max-batch', batching ? '32' : '1', '--batch-sizes', batching ? BATCH_SIZES.join(',') : '1',
     // On the CPU the model runs in a WorkerPool replica: run in the server's own thread, each batch would
     // block its event loop, so requests would not even be read (nor refused) while a batch runs.
-    ...(device === 'cpu' ? ['--workers', o['cpu-workers'], '--threads', String(CPU_THREADS)] : [])];
+    ...(device === 'cpu' ? ['--workers', o['cpu-workers'], '--threads', String(threads)] : [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   return new Promise((resolve, reject) => {
@@ -172,35 +176,39 @@ const directRows = [];
 const t0 = performance.now();
 const progress = (what) => process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(0)} s] ${what}\n`);
 for (const device of o.devices.split(',')) {
-  await sn.init({ device, quiet: true });
-  for (const model of o.models.split(',')) {
-    progress(`${model} on ${device}: direct calls at batch 1 and 32`);
-    const own = await direct(model, device);
-    directRows.push({ model, device, b1: own[1], b32: own[32], gain: own[1] / own[32] });
-    // Long enough for several whole batches of 32 however slow the model, within --max-duration.
-    const seconds = Math.min(Number(o['max-duration']), Math.max(Number(o.duration), Math.ceil((6 * 32 * own[32]) / 1000)));
-    // Both servers run side by side (the idle one costs nothing), and their runs alternate: off, on, off, on…
-    const servers = [];
-    try {
-      for (const batching of [false, true]) {
-        progress(`${model} on ${device}: starting the server with batching ${batching ? 'on' : 'off'}`);
-        servers.push({ batching, ...(await startServer(model, device, batching)) });
-      }
-      for (const { url } of servers) await load(url, model, 8, 1, 500); // warm the sockets and the allocator
-      for (const c of CONCURRENCY) {
-        const cells = servers.map(() => newCell());
-        for (let round = 0; round < Number(o.rounds); round++) {
-          for (const [i, { url, batching }] of servers.entries()) {
-            await drain(url, model);
-            progress(`  concurrency ${c}, batching ${batching ? 'on' : 'off'}, round ${round + 1}`);
-            await load(url, model, c, seconds, Number(o.amount), cells[i]);
-          }
+  // On the CPU, once per thread count (the direct calls in this process and the servers' replicas alike).
+  for (const threads of device === 'cpu' ? CPU_THREADS : [null]) {
+    await sn.init({ device, quiet: true, ...(threads ? { threads } : {}) });
+    const on = threads ? ` on ${threads} thread(s)` : '';
+    for (const model of o.models.split(',')) {
+      progress(`${model} on ${device}${on}: direct calls at batch 1 and 32`);
+      const own = await direct(model, device);
+      directRows.push({ model, device, threads, b1: own[1], b32: own[32], gain: own[1] / own[32] });
+      // Long enough for several whole batches of 32 however slow the model, within --max-duration.
+      const seconds = Math.min(Number(o['max-duration']), Math.max(Number(o.duration), Math.ceil((6 * 32 * own[32]) / 1000)));
+      // Both servers run side by side (the idle one costs nothing), and their runs alternate: off, on, off, on…
+      const servers = [];
+      try {
+        for (const batching of [false, true]) {
+          progress(`${model} on ${device}${on}: starting the server with batching ${batching ? 'on' : 'off'}`);
+          servers.push({ batching, ...(await startServer(model, device, batching, threads)) });
         }
-        servers.forEach(({ batching }, i) => rows.push({ model, device, batching, c, seconds: seconds * Number(o.rounds), ...summary(cells[i]) }));
+        for (const { url } of servers) await load(url, model, 8, 1, 500); // warm the sockets and the allocator
+        for (const c of CONCURRENCY) {
+          const cells = servers.map(() => newCell());
+          for (let round = 0; round < Number(o.rounds); round++) {
+            for (const [i, { url, batching }] of servers.entries()) {
+              await drain(url, model);
+              progress(`  concurrency ${c}, batching ${batching ? 'on' : 'off'}, round ${round + 1}`);
+              await load(url, model, c, seconds, Number(o.amount), cells[i]);
+            }
+          }
+          servers.forEach(({ batching }, i) => rows.push({ model, device, threads, batching, c, seconds: seconds * Number(o.rounds), ...summary(cells[i]) }));
+        }
+      } finally {
+        progress('  stopping');
+        await Promise.all(servers.map((server) => server.stop()));
       }
-    } finally {
-      progress('  stopping');
-      await Promise.all(servers.map((server) => server.stop()));
     }
   }
 }
@@ -215,22 +223,24 @@ const adapter = (() => {
 })();
 console.log(`\n**Serving** (\`node bench/serve.mjs\`, ${new Date().toISOString().slice(0, 10)}; ${cpus.length}× ${cpus[0]?.model ?? 'CPU'}, load ${os.loadavg()[0].toFixed(1)}` +
   `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.rounds} alternating runs of ${o.duration} s (or 6 batch-32 times, at most ${o['max-duration']} s) or ${o.amount} requests per cell; ` +
-  `CPU: ${o['cpu-workers']} WorkerPool replica(s) × ${CPU_THREADS} thread(s); ` +
+  `CPU: ${o['cpu-workers']} WorkerPool replica(s) × ${CPU_THREADS.join(' or ')} thread(s); ` +
   `batching on = maxBatchSize 32, maxDelayMs ${o['max-delay']}, batch sizes ${BATCH_SIZES.join('/')}; maxQueue ${o['max-queue']}; latency of answered requests; ` +
   `${((performance.now() - t0) / 1000).toFixed(0)} s in all)\n`);
+// A device column names the thread count only where the run had several.
+const label = (r) => (r.threads && CPU_THREADS.length > 1 ? `${r.device}, ${r.threads} thread${r.threads > 1 ? 's' : ''}` : r.device);
 console.log('| model | device | batching | concurrency | s | QPS | p50 ms | p95 ms | p99 ms | mean batch | 503s | 503 p99 ms | other errors |');
 console.log('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of rows) {
-  console.log(`| ${r.model} | ${r.device} | ${r.batching ? 'on' : 'off'} | ${r.c} | ${r.seconds} | ${r.qps.toFixed(1)} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${Number.isNaN(r.meanBatch) ? '–' : r.meanBatch.toFixed(1)} | ${r.refused} | ${fmt(r.refusedP99)} | ${r.other} |`);
+  console.log(`| ${r.model} | ${label(r)} | ${r.batching ? 'on' : 'off'} | ${r.c} | ${r.seconds} | ${r.qps.toFixed(1)} | ${fmt(r.p50)} | ${fmt(r.p95)} | ${fmt(r.p99)} | ${Number.isNaN(r.meanBatch) ? '–' : r.meanBatch.toFixed(1)} | ${r.refused} | ${fmt(r.refusedP99)} | ${r.other} |`);
 }
 console.log('\nThe models called directly in the same run (per-sample ms; input on the device, output read back), and what batching reached at concurrency 32:\n');
 console.log('| model | device | batch 1 ms/sample | batch 32 ms/sample | model gain (b1/b32) | serving gain at c=32 (QPS on/off) | serving gain / model gain |');
 console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
 for (const d of directRows) {
-  const on = rows.find((r) => r.model === d.model && r.device === d.device && r.batching && r.c === 32);
-  const off = rows.find((r) => r.model === d.model && r.device === d.device && !r.batching && r.c === 32);
+  const cell = (batching) => rows.find((r) => r.model === d.model && r.device === d.device && r.threads === d.threads && r.batching === batching && r.c === 32);
+  const on = cell(true), off = cell(false);
   const gain = on && off ? on.qps / off.qps : NaN;
   const share = gain / d.gain;
-  console.log(`| ${d.model} | ${d.device} | ${fmt(d.b1)} | ${fmt(d.b32)} | ${d.gain.toFixed(2)}× | ${Number.isNaN(gain) ? '–' : `${gain.toFixed(2)}×`} | ${Number.isNaN(share) ? '–' : `${(100 * share).toFixed(0)}%`} |`);
+  console.log(`| ${d.model} | ${label(d)} | ${fmt(d.b1)} | ${fmt(d.b32)} | ${d.gain.toFixed(2)}× | ${Number.isNaN(gain) ? '–' : `${gain.toFixed(2)}×`} | ${Number.isNaN(share) ? '–' : `${(100 * share).toFixed(0)}%`} |`);
 }
 process.exit(0);
