@@ -9,7 +9,7 @@ import { WITH_WEBGPU } from './helpers.js';
 
 // Models exported from PyTorch 1.13 (LSTM, GRU, RNN, a GPT-style decoder whose causal mask exports as Trilu) and
 // graphs written with onnx.helper (If inside Loop, Scan, opset 6, TopK/Trilu/OneHot/NonZero/Unique/CumSum), with
-// PyTorch's or numpy's outputs: test/fixtures/onnx/generate.py writes them. Floats within rtol 1e-3 (the README's
+// PyTorch's or numpy's outputs: test/fixtures/onnx/generate.py writes them; generate_exports.py the pt_* exports. Floats within rtol 1e-3 (the README's
 // definition of a match) and atol 1e-5; integer outputs exactly (int64 comes back as int32).
 
 const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'onnx');
@@ -37,9 +37,19 @@ const CASES: [string, 'jit' | 'eager'][] = [
   ['more_ops', 'jit'],
   // DFT, STFT, window generators, Sinh/Cosh/Asinh/Acosh/Atanh, Shrink, EyeLike, MeanVarianceNormalization, LpNormalization.
   ['signal_ops', 'jit'],
+  // generate_exports.py: a BERT-style encoder (attention mask, token types), a GPT-style decoder with past key/values,
+  // an LSTM over packed sequences (its lengths feed TopK/Gather on the host: eager), a 3-layer bidirectional GRU at
+  // opset 7 (double Constants cast to int64), a MobileNet-style CNN with squeeze-excitation and self-attention at
+  // opset 9 (Upsample), a U-Net-style ConvTranspose/PixelShuffle decoder, and a CNN converted to opset 6.
+  ['pt_bert_op11', 'jit'], ['pt_gpt_past_op17', 'jit'], ['pt_lstm_packed_op14', 'eager'], ['pt_gru_bi3_op7', 'jit'],
+  ['pt_mobilenet_se_attn_op9', 'jit'], ['pt_unet_convT_op13', 'jit'], ['pt_opset6_cnn', 'jit'],
 ];
 /** SwiftShader compiles every pipeline slowly: WebGPU runs the cases that cover distinct ops (GRU shares LSTM's kernels). */
-const WEBGPU_CASES = new Set(['lstm_bidirectional', 'rnn_relu', 'gpt_decoder', 'control_flow', 'opset6_cnn', 'selection_ops', 'more_ops', 'signal_ops']);
+const WEBGPU_CASES = new Set([
+  'lstm_bidirectional', 'rnn_relu', 'gpt_decoder', 'control_flow', 'opset6_cnn', 'selection_ops', 'more_ops', 'signal_ops',
+  // Of the pt_* exports, those whose ops the cases above do not already cover on WebGPU.
+  'pt_bert_op11', 'pt_gpt_past_op17', 'pt_gru_bi3_op7', 'pt_mobilenet_se_attn_op9', 'pt_opset6_cnn',
+]);
 
 describe.each(WITH_WEBGPU as DeviceName[])('exported ONNX models on %s', (device) => {
   it.each(CASES.filter(([name]) => device === 'cpu' || WEBGPU_CASES.has(name)))('%s matches PyTorch/numpy', async (name, execution) => {
