@@ -1,4 +1,3 @@
-import { f16round } from '@petamoriken/float16';
 import { type DType, type HostArray, allocHost, itemSize } from '../tensor/dtype.js';
 import { noteAlloc, noteFree, reportCaches } from '../tensor/memory.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -15,6 +14,8 @@ import { poolStats, setThreads, startPool, threadInfo } from '../kernels/wasm/th
 import { HeapFullError, heap, setCollect } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
+import { wasmRoundHalf } from '../kernels/wasm/half.js';
+import { blockNormTakingHalf, roundToHalf, softmaxTakingHalf } from '../kernels/cpu/half.js';
 import type { Expr } from '../ops/expr.js';
 
 /** Whether this engine runs WebAssembly at all (storages then live in its memory; else in JS arrays). */
@@ -50,11 +51,12 @@ export function setCpuKernels(kind: CpuKernels): CpuKernels {
   kernelOverrides.conv2d = wasm ? wasmConv2d : undefined;
   kernelOverrides.convTranspose2d = wasm ? wasmConvTranspose2d : undefined;
   kernelOverrides.map = wasm ? wasmMap : undefined;
-  kernelOverrides.softmax = wasm ? wasmSoftmax : undefined;
-  kernelOverrides.blockNorm = wasm ? wasmLayerNorm : undefined;
+  kernelOverrides.softmax = wasm ? softmaxTakingHalf(wasmSoftmax) : undefined;
+  kernelOverrides.blockNorm = wasm ? blockNormTakingHalf(wasmLayerNorm) : undefined;
   kernelOverrides.reduce = wasm ? wasmReduce : undefined;
   kernelOverrides.pool2d = wasm ? wasmPool2d : undefined;
   kernelOverrides.gatherSeparable = wasm ? wasmGatherSeparable : undefined;
+  kernelOverrides.roundHalf = wasm ? wasmRoundHalf : undefined;
   return kernels;
 }
 
@@ -255,9 +257,12 @@ const MAX_TRIES = 8;
 
 function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
   const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
+  // Whether the wasm elementwise kernel ran the op: it rounds every float16 node itself, the result's included.
+  let mapped = false;
   try {
     // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
-    if (!(op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
+    mapped = op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!) === true;
+    if (!mapped) op.cpu(ins, attrs, outs);
   } catch (e) {
     if (!(e instanceof HeapFullError)) throw e;
     // The memory is full (4 GiB): storages beyond it live in JS arrays (allocStorage), and a wasm kernel's
@@ -270,10 +275,7 @@ function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs
       Object.assign(kernelOverrides, wasm);
     }
   }
-  // Kernels compute in double; float16 outputs are rounded here once for all of them.
-  for (const t of outputs) {
-    if (t.dtype !== 'float16') continue;
-    const d = (t.storage as CpuStorage).data;
-    for (let i = 0; i < d.length; i++) d[i] = f16round(d[i]!);
-  }
+  // Other kernels compute in double (JS) or float32 (wasm); their float16 outputs are rounded here once for all of them.
+  const rounded = mapped && (attrs as { expr: Expr }).expr.kind !== 'const';
+  for (const t of outputs) if (t.dtype === 'float16' && !rounded) roundToHalf((t.storage as CpuStorage).data as Float32Array, t.shape, t.strides, t.offset);
 }

@@ -21,4 +21,6 @@ export const kernelOverrides: {
   reduce?: (kind: ReduceKind, inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], correction: number, out: CpuView) => boolean;
   gatherSeparable?: (x: CpuView, tables: readonly Int32Array[], out: HostArray, fill: number) => boolean;
   pool2d?: (kind: 'max' | 'avg' | 'adaptiveAvg', x: CpuView, window: (Window2d & { readonly dilation?: readonly [number, number]; readonly countIncludePad?: boolean; readonly divisorOverride?: number | null }) | undefined, out: CpuView) => boolean;
+  /** Rounds float32 numbers to binary16 values in place (every float16 output, after its kernel): false leaves them to the JS rounding. */
+  roundHalf?: (data: Float32Array) => boolean;
 } = {};

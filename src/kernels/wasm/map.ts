@@ -4,6 +4,7 @@ import { broadcastStrides, codeKey, collapseDims, exprConstants } from '../cpu/m
 import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
+import { emitRoundToHalf, halfConstants } from './half.js';
 import { type CacheStats, LruCache } from '../../lru.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 
@@ -11,7 +12,8 @@ import { isContiguous, numel } from '../../tensor/shape.js';
 // alike) rendered to WebAssembly SIMD: each node becomes a few f32x4 instructions, four elements at a
 // time. This is the wasm renderer over the same kernel description the JS (src/kernels/cpu/map.ts)
 // and WGSL renderers read; functions it has no rendering for leave the expression to the JS kernel.
-// float32 only: every node and input float32 (float16 needs a rounding per node, ints their own ops).
+// float32 and float16 nodes and inputs (float16 values are float32 numbers on the CPU: each float16 node's
+// result is rounded to binary16, src/kernels/wasm/half.ts, as the JS form rounds it); ints need their own ops.
 
 /** How a function of float32 arguments renders: pushes its f32x4 result, given its arguments' v128 locals. */
 type Render = (c: Code, args: readonly number[], params: readonly number[], tmp: () => number) => void;
@@ -157,9 +159,11 @@ const RENDER: Record<string, Render> = {
   },
 };
 
-/** Whether the expression has a wasm rendering: float32 nodes and inputs, functions in RENDER. */
+const isF32OrF16 = (d: string): boolean => d === 'float32' || d === 'float16';
+
+/** Whether the expression has a wasm rendering: float32/float16 nodes and inputs, functions in RENDER. */
 export function renderable(expr: Expr): boolean {
-  return exprNodes(expr).every((n) => n.dtype === 'float32' && (n.kind !== 'call' || (n.fn in RENDER && n.args.every((a) => a.dtype === 'float32'))));
+  return exprNodes(expr).every((n) => isF32OrF16(n.dtype) && (n.kind !== 'call' || (n.fn in RENDER && n.args.every((a) => isF32OrF16(a.dtype)))));
 }
 
 /**
@@ -185,6 +189,7 @@ function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer
     for (const node of nodes) value.set(node, c.local('v128'));
     // Constants are splat once, before the loops.
     constants.forEach((e, j) => void c.get(bits[j]!).op('f32.reinterpret_i32').simd('f32x4.splat').set(value.get(e)!));
+    const half = nodes.some((e) => e.kind === 'call' && e.dtype === 'float16') ? halfConstants(c) : undefined;
     const inputs = nodes.filter((e): e is Extract<Expr, { kind: 'input' }> => e.kind === 'input');
     /** Evaluates the expression at byte offset `off` of the row; `splat`: one element (the tail), else four. */
     const evaluate = (splat: boolean): void => {
@@ -196,6 +201,10 @@ function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer
         if (node.kind !== 'call') continue;
         RENDER[node.fn]!(c, node.args.map((a) => value.get(a)!), node.params, tmp);
         c.set(value.get(node)!);
+        if (node.dtype === 'float16') {
+          emitRoundToHalf(c, value.get(node)!, tmp, half!);
+          c.set(value.get(node)!);
+        }
       }
       c.get(out).get(off).op('i32.add').get(value.get(expr)!);
       if (splat) c.lane('f32x4.extract_lane', 0).mem('f32.store');
@@ -239,14 +248,14 @@ function f32Bits(v: number): number {
 const MIN_ELEMENTS_PER_THREAD = 1 << 15;
 
 /**
- * Evaluates `expr` for every element of `out` (contiguous float32) from strided, broadcast float32
- * inputs; returns false, computing nothing, when the expression or a layout has no wasm form (an
+ * Evaluates `expr` for every element of `out` (contiguous float32 or float16) from strided, broadcast
+ * float32/float16 inputs; returns false, computing nothing, when the expression or a layout has no wasm form (an
  * input whose innermost collapsed stride is not 0 or 1). Operands in the heap are read and written
  * where they are; others (JS arrays) are copied into scratch, and the output copied back.
  */
 export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): boolean {
-  if (out.dtype !== 'float32' || !(out.data instanceof Float32Array) || !isContiguous(out.shape, out.strides)) return false;
-  if (!inputs.every((v) => v.dtype === 'float32' && v.data instanceof Float32Array) || !renderable(expr)) return false;
+  if (!isF32OrF16(out.dtype) || !(out.data instanceof Float32Array) || !isContiguous(out.shape, out.strides)) return false;
+  if (!inputs.every((v) => isF32OrF16(v.dtype) && v.data instanceof Float32Array) || !renderable(expr)) return false;
   const { shape, strides } = collapseDims(out.shape, inputs.map((v) => broadcastStrides(v, out.shape)));
   const rank = shape.length, len = rank === 0 ? 1 : shape[rank - 1]!;
   const inner = strides.map((s) => (rank === 0 ? 0 : s[rank - 1]!));
@@ -274,7 +283,7 @@ export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): b
       else hi += reach;
     }
     const at = h.alloc((hi - lo + 1) * 4);
-    h.f32.set((v.data as Float32Array).subarray(lo, hi + 1), at >> 2);
+    h.f32.set((v.data as Float32Array).subarray(lo, hi + 1), at >>> 2);
     return at + (v.offset - lo) * 4;
   });
   const o = outDirect ?? h.alloc(total * 4);
@@ -296,7 +305,7 @@ export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): b
       idx[d] = 0;
     }
   }
-  if (outDirect === undefined) (out.data as Float32Array).set(h.f32.subarray(o >> 2, (o >> 2) + total), out.offset);
+  if (outDirect === undefined) (out.data as Float32Array).set(h.f32.subarray(o >>> 2, (o >>> 2) + total), out.offset);
   return true;
 }
 
