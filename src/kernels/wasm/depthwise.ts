@@ -118,7 +118,7 @@ export function copyRows(src: HostArray, from: number, planes: number, rows: num
     return parallelFor(tasks, windowFns().copyRows);
   }
   const f = heap().f32;
-  for (let p = 0; p < planes; p++) for (let r = 0; r < rows; r++) copyRow(src, from + p * srcPlane + r * srcRow, srcCol, f, (dst + p * dstPlane + r * dstRow) >> 2, width);
+  for (let p = 0; p < planes; p++) for (let r = 0; r < rows; r++) copyRow(src, from + p * srcPlane + r * srcRow, srcCol, f, (dst + p * dstPlane + r * dstRow) >>> 2, width);
 }
 
 /** A sliding window over the last two dims: size, stride, dilation, and the padding before (top, left) and after (bottom). */
@@ -160,14 +160,14 @@ export function runWindows(
   const xAt = h.alloc(C * plane * 4), outAt = h.alloc(O * OH * OWv * 4);
   {
     const i32 = h.i32, f = h.f32;
-    for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) i32[(taps >> 2) + i * kw + j] = ((i * dh * sw + ((j * dw) % sw)) * Wq + Math.floor((j * dw) / sw)) * 4;
-    if (weights) for (let o = 0; o < O; o++) for (let t = 0; t < ntaps; t++) f[(wts >> 2) + o * ntaps + t] = weights(o, t);
-    for (let o = 0; o < O; o++) f[(biasAt >> 2) + o] = bias ? bias(o) : fold === 'max' ? -Infinity : 0;
+    for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) i32[(taps >>> 2) + i * kw + j] = ((i * dh * sw + ((j * dw) % sw)) * Wq + Math.floor((j * dw) / sw)) * 4;
+    if (weights) for (let o = 0; o < O; o++) for (let t = 0; t < ntaps; t++) f[(wts >>> 2) + o * ntaps + t] = weights(o, t);
+    for (let o = 0; o < O; o++) f[(biasAt >>> 2) + o] = bias ? bias(o) : fold === 'max' ? -Infinity : 0;
   }
   const run = windowFns()[fold];
   for (let n = 0; n < N; n++) {
     const f = h.f32, xd = x.data;
-    f.fill(fill, xAt >> 2, (xAt >> 2) + C * plane);
+    f.fill(fill, xAt >>> 2, (xAt >>> 2) + C * plane);
     // Phase φ of padded row r + pt holds input columns q ≡ φ − pl (mod sw), from the first such q0, at column (q0 + pl − φ)/sw on.
     for (let phase = 0; phase < sw; phase++) {
       const q0 = (((phase - pl) % sw) + sw) % sw, count = q0 < W ? Math.ceil((W - q0) / sw) : 0;
@@ -183,8 +183,8 @@ export function runWindows(
     if (direct !== undefined) copyHeapRows(outAt, O * OH, 1, OW, OWv * 4, 0, direct, OW * 4, 0);
     else {
       for (let r = 0; r < O * OH; r++) {
-        if (store) store(res, (outAt >> 2) + r * OWv, od, base + r * OW, r % OH, OW);
-        else copyRow(res, (outAt >> 2) + r * OWv, 1, od, base + r * OW, OW);
+        if (store) store(res, (outAt >>> 2) + r * OWv, od, base + r * OW, r % OH, OW);
+        else copyRow(res, (outAt >>> 2) + r * OWv, 1, od, base + r * OW, OW);
       }
     }
   }

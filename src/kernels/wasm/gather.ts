@@ -115,13 +115,13 @@ export function wasmGatherSeparable(x: CpuView, tables: readonly Int32Array[], o
   const rowTable = h.alloc(rows * 4), colTable = h.alloc(cols * 4), i32 = h.i32;
   // Row offsets (bytes from x's element 0), dim by dim: entry r of the first d dims spreads over the next dim's table.
   let filled = 1;
-  i32[rowTable >> 2] = 0;
+  i32[rowTable >>> 2] = 0;
   for (let d = 0; d < rank - 1; d++) {
     const t = tables[d]!, n = t.length, s = x.strides[d]! * 4;
     // In place, from the last entry back: entry q·n + i = entry q + t[i]·s.
     for (let q = filled - 1; q >= 0; q--) {
-      const base = i32[(rowTable >> 2) + q]!;
-      for (let i = n - 1; i >= 0; i--) i32[(rowTable >> 2) + q * n + i] = base === FILL_ROW || t[i]! < 0 ? FILL_ROW : base + t[i]! * s;
+      const base = i32[(rowTable >>> 2) + q]!;
+      for (let i = n - 1; i >= 0; i--) i32[(rowTable >>> 2) + q * n + i] = base === FILL_ROW || t[i]! < 0 ? FILL_ROW : base + t[i]! * s;
     }
     filled *= n;
   }
@@ -129,7 +129,7 @@ export function wasmGatherSeparable(x: CpuView, tables: readonly Int32Array[], o
   let mode = Cols.Consecutive;
   for (let j = 0; j < cols; j++) {
     const i = last[j]!;
-    i32[(colTable >> 2) + j] = i < 0 ? -1 : i * sLast;
+    i32[(colTable >>> 2) + j] = i < 0 ? -1 : i * sLast;
     if (i < 0) mode = Cols.GatherFill;
     else if (mode === Cols.Consecutive && (sLast !== 4 || i !== last[0]! + j)) mode = Cols.Gather;
   }

@@ -266,19 +266,19 @@ export function columnTables(n: number, colOffset: ((j: number) => number) | Col
   const colOff = h.alloc(padded * 4), flags = h.alloc((padded / NR) * 4);
   const i32 = h.i32;
   if (typeof colOffset === 'function') {
-    for (let j = 0; j < n; j++) i32[(colOff >> 2) + j] = colOffset(j);
+    for (let j = 0; j < n; j++) i32[(colOff >>> 2) + j] = colOffset(j);
   } else {
     const [n0, n1, n2] = colOffset.sizes, [s0, s1, s2] = colOffset.strides;
-    for (let i0 = 0, j = colOff >> 2; i0 < n0; i0++) {
+    for (let i0 = 0, j = colOff >>> 2; i0 < n0; i0++) {
       for (let i1 = 0, o1 = i0 * s0; i1 < n1; i1++, o1 += s1) for (let i2 = 0, o = o1; i2 < n2; i2++, o += s2) i32[j++] = o;
     }
   }
-  i32.fill(i32[(colOff >> 2) + n - 1]!, (colOff >> 2) + n, (colOff >> 2) + padded);
+  i32.fill(i32[(colOff >>> 2) + n - 1]!, (colOff >>> 2) + n, (colOff >>> 2) + padded);
   for (let p = 0; p < padded / NR; p++) {
-    const first = i32[(colOff >> 2) + p * NR]!;
+    const first = i32[(colOff >>> 2) + p * NR]!;
     let contiguous = p * NR + NR <= n;
-    for (let c = 1; c < NR && contiguous; c++) contiguous = i32[(colOff >> 2) + p * NR + c] === first + 4 * c;
-    i32[(flags >> 2) + p] = contiguous ? 1 : 0;
+    for (let c = 1; c < NR && contiguous; c++) contiguous = i32[(colOff >>> 2) + p * NR + c] === first + 4 * c;
+    i32[(flags >>> 2) + p] = contiguous ? 1 : 0;
   }
   return { colOff, flags };
 }
@@ -286,7 +286,7 @@ export function columnTables(n: number, colOffset: ((j: number) => number) | Col
 /** Writes a table of `k` row offsets (bytes) into the heap. */
 export function rowTable(k: number, rowOffset: (i: number) => number): number {
   const h = heap(), at = h.alloc(k * 4), i32 = h.i32;
-  for (let i = 0; i < k; i++) i32[(at >> 2) + i] = rowOffset(i);
+  for (let i = 0; i < k; i++) i32[(at >>> 2) + i] = rowOffset(i);
   return at;
 }
 
@@ -301,7 +301,7 @@ export function gemmInHeap(m: number, n: number, k: number, a: number, ars: numb
   if (m === 0 || n === 0) return;
   const h = heap();
   if (k === 0) {
-    if (!add) for (let i = 0; i < m; i++) h.f32.fill(bias ? h.f32[(bias >> 2) + i]! : 0, (c + i * ldc) >> 2, ((c + i * ldc) >> 2) + n);
+    if (!add) for (let i = 0; i < m; i++) h.f32.fill(bias ? h.f32[(bias >>> 2) + i]! : 0, (c + i * ldc) >>> 2, ((c + i * ldc) >>> 2) + n);
     return;
   }
   gemmFn ??= instantiate<{ gemm: (...args: number[]) => void }>(gemmModule()).gemm;

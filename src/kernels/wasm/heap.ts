@@ -304,8 +304,8 @@ export class WasmHeap {
   /** Copies `values` into scratch; returns their address. */
   put(values: Float32Array | Int32Array): number {
     const at = this.alloc(values.byteLength);
-    if (values instanceof Float32Array) this.f32.set(values, at >> 2);
-    else this.i32.set(values, at >> 2);
+    if (values instanceof Float32Array) this.f32.set(values, at >>> 2);
+    else this.i32.set(values, at >>> 2);
     return at;
   }
 

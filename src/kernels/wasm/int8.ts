@@ -100,7 +100,7 @@ export function wasmInt8Products(m: number, n: number, ld: number, a: Int16Array
   // Views after every allocation (a growth detaches the old buffer); padding must read zero.
   const mem16 = new Int16Array(h.memory.buffer);
   const copyRows = (src: Int16Array, rows: number, paddedRows: number, at: number) => {
-    const base = at >> 1;
+    const base = at >>> 1;
     mem16.set(src.subarray(0, rows * kp), base);
     mem16.fill(0, base + rows * kp, base + paddedRows * kp);
   };

@@ -46,11 +46,11 @@ export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, 
   }
   const cAt = h.alloc(m * n * 4);
   const C = c.data, rows = (i: number) => c.offset + i * c.rowStride;
-  if (accumulate) for (let i = 0; i < m; i++) h.f32.set(C.subarray(rows(i), rows(i) + n), (cAt >> 2) + i * n);
+  if (accumulate) for (let i = 0; i < m; i++) h.f32.set(C.subarray(rows(i), rows(i) + n), (cAt >>> 2) + i * n);
   gemmInHeap(m, n, k, aAt, a.rowStride * 4, a.colStride * 4, B, cAt, n * 4, accumulate);
   const f32 = h.f32;
-  if (c.rowStride === n) C.set(f32.subarray(cAt >> 2, (cAt >> 2) + m * n), c.offset);
-  else for (let i = 0; i < m; i++) C.set(f32.subarray((cAt >> 2) + i * n, (cAt >> 2) + (i + 1) * n), rows(i));
+  if (c.rowStride === n) C.set(f32.subarray(cAt >>> 2, (cAt >>> 2) + m * n), c.offset);
+  else for (let i = 0; i < m; i++) C.set(f32.subarray((cAt >>> 2) + i * n, (cAt >>> 2) + (i + 1) * n), rows(i));
   return true;
 }
 
@@ -91,12 +91,12 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
   const xAt = xDirect ?? h.alloc(N * image * 4), cAt = outDirect ?? h.alloc(Og * NP * 4);
   // The bias, one float per output channel: where the GEMM's sums start.
   const biasAt = bias ? h.alloc(O * 4) : 0;
-  if (bias) for (let o = 0, f32 = h.f32; o < O; o++) f32[(biasAt >> 2) + o] = bias.data[bias.offset + o * bias.strides[0]!]!;
+  if (bias) for (let o = 0, f32 = h.f32; o < O; o++) f32[(biasAt >>> 2) + o] = bias.data[bias.offset + o * bias.strides[0]!]!;
   for (let g = 0; g < G; g++) {
     const base = xDirect !== undefined ? xDirect + g * Cg * sC * 4 : xAt;
     if (xDirect === undefined) {
       const f32 = h.f32, xd = x.data;
-      f32.fill(0, xAt >> 2, (xAt >> 2) + N * image);
+      f32.fill(0, xAt >>> 2, (xAt >>> 2) + N * image);
       for (let n = 0; n < N; n++) {
         const from = x.offset + n * sN + g * Cg * sC, to = xAt + n * image * 4;
         // Row by row, in wasm from a heap storage (or by hand from a JS array).
@@ -110,8 +110,8 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
     // C [Og, N·P] to out [N, O, P]: a wasm copy when the output is in the heap, else by hand.
     const res = h.f32, od = out.data, outAt = h.addressOf(od, out.offset + g * Og * P);
     if (outAt !== undefined) copyHeapRows(cAt, Og, N, P, NP * 4, P * 4, outAt, P * 4, O * P * 4);
-    else if (N === 1) od.set(res.subarray(cAt >> 2, (cAt >> 2) + Og * P), out.offset + g * Og * P);
-    else for (let o = 0; o < Og; o++) for (let n = 0; n < N; n++) copyRow(res, (cAt >> 2) + o * NP + n * P, 1, od, out.offset + (n * O + g * Og + o) * P, P);
+    else if (N === 1) od.set(res.subarray(cAt >>> 2, (cAt >>> 2) + Og * P), out.offset + g * Og * P);
+    else for (let o = 0; o < Og; o++) for (let n = 0; n < N; n++) copyRow(res, (cAt >>> 2) + o * NP + n * P, 1, od, out.offset + (n * O + g * Og + o) * P, P);
   }
   return true;
 }
@@ -210,8 +210,8 @@ export function wasmConvTranspose2d(x: CpuView, w: CpuView, bias: CpuView | unde
   const taps = h.alloc((kh + kw) * 12), cols = h.alloc(R * P * 4);
   {
     const i32 = h.i32;
-    for (let i = 0; i < kh; i++) i32.set(tapRange(i, a.dilation[0], a.padding[0], a.stride[0], H, OH), (taps >> 2) + 3 * i);
-    for (let j = 0; j < kw; j++) i32.set(tapRange(j, a.dilation[1], a.padding[1], a.stride[1], W, OW), (taps >> 2) + 3 * (kh + j));
+    for (let i = 0; i < kh; i++) i32.set(tapRange(i, a.dilation[0], a.padding[0], a.stride[0], H, OH), (taps >>> 2) + 3 * i);
+    for (let j = 0; j < kw; j++) i32.set(tapRange(j, a.dilation[1], a.padding[1], a.stride[1], W, OW), (taps >>> 2) + 3 * (kh + j));
   }
   col2imFn ??= (() => {
     const m = new ModuleBuilder(memoryImport());
@@ -220,7 +220,7 @@ export function wasmConvTranspose2d(x: CpuView, w: CpuView, bias: CpuView | unde
   })();
   for (let n = 0; n < N; n++) {
     const image = outAt + n * Cout * OP * 4, f32 = h.f32;
-    for (let co = 0; co < Cout; co++) f32.fill(bias ? bias.data[bias.offset + co * bias.strides[0]!]! : 0, (image >> 2) + co * OP, (image >> 2) + (co + 1) * OP);
+    for (let co = 0; co < Cout; co++) f32.fill(bias ? bias.data[bias.offset + co * bias.strides[0]!]! : 0, (image >>> 2) + co * OP, (image >>> 2) + (co + 1) * OP);
     for (let g = 0; g < G; g++) {
       // Weight group g is [Cig, R]; its transpose is the [R, Cig] left operand.
       gemmInHeap(R, P, Cig, wAt + g * Cig * R * 4, 4, R * 4, { base: xAt + (n * bN + g * Cig * bC) * 4, colOff, rowOff, flags }, cols, P * 4, false);

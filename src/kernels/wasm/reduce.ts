@@ -140,15 +140,15 @@ export function wasmReduce(kind: ReduceKind, inputs: readonly CpuView[], prologu
     for (let j = 0; j < n; j++) ilo = Math.min(ilo, inner[j]!), ihi = Math.max(ihi, inner[j]!);
     start = lo + ilo;
     xAt = h.alloc((hi + ihi + 1 - start) * 4);
-    h.f32.set((x.data as Float32Array).subarray(start, hi + ihi + 1), xAt >> 2);
+    h.f32.set((x.data as Float32Array).subarray(start, hi + ihi + 1), xAt >>> 2);
   }
   // Results straight into the output when it is in the heap (means are divided after).
   const outAt = h.addressOf(out.data, out.offset) ?? h.alloc(count * 4);
   const outerAt = h.alloc(count * 4), innerAt = h.alloc(n * 4), i32 = h.i32;
-  for (let i = 0; i < count; i++) i32[(outerAt >> 2) + i] = (outer[i]! - start) * 4;
-  for (let j = 0; j < n; j++) i32[(innerAt >> 2) + j] = inner[j]! * 4;
+  for (let i = 0; i < count; i++) i32[(outerAt >>> 2) + i] = (outer[i]! - start) * 4;
+  for (let j = 0; j < n; j++) i32[(innerAt >>> 2) + j] = inner[j]! * 4;
   reduceFns()[wk](xAt, outerAt, count, innerAt, n, contiguous, outAt);
-  const res = arg ? h.i32 : h.f32, od = out.data as Float32Array | Int32Array, from = outAt >> 2;
+  const res = arg ? h.i32 : h.f32, od = out.data as Float32Array | Int32Array, from = outAt >>> 2;
   if (kind === 'mean') for (let i = 0; i < count; i++) od[out.offset + i] = res[from + i]! / n;
   else if (h.addressOf(out.data, out.offset) === undefined) od.set(res.subarray(from, from + count), out.offset);
   return true;

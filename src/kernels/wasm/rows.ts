@@ -177,7 +177,7 @@ function operand(v: CpuView, from: number, length: number): number {
   const h = heap(), direct = h.addressOf(v.data, from);
   if (direct !== undefined) return direct;
   const p = h.alloc(length * 4);
-  h.f32.set((v.data as Float32Array).subarray(from, from + length), p >> 2);
+  h.f32.set((v.data as Float32Array).subarray(from, from + length), p >>> 2);
   return p;
 }
 
@@ -197,7 +197,7 @@ function output(out: CpuView, total: number): { at: number; finish(): void } {
   const h = heap(), direct = h.addressOf(out.data, out.offset);
   if (direct !== undefined) return { at: direct, finish: () => undefined };
   const at = h.alloc(total * 4);
-  return { at, finish: () => void (out.data as Float32Array).set(heap().f32.subarray(at >> 2, (at >> 2) + total), out.offset) };
+  return { at, finish: () => void (out.data as Float32Array).set(heap().f32.subarray(at >>> 2, (at >>> 2) + total), out.offset) };
 }
 
 /**
@@ -240,7 +240,7 @@ export function wasmLayerNorm(x: CpuView, weight: CpuView | undefined, bias: Cpu
   const param = (p: CpuView | undefined, fill: number): number => {
     if (p) return operand(p, p.offset, n);
     const at = h.alloc(n * 4);
-    h.f32.fill(fill, at >> 2, (at >> 2) + n);
+    h.f32.fill(fill, at >>> 2, (at >>> 2) + n);
     return at;
   };
   const w = param(weight, 1), b = param(bias, 0), o = output(out, total);

@@ -113,7 +113,7 @@ function runTask() {
   } else I[${TAKEN_AWAKE}]++;
   slept = false;
   try {
-    const fn = fns.get(I[2]), table = I[3] >> 2, count = I[4], argc = I[5], counter = I[6] >> 2;
+    const fn = fns.get(I[2]), table = I[3] >>> 2, count = I[4], argc = I[5], counter = I[6] >>> 2;
     const M = new Int32Array(memory.buffer);
     args.length = argc;
     for (let t; (t = Atomics.add(M, counter, 1)) < count; ) {
@@ -430,7 +430,7 @@ export function parallelFor(tasks: readonly (readonly number[])[], run: (...args
   // The table is scratch for this call only (released at its end, so loops of calls do not pile it up).
   const h = heap(), mark = h.mark(), table = h.alloc(tasks.length * argc * 4);
   const M = h.i32;
-  tasks.forEach((t, k) => M.set(t, (table >> 2) + k * argc));
+  tasks.forEach((t, k) => M.set(t, (table >>> 2) + k * argc));
   Atomics.store(M, COUNTER, 0);
   for (const w of helpers) {
     w.control.set([id, table, tasks.length, argc, COUNTER * 4], 2);
