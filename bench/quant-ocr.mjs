@@ -277,7 +277,9 @@ async function main() {
     for (const t of [...calib, ...evalPages]) t.dispose();
   }
 
-  const report = [...lines, ...fallbackLines, ...sensLines, ...(graphModes.length ? graphLines : []), ''].join('\n');
+  // Sections with no rows (--fallback 0, --sens 0, --graph-modes none) are left out.
+  const rows = (section, head) => (section.length > head ? section : []);
+  const report = [...lines, ...rows(fallbackLines, 5), ...rows(sensLines, 3), ...rows(graphLines, 5), ''].join('\n');
   console.log(report);
   await mkdir(path.dirname(out), { recursive: true });
   await writeFile(out, report);
