@@ -117,6 +117,8 @@ describe('fused float16 expressions on the wasm elementwise kernel', () => {
   const ops = {
     'relu((a·b + c) / d)': { f: (a: sn.Tensor, b: sn.Tensor, c: sn.Tensor, d: sn.Tensor) => sn.relu(a.mul(b).add(c).div(d)), ref: (a: number, b: number, c: number, d: number) => { const r = float16Ref(float16Ref(float16Ref(a * b) + c) / d); return r < 0 ? 0 : r; } },
     'sqrt(|a − b|)·c − d': { f: (a: sn.Tensor, b: sn.Tensor, c: sn.Tensor, d: sn.Tensor) => sn.sqrt(sn.abs(a.sub(b))).mul(c).sub(d), ref: (a: number, b: number, c: number, d: number) => float16Ref(float16Ref(float16Ref(Math.sqrt(Math.abs(float16Ref(a - b)))) * c) - d) },
+    // clamp selects: exact on binary16 bounds (no rounding emitted), rounded where a bound is not a binary16 value.
+    'clamp(a·b, −0.1, 1000.3) − clamp(c, −2, 0.5)·d': { f: (a: sn.Tensor, b: sn.Tensor, c: sn.Tensor, d: sn.Tensor) => a.mul(b).clamp(-0.1, 1000.3).sub(c.clamp(-2, 0.5).mul(d)), ref: (a: number, b: number, c: number, d: number) => float16Ref(float16Ref(Math.min(Math.max(float16Ref(a * b), -0.1), 1000.3)) - float16Ref(Math.min(Math.max(c, -2), 0.5) * d)) },
     'max(a, b)·2⁻¹⁴ + min(c, d)': { f: (a: sn.Tensor, b: sn.Tensor, c: sn.Tensor, d: sn.Tensor) => sn.maximum(a, b).mul(2 ** -14).add(sn.minimum(c, d)), ref: (a: number, b: number, c: number, d: number) => float16Ref(float16Ref(float16Ref(Math.max(a, b)) * 2 ** -14) + Math.min(c, d)) },
   };
   it.each(['wasm', 'js'] as const)('equal a per-node float16 rounding of float64 across the whole range (%s kernels)', async (kind) => {

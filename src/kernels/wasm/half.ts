@@ -1,3 +1,5 @@
+import { f16round } from '@petamoriken/float16';
+import type { Expr } from '../../ops/expr.js';
 import { type Code, ModuleBuilder } from './emitter.js';
 import { HeapFullError, heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
@@ -47,6 +49,19 @@ export function emitRoundToHalf(c: Code, x: number, tmp: () => number, k: HalfCo
   c.get(a).get(m).simd('f32x4.add').get(m).simd('f32x4.sub');
   c.get(k.up).simd('f32x4.mul').get(k.down).simd('f32x4.mul');
   c.get(x).get(a).simd('v128.xor', 'v128.xor');
+}
+
+/** Functions whose result is one of their arguments, a bound or an integer near one: binary16 values stay binary16 values. */
+const SELECTING = new Set(['cast', 'maximum', 'minimum', 'clamp', 'relu', 'relu6', 'neg', 'abs', 'floor', 'ceil', 'round']);
+const isHalf = (v: number): boolean => Number.isNaN(v) || f16round(v) === v;
+
+/**
+ * Whether a float16 node's f32 result is a binary16 value already, so that rounding it changes nothing: a selecting
+ * function of float16 inputs and nodes (each rounded or exact) whose parameters (clamp's bounds) are binary16 values
+ * too. Constant arguments do not count: their values are kernel arguments, not part of the code (one module serves them all).
+ */
+export function exactInHalf(node: Expr): boolean {
+  return node.kind === 'call' && SELECTING.has(node.fn) && node.params.every(isHalf) && node.args.every((a) => a.dtype === 'float16' && a.kind !== 'const');
 }
 
 type RoundFn = (at: number, n: number) => void;

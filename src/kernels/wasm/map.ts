@@ -4,7 +4,7 @@ import { broadcastStrides, codeKey, collapseDims, exprConstants } from '../cpu/m
 import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
-import { emitRoundToHalf, halfConstants } from './half.js';
+import { emitRoundToHalf, exactInHalf, halfConstants } from './half.js';
 import { type CacheStats, LruCache } from '../../lru.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 
@@ -201,7 +201,7 @@ function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer
         if (node.kind !== 'call') continue;
         RENDER[node.fn]!(c, node.args.map((a) => value.get(a)!), node.params, tmp);
         c.set(value.get(node)!);
-        if (node.dtype === 'float16') {
+        if (node.dtype === 'float16' && !exactInHalf(node)) {
           emitRoundToHalf(c, value.get(node)!, tmp, half!);
           c.set(value.get(node)!);
         }
