@@ -9,8 +9,13 @@ import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { wasmRoundHalf } from '../src/kernels/wasm/half.js';
 import { heap } from '../src/kernels/wasm/heap.js';
 import { wasmMap } from '../src/kernels/wasm/map.js';
-import { propertyConfig } from '../src/testing/index.js';
-import { float16Ref } from './reference/core.js';
+import { TOLERANCES, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
+import { expectClose } from './helpers.js';
+import { type Ref, float16Ref, refOf } from './reference/core.js';
+import { conv2dRef } from './reference/conv.js';
+import { accumulationAtol, matmulRef } from './reference/linalg.js';
+import { layerNormRef } from './reference/norm.js';
+import { softmaxRef } from './reference/reduce.js';
 
 // float16 on the CPU's WebAssembly kernels (issue 10 item 6 on the CPU backend of issue 9): float16 values are
 // float32 numbers there, computed in f32 by the float32 kernels; the wasm rounding to binary16 (after every kernel,
@@ -150,5 +155,32 @@ describe('fused float16 expressions on the wasm elementwise kernel', () => {
     for (let i = 0; i < 2 * n; i++) expect(out.data[i]).toBe(float16Ref(float16Ref(data[i]! * c) + 1));
     expect(kernelOverrides.softmax!([view(data)], undefined, [1], false, view(new Float32Array(2 * n)))).toBe(true);
     expect(kernelOverrides.blockNorm!(view(data), undefined, undefined, { groups: 1, groupChannels: 1, inner: 1, blockSize: n }, 1e-5, view(new Float32Array(2 * n)))).toBe(true);
+  });
+});
+
+describe('float16 GEMM, conv and row kernels on both CPU paths', () => {
+  const runs = propertyConfig({ numRuns: 10 });
+  const dim = fc.integer({ min: 1, max: 9 });
+  const f16 = (shape: number[], views = true) => tensorCaseArb(shape, { dtype: 'float16', views });
+  /** float16's tolerance on the CPU widened by a product's float32 summation bound (the wasm GEMM accumulates in f32). */
+  const productTol = (k: number, mag: Ref) => ({ atol: TOLERANCES.cpu.float16.atol + accumulationAtol(k, mag) });
+  it.each(['wasm', 'js'] as const)('matmul, conv2d (dense and depthwise), softmax and layerNorm match the float64 reference (%s kernels)', async (kind) => {
+    expect(setCpuKernels(kind)).toBe(kind);
+    const arb = fc.tuple(dim, dim, fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 3, max: 8 }))
+      .chain(([m, n, k, c, h]) => fc.tuple(fc.constant(k), f16([m, k]), f16([k, n]), f16([1, c, h, h + 1]), f16([2, c, 3, 3], false), f16([c, 1, 3, 3], false), f16([m, n])));
+    await fc.assert(fc.asyncProperty(arb, async ([k, ca, cb, cx, cw, cd, cr]) => {
+      const [a, b, x, w, d, r] = [ca, cb, cx, cw, cd, cr].map((t) => makeTensor(t, 'cpu'));
+      const mm = matmulRef(refOf(ca), refOf(cb));
+      await expectClose(sn.matmul(a!, b!), mm.out, { dtype: 'float16', tol: productTol(k, mm.mag), what: `matmul (${kind})` });
+      const c = cx.shape[1]!, opts = { stride: [1, 1] as [number, number], padding: [1, 1] as [number, number], dilation: [1, 1] as [number, number] };
+      const dense = conv2dRef(refOf(cx), refOf(cw), null, { ...opts, groups: 1 });
+      await expectClose(sn.conv2d(x!, w!, null, { padding: 1 }), dense.out, { dtype: 'float16', tol: productTol(9 * c, dense.mag), what: `conv2d (${kind})` });
+      const depthwise = conv2dRef(refOf(cx), refOf(cd), null, { ...opts, groups: c });
+      await expectClose(sn.conv2d(x!, d!, null, { padding: 1, groups: c }), depthwise.out, { dtype: 'float16', tol: productTol(9, depthwise.mag), what: `depthwise conv2d (${kind})` });
+      await expectClose(sn.softmax(r!, -1), softmaxRef(refOf(cr), 1, false), { dtype: 'float16', what: `softmax (${kind})` });
+      const n = cr.shape[1]!;
+      await expectClose(sn.layerNorm(r!, [n]), layerNormRef(refOf(cr), 1, null, null, 1e-5), { dtype: 'float16', tol: { atol: 4 * TOLERANCES.cpu.float16.atol }, what: `layerNorm (${kind})` });
+      [a, b, x, w, d, r].forEach((t) => t!.dispose());
+    }), runs);
   });
 });
