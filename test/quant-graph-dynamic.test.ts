@@ -322,7 +322,11 @@ describe.each(WITH_WEBGPU)('dynamic and weight-only quantisation of an ONNX mode
     expect(y.dtype).toBe('float32');
     close(await y.data());
     const dyn = sn.quant.quantizeDynamic(kept, { exampleInputs: x });
-    expect((await dyn.run({ x })).y!.dtype).toBe('float32');
+    const yd = (await dyn.run({ x })).y!;
+    expect(yd.dtype).toBe('float32');
+    const emuDyn = emulateCnn(fx, (v) => fakeQuantAct(half16(v)), (w) => fakeQuantRows(half16(w)));
+    const gotDyn = await yd.data();
+    emuDyn.data.forEach((v, i) => expect(Math.abs(gotDyn[i]! - v)).toBeLessThanOrEqual(4e-3 * peak));
     expect(kernelNames(dyn).filter((k) => k.includes('qgemm'))).toHaveLength(3);
     const half = await sn.loadOnnx(bytes, { device, dtype: 'float16', keepIoTypes: false });
     const x16 = x.to('float16');

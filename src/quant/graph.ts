@@ -821,7 +821,8 @@ function buildDynamicLayers(state: GraphState, enabled: ReadonlySet<LayerState>)
   for (const l of enabled) {
     const n = l.weightShape[0]!;
     const built = tidy(() => {
-      const [weight, wScale] = quantizeRowsSymmetric(reshape(l.weight, [n, numel(l.weightShape) / n]));
+      // float16 weights are widened first, so that their scales are float32 as for float32 weights.
+      const [weight, wScale] = quantizeRowsSymmetric(to(reshape(l.weight, [n, numel(l.weightShape) / n]), 'float32'));
       return { weight, wScale, zpW: expand(fromHost('quantizeDynamic', Int32Array.of(0), [1], 'int32', device), [n]), bias: floatBias(l, n) };
     });
     for (const t of Object.values(built)) keep(t);
