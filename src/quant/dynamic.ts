@@ -8,7 +8,7 @@ import { contiguous, reshape, to } from '../ops/views.js';
 import { fromHost } from '../tensor/creation.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { OnnxModel } from '../io/onnx/model.js';
-import { type GraphQuantizeOptions, type LayerKind, type QuantTarget, type QuantizedGraph, quantizeGraph } from './graph.js';
+import { type GraphQuantizeOptions, type LayerKind, type QuantTarget, type QuantizedGraph, checkOptionNames, quantizeGraph } from './graph.js';
 import { tidy } from '../tensor/scope.js';
 import { Module } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
@@ -136,6 +136,7 @@ export function quantizeDynamic(target: QuantTarget, opts: QuantizeDynamicOption
 export function quantizeDynamic<M extends Module>(model: M, opts?: QuantizeDynamicOptions): M | DynamicQuantizedLinear;
 export function quantizeDynamic(model: QuantTarget, opts: QuantizeDynamicOptions = {}): Module | QuantizedGraph {
   const op = 'quantizeDynamic';
+  checkOptionNames(op, opts, ['dtype', 'exampleInputs', 'layers']);
   if ((opts.dtype ?? 'qint8') !== 'qint8') throw new SinterError(op, `only dtype 'qint8' is supported, got ${JSON.stringify(opts.dtype)}`);
   if (opts.exampleInputs !== undefined) return quantizeGraph(op, model, 'dynamic', { exampleInputs: opts.exampleInputs, layers: opts.layers }, null);
   if (!(model instanceof Module)) {

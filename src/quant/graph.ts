@@ -807,6 +807,12 @@ export interface GraphQuantizeOptions {
   layers?: readonly LayerKind[];
 }
 
+/** Throws when `opts` names an option `op` does not take (a misspelt option would otherwise be ignored). */
+export function checkOptionNames(op: string, opts: object, known: readonly string[]): void {
+  const unknown = Object.keys(opts).filter((k) => !known.includes(k));
+  if (unknown.length) throw new SinterError(op, `unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}; the options are ${known.join(', ')}`);
+}
+
 /** Weight-only block parameters (checked by the caller). */
 export interface WeightOnlySpec {
   bits: 8 | 4;

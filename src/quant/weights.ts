@@ -14,7 +14,7 @@ import { fromHost } from '../tensor/creation.js';
 import { tidy } from '../tensor/scope.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { OnnxModel } from '../io/onnx/model.js';
-import { type GraphQuantizeOptions, type LayerKind, type QuantTarget, type QuantizedGraph, quantizeGraph } from './graph.js';
+import { type GraphQuantizeOptions, type LayerKind, type QuantTarget, type QuantizedGraph, checkOptionNames, quantizeGraph } from './graph.js';
 import { Module } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
 import { replaceModules } from './dynamic.js';
@@ -267,6 +267,7 @@ export function quantizeWeights(target: QuantTarget, opts: QuantizeWeightsOption
 export function quantizeWeights<M extends Module>(model: M, opts?: QuantizeWeightsOptions): M | WeightOnlyLinear;
 export function quantizeWeights(model: QuantTarget, opts: QuantizeWeightsOptions = {}): Module | QuantizedGraph {
   const op = 'quantizeWeights';
+  checkOptionNames(op, opts, ['bits', 'blockSize', 'symmetric', 'exampleInputs', 'layers']);
   const o = { bits: opts.bits ?? 4, blockSize: opts.blockSize ?? 32, symmetric: opts.symmetric ?? true };
   if (o.bits !== 8 && o.bits !== 4) throw new SinterError(op, `bits must be 8 or 4, got ${JSON.stringify(o.bits)}`);
   if (!Number.isInteger(o.blockSize) || o.blockSize < 1 || (o.bits === 4 && o.blockSize % 2 !== 0)) {
