@@ -43,12 +43,14 @@ const CASES: [string, 'jit' | 'eager'][] = [
   // opset 9 (Upsample), a U-Net-style ConvTranspose/PixelShuffle decoder, and a CNN converted to opset 6.
   ['pt_bert_op11', 'jit'], ['pt_gpt_past_op17', 'jit'], ['pt_lstm_packed_op14', 'eager'], ['pt_gru_bi3_op7', 'jit'],
   ['pt_mobilenet_se_attn_op9', 'jit'], ['pt_unet_convT_op13', 'jit'], ['pt_opset6_cnn', 'jit'],
+  // Conv → LSTM at opset 7: the LSTM's zero initial states come from ConstantFill (experimental, opsets 1–9).
+  ['pt_cnn_lstm_op7', 'jit'],
 ];
 /** SwiftShader compiles every pipeline slowly: WebGPU runs the cases that cover distinct ops (GRU shares LSTM's kernels). */
 const WEBGPU_CASES = new Set([
   'lstm_bidirectional', 'rnn_relu', 'gpt_decoder', 'control_flow', 'opset6_cnn', 'selection_ops', 'more_ops', 'signal_ops',
   // Of the pt_* exports, those whose ops the cases above do not already cover on WebGPU.
-  'pt_bert_op11', 'pt_gpt_past_op17', 'pt_gru_bi3_op7', 'pt_mobilenet_se_attn_op9', 'pt_opset6_cnn',
+  'pt_bert_op11', 'pt_gpt_past_op17', 'pt_gru_bi3_op7', 'pt_mobilenet_se_attn_op9', 'pt_opset6_cnn', 'pt_cnn_lstm_op7',
 ]);
 
 describe.each(WITH_WEBGPU as DeviceName[])('exported ONNX models on %s', (device) => {

@@ -10,7 +10,7 @@ import { Tensor } from '../../../tensor/tensor.js';
 import { checkHostShape, hostMap, hostOf, hostReshape, hostView, intsOf } from '../host.js';
 import type { OnnxNode } from '../node.js';
 import { type OpContext, type OpEntry, type Val, checkValueBytes, register, typeOf } from '../registry.js';
-import { HostTensor, type OnnxDType, deviceDType, onnxDType, unsupportedDType } from '../tensor.js';
+import { HostTensor, type OnnxDType, castTo, deviceDType, onnxDType, unsupportedDType } from '../tensor.js';
 import { hostInts, normAxes, normAxis } from './util.js';
 
 // Shape and data-movement ops. Each computes its output shape from host values (shapes, axes, starts…), so these
@@ -380,6 +380,25 @@ register({
     },
     hostInputs: [0],
   },
+  // Experimental (opsets 1–9, dropped from ONNX since): PyTorch exports at opsets 7–8 make an LSTM's zero initial
+  // states with it, from a shape computed by shape arithmetic (input_as_shape=1).
+  ConstantFill: {
+    run: (node, [x], ctx) => {
+      const { shape, dtype, value } = constantFill(node, x && (node.int('input_as_shape', 0) === 1 ? ctx.host(x, 'shape') : x));
+      checkValueBytes(node, 'the output', shape, 4);
+      return [full(shape, value, { dtype: deviceDType(dtype, 'dtype'), device: ctx.device })];
+    },
+    host: (node, [x]) => {
+      const { shape, dtype, value } = constantFill(node, x);
+      return numel(shape) > HOST_CONSTANT_ELEMENTS ? null : [new HostTensor(dtype, shape, new Array<number>(numel(shape)).fill(castTo(dtype, value)))];
+    },
+    check: (node) => {
+      const t = onnxDType(node.int('dtype', 1), `${node.describe()}'s dtype`);
+      return unsupportedDType(t) && `dtype ${t}: ${unsupportedDType(t)}`;
+    },
+    hostInputs: [0],
+    minOpset: 1,
+  },
   Range: {
     run: (node, ins, ctx) => [range(node, ins.map((v, i) => ctx.host(v!, ['start', 'limit', 'delta'][i]!)))],
     host: (node, ins) => [range(node, ins as HostTensor[])],
@@ -496,6 +515,14 @@ function constantOfShape(node: OnnxNode, shape: readonly number[]): HostTensor {
   const v = node.tensor('value');
   const type: OnnxDType = v?.dtype ?? 'float32';
   return new HostTensor(type, shape, new Array<number>(numel(shape)).fill(v ? v.data[0]! : 0));
+}
+
+/** ConstantFill's output: the input's values as the shape (input_as_shape=1), the input's shape, or the `shape` attribute; then extra_shape. */
+function constantFill(node: OnnxNode, x: Val | undefined): { shape: number[]; dtype: OnnxDType; value: number } {
+  const base = x === undefined ? (node.ints('shape') ?? []) : node.int('input_as_shape', 0) === 1 ? intsOf(x as HostTensor, 'shape') : [...x.shape];
+  const shape = [...base, ...(node.ints('extra_shape') ?? [])];
+  checkDims(node, shape);
+  return { shape, dtype: onnxDType(node.int('dtype', 1), `${node.describe()}'s dtype`), value: node.float('value', 0) };
 }
 
 function range(node: OnnxNode, [start, limit, delta]: readonly HostTensor[]): HostTensor {
