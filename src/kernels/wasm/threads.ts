@@ -92,8 +92,9 @@ interface PoolWorker {
 // [state, messages taken, kernel id, task table address, tasks, arguments per task, counter address,
 // messages sent]: the worker claims it (POSTED → RUNNING; the caller may have taken it back first),
 // then claims tasks from the table through the shared counter until none are left, as the calling
-// thread does. After a task it spins (spinForTask) until the next is posted, a message waits, or its
-// watch ends.
+// thread does. After a task, and after any wake-up (one that found its task taken back too: the caller
+// is running kernels, the next comes soon), it watches (watchForTask) until a task is posted, a message
+// waits, or the watch ends, and only then sleeps.
 const SHARED_SOURCE = `
 const fns = new Map();
 let I, memory;
@@ -126,9 +127,9 @@ function runTask() {
   }
   Atomics.notify(I, 0);
 }
-function spinForTask() {
+function watchForTask() {
   lastEnd = performance.now();
-  watch.spin(() => Atomics.load(I, 0) !== ${POSTED} && Atomics.load(I, ${SENT}) === I[1]);
+  return watch.spin(() => Atomics.load(I, 0) !== ${POSTED} && Atomics.load(I, ${SENT}) === I[1]);
 }
 function sleep(wait) {
   slept = true;
@@ -155,11 +156,10 @@ const { workerData, parentPort, receiveMessageOnPort } = require(${JSON.stringif
 start(workerData);
 for (;;) {
   for (let m; (m = receiveMessageOnPort(parentPort)); ) take(m.message);
+  if (Atomics.load(I, 0) === ${POSTED}) runTask();
+  if (watchForTask()) continue;
   const state = Atomics.load(I, 0);
-  if (state === ${POSTED}) {
-    runTask();
-    spinForTask();
-  } else sleep(() => Atomics.wait(I, 0, state));
+  if (state !== ${POSTED}) sleep(() => Atomics.wait(I, 0, state));
 }`;
 
 /** A page's Web Worker: messages arrive as events, so it waits with Atomics.waitAsync between tasks. */
@@ -170,11 +170,11 @@ onmessage = (e) => {
 };
 async function serve() {
   for (;;) {
+    if (Atomics.load(I, 0) === ${POSTED}) runTask();
+    watchForTask();
+    // Messages are taken while awaiting (onmessage), so a watch ended by one sleeps too.
     const state = Atomics.load(I, 0);
-    if (state === ${POSTED}) {
-      runTask();
-      spinForTask();
-    } else await sleep(() => Atomics.waitAsync(I, 0, state).value);
+    if (state !== ${POSTED}) await sleep(() => Atomics.waitAsync(I, 0, state).value);
   }
 }`;
 
