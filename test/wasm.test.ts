@@ -13,6 +13,7 @@ import { expectClose } from './helpers.js';
 import { castRef, mapRef, ref, refOf } from './reference/core.js';
 import { type ProductRef, accumulationAtol, linearRef, matmulRef } from './reference/linalg.js';
 import { conv2dRef } from './reference/conv.js';
+import { batchNormRef } from './reference/norm.js';
 import { interpolateRef } from './reference/interpolate.js';
 import { flipRef, indexSelectRef, padRef, repeatRef } from './reference/movement.js';
 
@@ -326,6 +327,24 @@ describe.each(PATHS)('float32 row kernels on the %s CPU path', (kind) => {
           }
           await expectClose(y, ref(c.shape, out), { tol: { atol: 1e-5 } });
           for (const t of [x, w, b, y]) t?.dispose();
+        }),
+        propertyConfig({ numRuns: 30 }),
+      );
+    });
+  });
+  it('batchNorm (inference) matches the float64 reference (ranks 2-4, odd planes, strided views, with and without weight and bias)', async () => {
+    // [N, C, ...spatial]: the channel's mean/scale/bias broadcast along every other dim (rank 2 has a channel stride of 3 innermost: the JS loop).
+    const arb = fc.tuple(int(1, 3), int(1, 7), fc.array(int(1, 13), { maxLength: 2 })).chain(([n, c, spatial]) => fc.tuple(
+      tensorCaseArb([n, c, ...spatial], { min: -30, max: 30 }), tensorCaseArb([c]), tensorCaseArb([c], { min: 0.01, max: 9 }),
+      fc.option(tensorCaseArb([c]), { nil: null }), fc.option(tensorCaseArb([c]), { nil: null })));
+    await onPath(kind, async () => {
+      await fc.assert(
+        fc.asyncProperty(arb, async ([cx, cm, cv, cw, cb]) => {
+          const [x, m, v] = [cx, cm, cv].map((c) => makeTensor(c, 'cpu')) as [Tensor, Tensor, Tensor];
+          const w = cw && makeTensor(cw, 'cpu'), b = cb && makeTensor(cb, 'cpu');
+          const y = sn.batchNorm(x, m, v, w, b, { eps: 1e-3 });
+          await expectClose(y, batchNormRef(refOf(cx), refOf(cm), refOf(cv), cw && refOf(cw), cb && refOf(cb), 1e-3), { dtype: 'float32' });
+          for (const t of [x, m, v, w, b, y]) t?.dispose();
         }),
         propertyConfig({ numRuns: 30 }),
       );
