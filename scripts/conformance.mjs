@@ -1,7 +1,7 @@
 // ONNX backend node conformance: runs every case of ../shared/conformance/onnx-node (ONNX's own test models, inputs and
 // expected outputs) through loadOnnx on each device and compares with the stored outputs: rtol 1e-3, atol 1e-5
 // (NaN matches NaN), exact for integer and bool outputs; shapes must match exactly, and an int64 output may come back
-// as int32 (the device narrows int64). Prints `PASS|FAIL|UNSUPPORTED case (reason)` per case and a summary per device.
+// as int32, a float64 one as float32 (the device narrows both). Prints `PASS|FAIL|UNSUPPORTED case (reason)` per case and a summary per device.
 // Usage: node scripts/conformance.mjs [--device cpu|webgpu]... [--filter SUBSTRING] [--eager] [--update-baseline]   (after npm run build)
 // --update-baseline rewrites test/onnx-conformance-baseline.json with the cases that pass now (per device).
 // The vitest suite (test/onnx-conformance.test.ts) runs the same cases through `runConformance` with the sources.
@@ -28,7 +28,7 @@ async function mismatch(name, actual, expected) {
   if (actual.shape.length !== expected.shape.length || actual.shape.some((d, i) => d !== expected.shape[i])) {
     return `output '${name}' has shape ${shape(actual.shape)}, expected ${shape(expected.shape)}`;
   }
-  const narrowed = expected.dtype === 'int64' && actual.dtype === 'int32';
+  const narrowed = (expected.dtype === 'int64' && actual.dtype === 'int32') || (expected.dtype === 'float64' && actual.dtype === 'float32');
   if (actual.dtype !== expected.dtype && !narrowed) return `output '${name}' is ${actual.dtype}, expected ${expected.dtype}`;
   const got = await actual.data();
   const exact = !FLOATS.has(expected.dtype);
