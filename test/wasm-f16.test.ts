@@ -4,7 +4,7 @@ import * as sn from '../src/index.js';
 import { setCpuKernels } from '../src/backend/cpu.js';
 import { call, constant, input } from '../src/ops/expr.js';
 import type { CpuView } from '../src/ops/op.js';
-import { roundToHalf } from '../src/kernels/cpu/half.js';
+import { forgetRoundedHalf, noteRoundedHalf, roundToHalf } from '../src/kernels/cpu/half.js';
 import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { wasmRoundHalf } from '../src/kernels/wasm/half.js';
 import { heap } from '../src/kernels/wasm/heap.js';
@@ -109,6 +109,46 @@ describe('float16 rounding on the CPU (wasm and the JS reference)', () => {
     } finally {
       h.deallocate(at);
     }
+  });
+});
+
+describe('the backend\'s rounding pass after a kernel whose wasm elementwise step rounded its output', () => {
+  it('skips exactly the span noted, once, and nothing after the note is forgotten', async () => {
+    const h = heap(), at = h.allocate(16 * 4);
+    try {
+      const data = new Float32Array(h.memory.buffer, at, 16);
+      const fresh = () => data.fill(0.1);
+      fresh();
+      noteRoundedHalf(data, 2, 8);
+      roundToHalf(data, [8], [1], 2);
+      expect(data[2], 'the noted span is left as it is').toBe(Math.fround(0.1));
+      roundToHalf(data, [8], [1], 2);
+      expect(data[2], 'the note is used once').toBe(float16Ref(0.1));
+      for (const [offset, n] of [[2, 7], [3, 8], [2, 9]]) {
+        fresh();
+        noteRoundedHalf(data, 2, 8);
+        roundToHalf(data, [n!], [1], offset!);
+        expect(data[offset!], `span ${offset}+${n} differs from the note: rounded`).toBe(float16Ref(0.1));
+      }
+      fresh();
+      noteRoundedHalf(data, 2, 8);
+      forgetRoundedHalf();
+      roundToHalf(data, [8], [1], 2);
+      expect(data[2], 'forgotten').toBe(float16Ref(0.1));
+    } finally {
+      h.deallocate(at);
+    }
+    // Through the backend: a float16 map notes its output; the conv after it rounds its own, and a conv with an
+    // epilogue fused by the JIT (which rounds the product before the epilogue reads it) equals the eager ops bit for bit.
+    const x = sn.randn([1, 2, 5, 5], { seed: 1 }).to('float16'), w = sn.randn([3, 2, 3, 3], { seed: 2 }).to('float16');
+    const conv = (t: sn.Tensor) => sn.conv2d(t.mul(0.5), w, null, { padding: 1 });
+    const tail = (t: sn.Tensor) => sn.relu(t).mul(1.7).add(0.3);
+    const eager = await tail(conv(x)).data();
+    for (const y of [conv(x), sn.jit((t: sn.Tensor) => sn.relu(conv(t)))(x)]) {
+      for (const v of await y.data()) expect(v).toBe(float16Ref(v));
+      y.dispose();
+    }
+    expect(Array.from(await sn.jit((t: sn.Tensor) => tail(conv(t)))(x).data())).toEqual(Array.from(eager));
   });
 });
 

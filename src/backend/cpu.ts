@@ -15,7 +15,7 @@ import { HeapFullError, heap, setCollect } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
 import { wasmRoundHalf } from '../kernels/wasm/half.js';
-import { blockNormTakingHalf, roundToHalf, softmaxTakingHalf } from '../kernels/cpu/half.js';
+import { blockNormTakingHalf, forgetRoundedHalf, roundToHalf, softmaxTakingHalf } from '../kernels/cpu/half.js';
 import type { Expr } from '../ops/expr.js';
 
 /** Whether this engine runs WebAssembly at all (storages then live in its memory; else in JS arrays). */
@@ -257,25 +257,24 @@ const MAX_TRIES = 8;
 
 function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
   const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
-  // Whether the wasm elementwise kernel ran the op: it rounds every float16 node itself, the result's included.
-  let mapped = false;
+  forgetRoundedHalf();
   try {
     // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
-    mapped = op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!) === true;
-    if (!mapped) op.cpu(ins, attrs, outs);
+    if (!(op.name === 'map' && kernelOverrides.map?.((attrs as { expr: Expr }).expr, ins, outs[0]!))) op.cpu(ins, attrs, outs);
   } catch (e) {
     if (!(e instanceof HeapFullError)) throw e;
     // The memory is full (4 GiB): storages beyond it live in JS arrays (allocStorage), and a wasm kernel's
     // scratch no longer fits, so this kernel runs on the JavaScript path, which needs none (outputs are written whole).
     const wasm = { ...kernelOverrides };
     for (const k of Object.keys(wasm) as (keyof typeof kernelOverrides)[]) kernelOverrides[k] = undefined;
+    forgetRoundedHalf();
     try {
       op.cpu(ins, attrs, outs);
     } finally {
       Object.assign(kernelOverrides, wasm);
     }
   }
-  // Other kernels compute in double (JS) or float32 (wasm); their float16 outputs are rounded here once for all of them.
-  const rounded = mapped && (attrs as { expr: Expr }).expr.kind !== 'const';
-  for (const t of outputs) if (t.dtype === 'float16' && !rounded) roundToHalf((t.storage as CpuStorage).data as Float32Array, t.shape, t.strides, t.offset);
+  // Kernels compute in double (JS) or float32 (wasm); float16 outputs are rounded here once for all of them (those the
+  // wasm elementwise kernel wrote, rounding every float16 node, are skipped: see roundToHalf).
+  for (const t of outputs) if (t.dtype === 'float16') roundToHalf((t.storage as CpuStorage).data as Float32Array, t.shape, t.strides, t.offset);
 }

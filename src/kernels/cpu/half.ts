@@ -20,9 +20,28 @@ export function roundToHalf(data: Float32Array, shape: readonly number[], stride
     if (reach < 0) lo += reach;
     else hi += reach;
   }
-  const span = data.subarray(lo, hi + 1);
+  const span = data.subarray(lo, hi + 1), done = rounded;
+  rounded = undefined;
+  if (done && done.buffer === span.buffer && done.begin === span.byteOffset && done.bytes === span.byteLength) return;
   if (kernelOverrides.roundHalf?.(span)) return;
   for (let i = 0; i < span.length; i++) span[i] = f16round(span[i]!);
+}
+
+/**
+ * The span that the kernel now running last wrote as binary16 values itself (the wasm elementwise kernel rounds every
+ * float16 node: an elementwise op, or a GEMM's epilogue, its last step): `roundToHalf` skips an output span it matches
+ * exactly, and forgets it. The backend forgets it before every kernel, so it never outlives the kernel that wrote it.
+ */
+let rounded: { readonly buffer: ArrayBufferLike; readonly begin: number; readonly bytes: number } | undefined;
+
+/** Notes that `length` float16 values of `data` from `offset` hold binary16 values (see `rounded`). */
+export function noteRoundedHalf(data: Float32Array, offset: number, length: number): void {
+  rounded = { buffer: data.buffer, begin: data.byteOffset + offset * 4, bytes: length * 4 };
+}
+
+/** Forgets the noted span: the backend calls it as each kernel starts (and before a kernel's JavaScript retry). */
+export function forgetRoundedHalf(): void {
+  rounded = undefined;
 }
 
 /** A float16 view as the float32 kernels take it: the same numbers (the backend rounds float16 outputs after the kernel). */

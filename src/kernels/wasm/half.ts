@@ -51,8 +51,12 @@ export function emitRoundToHalf(c: Code, x: number, tmp: () => number, k: HalfCo
   c.get(x).get(a).simd('v128.xor', 'v128.xor');
 }
 
-/** Functions whose result is one of their arguments, a bound or an integer near one: binary16 values stay binary16 values. */
-const SELECTING = new Set(['cast', 'maximum', 'minimum', 'clamp', 'relu', 'relu6', 'neg', 'abs', 'floor', 'ceil', 'round']);
+/**
+ * Functions whose result is one of their arguments, a bound or an integer near one: binary16 values stay binary16
+ * values. Not `cast`: a GEMM epilogue's input 0 is the product before rounding, declared float16, and a cast to
+ * float16 is what rounds it (src/kernels/cpu/gemm.ts, epilogueKernel).
+ */
+const SELECTING = new Set(['maximum', 'minimum', 'clamp', 'relu', 'relu6', 'neg', 'abs', 'floor', 'ceil', 'round']);
 const isHalf = (v: number): boolean => Number.isNaN(v) || f16round(v) === v;
 
 /**

@@ -5,6 +5,7 @@ import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
 import { emitRoundToHalf, exactInHalf, halfConstants } from './half.js';
+import { noteRoundedHalf } from '../cpu/half.js';
 import { type CacheStats, LruCache } from '../../lru.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 
@@ -306,6 +307,8 @@ export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): b
     }
   }
   if (outDirect === undefined) (out.data as Float32Array).set(h.f32.subarray(o >>> 2, (o >>> 2) + total), out.offset);
+  // Every float16 node was rounded, the result's too (a constant's value is the caller's): the backend's pass may skip it.
+  if (out.dtype === 'float16' && expr.kind !== 'const') noteRoundedHalf(out.data as Float32Array, out.offset, total);
   return true;
 }
 
