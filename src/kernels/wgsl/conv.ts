@@ -19,7 +19,10 @@ import type { GpuView, WebGpuCaps, WgslForm } from './kernel.js';
 // share one pipeline, which is most of a model's first-call time on a device whose shader compiler is
 // slow. The kernel size is a parameter where the GEMM visits the taps in order (GemmOperand.walk:
 // SwiftShader's kernel); where it splits k into taps (the tiled kernel), it divides by the kernel
-// size, which then stays in the source.
+// size, which then stays in the source. Two common shapes skip the window math: a 1×1 conv without
+// padding is a plain matrix product (`pointwise`), and a transposed conv whose stride equals its
+// kernel takes one tap per output pixel (`pixelShuffle`); each is a structure of its own, in the
+// source, sharing its pipeline across sizes as the others do.
 
 /** An input's [N, C, H, W] shape and strides; an unbatched [C, H, W] input is one image. */
 function images(x: GpuView): { shape: number[]; strides: number[] } {
