@@ -11,12 +11,13 @@ import { availableThreads, parallelFor } from './threads.js';
 
 /** The v128 constants `emitRoundToHalf` reads: locals splat once, before a kernel's loops (engines do not hoist splats out of loops). */
 export interface HalfConstants {
+  readonly magnitude: number;
   readonly exponent: number;
+  readonly step: number;
   readonly lowest: number;
   readonly highest: number;
-  readonly step: number;
-  readonly up: number;
-  readonly down: number;
+  readonly overflow: number;
+  readonly infinity: number;
 }
 
 /** Emits the splats of `emitRoundToHalf`'s constants into fresh v128 locals (call it before the loops that round). */
@@ -27,27 +28,28 @@ export function halfConstants(c: Code): HalfConstants {
     return l;
   };
   const f32 = (v: number): number => splat(new Int32Array(new Float32Array([v]).buffer)[0]!);
-  return { exponent: splat(0x7f800000), lowest: f32(2 ** -14), highest: f32(2 ** 15), step: f32(2 ** 13), up: f32(2 ** 112), down: f32(2 ** -112) };
+  return { magnitude: splat(0x7fffffff), exponent: splat(0x7f800000), step: splat(13 << 23), lowest: f32(0.5), highest: f32(2 ** 28), overflow: f32(65520), infinity: f32(Infinity) };
 }
 
 /**
  * Rounds the f32x4 in v128 local `x` to the nearest binary16 values, ties to even, as float32 numbers (leaves the
  * result on the stack; `tmp` gives v128 locals, `k` the constants from `halfConstants`). Exact over float16's whole
- * range, without a conversion table, in 11 instructions: a value of binade 2^e (e clamped to [−14, 15]) is rounded
- * to a multiple of 2^(e−10) by adding and subtracting M = 2^(e+13), whose sum's f32 ulp is that multiple, so the
- * hardware's f32 addition does the round-half-even (below 2^−14 the step stays 2^−24: the subnormals). Scaling by
- * 2^112 and back is exact for every binary16 value and overflows to ∞ from 65536 up (x ≥ 65520 rounds there, as
- * binary16 overflows); ±∞ and NaN pass through. The sign comes back as x XOR |x| (−0 stays −0).
+ * range, without a conversion table: a value a = |x| of binade 2^e is rounded to a multiple of 2^(e−10) by adding
+ * and subtracting M = 2^(e+13) (its exponent bits plus 13, clamped to [2^−1, 2^28]: below 2^−14 the step stays
+ * 2^−24, the subnormals), whose sum's f32 ulp is that multiple, so the hardware's f32 addition does the
+ * round-half-even. a ≥ 65520 (which binary16 rounds to ∞) gives ∞ through a max with ∞ or 0; ±∞ and NaN pass
+ * through. The sign comes back as x XOR |x| (−0 stays −0). The chain from x to the result is short (no multiplies):
+ * a fused kernel rounds after every float16 node, and its loop is latency-bound.
  */
 export function emitRoundToHalf(c: Code, x: number, tmp: () => number, k: HalfConstants): void {
   const a = tmp(), m = tmp();
-  c.get(x).simd('f32x4.abs').set(a);
-  // M = 2^(e+13) from |x|'s exponent bits (0 for zeros and float32 subnormals; ∞ for ∞ and NaN), clamped: pmin/pmax
-  // are one instruction each, and the exponent is never NaN.
-  c.get(a).get(k.exponent).simd('v128.and').get(k.lowest).simd('f32x4.pmax').get(k.highest).simd('f32x4.pmin');
-  c.get(k.step).simd('f32x4.mul').set(m);
+  c.get(x).get(k.magnitude).simd('v128.and').set(a);
+  // M from x's exponent bits (0 for zeros and float32 subnormals; past 2^114 the sum overflows into the sign bit or ∞:
+  // the clamps take both). pmin/pmax are one instruction each, and M is never NaN.
+  c.get(x).get(k.exponent).simd('v128.and').get(k.step).simd('i32x4.add').get(k.lowest).simd('f32x4.pmax').get(k.highest).simd('f32x4.pmin').set(m);
   c.get(a).get(m).simd('f32x4.add').get(m).simd('f32x4.sub');
-  c.get(k.up).simd('f32x4.mul').get(k.down).simd('f32x4.mul');
+  // max(y, a ≥ 65520 ? ∞ : 0): y ≥ +0, and a NaN y stays NaN (pmax keeps its first operand unless it is less).
+  c.get(a).get(k.overflow).simd('f32x4.ge').get(k.infinity).simd('v128.and', 'f32x4.pmax');
   c.get(x).get(a).simd('v128.xor', 'v128.xor');
 }
 
