@@ -6,6 +6,7 @@ import { poolStats } from '../src/kernels/wasm/threads.js';
 import { hasRelaxedSimd } from '../src/kernels/wasm/emitter.js';
 import { GEMM_ARGS, WASM_GEMM, buildGemmModule, columnTables, rowTable } from '../src/kernels/wasm/gemm.js';
 import { heap, instantiate } from '../src/kernels/wasm/heap.js';
+import { fillHeap } from '../src/kernels/wasm/depthwise.js';
 import v8 from 'node:v8';
 import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { TOLERANCES, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
@@ -235,6 +236,27 @@ describe.each(PATHS)('2-d pooling on the %s CPU path', (kind) => {
       const t = x.permute([0, 1, 3, 2]);
       await expectClose(sn.adaptiveAvgPool2d(t, 1), adaptiveAvgPool2dRef(ref(t.shape, await t.contiguous().data()), [1, 1]), { dtype: 'float32', tol: { atol: 1e-6 } });
     });
+  });
+});
+
+describe('the wasm fill (padding of conv and window inputs, convTranspose2d bias planes)', () => {
+  it('sets exactly count floats from the address (every tail of the four-wide stores, 0, −∞, NaN, values rounded to float32)', () => {
+    const h = heap(), mark = h.mark(), at = h.alloc(64 * 4), f = h.f32, base = at >>> 2;
+    try {
+      for (const value of [0, -Infinity, NaN, 1.1, -3.5e38]) {
+        for (let count = 0; count <= 13; count++) {
+          for (let lead = 0; lead < 3; lead++) {
+            f.fill(7, base, base + 64);
+            fillHeap(at + lead * 4, count, value);
+            const got = Array.from(f.subarray(base, base + 20));
+            const want = got.map((_, i) => (i >= lead && i < lead + count ? Math.fround(value) : 7));
+            expect(got, `value ${value}, ${count} floats after ${lead}`).toEqual(want);
+          }
+        }
+      }
+    } finally {
+      h.release(mark);
+    }
   });
 });
 

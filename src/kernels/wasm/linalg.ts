@@ -2,7 +2,7 @@ import type { Matrix, OutMatrix } from '../cpu/gemm.js';
 import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
 import { WASM_GEMM, columnTables, gemmInHeap, rowTable } from './gemm.js';
-import { copyHeapRows, copyRow, copyRows, wasmDepthwiseConv2d } from './depthwise.js';
+import { copyHeapRows, copyRow, copyRows, fillHeap, wasmDepthwiseConv2d } from './depthwise.js';
 import { ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
@@ -95,8 +95,8 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
   for (let g = 0; g < G; g++) {
     const base = xDirect !== undefined ? xDirect + g * Cg * sC * 4 : xAt;
     if (xDirect === undefined) {
-      const f32 = h.f32, xd = x.data;
-      f32.fill(0, xAt >>> 2, (xAt >>> 2) + N * image);
+      const xd = x.data;
+      fillHeap(xAt, N * image, 0);
       for (let n = 0; n < N; n++) {
         const from = x.offset + n * sN + g * Cg * sC, to = xAt + n * image * 4;
         // Row by row, in wasm from a heap storage (or by hand from a JS array).
@@ -219,8 +219,8 @@ export function wasmConvTranspose2d(x: CpuView, w: CpuView, bias: CpuView | unde
     return instantiate<{ col2im: (...args: number[]) => void }>(m.build()).col2im;
   })();
   for (let n = 0; n < N; n++) {
-    const image = outAt + n * Cout * OP * 4, f32 = h.f32;
-    for (let co = 0; co < Cout; co++) f32.fill(bias ? bias.data[bias.offset + co * bias.strides[0]!]! : 0, (image >>> 2) + co * OP, (image >>> 2) + (co + 1) * OP);
+    const image = outAt + n * Cout * OP * 4;
+    for (let co = 0; co < Cout; co++) fillHeap(image + co * OP * 4, OP, bias ? bias.data[bias.offset + co * bias.strides[0]!]! : 0);
     for (let g = 0; g < G; g++) {
       // Weight group g is [Cig, R]; its transpose is the [R, Cig] left operand.
       gemmInHeap(R, P, Cig, wAt + g * Cig * R * 4, 4, R * 4, { base: xAt + (n * bN + g * Cig * bC) * 4, colOff, rowOff, flags }, cols, P * 4, false);
