@@ -1,7 +1,8 @@
-// PP-OCR det on the CPU at float32 and at float16 (loadOnnx(…, { dtype: 'float16' })), eager model runs alternating
+// PP-OCR det on the CPU at float32 and at float16 (loadOnnx(…, { dtype: 'float16' })), model runs (the default jit execution) alternating
 // in one process, so both see the same load: per-call wall time and process CPU time (process.cpuUsage: every thread
 // of the process, the kernel pool's workers included), medians. The CPU-time ratio is the figure that resists a
-// loaded machine. Usage (after npm run build): node bench/f16-cpu.mjs [--runs N] [--threads N] (SINTER_CPU_KERNELS=js: the JS kernels)
+// loaded machine. Usage (after npm run build): node bench/f16-cpu.mjs [--runs N] [--threads N] (SINTER_CPU_KERNELS=js: the JS
+// kernels; SINTER_MODULE=path: another build of sinter, e.g. an esbuild bundle of src/index.ts, to compare builds side by side)
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MODELS, MODEL_DIR, pageInput } from './onnx-models.mjs';
