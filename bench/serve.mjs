@@ -50,12 +50,16 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const pct = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : NaN);
 const fmt = (ms) => (Number.isNaN(ms) ? '–' : ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0));
 
+/** The direct calls' runs: calls of one batch size in a row, the first RUN_UNTIMED of them untimed. */
+const RUN_UNTIMED = 2, RUN_TIMED = 3;
+
 /**
  * The model's own per-sample ms at batch 1 and batch 32, called directly (input on the device, output
  * read back). Each size is timed in short runs of consecutive calls, the first of each run untimed, and
  * the runs alternate: so each is timed in its steady state, as a server calling it back to back runs it
- * (a batch-1 call right after a batch-32 one mostly times refilling the caches the bigger call evicted:
- * on the CPU that made batch 1 look 1.2-1.5× slower), and a change in the machine's load reaches both alike.
+ * (a batch-1 call right after a batch-32 one also times refilling the caches the bigger call evicted, and
+ * the CPU thread pool's watches adapting back to batch 1's short kernels: on the CPU that made batch 1
+ * look 1.2-1.7× slower), and a change in the machine's load reaches both alike.
  */
 async function direct(model, device) {
   const spec = await loadModel(model, { device });
@@ -74,8 +78,8 @@ async function direct(model, device) {
   const start = performance.now();
   while (ms[32].length < 5 || (ms[32].length < 30 && performance.now() - start < 4000)) {
     for (const batch of [1, 32]) {
-      await once(batch);
-      ms[batch].push(await once(batch));
+      for (let i = 0; i < RUN_UNTIMED; i++) await once(batch);
+      for (let i = 0; i < RUN_TIMED; i++) ms[batch].push(await once(batch));
     }
   }
   Object.values(inputs).forEach((t) => t.dispose());
