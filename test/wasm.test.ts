@@ -286,6 +286,18 @@ describe.each(PATHS)('float32 elementwise ops on the %s CPU path', (kind) => {
       const fused = sn.jit((a: Tensor, b: Tensor) => sn.relu(sn.matmul(a, b)).mul(2));
       const product = matmulRef(ref(w.shape, await w.data()), xs);
       await expectClose(fused(w, x), mapRef([product.out], (v) => 2 * Math.max(v, 0)), { tol: { atol: 1e-5 } });
+      if (kind !== 'wasm') return;
+      // Each call of the plan hands the map kernel the same epilogue object (its per-expression caches hit), and the same result.
+      const seen: unknown[] = [], map = kernelOverrides.map!;
+      kernelOverrides.map = (expr, inputs, out) => (seen.push(expr), map(expr, inputs, out));
+      try {
+        const [y1, y2] = [fused(w, x), fused(w, x)];
+        expect(Array.from(await y2.data())).toEqual(Array.from(await y1.data()));
+      } finally {
+        kernelOverrides.map = map;
+      }
+      expect(seen).toHaveLength(2);
+      expect(seen[1]).toBe(seen[0]);
     });
   });
 });

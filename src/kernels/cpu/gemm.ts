@@ -232,9 +232,12 @@ export function matmulKernel(a: CpuView, b: CpuView, out: CpuView, accumulate: b
   }
 }
 
-/** How many extra tensors an epilogue reads: its inputs 1.. (input 0 is the op's result). */
+/** How many extra tensors an epilogue reads: its inputs 1.. (input 0 is the op's result). Kept per epilogue object (asked on every call of a plan). */
+const arities = new WeakMap<Expr, number>();
 export function epilogueArity(expr: Expr): number {
-  return exprNodes(expr).reduce((n, e) => (e.kind === 'input' ? Math.max(n, e.index) : n), 0);
+  let arity = arities.get(expr);
+  if (arity === undefined) arities.set(expr, (arity = exprNodes(expr).reduce((n, e) => (e.kind === 'input' ? Math.max(n, e.index) : n), 0)));
+  return arity;
 }
 
 /**
@@ -245,8 +248,18 @@ export function epilogueArity(expr: Expr): number {
  * result equals the eager op followed by the eager elementwise ops.
  */
 export function epilogueKernel(expr: Expr, natural: DType, out: CpuView, extras: readonly CpuView[]): void {
-  const rounded = call('cast', [input(0, natural)], natural), fused = substituteInput0(expr, rounded);
+  const fused = roundedEpilogue(expr, natural);
   if (!kernelOverrides.map?.(fused, [out, ...extras], out)) mapKernel(fused, [out, ...extras], out);
+}
+
+/** The epilogue with input 0 rounded to `natural` first: one object per (epilogue, dtype), so the map kernels' per-expression caches hit on every call of a plan. */
+const roundedEpilogues = new WeakMap<Expr, Map<DType, Expr>>();
+function roundedEpilogue(expr: Expr, natural: DType): Expr {
+  let byType = roundedEpilogues.get(expr);
+  if (!byType) roundedEpilogues.set(expr, (byType = new Map()));
+  let fused = byType.get(natural);
+  if (!fused) byType.set(natural, (fused = substituteInput0(expr, call('cast', [input(0, natural)], natural))));
+  return fused;
 }
 
 /** `e` with input 0 replaced by `by`, shared subtrees kept shared. */
