@@ -151,8 +151,9 @@ export class CpuStorage implements Storage {
     }
     return this.view!;
   }
+  /** Bytes this storage holds: float16 values sit in float32 slots on the CPU (4 bytes, not itemSize's 2). */
   get byteLength(): number {
-    return this.length * itemSize(this.dtype);
+    return this.length * (this.dtype === 'float16' ? 4 : itemSize(this.dtype));
   }
   /** Whether the values live in the WebAssembly heap (else in a JS array). */
   get inHeap(): boolean {
