@@ -6,7 +6,7 @@ import { poolStats } from '../src/kernels/wasm/threads.js';
 import { hasRelaxedSimd } from '../src/kernels/wasm/emitter.js';
 import { GEMM_ARGS, WASM_GEMM, buildGemmModule, columnTables, rowTable } from '../src/kernels/wasm/gemm.js';
 import { heap, instantiate } from '../src/kernels/wasm/heap.js';
-import { fillHeap } from '../src/kernels/wasm/depthwise.js';
+import { fillGrid, fillHeap } from '../src/kernels/wasm/depthwise.js';
 import v8 from 'node:v8';
 import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
 import { TOLERANCES, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
@@ -253,6 +253,21 @@ describe('the wasm fill (padding of conv and window inputs, convTranspose2d bias
             expect(got, `value ${value}, ${count} floats after ${lead}`).toEqual(want);
           }
         }
+      }
+    } finally {
+      h.release(mark);
+    }
+  });
+
+  it('fills a grid of runs (outer × inner runs of len floats at byte steps), and nothing between them', () => {
+    const h = heap(), mark = h.mark(), at = h.alloc(200 * 4), f = h.f32, base = at >>> 2;
+    try {
+      for (const [outer, outerStep, inner, innerStep, len] of [[3, 40, 2, 12, 2], [2, 80, 3, 20, 5], [1, 0, 4, 8, 1], [2, 60, 1, 0, 7], [0, 4, 3, 4, 3], [2, 4, 0, 4, 3], [2, 40, 2, 8, 0]] as const) {
+        f.fill(7, base, base + 200);
+        fillGrid(at + 4, outer, outerStep * 4, inner, innerStep * 4, len, -1.5);
+        const want = new Array<number>(200).fill(7);
+        for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) for (let j = 0; j < len; j++) want[1 + o * outerStep + i * innerStep + j] = -1.5;
+        expect(Array.from(f.subarray(base, base + 200)), `${outer}×${inner} runs of ${len}`).toEqual(want);
       }
     } finally {
       h.release(mark);

@@ -99,16 +99,21 @@ function emitCopyRows(m: ModuleBuilder): void {
 }
 
 function emitFill(m: ModuleBuilder): void {
-  // fill(dst, count, bits): `count` floats from byte address dst set to the float32 with these bits, four at a
-  // time then one at a time. (TypedArray.prototype.fill on a shared memory, as the heap is with threads, stores
-  // element by element: ~6× slower than these v128 stores.)
-  m.func('fill', ['i32', 'i32', 'i32'], [], (c) => {
-    const [dst, count, bits] = [0, 1, 2];
-    const i = c.local('i32'), n4 = c.local('i32'), v = c.local('v128');
+  // fill(dst, outer, outerStep, inner, innerStep, len, bits): for o < outer, i < inner, `len` floats from byte address
+  // dst + o·outerStep + i·innerStep set to the float32 with these bits, four at a time then one at a time.
+  // (TypedArray.prototype.fill on a shared memory, as the heap is with threads, stores element by element: ~6× slower.)
+  m.func('fill', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [dst, outer, outerStep, inner, innerStep, len, bits] = [0, 1, 2, 3, 4, 5, 6];
+    const o = c.local('i32'), r = c.local('i32'), i = c.local('i32'), n4 = c.local('i32'), at = c.local('i32'), v = c.local('v128');
     c.get(bits).op('f32.reinterpret_i32').simd('f32x4.splat').set(v);
-    c.get(count).i32(-4).op('i32.and').set(n4);
-    c.forRange(i, () => c.i32(0), () => c.get(n4), 4, () => c.get(dst).get(i).i32(2).op('i32.shl', 'i32.add').get(v).mem('v128.store'));
-    c.forRange(i, () => c.get(n4), () => c.get(count), 1, () => c.get(dst).get(i).i32(2).op('i32.shl', 'i32.add').get(bits).op('f32.reinterpret_i32').mem('f32.store'));
+    c.get(len).i32(-4).op('i32.and').set(n4);
+    c.forRange(o, () => c.i32(0), () => c.get(outer), 1, () => {
+      c.forRange(r, () => c.i32(0), () => c.get(inner), 1, () => {
+        c.get(dst).get(o).get(outerStep).op('i32.mul', 'i32.add').get(r).get(innerStep).op('i32.mul', 'i32.add').set(at);
+        c.forRange(i, () => c.i32(0), () => c.get(n4), 4, () => c.get(at).get(i).i32(2).op('i32.shl', 'i32.add').get(v).mem('v128.store'));
+        c.forRange(i, () => c.get(n4), () => c.get(len), 1, () => c.get(at).get(i).i32(2).op('i32.shl', 'i32.add').get(bits).op('f32.reinterpret_i32').mem('f32.store'));
+      });
+    });
   });
 }
 
@@ -116,8 +121,13 @@ const fillBits = new Float32Array(1), fillInts = new Int32Array(fillBits.buffer)
 
 /** Sets `count` floats of the heap from byte address `at` to `value` (rounded to float32), in wasm. */
 export function fillHeap(at: number, count: number, value: number): void {
+  fillGrid(at, 1, 0, 1, 0, count, value);
+}
+
+/** Sets `len` floats at each heap byte address at + o·outerStep + i·innerStep (o < outer, i < inner) to `value`, in wasm. */
+export function fillGrid(at: number, outer: number, outerStep: number, inner: number, innerStep: number, len: number, value: number): void {
   fillBits[0] = value;
-  if (count > 0) windowFns().fill(at, count, fillInts[0]!);
+  if (outer > 0 && inner > 0 && len > 0) windowFns().fill(at, outer, outerStep, inner, innerStep, len, fillInts[0]!);
 }
 
 /** copy_rows between two heap addresses (byte strides): `planes` × `rows` rows of `width` consecutive floats. */
