@@ -8,7 +8,7 @@ import fixtures from './fixtures/quant/functional.json' with { type: 'json' };
 import edge from './fixtures/quant/edge.json' with { type: 'json' };
 import { getBackend } from '../src/backend/backend.js';
 import type { WebGpuCaps } from '../src/kernels/wgsl/kernel.js';
-import { qgemmOp } from '../src/quant/gemm.js';
+import { qgemm, qgemmOp } from '../src/quant/gemm.js';
 import { cpuKernels, setCpuKernels } from '../src/backend/cpu.js';
 import { wasmInt8Calls } from '../src/kernels/wasm/int8.js';
 
@@ -211,6 +211,46 @@ describe.each(WITH_WEBGPU)('integer kernels on %s', (device) => {
         for (const t of [qx, qw, y]) t.dispose();
       }
     });
+  });
+
+  it('conv2d int32 accumulators equal the integer reference exactly: odd sizes, strides (2, 1), non-square kernels, padding, dilation, groups, K tails, non-contiguous input', async () => {
+    // The wasm im2col (src/kernels/wasm/int8.ts), the JavaScript one and the WebGPU implicit im2col, against a
+    // direct sum; int32 outputs (ConvInteger), so any misplaced tap or missing zero point shows as an exact mismatch.
+    const arb = fc.record({
+      b: fc.integer({ min: 1, max: 2 }), groups: fc.integer({ min: 1, max: 3 }), cg: fc.integer({ min: 1, max: 4 }), og: fc.integer({ min: 1, max: 5 }),
+      h: fc.integer({ min: 1, max: 9 }), w: fc.integer({ min: 1, max: 9 }), kh: fc.integer({ min: 1, max: 4 }), kw: fc.integer({ min: 1, max: 4 }),
+      sh: fc.integer({ min: 1, max: 3 }), sw: fc.integer({ min: 1, max: 3 }), dh: fc.integer({ min: 1, max: 2 }), dw: fc.integer({ min: 1, max: 2 }),
+      pt: fc.integer({ min: 0, max: 3 }), pl: fc.integer({ min: 0, max: 3 }), xd: fc.constantFrom<'int8' | 'uint8'>('int8', 'uint8'), transposed: fc.boolean(), seed: fc.integer({ min: 0, max: 1000 }),
+    }).filter((p) => p.h + 2 * p.pt >= (p.kh - 1) * p.dh + 1 && p.w + 2 * p.pl >= (p.kw - 1) * p.dw + 1);
+    await eachPath(device, async () => {
+      await fc.assert(fc.asyncProperty(arb, async (p) => {
+        const c = p.cg * p.groups, n = p.og * p.groups, k = p.cg * p.kh * p.kw;
+        const oh = Math.floor((p.h + 2 * p.pt - (p.kh - 1) * p.dh - 1) / p.sh) + 1, ow = Math.floor((p.w + 2 * p.pl - (p.kw - 1) * p.dw - 1) / p.sw) + 1;
+        const [lo, hi] = RANGE[p.xd];
+        // A non-contiguous NCHW view: the transpose of an NCWH tensor.
+        const xt = sn.randint(lo, hi + 1, p.transposed ? [p.b, c, p.w, p.h] : [p.b, c, p.h, p.w], { dtype: p.xd, seed: p.seed, device });
+        const x = p.transposed ? xt.transpose(2, 3) : xt;
+        const w = sn.randint(-128, 128, [n, k], { dtype: 'int8', seed: p.seed + 1, device });
+        const za = lo + ((p.seed * 7) % (hi - lo + 1)), zb = Array.from({ length: n }, (_, j) => ((j * 53 + p.seed) % 256) - 128);
+        const conv = { batch: p.b, channels: c, height: p.h, width: p.w, kernel: [p.kh, p.kw] as [number, number], stride: [p.sh, p.sw] as [number, number], padding: [p.pt, p.pl] as [number, number], dilation: [p.dh, p.dw] as [number, number], groups: p.groups, outHeight: oh, outWidth: ow };
+        const y = qgemm([x, w, sn.tensor([za], { dtype: 'int32', device }), sn.tensor(zb, { dtype: 'int32', device })], { m: p.b * oh * ow, n, k, conv, output: 'int32' });
+        const X = Array.from(await x.contiguous().data()), W = Array.from(await w.data());
+        const want: number[] = [];
+        for (let bi = 0; bi < p.b; bi++) for (let o = 0; o < n; o++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) {
+          const g = Math.floor(o / p.og);
+          let acc = 0;
+          for (let ci = 0; ci < p.cg; ci++) for (let u = 0; u < p.kh; u++) for (let v = 0; v < p.kw; v++) {
+            const ih = i * p.sh - p.pt + u * p.dh, iw = j * p.sw - p.pl + v * p.dw;
+            const xv = ih >= 0 && ih < p.h && iw >= 0 && iw < p.w ? X[((bi * c + g * p.cg + ci) * p.h + ih) * p.w + iw]! : za;
+            acc += (xv - za) * (W[o * k + (ci * p.kh + u) * p.kw + v]! - zb[o]!);
+          }
+          want.push(acc);
+        }
+        expect(y.shape).toEqual([p.b, n, oh, ow]);
+        expect(Array.from(await y.data())).toEqual(want);
+        for (const t of [xt, w, y]) t.dispose();
+      }), propertyConfig({ numRuns: 12 }));
+    }, SMALL);
   });
 
   it('conv2d equals the integer reference: the float conv of the dequantised operands, requantised', async () => {

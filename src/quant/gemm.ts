@@ -10,7 +10,7 @@ import { withPrelude } from '../kernels/wgsl/prelude.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { roundHalfEven } from './observer.js';
 import { cpuKernels } from '../backend/cpu.js';
-import { int8RowLength, wasmInt8Products } from '../kernels/wasm/int8.js';
+import { int8RowLength, wasmInt8Conv, wasmInt8Products } from '../kernels/wasm/int8.js';
 
 // The integer GEMM every int8 layer runs on: out[m, n] from acc = Σ_k (A[m, k] − zpA)·(B[n, k] − zpB[n]),
 // accumulated exactly in int32 (wrapping as int32 does, like the GPU), then returned as int32
@@ -111,45 +111,60 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
   const ep = a.output;
   const zo = zpOut ? zpOut.data[zpOut.offset]! : 0;
   const wasm = cpuKernels() === 'wasm';
-  // The operands as int16 (a native conversion of each view's span), so that the loops below read one
-  // array type: storages are Int8Array/Uint8Array/… by dtype, and indexing them all from one loop is slow.
-  const xs = int16Span(x!), ws = int16Span(w!);
-  // Centred operands are int16 too: values minus zero points of the same dtype's range lie in [−255, 255].
+  // The weight as int16 (a native conversion of its view's span): storages are Int8Array/Uint8Array/… by
+  // dtype, and indexing them all from one loop is slow.
+  const ws = int16Span(w!);
+  // Centred operands are int16: values minus zero points of the same dtype's range lie in [−255, 255].
   // Rows are `ld` apart: the wasm kernel's padded row length (its zeros add nothing), so they copy in at once.
   const ld = wasm ? int8RowLength(K) : K;
-  const rows = new Int16Array(M * ld), weights = new Int16Array(perGroup * ld);
+  const weights = new Int16Array(perGroup * ld);
   // Results in output order, stored into the output with one native conversion at the end.
   const result = ep === 'float32' ? new Float32Array(M * N) : new Int32Array(M * N);
-  for (let g = 0; g < groups; g++) {
-    // The group's weight rows minus their zero points.
+  /** The group's weight rows minus their zero points. */
+  const groupWeights = (g: number): Int16Array => {
     const [wr, wc] = w!.strides as [number, number];
     for (let r = 0; r < perGroup; r++) {
       const n = g * perGroup + r, zb = zpBv!.data[zpBv!.offset + n * (zpBv!.strides[0] ?? 0)]!;
       for (let k = 0, at = ws.at + n * wr; k < K; k++, at += wc) weights[r * ld + k] = ws.data[at]! - zb;
     }
-    // Rows of A minus its zero point (for conv: the im2col patches of group g; the padding contributes 0).
-    if (c) im2colRows(xs.data, xs.at, x!.strides, c, g, zpA, rows, ld);
-    else {
-      const [rs, cs] = x!.strides as [number, number];
-      for (let m = 0; m < M; m++) for (let k = 0, at = xs.at + m * rs; k < K; k++, at += cs) rows[m * ld + k] = xs.data[at]! - zpA;
-    }
-    const sums = wasm ? wasmInt8Products(M, perGroup, ld, rows, weights) : int8Products(M, perGroup, K, rows, weights);
+    return weights;
+  };
+  /** The epilogue of group g's sums [M, perGroup] (rows ldc apart) into `result`. */
+  const store = (g: number, sums: Int32Array, ldc: number): void => {
     for (let r = 0; r < perGroup; r++) {
       const n = g * perGroup + r;
       // Output (m, n) lies at NCHW (image, n, pixel) for a conv (m = image·hw + pixel), else at m·N + n.
       const place = { hw, stride: c ? 1 : N, image: c ? N * hw : N, first: c ? n * hw : n };
       if (ep === 'int32') {
-        for (let m = 0; m < M; m++) result[Math.floor(m / hw) * place.image + place.first + (m % hw) * place.stride] = sums[m * perGroup + r]!;
+        for (let m = 0; m < M; m++) result[Math.floor(m / hw) * place.image + place.first + (m % hw) * place.stride] = sums[m * ldc + r]!;
         continue;
       }
       const mv = mult!.data[mult!.offset + n * (mult!.strides[0] ?? 0)]!, ov = offset!.data[offset!.offset + n * (offset!.strides[0] ?? 0)]!;
-      if (ep === 'float32') scaleColumn(sums, perGroup, r, M, mv, ov, place, result as Float32Array);
+      if (ep === 'float32') scaleColumn(sums, ldc, r, M, mv, ov, place, result as Float32Array);
       else if (ep.hardswish) {
         for (let m = 0; m < M; m++) {
-          const v = hardswishUnits(Math.fround(Math.fround(Math.fround(sums[m * perGroup + r]!) * mv) + ov), ep.hardswish.scale);
+          const v = hardswishUnits(Math.fround(Math.fround(Math.fround(sums[m * ldc + r]!) * mv) + ov), ep.hardswish.scale);
           result[Math.floor(m / hw) * place.image + place.first + (m % hw) * place.stride] = Math.min(ep.hi, Math.max(ep.lo, roundHalfEven(v) + zo));
         }
-      } else requantizeColumn(sums, perGroup, r, M, mv, ov, zo, ep.lo, ep.hi, place, result as Int32Array);
+      } else requantizeColumn(sums, ldc, r, M, mv, ov, zo, ep.lo, ep.hi, place, result as Int32Array);
+    }
+  };
+  if (c && wasm) {
+    // The im2col runs in wasm, from the input's storage span copied into the heap once for all groups.
+    const span = storageSpan(x!);
+    wasmInt8Conv(span.data as Int8Array | Uint8Array, span.at, x!.strides, c, zpA, perGroup, ld, groupWeights, store);
+  } else {
+    const xs = int16Span(x!);
+    const rows = new Int16Array(M * ld);
+    for (let g = 0; g < groups; g++) {
+      // Rows of A minus its zero point (for conv: the im2col patches of group g; the padding contributes 0).
+      if (c) im2colRows(xs.data, xs.at, x!.strides, c, g, zpA, rows, ld);
+      else {
+        const [rs, cs] = x!.strides as [number, number];
+        for (let m = 0; m < M; m++) for (let k = 0, at = xs.at + m * rs; k < K; k++, at += cs) rows[m * ld + k] = xs.data[at]! - zpA;
+      }
+      const wg = groupWeights(g);
+      store(g, wasm ? wasmInt8Products(M, perGroup, ld, rows, wg) : int8Products(M, perGroup, K, rows, wg), perGroup);
     }
   }
   out.data.set(result, out.offset);
@@ -179,17 +194,23 @@ function requantizeColumn(sums: Int32Array, ld: number, r: number, M: number, mv
   }
 }
 
-/** The span of a view's storage it reads, as int16, and where the view's element 0 lies in it. */
-function int16Span(v: CpuView): { data: Int16Array; at: number } {
+/** The span of a view's storage it reads (a subarray, not a copy), and where the view's element 0 lies in it. */
+function storageSpan(v: CpuView): { data: CpuView['data']; at: number } {
   let lo = v.offset, hi = v.offset;
   v.shape.forEach((d, i) => {
     const s = v.strides[i]! * (d - 1);
     if (s < 0) lo += s;
     else hi += s;
   });
-  const data = new Int16Array(hi - lo + 1);
-  data.set(v.data.subarray(lo, hi + 1));
-  return { data, at: v.offset - lo };
+  return { data: v.data.subarray(lo, hi + 1), at: v.offset - lo };
+}
+
+/** The span of a view's storage it reads, as int16, and where the view's element 0 lies in it. */
+function int16Span(v: CpuView): { data: Int16Array; at: number } {
+  const span = storageSpan(v);
+  const data = new Int16Array(span.data.length);
+  data.set(span.data);
+  return { data, at: span.at };
 }
 
 /** Fills `rows` (rows `ld` apart) with conv2d's im2col patches of group g (input channels of the group × kernel taps) minus zpA; 0 in the padding. */

@@ -9,6 +9,9 @@ import { heap, instantiate, memoryImport } from './heap.js';
 // micro-kernel owns a 2×4 tile of C: two A rows and four W rows loaded once per step serve eight dot
 // products in eight v128 accumulators. Rows are copied into the heap padded to a multiple of 8 values
 // (zeros add nothing), A to an even number of rows and W to a multiple of 4.
+// For conv2d the A rows (im2col patches, centred on the input's zero point, 0 in the padding) are built
+// in the heap by a scalar wasm loop from the input copied in once for all groups: the JavaScript im2col
+// was most of an int8 conv's time.
 
 const TILE = { rows: 2, cols: 4, lanes: 8 } as const;
 
@@ -18,6 +21,65 @@ function dotI16x8(c: Code): void {
 }
 function extractLane(c: Code, lane: number): void {
   c.bytes.push(0xfd, 0x1b, lane);
+}
+
+/** i32.load16_s and i32.store16 (align 2 bytes, offset 0), which the emitter's tables do not name. */
+function load16s(c: Code): void {
+  c.bytes.push(0x2e, 0x01, 0x00);
+}
+function store16(c: Code): void {
+  c.bytes.push(0x3b, 0x01, 0x00);
+}
+
+/** The i32 fields of the im2col parameter block, in order (addresses and strides in bytes). */
+const IM2COL_FIELDS = ['x', 's0', 's1', 's2', 's3', 'batch', 'cg', 'height', 'width', 'kh', 'kw', 'sh', 'sw', 'pt', 'pl', 'dh', 'dw', 'outH', 'outW', 'zp', 'rows', 'ld'] as const;
+type Im2colField = (typeof IM2COL_FIELDS)[number];
+
+function emitIm2col(m: ModuleBuilder): void {
+  // im2col(p): with the fields above at p, row (b·outH + oh)·outW + ow of `rows` (ld bytes apart) gets the patch
+  // x[b, ci, oh·sh − pt + i·dh, ow·sw − pl + j·dw] − zp for (ci, i, j) in order; taps in the padding are left
+  // as they are (the caller zeroes the rows first). `x` is the group's channel 0 of image 0.
+  m.func('im2col', ['i32'], [], (c) => {
+    const f = {} as Record<Im2colField, number>;
+    IM2COL_FIELDS.forEach((name, i) => {
+      f[name] = c.local('i32');
+      c.get(0).mem('i32.load', 4 * i).set(f[name]);
+    });
+    const [b, oh, ow, ci, i, j] = Array.from({ length: 6 }, () => c.local('i32'));
+    const row = c.local('i32'), at = c.local('i32'), plane = c.local('i32'), ih0 = c.local('i32'), iw0 = c.local('i32');
+    const ih = c.local('i32'), rowAt = c.local('i32'), iw = c.local('i32');
+    c.get(f.rows).set(row);
+    c.forRange(b, () => c.i32(0), () => c.get(f.batch), 1, () => {
+      c.forRange(oh, () => c.i32(0), () => c.get(f.outH), 1, () => {
+        c.get(oh).get(f.sh).op('i32.mul').get(f.pt).op('i32.sub').set(ih0);
+        c.forRange(ow, () => c.i32(0), () => c.get(f.outW), 1, () => {
+          c.get(ow).get(f.sw).op('i32.mul').get(f.pl).op('i32.sub').set(iw0);
+          c.get(row).set(at);
+          c.forRange(ci, () => c.i32(0), () => c.get(f.cg), 1, () => {
+            c.get(f.x).get(b).get(f.s0).op('i32.mul', 'i32.add').get(ci).get(f.s1).op('i32.mul', 'i32.add').set(plane);
+            c.forRange(i, () => c.i32(0), () => c.get(f.kh), 1, () => {
+              c.get(ih0).get(i).get(f.dh).op('i32.mul', 'i32.add').set(ih);
+              c.get(plane).get(ih).get(f.s2).op('i32.mul', 'i32.add').set(rowAt);
+              c.forRange(j, () => c.i32(0), () => c.get(f.kw), 1, () => {
+                c.get(iw0).get(j).get(f.dw).op('i32.mul', 'i32.add').set(iw);
+                // Inside when 0 ≤ ih < height and 0 ≤ iw < width (unsigned compares catch the negatives).
+                c.get(ih).get(f.height).op('i32.lt_u').get(iw).get(f.width).op('i32.lt_u', 'i32.and');
+                c.if(() => {
+                  c.get(at);
+                  c.get(rowAt).get(iw).get(f.s3).op('i32.mul', 'i32.add');
+                  load16s(c);
+                  c.get(f.zp).op('i32.sub');
+                  store16(c);
+                });
+                c.get(at).i32(2).op('i32.add').set(at);
+              });
+            });
+          });
+          c.get(row).get(f.ld).op('i32.add').set(row);
+        });
+      });
+    });
+  });
 }
 
 function emitProducts(m: ModuleBuilder): void {
@@ -68,8 +130,22 @@ function emitProducts(m: ModuleBuilder): void {
   });
 }
 
-let products: ((...args: number[]) => void) | undefined;
+interface Int8Module {
+  products: (...args: number[]) => void;
+  im2col: (params: number) => void;
+}
+let kernels: Int8Module | undefined;
 let calls = 0;
+
+function int8Module(): Int8Module {
+  if (!kernels) {
+    const mb = new ModuleBuilder(memoryImport());
+    emitProducts(mb);
+    emitIm2col(mb);
+    kernels = instantiate<Int8Module & WebAssembly.Exports>(mb.build());
+  }
+  return kernels;
+}
 
 /** How many GEMMs the wasm int8 kernel has run (tests check that it ran). */
 export function wasmInt8Calls(): number {
@@ -86,11 +162,7 @@ export function int8RowLength(k: number): number {
  * in [−255, 255], each row zero past its length; ld = int8RowLength of it), on the wasm micro-kernel; C is row-major [m, n].
  */
 export function wasmInt8Products(m: number, n: number, ld: number, a: Int16Array, w: Int16Array): Int32Array {
-  if (!products) {
-    const mb = new ModuleBuilder(memoryImport());
-    emitProducts(mb);
-    products = instantiate<{ products: (...args: number[]) => void }>(mb.build()).products;
-  }
+  const { products } = int8Module();
   calls++;
   if (ld % TILE.lanes !== 0) throw new SinterError('qgemm', `the wasm int8 kernel reads rows of whole ${TILE.lanes}-value steps, got rows of ${ld}`);
   const kp = ld, mp = Math.ceil(m / TILE.rows) * TILE.rows, np = Math.ceil(n / TILE.cols) * TILE.cols;
@@ -111,4 +183,62 @@ export function wasmInt8Products(m: number, n: number, ld: number, a: Int16Array
   const out = new Int32Array(m * n);
   for (let i = 0; i < m; i++) out.set(c32.subarray(i * np, i * np + n), i * n);
   return out;
+}
+
+/** A conv2d's geometry as the wasm im2col reads it (src/quant/gemm.ts's ConvGeometry). */
+export interface Int8ConvGeometry {
+  batch: number;
+  channels: number;
+  height: number;
+  width: number;
+  kernel: readonly [number, number];
+  stride: readonly [number, number];
+  padding: readonly [number, number];
+  dilation: readonly [number, number];
+  groups: number;
+  outHeight: number;
+  outWidth: number;
+}
+
+/**
+ * The integer GEMMs of an int8 conv2d, group by group: for group g, C[m, r] = Σ_k A[m, k]·W[r, k] where A is the
+ * im2col of the group's input channels minus zpA (0 in the padding; m = (b·outH + oh)·outW + ow) and W the
+ * `perGroup` rows `weightsOf(g)` returns (int16, centred, `ld` = int8RowLength(K) apart, zero past K). The input
+ * `x` (int8/uint8 values, or int16) is read at `at` + Σ index·strides and copied into the heap once;
+ * `each(g, C, ldc)` receives each group's C [M, perGroup] in the heap, rows ldc apart (valid until the next group).
+ */
+export function wasmInt8Conv(
+  x: Int8Array | Uint8Array | Int16Array, at: number, strides: readonly number[], geo: Int8ConvGeometry, zpA: number,
+  perGroup: number, ld: number, weightsOf: (g: number) => Int16Array, each: (g: number, sums: Int32Array, ldc: number) => void,
+): void {
+  const { products, im2col } = int8Module();
+  if (ld % TILE.lanes !== 0) throw new SinterError('qgemm', `the wasm int8 kernel reads rows of whole ${TILE.lanes}-value steps, got rows of ${ld}`);
+  const M = geo.batch * geo.outHeight * geo.outWidth, cg = geo.channels / geo.groups;
+  const mp = Math.ceil(M / TILE.rows) * TILE.rows, np = Math.ceil(perGroup / TILE.cols) * TILE.cols;
+  const h = heap();
+  h.reset();
+  const xAt = h.alloc(x.length * 2), aAt = h.alloc(mp * ld * 2), wAt = h.alloc(np * ld * 2), cAt = h.alloc(mp * np * 4);
+  const pAt = h.alloc(IM2COL_FIELDS.length * 4);
+  // Views after every allocation (a growth detaches the old buffer).
+  const mem16 = new Int16Array(h.memory.buffer), mem32 = new Int32Array(h.memory.buffer);
+  mem16.set(x, xAt >>> 1);
+  const [s0, s1, s2, s3] = strides.map((s) => s * 2) as [number, number, number, number];
+  const fields: Record<Im2colField, number> = {
+    x: xAt + at * 2, s0, s1, s2, s3, batch: geo.batch, cg, height: geo.height, width: geo.width, kh: geo.kernel[0], kw: geo.kernel[1],
+    sh: geo.stride[0], sw: geo.stride[1], pt: geo.padding[0], pl: geo.padding[1], dh: geo.dilation[0], dw: geo.dilation[1],
+    outH: geo.outHeight, outW: geo.outWidth, zp: zpA, rows: aAt, ld: ld * 2,
+  };
+  const c32 = new Int32Array(h.memory.buffer, cAt, mp * np);
+  for (let g = 0; g < geo.groups; g++) {
+    calls++;
+    IM2COL_FIELDS.forEach((name, i) => { mem32[(pAt >>> 2) + i] = fields[name]; });
+    mem32[pAt >>> 2] = xAt + (at + g * cg * strides[1]!) * 2;
+    mem16.fill(0, aAt >>> 1, (aAt >>> 1) + mp * ld);
+    im2col(pAt);
+    const w = weightsOf(g);
+    mem16.set(w.subarray(0, perGroup * ld), wAt >>> 1);
+    mem16.fill(0, (wAt >>> 1) + perGroup * ld, (wAt >>> 1) + np * ld);
+    products(mp / TILE.rows, np / TILE.cols, ld * 2, aAt, wAt, cAt, np * 4);
+    each(g, c32, np);
+  }
 }
