@@ -37,8 +37,8 @@ type Im2colField = (typeof IM2COL_FIELDS)[number];
 
 function emitIm2col(m: ModuleBuilder): void {
   // im2col(p): with the fields above at p, row (b·outH + oh)·outW + ow of `rows` (ld bytes apart) gets the patch
-  // x[b, ci, oh·sh − pt + i·dh, ow·sw − pl + j·dw] − zp for (ci, i, j) in order; taps in the padding are left
-  // as they are (the caller zeroes the rows first). `x` is the group's channel 0 of image 0.
+  // x[b, ci, oh·sh − pt + i·dh, ow·sw − pl + j·dw] − zp for (ci, i, j) in order, 0 for taps in the padding;
+  // the row's tail past K is left as it is (zero). `x` is the group's channel 0 of image 0.
   m.func('im2col', ['i32'], [], (c) => {
     const f = {} as Record<Im2colField, number>;
     IM2COL_FIELDS.forEach((name, i) => {
@@ -47,7 +47,7 @@ function emitIm2col(m: ModuleBuilder): void {
     });
     const [b, oh, ow, ci, i, j] = Array.from({ length: 6 }, () => c.local('i32'));
     const row = c.local('i32'), at = c.local('i32'), plane = c.local('i32'), ih0 = c.local('i32'), iw0 = c.local('i32');
-    const ih = c.local('i32'), rowAt = c.local('i32'), iw = c.local('i32');
+    const ih = c.local('i32'), rowAt = c.local('i32'), iw = c.local('i32'), inside = c.local('i32');
     c.get(f.rows).set(row);
     c.forRange(b, () => c.i32(0), () => c.get(f.batch), 1, () => {
       c.forRange(oh, () => c.i32(0), () => c.get(f.outH), 1, () => {
@@ -62,15 +62,14 @@ function emitIm2col(m: ModuleBuilder): void {
               c.get(plane).get(ih).get(f.s2).op('i32.mul', 'i32.add').set(rowAt);
               c.forRange(j, () => c.i32(0), () => c.get(f.kw), 1, () => {
                 c.get(iw0).get(j).get(f.dw).op('i32.mul', 'i32.add').set(iw);
-                // Inside when 0 ≤ ih < height and 0 ≤ iw < width (unsigned compares catch the negatives).
-                c.get(ih).get(f.height).op('i32.lt_u').get(iw).get(f.width).op('i32.lt_u', 'i32.and');
-                c.if(() => {
-                  c.get(at);
-                  c.get(rowAt).get(iw).get(f.s3).op('i32.mul', 'i32.add');
-                  load16s(c);
-                  c.get(f.zp).op('i32.sub');
-                  store16(c);
-                });
+                // Inside when 0 ≤ ih < height and 0 ≤ iw < width (unsigned compares catch the negatives); outside,
+                // the load reads x[0] (a valid address) and the store writes 0: no branches.
+                c.get(ih).get(f.height).op('i32.lt_u').get(iw).get(f.width).op('i32.lt_u', 'i32.and').set(inside);
+                c.get(at);
+                c.get(rowAt).get(iw).get(f.s3).op('i32.mul', 'i32.add').get(f.x).get(inside).op('select');
+                load16s(c);
+                c.get(f.zp).op('i32.sub').i32(0).get(inside).op('select');
+                store16(c);
                 c.get(at).i32(2).op('i32.add').set(at);
               });
             });
@@ -229,11 +228,12 @@ export function wasmInt8Conv(
     outH: geo.outHeight, outW: geo.outWidth, zp: zpA, rows: aAt, ld: ld * 2,
   };
   const c32 = new Int32Array(h.memory.buffer, cAt, mp * np);
+  // Row tails past K and the padding rows past M stay zero: im2col writes the first K values of rows below M.
+  mem16.fill(0, aAt >>> 1, (aAt >>> 1) + mp * ld);
   for (let g = 0; g < geo.groups; g++) {
     calls++;
     IM2COL_FIELDS.forEach((name, i) => { mem32[(pAt >>> 2) + i] = fields[name]; });
     mem32[pAt >>> 2] = xAt + (at + g * cg * strides[1]!) * 2;
-    mem16.fill(0, aAt >>> 1, (aAt >>> 1) + mp * ld);
     im2col(pAt);
     const w = weightsOf(g);
     mem16.set(w.subarray(0, perGroup * ld), wAt >>> 1);
