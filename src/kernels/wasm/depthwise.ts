@@ -130,6 +130,20 @@ export function fillGrid(at: number, outer: number, outerStep: number, inner: nu
   if (outer > 0 && inner > 0 && len > 0) windowFns().fill(at, outer, outerStep, inner, innerStep, len, fillInts[0]!);
 }
 
+/**
+ * Sets to `value` the padding of `planes` consecutive planes of Hp × Wp floats at heap address `at` whose rows
+ * pt … pt + H − 1 hold H × W values from column pl on (written by a copy after): before the first such row,
+ * between rows, between planes and after the last, leaving the rows themselves alone.
+ */
+export function fillPadding(at: number, planes: number, Hp: number, Wp: number, pt: number, H: number, pl: number, W: number, value: number): void {
+  const plane = Hp * Wp, first = pt * Wp + pl, end = (pt + H - 1) * Wp + pl + W;
+  if (H === 0) return fillHeap(at, planes * plane, value);
+  fillHeap(at, first, value);
+  fillGrid(at + (first + W) * 4, planes, plane * 4, H - 1, Wp * 4, Wp - W, value);
+  fillGrid(at + end * 4, 1, 0, planes - 1, plane * 4, plane - end + first, value);
+  fillHeap(at + ((planes - 1) * plane + end) * 4, plane - end, value);
+}
+
 /** copy_rows between two heap addresses (byte strides): `planes` × `rows` rows of `width` consecutive floats. */
 export function copyHeapRows(src: number, planes: number, rows: number, width: number, srcPlane: number, srcRow: number, dst: number, dstPlane: number, dstRow: number): void {
   windowFns().copyRows(src, planes, rows, width, srcPlane, srcRow, dst, dstPlane, dstRow, 4);
@@ -199,7 +213,9 @@ export function runWindows(
   const run = windowFns()[fold];
   for (let n = 0; n < N; n++) {
     const xd = x.data;
-    fillHeap(xAt, C * plane, fill);
+    // At stride 1 the planes are plain padded rows (one phase): fill only the padding; else all of them.
+    if (sw === 1) fillPadding(xAt, C, Hp, Wq, pt, H, pl, W, fill);
+    else fillHeap(xAt, C * plane, fill);
     // Phase φ of padded row r + pt holds input columns q ≡ φ − pl (mod sw), from the first such q0, at column (q0 + pl − φ)/sw on.
     for (let phase = 0; phase < sw; phase++) {
       const q0 = (((phase - pl) % sw) + sw) % sw, count = q0 < W ? Math.ceil((W - q0) / sw) : 0;

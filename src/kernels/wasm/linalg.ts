@@ -2,7 +2,7 @@ import type { Matrix, OutMatrix } from '../cpu/gemm.js';
 import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
 import { WASM_GEMM, columnTables, gemmInHeap, rowTable } from './gemm.js';
-import { copyHeapRows, copyRow, copyRows, fillGrid, fillHeap, wasmDepthwiseConv2d } from './depthwise.js';
+import { copyHeapRows, copyRow, copyRows, fillHeap, fillPadding, wasmDepthwiseConv2d } from './depthwise.js';
 import { ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
@@ -95,15 +95,9 @@ export function wasmConv2d(x: CpuView, w: CpuView, bias: CpuView | undefined, a:
   for (let g = 0; g < G; g++) {
     const base = xDirect !== undefined ? xDirect + g * Cg * sC * 4 : xAt;
     if (xDirect === undefined) {
-      const xd = x.data, planes = N * Cg, gap = pr + pb * Wp + pt * Wp + pl;
-      // Zeros where the copy puts no input: before the first row, between rows, between planes, after the last.
-      if (H === 0) fillHeap(xAt, planes * plane, 0);
-      else {
-        fillHeap(xAt, pt * Wp + pl, 0);
-        fillGrid(xAt + (pt * Wp + pl + W) * 4, planes, plane * 4, H - 1, Wp * 4, pr + pl, 0);
-        fillGrid(xAt + ((pt + H - 1) * Wp + pl + W) * 4, 1, 0, planes - 1, plane * 4, gap, 0);
-        fillHeap(xAt + (planes * plane - pr - pb * Wp) * 4, pr + pb * Wp, 0);
-      }
+      const xd = x.data;
+      // Zeros where the copy puts no input.
+      fillPadding(xAt, N * Cg, Hp, Wp, pt, H, pl, W, 0);
       for (let n = 0; n < N; n++) {
         const from = x.offset + n * sN + g * Cg * sC, to = xAt + n * image * 4;
         // Row by row, in wasm from a heap storage (or by hand from a JS array).
