@@ -223,7 +223,7 @@ export function wasmInt8Conv(
   mem16.set(x, xAt >>> 1);
   const [s0, s1, s2, s3] = strides.map((s) => s * 2) as [number, number, number, number];
   const fields: Record<Im2colField, number> = {
-    x: xAt + at * 2, s0, s1, s2, s3, batch: geo.batch, cg, height: geo.height, width: geo.width, kh: geo.kernel[0], kw: geo.kernel[1],
+    x: 0, s0, s1, s2, s3, batch: geo.batch, cg, height: geo.height, width: geo.width, kh: geo.kernel[0], kw: geo.kernel[1],
     sh: geo.stride[0], sw: geo.stride[1], pt: geo.padding[0], pl: geo.padding[1], dh: geo.dilation[0], dw: geo.dilation[1],
     outH: geo.outHeight, outW: geo.outWidth, zp: zpA, rows: aAt, ld: ld * 2,
   };
@@ -232,8 +232,8 @@ export function wasmInt8Conv(
   mem16.fill(0, aAt >>> 1, (aAt >>> 1) + mp * ld);
   for (let g = 0; g < geo.groups; g++) {
     calls++;
+    fields.x = xAt + (at + g * cg * strides[1]!) * 2; // the group's first channel
     IM2COL_FIELDS.forEach((name, i) => { mem32[(pAt >>> 2) + i] = fields[name]; });
-    mem32[pAt >>> 2] = xAt + (at + g * cg * strides[1]!) * 2;
     im2col(pAt);
     const w = weightsOf(g);
     mem16.set(w.subarray(0, perGroup * ld), wAt >>> 1);
