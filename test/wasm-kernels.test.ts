@@ -322,7 +322,7 @@ describe('relaxed SIMD', () => {
     const h = heap();
     h.reset();
     const aAt = h.put(av as Float32Array), bAt = h.put(bv as Float32Array);
-    const { colOff, flags } = columnTables(n, (j) => j * 4);
+    const { colOff, flags } = columnTables(n, { sizes: [1, 1, n], strides: [0, 0, 4] });
     const rowOff = rowTable(k, (i) => i * n * 4);
     const cAt = h.alloc(m * n * 4), pa = h.alloc(4 * WASM_GEMM.mr * 64 * k), pb = h.alloc(4 * WASM_GEMM.nr * 64 * k), scratch = h.alloc(4 * WASM_GEMM.mr * WASM_GEMM.nr);
     // Without a bias, then with one (row i's sums start from bias[i]; the last, short row panel reads only its own rows').

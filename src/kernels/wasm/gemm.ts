@@ -257,21 +257,17 @@ export interface ColumnGrid {
 }
 
 /**
- * Writes B's tables into the heap: column offsets (bytes: colOffset(j), or from a grid, filled by nested
- * loops since convolutions have tens of thousands of columns) and the per-panel contiguity flags.
+ * Writes B's tables into the heap: column offsets (bytes, from the grid, filled by nested loops since
+ * convolutions have tens of thousands of columns) and the per-panel contiguity flags.
  */
-export function columnTables(n: number, colOffset: ((j: number) => number) | ColumnGrid): { colOff: number; flags: number } {
+export function columnTables(n: number, grid: ColumnGrid): { colOff: number; flags: number } {
   const h = heap();
   const padded = Math.ceil(n / NR) * NR;
   const colOff = h.alloc(padded * 4), flags = h.alloc((padded / NR) * 4);
   const i32 = h.i32;
-  if (typeof colOffset === 'function') {
-    for (let j = 0; j < n; j++) i32[(colOff >>> 2) + j] = colOffset(j);
-  } else {
-    const [n0, n1, n2] = colOffset.sizes, [s0, s1, s2] = colOffset.strides;
-    for (let i0 = 0, j = colOff >>> 2; i0 < n0; i0++) {
-      for (let i1 = 0, o1 = i0 * s0; i1 < n1; i1++, o1 += s1) for (let i2 = 0, o = o1; i2 < n2; i2++, o += s2) i32[j++] = o;
-    }
+  const [n0, n1, n2] = grid.sizes, [s0, s1, s2] = grid.strides;
+  for (let i0 = 0, j = colOff >>> 2; i0 < n0; i0++) {
+    for (let i1 = 0, o1 = i0 * s0; i1 < n1; i1++, o1 += s1) for (let i2 = 0, o = o1; i2 < n2; i2++, o += s2) i32[j++] = o;
   }
   i32.fill(i32[(colOff >>> 2) + n - 1]!, (colOff >>> 2) + n, (colOff >>> 2) + padded);
   for (let p = 0; p < padded / NR; p++) {
