@@ -779,20 +779,27 @@ export function convertGraph(prepared: PreparedGraph, opts: ConvertOptions = {})
   for (const n of opts.keepFloat ?? []) if (!names.has(n)) throw new SinterError('quant.convert', `keepFloat names '${n}', which is no layer; the layers are ${[...names].join(', ')}`);
   const keepFloat = new Set(opts.keepFloat ?? []);
   const enabled = new Set(state.layers.filter((l) => l.qconfig && !keepFloat.has(l.name)));
-  const { fn, q, free } = compileQuantized(state, enabled, buildQLayers);
+  const compiled = compileQuantized(state, enabled, buildQLayers);
+  const quantized = quantizedGraph(state, enabled, compiled, 'static', prepared, compiled.free);
+  QUANTIZED.set(quantized, { q: compiled.q, state, enabled, build: buildQLayers });
+  return quantized;
+}
+
+/** The callable result of convert/quantizeGraph: `compiled` called like the target, with its report, bytes and dispose. */
+function quantizedGraph(state: GraphState, enabled: ReadonlySet<LayerState>, compiled: ReturnType<typeof compileQuantized>, mode: QuantizedGraph['mode'], prepared: PreparedGraph | null, dispose: () => void): QuantizedGraph {
+  const { fn, q } = compiled;
   const nOut = state.graph.outputs.length;
   const call = (...x: Tensor[]) => unflatten(state.template, fn(...x).slice(0, nOut));
   const quantized = Object.assign(call, {
     run: async (feeds: Readonly<Record<string, Tensor>>) => call(...feedList(state, feeds)) as Record<string, Tensor>,
-    mode: 'static' as const,
+    mode,
     prepared,
     quantizedLayers: [...enabled].map((l) => l.name),
     modelBytes: () => quantizedBytes(state, q.layers),
     report: () => fn.report(),
-    dispose: free,
+    dispose,
   }) as QuantizedGraph;
   STATES.set(quantized, state);
-  QUANTIZED.set(quantized, { q, state, enabled, build: buildQLayers });
   return quantized;
 }
 
@@ -895,23 +902,11 @@ export function quantizeGraph(op: string, target: QuantTarget, mode: 'dynamic' |
     state.dispose();
     throw e;
   }
-  const { fn, q, free } = compiled;
-  state.releaseFloatWeights(new Set(q.layers.keys()));
-  const call = (...x: Tensor[]) => unflatten(state.template, fn(...x));
-  const quantized = Object.assign(call, {
-    run: async (feeds: Readonly<Record<string, Tensor>>) => call(...feedList(state, feeds)) as Record<string, Tensor>,
-    mode,
-    prepared: null,
-    quantizedLayers: [...enabled].map((l) => l.name),
-    modelBytes: () => quantizedBytes(state, q.layers),
-    report: () => fn.report(),
-    dispose: () => {
-      free();
-      state.dispose();
-    },
-  }) as QuantizedGraph;
-  STATES.set(quantized, state);
-  return quantized;
+  state.releaseFloatWeights(new Set(compiled.q.layers.keys()));
+  return quantizedGraph(state, enabled, compiled, mode, null, () => {
+    compiled.free();
+    state.dispose();
+  });
 }
 
 /** Bytes of the float graph's constants (each storage once). */
