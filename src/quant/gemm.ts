@@ -10,7 +10,7 @@ import { withPrelude } from '../kernels/wgsl/prelude.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { roundHalfEven } from './observer.js';
 import { cpuKernels } from '../backend/cpu.js';
-import { int8RowLength, wasmInt8Conv, wasmInt8Products } from '../kernels/wasm/int8.js';
+import { type Int8Epilogue, type Int8Operand, wasmInt8Conv, wasmInt8Matmul } from '../kernels/wasm/int8.js';
 
 // The integer GEMM every int8 layer runs on: out[m, n] from acc = Σ_k (A[m, k] − zpA)·(B[n, k] − zpB[n]),
 // accumulated exactly in int32 (wrapping as int32 does, like the GPU), then returned as int32
@@ -103,6 +103,7 @@ export function qgemm(inputs: readonly Tensor[], attrs: QGemmAttrs): Tensor {
 }
 
 function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void {
+  if (cpuKernels() === 'wasm') return qgemmWasm(inputs, a, out);
   const [x, w, zpAv, zpBv, mult, offset, zpOut] = inputs;
   const zpA = zpAv!.data[zpAv!.offset]!;
   const { m: M, n: N, k: K } = a;
@@ -110,14 +111,11 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
   const groups = c ? c.groups : 1, perGroup = N / groups, hw = c ? c.outHeight * c.outWidth : 1;
   const ep = a.output;
   const zo = zpOut ? zpOut.data[zpOut.offset]! : 0;
-  const wasm = cpuKernels() === 'wasm';
   // The weight as int16 (a native conversion of its view's span): storages are Int8Array/Uint8Array/… by
   // dtype, and indexing them all from one loop is slow.
   const ws = int16Span(w!);
   // Centred operands are int16: values minus zero points of the same dtype's range lie in [−255, 255].
-  // Rows are `ld` apart: the wasm kernel's padded row length (its zeros add nothing), so they copy in at once.
-  const ld = wasm ? int8RowLength(K) : K;
-  const weights = new Int16Array(perGroup * ld);
+  const weights = new Int16Array(perGroup * K);
   // Results in output order, stored into the output with one native conversion at the end.
   const result = ep === 'float32' ? new Float32Array(M * N) : new Int32Array(M * N);
   /** The group's weight rows minus their zero points. */
@@ -125,7 +123,7 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
     const [wr, wc] = w!.strides as [number, number];
     for (let r = 0; r < perGroup; r++) {
       const n = g * perGroup + r, zb = zpBv!.data[zpBv!.offset + n * (zpBv!.strides[0] ?? 0)]!;
-      for (let k = 0, at = ws.at + n * wr; k < K; k++, at += wc) weights[r * ld + k] = ws.data[at]! - zb;
+      for (let k = 0, at = ws.at + n * wr; k < K; k++, at += wc) weights[r * K + k] = ws.data[at]! - zb;
     }
     return weights;
   };
@@ -149,25 +147,53 @@ function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void
       } else requantizeColumn(sums, ldc, r, M, mv, ov, zo, ep.lo, ep.hi, place, result as Int32Array);
     }
   };
-  if (c && wasm) {
-    // The im2col runs in wasm, from the input's storage span copied into the heap once for all groups.
-    const span = storageSpan(x!);
-    wasmInt8Conv(span.data as Int8Array | Uint8Array, span.at, x!.strides, c, zpA, perGroup, ld, groupWeights, store);
-  } else {
-    const xs = int16Span(x!);
-    const rows = new Int16Array(M * ld);
-    for (let g = 0; g < groups; g++) {
-      // Rows of A minus its zero point (for conv: the im2col patches of group g; the padding contributes 0).
-      if (c) im2colRows(xs.data, xs.at, x!.strides, c, g, zpA, rows, ld);
-      else {
-        const [rs, cs] = x!.strides as [number, number];
-        for (let m = 0; m < M; m++) for (let k = 0, at = xs.at + m * rs; k < K; k++, at += cs) rows[m * ld + k] = xs.data[at]! - zpA;
-      }
-      const wg = groupWeights(g);
-      store(g, wasm ? wasmInt8Products(M, perGroup, ld, rows, wg) : int8Products(M, perGroup, K, rows, wg), perGroup);
+  const xs = int16Span(x!);
+  const rows = new Int16Array(M * K);
+  for (let g = 0; g < groups; g++) {
+    // Rows of A minus its zero point (for conv: the im2col patches of group g; the padding contributes 0).
+    if (c) im2colRows(xs.data, xs.at, x!.strides, c, g, zpA, rows, K);
+    else {
+      const [rs, cs] = x!.strides as [number, number];
+      for (let m = 0; m < M; m++) for (let k = 0, at = xs.at + m * rs; k < K; k++, at += cs) rows[m * K + k] = xs.data[at]! - zpA;
     }
+    store(g, int8Products(M, perGroup, K, rows, groupWeights(g)), perGroup);
   }
   out.data.set(result, out.offset);
+}
+
+/** A parameter vector input (one value per output channel, or broadcast) as a dense array of `n`. */
+function channelValues<T extends Int32Array | Float32Array>(v: CpuView, n: number, into: T): T {
+  const s = v.strides[0] ?? 0;
+  for (let i = 0; i < n; i++) into[i] = v.data[v.offset + i * s]!;
+  return into;
+}
+
+/**
+ * The WebAssembly form (src/kernels/wasm/int8.ts): packing, the integer GEMM and the requantisation epilogue all in
+ * wasm, writing the output's storage directly. hardswish's epilogue runs on the wasm kernel's float32 values.
+ */
+function qgemmWasm(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void {
+  const [x, w, zpAv, zpBv, mult, offset, zpOut] = inputs as CpuView[];
+  const { m: M, n: N, k: K } = a;
+  const ep = a.output;
+  const zpA = zpAv!.data[zpAv!.offset]!, zpW = channelValues(zpBv!, N, new Int32Array(N));
+  const hardswish = typeof ep === 'object' && ep.hardswish ? ep : null;
+  const mode = typeof ep === 'string' ? ep : hardswish ? 'float32' : ep.dtype;
+  const epilogue: Int8Epilogue = { mode };
+  if (mode !== 'int32') {
+    epilogue.multiplier = channelValues(mult!, N, new Float32Array(N));
+    epilogue.offset = channelValues(offset!, N, new Float32Array(N));
+  }
+  if (typeof ep === 'object') Object.assign(epilogue, { zeroPoint: zpOut!.data[zpOut!.offset]!, lo: ep.lo, hi: ep.hi });
+  const target = hardswish ? new Float32Array(out.shape.reduce((p, d) => p * d, 1)) : (out.data as Int32Array | Float32Array | Int8Array | Uint8Array);
+  const at = hardswish ? 0 : out.offset;
+  const xo = x as unknown as Int8Operand, wo = w as unknown as Int8Operand;
+  if (a.conv) wasmInt8Conv(xo, a.conv, zpA, wo, N, zpW, epilogue, target, at);
+  else wasmInt8Matmul(xo, M, K, zpA, wo, N, zpW, epilogue, target, at);
+  if (hardswish) {
+    const zo = epilogue.zeroPoint!, scale = hardswish.hardswish!.scale;
+    for (let i = 0; i < target.length; i++) out.data[out.offset + i] = Math.min(hardswish.hi, Math.max(hardswish.lo, roundHalfEven(hardswishUnits(target[i]!, scale)) + zo));
+  }
 }
 
 /** Where column r of the sums goes: element m at ⌊m/hw⌋·image + first + (m mod hw)·stride. */
@@ -234,7 +260,7 @@ function im2colRows(x: Int16Array, x0: number, strides: readonly number[], c: Co
   }
 }
 
-/** The JavaScript reference of wasmInt8Products: C[i, j] = Σ_k A[i, k]·W[j, k], wrapping as int32. */
+/** The JavaScript reference of the wasm integer GEMM: C[i, j] = Σ_k A[i, k]·W[j, k], wrapping as int32. */
 function int8Products(m: number, n: number, k: number, a: Int16Array, w: Int16Array): Int32Array {
   const out = new Int32Array(m * n);
   for (let i = 0; i < m; i++) {

@@ -1,190 +1,475 @@
 import { SinterError } from '../../errors.js';
 import { Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
+import { availableThreads, parallelFor } from './threads.js';
 
-// The integer GEMM of the int8 layers (src/quant/gemm.ts) in WebAssembly SIMD: C[i, j] = Σ_k A[i, k]·W[j, k]
-// over int16 rows (the int8/uint8 operands already centred on their zero points, so every value lies in
-// [−255, 255]), accumulated in int32 lanes with i32x4.dot_i16x8_s: eight products a step, pairwise
-// summed, exact (the sums wrap modulo 2³² as the JavaScript reference's Math.imul sums do). The
-// micro-kernel owns a 2×4 tile of C: two A rows and four W rows loaded once per step serve eight dot
-// products in eight v128 accumulators. Rows are copied into the heap padded to a multiple of 8 values
-// (zeros add nothing), A to an even number of rows and W to a multiple of 4.
-// For conv2d the A rows (im2col patches, centred on the input's zero point, 0 in the padding) are built
-// in the heap by a scalar wasm loop from the input copied in once for all groups: the JavaScript im2col
-// was most of an int8 conv's time.
+// The integer GEMM of the int8 layers (src/quant/gemm.ts) in WebAssembly SIMD, blocked as the float one
+// (src/kernels/wasm/gemm.ts): C[i, j] = Σ_k A[i, k]·B[j, k] with A the weights (rows = output channels) and
+// B the activations (columns = a conv's output pixels through an implicit im2col, or a matmul's input rows).
+// Operands are centred on their zero points as int16 (values in [−255, 255]) and packed in k pairs:
+//   A panels: 4 rows × each pair (k, k+1) as one i32 (two int16), broadcast with v128.load32_splat;
+//   B panels: 8 columns × each pair, two v128 of four columns' pairs.
+// i32x4.dot_i16x8_s multiplies the pairs and sums each pair: one instruction gives four columns' sums over two
+// k, exact in int32 (wrapping as the JavaScript reference's Math.imul sums do). The 4×8 micro-kernel keeps its
+// tile in eight v128 accumulators, and its epilogue works on whole vectors of one output channel's consecutive
+// pixels (NCHW rows): f32(acc)·multiplier + offset (float32 steps, as the reference), then for int8/uint8
+// outputs f32x4.nearest (ties to even), the zero point and the clamp (a fused ReLU/ReLU6), saturated narrowing
+// to bytes and one 8-byte store. A B panel is packed once (from the input copied into the heap once, centred
+// and zero-padded, so no tap needs a bounds check: padding reads 0) and serves every A panel; whole rows of
+// 8 pixels at stride 1 or 2 pack with v128 loads and shuffles, other panels element by element. Panels of
+// columns go to the thread pool's threads. A K that is odd pads A with a zero pair half (B's half is then read
+// from a valid address and multiplied by 0).
 
-const TILE = { rows: 2, cols: 4, lanes: 8 } as const;
+const MR = 4, NR = 8;
 
-/** SIMD instructions the emitter's tables do not name yet: i32x4.dot_i16x8_s (0xfd 0xba) and i32x4.extract_lane (0xfd 0x1b). */
-function dotI16x8(c: Code): void {
-  c.bytes.push(0xfd, 0xba, 0x01);
-}
-function extractLane(c: Code, lane: number): void {
-  c.bytes.push(0xfd, 0x1b, lane);
-}
-
-/** i32.load16_s and i32.store16 (align 2 bytes, offset 0), which the emitter's tables do not name. */
-function load16s(c: Code): void {
-  c.bytes.push(0x2e, 0x01, 0x00);
-}
-function store16(c: Code): void {
-  c.bytes.push(0x3b, 0x01, 0x00);
+/** How many GEMMs (conv2d: per group) the wasm int8 kernel has run (tests check that it ran). */
+let calls = 0;
+export function wasmInt8Calls(): number {
+  return calls;
 }
 
-/** The i32 fields of the im2col parameter block, in order (addresses and strides in bytes). */
-const IM2COL_FIELDS = ['x', 's0', 's1', 's2', 's3', 'batch', 'cg', 'height', 'width', 'kh', 'kw', 'sh', 'sw', 'pt', 'pl', 'dh', 'dw', 'outH', 'outW', 'zp', 'rows', 'ld'] as const;
-type Im2colField = (typeof IM2COL_FIELDS)[number];
+/** Raw encodings of the SIMD/memory instructions the emitter's tables do not name. */
+const raw = {
+  dot: (c: Code) => c.bytes.push(0xfd, 0xba, 0x01), // i32x4.dot_i16x8_s
+  shuffle: (c: Code, lanes: readonly number[]) => c.bytes.push(0xfd, 0x0d, ...lanes), // i8x16.shuffle
+  narrow32: (c: Code) => c.bytes.push(0xfd, 0x85, 0x01), // i16x8.narrow_i32x4_s
+  narrow16: (c: Code, signed: boolean) => c.bytes.push(0xfd, signed ? 0x65 : 0x66), // i8x16.narrow_i16x8_s/u
+  store64Lane0: (c: Code, offset: number) => c.bytes.push(0xfd, 0x5b, 0x03, offset, 0x00), // v128.store64_lane (offset < 128)
+  load8u: (c: Code) => c.bytes.push(0x2d, 0x00, 0x00),
+  load16s: (c: Code, offset = 0) => c.bytes.push(0x2e, 0x01, offset),
+  store8: (c: Code) => c.bytes.push(0x3a, 0x00, 0x00),
+  store16: (c: Code, offset = 0) => c.bytes.push(0x3b, 0x01, offset),
+  f32FromBits: (c: Code) => c.op('f32.reinterpret_i32'),
+  xor: (c: Code) => c.bytes.push(0x73), // i32.xor
+};
 
-function emitIm2col(m: ModuleBuilder): void {
-  // im2col(p): with the fields above at p, row (b·outH + oh)·outW + ow of `rows` (ld bytes apart) gets the patch
-  // x[b, ci, oh·sh − pt + i·dh, ow·sw − pl + j·dw] − zp for (ci, i, j) in order, 0 for taps in the padding;
-  // the row's tail past K is left as it is (zero). `x` is the group's channel 0 of image 0.
-  m.func('im2col', ['i32'], [], (c) => {
-    const f = {} as Record<Im2colField, number>;
-    IM2COL_FIELDS.forEach((name, i) => {
-      f[name] = c.local('i32');
-      c.get(0).mem('i32.load', 4 * i).set(f[name]);
-    });
-    const [b, oh, ow, ci, i, j] = Array.from({ length: 6 }, () => c.local('i32'));
-    const row = c.local('i32'), at = c.local('i32'), plane = c.local('i32'), ih0 = c.local('i32'), iw0 = c.local('i32');
-    const ih = c.local('i32'), rowAt = c.local('i32'), iw = c.local('i32'), inside = c.local('i32');
-    c.get(f.rows).set(row);
-    c.forRange(b, () => c.i32(0), () => c.get(f.batch), 1, () => {
-      c.forRange(oh, () => c.i32(0), () => c.get(f.outH), 1, () => {
-        c.get(oh).get(f.sh).op('i32.mul').get(f.pt).op('i32.sub').set(ih0);
-        c.forRange(ow, () => c.i32(0), () => c.get(f.outW), 1, () => {
-          c.get(ow).get(f.sw).op('i32.mul').get(f.pl).op('i32.sub').set(iw0);
-          c.get(row).set(at);
-          c.forRange(ci, () => c.i32(0), () => c.get(f.cg), 1, () => {
-            c.get(f.x).get(b).get(f.s0).op('i32.mul', 'i32.add').get(ci).get(f.s1).op('i32.mul', 'i32.add').set(plane);
-            c.forRange(i, () => c.i32(0), () => c.get(f.kh), 1, () => {
-              c.get(ih0).get(i).get(f.dh).op('i32.mul', 'i32.add').set(ih);
-              c.get(plane).get(ih).get(f.s2).op('i32.mul', 'i32.add').set(rowAt);
-              c.forRange(j, () => c.i32(0), () => c.get(f.kw), 1, () => {
-                c.get(iw0).get(j).get(f.dw).op('i32.mul', 'i32.add').set(iw);
-                // Inside when 0 ≤ ih < height and 0 ≤ iw < width (unsigned compares catch the negatives); outside,
-                // the load reads x[0] (a valid address) and the store writes 0: no branches.
-                c.get(ih).get(f.height).op('i32.lt_u').get(iw).get(f.width).op('i32.lt_u', 'i32.and').set(inside);
-                c.get(at);
-                c.get(rowAt).get(iw).get(f.s3).op('i32.mul', 'i32.add').get(f.x).get(inside).op('select');
-                load16s(c);
-                c.get(f.zp).op('i32.sub').i32(0).get(inside).op('select');
-                store16(c);
-                c.get(at).i32(2).op('i32.add').set(at);
-              });
-            });
+/** i16 lanes a0 b0 a1 b1 a2 b2 a3 b3 (low) / a4 b4 … a7 b7 (high) of two i16x8 vectors a, b. */
+const INTERLEAVE_LO = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
+const INTERLEAVE_HI = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
+/** The even i16 lanes of a then b (stride-2 pixels). */
+const EVENS = [0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29];
+
+/** The i32 fields of `centre`'s parameter block (addresses and strides in bytes). */
+const CENTRE_FIELDS = ['src', 's0', 's1', 's2', 's3', 'n0', 'n1', 'n2', 'n3', 'flip', 'zp', 'dst', 'd0', 'd1', 'd2'] as const;
+/** The i32 fields of `gemm`'s parameter block. */
+const GEMM_FIELDS = [
+  'aBase', 'aPanels', 'pairs', 'j0', 'j1', 'bBase', 'colOff', 'rowOff', 'outOff', 'flags', 'bPanel', 'out', 'ldi', 'rows',
+  'mode', 'mult', 'offs', 'zo', 'lo', 'hi', 'scratch',
+] as const;
+type GemmField = (typeof GEMM_FIELDS)[number];
+/** Output modes: int32 sums, float32 f32(acc)·mult + offs, requantised int8 / uint8. */
+export type Int8OutputMode = 'int32' | 'float32' | 'int8' | 'uint8';
+const MODES: readonly Int8OutputMode[] = ['int32', 'float32', 'int8', 'uint8'];
+/** Panel flags: B's 8 columns are consecutive int16 (stride 1) / every other one (stride 2); the outputs are consecutive. */
+const FLAG = { stride1: 1, stride2: 2, outContiguous: 4 } as const;
+
+function fields<F extends string>(c: Code, names: readonly F[]): Record<F, number> {
+  const f = {} as Record<F, number>;
+  names.forEach((name, i) => {
+    f[name] = c.local('i32');
+    c.get(0).mem('i32.load', 4 * i).set(f[name]);
+  });
+  return f;
+}
+
+function emitCentre(m: ModuleBuilder): void {
+  // centre(p): dst[i0·d0 + i1·d1 + i2·d2 + 2·i3] = int16(byte at src + Σ i·s, as int8 when flip = 128) − zp for the
+  // 4-d index (n0, n1, n2, n3): activations into the heap's centred, padded copy (the caller zeroes the padding).
+  m.func('centre', ['i32'], [], (c) => {
+    const f = fields(c, CENTRE_FIELDS);
+    const [i0, i1, i2, i3] = [c.local('i32'), c.local('i32'), c.local('i32'), c.local('i32')];
+    const s = c.local('i32'), d = c.local('i32');
+    c.forRange(i0, () => c.i32(0), () => c.get(f.n0), 1, () => {
+      c.forRange(i1, () => c.i32(0), () => c.get(f.n1), 1, () => {
+        c.forRange(i2, () => c.i32(0), () => c.get(f.n2), 1, () => {
+          c.get(f.src).get(i0).get(f.s0).op('i32.mul', 'i32.add').get(i1).get(f.s1).op('i32.mul', 'i32.add').get(i2).get(f.s2).op('i32.mul', 'i32.add').set(s);
+          c.get(f.dst).get(i0).get(f.d0).op('i32.mul', 'i32.add').get(i1).get(f.d1).op('i32.mul', 'i32.add').get(i2).get(f.d2).op('i32.mul', 'i32.add').set(d);
+          c.forRange(i3, () => c.i32(0), () => c.get(f.n3), 1, () => {
+            c.get(d);
+            c.get(s);
+            raw.load8u(c);
+            c.get(f.flip);
+            raw.xor(c);
+            c.get(f.flip).op('i32.sub').get(f.zp).op('i32.sub');
+            raw.store16(c);
+            c.get(s).get(f.s3).op('i32.add').set(s);
+            c.get(d).i32(2).op('i32.add').set(d);
           });
-          c.get(row).get(f.ld).op('i32.add').set(row);
         });
       });
     });
   });
 }
 
-function emitProducts(m: ModuleBuilder): void {
-  // products(pairs, quads, rowBytes, a, w, c, ldc): rows 2·pairs of A and 4·quads of W, rowBytes per row
-  // (a multiple of 16), C row-major with ldc bytes per row.
-  m.func('products', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
-    const [pairs, quads, rowBytes, a, w, cp, ldc] = [0, 1, 2, 3, 4, 5, 6];
-    const ip = c.local('i32'), jq = c.local('i32'), kk = c.local('i32');
-    const pa = [c.local('i32'), c.local('i32')], pw = Array.from({ length: TILE.cols }, () => c.local('i32'));
-    const out = c.local('i32');
-    const va = [c.local('v128'), c.local('v128')], vw = c.local('v128');
-    const acc = pa.map(() => pw.map(() => c.local('v128')));
-    c.forRange(ip, () => c.i32(0), () => c.get(pairs), 1, () => {
-      // pa[r] = a + (2·ip + r)·rowBytes
-      c.get(a).get(ip).get(rowBytes).op('i32.mul').i32(1).op('i32.shl', 'i32.add').set(pa[0]!);
-      c.get(pa[0]!).get(rowBytes).op('i32.add').set(pa[1]!);
-      c.forRange(jq, () => c.i32(0), () => c.get(quads), 1, () => {
-        pw.forEach((p, j) => {
-          c.get(w).get(jq).i32(2).op('i32.shl').i32(j).op('i32.add').get(rowBytes).op('i32.mul', 'i32.add').set(p);
-        });
-        for (const row of acc) for (const v of row) c.i32(0).simd('i32x4.splat').set(v);
-        c.forRange(kk, () => c.i32(0), () => c.get(rowBytes), 16, () => {
-          va.forEach((v, r) => c.get(pa[r]!).get(kk).op('i32.add').mem('v128.load').set(v));
-          pw.forEach((p, j) => {
-            c.get(p).get(kk).op('i32.add').mem('v128.load').set(vw);
-            va.forEach((v, r) => {
-              c.get(acc[r]![j]!).get(v).get(vw);
-              dotI16x8(c);
-              c.simd('i32x4.add').set(acc[r]![j]!);
-            });
-          });
-        });
-        // C[2·ip + r, 4·jq + j] = the lanes' sum
-        acc.forEach((row, r) => {
-          c.get(cp).get(ip).i32(1).op('i32.shl').i32(r).op('i32.add').get(ldc).op('i32.mul', 'i32.add').get(jq).i32(4).op('i32.shl', 'i32.add').set(out);
-          row.forEach((v, j) => {
-            c.get(out);
-            for (let lane = 0; lane < 4; lane++) {
-              c.get(v);
-              extractLane(c, lane);
-              if (lane > 0) c.op('i32.add');
+function emitPackA(m: ModuleBuilder): void {
+  // packA(w, rs, cs, flip, zp, rows, k, pairs, dst): panels of 4 rows; for each k pair, the 4 rows' (w[r, k] − zp[r],
+  // w[r, k+1] − zp[r]) as int16 pairs; rows past `rows` and k past `k` are 0 (zp: int32 per row, at an address).
+  m.func('packA', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [w, rs, cs, flip, zp, rows, k, pairs, dst] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+    const r = c.local('i32'), kk = c.local('i32'), at = c.local('i32'), z = c.local('i32'), out = c.local('i32');
+    const panels = c.local('i32');
+    c.get(rows).i32(MR - 1).op('i32.add').i32(2).op('i32.shr_s').set(panels);
+    // Zeros first (padding rows and the odd k's pair half), then the values.
+    c.forRange(at, () => c.get(dst), () => c.get(dst).get(panels).get(pairs).op('i32.mul').i32(16 * 1).op('i32.mul', 'i32.add'), 16, () => {
+      c.get(at).i32(0).simd('i32x4.splat').mem('v128.store');
+    });
+    c.forRange(r, () => c.i32(0), () => c.get(rows), 1, () => {
+      c.get(zp).get(r).i32(2).op('i32.shl', 'i32.add').mem('i32.load').set(z);
+      c.get(w).get(r).get(rs).op('i32.mul', 'i32.add').set(at);
+      // Row r's pair p lies at dst + ((r >> 2)·pairs + p)·16 + (r & 3)·4.
+      c.get(dst).get(r).i32(2).op('i32.shr_s').get(pairs).op('i32.mul').i32(4).op('i32.shl', 'i32.add').get(r).i32(3).op('i32.and').i32(2).op('i32.shl', 'i32.add').set(out);
+      c.forRange(kk, () => c.i32(0), () => c.get(k), 1, () => {
+        c.get(out).get(kk).i32(1).op('i32.shr_s').i32(4).op('i32.shl', 'i32.add').get(kk).i32(1).op('i32.and').i32(1).op('i32.shl', 'i32.add');
+        c.get(at);
+        raw.load8u(c);
+        c.get(flip);
+        raw.xor(c);
+        c.get(flip).op('i32.sub').get(z).op('i32.sub');
+        raw.store16(c);
+        c.get(at).get(cs).op('i32.add').set(at);
+      });
+    });
+  });
+}
+
+function emitPackB(m: ModuleBuilder): number {
+  // packB(base, colOff, rowOff, flag, pairs, dst): one panel of 8 columns, element (k, j) at base + colOff[j] + rowOff[k]
+  // (rowOff has 2·pairs entries); for each pair: columns 0–3's (k, k+1) int16 pairs, then columns 4–7's.
+  return m.func('packB', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [base, colOff, rowOff, flag, pairs, dst] = [0, 1, 2, 3, 4, 5];
+    const p = c.local('i32'), rp = c.local('i32'), first = c.local('i32'), v0 = c.local('v128'), v1 = c.local('v128');
+    const cols = Array.from({ length: NR }, () => c.local('i32'));
+    const end = c.local('i32');
+    c.get(rowOff).get(pairs).i32(3).op('i32.shl', 'i32.add').set(end);
+    c.block((done) => {
+      for (const [bit, stride2] of [[FLAG.stride1, false], [FLAG.stride2, true]] as const) {
+        c.get(flag).i32(bit).op('i32.and').if(() => {
+          c.get(base).get(colOff).mem('i32.load').op('i32.add').set(first);
+          c.get(rowOff).set(rp);
+          c.loop((top) => {
+            // v0, v1: the rows of k and k+1 under the 8 columns.
+            for (const [v, off] of [[v0, 0], [v1, 4]] as const) {
+              c.get(first).get(rp).mem('i32.load', off).op('i32.add');
+              if (stride2) {
+                c.set(p);
+                c.get(p).mem('v128.load').get(p).mem('v128.load', 16);
+                raw.shuffle(c, EVENS);
+              } else c.mem('v128.load');
+              c.set(v);
             }
-            c.mem('i32.store', 4 * j);
+            c.get(dst).get(v0).get(v1);
+            raw.shuffle(c, INTERLEAVE_LO);
+            c.mem('v128.store');
+            c.get(dst).get(v0).get(v1);
+            raw.shuffle(c, INTERLEAVE_HI);
+            c.mem('v128.store', 16);
+            c.get(dst).i32(32).op('i32.add').set(dst);
+            c.get(rp).i32(8).op('i32.add').tee(rp).get(end).op('i32.lt_u').brIf(top);
+          });
+          c.br(done);
+        });
+      }
+      // Any layout: element by element.
+      cols.forEach((col, j) => c.get(base).get(colOff).mem('i32.load', 4 * j).op('i32.add').set(col));
+      c.forRange(rp, () => c.get(rowOff), () => c.get(end), 8, () => {
+        for (const [half, off] of [[0, 0], [1, 4]] as const) {
+          c.get(rp).mem('i32.load', off).set(p);
+          cols.forEach((col, j) => {
+            c.get(dst);
+            c.get(col).get(p).op('i32.add');
+            raw.load16s(c);
+            raw.store16(c, 4 * j + 2 * half);
+          });
+        }
+        c.get(dst).i32(32).op('i32.add').set(dst);
+      });
+    });
+  });
+}
+
+function emitTile(m: ModuleBuilder, mode: Int8OutputMode): number {
+  // tile_<mode>(p, ap, bp, i0, j0, cols, out): the 4×8 tile at rows i0…, columns j0… (cols ≤ 8 of them valid) from
+  // A panel ap and B panel bp over the pairs, through the epilogue into the output (addresses from p's tables).
+  return m.func(`tile_${mode}`, ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [p, ap, bp, i0, j0, cols] = [0, 1, 2, 3, 4, 5];
+    const f = fields(c, GEMM_FIELDS);
+    const bEnd = c.local('i32'), a = c.local('v128'), b0 = c.local('v128'), b1 = c.local('v128');
+    const acc = Array.from({ length: MR }, () => [c.local('v128'), c.local('v128')] as const);
+    const rows = c.local('i32'), r = c.local('i32'), t = c.local('i32'), dst = c.local('i32'), src = c.local('i32');
+    const mv = c.local('v128'), ov = c.local('v128'), zo = c.local('v128'), lo = c.local('v128'), hi = c.local('v128');
+    for (const [x, y] of acc) c.i32(0).simd('i32x4.splat').tee(x).set(y);
+    c.get(bp).get(f.pairs).i32(5).op('i32.shl', 'i32.add').set(bEnd);
+    c.loop((top) => {
+      c.get(bp).mem('v128.load').set(b0);
+      c.get(bp).mem('v128.load', 16).set(b1);
+      acc.forEach(([x, y], row) => {
+        c.get(ap).mem('v128.load32_splat', 4 * row).set(a);
+        c.get(x).get(a).get(b0);
+        raw.dot(c);
+        c.simd('i32x4.add').set(x);
+        c.get(y).get(a).get(b1);
+        raw.dot(c);
+        c.simd('i32x4.add').set(y);
+      });
+      c.get(ap).i32(16).op('i32.add').set(ap);
+      c.get(bp).i32(32).op('i32.add').tee(bp).get(bEnd).op('i32.lt_u').brIf(top);
+    });
+    // The epilogue: each accumulator becomes its output vector (in place).
+    if (mode !== 'int32') {
+      if (mode !== 'float32') {
+        for (const [v, field] of [[zo, f.zo], [lo, f.lo], [hi, f.hi]] as const) {
+          c.get(field);
+          raw.f32FromBits(c);
+          c.simd('f32x4.splat').set(v);
+        }
+      }
+      acc.forEach(([x, y], row) => {
+        c.get(f.mult).get(i0).i32(2).op('i32.shl', 'i32.add').mem('v128.load32_splat', 4 * row).set(mv);
+        c.get(f.offs).get(i0).i32(2).op('i32.shl', 'i32.add').mem('v128.load32_splat', 4 * row).set(ov);
+        for (const v of [x, y]) {
+          c.get(v).simd('f32x4.convert_i32x4_s').get(mv).simd('f32x4.mul').get(ov).simd('f32x4.add');
+          if (mode !== 'float32') c.simd('f32x4.nearest').get(zo).simd('f32x4.add').get(lo).simd('f32x4.max').get(hi).simd('f32x4.min', 'i32x4.trunc_sat_f32x4_s');
+          c.set(v);
+        }
+      });
+    }
+    const bytes = mode === 'int8' || mode === 'uint8';
+    // Row i's output: out + i·ldi + outOff[j].
+    const rowAt = (row: () => void) => {
+      c.get(f.out);
+      row();
+      c.get(f.ldi).op('i32.mul', 'i32.add');
+    };
+    const narrow = (x: number, y: number) => {
+      c.get(x).get(y);
+      raw.narrow32(c);
+      c.get(x).get(y);
+      raw.narrow32(c);
+      raw.narrow16(c, mode === 'int8');
+    };
+    minRows(c, f.rows, i0, rows);
+    c.block((stored) => {
+      // A whole tile whose 8 outputs per row are consecutive: vector stores.
+      c.get(rows).i32(MR).op('i32.eq').get(cols).i32(NR).op('i32.eq').op('i32.and');
+      c.get(f.flags).get(j0).i32(1).op('i32.shr_s', 'i32.add').mem('i32.load').i32(FLAG.outContiguous).op('i32.and', 'i32.and');
+      c.if(() => {
+        c.get(f.outOff).get(j0).i32(2).op('i32.shl', 'i32.add').mem('i32.load').set(src);
+        acc.forEach(([x, y], row) => {
+          rowAt(() => c.get(i0).i32(row).op('i32.add'));
+          c.get(src).op('i32.add').set(dst);
+          if (bytes) {
+            c.get(dst);
+            narrow(x, y);
+            raw.store64Lane0(c, 0);
+          } else {
+            c.get(dst).get(x).mem('v128.store');
+            c.get(dst).get(y).mem('v128.store', 16);
+          }
+        });
+        c.br(stored);
+      });
+      // Any other tile: through scratch (8 bytes or 32 bytes a row), then value by value.
+      acc.forEach(([x, y], row) => {
+        if (bytes) {
+          c.get(f.scratch);
+          narrow(x, y);
+          raw.store64Lane0(c, 8 * row);
+        } else {
+          c.get(f.scratch).get(x).mem('v128.store', 32 * row);
+          c.get(f.scratch).get(y).mem('v128.store', 32 * row + 16);
+        }
+      });
+      c.forRange(r, () => c.i32(0), () => c.get(rows), 1, () => {
+        c.forRange(t, () => c.i32(0), () => c.get(cols), 1, () => {
+          rowAt(() => c.get(i0).get(r).op('i32.add'));
+          c.get(f.outOff).get(j0).get(t).op('i32.add').i32(2).op('i32.shl', 'i32.add').mem('i32.load').op('i32.add');
+          if (bytes) {
+            c.get(f.scratch).get(r).i32(3).op('i32.shl', 'i32.add').get(t).op('i32.add');
+            raw.load8u(c);
+            raw.store8(c);
+          } else {
+            c.get(f.scratch).get(r).i32(5).op('i32.shl', 'i32.add').get(t).i32(2).op('i32.shl', 'i32.add').mem('i32.load').mem('i32.store');
+          }
+        });
+      });
+    });
+  });
+}
+
+/** rows = min(MR, total − i0). */
+function minRows(c: Code, total: number, i0: number, rows: number): void {
+  c.i32(MR).get(total).get(i0).op('i32.sub').i32(MR).get(total).get(i0).op('i32.sub').op('i32.lt_s', 'select').set(rows);
+}
+
+function emitGemm(m: ModuleBuilder, packB: number, tiles: readonly number[]): void {
+  // gemm(p): for each B panel of columns [j0, j1) (multiples of 8 but the end): pack it, then run every A panel's
+  // tile over it with the mode's epilogue.
+  m.func('gemm', ['i32'], [], (c) => {
+    const f = fields(c, GEMM_FIELDS);
+    const j = c.local('i32'), i = c.local('i32'), cols = c.local('i32'), ap = c.local('i32'), flag = c.local('i32');
+    c.forRange(j, () => c.get(f.j0), () => c.get(f.j1), NR, () => {
+      c.i32(NR).get(f.j1).get(j).op('i32.sub').i32(NR).get(f.j1).get(j).op('i32.sub').op('i32.lt_s', 'select').set(cols);
+      c.get(f.flags).get(j).i32(1).op('i32.shr_s', 'i32.add').mem('i32.load').set(flag);
+      c.get(f.bBase).get(f.colOff).get(j).i32(2).op('i32.shl', 'i32.add').get(f.rowOff).get(flag).get(f.pairs).get(f.bPanel).call(packB);
+      c.get(f.aBase).set(ap);
+      c.forRange(i, () => c.i32(0), () => c.get(f.aPanels).i32(2).op('i32.shl'), MR, () => {
+        tiles.forEach((tile, mode) => {
+          c.get(f.mode).i32(mode).op('i32.eq').if(() => {
+            c.get(0).get(ap).get(f.bPanel).get(i).get(j).get(cols).call(tile);
           });
         });
+        c.get(ap).get(f.pairs).i32(4).op('i32.shl', 'i32.add').set(ap);
       });
     });
   });
 }
 
 interface Int8Module {
-  products: (...args: number[]) => void;
-  im2col: (params: number) => void;
+  centre: (p: number) => void;
+  packA: (...args: number[]) => void;
+  gemm: (p: number) => void;
 }
 let kernels: Int8Module | undefined;
-let calls = 0;
 
 function int8Module(): Int8Module {
   if (!kernels) {
     const mb = new ModuleBuilder(memoryImport());
-    emitProducts(mb);
-    emitIm2col(mb);
+    emitCentre(mb);
+    emitPackA(mb);
+    const packB = emitPackB(mb);
+    const tiles = MODES.map((mode) => emitTile(mb, mode));
+    emitGemm(mb, packB, tiles);
     kernels = instantiate<Int8Module & WebAssembly.Exports>(mb.build());
   }
   return kernels;
 }
 
-/** How many GEMMs the wasm int8 kernel has run (tests check that it ran). */
-export function wasmInt8Calls(): number {
-  return calls;
+/** An int8/uint8 operand: its storage (int8 or uint8 values) and where a view's element 0 is in it, with its strides. */
+export interface Int8Operand {
+  data: Int8Array | Uint8Array;
+  offset: number;
+  strides: readonly number[];
 }
 
-/** The row length the kernel reads: k rounded up to a multiple of 8 (callers lay rows out so, zero-padded). */
-export function int8RowLength(k: number): number {
-  return Math.ceil(k / TILE.lanes) * TILE.lanes;
+/** What the GEMM's epilogue writes: per output channel multiplier and offset (float32), and zpOut/lo/hi for int8/uint8. */
+export interface Int8Epilogue {
+  mode: Int8OutputMode;
+  multiplier?: Float32Array;
+  offset?: Float32Array;
+  zeroPoint?: number;
+  lo?: number;
+  hi?: number;
+}
+
+/** The byte address of `v`'s element 0 in the heap: where it lives, or a copy of the bytes its view reads (scratch). */
+function operandAddress(v: Int8Operand, shape: readonly number[]): number {
+  const h = heap();
+  let lo = v.offset, hi = v.offset;
+  shape.forEach((d, i) => {
+    const s = v.strides[i]! * (d - 1);
+    if (s < 0) lo += s;
+    else hi += s;
+  });
+  const direct = h.addressOf(v.data, 0);
+  if (direct !== undefined) return direct + v.offset;
+  const at = h.alloc(hi - lo + 1);
+  new Uint8Array(h.memory.buffer, at, hi - lo + 1).set(new Uint8Array(v.data.buffer, v.data.byteOffset + lo, hi - lo + 1));
+  return at + (v.offset - lo);
+}
+
+const ELEMENT_BYTES: Record<Int8OutputMode, number> = { int32: 4, float32: 4, int8: 1, uint8: 1 };
+
+/** Packs the weight rows [rows, k] (centred on zp per row) as A panels; returns their address. */
+function packWeights(w: Int8Operand, rows: number, k: number, zp: Int32Array): number {
+  const h = heap(), pairs = Math.ceil(k / 2), panels = Math.ceil(rows / MR);
+  const wAt = operandAddress(w, [rows, k]);
+  const zpAt = h.alloc(rows * 4);
+  new Int32Array(h.memory.buffer, zpAt, rows).set(zp);
+  const dst = h.alloc(panels * pairs * 16);
+  int8Module().packA(wAt, w.strides[0]!, w.strides[1]!, w.data instanceof Int8Array ? 128 : 0, zpAt, rows, k, pairs, dst);
+  return dst;
+}
+
+/** Writes `values` (i32 each) into scratch; returns the address. */
+function putInts(values: ArrayLike<number>): number {
+  const h = heap(), at = h.alloc(values.length * 4);
+  new Int32Array(h.memory.buffer, at, values.length).set(values as ArrayLike<number>);
+  return at;
+}
+function putFloats(values: Float32Array, padTo: number): number {
+  const h = heap(), at = h.alloc(padTo * 4);
+  const f = new Float32Array(h.memory.buffer, at, padTo);
+  f.set(values);
+  return at;
+}
+
+/** Bits of a float32 as an i32 (the epilogue's constants travel in the i32 parameter block). */
+function f32Bits(v: number): number {
+  const b = new Float32Array([v]);
+  return new Int32Array(b.buffer)[0]!;
 }
 
 /**
- * C[i, j] = Σ_k A[i, k]·W[j, k] (int32, wrapping) for int16 rows A [m, ld] and W [n, ld] (centred values
- * in [−255, 255], each row zero past its length; ld = int8RowLength of it), on the wasm micro-kernel; C is row-major [m, n].
+ * Runs the GEMM over columns [0, n) of B (its tables written by the caller) against packed A, with the epilogue,
+ * splitting panels of columns among the pool's threads.
  */
-export function wasmInt8Products(m: number, n: number, ld: number, a: Int16Array, w: Int16Array): Int32Array {
-  const { products } = int8Module();
+function runGemm(common: Omit<Record<GemmField, number>, 'j0' | 'j1' | 'bPanel' | 'scratch'>, n: number, pairs: number, work: number): void {
+  const h = heap(), { gemm } = int8Module();
   calls++;
-  if (ld % TILE.lanes !== 0) throw new SinterError('qgemm', `the wasm int8 kernel reads rows of whole ${TILE.lanes}-value steps, got rows of ${ld}`);
-  const kp = ld, mp = Math.ceil(m / TILE.rows) * TILE.rows, np = Math.ceil(n / TILE.cols) * TILE.cols;
-  const h = heap();
-  h.reset();
-  const aAt = h.alloc(mp * kp * 2), wAt = h.alloc(np * kp * 2), cAt = h.alloc(mp * np * 4);
-  // Views after every allocation (a growth detaches the old buffer); padding must read zero.
-  const mem16 = new Int16Array(h.memory.buffer);
-  const copyRows = (src: Int16Array, rows: number, paddedRows: number, at: number) => {
-    const base = at >>> 1;
-    mem16.set(src.subarray(0, rows * kp), base);
-    mem16.fill(0, base + rows * kp, base + paddedRows * kp);
-  };
-  copyRows(a, m, mp, aAt);
-  copyRows(w, n, np, wAt);
-  products(mp / TILE.rows, np / TILE.cols, kp * 2, aAt, wAt, cAt, np * 4);
-  const c32 = new Int32Array(h.memory.buffer, cAt, mp * np);
-  const out = new Int32Array(m * n);
-  for (let i = 0; i < m; i++) out.set(c32.subarray(i * np, i * np + n), i * n);
-  return out;
+  const panels = Math.ceil(n / NR);
+  const parts = Math.max(1, Math.min(panels, Math.floor(work / 2 ** 18), availableThreads()));
+  const share = Math.ceil(panels / parts) * NR;
+  const tasks: number[][] = [];
+  for (let j0 = 0; j0 < n; j0 += share) {
+    const p = h.alloc(GEMM_FIELDS.length * 4), bPanel = h.alloc(pairs * 32), scratch = h.alloc(MR * 32);
+    const values: Record<GemmField, number> = { ...common, j0, j1: Math.min(n, j0 + share), bPanel, scratch };
+    new Int32Array(h.memory.buffer, p, GEMM_FIELDS.length).set(GEMM_FIELDS.map((name) => values[name]));
+    tasks.push([p]);
+  }
+  parallelFor(tasks, gemm);
 }
 
-/** A conv2d's geometry as the wasm im2col reads it (src/quant/gemm.ts's ConvGeometry). */
+/** The epilogue's fields of the parameter block; the per-channel vectors padded to whole A panels. */
+function epilogueFields(ep: Int8Epilogue, rows: number): Pick<Record<GemmField, number>, 'mode' | 'mult' | 'offs' | 'zo' | 'lo' | 'hi'> {
+  const padded = Math.ceil(rows / MR) * MR;
+  const scaled = ep.mode !== 'int32';
+  return {
+    mode: MODES.indexOf(ep.mode),
+    mult: scaled ? putFloats(ep.multiplier!, padded) : 0,
+    offs: scaled ? putFloats(ep.offset!, padded) : 0,
+    zo: f32Bits(ep.zeroPoint ?? 0), lo: f32Bits(ep.lo ?? 0), hi: f32Bits(ep.hi ?? 0),
+  };
+}
+
+/** Panel flags from the column tables: B's stride (1 or 2 int16, whole panels only) and whether the outputs are consecutive. */
+function panelFlags(colOff: Int32Array, outOff: Int32Array, n: number, esize: number): number {
+  const panels = Math.ceil(n / NR), flags = new Int32Array(panels);
+  for (let p = 0; p < panels; p++) {
+    const j = p * NR;
+    if (j + NR > n) continue;
+    let s1 = true, s2 = true, o = true;
+    for (let t = 1; t < NR; t++) {
+      const d = colOff[j + t]! - colOff[j]!;
+      s1 &&= d === 2 * t;
+      s2 &&= d === 4 * t;
+      o &&= outOff[j + t]! - outOff[j]! === esize * t;
+    }
+    flags[p] = (s1 ? FLAG.stride1 : s2 ? FLAG.stride2 : 0) | (o ? FLAG.outContiguous : 0);
+  }
+  return putInts(flags);
+}
+
+/** Where the GEMM writes: the output's own storage when it lives in the heap, else scratch copied out after. */
+function outputTarget(out: ArrayBufferView & { length: number }, offset: number, count: number, esize: number): { at: number; done: () => void } {
+  const h = heap();
+  const direct = h.addressOf(out, offset);
+  if (direct !== undefined) return { at: direct, done: () => {} };
+  const at = h.alloc(count * esize);
+  const Ctor = out.constructor as unknown as { new (b: ArrayBufferLike, at: number, n: number): ArrayLike<number> };
+  return { at, done: () => (out as unknown as Int32Array).set(new Ctor(h.memory.buffer, at, count) as Int32Array, offset) };
+}
+
+/** A conv2d's geometry (src/quant/gemm.ts's ConvGeometry). */
 export interface Int8ConvGeometry {
   batch: number;
   channels: number;
@@ -200,45 +485,94 @@ export interface Int8ConvGeometry {
 }
 
 /**
- * The integer GEMMs of an int8 conv2d, group by group: for group g, C[m, r] = Σ_k A[m, k]·W[r, k] where A is the
- * im2col of the group's input channels minus zpA (0 in the padding; m = (b·outH + oh)·outW + ow) and W the
- * `perGroup` rows `weightsOf(g)` returns (int16, centred, `ld` = int8RowLength(K) apart, zero past K). The input
- * `x` (int8/uint8 values, or int16) is read at `at` + Σ index·strides and copied into the heap once;
- * `each(g, C, ldc)` receives each group's C [M, perGroup] in the heap, rows ldc apart (valid until the next group).
+ * An int8 conv2d: out[b, n, oh, ow] = epilogue(Σ (x − zpA)·(w[n] − zpW[n]) over the group's patch), x NCHW, w [N, K]
+ * (K = C/groups·kh·kw), out NCHW (int32, float32, int8 or uint8 storage, written at `outOffset`).
  */
 export function wasmInt8Conv(
-  x: Int8Array | Uint8Array | Int16Array, at: number, strides: readonly number[], geo: Int8ConvGeometry, zpA: number,
-  perGroup: number, ld: number, weightsOf: (g: number) => Int16Array, each: (g: number, sums: Int32Array, ldc: number) => void,
+  x: Int8Operand, geo: Int8ConvGeometry, zpA: number, w: Int8Operand, n: number, zpW: Int32Array, ep: Int8Epilogue,
+  out: Int32Array | Float32Array | Int8Array | Uint8Array, outOffset: number,
 ): void {
-  const { products, im2col } = int8Module();
-  if (ld % TILE.lanes !== 0) throw new SinterError('qgemm', `the wasm int8 kernel reads rows of whole ${TILE.lanes}-value steps, got rows of ${ld}`);
-  const M = geo.batch * geo.outHeight * geo.outWidth, cg = geo.channels / geo.groups;
-  const mp = Math.ceil(M / TILE.rows) * TILE.rows, np = Math.ceil(perGroup / TILE.cols) * TILE.cols;
   const h = heap();
   h.reset();
-  const xAt = h.alloc(x.length * 2), aAt = h.alloc(mp * ld * 2), wAt = h.alloc(np * ld * 2), cAt = h.alloc(mp * np * 4);
-  const pAt = h.alloc(IM2COL_FIELDS.length * 4);
-  // Views after every allocation (a growth detaches the old buffer).
-  const mem16 = new Int16Array(h.memory.buffer), mem32 = new Int32Array(h.memory.buffer);
-  mem16.set(x, xAt >>> 1);
-  const [s0, s1, s2, s3] = strides.map((s) => s * 2) as [number, number, number, number];
-  const fields: Record<Im2colField, number> = {
-    x: 0, s0, s1, s2, s3, batch: geo.batch, cg, height: geo.height, width: geo.width, kh: geo.kernel[0], kw: geo.kernel[1],
-    sh: geo.stride[0], sw: geo.stride[1], pt: geo.padding[0], pl: geo.padding[1], dh: geo.dilation[0], dw: geo.dilation[1],
-    outH: geo.outHeight, outW: geo.outWidth, zp: zpA, rows: aAt, ld: ld * 2,
-  };
-  const c32 = new Int32Array(h.memory.buffer, cAt, mp * np);
-  // Row tails past K and the padding rows past M stay zero: im2col writes the first K values of rows below M.
-  mem16.fill(0, aAt >>> 1, (aAt >>> 1) + mp * ld);
-  for (let g = 0; g < geo.groups; g++) {
-    calls++;
-    fields.x = xAt + (at + g * cg * strides[1]!) * 2; // the group's first channel
-    IM2COL_FIELDS.forEach((name, i) => { mem32[(pAt >>> 2) + i] = fields[name]; });
-    im2col(pAt);
-    const w = weightsOf(g);
-    mem16.set(w.subarray(0, perGroup * ld), wAt >>> 1);
-    mem16.fill(0, (wAt >>> 1) + perGroup * ld, (wAt >>> 1) + np * ld);
-    products(mp / TILE.rows, np / TILE.cols, ld * 2, aAt, wAt, cAt, np * 4);
-    each(g, c32, np);
+  const { centre } = int8Module();
+  const [kh, kw] = geo.kernel, [sh, sw] = geo.stride, [pt, pl] = geo.padding, [dh, dw] = geo.dilation;
+  const { batch: B, channels: C, height: H, width: W, groups: G, outHeight: OH, outWidth: OW } = geo;
+  const cg = C / G, og = n / G, K = cg * kh * kw, pairs = Math.ceil(K / 2), P = OH * OW;
+  // The centred input, zero-padded as far as the windows reach (bottom/right from the output size).
+  const Hp = Math.max(H + pt, (OH - 1) * sh + (kh - 1) * dh + 1), Wp = Math.max(W + pl, (OW - 1) * sw + (kw - 1) * dw + 1);
+  const plane = Hp * Wp, image = C * plane;
+  const xAt = operandAddress(x, [B, C, H, W]);
+  // 64 bytes of slack: a stride-2 panel reads 32 bytes from its first pixel.
+  const bytes = B * image * 2 + 64;
+  const base = h.alloc(bytes);
+  if (Hp * Wp !== H * W) new Int16Array(h.memory.buffer, base, bytes >>> 1).fill(0);
+  else new Int16Array(h.memory.buffer, base + B * image * 2, 32).fill(0);
+  const centreArgs = { src: xAt, s0: x.strides[0]!, s1: x.strides[1]!, s2: x.strides[2]!, s3: x.strides[3]!, n0: B, n1: C, n2: H, n3: W, flip: x.data instanceof Int8Array ? 128 : 0, zp: zpA, dst: base + (pt * Wp + pl) * 2, d0: image * 2, d1: plane * 2, d2: Wp * 2 };
+  const cp = putInts(CENTRE_FIELDS.map((f) => centreArgs[f]));
+  centre(cp);
+  // Column tables over the batch's pixels (b, oh, ow): B's offsets in the padded copy, the outputs' (bytes).
+  const esize = ELEMENT_BYTES[ep.mode];
+  const cols = B * P, colOff = new Int32Array(Math.ceil(cols / NR) * NR), outOff = new Int32Array(colOff.length);
+  for (let b = 0, j = 0; b < B; b++) {
+    for (let oh = 0; oh < OH; oh++) {
+      for (let ow = 0; ow < OW; ow++, j++) {
+        colOff[j] = (b * image + oh * sh * Wp + ow * sw) * 2;
+        outOff[j] = (b * n * P + oh * OW + ow) * esize;
+      }
+    }
   }
+  colOff.fill(colOff[cols - 1]!, cols);
+  outOff.fill(outOff[cols - 1]!, cols);
+  const rowOff = new Int32Array(pairs * 2);
+  for (let r = 0; r < K; r++) rowOff[r] = (Math.floor(r / (kh * kw)) * plane + (Math.floor(r / kw) % kh) * dh * Wp + (r % kw) * dw) * 2;
+  if (K % 2) rowOff[K] = rowOff[K - 1]!;
+  const tables = { colOff: putInts(colOff), outOff: putInts(outOff), rowOff: putInts(rowOff), flags: panelFlags(colOff, outOff, cols, esize) };
+  const target = outputTarget(out, outOffset, B * n * P, esize);
+  for (let g = 0; g < G; g++) {
+    const mark = h.mark();
+    const rows = og;
+    const aBase = packWeights({ data: w.data, offset: w.offset + g * og * w.strides[0]!, strides: w.strides }, rows, K, zpW.subarray(g * og, g * og + og));
+    const epg: Int8Epilogue = { ...ep, multiplier: ep.multiplier?.subarray(g * og, g * og + og), offset: ep.offset?.subarray(g * og, g * og + og) };
+    runGemm({
+      aBase, aPanels: Math.ceil(rows / MR), pairs, bBase: base + g * cg * plane * 2, ...tables, out: target.at + g * og * P * esize, ldi: P * esize, rows,
+      ...epilogueFields(epg, rows),
+    }, cols, pairs, cols * rows * K);
+    h.release(mark);
+  }
+  target.done();
+}
+
+/**
+ * An int8 matmul: out[m, n] = epilogue(Σ_k (x[m, k] − zpA)·(w[n, k] − zpW[n])) for x [M, K] and w [N, K] (any strides),
+ * out row-major [M, N] at `outOffset`.
+ */
+export function wasmInt8Matmul(
+  x: Int8Operand, M: number, K: number, zpA: number, w: Int8Operand, N: number, zpW: Int32Array, ep: Int8Epilogue,
+  out: Int32Array | Float32Array | Int8Array | Uint8Array, outOffset: number,
+): void {
+  if (K === 0) throw new SinterError('qgemm', 'the wasm int8 kernel needs K ≥ 1');
+  const h = heap();
+  h.reset();
+  const pairs = Math.ceil(K / 2), ld = pairs * 2;
+  // x centred into rows of ld int16 (a zero pair half when K is odd), B's columns.
+  const base = h.alloc(M * ld * 2 + 64);
+  new Int16Array(h.memory.buffer, base, (M * ld * 2 + 64) >>> 1).fill(0);
+  const centreArgs = { src: operandAddress(x, [M, K]), s0: 0, s1: 0, s2: x.strides[0]!, s3: x.strides[1]!, n0: 1, n1: 1, n2: M, n3: K, flip: x.data instanceof Int8Array ? 128 : 0, zp: zpA, dst: base, d0: 0, d1: 0, d2: ld * 2 };
+  int8Module().centre(putInts(CENTRE_FIELDS.map((f) => centreArgs[f])));
+  const esize = ELEMENT_BYTES[ep.mode];
+  const colOff = new Int32Array(Math.ceil(M / NR) * NR), outOff = new Int32Array(colOff.length);
+  for (let j = 0; j < M; j++) {
+    colOff[j] = j * ld * 2;
+    outOff[j] = j * N * esize;
+  }
+  colOff.fill(colOff[M - 1]!, M);
+  outOff.fill(outOff[M - 1]!, M);
+  const rowOff = Int32Array.from({ length: ld }, (_, k) => 2 * k);
+  const target = outputTarget(out, outOffset, M * N, esize);
+  const aBase = packWeights(w, N, K, zpW);
+  runGemm({
+    aBase, aPanels: Math.ceil(N / MR), pairs, bBase: base, colOff: putInts(colOff), rowOff: putInts(rowOff), outOff: putInts(outOff),
+    flags: panelFlags(colOff, outOff, M, esize), out: target.at, ldi: esize, rows: N, ...epilogueFields(ep, N),
+  }, M, pairs, M * N * K);
+  target.done();
 }
