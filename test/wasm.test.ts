@@ -90,6 +90,36 @@ describe('the WebAssembly emitter', () => {
     expect([...f.subarray(64, 64 + n)]).toEqual([0, 100.5, 201, 301.5, 402, 502.5, 603]);
   });
 
+  it('runs forRange loops of no, one and many steps (steps past the bound, a start past it), and splatF32 constants in several functions', () => {
+    const m = new ModuleBuilder();
+    // count(from, to, step): how many times the body runs, as f32 · 0.5 + 0.25, with splatF32 constants (one of them used twice).
+    m.func('count', ['i32', 'i32'], ['f32'], (c) => {
+      const i = c.local('i32'), acc = c.local('v128');
+      c.splatF32(0.25).set(acc);
+      c.forRange(i, () => c.get(0), () => c.get(1), 3, () => void c.get(acc).splatF32(0.5).simd('f32x4.add').set(acc));
+      c.get(acc).splatF32(0.25).simd('f32x4.mul').splatF32(4).simd('f32x4.mul').lane('f32x4.extract_lane', 2);
+    });
+    // lanes(): another function's constants (their own globals), lane by lane.
+    m.func('lanes', [], ['f32'], (c) => {
+      c.splatF32(-Infinity).lane('f32x4.extract_lane', 3).splatF32(1.5).lane('f32x4.extract_lane', 1).op('f32.max');
+      c.splatF32(0.125).lane('f32x4.extract_lane', 0).op('f32.add');
+    });
+    const bytes = m.build();
+    expect(WebAssembly.validate(bytes)).toBe(true);
+    const x = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory: new WebAssembly.Memory({ initial: 1 }) } }).exports as {
+      count(from: number, to: number): number;
+      lanes(): number;
+    };
+    // Runs for i = from, from + 3, … while i < to.
+    for (const [from, to] of [[0, 0], [5, 2], [0, 1], [0, 3], [0, 4], [-7, 8], [2, 11]] as const) {
+      const runs = Math.max(0, Math.ceil((to - from) / 3));
+      expect(x.count(from, to), `${from}..${to}`).toBe(runs * 0.5 + 0.25);
+    }
+    expect(x.lanes()).toBe(1.625);
+    const y = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory: new WebAssembly.Memory({ initial: 1 }) } }).exports as { count(from: number, to: number): number };
+    expect(y.count(0, 7)).toBe(3 * 0.5 + 0.25);
+  });
+
   it('rejects a branch to a label that is not open, and detects SIMD128 by validation', () => {
     const m = new ModuleBuilder();
     let outer: symbol | undefined;
@@ -321,6 +351,12 @@ describe.each(PATHS)('float32 row kernels on the %s CPU path', (kind) => {
       );
       const special = [[1, -Infinity, 2, 0, 3], [Infinity, 0, 1, 2, 3], [NaN, 0, 1, 2, 3]];
       await expectClose(sn.softmax(sn.tensor(special), -1), ref([3, 5], softmaxRef(special)));
+      // The max pass skips NaN (f32x4.pmax): the row must still come out NaN, from a full step or the tail.
+      const I = Infinity;
+      const nine = [[0, 1, 2, 3, 4, 5, 6, 7, NaN], [0, 1, NaN, 3, 4, 5, 6, 7, 8], [-I, -I, -I, -I, -I, -I, -I, -I, -I], [-I, -I, -I, -I, -I, -I, -I, -I, 2], [0, 1, 2, 3, 4, 5, I, 7, 8], [-90, 0, -200, 1, -87, 2, -88, 3, -1e30], [-100, -101, -102, -103, -104, -105, -106, -107, -100.5]];
+      await expectClose(sn.softmax(sn.tensor(nine), -1), ref([7, 9], softmaxRef(nine)));
+      const single = [[NaN], [5], [-I], [I]];
+      await expectClose(sn.softmax(sn.tensor(single), -1), ref([4, 1], softmaxRef(single)));
     });
   });
 

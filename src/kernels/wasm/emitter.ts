@@ -76,6 +76,8 @@ const f64Bytes = new Uint8Array(8), f64View = new DataView(f64Bytes.buffer);
 export class Code {
   readonly bytes: number[] = [];
   private readonly localTypes: ValType[] = [];
+  /** A float32 constant's bits → the v128 local holding it in every lane (see `splatF32`). */
+  readonly splats = new Map<number, number>();
   /** Open blocks, innermost last: branch depths are computed from labels, not counted by hand. */
   private readonly labels: symbol[] = [];
 
@@ -146,6 +148,20 @@ export class Code {
     this.bytes.push(0x43, ...f32Bytes);
     return this;
   }
+  /**
+   * Pushes `v` in all four f32 lanes, from a local read once at the function's entry from a mutable global
+   * (ModuleBuilder.build adds both). V8 rebuilds an `f32.const; f32x4.splat` at every use, even one moved to a
+   * local before a loop (it sees the constant through the local): a scalar move and a broadcast per constant
+   * per iteration, which in an e^x polynomial's loop cost more than its arithmetic. A global's value is opaque
+   * to the compiler: the local stays in a register, or a spill slot that the arithmetic reads as its operand.
+   */
+  splatF32(v: number): this {
+    f32View.setFloat32(0, v, true);
+    const bits = f32View.getInt32(0, true);
+    let local = this.splats.get(bits);
+    if (local === undefined) this.splats.set(bits, (local = this.local('v128')));
+    return this.get(local);
+  }
   /** A lane instruction with its lane immediate. */
   lane(name: keyof typeof LANE, lane: number): this {
     this.bytes.push(0xfd, LANE[name], lane);
@@ -177,19 +193,23 @@ export class Code {
   }
 
   /**
-   * for (i = from; i < to; i += step) body — `from`/`to` are emitted by callbacks, `i` is a local;
-   * the body may `br(next)` to continue.
+   * for (i = from; i < to; i += step) body — `from`/`to` are emitted by callbacks (`to` twice: it must be a
+   * pure expression), `i` is a local; the body may `br(next)` to continue. Emitted as a guarded do-while (the
+   * test at the bottom): V8 compiles a loop whose exit test comes first with extra moves and spills around
+   * the back edge (about a fifth of an e^x loop's time).
    */
   forRange(i: number, from: () => void, to: () => void, step: number, body: (next: symbol) => void): this {
     from();
     this.set(i);
     return this.block((done) => {
+      this.get(i);
+      to();
+      this.op('i32.ge_s').brIf(done);
       this.loop((top) => {
-        this.get(i);
-        to();
-        this.op('i32.ge_s').brIf(done);
         this.block((next) => body(next));
-        this.get(i).i32(step).op('i32.add').set(i).br(top);
+        this.get(i).i32(step).op('i32.add').tee(i);
+        to();
+        this.op('i32.lt_s').brIf(top);
       });
     });
   }
@@ -268,8 +288,23 @@ export class ModuleBuilder {
     }
     section(2, [[...name('env'), ...name('memory'), 0x02, ...limits]]);
     section(3, this.functions.map((_, i) => { const o: number[] = []; uleb(o, i); return o; }));
+    // The splatF32 constants: one mutable v128 global each (initialised to the value in every lane), per function.
+    const globals: number[][] = [], preludes = this.functions.map((f) => {
+      const prelude: number[] = [];
+      for (const [bits, local] of f.code.splats) {
+        const lanes: number[] = [];
+        for (let k = 0; k < 4; k++) lanes.push(bits & 0xff, (bits >>> 8) & 0xff, (bits >>> 16) & 0xff, (bits >>> 24) & 0xff);
+        globals.push([VALTYPE.v128, 0x01, 0xfd, 0x0c, ...lanes, 0x0b]);
+        prelude.push(0x23);
+        uleb(prelude, globals.length - 1);
+        prelude.push(0x21);
+        uleb(prelude, local);
+      }
+      return prelude;
+    });
+    if (globals.length) section(6, globals);
     section(7, this.functions.map((f, i) => { const o = [...name(f.name), 0x00]; uleb(o, i); return o; }));
-    section(10, this.functions.map((f) => {
+    section(10, this.functions.map((f, i) => {
       const body: number[] = [];
       const groups = f.code.localGroups();
       uleb(body, groups.length);
@@ -277,7 +312,7 @@ export class ModuleBuilder {
         uleb(body, n);
         body.push(VALTYPE[t]);
       }
-      body.push(...f.code.bytes, 0x0b);
+      body.push(...preludes[i]!, ...f.code.bytes, 0x0b);
       const sized: number[] = [];
       uleb(sized, body.length);
       return [...sized, ...body];

@@ -19,7 +19,8 @@ import { isContiguous, numel } from '../../tensor/shape.js';
 /** How a function of float32 arguments renders: pushes its f32x4 result, given its arguments' v128 locals. */
 type Render = (c: Code, args: readonly number[], params: readonly number[], tmp: () => number) => void;
 
-const splat = (c: Code, v: number): Code => c.f32(v).simd('f32x4.splat');
+/** `v` in four lanes (hoisted to the function's entry: see Code.splatF32). */
+const splat = (c: Code, v: number): Code => c.splatF32(v);
 
 /** e^x for x in a v128 local: Cephes' expf (range reduction by ln 2, degree-6 polynomial), ~1 ulp; 2^n applied in two halves so results reach the subnormals and +∞. */
 export function emitExp(c: Code, x: number, tmp: () => number): void {
@@ -63,7 +64,7 @@ export function emitExp(c: Code, x: number, tmp: () => number): void {
  */
 export function emitExpNonPositive(c: Code, x: number, tmp: () => number): void {
   const n = tmp(), s = tmp(), t = tmp(), p = tmp();
-  const splat = (v: number): Code => c.f32(v).simd('f32x4.splat');
+  const splat = (v: number): Code => c.splatF32(v);
   const magic = 12583039;
   c.get(x);
   splat(1.4426950216293335).simd('f32x4.mul');

@@ -17,45 +17,67 @@ interface RowExports extends WebAssembly.Exports {
   layerNorm(x: number, out: number, w: number, b: number, rows: number, n: number, epsBits: number): void;
 }
 
-/** One step of a row: its element offset, lanes that hold row elements, and how to load/store at it. */
+/** One step of a pass over a row: four elements, or in the tail one (lane 0, zeros after). */
 interface Step {
-  readonly i: number;
   /** A v128 local: all-ones in lanes that hold row elements (every lane but in the tail). */
   readonly valid: number;
-  /** Pushes the four (or, in the tail, one: lane 0, zeros after) floats at `base` + 4·i. */
-  load(base: number): void;
-  /** Stores the v128 that `value` pushes at `base` + 4·i (in the tail only lane 0). */
-  store(base: number, value: () => void): void;
-  /** Whether this is the one-element step of the row's tail. */
+  /** Whether this is a one-element step of the row's tail. */
   readonly tail: boolean;
+  /** Pushes the address of this step's elements in operand `stream` (an index into eachRow's streams). */
+  address(stream: number): void;
+  /** Pushes the four (or, in the tail, one: lane 0, zeros after) floats of `stream` at this step. */
+  load(stream: number): void;
+  /** Stores the v128 that `value` pushes into `stream` at this step (in the tail only lane 0). */
+  store(stream: number, value: () => void): void;
 }
 
-const at = (c: Code, base: number, i: number): Code => c.get(base).get(i).i32(2).op('i32.shl', 'i32.add');
+type Pass = (step: Step) => void;
 
 /**
- * Emits: for each row (rows × n floats from `x`, advancing `x`/`out` after each), `body(steps)`, where
- * each `steps(pass)` call emits a pass over the row: `pass(step)` four elements at a time, then per tail element.
+ * Emits the row loop over `rows` rows of n floats. `streams` are the operands' address params: a row
+ * operand (`perRow`) moves on by n floats after each row; the others (layerNorm's weight and bias) start
+ * at the same address in every row. `body(steps)` emits a row's work, each `steps(pass)` one pass over
+ * it: `pass(step)` four elements at a time, then per tail element. Each pass walks a pointer per stream
+ * (no index arithmetic per access) in do-while loops with their exit test at the bottom, as V8 compiles
+ * best (see Code.forRange); the test is unsigned, since heap addresses may pass 2 GiB.
  */
-function eachRow(c: Code, x: number, out: number, rows: number, n: number, body: (steps: (pass: (s: Step) => void) => void) => void): void {
-  const row = c.local('i32'), i = c.local('i32'), n4 = c.local('i32'), all = c.local('v128'), first = c.local('v128');
+function eachRow(c: Code, streams: readonly { param: number; perRow: boolean }[], rows: number, n: number, body: (steps: (pass: Pass) => void) => void): void {
+  const row = c.local('i32'), end = c.local('i32'), all = c.local('v128'), first = c.local('v128');
+  const ptr = streams.map(() => c.local('i32'));
+  const lead = streams.findIndex((s) => s.perRow);
   c.i32(-1).simd('i32x4.splat').set(all);
   c.i32(0).simd('i32x4.splat').i32(-1).lane('i32x4.replace_lane', 0).set(first);
-  c.get(n).i32(-4).op('i32.and').set(n4);
-  c.forRange(row, () => c.i32(0), () => c.get(rows), 1, () => {
-    body((pass) => {
-      c.forRange(i, () => c.i32(0), () => c.get(n4), 4, () => {
-        pass({ i, valid: all, tail: false, load: (base) => void at(c, base, i).mem('v128.load'), store: (base, value) => { at(c, base, i); value(); c.mem('v128.store'); } });
-      });
-      c.forRange(i, () => c.get(n4), () => c.get(n), 1, () => {
+  const run = (pass: Pass, tail: boolean, bytes: () => void): void => {
+    const width = tail ? 4 : 16;
+    c.get(streams[lead]!.param);
+    bytes();
+    c.op('i32.add').set(end);
+    c.get(ptr[lead]!).get(end).op('i32.lt_u').if(() => {
+      c.loop((top) => {
         pass({
-          i, valid: first, tail: true,
-          load: (base) => void at(c, base, i).mem('v128.load32_zero'),
-          store: (base, value) => { at(c, base, i); value(); c.lane('f32x4.extract_lane', 0).mem('f32.store'); },
+          valid: tail ? first : all,
+          tail,
+          address: (k) => void c.get(ptr[k]!),
+          load: (k) => void c.get(ptr[k]!).mem(tail ? 'v128.load32_zero' : 'v128.load'),
+          store: (k, value) => {
+            c.get(ptr[k]!);
+            value();
+            if (tail) c.lane('f32x4.extract_lane', 0).mem('f32.store');
+            else c.mem('v128.store');
+          },
         });
+        ptr.forEach((p, k) => { if (k !== lead) c.get(p).i32(width).op('i32.add').set(p); });
+        c.get(ptr[lead]!).i32(width).op('i32.add').tee(ptr[lead]!).get(end).op('i32.lt_u').brIf(top);
       });
     });
-    c.get(x).get(n).i32(2).op('i32.shl', 'i32.add').set(x);
-    c.get(out).get(n).i32(2).op('i32.shl', 'i32.add').set(out);
+  };
+  c.forRange(row, () => c.i32(0), () => c.get(rows), 1, () => {
+    body((pass) => {
+      streams.forEach((s, k) => void c.get(s.param).set(ptr[k]!));
+      run(pass, false, () => void c.get(n).i32(-4).op('i32.and').i32(2).op('i32.shl'));
+      run(pass, true, () => void c.get(n).i32(2).op('i32.shl'));
+    });
+    for (const s of streams) if (s.perRow) c.get(s.param).get(n).i32(2).op('i32.shl', 'i32.add').set(s.param);
   });
 }
 
@@ -68,26 +90,29 @@ function horizontal(c: Code, v: number, op: 'f32.max' | 'f32.add'): void {
 function rowModule(): Uint8Array<ArrayBuffer> {
   const m = new ModuleBuilder(memoryImport());
   m.func('softmax', ['i32', 'i32', 'i32', 'i32'], [], (c) => {
-    const [x, out, rows, n] = [0, 1, 2, 3];
+    const [x, out, rows, n] = [0, 1, 2, 3], X = 0, OUT = 1;
     const acc = c.local('v128'), v = c.local('v128'), mx = c.local('v128'), scale = c.local('v128'), tmp = () => c.local('v128');
-    eachRow(c, x, out, rows, n, (steps) => {
-      c.f32(-Infinity).simd('f32x4.splat').set(acc);
+    eachRow(c, [{ param: x, perRow: true }, { param: out, perRow: true }], rows, n, (steps) => {
+      c.splatF32(-Infinity).set(acc);
+      // f32x4.pmax (acc < x ? x : acc) is one instruction where f32x4.max's NaN rules cost eight; a NaN it
+      // passes over still makes the row NaN (its e^(x − max) is NaN, and so is the sum every element is scaled by).
       // Lanes past the row (the tail's zeros) are masked out of the max and the sum; full steps need no mask.
       steps((s) => {
-        s.load(x);
-        if (s.tail) c.f32(-Infinity).simd('f32x4.splat').get(s.valid).simd('v128.bitselect');
-        c.get(acc).simd('f32x4.max').set(acc);
+        c.get(acc);
+        s.load(X);
+        if (s.tail) c.splatF32(-Infinity).get(s.valid).simd('v128.bitselect');
+        c.simd('f32x4.pmax').set(acc);
       });
       horizontal(c, acc, 'f32.max');
       c.simd('f32x4.splat').set(mx);
-      c.f32(0).simd('f32x4.splat').set(acc);
+      c.splatF32(0).set(acc);
       steps((s) => {
-        s.load(x);
+        s.load(X);
         c.get(mx).simd('f32x4.sub').set(v);
         emitExpNonPositive(c, v, tmp);
-        if (s.tail) c.f32(0).simd('f32x4.splat').get(s.valid).simd('v128.bitselect');
+        if (s.tail) c.splatF32(0).get(s.valid).simd('v128.bitselect');
         c.set(v);
-        s.store(out, () => void c.get(v));
+        s.store(OUT, () => void c.get(v));
         c.get(acc).get(v).simd('f32x4.add').set(acc);
       });
       // One division per row, then products: within an ulp of dividing each element.
@@ -95,15 +120,15 @@ function rowModule(): Uint8Array<ArrayBuffer> {
       horizontal(c, acc, 'f32.add');
       c.op('f32.div').simd('f32x4.splat').set(scale);
       steps((s) => {
-        s.store(out, () => {
-          s.load(out);
+        s.store(OUT, () => {
+          s.load(OUT);
           c.get(scale).simd('f32x4.mul');
         });
       });
     });
   });
   m.func('layerNorm', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
-    const [x, out, w, b, rows, n, epsBits] = [0, 1, 2, 3, 4, 5, 6];
+    const [x, out, w, b, rows, n, epsBits] = [0, 1, 2, 3, 4, 5, 6], X = 0, OUT = 1, W = 2, B = 3;
     const sum = c.local('v128'), d = c.local('v128'), tail = c.local('f64'), t = c.local('f64'), mean = c.local('f64');
     const meanD = c.local('v128'), meanV = c.local('v128'), rstdV = c.local('v128');
     /**
@@ -111,23 +136,26 @@ function rowModule(): Uint8Array<ArrayBuffer> {
      * two elements per f64x2 (floats j, j+1 and j+2, j+3 loaded as 64 bits each), the tail in an f64.
      * `vector(d)` / `scalar(t)` add f of the f64x2 local d / f64 local t to `sum` / `tail`. Leaves the total on the stack.
      */
-    const sumRow = (steps: (pass: (s: Step) => void) => void, vector: (d: number) => void, scalar: (t: number) => void): void => {
+    const sumRow = (steps: (pass: Pass) => void, vector: (d: number) => void, scalar: (t: number) => void): void => {
       c.f64(0).simd('f64x2.splat').set(sum);
       c.f64(0).set(tail);
       steps((s) => {
         if (s.tail) {
-          at(c, x, s.i).mem('f32.load').op('f64.promote_f32').set(t);
+          s.address(X);
+          c.mem('f32.load').op('f64.promote_f32').set(t);
           scalar(t);
           return;
         }
         for (const half of [0, 8]) {
-          at(c, x, s.i).mem('v128.load64_zero', half).simd('f64x2.promote_low_f32x4').set(d);
+          s.address(X);
+          c.mem('v128.load64_zero', half).simd('f64x2.promote_low_f32x4').set(d);
           vector(d);
         }
       });
       c.get(sum).lane('f64x2.extract_lane', 0).get(sum).lane('f64x2.extract_lane', 1).op('f64.add').get(tail).op('f64.add');
     };
-    eachRow(c, x, out, rows, n, (steps) => {
+    const streams = [{ param: x, perRow: true }, { param: out, perRow: true }, { param: w, perRow: false }, { param: b, perRow: false }];
+    eachRow(c, streams, rows, n, (steps) => {
       sumRow(steps, (v) => void c.get(sum).get(v).simd('f64x2.add').set(sum), (v) => void c.get(tail).get(v).op('f64.add').set(tail));
       c.get(n).op('f64.convert_i32_s', 'f64.div').set(mean);
       c.get(mean).simd('f64x2.splat').set(meanD);
@@ -148,12 +176,12 @@ function rowModule(): Uint8Array<ArrayBuffer> {
       rowSumSq();
       c.get(n).op('f64.convert_i32_s', 'f64.div').get(epsBits).op('f32.reinterpret_i32', 'f64.promote_f32', 'f64.add', 'f64.sqrt', 'f64.div', 'f32.demote_f64').simd('f32x4.splat').set(rstdV);
       steps((s) => {
-        s.store(out, () => {
-          s.load(x);
+        s.store(OUT, () => {
+          s.load(X);
           c.get(meanV).simd('f32x4.sub').get(rstdV).simd('f32x4.mul');
-          s.load(w);
+          s.load(W);
           c.simd('f32x4.mul');
-          s.load(b);
+          s.load(B);
           c.simd('f32x4.add');
         });
       });
