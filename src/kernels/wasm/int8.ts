@@ -2,6 +2,7 @@ import { SinterError } from '../../errors.js';
 import { Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
+import { type CacheStats, LruCache } from '../../lru.js';
 
 // The integer GEMM of the int8 layers (src/quant/gemm.ts) in WebAssembly SIMD, blocked as the float one
 // (src/kernels/wasm/gemm.ts): C[i, j] = Σ_k A[i, k]·B[j, k] with A the weights (rows = output channels) and
@@ -21,6 +22,8 @@ import { availableThreads, parallelFor } from './threads.js';
 // from a valid address and multiplied by 0).
 
 const MR = 4, NR = 8;
+/** Multiply-adds below which a share of the columns is not worth a thread's wake-up (~0.05 ms of work). */
+const MIN_WORK_PER_THREAD = 1 << 19;
 
 /** How many GEMMs (conv2d: per group) the wasm int8 kernel has run (tests check that it ran). */
 let calls = 0;
@@ -41,6 +44,15 @@ const raw = {
   store16: (c: Code, offset = 0) => c.bytes.push(0x3b, 0x01, offset),
   f32FromBits: (c: Code) => c.op('f32.reinterpret_i32'),
   xor: (c: Code) => c.bytes.push(0x73), // i32.xor
+  load8x8: (c: Code, signed: boolean) => c.bytes.push(0xfd, signed ? 0x01 : 0x02, 0x03, 0x00), // v128.load8x8_s/u
+  i16Sub: (c: Code) => c.bytes.push(0xfd, 0x91, 0x01), // i16x8.sub
+  i16Splat: (c: Code) => c.bytes.push(0xfd, 0x10), // i16x8.splat
+  // int8/uint8 ↔ float32, four lanes: i16x8.extend_low_i8x16_s/u, i32x4.extend_low_i16x8_s/u; v128.store32_lane; i32.trunc_sat_f32_s.
+  extend8: (c: Code, signed: boolean) => c.bytes.push(0xfd, signed ? 0x87 : 0x89, 0x01),
+  extend16: (c: Code, signed: boolean) => c.bytes.push(0xfd, signed ? 0xa7 : 0xa9, 0x01),
+  store32Lane0: (c: Code) => c.bytes.push(0xfd, 0x5a, 0x02, 0x00, 0x00),
+  truncSat: (c: Code) => c.bytes.push(0xfc, 0x00),
+  load8s: (c: Code) => c.bytes.push(0x2c, 0x00, 0x00),
 };
 
 /** i16 lanes a0 b0 a1 b1 a2 b2 a3 b3 (low) / a4 b4 … a7 b7 (high) of two i16x8 vectors a, b. */
@@ -79,12 +91,36 @@ function emitCentre(m: ModuleBuilder): void {
     const f = fields(c, CENTRE_FIELDS);
     const [i0, i1, i2, i3] = [c.local('i32'), c.local('i32'), c.local('i32'), c.local('i32')];
     const s = c.local('i32'), d = c.local('i32');
+    const zpv = c.local('v128');
+    c.get(f.zp);
+    raw.i16Splat(c);
+    c.set(zpv);
     c.forRange(i0, () => c.i32(0), () => c.get(f.n0), 1, () => {
       c.forRange(i1, () => c.i32(0), () => c.get(f.n1), 1, () => {
         c.forRange(i2, () => c.i32(0), () => c.get(f.n2), 1, () => {
           c.get(f.src).get(i0).get(f.s0).op('i32.mul', 'i32.add').get(i1).get(f.s1).op('i32.mul', 'i32.add').get(i2).get(f.s2).op('i32.mul', 'i32.add').set(s);
           c.get(f.dst).get(i0).get(f.d0).op('i32.mul', 'i32.add').get(i1).get(f.d1).op('i32.mul', 'i32.add').get(i2).get(f.d2).op('i32.mul', 'i32.add').set(d);
-          c.forRange(i3, () => c.i32(0), () => c.get(f.n3), 1, () => {
+          // Rows of consecutive bytes: eight at a time (load8x8 widens them), then the row's tail.
+          c.i32(0).set(i3);
+          const vectorRow = (signed: boolean) => c.block((done) => {
+            c.loop((top) => {
+              c.get(i3).i32(8).op('i32.add').get(f.n3).op('i32.gt_s').brIf(done);
+              c.get(d).get(s);
+              raw.load8x8(c, signed);
+              c.get(zpv);
+              raw.i16Sub(c);
+              c.mem('v128.store');
+              c.get(s).i32(8).op('i32.add').set(s);
+              c.get(d).i32(16).op('i32.add').set(d);
+              c.get(i3).i32(8).op('i32.add').set(i3);
+              c.br(top);
+            });
+          });
+          c.get(f.s3).i32(1).op('i32.eq').if(() => {
+            c.get(f.flip).if(() => vectorRow(true));
+            c.get(f.flip).op('i32.eqz').if(() => vectorRow(false));
+          });
+          c.forRange(i3, () => c.get(i3), () => c.get(f.n3), 1, () => {
             c.get(d);
             c.get(s);
             raw.load8u(c);
@@ -98,6 +134,64 @@ function emitCentre(m: ModuleBuilder): void {
         });
       });
     });
+  });
+}
+
+function emitConversions(m: ModuleBuilder): void {
+  // toFloat(src, dst, n, signed): dst[i] = float32(byte i of src, int8 when signed else uint8).
+  m.func('toFloat', ['i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [src, dst, n, signed] = [0, 1, 2, 3];
+    const i = c.local('i32');
+    for (const sign of [true, false]) {
+      c.get(signed).i32(sign ? 0 : 1).op('i32.ne').if(() => {
+        c.i32(0).set(i);
+        c.block((done) => c.loop((top) => {
+          c.get(i).i32(4).op('i32.add').get(n).op('i32.gt_s').brIf(done);
+          c.get(dst).get(i).i32(2).op('i32.shl', 'i32.add');
+          c.get(src).get(i).op('i32.add').mem('v128.load32_zero');
+          raw.extend8(c, sign);
+          raw.extend16(c, sign);
+          c.simd('f32x4.convert_i32x4_s').mem('v128.store');
+          c.get(i).i32(4).op('i32.add').set(i);
+          c.br(top);
+        }));
+        c.forRange(i, () => c.get(i), () => c.get(n), 1, () => {
+          c.get(dst).get(i).i32(2).op('i32.shl', 'i32.add');
+          c.get(src).get(i).op('i32.add');
+          if (sign) raw.load8s(c);
+          else raw.load8u(c);
+          c.op('f32.convert_i32_s').mem('f32.store');
+        });
+      });
+    }
+  });
+  // fromFloat(src, dst, n, signed): byte i of dst = the float32 src[i] truncated (values already inside the range).
+  m.func('fromFloat', ['i32', 'i32', 'i32', 'i32'], [], (c) => {
+    const [src, dst, n, signed] = [0, 1, 2, 3];
+    const i = c.local('i32'), v = c.local('v128');
+    for (const sign of [true, false]) {
+      c.get(signed).i32(sign ? 0 : 1).op('i32.ne').if(() => {
+        c.i32(0).set(i);
+        c.block((done) => c.loop((top) => {
+          c.get(i).i32(4).op('i32.add').get(n).op('i32.gt_s').brIf(done);
+          c.get(dst).get(i).op('i32.add');
+          c.get(src).get(i).i32(2).op('i32.shl', 'i32.add').mem('v128.load').simd('i32x4.trunc_sat_f32x4_s').tee(v).get(v);
+          raw.narrow32(c);
+          c.get(v).get(v);
+          raw.narrow32(c);
+          raw.narrow16(c, sign);
+          raw.store32Lane0(c);
+          c.get(i).i32(4).op('i32.add').set(i);
+          c.br(top);
+        }));
+        c.forRange(i, () => c.get(i), () => c.get(n), 1, () => {
+          c.get(dst).get(i).op('i32.add');
+          c.get(src).get(i).i32(2).op('i32.shl', 'i32.add').mem('f32.load');
+          raw.truncSat(c);
+          raw.store8(c);
+        });
+      });
+    }
   });
 }
 
@@ -326,6 +420,8 @@ function emitGemm(m: ModuleBuilder, packB: number, tiles: readonly number[]): vo
 
 interface Int8Module {
   centre: (p: number) => void;
+  toFloat: (src: number, dst: number, n: number, signed: number) => void;
+  fromFloat: (src: number, dst: number, n: number, signed: number) => void;
   packA: (...args: number[]) => void;
   gemm: (p: number) => void;
 }
@@ -335,6 +431,7 @@ function int8Module(): Int8Module {
   if (!kernels) {
     const mb = new ModuleBuilder(memoryImport());
     emitCentre(mb);
+    emitConversions(mb);
     emitPackA(mb);
     const packB = emitPackB(mb);
     const tiles = MODES.map((mode) => emitTile(mb, mode));
@@ -404,9 +501,10 @@ function putFloats(values: Float32Array, padTo: number): number {
 }
 
 /** Bits of a float32 as an i32 (the epilogue's constants travel in the i32 parameter block). */
+const bitsView = new DataView(new ArrayBuffer(4));
 function f32Bits(v: number): number {
-  const b = new Float32Array([v]);
-  return new Int32Array(b.buffer)[0]!;
+  bitsView.setFloat32(0, v, true);
+  return bitsView.getInt32(0, true);
 }
 
 /**
@@ -417,13 +515,18 @@ function runGemm(common: Omit<Record<GemmField, number>, 'j0' | 'j1' | 'bPanel' 
   const h = heap(), { gemm } = int8Module();
   calls++;
   const panels = Math.ceil(n / NR);
-  const parts = Math.max(1, Math.min(panels, Math.floor(work / 2 ** 18), availableThreads()));
+  const parts = Math.max(1, Math.min(panels, Math.floor(work / MIN_WORK_PER_THREAD), work >= 2 * MIN_WORK_PER_THREAD ? availableThreads() : 1));
   const share = Math.ceil(panels / parts) * NR;
+  const values = GEMM_FIELDS.map((name) => (common as Record<string, number>)[name] ?? 0);
+  const [j0, j1, bPanel, scratch] = (['j0', 'j1', 'bPanel', 'scratch'] as const).map((name) => GEMM_FIELDS.indexOf(name));
   const tasks: number[][] = [];
-  for (let j0 = 0; j0 < n; j0 += share) {
-    const p = h.alloc(GEMM_FIELDS.length * 4), bPanel = h.alloc(pairs * 32), scratch = h.alloc(MR * 32);
-    const values: Record<GemmField, number> = { ...common, j0, j1: Math.min(n, j0 + share), bPanel, scratch };
-    new Int32Array(h.memory.buffer, p, GEMM_FIELDS.length).set(GEMM_FIELDS.map((name) => values[name]));
+  for (let j = 0; j < n; j += share) {
+    const p = h.alloc(GEMM_FIELDS.length * 4);
+    values[j0!] = j;
+    values[j1!] = Math.min(n, j + share);
+    values[bPanel!] = h.alloc(pairs * 32);
+    values[scratch!] = h.alloc(MR * 32);
+    new Int32Array(h.memory.buffer, p, GEMM_FIELDS.length).set(values);
     tasks.push([p]);
   }
   parallelFor(tasks, gemm);
@@ -442,7 +545,7 @@ function epilogueFields(ep: Int8Epilogue, rows: number): Pick<Record<GemmField, 
 }
 
 /** Panel flags from the column tables: B's stride (1 or 2 int16, whole panels only) and whether the outputs are consecutive. */
-function panelFlags(colOff: Int32Array, outOff: Int32Array, n: number, esize: number): number {
+function panelFlags(colOff: Int32Array, outOff: Int32Array, n: number, esize: number): Int32Array {
   const panels = Math.ceil(n / NR), flags = new Int32Array(panels);
   for (let p = 0; p < panels; p++) {
     const j = p * NR;
@@ -456,7 +559,7 @@ function panelFlags(colOff: Int32Array, outOff: Int32Array, n: number, esize: nu
     }
     flags[p] = (s1 ? FLAG.stride1 : s2 ? FLAG.stride2 : 0) | (o ? FLAG.outContiguous : 0);
   }
-  return putInts(flags);
+  return flags;
 }
 
 /** Where the GEMM writes: the output's own storage when it lives in the heap, else scratch copied out after. */
@@ -482,6 +585,50 @@ export interface Int8ConvGeometry {
   groups: number;
   outHeight: number;
   outWidth: number;
+}
+
+interface ConvTables {
+  colOff: Int32Array;
+  outOff: Int32Array;
+  rowOff: Int32Array;
+  flags: Int32Array;
+}
+/** A conv's column and row tables by geometry: plans call the same layers again and again (bounded; see wasmInt8CacheStats). */
+const tableCache = new LruCache<string, ConvTables>(128);
+
+/** Statistics of the conv tables' cache. */
+export function wasmInt8CacheStats(): CacheStats {
+  return tableCache.stats();
+}
+
+/**
+ * The GEMM's tables for a conv over the padded input (rows Wp int16 apart, planes `plane`): per output pixel (b, oh, ow),
+ * B's byte offset and the output's (NCHW with n channels of esize bytes); per k = (ci, i, j), the tap's offset; panel flags.
+ */
+function convTables(geo: Int8ConvGeometry, n: number, esize: number, Wp: number, plane: number): ConvTables {
+  const key = `${JSON.stringify(geo)}|${n}|${esize}|${Wp}|${plane}`;
+  const hit = tableCache.get(key);
+  if (hit) return hit;
+  const [kh, kw] = geo.kernel, [sh, sw] = geo.stride, [dh, dw] = geo.dilation;
+  const { batch: B, channels: C, groups: G, outHeight: OH, outWidth: OW } = geo;
+  const K = (C / G) * kh * kw, pairs = Math.ceil(K / 2), P = OH * OW, image = C * plane, cols = B * P;
+  const colOff = new Int32Array(Math.ceil(cols / NR) * NR), outOff = new Int32Array(colOff.length);
+  for (let b = 0, j = 0; b < B; b++) {
+    for (let oh = 0; oh < OH; oh++) {
+      for (let ow = 0; ow < OW; ow++, j++) {
+        colOff[j] = (b * image + oh * sh * Wp + ow * sw) * 2;
+        outOff[j] = (b * n * P + oh * OW + ow) * esize;
+      }
+    }
+  }
+  colOff.fill(colOff[cols - 1]!, cols);
+  outOff.fill(outOff[cols - 1]!, cols);
+  const rowOff = new Int32Array(pairs * 2);
+  for (let r = 0; r < K; r++) rowOff[r] = (Math.floor(r / (kh * kw)) * plane + (Math.floor(r / kw) % kh) * dh * Wp + (r % kw) * dw) * 2;
+  if (K % 2) rowOff[K] = rowOff[K - 1]!;
+  const tables = { colOff, outOff, rowOff, flags: panelFlags(colOff, outOff, cols, esize) };
+  tableCache.set(key, tables);
+  return tables;
 }
 
 /**
@@ -510,23 +657,10 @@ export function wasmInt8Conv(
   const centreArgs = { src: xAt, s0: x.strides[0]!, s1: x.strides[1]!, s2: x.strides[2]!, s3: x.strides[3]!, n0: B, n1: C, n2: H, n3: W, flip: x.data instanceof Int8Array ? 128 : 0, zp: zpA, dst: base + (pt * Wp + pl) * 2, d0: image * 2, d1: plane * 2, d2: Wp * 2 };
   const cp = putInts(CENTRE_FIELDS.map((f) => centreArgs[f]));
   centre(cp);
-  // Column tables over the batch's pixels (b, oh, ow): B's offsets in the padded copy, the outputs' (bytes).
   const esize = ELEMENT_BYTES[ep.mode];
-  const cols = B * P, colOff = new Int32Array(Math.ceil(cols / NR) * NR), outOff = new Int32Array(colOff.length);
-  for (let b = 0, j = 0; b < B; b++) {
-    for (let oh = 0; oh < OH; oh++) {
-      for (let ow = 0; ow < OW; ow++, j++) {
-        colOff[j] = (b * image + oh * sh * Wp + ow * sw) * 2;
-        outOff[j] = (b * n * P + oh * OW + ow) * esize;
-      }
-    }
-  }
-  colOff.fill(colOff[cols - 1]!, cols);
-  outOff.fill(outOff[cols - 1]!, cols);
-  const rowOff = new Int32Array(pairs * 2);
-  for (let r = 0; r < K; r++) rowOff[r] = (Math.floor(r / (kh * kw)) * plane + (Math.floor(r / kw) % kh) * dh * Wp + (r % kw) * dw) * 2;
-  if (K % 2) rowOff[K] = rowOff[K - 1]!;
-  const tables = { colOff: putInts(colOff), outOff: putInts(outOff), rowOff: putInts(rowOff), flags: panelFlags(colOff, outOff, cols, esize) };
+  const cols = B * P;
+  const t = convTables(geo, n, esize, Wp, plane);
+  const tables = { colOff: putInts(t.colOff), outOff: putInts(t.outOff), rowOff: putInts(t.rowOff), flags: putInts(t.flags) };
   const target = outputTarget(out, outOffset, B * n * P, esize);
   for (let g = 0; g < G; g++) {
     const mark = h.mark();
@@ -572,7 +706,17 @@ export function wasmInt8Matmul(
   const aBase = packWeights(w, N, K, zpW);
   runGemm({
     aBase, aPanels: Math.ceil(N / MR), pairs, bBase: base, colOff: putInts(colOff), rowOff: putInts(rowOff), outOff: putInts(outOff),
-    flags: panelFlags(colOff, outOff, M, esize), out: target.at, ldi: esize, rows: N, ...epilogueFields(ep, N),
+    flags: putInts(panelFlags(colOff, outOff, M, esize)), out: target.at, ldi: esize, rows: N, ...epilogueFields(ep, N),
   }, M, pairs, M * N * K);
   target.done();
+}
+
+/** float32 copies of n int8 (signed) or uint8 values: heap byte addresses src → dst. */
+export function wasmInt8ToFloat(src: number, dst: number, n: number, signed: boolean): void {
+  int8Module().toFloat(src, dst, n, signed ? 1 : 0);
+}
+
+/** n float32 values (already integers inside the int8/uint8 range) stored as bytes: heap addresses src → dst. */
+export function wasmFloatToInt8(src: number, dst: number, n: number, signed: boolean): void {
+  int8Module().fromFloat(src, dst, n, signed ? 1 : 0);
 }
