@@ -6,7 +6,7 @@ import type { Backend, Storage } from './backend.js';
 import { kernelOverrides } from '../kernels/cpu/overrides.js';
 import { hasSimd } from '../kernels/wasm/emitter.js';
 import { wasmConv2d, wasmConvTranspose2d, wasmGemm } from '../kernels/wasm/linalg.js';
-import { wasmMap } from '../kernels/wasm/map.js';
+import { wasmMapWithIntegers } from '../kernels/wasm/int8-map.js';
 import { wasmReduce } from '../kernels/wasm/reduce.js';
 import { wasmPool2d } from '../kernels/wasm/pool.js';
 import { wasmGatherSeparable } from '../kernels/wasm/gather.js';
@@ -50,7 +50,7 @@ export function setCpuKernels(kind: CpuKernels): CpuKernels {
   kernelOverrides.gemm = wasm ? wasmGemm : undefined;
   kernelOverrides.conv2d = wasm ? wasmConv2d : undefined;
   kernelOverrides.convTranspose2d = wasm ? wasmConvTranspose2d : undefined;
-  kernelOverrides.map = wasm ? wasmMap : undefined;
+  kernelOverrides.map = wasm ? wasmMapWithIntegers : undefined;
   kernelOverrides.softmax = wasm ? softmaxTakingHalf(wasmSoftmax) : undefined;
   kernelOverrides.blockNorm = wasm ? blockNormTakingHalf(wasmLayerNorm) : undefined;
   kernelOverrides.reduce = wasm ? wasmReduce : undefined;
