@@ -284,6 +284,20 @@ describe.each(PATHS)('float32 elementwise ops on the %s CPU path', (kind) => {
     });
   });
 
+  it('clamp gives what JS gives bit for bit at signed zeros, NaN and infinite values, with zero, infinite or NaN bounds', async () => {
+    const xs = [0, -0, NaN, Infinity, -Infinity, 1, -1, 7, -7, 1e-40, -1e-40];
+    const bounds = [[0, 6], [-Infinity, 0], [0, Infinity], [NaN, 1], [1, NaN], [-2, 3]];
+    await onPath(kind, async () => {
+      const x = sn.tensor(xs);
+      for (const [lo, hi] of bounds) {
+        const y = await sn.clamp(x, lo, hi).data(), want = xs.map((v) => Math.fround(Math.min(Math.max(Math.fround(v), lo!), hi!)));
+        expect([...y].map((v) => (Object.is(v, -0) ? '-0' : String(v))), `clamp(x, ${lo}, ${hi})`).toEqual(want.map((v) => (Object.is(v, -0) ? '-0' : String(v))));
+      }
+      const r6 = await sn.relu6(x).data();
+      expect(Object.is(r6[1], 0) && Number.isNaN(r6[2]!)).toBe(true);
+    });
+  });
+
   it('binary ops broadcast (stride-0 rows and columns, size-1 dims) and match the reference', async () => {
     const ops: [string, (a: Tensor, b: Tensor) => Tensor, (a: number, b: number) => number][] = [
       ['add', (a, b) => sn.add(a, b, { alpha: 0.5 }), (a, b) => a + 0.5 * b],

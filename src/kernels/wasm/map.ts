@@ -26,8 +26,9 @@ const splat = (c: Code, v: number): Code => c.splatF32(v);
 export function emitExp(c: Code, x: number, tmp: () => number): void {
   const n = tmp(), r = tmp(), y = tmp(), ni = tmp();
   c.get(x);
-  splat(c, -104).simd('f32x4.max');
-  splat(c, 89).simd('f32x4.min').set(r);
+  // pmax/pmin (one instruction each; see clampTo) keep a NaN x.
+  splat(c, -104).simd('f32x4.pmax');
+  splat(c, 89).simd('f32x4.pmin').set(r);
   c.get(r);
   splat(c, Math.LOG2E).simd('f32x4.mul', 'f32x4.nearest').set(n);
   c.get(r).get(n);
@@ -111,9 +112,17 @@ const scaled = (op: 'f32x4.add' | 'f32x4.sub'): Render => (c, [a, b], [alpha]) =
   if (alpha !== 1) splat(c, alpha!).simd('f32x4.mul');
   c.simd(op);
 };
+/**
+ * Math.min(Math.max(v, lo), hi) of the v128 on the stack, as JS gives it. f32x4.pmax(v, lo) is `v < lo ? lo : v`
+ * (one instruction; f32x4.max's NaN and signed-zero rules take V8 eight), and keeps a NaN v as JS does; it differs
+ * from Math.max only at v = −0, lo = +0 (JS gives +0: adding +0 turns −0 into +0 and leaves every other value), and
+ * for a NaN bound. f32x4.pmin(v, hi) likewise, except at v = +0, hi = −0 (JS gives −0) and a NaN bound: there the
+ * full f32x4.min/max.
+ */
 const clampTo = (c: Code, lo: number, hi: number): void => {
-  splat(c, lo).simd('f32x4.max');
-  splat(c, hi).simd('f32x4.min');
+  splat(c, lo).simd(Number.isNaN(lo) ? 'f32x4.max' : 'f32x4.pmax');
+  if (Object.is(lo, 0)) splat(c, 0).simd('f32x4.add');
+  splat(c, hi).simd(Number.isNaN(hi) || Object.is(hi, -0) ? 'f32x4.min' : 'f32x4.pmin');
 };
 
 /**
@@ -138,10 +147,10 @@ const RENDER: Record<string, Render> = {
   reciprocal: (c, [x]) => void splat(c, 1).get(x!).simd('f32x4.div'),
   rsqrt: (c, [x]) => void splat(c, 1).get(x!).simd('f32x4.sqrt', 'f32x4.div'),
   // x < 0 ? 0 : x (NaN and −0 pass through, as in JS).
-  relu: (c, [x]) => void splat(c, 0).get(x!).get(x!).f32(0).simd('f32x4.splat', 'f32x4.lt', 'v128.bitselect'),
+  relu: (c, [x]) => void splat(c, 0).get(x!).get(x!).splatF32(0).simd('f32x4.lt', 'v128.bitselect'),
   relu6: (c, [x]) => void clampTo(c.get(x!), 0, 6),
   clamp: (c, [x], [lo, hi]) => void clampTo(c.get(x!), lo!, hi!),
-  leakyRelu: (c, [x], [s]) => void splat(c.get(x!).get(x!), s!).simd('f32x4.mul').get(x!).f32(0).simd('f32x4.splat', 'f32x4.gt', 'v128.bitselect'),
+  leakyRelu: (c, [x], [s]) => void splat(c.get(x!).get(x!), s!).simd('f32x4.mul').get(x!).splatF32(0).simd('f32x4.gt', 'v128.bitselect'),
   hardSigmoid: (c, [x]) => {
     splat(c.get(x!), 6).simd('f32x4.div');
     splat(c, 0.5).simd('f32x4.add');
