@@ -137,7 +137,7 @@ describe('quantise / dequantise and fused float ops in wasm (integer-ended maps)
   it('a dequantise → hardswish → quantise chain fused by jit equals the JavaScript path; other integer arithmetic stays on the JavaScript kernel', async () => {
     const q = sn.randint(0, 256, [2, 3, 5, 11], { dtype: 'uint8', seed: 5 });
     const chain = sn.jit((t: sn.Tensor) => {
-      const v = sn.mul(sn.sub(t.to('int32'), 131).to('float32'), 0.037);
+      const v = new sn.QuantizedTensor(t, 'quint8', { scales: Float64Array.of(0.037), zeroPoints: Int32Array.of(131), axis: null }).dequantize();
       const h = sn.add(sn.hardSwish(v), sn.clamp(sn.mul(v, 0.5), { min: -1, max: 1 }));
       return sn.quantizePerTensor(h, 0.021, 17, 'qint8').intRepr();
     });
