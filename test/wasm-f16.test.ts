@@ -1,26 +1,28 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
-import { setCpuKernels } from '../src/backend/cpu.js';
+import { type CpuStorage, setCpuKernels } from '../src/backend/cpu.js';
 import { call, constant, input } from '../src/ops/expr.js';
 import type { CpuView } from '../src/ops/op.js';
-import { forgetRoundedHalf, noteRoundedHalf, roundToHalf } from '../src/kernels/cpu/half.js';
+import { forgetRoundedHalf, narrowHalf, noteRoundedHalf, takeRoundedHalf, widenHalf } from '../src/kernels/cpu/half.js';
 import { kernelOverrides } from '../src/kernels/cpu/overrides.js';
-import { wasmRoundHalf } from '../src/kernels/wasm/half.js';
+import { wasmNarrowHalf, wasmWidenHalf } from '../src/kernels/wasm/half.js';
 import { heap } from '../src/kernels/wasm/heap.js';
 import { wasmMap } from '../src/kernels/wasm/map.js';
 import { TOLERANCES, makeTensor, propertyConfig, tensorCaseArb } from '../src/testing/index.js';
 import { expectClose } from './helpers.js';
-import { type Ref, float16Ref, refOf } from './reference/core.js';
+import { type Ref, float16Ref, ref, refOf } from './reference/core.js';
 import { conv2dRef } from './reference/conv.js';
 import { accumulationAtol, matmulRef } from './reference/linalg.js';
 import { layerNormRef } from './reference/norm.js';
 import { softmaxRef } from './reference/reduce.js';
 
-// float16 on the CPU's WebAssembly kernels (issue 10 item 6 on the CPU backend of issue 9): float16 values are
-// float32 numbers there, computed in f32 by the float32 kernels; the wasm rounding to binary16 (after every kernel,
-// and after every float16 node of a fused elementwise expression) must equal the float64 reference exactly,
-// subnormals, ±∞, NaN and ties to even included, as the JavaScript reference path (SINTER_CPU_KERNELS=js) does.
+// float16 on the CPU's WebAssembly kernels (issue 10 item 6 on the CPU backend of issue 9): float16 storages hold
+// binary16 bits (2 bytes a value); the backend widens float16 operands to float32 before each kernel and narrows
+// float16 results after it, and the float32 kernels compute in f32. The widening must give every one of the 65536
+// bit patterns' values, and the narrowing (the rounding to binary16, as after every float16 node of a fused
+// elementwise expression) must equal the float64 reference exactly, subnormals, ±∞, NaN and ties to even included,
+// on the wasm passes as on the JavaScript reference path (SINTER_CPU_KERNELS=js).
 
 afterEach(() => void setCpuKernels('wasm'));
 
@@ -65,22 +67,102 @@ function expectAllRounded(got: ArrayLike<number>, from: ArrayLike<number>, what:
   expect(bad, `${what}: first mismatch ${first}`).toBe(0);
 }
 
-describe('float16 rounding on the CPU (wasm and the JS reference)', () => {
-  const values = boundaryValues();
+/** The value that binary16 bits `bits` hold: `halfValue`, with every NaN the same. */
+const sameValue = (bits: number, want: number): boolean => same(halfValue(bits), want);
 
-  it('the wasm rounding kernel equals the float64 reference at every binary16 boundary, in place', () => {
-    const h = heap(), at = h.allocate(values.length * 4);
+/** `n` values in the heap (from element `skew`, so v128 accesses are misaligned too), or a JS array; freed by `free`. */
+function inHeap<T extends Float32Array | Uint16Array>(Type: { new (b: ArrayBufferLike, at: number, n: number): T; BYTES_PER_ELEMENT: number }, n: number, skew = 0): { array: () => T; free: () => void } {
+  const h = heap(), at = h.allocate((n + skew) * Type.BYTES_PER_ELEMENT);
+  return { array: () => new Type(h.memory.buffer, at + skew * Type.BYTES_PER_ELEMENT, n), free: () => h.deallocate(at) };
+}
+
+describe('binary16 storage on the CPU: widening and narrowing (wasm and the JS reference)', () => {
+  const values = boundaryValues();
+  const allBits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+
+  it.each([0, 1, 3])('widens all 65536 bit patterns exactly, in the heap (skewed by %i) and in JS arrays', (skew) => {
+    for (const where of ['heap', 'js'] as const) {
+      const src = inHeap(Uint16Array, allBits.length, skew), dst = inHeap(Float32Array, allBits.length, skew);
+      try {
+        const bits = where === 'heap' ? src.array() : allBits.slice(), out = where === 'heap' ? dst.array() : new Float32Array(allBits.length);
+        bits.set(allBits);
+        if (where === 'heap') expect(wasmWidenHalf(bits, out), 'the wasm pass takes all but the tail').toBe(65536);
+        else expect(wasmWidenHalf(bits, out), 'not in the heap: left to JS').toBe(0);
+        widenHalf(bits, out);
+        let bad = 0;
+        for (let b = 0; b < 65536; b++) if (!same(out[b]!, halfValue(b)) && bad++ === 0) expect.fail(`${where}: ${b.toString(16)} → ${out[b]}, want ${halfValue(b)}`);
+      } finally {
+        src.free();
+        dst.free();
+      }
+    }
+  });
+
+  it.each(['wasm', 'js'] as const)('narrows every binary16 boundary, float32 subnormals, overflow, ±∞ and NaN to the float64 reference\'s bits (%s)', (kind) => {
+    expect(setCpuKernels(kind)).toBe(kind);
+    // Lengths with tails (not multiples of the SIMD step), from a skewed start.
+    for (const [n, skew] of [[values.length, 0], [values.length - 5, 3], [13, 1], [1, 0]] as const) {
+      const src = inHeap(Float32Array, n, skew), dst = inHeap(Uint16Array, n, skew);
+      try {
+        const from = src.array(), bits = dst.array();
+        const given = values.subarray(values.length - n);
+        from.set(given);
+        narrowHalf(from, bits);
+        expect(from, "'round' leaves its source as it was").toEqual(given);
+        for (let i = 0; i < n; i++) {
+          const want = float16Ref(from[i]!);
+          if (!sameValue(bits[i]!, want)) expect.fail(`${kind}: ${from[i]} → ${bits[i]!.toString(16)} (${halfValue(bits[i]!)}), want ${want}`);
+          // NaN stays NaN (exponent 31 and a fraction), −0 keeps its sign.
+          if (Number.isNaN(want)) expect(bits[i]! & 0x7c00).toBe(0x7c00);
+        }
+        // 'round in place': the same bits, and the source holds the rounded values.
+        const before = bits.slice();
+        bits.fill(0);
+        narrowHalf(from, bits, 'round in place');
+        expect(bits).toEqual(before);
+        for (let i = 0; i < n; i++) if (!same(from[i]!, float16Ref(given[i]!))) expect.fail(`${kind} in place: ${given[i]} left ${from[i]}, want ${float16Ref(given[i]!)}`);
+      } finally {
+        src.free();
+        dst.free();
+      }
+    }
+  });
+
+  it('narrows random float32 values as the float64 reference does, on the wasm pass and in JS', () => {
+    const float = fc.integer({ min: 0, max: 0xffffffff }).map((u) => new Float32Array(new Uint32Array([u]).buffer)[0]!);
+    fc.assert(fc.property(fc.array(float, { minLength: 1, maxLength: 300 }), (xs) => {
+      const src = inHeap(Float32Array, xs.length, 1), dst = inHeap(Uint16Array, xs.length, 1);
+      try {
+        src.array().set(xs);
+        expect(wasmNarrowHalf(src.array(), dst.array(), 'round')).toBe(xs.length - (xs.length % 8));
+        const js = new Uint16Array(xs.length);
+        narrowHalf(Float32Array.from(xs), js);
+        const got = dst.array();
+        for (let i = 0; i < xs.length - (xs.length % 8); i++) {
+          const want = float16Ref(xs[i]!);
+          if (!sameValue(got[i]!, want) || !sameValue(js[i]!, want)) expect.fail(`${xs[i]}: wasm ${halfValue(got[i]!)}, js ${halfValue(js[i]!)}, want ${want}`);
+        }
+      } finally {
+        src.free();
+        dst.free();
+      }
+    }), propertyConfig({ numRuns: 200 }));
+  });
+
+  it('packs binary16 values without rounding (exact) to the same bits, and widen∘narrow is the identity on bit patterns', () => {
+    const n = 65536, wide = inHeap(Float32Array, n), bits = inHeap(Uint16Array, n), again = inHeap(Uint16Array, n);
     try {
-      const data = new Float32Array(h.memory.buffer, at, values.length);
-      data.set(values);
-      expect(wasmRoundHalf(data)).toBe(true);
-      expectAllRounded(data, values, 'wasmRoundHalf');
-      // Not in the heap: left to the JS rounding.
-      const js = values.slice();
-      expect(wasmRoundHalf(js)).toBe(false);
-      expect(js).toEqual(values);
+      bits.array().set(allBits);
+      widenHalf(bits.array(), wide.array());
+      narrowHalf(wide.array(), again.array(), 'exact');
+      const packed = again.array().slice();
+      narrowHalf(wide.array(), again.array());
+      for (let b = 0; b < n; b++) {
+        if ((b & 0x7c00) === 0x7c00 && b & 1023) continue; // NaNs: any NaN pattern (checked by value above)
+        if (packed[b] !== b || again.array()[b] !== b) expect.fail(`${b.toString(16)}: packed ${packed[b]!.toString(16)}, narrowed ${again.array()[b]!.toString(16)}`);
+      }
     } finally {
-      h.deallocate(at);
+      [wide, bits, again].forEach((a) => a.free());
     }
   });
 
@@ -89,52 +171,62 @@ describe('float16 rounding on the CPU (wasm and the JS reference)', () => {
     const x = sn.tensor(values, { dtype: 'float32' });
     const h = x.to('float16');
     expectAllRounded(await h.data(), values, `cast (${kind})`);
+    // Uploaded as float16 directly: rounded on the way in.
+    const u = sn.tensor(values, { dtype: 'float16' });
+    expectAllRounded(await u.data(), values, `upload (${kind})`);
     // x·1·1 in float16 nodes, fused by the JIT: every node rounds, and the result is each value's rounding.
     const f = sn.jit((t: sn.Tensor) => t.to('float16').mul(1).mul(1));
     expectAllRounded(await f(x).data(), values, `fused (${kind})`);
-    for (const t of [x, h]) t.dispose();
+    for (const t of [x, h, u]) t.dispose();
   });
 
-  it('rounds only the span of a view, not the rest of its storage (a compiled plan\'s slot)', () => {
-    const h = heap(), at = h.allocate(64 * 4);
-    try {
-      const data = new Float32Array(h.memory.buffer, at, 64);
-      data.fill(0.1);
-      // shape [3, 4] with row stride 10 from offset 5: elements 5..28 are its span.
-      roundToHalf(data, [3, 4], [10, 1], 5);
-      expect(data[4]).toBe(Math.fround(0.1));
-      expect(data[5]).toBe(float16Ref(0.1));
-      expect(data[28]).toBe(float16Ref(0.1));
-      expect(data[29]).toBe(Math.fround(0.1));
-    } finally {
-      h.deallocate(at);
+  it.each(['wasm', 'js'] as const)('stores 2 bytes a value, and views of float16 storages (offsets, strides, broadcasts) read, compute and move as float32 ones do (%s kernels)', async (kind) => {
+    expect(setCpuKernels(kind)).toBe(kind);
+    const x32 = sn.randn([5, 7], { seed: 3 }).mul(30), x = x32.to('float16');
+    const storage = x.storage as CpuStorage;
+    expect(storage.byteLength).toBe(35 * 2);
+    expect(storage.data).toBeInstanceOf(Uint16Array);
+    const want = (await x32.data()).map(float16Ref);
+    expect(Array.from(await x.data())).toEqual(Array.from(want));
+    // Views: a transpose, a slice from an offset, a broadcast, each read back and fed to kernels (elementwise, matmul, sum).
+    const xt = x.t(), part = x.narrow(0, 2, 3).narrow(1, 1, 4), row = x.narrow(0, 4, 1).expand([3, 7]);
+    const rows = (v: Float32Array, cols: number): number[][] => Array.from({ length: v.length / cols }, (_, r) => Array.from(v.subarray(r * cols, (r + 1) * cols)));
+    const at: Record<string, (r: number, c: number) => number> = { transpose: (r, c) => c * 7 + r, slice: (r, c) => (2 + r) * 7 + 1 + c, broadcast: (_, c) => 4 * 7 + c };
+    for (const [name, v] of [['transpose', xt], ['slice', part], ['broadcast', row]] as const) {
+      const got = (await v.data()) as Float32Array, cols = v.shape[1]!;
+      expect(Array.from(got), `${name} reads the storage where the view points`).toEqual(rows(got, cols).flatMap((r, i) => r.map((_, c) => want[at[name]!(i, c)]!)));
+      const y = v.mul(0.5).add(1);
+      expect(y.dtype).toBe('float16');
+      expect(Array.from(await y.data()), `${name} elementwise`).toEqual(Array.from(got).map((a) => float16Ref(float16Ref(a * 0.5) + 1)));
+      const s = v.sum(1);
+      await expectClose(s, ref([got.length / cols], rows(got, cols).map((r) => r.reduce((a, b) => a + b, 0))), { dtype: 'float16', tol: { atol: TOLERANCES.cpu.float16.atol + accumulationAtol(cols, ref([got.length / cols], rows(got, cols).map((r) => r.reduce((a, b) => a + Math.abs(b), 0)))) }, what: `${name} sum` });
+      if (name === 'transpose') {
+        // [7, 5] from a transpose (its strides [1, 7]) times [5, 7]: the GEMM reads the widened view as it is.
+        const m = sn.matmul(v, x), mm = matmulRef(ref(v.shape, Array.from(got)), ref(x.shape, Array.from(want)));
+        await expectClose(m, mm.out, { dtype: 'float16', tol: { atol: TOLERANCES.cpu.float16.atol + accumulationAtol(5, mm.mag) }, what: `${name} matmul` });
+        m.dispose();
+      }
+      for (const t of [y, s]) t.dispose();
     }
+    for (const t of [x32, x, xt, part, row]) t.dispose();
   });
 });
 
-describe('the backend\'s rounding pass after a kernel whose wasm elementwise step rounded its output', () => {
-  it('skips exactly the span noted, once, and nothing after the note is forgotten', async () => {
+describe('the backend\'s narrowing after a kernel whose wasm elementwise step rounded its output', () => {
+  it('packs only the span noted, once, and nothing after the note is forgotten', async () => {
     const h = heap(), at = h.allocate(16 * 4);
     try {
       const data = new Float32Array(h.memory.buffer, at, 16);
-      const fresh = () => data.fill(0.1);
-      fresh();
       noteRoundedHalf(data, 2, 8);
-      roundToHalf(data, [8], [1], 2);
-      expect(data[2], 'the noted span is left as it is').toBe(Math.fround(0.1));
-      roundToHalf(data, [8], [1], 2);
-      expect(data[2], 'the note is used once').toBe(float16Ref(0.1));
+      expect(takeRoundedHalf(data.subarray(2, 10)), 'the noted span').toBe(true);
+      expect(takeRoundedHalf(data.subarray(2, 10)), 'the note is used once').toBe(false);
       for (const [offset, n] of [[2, 7], [3, 8], [2, 9]]) {
-        fresh();
         noteRoundedHalf(data, 2, 8);
-        roundToHalf(data, [n!], [1], offset!);
-        expect(data[offset!], `span ${offset}+${n} differs from the note: rounded`).toBe(float16Ref(0.1));
+        expect(takeRoundedHalf(data.subarray(offset!, offset! + n!)), `span ${offset}+${n} differs from the note`).toBe(false);
       }
-      fresh();
       noteRoundedHalf(data, 2, 8);
       forgetRoundedHalf();
-      roundToHalf(data, [8], [1], 2);
-      expect(data[2], 'forgotten').toBe(float16Ref(0.1));
+      expect(takeRoundedHalf(data.subarray(2, 10)), 'forgotten').toBe(false);
     } finally {
       h.deallocate(at);
     }

@@ -29,17 +29,18 @@ export interface Backend {
    * absent where there is only ever one): compiled plans record it and rebuild when it changes.
    */
   readonly generation?: number;
-  /** Storage holding a copy of `data` (already cast to `dtype`). */
+  /** Storage holding a copy of `data` (already cast to `dtype`; float16 as float32 numbers, which the copy rounds to binary16). */
   fromHost(dtype: DType, data: HostArray): Storage;
   /** Uninitialised storage for `length` elements. */
   alloc(dtype: DType, length: number): Storage;
   /** The whole storage as a host array (float16 as float32 values). */
   read(storage: Storage): Promise<HostArray>;
   /**
-   * The storage's values where they are, without a copy (CPU): valid only until the next allocation
-   * or release, so callers copy out of it at once (one copy per readback instead of two).
+   * The storage's values where they are, without a copy (CPU; float16 as binary16 bits, which gatherView
+   * widens): valid only until the next allocation or release, so callers copy out of it at once (one copy
+   * per readback instead of two).
    */
-  hostView?(storage: Storage): HostArray;
+  hostView?(storage: Storage): HostArray | Uint16Array;
   release(storage: Storage): void;
   /** Resolves when all work queued so far has finished on the device (for timing). */
   synchronize(): Promise<void>;

@@ -14,8 +14,8 @@ import { poolStats, setThreads, startPool, threadInfo } from '../kernels/wasm/th
 import { HeapFullError, heap, setCollect } from '../kernels/wasm/heap.js';
 import { SinterError } from '../errors.js';
 import { wasmLayerNorm, wasmSoftmax } from '../kernels/wasm/rows.js';
-import { wasmRoundHalf } from '../kernels/wasm/half.js';
-import { blockNormTakingHalf, forgetRoundedHalf, roundToHalf, softmaxTakingHalf } from '../kernels/cpu/half.js';
+import { wasmNarrowHalf, wasmWidenHalf } from '../kernels/wasm/half.js';
+import { blockNormTakingHalf, forgetRoundedHalf, narrowHalf, softmaxTakingHalf, takeRoundedHalf, widenHalf } from '../kernels/cpu/half.js';
 import type { Expr } from '../ops/expr.js';
 
 /** Whether this engine runs WebAssembly at all (storages then live in its memory; else in JS arrays). */
@@ -56,7 +56,8 @@ export function setCpuKernels(kind: CpuKernels): CpuKernels {
   kernelOverrides.reduce = wasm ? wasmReduce : undefined;
   kernelOverrides.pool2d = wasm ? wasmPool2d : undefined;
   kernelOverrides.gatherSeparable = wasm ? wasmGatherSeparable : undefined;
-  kernelOverrides.roundHalf = wasm ? wasmRoundHalf : undefined;
+  kernelOverrides.widenHalf = wasm ? wasmWidenHalf : undefined;
+  kernelOverrides.narrowHalf = wasm ? wasmNarrowHalf : undefined;
   return kernels;
 }
 
@@ -115,23 +116,26 @@ const env = (globalThis as { process?: { env: Record<string, string | undefined>
 setCpuKernels(env.SINTER_CPU_KERNELS === 'js' ? 'js' : 'wasm');
 if (env.SINTER_CPU_THREADS) setCpuThreads(Number(env.SINTER_CPU_THREADS));
 
-/** A typed array of `dtype`'s host type over `length` elements of `buffer` at byte `address`. */
-function hostView(dtype: DType, buffer: ArrayBufferLike, address: number, length: number): HostArray {
-  const Host = allocHost(dtype, 0).constructor as new (b: ArrayBufferLike, offset: number, length: number) => HostArray;
-  return new Host(buffer, address, length);
+/** What a CPU storage holds: its dtype's host array, except float16's binary16 bits (2 bytes a value). */
+export type StoredArray = HostArray | Uint16Array;
+
+/** The typed array a storage of `dtype` holds its values in. */
+function storedType(dtype: DType): new (...args: [number] | [ArrayBufferLike, number, number]) => StoredArray {
+  return dtype === 'float16' ? Uint16Array : (allocHost(dtype, 0).constructor as new (...args: [number] | [ArrayBufferLike, number, number]) => HostArray);
 }
 
 /**
  * A CPU tensor's memory: a block of the WebAssembly heap (src/kernels/wasm/heap.ts), where the wasm
  * kernels read and write it without copying, or a JS typed array where there is no WebAssembly or
- * the heap cannot grow to hold it (wasm32 stops at 4 GiB). `data` is a typed view of the values,
- * re-made after the memory grew (a private memory's old views are detached): read it again after
- * anything that may allocate rather than keeping it.
+ * the heap cannot grow to hold it (wasm32 stops at 4 GiB). `data` is a typed view of the values
+ * (float16: their binary16 bits, a Uint16Array; kernels see them widened, see `runKernel`), re-made
+ * after the memory grew (a private memory's old views are detached): read it again after anything
+ * that may allocate rather than keeping it.
  */
 export class CpuStorage implements Storage {
   readonly device = 'cpu' as const;
   refs = 0;
-  private view: HostArray | undefined;
+  private view: StoredArray | undefined;
   private generation = -1;
 
   /** `address`: the block's byte address in the heap, or −1 with `host` holding the values. */
@@ -139,21 +143,21 @@ export class CpuStorage implements Storage {
     readonly dtype: DType,
     readonly length: number,
     readonly address: number,
-    private readonly host?: HostArray,
+    private readonly host?: StoredArray,
   ) {}
 
-  get data(): HostArray {
+  get data(): StoredArray {
     if (this.host) return this.host;
     const h = heap();
     if (this.generation !== h.generation) {
-      this.view = hostView(this.dtype, h.memory.buffer, this.address, this.length);
+      this.view = new (storedType(this.dtype))(h.memory.buffer, this.address, this.length);
       this.generation = h.generation;
     }
     return this.view!;
   }
-  /** Bytes this storage holds: float16 values sit in float32 slots on the CPU (4 bytes, not itemSize's 2). */
+  /** Bytes this storage holds: itemSize's (float16 takes 2). */
   get byteLength(): number {
-    return this.length * (this.dtype === 'float16' ? 4 : itemSize(this.dtype));
+    return this.length * itemSize(this.dtype);
   }
   /** Whether the values live in the WebAssembly heap (else in a JS array). */
   get inHeap(): boolean {
@@ -163,7 +167,7 @@ export class CpuStorage implements Storage {
 
 /** Storage for `length` elements, uninitialised: a heap block, or a JS array when the heap cannot hold it. */
 function allocStorage(dtype: DType, length: number): CpuStorage {
-  const bytes = length * (allocHost(dtype, 0) as Float32Array).BYTES_PER_ELEMENT;
+  const bytes = length * itemSize(dtype);
   if (hasWasm) {
     try {
       return new CpuStorage(dtype, length, heap().allocate(bytes));
@@ -172,13 +176,7 @@ function allocStorage(dtype: DType, length: number): CpuStorage {
       if (!(e instanceof RangeError)) throw e;
     }
   }
-  return new CpuStorage(dtype, length, -1, allocHost(dtype, length));
-}
-
-/** A CPU tensor as kernels see it. */
-export function cpuView(t: Tensor): CpuView {
-  const s = t.storage as CpuStorage;
-  return { data: s.data, shape: t.shape, strides: t.strides, offset: t.offset, dtype: t.dtype };
+  return new CpuStorage(dtype, length, -1, new (storedType(dtype))(length));
 }
 
 /** Bytes of freed CPU storages kept for reuse (`setCacheLimits({ idleBytes })`): the longest idle go back to the heap's free space first. */
@@ -191,7 +189,9 @@ export function setCpuIdleBytes(bytes: number): void {
 
 /** Frees the CPU storages kept for reuse and the kernels' scratch (`emptyCache`); live storages stay. */
 export function emptyCpuCache(): void {
-  if (hasWasm) heap().emptyCache();
+  if (!hasWasm) return;
+  forgetLastOutputs();
+  heap().emptyCache();
 }
 
 if (hasWasm) {
@@ -205,7 +205,9 @@ export const cpuBackend: Backend = {
   name: 'cpu',
   fromHost(dtype, data) {
     const s = allocStorage(dtype, data.length);
-    s.data.set(data);
+    // float16 arrives as float32 numbers (rounded or not: the narrowing rounds), and is stored as binary16 bits.
+    if (dtype === 'float16') narrowHalf(data as Float32Array, s.data as Uint16Array);
+    else (s.data as HostArray).set(data);
     noteAlloc(s);
     return s;
   },
@@ -216,9 +218,14 @@ export const cpuBackend: Backend = {
   },
   async read(storage) {
     // A copy (not shared, so it may go to a GPU queue), taken now: the block is reused once the storage is released.
-    return (storage as CpuStorage).data.slice();
+    const s = storage as CpuStorage;
+    if (s.dtype !== 'float16') return (s.data as HostArray).slice();
+    const values = new Float32Array(s.length);
+    widenHalf(s.data as Uint16Array, values);
+    return values;
   },
   hostView(storage) {
+    // float16 as its binary16 bits: gatherView widens the view's values as it copies them out.
     return (storage as CpuStorage).data;
   },
   async synchronize() {
@@ -256,8 +263,152 @@ export const cpuBackend: Backend = {
 /** Tries of a kernel on a private memory that grew while it ran (each grows the scratch arena to what it used). */
 const MAX_TRIES = 8;
 
+/** A CPU tensor as kernels see it (not float16, whose kernel views are widened copies: see `runKernel`). */
+function cpuView(t: Tensor): CpuView {
+  const s = t.storage as CpuStorage;
+  return { data: s.data as HostArray, shape: t.shape, strides: t.strides, offset: t.offset, dtype: t.dtype };
+}
+
+/** The elements [lo, hi] of its storage that a view reaches (hi < lo when it has none). */
+function reach(t: Tensor): { lo: number; hi: number } {
+  let lo = t.offset, hi = t.offset;
+  for (let d = 0; d < t.shape.length; d++) {
+    if (t.shape[d] === 0) return { lo: 0, hi: -1 };
+    const r = (t.shape[d]! - 1) * t.strides[d]!;
+    if (r < 0) lo += r;
+    else hi += r;
+  }
+  return { lo, hi };
+}
+
+/** float32 values of the span [lo, lo + length) of a float16 storage: a heap block at `address`, or (heap full) a JS array. */
+interface HalfSpan {
+  readonly storage: CpuStorage;
+  readonly lo: number;
+  readonly length: number;
+  readonly address: number;
+  readonly host?: Float32Array;
+}
+
+/**
+ * The float32 values of the float16 outputs of the kernel that ran last, kept until the next kernel ends: one that
+ * reads the same span of the same storage (most kernels of a model read what the one before wrote) takes them
+ * instead of widening the bits they were narrowed into. Nothing writes a storage between two kernels (outputs are
+ * written only by kernels; creation makes new storages), so they equal its bits; one kernel later they are freed.
+ */
+let lastOutputs: HalfSpan[] = [];
+
+function freeSpans(spans: readonly HalfSpan[]): void {
+  for (const s of spans) if (s.address >= 0) heap().deallocate(s.address);
+}
+
+/** Frees the kept outputs (before any kernel runs, and on `emptyCache`). */
+function forgetLastOutputs(): void {
+  const kept = lastOutputs;
+  lastOutputs = [];
+  freeSpans(kept);
+}
+
+/**
+ * float32 scratch for the float16 tensors of one kernel: each the span of its storage that the view reaches, a heap
+ * block (or, where the heap is full, a JS array) freed when the kernel is done (the heap keeps freed blocks idle for
+ * the next kernel, within its idle bound), except its outputs', kept one kernel longer (`lastOutputs`).
+ */
+class HalfScratch {
+  private readonly spans: HalfSpan[] = [];
+  /** Spans whose values are there already (taken from `lastOutputs`): not widened. */
+  private readonly ready = new Set<number>();
+
+  /** Scratch for `t`'s span (shared by the kernel's operands that view the same span); its index. */
+  add(t: Tensor, input: boolean): number {
+    const storage = t.storage as CpuStorage, { lo, hi } = reach(t), length = Math.max(0, hi - lo + 1);
+    const same = (s: HalfSpan): boolean => s.storage === storage && s.lo === lo && s.length === length;
+    const i = this.spans.findIndex(same);
+    if (i >= 0) return i;
+    const kept = input ? lastOutputs.findIndex(same) : -1;
+    if (kept >= 0) {
+      this.ready.add(this.spans.length);
+      return this.spans.push(lastOutputs.splice(kept, 1)[0]!) - 1;
+    }
+    let address = -1, host: Float32Array | undefined;
+    try {
+      address = hasWasm ? heap().allocate(length * 4) : -1;
+    } catch (e) {
+      // Past wasm32's 4 GiB: this operand's float32 copy lives in a JS array (the kernels then take the JavaScript path).
+      if (!(e instanceof RangeError)) throw e;
+    }
+    if (address < 0) host = new Float32Array(length);
+    return this.spans.push({ storage, lo, length, address, host }) - 1;
+  }
+
+  /** Fills span `i` from its storage's bits, unless its values are there already. */
+  widen(i: number): void {
+    if (!this.ready.has(i)) widenHalf(this.bits(i), this.values(i));
+  }
+  /** The float32 values of span `i` (a fresh view: make it after the last allocation). */
+  values(i: number): Float32Array {
+    const s = this.spans[i]!;
+    return s.host ?? new Float32Array(heap().memory.buffer, s.address, s.length);
+  }
+  /** Span `i`'s binary16 bits in its storage. */
+  bits(i: number): Uint16Array {
+    const s = this.spans[i]!;
+    return (s.storage.data as Uint16Array).subarray(s.lo, s.lo + s.length);
+  }
+  /** `t` as the kernel sees it: dtype float16, float32 data from span `i`. */
+  view(t: Tensor, i: number): CpuView {
+    return { data: this.values(i), shape: t.shape, strides: t.strides, offset: t.offset - this.spans[i]!.lo, dtype: t.dtype };
+  }
+
+  /** Frees the scratch, keeping the spans `keep` (in the heap) as `lastOutputs`. */
+  free(keep: ReadonlySet<number> = new Set()): void {
+    lastOutputs = this.spans.filter((s, i) => keep.has(i) && s.address >= 0);
+    freeSpans(this.spans.filter((s) => !lastOutputs.includes(s)));
+    this.spans.length = 0;
+  }
+}
+
+/**
+ * Runs the kernel on the tensors' views. float16 storages hold binary16 bits, and the kernels take float32 values:
+ * each float16 input is widened into float32 scratch first, and each float16 output is computed into scratch and
+ * narrowed into its storage after (the one rounding of the result to binary16), so no kernel needs to know.
+ */
 function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
-  const outs = outputs.map(cpuView), ins = inputs.map(cpuView);
+  const isHalf = (t: Tensor): boolean => t.dtype === 'float16';
+  if (!inputs.some(isHalf) && !outputs.some(isHalf)) {
+    forgetLastOutputs();
+    return runOnViews(op, inputs.map(cpuView), attrs, outputs.map(cpuView));
+  }
+  const scratch = new HalfScratch();
+  let narrowed: Set<number> | undefined;
+  try {
+    // All scratch first: an allocation may grow (and on a private memory detach) the heap, so views come after.
+    const inSpans = inputs.map((t) => (isHalf(t) ? scratch.add(t, true) : -1));
+    forgetLastOutputs();
+    const outSpans = outputs.map((t) => (isHalf(t) ? scratch.add(t, false) : -1));
+    for (const i of new Set(inSpans)) if (i >= 0) scratch.widen(i);
+    // An output that does not fill its span (a strided view; kernels write whole contiguous outputs) keeps what lies between.
+    outputs.forEach((t, j) => {
+      const { lo, hi } = reach(t);
+      if (outSpans[j]! >= 0 && !inSpans.includes(outSpans[j]!) && t.numel() < hi - lo + 1) scratch.widen(outSpans[j]!);
+    });
+    const generation = hasWasm ? heap().generation : 0;
+    const view = (t: Tensor, i: number): CpuView => (i >= 0 ? scratch.view(t, i) : cpuView(t));
+    runOnViews(op, inputs.map((t, j) => view(t, inSpans[j]!)), attrs, outputs.map((t, j) => view(t, outSpans[j]!)));
+    // A private memory that grew while the kernel ran detached its views: the backend runs it again (see cpuBackend.run).
+    if (hasWasm && !heap().shared && heap().generation !== generation) return;
+    narrowed = new Set(outSpans.filter((i) => i >= 0));
+    for (const i of narrowed) {
+      const values = scratch.values(i);
+      // Rounded in place: the scratch, kept for the next kernel, then holds what the bits do.
+      narrowHalf(values, scratch.bits(i), takeRoundedHalf(values) ? 'exact' : 'round in place');
+    }
+  } finally {
+    scratch.free(narrowed);
+  }
+}
+
+function runOnViews<A>(op: OpDef<A>, ins: CpuView[], attrs: A, outs: CpuView[]): void {
   forgetRoundedHalf();
   try {
     // The elementwise op's kernel description is its expression: rendered to wasm when it can be.
@@ -275,7 +426,4 @@ function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs
       Object.assign(kernelOverrides, wasm);
     }
   }
-  // Kernels compute in double (JS) or float32 (wasm); float16 outputs are rounded here once for all of them (those the
-  // wasm elementwise kernel wrote, rounding every float16 node, are skipped: see roundToHalf).
-  for (const t of outputs) if (t.dtype === 'float16') roundToHalf((t.storage as CpuStorage).data as Float32Array, t.shape, t.strides, t.offset);
 }

@@ -96,8 +96,9 @@ export function tensor(data: TensorData, opts: TensorOptions = {}): Tensor {
     shape = want;
   }
   const dtype = dtypeOf('tensor', opts, inferred);
-  // A typed array already of the dtype's host type needs no cast: the device copies it once (backends' fromHost copy).
-  const host = values.constructor === allocHost(dtype, 0).constructor && dtype !== 'float16' && dtype !== 'bool' ? (values as HostArray) : toHost(dtype, values);
+  // A typed array already of the dtype's host type needs no cast: the device copies it once (backends' fromHost copy;
+  // float16's copy from float32 numbers rounds them to binary16).
+  const host = values.constructor === allocHost(dtype, 0).constructor && dtype !== 'bool' ? (values as HostArray) : toHost(dtype, values);
   return fromHost('tensor', host, shape, dtype, opts.device);
 }
 

@@ -3,6 +3,7 @@ import { getBackend } from '../backend/backend.js';
 import { SinterError, fmtShape } from '../errors.js';
 import { type DType, type HostArray, allocHost, isFloat } from './dtype.js';
 import { noteDisposed, noteTensor, track } from './memory.js';
+import { gatherHalf } from '../kernels/cpu/half.js';
 import { contiguousStrides, isContiguous, numel, normDim, stridedOffsets } from './shape.js';
 
 /** Nested arrays as returned by `toArray()`. */
@@ -143,7 +144,9 @@ export function isTensor(x: unknown): x is Tensor {
 }
 
 /** Copies a strided view out of a flat host array into a new contiguous host array. */
-export function gatherView(src: HostArray, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType): HostArray {
+export function gatherView(src: HostArray | Uint16Array, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType): HostArray {
+  // A CPU float16 storage holds binary16 bits: widened to float32 values as they are gathered.
+  if (src instanceof Uint16Array) return gatherHalf(src, shape, strides, offset);
   const n = numel(shape);
   if (isContiguous(shape, strides)) {
     // Copied as bytes: V8 copies typed arrays out of shared memory (the CPU heap's) element by element, bytes by memmove.

@@ -1,36 +1,83 @@
 import { f16round } from '@petamoriken/float16';
 import type { CpuView } from '../../ops/op.js';
+import { isContiguous, numel, stridedOffsets } from '../../tensor/shape.js';
 import { kernelOverrides } from './overrides.js';
 
-// float16 on the CPU backend: values are float32 numbers that binary16 represents exactly (src/tensor/dtype.ts), so
-// every float32 kernel computes on them as they are (f32 arithmetic and accumulation), and the backend rounds each
-// float16 output once after its kernel (`roundToHalf`).
+// float16 on the CPU backend: a storage holds binary16 bits, 2 bytes a value (a Uint16Array over the WebAssembly heap).
+// Kernels compute on float32 views (f32 in wasm, double in JS): the backend widens each float16 operand into float32
+// scratch before a kernel and narrows each float16 result back after it (src/backend/cpu.ts), the narrowing being
+// the one rounding of the result to binary16. Kernel views of float16 tensors keep dtype 'float16' (a fused
+// expression still rounds its float16 nodes) with float32 data.
 
-/**
- * Rounds the elements of a float16 view (`data` from `offset` with `shape` and `strides`: the span it reaches, not the
- * whole storage, which may be a larger slot of a compiled plan) to binary16 values in place: round half to even,
- * subnormals, ±∞ and NaN kept. The wasm kernel where the CPU runs WebAssembly and the data is in its heap, else
- * JavaScript's f16round, the reference.
- */
-export function roundToHalf(data: Float32Array, shape: readonly number[], strides: readonly number[], offset: number): void {
-  let lo = offset, hi = offset;
-  for (let d = 0; d < shape.length; d++) {
-    if (shape[d] === 0) return;
-    const reach = (shape[d]! - 1) * strides[d]!;
-    if (reach < 0) lo += reach;
-    else hi += reach;
+let values: Float32Array | undefined;
+/** The value of every binary16 bit pattern (256 KiB, built once): the JavaScript widening reads it. */
+function halfValues(): Float32Array {
+  if (!values) {
+    values = new Float32Array(65536);
+    for (let bits = 0; bits < 65536; bits++) {
+      const e = (bits >> 10) & 31, f = bits & 1023, sign = bits & 0x8000 ? -1 : 1;
+      values[bits] = e === 31 ? (f ? NaN : sign * Infinity) : sign * (e ? 1024 + f : f) * 2 ** ((e || 1) - 25);
+    }
   }
-  const span = data.subarray(lo, hi + 1), done = rounded;
-  rounded = undefined;
-  if (done && done.buffer === span.buffer && done.begin === span.byteOffset && done.bytes === span.byteLength) return;
-  if (kernelOverrides.roundHalf?.(span)) return;
-  for (let i = 0; i < span.length; i++) span[i] = f16round(span[i]!);
+  return values;
+}
+
+const bitsOf = new Float32Array(1), bitsAs = new Uint32Array(bitsOf.buffer);
+/** The binary16 bits of `v` rounded half to even (f16round, the reference), ±∞ past 65504, NaN as the quiet 0x7e00 with v's sign. */
+export function halfBits(v: number): number {
+  return bitsOfHalfValue(f16round(v));
+}
+
+/** The binary16 bits of a binary16 value (a float32 number binary16 represents exactly). */
+function bitsOfHalfValue(v: number): number {
+  bitsOf[0] = v;
+  const b = bitsAs[0]!, sign = (b >>> 16) & 0x8000, e = (b >>> 23) & 255;
+  if (e === 255) return sign | (b & 0x7fffff ? 0x7e00 : 0x7c00);
+  // Normal binary16 (float32 exponent ≥ 113): exponent rebased and fraction cut to 10 bits; else a subnormal, |v|·2²⁴ exactly.
+  return sign | (e >= 113 ? ((e - 112) << 10) | ((b >>> 13) & 1023) : Math.abs(bitsOf[0]!) * 2 ** 24);
+}
+
+/** Widens binary16 bits to float32 values: all of `dst` from as many of `src` (wasm where both are in its heap, else JS). */
+export function widenHalf(src: Uint16Array, dst: Float32Array): void {
+  const table = halfValues();
+  for (let i = kernelOverrides.widenHalf?.(src, dst) ?? 0; i < dst.length; i++) dst[i] = table[src[i]!]!;
 }
 
 /**
- * The span that the kernel now running last wrote as binary16 values itself (the wasm elementwise kernel rounds every
- * float16 node: an elementwise op, or a GEMM's epilogue, its last step): `roundToHalf` skips an output span it matches
- * exactly, and forgets it. The backend forgets it before every kernel, so it never outlives the kernel that wrote it.
+ * How `narrowHalf` treats its float32 values: 'round' them half to even; 'round in place', leaving the rounded values
+ * in the source too (float32 scratch then equals the bits it was narrowed into); 'exact': they are binary16 values
+ * already (only packed, where wasm runs it).
+ */
+export type NarrowMode = 'round' | 'round in place' | 'exact';
+
+/**
+ * Narrows float32 values to binary16 bits, rounding half to even (subnormals, overflow to ±∞, NaN kept): all of `dst`
+ * from as many of `src` (wasm where both are in its heap, else JS).
+ */
+export function narrowHalf(src: Float32Array, dst: Uint16Array, mode: NarrowMode = 'round'): void {
+  for (let i = kernelOverrides.narrowHalf?.(src, dst, mode) ?? 0; i < dst.length; i++) {
+    const r = f16round(src[i]!);
+    if (mode === 'round in place') src[i] = r;
+    dst[i] = bitsOfHalfValue(r);
+  }
+}
+
+/** A float16 view's values as float32 numbers in row-major order, from its storage's binary16 bits, in one pass (readbacks). */
+export function gatherHalf(src: Uint16Array, shape: readonly number[], strides: readonly number[], offset: number): Float32Array {
+  const n = numel(shape), out = new Float32Array(n), table = halfValues();
+  if (isContiguous(shape, strides)) {
+    for (let i = 0; i < n; i++) out[i] = table[src[offset + i]!]!;
+    return out;
+  }
+  const offsets = stridedOffsets(shape, strides, offset);
+  for (let i = 0; i < n; i++) out[i] = table[src[offsets[i]!]!]!;
+  return out;
+}
+
+/**
+ * The span of float32 scratch that the kernel now running wrote as binary16 values itself (the wasm elementwise
+ * kernel rounds every float16 node: an elementwise op, or a GEMM's epilogue, its last step): the backend then only
+ * packs that output (`takeRoundedHalf`). The backend forgets it before every kernel, so it never outlives the kernel that wrote it.
  */
 let rounded: { readonly buffer: ArrayBufferLike; readonly begin: number; readonly bytes: number } | undefined;
 
@@ -44,7 +91,14 @@ export function forgetRoundedHalf(): void {
   rounded = undefined;
 }
 
-/** A float16 view as the float32 kernels take it: the same numbers (the backend rounds float16 outputs after the kernel). */
+/** Whether `span` is exactly the span noted as binary16 values; forgets the note either way. */
+export function takeRoundedHalf(span: Float32Array): boolean {
+  const done = rounded;
+  rounded = undefined;
+  return done !== undefined && done.buffer === span.buffer && done.begin === span.byteOffset && done.bytes === span.byteLength;
+}
+
+/** A float16 view as the float32-only kernels take it: the same float32 numbers (the backend narrows float16 outputs after the kernel). */
 function asFloat32(v: CpuView): CpuView;
 function asFloat32(v: CpuView | undefined): CpuView | undefined;
 function asFloat32(v: CpuView | undefined): CpuView | undefined {

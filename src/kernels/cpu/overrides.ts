@@ -1,4 +1,5 @@
 import type { Expr } from '../../ops/expr.js';
+import type { NarrowMode } from './half.js';
 import type { HostArray } from '../../tensor/dtype.js';
 import type { Conv2dAttrs, ConvTranspose2dAttrs } from '../../ops/conv.js';
 import type { CpuView } from '../../ops/op.js';
@@ -21,6 +22,8 @@ export const kernelOverrides: {
   reduce?: (kind: ReduceKind, inputs: readonly CpuView[], prologue: Expr | undefined, dims: readonly number[], correction: number, out: CpuView) => boolean;
   gatherSeparable?: (x: CpuView, tables: readonly Int32Array[], out: HostArray, fill: number) => boolean;
   pool2d?: (kind: 'max' | 'avg' | 'adaptiveAvg', x: CpuView, window: (Window2d & { readonly dilation?: readonly [number, number]; readonly countIncludePad?: boolean; readonly divisorOverride?: number | null }) | undefined, out: CpuView) => boolean;
-  /** Rounds float32 numbers to binary16 values in place (every float16 output, after its kernel): false leaves them to the JS rounding. */
-  roundHalf?: (data: Float32Array) => boolean;
+  /** Widens binary16 bits to float32 values (float16 operands, before a kernel): returns how many from the start it converted, the rest left to JS. */
+  widenHalf?: (src: Uint16Array, dst: Float32Array) => number;
+  /** Narrows float32 values to binary16 bits (float16 results, after a kernel; see NarrowMode): returns how many it converted. */
+  narrowHalf?: (src: Float32Array, dst: Uint16Array, mode: NarrowMode) => number;
 } = {};
