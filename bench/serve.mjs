@@ -10,7 +10,7 @@
 // seconds, or longer for a slow model: 6 batch-32 times (measured directly; at most --max-duration), so
 // that every cell sees several whole batches. Prints markdown tables.
 // Usage (after npm run build): node bench/serve.mjs [--duration S] [--amount N] [--concurrency 1,8,32,128]
-//        [--models cnn,cls] [--devices cpu,webgpu] [--max-queue 64] [--max-delay 5] [--cpu-workers 1] [--cpu-threads N]
+//        [--models cnn,cls] [--devices cpu,webgpu] [--max-queue 64] [--max-delay MS] [--cpu-workers 1] [--cpu-threads N]
 //        [--max-duration 15] [--rounds 2]
 // The batching-off and batching-on servers run side by side and each cell's --rounds runs alternate between
 // them (off, on, off, on), so that a change in the machine's load reaches both alike; a cell pools its runs.
@@ -31,7 +31,7 @@ const { values: o } = parseArgs({
     duration: { type: 'string', default: '3' }, amount: { type: 'string', default: '4000' },
     concurrency: { type: 'string', default: '1,8,32,128' }, models: { type: 'string', default: 'cnn,cls' },
     devices: { type: 'string', default: 'cpu,webgpu' }, 'max-queue': { type: 'string', default: '64' },
-    'max-delay': { type: 'string', default: '5' }, 'cpu-workers': { type: 'string', default: '1' }, 'cpu-threads': { type: 'string' },
+    'max-delay': { type: 'string' }, 'cpu-workers': { type: 'string', default: '1' }, 'cpu-threads': { type: 'string' },
     'max-duration': { type: 'string', default: '15' }, rounds: { type: 'string', default: '2' },
   },
 });
@@ -89,7 +89,7 @@ async function direct(model, device) {
 
 /** Starts the server in a child process; resolves to its URL and a stop function (SIGTERM: graceful). */
 function startServer(model, device, batching, threads) {
-  const args = [SERVER, '--port', '0', '--models', model, '--device', device, '--max-queue', o['max-queue'], '--max-delay', o['max-delay'],
+  const args = [SERVER, '--port', '0', '--models', model, '--device', device, '--max-queue', o['max-queue'], ...(o['max-delay'] ? ['--max-delay', o['max-delay']] : []),
     '--max-batch', batching ? '32' : '1', '--batch-sizes', batching ? BATCH_SIZES.join(',') : '1',
     // On the CPU the model runs in a WorkerPool replica: run in the server's own thread, each batch would
     // block its event loop, so requests would not even be read (nor refused) while a batch runs.
@@ -233,7 +233,7 @@ const adapter = (() => {
 console.log(`\n**Serving** (\`node bench/serve.mjs\`, ${new Date().toISOString().slice(0, 10)}; ${cpus.length}× ${cpus[0]?.model ?? 'CPU'}, load ${os.loadavg()[0].toFixed(1)}` +
   `${adapter ? `; WebGPU adapter: ${adapter}` : ''}; autocannon on 127.0.0.1, binary bodies, ${o.rounds} alternating runs of ${o.duration} s (or 6 batch-32 times, at most ${o['max-duration']} s) or ${o.amount} requests per cell; ` +
   `CPU: ${o['cpu-workers']} WorkerPool replica(s) × ${CPU_THREADS.join(' or ')} thread(s); ` +
-  `batching on = maxBatchSize 32, maxDelayMs ${o['max-delay']}, batch sizes ${BATCH_SIZES.join('/')}; maxQueue ${o['max-queue']}; latency of answered requests; ` +
+  `batching on = maxBatchSize 32, maxDelayMs ${o['max-delay'] ?? 'default (half the batches\' run time)'}, batch sizes ${BATCH_SIZES.join('/')}; maxQueue ${o['max-queue']}; latency of answered requests; ` +
   `${((performance.now() - t0) / 1000).toFixed(0)} s in all)\n`);
 // A device column names the thread count only where the run had several.
 const label = (r) => (r.threads && CPU_THREADS.length > 1 ? `${r.device}, ${r.threads} thread${r.threads > 1 ? 's' : ''}` : r.device);

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import * as sn from '../src/index.js';
 import { propertyConfig } from '../src/testing/index.js';
 import { WITH_WEBGPU } from './helpers.js';
@@ -159,7 +159,7 @@ describe('DynamicBatcher', () => {
     await batcher.close();
   });
 
-  it('a queue that builds while a batch runs forms the next batch as soon as it ends', async () => {
+  it('a queue that builds while a batch runs forms the next batch when it ends, with that batch\'s caller back', async () => {
     const g = gate();
     const batches: number[][] = [];
     const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
@@ -173,24 +173,29 @@ describe('DynamicBatcher', () => {
     await new Promise((r) => setTimeout(r, 20));
     expect(batcher.stats()).toMatchObject({ running: 1, queued: 5 });
     g.open();
-    const outs = await Promise.all([first, ...later]);
-    expect(await Promise.all(outs.map((t) => t.item()))).toEqual([0, 2, 4, 6, 8, 10]);
-    expect(batches).toEqual([[0], [1, 2, 3, 4, 5]]);
+    expect(await (await first).item()).toBe(0);
+    // The first batch's caller is expected back (a closed-loop client): the five wait for it, not for maxDelayMs.
+    const again = batcher.run(sn.tensor([6]));
+    const outs = await Promise.all([...later, again]);
+    expect(await Promise.all(outs.map((t) => t.item()))).toEqual([2, 4, 6, 8, 10, 12]);
+    expect(batches).toEqual([[0], [1, 2, 3, 4, 5, 6]]);
   });
 
-  it('beside a running batch, a free slot waits at most maxDelayMs for its batch to fill, or until maxBatchSize wait', async () => {
+  it('beside a running batch, a free slot waits at most maxDelayMs for its share, or until maxBatchSize wait', async () => {
     const g = gate();
     const batches: number[][] = [];
+    // shareAmong 1: the samples expected are shared among one executor, whatever the slots.
     const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
       batches.push(await tags(b));
       await g.wait;
       return b.neg();
-    }, { maxBatchSize: 3, maxDelayMs: 150, concurrency: 3 });
-    const runs = [batcher.run(sn.tensor([0]))]; // idle: starts at once, held by the gate
+    }, { maxBatchSize: 3, maxDelayMs: 150, concurrency: 3, shareAmong: 1 });
+    const runs = [batcher.run(sn.tensor([0]))]; // idle, nothing expected: starts at once, held by the gate
     while (batcher.stats().running === 0) await new Promise((r) => setTimeout(r, 1));
     runs.push(batcher.run(sn.tensor([1])), batcher.run(sn.tensor([2])));
     await new Promise((r) => setTimeout(r, 30));
-    expect(batcher.stats()).toMatchObject({ running: 1, queued: 2 }); // two of three: they wait
+    // Their share counts the running sample too (3, capped at maxBatchSize): two of three wait.
+    expect(batcher.stats()).toMatchObject({ running: 1, queued: 2 });
     runs.push(batcher.run(sn.tensor([3]))); // the third fills the batch: it starts at once
     while (batcher.stats().running === 1) await new Promise((r) => setTimeout(r, 1));
     expect(batcher.stats()).toMatchObject({ running: 2, queued: 0 });
@@ -204,6 +209,116 @@ describe('DynamicBatcher', () => {
     const outs = await Promise.all(runs);
     expect(await Promise.all(outs.map((t) => t.item()))).toEqual([-0, -1, -2, -3, -4]);
     expect(batches).toEqual([[0], [1, 2, 3], [4]]);
+  });
+
+  describe('waiting for the callers of finished batches (fake clock)', () => {
+    // The batcher's delays run on the fake clock; its next-turn wake-ups (setImmediate) stay real.
+    const turn = () => new Promise<void>((r) => setImmediate(r));
+    /** Lets every pending turn and microtask run. */
+    const settle = async () => {
+      for (let i = 0; i < 5; i++) await turn();
+    };
+    const withFakeClock = (body: () => Promise<void>) => async () => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+      try {
+        await body();
+      } finally {
+        vi.useRealTimers();
+      }
+    };
+    /** A batcher that records each batch's tags and answers each sample with its tag + 100. */
+    const recording = (options: sn.serve.DynamicBatcherOptions) => {
+      const batches: number[][] = [];
+      const batcher = new DynamicBatcher(async (b: sn.Tensor) => (batches.push(await tags(b)), b.add(100)), options);
+      return { batches, batcher };
+    };
+    const run = (batcher: sn.serve.DynamicBatcher<sn.Tensor, sn.Tensor>, v: number) => batcher.run(sn.tensor([v]));
+
+    it('closed-loop callers answered together come back into one batch, not a batch of the first and one of stragglers', withFakeClock(async () => {
+      const { batches, batcher } = recording({ maxBatchSize: 8, maxDelayMs: 20 });
+      await Promise.all([1, 2, 3, 4].map((v) => run(batcher, v))); // one batch of 4, then its 4 callers are expected
+      const next = [];
+      for (const v of [5, 6, 7]) {
+        next.push(run(batcher, v));
+        await settle();
+        vi.advanceTimersByTime(1); // 1 ms between returns: under maxDelayMs
+      }
+      await settle();
+      expect(batcher.stats()).toMatchObject({ running: 0, queued: 3 }); // three of the four expected: they wait
+      next.push(run(batcher, 8));
+      const outs = await Promise.all(next);
+      expect(await Promise.all(outs.map((t) => t.item()))).toEqual([105, 106, 107, 108]);
+      expect(batches).toEqual([[1, 2, 3, 4], [5, 6, 7, 8]]);
+      await batcher.close();
+    }));
+
+    it('callers that do not come back stop being expected maxDelayMs after their batch ended', withFakeClock(async () => {
+      const { batches, batcher } = recording({ maxBatchSize: 8, maxDelayMs: 20 });
+      await Promise.all([1, 2, 3, 4].map((v) => run(batcher, v)));
+      vi.advanceTimersByTime(15);
+      const next = [run(batcher, 5), run(batcher, 6)]; // two of four come back, 15 ms after the batch ended
+      await settle();
+      vi.advanceTimersByTime(4);
+      await settle();
+      expect(batcher.stats().queued).toBe(2);
+      vi.advanceTimersByTime(1); // 20 ms after the batch ended: the other two are no longer expected
+      await Promise.all(next);
+      expect(batches).toEqual([[1, 2, 3, 4], [5, 6]]);
+      await batcher.close();
+    }));
+
+    it('a lone closed-loop caller never waits: the one caller expected is the one that came back', withFakeClock(async () => {
+      const { batches, batcher } = recording({ maxBatchSize: 32, maxDelayMs: 1_000 });
+      // The clock never moves: a wait of any length would hang here.
+      for (let v = 1; v <= 5; v++) expect(await (await run(batcher, v)).item()).toBe(100 + v);
+      expect(batches).toEqual([[1], [2], [3], [4], [5]]);
+      // A newcomer while nothing is expected starts at once too.
+      vi.advanceTimersByTime(5_000);
+      expect(await (await run(batcher, 6)).item()).toBe(106);
+      await batcher.close();
+    }));
+
+    it('shares the samples expected among shareAmong batches (default: concurrency)', withFakeClock(async () => {
+      const g = gate();
+      const batches: number[][] = [];
+      const make = (shareAmong?: number) =>
+        new DynamicBatcher(async (b: sn.Tensor) => (batches.push(await tags(b)), await g.wait, b.add(100)), { maxBatchSize: 8, maxDelayMs: 20, concurrency: 2, ...(shareAmong ? { shareAmong } : {}) });
+      const halves = make();
+      const outs = [1, 2, 3, 4, 5, 6].map((v) => run(halves, v)); // six in one turn: two batches of three run at once
+      await settle();
+      expect(halves.stats()).toMatchObject({ running: 2, queued: 0 });
+      expect(batches).toEqual([[1, 2, 3], [4, 5, 6]]);
+      const whole = make(1);
+      outs.push(...[7, 8, 9, 10, 11, 12].map((v) => run(whole, v))); // shared among one: one batch of six
+      await settle();
+      expect(whole.stats()).toMatchObject({ running: 1, queued: 0 });
+      expect(batches.slice(2)).toEqual([[7, 8, 9, 10, 11, 12]]);
+      g.open();
+      expect(await Promise.all((await Promise.all(outs)).map((t) => t.item()))).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((v) => v + 100));
+      expect(() => new DynamicBatcher((b: sn.Tensor) => b, { concurrency: 2, shareAmong: 3 })).toThrow(/shareAmong 3 is larger than concurrency 2/);
+    }));
+
+    it('maxDelayMs defaults to half the batches\' average run time, within 1..50 ms', withFakeClock(async () => {
+      let runMs = 40;
+      const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
+        await new Promise((r) => setTimeout(r, runMs));
+        return b.add(1);
+      });
+      expect(batcher.maxDelayMs).toBe(5); // before the first batch
+      const once = async () => {
+        const out = run(batcher, 0);
+        await settle();
+        await vi.advanceTimersByTimeAsync(runMs);
+        (await out).dispose();
+      };
+      await once();
+      expect(batcher.maxDelayMs).toBeCloseTo(20, 6); // the first batch's 40 ms, halved
+      runMs = 1_000;
+      await once();
+      expect(batcher.maxDelayMs).toBe(50); // average 136 ms, halved, capped
+      expect(new DynamicBatcher((b: sn.Tensor) => b, { maxDelayMs: 7 }).maxDelayMs).toBe(7);
+      await batcher.close();
+    }));
   });
 
   it('refuses samples beyond maxQueue at once, and answers every accepted one', async () => {
@@ -319,12 +434,14 @@ describe('DynamicBatcher', () => {
       fc.asyncProperty(
         fc.record({
           maxBatchSize: fc.integer({ min: 1, max: 5 }),
-          maxDelayMs: fc.integer({ min: 0, max: 3 }),
+          maxDelayMs: fc.option(fc.integer({ min: 0, max: 3 })), // null: the default, from the run time
           concurrency: fc.integer({ min: 1, max: 3 }),
+          shareAmong: fc.integer({ min: 1, max: 3 }),
           maxQueue: fc.integer({ min: 1, max: 20 }),
         }),
         fc.array(fc.record({ len: fc.integer({ min: 1, max: 3 }), gapMs: fc.integer({ min: 0, max: 2 }), abortAfterMs: fc.option(fc.integer({ min: 0, max: 4 })), poison: fc.boolean() }), { minLength: 1, maxLength: 25 }),
-        async (options, requests) => {
+        async ({ maxDelayMs, shareAmong, ...rest }, requests) => {
+          const options = { ...rest, shareAmong: Math.min(shareAmong, rest.concurrency), ...(maxDelayMs === null ? {} : { maxDelayMs }) };
           const before = live();
           const inPoisonedBatch = new Set<number>();
           const batcher = new DynamicBatcher(async (b: sn.Tensor) => {

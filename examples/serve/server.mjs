@@ -16,8 +16,8 @@
 // requestTimeoutMs gets a 504. SIGINT/SIGTERM stop accepting, answer every accepted request, then exit.
 //
 // Usage: node examples/serve/server.mjs [--port 8080] [--host 127.0.0.1] [--models cnn,cls]
-//        [--device cpu|webgpu|auto] [--max-batch 32] [--max-delay 5] [--max-queue 256] [--workers N] [--threads T]
-//        [--in-flight K]   (--workers: model replicas in worker threads, --threads: CPU threads per replica;
+//        [--device cpu|webgpu|auto] [--max-batch 32] [--max-delay MS] [--max-queue 256] [--workers N] [--threads T]
+//        [--in-flight K]   (--max-delay: longest wait for company, default half the batches' run time; --workers: model replicas in worker threads, --threads: CPU threads per replica;
 //                           --in-flight: batches in flight in this process without workers, default 2 on WebGPU, else 1)
 //        [--batch-sizes 1,2,3,4,6,8,12,16,24,32]   (batches padded to these sizes, each compiled before serving)
 import { readFileSync } from 'node:fs';
@@ -202,7 +202,7 @@ export async function createApp({ models, requestTimeoutMs = 30_000, logger = fa
       for (const w of e.queueWaitMs) metric.queueWait.observe({ model: name }, w / 1000);
     };
     // Samples arrive on the CPU: each batch is uploaded once, and read back once (not once per caller).
-    const options = { maxBatchSize: 32, maxDelayMs: 5, maxQueue: 256, ...spec.batching, onBatch };
+    const options = { maxBatchSize: 32, maxQueue: 256, ...spec.batching, onBatch };
     const inProcess = { ...options, ...(spec.device ? { device: spec.device, resultDevice: 'cpu' } : {}) };
     const runner = spec.pool
       ? new sn.serve.WorkerPool(spec.pool.source, { ...withoutConcurrency(options), workers: spec.pool.workers, threadsPerWorker: spec.pool.threads, device: spec.pool.device })
@@ -312,7 +312,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
     options: {
       port: { type: 'string', default: '8080' }, host: { type: 'string', default: '127.0.0.1' },
       models: { type: 'string', default: 'cnn,cls' }, device: { type: 'string', default: 'cpu' },
-      'max-batch': { type: 'string', default: '32' }, 'max-delay': { type: 'string', default: '5' },
+      'max-batch': { type: 'string', default: '32' }, 'max-delay': { type: 'string' },
       'max-queue': { type: 'string', default: '256' }, workers: { type: 'string' }, threads: { type: 'string' }, 'batch-sizes': { type: 'string' },
       'in-flight': { type: 'string' },
     },
@@ -322,7 +322,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
   const sizes = o['batch-sizes'] ? o['batch-sizes'].split(',').map(Number).filter((n) => n <= maxBatchSize) : null;
   // In-process batches in flight at once: on WebGPU two, so that one batch's upload and readback overlap the other's compute.
   const concurrency = Number(o['in-flight'] ?? (device === 'webgpu' ? 2 : 1));
-  const batching = { maxBatchSize, maxDelayMs: Number(o['max-delay']), maxQueue: Number(o['max-queue']), concurrency, ...(sizes ? { batchSizes: sizes } : {}) };
+  const batching = { maxBatchSize, maxQueue: Number(o['max-queue']), concurrency, ...(o['max-delay'] ? { maxDelayMs: Number(o['max-delay']) } : {}), ...(sizes ? { batchSizes: sizes } : {}) };
   const models = {};
   const workers = o.workers ? Number(o.workers) : undefined, threads = o.threads ? Number(o.threads) : undefined;
   for (const name of o.models.split(',')) models[name] = await loadModel(name, { device, batching, workers, threads });

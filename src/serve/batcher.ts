@@ -56,15 +56,25 @@ export interface DynamicBatcherOptions {
   /** Samples in one batch at most (default: the largest of `batchSizes`, else 32). */
   maxBatchSize?: number;
   /**
-   * How long a sample may wait for others while a batch slot is free but another batch runs (ms,
-   * default 5); see the class doc for the whole rule. A runner with nothing running never waits, so
-   * with `concurrency` 1 this delay never applies.
+   * How long a sample may wait for others to join its batch while a slot is free (ms). A free slot
+   * waits only while more samples are expected (see the class doc): a lone caller, or a stream slower
+   * than the batches, starts at once. Default: half the recent batches' run time (a moving average),
+   * between 1 and 50 ms (5 before the first batch): waiting costs
+   * latency in proportion to what a batch costs anyway, and callers take longer to come back when the
+   * host is busy.
    */
   maxDelayMs?: number;
   /** Samples that may wait at once; beyond it `run` rejects at once with a `QueueFullError` (default 1024). */
   maxQueue?: number;
-  /** Batches running at once (default 1; a `WorkerPool` runs one per worker). */
+  /** Batches running at once (default 1; a `WorkerPool` runs two per worker). */
   concurrency?: number;
+  /**
+   * Among how many batches the samples expected at once are shared (default `concurrency`): a free slot
+   * waits for ⌈expected ÷ shareAmong⌉ samples. Where the extra slots only queue work for one executor
+   * (a `WorkerPool`'s second batch per replica waits in the replica's queue), one batch per executor
+   * runs fuller: the pool passes its replica count.
+   */
+  shareAmong?: number;
   /**
    * The batch dims the function may see: a batch is padded with zero samples up to the smallest that
    * holds it (their outputs are dropped). A jitted function compiles one plan per input shape, so this
@@ -143,7 +153,22 @@ interface Bucket<Out> {
   readonly items: Pending<Out>[];
 }
 
+/**
+ * The samples of one bucket's key in flight: in running batches, and the callers of finished batches
+ * expected back (closed-loop clients send their next request once answered), each batch's count
+ * until `maxDelayMs` after it ended. Arrivals consume the oldest expected first.
+ */
+interface Flow {
+  running: number;
+  readonly expected: { n: number; until: number }[];
+}
+
 const OP = 'DynamicBatcher';
+
+/** The default `maxDelayMs`: this share of the batches' average run time, within these bounds (ms). */
+const AUTO_DELAY = { share: 0.5, min: 1, max: 50, first: 5 } as const;
+/** The weight of each new batch in the moving average of run times. */
+const RUN_AVERAGE_WEIGHT = 0.1;
 
 /**
  * Runs `f` in the next macrotask: Node's setImmediate runs after the I/O callbacks of this turn (so
@@ -167,16 +192,17 @@ function positiveInt(value: number | undefined, name: string, fallback: number, 
 /**
  * Collects concurrent `run(sample)` calls into batches for `fn` (continuous batching). Samples wait in
  * buckets (one per shape, unless `pad` lets some dims differ). While fewer than `concurrency` batches
- * run, the bucket whose oldest sample came first becomes a batch (of at most `maxBatchSize` samples)
- * as soon as one of these holds:
- * - no batch is running: an idle runner never waits. Samples that arrive while it is idle start in the
- *   next turn of the event loop (a macrotask, so requests read in the same turn share a batch), even a
- *   lone sample;
- * - a batch just ended: what queued while it ran forms the next batch at once (that is the "no batch
- *   is running" case again when `concurrency` is 1);
- * - `maxBatchSize` samples of the bucket wait;
- * - the oldest has waited `maxDelayMs` (only reachable when `concurrency` > 1: a free slot while other
- *   batches run waits at most this long for its batch to fill);
+ * run, the bucket whose oldest sample came first becomes a batch as soon as one of these holds:
+ * - it holds its share of the samples expected now: ⌈(its samples + those of its shape in running
+ *   batches + the callers of its finished batches not yet back) ÷ `shareAmong`⌉, at most
+ *   `maxBatchSize`; the batch takes that many. Callers of a batch that ended count as expected for
+ *   `maxDelayMs` after it ended (each arrival is one of them): closed-loop clients, answered together,
+ *   send their next requests within a few ms, and waiting for them keeps them in one batch instead of
+ *   splitting them into a batch that starts with the first arrivals and one of stragglers behind it.
+ *   Nothing running and nothing expected (a lone caller, a stream slower than the batches), the share
+ *   is what waits: it starts in the next turn of the event loop (a macrotask, so that requests read in
+ *   the same turn share a batch);
+ * - the oldest has waited `maxDelayMs`;
  * - `close()` was called.
  * Samples are stacked along a new dim 0, the batch runs through `fn`, and every output is sliced along
  * dim 0: each caller gets fresh tensors of its own (the batch is freed). CPU samples are copied once
@@ -186,13 +212,19 @@ function positiveInt(value: number | undefined, name: string, fallback: number, 
  */
 export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree = TensorTree> {
   readonly maxBatchSize: number;
-  readonly maxDelayMs: number;
   readonly maxQueue: number;
   readonly concurrency: number;
   private readonly batchSizes: readonly number[] | null;
   private readonly padDims: readonly number[] | null;
   private readonly padValue: number;
+  private readonly shareAmong: number;
+  /** `maxDelayMs` as given; null: follow the batches' run time. */
+  private readonly fixedDelayMs: number | null;
+  /** Moving average of batch run times (ms); null before the first batch. */
+  private averageRunMs: number | null = null;
   private readonly buckets = new Map<string, Bucket<Out>>();
+  /** Per bucket key, only while it has samples running or expected (entries expire: the map stays bounded). */
+  private readonly flows = new Map<string, Flow>();
   private queued = 0;
   private running = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -222,17 +254,26 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     if (this.batchSizes && this.batchSizes.at(-1)! < this.maxBatchSize) {
       throw new SinterError(OP, `maxBatchSize ${this.maxBatchSize} is larger than the largest of batchSizes ${JSON.stringify(this.batchSizes)}`);
     }
-    const delay = options.maxDelayMs ?? 5;
-    if (typeof delay !== 'number' || !(delay >= 0) || !Number.isFinite(delay)) throw new SinterError(OP, `maxDelayMs must be a finite number ≥ 0, got ${JSON.stringify(delay)}`);
-    this.maxDelayMs = delay;
+    const delay = options.maxDelayMs;
+    if (delay !== undefined && (typeof delay !== 'number' || !(delay >= 0) || !Number.isFinite(delay))) throw new SinterError(OP, `maxDelayMs must be a finite number ≥ 0, got ${JSON.stringify(delay)}`);
+    this.fixedDelayMs = delay ?? null;
     this.maxQueue = positiveInt(options.maxQueue, 'maxQueue', 1024);
     this.concurrency = positiveInt(options.concurrency, 'concurrency', 1);
+    this.shareAmong = positiveInt(options.shareAmong, 'shareAmong', this.concurrency);
+    if (this.shareAmong > this.concurrency) throw new SinterError(OP, `shareAmong ${this.shareAmong} is larger than concurrency ${this.concurrency}`);
     if (options.pad !== undefined) {
       const dims = options.pad.dims;
       if (!Array.isArray(dims) || dims.some((d) => !Number.isInteger(d))) throw new SinterError(OP, `pad.dims must be an array of integer dims, got ${JSON.stringify(dims)}`);
     }
     this.padDims = options.pad ? [...options.pad.dims] : null;
     this.padValue = options.pad?.value ?? 0;
+  }
+
+  /** The longest a sample waits for company now (ms): `maxDelayMs`, or its default from the batches' run time. */
+  get maxDelayMs(): number {
+    if (this.fixedDelayMs !== null) return this.fixedDelayMs;
+    if (this.averageRunMs === null) return AUTO_DELAY.first;
+    return Math.min(AUTO_DELAY.max, Math.max(AUTO_DELAY.min, AUTO_DELAY.share * this.averageRunMs));
   }
 
   /**
@@ -268,6 +309,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
       const item: Pending<Out> = { sample, bucket, enqueued: performance.now(), resolve, reject, signal, onAbort };
       signal?.addEventListener('abort', onAbort!, { once: true });
       bucket.items.push(item);
+      this.arrived(key, item.enqueued);
       this.queued++;
       this.counts.accepted++;
       this.wake();
@@ -335,31 +377,73 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     });
   }
 
+  /** A sample of `key` arrived: if callers of its finished batches are expected back, it is one of them. */
+  private arrived(key: string, now: number): void {
+    const flow = this.flows.get(key);
+    if (!flow || !this.expire(key, flow, now)) return;
+    const oldest = flow.expected[0];
+    if (oldest && --oldest.n === 0) flow.expected.shift();
+  }
+
+  /** Drops the expected callers whose time is up; forgets the flow once nothing runs or is expected. Returns whether it is kept. */
+  private expire(key: string, flow: Flow, now: number): boolean {
+    while (flow.expected.length > 0 && flow.expected[0]!.until <= now) flow.expected.shift();
+    if (flow.running > 0 || flow.expected.length > 0) return true;
+    this.flows.delete(key);
+    return false;
+  }
+
+  /** The samples a batch of this bucket waits for: its share of those queued, running and expected (see the class doc). */
+  private share(b: Bucket<Out>): number {
+    let expected = b.items.length;
+    const flow = this.flows.get(b.key);
+    if (flow) {
+      expected += flow.running;
+      for (const e of flow.expected) expected += e.n;
+    }
+    return Math.min(this.maxBatchSize, Math.ceil(expected / this.shareAmong));
+  }
+
   /** Starts every batch that is due while fewer than `concurrency` run (see the class doc), then arms the timer for the next. */
   private schedule(): void {
     const now = performance.now();
-    const idle = this.running === 0;
+    const delay = this.maxDelayMs;
+    for (const [key, flow] of this.flows) this.expire(key, flow, now);
     while (this.running < this.concurrency) {
       let due: Bucket<Out> | null = null;
+      let take = 0;
       for (const b of this.buckets.values()) {
         const head = b.items[0]!;
-        const ready = idle || this.closing !== null || b.items.length >= this.maxBatchSize || now - head.enqueued >= this.maxDelayMs;
-        if (ready && (!due || head.enqueued < due.items[0]!.enqueued)) due = b;
+        const share = this.share(b);
+        const ready = this.closing !== null || b.items.length >= share || now - head.enqueued >= delay;
+        if (ready && (!due || head.enqueued < due.items[0]!.enqueued)) {
+          due = b;
+          take = this.closing ? this.maxBatchSize : share;
+        }
       }
       if (!due) break;
-      const items = due.items.splice(0, this.maxBatchSize);
+      const items = due.items.splice(0, take);
       if (due.items.length === 0) this.buckets.delete(due.key);
       this.queued -= items.length;
       void this.launch(items);
     }
-    this.arm(now);
+    this.arm(now, delay);
     if (this.closing && this.queued === 0 && this.running === 0) this.drained?.();
   }
 
-  /** Wakes `schedule` when the oldest waiting sample's delay is up (only while a slot is free and another batch runs). */
-  private arm(now: number): void {
+  /**
+   * While a slot is free, wakes `schedule` when a waiting batch may become due: its oldest sample's
+   * `maxDelayMs` is up, or callers expected for its shape stop being expected (its share shrinks).
+   */
+  private arm(now: number, delay: number): void {
     let next = Infinity;
-    if (this.running < this.concurrency) for (const b of this.buckets.values()) next = Math.min(next, b.items[0]!.enqueued + this.maxDelayMs);
+    if (this.running < this.concurrency) {
+      for (const b of this.buckets.values()) {
+        next = Math.min(next, b.items[0]!.enqueued + delay);
+        const until = this.flows.get(b.key)?.expected[0]?.until;
+        if (until !== undefined) next = Math.min(next, until);
+      }
+    }
     if (next === this.timerAt) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
@@ -374,6 +458,10 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
 
   private async launch(items: Pending<Out>[]): Promise<void> {
     this.running++;
+    const key = items[0]!.bucket.key;
+    let flow = this.flows.get(key);
+    if (!flow) this.flows.set(key, (flow = { running: 0, expected: [] }));
+    flow.running += items.length;
     const start = performance.now();
     const waits = items.map((it) => {
       if (it.onAbort) it.signal!.removeEventListener('abort', it.onAbort);
@@ -395,8 +483,12 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     const runMs = performance.now() - start;
     for (const w of waits) this.waits.push(w);
     this.runs.push(runMs);
+    this.averageRunMs = this.averageRunMs === null ? runMs : this.averageRunMs + RUN_AVERAGE_WEIGHT * (runMs - this.averageRunMs);
     this.sizes.set(items.length, (this.sizes.get(items.length) ?? 0) + 1);
     this.running--;
+    // Its callers are expected back for maxDelayMs (a flow with samples running is never dropped).
+    flow.running -= items.length;
+    flow.expected.push({ n: items.length, until: performance.now() + this.maxDelayMs });
     try {
       this.options.onBatch?.({ size: items.length, paddedSize, queueWaitMs: waits, runMs, ...(error === undefined ? {} : { error }) });
     } catch {

@@ -6,7 +6,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { type BatcherStats, DynamicBatcher, type DynamicBatcherOptions, type RunOptions, type Sample } from './batcher.js';
 import { type FromWorker, type ToWorker, type WireTree, type WorkerInit, fromWire, toWire } from './wire.js';
 
-export interface WorkerPoolOptions extends Omit<DynamicBatcherOptions, 'concurrency' | 'device'> {
+export interface WorkerPoolOptions extends Omit<DynamicBatcherOptions, 'concurrency' | 'shareAmong' | 'device'> {
   /**
    * Replicas, each a worker thread with its own copy of the model (default: the cores available
    * divided by `threadsPerWorker`, at least 1; 1 on WebGPU, where replicas share one GPU).
@@ -93,8 +93,10 @@ async function availableCores(): Promise<number> {
 
 /**
  * Independent replicas of a model in worker threads, behind a `DynamicBatcher` that keeps two batches
- * in flight per replica (one running, the next queued on it: see the batcher's rule for a free slot
- * beside a running batch). `source` is the path or URL of an ES module whose default export is
+ * in flight per replica (one running, the next queued on it) and shares the samples it expects among
+ * the replicas, not the slots: a replica runs its batches one after the other, so one full batch
+ * costs it less than two halves, and the second slot takes what the running batch's share leaves
+ * over (beyond `maxBatchSize`, or after `maxDelayMs`). `source` is the path or URL of an ES module whose default export is
  * `async (sn, { device, threads }) => fn` (fn: a batch function such as a jitted one, or a model with
  * `run(feeds)`; `sn` is the worker's sinter, so tensors stay on one instance), or an ONNX model's bytes.
  * Samples are stacked on the calling thread, each batch is copied to a free replica, and each caller
@@ -102,7 +104,7 @@ async function availableCores(): Promise<number> {
  */
 export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = TensorTree> {
   private batcher: DynamicBatcher<In, Out>;
-  private readonly batching: Omit<DynamicBatcherOptions, 'concurrency' | 'device'>;
+  private readonly batching: Omit<DynamicBatcherOptions, 'concurrency' | 'shareAmong' | 'device'>;
   private readonly replicas: Replica[] = [];
   /** Batches waiting for a replica with room (while every replica holds BATCHES_PER_REPLICA, or one is being replaced). */
   private readonly backlog: Job[] = [];
@@ -227,9 +229,9 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
     }
   }
 
-  /** The batcher in front: BATCHES_PER_REPLICA batches in flight per replica. */
+  /** The batcher in front: BATCHES_PER_REPLICA batches in flight per replica, samples shared among the replicas. */
   private makeBatcher(replicas: number): DynamicBatcher<In, Out> {
-    return new DynamicBatcher<In, Out>((batch) => this.dispatch(batch), { ...this.batching, concurrency: replicas * BATCHES_PER_REPLICA });
+    return new DynamicBatcher<In, Out>((batch) => this.dispatch(batch), { ...this.batching, concurrency: replicas * BATCHES_PER_REPLICA, shareAmong: replicas });
   }
 
   /** Posts waiting batches to the replicas with the fewest batches on them, while any has room. */
