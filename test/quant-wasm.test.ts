@@ -47,22 +47,22 @@ function convSums(X: ArrayLike<number>, W: ArrayLike<number>, c: { batch: number
 }
 
 describe('wasm int8 GEMM on the CPU', () => {
-  it('conv2d: int32 sums exact and requantised / float32 outputs equal the JavaScript epilogue to the bit (strides 1–2, widths past 8, odd K, any zero points)', async () => {
+  it('conv2d and depthwise: int32 sums exact and requantised / float32 outputs equal the JavaScript epilogue to the bit (strides 1–2, dilation, widths past 8, odd K, any zero points)', async () => {
     const arb = fc.record({
-      b: fc.integer({ min: 1, max: 2 }), groups: fc.integer({ min: 1, max: 2 }), cg: fc.integer({ min: 1, max: 5 }), og: fc.integer({ min: 1, max: 9 }),
+      b: fc.integer({ min: 1, max: 2 }), groups: fc.integer({ min: 1, max: 2 }), cg: fc.constantFrom(1, 1, 2, 3, 5), og: fc.integer({ min: 1, max: 9 }),
       h: fc.integer({ min: 1, max: 7 }), w: fc.integer({ min: 1, max: 37 }), kh: fc.integer({ min: 1, max: 3 }), kw: fc.integer({ min: 1, max: 3 }),
-      s: fc.integer({ min: 1, max: 2 }), pad: fc.integer({ min: 0, max: 2 }), xd: fc.constantFrom<'int8' | 'uint8'>('int8', 'uint8'), wd: fc.constantFrom<'int8' | 'uint8'>('int8', 'uint8'),
+      s: fc.integer({ min: 1, max: 2 }), d: fc.integer({ min: 1, max: 2 }), pad: fc.integer({ min: 0, max: 2 }), xd: fc.constantFrom<'int8' | 'uint8'>('int8', 'uint8'), wd: fc.constantFrom<'int8' | 'uint8'>('int8', 'uint8'),
       out: fc.constantFrom('int32', 'float32', 'int8', 'uint8'), seed: fc.integer({ min: 0, max: 10_000 }),
-    }).filter((p) => p.h + 2 * p.pad >= p.kh && p.w + 2 * p.pad >= p.kw);
+    }).filter((p) => p.h + 2 * p.pad >= (p.kh - 1) * p.d + 1 && p.w + 2 * p.pad >= (p.kw - 1) * p.d + 1);
     const before = wasmInt8Calls();
     await fc.assert(fc.asyncProperty(arb, async (p) => {
       const c = p.cg * p.groups, n = p.og * p.groups, k = p.cg * p.kh * p.kw;
-      const oh = Math.floor((p.h + 2 * p.pad - p.kh) / p.s) + 1, ow = Math.floor((p.w + 2 * p.pad - p.kw) / p.s) + 1;
+      const oh = Math.floor((p.h + 2 * p.pad - (p.kh - 1) * p.d - 1) / p.s) + 1, ow = Math.floor((p.w + 2 * p.pad - (p.kw - 1) * p.d - 1) / p.s) + 1;
       const [lo, hi] = RANGE[p.xd], [wlo, whi] = RANGE[p.wd];
       const x = sn.randint(lo, hi + 1, [p.b, c, p.h, p.w], { dtype: p.xd, seed: p.seed });
       const w = sn.randint(wlo, whi + 1, [n, k], { dtype: p.wd, seed: p.seed + 1 });
       const za = lo + (p.seed % (hi - lo + 1)), zb = Array.from({ length: n }, (_, j) => wlo + ((j * 97 + p.seed) % (whi - wlo + 1)));
-      const conv = { batch: p.b, channels: c, height: p.h, width: p.w, kernel: [p.kh, p.kw] as [number, number], stride: [p.s, p.s] as [number, number], padding: [p.pad, p.pad] as [number, number], dilation: [1, 1] as [number, number], groups: p.groups, outHeight: oh, outWidth: ow };
+      const conv = { batch: p.b, channels: c, height: p.h, width: p.w, kernel: [p.kh, p.kw] as [number, number], stride: [p.s, p.s] as [number, number], padding: [p.pad, p.pad] as [number, number], dilation: [p.d, p.d] as [number, number], groups: p.groups, outHeight: oh, outWidth: ow };
       const ins = [x, w, sn.tensor([za], { dtype: 'int32' }), sn.tensor(zb, { dtype: 'int32' })];
       if (p.out !== 'int32') {
         // Multipliers that keep requantised values mostly inside the range, offsets with halves (ties).
@@ -80,7 +80,7 @@ describe('wasm int8 GEMM on the CPU', () => {
       expect(wasm).toEqual(js);
       if (p.out === 'int32') expect(wasm).toEqual(convSums(await x.data(), await w.data(), conv, n, za, zb));
       for (const t of ins) t.dispose();
-    }), propertyConfig({ numRuns: 25 }));
+    }), propertyConfig({ numRuns: 40 }));
     expect(wasmInt8Calls()).toBeGreaterThan(before);
     expect(wasmInt8CacheStats().hits + wasmInt8CacheStats().misses).toBeGreaterThan(0);
   });

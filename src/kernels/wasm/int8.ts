@@ -53,6 +53,8 @@ const raw = {
   store32Lane0: (c: Code) => c.bytes.push(0xfd, 0x5a, 0x02, 0x00, 0x00),
   truncSat: (c: Code) => c.bytes.push(0xfc, 0x00),
   load8s: (c: Code) => c.bytes.push(0x2c, 0x00, 0x00),
+  load16Splat: (c: Code) => c.bytes.push(0xfd, 0x08, 0x01, 0x00), // v128.load16_splat
+  extmul: (c: Code, high: boolean) => c.bytes.push(0xfd, high ? 0xbd : 0xbc, 0x01), // i32x4.extmul_low/high_i16x8_s
 };
 
 /** i16 lanes a0 b0 a1 b1 a2 b2 a3 b3 (low) / a4 b4 … a7 b7 (high) of two i16x8 vectors a, b. */
@@ -418,12 +420,131 @@ function emitGemm(m: ModuleBuilder, packB: number, tiles: readonly number[]): vo
   });
 }
 
+/** The i32 fields of a depthwise call's parameter block (addresses and strides in bytes). */
+const DEPTHWISE_FIELDS = [
+  'first', 'end', 'og', 'batch', 'base', 'image', 'plane', 'row', 'kh', 'kw', 'sh', 'dh', 'dw', 'OH', 'OW', 'wts', 'out', 'outImage',
+  'mode', 'mult', 'offs', 'zo', 'lo', 'hi', 'scratch',
+] as const;
+
+function emitDepthwise(m: ModuleBuilder, mode: Int8OutputMode, stride: 1 | 2): void {
+  // depthwise_<mode>_s<stride>(p): for output channels [first, end) of every image, out[b, o, oh, ow] = epilogue(Σ_t
+  // x̄[b, ⌊o/og⌋, oh·sh + i·dh, ow·stride + j·dw] · w̄[o, t]) over the taps t = (i, j), from the centred zero-padded
+  // input (rows `row` bytes apart) and the centred int16 weights [N, kh·kw]. Eight outputs of a row at a time, each
+  // tap one v128 load (two and a shuffle at stride 2) and two i32x4.extmul_*_i16x8_s; the row's last outputs go
+  // through scratch. Loads past a row's end read the padded copy's next values or its slack: computed, never stored.
+  m.func(`depthwise_${mode}_s${stride}`, ['i32'], [], (c) => {
+    const f = fields(c, DEPTHWISE_FIELDS);
+    const b = c.local('i32'), o = c.local('i32'), oh = c.local('i32'), ow = c.local('i32'), i = c.local('i32'), j = c.local('i32');
+    const plane = c.local('i32'), rowAt = c.local('i32'), at = c.local('i32'), wp = c.local('i32'), dst = c.local('i32'), n = c.local('i32'), t = c.local('i32');
+    const x = c.local('v128'), w = c.local('v128'), acc0 = c.local('v128'), acc1 = c.local('v128');
+    const mv = c.local('v128'), ov = c.local('v128'), zo = c.local('v128'), lo = c.local('v128'), hi = c.local('v128');
+    const bytes = mode === 'int8' || mode === 'uint8', esize = bytes ? 1 : 4;
+    if (bytes) {
+      for (const [v, field] of [[zo, f.zo], [lo, f.lo], [hi, f.hi]] as const) {
+        c.get(field);
+        raw.f32FromBits(c);
+        c.simd('f32x4.splat').set(v);
+      }
+    }
+    c.forRange(b, () => c.i32(0), () => c.get(f.batch), 1, () => {
+      c.forRange(o, () => c.get(f.first), () => c.get(f.end), 1, () => {
+        c.get(f.base).get(b).get(f.image).op('i32.mul', 'i32.add').get(o).get(f.og).op('i32.div_s').get(f.plane).op('i32.mul', 'i32.add').set(plane);
+        if (mode !== 'int32') {
+          c.get(f.mult).get(o).i32(2).op('i32.shl', 'i32.add').mem('v128.load32_splat').set(mv);
+          c.get(f.offs).get(o).i32(2).op('i32.shl', 'i32.add').mem('v128.load32_splat').set(ov);
+        }
+        // dst = out + b·outImage + o·OH·OW·esize
+        c.get(f.out).get(b).get(f.outImage).op('i32.mul', 'i32.add').get(o).get(f.OH).op('i32.mul').get(f.OW).op('i32.mul').i32(esize === 4 ? 2 : 0).op('i32.shl', 'i32.add').set(dst);
+        c.forRange(oh, () => c.i32(0), () => c.get(f.OH), 1, () => {
+          c.forRange(ow, () => c.i32(0), () => c.get(f.OW), 8, () => {
+            c.i32(0).simd('i32x4.splat').tee(acc0).set(acc1);
+            // wp: the channel's taps (int16 each)
+            c.get(f.wts).get(o).get(f.kh).op('i32.mul').get(f.kw).op('i32.mul').i32(1).op('i32.shl', 'i32.add').set(wp);
+            c.forRange(i, () => c.i32(0), () => c.get(f.kh), 1, () => {
+              // rowAt = plane + (oh·sh + i·dh)·row + ow·stride·2
+              c.get(plane).get(oh).get(f.sh).op('i32.mul').get(i).get(f.dh).op('i32.mul', 'i32.add').get(f.row).op('i32.mul', 'i32.add');
+              c.get(ow).i32(stride === 1 ? 1 : 2).op('i32.shl', 'i32.add').set(rowAt);
+              c.forRange(j, () => c.i32(0), () => c.get(f.kw), 1, () => {
+                c.get(rowAt).get(j).get(f.dw).op('i32.mul').i32(1).op('i32.shl', 'i32.add').set(at);
+                if (stride === 1) c.get(at).mem('v128.load');
+                else {
+                  c.get(at).mem('v128.load').get(at).mem('v128.load', 16);
+                  raw.shuffle(c, EVENS);
+                }
+                c.set(x);
+                c.get(wp);
+                raw.load16Splat(c);
+                c.set(w);
+                c.get(acc0).get(x).get(w);
+                raw.extmul(c, false);
+                c.simd('i32x4.add').set(acc0);
+                c.get(acc1).get(x).get(w);
+                raw.extmul(c, true);
+                c.simd('i32x4.add').set(acc1);
+                c.get(wp).i32(2).op('i32.add').set(wp);
+              });
+            });
+            if (mode !== 'int32') {
+              for (const v of [acc0, acc1]) {
+                c.get(v).simd('f32x4.convert_i32x4_s').get(mv).simd('f32x4.mul').get(ov).simd('f32x4.add');
+                if (bytes) c.simd('f32x4.nearest').get(zo).simd('f32x4.add').get(lo).simd('f32x4.max').get(hi).simd('f32x4.min', 'i32x4.trunc_sat_f32x4_s');
+                c.set(v);
+              }
+            }
+            // n = min(8, OW − ow) outputs to store at dst + (oh·OW + ow)·esize
+            c.i32(8).get(f.OW).get(ow).op('i32.sub').i32(8).get(f.OW).get(ow).op('i32.sub').op('i32.lt_s', 'select').set(n);
+            c.get(dst).get(oh).get(f.OW).op('i32.mul').get(ow).op('i32.add').i32(esize === 4 ? 2 : 0).op('i32.shl', 'i32.add').set(at);
+            const narrowed = () => {
+              c.get(acc0).get(acc1);
+              raw.narrow32(c);
+              c.get(acc0).get(acc1);
+              raw.narrow32(c);
+              raw.narrow16(c, mode === 'int8');
+            };
+            c.block((stored) => {
+              c.get(n).i32(8).op('i32.eq').if(() => {
+                if (bytes) {
+                  c.get(at);
+                  narrowed();
+                  raw.store64Lane0(c, 0);
+                } else {
+                  c.get(at).get(acc0).mem('v128.store');
+                  c.get(at).get(acc1).mem('v128.store', 16);
+                }
+                c.br(stored);
+              });
+              if (bytes) {
+                c.get(f.scratch);
+                narrowed();
+                raw.store64Lane0(c, 0);
+              } else {
+                c.get(f.scratch).get(acc0).mem('v128.store');
+                c.get(f.scratch).get(acc1).mem('v128.store', 16);
+              }
+              c.forRange(t, () => c.i32(0), () => c.get(n), 1, () => {
+                if (bytes) {
+                  c.get(at).get(t).op('i32.add').get(f.scratch).get(t).op('i32.add');
+                  raw.load8u(c);
+                  raw.store8(c);
+                } else {
+                  c.get(at).get(t).i32(2).op('i32.shl', 'i32.add').get(f.scratch).get(t).i32(2).op('i32.shl', 'i32.add').mem('i32.load').mem('i32.store');
+                }
+              });
+            });
+          });
+        });
+      });
+    });
+  });
+}
+
 interface Int8Module {
   centre: (p: number) => void;
   toFloat: (src: number, dst: number, n: number, signed: number) => void;
   fromFloat: (src: number, dst: number, n: number, signed: number) => void;
   packA: (...args: number[]) => void;
   gemm: (p: number) => void;
+  [depthwise: `depthwise_${string}`]: (p: number) => void;
 }
 let kernels: Int8Module | undefined;
 
@@ -436,6 +557,7 @@ function int8Module(): Int8Module {
     const packB = emitPackB(mb);
     const tiles = MODES.map((mode) => emitTile(mb, mode));
     emitGemm(mb, packB, tiles);
+    for (const mode of MODES) for (const stride of [1, 2] as const) emitDepthwise(mb, mode, stride);
     kernels = instantiate<Int8Module & WebAssembly.Exports>(mb.build());
   }
   return kernels;
@@ -649,15 +771,19 @@ export function wasmInt8Conv(
   const Hp = Math.max(H + pt, (OH - 1) * sh + (kh - 1) * dh + 1), Wp = Math.max(W + pl, (OW - 1) * sw + (kw - 1) * dw + 1);
   const plane = Hp * Wp, image = C * plane;
   const xAt = operandAddress(x, [B, C, H, W]);
-  // 64 bytes of slack: a stride-2 panel reads 32 bytes from its first pixel.
-  const bytes = B * image * 2 + 64;
+  // Slack: a stride-2 panel reads 32 bytes from its first pixel, a depthwise row's last vector up to 64 past its end.
+  const bytes = B * image * 2 + 128;
   const base = h.alloc(bytes);
   if (Hp * Wp !== H * W) new Int16Array(h.memory.buffer, base, bytes >>> 1).fill(0);
-  else new Int16Array(h.memory.buffer, base + B * image * 2, 32).fill(0);
+  else new Int16Array(h.memory.buffer, base + B * image * 2, 64).fill(0);
   const centreArgs = { src: xAt, s0: x.strides[0]!, s1: x.strides[1]!, s2: x.strides[2]!, s3: x.strides[3]!, n0: B, n1: C, n2: H, n3: W, flip: x.data instanceof Int8Array ? 128 : 0, zp: zpA, dst: base + (pt * Wp + pl) * 2, d0: image * 2, d1: plane * 2, d2: Wp * 2 };
   const cp = putInts(CENTRE_FIELDS.map((f) => centreArgs[f]));
   centre(cp);
   const esize = ELEMENT_BYTES[ep.mode];
+  if (cg === 1 && (sw === 1 || sw === 2)) {
+    depthwise(base, geo, Wp, plane, w, n, zpW, ep, out, outOffset);
+    return;
+  }
   const cols = B * P;
   const t = convTables(geo, n, esize, Wp, plane);
   const tables = { colOff: putInts(t.colOff), outOff: putInts(t.outOff), rowOff: putInts(t.rowOff), flags: putInts(t.flags) };
@@ -673,6 +799,42 @@ export function wasmInt8Conv(
     }, cols, pairs, cols * rows * K);
     h.release(mark);
   }
+  target.done();
+}
+
+/**
+ * A conv with one input channel per group (depthwise, og output channels each) over the centred padded input at `base`:
+ * direct windows (src/kernels/wasm/int8.ts's depthwise functions), channels split among the pool's threads.
+ */
+function depthwise(
+  base: number, geo: Int8ConvGeometry, Wp: number, plane: number, w: Int8Operand, n: number, zpW: Int32Array, ep: Int8Epilogue,
+  out: Int32Array | Float32Array | Int8Array | Uint8Array, outOffset: number,
+): void {
+  const h = heap(), mod = int8Module();
+  calls++;
+  const [kh, kw] = geo.kernel, T = kh * kw, P = geo.outHeight * geo.outWidth, esize = ELEMENT_BYTES[ep.mode];
+  // Centred weights, int16 [n, T]: few (n·T), so JavaScript.
+  const wts = h.alloc(n * T * 2);
+  const w16 = new Int16Array(h.memory.buffer, wts, n * T);
+  const [rs, cs] = w.strides as [number, number];
+  for (let o = 0; o < n; o++) for (let t = 0; t < T; t++) w16[o * T + t] = w.data[w.offset + o * rs + t * cs]! - zpW[o]!;
+  const target = outputTarget(out, outOffset, geo.batch * n * P, esize);
+  const epi = epilogueFields(ep, n);
+  const values: Record<(typeof DEPTHWISE_FIELDS)[number], number> = {
+    first: 0, end: 0, og: n / geo.channels, batch: geo.batch, base, image: geo.channels * plane * 2, plane: plane * 2, row: Wp * 2, kh, kw,
+    sh: geo.stride[0], dh: geo.dilation[0], dw: geo.dilation[1], OH: geo.outHeight, OW: geo.outWidth, wts, out: target.at, outImage: n * P * esize, ...epi, scratch: 0,
+  };
+  const work = geo.batch * n * P * T;
+  const parts = Math.max(1, Math.min(n, Math.floor(work / MIN_WORK_PER_THREAD), work >= 2 * MIN_WORK_PER_THREAD ? availableThreads() : 1));
+  const share = Math.ceil(n / parts);
+  const tasks: number[][] = [];
+  for (let first = 0; first < n; first += share) {
+    const p = h.alloc(DEPTHWISE_FIELDS.length * 4);
+    Object.assign(values, { first, end: Math.min(n, first + share), scratch: h.alloc(32) });
+    new Int32Array(h.memory.buffer, p, DEPTHWISE_FIELDS.length).set(DEPTHWISE_FIELDS.map((name) => values[name]));
+    tasks.push([p]);
+  }
+  parallelFor(tasks, mod[`depthwise_${ep.mode}_s${geo.stride[1]}`]!);
   target.done();
 }
 
