@@ -360,8 +360,9 @@ class HalfScratch {
     return { data: this.values(i), shape: t.shape, strides: t.strides, offset: t.offset - this.spans[i]!.lo, dtype: t.dtype };
   }
 
-  /** Frees the scratch, keeping the spans `keep` (in the heap) as `lastOutputs`. */
+  /** Frees the scratch, keeping the spans `keep` (in the heap) as `lastOutputs` in place of any left there. */
   free(keep: ReadonlySet<number> = new Set()): void {
+    forgetLastOutputs();
     lastOutputs = this.spans.filter((s, i) => keep.has(i) && s.address >= 0);
     freeSpans(this.spans.filter((s) => !lastOutputs.includes(s)));
     this.spans.length = 0;
