@@ -539,6 +539,7 @@ function emitDepthwise(m: ModuleBuilder, mode: Int8OutputMode, stride: 1 | 2): v
 }
 
 interface Int8Module {
+  zero: (at: number, bytes: number) => void;
   centre: (p: number) => void;
   toFloat: (src: number, dst: number, n: number, signed: number) => void;
   fromFloat: (src: number, dst: number, n: number, signed: number) => void;
@@ -551,6 +552,10 @@ let kernels: Int8Module | undefined;
 function int8Module(): Int8Module {
   if (!kernels) {
     const mb = new ModuleBuilder(memoryImport());
+    mb.func('zero', ['i32', 'i32'], [], (c) => {
+      c.get(0).i32(0).get(1);
+      c.bytes.push(0xfc, 0x0b, 0x00); // memory.fill
+    });
     emitCentre(mb);
     emitConversions(mb);
     emitPackA(mb);
@@ -774,8 +779,9 @@ export function wasmInt8Conv(
   // Slack: a stride-2 panel reads 32 bytes from its first pixel, a depthwise row's last vector up to 64 past its end.
   const bytes = B * image * 2 + 128;
   const base = h.alloc(bytes);
-  if (Hp * Wp !== H * W) new Int16Array(h.memory.buffer, base, bytes >>> 1).fill(0);
-  else new Int16Array(h.memory.buffer, base + B * image * 2, 64).fill(0);
+  // (memory.fill: a typed array's fill over a shared memory runs element by element.)
+  if (Hp * Wp !== H * W) int8Module().zero(base, bytes);
+  else int8Module().zero(base + B * image * 2, 128);
   const centreArgs = { src: xAt, s0: x.strides[0]!, s1: x.strides[1]!, s2: x.strides[2]!, s3: x.strides[3]!, n0: B, n1: C, n2: H, n3: W, flip: x.data instanceof Int8Array ? 128 : 0, zp: zpA, dst: base + (pt * Wp + pl) * 2, d0: image * 2, d1: plane * 2, d2: Wp * 2 };
   const cp = putInts(CENTRE_FIELDS.map((f) => centreArgs[f]));
   centre(cp);
@@ -852,7 +858,7 @@ export function wasmInt8Matmul(
   const pairs = Math.ceil(K / 2), ld = pairs * 2;
   // x centred into rows of ld int16 (a zero pair half when K is odd), B's columns.
   const base = h.alloc(M * ld * 2 + 64);
-  new Int16Array(h.memory.buffer, base, (M * ld * 2 + 64) >>> 1).fill(0);
+  int8Module().zero(base, M * ld * 2 + 64);
   const centreArgs = { src: operandAddress(x, [M, K]), s0: 0, s1: 0, s2: x.strides[0]!, s3: x.strides[1]!, n0: 1, n1: 1, n2: M, n3: K, flip: x.data instanceof Int8Array ? 128 : 0, zp: zpA, dst: base, d0: 0, d1: 0, d2: ld * 2 };
   int8Module().centre(putInts(CENTRE_FIELDS.map((f) => centreArgs[f])));
   const esize = ELEMENT_BYTES[ep.mode];
