@@ -23,12 +23,7 @@ function halfValues(): Float32Array {
 }
 
 const bitsOf = new Float32Array(1), bitsAs = new Uint32Array(bitsOf.buffer);
-/** The binary16 bits of `v` rounded half to even (f16round, the reference), ±∞ past 65504, NaN as the quiet 0x7e00 with v's sign. */
-export function halfBits(v: number): number {
-  return bitsOfHalfValue(f16round(v));
-}
-
-/** The binary16 bits of a binary16 value (a float32 number binary16 represents exactly). */
+/** The binary16 bits of a binary16 value (a float32 number binary16 represents exactly; NaN as the quiet 0x7e00 with its sign). */
 function bitsOfHalfValue(v: number): number {
   bitsOf[0] = v;
   const b = bitsAs[0]!, sign = (b >>> 16) & 0x8000, e = (b >>> 23) & 255;
@@ -51,8 +46,8 @@ export function widenHalf(src: Uint16Array, dst: Float32Array): void {
 export type NarrowMode = 'round' | 'round in place' | 'exact';
 
 /**
- * Narrows float32 values to binary16 bits, rounding half to even (subnormals, overflow to ±∞, NaN kept): all of `dst`
- * from as many of `src` (wasm where both are in its heap, else JS).
+ * Narrows float32 values to binary16 bits, rounding half to even (subnormals, overflow to ±∞, NaN kept; in JS by
+ * f16round, the reference): all of `dst` from as many of `src` (wasm where both are in its heap, else JS).
  */
 export function narrowHalf(src: Float32Array, dst: Uint16Array, mode: NarrowMode = 'round'): void {
   for (let i = kernelOverrides.narrowHalf?.(src, dst, mode) ?? 0; i < dst.length; i++) {
