@@ -3,7 +3,8 @@
 // bench/onnx-models.mjs) at f32, f16 (module.half() / loadOnnx dtype 'float16'), int8 static (sn.quant.prepare on the
 // jit graph with exampleInputs, x86 qconfig, 4 calibration batches), int8 dynamic (quantizeDynamic on the graph:
 // conv2d/linear/matmul weights int8 per channel, activations quantised per call) and int4 weight-only (quantizeWeights
-// on the graph, symmetric blocks of 32: linear/matmul dequantise inside the matmul, convs per call into a transient
+// on the graph, symmetric blocks of 32: by default linear/matmul weights only, dequantised inside the matmul, as
+// MatMulNBits and transformers.js's q4; 'int4 weights+conv' opts convs in, dequantised per call into a transient
 // float weight), each compiled (jit / the ONNX model's plan / the quantised graph's plan) on the CPU and WebGPU.
 // Modules and ONNX models take the same graph path (exampleInputs), so every row quantises the same layers.
 // Per row: warm latency (2 warm-up calls, then --runs timed calls, each until its output is read back: median and
@@ -23,7 +24,7 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : dflt; };
 const devices = opt('devices', 'cpu,webgpu').split(',');
 const only = opt('models', 'cnn,mlp,transformer,det,rec').split(',');
-const onlyModes = opt('modes', 'f32,f16,int8 static,int8 dynamic,int4 weights').split(',');
+const onlyModes = opt('modes', 'f32,f16,int8 static,int8 dynamic,int4 weights,int4 weights+conv').split(',');
 const runs = Number(opt('runs', 5));
 
 /** Module models: a builder on `device` and a seeded input of the benchmark's batch. */
@@ -122,7 +123,8 @@ async function graphQuantized(target, quantize, x) {
   return { f: (t) => q(t), bytes: q.modelBytes(), dispose: () => q.dispose() };
 }
 const dynamicInt8 = (target, x) => graphQuantized(target, (t, o) => sn.quant.quantizeDynamic(t, o), x);
-const weightsInt4 = (target, x) => graphQuantized(target, (t, o) => sn.quant.quantizeWeights(t, { bits: 4, blockSize: 32, ...o }), x);
+const weightsInt4 = (target, x, layers) => graphQuantized(target, (t, o) => sn.quant.quantizeWeights(t, { bits: 4, blockSize: 32, ...(layers && { layers }), ...o }), x);
+const WITH_CONVS = ['conv2d', 'linear', 'matmul'];
 
 function moduleModes(spec, device, x, calibration) {
   const jitted = (m) => { const f = sn.jit((t) => m.forward(t)); return { f, bytes: sn.quant.modelBytes(m), dispose: () => m.dispose() }; };
@@ -136,6 +138,7 @@ function moduleModes(spec, device, x, calibration) {
     'int8 static': async () => staticInt8(spec.make(device), x, calibration),
     'int8 dynamic': async () => dynamicInt8(spec.make(device), x),
     'int4 weights': async () => weightsInt4(spec.make(device), x),
+    'int4 weights+conv': async () => weightsInt4(spec.make(device), x, WITH_CONVS),
   };
 }
 
@@ -151,6 +154,7 @@ function onnxModes(bytes, device, x, calibration) {
     'int8 static': async () => staticInt8(await sn.loadOnnx(bytes, { device }), x, calibration),
     'int8 dynamic': async () => dynamicInt8(await sn.loadOnnx(bytes, { device }), x),
     'int4 weights': async () => weightsInt4(await sn.loadOnnx(bytes, { device }), x),
+    'int4 weights+conv': async () => weightsInt4(await sn.loadOnnx(bytes, { device }), x, WITH_CONVS),
   };
 }
 

@@ -7,6 +7,9 @@ import { conv2dRef } from './reference/conv.js';
 import { type ProductRef, linearRef, matmulRef } from './reference/linalg.js';
 import { WITH_WEBGPU } from './helpers.js';
 
+/** Every layer kind: convs are opt-in for weight-only quantisation (its default follows MatMulNBits). */
+const ALL_KINDS = ['conv2d', 'linear', 'matmul'] as const;
+
 // Dynamic and weight-only quantisation on the traced graph (src/quant/graph.ts) of functions of tensors and models
 // from loadOnnx. Each result is checked against a float64 emulation written here from the definitions (independent
 // of src/): weights quantised ahead of time (int8 symmetric per output channel; 8/4-bit blocks along K), activations
@@ -162,7 +165,8 @@ describe.each(WITH_WEBGPU)('dynamic and weight-only quantisation of functions on
       for (const layer of LAYERS(device)) {
         const x = layer.x(), w = layer.w(), b = layer.b();
         const fn = layer.fn(w, b);
-        const q = sn.quant.quantizeWeights(fn, { ...cfg, exampleInputs: x });
+        // Convs are opt-in (the default follows MatMulNBits: linear/matmul only).
+        const q = sn.quant.quantizeWeights(fn, { ...cfg, exampleInputs: x, ...(layer.kind === 'conv2d' && { layers: ['conv2d'] as const }) });
         expect(q.mode).toBe('weights');
         const got = await (q(x) as sn.Tensor).data();
         const wRef = await refOf(w);
@@ -183,6 +187,22 @@ describe.each(WITH_WEBGPU)('dynamic and weight-only quantisation of functions on
         for (const t of [x, w, b]) t?.dispose();
       }
     }
+  });
+
+  it('quantizeWeights takes linear/matmul weights by default (as MatMulNBits and q4) and convs only when asked', async () => {
+    const model = new sn.nn.Sequential(new sn.nn.Conv2d(3, 8, 3, { seed: 40 }), new sn.nn.Flatten(), new sn.nn.Linear(8 * 4 * 4, 5, { seed: 41 })).to(device).eval();
+    const x = sn.randn([2, 3, 6, 6], { seed: 42, device });
+    const byDefault = sn.quant.quantizeWeights(model, { bits: 4, blockSize: 16, exampleInputs: x });
+    expect(byDefault.quantizedLayers).toEqual(['2']);
+    byDefault.dispose();
+    const withConvs = sn.quant.quantizeWeights(model, { bits: 4, blockSize: 16, exampleInputs: x, layers: ['conv2d', 'linear', 'matmul'] });
+    expect([...withConvs.quantizedLayers].sort()).toEqual(['0', '2']);
+    withConvs.dispose();
+    // A model of convs only names them and how to opt in.
+    const convs = new sn.nn.Sequential(new sn.nn.Conv2d(3, 4, 3, { seed: 43 })).to(device).eval();
+    expect(() => sn.quant.quantizeWeights(convs, { exampleInputs: x })).toThrow(/quantizeWeights.*found no linear, matmul .*\(it has 1 conv2d: 0\)/);
+    for (const t of [model, convs]) t.dispose();
+    x.dispose();
   });
 
   it('equals the Module path (layer swap) for the same Linear, dynamic and weight-only, to the bit', async () => {
@@ -286,7 +306,7 @@ describe.each(WITH_WEBGPU)('dynamic and weight-only quantisation of an ONNX mode
     const float = (await model.run({ x })).y!;
     const floatValues = await float.data();
     float.dispose();
-    const q = sn.quant.quantizeWeights(model, { bits: 4, blockSize: 16, exampleInputs: x });
+    const q = sn.quant.quantizeWeights(model, { bits: 4, blockSize: 16, exampleInputs: x, layers: ALL_KINDS });
     model.dispose();
     // Before the first call (no plan yet) the program holds exactly its packed layers: K 27 → 2 blocks, 96 → 6, 32 → 2.
     // The Conv's and Gemm's biases are theirs; the MatMul has none, and the float Add reads its own.
@@ -316,7 +336,7 @@ describe.each(WITH_WEBGPU)('dynamic and weight-only quantisation of an ONNX mode
     // The float16 model itself is farther off: the check sees the 4-bit weights.
     const plain = await (await kept.run({ x })).y!.data();
     expect(Math.max(...emu.data.map((v, i) => Math.abs(plain[i]! - v)))).toBeGreaterThan(3 * 4e-3 * peak);
-    const q = sn.quant.quantizeWeights(kept, { bits: 4, blockSize: 16, exampleInputs: x });
+    const q = sn.quant.quantizeWeights(kept, { bits: 4, blockSize: 16, exampleInputs: x, layers: ALL_KINDS });
     expect(q.quantizedLayers).toHaveLength(3);
     const y = (await q.run({ x })).y!;
     expect(y.dtype).toBe('float32');
@@ -330,7 +350,7 @@ describe.each(WITH_WEBGPU)('dynamic and weight-only quantisation of an ONNX mode
     expect(kernelNames(dyn).filter((k) => k.includes('qgemm'))).toHaveLength(3);
     const half = await sn.loadOnnx(bytes, { device, dtype: 'float16', keepIoTypes: false });
     const x16 = x.to('float16');
-    const q16 = sn.quant.quantizeWeights(half, { bits: 4, blockSize: 16, exampleInputs: x16 });
+    const q16 = sn.quant.quantizeWeights(half, { bits: 4, blockSize: 16, exampleInputs: x16, layers: ALL_KINDS });
     const y16 = (await q16.run({ x: x16 })).y!;
     expect(y16.dtype).toBe('float16');
     close(await y16.data());
