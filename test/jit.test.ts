@@ -247,6 +247,33 @@ describe.each(WITH_WEBGPU)('jit on %s', (device: DeviceName) => {
     expect(h.report().kernels.map((k) => k.ops)).toEqual([['linear', 'mul'], ['sum'], ['sigmoid', 'add']]);
   });
 
+  it('on the CPU an epilogue goes on through a value several elementwise ops read once they meet again (hardSwish written out); WebGPU keeps the chain rule', async () => {
+    const x = sn.randn([1, 3, 7, 5], { seed: 21, device }), w = sn.randn([4, 3, 3, 3], { seed: 22, device });
+    const conv = (t: Tensor, k: Tensor) => sn.conv2d(t, k, null, { padding: 1 }).mul(0.5).add(0.25);
+    const hardSwish = (t: Tensor, k: Tensor) => {
+      const y = conv(t, k);
+      return y.mul(sn.clamp(y.add(3), 0, 6)).div(6).mul(1.5).add(-0.5);
+    };
+    const f = sn.jit(hardSwish);
+    assertClose(await f(x, w).data(), await hardSwish(x, w).data(), tol);
+    const ops = (g: { report(): { kernels: { ops: string[] }[] } }) => g.report().kernels.map((k) => k.ops);
+    const head = ['conv2d', 'mul', 'add'], branches = ['add', 'clamp', 'mul', 'div', 'mul', 'add'];
+    expect(ops(f)).toEqual(device === 'cpu' ? [[...head, ...branches]] : [head, branches]);
+    // Branches that never meet (two results), or meet only after one of them left as a result: the epilogue stops where they part.
+    const apart = (t: Tensor, k: Tensor) => { const y = conv(t, k); return [y.relu(), y.sigmoid()] as const; };
+    const g = sn.jit(apart);
+    const [gr, gs] = g(x, w), [er, es] = apart(x, w);
+    assertClose(await gr.data(), await er.data(), tol);
+    assertClose(await gs.data(), await es.data(), tol);
+    expect(ops(g)).toEqual([head, ['relu'], ['sigmoid']]);
+    const leaves = (t: Tensor, k: Tensor) => { const y = conv(t, k), z = y.add(3); return [y.mul(z.relu()), z] as const; };
+    const h = sn.jit(leaves);
+    const [hp, hz] = h(x, w), [ep, ez] = leaves(x, w);
+    assertClose(await hp.data(), await ep.data(), tol);
+    assertClose(await hz.data(), await ez.data(), tol);
+    expect(ops(h)[0]).toEqual(head);
+  });
+
   it('results never alias between calls; a new signature retraces', async () => {
     const f = sn.jit((x: Tensor) => x.mul(2).relu());
     const a = f(sn.ones([2], { device })), b = f(sn.full([2], 3, { device }));

@@ -109,11 +109,15 @@ const EPILOGUE_PRODUCERS = new Set(['matmul', 'linear', 'conv2d']);
 const isEpilogueProducer = (n: Node): n is OpNode => n.kind === 'op' && EPILOGUE_PRODUCERS.has(n.op.name);
 
 /**
- * Each matmul, linear or conv2d with the elementwise chain after it: a consumer joins when it is
- * the only node reading the chain's last value (so every earlier member's value stays inside the
- * group and no cycle through outside nodes can form), reads members whole (identity views),
- * computes the producer's output shape, is in no other group, keeps the dtype rule of the
- * producer's epilogue (see epilogueResult) and still `fits` the device.
+ * Each matmul, linear or conv2d with the elementwise ops after it: a consumer joins when it is the
+ * only node reading the chain's last value (so every earlier member's value stays inside the group
+ * and no cycle through outside nodes can form), reads members whole (identity views), computes the
+ * producer's output shape, is in no other group, keeps the dtype rule of the producer's epilogue
+ * (see epilogueResult) and still `fits` the device. On the CPU the chain also continues through a
+ * value that several elementwise ops read, when they meet again in one node (hardSwish's
+ * x·clamp(x + 3, 0, 6)/6 reads x twice; see joinBranches): its epilogue is one pass over the
+ * product, and one kernel handed to the thread pool, where a separate elementwise kernel was one
+ * more of each. WebGPU keeps the chain rule.
  */
 function epilogueGroups(g: Graph, taken: ReadonlySet<Node>): FusionGroups {
   const users = g.users();
@@ -125,14 +129,21 @@ function epilogueGroups(g: Graph, taken: ReadonlySet<Node>): FusionGroups {
     if (!isEpilogueProducer(producer) || taken.has(producer) || claimed.has(producer) || (producer.attrs as { epilogue?: Expr }).epilogue) continue;
     const shape = producer.outputs[0]!.shape;
     const members: OpNode[] = [producer];
+    const joins = (next: Node | null | undefined, within: ReadonlySet<Node>): next is OpNode =>
+      !!next && isMap(next) && !taken.has(next) && !claimed.has(next) && sameShape(next.outputs[0]!.shape, shape) &&
+      next.inputs.every((u) => !within.has(u.value.node) || isIdentityView(u));
     for (;;) {
       const uses = users.get(members[members.length - 1]!.outputs[0]!.id) ?? [];
       const next = uses[0]?.node;
-      if (!next || !isMap(next) || taken.has(next) || claimed.has(next) || !uses.every((x) => x.node === next)) break;
-      if (!sameShape(next.outputs[0]!.shape, shape) || !next.inputs.every((u) => !members.includes(u.value.node as OpNode) || isIdentityView(u))) break;
-      const candidate = [...members, next];
-      if (!epilogueDTypeOk(candidate) || (caps && fusedBindings(epilogueNode(candidate), candidate, caps) > caps.limits.maxStorageBuffersPerShaderStage)) break;
-      members.push(next);
+      if (joins(next, new Set(members)) && uses.every((x) => x.node === next)) {
+        const candidate = [...members, next];
+        if (!epilogueDTypeOk(candidate) || (caps && fusedBindings(epilogueNode(candidate), candidate, caps) > caps.limits.maxStorageBuffersPerShaderStage)) break;
+        members.push(next);
+        continue;
+      }
+      const branches = g.device === 'cpu' && uses.length > 1 ? joinBranches(g, members, users, joins) : null;
+      if (!branches) break;
+      members.push(...branches);
     }
     if (members.length > 1) {
       members.forEach((m) => claimed.add(m));
@@ -140,6 +151,33 @@ function epilogueGroups(g: Graph, taken: ReadonlySet<Node>): FusionGroups {
     }
   }
   return groups;
+}
+
+/** How many elementwise ops joinBranches takes in at most before it gives up on the branches meeting. */
+const MAX_BRANCH_NODES = 16;
+
+/**
+ * The elementwise ops (in graph order) that take `members`' last value, which several nodes read, to
+ * one node again: the readers, then the readers of their values, until exactly one added node's value
+ * is read outside, and it runs last; null when a reader may not join (`joins`), a value leaves as a
+ * graph output, the dtype rule breaks, or the branches do not meet within MAX_BRANCH_NODES nodes.
+ */
+function joinBranches(g: Graph, members: readonly OpNode[], users: Users, joins: (n: Node | null | undefined, within: ReadonlySet<Node>) => n is OpNode): OpNode[] | null {
+  const set = new Set<Node>(members), added: OpNode[] = [];
+  let open: OpNode[] = [members[members.length - 1]!];
+  while (added.length <= MAX_BRANCH_NODES) {
+    const outside = open.flatMap((m) => (users.get(m.outputs[0]!.id) ?? []).filter((x) => x.node === null || !set.has(x.node)));
+    if (outside.some((x) => x.node === null)) return null;
+    const readers = [...new Set(outside.map((x) => x.node!))];
+    for (const r of readers) set.add(r);
+    if (!readers.every((r) => joins(r, set))) return null;
+    added.push(...(readers as OpNode[]));
+    const leaving = [...set].filter((m): m is OpNode => (users.get((m as OpNode).outputs[0]!.id) ?? []).some((x) => x.node === null || !set.has(x.node)));
+    const ordered = inOrder(g, set);
+    if (leaving.length === 1 && leaving[0] === ordered[ordered.length - 1]) return epilogueDTypeOk(ordered) ? ordered.slice(members.length) : null;
+    open = leaving;
+  }
+  return null;
 }
 
 const HORIZONTAL = new Set(['conv2d', 'linear']);
