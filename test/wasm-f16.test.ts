@@ -262,6 +262,27 @@ describe('a kernel reading what the kernel before it wrote (its float32 values, 
     }
     for (const t of [a, b, x, w]) t.dispose();
   });
+
+  it('frees its float32 scratch: after a float16 model\'s kernels only the last one\'s outputs stay, and emptyCache frees them', async () => {
+    sn.emptyCache();
+    const base = heap().stats().inUseBytes;
+    const [x, w] = sn.tidy(() => [sn.randn([1, 4, 32, 32], { seed: 9 }).to('float16'), sn.randn([8, 4, 3, 3], { seed: 10 }).to('float16')]);
+    const f = sn.jit((t: sn.Tensor) => sn.relu(sn.conv2d(t, w, null, { padding: 1 })).mul(0.5).sum([2, 3]));
+    for (let i = 0; i < 3; i++) {
+      for (const y of sn.tidy(() => [f(x!), sn.softmax(sn.conv2d(x!, w!).flatten(1), -1)])) {
+        await y.data();
+        y.dispose();
+      }
+    }
+    const live = [x!, w!].reduce((sum, t) => sum + heap().blockSize((t.storage as CpuStorage).address)!, 0);
+    // Held now beyond the inputs: the kernels' scratch arena and the last kernel's float32 outputs (a softmax of 8·30·30).
+    expect(heap().stats().inUseBytes - base - live).toBeLessThanOrEqual((1 << 20) + 8 * 30 * 30 * 4 + 64);
+    x!.dispose();
+    w!.dispose();
+    f.dispose();
+    sn.emptyCache();
+    expect(heap().stats().inUseBytes).toBe(base);
+  });
 });
 
 /** A binary16 value from its bits: the whole range, subnormals, ±0, ±∞ and NaN. */

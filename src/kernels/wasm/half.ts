@@ -74,7 +74,7 @@ export function exactInHalf(node: Expr): boolean {
 }
 
 /** Halves and floats per SIMD step of the conversion passes: one v128 of binary16 bits, two of float32. */
-export const HALF_STEP = 8;
+const HALF_STEP = 8;
 
 type Convert = (from: number, to: number, n: number) => void;
 let converters: { widen: Convert; round: Convert; roundInPlace: Convert; exact: Convert } | undefined;
@@ -114,10 +114,10 @@ function conversionModule(): NonNullable<typeof converters> {
         c.get(q).i32(32).op('i32.add').set(q);
       });
     });
-    // float32 → binary16 bits: rounded to a binary16 value (roundInPlace stores it back over the float32 value;
-    // exact takes values that are binary16 values already), whose
-    // magnitude × 2⁻¹¹² is a float32 with exactly h's bits moved up by 13 (exact, subnormals included); ∞ and NaN
-    // give 0x7c00 (with the quiet bit 0x200 for NaN); the sign from bit 31. Two f32x4 make one i16x8.
+    // float32 → binary16 bits: rounded to a binary16 value (roundInPlace stores it back over the float32 value; exact
+    // takes values that are binary16 values already), whose magnitude × 2⁻¹¹² is a float32 with exactly h's bits
+    // moved up by 13 (exact, subnormals included); ∞ and NaN give 0x7c00 (with the quiet bit 0x200 for NaN); the sign
+    // from bit 31. Two f32x4 make one i16x8.
     for (const [name, round, inPlace] of [['round', true, false], ['roundInPlace', true, true], ['exact', false, false]] as const) {
       m.func(name, ['i32', 'i32', 'i32'], [], (c) => {
         const from = 0, to = 1, n = 2, p = c.local('i32'), q = c.local('i32'), x = c.local('v128'), r = c.local('v128'), a = c.local('v128');
