@@ -45,6 +45,23 @@ describe('WorkerPool', () => {
     await pool.close();
   });
 
+  it('shares the samples expected among the batches in flight with a core to spare, else among the replicas', async () => {
+    const cores = os.availableParallelism?.() ?? os.cpus().length;
+    const sizes = async (threadsPerWorker: number) => {
+      const pool = new sn.serve.WorkerPool(echo, { workers: 1, threadsPerWorker, maxBatchSize: 8, maxDelayMs: 60_000 });
+      await pool.ready();
+      const outs = await Promise.all(Array.from({ length: 8 }, (_, i) => pool.run(sn.tensor([i]))));
+      expect(await Promise.all(outs.map((y) => (y as Sinter.Tensor).item()))).toEqual([0, 2, 4, 6, 8, 10, 12, 14]);
+      const { batchSizes } = pool.stats();
+      await pool.close();
+      return batchSizes;
+    };
+    // The replica's threads take every core: one batch of the eight that arrived together.
+    expect(await sizes(cores)).toEqual({ 8: 1 });
+    // A core to spare: this thread's work overlaps the replica's, two batches of four in flight.
+    expect(await sizes(1)).toEqual(cores > 1 ? { 4: 2 } : { 8: 1 });
+  });
+
   it('fails only the batch a replica rejects, replaces a replica that dies, and keeps answering', async () => {
     const pool = new sn.serve.WorkerPool(echo, { workers: 1, maxBatchSize: 1, maxDelayMs: 0 });
     const runs = [pool.run(sn.tensor([1])), pool.run(sn.tensor([-1])), pool.run(sn.tensor([-2])), pool.run(sn.tensor([4]))];
