@@ -494,6 +494,35 @@ describe('the wasm thread pool', () => {
     await expectProduct(yr, conv2dRef(ref(xr.shape, await xr.data()), ref(wr.shape, await wr.data()), ref(br.shape, await br.data()), o), 576);
   });
 
+  it('splits softmax and layerNorm rows over worker threads (odd row lengths, tails): identical to one thread and to the reference', async () => {
+    setCpuKernels('wasm');
+    // 71 rows of 1003 (71k elements: split into tasks of whole rows, each row with a 3-element tail).
+    const x = sn.randn([71, 1003], { seed: 31 }).mul(4), w = sn.randn([1003], { seed: 32 }), b = sn.randn([1003], { seed: 33 });
+    const ops = [(t: Tensor) => sn.softmax(t, -1), (t: Tensor) => sn.layerNorm(t, [1003], w, b, 1e-5)];
+    setCpuThreads(1);
+    const alone = await Promise.all(ops.map((f) => f(x).data()));
+    setCpuThreads(2);
+    for (let i = 0; i < 200 && poolStats().ready < 1; i++) {
+      sn.softmax(x, -1).dispose();
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    const before = poolStats().tasksOnWorkers;
+    for (let i = 0; i < 50 && poolStats().tasksOnWorkers === before; i++) {
+      for (const [k, f] of ops.entries()) expect(await f(x).data()).toEqual(alone[k]);
+    }
+    expect(poolStats().tasksOnWorkers).toBeGreaterThan(before);
+    const v = await x.data(), wv = await w.data(), bv = await b.data(), n = 1003;
+    const soft = new Float64Array(v.length), norm = new Float64Array(v.length);
+    for (let r = 0; r < 71; r++) {
+      const row = Array.from(v.subarray(r * n, (r + 1) * n)), m = Math.max(...row), e = row.map((u) => Math.exp(u - m)), s = e.reduce((p, q) => p + q, 0);
+      const mean = row.reduce((p, q) => p + q, 0) / n, rstd = 1 / Math.sqrt(row.reduce((p, q) => p + (q - mean) ** 2, 0) / n + 1e-5);
+      e.forEach((u, j) => (soft[r * n + j] = u / s));
+      row.forEach((u, j) => (norm[r * n + j] = (u - mean) * rstd * wv[j]! + bv[j]!));
+    }
+    await expectClose(ops[0]!(x), ref([71, n], soft));
+    await expectClose(ops[1]!(x), ref([71, n], norm), { tol: { atol: 1e-5 } });
+  });
+
   it('rejects a thread count that is not a positive integer', () => {
     expect(() => setCpuThreads(0)).toThrow(/^setCpuThreads: threads must be a positive integer, got 0/);
     expect(() => setCpuThreads(1.5)).toThrow(/got 1.5/);
