@@ -103,6 +103,18 @@ describe('wasm int8 GEMM on the CPU', () => {
       for (const t of [xt, ...ins.slice(1)]) t.dispose();
     }), propertyConfig({ numRuns: 25 }));
   });
+
+  it('empty products: K = 0 gives the epilogue of zero sums, M = 0 an empty output (the JavaScript form takes them)', async () => {
+    for (const [m, k] of [[3, 0], [0, 4]] as const) {
+      const ins = [sn.zeros([m, k], { dtype: 'uint8' }), sn.zeros([2, k], { dtype: 'int8' }), sn.tensor([7], { dtype: 'int32' }), sn.tensor([0, 0], { dtype: 'int32' }),
+        sn.tensor([0.5, 0.25]), sn.tensor([2.5, -3.5]), sn.tensor([1], { dtype: 'int32' })];
+      const { wasm, js } = await bothPaths(async () => Array.from(await qgemm(ins, { m, n: 2, k, conv: null, output: { dtype: 'int8', lo: -128, hi: 127 } }).data()));
+      expect(wasm).toEqual(js);
+      // roundHalfEven(2.5) + 1 = 3, roundHalfEven(−3.5) + 1 = −3
+      expect(wasm).toEqual(m === 0 ? [] : [3, -3, 3, -3, 3, -3]);
+      for (const t of ins) t.dispose();
+    }
+  });
 });
 
 describe('quantise / dequantise and fused float ops in wasm (integer-ended maps)', () => {

@@ -103,7 +103,8 @@ export function qgemm(inputs: readonly Tensor[], attrs: QGemmAttrs): Tensor {
 }
 
 function qgemmCpu(inputs: readonly CpuView[], a: QGemmAttrs, out: CpuView): void {
-  if (cpuKernels() === 'wasm') return qgemmWasm(inputs, a, out);
+  // The wasm form needs sums to compute (K ≥ 1) and outputs to write; the JavaScript one takes the empty cases.
+  if (cpuKernels() === 'wasm' && a.k > 0 && out.shape.every((d) => d > 0)) return qgemmWasm(inputs, a, out);
   const [x, w, zpAv, zpBv, mult, offset, zpOut] = inputs;
   const zpA = zpAv!.data[zpAv!.offset]!;
   const { m: M, n: N, k: K } = a;

@@ -852,7 +852,7 @@ export function wasmInt8Matmul(
   x: Int8Operand, M: number, K: number, zpA: number, w: Int8Operand, N: number, zpW: Int32Array, ep: Int8Epilogue,
   out: Int32Array | Float32Array | Int8Array | Uint8Array, outOffset: number,
 ): void {
-  if (K === 0) throw new SinterError('qgemm', 'the wasm int8 kernel needs K ≥ 1');
+  if (K === 0 || M === 0 || N === 0) throw new SinterError('qgemm', `the wasm int8 kernel needs a non-empty product, got M ${M}, K ${K}, N ${N}`);
   const h = heap();
   h.reset();
   const pairs = Math.ceil(K / 2), ld = pairs * 2;
