@@ -179,6 +179,33 @@ function allocStorage(dtype: DType, length: number): CpuStorage {
   return new CpuStorage(dtype, length, -1, new (storedType(dtype))(length));
 }
 
+/** Values below which a float16 upload narrows in JavaScript rather than staging them in the heap for the wasm pass. */
+const STAGED_UPLOAD = 4096;
+
+/**
+ * Stores float32 numbers from the host as a float16 storage's binary16 bits: long arrays are copied into a heap block
+ * first (a memcpy), so the wasm narrowing converts them rather than JavaScript, one value at a time (a model's weights
+ * at load).
+ */
+function uploadHalf(values: Float32Array, s: CpuStorage): void {
+  if (!s.inHeap || values.length < STAGED_UPLOAD) return narrowHalf(values, s.data as Uint16Array);
+  let at: number;
+  try {
+    at = heap().allocate(values.length * 4);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    return narrowHalf(values, s.data as Uint16Array);
+  }
+  try {
+    // Views made after the allocation (which may grow, and on a private memory detach, the heap).
+    const staged = new Float32Array(heap().memory.buffer, at, values.length);
+    staged.set(values);
+    narrowHalf(staged, s.data as Uint16Array);
+  } finally {
+    heap().deallocate(at);
+  }
+}
+
 /** Bytes of freed CPU storages kept for reuse (`setCacheLimits({ idleBytes })`): the longest idle go back to the heap's free space first. */
 export function setCpuIdleBytes(bytes: number): void {
   if (!hasWasm) return;
@@ -206,7 +233,7 @@ export const cpuBackend: Backend = {
   fromHost(dtype, data) {
     const s = allocStorage(dtype, data.length);
     // float16 arrives as float32 numbers (rounded or not: the narrowing rounds), and is stored as binary16 bits.
-    if (dtype === 'float16') narrowHalf(data as Float32Array, s.data as Uint16Array);
+    if (dtype === 'float16') uploadHalf(data as Float32Array, s);
     else (s.data as HostArray).set(data);
     noteAlloc(s);
     return s;
