@@ -238,7 +238,7 @@ export function runWindows(
   }
 }
 
-/** The float32 operands this kernel takes (float16 tensors are stored as float32 too, rounded by the backend after). */
+/** The float32 operands this kernel takes (float16 tensors too: the backend widens them before the kernel and narrows the result after). */
 const f32 = (v: CpuView | undefined): boolean => v === undefined || v.data instanceof Float32Array;
 
 /**

@@ -9,7 +9,7 @@ import { heap, instantiate, memoryImport } from './heap.js';
 // source row equals the previous one's (nearest upsampling's repeated rows, repeat) is a v128 copy of the
 // output row just written; others gather their values through a table of column offsets, or copy them
 // four at a time when the columns are consecutive. Elements are moved as 32-bit words, so this serves
-// every 4-byte dtype (float32, and float16 as the CPU backend stores it; int32) bit for bit.
+// every 4-byte dtype (float32, and float16 as kernels see it: float32 values the backend widened; int32) bit for bit.
 
 /** Row table entry of a row that is all fill (an index −1 in a dim before the last). */
 const FILL_ROW = -1;

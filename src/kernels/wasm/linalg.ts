@@ -27,9 +27,9 @@ function matrixAt(x: Matrix, rows: number, cols: number): number {
 }
 
 /**
- * C = A·B (or C += A·B) on the wasm GEMM when A, B and C hold float32 values (float16 tensors are
- * stored as float32 too: the backend rounds them after); returns false to leave other operands to the
- * JavaScript GEMM.
+ * C = A·B (or C += A·B) on the wasm GEMM when A, B and C hold float32 values (float16 tensors too: the
+ * backend widens them to float32 before the kernel and narrows the result after); returns false to leave
+ * other operands to the JavaScript GEMM.
  */
 export function wasmGemm(m: number, n: number, k: number, a: Matrix, b: Matrix, c: OutMatrix, accumulate: boolean): boolean {
   if (!(a.data instanceof Float32Array && b.data instanceof Float32Array && c.data instanceof Float32Array)) return false;
