@@ -74,10 +74,12 @@ const ROW = 1024;
 export function dynamicQparams(x: Tensor, dtype: QDType): [Tensor, Tensor] {
   const [qmin, qmax] = dtype === 'quint8' ? [0, 255] : [-128, 127];
   return tidy(() => {
-    // Rows of ROW values reduced first, then their results: a reduction's kernels (the CPU's wasm one builds a table
-    // of offsets per reduced element) handle two short dims far faster than one of every element.
-    const n = x.numel(), rows = n > ROW && n % ROW === 0 ? n / ROW : 1;
-    const grid = reshape(x, [rows, n / rows]);
+    // Rows of up to ROW values (the largest divisor of n) reduced first, then their results: a reduction's kernels (the
+    // CPU's wasm one builds a table of offsets per reduced element) handle two short dims far faster than one long one.
+    const n = x.numel();
+    let row = Math.min(ROW, n);
+    while (n % row !== 0) row--;
+    const grid = reshape(x, [n / row, row]);
     const lo = clamp(amin(amin(grid, 1)), null, 0), hi = clamp(amax(amax(grid, 1)), 0, null);
     const scale = reshape(clamp(div(sub(hi, lo), qmax - qmin), 2 ** -23, null), [1]);
     const zp = to(clamp(sub(qmin, round(div(lo, scale))), qmin, qmax), 'int32');
