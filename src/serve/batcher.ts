@@ -169,6 +169,12 @@ const OP = 'DynamicBatcher';
 const AUTO_DELAY = { share: 0.5, min: 1, max: 50, first: 5 } as const;
 /** The weight of each new batch in the moving average of run times. */
 const RUN_AVERAGE_WEIGHT = 0.1;
+/**
+ * Bounds on what is remembered of callers expected back (a long fixed `maxDelayMs` with many short
+ * batches, or a new shape per request, would otherwise grow the lists): the oldest go first.
+ */
+const MAX_EXPECTED_BATCHES = 256;
+const MAX_FLOWS = 1024;
 
 /**
  * Runs `f` in the next macrotask: Node's setImmediate runs after the I/O callbacks of this turn (so
@@ -460,7 +466,16 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     this.running++;
     const key = items[0]!.bucket.key;
     let flow = this.flows.get(key);
-    if (!flow) this.flows.set(key, (flow = { running: 0, expected: [] }));
+    if (!flow) {
+      if (this.flows.size >= MAX_FLOWS) {
+        for (const [k, f] of this.flows) {
+          if (f.running > 0) continue;
+          this.flows.delete(k);
+          break;
+        }
+      }
+      this.flows.set(key, (flow = { running: 0, expected: [] }));
+    }
     flow.running += items.length;
     const start = performance.now();
     const waits = items.map((it) => {
@@ -488,6 +503,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     this.running--;
     // Its callers are expected back for maxDelayMs (a flow with samples running is never dropped).
     flow.running -= items.length;
+    if (flow.expected.length >= MAX_EXPECTED_BATCHES) flow.expected.shift();
     flow.expected.push({ n: items.length, until: performance.now() + this.maxDelayMs });
     try {
       this.options.onBatch?.({ size: items.length, paddedSize, queueWaitMs: waits, runMs, ...(error === undefined ? {} : { error }) });
