@@ -58,10 +58,10 @@ export interface DynamicBatcherOptions {
   /**
    * How long a sample may wait for others to join its batch while a slot is free (ms). A free slot
    * waits only while more samples are expected (see the class doc): a lone caller, or a stream slower
-   * than the batches, starts at once. Default: half the recent batches' run time (a moving average),
-   * between 1 and 50 ms (5 before the first batch): waiting costs
-   * latency in proportion to what a batch costs anyway, and callers take longer to come back when the
-   * host is busy.
+   * than the batches, starts at once. Default: half the median run time of the last 1024 batches, at
+   * least 1 ms (5 before the first batch): waiting costs latency in proportion to what a batch costs
+   * anyway, callers take longer to come back when the host is busy, and a median is not thrown by a
+   * first call that compiled.
    */
   maxDelayMs?: number;
   /** Samples that may wait at once; beyond it `run` rejects at once with a `QueueFullError` (default 1024). */
@@ -165,10 +165,12 @@ interface Flow {
 
 const OP = 'DynamicBatcher';
 
-/** The default `maxDelayMs`: this share of the batches' average run time, within these bounds (ms). */
-const AUTO_DELAY = { share: 0.5, min: 1, max: 50, first: 5 } as const;
-/** The weight of each new batch in the moving average of run times. */
-const RUN_AVERAGE_WEIGHT = 0.1;
+/**
+ * The default `maxDelayMs`: this share of the batches' median run time, at least `min` ms (`first`
+ * before any batch); the median is taken again after each of the first `everyBatchUntil` batches,
+ * then after every `every`-th (it sorts the window).
+ */
+const AUTO_DELAY = { share: 0.5, min: 1, first: 5, everyBatchUntil: 64, every: 16 } as const;
 /**
  * Bounds on what is remembered of callers expected back (a long fixed `maxDelayMs` with many short
  * batches, or a new shape per request, would otherwise grow the lists): the oldest go first.
@@ -226,8 +228,9 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
   private readonly shareAmong: number;
   /** `maxDelayMs` as given; null: follow the batches' run time. */
   private readonly fixedDelayMs: number | null;
-  /** Moving average of batch run times (ms); null before the first batch. */
-  private averageRunMs: number | null = null;
+  /** The default `maxDelayMs` as last taken from the run times. */
+  private autoDelayMs: number = AUTO_DELAY.first;
+  private batchesRun = 0;
   private readonly buckets = new Map<string, Bucket<Out>>();
   /** Per bucket key, only while it has samples running or expected (entries expire: the map stays bounded). */
   private readonly flows = new Map<string, Flow>();
@@ -277,9 +280,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
 
   /** The longest a sample waits for company now (ms): `maxDelayMs`, or its default from the batches' run time. */
   get maxDelayMs(): number {
-    if (this.fixedDelayMs !== null) return this.fixedDelayMs;
-    if (this.averageRunMs === null) return AUTO_DELAY.first;
-    return Math.min(AUTO_DELAY.max, Math.max(AUTO_DELAY.min, AUTO_DELAY.share * this.averageRunMs));
+    return this.fixedDelayMs ?? this.autoDelayMs;
   }
 
   /**
@@ -498,7 +499,9 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     const runMs = performance.now() - start;
     for (const w of waits) this.waits.push(w);
     this.runs.push(runMs);
-    this.averageRunMs = this.averageRunMs === null ? runMs : this.averageRunMs + RUN_AVERAGE_WEIGHT * (runMs - this.averageRunMs);
+    if (++this.batchesRun <= AUTO_DELAY.everyBatchUntil || this.batchesRun % AUTO_DELAY.every === 0) {
+      this.autoDelayMs = Math.max(AUTO_DELAY.min, AUTO_DELAY.share * this.runs.percentiles().p50);
+    }
     this.sizes.set(items.length, (this.sizes.get(items.length) ?? 0) + 1);
     this.running--;
     // Its callers are expected back for maxDelayMs (a flow with samples running is never dropped).
