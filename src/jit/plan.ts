@@ -187,6 +187,13 @@ export class Plan {
   private readonly bindings: Binding[][];
   /** Where each of the graph's outputs is read from. */
   private readonly outputBindings: Binding[];
+  /**
+   * CPU only, per kernel: its inputs' then its outputs' tensors where the binding is a storage the plan
+   * keeps (a slot, a constant), made once with the plan; null where a call binds its own. A tensor made
+   * and disposed per kernel per call cost more host time than many kernels (registering it with the
+   * collector, and unregistering it), and the thread pool's workers went to sleep meanwhile.
+   */
+  private readonly fixedViews: (Tensor | null)[][] = [];
   private readonly gpu: { plan: WebGpuPlan; programs: PreparedProgram[] } | null = null;
 
   constructor(
@@ -211,6 +218,12 @@ export class Plan {
     };
     this.bindings = this.kernels.map((k) => [...k.inputs.map((u) => bindingOf(u.value)), ...k.outputs.map(bindingOf)]);
     this.outputBindings = graph.outputs.map((u) => bindingOf(u.value));
+    if (graph.device === 'cpu') {
+      this.fixedViews = this.kernels.map((k, i) => {
+        const shapes = [...k.inputs.map((u) => u.view), ...k.outputs.map((v) => ({ shape: v.shape, strides: undefined, offset: 0 }))];
+        return this.bindings[i]!.map((b, j) => ('storage' in b ? keep(new Tensor(b.storage, shapes[j]!.shape, shapes[j]!.strides, shapes[j]!.offset)) : null));
+      });
+    }
     if (graph.device === 'webgpu') {
       try {
         this.gpu = this.gpuPlan(backend as WebGpuBackend);
@@ -321,16 +334,21 @@ export class Plan {
     const times: number[] = [];
     const storageOf = (b: Binding): Storage => ('storage' in b ? b.storage : 'input' in b ? inputs[b.input]!.storage : results[b.output]!.storage);
     this.kernels.forEach((k, i) => {
-      const bindings = this.bindings[i]!;
-      const ins = k.inputs.map((u, j) => new Tensor(storageOf(bindings[j]!), u.view.shape, u.view.strides, u.view.offset));
-      const outs = k.outputs.map((v, j) => new Tensor(storageOf(bindings[k.inputs.length + j]!), v.shape));
+      const bindings = this.bindings[i]!, fixed = this.fixedViews[i]!;
+      const made: Tensor[] = [];
+      const view = (j: number, shape: readonly number[], strides?: readonly number[], offset?: number): Tensor => {
+        const t = fixed[j] ?? new Tensor(storageOf(bindings[j]!), shape, strides, offset);
+        if (!fixed[j]) made.push(t);
+        return t;
+      };
+      const ins = k.inputs.map((u, j) => view(j, u.view.shape, u.view.strides, u.view.offset));
+      const outs = k.outputs.map((v, j) => view(k.inputs.length + j, v.shape));
       try {
         const t0 = profile ? performance.now() : 0;
         backend.run(k.op, ins, k.attrs, outs);
         if (profile) times.push(performance.now() - t0);
       } finally {
-        ins.forEach((t) => t.dispose());
-        outs.forEach((t) => t.dispose());
+        made.forEach((t) => t.dispose());
       }
     });
     return profile ? times : null;
@@ -373,6 +391,7 @@ export class Plan {
 
   dispose(): void {
     this.gpu?.plan.dispose();
+    for (const views of this.fixedViews) for (const t of views) t?.dispose();
     this.slotTensors.forEach((t) => t.dispose());
   }
 }
