@@ -331,6 +331,7 @@ function freeSpans(spans: readonly HalfSpan[]): void {
 
 /** Frees the kept outputs (before any kernel runs, and on `emptyCache`). */
 function forgetLastOutputs(): void {
+  if (lastOutputs.length === 0) return;
   const kept = lastOutputs;
   lastOutputs = [];
   freeSpans(kept);
@@ -401,8 +402,9 @@ class HalfScratch {
  * each float16 input is widened into float32 scratch first, and each float16 output is computed into scratch and
  * narrowed into its storage after (the one rounding of the result to binary16), so no kernel needs to know.
  */
+const isHalf = (t: Tensor): boolean => t.dtype === 'float16';
+
 function runKernel<A>(op: OpDef<A>, inputs: readonly Tensor[], attrs: A, outputs: readonly Tensor[]): void {
-  const isHalf = (t: Tensor): boolean => t.dtype === 'float16';
   if (!inputs.some(isHalf) && !outputs.some(isHalf)) {
     forgetLastOutputs();
     return runOnViews(op, inputs.map(cpuView), attrs, outputs.map(cpuView));
