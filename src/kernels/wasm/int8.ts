@@ -24,6 +24,14 @@ import { type CacheStats, LruCache } from '../../lru.js';
 const MR = 4, NR = 8;
 /** Multiply-adds below which a share of the columns is not worth a thread's wake-up (~0.05 ms of work). */
 const MIN_WORK_PER_THREAD = 1 << 19;
+/** Tasks per thread: threads claim them as they finish, so one that runs late or slow leaves less for the others to wait on. */
+const TASKS_PER_THREAD = 4;
+
+/** How many tasks `units` (panels, channels) of `work` multiply-adds split into: one when too small for a second thread. */
+function taskCount(units: number, work: number): number {
+  if (work < 2 * MIN_WORK_PER_THREAD) return 1;
+  return Math.max(1, Math.min(units, Math.floor(work / (MIN_WORK_PER_THREAD / 2)), availableThreads() * TASKS_PER_THREAD));
+}
 
 /** How many GEMMs (conv2d: per group) the wasm int8 kernel has run (tests check that it ran). */
 let calls = 0;
@@ -642,8 +650,7 @@ function runGemm(common: Omit<Record<GemmField, number>, 'j0' | 'j1' | 'bPanel' 
   const h = heap(), { gemm } = int8Module();
   calls++;
   const panels = Math.ceil(n / NR);
-  const parts = Math.max(1, Math.min(panels, Math.floor(work / MIN_WORK_PER_THREAD), work >= 2 * MIN_WORK_PER_THREAD ? availableThreads() : 1));
-  const share = Math.ceil(panels / parts) * NR;
+  const share = Math.ceil(panels / taskCount(panels, work)) * NR;
   const values = GEMM_FIELDS.map((name) => (common as Record<string, number>)[name] ?? 0);
   const [j0, j1, bPanel, scratch] = (['j0', 'j1', 'bPanel', 'scratch'] as const).map((name) => GEMM_FIELDS.indexOf(name));
   const tasks: number[][] = [];
@@ -831,8 +838,7 @@ function depthwise(
     sh: geo.stride[0], dh: geo.dilation[0], dw: geo.dilation[1], OH: geo.outHeight, OW: geo.outWidth, wts, out: target.at, outImage: n * P * esize, ...epi, scratch: 0,
   };
   const work = geo.batch * n * P * T;
-  const parts = Math.max(1, Math.min(n, Math.floor(work / MIN_WORK_PER_THREAD), work >= 2 * MIN_WORK_PER_THREAD ? availableThreads() : 1));
-  const share = Math.ceil(n / parts);
+  const share = Math.ceil(n / taskCount(n, work));
   const tasks: number[][] = [];
   for (let first = 0; first < n; first += share) {
     const p = h.alloc(DEPTHWISE_FIELDS.length * 4);
