@@ -59,6 +59,7 @@ const raw = {
   extend8: (c: Code, signed: boolean) => c.bytes.push(0xfd, signed ? 0x87 : 0x89, 0x01),
   extend16: (c: Code, signed: boolean) => c.bytes.push(0xfd, signed ? 0xa7 : 0xa9, 0x01),
   store32Lane0: (c: Code) => c.bytes.push(0xfd, 0x5a, 0x02, 0x00, 0x00),
+  store32Lane: (c: Code, offset: number, lane: number) => c.bytes.push(0xfd, 0x5a, 0x02, offset, lane), // v128.store32_lane (offset < 128)
   truncSat: (c: Code) => c.bytes.push(0xfc, 0x00),
   load8s: (c: Code) => c.bytes.push(0x2c, 0x00, 0x00),
   load16Splat: (c: Code) => c.bytes.push(0xfd, 0x08, 0x01, 0x00), // v128.load16_splat
@@ -211,7 +212,7 @@ function emitPackA(m: ModuleBuilder): void {
   m.func('packA', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [w, rs, cs, flip, zp, rows, k, pairs, dst] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
     const r = c.local('i32'), kk = c.local('i32'), at = c.local('i32'), z = c.local('i32'), out = c.local('i32');
-    const panels = c.local('i32');
+    const panels = c.local('i32'), zv = c.local('v128'), v = c.local('v128');
     c.get(rows).i32(MR - 1).op('i32.add').i32(2).op('i32.shr_s').set(panels);
     // Zeros first (padding rows and the odd k's pair half), then the values.
     c.forRange(at, () => c.get(dst), () => c.get(dst).get(panels).get(pairs).op('i32.mul').i32(16 * 1).op('i32.mul', 'i32.add'), 16, () => {
@@ -222,7 +223,32 @@ function emitPackA(m: ModuleBuilder): void {
       c.get(w).get(r).get(rs).op('i32.mul', 'i32.add').set(at);
       // Row r's pair p lies at dst + ((r >> 2)·pairs + p)·16 + (r & 3)·4.
       c.get(dst).get(r).i32(2).op('i32.shr_s').get(pairs).op('i32.mul').i32(4).op('i32.shl', 'i32.add').get(r).i32(3).op('i32.and').i32(2).op('i32.shl', 'i32.add').set(out);
-      c.forRange(kk, () => c.i32(0), () => c.get(k), 1, () => {
+      // Rows of consecutive bytes: eight k at a time (load8x8 widens them; their four pairs go to four panel steps, 16
+      // bytes apart, one 32-bit lane each), then the row's tail one at a time.
+      c.i32(0).set(kk);
+      c.get(z);
+      raw.i16Splat(c);
+      c.set(zv);
+      const vectorRow = (signed: boolean) => c.block((done) => c.loop((top) => {
+        c.get(kk).i32(8).op('i32.add').get(k).op('i32.gt_s').brIf(done);
+        c.get(at);
+        raw.load8x8(c, signed);
+        c.get(zv);
+        raw.i16Sub(c);
+        c.set(v);
+        for (let lane = 0; lane < 4; lane++) {
+          c.get(out).get(kk).i32(3).op('i32.shl', 'i32.add').get(v);
+          raw.store32Lane(c, 16 * lane, lane);
+        }
+        c.get(at).i32(8).op('i32.add').set(at);
+        c.get(kk).i32(8).op('i32.add').set(kk);
+        c.br(top);
+      }));
+      c.get(cs).i32(1).op('i32.eq').if(() => {
+        c.get(flip).if(() => vectorRow(true));
+        c.get(flip).op('i32.eqz').if(() => vectorRow(false));
+      });
+      c.forRange(kk, () => c.get(kk), () => c.get(k), 1, () => {
         c.get(out).get(kk).i32(1).op('i32.shr_s').i32(4).op('i32.shl', 'i32.add').get(kk).i32(1).op('i32.and').i32(1).op('i32.shl', 'i32.add');
         c.get(at);
         raw.load8u(c);
