@@ -267,6 +267,27 @@ describe('DynamicBatcher', () => {
       await batcher.close();
     }));
 
+    it('time spent waiting for a slot does not count: the callers of the batch that frees it still join', withFakeClock(async () => {
+      const g = gate();
+      const batches: number[][] = [];
+      const batcher = new DynamicBatcher(async (b: sn.Tensor) => (batches.push(await tags(b)), await g.wait, b.add(100)), { maxBatchSize: 8, maxDelayMs: 20 });
+      const first = run(batcher, 1);
+      await settle();
+      expect(batcher.stats().running).toBe(1);
+      const queued = [run(batcher, 2), run(batcher, 3)];
+      await settle();
+      vi.advanceTimersByTime(30); // longer than maxDelayMs, but no slot was free
+      g.open();
+      await first; // the slot frees; its caller is expected back
+      await settle();
+      expect(batcher.stats()).toMatchObject({ running: 0, queued: 2 });
+      vi.advanceTimersByTime(5);
+      queued.push(run(batcher, 4)); // the first caller's next request joins them
+      await Promise.all(queued);
+      expect(batches).toEqual([[1], [2, 3, 4]]);
+      await batcher.close();
+    }));
+
     it('a lone closed-loop caller never waits: the one caller expected is the one that came back', withFakeClock(async () => {
       const { batches, batcher } = recording({ maxBatchSize: 32, maxDelayMs: 1_000 });
       // The clock never moves: a wait of any length would hang here.

@@ -210,7 +210,8 @@ function positiveInt(value: number | undefined, name: string, fallback: number, 
  *   Nothing running and nothing expected (a lone caller, a stream slower than the batches), the share
  *   is what waits: it starts in the next turn of the event loop (a macrotask, so that requests read in
  *   the same turn share a batch);
- * - the oldest has waited `maxDelayMs`;
+ * - the oldest has waited `maxDelayMs` while a slot was free (waiting for a slot does not count: the
+ *   callers of the batch whose end frees it may still join);
  * - `close()` was called.
  * Samples are stacked along a new dim 0, the batch runs through `fn`, and every output is sliced along
  * dim 0: each caller gets fresh tensors of its own (the batch is freed). CPU samples are copied once
@@ -231,6 +232,12 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
   /** The default `maxDelayMs` as last taken from the run times. */
   private autoDelayMs: number = AUTO_DELAY.first;
   private batchesRun = 0;
+  /**
+   * Since when a slot has been free (performance.now()): a sample that waited for a slot has not yet
+   * waited for company, so its `maxDelayMs` counts from here (else it would start the moment a slot
+   * frees, before the callers of the batch that ended could join it, and cohorts would persist).
+   */
+  private freeSince = -Infinity;
   private readonly buckets = new Map<string, Bucket<Out>>();
   /** Per bucket key, only while it has samples running or expected (entries expire: the map stays bounded). */
   private readonly flows = new Map<string, Flow>();
@@ -422,7 +429,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
       for (const b of this.buckets.values()) {
         const head = b.items[0]!;
         const share = this.share(b);
-        const ready = this.closing !== null || b.items.length >= share || now - head.enqueued >= delay;
+        const ready = this.closing !== null || b.items.length >= share || now - Math.max(head.enqueued, this.freeSince) >= delay;
         if (ready && (!due || head.enqueued < due.items[0]!.enqueued)) {
           due = b;
           take = this.closing ? this.maxBatchSize : share;
@@ -440,13 +447,13 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
 
   /**
    * While a slot is free, wakes `schedule` when a waiting batch may become due: its oldest sample's
-   * `maxDelayMs` is up, or callers expected for its shape stop being expected (its share shrinks).
+   * `maxDelayMs` (counted from when a slot freed) is up, or callers expected for its shape stop being expected (its share shrinks).
    */
   private arm(now: number, delay: number): void {
     let next = Infinity;
     if (this.running < this.concurrency) {
       for (const b of this.buckets.values()) {
-        next = Math.min(next, b.items[0]!.enqueued + delay);
+        next = Math.min(next, Math.max(b.items[0]!.enqueued, this.freeSince) + delay);
         const until = this.flows.get(b.key)?.expected[0]?.until;
         if (until !== undefined) next = Math.min(next, until);
       }
@@ -503,6 +510,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
       this.autoDelayMs = Math.max(AUTO_DELAY.min, AUTO_DELAY.share * this.runs.percentiles().p50);
     }
     this.sizes.set(items.length, (this.sizes.get(items.length) ?? 0) + 1);
+    if (this.running === this.concurrency) this.freeSince = performance.now();
     this.running--;
     // Its callers are expected back for maxDelayMs (a flow with samples running is never dropped).
     flow.running -= items.length;
