@@ -258,6 +258,20 @@ function f32Bits(v: number): number {
 /** Elements per thread below which splitting a map over the pool costs more than it saves. */
 const MIN_ELEMENTS_PER_THREAD = 1 << 15;
 
+/** What wasmMap needs of an expression, whatever the operands: whether it renders, its code key, its constants' float32 bits. */
+interface ExprFacts {
+  readonly renderable: boolean;
+  readonly code: string;
+  readonly constants: readonly number[];
+}
+/** Per expression object, once: a plan (or an epilogue) hands the same Expr objects to every call, which never mutate them. */
+const exprFacts = new WeakMap<Expr, ExprFacts>();
+function factsOf(expr: Expr): ExprFacts {
+  let facts = exprFacts.get(expr);
+  if (!facts) exprFacts.set(expr, (facts = { renderable: renderable(expr), code: codeKey(expr), constants: exprConstants(expr).map(f32Bits) }));
+  return facts;
+}
+
 /**
  * Evaluates `expr` for every element of `out` (contiguous float32 or float16) from strided, broadcast
  * float32/float16 inputs; returns false, computing nothing, when the expression or a layout has no wasm form (an
@@ -266,12 +280,13 @@ const MIN_ELEMENTS_PER_THREAD = 1 << 15;
  */
 export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): boolean {
   if (!isF32OrF16(out.dtype) || !(out.data instanceof Float32Array) || !isContiguous(out.shape, out.strides)) return false;
-  if (!inputs.every((v) => isF32OrF16(v.dtype) && v.data instanceof Float32Array) || !renderable(expr)) return false;
+  const facts = factsOf(expr);
+  if (!inputs.every((v) => isF32OrF16(v.dtype) && v.data instanceof Float32Array) || !facts.renderable) return false;
   const { shape, strides } = collapseDims(out.shape, inputs.map((v) => broadcastStrides(v, out.shape)));
   const rank = shape.length, len = rank === 0 ? 1 : shape[rank - 1]!;
   const inner = strides.map((s) => (rank === 0 ? 0 : s[rank - 1]!));
   if (inner.some((s) => s !== 0 && s !== 1)) return false;
-  const key = `${inner.join(',')}|${codeKey(expr)}`;
+  const key = `${inner.join(',')}|${facts.code}`;
   let rows = modules.get(key);
   if (!rows) {
     rows = instantiate<{ rows: RowsFn }>(mapModule(expr, inner)).rows;
@@ -302,7 +317,7 @@ export function wasmMap(expr: Expr, inputs: readonly CpuView[], out: CpuView): b
   const count = rank >= 2 ? shape[rank - 2]! : 1;
   const steps = strides.map((s) => (rank >= 2 ? s[rank - 2]! * 4 : 0));
   const outer = shape.slice(0, Math.max(0, rank - 2)), idx = new Array<number>(outer.length).fill(0), ptr = [...bases];
-  const constants = exprConstants(expr).map(f32Bits);
+  const constants = facts.constants;
   const k = inputs.length;
   const call = (outAt: number, from: readonly number[], n: number, rowCount: number): number[] => [outAt, ...from, n, rowCount, len * 4, ...steps, ...constants];
   for (let r = 0, blocks = total / (len * count); r < blocks; r++) {
