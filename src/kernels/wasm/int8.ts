@@ -19,7 +19,11 @@ import { type CacheStats, LruCache } from '../../lru.js';
 // and zero-padded, so no tap needs a bounds check: padding reads 0) and serves every A panel; whole rows of
 // 8 pixels at stride 1 or 2 pack with v128 loads and shuffles, other panels element by element. Panels of
 // columns go to the thread pool's threads. A K that is odd pads A with a zero pair half (B's half is then read
-// from a valid address and multiplied by 0).
+// from a valid address and multiplied by 0). The weights are packed on every call, in wasm (eight values a step):
+// O(N·K) against the GEMM's O(M·N·K), and a kernel sees a storage's values, not its identity and version, so a
+// cache of packed weights could not tell an old weight from a new one in a reused heap block.
+// Convs with one input channel per group (depthwise) run direct windows instead (`emitDepthwise`), and
+// `toFloat`/`fromFloat` convert int8/uint8 ↔ float32 for the integer-ended elementwise kernels (int8-map.ts).
 
 const MR = 4, NR = 8;
 /** Multiply-adds below which a share of the columns is not worth a thread's wake-up (~0.05 ms of work). */
@@ -318,7 +322,7 @@ function emitPackB(m: ModuleBuilder): number {
 }
 
 function emitTile(m: ModuleBuilder, mode: Int8OutputMode): number {
-  // tile_<mode>(p, ap, bp, i0, j0, cols, out): the 4×8 tile at rows i0…, columns j0… (cols ≤ 8 of them valid) from
+  // tile_<mode>(p, ap, bp, i0, j0, cols): the 4×8 tile at rows i0…, columns j0… (cols ≤ 8 of them valid) from
   // A panel ap and B panel bp over the pairs, through the epilogue into the output (addresses from p's tables).
   return m.func(`tile_${mode}`, ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [p, ap, bp, i0, j0, cols] = [0, 1, 2, 3, 4, 5];
