@@ -1,6 +1,6 @@
 import type { Expr } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
-import { broadcastShapes, contiguousStrides, numel } from '../../tensor/shape.js';
+import { broadcastShapes, contiguousStrides, numel, stridedOffsets } from '../../tensor/shape.js';
 import { kernelOverrides } from '../cpu/overrides.js';
 import { type ReduceKind, reductionSpace } from '../cpu/reduce.js';
 import { ModuleBuilder } from './emitter.js';
@@ -101,6 +101,19 @@ function reduceFns(): Record<WasmKind, ReduceFn> {
   return fns;
 }
 
+/** Whether `dims` (sorted) are x's innermost dims and their elements consecutive (size-1 dims aside): each group is one run of floats. */
+function consecutive(x: CpuView, dims: readonly number[]): boolean {
+  const r = x.shape.length;
+  if (!dims.every((d, i) => d === r - dims.length + i)) return false;
+  let step = 1;
+  for (let d = r - 1; d >= r - dims.length; d--) {
+    if (x.shape[d] === 1) continue;
+    if (x.strides[d] !== step) return false;
+    step *= x.shape[d]!;
+  }
+  return true;
+}
+
 /** A float32 view over fresh values of `shape` (the prologue's result, evaluated by the wasm elementwise kernel). */
 function evaluated(prologue: Expr, inputs: readonly CpuView[]): CpuView | undefined {
   const shape = broadcastShapes('prologue', ...inputs.map((v) => v.shape));
@@ -124,12 +137,17 @@ export function wasmReduce(kind: ReduceKind, inputs: readonly CpuView[], prologu
     if (!v) return false;
     x = v;
   }
-  const { outer, inner } = reductionSpace(x, dims);
-  const count = outer.length, n = inner.length;
+  // Groups of consecutive elements (sum, max, min over the innermost dims, contiguous: a row, or a global
+  // average pool's H·W plane) read no table of their elements' offsets: it would be n entries built per call.
+  const flat = !arg && consecutive(x, dims);
+  const kept = x.shape.length - dims.length;
+  const { outer, inner } = flat ? { outer: stridedOffsets(x.shape.slice(0, kept), x.strides.slice(0, kept), x.offset), inner: undefined } : reductionSpace(x, dims);
+  const count = outer.length, n = flat ? numel(x.shape.slice(kept)) : inner!.length;
   if (count === 0) return true;
   if (n === 0) return false;
   let contiguous = 1;
-  for (let j = 0; j < n && contiguous; j++) if (inner[j] !== j) contiguous = 0;
+  if (inner) for (let j = 0; j < n && contiguous; j++) if (inner[j] !== j) contiguous = 0;
+  const innerOf = (j: number): number => (inner ? inner[j]! : j);
   const h = heap();
   h.reset();
   // x where it is (its storage in the heap), else the span its groups touch copied in (one memcpy).
@@ -137,16 +155,17 @@ export function wasmReduce(kind: ReduceKind, inputs: readonly CpuView[], prologu
   if (xAt === undefined) {
     let lo = Infinity, hi = -Infinity, ilo = Infinity, ihi = -Infinity;
     for (let i = 0; i < count; i++) lo = Math.min(lo, outer[i]!), hi = Math.max(hi, outer[i]!);
-    for (let j = 0; j < n; j++) ilo = Math.min(ilo, inner[j]!), ihi = Math.max(ihi, inner[j]!);
+    for (let j = 0; j < n; j++) ilo = Math.min(ilo, innerOf(j)), ihi = Math.max(ihi, innerOf(j));
     start = lo + ilo;
     xAt = h.alloc((hi + ihi + 1 - start) * 4);
     h.f32.set((x.data as Float32Array).subarray(start, hi + ihi + 1), xAt >>> 2);
   }
   // Results straight into the output when it is in the heap (means are divided after).
   const outAt = h.addressOf(out.data, out.offset) ?? h.alloc(count * 4);
-  const outerAt = h.alloc(count * 4), innerAt = h.alloc(n * 4), i32 = h.i32;
+  // A consecutive group's table is its first entry (0), which max and min read to seed their fold.
+  const outerAt = h.alloc(count * 4), innerAt = h.alloc((inner ? n : 1) * 4), i32 = h.i32;
   for (let i = 0; i < count; i++) i32[(outerAt >>> 2) + i] = (outer[i]! - start) * 4;
-  for (let j = 0; j < n; j++) i32[(innerAt >>> 2) + j] = inner[j]! * 4;
+  for (let j = 0; j < (inner ? n : 1); j++) i32[(innerAt >>> 2) + j] = innerOf(j) * 4;
   reduceFns()[wk](xAt, outerAt, count, innerAt, n, contiguous, outAt);
   const res = arg ? h.i32 : h.f32, od = out.data as Float32Array | Int32Array, from = outAt >>> 2;
   if (kind === 'mean') for (let i = 0; i < count; i++) od[out.offset + i] = res[from + i]! / n;
