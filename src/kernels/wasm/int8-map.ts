@@ -111,6 +111,14 @@ export function wasmIntegerMap(expr: Expr, inputs: readonly CpuView[], out: CpuV
     for (let k = lo; k <= hi; k++) if (Math.abs(v.data[k]!) >= EXACT_ZP) return false;
   }
   const h = heap();
+  // Where the operands live, before any allocation (a private memory's growth detaches the views we were given).
+  const addresses = inputs.map((v) => h.addressOf(v.data, 0)), outAt = h.addressOf(out.data, 0);
+  /** `v` through a view of the memory as it is now (its storage's address, same offset and strides). */
+  const fresh = (v: CpuView, at: number | undefined): CpuView => {
+    if (at === undefined) return v;
+    const Host = v.data.constructor as new (b: ArrayBufferLike, at: number, n: number) => CpuView['data'];
+    return { ...v, data: new Host(h.memory.buffer, at, v.data.length) };
+  };
   const blocks: number[] = [];
   try {
     // Blocks (not scratch: the float kernel resets the scratch arena) for the float32 copies and the result.
@@ -127,19 +135,18 @@ export function wasmIntegerMap(expr: Expr, inputs: readonly CpuView[], out: CpuV
     // Views after every allocation (a private memory's growth detaches older ones).
     const floats = inputs.map((v, i): CpuView => {
       const s = spans.get(i);
-      if (!s) return v;
+      if (!s) return fresh(v, addresses[i]);
       const [lo, hi, at] = s;
       const copy = new Float32Array(h.memory.buffer, at, hi - lo + 1);
-      const from = h.addressOf(v.data, lo);
-      if (from !== undefined && v.dtype !== 'int32') wasmInt8ToFloat(from, at, hi - lo + 1, v.dtype === 'int8');
-      else copy.set(v.data.subarray(lo, hi + 1) as Int32Array);
+      const from = addresses[i];
+      if (from !== undefined && v.dtype !== 'int32') wasmInt8ToFloat(from + lo, at, hi - lo + 1, v.dtype === 'int8');
+      else copy.set(fresh(v, from).data.subarray(lo, hi + 1) as Int32Array);
       return { data: copy, shape: v.shape, strides: v.strides, offset: v.offset - lo, dtype: 'float32' };
     });
-    const target: CpuView = integerOut ? { data: new Float32Array(h.memory.buffer, result, total), shape: out.shape, strides: out.strides, offset: 0, dtype: 'float32' } : out;
+    const target: CpuView = integerOut ? { data: new Float32Array(h.memory.buffer, result, total), shape: out.shape, strides: out.strides, offset: 0, dtype: 'float32' } : fresh(out, outAt);
     if (!wasmMap(form.expr, floats, target)) return false;
     if (integerOut) {
-      const to = h.addressOf(out.data, out.offset);
-      if (to !== undefined) wasmFloatToInt8(result, to, total, out.dtype === 'int8');
+      if (outAt !== undefined) wasmFloatToInt8(result, outAt + out.offset, total, out.dtype === 'int8');
       else (out.data as Int8Array).set(new Float32Array(h.memory.buffer, result, total), out.offset);
     }
     runs++;

@@ -623,8 +623,23 @@ export interface Int8Epilogue {
   hi?: number;
 }
 
-/** The byte address of `v`'s element 0 in the heap: where it lives, or a copy of the bytes its view reads (scratch). */
-function operandAddress(v: Int8Operand, shape: readonly number[]): number {
+/**
+ * Where the operands and the output live, looked up before any scratch allocation: a private memory's growth
+ * detaches the views callers hold (in the heap, addresses stay valid; JS arrays never detach).
+ */
+interface Placed {
+  x: number | undefined;
+  w: number | undefined;
+  out: number | undefined;
+}
+function place(x: Int8Operand, w: Int8Operand, out: ArrayBufferView, outOffset: number): Placed {
+  const h = heap();
+  return { x: h.addressOf(x.data, x.offset), w: h.addressOf(w.data, w.offset), out: h.addressOf(out, outOffset) };
+}
+
+/** The byte address of `v`'s element 0: `direct` where it lives in the heap, else a copy of the bytes its view reads (scratch). */
+function operandAddress(v: Int8Operand, shape: readonly number[], direct: number | undefined): number {
+  if (direct !== undefined) return direct;
   const h = heap();
   let lo = v.offset, hi = v.offset;
   shape.forEach((d, i) => {
@@ -632,8 +647,6 @@ function operandAddress(v: Int8Operand, shape: readonly number[]): number {
     if (s < 0) lo += s;
     else hi += s;
   });
-  const direct = h.addressOf(v.data, 0);
-  if (direct !== undefined) return direct + v.offset;
   const at = h.alloc(hi - lo + 1);
   new Uint8Array(h.memory.buffer, at, hi - lo + 1).set(new Uint8Array(v.data.buffer, v.data.byteOffset + lo, hi - lo + 1));
   return at + (v.offset - lo);
@@ -642,9 +655,8 @@ function operandAddress(v: Int8Operand, shape: readonly number[]): number {
 const ELEMENT_BYTES: Record<Int8OutputMode, number> = { int32: 4, float32: 4, int8: 1, uint8: 1 };
 
 /** Packs the weight rows [rows, k] (centred on zp per row) as A panels; returns their address. */
-function packWeights(w: Int8Operand, rows: number, k: number, zp: Int32Array): number {
+function packWeights(w: Int8Operand, wAt: number, rows: number, k: number, zp: Int32Array): number {
   const h = heap(), pairs = Math.ceil(k / 2), panels = Math.ceil(rows / MR);
-  const wAt = operandAddress(w, [rows, k]);
   const zpAt = h.alloc(rows * 4);
   new Int32Array(h.memory.buffer, zpAt, rows).set(zp);
   const dst = h.alloc(panels * pairs * 16);
@@ -727,9 +739,8 @@ function panelFlags(colOff: Int32Array, outOff: Int32Array, n: number, esize: nu
 }
 
 /** Where the GEMM writes: the output's own storage when it lives in the heap, else scratch copied out after. */
-function outputTarget(out: ArrayBufferView & { length: number }, offset: number, count: number, esize: number): { at: number; done: () => void } {
+function outputTarget(out: ArrayBufferView & { length: number }, offset: number, count: number, esize: number, direct: number | undefined): { at: number; done: () => void } {
   const h = heap();
-  const direct = h.addressOf(out, offset);
   if (direct !== undefined) return { at: direct, done: () => {} };
   const at = h.alloc(count * esize);
   const Ctor = out.constructor as unknown as { new (b: ArrayBufferLike, at: number, n: number): ArrayLike<number> };
@@ -804,6 +815,7 @@ export function wasmInt8Conv(
   out: Int32Array | Float32Array | Int8Array | Uint8Array, outOffset: number,
 ): void {
   const h = heap();
+  const placed = place(x, w, out, outOffset);
   h.reset();
   const { centre } = int8Module();
   const [kh, kw] = geo.kernel, [sh, sw] = geo.stride, [pt, pl] = geo.padding, [dh, dw] = geo.dilation;
@@ -812,7 +824,8 @@ export function wasmInt8Conv(
   // The centred input, zero-padded as far as the windows reach (bottom/right from the output size).
   const Hp = Math.max(H + pt, (OH - 1) * sh + (kh - 1) * dh + 1), Wp = Math.max(W + pl, (OW - 1) * sw + (kw - 1) * dw + 1);
   const plane = Hp * Wp, image = C * plane;
-  const xAt = operandAddress(x, [B, C, H, W]);
+  const xAt = operandAddress(x, [B, C, H, W], placed.x);
+  const wAt = operandAddress(w, [n, K], placed.w);
   // Slack: a stride-2 panel reads 32 bytes from its first pixel, a depthwise row's last vector up to 64 past its end.
   const bytes = B * image * 2 + 128;
   const base = h.alloc(bytes);
@@ -824,17 +837,17 @@ export function wasmInt8Conv(
   centre(cp);
   const esize = ELEMENT_BYTES[ep.mode];
   if (cg === 1 && (sw === 1 || sw === 2)) {
-    depthwise(base, geo, Wp, plane, w, n, zpW, ep, out, outOffset);
+    depthwise(base, geo, Wp, plane, w, wAt, n, zpW, ep, out, outOffset, placed.out);
     return;
   }
   const cols = B * P;
   const t = convTables(geo, n, esize, Wp, plane);
   const tables = { colOff: putInts(t.colOff), outOff: putInts(t.outOff), rowOff: putInts(t.rowOff), flags: putInts(t.flags) };
-  const target = outputTarget(out, outOffset, B * n * P, esize);
+  const target = outputTarget(out, outOffset, B * n * P, esize, placed.out);
   for (let g = 0; g < G; g++) {
     const mark = h.mark();
     const rows = og;
-    const aBase = packWeights({ data: w.data, offset: w.offset + g * og * w.strides[0]!, strides: w.strides }, rows, K, zpW.subarray(g * og, g * og + og));
+    const aBase = packWeights(w, wAt + g * og * w.strides[0]!, rows, K, zpW.subarray(g * og, g * og + og));
     const epg: Int8Epilogue = { ...ep, multiplier: ep.multiplier?.subarray(g * og, g * og + og), offset: ep.offset?.subarray(g * og, g * og + og) };
     runGemm({
       aBase, aPanels: Math.ceil(rows / MR), pairs, bBase: base + g * cg * plane * 2, ...tables, out: target.at + g * og * P * esize, ldi: P * esize, rows,
@@ -850,8 +863,8 @@ export function wasmInt8Conv(
  * direct windows (src/kernels/wasm/int8.ts's depthwise functions), channels split among the pool's threads.
  */
 function depthwise(
-  base: number, geo: Int8ConvGeometry, Wp: number, plane: number, w: Int8Operand, n: number, zpW: Int32Array, ep: Int8Epilogue,
-  out: Int32Array | Float32Array | Int8Array | Uint8Array, outOffset: number,
+  base: number, geo: Int8ConvGeometry, Wp: number, plane: number, w: Int8Operand, wAt: number, n: number, zpW: Int32Array, ep: Int8Epilogue,
+  out: Int32Array | Float32Array | Int8Array | Uint8Array, outOffset: number, outDirect: number | undefined,
 ): void {
   const h = heap(), mod = int8Module();
   calls++;
@@ -860,8 +873,11 @@ function depthwise(
   const wts = h.alloc(n * T * 2);
   const w16 = new Int16Array(h.memory.buffer, wts, n * T);
   const [rs, cs] = w.strides as [number, number];
-  for (let o = 0; o < n; o++) for (let t = 0; t < T; t++) w16[o * T + t] = w.data[w.offset + o * rs + t * cs]! - zpW[o]!;
-  const target = outputTarget(out, outOffset, geo.batch * n * P, esize);
+  // The weight's bytes through a view made now (after the allocations): rows rs, taps cs apart from wAt.
+  const lo = wAt + Math.min(0, (n - 1) * rs) + Math.min(0, (T - 1) * cs), span = Math.abs((n - 1) * rs) + Math.abs((T - 1) * cs) + 1;
+  const bytes = w.data instanceof Int8Array ? new Int8Array(h.memory.buffer, lo, span) : new Uint8Array(h.memory.buffer, lo, span);
+  for (let o = 0; o < n; o++) for (let t = 0; t < T; t++) w16[o * T + t] = bytes[wAt - lo + o * rs + t * cs]! - zpW[o]!;
+  const target = outputTarget(out, outOffset, geo.batch * n * P, esize, outDirect);
   const epi = epilogueFields(ep, n);
   const values: Record<(typeof DEPTHWISE_FIELDS)[number], number> = {
     first: 0, end: 0, og: n / geo.channels, batch: geo.batch, base, image: geo.channels * plane * 2, plane: plane * 2, row: Wp * 2, kh, kw,
@@ -890,12 +906,13 @@ export function wasmInt8Matmul(
 ): void {
   if (K === 0 || M === 0 || N === 0) throw new SinterError('qgemm', `the wasm int8 kernel needs a non-empty product, got M ${M}, K ${K}, N ${N}`);
   const h = heap();
+  const placed = place(x, w, out, outOffset);
   h.reset();
   const pairs = Math.ceil(K / 2), ld = pairs * 2;
   // x centred into rows of ld int16 (a zero pair half when K is odd), B's columns.
   const base = h.alloc(M * ld * 2 + 64);
   int8Module().zero(base, M * ld * 2 + 64);
-  const centreArgs = { src: operandAddress(x, [M, K]), s0: 0, s1: 0, s2: x.strides[0]!, s3: x.strides[1]!, n0: 1, n1: 1, n2: M, n3: K, flip: x.data instanceof Int8Array ? 128 : 0, zp: zpA, dst: base, d0: 0, d1: 0, d2: ld * 2 };
+  const centreArgs = { src: operandAddress(x, [M, K], placed.x), s0: 0, s1: 0, s2: x.strides[0]!, s3: x.strides[1]!, n0: 1, n1: 1, n2: M, n3: K, flip: x.data instanceof Int8Array ? 128 : 0, zp: zpA, dst: base, d0: 0, d1: 0, d2: ld * 2 };
   int8Module().centre(putInts(CENTRE_FIELDS.map((f) => centreArgs[f])));
   const esize = ELEMENT_BYTES[ep.mode];
   const colOff = new Int32Array(Math.ceil(M / NR) * NR), outOff = new Int32Array(colOff.length);
@@ -906,8 +923,8 @@ export function wasmInt8Matmul(
   colOff.fill(colOff[M - 1]!, M);
   outOff.fill(outOff[M - 1]!, M);
   const rowOff = Int32Array.from({ length: ld }, (_, k) => 2 * k);
-  const target = outputTarget(out, outOffset, M * N, esize);
-  const aBase = packWeights(w, N, K, zpW);
+  const target = outputTarget(out, outOffset, M * N, esize, placed.out);
+  const aBase = packWeights(w, operandAddress(w, [N, K], placed.w), N, K, zpW);
   runGemm({
     aBase, aPanels: Math.ceil(N / MR), pairs, bBase: base, colOff: putInts(colOff), rowOff: putInts(rowOff), outOff: putInts(outOff),
     flags: putInts(panelFlags(colOff, outOff, M, esize)), out: target.at, ldi: esize, rows: N, ...epilogueFields(ep, N),
