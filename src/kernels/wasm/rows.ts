@@ -36,19 +36,19 @@ type Pass = (step: Step) => void;
 /**
  * Emits the row loop over `rows` rows of n floats. `streams` are the operands' address params: a row
  * operand (`perRow`) moves on by n floats after each row; the others (layerNorm's weight and bias) start
- * at the same address in every row. `body(steps)` emits a row's work, each `steps(pass)` one pass over
- * it: `pass(step)` four elements at a time, then per tail element. Each pass walks a pointer per stream
- * (no index arithmetic per access) in do-while loops with their exit test at the bottom, as V8 compiles
- * best (see Code.forRange); the test is unsigned, since heap addresses may pass 2 GiB.
+ * at the same address in every row. `body(steps)` emits a row's work, each `steps(pass, used)` one pass
+ * over it reading or writing the streams `used`: `pass(step)` four elements at a time, then per tail
+ * element. Each pass walks a pointer per used stream (no index arithmetic per access) in do-while loops
+ * with their exit test at the bottom, as V8 compiles best (see Code.forRange); the test is unsigned,
+ * since heap addresses may pass 2 GiB.
  */
-function eachRow(c: Code, streams: readonly { param: number; perRow: boolean }[], rows: number, n: number, body: (steps: (pass: Pass) => void) => void): void {
+function eachRow(c: Code, streams: readonly { param: number; perRow: boolean }[], rows: number, n: number, body: (steps: (pass: Pass, used: readonly number[]) => void) => void): void {
   const row = c.local('i32'), end = c.local('i32'), all = c.local('v128'), first = c.local('v128');
   const ptr = streams.map(() => c.local('i32'));
-  const lead = streams.findIndex((s) => s.perRow);
   c.i32(-1).simd('i32x4.splat').set(all);
   c.i32(0).simd('i32x4.splat').i32(-1).lane('i32x4.replace_lane', 0).set(first);
-  const run = (pass: Pass, tail: boolean, bytes: () => void): void => {
-    const width = tail ? 4 : 16;
+  const run = (pass: Pass, used: readonly number[], tail: boolean, bytes: () => void): void => {
+    const width = tail ? 4 : 16, lead = used[0]!;
     c.get(streams[lead]!.param);
     bytes();
     c.op('i32.add').set(end);
@@ -66,16 +66,16 @@ function eachRow(c: Code, streams: readonly { param: number; perRow: boolean }[]
             else c.mem('v128.store');
           },
         });
-        ptr.forEach((p, k) => { if (k !== lead) c.get(p).i32(width).op('i32.add').set(p); });
+        for (const k of used.slice(1)) c.get(ptr[k]!).i32(width).op('i32.add').set(ptr[k]!);
         c.get(ptr[lead]!).i32(width).op('i32.add').tee(ptr[lead]!).get(end).op('i32.lt_u').brIf(top);
       });
     });
   };
   c.forRange(row, () => c.i32(0), () => c.get(rows), 1, () => {
-    body((pass) => {
-      streams.forEach((s, k) => void c.get(s.param).set(ptr[k]!));
-      run(pass, false, () => void c.get(n).i32(-4).op('i32.and').i32(2).op('i32.shl'));
-      run(pass, true, () => void c.get(n).i32(2).op('i32.shl'));
+    body((pass, used) => {
+      for (const k of used) c.get(streams[k]!.param).set(ptr[k]!);
+      run(pass, used, false, () => void c.get(n).i32(-4).op('i32.and').i32(2).op('i32.shl'));
+      run(pass, used, true, () => void c.get(n).i32(2).op('i32.shl'));
     });
     for (const s of streams) if (s.perRow) c.get(s.param).get(n).i32(2).op('i32.shl', 'i32.add').set(s.param);
   });
@@ -102,7 +102,7 @@ function rowModule(): Uint8Array<ArrayBuffer> {
         s.load(X);
         if (s.tail) c.splatF32(-Infinity).get(s.valid).simd('v128.bitselect');
         c.simd('f32x4.pmax').set(acc);
-      });
+      }, [X]);
       horizontal(c, acc, 'f32.max');
       c.simd('f32x4.splat').set(mx);
       c.splatF32(0).set(acc);
@@ -114,7 +114,7 @@ function rowModule(): Uint8Array<ArrayBuffer> {
         c.set(v);
         s.store(OUT, () => void c.get(v));
         c.get(acc).get(v).simd('f32x4.add').set(acc);
-      });
+      }, [X, OUT]);
       // One division per row, then products: within an ulp of dividing each element.
       c.f32(1);
       horizontal(c, acc, 'f32.add');
@@ -124,20 +124,21 @@ function rowModule(): Uint8Array<ArrayBuffer> {
           s.load(OUT);
           c.get(scale).simd('f32x4.mul');
         });
-      });
+      }, [OUT]);
     });
   });
   m.func('layerNorm', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], [], (c) => {
     const [x, out, w, b, rows, n, epsBits] = [0, 1, 2, 3, 4, 5, 6], X = 0, OUT = 1, W = 2, B = 3;
-    const sum = c.local('v128'), d = c.local('v128'), tail = c.local('f64'), t = c.local('f64'), mean = c.local('f64');
+    const sums = [c.local('v128'), c.local('v128')], d = c.local('v128'), tail = c.local('f64'), t = c.local('f64'), mean = c.local('f64');
     const meanD = c.local('v128'), meanV = c.local('v128'), rstdV = c.local('v128');
     /**
      * Σ f(x[j]) in double (as the JS kernel computes the statistics: float32 sums of long rows drift):
-     * two elements per f64x2 (floats j, j+1 and j+2, j+3 loaded as 64 bits each), the tail in an f64.
-     * `vector(d)` / `scalar(t)` add f of the f64x2 local d / f64 local t to `sum` / `tail`. Leaves the total on the stack.
+     * two elements per f64x2 (floats j, j+1 and j+2, j+3 loaded as 64 bits each, into two sums: one
+     * chain of dependent adds would be the loop's bound), the tail in an f64. `vector(d, sum)` /
+     * `scalar(t)` add f of the f64x2 local d / f64 local t to v128 local `sum` / `tail`. Leaves the total on the stack.
      */
-    const sumRow = (steps: (pass: Pass) => void, vector: (d: number) => void, scalar: (t: number) => void): void => {
-      c.f64(0).simd('f64x2.splat').set(sum);
+    const sumRow = (steps: (pass: Pass, used: readonly number[]) => void, vector: (d: number, sum: number) => void, scalar: (t: number) => void): void => {
+      for (const sum of sums) c.f64(0).simd('f64x2.splat').set(sum);
       c.f64(0).set(tail);
       steps((s) => {
         if (s.tail) {
@@ -146,22 +147,24 @@ function rowModule(): Uint8Array<ArrayBuffer> {
           scalar(t);
           return;
         }
-        for (const half of [0, 8]) {
+        sums.forEach((sum, half) => {
           s.address(X);
-          c.mem('v128.load64_zero', half).simd('f64x2.promote_low_f32x4').set(d);
-          vector(d);
-        }
-      });
-      c.get(sum).lane('f64x2.extract_lane', 0).get(sum).lane('f64x2.extract_lane', 1).op('f64.add').get(tail).op('f64.add');
+          c.mem('v128.load64_zero', 8 * half).simd('f64x2.promote_low_f32x4').set(d);
+          vector(d, sum);
+        });
+      }, [X]);
+      const [s0, s1] = sums as [number, number];
+      c.get(s0).get(s1).simd('f64x2.add').set(s0);
+      c.get(s0).lane('f64x2.extract_lane', 0).get(s0).lane('f64x2.extract_lane', 1).op('f64.add').get(tail).op('f64.add');
     };
     const streams = [{ param: x, perRow: true }, { param: out, perRow: true }, { param: w, perRow: false }, { param: b, perRow: false }];
     eachRow(c, streams, rows, n, (steps) => {
-      sumRow(steps, (v) => void c.get(sum).get(v).simd('f64x2.add').set(sum), (v) => void c.get(tail).get(v).op('f64.add').set(tail));
+      sumRow(steps, (v, sum) => void c.get(sum).get(v).simd('f64x2.add').set(sum), (v) => void c.get(tail).get(v).op('f64.add').set(tail));
       c.get(n).op('f64.convert_i32_s', 'f64.div').set(mean);
       c.get(mean).simd('f64x2.splat').set(meanD);
       const rowSumSq = (): void => sumRow(
         steps,
-        (v) => {
+        (v, sum) => {
           c.get(v).get(meanD).simd('f64x2.sub').set(v);
           c.get(sum).get(v).get(v).simd('f64x2.mul', 'f64x2.add').set(sum);
         },
@@ -184,7 +187,7 @@ function rowModule(): Uint8Array<ArrayBuffer> {
           s.load(B);
           c.simd('f32x4.add');
         });
-      });
+      }, [X, OUT, W, B]);
     });
   });
   return m.build();
