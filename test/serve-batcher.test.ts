@@ -181,36 +181,6 @@ describe('DynamicBatcher', () => {
     expect(batches).toEqual([[0], [1, 2, 3, 4, 5, 6]]);
   });
 
-  it('beside a running batch, a free slot waits at most maxDelayMs for its share, or until maxBatchSize wait', async () => {
-    const g = gate();
-    const batches: number[][] = [];
-    // shareAmong 1: the samples expected are shared among one executor, whatever the slots.
-    const batcher = new DynamicBatcher(async (b: sn.Tensor) => {
-      batches.push(await tags(b));
-      await g.wait;
-      return b.neg();
-    }, { maxBatchSize: 3, maxDelayMs: 150, concurrency: 3, shareAmong: 1 });
-    const runs = [batcher.run(sn.tensor([0]))]; // idle, nothing expected: starts at once, held by the gate
-    while (batcher.stats().running === 0) await new Promise((r) => setTimeout(r, 1));
-    runs.push(batcher.run(sn.tensor([1])), batcher.run(sn.tensor([2])));
-    await new Promise((r) => setTimeout(r, 30));
-    // Their share counts the running sample too (3, capped at maxBatchSize): two of three wait.
-    expect(batcher.stats()).toMatchObject({ running: 1, queued: 2 });
-    runs.push(batcher.run(sn.tensor([3]))); // the third fills the batch: it starts at once
-    while (batcher.stats().running === 1) await new Promise((r) => setTimeout(r, 1));
-    expect(batcher.stats()).toMatchObject({ running: 2, queued: 0 });
-    const t0 = performance.now();
-    runs.push(batcher.run(sn.tensor([4]))); // alone beside two running batches: waits out maxDelayMs
-    await new Promise((r) => setTimeout(r, 30));
-    expect(batcher.stats()).toMatchObject({ running: 2, queued: 1 });
-    while (batcher.stats().running === 2) await new Promise((r) => setTimeout(r, 1));
-    expect(performance.now() - t0).toBeGreaterThanOrEqual(140);
-    g.open();
-    const outs = await Promise.all(runs);
-    expect(await Promise.all(outs.map((t) => t.item()))).toEqual([-0, -1, -2, -3, -4]);
-    expect(batches).toEqual([[0], [1, 2, 3], [4]]);
-  });
-
   describe('waiting for the callers of finished batches (fake clock)', () => {
     // The batcher's delays run on the fake clock; its next-turn wake-ups (setImmediate) stay real.
     const turn = () => new Promise<void>((r) => setImmediate(r));
@@ -285,6 +255,34 @@ describe('DynamicBatcher', () => {
       queued.push(run(batcher, 4)); // the first caller's next request joins them
       await Promise.all(queued);
       expect(batches).toEqual([[1], [2, 3, 4]]);
+      await batcher.close();
+    }));
+
+    it('slots beyond shareAmong running batches take full batches only', withFakeClock(async () => {
+      const g = gate();
+      const batches: number[][] = [];
+      const batcher = new DynamicBatcher(async (b: sn.Tensor) => (batches.push(await tags(b)), await g.wait, b.add(100)), { maxBatchSize: 3, maxDelayMs: 20, concurrency: 2, shareAmong: 1 });
+      const runs = [run(batcher, 0)]; // nothing running or expected: starts at once (held by the gate)
+      await settle();
+      runs.push(run(batcher, 1), run(batcher, 2));
+      await settle();
+      vi.advanceTimersByTime(100); // far past maxDelayMs: the second slot still does not take two of three
+      await settle();
+      expect(batcher.stats()).toMatchObject({ running: 1, queued: 2 });
+      runs.push(run(batcher, 3)); // a full batch: the second slot takes it
+      await settle();
+      expect(batcher.stats()).toMatchObject({ running: 2, queued: 0 });
+      runs.push(run(batcher, 4)); // no slot free
+      await settle();
+      g.open();
+      await Promise.all(runs.slice(0, 4));
+      await settle();
+      // Four callers are expected back: [4] waits for its share (maxBatchSize 3) while they come.
+      expect(batcher.stats()).toMatchObject({ running: 0, queued: 1 });
+      runs.push(run(batcher, 5), run(batcher, 6));
+      const outs = await Promise.all(runs);
+      expect(await Promise.all(outs.map((t) => t.item()))).toEqual([100, 101, 102, 103, 104, 105, 106]);
+      expect(batches).toEqual([[0], [1, 2, 3], [4, 5, 6]]);
       await batcher.close();
     }));
 

@@ -70,9 +70,10 @@ export interface DynamicBatcherOptions {
   concurrency?: number;
   /**
    * Among how many batches the samples expected at once are shared (default `concurrency`): a free slot
-   * waits for ⌈expected ÷ shareAmong⌉ samples. Where the extra slots only queue work for one executor
-   * (a `WorkerPool`'s second batch per replica waits in the replica's queue), one batch per executor
-   * runs fuller: the pool passes its replica count.
+   * waits for ⌈expected ÷ shareAmong⌉ samples. The slots beyond `shareAmong` running batches only queue
+   * work behind them (as a `WorkerPool`'s second batch per replica waits in the replica's queue): they
+   * take full batches (`maxBatchSize` samples) only, so the executors run batches as full as the
+   * clients make them and never wait between two under overload.
    */
   shareAmong?: number;
   /**
@@ -166,11 +167,11 @@ interface Flow {
 const OP = 'DynamicBatcher';
 
 /**
- * The default `maxDelayMs`: this share of the batches' median run time, at least `min` ms (`first`
- * before any batch); the median is taken again after each of the first `everyBatchUntil` batches,
- * then after every `every`-th (it sorts the window).
+ * The default `maxDelayMs`: this share of the median run time of the last `window` batches, at least
+ * `min` ms (`first` before any batch). A short window follows a change of load within a few dozen
+ * batches (after a spell of lone callers, 32 clients need the delay of their batches, not of batch 1).
  */
-const AUTO_DELAY = { share: 0.5, min: 1, first: 5, everyBatchUntil: 64, every: 16 } as const;
+const AUTO_DELAY = { share: 0.5, min: 1, first: 5, window: 32 } as const;
 /**
  * Bounds on what is remembered of callers expected back (a long fixed `maxDelayMs` with many short
  * batches, or a new shape per request, would otherwise grow the lists): the oldest go first.
@@ -213,6 +214,7 @@ function positiveInt(value: number | undefined, name: string, fallback: number, 
  * - the oldest has waited `maxDelayMs` while a slot was free (waiting for a slot does not count: the
  *   callers of the batch whose end frees it may still join);
  * - `close()` was called.
+ * While `shareAmong` batches run, the remaining slots take only full batches (or any, once closing).
  * Samples are stacked along a new dim 0, the batch runs through `fn`, and every output is sliced along
  * dim 0: each caller gets fresh tensors of its own (the batch is freed). CPU samples are copied once
  * into one host buffer that becomes the batch (uploaded once when `device` is another); CPU outputs
@@ -231,7 +233,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
   private readonly fixedDelayMs: number | null;
   /** The default `maxDelayMs` as last taken from the run times. */
   private autoDelayMs: number = AUTO_DELAY.first;
-  private batchesRun = 0;
+  private readonly recentRuns = new Window(AUTO_DELAY.window);
   /**
    * Since when a slot has been free (performance.now()): a sample that waited for a slot has not yet
    * waited for company, so its `maxDelayMs` counts from here (else it would start the moment a slot
@@ -424,12 +426,14 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     const delay = this.maxDelayMs;
     for (const [key, flow] of this.flows) this.expire(key, flow, now);
     while (this.running < this.concurrency) {
+      // Beyond shareAmong running batches a slot only queues work behind them: it takes full batches.
+      const queueing = this.running >= this.shareAmong;
       let due: Bucket<Out> | null = null;
       let take = 0;
       for (const b of this.buckets.values()) {
         const head = b.items[0]!;
-        const share = this.share(b);
-        const ready = this.closing !== null || b.items.length >= share || now - Math.max(head.enqueued, this.freeSince) >= delay;
+        const share = queueing ? this.maxBatchSize : this.share(b);
+        const ready = this.closing !== null || b.items.length >= share || (!queueing && now - Math.max(head.enqueued, this.freeSince) >= delay);
         if (ready && (!due || head.enqueued < due.items[0]!.enqueued)) {
           due = b;
           take = this.closing ? this.maxBatchSize : share;
@@ -451,7 +455,7 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
    */
   private arm(now: number, delay: number): void {
     let next = Infinity;
-    if (this.running < this.concurrency) {
+    if (this.running < this.shareAmong) {
       for (const b of this.buckets.values()) {
         next = Math.min(next, Math.max(b.items[0]!.enqueued, this.freeSince) + delay);
         const until = this.flows.get(b.key)?.expected[0]?.until;
@@ -506,11 +510,10 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
     const runMs = performance.now() - start;
     for (const w of waits) this.waits.push(w);
     this.runs.push(runMs);
-    if (++this.batchesRun <= AUTO_DELAY.everyBatchUntil || this.batchesRun % AUTO_DELAY.every === 0) {
-      this.autoDelayMs = Math.max(AUTO_DELAY.min, AUTO_DELAY.share * this.runs.percentiles().p50);
-    }
+    this.recentRuns.push(runMs);
+    this.autoDelayMs = Math.max(AUTO_DELAY.min, AUTO_DELAY.share * this.recentRuns.percentiles().p50);
     this.sizes.set(items.length, (this.sizes.get(items.length) ?? 0) + 1);
-    if (this.running === this.concurrency) this.freeSince = performance.now();
+    if (this.running === this.shareAmong) this.freeSince = performance.now();
     this.running--;
     // Its callers are expected back for maxDelayMs (a flow with samples running is never dropped).
     flow.running -= items.length;
