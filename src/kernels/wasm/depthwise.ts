@@ -31,12 +31,14 @@ function emitWindows(m: ModuleBuilder, fold: WindowFold): void {
   // (byte offsets; taps[t] is tap t's offset from the row start, rowStep the bytes between output rows' first taps).
   m.func(`windows_${fold}`, ARGS.map(() => 'i32' as const), [], (c) => {
     const [first, end, og, inp, inStride, taps, ntaps, wts, bias, out, oh, owv, rowStep] = ARGS.map((_, i) => i) as number[];
-    const ch = c.local('i32'), y = c.local('i32'), x = c.local('i32'), t = c.local('i32');
+    const ch = c.local('i32'), y = c.local('i32'), x = c.local('i32');
     const plane = c.local('i32'), row = c.local('i32'), at = c.local('i32'), wp = c.local('i32'), dst = c.local('i32'), tp = c.local('i32');
+    const rowX = c.local('i32'), tapsEnd = c.local('i32');
     const b = c.local('v128'), acc0 = c.local('v128'), acc1 = c.local('v128'), wv = c.local('v128');
     // dst = out + first·oh·owv floats; the weights from channel `first` on.
     c.get(out!).get(first!).get(oh!).op('i32.mul').get(owv!).op('i32.mul').i32(2).op('i32.shl', 'i32.add').set(dst);
     if (fold === 'madd') c.get(wts!).get(first!).get(ntaps!).op('i32.mul').i32(2).op('i32.shl', 'i32.add').set(wts!);
+    c.get(taps!).get(ntaps!).i32(2).op('i32.shl', 'i32.add').set(tapsEnd);
     c.forRange(ch, () => c.get(first!), () => c.get(end!), 1, () => {
       c.get(inp!).get(ch).get(og!).op('i32.div_s').get(inStride!).op('i32.mul', 'i32.add').set(plane);
       c.get(bias!).get(ch).i32(2).op('i32.shl', 'i32.add').mem('v128.load32_splat').set(b);
@@ -46,8 +48,10 @@ function emitWindows(m: ModuleBuilder, fold: WindowFold): void {
           c.get(b).tee(acc0).set(acc1);
           c.get(wts!).set(wp);
           c.get(taps!).set(tp);
-          c.forRange(t, () => c.i32(0), () => c.get(ntaps!), 1, () => {
-            c.get(row).get(tp).mem('i32.load').op('i32.add').get(x).i32(2).op('i32.shl', 'i32.add').set(at);
+          c.get(row).get(x).i32(2).op('i32.shl', 'i32.add').set(rowX);
+          // The taps (ntaps ≥ 1) as a do-while on the table pointer: per tap one table load and one add find its floats.
+          c.loop((next) => {
+            c.get(rowX).get(tp).mem('i32.load').op('i32.add').set(at);
             if (fold === 'madd') {
               c.get(wp).mem('v128.load32_splat').set(wv);
               c.get(acc0).get(wv).get(at).mem('v128.load').simd('f32x4.mul', 'f32x4.add').set(acc0);
@@ -57,7 +61,7 @@ function emitWindows(m: ModuleBuilder, fold: WindowFold): void {
               c.get(acc0).get(at).mem('v128.load').simd('f32x4.max').set(acc0);
               c.get(acc1).get(at).mem('v128.load', 16).simd('f32x4.max').set(acc1);
             }
-            c.get(tp).i32(4).op('i32.add').set(tp);
+            c.get(tp).i32(4).op('i32.add').tee(tp).get(tapsEnd).op('i32.lt_u').brIf(next);
           });
           c.get(dst).get(acc0).mem('v128.store');
           c.get(dst).get(acc1).mem('v128.store', 16);
