@@ -6,6 +6,7 @@ import { qgemm } from '../src/quant/gemm.js';
 import { cpuKernels, setCpuKernels } from '../src/backend/cpu.js';
 import { wasmInt8CacheStats, wasmInt8Calls } from '../src/kernels/wasm/int8.js';
 import { floatForm, wasmIntegerMapRuns } from '../src/kernels/wasm/int8-map.js';
+import { wasmWeightOnlyRuns } from '../src/kernels/wasm/int8-weights.js';
 import { call, cast, input } from '../src/ops/expr.js';
 
 // The CPU's WebAssembly int8 forms (src/kernels/wasm/int8.ts, int8-map.ts) against the JavaScript reference path and
@@ -164,5 +165,26 @@ describe('quantise / dequantise and fused float ops in wasm (integer-ended maps)
     const sums = await bothPaths(async () => Array.from(await sn.add(a, b).data()));
     expect(sums.wasm).toEqual([-56, 56, -128]);
     expect(sums.js).toEqual(sums.wasm);
+  });
+});
+
+describe('weight-only matmul (MatMulNBits blocks) in wasm', () => {
+  it('equals the JavaScript form within float64 reassociation: 4 and 8 bits, symmetric and asymmetric, odd blocks, strided inputs', async () => {
+    const arb = fc.record({
+      bits: fc.constantFrom<4 | 8>(4, 8), symmetric: fc.boolean(), bs: fc.constantFrom(1, 2, 3, 4, 8, 32), blocks: fc.integer({ min: 1, max: 5 }),
+      n: fc.integer({ min: 1, max: 11 }), m: fc.integer({ min: 1, max: 6 }), bias: fc.boolean(), transposed: fc.boolean(), seed: fc.integer({ min: 0, max: 10_000 }),
+    }).filter((p) => p.bits === 8 || p.bs % 2 === 0);
+    const before = wasmWeightOnlyRuns();
+    await fc.assert(fc.asyncProperty(arb, async (p) => {
+      const k = p.bs * p.blocks;
+      const q = sn.quant.quantizeWeights(new sn.nn.Linear(k, p.n, { bias: p.bias, seed: p.seed }), { bits: p.bits, blockSize: p.bs, symmetric: p.symmetric }) as sn.quant.WeightOnlyLinear;
+      const xt = sn.randn(p.transposed ? [k, p.m] : [p.m, k], { seed: p.seed + 1 });
+      const x = p.transposed ? xt.transpose(0, 1) : xt;
+      const { wasm, js } = await bothPaths(async () => Array.from(await q.forward(x).data()));
+      // Products of a float32 and a small integer are exact in float64: only the order of the block sums' additions differs.
+      wasm.forEach((v, i) => expect(Math.abs(v - js[i]!), `${i}`).toBeLessThanOrEqual(4e-7 * Math.abs(js[i]!) + 1e-12));
+      xt.dispose();
+    }), propertyConfig({ numRuns: 30 }));
+    expect(wasmWeightOnlyRuns()).toBeGreaterThan(before);
   });
 });

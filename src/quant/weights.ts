@@ -19,6 +19,8 @@ import { Module } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
 import { replaceModules } from './dynamic.js';
 import { quantizeExpr } from './qtensor.js';
+import { cpuKernels } from '../backend/cpu.js';
+import { wasmWeightOnlyMatmul } from '../kernels/wasm/int8-weights.js';
 
 // Weight-only quantisation (ONNX's MatMulNBits, transformers.js's q8/q4): each row of a Linear weight is
 // cut into blocks of `blockSize` along the input dim, each with a float32 scale (and, asymmetric, a zero
@@ -78,6 +80,20 @@ export const wqMatmulOp = defineOp<WqAttrs>({
     // time: the float weight never exists whole), a block sum per scale, as the WGSL form computes.
     const xs = new Float64Array(a.m * a.k);
     for (let m = 0; m < a.m; m++) for (let k = 0; k < a.k; k++) xs[m * a.k + k] = x.data[x.offset + m * x.strides[0]! + k * x.strides[1]!]!;
+    if (cpuKernels() === 'wasm' && a.m * a.n * a.k > 0) {
+      // The same arithmetic in wasm (src/kernels/wasm/int8-weights.ts), from dense copies of the block parameters.
+      const at = (v: CpuView, r: number, c: number) => v.data[v.offset + r * v.strides[0]! + c * (v.strides[1] ?? 0)]!;
+      const scales = new Float32Array(a.n * nb), zps = new Int32Array(a.n * nb).fill(mid), b = new Float32Array(a.n);
+      for (let n = 0; n < a.n; n++) {
+        for (let j = 0; j < nb; j++) {
+          scales[n * nb + j] = at(s, n, j);
+          if (z) zps[n * nb + j] = at(z, n, j);
+        }
+        if (bias) b[n] = bias.data[bias.offset + n * bias.strides[0]!]!;
+      }
+      wasmWeightOnlyMatmul(xs, (q.data as Uint8Array).subarray(q.offset), a.m, a.n, a.k, a.bits, a.blockSize, scales, zps, b, (out!.data as Float32Array).subarray(out!.offset));
+      return;
+    }
     const row = new Float64Array(a.k);
     for (let n = 0; n < a.n; n++) {
       for (let b = 0; b < nb; b++) {
