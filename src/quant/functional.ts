@@ -197,3 +197,4 @@ export function maxPool2d(input: QuantizedTensor, kernelSize: number | [number, 
 export function relu(input: QuantizedTensor): QuantizedTensor {
   return sameGrid('quant.relu', input, floatRelu);
 }
+export * from './functional-ops.js';

@@ -1,0 +1,446 @@
+import { SinterError, fmtShape } from '../errors.js';
+import { type Expr, call, cast, constant, input as arg } from '../ops/expr.js';
+import { map } from '../ops/elementwise.js';
+import { type MaxPool1dOptions, maxPool1d as floatMaxPool1d } from '../ops/functional.js';
+import { type InterpolateMode, type InterpolateOptions, interpolate as floatInterpolate } from '../ops/interpolate.js';
+import { matmul } from '../ops/linalg.js';
+import { type AvgPool2dOptions, type IntPair, avgPool2d as floatAvgPool2d } from '../ops/pool.js';
+import { reshape } from '../ops/views.js';
+import { fromHost } from '../tensor/creation.js';
+import { Tensor } from '../tensor/tensor.js';
+import { conv2d } from './functional.js';
+import { roundHalfEven } from './observer.js';
+import { type QDType, QRANGE, QuantizedTensor, STORAGE_DTYPE, isQuantized, quantizePerTensor } from './qtensor.js';
+
+// torch.ao.nn.quantized.functional's pooling, resampling and activation ops, with PyTorch 1.13's output
+// quantisation and rounding (its CPU kernels in aten/src/ATen/native/quantized/cpu/). Ops that PyTorch
+// runs on the integers (max pools, nearest resampling, clamp/hardtanh, the avg pools' integer sums)
+// run on the integers here too, so they are exact; the activations dequantise, apply the float32
+// formula PyTorch's kernel uses, node by node, and quantise with PyTorch's quantize_val. All of them take
+// tensors quantised per tensor only, as PyTorch does. Per-call values (zero points, slopes, bounds,
+// multipliers) enter the kernels as tensor inputs, not as literals, so one compiled kernel serves them all.
+
+/** The input checks every op here shares: a quantised tensor, per tensor (PyTorch refuses per channel). */
+function perTensorInput(op: string, q: unknown): QuantizedTensor {
+  if (!isQuantized(q)) {
+    throw new SinterError(op, `the input must be a quantised tensor (sn.quantizePerTensor), got ${q instanceof Tensor ? q.describe() : typeof q}`);
+  }
+  if (q.params.axis !== null) throw new SinterError(op, `expects a tensor quantised per tensor, got ${q.describe()} quantised per channel (axis ${q.params.axis})`);
+  return q;
+}
+
+function checkOutputParams(op: string, scale: unknown, zeroPoint: unknown, dtype: QDType): [number, number] {
+  const [lo, hi] = QRANGE[dtype];
+  if (typeof scale !== 'number' || !(Math.fround(scale) > 0) || !Number.isFinite(Math.fround(scale))) {
+    throw new SinterError(op, `the output scale must be a positive finite number, got ${String(scale)}`);
+  }
+  if (typeof zeroPoint !== 'number' || !Number.isInteger(zeroPoint) || zeroPoint < lo || zeroPoint > hi) {
+    throw new SinterError(op, `the output zero point must be an integer in [${lo}, ${hi}] for ${dtype}, got ${String(zeroPoint)}`);
+  }
+  return [scale, zeroPoint];
+}
+
+function checkNumber(op: string, name: string, v: unknown): number {
+  if (typeof v !== 'number' || Number.isNaN(v)) throw new SinterError(op, `${name} must be a number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+// Expression nodes in float32, one rounding per node, as PyTorch's float kernels compute.
+const F32 = 'float32';
+/** A fixed constant of a formula (3, 6, 0, 1): per-call values go in as `scalar` inputs instead. */
+const k32 = (v: number): Expr => constant(v, F32);
+/** A per-call number as a 0-d tensor input of the kernel. */
+const scalar = (op: string, v: number, device: Tensor['device'], dtype: 'float32' | 'int32' = F32): Tensor =>
+  fromHost(op, dtype === F32 ? Float32Array.of(v) : Int32Array.of(v), [], dtype, device);
+const bin = (fn: string, a: Expr, b: Expr): Expr => call(fn, [a, b], F32, fn === 'add' || fn === 'sub' ? [1] : []);
+const select = (cond: Expr, a: Expr, b: Expr): Expr => call('where', [cond, a, b], F32);
+const gt = (a: Expr, b: Expr): Expr => call('gt', [a, b], 'bool');
+const input0F32 = arg(0, F32);
+/** clamp(round(v), qmin, qmax) as the integers of `dtype`. */
+const saturate = (v: Expr, dtype: QDType): Expr => cast(call('clamp', [call('round', [v], F32)], F32, [...QRANGE[dtype]]), STORAGE_DTYPE[dtype]);
+
+/** The integers q − offset as float32 (exact). */
+function integersAsFloat(op: string, q: QuantizedTensor, offset: number): Tensor {
+  const repr = q.intRepr();
+  const inputs = offset === 0 ? [repr] : [repr, scalar(op, offset, repr.device)];
+  try {
+    const x = cast(arg(0, repr.dtype), F32);
+    return map(op, inputs, offset === 0 ? x : bin('sub', x, arg(1, F32)));
+  } finally {
+    for (const t of inputs) t.dispose();
+  }
+}
+
+/** Wraps the result of `expr` over `inputs` (integers of `dtype`) as a quantised tensor; disposes `inputs`. */
+function finishInt(op: string, inputs: Tensor[], expr: Expr, dtype: QDType, scale: number, zeroPoint: number): QuantizedTensor {
+  try {
+    return new QuantizedTensor(map(op, inputs, expr), dtype, { scales: Float64Array.of(scale), zeroPoints: Int32Array.of(zeroPoint), axis: null });
+  } finally {
+    for (const t of inputs) t.dispose();
+  }
+}
+
+/**
+ * Runs `f` on the integers as float32 (the order of integers is the order of values, and `f` only picks
+ * or copies them) and wraps the result with the input's scale and zero point: exact.
+ */
+function onIntegers(op: string, input: QuantizedTensor, f: (x: Tensor) => Tensor): QuantizedTensor {
+  const x = integersAsFloat(op, input, 0);
+  let y: Tensor;
+  try {
+    y = f(x);
+  } finally {
+    x.dispose();
+  }
+  return finishInt(op, [y], cast(input0F32, STORAGE_DTYPE[input.dtype]), input.dtype, input.params.scales[0]!, input.params.zeroPoints[0]!);
+}
+
+/**
+ * Dequantises, applies `body` (a float32 expression of the value x) and quantises with `scale` and
+ * `zeroPoint` (PyTorch's quantize_val: zeroPoint + round(y · (1/scale)), saturated).
+ */
+function elementwise(op: string, q: QuantizedTensor, scale: number, zeroPoint: number, values: readonly number[], body: (x: Expr, values: Expr[]) => Expr): QuantizedTensor {
+  const x = q.dequantize();
+  const inputs = [x, ...values.map((v) => scalar(op, v, x.device))];
+  let y: Tensor;
+  try {
+    y = map(op, inputs, body(input0F32, values.map((_, i) => arg(i + 1, F32))));
+  } finally {
+    for (const t of inputs) t.dispose();
+  }
+  try {
+    return quantizePerTensor(y, scale, zeroPoint, q.dtype);
+  } finally {
+    y.dispose();
+  }
+}
+
+/** PyTorch's quantize_val on the host: zeroPoint + round(float32(v) · float32(1/scale)), saturated. */
+function quantizeValue(v: number, scale: number, zeroPoint: number, dtype: QDType): number {
+  const [lo, hi] = QRANGE[dtype];
+  const r = zeroPoint + roundHalfEven(Math.fround(Math.fround(v) * Math.fround(1 / Math.fround(scale))));
+  return Math.min(Math.max(r, lo), hi);
+}
+
+/**
+ * Whether PyTorch's avg pools take their NHWC kernel for this NCHW-contiguous input: it does when the
+ * tensor is channels-last contiguous as well, i.e. 4-D with one channel or a 1×1 image. That kernel
+ * rounds differently: zeroPoint + round(sum · inv), with inv = float32(1/float32(1/multiplier)) (its
+ * quantize_val of the reciprocal), instead of round(sum · multiplier + zeroPoint).
+ */
+function nhwcKernel(q: QuantizedTensor): boolean {
+  const [c, h, w] = q.shape.slice(1) as [number, number, number];
+  return q.ndim === 4 && (c === 1 || h * w === 1);
+}
+
+/** PyTorch's quantize_val(1/multiplier, …)'s inverse scale: float32(1 / float32(1 / multiplier)). */
+const reciprocalTwice = (multiplier: number) => Math.fround(1 / Math.fround(1 / multiplier));
+
+function pair(op: string, name: string, v: IntPair | null | undefined, dflt: [number, number]): [number, number] {
+  if (v === undefined || v === null || (Array.isArray(v) && v.length === 0)) return dflt;
+  const p = typeof v === 'number' ? [v, v] : v.length === 1 ? [v[0]!, v[0]!] : [...v];
+  if (p.length !== 2 || !p.every((x) => Number.isInteger(x))) throw new SinterError(op, `${name} must be an integer or two, got ${JSON.stringify(v)}`);
+  return p as [number, number];
+}
+
+/**
+ * `torch.ao.nn.quantized.functional.avg_pool2d`: [N, C, H, W] or [C, H, W]; the output keeps the input's
+ * scale and zero point. As PyTorch's kernel: the integer sum of (q − zeroPoint) over the window's
+ * in-bounds taps, times the float32 multiplier 1/divisor (divisor as in the float op: the window's size
+ * with or without padding, or `divisorOverride`), plus the zero point, rounded half to even, saturated.
+ */
+export function avgPool2d(input: QuantizedTensor, kernelSize: IntPair, opts: AvgPool2dOptions = {}): QuantizedTensor {
+  const op = 'quant.avgPool2d';
+  const q = perTensorInput(op, input);
+  if (q.ndim !== 3 && q.ndim !== 4) throw new SinterError(op, `expects a [N, C, H, W] or [C, H, W] input, got ${q.describe()}`);
+  const [kh, kw] = pair(op, 'kernelSize', kernelSize, [0, 0]);
+  const [sh, sw] = pair(op, 'stride', opts.stride, [kh, kw]);
+  const [ph, pw] = pair(op, 'padding', opts.padding, [0, 0]);
+  const zp = q.params.zeroPoints[0]!;
+  const centred = integersAsFloat(op, q, zp);
+  let sums: Tensor;
+  try {
+    // Sums of integers below 2^24: exact in float32, in any order.
+    sums = floatAvgPool2d(centred, kernelSize, { ...opts, divisorOverride: 1 });
+  } finally {
+    centred.dispose();
+  }
+  const [height, width] = q.shape.slice(-2) as [number, number];
+  const [oh, ow] = sums.shape.slice(-2) as [number, number];
+  const extent = (o: number, s: number, p: number, k: number, n: number) => {
+    const start = o * s - p, end = Math.min(start + k, n + p);
+    return { padded: end - start, inside: Math.min(end, n) - Math.max(start, 0) };
+  };
+  const nhwc = nhwcKernel(q);
+  const multipliers = new Float32Array(oh * ow);
+  for (let i = 0; i < oh; i++) {
+    const eh = extent(i, sh, ph, kh, height);
+    for (let j = 0; j < ow; j++) {
+      const ew = extent(j, sw, pw, kw, width);
+      const divisor = opts.divisorOverride ?? ((opts.countIncludePad ?? true) ? eh.padded * ew.padded : eh.inside * ew.inside);
+      multipliers[i * ow + j] = nhwc ? reciprocalTwice(Math.fround(1 / divisor)) : Math.fround(1 / divisor);
+    }
+  }
+  const m = fromHost(op, multipliers, [oh, ow], F32, q.device);
+  const scaled = bin('mul', input0F32, arg(1, F32));
+  const expr = saturate(nhwc ? bin('add', call('round', [scaled], F32), arg(2, F32)) : bin('add', scaled, arg(2, F32)), q.dtype);
+  return finishInt(op, [sums, m, scalar(op, zp, q.device)], expr, q.dtype, q.params.scales[0]!, zp);
+}
+
+/**
+ * `torch.ao.nn.quantized.functional.adaptive_avg_pool2d`: [N, C, H, W] or [C, H, W] to `outputSize`
+ * (a number, or [h, w] with null keeping that input size); the output keeps the input's scale and zero
+ * point. As PyTorch's kernel: window i spans [floor(i·in/out), ceil((i+1)·in/out)) (in float32), the
+ * integer sum of q over the window times float32(float32(1/kh)/kw), rounded half to even.
+ */
+export function adaptiveAvgPool2d(input: QuantizedTensor, outputSize: number | readonly (number | null)[]): QuantizedTensor {
+  const op = 'quant.adaptiveAvgPool2d';
+  const q = perTensorInput(op, input);
+  if (q.ndim !== 3 && q.ndim !== 4) throw new SinterError(op, `expects a [N, C, H, W] or [C, H, W] input, got ${q.describe()}`);
+  const [height, width] = q.shape.slice(-2) as [number, number];
+  const sizes = typeof outputSize === 'number' ? [outputSize, outputSize] : [...outputSize];
+  if (sizes.length !== 2) throw new SinterError(op, `outputSize must be a number or two, got ${JSON.stringify(outputSize)}`);
+  const [oh, ow] = sizes.map((s, i) => s ?? [height, width][i]!) as [number, number];
+  if (![oh, ow].every((s) => Number.isInteger(s) && s >= 1)) throw new SinterError(op, `outputSize must be positive integers, got ${JSON.stringify(outputSize)}`);
+  if (height < 1 || width < 1) throw new SinterError(op, `expects non-empty spatial dims, got ${q.describe()}`);
+  // Sums as two products with 0/1 window matrices: integer sums below 2^24 are exact in float32.
+  const windows = (out: number, n: number) => Array.from({ length: out }, (_, i) => {
+    const start = Math.floor(Math.fround(Math.fround(i * n) / out)), end = Math.ceil(Math.fround(Math.fround((i + 1) * n) / out));
+    return [start, end] as const;
+  });
+  const wh = windows(oh, height), ww = windows(ow, width);
+  const rows = new Float32Array(oh * height), cols = new Float32Array(width * ow);
+  wh.forEach(([s, e], i) => rows.fill(1, i * height + s, i * height + e));
+  ww.forEach(([s, e], j) => { for (let w = s; w < e; w++) cols[w * ow + j] = 1; });
+  // NCHW kernel: round(Σq · float32(float32(1/kh)/kw)); NHWC kernel (see nhwcKernel): zeroPoint +
+  // round((Σq − zeroPoint·size) · inv) with inv the reciprocal twice of float32(1/size).
+  const nhwc = nhwcKernel(q), zp = q.params.zeroPoints[0]!;
+  const multipliers = new Float32Array(oh * ow), offsets = new Float32Array(oh * ow);
+  for (let i = 0; i < oh; i++) {
+    for (let j = 0; j < ow; j++) {
+      const kh = wh[i]![1] - wh[i]![0], kw = ww[j]![1] - ww[j]![0];
+      multipliers[i * ow + j] = nhwc ? reciprocalTwice(Math.fround(1 / (kh * kw))) : Math.fround(Math.fround(1 / kh) / kw);
+      offsets[i * ow + j] = zp * kh * kw;
+    }
+  }
+  const a = fromHost(op, rows, [oh, height], F32, q.device), b = fromHost(op, cols, [width, ow], F32, q.device);
+  const x = integersAsFloat(op, q, 0);
+  let sums: Tensor;
+  try {
+    const partial = matmul(a, x);
+    sums = matmul(partial, b);
+    partial.dispose();
+  } finally {
+    for (const t of [a, b, x]) t.dispose();
+  }
+  const m = fromHost(op, multipliers, [oh, ow], F32, q.device);
+  if (!nhwc) return finishInt(op, [sums, m], saturate(bin('mul', input0F32, arg(1, F32)), q.dtype), q.dtype, q.params.scales[0]!, zp);
+  const centred = bin('sub', input0F32, arg(2, F32));
+  const expr = saturate(bin('add', call('round', [bin('mul', centred, arg(1, F32))], F32), arg(3, F32)), q.dtype);
+  return finishInt(op, [sums, m, fromHost(op, offsets, [oh, ow], F32, q.device), scalar(op, zp, q.device)], expr, q.dtype, q.params.scales[0]!, zp);
+}
+
+/** `torch.ao.nn.quantized.functional.max_pool1d` on [N, C, L] or [C, L]: the output keeps the input's scale and zero point (exact). */
+export function maxPool1d(input: QuantizedTensor, kernelSize: number | readonly [number], opts: MaxPool1dOptions = {}): QuantizedTensor {
+  const op = 'quant.maxPool1d';
+  return onIntegers(op, perTensorInput(op, input), (x) => floatMaxPool1d(x, kernelSize, opts));
+}
+
+export interface QConv1dOptions {
+  stride?: number | readonly [number];
+  padding?: number | readonly [number];
+  dilation?: number | readonly [number];
+  groups?: number;
+  /** Only 'zeros', as PyTorch. */
+  paddingMode?: 'zeros';
+  /** Output scale (default 1) and zero point (default 0), as PyTorch's. */
+  scale?: number;
+  zeroPoint?: number;
+  /** The output dtype: only 'quint8', as PyTorch. */
+  dtype?: 'quint8';
+}
+
+function one(op: string, name: string, v: number | readonly [number] | undefined, dflt: number): number {
+  const x = v === undefined ? dflt : typeof v === 'number' ? v : v.length === 1 ? v[0] : NaN;
+  if (!Number.isInteger(x)) throw new SinterError(op, `${name} must be an integer, got ${JSON.stringify(v)}`);
+  return x as number;
+}
+
+/** A quantised tensor's integers viewed with another shape (same parameters; per-channel axis 0 stays 0). */
+function reshaped(q: QuantizedTensor, shape: number[]): QuantizedTensor {
+  const r = q.intRepr();
+  const v = reshape(r, shape);
+  if (v !== r) r.dispose();
+  return new QuantizedTensor(v, q.dtype, q.params);
+}
+
+/**
+ * `torch.ao.nn.quantized.functional.conv1d`: input [N, C, L] quint8 per tensor, weight [out, in/groups, k]
+ * qint8 per tensor or per output channel, float32 bias; run as conv2d over [N, C, 1, L] (the same integer
+ * GEMM and requantisation epilogue).
+ */
+export function conv1d(input: QuantizedTensor, weight: QuantizedTensor, bias?: Tensor | null, opts: QConv1dOptions = {}): QuantizedTensor {
+  const op = 'quant.conv1d';
+  const q = perTensorInput(op, input);
+  const w: unknown = weight;
+  if (!isQuantized(w)) throw new SinterError(op, `the weight must be a quantised tensor, got ${w instanceof Tensor ? w.describe() : typeof w}`);
+  if ((opts.paddingMode ?? 'zeros') !== 'zeros') throw new SinterError(op, `only paddingMode 'zeros' is supported, got ${JSON.stringify(opts.paddingMode)}`);
+  if ((opts.dtype ?? 'quint8') !== 'quint8') throw new SinterError(op, `only a quint8 output is supported (dtype), got ${JSON.stringify(opts.dtype)}`);
+  if (q.dtype !== 'quint8') throw new SinterError(op, `only quint8 activations are supported (as PyTorch), got ${q.describe()}`);
+  if (weight.dtype !== 'qint8') throw new SinterError(op, `only qint8 weights are supported (as PyTorch), got ${weight.describe()}`);
+  if (q.ndim !== 3 || weight.ndim !== 3) throw new SinterError(op, `expected input [N, C, L] and weight [out, in/groups, k], got ${fmtShape(q.shape)} and ${fmtShape(weight.shape)}`);
+  const x4 = reshaped(q, [q.shape[0]!, q.shape[1]!, 1, q.shape[2]!]);
+  const w4 = reshaped(weight, [weight.shape[0]!, weight.shape[1]!, 1, weight.shape[2]!]);
+  let y: QuantizedTensor;
+  try {
+    y = conv2d(x4, w4, bias, {
+      stride: [1, one(op, 'stride', opts.stride, 1)],
+      padding: [0, one(op, 'padding', opts.padding, 0)],
+      dilation: [1, one(op, 'dilation', opts.dilation, 1)],
+      groups: opts.groups ?? 1,
+      scale: opts.scale ?? 1,
+      zeroPoint: opts.zeroPoint ?? 0,
+    });
+  } finally {
+    x4.dispose();
+    w4.dispose();
+  }
+  const out = reshaped(y, [y.shape[0]!, y.shape[1]!, y.shape[3]!]);
+  y.dispose();
+  return out;
+}
+
+/**
+ * `torch.ao.nn.quantized.functional.interpolate` on [N, C, H, W] (modes 'nearest' and 'bilinear') or
+ * [N, C, D, H, W] ('nearest'); the output keeps the input's scale and zero point. 'nearest' copies
+ * integers (exact). 'bilinear' blends the integers in float32 as PyTorch's kernel, then
+ * zeroPoint + round(blend − zeroPoint), saturated.
+ */
+export function interpolate(input: QuantizedTensor, sizeOrOpts: number | readonly number[] | InterpolateOptions, opts: InterpolateOptions = {}): QuantizedTensor {
+  const op = 'quant.interpolate';
+  const q = perTensorInput(op, input);
+  const positional = typeof sizeOrOpts === 'number' || Array.isArray(sizeOrOpts);
+  const o = positional ? opts : (sizeOrOpts as InterpolateOptions);
+  const mode: InterpolateMode = o.mode ?? 'nearest';
+  if (mode !== 'nearest' && mode !== 'bilinear') throw new SinterError(op, `quantised tensors support modes 'nearest' and 'bilinear' (as PyTorch), got ${JSON.stringify(mode)}`);
+  if (mode === 'nearest' && q.ndim !== 4 && q.ndim !== 5) throw new SinterError(op, `mode 'nearest' needs a 4-D [N, C, H, W] or 5-D [N, C, D, H, W] input, got ${q.describe()}`);
+  const resize = (x: Tensor) => floatInterpolate(x, sizeOrOpts, opts);
+  if (mode === 'nearest') return onIntegers(op, q, resize);
+  const zp = q.params.zeroPoints[0]!;
+  const x = integersAsFloat(op, q, 0);
+  let y: Tensor;
+  try {
+    y = resize(x);
+  } finally {
+    x.dispose();
+  }
+  const z = arg(1, F32);
+  return finishInt(op, [y, scalar(op, zp, q.device)], saturate(bin('add', call('round', [bin('sub', input0F32, z)], F32), z), q.dtype), q.dtype, q.params.scales[0]!, zp);
+}
+
+export interface QUpsampleOptions {
+  size?: number | readonly number[];
+  scaleFactor?: number | readonly number[];
+}
+
+/** `torch.ao.nn.quantized.functional.upsample` (deprecated there): interpolate. */
+export function upsample(input: QuantizedTensor, opts: InterpolateOptions): QuantizedTensor {
+  return interpolate(input, opts);
+}
+/** `torch.ao.nn.quantized.functional.upsample_nearest`: interpolate with mode 'nearest'. */
+export function upsampleNearest(input: QuantizedTensor, opts: QUpsampleOptions): QuantizedTensor {
+  return interpolate(input, { size: opts.size, scaleFactor: opts.scaleFactor, mode: 'nearest' });
+}
+/** `torch.ao.nn.quantized.functional.upsample_bilinear`: interpolate with mode 'bilinear' and alignCorners true. */
+export function upsampleBilinear(input: QuantizedTensor, opts: QUpsampleOptions): QuantizedTensor {
+  return interpolate(input, { size: opts.size, scaleFactor: opts.scaleFactor, mode: 'bilinear', alignCorners: true });
+}
+
+/**
+ * `torch.ao.nn.quantized.functional.clamp`: clamps the integers to [quantize(min), quantize(max)] (as
+ * PyTorch's kernel: exact); the output keeps the input's scale and zero point.
+ */
+export function clamp(input: QuantizedTensor, opts: { min: number; max: number }): QuantizedTensor {
+  return clampInts('quant.clamp', input, opts?.min, opts?.max);
+}
+
+/** `torch.ao.nn.quantized.functional.hardtanh` (minVal −1, maxVal 1 by default): clamp. */
+export function hardtanh(input: QuantizedTensor, opts: { minVal?: number; maxVal?: number } = {}): QuantizedTensor {
+  return clampInts('quant.hardtanh', input, opts.minVal ?? -1, opts.maxVal ?? 1);
+}
+
+function clampInts(op: string, input: QuantizedTensor, min: unknown, max: unknown): QuantizedTensor {
+  const q = perTensorInput(op, input);
+  const scale = q.params.scales[0]!, zp = q.params.zeroPoints[0]!;
+  const lo = quantizeValue(checkNumber(op, 'min', min), scale, zp, q.dtype), hi = quantizeValue(checkNumber(op, 'max', max), scale, zp, q.dtype);
+  const storage = STORAGE_DTYPE[q.dtype];
+  const int = (e: Expr) => cast(e, 'int32');
+  const expr = call('minimum', [call('maximum', [int(arg(0, storage)), arg(1, 'int32')], 'int32'), arg(2, 'int32')], 'int32');
+  return finishInt(op, [q.intRepr(), scalar(op, lo, q.device, 'int32'), scalar(op, hi, q.device, 'int32')], cast(expr, storage), q.dtype, scale, zp);
+}
+
+/** `torch.ao.nn.quantized.functional.threshold`: y = x > threshold ? x : value, quantised with the input's scale and zero point. */
+export function threshold(input: QuantizedTensor, opts: { threshold: number; value: number }): QuantizedTensor {
+  const op = 'quant.threshold';
+  const q = perTensorInput(op, input);
+  const t = checkNumber(op, 'threshold', opts?.threshold), v = checkNumber(op, 'value', opts?.value);
+  return elementwise(op, q, q.params.scales[0]!, q.params.zeroPoints[0]!, [t, v], (x, [tv, vv]) => select(gt(x, tv!), x, vv!));
+}
+
+/**
+ * `torch.ao.nn.quantized.functional.leaky_relu`: x > 0 ? x : x · negativeSlope (default 0.01), quantised
+ * with `scale` and `zeroPoint` when both are given, else with the input's.
+ */
+export function leakyRelu(input: QuantizedTensor, opts: { negativeSlope?: number; scale?: number; zeroPoint?: number } = {}): QuantizedTensor {
+  const op = 'quant.leakyRelu';
+  const q = perTensorInput(op, input);
+  const slope = checkNumber(op, 'negativeSlope', opts.negativeSlope ?? 0.01);
+  const own = opts.scale === undefined || opts.zeroPoint === undefined;
+  const [s, z] = own ? [q.params.scales[0]!, q.params.zeroPoints[0]!] : checkOutputParams(op, opts.scale, opts.zeroPoint, q.dtype);
+  return elementwise(op, q, s, z, [slope], (x, [sl]) => select(gt(x, k32(0)), x, bin('mul', x, sl!)));
+}
+
+/** (x + 3) clamped to [0, 6], in float32. */
+const relu6Shift = (x: Expr): Expr => bin('minimum', bin('maximum', bin('add', x, k32(3)), k32(0)), k32(6));
+
+/** `torch.ao.nn.quantized.functional.hardswish`: x · min(max(x + 3, 0), 6) / 6, quantised with `scale` and `zeroPoint`. */
+export function hardswish(input: QuantizedTensor, opts: { scale: number; zeroPoint: number }): QuantizedTensor {
+  const op = 'quant.hardswish';
+  const q = perTensorInput(op, input);
+  const [s, z] = checkOutputParams(op, opts?.scale, opts?.zeroPoint, q.dtype);
+  return elementwise(op, q, s, z, [], (x) => bin('div', bin('mul', x, relu6Shift(x)), k32(6)));
+}
+
+/**
+ * `torch.ao.nn.quantized.functional.hardsigmoid`: min(max(x + 3, 0), 6) / 6 on PyTorch's fixed output
+ * grid: scale 1/256 and zero point 0 (quint8) or −128 (qint8), which spans [0, 1).
+ */
+export function hardsigmoid(input: QuantizedTensor): QuantizedTensor {
+  const op = 'quant.hardsigmoid';
+  const q = perTensorInput(op, input);
+  return elementwise(op, q, 1 / 256, q.dtype === 'quint8' ? 0 : -128, [], (x) => bin('div', relu6Shift(x), k32(6)));
+}
+
+/** ELU as PyTorch's quantised kernel: x > 0 ? x : (exp(x · inputScale) − 1) · alpha; values [alpha, inputScale]. */
+function eluExpr(x: Expr, [alpha, inputScale]: Expr[]): Expr {
+  return select(gt(x, k32(0)), x, bin('mul', bin('sub', call('exp', [bin('mul', x, inputScale!)], F32), k32(1)), alpha!));
+}
+
+/** `torch.ao.nn.quantized.functional.elu`: x > 0 ? x : alpha · (eˣ − 1) (alpha 1 by default), quantised with `scale` and `zeroPoint`. */
+export function elu(input: QuantizedTensor, opts: { scale: number; zeroPoint: number; alpha?: number }): QuantizedTensor {
+  const op = 'quant.elu';
+  const q = perTensorInput(op, input);
+  const [s, z] = checkOutputParams(op, opts?.scale, opts?.zeroPoint, q.dtype);
+  return elementwise(op, q, s, z, [checkNumber(op, 'alpha', opts.alpha ?? 1), 1], eluExpr);
+}
+
+/** `torch.ao.nn.quantized.functional.celu`: x > 0 ? x : alpha · (e^(x/alpha) − 1) (alpha 1 by default), quantised with `scale` and `zeroPoint`. */
+export function celu(input: QuantizedTensor, opts: { scale: number; zeroPoint: number; alpha?: number }): QuantizedTensor {
+  const op = 'quant.celu';
+  const q = perTensorInput(op, input);
+  const [s, z] = checkOutputParams(op, opts?.scale, opts?.zeroPoint, q.dtype);
+  const alpha = checkNumber(op, 'alpha', opts.alpha ?? 1);
+  if (alpha === 0) throw new SinterError(op, 'alpha must not be 0 (celu divides by it)');
+  // PyTorch's celu is its elu kernel with input scale float32(1/alpha).
+  return elementwise(op, q, s, z, [alpha, 1 / alpha], eluExpr);
+}
