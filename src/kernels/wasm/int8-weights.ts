@@ -103,6 +103,8 @@ export function wasmWeightOnlyMatmul(
   scales: Float32Array, zps: Int32Array, bias: Float32Array, out: Float32Array,
 ): void {
   const h = heap();
+  // Where the weight and the output live, before any allocation (a private memory's growth detaches views).
+  const qDirect = h.addressOf(qBytes, 0), outDirect = h.addressOf(out, 0);
   h.reset();
   if (!wqFn) {
     const mb = new ModuleBuilder(memoryImport());
@@ -111,8 +113,8 @@ export function wasmWeightOnlyMatmul(
   }
   runs++;
   const rowBytes = (k * bits) / 8;
-  const qAt = h.alloc(n * rowBytes), sAt = h.alloc(scales.length * 4), zAt = h.alloc(zps.length * 4), bAt = h.alloc(n * 4);
-  const xAt = h.alloc(xs.length * 8), oAt = h.alloc(m * n * 4);
+  const qAt = qDirect ?? h.alloc(n * rowBytes), sAt = h.alloc(scales.length * 4), zAt = h.alloc(zps.length * 4), bAt = h.alloc(n * 4);
+  const xAt = h.alloc(xs.length * 8), oAt = outDirect ?? h.alloc(m * n * 4);
   const tasks: number[][] = [];
   const parts = Math.max(1, Math.min(n, Math.floor((m * n * k) / MIN_WORK_PER_TASK), availableThreads() * 4));
   const share = Math.ceil(n / parts);
@@ -122,11 +124,11 @@ export function wasmWeightOnlyMatmul(
   }
   // Views after every allocation (a private memory's growth detaches older ones).
   const buf = h.memory.buffer;
-  new Uint8Array(buf, qAt, n * rowBytes).set(qBytes.subarray(0, n * rowBytes));
+  if (qDirect === undefined) new Uint8Array(buf, qAt, n * rowBytes).set(qBytes.subarray(0, n * rowBytes));
   new Float32Array(buf, sAt, scales.length).set(scales);
   new Int32Array(buf, zAt, zps.length).set(zps);
   new Float32Array(buf, bAt, n).set(bias);
   new Float64Array(buf, xAt, xs.length).set(xs);
   parallelFor(tasks, wqFn);
-  out.set(new Float32Array(h.memory.buffer, oAt, m * n));
+  if (outDirect === undefined) out.set(new Float32Array(h.memory.buffer, oAt, m * n));
 }
