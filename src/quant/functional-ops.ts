@@ -324,6 +324,7 @@ export function interpolate(input: QuantizedTensor, sizeOrOpts: number | readonl
   const mode: InterpolateMode = o.mode ?? 'nearest';
   if (mode !== 'nearest' && mode !== 'bilinear') throw new SinterError(op, `quantised tensors support modes 'nearest' and 'bilinear' (as PyTorch), got ${JSON.stringify(mode)}`);
   if (mode === 'nearest' && q.ndim !== 4 && q.ndim !== 5) throw new SinterError(op, `mode 'nearest' needs a 4-D [N, C, H, W] or 5-D [N, C, D, H, W] input, got ${q.describe()}`);
+  if (mode === 'bilinear' && q.ndim !== 4) throw new SinterError(op, `mode 'bilinear' needs a 4-D [N, C, H, W] input, got ${q.describe()}`);
   const resize = (x: Tensor) => floatInterpolate(x, sizeOrOpts, opts);
   if (mode === 'nearest') return onIntegers(op, q, resize);
   const zp = q.params.zeroPoints[0]!;
