@@ -19,8 +19,15 @@ type QD = 'qint8' | 'quint8';
 const RANGE: Record<QD, [number, number]> = { qint8: [-128, 127], quint8: [0, 255] };
 
 function qtensor(values: readonly number[], shape: readonly number[], dtype: QD, device: sn.DeviceName, scale: number, zp: number): QuantizedTensor {
-  const repr = sn.tensor([...values], { dtype: dtype === 'qint8' ? 'int8' : 'uint8', device }).reshape([...shape]);
-  return new sn.QuantizedTensor(repr, dtype, { scales: Float64Array.of(scale), zeroPoints: Int32Array.of(zp), axis: null });
+  return new sn.QuantizedTensor(ints8(values, shape, dtype === 'qint8' ? 'int8' : 'uint8', device), dtype, { scales: Float64Array.of(scale), zeroPoints: Int32Array.of(zp), axis: null });
+}
+
+/** An int8/uint8 tensor of `shape` (the flat tensor it was shaped from is released). */
+function ints8(values: readonly number[], shape: readonly number[], dtype: 'int8' | 'uint8', device: sn.DeviceName): sn.Tensor {
+  const flat = sn.tensor([...values], { dtype, device });
+  const shaped = flat.reshape([...shape]);
+  if (shaped !== flat) flat.dispose();
+  return shaped;
 }
 
 async function ints(q: QuantizedTensor): Promise<number[]> {
@@ -60,8 +67,7 @@ function runCase(c: Case, x: QuantizedTensor, device: sn.DeviceName): QuantizedT
     case 'leakyRelu': return Q.leakyRelu(x, o);
     case 'conv1d': {
       const w = c.weight!;
-      const repr = sn.tensor(w.intRepr, { dtype: 'int8', device }).reshape(w.shape);
-      const qw = new sn.QuantizedTensor(repr, 'qint8', 'scales' in w
+      const qw = new sn.QuantizedTensor(ints8(w.intRepr, w.shape, 'int8', device), 'qint8', 'scales' in w
         ? { scales: Float64Array.from(w.scales as number[]), zeroPoints: Int32Array.from(w.zeroPoints as number[]), axis: 0 }
         : { scales: Float64Array.of(w.scale as number), zeroPoints: Int32Array.of(w.zeroPoint as number), axis: null });
       const b = sn.tensor(c.bias!, { device });
@@ -91,6 +97,7 @@ const TOLERANCE: Record<string, number> = {
 describe.each(WITH_WEBGPU)('quant functional ops on %s', (device) => {
   it('match PyTorch 1.13 fixtures: integers, output scale and zero point', async () => {
     let off = 0, total = 0;
+    const live = sn.memory().tensors;
     for (const c of fixtures.cases) {
       const what = `${c.op} ${JSON.stringify(c.options)}`;
       const x = qtensor(c.input.intRepr, c.input.shape, c.input.dtype as QD, device, c.input.scale, c.input.zeroPoint);
@@ -112,6 +119,8 @@ describe.each(WITH_WEBGPU)('quant functional ops on %s', (device) => {
     }
     // Off-by-one results are rare ties, not a systematic shift.
     expect(off / total).toBeLessThan(0.01);
+    // Every intermediate (integers as floats, sums, multipliers, scalars) was released.
+    expect(sn.memory().tensors).toBe(live);
   });
 });
 
@@ -241,7 +250,7 @@ describe.each(WITH_WEBGPU)('quant functional ops on %s: properties against float
 describe('quant functional ops: bad input', () => {
   it('throws a SinterError naming the op', () => {
     const x = qtensor([1, 2, 3, 4], [1, 1, 2, 2], 'quint8', 'cpu', 0.1, 2);
-    const perChannel = new sn.QuantizedTensor(sn.tensor([1, 2, 3, 4], { dtype: 'uint8' }).reshape([1, 2, 1, 2]), 'quint8', { scales: Float64Array.of(0.1, 0.2), zeroPoints: Int32Array.of(0, 1), axis: 1 });
+    const perChannel = new sn.QuantizedTensor(ints8([1, 2, 3, 4], [1, 2, 1, 2], 'uint8', 'cpu'), 'quint8', { scales: Float64Array.of(0.1, 0.2), zeroPoints: Int32Array.of(0, 1), axis: 1 });
     const plain = sn.tensor([1, 2, 3, 4]).reshape([1, 1, 2, 2]) as unknown as QuantizedTensor;
     const cases: [string, () => unknown, RegExp][] = [
       ['quant.avgPool2d', () => Q.avgPool2d(plain, 2), /must be a quantised tensor/],

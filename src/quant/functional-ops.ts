@@ -7,6 +7,7 @@ import { matmul } from '../ops/linalg.js';
 import { type AvgPool2dOptions, type IntPair, avgPool2d as floatAvgPool2d } from '../ops/pool.js';
 import { reshape } from '../ops/views.js';
 import { fromHost } from '../tensor/creation.js';
+import { tidy } from '../tensor/scope.js';
 import { Tensor } from '../tensor/tensor.js';
 import { conv2d } from './functional.js';
 import { roundHalfEven } from './observer.js';
@@ -228,8 +229,11 @@ export function adaptiveAvgPool2d(input: QuantizedTensor, outputSize: number | r
   let sums: Tensor;
   try {
     const partial = matmul(a, x);
-    sums = matmul(partial, b);
-    partial.dispose();
+    try {
+      sums = matmul(partial, b);
+    } finally {
+      partial.dispose();
+    }
   } finally {
     for (const t of [a, b, x]) t.dispose();
   }
@@ -243,7 +247,8 @@ export function adaptiveAvgPool2d(input: QuantizedTensor, outputSize: number | r
 /** `torch.ao.nn.quantized.functional.max_pool1d` on [N, C, L] or [C, L]: the output keeps the input's scale and zero point (exact). */
 export function maxPool1d(input: QuantizedTensor, kernelSize: number | readonly [number], opts: MaxPool1dOptions = {}): QuantizedTensor {
   const op = 'quant.maxPool1d';
-  return onIntegers(op, perTensorInput(op, input), (x) => floatMaxPool1d(x, kernelSize, opts));
+  // (tidy: the float op leaves its [N, C, 1, L] view of the input undisposed.)
+  return onIntegers(op, perTensorInput(op, input), (x) => tidy(() => floatMaxPool1d(x, kernelSize, opts)));
 }
 
 export interface QConv1dOptions {
