@@ -84,15 +84,24 @@ function runCase(c: Case, x: QuantizedTensor, device: sn.DeviceName): QuantizedT
 
 /**
  * Largest difference allowed from PyTorch's integers, per op, and why:
- * - 0: PyTorch computes on the integers (pools, nearest, clamp/hardtanh) or the op keeps grid values.
- * - 1: the op's float32 formula rounds at a different place than PyTorch's: conv1d (the int GEMM's
- *   requantisation, as conv2d), bilinear (blend order), and the activations, whose PyTorch kernels
- *   dequantise with fma(q, s, −z·s) in their vectorised loop and call expf/hardware exp.
+ * - 0: PyTorch computes on the integers (pools, nearest, clamp/hardtanh) or the op keeps grid values
+ *   (threshold); bilinear on the CPU, whose JavaScript float32 steps are PyTorch's scalar kernel's.
+ * - 1: bilinear on WebGPU (WGSL lets the compiler contract a·b + c into an fma); conv1d (the int GEMM's
+ *   float32 requantisation, as conv2d); the activations, whose PyTorch kernels dequantise with
+ *   fma(q, s, −z·s) in their vectorised loops and call expf (we use s·(q − z) and exp rounded to float32).
+ *   All of these equal PyTorch on these fixtures on both devices here; the count of off-by-ones is checked.
  */
 const TOLERANCE: Record<string, number> = {
   avgPool2d: 0, adaptiveAvgPool2d: 0, maxPool1d: 0, upsampleNearest: 0, hardtanh: 0, clamp: 0, threshold: 0,
-  conv1d: 1, upsampleBilinear: 1, upsample: 1, hardsigmoid: 1, hardswish: 1, elu: 1, celu: 1, leakyRelu: 1,
+  conv1d: 1, hardsigmoid: 1, hardswish: 1, elu: 1, celu: 1, leakyRelu: 1,
 };
+const BILINEAR = new Set(['upsampleBilinear', 'upsample']);
+
+function tolerance(c: Case, device: sn.DeviceName): number {
+  const bilinear = BILINEAR.has(c.op) || (c.op === 'interpolate' && (c.options as Opts).mode === 'bilinear');
+  if (bilinear) return device === 'cpu' ? 0 : 1;
+  return c.op === 'interpolate' ? 0 : TOLERANCE[c.op]!;
+}
 
 describe.each(WITH_WEBGPU)('quant functional ops on %s', (device) => {
   it('match PyTorch 1.13 fixtures: integers, output scale and zero point', async () => {
@@ -107,7 +116,7 @@ describe.each(WITH_WEBGPU)('quant functional ops on %s', (device) => {
       expect(y.qZeroPoint(), what).toBe(c.outZeroPoint);
       expect(y.dtype, what).toBe(c.op === 'conv1d' ? 'quint8' : c.input.dtype);
       const got = await ints(y);
-      const tol = c.op === 'interpolate' ? ((c.options as Opts).mode === 'nearest' ? 0 : 1) : TOLERANCE[c.op]!;
+      const tol = tolerance(c, device);
       got.forEach((v, i) => {
         const d = Math.abs(v - c.out[i]!);
         if (d > 0) off++;
@@ -117,8 +126,8 @@ describe.each(WITH_WEBGPU)('quant functional ops on %s', (device) => {
       x.dispose();
       y.dispose();
     }
-    // Off-by-one results are rare ties, not a systematic shift.
-    expect(off / total).toBeLessThan(0.01);
+    // Off-by-one results would be rare ties, not a systematic shift.
+    expect(off / total).toBeLessThan(0.005);
     // Every intermediate (integers as floats, sums, multipliers, scalars) was released.
     expect(sn.memory().tensors).toBe(live);
   });

@@ -5,6 +5,7 @@ import { type MaxPool1dOptions, maxPool1d as floatMaxPool1d } from '../ops/funct
 import { type InterpolateMode, type InterpolateOptions, interpolate as floatInterpolate } from '../ops/interpolate.js';
 import { matmul } from '../ops/linalg.js';
 import { type AvgPool2dOptions, type IntPair, avgPool2d as floatAvgPool2d } from '../ops/pool.js';
+import { indexSelect } from '../ops/movement.js';
 import { reshape } from '../ops/views.js';
 import { fromHost } from '../tensor/creation.js';
 import { tidy } from '../tensor/scope.js';
@@ -330,18 +331,67 @@ export function interpolate(input: QuantizedTensor, sizeOrOpts: number | readonl
   if (mode !== 'nearest' && mode !== 'bilinear') throw new SinterError(op, `quantised tensors support modes 'nearest' and 'bilinear' (as PyTorch), got ${JSON.stringify(mode)}`);
   if (mode === 'nearest' && q.ndim !== 4 && q.ndim !== 5) throw new SinterError(op, `mode 'nearest' needs a 4-D [N, C, H, W] or 5-D [N, C, D, H, W] input, got ${q.describe()}`);
   if (mode === 'bilinear' && q.ndim !== 4) throw new SinterError(op, `mode 'bilinear' needs a 4-D [N, C, H, W] input, got ${q.describe()}`);
-  const resize = (x: Tensor) => floatInterpolate(x, sizeOrOpts, opts);
-  if (mode === 'nearest') return onIntegers(op, q, resize);
-  const zp = q.params.zeroPoints[0]!;
-  const x = integersAsFloat(op, q, 0);
-  let y: Tensor;
+  if (mode === 'nearest') return onIntegers(op, q, (x) => floatInterpolate(x, sizeOrOpts, opts));
+  const spatial = q.shape.slice(2) as [number, number];
+  const perDim = (what: string, v: number | readonly number[]): [number, number] => {
+    const list = typeof v === 'number' ? [v, v] : [...v];
+    if (list.length !== 2 || !list.every((n) => Number.isFinite(n) && n > 0)) throw new SinterError(op, `${what} must be one or two positive numbers, got ${JSON.stringify(v)}`);
+    return list as [number, number];
+  };
+  const size = positional ? (sizeOrOpts as number | readonly number[]) : o.size;
+  if ((size === undefined) === (o.scaleFactor === undefined)) throw new SinterError(op, 'give exactly one of size and scaleFactor');
+  const factors = o.scaleFactor === undefined ? null : perDim('scaleFactor', o.scaleFactor);
+  // PyTorch computes the size from a scale factor in double and truncates; the factor then sets the source step.
+  const outSize = factors ? spatial.map((n, i) => Math.floor(n * factors[i]!)) : perDim('size', size!);
+  if (!outSize.every((n) => Number.isInteger(n) && n >= 1)) throw new SinterError(op, `the output size must be positive integers, got ${JSON.stringify(outSize)}`);
+  return bilinear(op, q, outSize as [number, number], factors, o.alignCorners ?? false);
+}
+
+/**
+ * PyTorch's quantised bilinear kernel: the source index, its integer part and the lambdas in float32
+ * (area_pixel_compute_source_index<float>), then h0·(w0·p00 + w1·p01) + h1·(w0·p10 + w1·p11) − zeroPoint on
+ * the integers, one float32 rounding per operation, and zeroPoint + round(that), saturated. The four
+ * neighbours are gathered from the integers; the blend is one elementwise kernel.
+ */
+function bilinear(op: string, q: QuantizedTensor, outSize: [number, number], factors: [number, number] | null, alignCorners: boolean): QuantizedTensor {
+  const f = Math.fround;
+  const axis = (d: 0 | 1) => {
+    const inSize = q.shape[2 + d]!, out = outSize[d];
+    const scale = alignCorners ? (out > 1 ? f(f(inSize - 1) / (out - 1)) : 0) : factors ? f(1 / factors[d]!) : f(f(inSize) / out);
+    const lo = new Int32Array(out), hi = new Int32Array(out), lambda = new Float32Array(out);
+    for (let j = 0; j < out; j++) {
+      let src = alignCorners ? f(scale * j) : f(f(scale * (j + 0.5)) - 0.5);
+      if (src < 0) src = 0;
+      const i = Math.trunc(src);
+      lo[j] = i;
+      hi[j] = i < inSize - 1 ? i + 1 : i;
+      lambda[j] = f(src - i);
+    }
+    return { lo, hi, lambda };
+  };
+  const h = axis(0), w = axis(1);
+  const [oh, ow] = outSize;
+  const dev = q.device;
+  const index = (v: Int32Array) => fromHost(op, v, [v.length], 'int32', dev);
+  const repr = q.intRepr();
+  const owned: Tensor[] = [repr];
+  const keep = <T extends Tensor>(t: T): T => (owned.push(t), t);
+  let corners: Tensor[];
   try {
-    y = resize(x);
+    const rows = [h.lo, h.hi].map((ix) => keep(indexSelect(repr, 2, keep(index(ix)))));
+    const [wlo, whi] = [keep(index(w.lo)), keep(index(w.hi))];
+    corners = rows.flatMap((r) => [indexSelect(r, 3, wlo), indexSelect(r, 3, whi)]);
   } finally {
-    x.dispose();
+    for (const t of owned) t.dispose();
   }
-  const z = arg(1, F32);
-  return finishInt(op, [y, scalar(op, zp, q.device)], saturate(bin('add', call('round', [bin('sub', input0F32, z)], F32), z), q.dtype), q.dtype, q.params.scales[0]!, zp);
+  const p = (i: number) => cast(arg(i, STORAGE_DTYPE[q.dtype]), F32);
+  const h1 = arg(4, F32), w1 = arg(5, F32), zp = arg(6, F32);
+  const h0 = bin('sub', k32(1), h1), w0 = bin('sub', k32(1), w1);
+  const blend = (a: Expr, b: Expr) => bin('add', bin('mul', w0, a), bin('mul', w1, b));
+  const result = bin('sub', bin('add', bin('mul', h0, blend(p(0), p(1))), bin('mul', h1, blend(p(2), p(3)))), zp);
+  const z = q.params.zeroPoints[0]!;
+  const inputs = [...corners, fromHost(op, h.lambda, [oh, 1], F32, dev), fromHost(op, w.lambda, [ow], F32, dev), scalar(op, z, dev)];
+  return finishInt(op, inputs, saturate(bin('add', call('round', [result], F32), zp), q.dtype), q.dtype, q.params.scales[0]!, z);
 }
 
 export interface QUpsampleOptions {
