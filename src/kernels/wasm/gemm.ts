@@ -306,12 +306,8 @@ export function gemmInHeap(m: number, n: number, k: number, a: number, ars: numb
   // Threads split C's columns (each then packs all of A) or, when A has more rows than B has columns, its rows
   // (each then packs all of B): the operand packed by every thread is the smaller one. Shares are multiples
   // of NR columns (so panels' flags line up) or MR rows.
-  // Column shares come two per thread: a thread that starts late (a worker woken from sleep) then leaves the others
-  // one share of half the size to wait for, and the extra packing of A (each share packs it) is small next to the
-  // share's columns. Row shares stay one per thread: each packs all of B, which for a conv is its im2col.
   const work = parallelism(m * n * k), byRows = m > n;
-  const threads = work > 1 ? availableThreads(gemmModule, 'gemm') : 1;
-  const parts = Math.min(work, byRows ? Math.ceil(m / MR) : Math.ceil(n / NR), byRows ? threads : threads * Math.min(2, threads));
+  const parts = Math.min(work, byRows ? Math.ceil(m / MR) : Math.ceil(n / NR), work > 1 ? availableThreads(gemmModule, 'gemm') : 1);
   const share = byRows ? Math.ceil(m / parts / MR) * MR : Math.ceil(n / parts / NR) * NR;
   const tasks = [];
   for (let s0 = 0; s0 < (byRows ? m : n); s0 += share) {
