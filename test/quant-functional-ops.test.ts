@@ -256,6 +256,31 @@ describe.each(WITH_WEBGPU)('quant functional ops on %s: properties against float
   });
 });
 
+describe('quant functional ops: PyTorch positional arguments', () => {
+  it('give the same results as the options object', async () => {
+    const values = Array.from({ length: 64 }, (_, i) => (i * 37) % 256);
+    const x = qtensor(values, [64], 'quint8', 'cpu', 0.05, 120);
+    const pairs: [string, QuantizedTensor, QuantizedTensor][] = [
+      ['clamp', Q.clamp(x, -0.7, 1.3), Q.clamp(x, { min: -0.7, max: 1.3 })],
+      ['hardtanh', Q.hardtanh(x, -0.5, 0.5), Q.hardtanh(x, { minVal: -0.5, maxVal: 0.5 })],
+      ['threshold', Q.threshold(x, 0.3, -1), Q.threshold(x, { threshold: 0.3, value: -1 })],
+      ['leakyRelu', Q.leakyRelu(x, 0.2), Q.leakyRelu(x, { negativeSlope: 0.2 })],
+      ['hardswish', Q.hardswish(x, 0.03, 10), Q.hardswish(x, { scale: 0.03, zeroPoint: 10 })],
+      ['elu', Q.elu(x, 0.04, 100, 0.7), Q.elu(x, { scale: 0.04, zeroPoint: 100, alpha: 0.7 })],
+      ['celu', Q.celu(x, 0.04, 100, 0.7), Q.celu(x, { scale: 0.04, zeroPoint: 100, alpha: 0.7 })],
+    ];
+    for (const [name, a, b] of pairs) {
+      expect([a.qScale(), a.qZeroPoint()], name).toEqual([b.qScale(), b.qZeroPoint()]);
+      const got = await ints(a);
+      expect(got, name).toEqual(await ints(b));
+      expect(new Set(got).size, `${name} is not constant`).toBeGreaterThan(2);
+      a.dispose();
+      b.dispose();
+    }
+    x.dispose();
+  });
+});
+
 describe('quant functional ops: bad input', () => {
   it('throws a SinterError naming the op', () => {
     const x = qtensor([1, 2, 3, 4], [1, 1, 2, 2], 'quint8', 'cpu', 0.1, 2);

@@ -412,17 +412,57 @@ export function upsampleBilinear(input: QuantizedTensor, opts: QUpsampleOptions)
   return interpolate(input, { size: opts.size, scaleFactor: opts.scaleFactor, mode: 'bilinear', alignCorners: true });
 }
 
+/** PyTorch's arguments given positionally (as in PyTorch) or as one options object (camelCase names). */
+function named<T extends object>(names: readonly (keyof T & string)[], args: readonly unknown[]): Partial<T> {
+  const [first] = args;
+  if (first !== null && typeof first === 'object') return first as Partial<T>;
+  const out: Partial<Record<keyof T, unknown>> = {};
+  names.forEach((n, i) => {
+    if (args[i] !== undefined) out[n] = args[i];
+  });
+  return out as Partial<T>;
+}
+
+export interface QClampOptions {
+  min: number;
+  max: number;
+}
+export interface QHardtanhOptions {
+  minVal?: number;
+  maxVal?: number;
+}
+export interface QThresholdOptions {
+  threshold: number;
+  value: number;
+}
+export interface QLeakyReluOptions {
+  negativeSlope?: number;
+  /** The output's scale and zero point (both, or neither: then the input's). */
+  scale?: number;
+  zeroPoint?: number;
+}
+/** The output's scale and zero point, which PyTorch's hardswish, elu and celu require. */
+export interface QOutputParams {
+  scale: number;
+  zeroPoint: number;
+}
+export interface QEluOptions extends QOutputParams {
+  alpha?: number;
+}
+
 /**
  * `torch.ao.nn.quantized.functional.clamp`: clamps the integers to [quantize(min), quantize(max)] (as
  * PyTorch's kernel: exact); the output keeps the input's scale and zero point.
  */
-export function clamp(input: QuantizedTensor, opts: { min: number; max: number }): QuantizedTensor {
-  return clampInts('quant.clamp', input, opts?.min, opts?.max);
+export function clamp(input: QuantizedTensor, min: number | QClampOptions, max?: number): QuantizedTensor {
+  const o = named<QClampOptions>(['min', 'max'], [min, max]);
+  return clampInts('quant.clamp', input, o.min, o.max);
 }
 
 /** `torch.ao.nn.quantized.functional.hardtanh` (minVal −1, maxVal 1 by default): clamp. */
-export function hardtanh(input: QuantizedTensor, opts: { minVal?: number; maxVal?: number } = {}): QuantizedTensor {
-  return clampInts('quant.hardtanh', input, opts.minVal ?? -1, opts.maxVal ?? 1);
+export function hardtanh(input: QuantizedTensor, minVal?: number | QHardtanhOptions, maxVal?: number): QuantizedTensor {
+  const o = named<QHardtanhOptions>(['minVal', 'maxVal'], [minVal, maxVal]);
+  return clampInts('quant.hardtanh', input, o.minVal ?? -1, o.maxVal ?? 1);
 }
 
 function clampInts(op: string, input: QuantizedTensor, min: unknown, max: unknown): QuantizedTensor {
@@ -436,10 +476,11 @@ function clampInts(op: string, input: QuantizedTensor, min: unknown, max: unknow
 }
 
 /** `torch.ao.nn.quantized.functional.threshold`: y = x > threshold ? x : value, quantised with the input's scale and zero point. */
-export function threshold(input: QuantizedTensor, opts: { threshold: number; value: number }): QuantizedTensor {
+export function threshold(input: QuantizedTensor, threshold: number | QThresholdOptions, value?: number): QuantizedTensor {
   const op = 'quant.threshold';
   const q = perTensorInput(op, input);
-  const t = checkNumber(op, 'threshold', opts?.threshold), v = checkNumber(op, 'value', opts?.value);
+  const o = named<QThresholdOptions>(['threshold', 'value'], [threshold, value]);
+  const t = checkNumber(op, 'threshold', o.threshold), v = checkNumber(op, 'value', o.value);
   return elementwise(op, q, q.params.scales[0]!, q.params.zeroPoints[0]!, [t, v], (x, [tv, vv]) => select(gt(x, tv!), x, vv!));
 }
 
@@ -447,9 +488,10 @@ export function threshold(input: QuantizedTensor, opts: { threshold: number; val
  * `torch.ao.nn.quantized.functional.leaky_relu`: x > 0 ? x : x · negativeSlope (default 0.01), quantised
  * with `scale` and `zeroPoint` when both are given, else with the input's.
  */
-export function leakyRelu(input: QuantizedTensor, opts: { negativeSlope?: number; scale?: number; zeroPoint?: number } = {}): QuantizedTensor {
+export function leakyRelu(input: QuantizedTensor, negativeSlope?: number | QLeakyReluOptions): QuantizedTensor {
   const op = 'quant.leakyRelu';
   const q = perTensorInput(op, input);
+  const opts = named<QLeakyReluOptions>(['negativeSlope'], [negativeSlope]);
   const slope = checkNumber(op, 'negativeSlope', opts.negativeSlope ?? 0.01);
   const own = opts.scale === undefined || opts.zeroPoint === undefined;
   const [s, z] = own ? [q.params.scales[0]!, q.params.zeroPoints[0]!] : checkOutputParams(op, opts.scale, opts.zeroPoint, q.dtype);
@@ -460,10 +502,11 @@ export function leakyRelu(input: QuantizedTensor, opts: { negativeSlope?: number
 const relu6Shift = (x: Expr): Expr => bin('minimum', bin('maximum', bin('add', x, k32(3)), k32(0)), k32(6));
 
 /** `torch.ao.nn.quantized.functional.hardswish`: x · min(max(x + 3, 0), 6) / 6, quantised with `scale` and `zeroPoint`. */
-export function hardswish(input: QuantizedTensor, opts: { scale: number; zeroPoint: number }): QuantizedTensor {
+export function hardswish(input: QuantizedTensor, scale: number | QOutputParams, zeroPoint?: number): QuantizedTensor {
   const op = 'quant.hardswish';
   const q = perTensorInput(op, input);
-  const [s, z] = checkOutputParams(op, opts?.scale, opts?.zeroPoint, q.dtype);
+  const o = named<QOutputParams>(['scale', 'zeroPoint'], [scale, zeroPoint]);
+  const [s, z] = checkOutputParams(op, o.scale, o.zeroPoint, q.dtype);
   return elementwise(op, q, s, z, [], (x) => bin('div', bin('mul', x, relu6Shift(x)), k32(6)));
 }
 
@@ -483,20 +526,22 @@ function eluExpr(x: Expr, [alpha, inputScale]: Expr[]): Expr {
 }
 
 /** `torch.ao.nn.quantized.functional.elu`: x > 0 ? x : alpha · (eˣ − 1) (alpha 1 by default), quantised with `scale` and `zeroPoint`. */
-export function elu(input: QuantizedTensor, opts: { scale: number; zeroPoint: number; alpha?: number }): QuantizedTensor {
+export function elu(input: QuantizedTensor, scale: number | QEluOptions, zeroPoint?: number, alpha?: number): QuantizedTensor {
   const op = 'quant.elu';
   const q = perTensorInput(op, input);
-  const [s, z] = checkOutputParams(op, opts?.scale, opts?.zeroPoint, q.dtype);
-  return elementwise(op, q, s, z, [checkNumber(op, 'alpha', opts.alpha ?? 1), 1], eluExpr);
+  const o = named<QEluOptions>(['scale', 'zeroPoint', 'alpha'], [scale, zeroPoint, alpha]);
+  const [s, z] = checkOutputParams(op, o.scale, o.zeroPoint, q.dtype);
+  return elementwise(op, q, s, z, [checkNumber(op, 'alpha', o.alpha ?? 1), 1], eluExpr);
 }
 
 /** `torch.ao.nn.quantized.functional.celu`: x > 0 ? x : alpha · (e^(x/alpha) − 1) (alpha 1 by default), quantised with `scale` and `zeroPoint`. */
-export function celu(input: QuantizedTensor, opts: { scale: number; zeroPoint: number; alpha?: number }): QuantizedTensor {
+export function celu(input: QuantizedTensor, scale: number | QEluOptions, zeroPoint?: number, alpha?: number): QuantizedTensor {
   const op = 'quant.celu';
   const q = perTensorInput(op, input);
-  const [s, z] = checkOutputParams(op, opts?.scale, opts?.zeroPoint, q.dtype);
-  const alpha = checkNumber(op, 'alpha', opts.alpha ?? 1);
-  if (alpha === 0) throw new SinterError(op, 'alpha must not be 0 (celu divides by it)');
+  const o = named<QEluOptions>(['scale', 'zeroPoint', 'alpha'], [scale, zeroPoint, alpha]);
+  const [s, z] = checkOutputParams(op, o.scale, o.zeroPoint, q.dtype);
+  const a = checkNumber(op, 'alpha', o.alpha ?? 1);
+  if (a === 0) throw new SinterError(op, 'alpha must not be 0 (celu divides by it)');
   // PyTorch's celu is its elu kernel with input scale float32(1/alpha).
-  return elementwise(op, q, s, z, [alpha, 1 / alpha], eluExpr);
+  return elementwise(op, q, s, z, [a, 1 / a], eluExpr);
 }
