@@ -205,6 +205,23 @@ describe.each(WITH_WEBGPU)('quant functional ops on %s: properties against float
     }), runs(20));
   });
 
+  // Global pooling of a 300×300 image: sums reach 2e7, past float32's exact integers (2^24), and the
+  // means (217.50067, 217.50027) sit just above a half: PyTorch 1.13 gives 218 for each channel.
+  it('adaptiveAvgPool2d over windows of 90000 values', async () => {
+    for (const c of [1, 2]) {
+      const n = c * 300 * 300;
+      const values = Array.from({ length: n }, (_, i) => 180 + ((i * 7919) % 76));
+      const x = qtensor(values, [1, c, 300, 300], 'quint8', device, 0.02, 3);
+      const y = Q.adaptiveAvgPool2d(x, 1);
+      const want = Array.from({ length: c }, (_, ch) => values.slice(ch * 90000, (ch + 1) * 90000).reduce((a, b) => a + b, 0) / 90000);
+      const got = await ints(y);
+      got.forEach((v, ch) => expect(Math.abs(v - want[ch]!), `channel ${ch}: got ${v}, mean ${want[ch]}`).toBeLessThanOrEqual(0.5 + 1e-9));
+      expect(got).toEqual(new Array(c).fill(218));
+      x.dispose();
+      y.dispose();
+    }
+  });
+
   // Resampling: nearest copies integers (exact); bilinear blends them in float32 (1 unit at ties).
   it('interpolate nearest and bilinear', async () => {
     const arb = fc.tuple(qdtype, dims).chain(([d, s]) => fc.record({

@@ -205,19 +205,19 @@ export function adaptiveAvgPool2d(input: QuantizedTensor, outputSize: number | r
   const [oh, ow] = sizes.map((s, i) => s ?? [height, width][i]!) as [number, number];
   if (![oh, ow].every((s) => Number.isInteger(s) && s >= 1)) throw new SinterError(op, `outputSize must be positive integers, got ${JSON.stringify(outputSize)}`);
   if (height < 1 || width < 1) throw new SinterError(op, `expects non-empty spatial dims, got ${q.describe()}`);
-  // Sums as two products with 0/1 window matrices: integer sums below 2^24 are exact in float32.
+  // Sums as two int32 products with 0/1 window matrices: exact for any window (PyTorch sums in integers too).
   const windows = (out: number, n: number) => Array.from({ length: out }, (_, i) => {
     const start = Math.floor(Math.fround(Math.fround(i * n) / out)), end = Math.ceil(Math.fround(Math.fround((i + 1) * n) / out));
     return [start, end] as const;
   });
   const wh = windows(oh, height), ww = windows(ow, width);
-  const rows = new Float32Array(oh * height), cols = new Float32Array(width * ow);
+  const rows = new Int32Array(oh * height), cols = new Int32Array(width * ow);
   wh.forEach(([s, e], i) => rows.fill(1, i * height + s, i * height + e));
   ww.forEach(([s, e], j) => { for (let w = s; w < e; w++) cols[w * ow + j] = 1; });
   // NCHW kernel: round(Σq · float32(float32(1/kh)/kw)); NHWC kernel (see nhwcKernel): zeroPoint +
   // round((Σq − zeroPoint·size) · inv) with inv the reciprocal twice of float32(1/size).
   const nhwc = nhwcKernel(q), zp = q.params.zeroPoints[0]!;
-  const multipliers = new Float32Array(oh * ow), offsets = new Float32Array(oh * ow);
+  const multipliers = new Float32Array(oh * ow), offsets = new Int32Array(oh * ow);
   for (let i = 0; i < oh; i++) {
     for (let j = 0; j < ow; j++) {
       const kh = wh[i]![1] - wh[i]![0], kw = ww[j]![1] - ww[j]![0];
@@ -225,8 +225,14 @@ export function adaptiveAvgPool2d(input: QuantizedTensor, outputSize: number | r
       offsets[i * ow + j] = zp * kh * kw;
     }
   }
-  const a = fromHost(op, rows, [oh, height], F32, q.device), b = fromHost(op, cols, [width, ow], F32, q.device);
-  const x = integersAsFloat(op, q, 0);
+  const a = fromHost(op, rows, [oh, height], 'int32', q.device), b = fromHost(op, cols, [width, ow], 'int32', q.device);
+  const repr = q.intRepr();
+  let x: Tensor;
+  try {
+    x = map(op, [repr], cast(arg(0, repr.dtype), 'int32'));
+  } finally {
+    repr.dispose();
+  }
   let sums: Tensor;
   try {
     const partial = matmul(a, x);
@@ -239,10 +245,12 @@ export function adaptiveAvgPool2d(input: QuantizedTensor, outputSize: number | r
     for (const t of [a, b, x]) t.dispose();
   }
   const m = fromHost(op, multipliers, [oh, ow], F32, q.device);
-  if (!nhwc) return finishInt(op, [sums, m], saturate(bin('mul', input0F32, arg(1, F32)), q.dtype), q.dtype, q.params.scales[0]!, zp);
-  const centred = bin('sub', input0F32, arg(2, F32));
+  // The sums convert to float32 as PyTorch's do in `sum * multiplier` (rounding above 2^24); the NHWC
+  // kernel centres them in int32 first.
+  if (!nhwc) return finishInt(op, [sums, m], saturate(bin('mul', cast(arg(0, 'int32'), F32), arg(1, F32)), q.dtype), q.dtype, q.params.scales[0]!, zp);
+  const centred = cast(call('sub', [arg(0, 'int32'), arg(2, 'int32')], 'int32', [1]), F32);
   const expr = saturate(bin('add', call('round', [bin('mul', centred, arg(1, F32))], F32), arg(3, F32)), q.dtype);
-  return finishInt(op, [sums, m, fromHost(op, offsets, [oh, ow], F32, q.device), scalar(op, zp, q.device)], expr, q.dtype, q.params.scales[0]!, zp);
+  return finishInt(op, [sums, m, fromHost(op, offsets, [oh, ow], 'int32', q.device), scalar(op, zp, q.device)], expr, q.dtype, q.params.scales[0]!, zp);
 }
 
 /** `torch.ao.nn.quantized.functional.max_pool1d` on [N, C, L] or [C, L]: the output keeps the input's scale and zero point (exact). */
