@@ -305,6 +305,7 @@ describe('quant functional ops: bad input', () => {
     const plain = sn.tensor([1, 2, 3, 4]).reshape([1, 1, 2, 2]) as unknown as QuantizedTensor;
     const cases: [string, () => unknown, RegExp][] = [
       ['quant.avgPool2d', () => Q.avgPool2d(plain, 2), /must be a quantised tensor/],
+      ['quant.avgPool2d', () => Q.avgPool2d(x, [257, 257]), /65793 taps/],
       ['quant.adaptiveAvgPool2d', () => Q.adaptiveAvgPool2d(perChannel, 1), /per channel/],
       ['quant.hardswish', () => Q.hardswish(x, { scale: 0, zeroPoint: 0 }), /output scale/],
       ['quant.elu', () => Q.elu(x, { scale: 0.1, zeroPoint: 300 }), /zero point/],

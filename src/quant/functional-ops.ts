@@ -158,6 +158,8 @@ export function avgPool2d(input: QuantizedTensor, kernelSize: IntPair, opts: Avg
   const [kh, kw] = pair(op, 'kernelSize', kernelSize, [0, 0]);
   const [sh, sw] = pair(op, 'stride', opts.stride, [kh, kw]);
   const [ph, pw] = pair(op, 'padding', opts.padding, [0, 0]);
+  // Window sums of |q − zeroPoint| ≤ 255 stay exact in float32 (below 2^24) up to 65793 taps.
+  if (kh * kw > 65793) throw new SinterError(op, `kernels of more than 65793 taps are not supported (got ${kh}×${kw}); use adaptiveAvgPool2d for global pooling`);
   const zp = q.params.zeroPoints[0]!;
   const centred = integersAsFloat(op, q, zp);
   let sums: Tensor;
