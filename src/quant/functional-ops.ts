@@ -126,13 +126,13 @@ function quantizeValue(v: number, scale: number, zeroPoint: number, dtype: QDTyp
 
 /**
  * Whether PyTorch's avg pools take their NHWC kernel for this NCHW-contiguous input: it does when the
- * tensor is channels-last contiguous as well, i.e. 4-D with one channel or a 1×1 image. That kernel
+ * tensor is channels-last contiguous as well, i.e. batched with one channel or a 1×1 (×1) image. That kernel
  * rounds differently: zeroPoint + round(sum · inv), with inv = float32(1/float32(1/multiplier)) (its
  * quantize_val of the reciprocal), instead of round(sum · multiplier + zeroPoint).
  */
-function nhwcKernel(q: QuantizedTensor): boolean {
-  const [c, h, w] = q.shape.slice(1) as [number, number, number];
-  return q.ndim === 4 && (c === 1 || h * w === 1);
+function nhwcKernel(q: QuantizedTensor, spatialDims: 2 | 3 = 2): boolean {
+  const [c, ...spatial] = q.shape.slice(1);
+  return q.ndim === spatialDims + 2 && (c === 1 || spatial.every((n) => n === 1));
 }
 
 /** PyTorch's quantize_val(1/multiplier, …)'s inverse scale: float32(1 / float32(1 / multiplier)). */
@@ -198,61 +198,93 @@ export function avgPool2d(input: QuantizedTensor, kernelSize: IntPair, opts: Avg
  * integer sum of q over the window times float32(float32(1/kh)/kw), rounded half to even.
  */
 export function adaptiveAvgPool2d(input: QuantizedTensor, outputSize: number | readonly (number | null)[]): QuantizedTensor {
-  const op = 'quant.adaptiveAvgPool2d';
+  return adaptiveAvgPool('quant.adaptiveAvgPool2d', input, outputSize, 2);
+}
+
+/** `torch.ao.nn.quantized.functional.adaptive_avg_pool3d`: as adaptiveAvgPool2d over [N, C, D, H, W] or [C, D, H, W] (multiplier float32(float32(float32(1/kd)/kh)/kw)). */
+export function adaptiveAvgPool3d(input: QuantizedTensor, outputSize: number | readonly (number | null)[]): QuantizedTensor {
+  return adaptiveAvgPool('quant.adaptiveAvgPool3d', input, outputSize, 3);
+}
+
+function adaptiveAvgPool(op: string, input: QuantizedTensor, outputSize: number | readonly (number | null)[], k: 2 | 3): QuantizedTensor {
   const q = perTensorInput(op, input);
-  if (q.ndim !== 3 && q.ndim !== 4) throw new SinterError(op, `expects a [N, C, H, W] or [C, H, W] input, got ${q.describe()}`);
-  const [height, width] = q.shape.slice(-2) as [number, number];
-  const sizes = typeof outputSize === 'number' ? [outputSize, outputSize] : [...outputSize];
-  if (sizes.length !== 2) throw new SinterError(op, `outputSize must be a number or two, got ${JSON.stringify(outputSize)}`);
-  const [oh, ow] = sizes.map((s, i) => s ?? [height, width][i]!) as [number, number];
-  if (![oh, ow].every((s) => Number.isInteger(s) && s >= 1)) throw new SinterError(op, `outputSize must be positive integers, got ${JSON.stringify(outputSize)}`);
-  if (height < 1 || width < 1) throw new SinterError(op, `expects non-empty spatial dims, got ${q.describe()}`);
-  // Sums as two int32 products with 0/1 window matrices: exact for any window (PyTorch sums in integers too).
-  const windows = (out: number, n: number) => Array.from({ length: out }, (_, i) => {
-    const start = Math.floor(Math.fround(Math.fround(i * n) / out)), end = Math.ceil(Math.fround(Math.fround((i + 1) * n) / out));
-    return [start, end] as const;
-  });
-  const wh = windows(oh, height), ww = windows(ow, width);
-  const rows = new Int32Array(oh * height), cols = new Int32Array(width * ow);
-  wh.forEach(([s, e], i) => rows.fill(1, i * height + s, i * height + e));
-  ww.forEach(([s, e], j) => { for (let w = s; w < e; w++) cols[w * ow + j] = 1; });
-  // NCHW kernel: round(Σq · float32(float32(1/kh)/kw)); NHWC kernel (see nhwcKernel): zeroPoint +
-  // round((Σq − zeroPoint·size) · inv) with inv the reciprocal twice of float32(1/size).
-  const nhwc = nhwcKernel(q), zp = q.params.zeroPoints[0]!;
-  const multipliers = new Float32Array(oh * ow), offsets = new Int32Array(oh * ow);
-  for (let i = 0; i < oh; i++) {
-    for (let j = 0; j < ow; j++) {
-      const kh = wh[i]![1] - wh[i]![0], kw = ww[j]![1] - ww[j]![0];
-      multipliers[i * ow + j] = nhwc ? reciprocalTwice(Math.fround(1 / (kh * kw))) : Math.fround(Math.fround(1 / kh) / kw);
-      offsets[i * ow + j] = zp * kh * kw;
+  const layout = k === 2 ? '[N, C, H, W] or [C, H, W]' : '[N, C, D, H, W] or [C, D, H, W]';
+  if (q.ndim !== k + 1 && q.ndim !== k + 2) throw new SinterError(op, `expects a ${layout} input, got ${q.describe()}`);
+  const spatial = q.shape.slice(-k);
+  const sizes = typeof outputSize === 'number' ? new Array<number>(k).fill(outputSize) : [...outputSize];
+  if (sizes.length !== k) throw new SinterError(op, `outputSize must be a number or ${k}, got ${JSON.stringify(outputSize)}`);
+  const out = sizes.map((s, i) => s ?? spatial[i]!);
+  if (!out.every((s) => Number.isInteger(s) && s >= 1)) throw new SinterError(op, `outputSize must be positive integers, got ${JSON.stringify(outputSize)}`);
+  if (spatial.some((n) => n < 1)) throw new SinterError(op, `expects non-empty spatial dims, got ${q.describe()}`);
+  const windows = spatial.map((n, d) => Array.from({ length: out[d]! }, (_, i) => {
+    const o = out[d]!;
+    return [Math.floor(Math.fround(Math.fround(i * n) / o)), Math.ceil(Math.fround(Math.fround((i + 1) * n) / o))] as const;
+  }));
+  // NCHW kernel: round(Σq · m) with m = float32(1/kd) then float32(m/kh), float32(m/kw); NHWC kernel (see
+  // nhwcKernel): zeroPoint + round((Σq − zeroPoint·size) · inv) with inv the reciprocal twice of float32(1/size).
+  const nhwc = nhwcKernel(q, k), zp = q.params.zeroPoints[0]!;
+  const cells = out.reduce((a, b) => a * b, 1);
+  const multipliers = new Float32Array(cells), offsets = new Int32Array(cells);
+  for (let c = 0; c < cells; c++) {
+    let rest = c, m = 1, size = 1;
+    const extents = out.map(() => 0);
+    for (let d = k - 1; d >= 0; d--) {
+      const [start, end] = windows[d]![rest % out[d]!]!;
+      extents[d] = end - start;
+      rest = Math.floor(rest / out[d]!);
     }
-  }
-  const a = fromHost(op, rows, [oh, height], 'int32', q.device), b = fromHost(op, cols, [width, ow], 'int32', q.device);
-  const repr = q.intRepr();
-  let x: Tensor;
-  try {
-    x = map(op, [repr], cast(arg(0, repr.dtype), 'int32'));
-  } finally {
-    repr.dispose();
-  }
-  let sums: Tensor;
-  try {
-    const partial = matmul(a, x);
-    try {
-      sums = matmul(partial, b);
-    } finally {
-      partial.dispose();
+    for (const e of extents) {
+      m = Math.fround(m / e);
+      size *= e;
     }
-  } finally {
-    for (const t of [a, b, x]) t.dispose();
+    multipliers[c] = nhwc ? reciprocalTwice(Math.fround(1 / size)) : m;
+    offsets[c] = zp * size;
   }
-  const m = fromHost(op, multipliers, [oh, ow], F32, q.device);
+  const sums = windowSums(op, q, spatial, out, windows);
+  const m = fromHost(op, multipliers, out, F32, q.device);
   // The sums convert to float32 as PyTorch's do in `sum * multiplier` (rounding above 2^24); the NHWC
   // kernel centres them in int32 first.
   if (!nhwc) return finishInt(op, [sums, m], saturate(bin('mul', cast(arg(0, 'int32'), F32), arg(1, F32)), q.dtype), q.dtype, q.params.scales[0]!, zp);
   const centred = cast(call('sub', [arg(0, 'int32'), arg(2, 'int32')], 'int32', [1]), F32);
   const expr = saturate(bin('add', call('round', [bin('mul', centred, arg(1, F32))], F32), arg(3, F32)), q.dtype);
-  return finishInt(op, [sums, m, fromHost(op, offsets, [oh, ow], 'int32', q.device), scalar(op, zp, q.device)], expr, q.dtype, q.params.scales[0]!, zp);
+  return finishInt(op, [sums, m, fromHost(op, offsets, out, 'int32', q.device), scalar(op, zp, q.device)], expr, q.dtype, q.params.scales[0]!, zp);
+}
+
+/**
+ * Integer sums of q over windows [start, end) of each spatial dim, as int32 products with 0/1 window
+ * matrices, one dim at a time from the last: exact for any window (PyTorch sums in integers too).
+ */
+function windowSums(op: string, q: QuantizedTensor, spatial: readonly number[], out: readonly number[], windows: (readonly (readonly [number, number])[])[]): Tensor {
+  const k = spatial.length, lead = q.shape.slice(0, q.ndim - k);
+  const repr = q.intRepr();
+  let t: Tensor;
+  try {
+    t = map(op, [repr], cast(arg(0, repr.dtype), 'int32'));
+  } finally {
+    repr.dispose();
+  }
+  for (let d = k - 1; d >= 0; d--) {
+    const n = spatial[d]!, o = out[d]!;
+    const ones = new Int32Array(o * n);
+    windows[d]!.forEach(([s, e], i) => ones.fill(1, i * n + s, i * n + e));
+    const a = fromHost(op, ones, [o, n], 'int32', q.device);
+    // [..., n, R] with R the already-summed dims after d: [o, n] @ [..., n, R] gives [..., o, R].
+    const after = out.slice(d + 1).reduce((x, y) => x * y, 1);
+    const before = spatial.slice(0, d);
+    const r = reshape(t, [...lead, ...before, n, after]);
+    let next: Tensor;
+    try {
+      next = matmul(a, r);
+    } finally {
+      a.dispose();
+      if (r !== t) r.dispose();
+      t.dispose();
+    }
+    t = next;
+  }
+  const shaped = reshape(t, [...lead, ...out]);
+  if (shaped !== t) t.dispose();
+  return shaped;
 }
 
 /** `torch.ao.nn.quantized.functional.max_pool1d` on [N, C, L] or [C, L]: the output keeps the input's scale and zero point (exact). */
