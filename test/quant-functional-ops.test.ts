@@ -53,6 +53,7 @@ function runCase(c: Case, x: QuantizedTensor, device: sn.DeviceName): QuantizedT
     case 'avgPool2d': return Q.avgPool2d(x, o.kernelSize as number[], o as sn.AvgPool2dOptions);
     case 'adaptiveAvgPool2d': return Q.adaptiveAvgPool2d(x, o.outputSize as number[]);
     case 'adaptiveAvgPool3d': return Q.adaptiveAvgPool3d(x, o.outputSize as number[]);
+    case 'avgPool3d': return Q.avgPool3d(x, o.kernelSize as number[], o);
     case 'maxPool1d': return Q.maxPool1d(x, o.kernelSize as number, o);
     case 'interpolate': return Q.interpolate(x, o as sn.InterpolateOptions);
     case 'upsample': return Q.upsample(x, o as sn.InterpolateOptions);
@@ -93,7 +94,7 @@ function runCase(c: Case, x: QuantizedTensor, device: sn.DeviceName): QuantizedT
  *   All of these equal PyTorch on these fixtures on both devices here; the count of off-by-ones is checked.
  */
 const TOLERANCE: Record<string, number> = {
-  avgPool2d: 0, adaptiveAvgPool2d: 0, adaptiveAvgPool3d: 0, maxPool1d: 0, upsampleNearest: 0, hardtanh: 0, clamp: 0, threshold: 0,
+  avgPool2d: 0, avgPool3d: 0, adaptiveAvgPool2d: 0, adaptiveAvgPool3d: 0, maxPool1d: 0, upsampleNearest: 0, hardtanh: 0, clamp: 0, threshold: 0,
   conv1d: 1, hardsigmoid: 1, hardswish: 1, elu: 1, celu: 1, leakyRelu: 1,
 };
 const BILINEAR = new Set(['upsampleBilinear', 'upsample']);

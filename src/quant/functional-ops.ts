@@ -191,6 +191,71 @@ export function avgPool2d(input: QuantizedTensor, kernelSize: IntPair, opts: Avg
   return finishInt(op, [sums, m, scalar(op, zp, q.device)], expr, q.dtype, q.params.scales[0]!, zp);
 }
 
+export interface QAvgPool3dOptions {
+  /** Default: kernelSize. */
+  stride?: number | readonly number[] | null;
+  /** Zero padding on both sides, at most half the kernel. Default 0. */
+  padding?: number | readonly number[];
+  ceilMode?: boolean;
+  /** Count padding in the divisor. Default true. */
+  countIncludePad?: boolean;
+  divisorOverride?: number | null;
+}
+
+/**
+ * `torch.ao.nn.quantized.functional.avg_pool3d` on [N, C, D, H, W] or [C, D, H, W]; the output keeps the
+ * input's scale and zero point. PyTorch runs every input through its NDHWC kernel: the integer sum of
+ * (q − zeroPoint) over the window's in-bounds taps, zeroPoint + round(sum · inv) with inv the reciprocal
+ * twice of float32(1/divisor) (divisor as avgPool2d's), saturated.
+ */
+export function avgPool3d(input: QuantizedTensor, kernelSize: number | readonly number[], opts: QAvgPool3dOptions = {}): QuantizedTensor {
+  const op = 'quant.avgPool3d';
+  const q = perTensorInput(op, input);
+  if (q.ndim !== 4 && q.ndim !== 5) throw new SinterError(op, `expects a [N, C, D, H, W] or [C, D, H, W] input, got ${q.describe()}`);
+  const triple = (name: string, v: number | readonly number[] | null | undefined, dflt: number[]): number[] => {
+    if (v === undefined || v === null || (Array.isArray(v) && v.length === 0)) return dflt;
+    const t = typeof v === 'number' ? [v, v, v] : v.length === 1 ? [v[0]!, v[0]!, v[0]!] : [...v];
+    if (t.length !== 3 || !t.every((x) => Number.isInteger(x))) throw new SinterError(op, `${name} must be an integer or three, got ${JSON.stringify(v)}`);
+    return t;
+  };
+  const kernel = triple('kernelSize', kernelSize, []);
+  if (kernel.length !== 3) throw new SinterError(op, 'kernelSize is required');
+  const stride = triple('stride', opts.stride, kernel), padding = triple('padding', opts.padding, [0, 0, 0]);
+  const ceilMode = opts.ceilMode ?? false, countIncludePad = opts.countIncludePad ?? true, divisorOverride = opts.divisorOverride ?? null;
+  if (kernel.some((k) => k < 1) || stride.some((x) => x < 1)) throw new SinterError(op, `kernelSize and stride must be ≥ 1, got ${JSON.stringify(kernel)} and ${JSON.stringify(stride)}`);
+  if (padding.some((p, d) => p < 0 || p > kernel[d]! / 2)) throw new SinterError(op, `padding must be between 0 and half the kernel size, got ${JSON.stringify(padding)} for kernel ${JSON.stringify(kernel)}`);
+  if (divisorOverride !== null && (!Number.isInteger(divisorOverride) || divisorOverride === 0)) throw new SinterError(op, `divisorOverride must be a non-zero integer, got ${JSON.stringify(divisorOverride)}`);
+  const spatial = q.shape.slice(-3);
+  // PyTorch's pooling_output_shape; in ceil mode the last window must start inside the input or the left padding.
+  const out = spatial.map((n, d) => {
+    const k = kernel[d]!, s = stride[d]!, p = padding[d]!;
+    let o = Math.floor((n + 2 * p - k + (ceilMode ? s - 1 : 0)) / s) + 1;
+    if (ceilMode && (o - 1) * s >= n + p) o--;
+    return o;
+  });
+  if (out.some((o) => o < 1)) throw new SinterError(op, `kernel ${JSON.stringify(kernel)} (padding ${JSON.stringify(padding)}) does not fit the input ${fmtShape(spatial)}: output size ${fmtShape(out)}`);
+  const windows = spatial.map((n, d) => Array.from({ length: out[d]! }, (_, i) => {
+    const start = i * stride[d]! - padding[d]!, end = Math.min(start + kernel[d]!, n + padding[d]!);
+    return { padded: end - start, inside: [Math.max(start, 0), Math.min(end, n)] as const };
+  }));
+  const zp = q.params.zeroPoints[0]!;
+  const cells = out.reduce((a, b) => a * b, 1);
+  const inverses = new Float32Array(cells), offsets = new Int32Array(cells);
+  for (let c = 0; c < cells; c++) {
+    const [i, j, l] = [Math.floor(c / (out[1]! * out[2]!)), Math.floor(c / out[2]!) % out[1]!, c % out[2]!];
+    const w = [windows[0]![i]!, windows[1]![j]!, windows[2]![l]!];
+    const size = w.reduce((a, x) => a * (x.inside[1] - x.inside[0]), 1);
+    const divisor = divisorOverride ?? (countIncludePad ? w.reduce((a, x) => a * x.padded, 1) : size);
+    inverses[c] = reciprocalTwice(Math.fround(1 / divisor));
+    offsets[c] = zp * size;
+  }
+  const sums = windowSums(op, q, spatial, out, windows.map((ws) => ws.map((x) => x.inside)));
+  const centred = cast(call('sub', [arg(0, 'int32'), arg(2, 'int32')], 'int32', [1]), F32);
+  const expr = saturate(bin('add', call('round', [bin('mul', centred, arg(1, F32))], F32), arg(3, F32)), q.dtype);
+  const inputs = [sums, fromHost(op, inverses, out, F32, q.device), fromHost(op, offsets, out, 'int32', q.device), scalar(op, zp, q.device)];
+  return finishInt(op, inputs, expr, q.dtype, q.params.scales[0]!, zp);
+}
+
 /**
  * `torch.ao.nn.quantized.functional.adaptive_avg_pool2d`: [N, C, H, W] or [C, H, W] to `outputSize`
  * (a number, or [h, w] with null keeping that input size); the output keeps the input's scale and zero
