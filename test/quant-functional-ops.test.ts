@@ -207,6 +207,58 @@ describe.each(WITH_WEBGPU)('quant functional ops on %s: properties against float
     }), runs(20));
   });
 
+  // 3-D pools against a float64 reference written here from the definitions (windows in padded
+  // coordinates; adaptive bins [⌊i·n/o⌋, ⌈(i+1)·n/o⌉)). avgPool3d always rounds as PyTorch's NDHWC kernel
+  // (zeroPoint + round(mean)); adaptiveAvgPool3d as the 2-D one.
+  it('avgPool3d and adaptiveAvgPool3d', async () => {
+    const arb = fc.tuple(qdtype, fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 3, maxLength: 3 }), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 })).chain(([d, sp, n, c]) => fc.record({
+      d: fc.constant(d), shape: fc.constant([n, c, ...sp]), v: qvalues(d, n * c * sp[0]! * sp[1]! * sp[2]!),
+      k: fc.tuple(...sp.map((x) => fc.integer({ min: 1, max: x }))), stride: fc.tuple(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 })),
+      pad: fc.boolean(), countIncludePad: fc.boolean(), divisorOverride: fc.option(fc.integer({ min: 1, max: 7 })),
+      out: fc.tuple(...sp.map((x) => fc.integer({ min: 1, max: x + 1 }))),
+    }));
+    const at = (shape: number[], idx: number[]) => idx.reduce((a, i, dim) => a * shape[dim]! + i, 0);
+    await fc.assert(fc.asyncProperty(arb, async ({ d, shape, v, k, stride, pad, countIncludePad, divisorOverride, out }) => {
+      const x = qtensor(v.q, shape, d, device, v.scale, v.zp);
+      const sp = shape.slice(2), padding = pad ? k.map((x) => x >> 1) : [0, 0, 0];
+      const os = sp.map((n, i) => Math.floor((n + 2 * padding[i]! - k[i]!) / stride[i]!) + 1);
+      const want: number[] = [];
+      for (let b = 0; b < shape[0]! * shape[1]!; b++) {
+        for (let i = 0; i < os[0]! * os[1]! * os[2]!; i++) {
+          const o = [Math.floor(i / (os[1]! * os[2]!)), Math.floor(i / os[2]!) % os[1]!, i % os[2]!];
+          let sum = 0, inside = 0, padded = 1;
+          const lo = o.map((oi, dim) => oi * stride[dim]! - padding[dim]!);
+          lo.forEach((l, dim) => { padded *= Math.min(l + k[dim]!, sp[dim]! + padding[dim]!) - l; });
+          for (let a = lo[0]!; a < lo[0]! + k[0]!; a++) for (let bb = lo[1]!; bb < lo[1]! + k[1]!; bb++) for (let cc = lo[2]!; cc < lo[2]! + k[2]!; cc++) {
+            if (a < 0 || bb < 0 || cc < 0 || a >= sp[0]! || bb >= sp[1]! || cc >= sp[2]!) continue;
+            sum += v.q[b * sp[0]! * sp[1]! * sp[2]! + at(sp, [a, bb, cc])]! - v.zp;
+            inside++;
+          }
+          want.push(saturate(v.zp + roundHalfEven(sum / (divisorOverride ?? (countIncludePad ? padded : inside))), d));
+        }
+      }
+      const y = Q.avgPool3d(x, k, { stride, padding, countIncludePad, divisorOverride });
+      expect(y.shape).toEqual([...shape.slice(0, 2), ...os]);
+      expectNear(await ints(y), want, 1, `avgPool3d ${JSON.stringify({ k, stride, padding, countIncludePad, divisorOverride })}`);
+      const bins = sp.map((n, dim) => Array.from({ length: out[dim]! }, (_, i) => [Math.floor((i * n) / out[dim]!), Math.ceil(((i + 1) * n) / out[dim]!)] as const));
+      const nhwc = shape[1] === 1 || sp.every((n) => n === 1);
+      const wantA: number[] = [];
+      for (let b = 0; b < shape[0]! * shape[1]!; b++) {
+        for (let i = 0; i < out[0]! * out[1]! * out[2]!; i++) {
+          const o = [Math.floor(i / (out[1]! * out[2]!)), Math.floor(i / out[2]!) % out[1]!, i % out[2]!];
+          const [r0, r1, r2] = o.map((oi, dim) => bins[dim]![oi]!) as [readonly [number, number], readonly [number, number], readonly [number, number]];
+          let sum = 0;
+          for (let a = r0[0]; a < r0[1]; a++) for (let bb = r1[0]; bb < r1[1]; bb++) for (let cc = r2[0]; cc < r2[1]; cc++) sum += v.q[b * sp[0]! * sp[1]! * sp[2]! + at(sp, [a, bb, cc])]!;
+          const m = sum / ((r0[1] - r0[0]) * (r1[1] - r1[0]) * (r2[1] - r2[0]));
+          wantA.push(nhwc ? v.zp + roundHalfEven(m - v.zp) : roundHalfEven(m));
+        }
+      }
+      const ya = Q.adaptiveAvgPool3d(x, out);
+      expectNear(await ints(ya), wantA, 1, `adaptiveAvgPool3d ${out}`);
+      for (const t of [x, y, ya]) t.dispose();
+    }), runs(15));
+  });
+
   // Global pooling of a 300×300 image: sums reach 2e7, past float32's exact integers (2^24), and the
   // means (217.50067, 217.50027) sit just above a half: PyTorch 1.13 gives 218 for each channel.
   it('adaptiveAvgPool2d over windows of 90000 values', async () => {
