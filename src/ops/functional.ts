@@ -101,11 +101,14 @@ const one = (op: string, name: string, v: unknown): number => {
 };
 
 /** [N, C, L] (or unbatched [C, L]) as [N, C, 1, L] for the 2-D kernels; `finish` undoes it. */
-function as2d(op: string, x: Tensor): { x4: Tensor; finish: (y: Tensor) => Tensor } {
+/** The 2-d form of a 1-d op's input ([N, C, 1, L]) and the way back; call `x4` inside the op's `tidy`, so its views are freed. */
+function as2d(op: string, x: Tensor): { x4: () => Tensor; finish: (y: Tensor) => Tensor } {
   checkInputs(op, [x]);
   check(x.ndim === 2 || x.ndim === 3, op, () => `expects [N, C, L] or [C, L], got ${x.describe()}`);
-  const batched = x.ndim === 3 ? x : unsqueeze(x, 0);
-  return { x4: unsqueeze(batched, 2), finish: (y) => (x.ndim === 3 ? squeeze(y, 2) : squeeze(squeeze(y, 2), 0)) };
+  return {
+    x4: () => unsqueeze(x.ndim === 3 ? x : unsqueeze(x, 0), 2),
+    finish: (y) => (x.ndim === 3 ? squeeze(y, 2) : squeeze(squeeze(y, 2), 0)),
+  };
 }
 
 export interface Conv1dOptions {
@@ -128,7 +131,7 @@ export function conv1d(input: Tensor, weight: Tensor, bias?: Tensor | null, opts
     dilation: [1, one(op, 'dilation', opts.dilation ?? 1)],
     groups: opts.groups ?? 1,
   };
-  return tidy(() => finish(conv2d(x4, unsqueeze(weight, 2), bias ?? null, o)));
+  return tidy(() => finish(conv2d(x4(), unsqueeze(weight, 2), bias ?? null, o)));
 }
 
 export interface MaxPool1dOptions {
@@ -149,7 +152,7 @@ export function maxPool1d(input: Tensor, kernelSize: Size1, opts: MaxPool1dOptio
     dilation: [1, one(op, 'dilation', opts.dilation ?? 1)],
     ceilMode: opts.ceilMode ?? false,
   };
-  return tidy(() => finish(maxPool2d(x4, [1, k], o)));
+  return tidy(() => finish(maxPool2d(x4(), [1, k], o)));
 }
 
 export interface AvgPool1dOptions {
@@ -170,7 +173,7 @@ export function avgPool1d(input: Tensor, kernelSize: Size1, opts: AvgPool1dOptio
     ceilMode: opts.ceilMode ?? false,
     countIncludePad: opts.countIncludePad ?? true,
   };
-  return tidy(() => finish(avgPool2d(x4, [1, k], o)));
+  return tidy(() => finish(avgPool2d(x4(), [1, k], o)));
 }
 
 export interface Conv3dOptions {

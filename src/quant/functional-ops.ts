@@ -8,7 +8,6 @@ import { type AvgPool2dOptions, type IntPair, avgPool2d as floatAvgPool2d } from
 import { indexSelect } from '../ops/movement.js';
 import { reshape } from '../ops/views.js';
 import { fromHost } from '../tensor/creation.js';
-import { tidy } from '../tensor/scope.js';
 import { Tensor } from '../tensor/tensor.js';
 import { conv2d } from './functional.js';
 import { roundHalfEven } from './observer.js';
@@ -355,8 +354,7 @@ function windowSums(op: string, q: QuantizedTensor, spatial: readonly number[], 
 /** `torch.ao.nn.quantized.functional.max_pool1d` on [N, C, L] or [C, L]: the output keeps the input's scale and zero point (exact). */
 export function maxPool1d(input: QuantizedTensor, kernelSize: number | readonly [number], opts: MaxPool1dOptions = {}): QuantizedTensor {
   const op = 'quant.maxPool1d';
-  // (tidy: the float op leaves its [N, C, 1, L] view of the input undisposed.)
-  return onIntegers(op, perTensorInput(op, input), (x) => tidy(() => floatMaxPool1d(x, kernelSize, opts)));
+  return onIntegers(op, perTensorInput(op, input), (x) => floatMaxPool1d(x, kernelSize, opts));
 }
 
 export interface QConv1dOptions {
