@@ -205,7 +205,7 @@ for (const device of devices) {
         const ratio = refMs ? (lat.median / refMs).toFixed(2) : '–';
         say(`| ${name} | ${mode} | ${lat.median.toFixed(2)} | ${lat.min.toFixed(1)}–${lat.max.toFixed(1)} | ${bytes} | ${refBytes ? (bytes / refBytes).toFixed(2) : '–'} | ${cos} | ${err} | ${extra} | ${ratio} |`);
       } catch (e) {
-        say(`| ${name} | ${mode} | n/a: ${String(e?.message ?? e).split('\n')[0].slice(0, 120)} | | | | | | | |`);
+        say(`| ${name} | ${mode} | n/a: ${String(e?.message ?? e).split('\n')[0].slice(0, 240).replaceAll('|', '\\|')} | | | | | | | |`);
       } finally {
         m?.dispose?.();
       }
