@@ -127,6 +127,28 @@ describe('DynamicBatcher', () => {
     expect(live()).toBeLessThanOrEqual(before);
   });
 
+  it('zeroes the filler rows of a CPU batch whose storage held an earlier batch, and stacks strided samples too', async () => {
+    const seen: number[][] = [];
+    const batcher = new DynamicBatcher(async (b: sn.Tensor) => (seen.push(Array.from(await b.data())), b.mul(2)), { batchSizes: [4], maxDelayMs: 0 });
+    // A full batch of 9s, freed; the next batch of the same size takes a storage from the heap's reuse pool.
+    const nines = Array.from({ length: 4 }, () => sn.full([2, 2], 9));
+    await Promise.all(nines.map((x) => batcher.run(x)));
+    // Contiguous samples: the batch is filled in place, its filler rows zeroed over the 9s.
+    const plain = sn.tensor([[5, 6], [7, 8]]);
+    const [a] = await Promise.all([batcher.run(plain)]);
+    expect(seen[1]).toEqual([5, 6, 7, 8, ...Array(12).fill(0)]);
+    // A transposed (strided) sample goes through the stack op: [[1, 2], [3, 4]]ᵀ = [[1, 3], [2, 4]].
+    const strided = sn.tensor([[1, 2], [3, 4]]).t();
+    expect(strided.isContiguous()).toBe(false);
+    await Promise.all(nines.map((x) => batcher.run(x)));
+    const [b, c] = await Promise.all([batcher.run(plain), batcher.run(strided)]);
+    expect(seen[3]).toEqual([5, 6, 7, 8, 1, 3, 2, 4, 0, 0, 0, 0, 0, 0, 0, 0]);
+    expect(await a!.toArray()).toEqual([[10, 12], [14, 16]]);
+    expect(await b!.toArray()).toEqual([[10, 12], [14, 16]]);
+    expect(await c!.toArray()).toEqual([[2, 6], [4, 8]]);
+    await batcher.close();
+  });
+
   it('feeds named inputs to a model with run(feeds), and a plain tensor to its only input', async () => {
     const model = {
       inputs: [{ name: 'a' }, { name: 'b' }],

@@ -62,6 +62,20 @@ describe('WorkerPool', () => {
     expect(await sizes(1)).toEqual(cores > 1 ? { 4: 2 } : { 8: 1 });
   });
 
+  it('hands batches over in reused shared slots: sizes and dtypes change, each caller gets its own values', async () => {
+    const pool = new sn.serve.WorkerPool(echo, { workers: 1, maxBatchSize: 8, maxDelayMs: 0 });
+    await pool.ready();
+    // Slots of earlier (larger or smaller) batches carry the next; float16 goes as a copy (its storage holds bits).
+    for (const [dtype, n] of [['float32', 8], ['int32', 2], ['float32', 5], ['int8', 3], ['float16', 4], ['uint8', 1], ['int32', 7]] as const) {
+      const outs = await Promise.all(Array.from({ length: n }, (_, i) => pool.run(sn.tensor([i + 1, 3 * i + 2, 5], { dtype }))));
+      for (const [i, y] of outs.entries()) {
+        expect((y as Sinter.Tensor).dtype).toBe(dtype);
+        expect(await (y as Sinter.Tensor).toArray()).toEqual([2 * (i + 1), 2 * (3 * i + 2), 10]);
+      }
+    }
+    await pool.close();
+  });
+
   it('fails only the batch a replica rejects, replaces a replica that dies, and keeps answering', async () => {
     const pool = new sn.serve.WorkerPool(echo, { workers: 1, maxBatchSize: 1, maxDelayMs: 0 });
     const runs = [pool.run(sn.tensor([1])), pool.run(sn.tensor([-1])), pool.run(sn.tensor([-2])), pool.run(sn.tensor([4]))];

@@ -6,6 +6,7 @@ import { fromHost, zeros } from '../tensor/creation.js';
 import { type HostArray, allocHost } from '../tensor/dtype.js';
 import { tidy } from '../tensor/scope.js';
 import { Tensor } from '../tensor/tensor.js';
+import { cpuBytes, cpuRow, emptyCpu } from './host.js';
 import { type Percentiles, Window } from './stats.js';
 
 /** One request's input: a tensor without the batch dim, or named tensors (an ONNX model's inputs). */
@@ -217,8 +218,8 @@ function positiveInt(value: number | undefined, name: string, fallback: number, 
  * While `shareAmong` batches run, the remaining slots take only full batches (or any, once closing).
  * Samples are stacked along a new dim 0, the batch runs through `fn`, and every output is sliced along
  * dim 0: each caller gets fresh tensors of its own (the batch is freed). CPU samples are copied once
- * into one host buffer that becomes the batch (uploaded once when `device` is another); CPU outputs
- * are read once and each caller's rows copied out. A failing batch rejects exactly its callers.
+ * into the batch's storage (or into one host buffer uploaded once when `device` is another); each
+ * caller's rows of a CPU output are copied out of it in place. A failing batch rejects exactly its callers.
  * Callers must keep their input alive until `run` settles.
  */
 export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree = TensorTree> {
@@ -584,15 +585,29 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
   }
 
   /**
-   * One input's batch. CPU samples of one shape (no padding needed) are copied once into one host
-   * buffer, with zero rows up to `paddedSize`, which becomes the batch on `device`: one allocation,
-   * one upload, no kernel launches. Other samples go through the stack/pad ops on their device.
+   * One input's batch. CPU samples of one shape (no padding needed) are copied once, with zero rows
+   * up to `paddedSize`, into the batch's CPU storage, or into one host buffer that becomes the batch
+   * on `device`: one allocation, one upload, no kernel launches. Other samples go through the
+   * stack/pad ops on their device.
    */
   private async assembleOne(ts: Tensor[], paddedSize: number): Promise<Tensor> {
     const head = ts[0]!;
     const padded = this.paddedDims(head);
     const target = head.shape.map((s, d) => (padded.has(d) ? Math.max(...ts.map((t) => t.shape[d]!)) : s));
     const sameShape = ts.every((t) => t.shape.every((s, d) => s === target[d]));
+    if (head.device === 'cpu' && sameShape && (this.options.device ?? 'cpu') === 'cpu' && ts.every((t) => t.isContiguous())) {
+      // Straight into the batch's storage: one copy per sample, no host arrays (see host.ts).
+      const batch = emptyCpu(head.dtype, [paddedSize, ...head.shape]);
+      const dst = cpuBytes(batch)!;
+      let at = 0;
+      for (const t of ts) {
+        const src = cpuBytes(t)!;
+        dst.set(src, at);
+        at += src.byteLength;
+      }
+      dst.fill(0, at);
+      return batch;
+    }
     if (head.device === 'cpu' && sameShape) {
       const per = head.numel();
       const values = await Promise.all(ts.map((t) => t.data()));
@@ -632,14 +647,17 @@ export class DynamicBatcher<In extends Sample = Tensor, Out extends TensorTree =
         throw new SinterError(OP, `every output must have the batch (${paddedSize}) as dim 0, got an output of shape ${fmtShape(t.shape)}`);
       }
     }
+    // Strided CPU outputs are read once; contiguous ones are copied from in place (cpuRow).
     const host = new Map<Tensor, HostArray>();
-    for (const t of leaves) if (t.device === 'cpu' && !host.has(t)) host.set(t, await t.data());
+    for (const t of leaves) if (t.device === 'cpu' && !t.isContiguous() && !host.has(t)) host.set(t, await t.data());
     const made: Tensor[] = [];
     try {
       return Array.from({ length: n }, (_, i) => rebuild(out, (t) => {
         const values = host.get(t);
         const per = t.numel() / paddedSize;
-        const s = values ? fromHost(OP, values.slice(i * per, (i + 1) * per), t.shape.slice(1), t.dtype, 'cpu') : tidy(() => t.narrow(0, i, 1).squeeze(0).clone());
+        const s = values
+          ? fromHost(OP, values.subarray(i * per, (i + 1) * per), t.shape.slice(1), t.dtype, 'cpu')
+          : (cpuRow(t, i) ?? tidy(() => t.narrow(0, i, 1).squeeze(0).clone()));
         made.push(s);
         return s;
       }) as Out);

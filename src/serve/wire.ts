@@ -3,7 +3,7 @@ import type { DType, HostArray } from '../tensor/dtype.js';
 import { tensor } from '../tensor/creation.js';
 import { Tensor } from '../tensor/tensor.js';
 
-/** A tensor as it crosses a thread boundary: its dtype, shape and row-major values (the buffer is transferred). */
+/** A tensor as it crosses a thread boundary: its dtype, shape and row-major values (the buffer is transferred, or shared). */
 export interface WireTensor {
   readonly dtype: DType;
   readonly shape: readonly number[];
@@ -29,9 +29,16 @@ export async function toWire(tree: unknown, transfer: ArrayBuffer[]): Promise<Wi
   return Object.fromEntries(await Promise.all(Object.entries(tree as object).map(async ([k, v]) => [k, await toWire(v, transfer)] as const)));
 }
 
-/** The tensors of a wire tree, made on `device`. */
+/**
+ * The tensors of a wire tree, made on `device` (values in a SharedArrayBuffer, as a WorkerPool sends
+ * batches, are copied: the CPU copies them into its heap; other devices get a private copy first, since
+ * a GPU upload may not take shared memory).
+ */
 export function fromWire(tree: WireTree, device: DeviceName): unknown {
-  if (isWire(tree)) return tensor(tree.data, { dtype: tree.dtype, shape: [...tree.shape], device });
+  if (isWire(tree)) {
+    const shared = typeof SharedArrayBuffer !== 'undefined' && tree.data.buffer instanceof SharedArrayBuffer;
+    return tensor(shared && device !== 'cpu' ? tree.data.slice() : tree.data, { dtype: tree.dtype, shape: [...tree.shape], device });
+  }
   if (Array.isArray(tree)) return tree.map((t) => fromWire(t, device));
   return Object.fromEntries(Object.entries(tree).map(([k, v]) => [k, fromWire(v as WireTree, device)]));
 }
