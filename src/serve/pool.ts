@@ -311,7 +311,8 @@ export class WorkerPool<In extends Sample = Tensor, Out extends TensorTree = Ten
    * to `slots`): one copy out of the CPU heap, and postMessage shares them instead of copying them
    * again, with no new buffers per batch (a batch of 32 small-CNN samples is 384 KiB: allocating and
    * copying it twice per batch cost this thread time and V8 full collections). Tensors that are not
-   * contiguous CPU float tensors of a host dtype (float16 stores bits) go as copies the pool keeps.
+   * contiguous CPU tensors, and float16 ones (their storage holds binary16 bits; the wire carries
+   * float32 values), go as copies the pool keeps.
    */
   private async toShared(tree: unknown, slots: SharedArrayBuffer[]): Promise<WireTree> {
     if (tree instanceof Tensor) {
