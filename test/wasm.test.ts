@@ -426,6 +426,24 @@ describe('the wasm elementwise renderer', () => {
     expect(after.hits - before.hits).toBe(40);
   });
 
+  it("passes ops' params as arguments too: clamp bounds, leakyRelu's slope and add's alpha for many values compile one module, and on the JS path one function", async () => {
+    const x = sn.tensor([-3.5, -1, -0, 0, 0.25, 2, 7, NaN]);
+    const xs = [-3.5, -1, -0, 0, 0.25, 2, 7, NaN];
+    const f = (s: number) => sn.add(sn.leakyRelu(sn.clamp(x, -s, s), s / 10), x, { alpha: s });
+    const want = (s: number) => xs.map((v) => {
+      const c = Math.fround(Math.min(Math.max(v, Math.fround(-s)), Math.fround(s)));
+      return Math.fround(Math.fround(c > 0 ? c : Math.fround(c * Math.fround(s / 10))) + Math.fround(Math.fround(s) * v));
+    });
+    for (const kind of ['wasm', 'js'] as const) {
+      setCpuKernels(kind);
+      f(0.5).dispose();
+      const before = kind === 'wasm' ? wasmMapCacheStats() : sn.memory().devices.cpu!.pipelines!;
+      for (let s = 1.5; s <= 12; s += 1.5) await expectClose(f(s), ref([8], want(s)), { tol: { rtol: 2e-7, atol: 0 } });
+      const after = kind === 'wasm' ? wasmMapCacheStats() : sn.memory().devices.cpu!.pipelines!;
+      expect(after.misses - before.misses, `${kind}: compiled per value`).toBe(0);
+    }
+  });
+
   it('leaves what it cannot render (ints, bool, functions without a rendering, transposed inner dims) to the JS kernels (float16 renders: test/wasm-f16.test.ts)', async () => {
     setCpuKernels('wasm');
     const before = wasmMapCacheStats();

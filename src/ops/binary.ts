@@ -21,7 +21,7 @@ function binaryOp(
 const byType = (float: string, int: string) => (a: string, b: string, _: readonly number[], t: WgslTypes) => `${isFloat(t.args[0]!) ? float : int}(${a}, ${b})`;
 
 /** alpha·b in JS: for ints through Math.imul, exact modulo 2³² as the int32 result needs (a double product loses low bits above 2⁵³). */
-const jsScaled = (alpha: number, b: string, t: JsTypes) => (isFloat(t.args[1]!) ? `${alpha} * ${b}` : `Math.imul(${alpha}, ${b})`);
+const jsScaled = (alpha: number, b: string, t: JsTypes) => (isFloat(t.args[1]!) ? `${t.lit(alpha)} * ${b}` : `Math.imul(${t.lit(alpha)}, ${b})`);
 
 // Integer results wrap modulo 2³² like C's (int8/uint8 then wrap to their width); integer division
 // by zero gives 0 on every backend (PyTorch's CPU raises, its CUDA kernels give garbage), and

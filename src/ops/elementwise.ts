@@ -31,6 +31,12 @@ export interface WgslTypes {
 export interface JsTypes {
   readonly args: readonly DType[];
   readonly out: DType;
+  /**
+   * A param as the generated code reads it: the name of a kernel argument, so one function serves every
+   * value (as WGSL's `lit` reads the parameter block). Branching on a param's value at render time is
+   * fine: the generated source, which the CPU caches by, then differs.
+   */
+  lit(v: number): string;
 }
 
 /**

@@ -111,7 +111,7 @@ defineElementwise('isfinite', {
 });
 defineElementwise('nanToNum', {
   arity: 1,
-  js: ([x], [nan, pos, neg]) => `(${x} !== ${x} ? ${nan} : ${x} === Infinity ? ${pos} : ${x} === -Infinity ? ${neg} : ${x})`,
+  js: ([x], [nan, pos, neg], t) => `(${x} !== ${x} ? ${t.lit(nan!)} : ${x} === Infinity ? ${t.lit(pos!)} : ${x} === -Infinity ? ${t.lit(neg!)} : ${x})`,
   wgsl: ([x], [nan, pos, neg], t) =>
     isFloat(t.args[0]!)
       ? `select(select(select(${x}, ${t.lit(neg!)}, ${x} == -sn_inf()), ${t.lit(pos!)}, ${x} == sn_inf()), ${t.lit(nan!)}, sn_isnan(${x}))`

@@ -2,13 +2,13 @@ import { SinterError } from '../errors.js';
 import { type DType, isFloat, promoteWithScalar } from '../tensor/dtype.js';
 import { maximum as maximumOf, minimum as minimumOf } from './binary.js';
 import { Tensor } from '../tensor/tensor.js';
-import { type DTypeRule, type WgslTypes, defineElementwise, map, unary } from './elementwise.js';
+import { type DTypeRule, type JsTypes, type WgslTypes, defineElementwise, map, unary } from './elementwise.js';
 import { call, cast, input } from './expr.js';
 import { checkInputs } from './op.js';
 
 /** Registers an elementwise function of one argument (its JS and WGSL forms) and returns its public form. */
-function unaryOp(name: string, rule: DTypeRule, js: (x: string, p: readonly number[]) => string, wgsl: (x: string, p: readonly number[], t: WgslTypes) => string, opts: { f16?: boolean } = {}) {
-  defineElementwise(name, { arity: 1, js: ([x], p) => js(x!, p), wgsl: ([x], p, t) => wgsl(x!, p, t), f16: opts.f16 });
+function unaryOp(name: string, rule: DTypeRule, js: (x: string, p: readonly number[], t: JsTypes) => string, wgsl: (x: string, p: readonly number[], t: WgslTypes) => string, opts: { f16?: boolean } = {}) {
+  defineElementwise(name, { arity: 1, js: ([x], p, t) => js(x!, p, t), wgsl: ([x], p, t) => wgsl(x!, p, t), f16: opts.f16 });
   return (x: Tensor, params: readonly number[] = []): Tensor => unary(name, x, rule, params);
 }
 
@@ -37,8 +37,8 @@ const reluOp = unaryOp('relu', 'same', (x) => `(${x} < 0 ? 0 : ${x})`, (x) => `s
 /** WGSL clamping float `x` to [lo, hi], NaN kept (the f16 helpers where arguments are f16). */
 const clampFloat = (x: string, lo: string, hi: string, t: WgslTypes) => (t.half ? `sn_min_h(sn_max_h(${x}, ${lo}), ${hi})` : `sn_min(sn_max(${x}, ${lo}), ${hi})`);
 const relu6Op = unaryOp('relu6', 'same', (x) => `Math.min(Math.max(${x}, 0), 6)`, (x, _, t) => (isFloat(t.args[0]!) ? clampFloat(x, '0.0', '6.0', t) : `min(max(${x}, 0), 6)`), { f16: true });
-const leakyReluOp = unaryOp('leakyRelu', 'float', (x, [s]) => `(${x} > 0 ? ${x} : ${x} * ${s})`, (x, [s], t) => `select(${x} * ${t.lit(s!)}, ${x}, ${x} > 0.0)`);
-const eluOp = unaryOp('elu', 'float', (x, [a]) => `(${x} > 0 ? ${x} : ${a} * Math.expm1(${x}))`, (x, [a], t) => `select(${t.lit(a!)} * sn_expm1(${x}), ${x}, ${x} > 0.0)`);
+const leakyReluOp = unaryOp('leakyRelu', 'float', (x, [s], t) => `(${x} > 0 ? ${x} : ${x} * ${t.lit(s!)})`, (x, [s], t) => `select(${x} * ${t.lit(s!)}, ${x}, ${x} > 0.0)`);
+const eluOp = unaryOp('elu', 'float', (x, [a], t) => `(${x} > 0 ? ${x} : ${t.lit(a!)} * Math.expm1(${x}))`, (x, [a], t) => `select(${t.lit(a!)} * sn_expm1(${x}), ${x}, ${x} > 0.0)`);
 const seluOp = unaryOp('selu', 'float', (x) => `(${SELU_SCALE} * (${x} > 0 ? ${x} : ${SELU_ALPHA} * Math.expm1(${x})))`, (x) => `(${SELU_SCALE} * select(${SELU_ALPHA} * sn_expm1(${x}), ${x}, ${x} > 0.0))`);
 // On the GPU as 0.5·x·erfc(−x/√2): f32 would lose 1 + erf(x/√2) to cancellation for negative x.
 const geluOp = unaryOp('gelu', 'float', (x) => `(0.5 * ${x} * (1 + H.erf(${x} * Math.SQRT1_2)))`, (x) => `(0.5 * ${x} * sn_erfc(${x} * -0.7071067811865476))`);
@@ -52,7 +52,7 @@ const siluOp = unaryOp('silu', 'float', (x) => `(${x} / (1 + Math.exp(-${x})))`,
 const softplusOp = unaryOp(
   'softplus',
   'float',
-  (x, [b, t]) => `(${x} * ${b} > ${t} ? ${x} : Math.log1p(Math.exp(${x} * ${b})) / ${b})`,
+  (x, [b, th], t) => `(${x} * ${t.lit(b!)} > ${t.lit(th!)} ? ${x} : Math.log1p(Math.exp(${x} * ${t.lit(b!)})) / ${t.lit(b!)})`,
   (x, [b, th], t) => `select(sn_log1p(exp(${x} * ${t.lit(b!)})) / ${t.lit(b!)}, ${x}, ${x} * ${t.lit(b!)} > ${t.lit(th!)})`,
 );
 const hardSigmoidOp = unaryOp('hardSigmoid', 'float', (x) => `Math.min(Math.max(${x} / 6 + 0.5, 0), 1)`, (x) => `sn_min(sn_max(${x} / 6.0 + 0.5, 0.0), 1.0)`);
@@ -66,7 +66,7 @@ const signOp = unaryOp('sign', 'same', (x) => `((${x} > 0) - (${x} < 0))`, byTyp
 const logicalNotOp = unaryOp('logicalNot', 'bool', (x) => `(${x} === 0 ? 1 : 0)`, (x) => `i32(${x} == 0)`);
 defineElementwise('clamp', {
   arity: 1,
-  js: ([x], [lo, hi]) => `Math.min(Math.max(${x}, ${lo}), ${hi})`,
+  js: ([x], [lo, hi], t) => `Math.min(Math.max(${x}, ${t.lit(lo!)}), ${t.lit(hi!)})`,
   wgsl: ([x], [lo, hi], t) => (isFloat(t.args[0]!) ? clampFloat(x, t.lit(lo!), t.lit(hi!), t) : `min(max(${x}, ${t.lit(lo!)}), ${t.lit(hi!)})`),
   f16: true,
 });

@@ -1,6 +1,6 @@
 import { f16round } from '@petamoriken/float16';
-import type { DType } from '../../tensor/dtype.js';
-import { type Expr, exprNodes, exprToString } from '../../ops/expr.js';
+import { type DType, castValue, isFloat } from '../../tensor/dtype.js';
+import { type Expr, exprNodes } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
 import { ELEMENTWISE } from '../../ops/elementwise.js';
 import { erf, ipow, roundHalfEven } from './math.js';
@@ -29,22 +29,28 @@ export function jsCast(dtype: DType, v: string): string {
 
 /**
  * The statements computing `expr` for one element, given how to read input k; returns the result's
- * name and the values of the expression's constants, which the statements read as `c0`, `c1`, …
- * (the generated function declares them from its `C` argument: see `constantDecls`), so one
- * function serves every scalar value.
+ * name and the values of the expression's constants and params, which the statements read as `c0`,
+ * `c1`, … (the generated function declares them from its `C` argument: see `constantDecls`), so one
+ * function serves every scalar value. Generated functions are cached by their source (see `compile`),
+ * which holds names, never values.
  */
 export function jsExprBody(expr: Expr, readInput: (k: number) => string): { body: string; result: string; constants: number[] } {
   const names = new Map<Expr, string>();
   const lines: string[] = [];
   const constants: number[] = [];
+  const lit = (v: number): string => `c${constants.push(v) - 1}`;
   for (const n of exprNodes(expr)) {
     let v: string;
     if (n.kind === 'input') v = readInput(n.index);
-    else if (n.kind === 'const') v = `c${constants.push(n.value) - 1}`;
+    // A constant enters as a value of its dtype (a float32 scalar as float32, as on WebGPU and in wasm).
+    else if (n.kind === 'const') v = lit(castValue(n.dtype, n.value));
     else {
       const fn = ELEMENTWISE.get(n.fn);
       if (!fn) throw new Error(`no elementwise function '${n.fn}'`);
-      v = jsCast(n.dtype, fn.js(n.args.map((a) => names.get(a)!), n.params, { args: n.args.map((a) => a.dtype), out: n.dtype }));
+      // Float params in the first argument's float type, as WGSL's `lit` gives them.
+      const args = n.args.map((a) => a.dtype), arg0 = args[0];
+      const param = (p: number): string => lit(arg0 !== undefined && isFloat(arg0) ? castValue(arg0, p) : p);
+      v = jsCast(n.dtype, fn.js(n.args.map((a) => names.get(a)!), n.params, { args, out: n.dtype, lit: param }));
     }
     const name = `t${names.size}`;
     names.set(n, name);
@@ -56,30 +62,6 @@ export function jsExprBody(expr: Expr, readInput: (k: number) => string): { body
 /** Declarations of an expression's constants `c0`, `c1`, … from the generated function's argument `C`. */
 export function constantDecls(count: number): string {
   return Array.from({ length: count }, (_, i) => `const c${i} = C[${i}];`).join(' ');
-}
-
-/** The values of `expr`'s constants, in the order `jsExprBody` numbers them. */
-export function exprConstants(expr: Expr): number[] {
-  return exprNodes(expr).flatMap((n) => (n.kind === 'const' ? [n.value] : []));
-}
-
-/** Each expression's code key, once: plans run the same Expr objects on every call (they are never mutated). */
-const codeKeys = new WeakMap<Expr, string>();
-
-/** A cache key for the code of `expr`: its text with constants' values left out (they are arguments). */
-export function codeKey(expr: Expr): string {
-  let key = codeKeys.get(expr);
-  if (key === undefined) codeKeys.set(expr, (key = exprToString(replaceConstants(expr, new Map()))));
-  return key;
-}
-
-function replaceConstants(e: Expr, memo: Map<Expr, Expr>): Expr {
-  let r = memo.get(e);
-  if (!r) {
-    r = e.kind === 'const' ? { kind: 'const', value: NaN, dtype: e.dtype } : e.kind === 'input' ? e : { ...e, args: e.args.map((a) => replaceConstants(a, memo)) };
-    memo.set(e, r);
-  }
-  return r;
 }
 
 /** Strides of a view broadcast to `shape` (stride 0 along broadcast dims). */
@@ -111,8 +93,8 @@ export function collapseDims(shape: readonly number[], strides: readonly (readon
 
 type MapFn = (out: CpuView['data'], ins: CpuView['data'][], shape: number[], strides: number[][], offsets: number[], C: readonly number[]) => void;
 
-/** The JavaScript of the loop nest evaluating `expr` over `rank` collapsed dims with `nIn` inputs. */
-function source(expr: Expr, nIn: number, rank: number): string {
+/** The JavaScript of the loop nest evaluating `expr` over `rank` collapsed dims with `nIn` inputs, and the values it reads from `C`. */
+function source(expr: Expr, nIn: number, rank: number): { source: string; constants: number[] } {
   const { body, result, constants } = jsExprBody(expr, (k) => `x${k}[p${k}]`);
   const ks = Array.from({ length: nIn }, (_, k) => k);
   let src = `${constantDecls(constants.length)}\n` + ks.map((k) => `const x${k} = ins[${k}];`).join(' ') + '\n';
@@ -126,11 +108,7 @@ function source(expr: Expr, nIn: number, rank: number): string {
   src += ks.map((k) => `const p${k} = ${rank === 0 ? `offsets[${k}]` : `p${k}_${rank}`};`).join(' ') + '\n';
   src += `${body}\nout[o++] = ${result};\n`;
   src += '}'.repeat(rank);
-  return `function map(out, ins, shape, strides, offsets, C) {\n${src}\n}`;
-}
-
-function compile(expr: Expr, nIn: number, rank: number): MapFn {
-  return generatedKernels.get<MapFn>(`map|${rank}|${nIn}|${codeKey(expr)}`, () => source(expr, nIn, rank), H);
+  return { source: `function map(out, ins, shape, strides, offsets, C) {\n${src}\n}`, constants };
 }
 
 function layout(inputs: readonly Pick<CpuView, 'shape' | 'strides'>[], outShape: readonly number[]) {
@@ -140,10 +118,11 @@ function layout(inputs: readonly Pick<CpuView, 'shape' | 'strides'>[], outShape:
 /** Evaluates `expr` for every element of `out` (contiguous), reading strided, broadcast inputs. */
 export function mapKernel(expr: Expr, inputs: readonly CpuView[], out: CpuView): void {
   const { shape, strides } = layout(inputs, out.shape);
-  compile(expr, inputs.length, shape.length)(out.data, inputs.map((v) => v.data), shape, strides, inputs.map((v) => v.offset), exprConstants(expr));
+  const { source: src, constants } = source(expr, inputs.length, shape.length);
+  generatedKernels.get<MapFn>(src, () => src, H)(out.data, inputs.map((v) => v.data), shape, strides, inputs.map((v) => v.offset), constants);
 }
 
 /** The generated JavaScript `mapKernel` runs for these layouts (for reports). */
 export function mapKernelSource(expr: Expr, inputs: readonly Pick<CpuView, 'shape' | 'strides'>[], outShape: readonly number[]): string {
-  return source(expr, inputs.length, layout(inputs, outShape).shape.length);
+  return source(expr, inputs.length, layout(inputs, outShape).shape.length).source;
 }

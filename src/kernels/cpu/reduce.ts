@@ -1,7 +1,7 @@
 import type { Expr } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
 import { broadcastShapes, stridedOffsets } from '../../tensor/shape.js';
-import { H, broadcastStrides, codeKey, constantDecls, exprConstants, jsExprBody } from './map.js';
+import { H, broadcastStrides, constantDecls, jsExprBody } from './map.js';
 import { generatedKernels } from './generated.js';
 import { kernelOverrides } from './overrides.js';
 
@@ -40,16 +40,17 @@ interface Groups {
 
 type FillFn = (row: Float64Array, ins: ArrayLike<number>[], bases: number[], inners: Int32Array[], C: readonly number[]) => void;
 
-/** The JavaScript filling a row buffer with `expr` of `nIn` inputs, input k's element j at `ins[k][bases[k] + inners[k][j]]`. */
-export function prologueSource(expr: Expr, nIn: number): string {
+/** The JavaScript filling a row buffer with `expr` of `nIn` inputs, input k's element j at `ins[k][bases[k] + inners[k][j]]`, and the values it reads from `C`. */
+function prologueKernel(expr: Expr, nIn: number): { source: string; constants: number[] } {
   const { body, result, constants } = jsExprBody(expr, (k) => `x${k}[b${k} + i${k}[j]]`);
   const ks = Array.from({ length: nIn }, (_, k) => k);
   const setup = constantDecls(constants.length) + ks.map((k) => ` const x${k} = ins[${k}], b${k} = bases[${k}], i${k} = inners[${k}];`).join('');
-  return `function fill(row, ins, bases, inners, C) {\n${setup}\nfor (let j = 0; j < row.length; j++) {\n${body}\nrow[j] = ${result};\n}\n}`;
+  return { source: `function fill(row, ins, bases, inners, C) {\n${setup}\nfor (let j = 0; j < row.length; j++) {\n${body}\nrow[j] = ${result};\n}\n}`, constants };
 }
 
-function compileFill(expr: Expr, nIn: number): FillFn {
-  return generatedKernels.get<FillFn>(`fill|${nIn}|${codeKey(expr)}`, () => prologueSource(expr, nIn), H);
+/** The JavaScript `prologueKernel` generates (for reports). */
+export function prologueSource(expr: Expr, nIn: number): string {
+  return prologueKernel(expr, nIn).source;
 }
 
 /** The groups over `dims` of input 0, or of `prologue` over the inputs broadcast together. */
@@ -60,7 +61,8 @@ function groupsOf(inputs: readonly CpuView[], prologue: Expr | undefined, dims: 
   }
   const shape = broadcastShapes('prologue', ...inputs.map((v) => v.shape));
   const spaces = inputs.map((v) => reductionSpace({ shape, strides: broadcastStrides(v, shape), offset: v.offset }, dims));
-  const fill = compileFill(prologue, inputs.length), constants = exprConstants(prologue);
+  const { source, constants } = prologueKernel(prologue, inputs.length);
+  const fill = generatedKernels.get<FillFn>(source, () => source, H);
   const ins = inputs.map((v) => v.data), inners = spaces.map((s) => s.inner);
   const n = dims.reduce((a, d) => a * shape[d]!, 1);
   const row = new Float64Array(n), iota = Int32Array.from({ length: n }, (_, j) => j), bases = inputs.map(() => 0);

@@ -1,6 +1,6 @@
 import { type Expr, exprNodes } from '../../ops/expr.js';
 import type { CpuView } from '../../ops/op.js';
-import { broadcastStrides, codeKey, collapseDims, exprConstants } from '../cpu/map.js';
+import { broadcastStrides, collapseDims } from '../cpu/map.js';
 import { type Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
@@ -16,8 +16,20 @@ import { isContiguous, numel } from '../../tensor/shape.js';
 // float32 and float16 nodes and inputs (float16 values are float32 numbers on the CPU: each float16 node's
 // result is rounded to binary16, src/kernels/wasm/half.ts, as the JS form rounds it); ints need their own ops.
 
+/**
+ * A call's numeric param as the module sees it: a v128 local holding it in four lanes (a kernel argument, so one
+ * module serves every value), and its value only where it is one the renderers may specialise on (0, −0, 1, NaN,
+ * ±∞): the module cache's key holds those (see `moduleKey`), never other values.
+ */
+interface Param {
+  readonly local: number;
+  readonly special?: number;
+}
+
+const isSpecial = (v: number): boolean => v === 0 || v === 1 || !Number.isFinite(v);
+
 /** How a function of float32 arguments renders: pushes its f32x4 result, given its arguments' v128 locals. */
-type Render = (c: Code, args: readonly number[], params: readonly number[], tmp: () => number) => void;
+type Render = (c: Code, args: readonly number[], params: readonly Param[], tmp: () => number) => void;
 
 /** `v` in four lanes (hoisted to the function's entry: see Code.splatF32). */
 const splat = (c: Code, v: number): Code => c.splatF32(v);
@@ -109,7 +121,7 @@ const unary = (op: 'f32x4.neg' | 'f32x4.abs' | 'f32x4.sqrt' | 'f32x4.floor' | 'f
 /** a ± alpha·b (alpha 1: a ± b). */
 const scaled = (op: 'f32x4.add' | 'f32x4.sub'): Render => (c, [a, b], [alpha]) => {
   c.get(a!).get(b!);
-  if (alpha !== 1) splat(c, alpha!).simd('f32x4.mul');
+  if (alpha!.special !== 1) c.get(alpha!.local).simd('f32x4.mul');
   c.simd(op);
 };
 /**
@@ -117,12 +129,16 @@ const scaled = (op: 'f32x4.add' | 'f32x4.sub'): Render => (c, [a, b], [alpha]) =
  * (one instruction; f32x4.max's NaN and signed-zero rules take V8 eight), and keeps a NaN v as JS does; it differs
  * from Math.max only at v = −0, lo = +0 (JS gives +0: adding +0 turns −0 into +0 and leaves every other value), and
  * for a NaN bound. f32x4.pmin(v, hi) likewise, except at v = +0, hi = −0 (JS gives −0) and a NaN bound: there the
- * full f32x4.min/max.
+ * full f32x4.min/max. A bound known only at run time (a `Param` without `special`: finite, not 0) is one of the
+ * values where pmax/pmin equal max/min.
  */
-const clampTo = (c: Code, lo: number, hi: number): void => {
-  splat(c, lo).simd(Number.isNaN(lo) ? 'f32x4.max' : 'f32x4.pmax');
-  if (Object.is(lo, 0)) splat(c, 0).simd('f32x4.add');
-  splat(c, hi).simd(Number.isNaN(hi) || Object.is(hi, -0) ? 'f32x4.min' : 'f32x4.pmin');
+const clampTo = (c: Code, lo: number | Param, hi: number | Param): void => {
+  const known = (b: number | Param): number | undefined => (typeof b === 'number' ? b : b.special);
+  const push = (b: number | Param, v: number | undefined): Code => (v === undefined ? c.get((b as Param).local) : splat(c, v));
+  const l = known(lo), h = known(hi);
+  push(lo, l).simd(l !== undefined && Number.isNaN(l) ? 'f32x4.max' : 'f32x4.pmax');
+  if (l !== undefined && Object.is(l, 0)) splat(c, 0).simd('f32x4.add');
+  push(hi, h).simd(h !== undefined && (Number.isNaN(h) || Object.is(h, -0)) ? 'f32x4.min' : 'f32x4.pmin');
 };
 
 /**
@@ -150,7 +166,7 @@ const RENDER: Record<string, Render> = {
   relu: (c, [x]) => void splat(c, 0).get(x!).get(x!).splatF32(0).simd('f32x4.lt', 'v128.bitselect'),
   relu6: (c, [x]) => void clampTo(c.get(x!), 0, 6),
   clamp: (c, [x], [lo, hi]) => void clampTo(c.get(x!), lo!, hi!),
-  leakyRelu: (c, [x], [s]) => void splat(c.get(x!).get(x!), s!).simd('f32x4.mul').get(x!).splatF32(0).simd('f32x4.gt', 'v128.bitselect'),
+  leakyRelu: (c, [x], [s]) => void c.get(x!).get(x!).get(s!.local).simd('f32x4.mul').get(x!).splatF32(0).simd('f32x4.gt', 'v128.bitselect'),
   hardSigmoid: (c, [x]) => {
     splat(c.get(x!), 6).simd('f32x4.div');
     splat(c, 0.5).simd('f32x4.add');
@@ -183,23 +199,35 @@ export function renderable(expr: Expr): boolean {
  * along a row input i advances by `inner[i]` elements (1, or 0 for one value broadcast along it). Four
  * elements at a time, then the row's tail one at a time (its loads splat one value, its store writes
  * one lane): nothing is read or written past the row, so operands are read in place in the heap.
- * The expression's constants are arguments (float32 bits; numbered in node order, as `exprConstants`
+ * The expression's constants and its calls' params are arguments (float32 bits, in the order `kernelValues`
  * lists them), so one module serves every scalar value, and every argument is an i32 that a worker
  * thread receives as one slot of its control block.
  */
 function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer> {
   const m = new ModuleBuilder(memoryImport());
-  const nodes = exprNodes(expr), constants = nodes.filter((e) => e.kind === 'const'), k = inner.length;
-  m.func('rows', new Array<'i32'>(k + 4 + k + constants.length).fill('i32'), [], (c) => {
+  const nodes = exprNodes(expr), values = kernelValues(nodes).length, k = inner.length;
+  m.func('rows', new Array<'i32'>(k + 4 + k + values).fill('i32'), [], (c) => {
     const out = 0, ins = inner.map((_, i) => 1 + i), n = 1 + k, count = n + 1, outStep = n + 2;
-    const steps = inner.map((_, i) => n + 3 + i), bits = constants.map((_, j) => n + 3 + k + j);
+    const steps = inner.map((_, i) => n + 3 + i);
     const r = c.local('i32'), i = c.local('i32'), n4 = c.local('i32'), off = c.local('i32');
     const value = new Map<Expr, number>();
+    const params = new Map<Expr, Param[]>();
     const tmp = (): number => c.local('v128');
     // Node values and temporaries get their own locals: the engine's register allocator reuses them.
     for (const node of nodes) value.set(node, c.local('v128'));
-    // Constants are splat once, before the loops.
-    constants.forEach((e, j) => void c.get(bits[j]!).op('f32.reinterpret_i32').simd('f32x4.splat').set(value.get(e)!));
+    // Constants and params are splat once, before the loops.
+    let slot = n + 3 + k;
+    const splatArg = (local: number): void => void c.get(slot++).op('f32.reinterpret_i32').simd('f32x4.splat').set(local);
+    for (const node of nodes) {
+      if (node.kind === 'const') splatArg(value.get(node)!);
+      else if (node.kind === 'call') {
+        params.set(node, node.params.map((v) => {
+          const local = c.local('v128');
+          splatArg(local);
+          return isSpecial(v) ? { local, special: v } : { local };
+        }));
+      }
+    }
     const half = nodes.some((e) => e.kind === 'call' && e.dtype === 'float16') ? halfConstants(c) : undefined;
     const inputs = nodes.filter((e): e is Extract<Expr, { kind: 'input' }> => e.kind === 'input');
     /** Evaluates the expression at byte offset `off` of the row; `splat`: one element (the tail), else four. */
@@ -210,7 +238,7 @@ function mapModule(expr: Expr, inner: readonly number[]): Uint8Array<ArrayBuffer
       }
       for (const node of nodes) {
         if (node.kind !== 'call') continue;
-        RENDER[node.fn]!(c, node.args.map((a) => value.get(a)!), node.params, tmp);
+        RENDER[node.fn]!(c, node.args.map((a) => value.get(a)!), params.get(node)!, tmp);
         c.set(value.get(node)!);
         if (node.dtype === 'float16' && !exactInHalf(node)) {
           emitRoundToHalf(c, value.get(node)!, tmp, half!);
@@ -258,7 +286,25 @@ function f32Bits(v: number): number {
 /** Elements per thread below which splitting a map over the pool costs more than it saves. */
 const MIN_ELEMENTS_PER_THREAD = 1 << 15;
 
-/** What wasmMap needs of an expression, whatever the operands: whether it renders, its code key, its constants' float32 bits. */
+/** The values a module of these nodes takes as arguments: each constant, and each call's params, in node order. */
+function kernelValues(nodes: readonly Expr[]): number[] {
+  return nodes.flatMap((n) => (n.kind === 'const' ? [n.value] : n.kind === 'call' ? n.params : []));
+}
+
+/**
+ * The module cache's key of an expression: its nodes in order, each call's arguments by node number (so two trees
+ * alike in text but not in which nodes they share differ), its params' values only where a renderer may specialise
+ * on them (`isSpecial`; `-0` apart from `0`), constants by dtype alone: every other value is an argument.
+ */
+function moduleKey(nodes: readonly Expr[]): string {
+  const id = new Map(nodes.map((n, i) => [n, i]));
+  const param = (v: number): string => (Object.is(v, -0) ? '-0' : isSpecial(v) ? String(v) : 'p');
+  return nodes
+    .map((n) => (n.kind === 'input' ? `x${n.index}:${n.dtype}` : n.kind === 'const' ? `c:${n.dtype}` : `${n.fn}:${n.dtype}(${n.args.map((a) => id.get(a)).join(',')};${n.params.map(param).join(',')})`))
+    .join(' ');
+}
+
+/** What wasmMap needs of an expression, whatever the operands: whether it renders, its code key, its constants' and params' float32 bits. */
 interface ExprFacts {
   readonly renderable: boolean;
   readonly code: string;
@@ -268,7 +314,10 @@ interface ExprFacts {
 const exprFacts = new WeakMap<Expr, ExprFacts>();
 function factsOf(expr: Expr): ExprFacts {
   let facts = exprFacts.get(expr);
-  if (!facts) exprFacts.set(expr, (facts = { renderable: renderable(expr), code: codeKey(expr), constants: exprConstants(expr).map(f32Bits) }));
+  if (!facts) {
+    const nodes = exprNodes(expr);
+    exprFacts.set(expr, (facts = { renderable: renderable(expr), code: moduleKey(nodes), constants: kernelValues(nodes).map(f32Bits) }));
+  }
   return facts;
 }
 
