@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as sn from '../src/index.js';
-import { setCpuKernels, setCpuThreads } from '../src/backend/cpu.js';
+import { setCpuKernels, setCpuThreads, startCpuThreads } from '../src/backend/cpu.js';
 import { ModuleBuilder } from '../src/kernels/wasm/emitter.js';
 import { heap, instantiate, memoryImport } from '../src/kernels/wasm/heap.js';
 import { parallelFor, poolStats, watcher } from '../src/kernels/wasm/threads.js';
@@ -49,6 +49,7 @@ describe('the CPU thread pool waits by spinning briefly, then sleeping', () => {
   it('runs every task of kernels posted back to back exactly once, counts how workers took them, and sleeps once idle', async () => {
     setCpuKernels('wasm');
     setCpuThreads(2);
+    await startCpuThreads(); // whichever kernels the run started with (SINTER_CPU_KERNELS=js starts none)
     // A kernel whose task adds `n` to the int at `at`, one by one (n = 20000: some tens of microseconds,
     // so that the worker has time to claim the second task): two tasks per call, each its own int.
     const m = new ModuleBuilder(memoryImport());
