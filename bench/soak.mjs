@@ -20,8 +20,9 @@ function sample(sn, device, calls, jitted) {
     bytes: d.bytes,
     reservedBytes: d.pool?.reservedBytes ?? null,
     idleBytes: d.pool?.idleBytes ?? null,
-    pipelines: d.pipelines?.entries ?? null,
-    compiled: d.pipelines?.misses ?? null,
+    // Compiled kernels: the pipeline cache and the device's other kernel caches (the CPU's wasm modules, int8 tables).
+    pipelines: d.pipelines ? d.pipelines.entries + Object.values(d.caches ?? {}).reduce((a, c) => a + c.entries, 0) : null,
+    compiled: d.pipelines ? d.pipelines.misses + Object.values(d.caches ?? {}).reduce((a, c) => a + c.misses, 0) : null,
     jitPlans: jitted.reduce((a, f) => a + f.stats().entries, 0),
     jitRetraces: jitted.reduce((a, f) => a + f.stats().misses, 0),
   };

@@ -437,9 +437,10 @@ describe('the wasm elementwise renderer', () => {
     for (const kind of ['wasm', 'js'] as const) {
       setCpuKernels(kind);
       f(0.5).dispose();
-      const before = kind === 'wasm' ? wasmMapCacheStats() : sn.memory().devices.cpu!.pipelines!;
+      const cache = () => (kind === 'wasm' ? sn.memory().devices.cpu!.caches!['wasm elementwise modules']! : sn.memory().devices.cpu!.pipelines!);
+      const before = cache();
       for (let s = 1.5; s <= 12; s += 1.5) await expectClose(f(s), ref([8], want(s)), { tol: { rtol: 2e-7, atol: 0 } });
-      const after = kind === 'wasm' ? wasmMapCacheStats() : sn.memory().devices.cpu!.pipelines!;
+      const after = cache();
       expect(after.misses - before.misses, `${kind}: compiled per value`).toBe(0);
     }
   });

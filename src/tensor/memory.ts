@@ -1,3 +1,4 @@
+import type { CacheStats } from '../lru.js';
 import { type DeviceName, type Storage, getBackend } from '../backend/backend.js';
 import type { Tensor } from './tensor.js';
 import { SinterError } from '../errors.js';
@@ -39,6 +40,7 @@ export interface CacheReport {
   reservedBytes?: number;
   pool?: PoolStats | HeapStats;
   pipelines?: PipelineStats;
+  caches?: Record<string, CacheStats>;
 }
 /** Per device, its reporters by part (the CPU's kernel cache and its heap report separately). */
 const cacheReporters = new Map<DeviceName, Map<string, () => CacheReport>>();
@@ -53,7 +55,10 @@ export function reportCaches(device: DeviceName, report: () => CacheReport, part
 }
 function cacheReport(device: DeviceName): CacheReport {
   const out: CacheReport = {};
-  for (const report of cacheReporters.get(device)?.values() ?? []) Object.assign(out, report());
+  for (const report of cacheReporters.get(device)?.values() ?? []) {
+    const r = report();
+    Object.assign(out, r, r.caches ? { caches: { ...out.caches, ...r.caches } } : {});
+  }
   return out;
 }
 
@@ -74,8 +79,13 @@ export interface DeviceMemory {
    * CPU also the heap's bytes in use, scratch, free space and memory size (src/kernels/wasm/heap.ts).
    */
   pool?: PoolStats | HeapStats;
-  /** The compiled-pipeline cache: entries, capacity, hits, misses, evictions. WebGPU only. */
+  /** The compiled-kernel cache: entries, capacity, hits, misses, evictions (WebGPU: WGSL pipelines; CPU: generated JavaScript kernels). */
   pipelines?: PipelineStats;
+  /**
+   * The device's other bounded caches of compiled or precomputed kernel parts, by name (each an LRU: entries,
+   * capacity, hits, misses, evictions). CPU: the WebAssembly elementwise modules and the int8 convs' tables.
+   */
+  caches?: Record<string, CacheStats>;
 }
 export interface MemoryInfo {
   /** Tensors not yet disposed (views count separately from the storage they share). */

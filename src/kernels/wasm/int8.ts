@@ -3,6 +3,7 @@ import { Code, ModuleBuilder } from './emitter.js';
 import { heap, instantiate, memoryImport } from './heap.js';
 import { availableThreads, parallelFor } from './threads.js';
 import { type CacheStats, LruCache } from '../../lru.js';
+import { reportCaches } from '../../tensor/memory.js';
 
 // The integer GEMM of the int8 layers (src/quant/gemm.ts) in WebAssembly SIMD, blocked as the float one
 // (src/kernels/wasm/gemm.ts): C[i, j] = Σ_k A[i, k]·B[j, k] with A the weights (rows = output channels) and
@@ -775,6 +776,7 @@ const tableCache = new LruCache<string, ConvTables>(128);
 export function wasmInt8CacheStats(): CacheStats {
   return tableCache.stats();
 }
+reportCaches('cpu', () => ({ caches: { 'int8 conv tables': tableCache.stats() } }), 'int8 conv tables');
 
 /**
  * The GEMM's tables for a conv over the padded input (rows Wp int16 apart, planes `plane`): per output pixel (b, oh, ow),

@@ -7,6 +7,7 @@ import { availableThreads, parallelFor } from './threads.js';
 import { emitRoundToHalf, exactInHalf, halfConstants } from './half.js';
 import { noteRoundedHalf } from '../cpu/half.js';
 import { type CacheStats, LruCache } from '../../lru.js';
+import { reportCaches } from '../../tensor/memory.js';
 import { isContiguous, numel } from '../../tensor/shape.js';
 
 // Elementwise expressions (the `Expr` trees of src/ops/expr.ts: eager ops and the JIT's fused groups
@@ -275,6 +276,7 @@ const modules = new LruCache<string, RowsFn>(128);
 export function wasmMapCacheStats(): CacheStats {
   return modules.stats();
 }
+reportCaches('cpu', () => ({ caches: { 'wasm elementwise modules': modules.stats() } }), 'wasm elementwise modules');
 
 const bitsView = new DataView(new ArrayBuffer(4));
 /** A float32's bits as an i32 (how constants travel as arguments). */
