@@ -473,12 +473,17 @@ let holdCount = 0;
  * watch alone. That watch shrinks to MIN_SPIN_MS where the host steps between kernels (an epilogue, the
  * next GEMM's tables) outlast it, and then every kernel paid a wake-up: tens of microseconds, up to a
  * millisecond on a virtual machine whose idle core is halted (an MLP call at two threads then took as
- * long as at one). Held watches still end once their thread was descheduled, and back off after ending empty
+ * long as at one). Sleeping workers are woken now, so their wake-up overlaps the call's first host work.
+ * Held watches still end once their thread was descheduled, and back off after ending empty
  * (`heldBackoff`): where threads outnumber cores they would take a core from the caller.
  */
 export function holdWorkers(): () => void {
-  // Sleeping workers are left asleep: a call whose kernels are all too small to share never wakes them.
-  if (holdCount++ === 0) for (const w of workers) Atomics.store(w.control, HELD, 1);
+  if (holdCount++ === 0) {
+    for (const w of workers) {
+      Atomics.store(w.control, HELD, 1);
+      Atomics.notify(w.control, 0);
+    }
+  }
   let released = false;
   return () => {
     if (released) return;
