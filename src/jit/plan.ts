@@ -8,7 +8,6 @@ import type { Expr } from '../ops/expr.js';
 import { clone } from '../ops/views.js';
 import { mapKernelSource } from '../kernels/cpu/map.js';
 import { prologueSource } from '../kernels/cpu/reduce.js';
-import { holdWorkers } from '../kernels/wasm/threads.js';
 import type { PreparedProgram, WebGpuBackend } from '../backend/webgpu/backend.js';
 import { type CompileProgress, type PlanBinding, WebGpuPlan } from '../backend/webgpu/plan.js';
 import type { WebGpuStorage } from '../backend/webgpu/storage.js';
@@ -331,20 +330,9 @@ export class Plan {
 
   /** Runs the kernels on the CPU, timing each when `profile` is set. */
   private runCpu(inputs: readonly Tensor[], results: readonly Tensor[], profile: boolean): number[] | null {
+    const backend = getBackend('cpu');
     const times: number[] = [];
     const storageOf = (b: Binding): Storage => ('storage' in b ? b.storage : 'input' in b ? inputs[b.input]!.storage : results[b.output]!.storage);
-    // The thread pool's workers stay awake between this call's kernels (a few host steps apart) rather than sleep after each.
-    const release = this.kernels.length > 1 ? holdWorkers() : undefined;
-    try {
-      this.runCpuKernels(storageOf, profile, times);
-    } finally {
-      release?.();
-    }
-    return profile ? times : null;
-  }
-
-  private runCpuKernels(storageOf: (b: Binding) => Storage, profile: boolean, times: number[]): void {
-    const backend = getBackend('cpu');
     this.kernels.forEach((k, i) => {
       const bindings = this.bindings[i]!, fixed = this.fixedViews[i]!;
       const made: Tensor[] = [];
@@ -363,6 +351,7 @@ export class Plan {
         made.forEach((t) => t.dispose());
       }
     });
+    return profile ? times : null;
   }
 
   /** Calls whose device work has not finished (WebGPU; a CPU call finishes before it returns), and the most at once so far. */

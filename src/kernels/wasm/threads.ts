@@ -22,9 +22,7 @@ import { RESERVED_BYTES, heap, kernelSource } from './heap.js';
 // sleep that a full-length watch would have caught), up to SPIN_MS; it also ends once its thread was
 // descheduled. Past that, idle threads sleep in Atomics.wait (Node) or await Atomics.waitAsync
 // (browsers, whose workers must keep their event loop free for messages; a page's main thread may not
-// block, so there it polls for the few microseconds left), so an idle pool burns no core. A jitted call
-// of several kernels holds the workers (`holdWorkers`): they watch for its next kernel, and for the next
-// call right after it, longer than the adaptive watch, backing off where that watch would end empty.
+// block, so there it polls for the few microseconds left), so an idle pool burns no core.
 
 const SLOT_INTS = 64;
 /** The last slot holds the claim counter that the threads of one parallelFor share. */
@@ -80,58 +78,6 @@ const SENT = 7;
 const TAKEN_AWAKE = 8, TAKEN_WOKEN = 9;
 /** Control block index a worker sets while it sleeps. */
 const ASLEEP = 10;
-/** Control block index the calling thread sets while it runs a call of several kernels (`holdWorkers`). */
-const HELD = 11;
-/**
- * While held, the longest a thread watches for the next kernel (ms): past it (a long single-thread step
- * between kernels) the adaptive watch, then sleep, as when not held.
- */
-const HOLD_MS = 1;
-
-/**
- * Spins while `busy()` and `held()` hold, for at most `maxMs` and not past a gap of `descheduledMs`
- * between two looks (the machine has more runnable threads than cores: spinning takes a core from
- * them); returns 1 when busy() ended, 0 when held() did, -1 when the spin ran out or was descheduled.
- * Self-contained (no outside names): the workers run its source.
- */
-export function heldSpin(busy: () => boolean, held: () => boolean, maxMs: number, descheduledMs: number): number {
-  let t = performance.now();
-  const until = t + maxMs;
-  for (let i = 1; busy(); i++) {
-    if (!held()) return 0;
-    if ((i & 63) === 0) {
-      const now = performance.now();
-      if (now > until || now - t > descheduledMs) return -1;
-      t = now;
-    }
-  }
-  return 1;
-}
-
-/**
- * When held watches are worth it: one that ended without its event (its thread was descheduled, or the
- * host steps between kernels outlasted it) skips the next 1, 2, 4, … 64 held watches, for spinning where
- * threads outnumber cores takes a core from the caller (a call then ran at half the one-thread speed);
- * one that caught its event starts over. Self-contained: the workers run its source.
- */
-export function heldBackoff(): { due(): boolean; caught(ok: boolean): boolean } {
-  let skip = 0, next = 1;
-  return {
-    due() {
-      if (skip === 0) return true;
-      skip--;
-      return false;
-    },
-    caught(ok) {
-      if (ok) next = 1;
-      else {
-        skip = next;
-        next = Math.min(64, next * 2);
-      }
-      return ok;
-    },
-  };
-}
 
 interface PoolWorker {
   readonly control: Int32Array;
@@ -181,20 +127,9 @@ function runTask() {
   }
   Atomics.notify(I, 0);
 }
-const heldSpin = ${heldSpin};
-const inCall = (${heldBackoff})(), afterCall = (${heldBackoff})();
-const idle = () => Atomics.load(I, 0) !== ${POSTED} && Atomics.load(I, ${SENT}) === I[1];
 function watchForTask() {
   lastEnd = performance.now();
-  // Held (the caller runs a call of several kernels): watch for the next kernel until the call ends, then
-  // as long as a full watch for the next call (a loop of calls makes it a few host steps later).
-  if (Atomics.load(I, ${HELD}) && inCall.due()) {
-    const r = heldSpin(idle, () => Atomics.load(I, ${HELD}) !== 0, ${HOLD_MS}, ${DESCHEDULED_MS});
-    inCall.caught(r >= 0);
-    if (r > 0) return true;
-    if (r === 0 && afterCall.due() && afterCall.caught(heldSpin(idle, () => true, ${SPIN_MS}, ${DESCHEDULED_MS}) > 0)) return true;
-  }
-  return watch.spin(idle);
+  return watch.spin(() => Atomics.load(I, 0) !== ${POSTED} && Atomics.load(I, ${SENT}) === I[1]);
 }
 function sleep(wait) {
   slept = true;
@@ -266,8 +201,6 @@ export interface PoolStats {
   takenWoken: number;
   /** Workers asleep now (an idle pool spins only briefly, then all sleep). */
   asleep: number;
-  /** `holdWorkers` holds open now (a jitted call holds the workers while it runs). */
-  holds: number;
 }
 
 /** The pool: workers started (and ready), threads wanted, how many parallel calls workers took part in, and whether they were awake for them. */
@@ -278,7 +211,7 @@ export function poolStats(): PoolStats {
     takenWoken += Atomics.load(w.control, TAKEN_WOKEN);
     asleep += Atomics.load(w.control, ASLEEP);
   }
-  return { workers: workers.length, ready: readyWorkers(), wanted, tasksOnWorkers, takenAwake, takenWoken, asleep, holds: holdCount };
+  return { workers: workers.length, ready: readyWorkers(), wanted, tasksOnWorkers, takenAwake, takenWoken, asleep };
 }
 
 /** How the CPU kernels use threads here: how many, by what means, and why only one when that is so. */
@@ -462,35 +395,6 @@ function holds(w: PoolWorker, id: number, source: { module: WebAssembly.Module; 
 
 /** The calling thread's watch for running workers. */
 const callerWatch = watcher(SPIN_MS, MIN_SPIN_MS, DESCHEDULED_MS);
-
-/** Nested `holdWorkers` holds now open (the workers are held while it is above 0). */
-let holdCount = 0;
-
-/**
- * Holds the workers awake while the calling thread runs a call of several kernels (a jitted plan): until
- * the returned release is called, a worker that finished a task watches for the next kernel for up to
- * HOLD_MS, and after the release for up to SPIN_MS (the next call of a loop), instead of its adaptive
- * watch alone. That watch shrinks to MIN_SPIN_MS where the host steps between kernels (an epilogue, the
- * next GEMM's tables) outlast it, and then every kernel paid a wake-up: tens of microseconds, up to a
- * millisecond on a virtual machine whose idle core is halted (an MLP call at two threads then took as
- * long as at one). Sleeping workers are woken now, so their wake-up overlaps the call's first host work.
- * Held watches still end once their thread was descheduled, and back off after ending empty
- * (`heldBackoff`): where threads outnumber cores they would take a core from the caller.
- */
-export function holdWorkers(): () => void {
-  if (holdCount++ === 0) {
-    for (const w of workers) {
-      Atomics.store(w.control, HELD, 1);
-      Atomics.notify(w.control, 0);
-    }
-  }
-  let released = false;
-  return () => {
-    if (released) return;
-    released = true;
-    if (--holdCount === 0) for (const w of workers) Atomics.store(w.control, HELD, 0);
-  };
-}
 
 /** Whether this thread may block in Atomics.wait (not a page's main thread). */
 let canBlock: boolean | undefined;
