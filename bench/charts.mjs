@@ -3,6 +3,7 @@
 // jit), and the small CNN's fused graph (the JIT's DOT rendered by @viz-js/viz). Every chart carries its date and
 // machine. Writes bench/charts/*.svg (or into --out DIR). Usage (after npm run build):
 // node bench/charts.mjs [--min-run-time SECONDS] [--out DIR]
+import { readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,7 +18,7 @@ import { INPUT_SHAPE, smallCnn } from './models/small-cnn.mjs';
 import { latestRun, peerTables } from './peer-tables.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { values: opts } = parseArgs({ options: { 'min-run-time': { type: 'string', default: '1' }, out: { type: 'string', default: path.join(here, 'charts') } } });
+const { values: opts } = parseArgs({ options: { 'min-run-time': { type: 'string', default: '1' }, out: { type: 'string', default: path.join(here, 'charts') }, run: { type: 'string' } } });
 const out = opts.out;
 
 /** SVG text of a vega-lite spec. */
@@ -61,12 +62,43 @@ const machineNow = `${cpu[0]?.model.trim()} (${cpu.length} cores), ${Math.round(
 await sn.init({ device: 'cpu', quiet: true });
 
 // 1. The README's tables: the newest recorded peer run (bench/results), as the README quotes it.
-const { file: source, run } = latestRun();
+const { file: source, run } = latestRun(opts.run); // --run FILE: a recorded peer run (default: the newest full one)
 const tables = peerTables(run);
 const runMachine = `${run.machine.cpu}, ${run.machine.cores} cores, ${run.machine.memGiB} GiB, Node ${run.machine.node}; WebGPU on SwiftShader`;
 const runDate = run.startedAt.slice(0, 10);
 await writeFile(path.join(out, 'peers-webgpu.svg'), await tableChart(tables.webgpu, 'sinter beside the peers on WebGPU', runDate, runMachine, source));
 await writeFile(path.join(out, 'peers-cpu.svg'), await tableChart(tables.cpu, 'sinter beside the peers on the CPU', runDate, runMachine, source));
+
+// 1b. Serving: QPS and p99 of the newest recorded `bench/serve.mjs` run (its markdown table, committed in bench/results).
+const serveFile = readdirSync(path.join(here, 'results')).filter((f) => /serve.*\.md$/.test(f)).sort().at(-1);
+if (serveFile) {
+  const text = readFileSync(path.join(here, 'results', serveFile), 'utf8');
+  const serveRows = text.split('\n').filter((l) => /^\| \w+ \| [^|]+ \| (on|off) \| \d+ \|/.test(l)).map((l) => {
+    const c = l.split('|').map((v) => v.trim());
+    return { device: `${c[1]}, ${c[2]}`, batching: `batching ${c[3]}`, concurrency: Number(c[4]), qps: Number(c[6]), p99: Number(c[9]) };
+  });
+  const serveDate = serveFile.slice(0, 10);
+  const facet = (field, title, log) => ({
+    width: 170,
+    height: 170,
+    mark: { type: 'line', point: true, tooltip: true },
+    encoding: {
+      x: { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: [1, 8, 32, 128] }, title: 'concurrent clients' },
+      y: { field, type: 'quantitative', scale: log ? { type: 'log' } : {}, title },
+      color: { field: 'batching', type: 'nominal', legend: { orient: 'bottom' } },
+    },
+  });
+  await writeFile(path.join(out, 'serve-cnn.svg'), await svgOf({
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: { text: 'Serving the small CNN over HTTP: dynamic batching off and on', subtitle: [`autocannon on 127.0.0.1, answered requests · ${serveDate} · recorded run bench/results/${serveFile} (npm run bench:serve)`] },
+    data: { values: serveRows },
+    vconcat: [
+      // Each device on its own y scale: SwiftShader serves ~20× fewer requests than the CPU.
+      { facet: { column: { field: 'device', type: 'nominal', title: null } }, spec: facet('qps', 'QPS (higher is better)', false), resolve: { scale: { y: 'independent' } } },
+      { facet: { column: { field: 'device', type: 'nominal', title: null } }, spec: facet('p99', 'p99 ms (lower is better, log)', true), resolve: { scale: { y: 'independent' } } },
+    ],
+  }));
+}
 
 // 2. Measured now with sn.benchmark: the small CNN on the CPU, eager and under each fusion strategy.
 const model = smallCnn(sn);
@@ -108,4 +140,4 @@ const graphSvg = viz.renderString(dot, { format: 'svg' }).replace('<svg ', `<svg
 await writeFile(path.join(out, 'small-cnn-graph.svg'), graphSvg);
 await writeFile(path.join(out, 'small-cnn-graph.dot'), dot);
 const shown = path.relative(process.cwd(), out).startsWith('..') ? out : path.relative(process.cwd(), out);
-console.log(`wrote ${['peers-webgpu', 'peers-cpu', 'small-cnn-cpu', 'small-cnn-graph'].map((n) => path.join(shown, `${n}.svg`)).join(', ')} (${date}; ${machineNow})`);
+console.log(`wrote ${['peers-webgpu', 'peers-cpu', 'serve-cnn', 'small-cnn-cpu', 'small-cnn-graph'].map((n) => path.join(shown, `${n}.svg`)).join(', ')} (${date}; ${machineNow})`);

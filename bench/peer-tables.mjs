@@ -1,18 +1,19 @@
 // The README's benchmark tables, made from a recorded peer-harness run (bench/results/*-peers*.json, written by
 // `npm run bench:peers` and copied there), so every figure the README quotes comes from a committed run.
-// Usage: node bench/peer-tables.mjs [results.json]   (default: the newest recorded run) — prints markdown.
+// Usage: node bench/peer-tables.mjs [results.json]   (default: the newest recorded full run) — prints markdown.
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-/** The newest recorded run in bench/results (file names start with their date). */
-export function latestRun() {
+/** A recorded run: `file` if given, else the newest full run in bench/results (file names start with their date). */
+export function latestRun(file) {
+  if (file) return { file, run: JSON.parse(readFileSync(file, 'utf8')) };
   const dir = path.join(here, 'results');
-  const file = readdirSync(dir).filter((f) => /peers.*\.json$/.test(f)).sort().at(-1);
-  if (!file) throw new Error(`no recorded peer run in ${dir}`);
-  return { file: path.join('bench', 'results', file), run: JSON.parse(readFileSync(path.join(dir, file), 'utf8')) };
+  const newest = readdirSync(dir).filter((f) => /peers-full\.json$/.test(f)).sort().at(-1);
+  if (!newest) throw new Error(`no recorded full peer run in ${dir}`);
+  return { file: path.join('bench', 'results', newest), run: JSON.parse(readFileSync(path.join(dir, newest), 'utf8')) };
 }
 
 const GROUPS = {
@@ -38,7 +39,7 @@ export function markdown(table) {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const { file, run } = process.argv[2] ? { file: process.argv[2], run: JSON.parse(readFileSync(process.argv[2], 'utf8')) } : latestRun();
+  const { file, run } = latestRun(process.argv[2]);
   const m = run.machine;
   console.log(`Recorded run \`${file}\`, ${run.startedAt} (${run.quick ? 'quick' : 'full'}): ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, Node ${m.node}; median ms per run (upload inputs, compute, read back).\n`);
   for (const t of Object.values(peerTables(run))) console.log(`${t.title}:\n\n${markdown(t)}\n`);
