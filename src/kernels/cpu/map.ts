@@ -95,6 +95,17 @@ type MapFn = (out: CpuView['data'], ins: CpuView['data'][], shape: number[], str
 
 /** The JavaScript of the loop nest evaluating `expr` over `rank` collapsed dims with `nIn` inputs, and the values it reads from `C`. */
 function source(expr: Expr, nIn: number, rank: number): { source: string; constants: number[] } {
+  // Built once per expression object and layout: plans hand the same (never mutated) Expr objects to every call.
+  let forExpr = sources.get(expr);
+  if (!forExpr) sources.set(expr, (forExpr = new Map()));
+  const key = `${nIn}|${rank}`;
+  let made = forExpr.get(key);
+  if (!made) forExpr.set(key, (made = buildSource(expr, nIn, rank)));
+  return made;
+}
+const sources = new WeakMap<Expr, Map<string, { source: string; constants: number[] }>>();
+
+function buildSource(expr: Expr, nIn: number, rank: number): { source: string; constants: number[] } {
   const { body, result, constants } = jsExprBody(expr, (k) => `x${k}[p${k}]`);
   const ks = Array.from({ length: nIn }, (_, k) => k);
   let src = `${constantDecls(constants.length)}\n` + ks.map((k) => `const x${k} = ins[${k}];`).join(' ') + '\n';
